@@ -1,0 +1,56 @@
+"""Band lists and class names shared by every stage (the stack contract).
+
+The 9 Sentinel-2 bands come first, in SatlasPretrain's multispectral order (R, G, B, B05, B06, B07,
+B08, B11, B12) so that its first-conv weights apply unchanged; then the 10 covariates. Stack values
+are physical: reflectance as 0..1 floats, elevation in metres, angles in degrees, climate in the
+units named below. Normalisation to model inputs happens later (:mod:`mapper.normalise`).
+"""
+
+from __future__ import annotations
+
+# (stack band name, Sentinel-2 L2A band it comes from)
+S2_BANDS: list[tuple[str, str]] = [
+    ("s2_red", "B04"),
+    ("s2_green", "B03"),
+    ("s2_blue", "B02"),
+    ("s2_b05", "B05"),
+    ("s2_b06", "B06"),
+    ("s2_b07", "B07"),
+    ("s2_b08", "B08"),
+    ("s2_b11", "B11"),
+    ("s2_b12", "B12"),
+]
+
+TERRAIN_BANDS: list[str] = ["elevation", "slope", "aspect", "curvature", "tpi", "twi", "spi"]
+CLIMATE_BANDS: list[str] = ["precip_annual", "summer_warmth", "jan_tmin"]
+COVARIATE_BANDS: list[str] = TERRAIN_BANDS + CLIMATE_BANDS
+
+STACK_BANDS: list[str] = [name for name, _ in S2_BANDS] + COVARIATE_BANDS
+
+UNITS: dict[str, str] = {
+    **{name: "reflectance (0-1)" for name, _ in S2_BANDS},
+    "elevation": "m",
+    "slope": "degrees",
+    "aspect": "degrees clockwise from north",
+    "curvature": "1/m (maximum curvature)",
+    "tpi": "m (topographic position index)",
+    "twi": "ln(m) (topographic wetness index)",
+    "spi": "ln(m^2) (stream power index, log)",
+    "precip_annual": "mm/year",
+    "summer_warmth": "degree-days above 0 C (summer warmth index)",
+    "jan_tmin": "degrees C (January mean minimum)",
+}
+
+SOIL_ORDERS: list[str] = [
+    "Andisols",
+    "Entisols",
+    "Gelisols",
+    "Histosols",
+    "Inceptisols",
+    "Mollisols",
+    "Spodosols",
+]
+CLASS_NODATA = 255
+
+TASKS: dict[str, int] = {"nsp": 1, "soilorder": len(SOIL_ORDERS)}
+"""Model outputs per task: one logit for near-surface permafrost, one per soil order."""

@@ -1,0 +1,162 @@
+"""The Alaska lattice: one 10 m grid in EPSG:3338 cut into square tiles with stable ids.
+
+Conventions (everything in the project follows them):
+
+- CRS EPSG:3338 (NAD83 / Alaska Albers), metres.
+- The lattice's upper-left *corner* is ``(origin_x, origin_y)``. Lattice pixel ``(row, col)`` covers
+  ``x in [origin_x + col*res, origin_x + (col+1)*res)`` and ``y in (origin_y - (row+1)*res,
+  origin_y - row*res]``; its centre is at ``+0.5`` pixel in both axes.
+- A tile is a block of ``tile_px x tile_px`` lattice pixels. Tile ``(trow, tcol)`` starts at lattice pixel
+  ``(trow*tile_px, tcol*tile_px)`` and is named ``R{trow:04d}C{tcol:04d}``. Because the origin and the tile
+  size are fixed in config, a tile id names the same pixels forever, so reruns and caches stay valid.
+- Windows are ``rasterio.windows.Window`` objects in *global* lattice pixel coordinates.
+
+Everything here is pure arithmetic (no I/O): the statewide tile list is computed at DAG-build time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from mapper.errors import ConfigError
+
+CRS = "EPSG:3338"
+_TILE_ID = re.compile(r"^R(\d{4,})C(\d{4,})$")
+
+Bounds = tuple[float, float, float, float]  # (left, bottom, right, top) in metres
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """A fixed pixel lattice in EPSG:3338 and its cut into tiles of ``tile_px`` pixels."""
+
+    origin_x: float
+    origin_y: float
+    res: float
+    tile_px: int
+    crs: str = CRS
+
+    def __post_init__(self) -> None:
+        if self.res <= 0 or self.tile_px <= 0:
+            raise ConfigError(
+                f"grid: res ({self.res}) and tile_px ({self.tile_px}) must be positive; fix config"
+            )
+
+    @classmethod
+    def from_config(cls, grid: dict, tile_px: int) -> Lattice:
+        """Build from the validated ``grid`` section of config and a region's ``tile_px``."""
+        ox, oy = grid["origin"]
+        return cls(float(ox), float(oy), float(grid["res"]), int(tile_px), grid.get("crs", CRS))
+
+    # -- tile ids -------------------------------------------------------------------------------
+    @staticmethod
+    def tile_id(row: int, col: int) -> str:
+        """The id of tile ``(row, col)`` in tile units from the origin."""
+        if row < 0 or col < 0:
+            raise ValueError(f"tile ({row}, {col}) lies above or left of the lattice origin")
+        return f"R{row:04d}C{col:04d}"
+
+    @staticmethod
+    def parse(tile_id: str) -> tuple[int, int]:
+        """``"R0012C0034"`` -> ``(12, 34)``."""
+        m = _TILE_ID.match(tile_id)
+        if not m:
+            raise ValueError(f"{tile_id!r} is not a tile id (expected like 'R0012C0034')")
+        return int(m.group(1)), int(m.group(2))
+
+    # -- geometry -------------------------------------------------------------------------------
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return (self.tile_px, self.tile_px)
+
+    @property
+    def transform(self) -> Affine:
+        """Transform of the whole lattice (pixel corner convention, as GDAL)."""
+        return Affine(self.res, 0.0, self.origin_x, 0.0, -self.res, self.origin_y)
+
+    def tile_window(self, tile_id: str) -> Window:
+        row, col = self.parse(tile_id)
+        p = self.tile_px
+        return Window(col * p, row * p, p, p)
+
+    def window_bounds(self, window: Window) -> Bounds:
+        left = self.origin_x + window.col_off * self.res
+        top = self.origin_y - window.row_off * self.res
+        return (left, top - window.height * self.res, left + window.width * self.res, top)
+
+    def window_transform(self, window: Window) -> Affine:
+        left, _, _, top = self.window_bounds(window)
+        return Affine(self.res, 0.0, left, 0.0, -self.res, top)
+
+    def bounds_window(self, bounds: Bounds) -> Window:
+        """The smallest lattice window covering ``bounds`` (snapped outward to whole pixels)."""
+        left, bottom, right, top = bounds
+        c0 = math.floor(round((left - self.origin_x) / self.res, 9))
+        c1 = math.ceil(round((right - self.origin_x) / self.res, 9))
+        r0 = math.floor(round((self.origin_y - top) / self.res, 9))
+        r1 = math.ceil(round((self.origin_y - bottom) / self.res, 9))
+        return Window(c0, r0, c1 - c0, r1 - r0)
+
+    def tile_bounds(self, tile_id: str) -> Bounds:
+        return self.window_bounds(self.tile_window(tile_id))
+
+    def tile_transform(self, tile_id: str) -> Affine:
+        return self.window_transform(self.tile_window(tile_id))
+
+    def tile_of_xy(self, x: float, y: float) -> str:
+        col = math.floor((x - self.origin_x) / (self.res * self.tile_px))
+        row = math.floor((self.origin_y - y) / (self.res * self.tile_px))
+        return self.tile_id(row, col)
+
+    def neighbours(self, tile_id: str, radius: int = 1) -> list[str]:
+        """Tiles within ``radius`` tiles (Chebyshev distance) of ``tile_id``, excluding itself."""
+        row, col = self.parse(tile_id)
+        out = []
+        for r in range(row - radius, row + radius + 1):
+            for c in range(col - radius, col + radius + 1):
+                if (r, c) != (row, col) and r >= 0 and c >= 0:
+                    out.append(self.tile_id(r, c))
+        return out
+
+    def tiles_in_window(self, window: Window) -> list[str]:
+        """Every tile that shares at least one pixel with ``window``."""
+        p = self.tile_px
+        r0 = math.floor(window.row_off / p)
+        r1 = math.ceil((window.row_off + window.height) / p)
+        c0 = math.floor(window.col_off / p)
+        c1 = math.ceil((window.col_off + window.width) / p)
+        return [
+            self.tile_id(r, c) for r in range(max(r0, 0), r1) for c in range(max(c0, 0), c1)
+        ]
+
+
+def tiles_of(boundary: shapely.Geometry, lattice: Lattice) -> list[str]:
+    """The sorted ids of the tiles whose area intersects ``boundary`` (EPSG:3338 metres).
+
+    Vectorised with shapely 2: candidate tiles from the boundary's bounding box are tested in one
+    ``intersects`` call against a prepared geometry, so the whole state takes well under a second.
+    Touching only along an edge does not count (the tile would hold no boundary pixel).
+    """
+    if boundary.is_empty:
+        return []
+    window = lattice.bounds_window(boundary.bounds)
+    p = lattice.tile_px
+    size = p * lattice.res
+    r0, c0 = max(window.row_off // p, 0), max(window.col_off // p, 0)
+    r1 = math.ceil((window.row_off + window.height) / p)
+    c1 = math.ceil((window.col_off + window.width) / p)
+    rows, cols = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    left = lattice.origin_x + cols * size
+    top = lattice.origin_y - rows * size
+    boxes = shapely.box(left, top - size, left + size, top)
+    shapely.prepare(boundary)
+    hit = shapely.intersects(boundary, boxes) & ~shapely.touches(boundary, boxes)
+    return sorted(lattice.tile_id(int(r), int(c)) for r, c in zip(rows[hit], cols[hit]))

@@ -1,0 +1,187 @@
+"""The one place that talks to rasterio/GDAL for reading, warping and writing rasters.
+
+Warps are made so that a pixel's value does not depend on how the lattice is cut into tiles:
+GDAL's default approximate transformer (0.125 px error) and its per-chunk kernel scaling both make a
+tile's pixels depend on the tile's extent. We warp through ``WarpedVRT`` with ``tolerance=1e-9``
+(exact transformer) and the warper options ``XSCALE``/``YSCALE`` fixed at the nominal ratio of
+destination to source resolution (never per window). Reading a window of that VRT then gives the same
+values as warping the whole region at once. ``gdalwarp -et 0 -wo XSCALE=.. -wo YSCALE=..`` does the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+
+from mapper.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+# GDAL settings for reading over HTTP: bounded retries, no directory listing per open.
+GDAL_HTTP_ENV = {
+    "GDAL_HTTP_MAX_RETRY": "4",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.vrt,.jp2",
+}
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open a raster for reading; a missing, truncated or non-raster file is one clear InputError."""
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputError(
+            f"{path}: cannot be read as a raster ({exc}); replace the file (re-fetch the source)"
+        ) from None
+
+
+def nominal_scale(src_res: float, dst_res: float) -> float:
+    """GDAL's XSCALE/YSCALE for a warp from ``src_res`` to ``dst_res`` (same units).
+
+    GDAL's factor is destination pixels per source pixel: 0.5 for a 5 m DEM onto 10 m (the kernel
+    widens to cover the source pixels), capped at 1 for equal resolution and for upsampling.
+    """
+    return min(1.0, src_res / dst_res) if dst_res > 0 else 1.0
+
+
+def _source_res_in_dst_units(src: rasterio.DatasetReader, dst_crs: CRS) -> float:
+    """Approximate size of one source pixel measured in the destination CRS (at the source centre)."""
+    from rasterio.warp import transform as transform_xy
+
+    left, bottom, right, top = src.bounds
+    cx, cy = (left + right) / 2, (bottom + top) / 2
+    rx, ry = abs(src.transform.a), abs(src.transform.e)
+    xs, ys = transform_xy(src.crs, dst_crs, [cx, cx + rx, cx], [cy, cy, cy + ry])
+    dx = float(np.hypot(xs[1] - xs[0], ys[1] - ys[0]))
+    dy = float(np.hypot(xs[2] - xs[0], ys[2] - ys[0]))
+    return float(np.sqrt(dx * dy))
+
+
+def check_crs(src: rasterio.DatasetReader, path: str | Path) -> None:
+    if src.crs is None:
+        raise InputError(
+            f"{path}: has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx)"
+        )
+
+
+def warp_to_grid(
+    path: str | Path,
+    dst_crs: str,
+    dst_transform: Affine,
+    dst_shape: tuple[int, int],
+    resampling: Resampling = Resampling.bilinear,
+    indexes: list[int] | None = None,
+    src_nodata: float | None = None,
+) -> np.ndarray:
+    """Warp ``path`` onto the grid ``(dst_transform, dst_shape)`` in ``dst_crs``; float32, NaN = nodata.
+
+    The result for a pixel is independent of the grid's extent (see module docstring), so warping a
+    tile equals cutting that tile out of a warp of the whole region.
+    """
+    src = open_raster(path)
+    try:
+        check_crs(src, path)
+        crs = CRS.from_user_input(dst_crs)
+        dst_res = abs(dst_transform.a)
+        scale = nominal_scale(_source_res_in_dst_units(src, crs), dst_res)
+        nodata = src_nodata if src_nodata is not None else src.nodata
+        height, width = dst_shape
+        vrt_opts = {"src_nodata": nodata} if nodata is not None else {}
+        with WarpedVRT(
+            src,
+            crs=crs,
+            transform=dst_transform,
+            width=width,
+            height=height,
+            resampling=resampling,
+            tolerance=1e-9,
+            nodata=np.nan,
+            dtype="float32",
+            XSCALE=scale,
+            YSCALE=scale,
+            **vrt_opts,
+        ) as vrt:
+            idx = indexes or list(range(1, src.count + 1))
+            data = vrt.read(idx, masked=True)
+    except RasterioIOError as exc:
+        raise InputError(f"{path}: read failed while warping ({exc}); re-fetch the file") from None
+    finally:
+        src.close()
+    return np.ma.filled(data.astype("float32"), np.nan)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
+
+    Makes every output appear whole or not at all, even when a job is killed mid-write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_geotiff(
+    path: str | Path,
+    data: np.ndarray,
+    transform: Affine,
+    crs: str,
+    *,
+    nodata: float | None = None,
+    descriptions: list[str] | None = None,
+    tags: dict[str, str] | None = None,
+    blocksize: int = 256,
+    predictor: int | None = None,
+) -> None:
+    """Write a tiled, DEFLATE-compressed GeoTIFF atomically. ``data`` is [bands, rows, cols]."""
+    if data.ndim == 2:
+        data = data[None]
+    count, height, width = data.shape
+    if predictor is None:
+        predictor = 3 if np.issubdtype(data.dtype, np.floating) else 2
+    tiled = height >= blocksize and width >= blocksize and height % 16 == 0 and width % 16 == 0
+    profile = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": count,
+        "dtype": data.dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "compress": "deflate",
+        "predictor": predictor,
+        "interleave": "pixel" if count <= 4 else "band",
+    }
+    if tiled:
+        profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            if descriptions:
+                for i, d in enumerate(descriptions, start=1):
+                    dst.set_band_description(i, d)
+            if tags:
+                dst.update_tags(**tags)
+    logger.debug("wrote %s (%d bands, %dx%d)", path, count, height, width)

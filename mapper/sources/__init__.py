@@ -1,0 +1,1 @@
+"""Sources: how each region's inputs are obtained (demo synthesis, HTTP downloads, STAC)."""

@@ -1,0 +1,31 @@
+# The two set-up commands: `make demo` (maps of the embedded demo region) and `make test`.
+# Each creates the virtual environment .venv from pyproject.toml first if it is missing or stale.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+CORES ?= 2
+
+.PHONY: demo test env lint clean-demo
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	snakemake --cores $(CORES) --printshellcmds demo
+
+test: $(STAMP)
+	pytest
+
+lint: $(STAMP)
+	ruff check .
+	snakemake --lint
+	snakefmt --check Snakefile workflow/rules
+
+clean-demo:
+	rm -rf resources/demo results/demo logs maps/*_demo*

@@ -1,0 +1,63 @@
+# Stage 1, sources: every input as local files with a manifest (what, where from, size, checksum).
+
+
+rule demo_sources:
+    # The demo region's sources, SYNTHETIC, made offline and deterministically from a seed.
+    output:
+        sentinel2="resources/{region}/sources/sentinel2.tif",
+        dem="resources/{region}/sources/dem.tif",
+        climate="resources/{region}/sources/climate.tif",
+        observations="resources/{region}/sources/observations.csv",
+        manifest="resources/{region}/sources/manifest.json",
+        truth_nsp="resources/{region}/truth/nsp.tif",
+        truth_soilorder="resources/{region}/truth/soilorder.tif",
+    params:
+        config=CONFIG_FILE,
+        out="resources/{region}",
+    log:
+        "logs/sources/{region}_demo.log",
+    conda:
+        "../../envs/mapper.yaml"
+    shell:
+        "python -m mapper demo --config {params.config} --region {wildcards.region}"
+        " --out {params.out} > {log} 2>&1"
+
+
+rule fetch_http:
+    # One file of an HTTP(S) source: retries, resume (Range) and sha256 verification.
+    output:
+        file="resources/{region}/sources/{source}/{filename}",
+        manifest="resources/{region}/sources/{source}/{filename}.json",
+    wildcard_constraints:
+        source="dem|climate|observations",
+        filename=r"[^/]+\.(tif|TIF|tiff|vrt|csv|parquet|zip)",
+    params:
+        config=CONFIG_FILE,
+    log:
+        "logs/sources/{region}_{source}_{filename}.log",
+    conda:
+        "../../envs/mapper.yaml"
+    resources:
+        downloads=1,
+    shell:
+        "python -m mapper fetch --config {params.config} --region {wildcards.region}"
+        " --source {wildcards.source} --file {wildcards.filename} --out {output.file}"
+        " > {log} 2>&1"
+
+
+rule fetch_stac:
+    # A tile's cloud-masked median Sentinel-2 L2A composite from a STAC search.
+    output:
+        composite="resources/{region}/sources/sentinel2/{tile}.tif",
+        manifest="resources/{region}/sources/sentinel2/{tile}.json",
+    params:
+        config=CONFIG_FILE,
+    log:
+        "logs/sources/{region}_sentinel2_{tile}.log",
+    conda:
+        "../../envs/mapper.yaml"
+    resources:
+        downloads=1,
+    shell:
+        "python -m mapper fetch --config {params.config} --region {wildcards.region}"
+        " --source sentinel2 --tile {wildcards.tile} --out {output.composite} > {log} 2>&1"

@@ -1,0 +1,36 @@
+# Stage 2, stack: every source warped onto the tile's 10 m lattice grid, terrain derived from the
+# DEM read with a halo, one 19-band GeoTIFF per tile; a VRT over the region's stacks.
+
+
+rule stack:
+    input:
+        sentinel2=tile_sentinel2,
+        dem=tile_dem,
+        climate=tile_climate,
+    output:
+        "results/{region}/stack/{tile}.tif",
+    params:
+        config=CONFIG_FILE,
+    log:
+        "logs/stack/{region}_{tile}.log",
+    conda:
+        "../../envs/mapper.yaml"
+    group:
+        "stack"
+    shell:
+        "python -m mapper stack --config {params.config} --region {wildcards.region}"
+        " --tile {wildcards.tile} --sentinel2 {input.sentinel2} --dem {input.dem}"
+        " --climate {input.climate} --out {output} > {log} 2>&1"
+
+
+rule stack_vrt:
+    input:
+        region_stacks,
+    output:
+        "results/{region}/stack.vrt",
+    log:
+        "logs/stack/{region}_vrt.log",
+    conda:
+        "../../envs/mapper.yaml"
+    shell:
+        "python -m mapper stack-vrt --out {output} {input} > {log} 2>&1"

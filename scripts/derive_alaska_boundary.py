@@ -82,13 +82,13 @@ def read_polygons(shp: Path) -> list[list[np.ndarray]]:
             parts = np.frombuffer(data, "<i4", n_parts, c + 44)
             pts = np.frombuffer(data, "<f8", 2 * n_points, c + 44 + 4 * n_parts).reshape(-1, 2)
             ends = list(parts[1:]) + [n_points]
-            records.append([pts[s:e].copy() for s, e in zip(parts, ends)])
+            records.append([pts[s:e].copy() for s, e in zip(parts, ends, strict=True)])
         off = c + 2 * words
     return records
 
 
 def record_geometry(rings: list[np.ndarray]) -> shapely.Geometry:
-    """One record's rings as a (multi)polygon: clockwise rings are outer, counter-clockwise holes."""
+    """One record's rings as a (multi)polygon: clockwise rings outer, counter-clockwise holes."""
     outer, holes = [], []
     for ring in rings:
         poly = shapely.Polygon(ring)

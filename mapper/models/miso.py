@@ -1,0 +1,195 @@
+"""MiSo: two Swin-V2 encoders, an implicit query per modality, a geo encoder, mappers and heads.
+
+    feats = model.encode(s2, cov)              # once per crop batch
+    out = model.query(feats, coords, xy)       # any query points, in chunks
+    logits = model.predict(feats, coords, xy)  # prediction only
+
+Inputs: ``s2`` [B, 9, H, W] Sentinel-2 and ``cov`` [B, 10, H, W] covariates, float32 normalised
+to 0..1 with nodata as 0, H and W multiples of 32 px. ``coords`` [B, N, 2]: query points as
+crop-normalised (x, y) in [-1, 1], pixel-corner convention, y = -1 the crop's top (north) edge
+(see :mod:`mapper.models.implicit`). ``xy`` [B, N, 2]: the same points in EPSG:3338 metres (x
+easting, y northing), for the geo branch.
+
+Embeddings: sat = mapper_sat(query_sat), cov = mapper_cov(query_cov), visual =
+mapper_visual(sat + cov), geo = mapper_geo(geo_encoder(xy)); logits = head(visual) predicts,
+geo_logits = geo_head(geo) serves the auxiliary losses. Every embedding is D = cfg.emb_dim wide.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from mapper.errors import ConfigError, InputError
+from mapper.models.config import ModelConfig
+from mapper.models.geo import GeoEncoder
+from mapper.models.implicit import DECODERS, Decoder, ImplicitQuery
+from mapper.models.swin import SwinEncoder, load_encoder_state, read_satlas_state
+
+logger = logging.getLogger(__name__)
+
+
+def mapper_mlp(dim: int) -> nn.Sequential:
+    """Per-modality mapper: Linear D->D, GELU, Linear D->D, LayerNorm."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim))
+
+
+def prediction_head(dim: int, n_out: int) -> nn.Sequential:
+    """Head: Linear D->D, GELU, Linear D->D/2, GELU, Linear D/2->n_out (logits)."""
+    return nn.Sequential(
+        nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim // 2), nn.GELU(),
+        nn.Linear(dim // 2, n_out),
+    )
+
+
+@dataclass
+class Features:
+    """Encoded crops: per modality the 4 stage maps [B, C_i, H / 2^(i+2), W / 2^(i+2)]."""
+
+    sat: list[Tensor]
+    cov: list[Tensor]
+
+    @property
+    def batch(self) -> int:
+        return int(self.sat[0].shape[0])
+
+
+@dataclass
+class MiSoOutput:
+    """Per query point: embeddings [B, N, D] and logits [B, N, n_out]."""
+
+    sat: Tensor
+    cov: Tensor
+    visual: Tensor
+    geo: Tensor
+    logits: Tensor
+    geo_logits: Tensor
+
+
+class MiSo(nn.Module):
+    """The MiSo model for one task with ``n_out`` logits (1 for NSP, 7 for soil order)."""
+
+    def __init__(self, cfg: ModelConfig, n_out: int, decoder: Decoder = "fast") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_out = n_out
+        self.decoder: Decoder = decoder
+        d = cfg.emb_dim
+        self.sat_encoder = SwinEncoder(cfg, cfg.n_s2_bands)
+        self.cov_encoder = SwinEncoder(cfg, cfg.n_cov_bands)
+        self.sat_query = ImplicitQuery(cfg)
+        self.cov_query = ImplicitQuery(cfg)
+        self.geo_encoder = GeoEncoder(cfg)
+        self.sat_mapper = mapper_mlp(d)
+        self.cov_mapper = mapper_mlp(d)
+        self.geo_mapper = mapper_mlp(d)
+        self.visual_mapper = mapper_mlp(d)
+        self.head = prediction_head(d, n_out)
+        self.geo_head = prediction_head(d, n_out)
+        self.set_decoder(decoder)
+
+    def set_decoder(self, decoder: Decoder) -> None:
+        """Choose the implicit decoder, "fast" (default) or "plain"; both give the same values."""
+        if decoder not in DECODERS:
+            raise ConfigError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        self.decoder = decoder
+
+    def encode(self, s2: Tensor, cov: Tensor) -> Features:
+        """Both encoders: s2 [B, 9, H, W], cov [B, 10, H, W] -> Features."""
+        if s2.shape[1] != self.cfg.n_s2_bands or cov.shape[1] != self.cfg.n_cov_bands:
+            raise InputError(
+                f"model takes {self.cfg.n_s2_bands} Sentinel-2 and {self.cfg.n_cov_bands} "
+                f"covariate bands, got {s2.shape[1]} and {cov.shape[1]}; check the stack bands"
+            )
+        if s2.shape[0] != cov.shape[0] or s2.shape[-2:] != cov.shape[-2:]:
+            raise InputError(
+                f"s2 {tuple(s2.shape)} and covariates {tuple(cov.shape)} differ in batch or size"
+            )
+        return Features(sat=self.sat_encoder(s2), cov=self.cov_encoder(cov))
+
+    def _visual_chunks(
+        self, feats: Features, coords: Tensor, chunk: int
+    ) -> Iterator[tuple[slice, Tensor, Tensor, Tensor]]:
+        """(slice, sat, cov, visual) embeddings per chunk of query points."""
+        if coords.ndim != 3 or coords.shape[-1] != 2 or coords.shape[0] != feats.batch:
+            raise InputError(
+                f"coords must be [B={feats.batch}, N, 2] crop-normalised (x, y), "
+                f"got {tuple(coords.shape)}"
+            )
+        sat_prep = self.sat_query.prepare(feats.sat, self.decoder)
+        cov_prep = self.cov_query.prepare(feats.cov, self.decoder)
+        for start in range(0, coords.shape[1], max(1, chunk)):
+            part = slice(start, start + max(1, chunk))
+            c = coords[:, part]
+            sat = self.sat_mapper(self.sat_query.decode(sat_prep, c))  # [B, n, D]
+            cov = self.cov_mapper(self.cov_query.decode(cov_prep, c))  # [B, n, D]
+            yield part, sat, cov, self.visual_mapper(sat + cov)
+
+    def query(self, feats: Features, coords: Tensor, xy: Tensor, chunk: int = 4096) -> MiSoOutput:
+        """Every embedding and both logits at the query points (training, contrastive losses)."""
+        if xy.shape != coords.shape:
+            raise InputError(f"xy {tuple(xy.shape)} must match coords {tuple(coords.shape)}")
+        parts: dict[str, list[Tensor]] = {k: [] for k in MiSoOutput.__dataclass_fields__}
+        for part, sat, cov, visual in self._visual_chunks(feats, coords, chunk):
+            geo = self.geo_mapper(self.geo_encoder(xy[:, part]))  # [B, n, D]
+            parts["sat"].append(sat)
+            parts["cov"].append(cov)
+            parts["visual"].append(visual)
+            parts["geo"].append(geo)
+            parts["logits"].append(self.head(visual))
+            parts["geo_logits"].append(self.geo_head(geo))
+        if coords.shape[1] == 0:
+            return self._empty_output(coords)
+        return MiSoOutput(**{k: torch.cat(v, dim=1) for k, v in parts.items()})
+
+    def predict(
+        self, feats: Features, coords: Tensor, xy: Tensor | None = None, chunk: int = 4096
+    ) -> Tensor:
+        """Logits [B, N, n_out] from the visual branch only (the geo branch does not predict).
+
+        ``xy`` is accepted for symmetry with :meth:`query` and unused. Under
+        ``torch.inference_mode()`` memory is bounded by one chunk of embeddings.
+        """
+        chunks = self._visual_chunks(feats, coords, chunk)
+        logits = [self.head(visual) for _, _, _, visual in chunks]
+        if not logits:
+            return coords.new_zeros(coords.shape[0], 0, self.n_out)
+        return torch.cat(logits, dim=1)
+
+    def forward(self, s2: Tensor, cov: Tensor, coords: Tensor, xy: Tensor) -> MiSoOutput:
+        return self.query(self.encode(s2, cov), coords, xy)
+
+    def _empty_output(self, coords: Tensor) -> MiSoOutput:
+        b, d = coords.shape[0], self.cfg.emb_dim
+        emb = coords.new_zeros(b, 0, d)
+        out = coords.new_zeros(b, 0, self.n_out)
+        return MiSoOutput(sat=emb, cov=emb, visual=emb, geo=emb, logits=out, geo_logits=out)
+
+
+@functools.cache
+def _warn_random_satellite_encoder() -> None:
+    """Said once per process: a random satellite encoder is legitimate (demo) but worth knowing."""
+    logger.warning(
+        "satellite encoder starts from random weights: no satlas_weights in the model config"
+    )
+
+
+def build_model(cfg: ModelConfig, n_out: int, decoder: Decoder = "fast") -> MiSo:
+    """A new MiSo for training: the satellite encoder from ``cfg.satlas_weights`` when set.
+
+    The covariate encoder and everything else start from random weights. The SatlasPretrain
+    file must match the size (CheckpointError naming it otherwise).
+    """
+    model = MiSo(cfg, n_out, decoder=decoder)
+    if cfg.satlas_weights:
+        path = Path(cfg.satlas_weights)
+        load_encoder_state(model.sat_encoder, read_satlas_state(path, cfg), path)
+    else:
+        _warn_random_satellite_encoder()
+    return model

@@ -9,7 +9,7 @@ Selection: a county-equivalent is in Alaska when an interior point of it lies no
 west of 130 W or east of 170 E; the state has exactly 30 (boroughs and census areas), which is
 checked.
 
-Antimeridian: the western Aleutians (Near, Rat and part of the Andreanof Islands) are stored at
+Antimeridian: the western Aleutians (Near and Rat Islands, Buldir) are stored at
 longitudes +172..+180. Every positive longitude is shifted by -360 degrees before projecting, so a
 polygon cut at 180 degrees becomes two pieces sharing an edge at -180 that the dissolve merges;
 EPSG:3338 (central meridian 154 W) is continuous across 180 degrees, so Attu lies west of Adak in

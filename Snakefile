@@ -17,6 +17,11 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/sources.smk"
 include: "workflow/rules/stack.smk"
+include: "workflow/rules/samples.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/mosaic.smk"
 
 
 rule all:

@@ -85,9 +85,96 @@ def region_observations(wildcards):
 
 
 def demo_products():
-    """What `snakemake` with no target builds: the demo region's stacks (later stages add to it)."""
-    return [f"results/demo/stack.vrt"]
+    """What `snakemake` with no target builds: the demo region's maps and evaluation reports."""
+    return maps_of("demo") + reports_of("demo") + ["results/demo/stack.vrt"]
 
 
 def region_stacks(wildcards):
     return all_stacks(wildcards.region)
+
+
+def training_settings(wildcards):
+    """The region's training section: a change to it reruns training (params trigger)."""
+    return region_of(wildcards).settings["training"]
+
+
+def evaluation_settings(wildcards):
+    return region_of(wildcards).settings["evaluation"]
+
+
+def prediction_settings(wildcards):
+    return region_of(wildcards).settings["prediction"]
+
+
+def pretrained_checkpoint(wildcards):
+    """The pretrained checkpoint fine-tuning starts from; none when pretraining is switched off."""
+    if training_settings(wildcards)["pretrain"]:
+        return f"results/{wildcards.region}/models/pretrain.pt"
+    return []
+
+
+def pretrained_option(wildcards):
+    found = pretrained_checkpoint(wildcards)
+    return f"--pretrained {found}" if found else ""
+
+
+def cv_pretrained_checkpoint(wildcards):
+    if wildcards.model == "miso":
+        return pretrained_checkpoint(wildcards)
+    return []
+
+
+def cv_pretrained_option(wildcards):
+    found = cv_pretrained_checkpoint(wildcards)
+    return f"--pretrained {found}" if found else ""
+
+
+def cv_fold_gpus(wildcards):
+    return 0 if wildcards.model == "rf" else 1
+
+
+def cv_models(region):
+    """Models compared in the report: RF, MiSo, and the ablation without pretraining."""
+    ev = REGIONS[region].settings["evaluation"]
+    models = ["rf", "miso"]
+    if ev["ablation_no_pretrain"] and REGIONS[region].settings["training"]["pretrain"]:
+        models.append("miso_nopretrain")
+    return models
+
+
+def cv_fold_outputs(wildcards):
+    ev = evaluation_settings(wildcards)
+    return [
+        f"results/{wildcards.region}/cv/{wildcards.task}/{model}_{split}_f{fold}.parquet"
+        for model in cv_models(wildcards.region)
+        for split in ev["splits"]
+        for fold in range(ev["folds"])
+    ]
+
+
+def neighbour_stacks(wildcards):
+    """The tile's stack and its 8 neighbours' that exist in the region (context for crops)."""
+    lattice = region_of(wildcards).lattice
+    present = set(tiles_of(wildcards.region))
+    tiles = [wildcards.tile] + lattice.neighbours(wildcards.tile)
+    return [stack_path(wildcards.region, t) for t in sorted(tiles) if t in present]
+
+
+def predicted_tiles(region, task):
+    return [f"results/{region}/predict/{task}/{t}.tif" for t in tiles_of(region)]
+
+
+def predicted_tiles_nsp(wildcards):
+    return predicted_tiles(wildcards.region, "nsp")
+
+
+def predicted_tiles_soilorder(wildcards):
+    return predicted_tiles(wildcards.region, "soilorder")
+
+
+def maps_of(region):
+    return [f"maps/{task}_{region}.tif" for task in TASKS]
+
+
+def reports_of(region):
+    return [f"results/{region}/reports/{task}.md" for task in TASKS]

@@ -1,0 +1,50 @@
+# Stage 6: 5-fold cross-validation on the Random, SH-1km and SH-10km splits, MiSo (with and
+# without pretraining) against Random Forest on the same folds; one job per model, split and fold
+# (so a cluster runs them side by side), then a report per task.
+
+
+rule cv_fold:
+    input:
+        samples="results/{region}/samples/points.parquet",
+        pretrained=cv_pretrained_checkpoint,
+        stacks=region_stacks,
+    output:
+        "results/{region}/cv/{task}/{model}_{split}_f{fold}.parquet",
+    wildcard_constraints:
+        model="rf|miso|miso_nopretrain",
+        split="random|sh1km|sh10km",
+        fold=r"\d+",
+    params:
+        config=CONFIG_FILE,
+        evaluation=evaluation_settings,
+        pretrained=cv_pretrained_option,
+    log:
+        "logs/evaluate/{region}_{task}_{model}_{split}_f{fold}.log",
+    conda:
+        "../../envs/mapper.yaml"
+    resources:
+        gpu=cv_fold_gpus,
+    shell:
+        "python -m mapper cv-fold --config {params.config} --region {wildcards.region}"
+        " --task {wildcards.task} --model {wildcards.model} --split {wildcards.split}"
+        " --fold {wildcards.fold} --samples {input.samples} {params.pretrained}"
+        " --out {output} {input.stacks} > {log} 2>&1"
+
+
+rule report:
+    input:
+        cv_fold_outputs,
+    output:
+        markdown="results/{region}/reports/{task}.md",
+        figures="results/{region}/reports/{task}.json",
+        bars=report("results/{region}/reports/{task}_splits.png", category="Evaluation"),
+        confusion=report("results/{region}/reports/{task}_confusion.png", category="Evaluation"),
+    params:
+        config=CONFIG_FILE,
+    log:
+        "logs/evaluate/{region}_{task}_report.log",
+    conda:
+        "../../envs/mapper.yaml"
+    shell:
+        "python -m mapper report --config {params.config} --region {wildcards.region}"
+        " --task {wildcards.task} --out {output.markdown} {input} > {log} 2>&1"

@@ -1,0 +1,26 @@
+# Stage 7: per tile and task, crops on one lattice shared by every tile, batched through MiSo,
+# Gaussian-weighted and blended; a tile reads the context it needs from its neighbours' stacks.
+
+
+rule predict:
+    input:
+        model="results/{region}/models/{task}.pt",
+        stacks=neighbour_stacks,
+    output:
+        "results/{region}/predict/{task}/{tile}.tif",
+    params:
+        config=CONFIG_FILE,
+        prediction=prediction_settings,
+    log:
+        "logs/predict/{region}_{task}_{tile}.log",
+    conda:
+        "../../envs/mapper.yaml"
+    group:
+        "predict"
+    resources:
+        gpu=1,
+        batch_size=16,
+    shell:
+        "python -m mapper predict --config {params.config} --region {wildcards.region}"
+        " --task {wildcards.task} --tile {wildcards.tile} --model {input.model}"
+        " --batch-size {resources.batch_size} --out {output} {input.stacks} > {log} 2>&1"

@@ -1,0 +1,19 @@
+# Stage 3, samples: observation points -> per-point stack values (for Random Forest), crop
+# locations (for MiSo), and fold ids for the Random, SH-1km and SH-10km splits.
+
+
+rule samples:
+    input:
+        observations=region_observations,
+        stacks=region_stacks,
+    output:
+        "results/{region}/samples/points.parquet",
+    params:
+        config=CONFIG_FILE,
+    log:
+        "logs/samples/{region}.log",
+    conda:
+        "../../envs/mapper.yaml"
+    shell:
+        "python -m mapper samples --config {params.config} --region {wildcards.region}"
+        " --observations {input.observations} --out {output} {input.stacks} > {log} 2>&1"

@@ -1,0 +1,47 @@
+# Stages 4-5: contrastive pretraining on unlabelled crops, then supervised fine-tuning per task.
+# Checkpoints carry their model config, band list and normalisation.
+
+
+rule pretrain:
+    input:
+        samples="results/{region}/samples/points.parquet",
+        stacks=region_stacks,
+    output:
+        "results/{region}/models/pretrain.pt",
+    params:
+        config=CONFIG_FILE,
+        training=training_settings,
+    log:
+        "logs/train/{region}_pretrain.log",
+    conda:
+        "../../envs/mapper.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    shell:
+        "python -m mapper pretrain --config {params.config} --region {wildcards.region}"
+        " --samples {input.samples} --out {output} {input.stacks} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        samples="results/{region}/samples/points.parquet",
+        pretrained=pretrained_checkpoint,
+        stacks=region_stacks,
+    output:
+        "results/{region}/models/{task}.pt",
+    params:
+        config=CONFIG_FILE,
+        training=training_settings,
+        pretrained=pretrained_option,
+    log:
+        "logs/train/{region}_{task}.log",
+    conda:
+        "../../envs/mapper.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    shell:
+        "python -m mapper finetune --config {params.config} --region {wildcards.region}"
+        " --task {wildcards.task} --samples {input.samples} {params.pretrained}"
+        " --out {output} {input.stacks} > {log} 2>&1"

@@ -8,6 +8,11 @@ from mapper.config import load_region
 REGIONS = {name: load_region(config, name) for name in config["regions"]}
 CONFIG_FILE = workflow.configfiles[-1]
 TASKS = ["nsp", "soilorder"]
+SYNTHESIZED_REGIONS = [
+    name
+    for name, r in REGIONS.items()
+    if all(s["kind"] == "demo" for s in r.settings["sources"].values())
+]
 
 
 wildcard_constraints:

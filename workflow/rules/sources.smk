@@ -11,6 +11,8 @@ rule demo_sources:
         manifest="resources/{region}/sources/manifest.json",
         truth_nsp="resources/{region}/truth/nsp.tif",
         truth_soilorder="resources/{region}/truth/soilorder.tif",
+    wildcard_constraints:
+        region="|".join(SYNTHESIZED_REGIONS),
     params:
         config=CONFIG_FILE,
         out="resources/{region}",

@@ -1,0 +1,46 @@
+"""``python -m mapper fetch``: obtain one source of a region (download, STAC composite, check)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "fetch",
+        help="fetch one source of a region (http download, per-tile STAC composite, local file)",
+        description=(
+            "Fetch one source of a region into OUT (default resources/<region>/sources) and write "
+            "its manifest (what, where from, size, sha256); print the manifest's path."
+        ),
+    )
+    p.add_argument("--config", default="config/config.yaml", help="config file")
+    p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
+    p.add_argument("--source", required=True, help="source name: sentinel2, dem, climate, ...")
+    p.add_argument("--tile", help="tile id (stac sources: one composite per tile)")
+    p.add_argument("--file", help="http sources: fetch only this file (its local name)")
+    p.add_argument(
+        "--out",
+        help=(
+            "the region's sources folder (default resources/<region>/sources); with --tile or "
+            "--file it may instead be the target file's path inside that folder, "
+            "<folder>/<source>/<file or tile.tif>"
+        ),
+    )
+    p.set_defaults(func=run_fetch)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mapper.config import load_config, load_region
+    from mapper.sources.fetch import default_out_dir, fetch_source
+
+    region = load_region(load_config(args.config), args.region)
+    out = Path(args.out) if args.out else default_out_dir(args.region)
+    target = f"{args.tile}.tif" if args.tile else args.file
+    if target and out.name == target and out.parent.name == args.source:
+        out = out.parent.parent  # the target file was given: its sources folder is two up
+    manifest = fetch_source(region, args.source, out, tile=args.tile, file=args.file)
+    print(manifest)
+    return 0

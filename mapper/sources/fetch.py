@@ -1,0 +1,330 @@
+"""Obtaining one source of a region, per its ``kind``, with a manifest beside what was obtained.
+
+Layout under ``out_dir`` (normally ``resources/<region>/sources``):
+
+- ``http``: ``<name>/<file>`` per entry of ``files`` (the entry's ``name``, else the last part of
+  the URL path), each with ``<name>/<file>.json``; fetching all files also writes
+  ``<name>/manifest.json`` listing them all.
+- ``file``: nothing is copied; ``<name>/manifest.json`` records the path, size and sha256 after
+  checking that the file opens (rasters with rasterio, including every file a VRT refers to;
+  tables as CSV or Parquet).
+- ``stac``: ``<name>/<tile>.tif`` (see :mod:`mapper.sources.composite`) and ``<name>/<tile>.json``.
+- ``demo``: synthesized by :mod:`mapper.sources.demo` (imported only when asked for).
+
+Relative paths in the region file are relative to the working directory (the project root), as
+for the region's boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from mapper.config import Region
+from mapper.errors import ConfigError, InputError
+from mapper.sources.http import download, file_sha256
+from mapper.sources.manifest import known_checksums, make_manifest, write_manifest
+
+logger = logging.getLogger(__name__)
+
+TABLE_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
+OBSERVATION_COLUMNS = ("obs_id", "lon", "lat", "date", "nsp", "soil_order")
+
+
+def default_out_dir(region_name: str) -> Path:
+    """``resources/<region>/sources``: where a region's sources live."""
+    return Path("resources") / region_name / "sources"
+
+
+def http_file_name(entry: dict[str, Any]) -> str:
+    """The local file name of an ``http`` entry: its ``name``, else the URL path's last part."""
+    if entry.get("name"):
+        return str(entry["name"])
+    name = unquote(PurePosixPath(urlsplit(entry["url"]).path).name)
+    if not name:
+        raise ConfigError(f"{entry['url']}: the URL names no file; add 'name:' to its entry")
+    return name
+
+
+def manifest_path(
+    out_dir: str | Path, source: str, *, tile: str | None = None, file: str | None = None
+) -> Path:
+    """Where the manifest of a source (or of one of its tiles or files) is written."""
+    base = Path(out_dir) / source
+    if tile is not None:
+        return base / f"{tile}.json"
+    if file is not None:
+        return base / f"{file}.json"
+    return base / "manifest.json"
+
+
+def fetch_source(
+    region: Region,
+    source_name: str,
+    out_dir: str | Path,
+    tile: str | None = None,
+    file: str | None = None,
+) -> Path:
+    """Fetch source ``source_name`` of ``region`` into ``out_dir``; return its manifest's path.
+
+    ``tile`` is required for ``stac`` sources (one composite per tile); ``file`` restricts an
+    ``http`` source to one of its files (by local name).
+    """
+    sources = region.settings["sources"]
+    if source_name not in sources:
+        raise ConfigError(
+            f"{region.path}: no source '{source_name}' (known: {', '.join(sorted(sources))})"
+        )
+    settings = sources[source_name]
+    kind = settings["kind"]
+    out_dir = Path(out_dir)
+    if file is not None and kind != "http":
+        raise ConfigError(f"source '{source_name}' is of kind {kind}: --file applies to http only")
+    if kind == "http":
+        return _fetch_http(region, source_name, settings, out_dir, file)
+    if kind == "file":
+        return _fetch_file(region, source_name, settings, out_dir)
+    if kind == "stac":
+        return _fetch_stac(region, source_name, settings, out_dir, tile)
+    if kind == "demo":
+        from mapper.sources.demo import synthesize_demo
+
+        return Path(synthesize_demo(region, out_dir))
+    raise ConfigError(f"{region.path}: source '{source_name}' has unknown kind {kind!r}")
+
+
+# -- http ---------------------------------------------------------------------------------------
+def _fetch_http(
+    region: Region, name: str, settings: dict[str, Any], out_dir: Path, only: str | None
+) -> Path:
+    files = settings.get("files") or []
+    if not files:
+        raise ConfigError(f"{region.path}: source '{name}' (http) lists no 'files'; add them")
+    names = [http_file_name(f) for f in files]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(
+            f"{region.path}: source '{name}' has several files named {dupes}; give each a 'name'"
+        )
+    chosen = list(zip(names, files, strict=True))
+    if only is not None:
+        chosen = [(n, f) for n, f in chosen if n == only]
+        if not chosen:
+            raise ConfigError(
+                f"{region.path}: source '{name}' has no file '{only}' (files: {', '.join(names)})"
+            )
+    entries = []
+    for fname, entry in chosen:
+        dest = out_dir / name / fname
+        per_file = manifest_path(out_dir, name, file=fname)
+        item = _reuse(dest, entry, per_file) or download(
+            entry["url"], dest, sha256=entry.get("sha256"), size=entry.get("size")
+        )
+        item["path"] = str(dest)
+        write_manifest(
+            per_file, make_manifest(region.name, name, "http", [item], synthetic=region.synthetic)
+        )
+        entries.append(item)
+    if only is not None:
+        return manifest_path(out_dir, name, file=only)
+    return write_manifest(
+        manifest_path(out_dir, name),
+        make_manifest(region.name, name, "http", entries, synthetic=region.synthetic),
+    )
+
+
+def _reuse(dest: Path, entry: dict[str, Any], per_file: Path) -> dict[str, Any] | None:
+    """The previous manifest's item when ``dest`` still matches it and the region gives no sha256.
+
+    With a sha256 in the region file, :func:`download` checks ``dest`` itself.
+    """
+    if entry.get("sha256") or not dest.exists():
+        return None
+    prior = known_checksums(per_file).get(entry["url"])
+    if not prior or not prior.get("sha256") or prior.get("size") != dest.stat().st_size:
+        return None
+    if entry.get("size") is not None and entry["size"] != prior["size"]:
+        return None
+    if file_sha256(dest) != prior["sha256"]:
+        return None
+    logger.info("%s: unchanged since its last download (sha256 %s...)", dest, prior["sha256"][:12])
+    return dict(prior)
+
+
+# -- file ---------------------------------------------------------------------------------------
+def _fetch_file(region: Region, name: str, settings: dict[str, Any], out_dir: Path) -> Path:
+    path_text = settings.get("path")
+    if not path_text:
+        raise ConfigError(f"{region.path}: source '{name}' (file) has no 'path'; add it")
+    if path_text.startswith(REMOTE_PREFIXES):
+        info = check_raster(path_text)
+        item: dict[str, Any] = {"url": path_text, "path": path_text, "size": None, "sha256": None}
+        extra: dict[str, Any] = {"format": "raster", "raster": info}
+    else:
+        path = Path(path_text)
+        if not path.is_file():
+            raise InputError(
+                f"{path}: source '{name}' of region '{region.name}' not found; put the file "
+                f"there or fix its 'path' in {region.path}"
+            )
+        fmt = table_format(path)
+        if fmt is None:
+            extra = {"format": "raster", "raster": check_raster(path)}
+        else:
+            extra = {
+                "format": "table",
+                "table": check_table(path, fmt, observations=name == "observations"),
+            }
+        item = {"path": str(path), "size": path.stat().st_size, "sha256": file_sha256(path)}
+    return write_manifest(
+        manifest_path(out_dir, name),
+        make_manifest(region.name, name, "file", [item], synthetic=region.synthetic, **extra),
+    )
+
+
+def table_format(path: str | Path) -> str | None:
+    """``"csv"``, ``"parquet"`` or None (a raster) from the file name (``.csv.gz`` is csv)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zst", ".xz"):
+        suffixes = suffixes[:-1]
+    return TABLE_SUFFIXES.get(suffixes[-1]) if suffixes else None
+
+
+def check_raster(path: str | Path) -> dict[str, Any]:
+    """Open a raster (or VRT), read one pixel, check every file a VRT names exists; describe it."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from mapper.raster import GDAL_HTTP_ENV, check_crs, open_raster
+
+    with rasterio.Env(**GDAL_HTTP_ENV):
+        src = open_raster(path)
+        try:
+            check_crs(src, path)
+            missing = [
+                f
+                for f in src.files[1:]
+                if not f.startswith(REMOTE_PREFIXES) and not os.path.exists(f)
+            ]
+            if missing:
+                raise InputError(
+                    f"{path}: the VRT refers to {len(missing)} missing file(s), e.g. {missing[0]}; "
+                    "fetch them or rebuild the VRT"
+                )
+            try:
+                src.read(1, window=Window(0, 0, 1, 1))
+            except rasterio.errors.RasterioIOError as exc:
+                raise InputError(
+                    f"{path}: cannot read its pixels ({exc}); replace the file"
+                ) from None
+            return {
+                "crs": src.crs.to_string(),
+                "width": src.width,
+                "height": src.height,
+                "count": src.count,
+                "dtype": src.dtypes[0],
+                "res": list(src.res),
+                "bounds": list(src.bounds),
+                "nodata": src.nodata,
+                "files": len(src.files),
+            }
+        finally:
+            src.close()
+
+
+def check_table(path: Path, fmt: str, *, observations: bool = False) -> dict[str, Any]:
+    """Read a table's columns (and its first rows, for CSV); observations need their columns."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+            columns = list(schema.names)
+            rows = pq.ParquetFile(path).metadata.num_rows
+        else:
+            import pandas as pd
+
+            sep = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+            head = pd.read_csv(path, nrows=5, sep=sep)
+            columns = [str(c) for c in head.columns]
+            rows = None
+    except Exception as exc:  # pandas/pyarrow parser errors have no common base
+        raise InputError(f"{path}: cannot be read as {fmt} ({exc}); replace the file") from None
+    if observations:
+        missing = [c for c in OBSERVATION_COLUMNS if c not in columns]
+        if missing:
+            raise InputError(
+                f"{path}: observations lack column(s) {', '.join(missing)} "
+                f"(expected {', '.join(OBSERVATION_COLUMNS)}); fix the table"
+            )
+    return {"columns": columns, "rows": rows}
+
+
+# -- stac ---------------------------------------------------------------------------------------
+def _fetch_stac(
+    region: Region, name: str, settings: dict[str, Any], out_dir: Path, tile: str | None
+) -> Path:
+    from mapper.sources.composite import composite_tile
+    from mapper.sources.stac import lonlat_bbox, search_items, split_antimeridian
+
+    if tile is None:
+        raise ConfigError(
+            f"source '{name}' of region '{region.name}' is a per-tile STAC composite; give a tile"
+        )
+    try:
+        region.lattice.parse(tile)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for key in ("api", "datetime"):
+        if not settings.get(key):
+            raise ConfigError(f"{region.path}: source '{name}' (stac) needs '{key}'; add it")
+    lattice = region.lattice
+    bounds = lattice.tile_bounds(tile)
+    query = {
+        "api": settings["api"],
+        "collection": settings["collection"],
+        "datetime": settings["datetime"],
+        "months": list(settings["months"]),
+        "max_cloud": settings["max_cloud"],
+        "max_items": settings["max_items"],
+        "bboxes": [list(b) for b in split_antimeridian(lonlat_bbox(bounds, lattice.crs))],
+    }
+    items = search_items(
+        settings["api"],
+        bounds,
+        datetime_interval=settings["datetime"],
+        collection=settings["collection"],
+        months=settings["months"],
+        max_cloud=settings["max_cloud"],
+        max_items=settings["max_items"],
+        crs=lattice.crs,
+    )
+    dest = out_dir / name / f"{tile}.tif"
+    summary = composite_tile(items, lattice, tile, dest)
+    item = {"path": str(dest), "size": dest.stat().st_size, "sha256": file_sha256(dest)}
+    for stac_item, found in zip(summary["items"], items, strict=True):
+        stac_item["href"] = found.get_self_href()
+    return write_manifest(
+        manifest_path(out_dir, name, tile=tile),
+        make_manifest(
+            region.name,
+            name,
+            "stac",
+            [item],
+            synthetic=region.synthetic,
+            tile=tile,
+            stac=query,
+            stac_items=summary["items"],
+            valid_fraction=summary["valid_fraction"],
+        ),
+    )

@@ -1,0 +1,323 @@
+"""Downloading one file over HTTP(S): bounded retries, resume with Range, size and sha256 checks.
+
+A source file is written to ``<dest>.part`` and renamed onto ``dest`` only once its size and
+sha256 match what the region file declares, so ``dest`` either holds the verified file or does not
+exist. What is retried, and how:
+
+- timeouts, refused or reset connections, HTTP 5xx and 429: up to ``retries`` more attempts after
+  the first, waiting ``backoff * 2**attempt`` seconds (plus up to 25 % jitter, so that many jobs
+  that failed together do not return together), or what the server's ``Retry-After`` asks
+  (capped at :data:`MAX_RETRY_AFTER`);
+- a connection cut mid-body (or a server that stalls longer than ``timeout`` between two reads):
+  the bytes already received stay in ``.part`` and the next attempt asks for the rest with
+  ``Range: bytes=<n>-`` and ``If-Range: <etag>`` (so a file that changed upstream is fetched whole
+  again). A ``206`` answer must carry a ``Content-Range`` starting at ``n``; a ``200`` answer means
+  the server ignored the range and the file is written again from its start;
+- other 4xx answers (404, 403, ...) are not retried.
+
+A sha256 mismatch is final (the region file or the URL is wrong), except when the file was put
+together from several responses: then it is fetched once more from scratch. After the final
+failure the ``.part`` file is deleted. We ask for ``Accept-Encoding: identity`` so that byte
+offsets, sizes and checksums all refer to the file as stored on the server.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import os
+import random
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from mapper import __version__
+from mapper.errors import SourceError
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+MAX_RETRY_AFTER = 300.0
+"""Longest wait (s) we accept from a ``Retry-After`` header."""
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+
+
+class _RetryableError(Exception):
+    """A failed attempt worth repeating; ``wait`` (s) overrides the backoff when set."""
+
+    def __init__(self, cause: str, wait: float | None = None) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.wait = wait
+
+
+class _FatalError(Exception):
+    """A failure that repeating will not fix; ``fix`` is the advice for the message."""
+
+    def __init__(self, cause: str, fix: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.fix = fix
+
+
+_FIX_URL = "check the URL in the region file (or retry later if the server is down)"
+_FIX_CHECKSUM = (
+    "check the sha256/size in the region file (or the URL, if the file changed upstream)"
+)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def new_session() -> requests.Session:
+    """A requests session with our User-Agent; retries are ours, not urllib3's."""
+    session = requests.Session()
+    session.headers["User-Agent"] = f"mapper/{__version__} (+python-requests)"
+    return session
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(delta, 0.0), MAX_RETRY_AFTER)
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``"bytes 100-199/1000"`` -> ``(100, 199, 1000)``; ``None`` if absent or malformed."""
+    if not value:
+        return None
+    m = _CONTENT_RANGE.match(value)
+    if not m:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return int(m.group(1)), int(m.group(2)), total
+
+
+def _entry(url: str, dest: Path, size: int, sha256: str, headers: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"url": url, "path": str(dest), "size": size, "sha256": sha256}
+    if headers is not None:
+        if headers.get("ETag"):
+            entry["etag"] = headers["ETag"]
+        if headers.get("Last-Modified"):
+            entry["last_modified"] = headers["Last-Modified"]
+    return entry
+
+
+def _strong_validator(headers: Any) -> str | None:
+    """The ETag, unless weak (``W/"..."``, which If-Range may not use), else Last-Modified."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified")
+
+
+def _attempt(
+    session: requests.Session,
+    url: str,
+    part: Path,
+    size: int | None,
+    timeout: float,
+    state: dict[str, Any],
+) -> tuple[str, int, Any, bool]:
+    """One GET; returns (sha256, bytes, response headers, resumed) once the body is complete.
+
+    ``state["validator"]`` carries the ETag (or Last-Modified) of the response that wrote the
+    bytes already in ``part`` to the next attempt's ``If-Range``.
+    """
+    validator = state.get("validator")
+    offset = part.stat().st_size if part.exists() else 0
+    if size is not None and offset > size:
+        part.unlink()
+        offset = 0
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        if validator:
+            headers["If-Range"] = validator
+    try:
+        resp = session.get(url, headers=headers, stream=True, timeout=(timeout, timeout))
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _RetryableError(f"connection failed ({exc.__class__.__name__}: {exc})") from None
+    except requests.RequestException as exc:  # invalid URL, unsupported scheme, ...
+        raise _FatalError(f"request refused ({exc})", _FIX_URL) from None
+
+    with resp:
+        status = resp.status_code
+        if status == 429 or status >= 500:
+            wait = retry_after_seconds(resp.headers.get("Retry-After"))
+            raise _RetryableError(f"HTTP {status} {resp.reason}", wait=wait)
+        if status == 416 and offset:
+            part.unlink(missing_ok=True)
+            raise _RetryableError(
+                f"HTTP 416 for bytes {offset}- (the file shrank?); restarting", wait=0.0
+            )
+        if status not in (200, 206):
+            raise _FatalError(f"HTTP {status} {resp.reason}", _FIX_URL)
+
+        total: int | None
+        if status == 200 or not validator:
+            state["validator"] = _strong_validator(resp.headers)
+        if status == 206:
+            crange = parse_content_range(resp.headers.get("Content-Range"))
+            if not offset or crange is None or crange[0] != offset:
+                part.unlink(missing_ok=True)
+                raise _RetryableError(
+                    f"HTTP 206 with Content-Range {resp.headers.get('Content-Range')!r} "
+                    f"for a request from byte {offset}; restarting from byte 0",
+                    wait=0.0,
+                )
+            total = crange[2]
+            mode = "ab"
+        else:
+            if offset:
+                logger.info("%s: server ignored the Range request; downloading it whole", url)
+                offset = 0
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            mode = "wb"
+        if size is not None and total is not None and total != size:
+            raise _FatalError(
+                f"the server reports {total} bytes, the region file {size}", _FIX_CHECKSUM
+            )
+
+        hasher = hashlib.sha256()
+        if mode == "ab":
+            with open(part, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+                    hasher.update(chunk)
+            logger.info("%s: resuming at byte %d", url, offset)
+        received = offset
+        try:
+            with open(part, mode) as f:
+                try:
+                    for chunk in resp.iter_content(CHUNK_BYTES):
+                        f.write(chunk)
+                        hasher.update(chunk)
+                        received += len(chunk)
+                        if size is not None and received > size:
+                            raise _FatalError(
+                                f"received more than the {size} bytes the region file states",
+                                _FIX_CHECKSUM,
+                            )
+                except requests.RequestException as exc:
+                    raise _RetryableError(
+                        f"transfer cut after {received} bytes ({exc.__class__.__name__})"
+                    ) from None
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # local disk: full, read-only, ...
+            raise _FatalError(
+                f"cannot write {part} ({exc})", "free disk space or fix permissions"
+            ) from None
+        if total is not None and received < total:
+            raise _RetryableError(f"connection closed after {received} of {total} bytes")
+        return hasher.hexdigest(), received, resp.headers, mode == "ab"
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    retries: int = 4,
+    backoff: float = 0.5,
+    timeout: float = 30,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
+    """Download ``url`` to ``dest``, verified; return its manifest entry.
+
+    ``timeout`` (s) bounds the connection and every wait between two reads of the body, so a
+    server that stalls mid-body counts as a cut connection. ``retries`` is the number of attempts
+    after the first. If ``dest`` already exists and matches ``sha256`` (and ``size``), nothing is
+    downloaded. The entry has ``url``, ``path``, ``size`` (bytes), ``sha256`` and, when the
+    server sent them, ``etag`` and ``last_modified``.
+
+    Raises SourceError (naming the URL, ``dest``, the cause and the fix) on final failure, with
+    neither ``dest`` nor ``<dest>.part`` left behind.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    expected = sha256.lower() if sha256 else None
+
+    if expected and dest.exists() and (size is None or dest.stat().st_size == size):
+        if file_sha256(dest) == expected:
+            logger.info("%s: present and verified (sha256 %s...)", dest, expected[:12])
+            return _entry(url, dest, dest.stat().st_size, expected, None)
+        logger.warning("%s: present but its sha256 differs; downloading it again", dest)
+
+    own_session = session is None
+    session = session or new_session()
+    state: dict[str, Any] = {}
+    cause = ""
+    try:
+        for attempt in range(retries + 1):
+            if attempt:
+                logger.info("%s: attempt %d of %d", url, attempt + 1, retries + 1)
+            try:
+                digest, nbytes, headers, resumed = _attempt(
+                    session, url, part, size, timeout, state
+                )
+            except _RetryableError as exc:
+                cause = exc.cause
+                if attempt == retries:
+                    break
+                wait = exc.wait
+                if wait is None:
+                    wait = backoff * 2**attempt * (1.0 + 0.25 * random.random())
+                logger.warning("%s: %s; retrying in %.2f s", url, cause, wait)
+                time.sleep(wait)
+                continue
+            except _FatalError as exc:
+                part.unlink(missing_ok=True)
+                raise SourceError(f"{url} -> {dest}: {exc.cause}; {exc.fix}") from None
+
+            problem = None
+            if size is not None and nbytes != size:
+                problem = f"got {nbytes} bytes, the region file states {size}"
+            elif expected and digest != expected:
+                problem = f"sha256 {digest} differs from the region file's {expected}"
+            if problem is None:
+                os.replace(part, dest)
+                if not expected:
+                    logger.warning("%s: no sha256 in the region file; recorded %s", dest, digest)
+                logger.info("%s -> %s (%d bytes)", url, dest, nbytes)
+                return _entry(url, dest, nbytes, digest, headers)
+            part.unlink(missing_ok=True)
+            if resumed and attempt < retries:
+                cause = problem
+                logger.warning("%s: %s after a resumed transfer; fetching it whole", url, problem)
+                state.clear()
+                continue
+            raise SourceError(f"{url} -> {dest}: {problem}; {_FIX_CHECKSUM}")
+    finally:
+        if own_session:
+            session.close()
+    part.unlink(missing_ok=True)
+    raise SourceError(
+        f"{url} -> {dest}: {cause} (gave up after {retries + 1} attempts); {_FIX_URL}"
+    )

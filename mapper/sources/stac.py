@@ -1,0 +1,264 @@
+"""Finding Sentinel-2 L2A items for a tile with a STAC API search (pystac-client).
+
+A tile's EPSG:3338 bounds become a lon/lat bbox (edges densified, so the curved edges of the
+projected square are covered). Most Sentinel-2 scenes that cross 180 degrees are left out of
+Earth Search, and a bbox with west > east is not understood by every API, so a tile that crosses
+the antimeridian (western Aleutians) is searched as two boxes, one each side of it.
+
+The search asks for one collection, the tile's boxes, and one datetime interval per year and per
+run of consecutive ``months`` (so winter scenes are never paged through), with
+``eo:cloud_cover < max_cloud`` when the API offers the query extension, sorted by cloud cover when
+it offers sort. The same filters are applied again to what comes back (not every API honours
+them), duplicates (an item found by both boxes) are dropped, and the ``max_items`` least cloudy
+items are kept, ties broken by date and id so the choice is reproducible.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pystac
+from pyproj import Transformer
+
+from mapper.errors import ConfigError, SourceError
+
+logger = logging.getLogger(__name__)
+
+EARTH_SEARCH_V1 = "https://earth-search.aws.element84.com/v1"
+BBox = tuple[float, float, float, float]  # (west, south, east, north) in degrees
+PAGE_LIMIT = 100
+
+
+def split_antimeridian(bbox: Sequence[float]) -> list[BBox]:
+    """Split a lon/lat bbox that crosses 180 degrees into two boxes inside [-180, 180].
+
+    Crossing is recognised in either usual form: RFC 7946's ``west > east`` (e.g. 172, .., -175),
+    or an unwrapped box reaching past 180 (e.g. 172, .., 185) or below -180. A box that does not
+    cross is returned unchanged (as the only element).
+    """
+    west, south, east, north = (float(v) for v in bbox)
+    if east > 180.0:
+        return [(west, south, 180.0, north), (-180.0, south, east - 360.0, north)]
+    if west < -180.0:
+        return [(west + 360.0, south, 180.0, north), (-180.0, south, east, north)]
+    if west > east:
+        return [(west, south, 180.0, north), (-180.0, south, east, north)]
+    return [(west, south, east, north)]
+
+
+def lonlat_bbox(
+    bounds: Sequence[float], crs: str = "EPSG:3338", densify: int = 16, pad_deg: float = 1e-3
+) -> BBox:
+    """The lon/lat (EPSG:4326) box of projected ``bounds`` (left, bottom, right, top).
+
+    Each edge is sampled at ``densify`` points, and the box is padded by ``pad_deg`` (about 100 m)
+    for the curvature between samples. A box crossing 180 degrees comes back in RFC 7946 form
+    (west > east); pass it to :func:`split_antimeridian`.
+    """
+    left, bottom, right, top = bounds
+    t = np.linspace(0.0, 1.0, densify + 1)
+    xs = np.concatenate(
+        [
+            left + (right - left) * t,
+            np.full_like(t, right),
+            right - (right - left) * t,
+            np.full_like(t, left),
+        ]
+    )
+    ys = np.concatenate(
+        [
+            np.full_like(t, bottom),
+            bottom + (top - bottom) * t,
+            np.full_like(t, top),
+            top - (top - bottom) * t,
+        ]
+    )
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    lon = np.asarray(lon, dtype="float64")
+    lat = np.asarray(lat, dtype="float64")
+    south = max(float(lat.min()) - pad_deg, -90.0)
+    north = min(float(lat.max()) + pad_deg, 90.0)
+    if lon.max() - lon.min() > 180.0:  # the ring jumps from +180 to -180: it crosses
+        east_side = lon < 0
+        west = float(lon[~east_side].min()) - pad_deg
+        east = float(lon[east_side].max()) + pad_deg
+        return (west, south, east, north)
+    west = float(lon.min()) - pad_deg
+    east = float(lon.max()) + pad_deg
+    return _rfc7946(west, south, east, north)
+
+
+def _rfc7946(west: float, south: float, east: float, north: float) -> BBox:
+    """A box whose padding reaches past +-180, written with west > east (else unchanged)."""
+    if east > 180.0:
+        east -= 360.0
+    if west < -180.0:
+        west += 360.0
+    return (west, south, east, north)
+
+
+def parse_interval(interval: str) -> tuple[datetime, datetime]:
+    """``"2019-06-01/2023-08-31"`` -> (start, end) in UTC; a date-only end takes its whole day."""
+    parts = interval.split("/")
+    if len(parts) != 2 or ".." in parts or not all(parts):
+        raise ConfigError(
+            f"datetime {interval!r}: expected a closed ISO interval 'start/end', "
+            "e.g. 2019-06-01/2023-08-31; fix the source's 'datetime' in the region file"
+        )
+    try:
+        start, end = (datetime.fromisoformat(p) for p in parts)
+    except ValueError as exc:
+        raise ConfigError(f"datetime {interval!r}: {exc}; fix the region file") from None
+    if "T" not in parts[1]:
+        end = end + timedelta(days=1) - timedelta(microseconds=1)
+    start, end = (d if d.tzinfo else d.replace(tzinfo=UTC) for d in (start, end))
+    if end < start:
+        raise ConfigError(
+            f"datetime {interval!r}: the end is before the start; fix the region file"
+        )
+    return start, end
+
+
+def month_intervals(interval: str, months: Iterable[int]) -> list[str]:
+    """One ISO interval per year and per run of consecutive months, clipped to ``interval``.
+
+    ``("2020-07-15/2021-08-31", [6, 7, 8])`` ->
+    ``["2020-07-15T00:00:00Z/2020-08-31T23:59:59Z", "2021-06-01T00:00:00Z/2021-08-31T23:59:59Z"]``.
+    """
+    start, end = parse_interval(interval)
+    wanted = sorted(set(int(m) for m in months))
+    runs: list[tuple[int, int]] = []
+    for m in wanted:
+        if runs and runs[-1][1] == m - 1:
+            runs[-1] = (runs[-1][0], m)
+        else:
+            runs.append((m, m))
+    out = []
+    for year in range(start.year, end.year + 1):
+        for m0, m1 in runs:
+            lo = datetime(year, m0, 1, tzinfo=UTC)
+            last = calendar.monthrange(year, m1)[1]
+            hi = datetime(year, m1, last, 23, 59, 59, tzinfo=UTC)
+            lo, hi = max(lo, start), min(hi, end)
+            if lo <= hi:
+                out.append(f"{_iso(lo)}/{_iso(hi)}")
+    return out
+
+
+def _iso(d: datetime) -> str:
+    return d.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cloud_cover(item: pystac.Item) -> float:
+    """The item's ``eo:cloud_cover`` (percent); 100 when absent, so such items sort last."""
+    value = item.properties.get("eo:cloud_cover")
+    return float(value) if value is not None else 100.0
+
+
+def select_items(
+    items: Iterable[pystac.Item],
+    *,
+    months: Iterable[int],
+    max_cloud: float,
+    max_items: int,
+    interval: str | None = None,
+) -> list[pystac.Item]:
+    """Filter (months, cloud cover, interval), drop duplicate ids, keep the least cloudy."""
+    wanted = set(int(m) for m in months)
+    start, end = parse_interval(interval) if interval else (None, None)
+    unique: dict[str, pystac.Item] = {}
+    for item in items:
+        when = item.datetime
+        if when is None:
+            continue
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        if when.month not in wanted or cloud_cover(item) >= max_cloud:
+            continue
+        if start is not None and not (start <= when <= end):
+            continue
+        unique.setdefault(item.id, item)
+    ranked = sorted(unique.values(), key=lambda it: (cloud_cover(it), it.datetime, it.id))
+    return ranked[:max_items]
+
+
+def open_client(api: str, timeout: float = 60.0) -> Any:
+    """A pystac-client Client for ``api`` with bounded retries on 429/5xx (GET and POST)."""
+    from pystac_client import Client
+    from pystac_client.stac_api_io import StacApiIO
+    from urllib3 import Retry
+
+    retry = Retry(
+        total=5,
+        backoff_factor=1.0,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=None,  # also POST: a search is safe to repeat
+        respect_retry_after_header=True,
+    )
+    stac_io = StacApiIO(timeout=timeout, max_retries=retry)
+    return Client.open(api, stac_io=stac_io)
+
+
+def search_items(
+    api: str,
+    bounds: Sequence[float],
+    *,
+    datetime_interval: str,
+    collection: str = "sentinel-2-l2a",
+    months: Iterable[int] = (6, 7, 8),
+    max_cloud: float = 40.0,
+    max_items: int = 24,
+    crs: str = "EPSG:3338",
+    timeout: float = 60.0,
+) -> list[pystac.Item]:
+    """The ``max_items`` least cloudy items of ``collection`` over ``bounds`` (see module doc)."""
+    from pystac_client.conformance import ConformanceClasses
+
+    months = list(months)
+    bboxes = split_antimeridian(lonlat_bbox(bounds, crs))
+    intervals = month_intervals(datetime_interval, months)
+    found: list[pystac.Item] = []
+    try:
+        client = open_client(api, timeout)
+        use_query = client.conforms_to(ConformanceClasses.QUERY)
+        use_sort = client.conforms_to(ConformanceClasses.SORT)
+        for bbox in bboxes:
+            for interval in intervals:
+                kwargs: dict[str, Any] = {
+                    "collections": [collection],
+                    "bbox": list(bbox),
+                    "datetime": interval,
+                    "limit": PAGE_LIMIT,
+                }
+                if use_query:
+                    kwargs["query"] = {"eo:cloud_cover": {"lt": max_cloud}}
+                if use_sort:
+                    kwargs["sortby"] = [{"field": "properties.eo:cloud_cover", "direction": "asc"}]
+                before = len(found)
+                found.extend(client.search(**kwargs).items())
+                logger.debug("search %s %s: %d items", bbox, interval, len(found) - before)
+    except (ConfigError, SourceError):
+        raise
+    except Exception as exc:  # pystac-client's APIError, requests errors, bad JSON, ...
+        raise SourceError(
+            f"{api}: STAC search failed ({exc.__class__.__name__}: {str(exc)[:200]}); check the "
+            "source's 'api' and 'collection' in the region file, or retry later"
+        ) from None
+    items = select_items(
+        found, months=months, max_cloud=max_cloud, max_items=max_items, interval=datetime_interval
+    )
+    logger.info(
+        "%s: %d items over %d bbox(es) x %d interval(s); kept %d (max_cloud %s, max_items %d)",
+        api,
+        len(found),
+        len(bboxes),
+        len(intervals),
+        len(items),
+        max_cloud,
+        max_items,
+    )
+    return items

@@ -1,0 +1,117 @@
+"""Training losses of MiSo: InfoNCE between embeddings, masked BCE (NSP), CE (soil order).
+
+InfoNCE arrangement. Embeddings are [B, N, D]: B crops, N query points per crop, the n-th point
+of every crop at the same role (labelled point, random point or grid node). For each point index
+n separately, the B x B cosine similarities between modality a at (crop i, point n) and modality
+b at (crop j, point n), divided by the temperature 0.1, are logits: the positive of (i, n) is
+(i, n) in the other modality (the same place seen two ways); its negatives are the other crops'
+n-th points. Points of the same crop are never contrasted with each other, since neighbouring
+pixels of a crop are legitimately alike, while different crops are different places. The loss is
+cross-entropy along rows (a -> b) plus along columns (b -> a), each averaged over the valid
+anchors: the sum of both directions, as the reference code has it (so its loss weights keep their
+meaning). A crop contributes nothing at a point index it has no valid point for (``valid``
+mask); with fewer than 2 valid crops at an index there is no negative and that index is skipped.
+
+Task losses (the reference's weights):
+    nsp       BCE(logits) + 0.1 NCE(visual, geo) + 0.1 NCE(sat, cov)
+    soilorder CE(logits) + 1.0 CE(geo_logits) + 0.1 NCE(sat, cov)
+    pretrain  NCE(sat, cov) + NCE(visual, geo)
+Labels: NSP targets [B, N] floats 0/1 with a boolean mask of labelled points; soil order targets
+[B, N] int64 class indices with ``IGNORE_INDEX`` where unlabelled. A batch without any label gives
+a zero supervised term (with gradient graph), so unlabelled crops feed only the NCE terms.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mapper.errors import ConfigError
+from mapper.models.miso import MiSoOutput
+
+TEMPERATURE = 0.1
+IGNORE_INDEX = -100  # torch's own default for cross_entropy
+TASKS = ("nsp", "soilorder", "pretrain")
+
+
+def info_nce(a: Tensor, b: Tensor, valid: Tensor | None = None,
+             temperature: float = TEMPERATURE) -> Tensor:
+    """Symmetric InfoNCE of a, b [B, N, D] across the batch at each point index (module doc).
+
+    ``valid`` [B, N] bool marks points that take part (default: all). Returns a scalar.
+    """
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"info_nce needs two [B, N, D] tensors, got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)}")
+    bsz, n, _ = a.shape
+    if valid is None:
+        valid = torch.ones(bsz, n, dtype=torch.bool, device=a.device)
+    a_n = F.normalize(a, dim=-1).transpose(0, 1)  # [B, N, D] -> [N, B, D]
+    b_n = F.normalize(b, dim=-1).transpose(0, 1)  # [B, N, D] -> [N, B, D]
+    logits = a_n @ b_n.transpose(1, 2) / temperature  # [N, B(a), B(b)]
+    ok = valid.transpose(0, 1)  # [B, N] -> [N, B]
+    anchors = ok & (ok.sum(dim=1, keepdim=True) >= 2)  # [N, B]: valid, with a negative
+    if not bool(anchors.any()):
+        return (a.sum() + b.sum()) * 0.0
+    pair_ok = ok[:, :, None] & ok[:, None, :]  # [N, B, B]
+    logits = logits.masked_fill(~pair_ok, float("-inf"))
+    target = torch.arange(bsz, device=a.device).expand(n, bsz)  # [N, B]: the diagonal
+    rows = F.cross_entropy(logits[anchors], target[anchors])  # a -> b
+    cols = F.cross_entropy(logits.transpose(1, 2)[anchors], target[anchors])  # b -> a
+    return rows + cols
+
+
+def nsp_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean BCE over labelled points: logits [B, N, 1] or [B, N], target [B, N] 0/1, mask [B, N]."""
+    if logits.ndim == target.ndim + 1:
+        logits = logits.squeeze(-1)  # [B, N, 1] -> [B, N]
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[mask], target[mask].to(logits.dtype))
+
+
+def soilorder_ce(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Mean CE over labelled points: logits [B, N, K], target [B, N] int64 (ignore_index off)."""
+    labelled = target != ignore_index
+    if not bool(labelled.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labelled], target[labelled])  # [M, K], [M]
+
+
+def task_loss(
+    task: str,
+    out: MiSoOutput,
+    target: Tensor | None = None,
+    mask: Tensor | None = None,
+    valid: Tensor | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Total loss of a task and its named terms (floats, for logs).
+
+    ``target``/``mask``: NSP 0/1 targets and labelled mask, or soil-order indices (mask unused,
+    IGNORE_INDEX marks unlabelled); not needed for "pretrain". ``valid`` [B, N]: points that
+    take part in the contrastive terms (e.g. not on nodata).
+    """
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
+    terms: dict[str, Tensor] = {}
+    if task == "pretrain":
+        terms["nce_sat_cov"] = info_nce(out.sat, out.cov, valid)
+        terms["nce_visual_geo"] = info_nce(out.visual, out.geo, valid)
+        total = terms["nce_sat_cov"] + terms["nce_visual_geo"]
+    elif task == "nsp":
+        if target is None or mask is None:
+            raise ValueError("nsp loss needs target and mask")
+        terms["bce"] = nsp_bce(out.logits, target, mask)
+        terms["nce_visual_geo"] = info_nce(out.visual, out.geo, valid)
+        terms["nce_sat_cov"] = info_nce(out.sat, out.cov, valid)
+        total = terms["bce"] + 0.1 * terms["nce_visual_geo"] + 0.1 * terms["nce_sat_cov"]
+    else:
+        if target is None:
+            raise ValueError("soilorder loss needs target")
+        terms["ce"] = soilorder_ce(out.logits, target)
+        terms["ce_geo"] = soilorder_ce(out.geo_logits, target)
+        terms["nce_sat_cov"] = info_nce(out.sat, out.cov, valid)
+        total = terms["ce"] + 1.0 * terms["ce_geo"] + 0.1 * terms["nce_sat_cov"]
+    logged = {k: float(v.detach()) for k, v in terms.items()}
+    return total, logged | {"total": float(total.detach())}

@@ -1,0 +1,182 @@
+"""MiSo checkpoints that carry their own spec, so prediction needs only the file.
+
+A checkpoint is a ``torch.save``'d dict:
+
+    format         "mapper.miso" and version (int), to refuse foreign files early
+    config         ModelConfig.to_dict()
+    n_out          logits per point (1 for NSP, 7 for soil order)
+    task           "nsp" | "soilorder" | "pretrain"
+    bands          the input band names, in tensor order (Sentinel-2 then covariates)
+    normalisation  plain dict from mapper.normalise (stored as given, not interpreted here)
+    classes        class names of the logits (e.g. SOIL_ORDERS; ["nsp"] for NSP)
+    state_dict     the model's tensors
+    extra          plain dict (epoch, optimiser state for resume, metrics, ...)
+
+Files are written to a temporary name in the same folder and renamed, so a crash never leaves a
+half-written checkpoint. Everything must be loadable with ``torch.load(weights_only=True)``:
+tensors, numbers, strings, lists and dicts only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mapper.errors import CheckpointError, ConfigError
+from mapper.models.config import ModelConfig
+from mapper.models.miso import MiSo
+
+FORMAT = "mapper.miso"
+VERSION = 1
+TASKS = ("nsp", "soilorder", "pretrain")
+_REQUIRED = ("config", "n_out", "task", "bands", "normalisation", "classes", "state_dict")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything in a checkpoint except the tensors of the model."""
+
+    path: Path
+    config: ModelConfig
+    n_out: int
+    task: str
+    bands: list[str]
+    normalisation: dict[str, Any]
+    classes: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: MiSo,
+    *,
+    task: str,
+    bands: list[str],
+    normalisation: dict[str, Any],
+    classes: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its spec to ``path`` atomically; returns the path."""
+    if task not in TASKS:
+        raise ConfigError(f"checkpoint task must be one of {TASKS}, got {task!r}")
+    n_bands = model.cfg.n_s2_bands + model.cfg.n_cov_bands
+    if len(bands) != n_bands:
+        raise ConfigError(
+            f"{path}: {len(bands)} band names for a model of {n_bands} input bands; "
+            "pass the stack's band list"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.cfg.to_dict(),
+        "n_out": model.n_out,
+        "task": task,
+        "bands": list(bands),
+        "normalisation": normalisation,
+        "classes": list(classes),
+        "state_dict": model.state_dict(),
+        "extra": extra or {},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint; train the model first or fix the path")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        reason = " ".join(str(exc).split()).split(". ")[0][:100]
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint, damaged or not a torch file "
+            f"({type(exc).__name__}: {reason}); delete it and rerun training"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a mapper MiSo checkpoint (no format {FORMAT!r}); "
+            "give a checkpoint written by mapper training"
+        )
+    if payload.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {payload.get('version')}, this mapper reads "
+            f"version {VERSION}; retrain or use the matching mapper version"
+        )
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}; delete it and rerun training")
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    expect_task: str | None = None,
+    expect_size: str | None = None,
+) -> tuple[MiSo, CheckpointMeta]:
+    """Rebuild the model from the file alone (in eval mode, fast decoder) and its metadata.
+
+    ``expect_task`` ("nsp", "soilorder", "pretrain") and ``expect_size`` (a ModelConfig name)
+    are checked when given. Every failure is a one-line CheckpointError naming the file.
+    """
+    path = Path(path)
+    payload = _read(path)
+    try:
+        cfg = ModelConfig.from_dict(payload["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: bad model config ({exc}); retrain") from exc
+    task = payload["task"]
+    if expect_task is not None and task != expect_task:
+        raise CheckpointError(
+            f"{path}: checkpoint is for task {task!r}, expected {expect_task!r}; "
+            f"give the {expect_task} checkpoint"
+        )
+    if expect_size is not None and cfg.name != expect_size:
+        raise CheckpointError(
+            f"{path}: checkpoint is model size {cfg.name!r}, expected {expect_size!r}; "
+            "give a checkpoint of the configured size or change model.size"
+        )
+    model = MiSo(cfg, int(payload["n_out"]))
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(
+            f"{path}: tensors do not fit a {cfg.name} model ({detail}); delete it and retrain"
+        ) from exc
+    model.eval()
+    meta = CheckpointMeta(
+        path=path,
+        config=cfg,
+        n_out=int(payload["n_out"]),
+        task=task,
+        bands=list(payload["bands"]),
+        normalisation=payload["normalisation"],
+        classes=list(payload["classes"]),
+        extra=payload.get("extra") or {},
+    )
+    return model, meta
+
+
+def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (products record the checksum of the model they used)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

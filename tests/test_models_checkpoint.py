@@ -1,0 +1,98 @@
+"""Checkpoints rebuild the model from the file alone and refuse files of another kind."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from mapper.errors import CheckpointError
+from mapper.models.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from mapper.models.config import ModelConfig
+from mapper.models.miso import MiSo
+
+torch.set_num_threads(1)
+
+BANDS = [f"band{i}" for i in range(19)]
+NORMALISATION = {"s2_red": {"lo": 0.0, "hi": 0.3}, "elevation": {"mean": 300.0, "std": 250.0}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[MiSo, Path, dict]:
+    """A demo model after one optimiser step, saved with its optimiser state."""
+    torch.manual_seed(0)
+    model = MiSo(ModelConfig.named("demo"), n_out=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    out = model(torch.rand(2, 9, 64, 64), torch.rand(2, 10, 64, 64), torch.zeros(2, 3, 2),
+                torch.zeros(2, 3, 2))
+    out.logits.sum().backward()
+    opt.step()
+    extra = {"epoch": 3, "optimiser": opt.state_dict(), "metrics": {"auc": 0.81}}
+    path = tmp_path_factory.mktemp("ckpt") / "nsp.pt"
+    save_checkpoint(path, model, task="nsp", bands=BANDS, normalisation=NORMALISATION,
+                    classes=["nsp"], extra=extra)
+    return model.eval(), path, extra
+
+
+def one_line_naming(exc: pytest.ExceptionInfo, path: Path) -> bool:
+    message = str(exc.value)
+    return "\n" not in message and str(path) in message
+
+
+def test_round_trip_same_outputs(trained: tuple[MiSo, Path, dict]) -> None:
+    model, path, extra = trained
+    loaded, meta = load_checkpoint(path, expect_task="nsp", expect_size="demo")
+    assert not loaded.training
+    assert meta.config == model.cfg and meta.n_out == 1 and meta.task == "nsp"
+    assert meta.bands == BANDS and meta.normalisation == NORMALISATION
+    assert meta.classes == ["nsp"] and meta.extra["epoch"] == 3
+    opt = torch.optim.AdamW(loaded.parameters())
+    opt.load_state_dict(meta.extra["optimiser"])  # resume works from the file alone
+    g = torch.Generator().manual_seed(4)
+    s2, cov = torch.rand(1, 9, 64, 64, generator=g), torch.rand(1, 10, 64, 64, generator=g)
+    coords, xy = torch.rand(1, 20, 2, generator=g) * 2 - 1, torch.rand(1, 20, 2) * 1e6
+    with torch.no_grad():
+        a, b = model(s2, cov, coords, xy), loaded(s2, cov, coords, xy)
+    torch.testing.assert_close(a.logits, b.logits, atol=0, rtol=0)
+    torch.testing.assert_close(a.geo, b.geo, atol=0, rtol=0)
+
+
+def test_no_temporary_left(trained: tuple[MiSo, Path, dict]) -> None:
+    _, path, _ = trained
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_wrong_task_or_size(trained: tuple[MiSo, Path, dict]) -> None:
+    _, path, _ = trained
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(path, expect_task="soilorder")
+    assert one_line_naming(exc, path) and "'nsp'" in str(exc.value)
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(path, expect_size="swinv2_b")
+    assert one_line_naming(exc, path) and "'demo'" in str(exc.value)
+
+
+def test_corrupt_foreign_and_incomplete_files(trained: tuple[MiSo, Path, dict],
+                                              tmp_path: Path) -> None:
+    _, path, _ = trained
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"conv.weight": torch.zeros(2)}, foreign)
+    payload = torch.load(path, weights_only=True)
+    del payload["state_dict"]["head.4.weight"]
+    incomplete = tmp_path / "incomplete.pt"
+    torch.save(payload, incomplete)
+    missing = tmp_path / "missing.pt"
+    for bad in (truncated, foreign, incomplete, missing):
+        with pytest.raises(CheckpointError) as exc:
+            load_checkpoint(bad)
+        assert one_line_naming(exc, bad)
+
+
+def test_file_sha256(tmp_path: Path) -> None:
+    path = tmp_path / "bytes.bin"
+    path.write_bytes(b"mapper" * 1000)
+    assert file_sha256(path, block=7) == hashlib.sha256(b"mapper" * 1000).hexdigest()

@@ -1,0 +1,145 @@
+"""The full MiSo model at the demo size: API shapes, decoders, chunks, gradients, geo encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mapper.errors import ConfigError, InputError
+from mapper.losses import task_loss
+from mapper.models.config import ModelConfig
+from mapper.models.geo import GeoEncoder, GridCellEncoding
+from mapper.models.miso import Features, MiSo, MiSoOutput
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model() -> MiSo:
+    torch.manual_seed(0)
+    return MiSo(ModelConfig.named("demo"), n_out=7).eval()
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Synthetic crops (random 0..1 values), query points and their EPSG:3338 metres."""
+    g = torch.Generator().manual_seed(1)
+    s2 = torch.rand(2, 9, 64, 64, generator=g)
+    cov = torch.rand(2, 10, 64, 64, generator=g)
+    coords = torch.rand(2, 50, 2, generator=g) * 2 - 1
+    xy = torch.tensor([-150_000.0, 1_600_000.0]) + coords * 320.0  # a 640 m crop
+    return s2, cov, coords, xy
+
+
+def test_api_shapes(model: MiSo, batch: tuple[torch.Tensor, ...]) -> None:
+    s2, cov, coords, xy = batch
+    with torch.no_grad():
+        feats = model.encode(s2, cov)
+        out = model.query(feats, coords, xy, chunk=16)
+    assert isinstance(feats, Features) and len(feats.sat) == len(feats.cov) == 4
+    assert isinstance(out, MiSoOutput)
+    for name in ("sat", "cov", "visual", "geo"):
+        assert getattr(out, name).shape == (2, 50, 128)
+    assert out.logits.shape == out.geo_logits.shape == (2, 50, 7)
+
+
+def test_predict_forward_and_decoders_agree(model: MiSo, batch: tuple[torch.Tensor, ...]) -> None:
+    s2, cov, coords, xy = batch
+    with torch.no_grad():
+        feats = model.encode(s2, cov)
+        out = model.query(feats, coords, xy)
+        torch.testing.assert_close(model.predict(feats, coords, xy, chunk=7), out.logits,
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(s2, cov, coords, xy).logits, out.logits)
+        model.set_decoder("plain")
+        try:
+            plain = model.query(feats, coords, xy, chunk=13)
+        finally:
+            model.set_decoder("fast")
+    for name in ("sat", "cov", "visual", "geo", "logits", "geo_logits"):
+        assert (getattr(plain, name) - getattr(out, name)).abs().max() < 1e-5, name
+
+
+def test_queries_are_independent_of_each_other(model: MiSo,
+                                               batch: tuple[torch.Tensor, ...]) -> None:
+    s2, cov, coords, xy = batch
+    with torch.no_grad():
+        feats = model.encode(s2, cov)
+        full = model.predict(feats, coords)
+        one = model.predict(feats, coords[:, 17:18])
+        empty = model.predict(feats, coords[:, :0])
+    torch.testing.assert_close(one, full[:, 17:18], atol=1e-5, rtol=0)
+    assert empty.shape == (2, 0, 7)
+
+
+def test_bad_inputs(model: MiSo, batch: tuple[torch.Tensor, ...]) -> None:
+    s2, cov, coords, xy = batch
+    with pytest.raises(InputError, match="bands"):
+        model.encode(s2[:, :3], cov)
+    feats = model.encode(s2, cov)
+    with pytest.raises(InputError):
+        model.query(feats, coords, xy[:, :3])
+    with pytest.raises(InputError):
+        model.predict(feats, coords[0])
+    with pytest.raises(ConfigError):
+        model.set_decoder("approximate")
+
+
+def test_every_parameter_trains_under_soilorder_loss() -> None:
+    torch.manual_seed(2)
+    model = MiSo(ModelConfig.named("demo"), n_out=7).train()
+    s2, cov = torch.rand(3, 9, 64, 64), torch.rand(3, 10, 64, 64)
+    coords = torch.rand(3, 5, 2) * 2 - 1
+    xy = torch.rand(3, 5, 2) * 1e6
+    target = torch.randint(0, 7, (3, 5))
+    loss, terms = task_loss("soilorder", model(s2, cov, coords, xy), target)
+    loss.backward()
+    assert set(terms) == {"ce", "ce_geo", "nce_sat_cov", "total"}
+    silent = [k for k, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert silent == []
+
+
+def test_grid_cell_encoding_conventions() -> None:
+    cfg = ModelConfig.named("demo")
+    enc = GridCellEncoding(cfg)
+    xmin, ymin, xmax, ymax = cfg.geo_extent
+    corners = torch.tensor([[xmin, ymin], [xmax, ymax], [(xmin + xmax) / 2, (ymin + ymax) / 2]],
+                           dtype=torch.float64)
+    torch.testing.assert_close(enc.normalise(corners),
+                               torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]],
+                                            dtype=torch.float64))
+    features = enc(corners)  # [3, 4F], laid out [axis, frequency, sin|cos]
+    assert features.shape == (3, 4 * cfg.geo_frequencies)
+    at_centre = features[2].view(2, cfg.geo_frequencies, 2)
+    torch.testing.assert_close(at_centre[..., 0], torch.zeros(2, cfg.geo_frequencies))
+    torch.testing.assert_close(at_centre[..., 1], torch.ones(2, cfg.geo_frequencies))
+    # the finest wavelength is 2 pi x 0.0005 of the half-extent: kilometres, not metres
+    assert float(enc.frequencies.max()) == pytest.approx(2000.0, rel=1e-4)
+    assert float(enc.frequencies.min()) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_geo_encoder_separates_places() -> None:
+    torch.manual_seed(3)
+    geo = GeoEncoder(ModelConfig.named("demo")).eval()
+    xy = torch.tensor([[[0.0, 1_000_000.0], [0.0, 1_000_000.0], [300_000.0, 1_200_000.0]]])
+    emb = geo(xy)
+    assert emb.shape == (1, 3, 128)
+    torch.testing.assert_close(emb[0, 0], emb[0, 1])
+    assert not torch.allclose(emb[0, 0], emb[0, 2])
+
+
+def test_config_round_trip_and_errors() -> None:
+    for name in ("demo", "swinv2_t", "swinv2_b"):
+        cfg = ModelConfig.named(name)
+        assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    b = ModelConfig.named("swinv2_b")
+    pairs = zip(b.stage_channels, b.query_hidden, strict=True)
+    widths = [(c + 2, *hidden, b.emb_dim) for c, hidden in pairs]
+    assert widths == [(130, 256, 512, 1024), (258, 256, 512, 1024), (514, 512, 1024, 1024),
+                      (1026, 1024, 1024, 1024)]
+    with pytest.raises(ConfigError, match="unknown keys"):
+        ModelConfig.from_dict({**b.to_dict(), "patch": 4})
+    with pytest.raises(ConfigError, match="unknown model size"):
+        ModelConfig.named("swinv2_l")
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelConfig.named("demo", heads=(5, 2, 4, 8))

@@ -15,8 +15,6 @@ rule predict:
         "logs/predict/{region}_{task}_{tile}.log",
     conda:
         "../../envs/mapper.yaml"
-    group:
-        "predict"
     resources:
         gpu=1,
         batch_size=16,

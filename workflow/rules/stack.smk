@@ -15,8 +15,6 @@ rule stack:
         "logs/stack/{region}_{tile}.log",
     conda:
         "../../envs/mapper.yaml"
-    group:
-        "stack"
     shell:
         "python -m mapper stack --config {params.config} --region {wildcards.region}"
         " --tile {wildcards.tile} --sentinel2 {input.sentinel2} --dem {input.dem}"

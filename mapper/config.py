@@ -141,14 +141,18 @@ def _read_boundary_cached(path: str, _mtime: int) -> shapely.Geometry:
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable GeoJSON file ({exc}); replace it") from None
     features = gj["features"] if gj.get("type") == "FeatureCollection" else [gj]
-    geoms = [shapely.geometry.shape(f.get("geometry", f)) for f in features]
-    geom = shapely.union_all(geoms)
+    geom = shapely.GeometryCollection(
+        [shapely.geometry.shape(f.get("geometry", f)) for f in features]
+    )
     crs_name = gj.get("crs", {}).get("properties", {}).get("name", "EPSG:4326")
     crs = CRS.from_user_input(crs_name)
     if not crs.equals(CRS.from_epsg(3338)):
         transformer = Transformer.from_crs(crs, 3338, always_xy=True)
         geom = shapely.transform(geom, lambda xy: _project(transformer, xy))
-    return shapely.make_valid(geom)
+        # a 1 mm grid makes the two sides of a cut at 180 degrees coincide (they differ by ~1e-9 m)
+        geom = shapely.set_precision(shapely.make_valid(geom), 1e-3)
+    # dissolve after projecting: pieces cut at 180 degrees meet only in EPSG:3338
+    return shapely.make_valid(shapely.union_all(shapely.make_valid(geom)))
 
 
 def _project(transformer: Transformer, xy: Any) -> Any:

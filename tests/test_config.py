@@ -1,0 +1,253 @@
+"""Tests of mapper.config: the shipped config and regions validate, defaults are filled, and a bad
+file gives a one-line ConfigError naming the file and the key.
+
+Bad files are written to tmp_path from copies of the shipped ones, so each test changes one thing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import shapely
+import yaml
+from pyproj import Transformer
+
+from mapper.config import load_config, load_region, read_boundary, validate
+from mapper.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "config" / "config.yaml"
+
+
+@pytest.fixture(autouse=True)
+def at_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Region and boundary paths in the shipped config are relative to the project root."""
+    monkeypatch.chdir(ROOT)
+
+
+def shipped_region(name: str) -> dict:
+    with open(ROOT / "config" / "regions" / f"{name}.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def write_config(tmp_path: Path, region: dict, name: str = "demo") -> dict:
+    """A validated config whose region ``name`` is ``region`` written to tmp_path/<name>.yaml."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(region))
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump({"regions": {name: str(path)}}))
+    return load_config(cfg_path)
+
+
+def schema_defaults(section: str) -> dict:
+    """What the region schema fills into ``section`` when a region leaves it out."""
+    minimal = {"description": "x", "boundary": "x.geojson", "tile_px": 256, "sources": {}}
+    for src in ("sentinel2", "dem", "climate", "observations"):
+        minimal["sources"][src] = {"kind": "file", "path": "x"}
+    return validate(minimal, "region.schema.yaml", "minimal")[section]
+
+
+# -- the shipped files --------------------------------------------------------------------------
+def test_shipped_config_and_regions_validate() -> None:
+    config = load_config(CONFIG)
+    assert set(config["regions"]) == {"demo", "alaska"}
+    assert config["grid"] == {
+        "crs": "EPSG:3338",
+        "res": 10.0,
+        "origin": [-2600000.0, 2600000.0],
+    }
+    demo = load_region(config, "demo")
+    assert demo.synthetic and demo.lattice.tile_px == demo.settings["tile_px"]
+    assert len(demo.tiles()) == 16
+    alaska = load_region(config, "alaska")
+    assert not alaska.synthetic and alaska.lattice.tile_px == 4096
+    assert alaska.boundary().geom_type == "MultiPolygon"
+    assert len(alaska.tiles()) > 1000
+
+
+def test_alaska_sources_are_real() -> None:
+    sources = load_region(load_config(CONFIG), "alaska").settings["sources"]
+    s2 = sources["sentinel2"]
+    assert s2["kind"] == "stac" and s2["api"] == "https://earth-search.aws.element84.com/v1"
+    assert s2["collection"] == "sentinel-2-l2a" and s2["datetime"] == "2019-06-01/2023-08-31"
+    assert s2["months"] == [6, 7, 8] and s2["max_cloud"] == 40
+    assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file"}
+    for entry in sources["climate"]["files"]:
+        assert entry["url"].startswith(("http://", "https://"))
+    assert sources["observations"]["path"] == "resources/alaska/sources/observations.csv"
+
+
+def test_defaults_are_filled() -> None:
+    config = load_config(CONFIG)
+    demo = load_region(config, "demo").settings
+    # demo.yaml leaves these out: the schema's defaults are filled in
+    assert demo["training"]["seed"] == 0
+    assert demo["training"]["pretrain"] is True
+    assert demo["stack"]["tpi_radius_m"] == 100.0
+    assert demo["model"]["satlas_weights"] is None
+    assert demo["evaluation"]["folds"] == 5
+    assert demo["evaluation"]["splits"] == ["random", "sh1km", "sh10km"]
+    assert demo["prediction"]["out_res"] == 10.0
+    # and what it sets is kept
+    assert demo["training"]["crop_px"] == 64 and demo["model"]["size"] == "demo"
+    # a config without a grid section gets the lattice's defaults
+    assert (
+        validate({"regions": {"a": "a.yaml"}}, "config.schema.yaml", "x")["grid"]
+        == (config["grid"])
+    )
+
+
+def test_alaska_uses_the_reference_settings() -> None:
+    """The statewide region spells out the schema's defaults (the reference settings)."""
+    alaska = load_region(load_config(CONFIG), "alaska").settings
+    raw = shipped_region("alaska")
+    for section in ("stack", "model", "training", "evaluation", "prediction"):
+        assert alaska[section] == schema_defaults(section), section
+        assert raw[section] == schema_defaults(section), f"{section} is not written out in full"
+    assert alaska["model"]["size"] == "swinv2_b"
+
+
+def test_settings_are_independent_copies() -> None:
+    """Filling defaults never shares a mutable default between two loads."""
+    config = load_config(CONFIG)
+    a = load_region(config, "demo").settings
+    a["evaluation"]["splits"].append("random")
+    b = load_region(config, "demo").settings
+    assert b["evaluation"]["splits"] == ["random", "sh1km", "sh10km"]
+
+
+# -- errors ------------------------------------------------------------------------------------
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    region = shipped_region("demo")
+    region["tile_pxx"] = 256
+    config = write_config(tmp_path, region)
+    with pytest.raises(ConfigError) as exc:
+        load_region(config, "demo")
+    message = str(exc.value)
+    assert str(tmp_path / "demo.yaml") in message and "'tile_pxx'" in message
+    assert "\n" not in message
+
+
+def test_unknown_nested_key(tmp_path: Path) -> None:
+    region = shipped_region("demo")
+    region["training"]["epochz"] = 3
+    config = write_config(tmp_path, region)
+    with pytest.raises(ConfigError) as exc:
+        load_region(config, "demo")
+    message = str(exc.value)
+    assert str(tmp_path / "demo.yaml") in message
+    assert "training" in message and "'epochz'" in message
+    assert "\n" not in message
+
+
+def test_unknown_key_in_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"gird": {"res": 10.0}, "regions": {"demo": "x.yaml"}}))
+    with pytest.raises(ConfigError, match=r"config\.yaml.*'gird'"):
+        load_config(path)
+    path.write_text(yaml.safe_dump({"grid": {"resolution": 10.0}, "regions": {"d": "x.yaml"}}))
+    with pytest.raises(ConfigError, match=r"config\.yaml: key 'grid'.*'resolution'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        (None, "tile_px", "big", "tile_px"),
+        ("training", "batch_size", "32", "training.batch_size"),
+        ("evaluation", "splits", "random", "evaluation.splits"),
+        ("model", "size", "huge", "model.size"),
+    ],
+)
+def test_wrong_type_or_value(
+    tmp_path: Path, section: str | None, key: str, value: object, expected: str
+) -> None:
+    region = shipped_region("demo")
+    (region if section is None else region.setdefault(section, {}))[key] = value
+    config = write_config(tmp_path, region)
+    with pytest.raises(ConfigError) as exc:
+        load_region(config, "demo")
+    message = str(exc.value)
+    assert f"key '{expected}'" in message and str(tmp_path / "demo.yaml") in message
+    assert "\n" not in message
+
+
+def test_missing_required_source(tmp_path: Path) -> None:
+    region = shipped_region("demo")
+    del region["sources"]["dem"]
+    config = write_config(tmp_path, region)
+    with pytest.raises(ConfigError, match=r"key 'sources'.*'dem' is a required property"):
+        load_region(config, "demo")
+
+
+def test_missing_boundary_file(tmp_path: Path) -> None:
+    region = shipped_region("demo")
+    region["boundary"] = str(tmp_path / "nowhere.geojson")
+    config = write_config(tmp_path, region)
+    loaded = load_region(config, "demo")
+    for call in (loaded.boundary, loaded.tiles):
+        with pytest.raises(ConfigError, match=r"nowhere\.geojson: boundary file not found"):
+            call()
+
+
+def test_missing_or_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"absent\.yaml: config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("regions: [demo\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_config(bad)
+    broken = tmp_path / "broken.geojson"
+    broken.write_text('{"type": "FeatureCollection", "features": [')
+    with pytest.raises(ConfigError, match=r"broken\.geojson: not a readable GeoJSON"):
+        read_boundary(broken)
+
+
+def test_unknown_region() -> None:
+    with pytest.raises(ConfigError, match=r"region 'yukon' is not in config.*alaska, demo"):
+        load_region(load_config(CONFIG), "yukon")
+
+
+# -- boundaries ----------------------------------------------------------------------------------
+def test_boundary_crs_member_is_honoured(tmp_path: Path) -> None:
+    """A boundary in EPSG:3338 (named by its crs member) is read as is; without one it is
+    EPSG:4326 and projected, across 180 degrees too."""
+    demo = read_boundary(ROOT / "config" / "regions" / "demo.geojson")
+    assert demo.bounds == (241600.0, 1627200.0, 262080.0, 1647680.0)
+
+    # an island cut at 180 degrees, one half written as +179.5..+180, the other as -180..-179.5
+    halves = [
+        [[179.5, 52.0], [180.0, 52.0], [180.0, 52.5], [179.5, 52.5], [179.5, 52.0]],
+        [[-180.0, 52.0], [-179.5, 52.0], [-179.5, 52.5], [-180.0, 52.5], [-180.0, 52.0]],
+    ]
+    gj = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": {"type": "Polygon", "coordinates": [h]},
+            }
+            for h in halves
+        ],
+    }
+    path = tmp_path / "island.geojson"
+    path.write_text(json.dumps(gj))
+    island = read_boundary(path)
+    assert island.is_valid and island.geom_type == "Polygon"  # the halves joined at 180
+    to_3338 = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True)
+    corner = shapely.Point(to_3338.transform(179.5, 52.0))
+    assert island.distance(corner) < 1e-3  # read on a 1 mm grid
+    assert island.bounds[2] - island.bounds[0] < 150_000  # about 70 km across, not wrapped
+
+    # the same island written in EPSG:3338 and named so by the crs member is not projected again
+    gj3338 = {
+        "type": "Feature",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}},
+        "properties": {},
+        "geometry": json.loads(shapely.to_geojson(island)),
+    }
+    path.write_text(json.dumps(gj3338))
+    assert read_boundary(path).equals_exact(island, 1e-6)

@@ -19,7 +19,7 @@ def test_reference_widths() -> None:
     fast = decoder_flops(cfg, n_out=1, decoder="fast")
     assert plain.per_query / 1e6 == pytest.approx(135, abs=1)
     assert fast.per_query / 1e6 == pytest.approx(58, abs=1)
-    assert plain.per_crop == 0
+    assert plain.per_crop == plain.per_call == 0
     # the fast path's per-crop work is small against a fully queried 256 px crop
     assert fast.per_query_amortised(256 * 256) < 1.01 * fast.per_query
 
@@ -37,6 +37,6 @@ def test_counts_match_torch_counter(decoder: str) -> None:
             model.predict(feats, torch.rand(1, n, 2) * 2 - 1, chunk=n)
     counted = counter.get_total_flops()
     analytic = decoder_flops(cfg, n_out=7, decoder=decoder, crop_px=64)
-    expected = n * analytic.per_query + analytic.per_crop
+    expected = n * analytic.per_query + analytic.per_crop + analytic.per_call
     # torch also counts the 4-neighbour weighted sums (a few hundred FLOPs per query)
     assert expected <= counted <= 1.02 * expected

@@ -4,9 +4,10 @@ Counted: matrix products only, a multiply-add as 2 FLOPs (activations, LayerNorm
 weights and the 4-term weighted sums are a few hundred FLOPs per query against millions).
 "Per query" is what every decoded point costs in :meth:`MiSo.predict`: both modalities' implicit
 queries, the sat, cov and visual mappers and the prediction head (the geo branch does not
-predict). The fast decoder moves work from every query to every call: the first Linear's
-feature half once per feature CELL, and one W_out W3 matrix product per stage; both are counted
-per crop and vanish per query when a whole crop is queried.
+predict). The fast decoder moves work from every query to fewer places: the first Linear's
+feature half once per feature CELL (``per_crop``), and one W_out W3 matrix product per stage
+and modality once per call whatever the batch (``per_call``); both vanish per query when a whole
+crop is queried.
 
 At the reference Swin-B widths (D = 1024): plain about 135 MFLOP per query, fast about 58.
 """
@@ -25,15 +26,17 @@ class DecoderFlops:
     implicit: int  # both modalities' stage queries, per query
     mappers: int  # sat, cov, visual mappers, per query
     head: int  # prediction head, per query
-    per_crop: int  # fast decoder's per-cell projections and fused matrices (0 for plain)
+    per_crop: int  # fast decoder: first-Linear projections of every feature cell (0 for plain)
+    per_call: int  # fast decoder: the fused W_out W3 matrices, once per call (0 for plain)
 
     @property
     def per_query(self) -> int:
         return self.implicit + self.mappers + self.head
 
-    def per_query_amortised(self, n_queries: int) -> float:
-        """Per-query cost when a crop is queried at ``n_queries`` points."""
-        return self.per_query + self.per_crop / max(1, n_queries)
+    def per_query_amortised(self, n_queries: int, crops: int = 1) -> float:
+        """Per-query cost when ``crops`` crops in one call are each queried at n_queries points."""
+        fixed = self.per_crop * crops + self.per_call
+        return self.per_query + fixed / max(1, n_queries * crops)
 
 
 def _stage_macs(c: int, h1: int, h2: int, d: int, decoder: str) -> tuple[int, int]:
@@ -48,15 +51,15 @@ def _stage_macs(c: int, h1: int, h2: int, d: int, decoder: str) -> tuple[int, in
 def decoder_flops(cfg: ModelConfig, n_out: int, decoder: str, crop_px: int = 256) -> DecoderFlops:
     """FLOPs of the prediction path for ``decoder`` ("plain" or "fast") on ``crop_px`` crops."""
     d = cfg.emb_dim
-    implicit = per_crop = 0
+    implicit = per_crop = per_call = 0
     for i, (c, (h1, h2)) in enumerate(zip(cfg.stage_channels, cfg.query_hidden, strict=True)):
-        per_query, per_call = _stage_macs(c, h1, h2, d, decoder)
-        implicit += 2 * per_query  # two modalities
+        stage_query, stage_call = _stage_macs(c, h1, h2, d, decoder)
+        implicit += 2 * stage_query  # two modalities
+        per_call += 2 * stage_call
         if decoder == "fast":
             cells = (crop_px // 2 ** (i + 2)) ** 2
-            per_crop += 2 * (per_call + cells * c * h1)
+            per_crop += 2 * cells * c * h1
     mappers = 3 * 2 * d * d
     head = d * d + d * (d // 2) + (d // 2) * n_out
-    return DecoderFlops(
-        implicit=2 * implicit, mappers=2 * mappers, head=2 * head, per_crop=2 * per_crop
-    )
+    return DecoderFlops(implicit=2 * implicit, mappers=2 * mappers, head=2 * head,
+                        per_crop=2 * per_crop, per_call=2 * per_call)

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from mapper.errors import CheckpointError
-from mapper.models.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from mapper.models.checkpoint import (
+    describe_checkpoint,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo
 
@@ -57,6 +62,15 @@ def test_round_trip_same_outputs(trained: tuple[MiSo, Path, dict]) -> None:
         a, b = model(s2, cov, coords, xy), loaded(s2, cov, coords, xy)
     torch.testing.assert_close(a.logits, b.logits, atol=0, rtol=0)
     torch.testing.assert_close(a.geo, b.geo, atol=0, rtol=0)
+
+
+def test_describe_without_building(trained: tuple[MiSo, Path, dict]) -> None:
+    model, path, _ = trained
+    info = describe_checkpoint(path)
+    assert info["size"] == "demo" and info["task"] == "nsp" and info["n_out"] == 1
+    assert info["sha256"] == file_sha256(path)
+    assert info["params"] == sum(p.numel() for p in model.parameters())
+    assert info["extra"] == ["epoch", "metrics", "optimiser"]
 
 
 def test_no_temporary_left(trained: tuple[MiSo, Path, dict]) -> None:

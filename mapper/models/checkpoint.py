@@ -173,6 +173,25 @@ def load_checkpoint(
     return model, meta
 
 
+def describe_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's spec and checksum, read without building the model (for humans, logs)."""
+    path = Path(path)
+    payload = _read(path)
+    n_params = sum(int(v.numel()) for k, v in payload["state_dict"].items()
+                   if hasattr(v, "numel") and "relative_" not in k)
+    return {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "size": payload["config"].get("name"),
+        "task": payload["task"],
+        "n_out": int(payload["n_out"]),
+        "classes": list(payload["classes"]),
+        "bands": list(payload["bands"]),
+        "params": n_params,
+        "extra": sorted(payload.get("extra") or {}),
+    }
+
+
 def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (products record the checksum of the model they used)."""
     digest = hashlib.sha256()

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from mapper import __version__
 from mapper.errors import SourceError
@@ -213,7 +214,9 @@ def _attempt(
         try:
             with open(part, mode) as f:
                 try:
-                    for chunk in resp.iter_content(CHUNK_BYTES):
+                    # read1 hands over whatever has arrived, so a cut loses no received byte
+                    # (iter_content would drop the partly filled chunk with the exception).
+                    while chunk := resp.raw.read1(CHUNK_BYTES, decode_content=False):
                         f.write(chunk)
                         hasher.update(chunk)
                         received += len(chunk)
@@ -222,7 +225,7 @@ def _attempt(
                                 f"received more than the {size} bytes the region file states",
                                 _FIX_CHECKSUM,
                             )
-                except requests.RequestException as exc:
+                except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
                     raise _RetryableError(
                         f"transfer cut after {received} bytes ({exc.__class__.__name__})"
                     ) from None

@@ -226,6 +226,11 @@ def search_items(
         client = open_client(api, timeout)
         use_query = client.conforms_to(ConformanceClasses.QUERY)
         use_sort = client.conforms_to(ConformanceClasses.SORT)
+        methods = {
+            (link.extra_fields.get("method") or "GET").upper()
+            for link in client.get_links("search")
+        }
+        method = "POST" if "POST" in methods or not methods else "GET"
         for bbox in bboxes:
             for interval in intervals:
                 kwargs: dict[str, Any] = {
@@ -233,6 +238,7 @@ def search_items(
                     "bbox": list(bbox),
                     "datetime": interval,
                     "limit": PAGE_LIMIT,
+                    "method": method,
                 }
                 if use_query:
                     kwargs["query"] = {"eo:cloud_cover": {"lt": max_cloud}}

@@ -1,0 +1,375 @@
+"""Downloads against a loopback server: retries, Retry-After, resume, checksums, stalls; manifests;
+fetching http and file sources."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from httpserver import LoopbackServer, cut, ignore_range, stall, status, write_config
+
+from mapper.config import load_config, load_region
+from mapper.errors import InputError, SourceError
+from mapper.sources.fetch import fetch_source, http_file_name, manifest_path
+from mapper.sources.http import download, parse_content_range, retry_after_seconds
+from mapper.sources.manifest import make_manifest, read_manifest, write_manifest
+
+FAST = {"backoff": 0.001, "timeout": 2.0}
+
+
+@pytest.fixture()
+def server():
+    with LoopbackServer() as srv:
+        yield srv
+
+
+@pytest.fixture()
+def payload() -> bytes:
+    return np.random.default_rng(7).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leftovers(dest: Path) -> list[Path]:
+    return sorted(dest.parent.glob(dest.name + "*"))
+
+
+def test_download_verifies_and_returns_the_manifest_entry(server, payload, tmp_path):
+    url = server.add_file("/data/a.tif", payload)
+    dest = tmp_path / "sub" / "a.tif"
+    entry = download(url, dest, sha256=sha(payload), size=len(payload), **FAST)
+    assert dest.read_bytes() == payload
+    assert entry["url"] == url and entry["path"] == str(dest)
+    assert entry["size"] == len(payload) and entry["sha256"] == sha(payload)
+    assert entry["etag"] == server.etags["/data/a.tif"] and "last_modified" in entry
+    assert leftovers(dest) == [dest]
+
+
+def test_retries_after_503(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", status(503), status(502))
+    entry = download(url, tmp_path / "a.bin", sha256=sha(payload), **FAST)
+    assert entry["size"] == len(payload)
+    assert [r["status"] for r in server.requests_for("/a.bin")] == [503, 502, 200]
+
+
+def test_honours_retry_after_on_429(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", status(429, retry_after="1"))
+    t0 = time.monotonic()
+    download(url, tmp_path / "a.bin", sha256=sha(payload), **FAST)
+    elapsed = time.monotonic() - t0
+    assert 1.0 <= elapsed < 4.0  # waited as asked, not the 1 ms backoff
+    assert [r["status"] for r in server.requests_for("/a.bin")] == [429, 200]
+
+
+def test_resumes_with_range_after_a_cut_connection(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    half = len(payload) // 2
+    server.add_faults("/a.bin", cut(half))
+    dest = tmp_path / "a.bin"
+    download(url, dest, sha256=sha(payload), size=len(payload), **FAST)
+    assert dest.read_bytes() == payload
+    first, second = server.requests_for("/a.bin")
+    assert "Range" not in first["headers"]
+    assert second["headers"]["Range"] == f"bytes={half}-"
+    assert second["headers"]["If-Range"] == server.etags["/a.bin"]
+    assert second["status"] == 206
+    assert leftovers(dest) == [dest]
+
+
+def test_downloads_whole_when_the_server_ignores_range(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", cut(len(payload) // 3), ignore_range())
+    dest = tmp_path / "a.bin"
+    download(url, dest, sha256=sha(payload), **FAST)
+    assert dest.read_bytes() == payload
+    statuses = [r["status"] for r in server.requests_for("/a.bin")]
+    assert statuses == [200, 200]  # the second asked for a range and got the whole file
+
+
+def test_file_changed_upstream_between_attempts_is_fetched_whole(
+    server, payload, tmp_path, monkeypatch
+):
+    import mapper.sources.http as http_module
+
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", cut(1000))
+    old_etag = server.etags["/a.bin"]
+    real_sleep = time.sleep
+
+    def replace_while_waiting(seconds: float) -> None:  # the object changes before the retry
+        server.add_file("/a.bin", payload[::-1])
+        real_sleep(seconds)
+
+    monkeypatch.setattr(http_module.time, "sleep", replace_while_waiting)
+    dest = tmp_path / "a.bin"
+    download(url, dest, **FAST)
+    assert dest.read_bytes() == payload[::-1]  # no mix of old and new bytes
+    second = server.requests_for("/a.bin")[1]
+    assert second["headers"]["If-Range"] == old_etag and second["status"] == 200
+
+
+def test_refuses_a_checksum_mismatch_and_leaves_nothing(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    dest = tmp_path / "a.bin"
+    wrong = "0" * 64
+    with pytest.raises(SourceError) as err:
+        download(url, dest, sha256=wrong, **FAST)
+    msg = str(err.value)
+    assert url in msg and str(dest) in msg and wrong in msg and "sha256" in msg
+    assert "region file" in msg
+    assert leftovers(dest) == []
+    assert len(server.requests_for("/a.bin")) == 1  # a mismatch is not retried
+
+
+def test_refuses_a_wrong_size_and_leaves_nothing(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    dest = tmp_path / "a.bin"
+    with pytest.raises(SourceError, match=rf"{len(payload)} bytes.*{len(payload) + 10}"):
+        download(url, dest, size=len(payload) + 10, **FAST)
+    assert leftovers(dest) == []
+
+
+def test_stalled_body_times_out_then_resumes(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", stall(50_000, seconds=10.0))
+    dest = tmp_path / "a.bin"
+    t0 = time.monotonic()
+    download(url, dest, sha256=sha(payload), backoff=0.001, timeout=0.3)
+    assert time.monotonic() - t0 < 3.0  # the 10 s stall was cut short by the read timeout
+    assert dest.read_bytes() == payload
+    second = server.requests_for("/a.bin")[1]
+    assert second["headers"]["Range"] == "bytes=50000-" and second["status"] == 206
+
+
+def test_bounded_retries_then_a_clear_error(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", *[status(503)] * 10)
+    dest = tmp_path / "a.bin"
+    with pytest.raises(SourceError) as err:
+        download(url, dest, retries=2, **FAST)
+    msg = str(err.value)
+    assert url in msg and str(dest) in msg and "503" in msg and "3 attempts" in msg
+    assert "check the URL" in msg
+    assert len(server.requests_for("/a.bin")) == 3
+    assert leftovers(dest) == []
+
+
+def test_repeated_cuts_exhaust_retries_and_remove_the_part_file(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", *[cut(10_000)] * 3)
+    dest = tmp_path / "a.bin"
+    with pytest.raises(SourceError, match="transfer cut|closed after"):
+        download(url, dest, retries=1, **FAST)
+    assert leftovers(dest) == []
+
+
+def test_404_is_not_retried(server, tmp_path):
+    dest = tmp_path / "x.bin"
+    with pytest.raises(SourceError, match="HTTP 404"):
+        download(server.url("/missing.bin"), dest, retries=3, **FAST)
+    assert len(server.requests_for("/missing.bin")) == 1
+    assert leftovers(dest) == []
+
+
+def test_connection_refused_is_retried_then_reported(tmp_path):
+    with LoopbackServer() as srv:
+        url = srv.url("/a.bin")  # the port is closed after this block
+    with pytest.raises(SourceError, match="connection failed.*2 attempts"):
+        download(url, tmp_path / "a.bin", retries=1, **FAST)
+
+
+def test_a_verified_existing_file_is_not_downloaded_again(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(payload)
+    entry = download(url, dest, sha256=sha(payload), **FAST)
+    assert entry["sha256"] == sha(payload)
+    assert server.requests_for("/a.bin") == []
+
+
+def test_header_parsing():
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds("100000") == 300.0  # capped
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("Thu, 01 Jan 2026 00:00:30 GMT", now=now) == 30.0
+    assert parse_content_range("bytes 100-199/1000") == (100, 199, 1000)
+    assert parse_content_range("bytes 0-9/*") == (0, 9, None)
+    assert parse_content_range("items 0-9/10") is None
+
+
+# -- manifests ----------------------------------------------------------------------------------
+def test_manifest_round_trip_and_errors(tmp_path):
+    m = make_manifest(
+        "r",
+        "dem",
+        "http",
+        [{"url": "http://x/a.tif", "path": "a.tif", "size": 3, "sha256": "ab" * 32}],
+        tile="R0001C0002",
+    )
+    path = write_manifest(tmp_path / "m.json", m)
+    back = read_manifest(path)
+    assert back == m and back["synthetic"] is False and back["tile"] == "R0001C0002"
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+    with pytest.raises(InputError, match="not found"):
+        read_manifest(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(InputError, match="bad.json: not a mapper source manifest"):
+        read_manifest(tmp_path / "bad.json")
+
+
+# -- fetch: http and file sources ---------------------------------------------------------------
+def test_fetch_http_source_downloads_every_file_with_manifests(server, payload, tmp_path):
+    other = payload[:1000]
+    url_a = server.add_file("/dir/a%20b.tif", payload)
+    url_b = server.add_file("/dir/b.csv", other)
+    sources = {
+        "climate": {
+            "kind": "http",
+            "files": [
+                {"url": url_a, "sha256": sha(payload), "size": len(payload)},
+                {"url": url_b + "?x=1", "name": "obs.csv"},
+            ],
+        }
+    }
+    region = load_region(load_config(write_config(tmp_path, sources)), "r")
+    out = tmp_path / "resources" / "r" / "sources"
+    path = fetch_source(region, "climate", out)
+    assert path == out / "climate" / "manifest.json"
+    m = read_manifest(path)
+    assert m["kind"] == "http" and m["source"] == "climate" and m["region"] == "r"
+    assert [Path(i["path"]).name for i in m["items"]] == ["a b.tif", "obs.csv"]
+    assert m["items"][1]["sha256"] == sha(other)  # recorded although the region gave none
+    assert (out / "climate" / "a b.tif").read_bytes() == payload
+    assert read_manifest(manifest_path(out, "climate", file="obs.csv"))["items"][0]["size"] == 1000
+
+    # A rerun finds both files unchanged: no download (the second one is trusted on its
+    # previous manifest's sha256).
+    n = len(server.log)
+    fetch_source(region, "climate", out)
+    assert len(server.log) == n
+
+    # One file only (as the workflow's per-file jobs do).
+    (out / "climate" / "obs.csv").unlink()
+    one = fetch_source(region, "climate", out, file="obs.csv")
+    assert one == out / "climate" / "obs.csv.json"
+    assert (
+        len(server.requests_for("/dir/b.csv")) == 2
+        and len(server.requests_for("/dir/a%20b.tif")) == 1
+    )
+
+
+def test_http_file_name():
+    assert http_file_name({"url": "https://h/x/dem%201.tif?sig=abc"}) == "dem 1.tif"
+    assert http_file_name({"url": "https://h/x/y", "name": "z.tif"}) == "z.tif"
+
+
+def _tiny_raster(path: Path) -> None:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=4,
+        height=3,
+        count=1,
+        dtype="float32",
+        crs="EPSG:3338",
+        transform=Affine(10, 0, 0, 0, -10, 0),
+        nodata=-9999,
+    ) as dst:
+        dst.write(np.arange(12, dtype="float32").reshape(1, 3, 4))
+
+
+def test_fetch_file_source_records_size_and_sha256(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _tiny_raster(tmp_path / "dem.tif")
+    (tmp_path / "obs.csv").write_text(
+        "obs_id,lon,lat,date,nsp,soil_order\na,-148,64,2020-01-01,1,\n"
+    )
+    sources = {
+        "dem": {"kind": "file", "path": "dem.tif"},
+        "observations": {"kind": "file", "path": "obs.csv"},
+    }
+    region = load_region(load_config(write_config(tmp_path, sources)), "r")
+    m = read_manifest(fetch_source(region, "dem", "out"))
+    item = m["items"][0]
+    assert item["path"] == "dem.tif" and "url" not in item
+    assert item["size"] == (tmp_path / "dem.tif").stat().st_size
+    assert item["sha256"] == sha((tmp_path / "dem.tif").read_bytes())
+    assert m["format"] == "raster" and m["raster"]["crs"] == "EPSG:3338"
+    m = read_manifest(fetch_source(region, "observations", "out"))
+    assert m["format"] == "table" and m["table"]["columns"][:3] == ["obs_id", "lon", "lat"]
+
+
+def test_fetch_file_source_errors_name_the_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "obs.csv").write_text("id,lon,lat\n1,2,3\n")
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    sources = {
+        "dem": {"kind": "file", "path": "nowhere/dem.vrt"},
+        "climate": {"kind": "file", "path": "bad.tif"},
+        "observations": {"kind": "file", "path": "obs.csv"},
+    }
+    region = load_region(load_config(write_config(tmp_path, sources)), "r")
+    with pytest.raises(InputError, match=r"nowhere/dem.vrt: source 'dem' of region 'r' not found"):
+        fetch_source(region, "dem", "out")
+    with pytest.raises(InputError, match=r"bad.tif: cannot be read as a raster"):
+        fetch_source(region, "climate", "out")
+    with pytest.raises(InputError, match=r"obs.csv: observations lack column\(s\) obs_id, date"):
+        fetch_source(region, "observations", "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.json"))
+
+
+def test_cli_fetch_prints_the_manifest(server, payload, tmp_path, capsys):
+    from mapper.cli import main
+
+    url = server.add_file("/c.tif", payload)
+    config = write_config(tmp_path, {"climate": {"kind": "http", "files": [{"url": url}]}})
+    out = tmp_path / "src"
+    # The workflow's form: --out names the target file inside <sources>/<source>/.
+    rc = main(
+        [
+            "fetch",
+            "--config",
+            str(config),
+            "--region",
+            "r",
+            "--source",
+            "climate",
+            "--file",
+            "c.tif",
+            "--out",
+            str(out / "climate" / "c.tif"),
+        ]
+    )
+    assert rc == 0
+    assert capsys.readouterr().out.strip() == str(out / "climate" / "c.tif.json")
+    assert (out / "climate" / "c.tif").read_bytes() == payload
+    rc = main(
+        [
+            "fetch",
+            "--config",
+            str(config),
+            "--region",
+            "r",
+            "--source",
+            "climate",
+            "--file",
+            "nope.tif",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 1 and "no file 'nope.tif'" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 # Helpers that compute file lists. Parse-time work stays cheap: every SLURM job parses this again.
 # Tile lists are a pure function of each region's boundary and the lattice (no checkpoints).
 import os
+import re
 from pathlib import Path
 
 from mapper.config import load_region
@@ -8,6 +9,7 @@ from mapper.config import load_region
 REGIONS = {name: load_region(config, name) for name in config["regions"]}
 CONFIG_FILE = workflow.configfiles[-1]
 TASKS = ["nsp", "soilorder"]
+STAC_REGIONS = [n for n, r in REGIONS.items() if r.settings["sources"]["sentinel2"]["kind"] == "stac"]
 SYNTHESIZED_REGIONS = [
     name
     for name, r in REGIONS.items()
@@ -67,6 +69,23 @@ def source_inputs(region, source, tile=None):
     if kind == "stac":
         return [f"resources/{region}/sources/{source}/{tile}.tif"]
     raise ValueError(f"unknown source kind {kind!r}")
+
+
+def http_file_names():
+    """Every file name an HTTP source of any region downloads (constrains the fetch rule)."""
+    names = {
+        http_file_name(f)
+        for r in REGIONS.values()
+        for s in r.settings["sources"].values()
+        if s["kind"] == "http"
+        for f in s["files"]
+    }
+    return one_of(sorted(names))
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly one of ``names`` (never matching when empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def http_file_name(entry):

@@ -12,7 +12,7 @@ rule demo_sources:
         truth_nsp="resources/{region}/truth/nsp.tif",
         truth_soilorder="resources/{region}/truth/soilorder.tif",
     wildcard_constraints:
-        region="|".join(SYNTHESIZED_REGIONS),
+        region=one_of(SYNTHESIZED_REGIONS),
     params:
         config=CONFIG_FILE,
         out="resources/{region}",
@@ -32,7 +32,7 @@ rule fetch_http:
         manifest="resources/{region}/sources/{source}/{filename}.json",
     wildcard_constraints:
         source="dem|climate|observations",
-        filename=r"[^/]+\.(tif|TIF|tiff|vrt|csv|parquet|zip)",
+        filename=http_file_names(),
     params:
         config=CONFIG_FILE,
     log:
@@ -52,6 +52,8 @@ rule fetch_stac:
     output:
         composite="resources/{region}/sources/sentinel2/{tile}.tif",
         manifest="resources/{region}/sources/sentinel2/{tile}.json",
+    wildcard_constraints:
+        region=one_of(STAC_REGIONS),
     params:
         config=CONFIG_FILE,
     log:

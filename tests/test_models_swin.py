@@ -104,9 +104,10 @@ def test_b_layout_loaded_as_t_fails(tmp_path: Path) -> None:
 
 def test_three_band_first_conv_fails(tmp_path: Path) -> None:
     path = satlas_layout(swin_v2_t(), tmp_path / "swint_si_rgb.pth", in_ch=3, noise=False)
-    with pytest.raises(CheckpointError) as exc:
-        load_satlas(path, ModelConfig.named("swinv2_t"))
-    assert one_line_naming(exc, path) and "3 input bands" in str(exc.value)
+    for cfg in (ModelConfig.named("swinv2_t"), None):  # requested or inferred size
+        with pytest.raises(CheckpointError) as exc:
+            load_satlas(path, cfg)
+        assert one_line_naming(exc, path) and "3 input bands" in str(exc.value)
 
 
 def test_other_models_file_fails(tmp_path: Path) -> None:

@@ -112,44 +112,35 @@ def _describe(backbone: dict[str, Tensor]) -> SwinShape:
     return int(conv.shape[1]), int(conv.shape[0]), tuple(depths), tuple(heads), window
 
 
-def read_satlas_state(path: str | Path, cfg: ModelConfig | None = None) -> dict[str, Tensor]:
-    """The satellite-encoder state dict stored in a SatlasPretrain checkpoint, checked.
-
-    Keeps the ``backbone.backbone.features.*`` tensors (first conv included: SatlasPretrain's
-    multispectral band order R, G, B, B05, B06, B07, B08, B11, B12 is the stack's order) and
-    ignores the FPN (``intermediates.0.fpn.*``), heads (``heads.0.*``) and torchvision's unused
-    final norm/classifier. With ``cfg``, the checkpoint's size (embed width, depths, heads,
-    window) and input channels must equal the config's, else CheckpointError.
-    """
-    path = Path(path)
-    backbone = _read_satlas_backbone(path)
+def _shape_of(backbone: dict[str, Tensor], path: Path) -> SwinShape:
     try:
-        in_ch, embed, depths, heads, window = _describe(backbone)
+        return _describe(backbone)
     except KeyError as exc:
         raise CheckpointError(
             f"{path}: Swin backbone lacks {exc.args[0]}; not a torchvision Swin-V2 checkpoint, "
             "use a SatlasPretrain Sentinel-2 Swin file"
         ) from exc
-    if cfg is not None:
-        want = (cfg.n_s2_bands, cfg.embed_dim, cfg.depths, cfg.heads)
-        have = (in_ch, embed, depths, heads)
-        if want != have or (window and window != cfg.window):
-            raise CheckpointError(
-                f"{path}: checkpoint is a Swin-V2 with {in_ch} input bands, embed {embed}, depths "
-                f"{list(depths)}, heads {list(heads)}, window {window}, but model size "
-                f"{cfg.name!r} needs {cfg.n_s2_bands} bands, embed {cfg.embed_dim}, depths "
-                f"{list(cfg.depths)}, heads {list(cfg.heads)}, window {cfg.window}; pick the "
-                "model size that matches the file (swint -> swinv2_t, swinb -> swinv2_b)"
-            )
-    return backbone
 
 
-def satlas_config(path: str | Path) -> ModelConfig:
-    """The named ModelConfig whose encoder matches a SatlasPretrain checkpoint (T or B)."""
-    path = Path(path)
-    in_ch, embed, depths, heads, window = _describe(_read_satlas_backbone(path))
+def _check(shape: SwinShape, cfg: ModelConfig, path: Path) -> None:
+    """CheckpointError unless the checkpoint's bands and sizes are the config's."""
+    in_ch, embed, depths, heads, window = shape
+    want = (cfg.n_s2_bands, cfg.embed_dim, cfg.depths, cfg.heads)
+    if want != (in_ch, embed, depths, heads) or (window and window != cfg.window):
+        raise CheckpointError(
+            f"{path}: checkpoint is a Swin-V2 with {in_ch} input bands, embed {embed}, depths "
+            f"{list(depths)}, heads {list(heads)}, window {window}, but model size "
+            f"{cfg.name!r} needs {cfg.n_s2_bands} bands, embed {cfg.embed_dim}, depths "
+            f"{list(cfg.depths)}, heads {list(cfg.heads)}, window {cfg.window}; use the "
+            "Sentinel-2 multispectral (9-band) file of the model size (swint -> swinv2_t, "
+            "swinb -> swinv2_b)"
+        )
+
+
+def _named_for(shape: SwinShape, path: Path) -> ModelConfig:
+    _, embed, depths, heads, _ = shape
     for name in ("swinv2_t", "swinv2_b"):
-        cfg = ModelConfig.named(name, n_s2_bands=in_ch)
+        cfg = ModelConfig.named(name)
         if (cfg.embed_dim, cfg.depths, cfg.heads) == (embed, depths, heads):
             return cfg
     raise CheckpointError(
@@ -158,18 +149,41 @@ def satlas_config(path: str | Path) -> ModelConfig:
     )
 
 
+def read_satlas_state(path: str | Path, cfg: ModelConfig) -> dict[str, Tensor]:
+    """The satellite-encoder state dict stored in a SatlasPretrain checkpoint, checked.
+
+    Keeps the ``backbone.backbone.features.*`` tensors (first conv included: SatlasPretrain's
+    multispectral band order R, G, B, B05, B06, B07, B08, B11, B12 is the stack's order) and
+    ignores the FPN (``intermediates.0.fpn.*``), heads (``heads.0.*``) and torchvision's unused
+    final norm/classifier. The checkpoint's input bands and size (embed width, depths, heads,
+    window) must equal the config's, else CheckpointError naming the file.
+    """
+    path = Path(path)
+    backbone = _read_satlas_backbone(path)
+    _check(_shape_of(backbone, path), cfg, path)
+    return backbone
+
+
+def satlas_config(path: str | Path) -> ModelConfig:
+    """The named ModelConfig (swinv2_t or swinv2_b) whose encoder a SatlasPretrain file fits."""
+    path = Path(path)
+    return _named_for(_shape_of(_read_satlas_backbone(path), path), path)
+
+
 def load_satlas(path: str | Path, cfg: ModelConfig | None = None) -> SwinEncoder:
     """A satellite SwinEncoder initialised from a SatlasPretrain checkpoint, loaded strictly.
 
-    Without ``cfg`` the size (T or B) and band count are inferred from the tensors; with it, the
-    file must match it (CheckpointError naming the file otherwise).
+    Without ``cfg`` the size (T or B) is inferred from the tensors and the named size's band
+    count (9) is required; with it, the file must match the config. Mismatches raise a one-line
+    CheckpointError naming the file.
     """
     path = Path(path)
-    if cfg is None:
-        cfg = satlas_config(path)
-    state = read_satlas_state(path, cfg)
+    backbone = _read_satlas_backbone(path)
+    shape = _shape_of(backbone, path)
+    cfg = cfg or _named_for(shape, path)
+    _check(shape, cfg, path)
     encoder = SwinEncoder(cfg, cfg.n_s2_bands)
-    load_encoder_state(encoder, state, path)
+    load_encoder_state(encoder, backbone, path)
     return encoder
 
 

@@ -119,11 +119,16 @@ def test_stage_matches_formula(decoder: str, shape: tuple[int, int, int, int]) -
     torch.testing.assert_close(out, reference_stage(stage, feat, coords), atol=2e-5, rtol=0)
 
 
-@pytest.mark.parametrize("shape,hidden", [((2, 16, 8, 8), (32, 64)), ((3, 40, 4, 6), (20, 48)),
-                                          ((1, 96, 2, 2), (128, 128))])
-def test_fast_equals_plain(shape: tuple[int, int, int, int], hidden: tuple[int, int]) -> None:
+@pytest.mark.parametrize("shape,hidden,dim", [
+    ((2, 16, 8, 8), (32, 64), 128),
+    ((3, 40, 4, 6), (20, 48), 128),
+    ((1, 96, 2, 2), (128, 128), 128),
+    ((1, 1024, 2, 2), (1024, 1024), 1024),  # Swin-B's last stage at the reference widths
+])
+def test_fast_equals_plain(shape: tuple[int, int, int, int], hidden: tuple[int, int],
+                           dim: int) -> None:
     torch.manual_seed(3)
-    stage = StageQuery(shape[1], hidden, 128)
+    stage = StageQuery(shape[1], hidden, dim)
     feat = torch.randn(shape)
     coords = torch.rand(shape[0], 300, 2) * 2 - 1
     plain, fast = stage(feat, coords, "plain"), stage(feat, coords, "fast")

@@ -130,6 +130,8 @@ class StageQuery(nn.Module):
         return self.norm(F.linear(s, prep.weight, prep.bias))  # [B, N, D]
 
     def forward(self, feat: Tensor, coords: Tensor, decoder: Decoder = "fast") -> Tensor:
+        if decoder not in DECODERS:
+            raise ConfigError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         if decoder == "plain":
             return self.plain(feat, coords)
         return self.fast(self.prepare(feat), coords)

@@ -1,0 +1,444 @@
+"""STAC search and the per-tile Sentinel-2 median composite, against a minimal STAC API on loopback.
+
+The API serves a landing page (conformance item-search, query, sort), ``/search`` for GET and POST
+(collections, bbox, datetime, query ``eo:cloud_cover``, pages of 2 items with ``next`` links) and
+small COGs in EPSG:32606 (uint16 bands, an SCL band with cloud classes) with Range support, so
+GDAL reads them through ``/vsicurl`` as it reads Earth Search's.
+
+The scene is split into quadrants at its centre (UTM). Per item, the reflectance of band b is
+``v + 0.01 b`` and the SCL masks:
+
+==========  ========  ========  ==================  ==============================================
+item        baseline  v         keys                SCL masked
+==========  ========  ========  ==================  ==============================================
+it1 2021    03.00     0.1       red, green, ...     west half: 9 (cloud)
+it2 2022    04.00     0.2       red, green, ...     north half: 3 (shadow)  (flag says "no offset")
+it3 2023    05.09     0.6       B04, B03, ... SCL   NE quadrant: 11 (snow); the block: 10 (cirrus)
+it4 2020    02.14     0.4       red, green, ...     a block in the north-west: 8 (cloud)
+==========  ========  ========  ==================  ==============================================
+
+so the medians are NW 0.5 (it3, it4), NE 0.25 (it1, it4), SW 0.4 (it2, it3, it4), SE 0.3 (all
+four), and NaN in the block (all four masked there). A wrong offset on it1, it2 or it3 changes
+NE, SE or NW.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+from affine import Affine
+from httpserver import LoopbackServer, write_config
+from pyproj import Transformer
+from rasterio.io import MemoryFile
+
+from mapper.bands import S2_BANDS
+from mapper.config import load_config, load_region
+from mapper.errors import SourceError
+from mapper.grid import Lattice
+from mapper.sources.fetch import fetch_source
+from mapper.sources.manifest import read_manifest
+from mapper.sources.stac import (
+    lonlat_bbox,
+    month_intervals,
+    search_items,
+    split_antimeridian,
+)
+
+TILE = "R1500C4453"  # 64 px at 10 m: x 249920..250560, y 1639360..1640000 (EPSG:3338)
+LATTICE = Lattice(-2_600_000.0, 2_600_000.0, 10.0, 64)
+CODES = [code for _, code in S2_BANDS]
+COMMON = ["red", "green", "blue", "rededge1", "rededge2", "rededge3", "nir", "swir16", "swir22"]
+TWENTY_M = {"B05", "B06", "B07", "B11", "B12"}
+SCENE_M = 1200.0
+
+
+# -- pure functions -----------------------------------------------------------------------------
+def test_split_antimeridian():
+    assert split_antimeridian((-150, 60, -149, 61)) == [(-150.0, 60.0, -149.0, 61.0)]
+    rfc = [(179.5, 51.0, 180.0, 52.0), (-180.0, 51.0, -179.5, 52.0)]
+    assert split_antimeridian((179.5, 51, -179.5, 52)) == rfc  # RFC 7946: west > east
+    assert split_antimeridian((179.5, 51, 180.5, 52)) == rfc  # unwrapped past 180
+    assert split_antimeridian((-180.5, 51, -179.5, 52)) == rfc  # unwrapped below -180
+
+
+def test_lonlat_bbox_of_a_tile_across_180_degrees():
+    to_albers = Transformer.from_crs(4326, 3338, always_xy=True)
+    x, y = to_albers.transform(180.0, 52.0)
+    west, south, east, north = lonlat_bbox((x - 5000, y - 5000, x + 5000, y + 5000))
+    assert 179.8 < west < 180.0 and -180.0 < east < -179.8 and south < 52.0 < north
+    boxes = split_antimeridian((west, south, east, north))
+    assert [b[2] for b in boxes] == [180.0, east] and [b[0] for b in boxes] == [west, -180.0]
+    # A tile at Fairbanks is one box around it.
+    x, y = to_albers.transform(-147.72, 64.84)
+    (box,) = split_antimeridian(lonlat_bbox((x - 20000, y - 20000, x + 20000, y + 20000)))
+    assert box[0] < -147.72 < box[2] and box[1] < 64.84 < box[3] and box[2] - box[0] < 1.5
+
+
+def test_month_intervals_clip_to_the_interval():
+    assert month_intervals("2020-07-15/2021-06-10", [8, 6, 7]) == [
+        "2020-07-15T00:00:00Z/2020-08-31T23:59:59Z",
+        "2021-06-01T00:00:00Z/2021-06-10T23:59:59Z",
+    ]
+    assert month_intervals("2019-01-01/2019-12-31", [1, 12]) == [
+        "2019-01-01T00:00:00Z/2019-01-31T23:59:59Z",
+        "2019-12-01T00:00:00Z/2019-12-31T23:59:59Z",
+    ]
+
+
+# -- a minimal STAC API -------------------------------------------------------------------------
+class StacApi:
+    """Landing page and item search over ``items`` (dicts), served by a LoopbackServer."""
+
+    def __init__(self, server: LoopbackServer, post: bool = True, page_size: int = 2) -> None:
+        self.server = server
+        self.items: list[dict] = []
+        self.searches: list[dict] = []
+        self.page_size = page_size
+        self.post = post
+        server.add_route("/stac", self.landing)
+        server.add_route("/stac/search", self.search)
+
+    @property
+    def url(self) -> str:
+        return self.server.url("/stac")
+
+    def landing(self, method, query, body):
+        search = self.server.url("/stac/search")
+        links = [
+            {"rel": "self", "href": self.url, "type": "application/json"},
+            {"rel": "root", "href": self.url, "type": "application/json"},
+            {"rel": "search", "href": search, "type": "application/geo+json", "method": "GET"},
+        ]
+        if self.post:
+            links.append(dict(links[-1], method="POST"))
+        doc = {
+            "type": "Catalog",
+            "stac_version": "1.0.0",
+            "id": "loopback",
+            "description": "test STAC API",
+            "conformsTo": [
+                "https://api.stacspec.org/v1.0.0/core",
+                "https://api.stacspec.org/v1.0.0/item-search",
+                "https://api.stacspec.org/v1.0.0/item-search#query",
+                "https://api.stacspec.org/v1.0.0/item-search#sort",
+            ],
+            "links": links,
+        }
+        return 200, {"Content-Type": "application/json"}, json.dumps(doc).encode()
+
+    def search(self, method, query, body):
+        if method == "POST":
+            params = json.loads(body)
+        else:
+            params = {k: v[0] for k, v in query.items()}
+            if "bbox" in params:
+                params["bbox"] = [float(v) for v in params["bbox"].split(",")]
+            if "collections" in params:
+                params["collections"] = params["collections"].split(",")
+            if "query" in params:
+                params["query"] = json.loads(params["query"])
+        self.searches.append({"method": method, **params})
+        hits = [it for it in self.items if self._matches(it, params)]
+        token = int(params.get("token", 0))
+        size = min(int(params.get("limit", 10)), self.page_size)
+        page = hits[token : token + size]
+        links = []
+        if token + size < len(hits):
+            search = self.server.url("/stac/search")
+            if method == "POST":
+                links.append(
+                    {
+                        "rel": "next",
+                        "href": search,
+                        "method": "POST",
+                        "body": {**params, "token": token + size},
+                    }
+                )
+            else:
+                q = "&".join(f"{k}={v}" for k, v in query.items() if k != "token")
+                links.append({"rel": "next", "href": f"{search}?{q}&token={token + size}"})
+        doc = {"type": "FeatureCollection", "features": page, "links": links}
+        return 200, {"Content-Type": "application/geo+json"}, json.dumps(doc).encode()
+
+    @staticmethod
+    def _matches(item: dict, p: dict) -> bool:
+        if "collections" in p and item["collection"] not in p["collections"]:
+            return False
+        if "bbox" in p:
+            w, s, e, n = p["bbox"]
+            iw, is_, ie, in_ = item["bbox"]
+            if iw > e or ie < w or is_ > n or in_ < s:
+                return False
+        if "datetime" in p:
+            lo, hi = (datetime.fromisoformat(t) for t in p["datetime"].split("/"))
+            if not lo <= datetime.fromisoformat(item["properties"]["datetime"]) <= hi:
+                return False
+        lt = p.get("query", {}).get("eo:cloud_cover", {}).get("lt")
+        return lt is None or item["properties"]["eo:cloud_cover"] < lt
+
+
+def _cog(data: np.ndarray, transform: Affine, nodata: int) -> bytes:
+    with MemoryFile() as mem:
+        with mem.open(
+            driver="COG",
+            width=data.shape[1],
+            height=data.shape[0],
+            count=1,
+            dtype="uint16",
+            crs="EPSG:32606",
+            transform=transform,
+            nodata=nodata,
+            blocksize=32,
+            compress="deflate",
+            overviews="none",
+        ) as dst:
+            dst.write(data, 1)
+        return mem.read()
+
+
+def _item(server, item_id, when, cloud, bbox, props=None, assets=None) -> dict:
+    w, s, e, n = bbox
+    geom = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+    item = pystac.Item(
+        item_id,
+        geom,
+        list(bbox),
+        when,
+        {"eo:cloud_cover": cloud, **(props or {})},
+        collection="sentinel-2-l2a",
+    )
+    for key, href in (assets or {}).items():
+        item.add_asset(key, pystac.Asset(href, media_type=pystac.MediaType.COG))
+    d = item.to_dict(include_self_link=False)
+    d["links"] = [{"rel": "self", "href": server.url(f"/stac/items/{item_id}")}]
+    return d
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """The scene's UTM grid (10 m and 20 m), centred on the tile, and its lon/lat box."""
+    left, bottom, right, top = LATTICE.tile_bounds(TILE)
+    to_utm = Transformer.from_crs(3338, 32606, always_xy=True)
+    cx, cy = to_utm.transform((left + right) / 2, (bottom + top) / 2)
+    cx, cy = round(cx / 20) * 20, round(cy / 20) * 20
+    x0, y0 = cx - SCENE_M / 2, cy + SCENE_M / 2
+    to_ll = Transformer.from_crs(32606, 4326, always_xy=True)
+    lon, lat = to_ll.transform(
+        [x0, x0 + SCENE_M, x0, x0 + SCENE_M], [y0, y0, y0 - SCENE_M, y0 - SCENE_M]
+    )
+    return {
+        "cx": cx,
+        "cy": cy,
+        "x0": x0,
+        "y0": y0,
+        "bbox": (min(lon), min(lat), max(lon), max(lat)),
+    }
+
+
+ITEMS = [  # id, datetime, cloud, baseline, value, offset-flag, scl rule, keys
+    ("it1", datetime(2021, 7, 1, 21, tzinfo=UTC), 5.0, "03.00", 0.1, None, "west", COMMON),
+    ("it2", datetime(2022, 7, 1, 21, tzinfo=UTC), 10.0, "04.00", 0.2, False, "north", COMMON),
+    ("it3", datetime(2023, 7, 15, 21, tzinfo=UTC), 20.0, "05.09", 0.6, True, "ne", CODES),
+    ("it4", datetime(2020, 8, 10, 21, tzinfo=UTC), 30.0, "02.14", 0.4, None, "block", COMMON),
+]
+BLOCK = (16, 23)  # it4's cloud block: 20 m rows and cols 16..22 from the scene's corner
+
+
+def _scl(rule: str) -> np.ndarray:
+    n = int(SCENE_M / 20)
+    scl = np.full((n, n), 4, dtype="uint16")  # 4: vegetation
+    half = n // 2
+    if rule == "west":
+        scl[:, :half] = 9
+    elif rule == "north":
+        scl[:half, :] = 3
+    elif rule == "ne":
+        scl[:half, half:] = 11
+        scl[BLOCK[0] : BLOCK[1], BLOCK[0] : BLOCK[1]] = 10
+    elif rule == "block":
+        scl[BLOCK[0] : BLOCK[1], BLOCK[0] : BLOCK[1]] = 8
+    return scl
+
+
+@pytest.fixture(scope="module")
+def stac(scene):
+    with LoopbackServer() as server:
+        api = StacApi(server)
+        for item_id, when, cloud, baseline, value, flag, rule, keys in ITEMS:
+            offset = 1000 if float(baseline) >= 4 else 0
+            assets = {}
+            for b, (code, key) in enumerate(zip(CODES, keys, strict=True)):
+                res = 20.0 if code in TWENTY_M else 10.0
+                n = int(SCENE_M / res)
+                dn = np.full((n, n), round((value + 0.01 * b) * 10000) + offset, dtype="uint16")
+                t = Affine(res, 0, scene["x0"], 0, -res, scene["y0"])
+                assets[key] = server.add_file(f"/cogs/{item_id}/{code}.tif", _cog(dn, t, 0))
+            t20 = Affine(20, 0, scene["x0"], 0, -20, scene["y0"])
+            scl_key = "SCL" if keys is CODES else "scl"
+            assets[scl_key] = server.add_file(f"/cogs/{item_id}/SCL.tif", _cog(_scl(rule), t20, 0))
+            props = {"s2:processing_baseline": baseline}
+            if flag is not None:
+                props["earthsearch:boa_offset_applied"] = flag
+            api.items.append(_item(server, item_id, when, cloud, scene["bbox"], props, assets))
+        # Never to be used: too cloudy, in winter, elsewhere (no assets: reading one would fail).
+        api.items.append(
+            _item(
+                server,
+                "cloudy",
+                datetime(2022, 7, 5, tzinfo=UTC),
+                80.0,
+                scene["bbox"],
+                {"s2:processing_baseline": "04.00"},
+            )
+        )
+        api.items.append(
+            _item(
+                server,
+                "winter",
+                datetime(2022, 1, 15, tzinfo=UTC),
+                1.0,
+                scene["bbox"],
+                {"s2:processing_baseline": "03.01"},
+            )
+        )
+        api.items.append(
+            _item(
+                server,
+                "far",
+                datetime(2022, 7, 2, tzinfo=UTC),
+                0.0,
+                (-140.5, 60.0, -140.0, 60.5),
+                {"s2:processing_baseline": "04.00"},
+            )
+        )
+        yield api
+
+
+def _sentinel2(api_url: str, **over) -> dict:
+    return {
+        "sentinel2": {
+            "kind": "stac",
+            "api": api_url,
+            "datetime": "2019-06-01/2023-08-31",
+            "months": [6, 7, 8],
+            "max_cloud": 40,
+            "max_items": 10,
+            **over,
+        }
+    }
+
+
+def test_search_filters_sorts_pages_and_caps(stac):
+    bounds = LATTICE.tile_bounds(TILE)
+    items = search_items(stac.url, bounds, datetime_interval="2019-06-01/2023-08-31", max_items=10)
+    assert [it.id for it in items] == ["it1", "it2", "it3", "it4"]  # by cloud cover
+    assert all(s["method"] == "POST" for s in stac.searches)
+    assert {s["query"]["eo:cloud_cover"]["lt"] for s in stac.searches} == {40.0}
+    assert len(stac.searches) >= 5  # one per summer (2019..2023) plus next pages
+    capped = search_items(stac.url, bounds, datetime_interval="2019-06-01/2023-08-31", max_items=2)
+    assert [it.id for it in capped] == ["it1", "it2"]
+
+
+def test_search_across_the_antimeridian_uses_two_boxes(tmp_path):
+    to_albers = Transformer.from_crs(4326, 3338, always_xy=True)
+    x, y = to_albers.transform(180.0, 52.0)
+    bounds = (x - 3000, y - 3000, x + 3000, y + 3000)
+    with LoopbackServer() as server:
+        api = StacApi(server, post=False)  # a GET-only API
+        when = datetime(2021, 7, 1, tzinfo=UTC)
+        api.items.append(_item(server, "east_of_180", when, 3.0, (179.9, 51.9, 179.99, 52.1)))
+        api.items.append(_item(server, "west_of_180", when, 2.0, (-179.99, 51.9, -179.9, 52.1)))
+        items = search_items(api.url, bounds, datetime_interval="2021-06-01/2021-08-31")
+    assert [it.id for it in items] == ["west_of_180", "east_of_180"]
+    boxes = [s["bbox"] for s in api.searches]
+    assert all(s["method"] == "GET" for s in api.searches) and len(boxes) == 2
+    assert boxes[0][2] == 180.0 and boxes[1][0] == -180.0
+    assert all(b[0] < b[2] for b in boxes)  # each box is plain (west < east)
+
+
+def test_composite_masks_clouds_applies_offsets_and_takes_the_median(stac, scene, tmp_path):
+    config = write_config(tmp_path, _sentinel2(stac.url))
+    region = load_region(load_config(config), "r")
+    out = tmp_path / "sources"
+    manifest = read_manifest(fetch_source(region, "sentinel2", out, tile=TILE))
+    dest = out / "sentinel2" / f"{TILE}.tif"
+    assert manifest["kind"] == "stac" and manifest["tile"] == TILE
+    assert manifest["items"][0]["path"] == str(dest)
+    assert [i["id"] for i in manifest["stac_items"]] == ["it1", "it2", "it3", "it4"]
+    assert [i["offset"] for i in manifest["stac_items"]] == [0.0, -1000.0, -1000.0, 0.0]
+
+    with rasterio.open(dest) as src:
+        assert src.crs.to_epsg() == 3338 and src.count == 9 and src.dtypes[0] == "float32"
+        assert src.transform == LATTICE.tile_transform(TILE) and src.shape == (64, 64)
+        assert list(src.descriptions) == [name for name, _ in S2_BANDS]
+        assert np.isnan(src.nodata)
+        assert src.tags()["MAPPER_ITEMS"] == "it1,it2,it3,it4"
+        assert src.tags()["MAPPER_ITEM_COUNT"] == "4"
+        data = src.read()
+
+    # Expected value per pixel from where its centre falls in the scene (UTM), away from edges.
+    rows, cols = np.mgrid[0:64, 0:64]
+    left, _, _, top = LATTICE.tile_bounds(TILE)
+    xs, ys = left + (cols + 0.5) * 10.0, top - (rows + 0.5) * 10.0  # pixel centres
+    ux, uy = Transformer.from_crs(3338, 32606, always_xy=True).transform(xs, ys)
+    dx, dy = ux - scene["cx"], uy - scene["cy"]
+    bx, by = (ux - scene["x0"]) / 20, (scene["y0"] - uy) / 20  # 20 m pixel coordinates
+
+    def inside(margin: float) -> np.ndarray:
+        lo, hi = BLOCK[0] + margin, BLOCK[1] - margin
+        return (bx > lo) & (bx < hi) & (by > lo) & (by < hi)
+
+    in_block, near_block = inside(0.0), inside(-1.5) & ~inside(1.5)
+    clear = (np.abs(dx) > 25) & (np.abs(dy) > 25) & ~near_block
+    expected = np.select([dy > 0, True], [np.where(dx < 0, 0.5, 0.25), np.where(dx < 0, 0.4, 0.3)])
+    expected = np.where(in_block & (dy > 0) & (dx < 0), np.nan, expected)
+    # Every region (NaN block, NE, SW, SE, rest of NW) has pixels among those checked.
+    assert (clear & in_block).sum() > 20 and (clear & (dx > 0) & (dy > 0)).sum() > 20
+    assert (clear & (dx < 0) & (dy < 0)).sum() > 20 and (clear & (dx > 0) & (dy < 0)).sum() > 20
+    assert (clear & ~in_block & (dx < 0) & (dy > 0)).sum() > 20
+    for b in range(9):
+        np.testing.assert_allclose(
+            data[b][clear],
+            (expected + 0.01 * b)[clear],
+            atol=1e-5,
+            err_msg=f"band {S2_BANDS[b][0]}",
+        )
+    assert np.isnan(data[:, clear & in_block]).all()
+
+
+def test_no_items_gives_an_empty_composite(stac, tmp_path):
+    config = write_config(tmp_path, _sentinel2(stac.url, datetime="2018-06-01/2018-08-31"))
+    region = load_region(load_config(config), "r")
+    manifest = read_manifest(fetch_source(region, "sentinel2", tmp_path / "s", tile=TILE))
+    assert manifest["stac_items"] == [] and manifest["valid_fraction"] == 0.0
+    with rasterio.open(tmp_path / "s" / "sentinel2" / f"{TILE}.tif") as src:
+        assert src.tags()["MAPPER_ITEM_COUNT"] == "0" and np.isnan(src.read()).all()
+
+
+def test_an_unreadable_asset_names_the_item_and_leaves_no_composite(scene, tmp_path):
+    with LoopbackServer() as server:
+        api = StacApi(server)
+        assets = {key: server.url(f"/cogs/gone/{key}.tif") for key in [*COMMON, "scl"]}
+        api.items.append(
+            _item(
+                server,
+                "gone",
+                datetime(2021, 7, 1, tzinfo=UTC),
+                1.0,
+                scene["bbox"],
+                {"s2:processing_baseline": "03.00"},
+                assets,
+            )
+        )
+        config = write_config(tmp_path, _sentinel2(api.url))
+        region = load_region(load_config(config), "r")
+        with pytest.raises(
+            SourceError, match=r"STAC item gone SCL \(http://.*/cogs/gone/scl.tif\)"
+        ):
+            fetch_source(region, "sentinel2", tmp_path / "s", tile=TILE)
+    assert not list((tmp_path / "s").rglob("*.tif")) and not list((tmp_path / "s").rglob("*.json"))

@@ -4,8 +4,9 @@ Warps are made so that a pixel's value does not depend on how the lattice is cut
 GDAL's default approximate transformer (0.125 px error) and its per-chunk kernel scaling both make a
 tile's pixels depend on the tile's extent. We warp through ``WarpedVRT`` with ``tolerance=1e-9``
 (exact transformer) and the warper options ``XSCALE``/``YSCALE`` fixed at the nominal ratio of
-destination to source resolution (never per window). Reading a window of that VRT then gives the same
-values as warping the whole region at once. ``gdalwarp -et 0 -wo XSCALE=.. -wo YSCALE=..`` does the same.
+destination to source resolution (never per window). Reading a window of that VRT then gives the
+same values as warping the whole region at once. ``gdalwarp -et 0 -wo XSCALE=.. -wo YSCALE=..`` does
+the same.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ GDAL_HTTP_ENV = {
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
-    """Open a raster for reading; a missing, truncated or non-raster file is one clear InputError."""
+    """Open a raster for reading; a missing, truncated or non-raster file is one InputError."""
     try:
         return rasterio.open(path)
     except RasterioIOError as exc:
@@ -48,17 +49,29 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
         ) from None
 
 
+NOMINAL_SCALE_SNAP = 0.02
+"""Measured resolution ratios within this fraction of 1 count as equal resolution (scale 1)."""
+
+
 def nominal_scale(src_res: float, dst_res: float) -> float:
     """GDAL's XSCALE/YSCALE for a warp from ``src_res`` to ``dst_res`` (same units).
 
     GDAL's factor is destination pixels per source pixel: 0.5 for a 5 m DEM onto 10 m (the kernel
     widens to cover the source pixels), capped at 1 for equal resolution and for upsampling.
+    ``src_res`` is measured in the destination CRS, so a 10 m UTM pixel measures 9.99-10.01 m in
+    Alaska Albers (map scale factors): ratios within :data:`NOMINAL_SCALE_SNAP` of 1 are snapped to
+    1, so that a 10 m source onto the 10 m lattice warps exactly as ``gdalwarp -wo XSCALE=1``.
     """
-    return min(1.0, src_res / dst_res) if dst_res > 0 else 1.0
+    if dst_res <= 0:
+        return 1.0
+    ratio = src_res / dst_res
+    if ratio >= 1.0 - NOMINAL_SCALE_SNAP:
+        return 1.0
+    return round(ratio, 3)
 
 
 def _source_res_in_dst_units(src: rasterio.DatasetReader, dst_crs: CRS) -> float:
-    """Approximate size of one source pixel measured in the destination CRS (at the source centre)."""
+    """Approximate size of one source pixel in the destination CRS (at the source centre)."""
     from rasterio.warp import transform as transform_xy
 
     left, bottom, right, top = src.bounds
@@ -73,7 +86,8 @@ def _source_res_in_dst_units(src: rasterio.DatasetReader, dst_crs: CRS) -> float
 def check_crs(src: rasterio.DatasetReader, path: str | Path) -> None:
     if src.crs is None:
         raise InputError(
-            f"{path}: has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx)"
+            f"{path}: has no coordinate reference system; assign one "
+            "(e.g. gdal_edit.py -a_srs EPSG:xxxx)"
         )
 
 
@@ -86,7 +100,7 @@ def warp_to_grid(
     indexes: list[int] | None = None,
     src_nodata: float | None = None,
 ) -> np.ndarray:
-    """Warp ``path`` onto the grid ``(dst_transform, dst_shape)`` in ``dst_crs``; float32, NaN = nodata.
+    """Warp ``path`` to the grid ``(dst_transform, dst_shape)`` in ``dst_crs``; float32, NaN nodata.
 
     The result for a pixel is independent of the grid's extent (see module docstring), so warping a
     tile equals cutting that tile out of a warp of the whole region.
@@ -142,6 +156,51 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def geotiff_writer(
+    path: str | Path,
+    *,
+    height: int,
+    width: int,
+    count: int,
+    dtype: str | np.dtype,
+    transform: Affine,
+    crs: str,
+    nodata: float | None = None,
+    blocksize: int = 256,
+    predictor: int | None = None,
+) -> Iterator[rasterio.io.DatasetWriter]:
+    """Open a new tiled, DEFLATE-compressed GeoTIFF to be written piece by piece (bands, windows).
+
+    The file appears at ``path`` only when the ``with`` block ends without an error (atomic rename),
+    so a stage can stream a large output in bounded memory and still never leave a partial file.
+    Tiles are ``blocksize`` square when the raster is at least that large (and a multiple of 16);
+    more than 4 bands are stored band-interleaved, so writing one band touches only its blocks.
+    """
+    dtype = np.dtype(dtype)
+    if predictor is None:
+        predictor = 3 if np.issubdtype(dtype, np.floating) else 2
+    tiled = height >= blocksize and width >= blocksize and blocksize % 16 == 0
+    profile = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": count,
+        "dtype": dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "compress": "deflate",
+        "predictor": predictor,
+        "interleave": "pixel" if count <= 4 else "band",
+    }
+    if tiled:
+        profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            yield dst
+
+
 def write_geotiff(
     path: str | Path,
     data: np.ndarray,
@@ -158,30 +217,22 @@ def write_geotiff(
     if data.ndim == 2:
         data = data[None]
     count, height, width = data.shape
-    if predictor is None:
-        predictor = 3 if np.issubdtype(data.dtype, np.floating) else 2
-    tiled = height >= blocksize and width >= blocksize and height % 16 == 0 and width % 16 == 0
-    profile = {
-        "driver": "GTiff",
-        "height": height,
-        "width": width,
-        "count": count,
-        "dtype": data.dtype,
-        "crs": crs,
-        "transform": transform,
-        "nodata": nodata,
-        "compress": "deflate",
-        "predictor": predictor,
-        "interleave": "pixel" if count <= 4 else "band",
-    }
-    if tiled:
-        profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-            if descriptions:
-                for i, d in enumerate(descriptions, start=1):
-                    dst.set_band_description(i, d)
-            if tags:
-                dst.update_tags(**tags)
+    with geotiff_writer(
+        path,
+        height=height,
+        width=width,
+        count=count,
+        dtype=data.dtype,
+        transform=transform,
+        crs=crs,
+        nodata=nodata,
+        blocksize=blocksize,
+        predictor=predictor,
+    ) as dst:
+        dst.write(data)
+        if descriptions:
+            for i, d in enumerate(descriptions, start=1):
+                dst.set_band_description(i, d)
+        if tags:
+            dst.update_tags(**tags)
     logger.debug("wrote %s (%d bands, %dx%d)", path, count, height, width)

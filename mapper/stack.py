@@ -1,0 +1,364 @@
+"""Stage 2, stack: every source warped onto one tile of the lattice, plus terrain covariates.
+
+One GeoTIFF per tile (the stack contract): ``tile_px`` square on the tile's lattice bounds,
+EPSG:3338, 19 float32 bands in :data:`mapper.bands.STACK_BANDS` order with those descriptions (and
+units), NaN nodata, tags ``MAPPER_TILE``, ``MAPPER_EMPTY`` (no pixel of any band has data),
+``MAPPER_SYNTHETIC``, tiled 256 (the tile size when smaller), DEFLATE, predictor 3, written
+atomically.
+
+Seamlessness: a pixel's value never depends on how the lattice is cut into tiles.
+
+- Every warp goes through :func:`mapper.raster.warp_to_grid` (exact transformer, XSCALE/YSCALE at
+  the nominal ratio), so warping any lattice window equals cutting it out of a whole-region warp.
+  Tiles are processed in strips of rows (bounded memory); a strip is just a smaller window.
+- Local covariates (slope, aspect, curvature, TPI) need a bounded neighbourhood: the DEM is warped
+  onto the strip's window grown by ``stack.halo_px`` pixels, which must cover the TPI disc
+  (``floor(tpi_radius_m / res)``) and the 3x3 derivatives.
+- Flow accumulation (TWI, SPI) is not local. It is computed on fixed lattice-aligned hydrology
+  blocks of ``stack.hydro_block_px`` pixels (block (i, j) starts at lattice pixel (i*B, j*B)),
+  each from the DEM warped onto the block grown by ``stack.hydro_halo_px`` pixels. A tile takes its
+  pixels from the blocks it meets, so the value depends only on the block, never on ``tile_px``.
+  Upslope area beyond the hydro halo is truncated (the window edge is a sink), a documented
+  approximation: where a catchment is larger than the halo, TWI/SPI show a step at block borders.
+  ``tile_px`` and ``hydro_block_px`` must nest (one divides the other) so that a tile uses whole
+  blocks or lies inside one; a ConfigError says so otherwise.
+
+Sources:
+
+- Sentinel-2: one or more rasters; the 9 bands are selected and ordered BY DESCRIPTION (``B04`` or
+  ``s2_red`` etc., case-insensitive). Values become surface reflectance (0-1): a band's own GDAL
+  scale/offset when it declares one; else DN / 10000 for integer bands; float bands as they are.
+  Several files form a mosaic: for each pixel and band the first file (in the order given) with a
+  value wins. Bilinear.
+- DEM: one raster, metres, bilinear (XSCALE at the nominal ratio, e.g. 0.5 for a 5 m DEM).
+- Climate normals: one raster with bands described ``precip_annual``, ``summer_warmth``,
+  ``jan_tmin`` (any order), bilinear from their ~1 km grid.
+
+Terrain definitions and conventions (aspect of flat pixels is NaN, TPI over a disc, MFD flow) are
+in :mod:`mapper.terrain`. Internally the DEM derivatives use float64; the stack stores float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from mapper import terrain
+from mapper.bands import CLIMATE_BANDS, S2_BANDS, STACK_BANDS, UNITS
+from mapper.config import Region
+from mapper.errors import ConfigError, InputError
+from mapper.grid import Lattice
+from mapper.raster import check_crs, geotiff_writer, open_raster, warp_to_grid
+
+logger = logging.getLogger(__name__)
+
+STRIP_PX = 512
+"""Rows of a tile processed at once (a multiple of the 256 block size): bounds memory per tile."""
+
+BLOCK_PX = 256
+"""GeoTIFF block size of the stack (the tile size itself for tiles smaller than this)."""
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """The region's ``stack`` settings, checked against its lattice."""
+
+    halo_px: int
+    tpi_radius_m: float
+    hydro_block_px: int
+    hydro_halo_px: int
+    res: float
+
+    @property
+    def tpi_radius_px(self) -> float:
+        return self.tpi_radius_m / self.res
+
+
+def stack_settings(region: Region) -> StackSettings:
+    """Check ``region.settings['stack']`` against the lattice; ConfigError names the key and fix."""
+    section = region.settings["stack"]
+    lattice = region.lattice
+    settings = StackSettings(
+        halo_px=int(section["halo_px"]),
+        tpi_radius_m=float(section["tpi_radius_m"]),
+        hydro_block_px=int(section.get("hydro_block_px", 1024)),
+        hydro_halo_px=int(section.get("hydro_halo_px", 512)),
+        res=lattice.res,
+    )
+    need = max(1, terrain.tpi_radius_px(settings.tpi_radius_m, lattice.res))
+    if settings.halo_px < need:
+        raise ConfigError(
+            f"{region.path}: key 'stack.halo_px' ({settings.halo_px}) is smaller than the TPI disc "
+            f"radius plus derivatives need ({need} px for tpi_radius_m={settings.tpi_radius_m} at "
+            f"{lattice.res} m); raise halo_px to at least {need}"
+        )
+    block, tile = settings.hydro_block_px, lattice.tile_px
+    if block % tile and tile % block:
+        raise ConfigError(
+            f"{region.path}: key 'stack.hydro_block_px' ({block}) and tile_px ({tile}) must nest "
+            f"(one divides the other); set hydro_block_px to a divisor or multiple of {tile}"
+        )
+    if settings.hydro_halo_px < 1:
+        raise ConfigError(f"{region.path}: key 'stack.hydro_halo_px' must be at least 1")
+    return settings
+
+
+# -- sources ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _BandPlan:
+    """Which bands of a file to read, in output order, and how to turn them into physical values."""
+
+    path: Path
+    indexes: list[int]
+    scales: list[float]
+    offsets: list[float]
+
+
+def _find_bands(path: Path, wanted: list[tuple[str, ...]], kind: str) -> _BandPlan:
+    """Select bands by description: ``wanted[i]`` lists the accepted names of output band i."""
+    src = open_raster(path)
+    with src:
+        check_crs(src, path)
+        found = {(d or "").strip().lower(): i for i, d in enumerate(src.descriptions, start=1)}
+        indexes = []
+        for names in wanted:
+            hit = next((found[n.lower()] for n in names if n.lower() in found), None)
+            if hit is None:
+                have = ", ".join(repr(d) for d in src.descriptions)
+                raise InputError(
+                    f"{path}: no {kind} band described {' or '.join(repr(n) for n in names)} "
+                    f"(band descriptions: {have}); set the band descriptions or pass the right file"
+                )
+            indexes.append(hit)
+        dtypes = [src.dtypes[i - 1] for i in indexes]
+        scales = [float(src.scales[i - 1]) for i in indexes]
+        offsets = [float(src.offsets[i - 1]) for i in indexes]
+    if kind == "Sentinel-2":
+        for j, dt in enumerate(dtypes):
+            declared = (scales[j], offsets[j]) != (1.0, 0.0)
+            if not declared and np.issubdtype(np.dtype(dt), np.integer):
+                scales[j] = 1e-4  # L2A digital numbers: reflectance x 10000
+    return _BandPlan(path, indexes, scales, offsets)
+
+
+def _sentinel2_plans(paths: list[Path]) -> list[_BandPlan]:
+    if not paths:
+        raise InputError("no Sentinel-2 file given; pass at least one with --sentinel2")
+    wanted = [(name, code) for name, code in S2_BANDS]
+    return [_find_bands(Path(p), wanted, "Sentinel-2") for p in paths]
+
+
+def _climate_plan(path: Path) -> _BandPlan:
+    return _find_bands(Path(path), [(name,) for name in CLIMATE_BANDS], "climate")
+
+
+def _is_synthetic(paths: list[Path]) -> bool:
+    """True when any source file says it is synthetic (tag MAPPER_SYNTHETIC=true)."""
+    for p in paths:
+        with open_raster(p) as src:
+            if str(src.tags().get("MAPPER_SYNTHETIC", "")).lower() == "true":
+                return True
+    return False
+
+
+def _warp(plan: _BandPlan, lattice: Lattice, window: Window) -> np.ndarray:
+    """The plan's bands warped (bilinear) onto a lattice window, in physical units, float32."""
+    data = warp_to_grid(
+        plan.path,
+        lattice.crs,
+        lattice.window_transform(window),
+        (int(window.height), int(window.width)),
+        Resampling.bilinear,
+        indexes=plan.indexes,
+    )
+    if any((s, o) != (1.0, 0.0) for s, o in zip(plan.scales, plan.offsets, strict=True)):
+        out = np.empty(data.shape, dtype=np.float32)
+        for j, (s, o) in enumerate(zip(plan.scales, plan.offsets, strict=True)):
+            out[j] = data[j].astype(np.float64) * s + o
+        return out
+    return data
+
+
+def _mosaic(plans: list[_BandPlan], lattice: Lattice, window: Window) -> np.ndarray:
+    """First-valid-wins mosaic of several files' bands on a lattice window."""
+    out = _warp(plans[0], lattice, window)
+    for plan in plans[1:]:
+        gaps = np.isnan(out)
+        if not gaps.any():
+            break
+        out[gaps] = _warp(plan, lattice, window)[gaps]
+    return out
+
+
+def _dem(path: Path, lattice: Lattice, window: Window) -> np.ndarray:
+    """The DEM (metres, float32, NaN nodata) warped bilinear onto a lattice window."""
+    return warp_to_grid(
+        path,
+        lattice.crs,
+        lattice.window_transform(window),
+        (int(window.height), int(window.width)),
+        Resampling.bilinear,
+        indexes=[1],
+    )[0]
+
+
+def _grow(window: Window, px: int) -> Window:
+    return Window(
+        window.col_off - px, window.row_off - px, window.width + 2 * px, window.height + 2 * px
+    )
+
+
+# -- terrain ------------------------------------------------------------------------------------
+
+
+def local_terrain(
+    dem: Path, lattice: Lattice, window: Window, settings: StackSettings
+) -> dict[str, np.ndarray]:
+    """elevation, slope, aspect, curvature, tpi on a lattice window (from the DEM with a halo)."""
+    h = settings.halo_px
+    z = _dem(dem, lattice, _grow(window, h))
+    inner = (slice(h, h + int(window.height)), slice(h, h + int(window.width)))
+    return {
+        "elevation": z[inner],
+        "slope": terrain.slope(z, lattice.res)[inner],
+        "aspect": terrain.aspect(z)[inner],
+        "curvature": terrain.max_curvature(z, lattice.res)[inner],
+        "tpi": terrain.tpi(z, settings.tpi_radius_px)[inner],
+    }
+
+
+def hydro_blocks(lattice: Lattice, window: Window, block_px: int) -> list[Window]:
+    """The lattice-aligned hydrology blocks (global lattice windows) that meet ``window``."""
+    r0 = math.floor(window.row_off / block_px)
+    r1 = math.ceil((window.row_off + window.height) / block_px)
+    c0 = math.floor(window.col_off / block_px)
+    c1 = math.ceil((window.col_off + window.width) / block_px)
+    return [
+        Window(c * block_px, r * block_px, block_px, block_px)
+        for r in range(r0, r1)
+        for c in range(c0, c1)
+    ]
+
+
+def hydro_terrain(
+    dem: Path, lattice: Lattice, block: Window, settings: StackSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """TWI and SPI (float32) on one hydrology block, from its DEM grown by the hydro halo."""
+    h = settings.hydro_halo_px
+    z = _dem(dem, lattice, _grow(block, h))
+    inner = (slice(h, h + int(block.height)), slice(h, h + int(block.width)))
+    sca = terrain.specific_catchment_area(z, lattice.res)[inner]
+    slope = terrain.slope(z, lattice.res)[inner]
+    return terrain.wetness_and_stream_power(sca, slope)
+
+
+def _intersect(a: Window, b: Window) -> Window | None:
+    c0, r0 = max(a.col_off, b.col_off), max(a.row_off, b.row_off)
+    c1 = min(a.col_off + a.width, b.col_off + b.width)
+    r1 = min(a.row_off + a.height, b.row_off + b.height)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+# -- the stack ----------------------------------------------------------------------------------
+
+
+def build_stack(
+    region: Region,
+    tile_id: str,
+    sentinel2: list[Path],
+    dem: Path,
+    climate: Path,
+    out_path: Path,
+    *,
+    strip_px: int = STRIP_PX,
+) -> Path:
+    """Write the stack GeoTIFF of ``tile_id`` to ``out_path`` (atomically) and return the path.
+
+    Memory is bounded by the tile width times ``strip_px`` (S2, climate, local terrain) and by the
+    hydrology window ``(hydro_block_px + 2 * hydro_halo_px)^2`` (about 250 bytes per pixel of it),
+    independent of the region's size. See the module docstring for the conventions.
+    """
+    settings = stack_settings(region)
+    lattice = region.lattice
+    try:
+        tile_window = lattice.tile_window(tile_id)
+    except ValueError as exc:
+        raise ConfigError(
+            f"tile {tile_id!r}: {exc}; pass an id from `python -m mapper tiles`"
+        ) from None
+    s2_plans = _sentinel2_plans([Path(p) for p in sentinel2])
+    clim_plan = _climate_plan(Path(climate))
+    with open_raster(dem) as src:
+        check_crs(src, dem)
+    synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), Path(dem), Path(climate)])
+
+    p = lattice.tile_px
+    band_of = {name: i for i, name in enumerate(STACK_BANDS, start=1)}
+    s2_idx = [band_of[name] for name, _ in S2_BANDS]
+    clim_idx = [band_of[name] for name in CLIMATE_BANDS]
+    has_data = False
+    with geotiff_writer(
+        out_path,
+        height=p,
+        width=p,
+        count=len(STACK_BANDS),
+        dtype="float32",
+        transform=lattice.tile_transform(tile_id),
+        crs=lattice.crs,
+        nodata=float("nan"),
+        blocksize=min(BLOCK_PX, p),
+        predictor=3,
+    ) as dst:
+        for i, name in enumerate(STACK_BANDS, start=1):
+            dst.set_band_description(i, name)
+        dst.units = tuple(UNITS[name] for name in STACK_BANDS)
+        step = max(strip_px, 1)
+        for r in range(0, p, step):
+            rows = min(step, p - r)
+            win = Window(tile_window.col_off, tile_window.row_off + r, p, rows)
+            local = Window(0, r, p, rows)
+            s2 = _mosaic(s2_plans, lattice, win)
+            dst.write(s2, indexes=s2_idx, window=local)
+            has_data |= bool(np.isfinite(s2).any())
+            del s2
+            for name, arr in local_terrain(Path(dem), lattice, win, settings).items():
+                dst.write(arr.astype(np.float32), indexes=band_of[name], window=local)
+                has_data |= bool(np.isfinite(arr).any())
+            clim = _warp(clim_plan, lattice, win)
+            dst.write(clim, indexes=clim_idx, window=local)
+            has_data |= bool(np.isfinite(clim).any())
+            del clim
+        for block in hydro_blocks(lattice, tile_window, settings.hydro_block_px):
+            part = _intersect(block, tile_window)
+            if part is None:
+                continue
+            twi, spi = hydro_terrain(Path(dem), lattice, block, settings)
+            r0, c0 = int(part.row_off - block.row_off), int(part.col_off - block.col_off)
+            sub = (slice(r0, r0 + int(part.height)), slice(c0, c0 + int(part.width)))
+            local = Window(
+                part.col_off - tile_window.col_off, part.row_off - tile_window.row_off,
+                part.width, part.height,
+            )
+            dst.write(twi[sub], indexes=band_of["twi"], window=local)
+            dst.write(spi[sub], indexes=band_of["spi"], window=local)
+        dst.update_tags(
+            MAPPER_TILE=tile_id,
+            MAPPER_EMPTY=str(not has_data).lower(),
+            MAPPER_SYNTHETIC=str(bool(synthetic)).lower(),
+            MAPPER_HALO_PX=str(settings.halo_px),
+            MAPPER_TPI_RADIUS_M=str(settings.tpi_radius_m),
+            MAPPER_HYDRO_BLOCK_PX=str(settings.hydro_block_px),
+            MAPPER_HYDRO_HALO_PX=str(settings.hydro_halo_px),
+        )
+    logger.info("stack %s -> %s%s", tile_id, out_path, " (empty)" if not has_data else "")
+    return Path(out_path)

@@ -1,0 +1,357 @@
+"""Terrain covariates from a DEM array on the 10 m lattice: local derivatives and flow accumulation.
+
+Conventions (shared by every function here):
+
+- Arrays are north-up rasters: row 0 is the northern edge, column 0 the western edge; ``res`` is the
+  square pixel size in metres. Elevations are metres; NaN marks no data (ocean, outside the DEM).
+- Every function computes each output pixel from a fixed neighbourhood of input pixels with
+  arithmetic that does not depend on where the pixel sits in the array. That is what makes the stack
+  seamless: a tile computed from a DEM window with a large enough halo gives, pixel for pixel, the
+  values a single pass over the whole region would give (see :mod:`mapper.stack`).
+- Outputs have the input's shape; pixels whose neighbourhood leaves the array or holds no data are
+  NaN (the caller reads a halo and crops it away).
+
+Covariates and their definitions:
+
+- slope: Horn (1981) 3x3 gradient, degrees (xarray-spatial).
+- aspect: the compass direction the slope faces (downslope), degrees clockwise from north in
+  [0, 360); a plane rising to the east faces west: 270. Flat pixels (zero gradient) have no aspect
+  and are NaN (xarray-spatial's -1 flag is turned into NaN).
+- curvature: maximal principal curvature k_max = H + sqrt(H^2 - K) of the surface (Shary 1995;
+  Florinsky 2016), from Evans-Young 3x3 derivatives, 1/m, positive on convex forms (ridges), 0 along
+  valley floors. xarray-spatial's ``curvature`` is the ArcGIS standard (Laplacian) curvature in
+  1/100 m, not this one, so it is computed here (float64).
+- tpi: elevation minus the mean elevation of the valid pixels in a DISC (centre included) of radius
+  ``radius_px`` pixels (pixel centres with dx^2 + dy^2 <= r^2). Disc sums use exact integer
+  arithmetic on elevations quantised to 2^-16 m, so they do not depend on the array's extent.
+- Hydrology (:func:`specific_catchment_area`): depressions filled (spill elevation = minimax path
+  to the window edge, via a minimum spanning tree), flats drained along the shortest path over the
+  flat to its outlet, then multiple-flow-direction accumulation (Freeman 1991, exponent 1.1) solved
+  as one sparse triangular system. Specific catchment area a = upslope area / contour width (res).
+- twi = ln(a / tan(beta)), spi = ln(a * tan(beta)) with beta the local (Horn) slope and tan(beta)
+  floored at :data:`MIN_TAN_SLOPE` so flats stay finite (Beven & Kirkby 1979; Moore et al. 1991).
+
+xarray-spatial 0.5 (the version used) has no hydrology (flow direction/accumulation), hence the
+compact scipy implementation below.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import xarray as xr
+from scipy import sparse
+from scipy.sparse.csgraph import breadth_first_order, dijkstra, minimum_spanning_tree
+from scipy.sparse.linalg import spsolve_triangular
+
+logger = logging.getLogger(__name__)
+
+MFD_EXPONENT = 1.1
+"""Freeman (1991) exponent of the multiple-flow-direction split (tan(beta_k) ** p)."""
+
+MIN_TAN_SLOPE = 1e-3
+"""Floor of tan(slope) in TWI and SPI (about 0.057 degrees) so that flat pixels stay finite."""
+
+TPI_QUANTUM = 2.0**-16
+"""Elevation quantum (m) of the exact integer disc sums of the TPI."""
+
+# the 8 neighbours (row offset, column offset), clockwise from north
+_OFFSETS: list[tuple[int, int]] = [
+    (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)
+]
+
+
+def _as_dataarray(dem: np.ndarray, res: float) -> xr.DataArray:
+    return xr.DataArray(dem, dims=("y", "x"), attrs={"res": (float(res), float(res))})
+
+
+def slope(dem: np.ndarray, res: float) -> np.ndarray:
+    """Horn slope in degrees (float32); outermost rows/columns and NaN neighbourhoods are NaN."""
+    from xrspatial import slope as xrs_slope
+
+    return np.asarray(xrs_slope(_as_dataarray(dem, res)).data, dtype=np.float32)
+
+
+def aspect(dem: np.ndarray) -> np.ndarray:
+    """Horn aspect, degrees clockwise from north the slope faces (float32); flat and edges NaN."""
+    from xrspatial import aspect as xrs_aspect
+
+    out = np.asarray(xrs_aspect(_as_dataarray(dem, 1.0)).data, dtype=np.float32)
+    out[out < 0] = np.nan  # xarray-spatial marks flat pixels with -1
+    return out
+
+
+def _neighbourhood(z: np.ndarray) -> list[np.ndarray]:
+    """The 3x3 neighbours z1..z9 (row-major from the north-west) of every interior pixel."""
+    return [z[r : r + z.shape[0] - 2, c : c + z.shape[1] - 2] for r in range(3) for c in range(3)]
+
+
+def max_curvature(dem: np.ndarray, res: float) -> np.ndarray:
+    """Maximal principal curvature (1/m, float32; positive on ridges), Evans-Young derivatives."""
+    z = np.asarray(dem, dtype=np.float64)
+    out = np.full(z.shape, np.nan, dtype=np.float32)
+    if min(z.shape) < 3:
+        return out
+    z1, z2, z3, z4, z5, z6, z7, z8, z9 = _neighbourhood(z)
+    w = float(res)
+    p = (z3 + z6 + z9 - z1 - z4 - z7) / (6 * w)  # dz/dx, x east
+    q = (z1 + z2 + z3 - z7 - z8 - z9) / (6 * w)  # dz/dy, y north
+    r = (z1 + z3 + z4 + z6 + z7 + z9 - 2 * (z2 + z5 + z8)) / (3 * w * w)
+    t = (z1 + z2 + z3 + z7 + z8 + z9 - 2 * (z4 + z5 + z6)) / (3 * w * w)
+    s = (z3 + z7 - z1 - z9) / (4 * w * w)
+    g = 1 + p * p + q * q
+    mean = -((1 + q * q) * r - 2 * p * q * s + (1 + p * p) * t) / (2 * g**1.5)
+    gauss = (r * t - s * s) / (g * g)
+    kmax = mean + np.sqrt(np.maximum(mean * mean - gauss, 0.0))
+    out[1:-1, 1:-1] = kmax
+    return out
+
+
+def tpi_radius_px(radius_m: float, res: float) -> int:
+    """Half-width in pixels of the TPI disc of ``radius_m`` metres (the halo it needs)."""
+    return int(math.floor(radius_m / res + 1e-9))
+
+
+def tpi(dem: np.ndarray, radius_px: float) -> np.ndarray:
+    """Elevation minus the mean of the valid pixels in a disc of ``radius_px`` pixels (float32).
+
+    The disc holds the pixel centres with dx^2 + dy^2 <= radius_px^2 (centre included). Pixels
+    closer than ``floor(radius_px)`` to the array edge are NaN. Sums are exact int64 sums of
+    elevations quantised to :data:`TPI_QUANTUM`, built from row-wise running sums, so a pixel's
+    value does not depend on the array's extent (floating-point running sums would).
+    """
+    z = np.asarray(dem, dtype=np.float64)
+    rad = int(math.floor(radius_px + 1e-9))
+    h, w = z.shape
+    out = np.full(z.shape, np.nan, dtype=np.float32)
+    oh, ow = h - 2 * rad, w - 2 * rad
+    if oh <= 0 or ow <= 0:
+        return out
+    valid = np.isfinite(z)
+    q = np.where(valid, np.rint(np.where(valid, z, 0.0) / TPI_QUANTUM), 0).astype(np.int64)
+    csum = np.zeros((h, w + 1), dtype=np.int64)
+    np.cumsum(q, axis=1, out=csum[:, 1:])
+    ccount = np.zeros((h, w + 1), dtype=np.int64)
+    np.cumsum(valid, axis=1, out=ccount[:, 1:])
+    total = np.zeros((oh, ow), dtype=np.int64)
+    count = np.zeros((oh, ow), dtype=np.int64)
+    for dy in range(-rad, rad + 1):
+        half = int(math.floor(math.sqrt(max(radius_px * radius_px - dy * dy, 0.0)) + 1e-9))
+        rows = slice(rad + dy, rad + dy + oh)
+        hi = slice(rad + half + 1, rad + half + 1 + ow)
+        lo = slice(rad - half, rad - half + ow)
+        total += csum[rows, hi] - csum[rows, lo]
+        count += ccount[rows, hi] - ccount[rows, lo]
+    centre = z[rad : rad + oh, rad : rad + ow]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total.astype(np.float64) * TPI_QUANTUM / count
+    res = centre - mean
+    res[(count == 0) | ~np.isfinite(centre)] = np.nan
+    out[rad : rad + oh, rad : rad + ow] = res
+    return out
+
+
+# -- hydrology ----------------------------------------------------------------------------------
+
+
+def _shifted(a: np.ndarray, dr: int, dc: int, fill: float | bool) -> np.ndarray:
+    """``out[i, j] = a[i + dr, j + dc]``, ``fill`` where that leaves the array."""
+    out = np.full(a.shape, fill, dtype=a.dtype)
+    h, w = a.shape
+    rs_dst = slice(max(-dr, 0), h - max(dr, 0))
+    cs_dst = slice(max(-dc, 0), w - max(dc, 0))
+    rs_src = slice(max(dr, 0), h - max(-dr, 0))
+    cs_src = slice(max(dc, 0), w - max(-dc, 0))
+    out[rs_dst, cs_dst] = a[rs_src, cs_src]
+    return out
+
+
+def fill_depressions(dem: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spill elevations: every pixel raised to the lowest level at which water leaves the window.
+
+    Returns ``(filled, edge)``: ``filled`` (float64, NaN where the DEM is NaN) is, for each pixel,
+    the minimum over 4-connected paths to the outside of the maximum elevation along the path (the
+    priority-flood result), computed exactly as the maximum elevation on the pixel's path to the
+    root of a minimum spanning tree whose edge weights are max(z_u, z_v) and whose root is the
+    outside; ``edge`` marks the valid pixels that drain to the outside directly (on the window
+    border or next to a NaN pixel, 8-connected: the sea and the window edge are sinks).
+    """
+    z = np.asarray(dem, dtype=np.float64)
+    h, w = z.shape
+    n = h * w
+    valid = np.isfinite(z)
+    filled = np.full(z.shape, np.nan)
+    edge = np.zeros(z.shape, dtype=bool)
+    if not valid.any():
+        return filled, edge
+    edge[0, :] = edge[-1, :] = True
+    edge[:, 0] = edge[:, -1] = True
+    for dr, dc in _OFFSETS:
+        edge |= ~_shifted(valid, dr, dc, True)
+    edge &= valid
+    # shift elevations to >= 1 (scipy's sparse graphs drop zero weights); exact for float32 input
+    zs = np.where(valid, z - np.nanmin(z) + 1.0, 0.0)
+    # one CSR row per pixel with up to 3 edges (east, south, outside), built in row order
+    idx = np.arange(n, dtype=np.int32).reshape(h, w)
+    targets = np.full((h, w, 3), -1, dtype=np.int32)
+    weights = np.zeros((h, w, 3))
+    ok_e = valid[:, :-1] & valid[:, 1:]
+    targets[:, :-1, 0] = np.where(ok_e, idx[:, 1:], -1)
+    weights[:, :-1, 0] = np.maximum(zs[:, :-1], zs[:, 1:])
+    ok_s = valid[:-1, :] & valid[1:, :]
+    targets[:-1, :, 1] = np.where(ok_s, idx[1:, :], -1)
+    weights[:-1, :, 1] = np.maximum(zs[:-1, :], zs[1:, :])
+    targets[:, :, 2] = np.where(edge, n, -1)
+    weights[:, :, 2] = zs
+    keep = targets.reshape(n, 3) >= 0
+    indptr = np.zeros(n + 2, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1), out=indptr[1 : n + 1])
+    indptr[n + 1] = indptr[n]
+    graph = sparse.csr_matrix(
+        (weights.reshape(n, 3)[keep], targets.reshape(n, 3)[keep], indptr), shape=(n + 1, n + 1)
+    )
+    del targets, weights, keep
+    tree = minimum_spanning_tree(graph)
+    del graph
+    _, pred = breadth_first_order(tree, n, directed=False, return_predecessors=True)
+    del tree
+    # max of zs along the path to the root by pointer doubling (log2(depth) passes)
+    anc = np.where(pred >= 0, pred, n).astype(np.int64)
+    anc[n] = n
+    best = np.append(zs.ravel(), 0.0)
+    while True:
+        nxt = anc[anc]
+        best = np.maximum(best, best[anc])
+        if np.array_equal(nxt, anc):
+            break
+        anc = nxt
+    filled[valid] = best[:n].reshape(h, w)[valid] + (np.nanmin(z) - 1.0)
+    return filled, edge
+
+
+def _flow_fractions(
+    filled: np.ndarray, edge: np.ndarray, res: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """MFD fractions ``frac[k, i, j]`` of pixel (i, j) towards neighbour k, and a topological order.
+
+    Pixels with a strictly lower neighbour split their flow over all lower neighbours in proportion
+    to ``tan(beta_k) ** MFD_EXPONENT``. Pixels on a flat of the filled surface (no lower neighbour,
+    not at an edge) send everything to the next pixel on the shortest path across the flat to its
+    outlet.
+    Edge pixels without a lower neighbour drain out of the window. The order (flat pixel indices)
+    puts every donor before its receivers (filled elevation descending, then distance to the flat's
+    outlet descending).
+    """
+    h, w = filled.shape
+    n = h * w
+    valid = np.isfinite(filled)
+    fz = np.where(valid, filled, -np.inf)
+    frac = np.zeros((8, h, w))
+    for k, (dr, dc) in enumerate(_OFFSETS):
+        nb = _shifted(fz, dr, dc, -np.inf)
+        drop = fz - nb
+        lower = valid & (drop > 0) & np.isfinite(nb)
+        dist = res * (math.sqrt(2.0) if dr and dc else 1.0)
+        frac[k][lower] = (drop[lower] / dist) ** MFD_EXPONENT
+    total = frac.sum(axis=0)
+    has_lower = total > 0
+    np.divide(frac, total, out=frac, where=has_lower)
+    flat = valid & ~has_lower & ~edge
+    flat_dist = np.zeros(n)
+    if flat.any():
+        idx = np.arange(n).reshape(h, w)
+        us, vs, ws = [], [], []
+        for dr, dc in [(0, 1), (1, 0), (1, 1), (1, -1)]:
+            nbz = _shifted(fz, dr, dc, -np.inf)
+            nbflat = _shifted(flat, dr, dc, False)
+            pair = valid & (fz == nbz) & (flat | nbflat)
+            us.append(idx[pair])
+            vs.append(_shifted(idx, dr, dc, -1)[pair])
+            ws.append(np.full(int(pair.sum()), math.sqrt(2.0) if dr and dc else 1.0))
+        u, v, wt = np.concatenate(us), np.concatenate(vs), np.concatenate(ws)
+        graph = sparse.csr_matrix((wt, (u, v)), shape=(n, n))
+        is_end = np.zeros(n, dtype=bool)
+        is_end[u] = True
+        is_end[v] = True
+        sources = np.flatnonzero(is_end & ~flat.ravel())
+        del is_end
+        if sources.size:
+            dist, pred, _ = dijkstra(
+                graph, directed=False, indices=sources, return_predecessors=True, min_only=True
+            )
+        else:
+            dist, pred = np.full(n, np.inf), np.full(n, -9999)
+        flat_idx = np.flatnonzero(flat.ravel())
+        rcv = pred[flat_idx]
+        ok = rcv >= 0
+        drow = rcv[ok] // w - flat_idx[ok] // w
+        dcol = rcv[ok] % w - flat_idx[ok] % w
+        kk = np.full(ok.sum(), -1)
+        for k, (dr, dc) in enumerate(_OFFSETS):
+            kk[(drow == dr) & (dcol == dc)] = k
+        fr = frac.reshape(8, n)
+        fr[kk[kk >= 0], flat_idx[ok][kk >= 0]] = 1.0
+        if (~ok).any():
+            logger.debug("%d flat pixels without an outlet drain out of the window", (~ok).sum())
+        flat_dist[flat_idx[ok]] = dist[flat_idx[ok]]
+    order = np.lexsort((-flat_dist, -fz.ravel()))
+    return frac, order
+
+
+def specific_catchment_area(dem: np.ndarray, res: float) -> np.ndarray:
+    """Upslope area per unit contour width (m, float64; NaN where the DEM is NaN) over the window.
+
+    Area upslope of the window's edge is not seen: callers read a halo wide enough for the use and
+    keep the centre (see :mod:`mapper.stack`, hydrology blocks). Accumulation solves
+    ``A = cell_area + F^T A`` (F the flow fractions) as one sparse lower-triangular system in
+    donor-before-receiver order, which is exact up to floating-point rounding and has no loop over
+    pixels in Python.
+    """
+    z = np.asarray(dem, dtype=np.float64)
+    h, w = z.shape
+    n = h * w
+    valid = np.isfinite(z)
+    out = np.full(z.shape, np.nan)
+    if not valid.any():
+        return out
+    filled, edge = fill_depressions(z)
+    frac, order = _flow_fractions(filled, edge, res)
+    del filled
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    rank = rank.reshape(h, w)
+    # matrix row rank[j] (receiver j) holds 1 on the diagonal and -fraction of each donor neighbour;
+    # donors come first in the order, so the matrix is lower triangular
+    vals = np.zeros((n, 9))
+    cols = np.empty((n, 9), dtype=np.int32)
+    vals[:, 8] = 1.0
+    cols[:, 8] = np.arange(n, dtype=np.int32)
+    for k, (dr, dc) in enumerate(_OFFSETS):
+        # the donor at (i + dr, j + dc) flows to (i, j) in the opposite direction (k + 4) % 8
+        vals[:, k] = -_shifted(frac[(k + 4) % 8], dr, dc, 0.0).ravel()[order]
+        cols[:, k] = _shifted(rank, dr, dc, 0).ravel()[order]
+    del frac
+    keep = vals != 0
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    matrix = sparse.csr_matrix((vals[keep], cols[keep], indptr), shape=(n, n))
+    del vals, cols, keep
+    cell = np.where(valid.ravel()[order], res * res, 0.0)
+    area_ranked = spsolve_triangular(matrix, cell, lower=True, overwrite_A=True, overwrite_b=True)
+    area = np.empty(n)
+    area[order] = area_ranked
+    out[valid] = area.reshape(h, w)[valid] / res
+    return out
+
+
+def wetness_and_stream_power(
+    sca: np.ndarray, slope_deg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """TWI = ln(a / tan b) and SPI = ln(a * tan b) (float32), tan b floored at MIN_TAN_SLOPE."""
+    tan_b = np.maximum(np.tan(np.deg2rad(np.asarray(slope_deg, dtype=np.float64))), MIN_TAN_SLOPE)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        twi = np.log(sca / tan_b)
+        spi = np.log(sca * tan_b)
+    return twi.astype(np.float32), spi.astype(np.float32)

@@ -1,0 +1,50 @@
+"""``python -m mapper stack``: one tile's stack; ``stack-vrt``: a GDAL VRT over stacks."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "stack",
+        help="warp the sources onto one tile and derive terrain covariates (19-band GeoTIFF)",
+    )
+    p.add_argument("--config", default="config/config.yaml", help="config file")
+    p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
+    p.add_argument("--tile", required=True, help="tile id, e.g. R0012C0034")
+    p.add_argument(
+        "--sentinel2", required=True, nargs="+", metavar="F",
+        help="Sentinel-2 raster(s), bands found by description; the first with a value wins",
+    )
+    p.add_argument("--dem", required=True, metavar="F", help="DEM raster (metres)")
+    p.add_argument("--climate", required=True, metavar="F", help="climate normals (3 bands)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output stack GeoTIFF")
+    p.set_defaults(func=run_stack)
+
+    v = subparsers.add_parser("stack-vrt", help="write a GDAL VRT mosaic over stack GeoTIFFs")
+    v.add_argument("--out", required=True, metavar="OUT", help="output .vrt file")
+    v.add_argument("stacks", nargs="+", metavar="STACK", help="stack GeoTIFFs of one region")
+    v.set_defaults(func=run_stack_vrt)
+
+
+def run_stack(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mapper.config import load_config, load_region
+    from mapper.stack import build_stack
+
+    region = load_region(load_config(args.config), args.region)
+    out = build_stack(
+        region, args.tile, [Path(f) for f in args.sentinel2], Path(args.dem),
+        Path(args.climate), Path(args.out),
+    )
+    print(out)
+    return 0
+
+
+def run_stack_vrt(args: argparse.Namespace) -> int:
+    from mapper.windows import write_vrt
+
+    print(write_vrt(args.stacks, args.out))
+    return 0

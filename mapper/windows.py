@@ -1,0 +1,302 @@
+"""Read any lattice window across the tiles' stacks; a GDAL VRT over a region's stacks.
+
+A window is a ``rasterio.windows.Window`` in global lattice pixel coordinates (see
+:mod:`mapper.grid`). It may cross tile borders and reach outside the tiles at hand: pixels of tiles
+that have no stack (or lie above/left of the lattice origin) are NaN, the stack's nodata. Because
+stacks are seamless (see :mod:`mapper.stack`), a window read across four tiles equals the same
+window of a single pass over the region.
+
+Training and prediction read thousands of crops: :class:`StackReader` keeps the stack files open
+(at most ``max_open`` at once, least recently used closed first) and checks each file once
+(CRS, tile bounds, size, band names). A reader is not thread-safe: use one per thread or process.
+After a fork (e.g. a DataLoader worker) it reopens its files in the new process by itself, and it
+pickles without its open handles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from mapper.bands import STACK_BANDS
+from mapper.errors import InputError
+from mapper.grid import Lattice
+from mapper.raster import atomic_path, open_raster
+
+logger = logging.getLogger(__name__)
+
+
+def _band_indexes(bands: Sequence[str] | None) -> list[int]:
+    """1-based stack band indexes of ``bands`` (names from STACK_BANDS; None = all 19)."""
+    if bands is None:
+        return list(range(1, len(STACK_BANDS) + 1))
+    unknown = [b for b in bands if b not in STACK_BANDS]
+    if unknown:
+        raise ValueError(f"unknown stack band(s) {unknown}; known: {', '.join(STACK_BANDS)}")
+    return [STACK_BANDS.index(b) + 1 for b in bands]
+
+
+def _check_window(window: Window) -> tuple[int, int, int, int]:
+    vals = (window.col_off, window.row_off, window.width, window.height)
+    if any(float(v) != int(v) for v in vals) or window.width < 0 or window.height < 0:
+        raise ValueError(f"{window} is not a whole-pixel lattice window")
+    return tuple(int(v) for v in vals)  # type: ignore[return-value]
+
+
+class StackReader:
+    """Reads lattice windows from a region's tile stacks, keeping the files open.
+
+    ``stacks`` maps tile ids to stack files; ``lattice`` is the region's lattice (its ``tile_px``
+    must be the stacks'). Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self, stacks: Mapping[str, str | Path], lattice: Lattice, max_open: int = 64
+    ) -> None:
+        self.stacks = {tile: Path(p) for tile, p in stacks.items()}
+        self.lattice = lattice
+        self.max_open = max(1, int(max_open))
+        self._open: OrderedDict[str, rasterio.DatasetReader] = OrderedDict()
+        self._checked: set[str] = set()
+        self._pid = os.getpid()
+
+    # -- file handles ---------------------------------------------------------------------------
+    def _dataset(self, tile: str) -> rasterio.DatasetReader:
+        if os.getpid() != self._pid:  # forked: handles belong to the parent process
+            self._open = OrderedDict()
+            self._pid = os.getpid()
+        ds = self._open.get(tile)
+        if ds is not None:
+            self._open.move_to_end(tile)
+            return ds
+        path = self.stacks[tile]
+        ds = open_raster(path)
+        if tile not in self._checked:
+            try:
+                self._check(tile, path, ds)
+            except InputError:
+                ds.close()
+                raise
+            self._checked.add(tile)
+        self._open[tile] = ds
+        while len(self._open) > self.max_open:
+            _, old = self._open.popitem(last=False)
+            old.close()
+        return ds
+
+    def _check(self, tile: str, path: Path, ds: rasterio.DatasetReader) -> None:
+        lat = self.lattice
+        if ds.crs is None or ds.crs != CRS.from_user_input(lat.crs):
+            raise InputError(
+                f"{path}: CRS {ds.crs} is not the lattice's {lat.crs}; rebuild the stack"
+            )
+        if (ds.height, ds.width) != lat.tile_shape or not ds.transform.almost_equals(
+            lat.tile_transform(tile), precision=1e-6
+        ):
+            raise InputError(
+                f"{path}: its grid ({ds.width}x{ds.height} at {tuple(ds.transform)[:6]}) is not "
+                f"tile {tile} of the lattice (tile_px {lat.tile_px}); rebuild the stack or pass "
+                "the region's own stacks"
+            )
+        if list(ds.descriptions) != STACK_BANDS:
+            raise InputError(
+                f"{path}: band descriptions {list(ds.descriptions)} are not the stack's "
+                f"{STACK_BANDS}; rebuild the stack"
+            )
+
+    def close(self) -> None:
+        """Close every open file (the reader can still be used: files reopen on demand)."""
+        if os.getpid() == self._pid:
+            for ds in self._open.values():
+                ds.close()
+        self._open = OrderedDict()
+
+    def __enter__(self) -> StackReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()
+        return state
+
+    # -- reading --------------------------------------------------------------------------------
+    def read(self, window: Window, bands: Sequence[str] | None = None) -> np.ndarray:
+        """The window's pixels, ``[bands, height, width]`` float32; NaN where no stack has data."""
+        col, row, width, height = _check_window(window)
+        indexes = _band_indexes(bands)
+        out = np.full((len(indexes), height, width), np.nan, dtype=np.float32)
+        if width == 0 or height == 0:
+            return out
+        p = self.lattice.tile_px
+        for tile in self.lattice.tiles_in_window(Window(col, row, width, height)):
+            if tile not in self.stacks:
+                continue
+            tw = self.lattice.tile_window(tile)
+            c0, r0 = max(col, int(tw.col_off)), max(row, int(tw.row_off))
+            c1 = min(col + width, int(tw.col_off) + p)
+            r1 = min(row + height, int(tw.row_off) + p)
+            if c1 <= c0 or r1 <= r0:
+                continue
+            src_win = Window(c0 - int(tw.col_off), r0 - int(tw.row_off), c1 - c0, r1 - r0)
+            ds = self._dataset(tile)
+            try:
+                data = ds.read(indexes, window=src_win, out_dtype="float32")
+            except rasterio.errors.RasterioIOError as exc:
+                raise InputError(
+                    f"{self.stacks[tile]}: read failed ({exc}); rebuild the stack"
+                ) from None
+            out[:, r0 - row : r1 - row, c0 - col : c1 - col] = data
+        return out
+
+
+def read_window(
+    stacks: Mapping[str, str | Path],
+    lattice: Lattice,
+    window: Window,
+    bands: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Assemble a lattice window from the tiles' stacks: ``[bands, H, W]`` float32, NaN outside.
+
+    ``bands`` are stack band names (None: all 19, in STACK_BANDS order). For many reads, use
+    :class:`StackReader`, which keeps the files open.
+    """
+    with StackReader(stacks, lattice) as reader:
+        return reader.read(window, bands)
+
+
+# -- VRT ----------------------------------------------------------------------------------------
+
+
+def _stack_paths(stacks: Mapping[str, str | Path] | Iterable[str | Path]) -> list[Path]:
+    items = stacks.values() if isinstance(stacks, Mapping) else stacks
+    return sorted({Path(p) for p in items})
+
+
+def write_vrt(
+    stacks: Mapping[str, str | Path] | Iterable[str | Path], out_path: str | Path
+) -> Path:
+    """Write a GDAL VRT mosaic of stack files (any lattice-aligned tiles of one region).
+
+    The VRT's grid is the bounding box of the stacks on their shared 10 m lattice; each stack is a
+    ``SimpleSource`` (paths relative to the VRT when possible) placed by its geotransform; pixels
+    without a stack are NaN (the nodata). Band descriptions and units come from the stacks. Written
+    as XML directly from the stacks' known geometry (no GDAL ``BuildVRT`` needed), atomically.
+    """
+    out_path = Path(out_path)
+    paths = _stack_paths(stacks)
+    if not paths:
+        raise InputError(f"{out_path}: no stack files given; pass at least one stack GeoTIFF")
+    infos = []
+    for path in paths:
+        with open_raster(path) as ds:
+            infos.append({
+                "path": path,
+                "crs": ds.crs,
+                "transform": ds.transform,
+                "width": ds.width,
+                "height": ds.height,
+                "count": ds.count,
+                "dtype": ds.dtypes[0],
+                "descriptions": list(ds.descriptions),
+                "units": list(ds.units),
+                "block": ds.block_shapes[0],
+                "synthetic": ds.tags().get("MAPPER_SYNTHETIC", "false").lower() == "true",
+            })
+    first = infos[0]
+    res = first["transform"].a
+    for info in infos:
+        t = info["transform"]
+        same = (
+            info["crs"] == first["crs"]
+            and abs(t.a - res) < 1e-9
+            and abs(t.e + res) < 1e-9
+            and t.b == 0
+            and t.d == 0
+            and info["count"] == first["count"]
+            and info["descriptions"] == first["descriptions"]
+            and info["dtype"] == first["dtype"]
+        )
+        if not same:
+            raise InputError(
+                f"{info['path']}: CRS, pixel size, bands or data type differ from "
+                f"{first['path']}; a VRT needs stacks of one region and lattice"
+            )
+    left = min(i["transform"].c for i in infos)
+    top = max(i["transform"].f for i in infos)
+    right = max(i["transform"].c + i["width"] * res for i in infos)
+    bottom = min(i["transform"].f - i["height"] * res for i in infos)
+    width = int(round((right - left) / res))
+    height = int(round((top - bottom) / res))
+    for info in infos:
+        xoff = (info["transform"].c - left) / res
+        yoff = (top - info["transform"].f) / res
+        if abs(xoff - round(xoff)) > 1e-6 or abs(yoff - round(yoff)) > 1e-6:
+            raise InputError(
+                f"{info['path']}: not aligned on the pixel lattice of {first['path']}; "
+                "a VRT needs stacks of one lattice"
+            )
+        info["xoff"], info["yoff"] = int(round(xoff)), int(round(yoff))
+
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
+    srs = ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2")
+    srs.text = first["crs"].to_wkt()
+    ET.SubElement(root, "GeoTransform").text = f"{left!r}, {res!r}, 0.0, {top!r}, 0.0, {-res!r}"
+    meta = ET.SubElement(root, "Metadata")
+    synthetic = any(i["synthetic"] for i in infos)
+    ET.SubElement(meta, "MDI", key="MAPPER_SYNTHETIC").text = str(synthetic).lower()
+    gdal_type = {"float32": "Float32", "float64": "Float64", "uint8": "Byte", "uint16": "UInt16",
+                 "int16": "Int16", "int32": "Int32", "uint32": "UInt32"}[first["dtype"]]
+    out_dir = out_path.resolve().parent
+    for b in range(1, first["count"] + 1):
+        band = ET.SubElement(root, "VRTRasterBand", dataType=gdal_type, band=str(b))
+        ET.SubElement(band, "Description").text = first["descriptions"][b - 1] or ""
+        ET.SubElement(band, "NoDataValue").text = "nan"
+        if first["units"][b - 1]:
+            ET.SubElement(band, "UnitType").text = first["units"][b - 1]
+        for info in infos:
+            src = ET.SubElement(band, "SimpleSource")
+            target = info["path"].resolve()
+            try:
+                name, relative = os.path.relpath(target, out_dir), "1"
+            except ValueError:  # another drive
+                name, relative = str(target), "0"
+            ET.SubElement(src, "SourceFilename", relativeToVRT=relative).text = name
+            ET.SubElement(src, "SourceBand").text = str(b)
+            by, bx = info["block"]
+            ET.SubElement(
+                src, "SourceProperties", RasterXSize=str(info["width"]),
+                RasterYSize=str(info["height"]), DataType=gdal_type,
+                BlockXSize=str(bx), BlockYSize=str(by),
+            )
+            size = {"xSize": str(info["width"]), "ySize": str(info["height"])}
+            ET.SubElement(src, "SrcRect", xOff="0", yOff="0", **size)
+            ET.SubElement(src, "DstRect", xOff=str(info["xoff"]), yOff=str(info["yoff"]), **size)
+    ET.indent(root)
+    with atomic_path(out_path) as tmp:
+        ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=False)
+    logger.info("wrote %s over %d stacks (%d x %d px)", out_path, len(infos), width, height)
+    return out_path

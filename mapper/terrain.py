@@ -251,7 +251,8 @@ def _flow_fractions(
     frac = np.zeros((8, h, w))
     for k, (dr, dc) in enumerate(_OFFSETS):
         nb = _shifted(fz, dr, dc, -np.inf)
-        drop = fz - nb
+        with np.errstate(invalid="ignore"):  # -inf - -inf outside the data
+            drop = fz - nb
         lower = valid & (drop > 0) & np.isfinite(nb)
         dist = res * (math.sqrt(2.0) if dr and dc else 1.0)
         frac[k][lower] = (drop[lower] / dist) ** MFD_EXPONENT

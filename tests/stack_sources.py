@@ -33,6 +33,11 @@ CLIMATE_ORDER = ["jan_tmin", "precip_annual", "summer_warmth"]  # not the stack 
 OCEAN_TILE_64 = "R1488C4448"  # 64 px tile entirely at sea, 1.5 km east of the coast
 
 
+def _apply(t: Affine, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map coordinates of pixel positions under a north-up transform."""
+    return t.c + t.a * cols, t.f + t.e * rows
+
+
 def _albers_to(crs: str) -> Transformer:
     return Transformer.from_crs("EPSG:3338", crs, always_xy=True)
 
@@ -63,7 +68,7 @@ def write_sentinel2(
     rng = np.random.default_rng(seed)
     data = np.empty((len(codes), height, width), dtype=np.uint16)
     cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    ux, uy = transform * (cols, rows)
+    ux, uy = _apply(transform, cols, rows)
     ax, ay = Transformer.from_crs("EPSG:32606", "EPSG:3338", always_xy=True).transform(ux, uy)
     sea = ax > COAST_X
     gap = hole & (np.hypot(ax - (LEFT + 900), ay - (TOP - 700)) < 150)
@@ -99,7 +104,7 @@ def write_dem(path: Path, kind: str = "hills", seed: int = 2) -> Path:
     width, height = int(np.ceil((lon1 - lon0) / arcsec)), int(np.ceil((lat1 - lat0) / arcsec))
     transform = Affine(arcsec, 0, lon0, 0, -arcsec, lat1)
     cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    lon, lat = transform * (cols, rows)
+    lon, lat = _apply(transform, cols, rows)
     x, y = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True).transform(lon, lat)
     dx, dy = x - X_REF, y - Y_REF
     if kind == "plane":
@@ -135,7 +140,7 @@ def write_climate(path: Path) -> Path:
     height = int(np.ceil((top - (TOP - SIZE - MARGIN - 2000)) / 1000))
     transform = Affine(1000.0, 0, left, 0, -1000.0, top)
     cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    x, y = transform * (cols, rows)
+    x, y = _apply(transform, cols, rows)
     values = {
         "precip_annual": 300 + 0.02 * (x - LEFT) + 0.01 * (y - TOP),
         "summer_warmth": 1200 - 0.03 * (y - TOP) + 0.005 * (x - LEFT),

@@ -1,0 +1,228 @@
+"""Stack stage on tiny synthetic sources: contract, seamlessness across tile sizes, analytic
+terrain, empty tiles, clear errors, and agreement with gdalwarp."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import stack_sources as S
+from rasterio.windows import Window
+
+from mapper.bands import STACK_BANDS
+from mapper.cli import main
+from mapper.config import load_config, load_region
+from mapper.errors import ConfigError, InputError
+from mapper.stack import build_stack
+
+BIG_TILE = "R0744C2220"  # tile_px 128; its 4 tiles of 64 px:
+SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("stack_sources")
+    cfg = load_config(S.write_config(root))
+    return {
+        "root": root,
+        "config": root / "config.yaml",
+        "s2": S.write_sentinel2(root / "sentinel2.tif"),
+        "dem": S.write_dem(root / "dem.tif"),
+        "plane": S.write_dem(root / "dem_plane.tif", kind="plane"),
+        "climate": S.write_climate(root / "climate.tif"),
+        "r64": load_region(cfg, "t64"),
+        "r128": load_region(cfg, "t128"),
+    }
+
+
+@pytest.fixture(scope="module")
+def stacks(src: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The 128 px tile (built in strips of 32 rows) and its four 64 px tiles."""
+    out = tmp_path_factory.mktemp("stacks")
+    big = build_stack(
+        src["r128"], BIG_TILE, [src["s2"]], src["dem"], src["climate"],
+        out / f"128_{BIG_TILE}.tif", strip_px=32,
+    )
+    small = {
+        t: build_stack(src["r64"], t, [src["s2"]], src["dem"], src["climate"], out / f"{t}.tif")
+        for t in SMALL_TILES
+    }
+    return {"big": big, "small": small}
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read()
+
+
+def test_stack_follows_the_contract(src: dict, stacks: dict) -> None:
+    lattice = src["r128"].lattice
+    with rasterio.open(stacks["big"]) as ds:
+        assert ds.count == 19 and list(ds.descriptions) == STACK_BANDS
+        assert ds.crs.to_epsg() == 3338 and ds.res == (10.0, 10.0)
+        assert tuple(ds.bounds) == lattice.tile_bounds(BIG_TILE)
+        assert ds.shape == (128, 128) and set(ds.dtypes) == {"float32"}
+        assert math.isnan(ds.nodata)
+        assert ds.tags()["MAPPER_TILE"] == BIG_TILE
+        assert ds.tags()["MAPPER_EMPTY"] == "false" and ds.tags()["MAPPER_SYNTHETIC"] == "true"
+        assert ds.profile["compress"] == "deflate" and ds.block_shapes[0] == (128, 128)
+        assert ds.units[STACK_BANDS.index("elevation")] == "m"
+        data = ds.read()
+    assert not list(stacks["big"].parent.glob(".*.tmp"))
+    # every band has data; the cloud-gap hole is NaN in S2 only
+    assert all(np.isfinite(b).any() for b in data)
+    s2_gap = np.isnan(data[0])
+    assert 0 < s2_gap.mean() < 0.2 and np.isfinite(data[9][s2_gap]).all()
+    refl = data[:9][np.isfinite(data[:9])]
+    assert refl.min() > 0 and refl.max() < 1  # DN / 1e4
+    clim = {n: data[STACK_BANDS.index(n)] for n in ("precip_annual", "summer_warmth", "jan_tmin")}
+    assert 250 < np.nanmean(clim["precip_annual"]) < 400  # selected by description, not order
+    assert -30 < np.nanmean(clim["jan_tmin"]) < -25
+
+
+def test_stacks_are_identical_for_two_tile_sizes(stacks: dict) -> None:
+    big = _read(stacks["big"])
+    mosaic = np.full_like(big, np.nan)
+    for k, tile in enumerate(SMALL_TILES):
+        r, c = divmod(k, 2)
+        mosaic[:, r * 64 : (r + 1) * 64, c * 64 : (c + 1) * 64] = _read(stacks["small"][tile])
+    for i, name in enumerate(STACK_BANDS):
+        assert np.array_equal(big[i], mosaic[i], equal_nan=True), f"band {name} differs"
+    assert np.isfinite(big[STACK_BANDS.index("twi")]).all()
+
+
+def test_plane_dem_gives_analytic_slope_aspect_and_zero_tpi(src: dict, tmp_path: Path) -> None:
+    out = build_stack(
+        src["r64"], SMALL_TILES[0], [src["s2"]], src["plane"], src["climate"], tmp_path / "p.tif"
+    )
+    data = _read(out)
+    band = {n: data[i] for i, n in enumerate(STACK_BANDS)}
+    assert np.nanmax(np.abs(band["slope"] - math.degrees(math.atan(0.1)))) < 0.01
+    assert np.nanmax(np.abs(band["aspect"] - 270.0)) < 0.05  # rises to the east: faces west
+    assert np.nanmax(np.abs(band["tpi"])) < 1e-3
+    assert np.nanmax(np.abs(band["curvature"])) < 1e-4
+    assert np.isfinite(band["slope"]).all()
+
+
+def test_tile_at_sea_is_written_empty(src: dict, tmp_path: Path) -> None:
+    out = build_stack(
+        src["r64"], S.OCEAN_TILE_64, [src["s2"]], src["dem"], src["climate"], tmp_path / "sea.tif"
+    )
+    with rasterio.open(out) as ds:
+        assert ds.tags()["MAPPER_EMPTY"] == "true" and ds.count == 19
+        assert np.isnan(ds.read()).all()
+
+
+def test_missing_sentinel2_band_names_the_file(src: dict, tmp_path: Path) -> None:
+    bad = S.write_sentinel2(
+        tmp_path / "no_b11.tif", codes=[c for c in S.S2_CODES if c != "B11"] + ["B8A"]
+    )
+    out = tmp_path / "out.tif"
+    with pytest.raises(InputError, match="no_b11.tif.*B11"):
+        build_stack(src["r64"], SMALL_TILES[0], [bad], src["dem"], src["climate"], out)
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_several_sentinel2_files_mosaic_first_valid_wins(
+    src: dict, stacks: dict, tmp_path: Path
+) -> None:
+    tile = SMALL_TILES[0]
+    ref = _read(stacks["small"][tile])
+    # a per-tile composite on the lattice, float reflectance, s2_* descriptions, with a gap
+    composite = ref[:9].copy()
+    composite[:, 40:, :] = np.nan
+    lattice = src["r64"].lattice
+    comp_path = tmp_path / "composite.tif"
+    profile = dict(driver="GTiff", width=64, height=64, count=9, dtype="float32",
+                   crs="EPSG:3338", transform=lattice.tile_transform(tile), nodata=float("nan"))
+    with rasterio.open(comp_path, "w", **profile) as ds:
+        ds.write(composite)
+        for i, name in enumerate(STACK_BANDS[:9], start=1):
+            ds.set_band_description(i, name.upper())
+    full = S.write_sentinel2(tmp_path / "nogap.tif", hole=False)
+    out = build_stack(src["r64"], tile, [comp_path, full], src["dem"], src["climate"],
+                      tmp_path / "m.tif")
+    got = _read(out)[:9]
+    np.testing.assert_array_equal(got[:, :40], ref[:9, :40])  # from the composite, unchanged
+    nogap = build_stack(src["r64"], tile, [full], src["dem"], src["climate"], tmp_path / "n.tif")
+    np.testing.assert_array_equal(got[:, 40:], _read(nogap)[:9, 40:])  # the rest from file 2
+    assert np.isfinite(got).all()
+
+
+def test_stack_settings_are_checked(tmp_path: Path) -> None:
+    bad_nest = S.write_config(tmp_path, {"hydro_block_px": 96, "hydro_halo_px": 8})
+    region = load_region(load_config(bad_nest), "t64")
+    with pytest.raises(ConfigError, match="hydro_block_px.*must nest"):
+        build_stack(region, SMALL_TILES[0], [], tmp_path, tmp_path, tmp_path / "x.tif")
+    small_halo = S.write_config(tmp_path, {"halo_px": 4, "tpi_radius_m": 100.0})
+    region = load_region(load_config(small_halo), "t64")
+    with pytest.raises(ConfigError, match="halo_px.*at least 10"):
+        build_stack(region, SMALL_TILES[0], [], tmp_path, tmp_path, tmp_path / "x.tif")
+
+
+@pytest.fixture(scope="module")
+def gdalwarp() -> str:
+    """Path of gdalwarp; installs Debian's gdal-bin when missing and allowed (root + apt-get)."""
+    exe = shutil.which("gdalwarp")
+    if exe is None and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "install", "-y", "-qq", "gdal-bin"],
+                    ["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", "gdal-bin"]):
+            try:
+                subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
+            except (subprocess.TimeoutExpired, OSError):
+                break
+            exe = shutil.which("gdalwarp")
+            if exe:
+                break
+    if exe is None:
+        pytest.skip("gdalwarp not found and Debian's gdal-bin could not be installed (apt-get)")
+    return exe
+
+
+@pytest.mark.slow
+def test_sentinel2_warp_matches_gdalwarp(src: dict, stacks: dict, gdalwarp: str,
+                                         tmp_path: Path) -> None:
+    left, bottom, right, top = src["r128"].lattice.tile_bounds(BIG_TILE)
+    out = tmp_path / "gdalwarp.tif"
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_LIB", "PROJ_DATA", "GDAL_DATA")}
+    cmd = [gdalwarp, "-q", "-overwrite", "-t_srs", "EPSG:3338", "-tr", "10", "10",
+           "-te", *map(str, (left, bottom, right, top)), "-r", "bilinear", "-et", "0",
+           "-wo", "XSCALE=1", "-wo", "YSCALE=1", "-ot", "Float32", "-srcnodata", "0",
+           "-dstnodata", "nan", str(src["s2"]), str(out)]
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
+    with rasterio.open(out) as ds:
+        ref = ds.read().astype(np.float64) / 1e4  # native order B02..B12
+    native = {code: i for i, code in enumerate(S.S2_CODES)}
+    from mapper.bands import S2_BANDS
+
+    ref = ref[[native[code] for _, code in S2_BANDS]]
+    got = _read(stacks["big"])[:9].astype(np.float64)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    diff = float(np.nanmax(np.abs(got - ref)))
+    print(f"max |stack - gdalwarp| over the S2 bands: {diff:.3g} reflectance")
+    assert diff < 1e-6
+
+
+def test_cli_stack_and_vrt(src: dict, tmp_path: Path) -> None:
+    out = tmp_path / "cli" / f"{SMALL_TILES[1]}.tif"
+    rc = main(["stack", "--config", str(src["config"]), "--region", "t64", "--tile",
+               SMALL_TILES[1], "--sentinel2", str(src["s2"]), "--dem", str(src["dem"]),
+               "--climate", str(src["climate"]), "--out", str(out)])
+    assert rc == 0 and out.exists()
+    vrt = tmp_path / "cli" / "all.vrt"
+    assert main(["stack-vrt", "--out", str(vrt), str(out)]) == 0
+    with rasterio.open(vrt) as ds, rasterio.open(out) as tif:
+        assert list(ds.descriptions) == STACK_BANDS
+        assert np.array_equal(ds.read(window=Window(0, 0, 64, 64)), tif.read(), equal_nan=True)
+    rc = main(["stack", "--config", str(src["config"]), "--region", "t64", "--tile", "nope",
+               "--sentinel2", str(src["s2"]), "--dem", str(src["dem"]),
+               "--climate", str(src["climate"]), "--out", str(out)])
+    assert rc == 1

@@ -250,9 +250,9 @@ def test_fetch_http_source_downloads_every_file_with_manifests(server, payload, 
     assert path == out / "climate" / "manifest.json"
     m = read_manifest(path)
     assert m["kind"] == "http" and m["source"] == "climate" and m["region"] == "r"
-    assert [Path(i["path"]).name for i in m["items"]] == ["a b.tif", "obs.csv"]
+    assert [Path(i["path"]).name for i in m["items"]] == ["a%20b.tif", "obs.csv"]
     assert m["items"][1]["sha256"] == sha(other)  # recorded although the region gave none
-    assert (out / "climate" / "a b.tif").read_bytes() == payload
+    assert (out / "climate" / "a%20b.tif").read_bytes() == payload
     assert read_manifest(manifest_path(out, "climate", file="obs.csv"))["items"][0]["size"] == 1000
 
     # A rerun finds both files unchanged: no download (the second one is trusted on its
@@ -272,7 +272,7 @@ def test_fetch_http_source_downloads_every_file_with_manifests(server, payload, 
 
 
 def test_http_file_name():
-    assert http_file_name({"url": "https://h/x/dem%201.tif?sig=abc"}) == "dem 1.tif"
+    assert http_file_name({"url": "https://h/x/dem%201.tif?sig=abc"}) == "dem%201.tif"
     assert http_file_name({"url": "https://h/x/y", "name": "z.tif"}) == "z.tif"
 
 

@@ -442,3 +442,34 @@ def test_an_unreadable_asset_names_the_item_and_leaves_no_composite(scene, tmp_p
         ):
             fetch_source(region, "sentinel2", tmp_path / "s", tile=TILE)
     assert not list((tmp_path / "s").rglob("*.tif")) and not list((tmp_path / "s").rglob("*.json"))
+
+
+def test_composite_does_not_depend_on_the_strip_size(stac, tmp_path):
+    from mapper.sources.composite import composite_tile
+
+    items = search_items(
+        stac.url, LATTICE.tile_bounds(TILE), datetime_interval="2019-06-01/2023-08-31"
+    )
+    whole = composite_tile(items, LATTICE, TILE, tmp_path / "whole.tif")
+    # 4 items x 9 bands x 64 columns x 4 bytes = 9216 bytes a row: strips of 25, 25 and 14 rows.
+    strips = composite_tile(
+        items, LATTICE, TILE, tmp_path / "strips.tif", max_buffer_bytes=25 * 9216
+    )
+    assert whole["strips"] == 1 and strips["strips"] == 3
+    with rasterio.open(tmp_path / "whole.tif") as a, rasterio.open(tmp_path / "strips.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_nanmedian_rows_equals_numpy():
+    import warnings
+
+    from mapper.sources.composite import nanmedian_rows
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 4, 7):
+        a = rng.random((n, 70, 33)).astype("float32")
+        a[rng.random(a.shape) < 0.4] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+            expected = np.nanmedian(a, axis=0)
+        np.testing.assert_allclose(nanmedian_rows(a, rows=16), expected, rtol=1e-6)

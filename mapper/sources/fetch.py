@@ -21,7 +21,7 @@ import logging
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
@@ -47,10 +47,13 @@ def default_out_dir(region_name: str) -> Path:
 
 
 def http_file_name(entry: dict[str, Any]) -> str:
-    """The local file name of an ``http`` entry: its ``name``, else the URL path's last part."""
+    """The local file name of an ``http`` entry: its ``name``, else the URL path's last part.
+
+    Kept as written in the URL (``%20`` stays ``%20``), as the workflow's file lists name it.
+    """
     if entry.get("name"):
         return str(entry["name"])
-    name = unquote(PurePosixPath(urlsplit(entry["url"]).path).name)
+    name = PurePosixPath(urlsplit(entry["url"]).path).name
     if not name:
         raise ConfigError(f"{entry['url']}: the URL names no file; add 'name:' to its entry")
     return name

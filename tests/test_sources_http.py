@@ -373,3 +373,26 @@ def test_cli_fetch_prints_the_manifest(server, payload, tmp_path, capsys):
         ]
     )
     assert rc == 1 and "no file 'nope.tif'" in capsys.readouterr().err
+
+
+def test_a_part_file_from_an_earlier_run_is_resumed_only_with_a_checksum(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    dest = tmp_path / "a.bin"
+    part = tmp_path / "a.bin.part"
+    part.write_bytes(payload[:1000])
+    download(url, dest, sha256=sha(payload), **FAST)
+    assert dest.read_bytes() == payload
+    assert server.requests_for("/a.bin")[0]["headers"]["Range"] == "bytes=1000-"
+
+    dest.unlink()
+    part.write_bytes(b"x" * 1000)  # e.g. bytes of an older version of the file
+    download(url, dest, **FAST)
+    assert dest.read_bytes() == payload
+    assert "Range" not in server.requests_for("/a.bin")[1]["headers"]
+
+    # With a checksum, a stale part that does not match is caught and fetched whole.
+    dest.unlink()
+    part.write_bytes(b"x" * 1000)
+    download(url, dest, sha256=sha(payload), **FAST)
+    assert dest.read_bytes() == payload
+    assert [r["status"] for r in server.requests_for("/a.bin")[2:]] == [206, 200]

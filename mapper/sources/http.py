@@ -259,6 +259,9 @@ def download(
     downloaded. The entry has ``url``, ``path``, ``size`` (bytes), ``sha256`` and, when the
     server sent them, ``etag`` and ``last_modified``.
 
+    A ``<dest>.part`` left by an interrupted earlier run is resumed when ``sha256`` is given
+    (the checksum catches a file that changed in between), else discarded.
+
     Raises SourceError (naming the URL, ``dest``, the cause and the fix) on final failure, with
     neither ``dest`` nor ``<dest>.part`` left behind.
     """
@@ -273,6 +276,11 @@ def download(
             return _entry(url, dest, dest.stat().st_size, expected, None)
         logger.warning("%s: present but its sha256 differs; downloading it again", dest)
 
+    if part.exists() and not expected:
+        # Left by an earlier run: without a checksum nothing would reveal bytes of an older
+        # version of the file mixed with newer ones, so start again.
+        logger.info("%s: discarding a partial download without a sha256 to check it", part)
+        part.unlink()
     own_session = session is None
     session = session or new_session()
     state: dict[str, Any] = {}

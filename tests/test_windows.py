@@ -1,0 +1,128 @@
+"""Reading lattice windows across tile stacks, the StackReader, and the VRT mosaic."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import stack_sources as S
+from rasterio.windows import Window
+
+from mapper.bands import STACK_BANDS
+from mapper.config import load_config, load_region
+from mapper.errors import InputError
+from mapper.stack import build_stack
+from mapper.windows import StackReader, read_window, write_vrt
+
+BIG_TILE = "R0744C2220"
+SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("windows")
+    cfg = load_config(S.write_config(root))
+    r64, r128 = load_region(cfg, "t64"), load_region(cfg, "t128")
+    s2 = S.write_sentinel2(root / "s2.tif")
+    dem = S.write_dem(root / "dem.tif")
+    climate = S.write_climate(root / "climate.tif")
+    (root / "stack").mkdir()
+    small = {
+        t: build_stack(r64, t, [s2], dem, climate, root / "stack" / f"{t}.tif") for t in SMALL_TILES
+    }
+    big = build_stack(r128, BIG_TILE, [s2], dem, climate, root / f"big_{BIG_TILE}.tif")
+    with rasterio.open(big) as ds:
+        big_data = ds.read()
+    return {"root": root, "small": small, "big": big_data, "r64": r64, "r128": r128}
+
+
+def _big_window(built: dict, col: int, row: int, width: int, height: int) -> Window:
+    """A window given relative to the big tile's upper-left corner, in lattice coordinates."""
+    tw = built["r128"].lattice.tile_window(BIG_TILE)
+    return Window(tw.col_off + col, tw.row_off + row, width, height)
+
+
+def test_window_across_four_tiles_equals_the_single_big_tile(built: dict) -> None:
+    lattice = built["r64"].lattice
+    win = _big_window(built, 20, 37, 80, 70)  # crosses both tile borders
+    assert len(lattice.tiles_in_window(win)) == 4
+    got = read_window(built["small"], lattice, win)
+    assert got.shape == (19, 70, 80) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, built["big"][:, 37:107, 20:100])
+
+
+def test_window_outside_the_stacks_is_nan(built: dict) -> None:
+    lattice = built["r64"].lattice
+    win = _big_window(built, -10, 100, 40, 50)  # west of the tiles and below them
+    got = read_window(built["small"], lattice, win, bands=["elevation", "twi"])
+    assert got.shape == (2, 50, 40)
+    assert np.isnan(got[:, :, :10]).all() and np.isnan(got[:, 28:, :]).all()
+    expected = built["big"][[STACK_BANDS.index("elevation"), STACK_BANDS.index("twi")]]
+    np.testing.assert_array_equal(got[:, :28, 10:], expected[:, 100:128, 0:30])
+    with pytest.raises(ValueError, match="unknown stack band"):
+        read_window(built["small"], lattice, win, bands=["ndvi"])
+
+
+def test_stack_reader_reuses_files_and_survives_pickling(built: dict) -> None:
+    lattice = built["r64"].lattice
+    rng = np.random.default_rng(0)
+    with StackReader(built["small"], lattice, max_open=2) as reader:
+        for _ in range(12):
+            col, row = rng.integers(-8, 100, size=2)
+            win = _big_window(built, int(col), int(row), 32, 32)
+            got = reader.read(win, bands=["s2_red", "slope"])
+            ref = np.full((2, 32, 32), np.nan, dtype=np.float32)
+            c0, r0 = max(col, 0), max(row, 0)
+            c1, r1 = min(col + 32, 128), min(row + 32, 128)
+            sel = [STACK_BANDS.index("s2_red"), STACK_BANDS.index("slope")]
+            ref[:, r0 - row : r1 - row, c0 - col : c1 - col] = built["big"][sel, r0:r1, c0:c1]
+            np.testing.assert_array_equal(got, ref)
+            assert len(reader._open) <= 2
+        clone = pickle.loads(pickle.dumps(reader))
+        win = _big_window(built, 50, 50, 30, 30)
+        np.testing.assert_array_equal(clone.read(win), reader.read(win))
+        clone.close()
+    assert not reader._open
+
+
+def test_reader_refuses_stacks_of_another_lattice(built: dict) -> None:
+    wrong = built["r128"].lattice  # stacks are 64 px tiles
+    with pytest.raises(InputError, match="is not tile .* of the lattice"):
+        read_window({BIG_TILE: built["small"][SMALL_TILES[0]]}, wrong, wrong.tile_window(BIG_TILE))
+
+
+def test_vrt_opens_in_rasterio_and_equals_read_window(built: dict) -> None:
+    lattice = built["r64"].lattice
+    # three of the four tiles: the fourth's place is NaN in both
+    stacks = {t: built["small"][t] for t in SMALL_TILES[:3]}
+    vrt = write_vrt(stacks, built["root"] / "mosaic.vrt")
+    with rasterio.open(vrt) as ds:
+        assert ds.crs.to_epsg() == 3338 and ds.res == (10.0, 10.0)
+        assert list(ds.descriptions) == STACK_BANDS and np.isnan(ds.nodata)
+        assert ds.shape == (128, 128) and ds.tags()["MAPPER_SYNTHETIC"] == "true"
+        assert tuple(ds.bounds) == built["r128"].lattice.tile_bounds(BIG_TILE)
+        whole = ds.read()
+        part = ds.read(window=Window(30, 20, 90, 100))
+    expected = read_window(stacks, lattice, _big_window(built, 0, 0, 128, 128))
+    np.testing.assert_array_equal(whole, expected)
+    assert np.isnan(whole[:, 64:, 64:]).all()
+    np.testing.assert_array_equal(part, expected[:, 20:120, 30:120])
+    assert "relativeToVRT=\"1\"" in vrt.read_text()
+
+
+def test_vrt_refuses_stacks_off_the_lattice(built: dict, tmp_path: Path) -> None:
+    src = built["small"][SMALL_TILES[0]]
+    shifted = tmp_path / "shifted.tif"
+    with rasterio.open(src) as ds:
+        profile = ds.profile
+        t = ds.transform
+        profile["transform"] = rasterio.Affine(t.a, t.b, t.c + 5.0, t.d, t.e, t.f)
+        with rasterio.open(shifted, "w", **profile) as out:
+            out.write(ds.read())
+            out.descriptions = ds.descriptions
+    with pytest.raises(InputError, match="not aligned"):
+        write_vrt([src, shifted], tmp_path / "bad.vrt")
+    assert not (tmp_path / "bad.vrt").exists()

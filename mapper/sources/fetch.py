@@ -9,7 +9,8 @@ Layout under ``out_dir`` (normally ``resources/<region>/sources``):
   checking that the file opens (rasters with rasterio, including every file a VRT refers to;
   tables as CSV or Parquet).
 - ``stac``: ``<name>/<tile>.tif`` (see :mod:`mapper.sources.composite`) and ``<name>/<tile>.json``.
-- ``demo``: synthesized by :mod:`mapper.sources.demo` (imported only when asked for).
+- ``demo``: every source of the region synthesized by :mod:`mapper.sources.demo` (imported only
+  when asked for) into ``out_dir`` and the truth beside it (``out_dir/../truth``).
 
 Relative paths in the region file are relative to the working directory (the project root), as
 for the region's boundary.
@@ -100,9 +101,11 @@ def fetch_source(
     if kind == "stac":
         return _fetch_stac(region, source_name, settings, out_dir, tile)
     if kind == "demo":
+        # Synthesis needs the region's folder (sources and truth): out_dir's parent.
         from mapper.sources.demo import synthesize_demo
 
-        return Path(synthesize_demo(region, out_dir))
+        made = synthesize_demo(region, out_dir.parent)
+        return Path(made) if made else out_dir / "manifest.json"
     raise ConfigError(f"{region.path}: source '{source_name}' has unknown kind {kind!r}")
 
 

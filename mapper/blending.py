@@ -1,0 +1,273 @@
+"""The crop lattice of prediction and the Gaussian blending of overlapping crops.
+
+Conventions:
+
+- Positions are in *global* lattice pixels of the 10 m grid (see :mod:`mapper.grid`): row ``r``,
+  column ``c`` is the pixel whose upper-left corner is ``r`` pixels below and ``c`` right of the
+  lattice origin. A continuous position ``p`` (rows or columns) puts pixel ``j``'s centre at
+  ``j + 0.5``.
+- Crops are ``crop_px`` square and start at multiples of ``stride_px`` in both axes: crop
+  ``(i, j)`` covers pixels ``[i*stride, i*stride + crop)`` x ``[j*stride, j*stride + crop)``.
+  The crop lattice is the same for every tile of every region, which is what makes a tile's
+  values equal those of one pass over the whole region: a pixel is predicted by the same crops,
+  with the same weights, in the same order, whichever tile it falls in.
+- Output cells are ``factor`` x ``factor`` blocks of lattice pixels (``out_res = factor * res``),
+  on a grid aligned with the lattice origin: out cell ``R`` covers pixels ``[R*factor,
+  (R+1)*factor)`` and its centre lies at ``p = (R + 0.5) * factor``. A crop answers for the out
+  cells whose centre lies in ``[start, start + crop)`` (half-open, like pixel coverage), so with
+  ``stride <= crop`` every cell is answered by at least one crop.
+- Crop-normalised coordinates are those of :mod:`mapper.models.implicit`: ``-1 + 2 (p - start) /
+  crop``, -1 and +1 the crop's outer edges (pixel centre ``j`` of the crop at ``-1 + (2j+1)/P``).
+- Weights follow MONAI's ``sliding_window_inference(mode="gaussian")``: per axis
+  ``exp(-d^2 / (2 sigma^2))`` with ``d`` the distance of the cell centre from the crop centre in
+  pixels (``d = j - (P-1)/2`` at pixel centres) and ``sigma = sigma_scale * crop``; the 2-D weight
+  is the outer product, clamped below at 1e-3 so that no covered cell has a zero weight. Blended
+  output = ``sum(w p) / sum(w)``, accumulated in float64.
+
+Everything here is arithmetic on small arrays; the model and the rasters live in
+:mod:`mapper.predict`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from mapper.errors import ConfigError
+
+MIN_WEIGHT = 1e-3
+"""Lower clamp of the 2-D Gaussian weight (MONAI's ``max(min, 1e-3)`` clamp)."""
+
+MODEL_MULTIPLE = 32
+"""Crops must be a multiple of the encoders' coarsest stride (Swin stage 4: 32 px)."""
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+def gaussian_1d(d: np.ndarray, sigma: float) -> np.ndarray:
+    """``exp(-d^2 / (2 sigma^2))`` in float64: 1 at ``d = 0`` (the crop centre)."""
+    d = np.asarray(d, dtype=np.float64)
+    return np.exp(-(d * d) / (2.0 * sigma * sigma))
+
+
+def gaussian_weights(crop_px: int, sigma_scale: float = 0.125, factor: int = 1) -> np.ndarray:
+    """The weight map of a crop at its own out cells when the crop is aligned with them.
+
+    For ``factor == 1`` this is exactly MONAI's importance map of a ``crop_px`` patch: per-axis
+    Gaussians at ``d = -(P-1)/2 .. (P-1)/2``, outer product, clamped at 1e-3. For a coarser
+    ``factor`` (``crop_px`` a multiple of it) the cells' centres are ``factor`` pixels apart.
+    Shape ``[crop_px // factor] * 2``, float64. (Prediction uses :meth:`CropLattice.weights`,
+    which also handles crops not aligned with the out cells.)
+    """
+    if crop_px % factor:
+        raise ValueError(f"crop_px {crop_px} is not a multiple of factor {factor}")
+    n = crop_px // factor
+    d = (np.arange(n) + 0.5) * factor - crop_px / 2.0
+    w1 = gaussian_1d(d, sigma_scale * crop_px)
+    return np.maximum(np.outer(w1, w1), MIN_WEIGHT)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Out cells ``[lo, hi)`` (global out-grid indices) that one crop answers for along one axis."""
+
+    start: int  # the crop's first lattice pixel along this axis
+    lo: int
+    hi: int
+
+    @property
+    def size(self) -> int:
+        return max(0, self.hi - self.lo)
+
+
+@dataclass(frozen=True)
+class CropLattice:
+    """The global crop lattice and output grid of prediction (module docstring for conventions).
+
+    ``crop_px``, ``stride_px`` in lattice pixels; ``sigma_scale`` as a fraction of the crop;
+    ``factor`` = out_res / lattice res (1 for 10 m output, 2 for 20 m, 5 for 50 m).
+    """
+
+    crop_px: int
+    stride_px: int
+    sigma_scale: float = 0.125
+    factor: int = 1
+
+    def __post_init__(self) -> None:
+        if self.crop_px <= 0 or self.crop_px % MODEL_MULTIPLE:
+            raise ConfigError(
+                f"prediction.crop_px {self.crop_px} must be a positive multiple of "
+                f"{MODEL_MULTIPLE} (the encoders' coarsest stride); fix the region file"
+            )
+        if not 1 <= self.stride_px <= self.crop_px:
+            raise ConfigError(
+                f"prediction.stride_px {self.stride_px} must be between 1 and crop_px "
+                f"{self.crop_px} (a larger stride leaves pixels no crop answers); "
+                "fix the region file"
+            )
+        if self.sigma_scale <= 0:
+            raise ConfigError(f"prediction.sigma_scale {self.sigma_scale} must be > 0")
+        if not 1 <= self.factor <= self.crop_px:
+            raise ConfigError(
+                f"output factor {self.factor} (out_res / res) must be between 1 and crop_px "
+                f"{self.crop_px}; choose a finer prediction.out_res"
+            )
+
+    @classmethod
+    def from_settings(cls, prediction: dict, res: float, tile_px: int) -> CropLattice:
+        """From a region's validated ``prediction`` section, the lattice ``res`` and ``tile_px``.
+
+        ``out_res`` must be a whole multiple of ``res`` whose ratio divides ``tile_px``, so that
+        every tile is a whole number of out cells and the out grid is aligned with tiles.
+        """
+        out_res = float(prediction.get("out_res", res))
+        ratio = out_res / res
+        factor = round(ratio)
+        if factor < 1 or abs(ratio - factor) > 1e-9:
+            raise ConfigError(
+                f"prediction.out_res {out_res:g} m is not a whole multiple of the lattice's "
+                f"{res:g} m; use e.g. {res:g}, {2 * res:g} or {5 * res:g}"
+            )
+        if tile_px % factor:
+            raise ConfigError(
+                f"prediction.out_res {out_res:g} m: its ratio {factor} to the lattice does not "
+                f"divide tile_px {tile_px}; choose an out_res whose ratio divides the tile size"
+            )
+        return cls(
+            crop_px=int(prediction["crop_px"]),
+            stride_px=int(prediction["stride_px"]),
+            sigma_scale=float(prediction["sigma_scale"]),
+            factor=factor,
+        )
+
+    @property
+    def sigma(self) -> float:
+        """Gaussian sigma in lattice pixels."""
+        return self.sigma_scale * self.crop_px
+
+    # -- one axis ---------------------------------------------------------------------------------
+    def span(self, index: int) -> Span:
+        """Out cells answered by crop ``index`` along one axis (centre in ``[start, start+crop)``).
+
+        Cell ``R``'s centre is ``(2R + 1) k / 2``; ``2 start <= (2R + 1) k < 2 (start + crop)``.
+        """
+        start = index * self.stride_px
+        k = self.factor
+        lo = _ceil_div(2 * start - k, 2 * k)
+        hi = _ceil_div(2 * (start + self.crop_px) - k, 2 * k)
+        return Span(start=start, lo=lo, hi=hi)
+
+    def indices(self, cell_lo: int, cell_hi: int) -> range:
+        """Crop indices along one axis that answer at least one out cell in ``[cell_lo, cell_hi)``.
+
+        Spans move monotonically with the index, so the answer is a contiguous range; the bounds
+        below bracket it (crop ``i`` answers cell ``R`` iff ``2 i s <= (2R + 1) k < 2 (i s + P)``).
+        """
+        if cell_hi <= cell_lo:
+            return range(0)
+        k, s, p = self.factor, self.stride_px, self.crop_px
+        first = math.floor(((2 * cell_lo + 1) * k / 2 - p) / s) - 1
+        last = math.floor(((2 * cell_hi - 1) * k / 2) / s) + 1
+        hits = [i for i in range(first, last + 1)
+                if self.span(i).hi > cell_lo and self.span(i).lo < cell_hi]
+        return range(hits[0], hits[-1] + 1) if hits else range(0)
+
+    def coords(self, span: Span, lo: int, hi: int) -> np.ndarray:
+        """Crop-normalised coordinates of out cells ``[lo, hi)`` in a crop (float64, -1..1)."""
+        centres = (2 * np.arange(lo, hi) + 1) * self.factor / 2.0
+        return -1.0 + 2.0 * (centres - span.start) / self.crop_px
+
+    def weights_1d(self, span: Span, lo: int, hi: int) -> np.ndarray:
+        """Per-axis Gaussian of out cells ``[lo, hi)`` in a crop (unclamped, float64)."""
+        centres = (2 * np.arange(lo, hi) + 1) * self.factor / 2.0
+        return gaussian_1d(centres - span.start - self.crop_px / 2.0, self.sigma)
+
+    # -- crops of a tile --------------------------------------------------------------------------
+    def crops_for(self, out_window: Window) -> Iterator[Crop]:
+        """Every crop answering at least one out cell of ``out_window`` (out-grid cells), row-major.
+
+        The order is that of the global crop lattice, so the crops covering a cell are visited in
+        the same order from any tile (float sums identical, not merely close).
+        """
+        r0, c0 = int(out_window.row_off), int(out_window.col_off)
+        r1, c1 = r0 + int(out_window.height), c0 + int(out_window.width)
+        cols = [(j, self.span(j)) for j in self.indices(c0, c1)]
+        for i in self.indices(r0, r1):
+            rs = self.span(i)
+            for j, cs in cols:
+                yield Crop(i, j, rs, cs, max(rs.lo, r0), min(rs.hi, r1), max(cs.lo, c0),
+                           min(cs.hi, c1))
+
+    def weights(self, crop: Crop) -> np.ndarray:
+        """2-D weights of the crop's cells inside the window: outer product, clamped at 1e-3."""
+        wy = self.weights_1d(crop.rows, crop.r_lo, crop.r_hi)
+        wx = self.weights_1d(crop.cols, crop.c_lo, crop.c_hi)
+        return np.maximum(np.outer(wy, wx), MIN_WEIGHT)
+
+    def crop_coords(self, crop: Crop) -> np.ndarray:
+        """[n_rows, n_cols, 2] crop-normalised (x, y) of the crop's cells inside the window."""
+        y = self.coords(crop.rows, crop.r_lo, crop.r_hi)
+        x = self.coords(crop.cols, crop.c_lo, crop.c_hi)
+        yy, xx = np.meshgrid(y, x, indexing="ij")
+        return np.stack([xx, yy], axis=-1)
+
+    def pixel_window(self, crop: Crop) -> Window:
+        """The crop's lattice-pixel window (global, may start left of or above the origin)."""
+        return Window(crop.cols.start, crop.rows.start, self.crop_px, self.crop_px)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One crop of the lattice and the part of an out window it answers for.
+
+    ``(i, j)`` crop indices (row, col); ``rows``/``cols`` its spans; ``[r_lo, r_hi) x [c_lo,
+    c_hi)`` the out cells (global out-grid indices) it answers inside the window.
+    """
+
+    i: int
+    j: int
+    rows: Span
+    cols: Span
+    r_lo: int
+    r_hi: int
+    c_lo: int
+    c_hi: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.r_hi - self.r_lo, self.c_hi - self.c_lo)
+
+
+class Blender:
+    """Running ``sum(w p)`` and ``sum(w)`` over an out window, float64 (bounded by the window).
+
+    ``add`` takes a crop's probabilities at some of its cells (flat indices into the window) and
+    their weights; ``result`` divides, with NaN where nothing was added or ``valid`` is false.
+    """
+
+    def __init__(self, n_bands: int, height: int, width: int) -> None:
+        self.shape = (n_bands, height, width)
+        self.sum_wp = np.zeros((n_bands, height * width), dtype=np.float64)
+        self.sum_w = np.zeros(height * width, dtype=np.float64)
+
+    def add(self, index: np.ndarray, weights: np.ndarray, values: np.ndarray) -> None:
+        """``index`` [n] flat cell indices (unique), ``weights`` [n], ``values`` [n_bands, n]."""
+        w = np.asarray(weights, dtype=np.float64)
+        self.sum_wp[:, index] += w * np.asarray(values, dtype=np.float64)
+        self.sum_w[index] += w
+
+    def result(self, valid: np.ndarray | None = None) -> np.ndarray:
+        """float32 [n_bands, height, width]: the weighted mean, NaN = nodata."""
+        n, h, w = self.shape
+        ok = self.sum_w > 0
+        if valid is not None:
+            ok &= np.asarray(valid, dtype=bool).reshape(-1)
+        out = np.full((n, h * w), np.nan, dtype=np.float32)
+        out[:, ok] = (self.sum_wp[:, ok] / self.sum_w[ok]).astype(np.float32)
+        return out.reshape(n, h, w)

@@ -26,8 +26,10 @@ Covariates and their definitions:
   arithmetic on elevations quantised to 2^-16 m, so they do not depend on the array's extent.
 - Hydrology (:func:`specific_catchment_area`): depressions filled (spill elevation = minimax path
   to the window edge, via a minimum spanning tree), flats drained along the shortest path over the
-  flat to its outlet, then multiple-flow-direction accumulation (Freeman 1991, exponent 1.1) solved
-  as one sparse triangular system. Specific catchment area a = upslope area / contour width (res).
+  flat to its outlet, then multiple-flow-direction accumulation (Quinn et al. 1991: the flow is
+  split over the lower neighbours in proportion to tan(beta_k) times the contour length, 0.5 cell
+  towards an edge and sqrt(2)/4 towards a corner neighbour) solved as one sparse triangular
+  system. Specific catchment area a = upslope area / contour width (res).
 - twi = ln(a / tan(beta)), spi = ln(a * tan(beta)) with beta the local (Horn) slope and tan(beta)
   floored at :data:`MIN_TAN_SLOPE` so flats stay finite (Beven & Kirkby 1979; Moore et al. 1991).
 
@@ -48,8 +50,8 @@ from scipy.sparse.linalg import spsolve_triangular
 
 logger = logging.getLogger(__name__)
 
-MFD_EXPONENT = 1.1
-"""Freeman (1991) exponent of the multiple-flow-direction split (tan(beta_k) ** p)."""
+CONTOUR_LENGTHS = (0.5, math.sqrt(2.0) / 4)
+"""Quinn et al. (1991) contour lengths (in cells) towards an edge and a corner neighbour."""
 
 MIN_TAN_SLOPE = 1e-3
 """Floor of tan(slope) in TWI and SPI (about 0.057 degrees) so that flat pixels stay finite."""
@@ -237,28 +239,30 @@ def _flow_fractions(
     """MFD fractions ``frac[k, i, j]`` of pixel (i, j) towards neighbour k, and a topological order.
 
     Pixels with a strictly lower neighbour split their flow over all lower neighbours in proportion
-    to ``tan(beta_k) ** MFD_EXPONENT``. Pixels on a flat of the filled surface (no lower neighbour,
-    not at an edge) send everything to the next pixel on the shortest path across the flat to its
-    outlet.
-    Edge pixels without a lower neighbour drain out of the window. The order (flat pixel indices)
-    puts every donor before its receivers (filled elevation descending, then distance to the flat's
-    outlet descending).
+    to ``tan(beta_k) * L_k`` (:data:`CONTOUR_LENGTHS`). Pixels on a flat of the filled surface (no
+    lower neighbour, not at an edge) send everything to the next pixel on the shortest path across
+    the flat to its outlet. Edge pixels without a lower neighbour drain out of the window. The
+    order (flat pixel indices) puts every donor before its receivers (filled elevation descending,
+    then distance to the flat's outlet descending).
     """
     h, w = filled.shape
     n = h * w
     valid = np.isfinite(filled)
     fz = np.where(valid, filled, -np.inf)
-    frac = np.zeros((8, h, w))
+    high = np.where(valid, filled, np.inf)  # no data is never a lower neighbour
+    frac = np.empty((8, h, w))
     for k, (dr, dc) in enumerate(_OFFSETS):
-        nb = _shifted(fz, dr, dc, -np.inf)
-        with np.errstate(invalid="ignore"):  # -inf - -inf outside the data
-            drop = fz - nb
-        lower = valid & (drop > 0) & np.isfinite(nb)
-        dist = res * (math.sqrt(2.0) if dr and dc else 1.0)
-        frac[k][lower] = (drop[lower] / dist) ** MFD_EXPONENT
+        diagonal = bool(dr and dc)
+        coef = CONTOUR_LENGTHS[diagonal] / (res * (math.sqrt(2.0) if diagonal else 1.0))
+        with np.errstate(invalid="ignore"):  # inf - inf at no-data pixels: NaN, dropped by fmax
+            np.fmax(high - _shifted(high, dr, dc, np.inf), 0.0, out=frac[k])
+        frac[k] *= coef
+    del high
+    frac[:, ~valid] = 0.0
     total = frac.sum(axis=0)
     has_lower = total > 0
     np.divide(frac, total, out=frac, where=has_lower)
+    del total
     flat = valid & ~has_lower & ~edge
     flat_dist = np.zeros(n)
     if flat.any():
@@ -340,7 +344,10 @@ def specific_catchment_area(dem: np.ndarray, res: float) -> np.ndarray:
     matrix = sparse.csr_matrix((vals[keep], cols[keep], indptr), shape=(n, n))
     del vals, cols, keep
     cell = np.where(valid.ravel()[order], res * res, 0.0)
-    area_ranked = spsolve_triangular(matrix, cell, lower=True, overwrite_A=True, overwrite_b=True)
+    # the diagonal is stored (all ones): unit_diagonal only overwrites it, no rescaling pass
+    area_ranked = spsolve_triangular(
+        matrix, cell, lower=True, overwrite_A=True, overwrite_b=True, unit_diagonal=True
+    )
     area = np.empty(n)
     area[order] = area_ranked
     out[valid] = area.reshape(h, w)[valid] / res

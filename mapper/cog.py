@@ -1,0 +1,158 @@
+"""Cloud-Optimized GeoTIFFs of the map products, written through GDAL's COG driver.
+
+A product is made in two steps, both streaming in bounded memory:
+
+1. :func:`raster_writer`: a tiled, DEFLATE-compressed BigTIFF (the "raw" raster) written window
+   by window, carrying everything the product declares (nodata, band descriptions, scale/offset,
+   units, colour table, metadata tags);
+2. :func:`to_cog`: GDAL's COG driver copies it into the final layout (512 px blocks, overviews
+   with the product's resampling, main IFD first), and that copy keeps every declaration.
+
+Overview resampling is the product's business, never GDAL's default (CUBIC, or NEAREST for a
+palette): AVERAGE for probabilities, MODE for classes; both skip nodata. BIGTIFF=YES because
+GDAL ignores ``IF_NEEDED`` with compression and a statewide product passes 4 GB.
+
+Class names are written as GDAL category names in the ``<file>.aux.xml`` sidecar (GeoTIFF has no
+internal place for them; ``gdalinfo`` and QGIS read them from there) and, so that rasterio and a
+lone copy of the .tif still carry them, as band metadata (``CLASS_NAMES`` and ``CLASS_<i>``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import rasterio
+import rasterio.errors
+import rasterio.shutil
+from affine import Affine
+
+from mapper.errors import InputError
+from mapper.raster import atomic_path
+
+logger = logging.getLogger(__name__)
+
+BLOCKSIZE = 512
+COMPRESS = "DEFLATE"
+MIN_OVERVIEW_PX = 256
+"""Overviews are made down to this size (in the larger dimension) at least one level deep."""
+
+
+@contextmanager
+def raster_writer(
+    path: str | Path,
+    *,
+    width: int,
+    height: int,
+    count: int,
+    dtype: str,
+    transform: Affine,
+    crs: str,
+    nodata: float | None,
+    blocksize: int = BLOCKSIZE,
+) -> Iterator[rasterio.io.DatasetWriter]:
+    """A new tiled DEFLATE BigTIFF written piece by piece; appears at ``path`` only when complete.
+
+    Tiles are ``blocksize`` square, so writing whole blocks of rows never rewrites a block.
+    Integer data use horizontal differencing (predictor 2), floats predictor 3.
+    """
+    predictor = 3 if dtype.startswith("float") else 2
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": blocksize,
+        "blockysize": blocksize,
+        "compress": COMPRESS.lower(),
+        "predictor": predictor,
+        "bigtiff": "YES",
+        "interleave": "band",
+    }
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            yield dst
+
+
+def overview_count(width: int, height: int, min_px: int = MIN_OVERVIEW_PX) -> int:
+    """Number of 2x overview levels until the larger side is at most ``min_px`` (at least 1)."""
+    largest = max(width, height, 1)
+    return max(1, math.ceil(math.log2(largest / min_px))) if largest > min_px else 1
+
+
+def to_cog(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    resampling: str,
+    blocksize: int = BLOCKSIZE,
+    compress: str = COMPRESS,
+    category_names: list[str] | None = None,
+) -> Path:
+    """Copy ``src`` into a Cloud-Optimized GeoTIFF at ``dst`` (atomically) with overviews.
+
+    ``resampling`` is the overview resampling ("AVERAGE" for probabilities, "MODE" or "NEAREST"
+    for classes). ``category_names`` (band 1) are written to ``dst.aux.xml`` before the COG is
+    renamed into place, so the two always belong together.
+    """
+    dst = Path(dst)
+    with rasterio.open(src) as ds:
+        levels = overview_count(ds.width, ds.height)
+    options = {
+        "BLOCKSIZE": blocksize,
+        "COMPRESS": compress,
+        "PREDICTOR": "YES",
+        "LEVEL": 6 if compress == "DEFLATE" else 9,
+        "BIGTIFF": "YES",
+        "OVERVIEW_RESAMPLING": resampling,
+        "OVERVIEW_COUNT": levels,
+        "NUM_THREADS": "ALL_CPUS",
+    }
+    aux = dst.with_name(dst.name + ".aux.xml")
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            rasterio.shutil.copy(str(src), str(tmp), driver="COG", **options)
+        except rasterio.errors.RasterioIOError as exc:
+            raise InputError(
+                f"{src}: COG conversion to {dst} failed ({exc}); check the disk space"
+            ) from None
+        finally:
+            # GDAL may write PAM statistics beside the temporary file; the product owns its sidecar
+            Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
+        if category_names:
+            write_category_aux(aux, category_names)
+        else:
+            aux.unlink(missing_ok=True)
+    logger.info("wrote COG %s (%s overviews x%d, %s)", dst, resampling, levels, compress)
+    return dst
+
+
+def write_category_aux(path: str | Path, names: list[str], band: int = 1) -> Path:
+    """A GDAL PAM sidecar (``<raster>.aux.xml``) naming the categories of ``band`` (index order)."""
+    root = ET.Element("PAMDataset")
+    pam_band = ET.SubElement(root, "PAMRasterBand", band=str(band))
+    cats = ET.SubElement(pam_band, "CategoryNames")
+    for name in names:
+        ET.SubElement(cats, "Category").text = name
+    ET.indent(root)
+    with atomic_path(path) as tmp:
+        ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=False)
+    return Path(path)
+
+
+def class_name_tags(names: list[str]) -> dict[str, str]:
+    """Band metadata carrying class names inside the GeoTIFF (readable with rasterio's tags)."""
+    tags = {"CLASS_NAMES": json.dumps(names)}
+    tags.update({f"CLASS_{i}": name for i, name in enumerate(names)})
+    return tags

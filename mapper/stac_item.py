@@ -1,0 +1,191 @@
+"""STAC Items describing the map products (one Item per product, written beside the COG).
+
+The Item's geometry and bbox are in EPSG:4326 as STAC requires: the product's EPSG:3338 extent,
+densified along its edges, projected, and cut at the antimeridian when it crosses 180 degrees
+(the Aleutians do): the geometry becomes a MultiPolygon of the two sides and the bbox has
+``west > east`` (RFC 7946, section 5.2). The native grid goes in the projection extension
+(``proj:code`` EPSG:3338, ``proj:shape``, ``proj:transform``, ``proj:bbox``), band encodings in
+the raster extension (nodata, data type, scale/offset, unit, resolution), and class names and
+colours in the classification extension. Asset hrefs are relative to the Item file (same folder),
+so the folder can be moved or published as a whole.
+
+Validation runs offline: pystac ships the core Item schema (checked with jsonschema); extension
+schemas live on the web and are not fetched at run time, so their fields are checked here for
+presence and type instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pystac
+import shapely
+import shapely.affinity
+from affine import Affine
+from pyproj import Transformer
+from pystac.extensions.classification import Classification, ClassificationExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+from pystac.validation.stac_validator import JsonSchemaSTACValidator
+
+from mapper.errors import MapperError
+from mapper.raster import atomic_path
+
+logger = logging.getLogger(__name__)
+
+COG_MEDIA_TYPE = pystac.MediaType.COG
+EDGE_POINTS = 64
+
+
+@dataclass
+class ProductAsset:
+    """One file of a product: where it lies and what it is."""
+
+    path: Path
+    title: str
+    roles: list[str]
+    media_type: str
+    bands: list[dict[str, Any]] = field(default_factory=list)  # raster:bands entries
+    classes: list[dict[str, Any]] = field(default_factory=list)  # classification:classes
+
+
+def footprint_4326(bounds: tuple[float, float, float, float], crs: str = "EPSG:3338") -> (
+    tuple[dict[str, Any], list[float]]
+):
+    """GeoJSON geometry and bbox in EPSG:4326 of ``bounds`` (left, bottom, right, top) in ``crs``.
+
+    Edges are densified (:data:`EDGE_POINTS` per edge) before projecting so the lon/lat outline
+    follows the curved image of the straight Albers edges; a footprint crossing 180 degrees is
+    split there (module docstring).
+    """
+    left, bottom, right, top = bounds
+    t = np.linspace(0.0, 1.0, EDGE_POINTS, endpoint=False)
+    xs = np.concatenate([left + (right - left) * t, np.full_like(t, right),
+                         right - (right - left) * t, np.full_like(t, left)])
+    ys = np.concatenate([np.full_like(t, top), top - (top - bottom) * t,
+                         np.full_like(t, bottom), bottom + (top - bottom) * t])
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    lon = np.unwrap(np.radians(lon))
+    lon = np.degrees(lon)
+    ring = shapely.Polygon(np.column_stack([lon, lat]))
+    if not ring.is_valid:
+        ring = shapely.make_valid(ring)
+    west, south, east, north = ring.bounds
+    parts = []
+    for shift in (-360.0, 0.0, 360.0):  # pieces of the unwrapped ring in each 360-degree band
+        piece = ring.intersection(shapely.box(-180.0 - shift, -90.0, 180.0 - shift, 90.0))
+        if not piece.is_empty and piece.area > 0:
+            parts.append(shapely.affinity.translate(piece, xoff=shift))
+    geom = shapely.union_all(parts) if len(parts) > 1 else parts[0]
+    geom = shapely.set_precision(geom, 1e-7)
+    crosses = west < -180.0 or east > 180.0
+    if crosses:
+        west = ((west + 180.0) % 360.0) - 180.0
+        east = ((east + 180.0) % 360.0) - 180.0
+    bbox = [round(west, 7), round(south, 7), round(east, 7), round(north, 7)]
+    # GeoJSON as plain lists (shapely gives tuples, which JSON schema does not take for arrays)
+    return json.loads(shapely.to_geojson(geom)), bbox
+
+
+def build_item(
+    item_id: str,
+    *,
+    bounds: tuple[float, float, float, float],
+    shape: tuple[int, int],
+    transform: Affine,
+    assets: dict[str, ProductAsset],
+    properties: dict[str, Any],
+    crs_code: str = "EPSG:3338",
+    start_end: tuple[datetime, datetime] | None = None,
+    created: datetime | None = None,
+) -> pystac.Item:
+    """A STAC Item of a product whose main asset covers ``bounds`` (EPSG:3338) on ``shape``.
+
+    Assets are files beside the Item (hrefs ``./<name>``).
+    ``start_end``: the period the sources describe, when known (else the Item's datetime is its
+    creation time). ``properties`` are added as given (namespaced keys such as ``mapper:task``).
+    """
+    created = created or datetime.now(UTC).replace(microsecond=0)
+    geometry, bbox = footprint_4326(bounds, crs_code)
+    if start_end is None:
+        item = pystac.Item(item_id, geometry, bbox, created, dict(properties))
+    else:
+        item = pystac.Item(item_id, geometry, bbox, None, dict(properties),
+                           start_datetime=start_end[0], end_datetime=start_end[1])
+    item.common_metadata.created = created
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    proj.code = crs_code
+    proj.shape = [int(shape[0]), int(shape[1])]
+    proj.transform = [float(v) for v in tuple(transform)[:6]]
+    proj.bbox = [float(v) for v in bounds]
+    for key, spec in assets.items():
+        asset = pystac.Asset(
+            href=f"./{spec.path.name}",
+            title=spec.title,
+            media_type=spec.media_type,
+            roles=spec.roles,
+        )
+        item.add_asset(key, asset)
+        if spec.bands:
+            raster = RasterExtension.ext(asset, add_if_missing=True)
+            raster.bands = [RasterBand.create(**_raster_band(b)) for b in spec.bands]
+        if spec.classes:
+            classification = ClassificationExtension.ext(asset, add_if_missing=True)
+            classification.classes = [Classification.create(**c) for c in spec.classes]
+    return item
+
+
+def _raster_band(spec: dict[str, Any]) -> dict[str, Any]:
+    out = dict(spec)
+    if isinstance(out.get("data_type"), str):
+        out["data_type"] = DataType(out["data_type"])
+    return out
+
+
+_EXTENSION_FIELDS = {
+    "proj": ("proj:code", "proj:shape", "proj:transform", "proj:bbox"),
+}
+
+
+def validate_item(item_dict: dict[str, Any]) -> None:
+    """Check an Item dict offline: core STAC schema (bundled with pystac) and our extension fields.
+
+    Raises MapperError naming the first problem.
+    """
+    validator = JsonSchemaSTACValidator()
+    try:
+        validator.validate_core(item_dict, pystac.STACObjectType.ITEM, item_dict["stac_version"])
+    except pystac.STACValidationError as exc:
+        raise MapperError(f"STAC item {item_dict.get('id')}: not valid STAC ({exc})") from None
+    props = item_dict["properties"]
+    for key in _EXTENSION_FIELDS["proj"]:
+        if key not in props:
+            raise MapperError(f"STAC item {item_dict['id']}: missing {key}")
+    if len(props["proj:shape"]) != 2 or len(props["proj:transform"]) not in (6, 9):
+        raise MapperError(f"STAC item {item_dict['id']}: proj:shape/proj:transform malformed")
+    for name, asset in item_dict["assets"].items():
+        for band in asset.get("raster:bands", []):
+            if "nodata" not in band or "data_type" not in band:
+                raise MapperError(f"STAC item {item_dict['id']}: asset {name} band lacks nodata")
+        for cls in asset.get("classification:classes", []):
+            if not isinstance(cls.get("value"), int) or not cls.get("name"):
+                raise MapperError(f"STAC item {item_dict['id']}: asset {name} class malformed")
+    pystac.Item.from_dict(item_dict)  # round trip through pystac's own model
+
+
+def write_item(item: pystac.Item, path: str | Path) -> Path:
+    """Validate and write ``item`` as JSON to ``path`` atomically (hrefs kept relative)."""
+    path = Path(path)
+    item.set_self_href(None)
+    data = item.to_dict(include_self_link=False, transform_hrefs=False)
+    validate_item(data)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    logger.info("wrote STAC item %s", path)
+    return path

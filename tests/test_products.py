@@ -1,0 +1,214 @@
+"""Map products: COGs that validate, proper overviews, colour table and class names, provenance
+tags, quick-look, QGIS style and a valid STAC Item, from hand-made predicted tiles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+import yaml
+from rio_cogeo.cogeo import cog_validate
+
+from mapper.bands import SOIL_ORDERS
+from mapper.colours import SOIL_ORDER_COLOURS
+from mapper.errors import InputError
+from mapper.grid import Lattice
+from mapper.products import make_products, product_paths
+from mapper.raster import write_geotiff
+from mapper.stac_item import footprint_4326, validate_item
+
+TILE = 64
+ORIGIN = (-2_600_000.0, 2_600_000.0)
+LEFT, TOP = 241_600.0, 1_647_680.0  # on the 64 px tile lattice: tiles R1488C4440..R1489C4441
+
+
+def make_region(root: Path, *, synthetic: bool = True) -> Path:
+    """A 2 x 2 tile region of 64 px tiles; returns the config path."""
+    size = 2 * TILE * 10.0
+    ring = [[LEFT, TOP - size], [LEFT + size, TOP - size], [LEFT + size, TOP], [LEFT, TOP],
+            [LEFT, TOP - size]]
+    boundary = {"type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}},
+                "features": [{"type": "Feature", "properties": {},
+                              "geometry": {"type": "Polygon", "coordinates": [ring]}}]}
+    (root / "tiny.geojson").write_text(json.dumps(boundary))
+    region = {
+        "description": "tiny test region" + (" (synthetic)" if synthetic else ""),
+        "synthetic": synthetic,
+        "boundary": str(root / "tiny.geojson"),
+        "tile_px": TILE,
+        "sources": {k: {"kind": "demo", "seed": 1}
+                    for k in ("sentinel2", "dem", "climate", "observations")},
+        "prediction": {"crop_px": 64, "stride_px": 32},
+    }
+    (root / "tiny.yaml").write_text(yaml.safe_dump(region))
+    config = {"grid": {"res": 10.0, "origin": list(ORIGIN)},
+              "regions": {"tiny": str(root / "tiny.yaml")}}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root / "config.yaml"
+
+
+def write_tiles(root: Path, task: str, values: np.ndarray, model_sha: str) -> list[Path]:
+    """Cut a [bands, 128, 128] float array (NaN nodata) into the region's 4 predicted tiles."""
+    lattice = Lattice(*ORIGIN, 10.0, TILE)
+    names = SOIL_ORDERS if task == "soilorder" else ["nsp"]
+    paths = []
+    for tile in ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]:
+        row, col = lattice.parse(tile)
+        r0, c0 = (row - 1488) * TILE, (col - 4440) * TILE
+        path = root / "predict" / task / f"{tile}.tif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_geotiff(path, values[:, r0:r0 + TILE, c0:c0 + TILE].astype(np.float32),
+                      lattice.tile_transform(tile), "EPSG:3338", nodata=np.nan,
+                      descriptions=names,
+                      tags={"MAPPER_TASK": task, "MAPPER_MODEL_SHA256": model_sha})
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> tuple[Path, Path, str]:
+    config = make_region(tmp_path)
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not really a model, only its checksum matters here")
+    sources = tmp_path / "sources" / "dem"
+    sources.mkdir(parents=True)
+    (sources / "manifest.json").write_text(json.dumps({
+        "what": "mapper source manifest", "version": 1, "region": "tiny", "source": "dem",
+        "kind": "demo", "synthetic": True, "items": [{"path": "dem.tif", "sha256": "ab" * 32}]}))
+    return config, model, hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+def nsp_values() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, (1, 128, 128))
+    p[0, :2, :2] = [[0.10, 0.20], [0.30, 0.40]]  # overview pixel (0, 0): average 25 %
+    p[0, 100:, 100:] = np.nan  # nodata corner
+    return p
+
+
+def soil_values() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    cls = rng.integers(0, 7, (128, 128))
+    cls[:2, :2] = [[5, 2], [2, 6]]  # mode 2, nearest (top-left) 5, mean 3.75
+    logits = rng.normal(0, 0.3, (7, 128, 128))
+    np.put_along_axis(logits, cls[None], 3.0, axis=0)
+    p = np.exp(logits) / np.exp(logits).sum(0, keepdims=True)
+    p[:, :10, 120:] = np.nan
+    return p
+
+
+def mosaic(setup: tuple[Path, Path, str], task: str, values: np.ndarray):  # noqa: ANN201
+    config, model, sha = setup
+    root = config.parent
+    tiles = write_tiles(root, task, values, sha)
+    out = root / "maps" / f"{task}_tiny.tif"
+    return make_products(config, "tiny", task, model, tiles, out, sources_dir=root / "sources")
+
+
+def test_nsp_products(setup: tuple[Path, Path, str]) -> None:
+    p = nsp_values()
+    products = mosaic(setup, "nsp", p)
+    assert products.all() == list(product_paths(products.cog, "nsp").values())[:1] + [
+        products.quicklook, products.style, products.item]
+    valid, errors, _ = cog_validate(str(products.cog), quiet=True)
+    assert valid, errors
+    with rasterio.open(products.cog) as ds:
+        assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and ds.crs.to_epsg() == 3338
+        assert ds.scales == (0.01,) and ds.offsets == (0.0,)
+        assert ds.block_shapes[0] == (512, 512) and ds.overviews(1) == [2]
+        assert ds.bounds == pytest.approx((LEFT, TOP - 1280, LEFT + 1280, TOP))
+        data = ds.read(1)
+        tags = ds.tags()
+    expected = np.where(np.isnan(p[0]), 255, np.rint(np.nan_to_num(p[0]) * 100)).astype(np.uint8)
+    assert np.array_equal(data, expected)
+    with rasterio.open(products.cog, overview_level=0) as ov:
+        over = ov.read(1)
+    assert over[0, 0] == 25  # AVERAGE of 10, 20, 30, 40 (NEAREST would give 10)
+    assert over[-1, -1] == 255  # nodata stays nodata
+    assert tags["MAPPER_MODEL_SHA256"] == setup[2]
+    assert json.loads(tags["MAPPER_CONFIG"])["prediction"]["stride_px"] == 32
+    sources = json.loads(tags["MAPPER_SOURCES"])
+    assert sources["dem"]["files"] == 1 and sources["sentinel2"]["manifest"] == "none found"
+    assert "SYNTHETIC" in tags["MAPPER_SYNTHETIC_STATEMENT"] and tags["MAPPER_SYNTHETIC"] == "true"
+    assert "percent" in tags["MAPPER_UNITS"] and tags["MAPPER_SOFTWARE"].startswith("mapper ")
+    assert products.quicklook.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    qml = ET.parse(products.style).getroot()
+    assert qml.find("pipe/rasterrenderer").get("type") == "singlebandpseudocolor"
+    item = json.loads(products.item.read_text())
+    validate_item(item)
+    assert item["properties"]["proj:code"] == "EPSG:3338"
+    assert item["properties"]["proj:shape"] == [128, 128]
+    assert item["assets"]["data"]["href"] == "./nsp_tiny.tif"
+    assert item["assets"]["data"]["raster:bands"][0]["scale"] == 0.01
+    west, south, east, north = item["bbox"]
+    assert -149.0 < west < east < -148.8 and 64.6 < south < north < 64.8
+    loaded = pystac.Item.from_file(str(products.item))
+    assert loaded.assets["thumbnail"].roles == ["thumbnail", "overview"]
+    assert not list(products.cog.parent.glob(".*")), "no temporary files left behind"
+
+
+def test_soilorder_products(setup: tuple[Path, Path, str]) -> None:
+    p = soil_values()
+    products = mosaic(setup, "soilorder", p)
+    probs_path = products.extra["probabilities"]
+    for path in (products.cog, probs_path):
+        valid, errors, _ = cog_validate(str(path), quiet=True)
+        assert valid, errors
+    with rasterio.open(products.cog) as ds:
+        cls = ds.read(1)
+        cmap = ds.colormap(1)
+        assert ds.nodata == 255 and ds.tags(1)["CLASS_2"] == "Gelisols"
+        assert json.loads(ds.tags(1)["CLASS_NAMES"]) == SOIL_ORDERS
+    expected = np.argmax(np.nan_to_num(p, nan=-1), axis=0).astype(np.uint8)
+    expected[np.isnan(p).any(axis=0)] = 255
+    assert np.array_equal(cls, expected)
+    assert cmap[3][:3] == SOIL_ORDER_COLOURS["Histosols"] and cmap[255][3] == 0
+    with rasterio.open(products.cog, overview_level=0) as ov:
+        assert ov.read(1)[0, 0] == 2  # MODE of 5, 2, 2, 6 (NEAREST 5, AVERAGE 4)
+    aux = ET.parse(str(products.cog) + ".aux.xml").getroot()
+    assert [c.text for c in aux.iter("Category")] == SOIL_ORDERS
+    with rasterio.open(probs_path) as ds:
+        assert ds.count == 7 and list(ds.descriptions) == SOIL_ORDERS
+        assert ds.scales == (0.01,) * 7
+        probs = ds.read()
+        assert "MAPPER_MODEL_SHA256" in ds.tags()
+    ok = probs[0] != 255
+    np.testing.assert_array_equal(probs[:, ok], np.rint(p[:, ok] * 100).astype(np.uint8))
+    if shutil.which("gdalinfo"):
+        info = subprocess.run(["gdalinfo", str(products.cog)], capture_output=True, text=True,
+                              check=True).stdout
+        assert "Categories:" in info and "6: Spodosols" in info and "Color Table" in info
+        assert "LAYOUT=COG" in info
+    item = json.loads(products.item.read_text())
+    validate_item(item)
+    classes = item["assets"]["data"]["classification:classes"]
+    assert [c["name"] for c in classes[:7]] == SOIL_ORDERS
+    assert len(item["assets"]["probabilities"]["raster:bands"]) == 7
+    qml = ET.parse(products.style).getroot()
+    labels = [e.get("label") for e in qml.iter("paletteEntry")]
+    assert labels == SOIL_ORDERS
+
+
+def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> None:
+    config, model, _ = setup
+    tiles = write_tiles(config.parent, "nsp", nsp_values(), "0" * 64)
+    with pytest.raises(InputError, match="rerun predict with this model"):
+        make_products(config, "tiny", "nsp", model, tiles, config.parent / "maps" / "nsp_tiny.tif")
+    assert not (config.parent / "maps" / "nsp_tiny.tif").exists()
+
+
+def test_footprint_is_cut_at_the_antimeridian() -> None:
+    geom, bbox = footprint_4326((-1_500_000.0, 400_000.0, 1_500_000.0, 2_400_000.0))
+    assert geom["type"] == "MultiPolygon"
+    assert bbox[0] > bbox[2]  # west > east across 180 degrees
+    geom, bbox = footprint_4326((241_600.0, 1_627_200.0, 262_080.0, 1_647_680.0))
+    assert geom["type"] == "Polygon" and bbox[0] < bbox[2]

@@ -306,7 +306,7 @@ def build_stack(
     band_of = {name: i for i, name in enumerate(STACK_BANDS, start=1)}
     s2_idx = [band_of[name] for name, _ in S2_BANDS]
     clim_idx = [band_of[name] for name in CLIMATE_BANDS]
-    has_data = False
+    has_data = has_dem = False
     with geotiff_writer(
         out_path,
         height=p,
@@ -334,11 +334,14 @@ def build_stack(
             for name, arr in local_terrain(Path(dem), lattice, win, settings).items():
                 dst.write(arr.astype(np.float32), indexes=band_of[name], window=local)
                 has_data |= bool(np.isfinite(arr).any())
+                has_dem |= name == "elevation" and bool(np.isfinite(arr).any())
             clim = _warp(clim_plan, lattice, win)
             dst.write(clim, indexes=clim_idx, window=local)
             has_data |= bool(np.isfinite(clim).any())
             del clim
-        for block in hydro_blocks(lattice, tile_window, settings.hydro_block_px):
+        # TWI/SPI exist only where the elevation does: a tile without DEM data skips hydrology
+        blocks = hydro_blocks(lattice, tile_window, settings.hydro_block_px) if has_dem else []
+        for block in blocks:
             part = _intersect(block, tile_window)
             if part is None:
                 continue

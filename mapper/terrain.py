@@ -248,8 +248,15 @@ def _flow_fractions(
     h, w = filled.shape
     n = h * w
     valid = np.isfinite(filled)
-    fz = np.where(valid, filled, -np.inf)
     high = np.where(valid, filled, np.inf)  # no data is never a lower neighbour
+    has_lower = np.zeros((h, w), dtype=bool)
+    for dr, dc in _OFFSETS:
+        has_lower |= high > _shifted(high, dr, dc, np.inf)
+    has_lower &= valid
+    flat = valid & ~has_lower & ~edge
+    del has_lower
+    # flats first (before the 8 fraction planes exist, to bound peak memory)
+    flat_idx, flat_dir, flat_dist = _drain_flats(high, flat)
     frac = np.empty((8, h, w))
     for k, (dr, dc) in enumerate(_OFFSETS):
         diagonal = bool(dr and dc)
@@ -257,52 +264,65 @@ def _flow_fractions(
         with np.errstate(invalid="ignore"):  # inf - inf at no-data pixels: NaN, dropped by fmax
             np.fmax(high - _shifted(high, dr, dc, np.inf), 0.0, out=frac[k])
         frac[k] *= coef
-    del high
     frac[:, ~valid] = 0.0
     total = frac.sum(axis=0)
-    has_lower = total > 0
-    np.divide(frac, total, out=frac, where=has_lower)
+    np.divide(frac, total, out=frac, where=total > 0)
     del total
-    flat = valid & ~has_lower & ~edge
-    flat_dist = np.zeros(n)
-    if flat.any():
-        idx = np.arange(n).reshape(h, w)
-        us, vs, ws = [], [], []
-        for dr, dc in [(0, 1), (1, 0), (1, 1), (1, -1)]:
-            nbz = _shifted(fz, dr, dc, -np.inf)
-            nbflat = _shifted(flat, dr, dc, False)
-            pair = valid & (fz == nbz) & (flat | nbflat)
-            us.append(idx[pair])
-            vs.append(_shifted(idx, dr, dc, -1)[pair])
-            ws.append(np.full(int(pair.sum()), math.sqrt(2.0) if dr and dc else 1.0))
-        u, v, wt = np.concatenate(us), np.concatenate(vs), np.concatenate(ws)
-        graph = sparse.csr_matrix((wt, (u, v)), shape=(n, n))
-        is_end = np.zeros(n, dtype=bool)
-        is_end[u] = True
-        is_end[v] = True
-        sources = np.flatnonzero(is_end & ~flat.ravel())
-        del is_end
-        if sources.size:
-            dist, pred, _ = dijkstra(
-                graph, directed=False, indices=sources, return_predecessors=True, min_only=True
-            )
-        else:
-            dist, pred = np.full(n, np.inf), np.full(n, -9999)
-        flat_idx = np.flatnonzero(flat.ravel())
-        rcv = pred[flat_idx]
-        ok = rcv >= 0
-        drow = rcv[ok] // w - flat_idx[ok] // w
-        dcol = rcv[ok] % w - flat_idx[ok] % w
-        kk = np.full(ok.sum(), -1)
-        for k, (dr, dc) in enumerate(_OFFSETS):
-            kk[(drow == dr) & (dcol == dc)] = k
-        fr = frac.reshape(8, n)
-        fr[kk[kk >= 0], flat_idx[ok][kk >= 0]] = 1.0
-        if (~ok).any():
-            logger.debug("%d flat pixels without an outlet drain out of the window", (~ok).sum())
-        flat_dist[flat_idx[ok]] = dist[flat_idx[ok]]
-    order = np.lexsort((-flat_dist, -fz.ravel()))
+    frac.reshape(8, n)[flat_dir, flat_idx] = 1.0
+    order = np.lexsort((-flat_dist, -np.where(valid, filled, -np.inf).ravel()))
     return frac, order
+
+
+def _drain_flats(high: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Route flat pixels along the shortest path (8-connected, over equal filled elevation) to an
+    outlet of their flat: ``(flat pixel indices, direction index k of each, distance of every
+    pixel to its outlet in cells (0 off flats))``. Flat pixels without an outlet are left out.
+    """
+    h, w = high.shape
+    n = h * w
+    flat_dist = np.zeros(n)
+    if not flat.any():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), flat_dist
+    idx = np.arange(n).reshape(h, w)
+    us, vs, ws = [], [], []
+    for dr, dc in [(0, 1), (1, 0), (1, 1), (1, -1)]:
+        pair = np.isfinite(high) & (high == _shifted(high, dr, dc, np.inf))
+        pair &= flat | _shifted(flat, dr, dc, False)
+        us.append(idx[pair])
+        vs.append(_shifted(idx, dr, dc, -1)[pair])
+        ws.append(np.full(len(us[-1]), math.sqrt(2.0) if dr and dc else 1.0))
+    del idx, pair
+    u, v, wt = np.concatenate(us), np.concatenate(vs), np.concatenate(ws)
+    del us, vs, ws
+    # the graph holds only pixels on or next to flats (Dijkstra's heap is per node)
+    on_graph = np.zeros(n, dtype=bool)
+    on_graph[u] = True
+    on_graph[v] = True
+    nodes = np.flatnonzero(on_graph)
+    del on_graph
+    local = np.full(n, -1, dtype=np.int64)
+    local[nodes] = np.arange(nodes.size)
+    graph = sparse.csr_matrix((wt, (local[u], local[v])), shape=(nodes.size, nodes.size))
+    del u, v, wt
+    sources = np.flatnonzero(~flat.ravel()[nodes])
+    flat_nodes = np.flatnonzero(flat.ravel()[nodes])
+    if sources.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), flat_dist
+    dist, pred, _ = dijkstra(
+        graph, directed=False, indices=sources, return_predecessors=True, min_only=True
+    )
+    ok = pred[flat_nodes] >= 0
+    if (~ok).any():
+        logger.debug("%d flat pixels without an outlet drain out of the window", (~ok).sum())
+    flat_idx = nodes[flat_nodes[ok]]
+    rcv = nodes[pred[flat_nodes[ok]]]
+    drow, dcol = rcv // w - flat_idx // w, rcv % w - flat_idx % w
+    flat_dir = np.full(flat_idx.size, -1, dtype=np.int64)
+    for k, (dr, dc) in enumerate(_OFFSETS):
+        flat_dir[(drow == dr) & (dcol == dc)] = k
+    flat_dist[flat_idx] = dist[flat_nodes[ok]]
+    keep = flat_dir >= 0
+    return flat_idx[keep], flat_dir[keep], flat_dist
 
 
 def specific_catchment_area(dem: np.ndarray, res: float) -> np.ndarray:
@@ -324,25 +344,22 @@ def specific_catchment_area(dem: np.ndarray, res: float) -> np.ndarray:
     filled, edge = fill_depressions(z)
     frac, order = _flow_fractions(filled, edge, res)
     del filled
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    rank = rank.reshape(h, w)
-    # matrix row rank[j] (receiver j) holds 1 on the diagonal and -fraction of each donor neighbour;
-    # donors come first in the order, so the matrix is lower triangular
-    vals = np.zeros((n, 9))
-    cols = np.empty((n, 9), dtype=np.int32)
-    vals[:, 8] = 1.0
-    cols[:, 8] = np.arange(n, dtype=np.int32)
+    rank = np.empty(n, dtype=np.int32)
+    rank[order] = np.arange(n, dtype=np.int32)
+    # L = I - F^T in rank order: column rank[i] (donor i) holds 1 on the diagonal and -fraction at
+    # the row of each receiver; donors come first in the order, so L is lower triangular
+    rows, cols, vals = [np.arange(n, dtype=np.int32)], [np.arange(n, dtype=np.int32)], [np.ones(n)]
     for k, (dr, dc) in enumerate(_OFFSETS):
-        # the donor at (i + dr, j + dc) flows to (i, j) in the opposite direction (k + 4) % 8
-        vals[:, k] = -_shifted(frac[(k + 4) % 8], dr, dc, 0.0).ravel()[order]
-        cols[:, k] = _shifted(rank, dr, dc, 0).ravel()[order]
-    del frac
-    keep = vals != 0
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(keep.sum(axis=1), out=indptr[1:])
-    matrix = sparse.csr_matrix((vals[keep], cols[keep], indptr), shape=(n, n))
-    del vals, cols, keep
+        f = frac[k].ravel()
+        donors = np.flatnonzero(f)
+        rows.append(rank[donors + (dr * w + dc)])
+        cols.append(rank[donors])
+        vals.append(-f[donors])
+    del frac, f, donors
+    rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    matrix = sparse.coo_matrix((vals, (rows, cols)), shape=(n, n))
+    del rows, cols, vals
+    matrix = matrix.tocsc()
     cell = np.where(valid.ravel()[order], res * res, 0.0)
     # the diagonal is stored (all ones): unit_diagonal only overwrites it, no rescaling pass
     area_ranked = spsolve_triangular(

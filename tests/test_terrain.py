@@ -34,6 +34,22 @@ def test_plane_slope_and_aspect(gx: float, gy: float, facing: float) -> None:
     assert np.isnan(slope[0]).all() and np.isnan(aspect[:, -1]).all()
 
 
+def test_slope_and_aspect_agree_with_xarray_spatial() -> None:
+    xr = pytest.importorskip("xarray")
+    xrs = pytest.importorskip("xrspatial")
+    rng = np.random.default_rng(7)
+    z = np.cumsum(rng.normal(size=(40, 50)), axis=1) * 3 + 500.0
+    da = xr.DataArray(z.astype(np.float32), dims=("y", "x"), attrs={"res": (RES, RES)})
+    ref_slope = np.asarray(xrs.slope(da).data)
+    ref_aspect = np.asarray(xrs.aspect(da).data)
+    ours_slope, ours_aspect = terrain.slope(z, RES), terrain.aspect(z)
+    inner = (slice(1, -1), slice(1, -1))
+    np.testing.assert_allclose(ours_slope[inner], ref_slope[inner], atol=2e-3)
+    diff = (ours_aspect[inner] - ref_aspect[inner] + 180.0) % 360.0 - 180.0
+    assert np.nanmax(np.abs(diff[ref_slope[inner] > 1.0])) < 0.05
+    assert ((ours_aspect[inner] >= 0) & (ours_aspect[inner] < 360)).all()
+
+
 def test_flat_has_no_aspect_and_zero_slope() -> None:
     z = np.full((6, 6), 42.0)
     assert np.isnan(terrain.aspect(z)[1:-1, 1:-1]).all()

@@ -1,0 +1,43 @@
+"""``python -m mapper predict``: one tile's probabilities from a MiSo checkpoint (stage 7)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict one tile: crops on the global lattice, batched through MiSo, blended",
+        description=(
+            "Predict one tile of a region: crops on the crop lattice shared by every tile, run "
+            "through the model in batches, Gaussian-weighted and blended (probabilities). Writes a "
+            "float32 GeoTIFF of class probabilities (NaN nodata) at prediction.out_res."
+        ),
+    )
+    p.add_argument("stacks", nargs="+", help="the tile's stack and its neighbours' (<tile>.tif)")
+    p.add_argument("--config", default="config/config.yaml", help="config file")
+    p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
+    p.add_argument("--task", required=True, choices=["nsp", "soilorder"])
+    p.add_argument("--tile", required=True, help="tile id, e.g. R0012C0034")
+    p.add_argument("--model", required=True, help="checkpoint of the task (training output)")
+    p.add_argument("--out", required=True, help="output GeoTIFF")
+    p.add_argument("--batch-size", type=int, default=16, help="crops per model call")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from mapper.predict import predict_tile
+
+    stats = predict_tile(
+        args.config, args.region, args.task, args.tile, args.model, args.stacks, args.out,
+        batch_size=args.batch_size, bf16=args.bf16, device=args.device,
+        progress=not args.no_progress,
+    )
+    rate = stats.cells / stats.total if stats.total else float("inf")
+    print(f"{args.out}: {stats.crops} crops, {stats.valid_cells}/{stats.cells} valid cells, "
+          f"{stats.total:.1f} s ({rate:,.0f} cells/s)")
+    return 0

@@ -30,9 +30,14 @@ Sources:
   scale/offset when it declares one; else DN / 10000 for integer bands; float bands as they are.
   Several files form a mosaic: for each pixel and band the first file (in the order given) with a
   value wins. Bilinear.
-- DEM: one raster, metres, bilinear (XSCALE at the nominal ratio, e.g. 0.5 for a 5 m DEM).
-- Climate normals: one raster with bands described ``precip_annual``, ``summer_warmth``,
-  ``jan_tmin`` (any order), bilinear from their ~1 km grid.
+- DEM: one raster (e.g. a VRT over IfSAR tiles) or several (first valid wins), metres, band 1,
+  bilinear (XSCALE at the nominal ratio, e.g. 0.5 for a 5 m DEM). Prefer one VRT over many DEM
+  tiles: a VRT joins them before resampling, whereas separate files are resampled one by one, so
+  within a source pixel of a file's edge the first file's value is interpolated from its side only.
+- Climate normals: one 3-band raster or three single-band rasters; bands are found by their
+  descriptions ``precip_annual``, ``summer_warmth``, ``jan_tmin`` (any order, any file). When no
+  band is described so (e.g. a ``gdalbuildvrt -separate`` VRT) and there are exactly three bands,
+  they are taken in that order (the region config's documented order). Bilinear.
 
 Terrain definitions and conventions (aspect of flat pixels is NaN, TPI over a disc, MFD flow) are
 in :mod:`mapper.terrain`. Internally the DEM derivatives use float64; the stack stores float32.
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,8 +162,53 @@ def _sentinel2_plans(paths: list[Path]) -> list[_BandPlan]:
     return [_find_bands(Path(p), wanted, "Sentinel-2") for p in paths]
 
 
-def _climate_plan(path: Path) -> _BandPlan:
-    return _find_bands(Path(path), [(name,) for name in CLIMATE_BANDS], "climate")
+def _climate_plans(paths: list[Path]) -> list[tuple[_BandPlan, list[int]]]:
+    """Where each climate band is: ``(plan of one file, output positions of its bands)`` pairs."""
+    if not paths:
+        raise InputError("no climate file given; pass one 3-band raster or three 1-band rasters")
+    bands: list[tuple[Path, int, str]] = []
+    for path in paths:
+        with open_raster(path) as src:
+            check_crs(src, path)
+            bands += [(path, i, (d or "").strip().lower())
+                      for i, d in enumerate(src.descriptions, start=1)]
+    wanted = [name.lower() for name in CLIMATE_BANDS]
+    chosen = [next((b for b in bands if b[2] == name), None) for name in wanted]
+    if any(c is None for c in chosen):
+        if len(bands) == len(wanted) and not any(b[2] in wanted for b in bands):
+            logger.info("climate bands have no names: taking them in the order %s", CLIMATE_BANDS)
+            chosen = bands
+        else:
+            missing = [CLIMATE_BANDS[i] for i, c in enumerate(chosen) if c is None]
+            have = ", ".join(f"{p.name}:{i}={d!r}" for p, i, d in bands)
+            raise InputError(
+                f"{', '.join(map(str, paths))}: no climate band described {missing} (bands: "
+                f"{have}); set the band descriptions or give exactly 3 unnamed bands in the order "
+                f"{CLIMATE_BANDS}"
+            )
+    plans = []
+    for path in dict.fromkeys(c[0] for c in chosen):
+        positions = [k for k, c in enumerate(chosen) if c[0] == path]
+        indexes = [chosen[k][1] for k in positions]
+        plans.append((_BandPlan(path, indexes, [1.0] * len(indexes), [0.0] * len(indexes)),
+                      positions))
+    return plans
+
+
+def _climate(plans: list[tuple[_BandPlan, list[int]]], lattice: Lattice, window: Window
+             ) -> np.ndarray:
+    """The 3 climate bands (CLIMATE_BANDS order) on a lattice window, float32."""
+    out = np.empty((len(CLIMATE_BANDS), int(window.height), int(window.width)), dtype=np.float32)
+    for plan, positions in plans:
+        out[positions] = _warp(plan, lattice, window)
+    return out
+
+
+def _paths(value: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One path or several, as a list of paths."""
+    if isinstance(value, (str, Path)):
+        return [Path(value)]
+    return [Path(v) for v in value]
 
 
 def _is_synthetic(paths: list[Path]) -> bool:
@@ -198,16 +249,29 @@ def _mosaic(plans: list[_BandPlan], lattice: Lattice, window: Window) -> np.ndar
     return out
 
 
-def _dem(path: Path, lattice: Lattice, window: Window) -> np.ndarray:
-    """The DEM (metres, float32, NaN nodata) warped bilinear onto a lattice window."""
-    return warp_to_grid(
-        path,
-        lattice.crs,
-        lattice.window_transform(window),
-        (int(window.height), int(window.width)),
-        Resampling.bilinear,
-        indexes=[1],
-    )[0]
+def _dem(paths: list[Path], lattice: Lattice, window: Window) -> np.ndarray:
+    """The DEM (metres, float32, NaN nodata) warped bilinear onto a lattice window.
+
+    Several files form a mosaic: for each pixel the first file with a value wins.
+    """
+    out = None
+    for path in paths:
+        z = warp_to_grid(
+            path,
+            lattice.crs,
+            lattice.window_transform(window),
+            (int(window.height), int(window.width)),
+            Resampling.bilinear,
+            indexes=[1],
+        )[0]
+        if out is None:
+            out = z
+        else:
+            gaps = np.isnan(out)
+            out[gaps] = z[gaps]
+        if not np.isnan(out).any():
+            break
+    return out
 
 
 def _grow(window: Window, px: int) -> Window:
@@ -220,7 +284,7 @@ def _grow(window: Window, px: int) -> Window:
 
 
 def local_terrain(
-    dem: Path, lattice: Lattice, window: Window, settings: StackSettings
+    dem: list[Path], lattice: Lattice, window: Window, settings: StackSettings
 ) -> dict[str, np.ndarray]:
     """elevation, slope, aspect, curvature, tpi on a lattice window (from the DEM with a halo)."""
     h = settings.halo_px
@@ -249,7 +313,7 @@ def hydro_blocks(lattice: Lattice, window: Window, block_px: int) -> list[Window
 
 
 def hydro_terrain(
-    dem: Path, lattice: Lattice, block: Window, settings: StackSettings
+    dem: list[Path], lattice: Lattice, block: Window, settings: StackSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """TWI and SPI (float32) on one hydrology block, from its DEM grown by the hydro halo."""
     h = settings.hydro_halo_px
@@ -276,8 +340,8 @@ def build_stack(
     region: Region,
     tile_id: str,
     sentinel2: list[Path],
-    dem: Path,
-    climate: Path,
+    dem: Path | Sequence[Path],
+    climate: Path | Sequence[Path],
     out_path: Path,
     *,
     strip_px: int = STRIP_PX,
@@ -297,10 +361,14 @@ def build_stack(
             f"tile {tile_id!r}: {exc}; pass an id from `python -m mapper tiles`"
         ) from None
     s2_plans = _sentinel2_plans([Path(p) for p in sentinel2])
-    clim_plan = _climate_plan(Path(climate))
-    with open_raster(dem) as src:
-        check_crs(src, dem)
-    synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), Path(dem), Path(climate)])
+    dems, climates = _paths(dem), _paths(climate)
+    clim_plans = _climate_plans(climates)
+    if not dems:
+        raise InputError("no DEM file given; pass at least one with --dem")
+    for path in dems:
+        with open_raster(path) as src:
+            check_crs(src, path)
+    synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
 
     p = lattice.tile_px
     band_of = {name: i for i, name in enumerate(STACK_BANDS, start=1)}
@@ -331,11 +399,11 @@ def build_stack(
             dst.write(s2, indexes=s2_idx, window=local)
             has_data |= bool(np.isfinite(s2).any())
             del s2
-            for name, arr in local_terrain(Path(dem), lattice, win, settings).items():
+            for name, arr in local_terrain(dems, lattice, win, settings).items():
                 dst.write(arr.astype(np.float32), indexes=band_of[name], window=local)
                 has_data |= bool(np.isfinite(arr).any())
                 has_dem |= name == "elevation" and bool(np.isfinite(arr).any())
-            clim = _warp(clim_plan, lattice, win)
+            clim = _climate(clim_plans, lattice, win)
             dst.write(clim, indexes=clim_idx, window=local)
             has_data |= bool(np.isfinite(clim).any())
             del clim
@@ -345,7 +413,7 @@ def build_stack(
             part = _intersect(block, tile_window)
             if part is None:
                 continue
-            twi, spi = hydro_terrain(Path(dem), lattice, block, settings)
+            twi, spi = hydro_terrain(dems, lattice, block, settings)
             r0, c0 = int(part.row_off - block.row_off), int(part.col_off - block.col_off)
             sub = (slice(r0, r0 + int(part.height)), slice(c0, c0 + int(part.width)))
             local = Window(

@@ -155,6 +155,40 @@ def test_several_sentinel2_files_mosaic_first_valid_wins(
     assert np.isfinite(got).all()
 
 
+def _split_climate(src: dict, folder: Path, described: bool, files: int) -> list[Path]:
+    """The fixture's climate as ``files`` rasters (3 x 1 band or 1 x 3 bands), stack band order."""
+    with rasterio.open(src["climate"]) as ds:
+        profile, data, names = ds.profile, ds.read(), list(ds.descriptions)
+    order = [names.index(n) for n in ("precip_annual", "summer_warmth", "jan_tmin")]
+    groups = [[k] for k in order] if files == 3 else [order]
+    paths = []
+    for g, bands in enumerate(groups):
+        path = folder / f"climate_{described}_{g}.tif"
+        with rasterio.open(path, "w", **{**profile, "count": len(bands)}) as out:
+            out.write(data[bands])
+            if described:
+                for i, b in enumerate(bands, start=1):
+                    out.set_band_description(i, names[b])
+        paths.append(path)
+    return paths
+
+
+def test_climate_from_one_or_three_files_named_or_in_order(
+    src: dict, stacks: dict, tmp_path: Path
+) -> None:
+    tile = SMALL_TILES[2]
+    clim = [STACK_BANDS.index(n) for n in ("precip_annual", "summer_warmth", "jan_tmin")]
+    ref = _read(stacks["small"][tile])[clim]
+    for described, files in [(False, 1), (False, 3), (True, 3)]:
+        climate = _split_climate(src, tmp_path, described, files)
+        out = build_stack(src["r64"], tile, [src["s2"]], [src["dem"]], climate,
+                          tmp_path / f"c_{described}_{files}.tif")
+        np.testing.assert_array_equal(_read(out)[clim], ref)
+    two = _split_climate(src, tmp_path, True, 3)[:2]
+    with pytest.raises(InputError, match="no climate band described \\['jan_tmin'\\]"):
+        build_stack(src["r64"], tile, [src["s2"]], src["dem"], two, tmp_path / "x.tif")
+
+
 def test_stack_settings_are_checked(tmp_path: Path) -> None:
     bad_nest = S.write_config(tmp_path, {"hydro_block_px": 96, "hydro_halo_px": 8})
     region = load_region(load_config(bad_nest), "t64")

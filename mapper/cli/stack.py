@@ -17,8 +17,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sentinel2", required=True, nargs="+", metavar="F",
         help="Sentinel-2 raster(s), bands found by description; the first with a value wins",
     )
-    p.add_argument("--dem", required=True, metavar="F", help="DEM raster (metres)")
-    p.add_argument("--climate", required=True, metavar="F", help="climate normals (3 bands)")
+    p.add_argument(
+        "--dem", required=True, nargs="+", metavar="F",
+        help="DEM raster(s) in metres (e.g. one VRT); the first with a value wins",
+    )
+    p.add_argument(
+        "--climate", required=True, nargs="+", metavar="F",
+        help="climate normals: one 3-band raster or three 1-band rasters",
+    )
     p.add_argument("--out", required=True, metavar="OUT", help="output stack GeoTIFF")
     p.set_defaults(func=run_stack)
 
@@ -36,8 +42,8 @@ def run_stack(args: argparse.Namespace) -> int:
 
     region = load_region(load_config(args.config), args.region)
     out = build_stack(
-        region, args.tile, [Path(f) for f in args.sentinel2], Path(args.dem),
-        Path(args.climate), Path(args.out),
+        region, args.tile, [Path(f) for f in args.sentinel2], [Path(f) for f in args.dem],
+        [Path(f) for f in args.climate], Path(args.out),
     )
     print(out)
     return 0

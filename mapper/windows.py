@@ -191,6 +191,29 @@ def read_window(
 # -- VRT ----------------------------------------------------------------------------------------
 
 
+_GDAL_TYPES = {"float32": "Float32", "float64": "Float64", "uint8": "Byte", "int8": "Int8",
+               "uint16": "UInt16", "int16": "Int16", "int32": "Int32", "uint32": "UInt32"}
+
+
+def _colormap(ds: rasterio.DatasetReader) -> dict[int, tuple[int, ...]] | None:
+    try:
+        return ds.colormap(1)
+    except ValueError:  # no colour table
+        return None
+
+
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return (np.isnan(a) and np.isnan(b)) or a == b
+
+
+def _nodata_text(value: float) -> str:
+    if np.isnan(value):
+        return "nan"
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _stack_paths(stacks: Mapping[str, str | Path] | Iterable[str | Path]) -> list[Path]:
     items = stacks.values() if isinstance(stacks, Mapping) else stacks
     return sorted({Path(p) for p in items})
@@ -203,8 +226,10 @@ def write_vrt(
 
     The VRT's grid is the bounding box of the stacks on their shared 10 m lattice; each stack is a
     ``SimpleSource`` (paths relative to the VRT when possible) placed by its geotransform; pixels
-    without a stack are NaN (the nodata). Band descriptions and units come from the stacks. Written
-    as XML directly from the stacks' known geometry (no GDAL ``BuildVRT`` needed), atomically.
+    without a stack are the files' nodata (NaN for stacks). Band descriptions, units, nodata and a
+    colour table of band 1 come from the files, which must agree. Written as XML directly from the
+    files' known geometry (no GDAL ``BuildVRT`` needed), atomically. Works for any set of aligned
+    single-grid tiles (e.g. predicted map tiles), not only stacks.
     """
     out_path = Path(out_path)
     paths = _stack_paths(stacks)
@@ -224,6 +249,8 @@ def write_vrt(
                 "descriptions": list(ds.descriptions),
                 "units": list(ds.units),
                 "block": ds.block_shapes[0],
+                "nodata": ds.nodata,
+                "colormap": _colormap(ds),
                 "synthetic": ds.tags().get("MAPPER_SYNTHETIC", "false").lower() == "true",
             })
     first = infos[0]
@@ -239,10 +266,11 @@ def write_vrt(
             and info["count"] == first["count"]
             and info["descriptions"] == first["descriptions"]
             and info["dtype"] == first["dtype"]
+            and _same_nodata(info["nodata"], first["nodata"])
         )
         if not same:
             raise InputError(
-                f"{info['path']}: CRS, pixel size, bands or data type differ from "
+                f"{info['path']}: CRS, pixel size, bands, data type or nodata differ from "
                 f"{first['path']}; a VRT needs stacks of one region and lattice"
             )
     left = min(i["transform"].c for i in infos)
@@ -268,15 +296,22 @@ def write_vrt(
     meta = ET.SubElement(root, "Metadata")
     synthetic = any(i["synthetic"] for i in infos)
     ET.SubElement(meta, "MDI", key="MAPPER_SYNTHETIC").text = str(synthetic).lower()
-    gdal_type = {"float32": "Float32", "float64": "Float64", "uint8": "Byte", "uint16": "UInt16",
-                 "int16": "Int16", "int32": "Int32", "uint32": "UInt32"}[first["dtype"]]
+    gdal_type = _GDAL_TYPES.get(first["dtype"])
+    if gdal_type is None:
+        raise InputError(f"{first['path']}: data type {first['dtype']} is not supported in a VRT")
     out_dir = out_path.resolve().parent
     for b in range(1, first["count"] + 1):
         band = ET.SubElement(root, "VRTRasterBand", dataType=gdal_type, band=str(b))
         ET.SubElement(band, "Description").text = first["descriptions"][b - 1] or ""
-        ET.SubElement(band, "NoDataValue").text = "nan"
+        if first["nodata"] is not None:
+            ET.SubElement(band, "NoDataValue").text = _nodata_text(first["nodata"])
         if first["units"][b - 1]:
             ET.SubElement(band, "UnitType").text = first["units"][b - 1]
+        if b == 1 and first["colormap"]:
+            ET.SubElement(band, "ColorInterp").text = "Palette"
+            table = ET.SubElement(band, "ColorTable")
+            for _, rgba in sorted(first["colormap"].items()):
+                ET.SubElement(table, "Entry", **{f"c{i + 1}": str(v) for i, v in enumerate(rgba)})
         for info in infos:
             src = ET.SubElement(band, "SimpleSource")
             target = info["path"].resolve()

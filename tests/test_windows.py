@@ -126,3 +126,22 @@ def test_vrt_refuses_stacks_off_the_lattice(built: dict, tmp_path: Path) -> None
     with pytest.raises(InputError, match="not aligned"):
         write_vrt([src, shifted], tmp_path / "bad.vrt")
     assert not (tmp_path / "bad.vrt").exists()
+
+
+def test_vrt_of_class_tiles_keeps_their_nodata_and_colours(tmp_path: Path) -> None:
+    paths = []
+    for k, (left, top) in enumerate([(S.LEFT, S.TOP), (S.LEFT + 640.0, S.TOP - 640.0)]):
+        path = tmp_path / f"class_{k}.tif"
+        profile = dict(driver="GTiff", width=64, height=64, count=1, dtype="uint8",
+                       crs="EPSG:3338", transform=rasterio.Affine(10, 0, left, 0, -10, top),
+                       nodata=255)
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(np.full((1, 64, 64), k + 1, dtype=np.uint8))
+            ds.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 0, 0, 255), 2: (0, 0, 255, 255)})
+        paths.append(path)
+    with rasterio.open(write_vrt(paths, tmp_path / "classes.vrt")) as ds:
+        assert ds.nodata == 255 and ds.dtypes[0] == "uint8" and ds.shape == (128, 128)
+        data = ds.read(1)
+        assert ds.colormap(1)[1] == (255, 0, 0, 255)
+    assert (data[:64, :64] == 1).all() and (data[64:, 64:] == 2).all()
+    assert (data[:64, 64:] == 255).all() and (data[64:, :64] == 255).all()

@@ -16,7 +16,7 @@ Covariates and their definitions:
 - slope: Horn (1981) 3x3 gradient, degrees.
 - aspect: the compass direction the slope faces (downslope), degrees clockwise from north in
   [0, 360); a plane rising to the east faces west: 270. Flat pixels (zero gradient) have no aspect
-  and are NaN (xarray-spatial flags them -1; NaN keeps the band's values circular-meaningful).
+  and are NaN (xarray-spatial flags them -1, which would read as an angle).
   Slope and aspect are xarray-spatial's Horn formulas and conventions, computed here in float64
   numpy: its numba kernels compile at the first call in every process, about 6 s per tile job
   (measured), more than the derivatives of a whole 512 px tile; the tests check agreement.

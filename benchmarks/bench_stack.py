@@ -138,6 +138,9 @@ def main() -> int:
     parser.add_argument("--region", default="demo")
     parser.add_argument("--tile-px", type=int, default=None, help="override the region's tile_px")
     parser.add_argument("--synthetic", action="store_true", help="always synthesize sources")
+    parser.add_argument("--sources", default=None,
+                        help="folder with sentinel2.tif, dem.tif, climate.tif (default: the "
+                             "demo's resources/demo/sources when present)")
     args = parser.parse_args()
 
     region = load_region(load_config(args.config), args.region)
@@ -146,9 +149,9 @@ def main() -> int:
         region = dataclasses.replace(region, lattice=lattice)
     settings = stack_mod.stack_settings(region)
     tile = region.tiles()[0]
-    demo = ROOT / "resources" / "demo" / "sources"
+    demo = Path(args.sources) if args.sources else ROOT / "resources" / "demo" / "sources"
     tmp = tempfile.TemporaryDirectory(prefix="bench_stack_")
-    if not args.synthetic and args.region == "demo" and (demo / "dem.tif").exists():
+    if not args.synthetic and (demo / "dem.tif").exists():
         sources = {k: demo / f"{k}.tif" for k in ("sentinel2", "dem", "climate")}
         kind = f"demo sources in {demo}"
     else:

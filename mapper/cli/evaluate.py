@@ -1,0 +1,53 @@
+"""``python -m mapper cv-fold`` (one model, split and fold) and ``report`` (one task)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "cv-fold", help="train one model on one CV fold and write its test-point predictions"
+    )
+    p.add_argument("--config", default="config/config.yaml", help="config file")
+    p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
+    p.add_argument("--task", required=True, choices=["nsp", "soilorder"], help="task")
+    p.add_argument("--model", required=True, choices=["rf", "miso", "miso_nopretrain"])
+    p.add_argument("--split", required=True, choices=["random", "sh1km", "sh10km"])
+    p.add_argument("--fold", required=True, type=int, help="fold number (0-based)")
+    p.add_argument("--samples", required=True, metavar="S", help="samples table (Parquet)")
+    p.add_argument("--pretrained", metavar="P", help="pretrained checkpoint (model miso)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output Parquet table")
+    p.add_argument("stacks", nargs="+", metavar="STACK", help="the region's stack GeoTIFFs")
+    p.set_defaults(func=run_cv_fold)
+
+    r = subparsers.add_parser("report", help="metrics over CV folds: Markdown, JSON and plots")
+    r.add_argument("--config", default="config/config.yaml", help="config file")
+    r.add_argument("--region", required=True, help="region name (a key of config 'regions')")
+    r.add_argument("--task", required=True, choices=["nsp", "soilorder"], help="task")
+    r.add_argument("--out", required=True, metavar="OUT", help="output Markdown (.md)")
+    r.add_argument("--truth", metavar="T", help="truth raster (default for synthetic regions: "
+                   "resources/<region>/truth/<task>.tif)")
+    r.add_argument("folds", nargs="+", metavar="FOLD", help="cv-fold outputs")
+    r.set_defaults(func=run_report)
+
+
+def run_cv_fold(args: argparse.Namespace) -> int:
+    from mapper.config import load_config, load_region
+    from mapper.evaluate import cv_fold
+
+    region = load_region(load_config(args.config), args.region)
+    df = cv_fold(region, args.task, args.model, args.split, args.fold, args.samples, args.stacks,
+                 args.out, args.pretrained)
+    print(f"{args.out}: {len(df)} test points")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from mapper.config import load_config, load_region
+    from mapper.report import report
+
+    region = load_region(load_config(args.config), args.region)
+    report(region, args.task, args.folds, args.out, args.truth)
+    print(args.out)
+    return 0

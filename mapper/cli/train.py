@@ -1,0 +1,49 @@
+"""``python -m mapper pretrain`` / ``finetune``: train MiSo checkpoints (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="config/config.yaml", help="config file")
+    p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
+    p.add_argument("--samples", required=True, metavar="S", help="samples table (Parquet)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output checkpoint (.pt)")
+    p.add_argument("stacks", nargs="+", metavar="STACK", help="the region's stack GeoTIFFs")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="contrastive pretraining of MiSo on unlabelled crops (resumable)"
+    )
+    _common(p)
+    p.set_defaults(func=run_pretrain)
+
+    f = subparsers.add_parser(
+        "finetune", help="fine-tune MiSo for one task on the labelled points (resumable)"
+    )
+    _common(f)
+    f.add_argument("--task", required=True, choices=["nsp", "soilorder"], help="task")
+    f.add_argument("--pretrained", metavar="P", help="pretrained checkpoint to start from")
+    f.set_defaults(func=run_finetune)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from mapper.config import load_config, load_region
+    from mapper.train import pretrain
+
+    region = load_region(load_config(args.config), args.region)
+    print(pretrain(region, args.samples, args.stacks, args.out))
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from mapper.config import load_config, load_region
+    from mapper.train import finetune
+
+    region = load_region(load_config(args.config), args.region)
+    result = finetune(region, args.task, args.samples, args.stacks, args.out, args.pretrained)
+    loss = result.history[-1]["total"] if result.history else float("nan")
+    print(f"{args.out}: {len(result.history)} epochs, final loss {loss:.4f}")
+    return 0

@@ -1,0 +1,374 @@
+"""Training crops for MiSo: crop windows, query points, labels; point prediction for CV.
+
+Crops are square windows of ``crop_px`` lattice pixels (global lattice pixel coordinates, see
+:mod:`mapper.grid`) read through one :class:`mapper.windows.StackReader` kept open, normalised by a
+:class:`mapper.normalise.Normaliser`. Two kinds, as the reference trains:
+
+- *labelled* crops, centred on a training point's pixel with a random integer shift of up to
+  ``shift_fraction * crop_px`` pixels per axis (at most ``crop_px / 2 - 1``, so the point stays
+  inside). One epoch visits every training point at least once as a labelled query: points are
+  taken in a seeded random order and a point already queried in an earlier crop of the epoch does
+  not start a crop of its own (clustered surveys would otherwise repeat the same context many
+  times per epoch).
+- *unlabelled* crops, centred on a uniformly random position inside the region boundary, making
+  ``unlabelled_fraction`` of all crops (for pretraining: every crop).
+
+Query points of a crop, in this slot order (the n-th slot of every crop in a batch has the same
+role, as the InfoNCE loss arranges them, see :mod:`mapper.losses`):
+1. every training point inside the crop, the centre point first (at most ``MAX_LABELLED``),
+   padded to the batch's largest count with masked slots;
+2. ``random_points`` points uniformly at random in the crop;
+3. ``grid_points`` points on a regular grid (cell centres of a near-square grid).
+Labelled queries sit at the points' exact EPSG:3338 positions; random and grid points are
+continuous positions.
+
+Coordinates per query: ``coords`` crop-normalised (x, y) in [-1, 1] with +-1 the crop's outer
+pixel edges (the centre of column j of a P-px crop is x = -1 + (2j + 1) / P; y = -1 is the top
+edge of the top row) and ``xy`` the same point in EPSG:3338 metres. ``valid`` marks queries whose
+pixel is valid (:func:`mapper.normalise.valid`); ``mask`` marks labelled queries; NSP targets are
+0/1 floats, soil order targets class indices with ``IGNORE_INDEX`` where unlabelled.
+
+Everything random is drawn from ``numpy.random.default_rng([seed, stream, epoch])``: a given epoch
+is the same whether training ran straight through or resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+import torch
+from rasterio.windows import Window
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from mapper.errors import InputError
+from mapper.grid import Lattice
+from mapper.losses import IGNORE_INDEX
+from mapper.normalise import Normaliser
+from mapper.windows import StackReader
+
+logger = logging.getLogger(__name__)
+
+MAX_LABELLED = 32
+"""Labelled queries per crop at most (a dense survey site can hold hundreds in one crop)."""
+
+STREAMS = {"pretrain": 1, "finetune": 2, "normalise": 3}
+"""Random stream numbers, so pretraining and fine-tuning crops differ at the same seed."""
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """The training section's crop settings (see workflow/schemas/region.schema.yaml)."""
+
+    crop_px: int
+    shift_fraction: float
+    random_points: int
+    grid_points: int
+    unlabelled_fraction: float
+    batch_size: int
+    seed: int
+
+    @classmethod
+    def from_training(cls, training: dict[str, Any]) -> CropSettings:
+        return cls(
+            crop_px=int(training["crop_px"]),
+            shift_fraction=float(training["shift_fraction"]),
+            random_points=int(training["random_points"]),
+            grid_points=int(training["grid_points"]),
+            unlabelled_fraction=float(training["unlabelled_fraction"]),
+            batch_size=int(training["batch_size"]),
+            seed=int(training["seed"]),
+        )
+
+    @property
+    def max_shift(self) -> int:
+        return max(0, min(int(self.shift_fraction * self.crop_px), self.crop_px // 2 - 1))
+
+
+@dataclass(frozen=True)
+class PointSet:
+    """Labelled training points: EPSG:3338 ``xy`` [M, 2], lattice ``rowcol`` [M, 2] int64, and
+    ``labels`` [M] (0/1 for NSP, class index for soil order)."""
+
+    xy: np.ndarray
+    rowcol: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def empty(cls) -> PointSet:
+        return cls(np.zeros((0, 2)), np.zeros((0, 2), dtype=np.int64), np.zeros(0))
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """One crop: its upper-left lattice pixel and the training points queried in it."""
+
+    row_off: int
+    col_off: int
+    points: np.ndarray  # int64 indices into the PointSet, centre point first
+
+
+@dataclass
+class Batch:
+    """One training batch (torch tensors; shapes with B crops and N query slots)."""
+
+    s2: Tensor  # [B, 9, P, P]
+    cov: Tensor  # [B, 10, P, P]
+    coords: Tensor  # [B, N, 2] crop-normalised (x, y)
+    xy: Tensor  # [B, N, 2] EPSG:3338 metres
+    valid: Tensor  # [B, N] bool: the query's pixel is valid
+    mask: Tensor  # [B, N] bool: labelled query
+    target: Tensor  # [B, N] float 0/1 (nsp) or int64 class / IGNORE_INDEX (soilorder)
+    windows: list[Window]
+
+    @property
+    def labelled(self) -> int:
+        return int(self.mask.sum())
+
+
+def crop_coords(
+    lattice: Lattice, row_off: int, col_off: int, crop_px: int, xy: np.ndarray
+) -> np.ndarray:
+    """Crop-normalised (x, y) [..., 2] of EPSG:3338 points ``xy`` [..., 2] in a lattice crop."""
+    left = lattice.origin_x + col_off * lattice.res
+    top = lattice.origin_y - row_off * lattice.res
+    size = crop_px * lattice.res
+    out = np.empty(np.shape(xy), dtype=np.float64)
+    out[..., 0] = -1.0 + 2.0 * (xy[..., 0] - left) / size
+    out[..., 1] = -1.0 + 2.0 * (top - xy[..., 1]) / size
+    return out
+
+
+def crop_xy(lattice: Lattice, row_off: int, col_off: int, crop_px: int,
+            coords: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`crop_coords`: EPSG:3338 metres of crop-normalised coordinates."""
+    left = lattice.origin_x + col_off * lattice.res
+    top = lattice.origin_y - row_off * lattice.res
+    size = crop_px * lattice.res
+    out = np.empty(np.shape(coords), dtype=np.float64)
+    out[..., 0] = left + (coords[..., 0] + 1.0) * size / 2.0
+    out[..., 1] = top - (coords[..., 1] + 1.0) * size / 2.0
+    return out
+
+
+def grid_coords(n: int) -> np.ndarray:
+    """``n`` crop-normalised points on a near-square grid of cell centres, row-major [n, 2]."""
+    if n <= 0:
+        return np.zeros((0, 2))
+    nx = math.ceil(math.sqrt(n))
+    ny = math.ceil(n / nx)
+    gx = -1.0 + (2.0 * np.arange(nx) + 1.0) / nx
+    gy = -1.0 + (2.0 * np.arange(ny) + 1.0) / ny
+    xx, yy = np.meshgrid(gx, gy)
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)[:n]
+
+
+class CropDataset:
+    """Batches of crops for one task (``"pretrain"``, ``"nsp"`` or ``"soilorder"``).
+
+    ``points``: the training points (none for pretraining). ``boundary``: the region (EPSG:3338)
+    where unlabelled crops are centred. ``unlabelled_crops``: crops per epoch when there are no
+    training points (pretraining). The reader stays open for the dataset's life.
+    """
+
+    def __init__(
+        self,
+        reader: StackReader,
+        normaliser: Normaliser,
+        settings: CropSettings,
+        boundary: shapely.Geometry,
+        task: str,
+        points: PointSet | None = None,
+        unlabelled_crops: int = 0,
+    ) -> None:
+        self.reader = reader
+        self.lattice = reader.lattice
+        self.normaliser = normaliser
+        self.settings = settings
+        self.boundary = boundary
+        shapely.prepare(self.boundary)
+        self.task = task
+        self.points = points if points is not None else PointSet.empty()
+        self._tree = cKDTree(self.points.rowcol) if len(self.points) else None
+        self.unlabelled_crops = int(unlabelled_crops)
+
+    # -- planning (no I/O) -------------------------------------------------------------------------
+    def _points_in(self, row_off: int, col_off: int, first: int | None) -> np.ndarray:
+        """Training points inside a crop window, ``first`` leading, then by distance to centre."""
+        if self._tree is None:
+            return np.zeros(0, dtype=np.int64)
+        p = self.settings.crop_px
+        centre = (row_off + (p - 1) / 2.0, col_off + (p - 1) / 2.0)
+        near = np.asarray(self._tree.query_ball_point(centre, r=p / 2.0, p=np.inf), dtype=np.int64)
+        rc = self.points.rowcol[near] if len(near) else np.zeros((0, 2), dtype=np.int64)
+        inside = near[
+            (rc[:, 0] >= row_off) & (rc[:, 0] < row_off + p)
+            & (rc[:, 1] >= col_off) & (rc[:, 1] < col_off + p)
+        ]
+        d = np.abs(self.points.rowcol[inside] - np.array(centre)).sum(axis=1)
+        inside = inside[np.lexsort((inside, d))]
+        if first is not None:
+            inside = np.concatenate([[first], inside[inside != first]])
+        return inside[:MAX_LABELLED].astype(np.int64)
+
+    def random_windows(self, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        """``n`` crop upper-left pixels whose crop centre lies inside the region boundary."""
+        left, bottom, right, top = self.boundary.bounds
+        p, res = self.settings.crop_px, self.lattice.res
+        out: list[tuple[int, int]] = []
+        for _ in range(1000):
+            if len(out) >= n:
+                break
+            m = max(16, 2 * (n - len(out)))
+            x = rng.uniform(left, right, m)
+            y = rng.uniform(bottom, top, m)
+            ok = shapely.contains_xy(self.boundary, x, y)
+            for xi, yi in zip(x[ok], y[ok], strict=True):
+                col = math.floor((xi - self.lattice.origin_x) / res)
+                row = math.floor((self.lattice.origin_y - yi) / res)
+                out.append((row - p // 2, col - p // 2))
+        if len(out) < n:
+            raise InputError("could not place random crops inside the region boundary; check it")
+        return out[:n]
+
+    def plan_epoch(self, epoch: int, stream: str) -> list[CropPlan]:
+        """The crops of one epoch, in training order (module doc)."""
+        s = self.settings
+        rng = np.random.default_rng([s.seed, STREAMS[stream], epoch])
+        plans: list[CropPlan] = []
+        if len(self.points):
+            covered = np.zeros(len(self.points), dtype=bool)
+            for i in rng.permutation(len(self.points)):
+                if covered[i]:
+                    continue
+                r, c = self.points.rowcol[i]
+                dr, dc = rng.integers(-s.max_shift, s.max_shift + 1, size=2)
+                r0, c0 = int(r - s.crop_px // 2 + dr), int(c - s.crop_px // 2 + dc)
+                members = self._points_in(r0, c0, int(i))
+                covered[members] = True
+                plans.append(CropPlan(r0, c0, members))
+        f = s.unlabelled_fraction
+        if not len(self.points):
+            n_unlabelled = self.unlabelled_crops
+        elif f >= 1.0:
+            n_unlabelled = len(plans)
+        else:
+            n_unlabelled = int(round(len(plans) * f / (1.0 - f)))
+        for r0, c0 in self.random_windows(n_unlabelled, rng):
+            plans.append(CropPlan(r0, c0, self._points_in(r0, c0, None)))
+        order = rng.permutation(len(plans))
+        return [plans[i] for i in order]
+
+    # -- reading ---------------------------------------------------------------------------------
+    def batches(self, epoch: int, stream: str) -> Iterator[Batch]:
+        """The epoch's batches, ``batch_size`` crops each (the last one may be smaller)."""
+        plans = self.plan_epoch(epoch, stream)
+        rng = np.random.default_rng([self.settings.seed, STREAMS[stream], epoch, 1])
+        b = self.settings.batch_size
+        for start in range(0, len(plans), b):
+            yield self.make_batch(plans[start : start + b], rng)
+
+    def n_batches(self, epoch: int, stream: str) -> int:
+        return math.ceil(len(self.plan_epoch(epoch, stream)) / self.settings.batch_size)
+
+    def read(self, plan: CropPlan) -> np.ndarray:
+        p = self.settings.crop_px
+        return self.reader.read(Window(plan.col_off, plan.row_off, p, p))
+
+    def make_batch(self, plans: list[CropPlan], rng: np.random.Generator) -> Batch:
+        """Read, normalise and assemble crops with their query points (module doc)."""
+        s, lat = self.settings, self.lattice
+        p = s.crop_px
+        n_lab = max((len(pl.points) for pl in plans), default=0)
+        n = n_lab + s.random_points + s.grid_points
+        bsz = len(plans)
+        stacks = np.stack([self.read(pl) for pl in plans])  # [B, 19, P, P]
+        s2, cov = self.normaliser(stacks)
+        ok_px = self.normaliser.valid(stacks)  # [B, P, P]
+        coords = np.zeros((bsz, n, 2))
+        xy = np.zeros((bsz, n, 2))
+        mask = np.zeros((bsz, n), dtype=bool)
+        soil = self.task == "soilorder"
+        target = np.full((bsz, n), IGNORE_INDEX if soil else 0, dtype=np.int64 if soil else
+                         np.float32)
+        grid = grid_coords(s.grid_points)
+        for k, pl in enumerate(plans):
+            m = len(pl.points)
+            if m:
+                pxy = self.points.xy[pl.points]
+                xy[k, :m] = pxy
+                coords[k, :m] = crop_coords(lat, pl.row_off, pl.col_off, p, pxy)
+                mask[k, :m] = True
+                target[k, :m] = self.points.labels[pl.points]
+            rand = rng.uniform(-1.0, 1.0, size=(s.random_points, 2))
+            q = np.concatenate([rand, grid]) if len(grid) else rand
+            coords[k, n_lab:] = q
+            xy[k, n_lab:] = crop_xy(lat, pl.row_off, pl.col_off, p, q)
+            if m < n_lab:  # padding slots: the crop centre, masked out
+                xy[k, m:n_lab] = crop_xy(lat, pl.row_off, pl.col_off, p, np.zeros((1, 2)))
+        cols = np.clip(np.floor((coords[..., 0] + 1.0) * p / 2.0), 0, p - 1).astype(np.int64)
+        rows = np.clip(np.floor((coords[..., 1] + 1.0) * p / 2.0), 0, p - 1).astype(np.int64)
+        valid = ok_px[np.arange(bsz)[:, None], rows, cols]
+        valid[:, :n_lab] &= mask[:, :n_lab]
+        return Batch(
+            s2=torch.from_numpy(s2),
+            cov=torch.from_numpy(cov),
+            coords=torch.from_numpy(coords.astype(np.float32)),
+            xy=torch.from_numpy(xy.astype(np.float32)),
+            valid=torch.from_numpy(valid),
+            mask=torch.from_numpy(mask),
+            target=torch.from_numpy(target),
+            windows=[Window(pl.col_off, pl.row_off, p, p) for pl in plans],
+        )
+
+    def normaliser_pixels(self, n_crops: int = 64) -> np.ndarray:
+        """Stack pixels [n, 19, P, P] of up to ``n_crops`` crops of epoch 0, to fit a normaliser."""
+        plans = self.plan_epoch(0, "normalise")[:n_crops]
+        return np.stack([self.read(pl) for pl in plans])
+
+
+def predict_points(
+    model: Any,
+    normaliser: Normaliser,
+    reader: StackReader,
+    xy: np.ndarray,
+    crop_px: int,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Logits [N, n_out] of MiSo at EPSG:3338 points ``xy`` [N, 2]: one crop centred on each.
+
+    Each point's crop is the ``crop_px`` window whose centre pixel (index ``crop_px // 2``) holds
+    the point; the query sits at the point's exact position. Visual branch only (as prediction).
+    """
+    lat = reader.lattice
+    xy = np.asarray(xy, dtype=np.float64)
+    cols = np.floor((xy[:, 0] - lat.origin_x) / lat.res).astype(np.int64) - crop_px // 2
+    rows = np.floor((lat.origin_y - xy[:, 1]) / lat.res).astype(np.int64) - crop_px // 2
+    out = []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(xy), batch_size):
+            part = slice(start, start + batch_size)
+            stacks = np.stack([
+                reader.read(Window(int(c), int(r), crop_px, crop_px))
+                for r, c in zip(rows[part], cols[part], strict=True)
+            ])
+            s2, cov = normaliser(stacks)
+            coords = np.stack([
+                crop_coords(lat, int(r), int(c), crop_px, p[None])
+                for r, c, p in zip(rows[part], cols[part], xy[part], strict=True)
+            ])  # [b, 1, 2]
+            feats = model.encode(torch.from_numpy(s2), torch.from_numpy(cov))
+            logits = model.predict(feats, torch.from_numpy(coords.astype(np.float32)))
+            out.append(logits[:, 0].numpy())
+    n_out = int(getattr(model, "n_out", 1))
+    return np.concatenate(out) if out else np.zeros((0, n_out), dtype=np.float32)

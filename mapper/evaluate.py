@@ -1,0 +1,211 @@
+"""One cross-validation fold: train a model on the fold's training points, predict its test points.
+
+    cv_fold(region, task, model, split, fold, samples, stacks, out, pretrained=None)
+
+Models, all on the rows given by :func:`mapper.splits.train_test_indices` (identical folds):
+
+- ``rf``: scikit-learn's RandomForestClassifier on the 19 stack values at each point
+  (``evaluation.rf_trees``, ``rf_max_depth``, ``rf_min_samples_split``; ``random_state`` =
+  ``training.seed``, one job), missing values imputed with the training median of the band.
+- ``miso``: fine-tuned on the fold from the pretrained checkpoint (``evaluation.epochs``, or
+  ``training.finetune_epochs`` when null), then queried at each test point in a crop centred on
+  it (:func:`mapper.dataset.predict_points`).
+- ``miso_nopretrain``: the same without the pretrained checkpoint (SatlasPretrain or random
+  start): the ablation.
+
+Output: a Parquet table, one row per test point: ``obs_id, x, y, y_true, p_<class>...,
+y_pred`` (classes: ``absent, present`` for NSP, the soil orders otherwise; ``y_pred`` the most
+probable class, i.e. a 0.5 threshold for NSP), plus ``task, model, split, fold, n_train``. A fold
+whose training set is empty (a spatial holdout wider than the region) keeps its test rows with
+NaN probabilities and ``y_pred`` -1, and says so in the metadata and the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mapper.bands import SOIL_ORDERS, STACK_BANDS
+from mapper.config import Region
+from mapper.errors import ConfigError, InputError
+from mapper.raster import atomic_path
+from mapper.samples import read_samples, samples_metadata, stacks_by_tile
+from mapper.splits import LABEL_COLUMNS, check_split, train_test_indices
+
+logger = logging.getLogger(__name__)
+
+MODELS = ("rf", "miso", "miso_nopretrain")
+METADATA_KEY = b"mapper"
+
+
+def class_names(task: str) -> list[str]:
+    """Names of the evaluated classes, in index order."""
+    if task == "nsp":
+        return ["absent", "present"]
+    if task == "soilorder":
+        return list(SOIL_ORDERS)
+    raise ConfigError(f"unknown task {task!r}; choose nsp or soilorder")
+
+
+def probability_columns(task: str) -> list[str]:
+    return [f"p_{c}" for c in class_names(task)]
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+def random_forest_probabilities(
+    features: np.ndarray, labels: np.ndarray, test: np.ndarray, n_classes: int,
+    evaluation: dict[str, Any], seed: int,
+) -> np.ndarray:
+    """RF class probabilities [n_test, n_classes] (classes absent from training get 0)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    median = np.nanmedian(np.where(np.isfinite(features), features, np.nan), axis=0)
+    median = np.where(np.isfinite(median), median, 0.0)
+
+    def impute(x: np.ndarray) -> np.ndarray:
+        return np.where(np.isfinite(x), x, median[None, :])
+
+    rf = RandomForestClassifier(
+        n_estimators=int(evaluation["rf_trees"]),
+        max_depth=evaluation["rf_max_depth"],
+        min_samples_split=int(evaluation["rf_min_samples_split"]),
+        random_state=seed,
+        n_jobs=1,
+    )
+    rf.fit(impute(features), labels)
+    proba = np.zeros((len(test), n_classes))
+    proba[:, rf.classes_.astype(np.int64)] = rf.predict_proba(impute(test))
+    return proba
+
+
+def miso_probabilities(
+    region: Region, task: str, table: pd.DataFrame, train: np.ndarray, test: np.ndarray,
+    stacks: list[str | Path], pretrained: str | Path | None,
+) -> np.ndarray:
+    """Fine-tune MiSo on the training rows, then class probabilities at the test rows."""
+    import torch
+
+    from mapper.dataset import predict_points
+    from mapper.train import finetune
+    from mapper.windows import StackReader
+
+    ev, training = region.settings["evaluation"], region.settings["training"]
+    epochs = ev["epochs"] or training["finetune_epochs"]
+    result = finetune(region, task, table, stacks, None, pretrained, train, int(epochs))
+    with StackReader(stacks_by_tile(stacks), region.lattice) as reader:
+        logits = predict_points(
+            result.model, result.normaliser, reader, table[["x", "y"]].to_numpy()[test],
+            int(training["crop_px"]), batch_size=max(int(training["batch_size"]), 32),
+        )
+    logits_t = torch.from_numpy(logits).double()
+    if task == "nsp":
+        p = torch.sigmoid(logits_t[:, 0]).numpy()
+        return np.stack([1.0 - p, p], axis=1)
+    return torch.softmax(logits_t, dim=1).numpy()
+
+
+# -- one fold -------------------------------------------------------------------------------------
+
+
+def cv_fold(
+    region: Region,
+    task: str,
+    model: str,
+    split: str,
+    fold: int,
+    samples: str | Path,
+    stacks: list[str | Path],
+    out: str | Path,
+    pretrained: str | Path | None = None,
+) -> pd.DataFrame:
+    """Train ``model`` on fold ``fold`` of ``split`` and write its test predictions (module doc)."""
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    check_split(split)
+    classes = class_names(task)
+    if model == "miso" and pretrained is None and region.settings["training"]["pretrain"]:
+        raise ConfigError(
+            f"model miso needs --pretrained (training.pretrain is on in region {region.name}); "
+            "pass the pretrained checkpoint, or use miso_nopretrain"
+        )
+    if model != "miso" and pretrained is not None:
+        logger.warning("model %s ignores the pretrained checkpoint %s", model, pretrained)
+        pretrained = None
+    table = read_samples(samples)
+    meta = samples_metadata(samples)
+    if meta.get("region") not in (None, region.name):
+        raise InputError(f"{samples}: samples of region {meta['region']}, not {region.name}")
+    train, test = train_test_indices(table, split, fold, task)
+    labels = table[LABEL_COLUMNS[task]].to_numpy()
+    y_true = np.asarray(labels[test], dtype=np.int64)
+    seed = int(region.settings["training"]["seed"])
+    note = ""
+    if len(test) == 0:
+        proba = np.zeros((0, len(classes)))
+        note = "no test point"
+    elif len(train) == 0:
+        proba = np.full((len(test), len(classes)), np.nan)
+        note = "no training point outside the holdout distance of the test points"
+        logger.warning("%s fold %d (%s): %s; predictions left empty", split, fold, task, note)
+    elif model == "rf":
+        feats = table[STACK_BANDS].to_numpy(np.float64)
+        proba = random_forest_probabilities(
+            feats[train], np.asarray(labels[train], dtype=np.int64), feats[test], len(classes),
+            region.settings["evaluation"], seed,
+        )
+    else:
+        proba = miso_probabilities(region, task, table, train, test, stacks,
+                                   pretrained if model == "miso" else None)
+    y_pred = np.where(np.isfinite(proba).all(axis=1) & (len(classes) > 0),
+                      np.nan_to_num(proba, nan=-1.0).argmax(axis=1), -1)
+    result = pd.DataFrame({
+        "obs_id": table["obs_id"].to_numpy()[test].astype(str),
+        "x": table["x"].to_numpy()[test],
+        "y": table["y"].to_numpy()[test],
+        "y_true": y_true,
+    })
+    for i, col in enumerate(probability_columns(task)):
+        result[col] = proba[:, i]
+    result["y_pred"] = y_pred.astype(np.int64)
+    result["task"], result["model"], result["split"] = task, model, split
+    result["fold"], result["n_train"] = int(fold), len(train)
+    info = {"region": region.name, "synthetic": region.synthetic, "task": task, "model": model,
+            "split": split, "fold": int(fold), "n_train": len(train), "n_test": len(test),
+            "classes": classes, "note": note,
+            "pretrained": str(pretrained) if pretrained else None}
+    _write(result, Path(out), info)
+    if len(test) and len(train):
+        acc = float((y_pred == y_true).mean())
+        logger.info("%s %s %s fold %d: %d training, %d test points, accuracy %.3f", task, model,
+                    split, fold, len(train), len(test), acc)
+    return result
+
+
+def _write(df: pd.DataFrame, out: Path, info: dict[str, Any]) -> None:
+    arrow = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(arrow.schema.metadata or {})
+    meta[METADATA_KEY] = json.dumps(info, sort_keys=True).encode()
+    with atomic_path(out) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+
+
+def read_fold(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A fold's predictions and metadata (written by :func:`cv_fold`)."""
+    path = Path(path)
+    try:
+        df = pd.read_parquet(path)
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: not a readable fold table ({exc}); rerun its cv-fold") from None
+    if METADATA_KEY not in meta:
+        raise InputError(f"{path}: not written by `mapper cv-fold` (no metadata); rerun it")
+    return df, json.loads(meta[METADATA_KEY])

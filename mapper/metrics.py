@@ -1,0 +1,88 @@
+"""Classification metrics of the evaluation, with scikit-learn's conventions.
+
+Classes are integer indices 0..K-1 into a list of names. Per class: precision, recall, F1 and
+support; a class that is neither true nor predicted in the set has no defined value (NaN) and
+is left out of the averages, like scikit-learn's default label set (the union of true and
+predicted labels). A precision or recall with a zero denominator is 0 (scikit-learn's
+``zero_division=0``). Macro averages weigh the classes in that set equally; weighted averages by
+support. AUC (binary only): the probability that a random positive scores above a random
+negative, ties counting half (Mann-Whitney U / (n_pos n_neg)); NaN if a class is missing.
+R1 (binary only): recall of class 1, permafrost present, the reference's headline figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts [K, K]: row = true class, column = predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    flat = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
+    return flat.reshape(n_classes, n_classes)
+
+
+def auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for binary ``y_true`` (0/1); NaN if one class."""
+    y_true = np.asarray(y_true).astype(bool)
+    score = np.asarray(score, dtype=np.float64)
+    n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)  # average ranks for ties
+    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
+
+
+def classification_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: list[str],
+    score: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Every figure of the report for one set of predictions (plain floats, lists and dicts).
+
+    ``score``: for two classes, the predicted probability of class 1 (for AUC).
+    """
+    k = len(classes)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    cm = confusion(y_true, y_pred, k)
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1).astype(np.float64)
+    predicted = cm.sum(axis=0).astype(np.float64)
+    precision = _ratio(tp, predicted)
+    recall = _ratio(tp, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    present = (support + predicted) > 0
+    n = len(y_true)
+    out: dict[str, Any] = {
+        "n": n,
+        "accuracy": float(tp.sum() / n) if n else float("nan"),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]) if present[i] else float("nan"),
+                "recall": float(recall[i]) if present[i] else float("nan"),
+                "f1": float(f1[i]) if present[i] else float("nan"),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(classes)
+        },
+        "confusion": cm.tolist(),
+    }
+    for name, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+        out[f"macro_{name}"] = float(values[present].mean()) if present.any() else float("nan")
+        out[f"weighted_{name}"] = (
+            float((values * support).sum() / support.sum()) if support.sum() else float("nan")
+        )
+    if k == 2:
+        out["r1"] = float(recall[1]) if support[1] else float("nan")
+        out["auc"] = auc(y_true, score) if score is not None else float("nan")
+    return out

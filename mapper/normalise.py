@@ -1,0 +1,221 @@
+"""Stack values -> model inputs: Sentinel-2 as SatlasPretrain expects it, covariates fitted to 0..1.
+
+Input: a stack array ``[..., 19, H, W]`` float32 in physical units (band order
+:data:`mapper.bands.STACK_BANDS`; reflectance as 0..1 floats; NaN = nodata). Output: ``s2``
+``[..., 9, H, W]`` and ``cov`` ``[..., 10, H, W]``, float32 in 0..1 with every nodata value set to 0
+(the model's convention: a missing value looks like the darkest / lowest input).
+
+Sentinel-2 (fixed, no fitting: the pretrained satellite encoder saw exactly this scaling).
+Reflectance is taken as ``v * 1e4`` (L2A digital numbers without offset), then
+- R, G, B: a 2-98 % stretch with the reference's fixed limits, R 78-3318, G 158-3411, B 167-3335:
+  ``(v*1e4 - lo) / (hi - lo)``;
+- B05, B06, B07, B08, B11, B12: ``v*1e4 / 8160``;
+all clipped to 0..1.
+
+Covariates (fitted on training pixels): each band is clipped to its 1st-99th percentile
+``[p1, p99]``, z-scored with the mean and standard deviation of the clipped values, then min-max
+scaled to 0..1 over the z-scored range. The three steps are affine on the clipped value, so they
+compose exactly to ``(clip(v, p1, p99) - p1) / (p99 - p1)``, which is what is computed; mean and
+standard deviation are kept in the stored dict for the record. A band whose percentiles coincide
+(constant over the training pixels) maps to 0.5 where it has data.
+
+Validity: a pixel is *valid* (usable as a sample, a query point or a prediction) where all 9
+Sentinel-2 bands and the DEM elevation are finite. Other covariates may be missing on their own
+(e.g. hydrology at a truncated catchment, climate at a coast) and are then just set to 0; a pixel
+without imagery or terrain has nothing to learn from.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mapper.bands import COVARIATE_BANDS, S2_BANDS, STACK_BANDS
+from mapper.errors import CheckpointError, InputError
+
+logger = logging.getLogger(__name__)
+
+N_S2 = len(S2_BANDS)
+N_COV = len(COVARIATE_BANDS)
+S2_NAMES = [name for name, _ in S2_BANDS]
+ELEVATION = STACK_BANDS.index("elevation")
+
+# Reference scaling of SatlasPretrain's multispectral Sentinel-2 models (reflectance x 1e4).
+RGB_STRETCH: dict[str, tuple[float, float]] = {
+    "s2_red": (78.0, 3318.0),
+    "s2_green": (158.0, 3411.0),
+    "s2_blue": (167.0, 3335.0),
+}
+OTHER_S2_DIVISOR = 8160.0
+REFLECTANCE_SCALE = 1e4
+PERCENTILES = (1.0, 99.0)
+FORMAT = "mapper.normaliser/1"
+
+
+def _s2_affine() -> tuple[np.ndarray, np.ndarray]:
+    """Per-band (offset, scale) so that ``s2 = (v * 1e4 - offset) * scale`` (before clipping)."""
+    offset = np.zeros(N_S2, dtype=np.float64)
+    scale = np.full(N_S2, 1.0 / OTHER_S2_DIVISOR, dtype=np.float64)
+    for i, name in enumerate(S2_NAMES):
+        if name in RGB_STRETCH:
+            lo, hi = RGB_STRETCH[name]
+            offset[i], scale[i] = lo, 1.0 / (hi - lo)
+    return offset, scale
+
+
+def _check_stack(stack: np.ndarray) -> None:
+    if stack.ndim < 3 or stack.shape[-3] != len(STACK_BANDS):
+        raise InputError(
+            f"stack array of shape {tuple(stack.shape)} is not [..., {len(STACK_BANDS)}, H, W] "
+            "in the stack's band order; read it with mapper.windows"
+        )
+
+
+def valid(stack: np.ndarray) -> np.ndarray:
+    """Bool mask ``[..., H, W]``: all 9 Sentinel-2 bands and the elevation are finite."""
+    _check_stack(stack)
+    ok = np.isfinite(stack[..., :N_S2, :, :]).all(axis=-3)
+    return ok & np.isfinite(stack[..., ELEVATION, :, :])
+
+
+def valid_pixels(values: np.ndarray) -> np.ndarray:
+    """:func:`valid` for a table of point values ``[N, 19]`` (one row per point): bool ``[N]``."""
+    return np.isfinite(values[:, :N_S2]).all(axis=1) & np.isfinite(values[:, ELEVATION])
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Stack -> (s2, cov) model inputs; covariate limits fitted on training pixels.
+
+    ``lo`` / ``hi``: per covariate band the 1st / 99th percentile (physical units), ``mean`` /
+    ``std`` of the clipped values (recorded, see the module doc). Build with :meth:`fit`; store
+    with :meth:`to_dict` (plain lists and floats, fit for checkpoints); restore with
+    :meth:`from_dict`.
+    """
+
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    n_pixels: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("lo", "hi", "mean", "std"):
+            if len(getattr(self, name)) != N_COV:
+                raise ValueError(f"Normaliser.{name} needs {N_COV} values (one per covariate)")
+
+    # -- fitting --------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, pixels: np.ndarray, max_pixels: int = 1_000_000, seed: int = 0) -> Normaliser:
+        """Fit the covariate limits on training pixels.
+
+        ``pixels``: stack values, either ``[..., 19, H, W]`` crops or a ``[N, 19]`` table.
+        Only :func:`valid` pixels count; per band only its finite values. At most ``max_pixels``
+        pixels (a seeded random subset) are used, which fixes the percentiles to well under a
+        percent of the band's range at any region size.
+        """
+        table = cls._as_table(pixels)
+        table = table[valid_pixels(table)]
+        if table.shape[0] == 0:
+            raise InputError(
+                "no valid training pixel (all 9 Sentinel-2 bands and elevation finite) to fit "
+                "the normalisation on; check the stacks cover the samples"
+            )
+        if table.shape[0] > max_pixels:
+            pick = np.random.default_rng(seed).choice(table.shape[0], max_pixels, replace=False)
+            table = table[np.sort(pick)]
+        lo, hi, mean, std = [], [], [], []
+        for b in range(N_S2, len(STACK_BANDS)):
+            v = table[:, b].astype(np.float64)
+            v = v[np.isfinite(v)]
+            if v.size == 0:
+                logger.warning("covariate %s has no value in the training pixels; it maps to 0",
+                               STACK_BANDS[b])
+                lo.append(0.0), hi.append(0.0), mean.append(0.0), std.append(0.0)
+                continue
+            p_lo, p_hi = np.percentile(v, PERCENTILES)
+            clipped = np.clip(v, p_lo, p_hi)
+            lo.append(float(p_lo)), hi.append(float(p_hi))
+            mean.append(float(clipped.mean())), std.append(float(clipped.std()))
+        return cls(tuple(lo), tuple(hi), tuple(mean), tuple(std), int(table.shape[0]))
+
+    @staticmethod
+    def _as_table(pixels: np.ndarray) -> np.ndarray:
+        """``[..., 19, H, W]`` -> ``[N, 19]``; a ``[N, 19]`` table passes through."""
+        pixels = np.asarray(pixels, dtype=np.float32)
+        if pixels.ndim == 2 and pixels.shape[1] == len(STACK_BANDS):
+            return pixels
+        _check_stack(pixels)
+        moved = np.moveaxis(pixels, -3, -1)  # [..., 19, H, W] -> [..., H, W, 19]
+        return moved.reshape(-1, len(STACK_BANDS))
+
+    # -- storage --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for checkpoints (covariate names kept, so a reordered stack is refused)."""
+        return {
+            "format": FORMAT,
+            "s2_bands": list(S2_NAMES),
+            "covariates": list(COVARIATE_BANDS),
+            "rgb_stretch": {k: list(v) for k, v in RGB_STRETCH.items()},
+            "other_s2_divisor": OTHER_S2_DIVISOR,
+            "percentiles": list(PERCENTILES),
+            "lo": list(self.lo),
+            "hi": list(self.hi),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "n_pixels": int(self.n_pixels),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normaliser:
+        """Inverse of :meth:`to_dict`; refuses a dict of another format or band list."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise CheckpointError(
+                f"normalisation is not a {FORMAT!r} dict; retrain the checkpoint with this mapper"
+            )
+        if data.get("covariates") != COVARIATE_BANDS or data.get("s2_bands") != S2_NAMES:
+            raise CheckpointError(
+                "normalisation was fitted for other bands "
+                f"({data.get('s2_bands')} + {data.get('covariates')}); retrain on current stacks"
+            )
+        fixed = {k: tuple(v) for k, v in data.get("rgb_stretch", {}).items()}
+        if fixed != RGB_STRETCH or data.get("other_s2_divisor") != OTHER_S2_DIVISOR:
+            raise CheckpointError(
+                "normalisation uses another Sentinel-2 scaling than this mapper's; retrain"
+            )
+        return cls(
+            tuple(float(v) for v in data["lo"]),
+            tuple(float(v) for v in data["hi"]),
+            tuple(float(v) for v in data["mean"]),
+            tuple(float(v) for v in data["std"]),
+            int(data.get("n_pixels", 0)),
+        )
+
+    # -- applying -------------------------------------------------------------------------------
+    def __call__(self, stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``stack [..., 19, H, W]`` -> ``(s2 [..., 9, H, W], cov [..., 10, H, W])`` float32."""
+        _check_stack(stack)
+        stack = np.asarray(stack, dtype=np.float32)
+        shape = (1,) * (stack.ndim - 3)
+        offset, scale = _s2_affine()
+        s2 = stack[..., :N_S2, :, :] * np.float32(REFLECTANCE_SCALE)
+        s2 = (s2 - offset.reshape(*shape, N_S2, 1, 1).astype(np.float32)) * scale.reshape(
+            *shape, N_S2, 1, 1
+        ).astype(np.float32)
+        lo = np.asarray(self.lo, dtype=np.float32).reshape(*shape, N_COV, 1, 1)
+        hi = np.asarray(self.hi, dtype=np.float32).reshape(*shape, N_COV, 1, 1)
+        span = hi - lo
+        cov = stack[..., N_S2:, :, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cov = np.where(span > 0, (np.clip(cov, lo, hi) - lo) / np.where(span > 0, span, 1), 0.5)
+        cov = np.where(np.isfinite(stack[..., N_S2:, :, :]), cov, np.nan)
+        s2 = np.nan_to_num(np.clip(s2, 0.0, 1.0), nan=0.0)
+        cov = np.nan_to_num(np.clip(cov, 0.0, 1.0), nan=0.0)
+        return s2.astype(np.float32, copy=False), cov.astype(np.float32, copy=False)
+
+    def valid(self, stack: np.ndarray) -> np.ndarray:
+        """See :func:`valid` (all 9 Sentinel-2 bands and the elevation finite)."""
+        return valid(stack)

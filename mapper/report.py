@@ -1,0 +1,397 @@
+"""The evaluation report of one task: metrics per fold, mean +- sd over folds, per split and model.
+
+    report(region, task, fold_files, out)   # out = results/<region>/reports/<task>.md
+
+Writes beside ``out``:
+- ``<task>.md``: a Markdown report: the summary table (accuracy, macro and weighted precision /
+  recall / F1, and for NSP AUC and R1 = recall of permafrost present), a per-class table
+  (precision, recall, F1), fold sizes, and, for a synthetic region with truth rasters, how the
+  held-out predictions agree with the hidden truth;
+- ``<task>.json``: every figure, per fold too;
+- ``<task>_splits.png``: bars of the headline metrics per split and model (+- sd);
+- ``<task>_confusion.png``: confusion matrices pooled over the folds, per split and model
+  (rows true class, normalised per row).
+
+"mean +- sd" is over the folds that had training points (sample sd, ddof 1); a fold whose
+spatial holdout left no training point is counted and left out. Per-class figures are averaged
+over the folds where the class occurs (true or predicted).
+
+Truth (synthetic regions only): ``resources/<region>/truth/nsp.tif`` (probability) and
+``soilorder.tif`` (class index), on the 10 m lattice, read at each test point's pixel. NSP: AUC
+of the predicted probability against ``truth > 0.5`` and the Pearson correlation of predicted and
+true probability (chance: 0.5 and 0); soil order: accuracy against the true class (chance: the
+share of the most common true class among the test points). The observed labels' agreement with
+the truth is given too: labels are noisy draws from it, so it bounds what a model can reach.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mapper.bands import CLASS_NODATA
+from mapper.config import Region
+from mapper.errors import InputError
+from mapper.evaluate import MODELS, class_names, probability_columns, read_fold
+from mapper.metrics import auc, classification_metrics, confusion
+from mapper.raster import atomic_path, open_raster
+from mapper.splits import SPLITS
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAMES = {"rf": "Random Forest", "miso": "MiSo", "miso_nopretrain": "MiSo (no pretraining)"}
+SPLIT_NAMES = {"random": "Random", "sh1km": "SH-1km", "sh10km": "SH-10km"}
+SUMMARY = {
+    "nsp": ["accuracy", "auc", "r1", "macro_precision", "macro_recall", "macro_f1",
+            "weighted_precision", "weighted_recall", "weighted_f1"],
+    "soilorder": ["accuracy", "macro_precision", "macro_recall", "macro_f1",
+                  "weighted_precision", "weighted_recall", "weighted_f1"],
+}
+HEADLINE = {"nsp": ["accuracy", "auc", "r1", "macro_f1"], "soilorder": ["accuracy", "macro_f1",
+                                                                       "weighted_f1"]}
+LABELS = {"accuracy": "accuracy", "auc": "AUC", "r1": "R1", "macro_precision": "macro P",
+          "macro_recall": "macro R", "macro_f1": "macro F1", "weighted_precision": "weighted P",
+          "weighted_recall": "weighted R", "weighted_f1": "weighted F1"}
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if not len(v):
+        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
+    sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+    return {"mean": float(v.mean()), "sd": sd, "n": int(len(v))}
+
+
+def _fmt(s: dict[str, float]) -> str:
+    if not s["n"]:
+        return "–"
+    if not math.isfinite(s["sd"]):
+        return f"{s['mean']:.3f}"
+    return f"{s['mean']:.3f} ± {s['sd']:.3f}"
+
+
+def _order(values: list[str], known: tuple[str, ...] | list[str]) -> list[str]:
+    return [k for k in known if k in values] + sorted(v for v in values if v not in known)
+
+
+# -- truth ----------------------------------------------------------------------------------------
+
+
+def truth_path(region: Region, task: str) -> Path:
+    return Path("resources") / region.name / "truth" / f"{task}.tif"
+
+
+def _truth_at(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Truth raster values at EPSG:3338 points (NaN outside it or on its nodata)."""
+    with open_raster(path) as ds:
+        rows, cols = ds.index(x, y)
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        data = ds.read(1)
+        nodata = ds.nodata
+    ok = (rows >= 0) & (rows < data.shape[0]) & (cols >= 0) & (cols < data.shape[1])
+    out = np.full(len(x), np.nan)
+    out[ok] = data[rows[ok], cols[ok]]
+    if nodata is not None and np.isfinite(nodata):
+        out[out == nodata] = np.nan
+    return out
+
+
+def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any]:
+    """Agreement of pooled held-out predictions with the truth raster, per split and model."""
+    out: dict[str, Any] = {"path": str(path), "splits": {}}
+    values = _truth_at(path, preds["x"].to_numpy(), preds["y"].to_numpy())
+    if task == "soilorder":
+        values[values == CLASS_NODATA] = np.nan
+    preds = preds.assign(truth=values)
+    for (split, model), g in preds.groupby(["split", "model"], sort=False):
+        g = g[g["truth"].notna() & (g["y_pred"] >= 0)]
+        if not len(g):
+            continue
+        if task == "nsp":
+            t = g["truth"].to_numpy()
+            p = g["p_present"].to_numpy()
+            entry = {
+                "n": len(g),
+                "auc_vs_truth": auc(t > 0.5, p),
+                "corr_vs_truth": float(np.corrcoef(p, t)[0, 1]) if np.std(p) > 0 else float("nan"),
+                "labels_auc_vs_truth": auc(t > 0.5, g["y_true"].to_numpy()),
+                "labels_corr_vs_truth": float(np.corrcoef(g["y_true"], t)[0, 1]),
+                "chance_auc": 0.5,
+                "chance_corr": 0.0,
+                "truth_present_share": float((t > 0.5).mean()),
+            }
+        else:
+            t = g["truth"].to_numpy().astype(np.int64)
+            entry = {
+                "n": len(g),
+                "accuracy_vs_truth": float((g["y_pred"].to_numpy() == t).mean()),
+                "labels_accuracy_vs_truth": float((g["y_true"].to_numpy() == t).mean()),
+                "chance_accuracy": float(np.bincount(t).max() / len(t)),
+            }
+        out["splits"].setdefault(split, {})[model] = entry
+    return out
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+def collect(task: str, fold_files: list[str | Path]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Per-fold metric records and all predictions (pooled) of the fold files."""
+    classes = class_names(task)
+    records, frames = [], []
+    for path in fold_files:
+        df, meta = read_fold(path)
+        if meta.get("task") != task:
+            raise InputError(f"{path}: a {meta.get('task')} fold, not {task}; pass {task} folds")
+        rec = {k: meta[k] for k in ("model", "split", "fold", "n_train", "n_test", "note")}
+        rec["path"] = str(path)
+        usable = df[df["y_pred"] >= 0]
+        if meta["n_train"] > 0 and len(usable):
+            score = usable["p_present"].to_numpy() if task == "nsp" else None
+            rec["metrics"] = classification_metrics(usable["y_true"].to_numpy(),
+                                                    usable["y_pred"].to_numpy(), classes, score)
+        else:
+            rec["metrics"] = None
+        records.append(rec)
+        frames.append(df)
+    cols = ["obs_id", "x", "y", "y_true", *probability_columns(task), "y_pred", "model", "split",
+            "fold"]
+    preds = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    return records, preds
+
+
+def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{split: {model: {metric: {mean, sd, n}, per_class: {...}, folds, folds_used}}}``."""
+    classes = class_names(task)
+    summary: dict[str, Any] = {}
+    for split in _order(sorted({r["split"] for r in records}), tuple(SPLITS)):
+        for model in _order(sorted({r["model"] for r in records}), MODELS):
+            recs = [r for r in records if r["split"] == split and r["model"] == model]
+            if not recs:
+                continue
+            used = [r["metrics"] for r in recs if r["metrics"] is not None]
+            entry: dict[str, Any] = {"folds": len(recs), "folds_used": len(used),
+                                     "n_test": sum(r["n_test"] for r in recs)}
+            for m in SUMMARY[task]:
+                entry[m] = _stats([u[m] for u in used])
+            entry["per_class"] = {
+                c: {m: _stats([u["per_class"][c][m] for u in used])
+                    for m in ("precision", "recall", "f1")}
+                | {"support": int(sum(u["per_class"][c]["support"] for u in used))}
+                for c in classes
+            }
+            summary.setdefault(split, {})[model] = entry
+    return summary
+
+
+def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[dict[str, Any]],
+              truth: dict[str, Any] | None, out: Path) -> str:
+    classes = class_names(task)
+    title = {"nsp": "near-surface permafrost (NSP)", "soilorder": "soil order"}[task]
+    lines = [f"# Evaluation: {title}, region {region.name}", ""]
+    if region.synthetic:
+        lines += ["**SYNTHETIC region**: every source and observation is synthetic; these figures "
+                  "describe no real place.", ""]
+    n_folds = max((r["fold"] for r in records), default=-1) + 1
+    lines += [
+        f"{n_folds}-fold cross-validation; each model trained on a fold's training points and "
+        "scored on its test points; the same folds for every model. Figures are mean ± sd over "
+        "the folds with training points (sample sd). SH-d: no training point within d of a test "
+        "point (spatial holdout with a dead zone). R1 = recall of permafrost present; class "
+        "predictions at the most probable class (0.5 for NSP).", "",
+    ]
+    metrics = SUMMARY[task]
+    lines.append("| split | model | folds | test points | "
+                 + " | ".join(LABELS[m] for m in metrics) + " |")
+    lines.append("|" + "---|" * (4 + len(metrics)))
+    for split, models in summary.items():
+        for model, e in models.items():
+            lines.append(
+                f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
+                f"{e['folds_used']}/{e['folds']} | {e['n_test']} | "
+                + " | ".join(_fmt(e[m]) for m in metrics) + " |"
+            )
+    lines += ["", "## Per class (precision / recall / F1, mean ± sd over folds)", ""]
+    lines.append("| split | model | " + " | ".join(classes) + " |")
+    lines.append("|" + "---|" * (2 + len(classes)))
+    for split, models in summary.items():
+        for model, e in models.items():
+            cells = []
+            for c in classes:
+                pc = e["per_class"][c]
+                if not pc["f1"]["n"]:
+                    cells.append("–")
+                    continue
+                cells.append(" / ".join(f"{pc[m]['mean']:.2f}" for m in ("precision", "recall",
+                                                                           "f1"))
+                             + f" (n={pc['support']})")
+            lines.append(f"| {SPLIT_NAMES.get(split, split)} | "
+                         f"{MODEL_NAMES.get(model, model)} | " + " | ".join(cells) + " |")
+    lines += ["", "## Folds (training / test points)", "", "| split | model | "
+              + " | ".join(f"fold {k}" for k in range(n_folds)) + " |",
+              "|" + "---|" * (2 + n_folds)]
+    for split, models in summary.items():
+        for model in models:
+            cells = []
+            for k in range(n_folds):
+                r = [r for r in records if (r["split"], r["model"], r["fold"]) == (split, model, k)]
+                cells.append(f"{r[0]['n_train']} / {r[0]['n_test']}" if r else "–")
+            lines.append(f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
+                         + " | ".join(cells) + " |")
+    if truth is not None:
+        lines += ["", "## Agreement with the hidden truth (synthetic region)", "",
+                  f"Held-out predictions pooled over folds, read against `{truth['path']}` at the "
+                  "test points. The observed labels are noisy draws from the truth; their own "
+                  "agreement bounds what a model can reach.", ""]
+        if task == "nsp":
+            lines += ["| split | model | points | AUC vs truth>0.5 | corr. vs truth prob. | "
+                      "labels: AUC / corr. | chance: AUC / corr. |",
+                      "|---|---|---|---|---|---|---|"]
+            for split, models in truth["splits"].items():
+                for model, t in models.items():
+                    lines.append(
+                        f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
+                        f"{t['n']} | {t['auc_vs_truth']:.3f} | {t['corr_vs_truth']:.3f} | "
+                        f"{t['labels_auc_vs_truth']:.3f} / {t['labels_corr_vs_truth']:.3f} | "
+                        f"{t['chance_auc']:.1f} / {t['chance_corr']:.1f} |")
+        else:
+            lines += ["| split | model | points | accuracy vs truth | labels vs truth | "
+                      "chance (majority class) |", "|---|---|---|---|---|---|"]
+            for split, models in truth["splits"].items():
+                for model, t in models.items():
+                    lines.append(
+                        f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
+                        f"{t['n']} | {t['accuracy_vs_truth']:.3f} | "
+                        f"{t['labels_accuracy_vs_truth']:.3f} | {t['chance_accuracy']:.3f} |")
+    lines += ["", f"Figures: `{out.stem}_splits.png` (headline metrics per split), "
+              f"`{out.stem}_confusion.png` (pooled confusion matrices); every figure per fold "
+              f"in `{out.stem}.json`.", ""]
+    return "\n".join(lines)
+
+
+def _plot_splits(task: str, summary: dict[str, Any], path: Path, synthetic: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = HEADLINE[task]
+    splits = list(summary)
+    models = _order(sorted({m for s in summary.values() for m in s}), MODELS)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
+    width = 0.8 / max(len(models), 1)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for i, model in enumerate(models):
+            means = [summary[s].get(model, {}).get(metric, {}).get("mean", np.nan) for s in splits]
+            sds = [summary[s].get(model, {}).get(metric, {}).get("sd", np.nan) for s in splits]
+            pos = np.arange(len(splits)) + (i - (len(models) - 1) / 2) * width
+            ax.bar(pos, means, width, yerr=np.nan_to_num(sds), capsize=2,
+                   label=MODEL_NAMES.get(model, model))
+        ax.set_xticks(np.arange(len(splits)), [SPLIT_NAMES.get(s, s) for s in splits])
+        ax.set_ylim(0, 1)
+        ax.set_title(LABELS[metric])
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{task}: mean ± sd over folds" + (" (SYNTHETIC region)" if synthetic else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_confusion(task: str, preds: pd.DataFrame, path: Path, synthetic: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = class_names(task)
+    k = len(classes)
+    splits = _order(sorted(preds["split"].unique()), tuple(SPLITS))
+    models = _order(sorted(preds["model"].unique()), MODELS)
+    size = 2.4 if k == 2 else 3.6
+    fig, axes = plt.subplots(len(splits), len(models), squeeze=False,
+                             figsize=(size * len(models) + 0.5, size * len(splits) + 0.5))
+    for i, split in enumerate(splits):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            g = preds[(preds["split"] == split) & (preds["model"] == model)]
+            g = g[g["y_pred"] >= 0]
+            cm = confusion(g["y_true"].to_numpy(), g["y_pred"].to_numpy(), k).astype(float)
+            rows = cm.sum(axis=1, keepdims=True)
+            norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+            ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+            for r in range(k):
+                for c in range(k):
+                    ax.text(c, r, f"{int(cm[r, c])}", ha="center", va="center", fontsize=6,
+                            color="white" if norm[r, c] > 0.6 else "black")
+            short = [c[:4] for c in classes]
+            ax.set_xticks(range(k), short, fontsize=6, rotation=90 if k > 2 else 0)
+            ax.set_yticks(range(k), short, fontsize=6)
+            ax.set_title(f"{SPLIT_NAMES.get(split, split)}, {MODEL_NAMES.get(model, model)}",
+                         fontsize=7)
+            if j == 0:
+                ax.set_ylabel("true", fontsize=7)
+            if i == len(splits) - 1:
+                ax.set_xlabel("predicted", fontsize=7)
+    fig.suptitle(f"{task}: confusion pooled over folds (row-normalised colour, counts)"
+                 + (" (SYNTHETIC)" if synthetic else ""), fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _clean(obj: Any) -> Any:
+    """NaN -> None for strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def report(
+    region: Region,
+    task: str,
+    fold_files: list[str | Path],
+    out: str | Path,
+    truth: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write ``out`` (Markdown) and its JSON and two PNGs beside it (module doc); returns the
+    JSON content. ``truth``: the truth raster (default ``resources/<region>/truth/<task>.tif``
+    when the region is synthetic and the file exists)."""
+    out = Path(out)
+    if not fold_files:
+        raise InputError(f"{out}: no fold predictions given; pass the cv-fold outputs")
+    records, preds = collect(task, fold_files)
+    summary = summarise(task, records)
+    truth_info = None
+    tpath = Path(truth) if truth else truth_path(region, task)
+    if (truth or region.synthetic) and tpath.is_file():
+        truth_info = truth_agreement(task, preds, tpath)
+    elif truth:
+        raise InputError(f"{tpath}: truth raster not found")
+    content = {
+        "region": region.name, "synthetic": region.synthetic, "task": task,
+        "classes": class_names(task), "summary": summary,
+        "folds": [{k: v for k, v in r.items()} for r in records], "truth": truth_info,
+    }
+    base = out.with_suffix("")
+    with atomic_path(base.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(_clean(content), indent=1, sort_keys=False))
+    _plot_splits(task, summary, base.parent / f"{base.name}_splits.png", region.synthetic)
+    _plot_confusion(task, preds, base.parent / f"{base.name}_confusion.png", region.synthetic)
+    with atomic_path(out) as tmp:
+        tmp.write_text(_markdown(region, task, summary, records, truth_info, out))
+    logger.info("wrote %s (+ .json, _splits.png, _confusion.png) from %d folds", out,
+                len(records))
+    return content

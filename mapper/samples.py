@@ -1,0 +1,301 @@
+"""Observation points -> the samples table: stack values, lattice pixel, labels and CV folds.
+
+Input: an observation table (CSV or Parquet) with columns ``obs_id, lon, lat, date, nsp,
+soil_order``: WGS84 longitude/latitude in degrees, ``nsp`` 0/1 or empty (near-surface permafrost
+absent/present), ``soil_order`` one of :data:`mapper.bands.SOIL_ORDERS` or empty (names matched
+ignoring case and surrounding spaces).
+
+Output: one Parquet file, one row per kept point, with
+    obs_id, date, lon, lat        as given (obs_id and date as strings)
+    x, y                          EPSG:3338 metres (the projected position, not the pixel centre)
+    row, col, tile                the lattice pixel holding (x, y) and its tile id
+    nsp                           nullable Int8 (0/1)
+    soil_order                    nullable Int8, index into SOIL_ORDERS
+    soil_order_name               nullable string
+    <19 stack bands>              float32 stack values at the pixel (NaN where a covariate is
+                                  missing; the Sentinel-2 bands and elevation are always finite)
+    fold_random, fold_sh1km, fold_sh10km   int8 fold per split (see :mod:`mapper.splits`)
+and file metadata (key ``mapper``, JSON): region, synthetic flag, folds, seed and the counts of
+dropped points. Points are dropped (and counted in the log) when they have no position, lie
+outside the region boundary, or sit on a pixel that is not valid (:func:`mapper.normalise.valid`:
+no stack, or a Sentinel-2 band or the elevation missing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+from pyproj import Transformer
+from rasterio.windows import Window
+
+from mapper.bands import SOIL_ORDERS, STACK_BANDS
+from mapper.config import Region
+from mapper.errors import InputError
+from mapper.grid import Lattice
+from mapper.normalise import valid_pixels
+from mapper.raster import atomic_path
+from mapper.splits import SPLITS, fold_column, make_folds
+from mapper.windows import StackReader
+
+logger = logging.getLogger(__name__)
+
+OBSERVATION_COLUMNS = ["obs_id", "lon", "lat", "date", "nsp", "soil_order"]
+SAMPLE_COLUMNS = (
+    ["obs_id", "date", "lon", "lat", "x", "y", "row", "col", "tile", "nsp", "soil_order",
+     "soil_order_name"]
+    + STACK_BANDS
+    + [fold_column(s) for s in SPLITS]
+)
+METADATA_KEY = b"mapper"
+
+
+# -- stacks ---------------------------------------------------------------------------------------
+
+
+def stacks_by_tile(paths: Iterable[str | Path]) -> dict[str, Path]:
+    """``{tile id: path}`` from stack files named ``<tile id>.tif`` (the stack stage's naming)."""
+    out: dict[str, Path] = {}
+    for p in map(Path, paths):
+        try:
+            Lattice.parse(p.stem)
+        except ValueError:
+            raise InputError(
+                f"{p}: a stack file must be named <tile id>.tif (e.g. R0012C0034.tif); pass the "
+                "files the stack stage wrote"
+            ) from None
+        if p.stem in out and out[p.stem] != p:
+            raise InputError(f"{p}: tile {p.stem} given twice ({out[p.stem]}); pass one per tile")
+        out[p.stem] = p
+    return out
+
+
+# -- observations ---------------------------------------------------------------------------------
+
+
+def read_observations(path: str | Path) -> pd.DataFrame:
+    """Read and check an observation table; labels parsed (``nsp`` Int8, ``soil_order`` Int8).
+
+    Errors (InputError, naming the file): unreadable file, missing columns, duplicate obs_id,
+    ``nsp`` values other than 0/1, unknown soil order names (listing them and the allowed ones).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: observation table not found; check the observations source")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_csv(path, dtype={"obs_id": str, "date": str, "soil_order": str})
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
+        raise InputError(
+            f"{path}: cannot be read as a CSV or Parquet table ({type(exc).__name__}: {exc}); "
+            "fix or replace the file"
+        ) from None
+    missing = [c for c in OBSERVATION_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(missing)}; an observation table needs "
+            f"{', '.join(OBSERVATION_COLUMNS)}"
+        )
+    out = pd.DataFrame({
+        "obs_id": table["obs_id"].astype("string"),
+        "lon": pd.to_numeric(table["lon"], errors="coerce").astype("float64"),
+        "lat": pd.to_numeric(table["lat"], errors="coerce").astype("float64"),
+        "date": table["date"].astype("string"),
+    })
+    dup = out["obs_id"][out["obs_id"].duplicated()].dropna().unique()
+    if len(dup) or out["obs_id"].isna().any():
+        shown = ", ".join(map(str, dup[:5])) or "(empty)"
+        raise InputError(f"{path}: obs_id must be unique and present; repeated or empty: {shown}")
+    out["nsp"] = _parse_nsp(table["nsp"], path)
+    out["soil_order"], out["soil_order_name"] = _parse_soil_order(table["soil_order"], path)
+    return out
+
+
+def _parse_nsp(column: pd.Series, path: Path) -> pd.Series:
+    text = column.astype("string").str.strip()
+    text = text.mask(text == "")
+    num = pd.to_numeric(text, errors="coerce")
+    bad = text.notna() & ~num.isin([0, 1])
+    if bad.any():
+        shown = ", ".join(sorted(map(str, text[bad].unique()))[:8])
+        raise InputError(f"{path}: nsp must be 0, 1 or empty; found {shown}; fix those rows")
+    return num.astype("Int8")
+
+
+def _parse_soil_order(column: pd.Series, path: Path) -> tuple[pd.Series, pd.Series]:
+    text = column.astype("string").str.strip()
+    text = text.mask(text == "")
+    index = {name.lower(): i for i, name in enumerate(SOIL_ORDERS)}
+    lowered = text.str.lower()
+    known = lowered.isin(list(index))
+    bad = text.notna() & ~known
+    if bad.any():
+        shown = ", ".join(sorted(map(str, text[bad].unique())))
+        raise InputError(
+            f"{path}: unknown soil order name(s) {shown}; allowed: {', '.join(SOIL_ORDERS)} "
+            "(or empty); rename or drop those rows"
+        )
+    codes = lowered.map(index).astype("Int8")
+    names = codes.map(lambda i: SOIL_ORDERS[int(i)], na_action="ignore").astype("string")
+    return codes, names
+
+
+def project(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """WGS84 longitude/latitude (degrees) -> EPSG:3338 x, y (metres)."""
+    t = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True)
+    x, y = t.transform(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def _inside(boundary: shapely.Geometry, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(x) & np.isfinite(y)
+    out = np.zeros(len(x), dtype=bool)
+    if ok.any():
+        shapely.prepare(boundary)
+        out[ok] = shapely.contains_xy(boundary, x[ok], y[ok])
+    return out
+
+
+# -- sampling -------------------------------------------------------------------------------------
+
+
+def pixel_of(lattice: Lattice, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice (row, col) of the pixels holding points (x, y) in EPSG:3338 metres."""
+    col = np.floor((np.asarray(x) - lattice.origin_x) / lattice.res).astype(np.int64)
+    row = np.floor((lattice.origin_y - np.asarray(y)) / lattice.res).astype(np.int64)
+    return row, col
+
+
+def sample_stacks(reader: StackReader, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Stack values [N, 19] float32 at lattice pixels (NaN where no stack covers the pixel)."""
+    out = np.full((len(rows), len(STACK_BANDS)), np.nan, dtype=np.float32)
+    for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
+        out[i] = reader.read(Window(int(c), int(r), 1, 1))[:, 0, 0]
+    return out
+
+
+def build_samples(
+    region: Region,
+    observations: str | Path,
+    stacks: Iterable[str | Path],
+    out: str | Path,
+) -> pd.DataFrame:
+    """Build and write the samples table of ``region`` (module doc); returns it."""
+    out = Path(out)
+    obs = read_observations(observations)
+    n_read = len(obs)
+    x, y = project(obs["lon"].to_numpy(), obs["lat"].to_numpy())
+    has_pos = np.isfinite(x) & np.isfinite(y)
+    boundary = region.boundary()
+    inside = _inside(boundary, x, y)
+    if not inside.any() and n_read:
+        sx, sy = project(obs["lat"].to_numpy(), obs["lon"].to_numpy())
+        swapped = int(_inside(boundary, sx, sy).sum())
+        if swapped:
+            raise InputError(
+                f"{observations}: no point lies in region {region.name}, but {swapped} of "
+                f"{n_read} do with lon and lat exchanged; the lon and lat columns look swapped"
+            )
+        raise InputError(
+            f"{observations}: none of its {n_read} points lies in region {region.name}; check "
+            "the table is for this region (lon/lat in WGS84 degrees)"
+        )
+    lattice = region.lattice
+    rows, cols = pixel_of(lattice, np.where(inside, x, 0.0), np.where(inside, y, 0.0))
+    values = np.full((n_read, len(STACK_BANDS)), np.nan, dtype=np.float32)
+    with StackReader(stacks_by_tile(stacks), lattice) as reader:
+        values[inside] = sample_stacks(reader, rows[inside], cols[inside])
+    ok = inside & valid_pixels(values)
+    counts = {
+        "read": n_read,
+        "no_position": int((~has_pos).sum()),
+        "outside": int((has_pos & ~inside).sum()),
+        "nodata": int((inside & ~ok).sum()),
+        "kept": int(ok.sum()),
+    }
+    logger.info(
+        "%s: %d points read; dropped %d without position, %d outside region %s, %d on nodata; "
+        "kept %d", observations, n_read, counts["no_position"], counts["outside"], region.name,
+        counts["nodata"], counts["kept"],
+    )
+    if not ok.any():
+        raise InputError(
+            f"{observations}: every point in region {region.name} is on nodata (no stack, "
+            "imagery or elevation there); check the stacks passed cover the region"
+        )
+    table = obs[ok].reset_index(drop=True)
+    table["x"], table["y"] = x[ok], y[ok]
+    table["row"], table["col"] = rows[ok], cols[ok]
+    table["tile"] = pd.array(
+        [lattice.tile_of_xy(float(a), float(b)) for a, b in zip(x[ok], y[ok], strict=True)],
+        dtype="string",
+    )
+    for b, name in enumerate(STACK_BANDS):
+        table[name] = values[ok, b]
+    evaluation, seed = region.settings["evaluation"], int(region.settings["training"]["seed"])
+    folds = make_folds(table[["x", "y"]].to_numpy(), int(evaluation["folds"]), seed)
+    for col, fold in folds.items():
+        table[col] = fold
+    table = table[SAMPLE_COLUMNS]
+    logger.info(
+        "labels: %d nsp (%d present), %d soil order (%s)", int(table["nsp"].notna().sum()),
+        int((table["nsp"] == 1).sum()), int(table["soil_order"].notna().sum()),
+        ", ".join(f"{SOIL_ORDERS[int(k)]} {v}" for k, v in
+                  table["soil_order"].value_counts().sort_index().items()),
+    )
+    meta = {
+        "region": region.name,
+        "synthetic": region.synthetic,
+        "observations": str(observations),
+        "folds": int(evaluation["folds"]),
+        "seed": seed,
+        "counts": counts,
+        "note": "SYNTHETIC observations" if region.synthetic else "",
+    }
+    write_samples(table, out, meta)
+    return table
+
+
+def write_samples(table: pd.DataFrame, out: str | Path, meta: dict[str, Any]) -> Path:
+    """Write the table as Parquet (atomically) with ``meta`` as JSON under key ``mapper``."""
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    schema_meta = dict(arrow.schema.metadata or {})
+    schema_meta[METADATA_KEY] = json.dumps(meta, sort_keys=True).encode()
+    arrow = arrow.replace_schema_metadata(schema_meta)
+    with atomic_path(out) as tmp:
+        pq.write_table(arrow, tmp)
+    return Path(out)
+
+
+def read_samples(path: str | Path) -> pd.DataFrame:
+    """Read a samples table written by :func:`build_samples` (columns checked)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: samples table not found; run `python -m mapper samples` first")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: not a readable Parquet table ({exc}); rebuild it") from None
+    missing = [c for c in SAMPLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"{path}: not a samples table (missing {', '.join(missing[:6])}); rebuild it with "
+            "`python -m mapper samples`"
+        )
+    return table
+
+
+def samples_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``mapper`` metadata dict of a samples table (empty if absent)."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}

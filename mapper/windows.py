@@ -8,8 +8,9 @@ window of a single pass over the region.
 
 Training and prediction read thousands of crops: :class:`StackReader` keeps the stack files open
 (at most ``max_open`` at once, least recently used closed first) and checks each file once
-(CRS, tile bounds, size, band names). A reader is not thread-safe: use one per thread or process.
-After a fork (e.g. a DataLoader worker) it reopens its files in the new process by itself, and it
+(CRS, tile bounds, size, band names). Reads are serialised by a lock, so threads may share a
+reader (e.g. one prefetching while another computes); for parallel reads use one per thread. After
+a fork (e.g. a DataLoader worker) it reopens its files in the new process by itself, and it
 pickles without its open handles.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -69,12 +71,10 @@ class StackReader:
         self._open: OrderedDict[str, rasterio.DatasetReader] = OrderedDict()
         self._checked: set[str] = set()
         self._pid = os.getpid()
+        self._lock = threading.Lock()
 
     # -- file handles ---------------------------------------------------------------------------
     def _dataset(self, tile: str) -> rasterio.DatasetReader:
-        if os.getpid() != self._pid:  # forked: handles belong to the parent process
-            self._open = OrderedDict()
-            self._pid = os.getpid()
         ds = self._open.get(tile)
         if ds is not None:
             self._open.move_to_end(tile)
@@ -116,10 +116,11 @@ class StackReader:
 
     def close(self) -> None:
         """Close every open file (the reader can still be used: files reopen on demand)."""
-        if os.getpid() == self._pid:
-            for ds in self._open.values():
-                ds.close()
-        self._open = OrderedDict()
+        with self._lock:
+            if os.getpid() == self._pid:
+                for ds in self._open.values():
+                    ds.close()
+            self._open = OrderedDict()
 
     def __enter__(self) -> StackReader:
         return self
@@ -141,11 +142,24 @@ class StackReader:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_open"] = OrderedDict()
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # -- reading --------------------------------------------------------------------------------
     def read(self, window: Window, bands: Sequence[str] | None = None) -> np.ndarray:
         """The window's pixels, ``[bands, height, width]`` float32; NaN where no stack has data."""
+        if os.getpid() != self._pid:  # forked: the parent's handles and lock are not ours
+            self._lock = threading.Lock()
+            self._open = OrderedDict()
+            self._pid = os.getpid()
+        with self._lock:
+            return self._read(window, bands)
+
+    def _read(self, window: Window, bands: Sequence[str] | None) -> np.ndarray:
         col, row, width, height = _check_window(window)
         indexes = _band_indexes(bands)
         out = np.full((len(indexes), height, width), np.nan, dtype=np.float32)

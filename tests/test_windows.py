@@ -88,6 +88,18 @@ def test_stack_reader_reuses_files_and_survives_pickling(built: dict) -> None:
     assert not reader._open
 
 
+def test_stack_reader_shared_by_threads(built: dict) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    lattice = built["r64"].lattice
+    offsets = [(c, r) for c in range(0, 96, 12) for r in range(0, 96, 24)]
+    with StackReader(built["small"], lattice, max_open=1) as reader:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda cr: reader.read(_big_window(built, *cr, 32, 32)), offsets))
+    for (c, r), arr in zip(offsets, got, strict=True):
+        np.testing.assert_array_equal(arr, built["big"][:, r : r + 32, c : c + 32])
+
+
 def test_reader_refuses_stacks_of_another_lattice(built: dict) -> None:
     wrong = built["r128"].lattice  # stacks are 64 px tiles
     with pytest.raises(InputError, match="is not tile .* of the lattice"):

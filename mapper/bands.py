@@ -35,7 +35,7 @@ UNITS: dict[str, str] = {
     "curvature": "1/m (maximum curvature)",
     "tpi": "m (topographic position index)",
     "twi": "ln(m) (topographic wetness index)",
-    "spi": "ln(m^2) (stream power index, log)",
+    "spi": "ln(m) (stream power index ln(a tan b), a = specific catchment area in m)",
     "precip_annual": "mm/year",
     "summer_warmth": "degree-days above 0 C (summer warmth index)",
     "jan_tmin": "degrees C (January mean minimum)",

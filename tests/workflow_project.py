@@ -1,0 +1,320 @@
+"""Small Snakemake projects in a temporary folder, for tests of the workflow itself.
+
+:func:`make_project` writes a project that runs the repository's Snakefile on a "tiny" region:
+``config/config.yaml`` (the real lattice, one region), ``config/regions/tiny.yaml`` and its
+boundary GeoJSON (EPSG:3338). The region is a square of ``tiles_per_side`` x ``tiles_per_side``
+lattice tiles of ``tile_px`` pixels around the centre of the demo area, with the demo's SYNTHETIC
+sources (kind ``demo``, the demo seed) and the smallest training and evaluation settings that
+still run every stage (the demo model size, 32 px crops, one epoch, 2 folds on one split).
+
+:func:`run_snakemake` runs ``python -m snakemake --snakefile <repo>/Snakefile --directory <project>
+--configfile <project>/config/config.yaml``. Snakemake resolves the Snakefile's own relative paths
+(schemas, includes) against the Snakefile, but ``configfile:`` and every path in the config
+against the working directory; the project's config therefore names its region file and
+boundary by absolute path. The environment puts this interpreter's ``bin`` first on PATH, so the
+rules' ``python -m mapper`` is the same installation (and SLURM jobs, which inherit it, too).
+
+:func:`planned_jobs` counts the jobs a dry run plans per rule (from Snakemake's "Job stats").
+:func:`make_statewide_project` writes a project over the real statewide region for DAG dry runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "Snakefile"
+PROFILES = REPO / "workflow" / "profiles"
+ORIGIN = (-2_600_000.0, 2_600_000.0)
+RES = 10.0
+DEMO_SEED = 20260101
+DEMO_CENTRE = (251_840.0, 1_637_440.0)  # centre of the demo square (EPSG:3338 metres)
+
+TRAINING = {
+    "seed": 0,
+    "crop_px": 32,
+    "batch_size": 4,
+    "random_points": 4,
+    "grid_points": 4,
+    "pretrain_epochs": 1,
+    "pretrain_lr": 1.0e-3,
+    "pretrain_crops": 8,
+    "finetune_epochs": 1,
+    "lr_max": 1.0e-3,
+    "lr_min": 1.0e-4,
+    "warmup_lr": 1.0e-5,
+}
+EVALUATION = {
+    "folds": 2,
+    "splits": ["random"],
+    "epochs": 1,
+    "ablation_no_pretrain": False,
+    "rf_trees": 10,
+    "rf_max_depth": 6,
+}
+PREDICTION = {"crop_px": 32, "stride_px": 16, "sigma_scale": 0.125}
+STACK = {"halo_px": 32, "hydro_block_px": 256, "hydro_halo_px": 64}
+
+
+@dataclass
+class WorkflowProject:
+    """A project folder: the working directory Snakemake runs in, its config and its region."""
+
+    root: Path
+    region: str
+    tile_px: int
+    tiles: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config" / "config.yaml"
+
+    @property
+    def region_file(self) -> Path:
+        return self.root / "config" / "regions" / f"{self.region}.yaml"
+
+    def path(self, rel: str | Path) -> Path:
+        return self.root / rel
+
+    def maps(self) -> list[str]:
+        return [f"maps/nsp_{self.region}.tif", f"maps/soilorder_{self.region}.tif"]
+
+    def reports(self) -> list[str]:
+        return [f"results/{self.region}/reports/{t}.md" for t in ("nsp", "soilorder")]
+
+    def stack(self, tile: str) -> str:
+        return f"results/{self.region}/stack/{tile}.tif"
+
+
+@dataclass
+class SnakemakeRun:
+    """A finished ``snakemake`` process: command, exit code, output and wall time."""
+
+    cmd: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def log(self) -> str:
+        return self.stdout + self.stderr
+
+    def check(self) -> SnakemakeRun:
+        if self.returncode != 0:
+            raise AssertionError(
+                f"snakemake exited with {self.returncode} after {self.seconds:.0f} s:\n"
+                f"{' '.join(self.cmd)}\n{tail(self.log, 60)}"
+            )
+        return self
+
+
+def tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def square_boundary(left: float, bottom: float, right: float, top: float) -> dict:
+    """A GeoJSON FeatureCollection of one square, EPSG:3338 metres."""
+    ring = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
+    return {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}},
+        "features": [
+            {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
+                                                               "coordinates": [ring]}}
+        ],
+    }  # fmt: skip
+
+
+def tiny_bounds(tile_px: int, tiles_per_side: int) -> tuple[float, float, float, float]:
+    """A lattice-aligned square of tiles_per_side^2 tiles whose centre is the lattice corner
+    nearest the demo centre: (left, bottom, right, top) in EPSG:3338 metres."""
+    size = tile_px * RES
+    col = round((DEMO_CENTRE[0] - ORIGIN[0]) / size) - tiles_per_side // 2
+    row = round((ORIGIN[1] - DEMO_CENTRE[1]) / size) - tiles_per_side // 2
+    left, top = ORIGIN[0] + col * size, ORIGIN[1] - row * size
+    return left, top - tiles_per_side * size, left + tiles_per_side * size, top
+
+
+def project_env() -> dict[str, str]:
+    """This interpreter's bin first on PATH; one BLAS/OpenMP thread unless a job sets more."""
+    bindir = str(Path(sys.executable).parent)
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([bindir, env.get("PATH", os.defpath)])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.pop("SNAKEMAKE_PROFILE", None)
+    return env
+
+
+def make_project(
+    root: Path,
+    tile_px: int = 256,
+    tiles_per_side: int = 2,
+    region: str = "tiny",
+    training: dict | None = None,
+    evaluation: dict | None = None,
+    prediction: dict | None = None,
+) -> WorkflowProject:
+    """Write config, region file and boundary of a tiny demo-sourced region under ``root``."""
+    from mapper.config import load_config, load_region
+
+    root = Path(root).resolve()
+    regions = root / "config" / "regions"
+    regions.mkdir(parents=True, exist_ok=True)
+    boundary = regions / f"{region}.geojson"
+    boundary.write_text(json.dumps(square_boundary(*tiny_bounds(tile_px, tiles_per_side))))
+    stack = dict(STACK)
+    if tile_px % stack["hydro_block_px"] and stack["hydro_block_px"] % tile_px:
+        stack["hydro_block_px"] = tile_px
+    settings = {
+        "description": f"Tiny SYNTHETIC test region: {tiles_per_side} x {tiles_per_side} tiles "
+        f"of {tile_px} px at the centre of the demo area.",
+        "synthetic": True,
+        "boundary": str(boundary),
+        "tile_px": tile_px,
+        "sources": {
+            name: {"kind": "demo", "seed": DEMO_SEED}
+            for name in ("sentinel2", "dem", "climate", "observations")
+        },
+        "stack": stack,
+        "model": {"size": "demo"},
+        "training": {**TRAINING, **(training or {})},
+        "evaluation": {**EVALUATION, **(evaluation or {})},
+        "prediction": {**PREDICTION, **(prediction or {})},
+    }
+    region_file = regions / f"{region}.yaml"
+    region_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    config = {
+        "grid": {"crs": "EPSG:3338", "res": RES, "origin": list(ORIGIN)},
+        "regions": {region: str(region_file)},
+    }
+    (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    tiles = load_region(load_config(root / "config" / "config.yaml"), region).tiles()
+    return WorkflowProject(root, region, tile_px, tiles, project_env())
+
+
+def make_statewide_project(root: Path, region: str = "alaska") -> WorkflowProject:
+    """A project over the repository's statewide region file, for DAG dry runs.
+
+    The region file is copied with its boundary made absolute; local (kind ``file``) sources are
+    empty placeholder files in the project, which is all a dry run looks at (existence).
+    """
+    from mapper.config import load_config, load_region, read_yaml
+
+    root = Path(root).resolve()
+    (root / "config" / "regions").mkdir(parents=True, exist_ok=True)
+    repo_config = read_yaml(REPO / "config" / "config.yaml")
+    settings = read_yaml(REPO / repo_config["regions"][region])
+    boundary = Path(settings["boundary"])
+    settings["boundary"] = str(boundary if boundary.is_absolute() else REPO / boundary)
+    for source in settings["sources"].values():
+        if source["kind"] == "file" and not Path(source["path"]).is_absolute():
+            placeholder = root / source["path"]
+            placeholder.parent.mkdir(parents=True, exist_ok=True)
+            placeholder.touch()
+    region_file = root / "config" / "regions" / f"{region}.yaml"
+    region_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    config = {"grid": repo_config.get("grid", {}), "regions": {region: str(region_file)}}
+    (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    tiles = load_region(load_config(root / "config" / "config.yaml"), region).tiles()
+    return WorkflowProject(root, region, settings["tile_px"], tiles, project_env())
+
+
+def snakemake_command(
+    project: WorkflowProject, *targets: str, extra_args: tuple[str, ...] | list[str] = ()
+) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(SNAKEFILE),
+        "--directory", str(project.root),
+        "--configfile", str(project.config),
+        *extra_args,
+        *targets,
+    ]  # fmt: skip
+
+
+def run_snakemake(
+    project: WorkflowProject,
+    *targets: str,
+    extra_args: tuple[str, ...] | list[str] = ("--cores", "2"),
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> SnakemakeRun:
+    """Run snakemake on the project (in its own process group, killed whole on timeout)."""
+    cmd = snakemake_command(project, *targets, extra_args=extra_args)
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, cwd=project.root, env=env or project.env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        out, err = proc.communicate()
+        err += f"\n(killed after {timeout:.0f} s)"
+    run = SnakemakeRun(cmd, proc.returncode, out, err, time.monotonic() - start)
+    return run.check() if check else run
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM the process group ``proc`` leads, then SIGKILL it after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def parse_job_stats(text: str) -> dict[str, int]:
+    """The first "Job stats" table of Snakemake's output as {rule: count} (without "total")."""
+    lines = text.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
+    except StopIteration:
+        return {}
+    counts: dict[str, int] = {}
+    for line in lines[start + 3 :]:
+        m = re.match(r"^(\S+)\s+(\d+)\s*$", line)
+        if not m:
+            break
+        if m.group(1) == "total":
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def planned_jobs(
+    project: WorkflowProject,
+    *targets: str,
+    extra_args: tuple[str, ...] | list[str] = (),
+    timeout: float = 600,
+) -> dict[str, int]:
+    """Jobs per rule that ``snakemake --dry-run`` plans for ``targets`` ({} when none)."""
+    run = run_snakemake(
+        project, *targets, extra_args=["--dry-run", "--quiet=rules", *extra_args],
+        timeout=timeout,
+    )  # fmt: skip
+    if "Nothing to be done" in run.log:
+        return {}
+    counts = parse_job_stats(run.log)
+    if not counts:
+        raise AssertionError(f"no 'Job stats' in the dry run's output:\n{tail(run.log, 40)}")
+    return counts

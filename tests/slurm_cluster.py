@@ -6,8 +6,8 @@ the node's spool, the daemons' logs, and a private munge socket and key, so the 
 does not touch ``/etc/slurm`` and does not meet another cluster running on the same machine
 (its two TCP ports are picked free at start). ``SLURM_CONF`` points every SLURM command at the
 folder's ``slurm.conf``: the daemons, and Snakemake with the ``sbatch``/``squeue``/``srun`` it
-runs (:attr:`SlurmCluster.env`). Snakemake's job step executor (plugin 0.6) removes every ``SLURM_*``
-variable, ``SLURM_CONF`` included, before the ``srun`` it runs inside a job (as in
+runs (:attr:`SlurmCluster.env`). Snakemake's job step executor (plugin 0.6) removes every
+``SLURM_*`` variable, ``SLURM_CONF`` included, before the ``srun`` it runs inside a job (as in
 snakemake-executor-plugin-slurm issue #164); a one-line ``srun`` wrapper first on the jobs' PATH
 (``<folder>/bin/srun``) sets it back. A site keeps its ``slurm.conf`` where SLURM looks by default
 (or runs configless), so it does not meet this.
@@ -70,7 +70,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
 
 
-class ClusterUnavailable(RuntimeError):
+class ClusterUnavailableError(RuntimeError):
     """SLURM cannot be installed or started here (not root, no apt, no packages)."""
 
 
@@ -168,14 +168,15 @@ def submitted_job_ids(snakemake_log: str) -> list[str]:
 
 
 def ensure_installed(timeout: float = 900) -> None:
-    """Install slurm-wlm and munge with apt-get if a daemon is missing; raise ClusterUnavailable
-    with the reason when that is impossible (not root, no apt-get, apt failing or too slow)."""
+    """Install slurm-wlm and munge with apt-get if a daemon is missing; raise
+    ClusterUnavailableError with the reason when that is impossible (not root, no apt-get, apt
+    failing or too slow)."""
     if all(os.path.exists(d) for d in DAEMONS) and shutil.which("sbatch"):
         return
     if os.geteuid() != 0:
-        raise ClusterUnavailable("SLURM is not installed and installing it needs root")
+        raise ClusterUnavailableError("SLURM is not installed and installing it needs root")
     if not shutil.which("apt-get"):
-        raise ClusterUnavailable("SLURM is not installed and apt-get is not available")
+        raise ClusterUnavailableError("SLURM is not installed and apt-get is not available")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     start = time.monotonic()
     for cmd in (
@@ -188,13 +189,15 @@ def ensure_installed(timeout: float = 900) -> None:
                 cmd, env=env, capture_output=True, text=True, timeout=max(left, 1), check=False
             )
         except subprocess.TimeoutExpired:
-            raise ClusterUnavailable(f"{' '.join(cmd)} took more than {timeout:.0f} s") from None
+            raise ClusterUnavailableError(
+                f"{' '.join(cmd)} took more than {timeout:.0f} s"
+            ) from None
         if out.returncode != 0:
             tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-            raise ClusterUnavailable(f"{' '.join(cmd)} failed: {' / '.join(tail)}")
+            raise ClusterUnavailableError(f"{' '.join(cmd)} failed: {' / '.join(tail)}")
     missing = [d for d in DAEMONS if not os.path.exists(d)]
     if missing:
-        raise ClusterUnavailable(f"apt-get installed {PACKAGES} but {missing} are missing")
+        raise ClusterUnavailableError(f"apt-get installed {PACKAGES} but {missing} are missing")
 
 
 def free_port() -> int:
@@ -217,12 +220,12 @@ def _wait(predicate, timeout: float, what: str, cluster: SlurmCluster) -> None: 
             return
         for name, proc in cluster.procs.items():
             if proc.poll() is not None:
-                raise ClusterUnavailable(
+                raise ClusterUnavailableError(
                     f"{name} exited with {proc.returncode} while waiting for {what}; "
                     f"log tail: {cluster.log(name)[-800:]!r}"
                 )
         time.sleep(0.5)
-    raise ClusterUnavailable(
+    raise ClusterUnavailableError(
         f"timed out after {timeout:.0f} s waiting for {what}; "
         f"slurmctld log tail: {cluster.log('slurmctld')[-800:]!r}"
     )
@@ -276,8 +279,13 @@ def start_cluster(root: Path, timeout: float = 60) -> SlurmCluster:
         sock = _start_munge(root, cluster)
         cluster.conf.write_text(
             SLURM_CONF.format(
-                root=root, munge_socket=sock, ctld_port=free_port(), slurmd_port=free_port(),
-                cpus=cpus, memory_mb=memory_mb, min_job_age=MIN_JOB_AGE_S,
+                root=root,
+                munge_socket=sock,
+                ctld_port=free_port(),
+                slurmd_port=free_port(),
+                cpus=cpus,
+                memory_mb=memory_mb,
+                min_job_age=MIN_JOB_AGE_S,
             )  # fmt: skip
         )
         for name, cmd in (

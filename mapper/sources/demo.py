@@ -28,7 +28,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from rasterio.windows import Window
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.config import Region
@@ -37,6 +40,7 @@ from mapper.raster import write_geotiff
 from mapper.sources.demo_fields import Layout
 from mapper.sources.demo_grids import (
     ALBERS,
+    NativeGrid,
     buffered,
     climate_grid,
     dem_grid,
@@ -117,6 +121,59 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class DemoGrids:
+    """Where the demo sources of a region lie: the covered box and each source's native grid."""
+
+    coverage: tuple[float, float, float, float]  # region bounding box + MARGIN, EPSG:3338
+    sentinel2: NativeGrid
+    dem: NativeGrid
+    climate: NativeGrid
+    truth: Window  # lattice window of the truth rasters
+
+
+def demo_grids(region: Region) -> DemoGrids:
+    """The native grids of a region's demo sources (see :mod:`mapper.sources.demo_grids`)."""
+    boundary = region.boundary()
+    if boundary.is_empty:
+        raise ConfigError(f"{region.settings['boundary']}: the region's boundary is empty")
+    coverage = buffered(boundary.bounds, MARGIN)
+    return DemoGrids(
+        coverage,
+        sentinel2_grid(coverage),
+        dem_grid(coverage),
+        climate_grid(coverage),
+        region.lattice.bounds_window(coverage),
+    )
+
+
+def demo_world(region: Region, grids: DemoGrids | None = None) -> World:
+    """The region's synthetic world, on a lattice-aligned grid covering every source's grid."""
+    grids = grids or demo_grids(region)
+    lattice = region.lattice
+    world_grid = world_grid_for(
+        [grids.sentinel2, grids.dem, grids.climate], (lattice.origin_x, lattice.origin_y),
+        lattice.res,
+    )  # fmt: skip
+    left, bottom, right, top = region.boundary().bounds
+    half = max(right - left, top - bottom) / 2.0
+    layout = Layout((left + right) / 2.0, (bottom + top) / 2.0, half)
+    return build_world(world_grid, layout, demo_seed(region))
+
+
+def world_window(world: World, region: Region, window: Window) -> tuple[slice, slice]:
+    """Row and column slices of the world's arrays holding a lattice window."""
+    lattice = region.lattice
+    left, _, _, top = lattice.window_bounds(window)
+    r0 = int(round((world.grid.y0 - top) / lattice.res))
+    c0 = int(round((left - world.grid.x0) / lattice.res))
+    if r0 < 0 or c0 < 0 or r0 + window.height > world.grid.shape[0] or (
+        c0 + window.width > world.grid.shape[1]
+    ):
+        raise ValueError(f"lattice window {window} is not inside the demo world")
+    return slice(r0, r0 + int(window.height)), slice(c0, c0 + int(window.width))
+
+
 def synthesize_demo(region: Region, out_dir: Path = Path("resources/demo")) -> dict[str, Path]:
     """Write every demo source, the truth maps and the manifest; return ``what -> path``.
 
@@ -126,22 +183,12 @@ def synthesize_demo(region: Region, out_dir: Path = Path("resources/demo")) -> d
     seed = demo_seed(region)
     out_dir = Path(out_dir)
     paths = {what: out_dir / rel for what, rel in FILES.items()}
-    boundary = region.boundary()
-    if boundary.is_empty:
-        raise ConfigError(f"{region.settings['boundary']}: the region's boundary is empty")
-    bounds = boundary.bounds
-    coverage = buffered(bounds, MARGIN)
-    s2_grid, d_grid, c_grid = sentinel2_grid(coverage), dem_grid(coverage), climate_grid(coverage)
-    lattice = region.lattice
-    world_grid = world_grid_for(
-        [s2_grid, d_grid, c_grid], (lattice.origin_x, lattice.origin_y), lattice.res
-    )
-    half = max(bounds[2] - bounds[0], bounds[3] - bounds[1]) / 2.0
-    layout = Layout((bounds[0] + bounds[2]) / 2.0, (bounds[1] + bounds[3]) / 2.0, half)
-    world = build_world(world_grid, layout, seed)
-    logger.info("demo world %s px built in %.1f s", world_grid.shape, time.perf_counter() - start)
+    grids = demo_grids(region)
+    s2_grid, d_grid, c_grid = grids.sentinel2, grids.dem, grids.climate
+    world = demo_world(region, grids)
+    logger.info("demo world %s px built in %.1f s", world.grid.shape, time.perf_counter() - start)
 
-    _write_truth(region, seed, world, coverage, paths)
+    _write_truth(region, seed, world, grids.truth, paths)
     write_geotiff(
         paths["sentinel2"],
         render_sentinel2(world, s2_grid, seed),
@@ -180,7 +227,7 @@ def synthesize_demo(region: Region, out_dir: Path = Path("resources/demo")) -> d
             PRODUCT="1 km climate normals (SYNTHETIC)",
         ),
     )  # fmt: skip
-    write_observations(paths["observations"], survey(world, boundary, seed))
+    write_observations(paths["observations"], survey(world, region.boundary(), seed))
     paths["manifest"] = _write_manifest(region, seed, out_dir, paths)
     logger.info("demo sources of %s written to %s in %.1f s", region.name, out_dir,
                 time.perf_counter() - start)  # fmt: skip
@@ -188,16 +235,11 @@ def synthesize_demo(region: Region, out_dir: Path = Path("resources/demo")) -> d
 
 
 def _write_truth(
-    region: Region, seed: int, world: World, coverage: tuple[float, ...], paths: dict[str, Path]
+    region: Region, seed: int, world: World, window: Window, paths: dict[str, Path]
 ) -> None:
-    """Crop the truth from the world over the lattice window covering ``coverage``."""
-    lattice = region.lattice
-    window = lattice.bounds_window(coverage)
-    r0 = int(round((world.grid.y0 - lattice.window_bounds(window)[3]) / lattice.res))
-    c0 = int(round((lattice.window_bounds(window)[0] - world.grid.x0) / lattice.res))
-    rows = slice(r0, r0 + int(window.height))
-    cols = slice(c0, c0 + int(window.width))
-    transform = lattice.window_transform(window)
+    """Crop the truth rasters from the world over a lattice window."""
+    rows, cols = world_window(world, region, window)
+    transform = region.lattice.window_transform(window)
     write_geotiff(
         paths["truth_nsp"],
         world.nsp[rows, cols][None].astype("float32"),

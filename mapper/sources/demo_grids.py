@@ -71,7 +71,7 @@ class NativeGrid:
         rk = np.arange(math.ceil((h - 1) / step) + 1) * step
         ck = np.arange(math.ceil((w - 1) / step) + 1) * step
         cc, rr = np.meshgrid(ck + 0.5, rk + 0.5)
-        px, py = self.transform * (cc, rr)
+        px, py = self.transform @ (cc, rr)
         to_albers = Transformer.from_crs(self.crs, ALBERS, always_xy=True)
         kx, ky = to_albers.transform(px, py)
         rows, cols = np.meshgrid(np.arange(h) / step, np.arange(w) / step, indexing="ij")

@@ -92,7 +92,7 @@ def build_terrain(grid: WorldGrid, layout: Layout, seed: int) -> Terrain:
     floodplain = (n < w_north) & (n > -w_south)
     north = n >= w_north
     south = n <= -w_south
-    fp_level = (124.0 + 16.0 * u1).astype("float32")  # falls westward, ~100-150 m
+    fp_level = (124.0 + 16.0 * np.clip(u1, -1.5, 1.5)).astype("float32")  # westward, 100-148 m
 
     fine = noise(seed, shape, "fine")
     elev = fp_level[None, :] + 0.3 * fine

@@ -118,18 +118,22 @@ def parse_scontrol(text: str) -> dict[str, str]:
     return fields
 
 
-def job_listing(cluster: SlurmCluster, job_ids: list[str]) -> list[dict[str, str]]:
-    """One row per job as SLURM saw it (id, name, partition, state, exit code, cpus, memory,
-    time limit, elapsed, submit/start/end, and the --comment the executor sets: rule/group)."""
+def job_listing(
+    cluster: SlurmCluster, job_ids: list[str], labels: dict[str, str] | None = None
+) -> list[dict[str, str]]:
+    """One row per job as SLURM saw it: id, what it ran (``labels``), the executor's --comment,
+    partition, state, exit code, CPUs, memory, time limit, run time, start and end."""
     rows = []
+    labels = labels or {}
     for job_id in job_ids:
         f = cluster.show_job(job_id)
         if not f:
-            rows.append({"JobId": job_id, "JobState": "(gone)"})
+            rows.append({"JobId": job_id, "What": labels.get(job_id, ""), "JobState": "(gone)"})
             continue
         rows.append(
             {
                 "JobId": f.get("JobId", job_id),
+                "What": labels.get(job_id, ""),
                 "Comment": f.get("Comment", ""),
                 "Partition": f.get("Partition", ""),
                 "JobState": f.get("JobState", ""),
@@ -152,7 +156,7 @@ def format_listing(rows: list[dict[str, str]]) -> str:
     if not rows:
         return "(no jobs)"
     cols = [
-        "JobId", "Comment", "Partition", "JobState", "ExitCode", "NumCPUs", "MinMemoryNode",
+        "JobId", "What", "Partition", "JobState", "ExitCode", "NumCPUs", "MinMemoryNode",
         "TimeLimit", "RunTime", "StartTime", "EndTime",
     ]  # fmt: skip
     widths = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
@@ -163,8 +167,21 @@ def format_listing(rows: list[dict[str, str]]) -> str:
 
 def submitted_job_ids(snakemake_log: str) -> list[str]:
     """SLURM job ids the executor plugin logged ("... has been submitted with SLURM jobid N")."""
-    ids = re.findall(r"SLURM jobid (\d+)", snakemake_log)
-    return list(dict.fromkeys(ids))
+    return list(submitted_jobs(snakemake_log))
+
+
+def submitted_jobs(snakemake_log: str) -> dict[str, str]:
+    """SLURM job id -> what it ran, from the plugin's log lines ("... SLURM jobid N (log:
+    .../slurm_logs/<rule_R[/wildcards] or group_G>/N.log)"), in submission order."""
+    jobs: dict[str, str] = {}
+    for m in re.finditer(r"SLURM jobid (\d+)(?: \(log: (\S+)\))?", snakemake_log):
+        label = ""
+        if m.group(2):
+            parts = Path(m.group(2)).parts
+            if "slurm_logs" in parts:
+                label = "/".join(parts[parts.index("slurm_logs") + 1 : -1])
+        jobs.setdefault(m.group(1), label)
+    return jobs
 
 
 def ensure_installed(timeout: float = 900) -> None:

@@ -231,6 +231,127 @@ def make_statewide_project(root: Path, region: str = "alaska") -> WorkflowProjec
     return WorkflowProject(root, region, settings["tile_px"], tiles, project_env())
 
 
+def render_profile(profile: Path) -> dict:
+    """A profile's keys as Snakemake reads them (YTE templating applied), without the site's
+    ``MAPPER_SLURM_*`` environment variables (so the result is the same everywhere)."""
+    import yte
+
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MAPPER_SLURM_")}
+    try:
+        with open(profile) as f:
+            return yte.process_yaml(f, require_use_yte=True)
+    finally:
+        os.environ.update(saved)
+
+
+def capped_threads(profile: dict, cpus: int) -> dict[str, int]:
+    """The profile's ``set-threads`` with every rule capped at ``cpus``."""
+    return {rule: min(int(n), cpus) for rule, n in profile.get("set-threads", {}).items()}
+
+
+def threads_args(threads: dict[str, int]) -> list[str]:
+    return ["--set-threads", *(f"{rule}={n}" for rule, n in sorted(threads.items()))]
+
+
+def local_slurm_profile(dest: Path, cpus: int, memory_mb: int) -> Path:
+    """The workflow's SLURM profile adjusted to a small GPU-less test cluster; returns its folder.
+
+    What changes, and only that: job status from ``squeue`` (no accounting database), a 5 s
+    first status check and 5 s between checks, partition ``debug``, no GPUs (``gpu: 0``, no
+    model or GPU partition), threads and group width capped at the node's CPUs, every memory
+    request capped at the node's memory (``min(<profile's expression>, memory_mb)``), no retry.
+    Everything else (per-rule runtimes, groups and group sizes, keep-going) is the profile's.
+    """
+    profile = render_profile(PROFILES / "slurm" / "config.yaml")
+    profile.pop("__definitions__", None)
+    profile.pop("__use_yte__", None)
+    profile.update(
+        {
+            "slurm-status-command": "squeue",
+            "slurm-init-seconds-before-status-checks": 5,
+            "seconds-between-status-checks": 5,
+            "slurm-keep-successful-logs": True,
+            "latency-wait": 10,
+            "retries": 0,
+            "cores": cpus,
+        }
+    )
+    profile["resources"] = {**profile.get("resources", {}), "mem_mb": memory_mb, "gpu": 0}
+    defaults = {k: v for k, v in profile["default-resources"].items() if k != "slurm_account"}
+    defaults["slurm_partition"] = "debug"
+    defaults["mem_mb"] = min(int(defaults["mem_mb"]), memory_mb)
+    profile["default-resources"] = defaults
+    per_rule = {}
+    for rule, res in profile.get("set-resources", {}).items():
+        res = {k: v for k, v in res.items() if k not in ("gpu_model", "slurm_partition")}
+        if "gpu" in res:
+            res["gpu"] = 0
+        if "mem_mb" in res:
+            res["mem_mb"] = f"min({res['mem_mb']}, {memory_mb})"
+        per_rule[rule] = res
+    profile["set-resources"] = per_rule
+    profile["set-threads"] = capped_threads(profile, cpus)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return dest
+
+
+def copy_project(project: WorkflowProject, dest: Path) -> WorkflowProject:
+    """A copy of the project folder (results, logs and Snakemake's records included, file times
+    kept) whose config names the copy's own region file and boundary."""
+    import shutil
+
+    dest = Path(dest).resolve()
+    shutil.copytree(project.root, dest, symlinks=True)
+    copy = WorkflowProject(dest, project.region, project.tile_px, list(project.tiles),
+                           dict(project.env))  # fmt: skip
+    settings = yaml.safe_load(copy.region_file.read_text())
+    settings["boundary"] = str(dest / Path(settings["boundary"]).relative_to(project.root))
+    _rewrite(copy.region_file, settings)
+    config = yaml.safe_load(copy.config.read_text())
+    config["regions"][copy.region] = str(copy.region_file)
+    _rewrite(copy.config, config)
+    return copy
+
+
+def _rewrite(path: Path, data: dict) -> None:
+    """Write YAML keeping the file's modification time (config files are no rule's input)."""
+    stat = path.stat()
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+TINY_CPUS = 2
+
+
+def tiny_threads() -> dict[str, int]:
+    """Threads per rule for tiny runs: the SLURM profile's, capped at 2 CPUs, as on the test
+    cluster's node, so that local and cluster runs compute with the same thread counts."""
+    return capped_threads(render_profile(PROFILES / "slurm" / "config.yaml"), TINY_CPUS)
+
+
+def tiny_local_args() -> list[str]:
+    return ["--cores", str(TINY_CPUS), *threads_args(tiny_threads())]
+
+
+_COMPLETED: dict[Path, WorkflowProject] = {}
+
+
+def completed_tiny_project(base: Path, timeout: float = 1500) -> WorkflowProject:
+    """The tiny project run locally to its maps, reports and stack VRT (once per ``base`` in this
+    process; tests that change files work on a :func:`copy_project`)."""
+    base = Path(base).resolve()
+    if base not in _COMPLETED:
+        project = make_project(base)
+        targets = [*project.maps(), *project.reports(), f"results/{project.region}/stack.vrt"]
+        run = run_snakemake(project, *targets, extra_args=tiny_local_args(), timeout=timeout)
+        (base / "run.log").write_text(run.log)
+        (base / "run.seconds").write_text(f"{run.seconds:.1f}\n")
+        _COMPLETED[base] = project
+    return _COMPLETED[base]
+
+
 def snakemake_command(
     project: WorkflowProject, *targets: str, extra_args: tuple[str, ...] | list[str] = ()
 ) -> list[str]:

@@ -1,0 +1,149 @@
+"""The workflow on a real one-node SLURM cluster that the test starts (tests/slurm_cluster.py).
+
+Run as root (CI): SLURM and munge are installed with apt-get when missing; without root or apt
+the tests are skipped with the reason. The daemons are stopped (slurmd first) when the module's
+tests end, whatever happens. The jobs as SLURM saw them are printed (``pytest -s``) and written
+next to each run as ``slurm_jobs.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from slurm_cluster import (
+    ClusterUnavailableError,
+    SlurmCluster,
+    ensure_installed,
+    format_listing,
+    job_listing,
+    start_cluster,
+    stop_cluster,
+    submitted_jobs,
+)
+from workflow_project import (
+    completed_tiny_project,
+    local_slurm_profile,
+    make_project,
+    run_snakemake,
+    tail,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+TOY_SNAKEFILE = """\
+localrules: all
+
+
+rule all:
+    input:
+        "a.txt",
+        "b.txt",
+
+
+rule hello:
+    output:
+        "{name}.txt",
+    log:
+        "logs/{name}.log",
+    shell:
+        'echo "$SLURM_JOB_ID $(hostname) $OMP_NUM_THREADS" > {output} 2> {log}'
+"""
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> SlurmCluster:
+    try:
+        ensure_installed()
+    except ClusterUnavailableError as exc:
+        pytest.skip(f"no local SLURM cluster: {exc}")
+    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster
+    finally:
+        stop_cluster(cluster)
+
+
+def cluster_env(cluster: SlurmCluster, base: dict[str, str]) -> dict[str, str]:
+    """``base`` with the cluster's SLURM_CONF and its srun wrapper, then this Python, on PATH."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.pathsep.join([str(cluster.root / "bin"), bindir, os.environ.get("PATH", "")])
+    return {**base, "SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": path}
+
+
+def listing(cluster: SlurmCluster, log: str, out: Path) -> list[dict[str, str]]:
+    jobs = submitted_jobs(log)
+    rows = job_listing(cluster, sorted(jobs, key=int), jobs)
+    text = format_listing(rows)
+    out.write_text(text + "\n")
+    print(f"\nSLURM jobs ({out}):\n{text}")
+    return rows
+
+
+def test_two_jobs_run_as_slurm_jobs(slurm: SlurmCluster, tmp_path: Path) -> None:
+    (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
+    cmd = [
+        sys.executable, "-m", "snakemake", "--directory", str(tmp_path),
+        "--executor", "slurm", "--jobs", "2", "--latency-wait", "5",
+        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
+        "--seconds-between-status-checks", "3",
+        "--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=5",
+    ]  # fmt: skip
+    env = cluster_env(slurm, dict(os.environ))
+    run = subprocess.run(
+        ["timeout", "-k", "15", "240", *cmd], cwd=tmp_path, env=env, capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, tail(log, 40)
+    rows = listing(slurm, log, tmp_path / "slurm_jobs.txt")
+    assert len(rows) == 2
+    assert {r["JobState"] for r in rows} == {"COMPLETED"}
+    assert {r["ExitCode"] for r in rows} == {"0:0"}
+    assert {r["Partition"] for r in rows} == {"debug"}
+    ran_in = {(tmp_path / f"{name}.txt").read_text().split()[0] for name in ("a", "b")}
+    assert ran_in == {r["JobId"] for r in rows}  # each output was written inside its SLURM job
+
+
+def read_map(path: Path) -> tuple[dict, np.ndarray]:
+    with rasterio.open(path) as src:
+        profile = {
+            k: src.profile[k] for k in ("driver", "dtype", "count", "width", "height", "nodata")
+        }
+        profile["crs"] = src.crs.to_epsg()
+        profile["transform"] = tuple(src.transform)
+        return profile, src.read()
+
+
+@pytest.mark.workflow
+def test_tiny_demo_through_slurm_profile_makes_the_local_maps(
+    slurm: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    local = completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
+    project = make_project(tmp_path_factory.mktemp("tiny-slurm"))
+    profile = local_slurm_profile(project.root / "profile", slurm.cpus, slurm.memory_mb)
+    run = run_snakemake(
+        project, *project.maps(), extra_args=["--profile", str(profile)], timeout=900,
+        env=cluster_env(slurm, project.env), check=False,
+    )  # fmt: skip
+    (project.root / "run.log").write_text(run.log)
+    print(f"\nslurm run: {run.seconds:.0f} s")
+    rows = listing(slurm, run.log, project.root / "slurm_jobs.txt")
+    assert run.returncode == 0, tail(run.log, 60)
+    assert rows and {r["JobState"] for r in rows} == {"COMPLETED"}
+    whats = [r["What"] for r in rows]
+    # per-tile jobs went in groups: one SLURM job for the 4 stacks, one for the 8 predictions
+    assert sum(w.startswith("group_stack") for w in whats) == 1, whats
+    assert sum(w.startswith("group_predict") for w in whats) == 1, whats
+    assert not any(w.startswith(("rule_stack/", "rule_predict/")) for w in whats), whats
+
+    for name in project.maps():
+        local_profile, local_data = read_map(local.path(name))
+        slurm_profile, slurm_data = read_map(project.path(name))
+        assert slurm_profile == local_profile, name
+        np.testing.assert_array_equal(slurm_data, local_data, err_msg=name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -82,8 +83,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _sha(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

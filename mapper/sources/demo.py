@@ -227,7 +227,8 @@ def synthesize_demo(region: Region, out_dir: Path = Path("resources/demo")) -> d
             PRODUCT="1 km climate normals (SYNTHETIC)",
         ),
     )  # fmt: skip
-    write_observations(paths["observations"], survey(world, region.boundary(), seed))
+    table = survey(world, region.boundary(), seed, where=str(region.settings["boundary"]))
+    write_observations(paths["observations"], table)
     paths["manifest"] = _write_manifest(region, seed, out_dir, paths)
     logger.info("demo sources of %s written to %s in %.1f s", region.name, out_dir,
                 time.perf_counter() - start)  # fmt: skip

@@ -31,6 +31,7 @@ from pyproj import Transformer
 from scipy import ndimage
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
+from mapper.errors import ConfigError
 from mapper.raster import atomic_path
 from mapper.sources.demo_fields import STREAM_SURVEY, rng_for
 from mapper.sources.demo_world import World
@@ -48,14 +49,19 @@ def observation_count(area_m2: float) -> int:
     return max(MIN_OBSERVATIONS, int(round(OBS_PER_KM2 * area_m2 / 1e6)))
 
 
-def survey(world: World, boundary: shapely.Geometry, seed: int) -> dict[str, np.ndarray]:
-    """Observation table as columns (see :data:`COLUMNS`); rows sorted by date, then obs_id."""
+def survey(
+    world: World, boundary: shapely.Geometry, seed: int, where: str = "region boundary"
+) -> dict[str, np.ndarray]:
+    """Observation table as columns (see :data:`COLUMNS`); rows sorted by date, then obs_id.
+
+    ``boundary`` is in EPSG:3338; ``where`` names it (the boundary file) in error messages.
+    """
     rng = rng_for(seed, STREAM_SURVEY)
     n = observation_count(boundary.area)
     counts = {g: int(round(n * s)) for g, s in SHARES.items()}
     counts["scattered"] = n - sum(v for g, v in counts.items() if g != "scattered")
     shapely.prepare(boundary)
-    parts = [_points(rng, world, boundary, group, count) for group, count in counts.items()]
+    parts = [_points(rng, world, boundary, where, g, count) for g, count in counts.items()]
     lon, lat, x, y, year = (np.concatenate(a) for a in zip(*parts, strict=True))
 
     # where each label was really observed: pre-GPS points carry position error
@@ -106,7 +112,12 @@ def _truth_at(world: World, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _points(
-    rng: np.random.Generator, world: World, boundary: shapely.Geometry, group: str, count: int
+    rng: np.random.Generator,
+    world: World,
+    boundary: shapely.Geometry,
+    where: str,
+    group: str,
+    count: int,
 ) -> tuple[np.ndarray, ...]:
     """``count`` points of one access group inside ``boundary`` and off open water.
 
@@ -114,20 +125,23 @@ def _points(
     position, and the year of each point.
     """
     g = world.grid
+    left, bottom, right, top = boundary.bounds  # draw candidates over the region's box only
+    r_lo, r_hi = (g.y0 - top) / g.res - 0.5, (g.y0 - bottom) / g.res - 0.5
+    c_lo, c_hi = (left - g.x0) / g.res - 0.5, (right - g.x0) / g.res - 0.5
     to_lonlat = Transformer.from_crs("EPSG:3338", "EPSG:4326", always_xy=True)
     from_lonlat = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True)
     found: list[tuple[np.ndarray, ...]] = []
     have = 0
-    sites = _site_centres(rng, world, boundary) if group == "sites" else None
-    for _ in range(50):
-        m = max(4 * (count - have), 64)
+    sites = _site_centres(rng, world, boundary, where) if group == "sites" else None
+    for _ in range(200):
+        m = max(4 * (count - have), 256)
         if group == "road":
-            row = rng.uniform(0, g.shape[0] - 1, m)
+            row = rng.uniform(r_lo, r_hi, m)
             col = np.interp(row, np.arange(g.shape[0]), world.road_col)
             col += rng.choice([-1.0, 1.0], m) * rng.exponential(15.0, m)
             year = rng.integers(1962, 2024, m)
         elif group == "river":
-            col = rng.uniform(0, g.shape[1] - 1, m)
+            col = rng.uniform(c_lo, c_hi, m)
             row = np.interp(col, np.arange(g.shape[1]), world.river_row)
             away = world.belt_half / g.res + rng.exponential(25.0, m)
             row += rng.choice([-1.0, 1.0], m) * away
@@ -138,8 +152,8 @@ def _points(
             col = sites[which, 1] + rng.normal(0.0, 25.0, m)
             year = sites[which, 2] + rng.integers(-1, 2, m)
         else:
-            row = rng.uniform(0, g.shape[0] - 1, m)
-            col = rng.uniform(0, g.shape[1] - 1, m)
+            row = rng.uniform(r_lo, r_hi, m)
+            col = rng.uniform(c_lo, c_hi, m)
             year = rng.integers(1970, 2024, m)
         lon, lat = to_lonlat.transform(g.x0 + (col + 0.5) * g.res, g.y0 - (row + 0.5) * g.res)
         lon, lat = np.round(lon, 6), np.round(lat, 6)
@@ -153,12 +167,15 @@ def _points(
         if have == count:
             break
     else:
-        raise ValueError(f"could not place {count} {group} observations inside the region")
+        raise ConfigError(
+            f"{where}: could not place {count} {group} observations on land inside the "
+            "region; use a larger boundary"
+        )
     return tuple(np.concatenate(a) for a in zip(*found, strict=True))
 
 
 def _site_centres(
-    rng: np.random.Generator, world: World, boundary: shapely.Geometry
+    rng: np.random.Generator, world: World, boundary: shapely.Geometry, where: str
 ) -> np.ndarray:
     """One study site per soil order: (row, col, campaign year) of a world pixel in the region
     where that order covers most of the surrounding ~500 m (or as much as anywhere)."""
@@ -184,7 +201,7 @@ def _site_centres(
         r, q = divmod(pick, share.shape[1])
         out.append((rows[r], cols[q], int(rng.integers(1975, 2021))))
     if not out:
-        raise ValueError("no soil order occurs inside the region")
+        raise ConfigError(f"{where}: the region holds no land; use a larger boundary")
     return np.array(out, dtype="float64")
 
 

@@ -6,11 +6,13 @@ than the world grid, the ice-wedge polygon network, is evaluated analytically on
 pixel (3 x 3 sub-samples averaged), so the image holds it at its own resolution.
 
 Ice-wedge polygons are built to be invisible to a per-pixel model: inside a polygon field the
-tundra's spectral modulation ``T`` comes from the trough network (troughs wet and dark, polygon
-centres and rims bright, ~24 m across); outside it comes from a smooth field varying over hundreds
-of metres. Both are mapped to exactly N(0, 1) over their pixels, and the mean tundra spectrum is
-the same, so a pixel's own band values say nothing about whether it lies in a polygon field; the
-local variance over a few pixels (50-100 m) says it plainly.
+tundra's spectral modulation ``T`` comes from the polygons (~30 m across; wet troughs along their
+edges and wet ponded centres dark, dry rims and centres bright); outside it comes from a field
+varying over hundreds of metres plus a little tussock-scale grain. Both are mapped to normal
+scores over their pixels (the polygons' scaled by :data:`POLYGON_GAIN` so that their spread equals
+the other tundra's after the stack's bilinear warp), with the same mean tundra spectrum, so a
+pixel's own band values barely tell whether it lies in a polygon field; the local variance over a
+few pixels (50-100 m) tells it plainly.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 :func:`make_project` writes a project that runs the repository's Snakefile on a "tiny" region:
 ``config/config.yaml`` (the real lattice, one region), ``config/regions/tiny.yaml`` and its
 boundary GeoJSON (EPSG:3338). The region is a square of ``tiles_per_side`` x ``tiles_per_side``
-lattice tiles of ``tile_px`` pixels around the centre of the demo area, with the demo's SYNTHETIC
+lattice tiles of ``tile_px`` pixels around the centre of the demo area (by default 3 x 3 tiles of
+128 px, 3.84 km: the smallest square with a tile, the centre one, whose 8 neighbours are all in
+the region, and corner tiles with 3; per-tile reruns can be told apart), with the demo's SYNTHETIC
 sources (kind ``demo``, the demo seed) and the smallest training and evaluation settings that
 still run every stage (the demo model size, 32 px crops, one epoch, 2 folds on one split).
 
@@ -159,8 +161,8 @@ def project_env() -> dict[str, str]:
 
 def make_project(
     root: Path,
-    tile_px: int = 256,
-    tiles_per_side: int = 2,
+    tile_px: int = 128,
+    tiles_per_side: int = 3,
     region: str = "tiny",
     training: dict | None = None,
     evaluation: dict | None = None,
@@ -359,9 +361,9 @@ def snakemake_command(
         sys.executable, "-m", "snakemake",
         "--snakefile", str(SNAKEFILE),
         "--directory", str(project.root),
+        *targets,  # before the options that take any number of values (--configfile, --quiet)
         "--configfile", str(project.config),
         *extra_args,
-        *targets,
     ]  # fmt: skip
 
 

@@ -1,0 +1,177 @@
+"""The Snakemake workflow itself: lint, the tiny demo end to end, the statewide DAG, profiles,
+and the HTML report (projects made by tests/workflow_project.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+from workflow_project import (
+    PROFILES,
+    REPO,
+    SNAKEFILE,
+    WorkflowProject,
+    completed_tiny_project,
+    make_project,
+    make_statewide_project,
+    planned_jobs,
+    run_snakemake,
+    tiny_bounds,
+)
+
+from mapper.bands import CLASS_NODATA, SOIL_ORDERS
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> WorkflowProject:
+    """The tiny project after a complete local run (shared by the workflow tests)."""
+    return completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
+
+
+def test_lint_is_clean() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--lint"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log
+    assert "Lints for" not in log, log
+    assert "in a good condition" in log
+
+
+def test_tiny_plan_has_every_stage(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    assert len(project.tiles) == 9
+    jobs = planned_jobs(project, *project.maps(), *project.reports())
+    n = len(project.tiles)
+    assert jobs == {
+        "demo_sources": 1, "stack": n, "samples": 1, "pretrain": 1, "finetune": 2,
+        "cv_fold": 2 * 2 * 2,  # tasks x models (rf, miso) x folds, one split
+        "report": 2, "predict": 2 * n, "mosaic_nsp": 1, "mosaic_soilorder": 1,
+    }  # fmt: skip
+
+
+def slurm_plan_resources(project: WorkflowProject, env: dict[str, str]) -> dict[str, list[dict]]:
+    """Rule -> the resources of each job a dry run with the SLURM profile plans."""
+    run = run_snakemake(
+        project, *project.maps(), *project.reports(),
+        extra_args=["--dry-run", "--profile", str(PROFILES / "slurm")], env=env,
+    )  # fmt: skip
+    plan: dict[str, list[dict]] = {}
+    rule = None
+    for line in run.log.splitlines():
+        if m := re.match(r"^\s*(?:local)?rule (\w+):", line):  # group members indented
+            rule = m.group(1)
+        elif rule and (m := re.match(r"^\s+resources: (.*)$", line)):
+            pairs = (kv.split("=", 1) for kv in m.group(1).split(", "))
+            plan.setdefault(rule, []).append({k: v for k, v in pairs})
+            rule = None
+    return plan
+
+
+def test_slurm_profile_takes_the_site_from_the_environment(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    site = {
+        "MAPPER_SLURM_ACCOUNT": "ak-permafrost",
+        "MAPPER_SLURM_PARTITION": "compute",
+        "MAPPER_SLURM_GPU_PARTITION": "gpu",
+        "MAPPER_SLURM_GPU_MODEL": "a100",
+    }
+    plan = slurm_plan_resources(project, {**project.env, **site})
+    for rule in ("pretrain", "finetune", "predict"):
+        for res in plan[rule]:
+            assert (res["gpu"], res["gpu_model"], res["slurm_partition"]) == ("1", "a100", "gpu")
+    folds = plan["cv_fold"]
+    assert {(r["gpu"], r["slurm_partition"]) for r in folds} == {("0", "compute"), ("1", "gpu")}
+    for rule in ("stack", "samples", "mosaic_nsp", "report", "demo_sources"):
+        for res in plan[rule]:
+            assert res["slurm_partition"] == "compute" and res.get("gpu", "0") == "0", rule
+    for jobs in plan.values():
+        for res in jobs:
+            assert res["slurm_account"] == "ak-permafrost"
+    assert {r["cpus_per_task"] for r in plan["stack"]} == {"2"}  # from set-threads
+
+    bare = slurm_plan_resources(project, project.env)  # no site: no account, default partition
+    for jobs in bare.values():
+        for res in jobs:
+            assert "slurm_account" not in res and "gpu_model" not in res
+    assert all("slurm_partition" not in r for r in bare["predict"])
+
+
+@pytest.mark.slow
+def test_statewide_dry_run_builds_the_whole_dag(tmp_path: Path) -> None:
+    project = make_statewide_project(tmp_path)
+    n = len(project.tiles)
+    assert n > 1000
+    jobs = planned_jobs(project, f"maps/nsp_{project.region}.tif", timeout=900)
+    print(f"\nstatewide DAG of maps/nsp_{project.region}.tif: {sum(jobs.values())} jobs {jobs}")
+    assert jobs["stack"] == n and jobs["predict"] == n
+    assert jobs["finetune"] == 1 and jobs["mosaic_nsp"] == 1
+
+
+def assert_cog(path: Path, count: int, dtype: str, bounds: tuple[float, ...]) -> None:
+    valid, errors, _ = cog_validate(str(path))
+    assert valid, (path, errors)
+    with rasterio.open(path) as src:
+        assert (src.count, src.dtypes[0], src.nodata) == (count, dtype, 255)
+        assert src.crs.to_epsg() == 3338
+        assert tuple(src.bounds) == pytest.approx(bounds)
+        assert src.overviews(1), f"{path} has no overviews"
+
+
+@pytest.mark.slow
+@pytest.mark.workflow
+def test_tiny_demo_end_to_end(tiny: WorkflowProject) -> None:
+    print(f"\ntiny local run: {tiny.path('run.seconds').read_text().strip()} s")
+    bounds = tiny_bounds(tiny.tile_px, 3)
+    nsp = tiny.path(f"maps/nsp_{tiny.region}.tif")
+    soil = tiny.path(f"maps/soilorder_{tiny.region}.tif")
+    probs = tiny.path(f"maps/soilorder_{tiny.region}_probabilities.tif")
+    assert_cog(nsp, 1, "uint8", bounds)
+    assert_cog(soil, 1, "uint8", bounds)
+    assert_cog(probs, len(SOIL_ORDERS), "uint8", bounds)
+    with rasterio.open(nsp) as src:
+        values = src.read(1)
+        assert src.scales[0] == pytest.approx(0.01)
+    assert values[values != 255].size > 0.5 * values.size
+    assert values[values != 255].max() <= 100
+    with rasterio.open(soil) as src:
+        classes = src.read(1)
+        assert src.colormap(1)  # colour table
+    assert set(np.unique(classes)) <= set(range(len(SOIL_ORDERS))) | {CLASS_NODATA}
+    with rasterio.open(probs) as src:
+        assert list(src.descriptions) == list(SOIL_ORDERS)
+
+    for task in ("nsp", "soilorder"):
+        for suffix in (".png", ".qml", ".stac.json"):
+            assert tiny.path(f"maps/{task}_{tiny.region}{suffix}").stat().st_size > 0
+        item = json.loads(tiny.path(f"maps/{task}_{tiny.region}.stac.json").read_text())
+        assert item["type"] == "Feature"
+        report = tiny.path(f"results/{tiny.region}/reports/{task}.md").read_text()
+        assert "rf" in report.lower() and "miso" in report.lower()
+        figures = json.loads(tiny.path(f"results/{tiny.region}/reports/{task}.json").read_text())
+        assert figures
+        for png in ("splits", "confusion"):
+            assert tiny.path(f"results/{tiny.region}/reports/{task}_{png}.png").stat().st_size
+    assert tiny.path(f"results/{tiny.region}/stack.vrt").exists()
+    # the complete run left nothing to do
+    assert planned_jobs(tiny, *tiny.maps(), *tiny.reports()) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.workflow
+def test_html_report_has_the_evaluation_and_the_maps(tiny: WorkflowProject) -> None:
+    out = tiny.path("report.html")
+    run_snakemake(tiny, *tiny.maps(), *tiny.reports(), extra_args=["--report", str(out)])
+    html = out.read_text(errors="replace")
+    assert len(html) > 10_000
+    for name in ("Evaluation", "Maps", "nsp_splits.png", "soilorder_confusion.png",
+                 f"nsp_{tiny.region}.png", f"soilorder_{tiny.region}.png"):  # fmt: skip
+        assert name in html, name

@@ -104,8 +104,7 @@ def fetch_source(
         # Synthesis needs the region's folder (sources and truth): out_dir's parent.
         from mapper.sources.demo import synthesize_demo
 
-        made = synthesize_demo(region, out_dir.parent)
-        return Path(made) if made else out_dir / "manifest.json"
+        return synthesize_demo(region, out_dir.parent)["manifest"]
     raise ConfigError(f"{region.path}: source '{source_name}' has unknown kind {kind!r}")
 
 

@@ -7,7 +7,9 @@ rule cv_fold:
     input:
         samples="results/{region}/samples/points.parquet",
         pretrained=cv_pretrained_checkpoint,
-        stacks=region_stacks,
+        # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
+        # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
+        stacks=ancient(region_stacks),
     output:
         "results/{region}/cv/{task}/{model}_{split}_f{fold}.parquet",
     wildcard_constraints:

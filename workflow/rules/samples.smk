@@ -5,7 +5,9 @@
 rule samples:
     input:
         observations=region_observations,
-        stacks=region_stacks,
+        # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
+        # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
+        stacks=ancient(region_stacks),
     output:
         "results/{region}/samples/points.parquet",
     params:

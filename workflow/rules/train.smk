@@ -5,7 +5,9 @@
 rule pretrain:
     input:
         samples="results/{region}/samples/points.parquet",
-        stacks=region_stacks,
+        # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
+        # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
+        stacks=ancient(region_stacks),
     output:
         "results/{region}/models/pretrain.pt",
     params:
@@ -27,7 +29,9 @@ rule finetune:
     input:
         samples="results/{region}/samples/points.parquet",
         pretrained=pretrained_checkpoint,
-        stacks=region_stacks,
+        # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
+        # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
+        stacks=ancient(region_stacks),
     output:
         "results/{region}/models/{task}.pt",
     params:

@@ -115,6 +115,7 @@ class CropPlan:
     row_off: int
     col_off: int
     points: np.ndarray  # int64 indices into the PointSet, centre point first
+    centred: bool = False  # a labelled crop (centred on points[0]), else a random crop
 
 
 @dataclass
@@ -255,7 +256,7 @@ class CropDataset:
                 r0, c0 = int(r - s.crop_px // 2 + dr), int(c - s.crop_px // 2 + dc)
                 members = self._points_in(r0, c0, int(i))
                 covered[members] = True
-                plans.append(CropPlan(r0, c0, members))
+                plans.append(CropPlan(r0, c0, members, centred=True))
         f = s.unlabelled_fraction
         if not len(self.points):
             n_unlabelled = self.unlabelled_crops

@@ -90,8 +90,9 @@ def truth_path(region: Region, task: str) -> Path:
 def _truth_at(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Truth raster values at EPSG:3338 points (NaN outside it or on its nodata)."""
     with open_raster(path) as ds:
-        rows, cols = ds.index(x, y)
-        rows, cols = np.asarray(rows), np.asarray(cols)
+        t = ds.transform  # north-up: pixel (row, col) holds x in [c + col a, c + (col+1) a)
+        cols = np.floor((np.asarray(x) - t.c) / t.a).astype(np.int64)
+        rows = np.floor((np.asarray(y) - t.f) / t.e).astype(np.int64)
         data = ds.read(1)
         nodata = ds.nodata
     ok = (rows >= 0) & (rows < data.shape[0]) & (cols >= 0) & (cols < data.shape[1])

@@ -124,6 +124,12 @@ def model_config(region: Region) -> ModelConfig:
     return ModelConfig.named(m["size"], satlas_weights=m["satlas_weights"])
 
 
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """A fresh copy through JSON: pickling shares repeated objects (e.g. dict keys) by identity,
+    so the same values built in different ways (a resumed history) would pickle differently."""
+    return json.loads(json.dumps(data, sort_keys=True))
+
+
 def _fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -209,6 +215,7 @@ def _fit(
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         start, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
+        dataset.normaliser = Normaliser.from_dict(state["normalisation"])
     bar = tqdm(total=schedule.total, initial=step, desc=f"{stream} {task}", unit="step",
                file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0,
                dynamic_ncols=True)
@@ -250,7 +257,7 @@ def _fit(
             _save_partial(partial, {
                 "fingerprint": fingerprint, "epoch": epoch + 1, "step": step,
                 "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                "history": history,
+                "history": history, "normalisation": dataset.normaliser.to_dict(),
             })
     bar.close()
     return history
@@ -301,10 +308,11 @@ def pretrain(
                                     "region": region.name})
         partial = out.with_name(out.name + ".partial")
         history = _fit(model, dataset, "pretrain", "pretrain", opt, seed, partial, fingerprint)
+        normaliser = dataset.normaliser
     save_checkpoint(out, model, task="pretrain", bands=list(STACK_BANDS),
-                    normalisation=normaliser.to_dict(), classes=[],
-                    extra={"history": history, "training": training, "epochs": opt.epochs,
-                           "region": region.name, "synthetic": region.synthetic})
+                    normalisation=_plain(normaliser.to_dict()), classes=[],
+                    extra=_plain({"history": history, "training": training, "epochs": opt.epochs,
+                                  "region": region.name, "synthetic": region.synthetic}))
     partial.unlink(missing_ok=True)
     logger.info("wrote %s", out)
     return out
@@ -381,12 +389,14 @@ def finetune(
                     _label_counts(points, task), opt.epochs, pretrained or
                     (cfg.satlas_weights or "random weights"))
         history = _fit(model, dataset, task, "finetune", opt, seed, partial, fingerprint)
+        normaliser = dataset.normaliser
     if out is not None:
         save_checkpoint(out, model, task=task, bands=list(STACK_BANDS),
-                        normalisation=normaliser.to_dict(), classes=classes_of(task),
-                        extra={"history": history, "training": training, "epochs": opt.epochs,
-                               "points": len(rows), "pretrained": str(pretrained or ""),
-                               "region": region.name, "synthetic": region.synthetic})
+                        normalisation=_plain(normaliser.to_dict()), classes=classes_of(task),
+                        extra=_plain({"history": history, "training": training,
+                                      "epochs": opt.epochs, "points": len(rows),
+                                      "pretrained": str(pretrained or ""), "region": region.name,
+                                      "synthetic": region.synthetic}))
         partial.unlink(missing_ok=True)
         logger.info("wrote %s", out)
     model.eval()

@@ -1,0 +1,174 @@
+"""Training crops: query coordinates, labelled points, determinism, point prediction crops."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import training_data as T
+from rasterio.windows import Window
+
+from mapper.config import load_config, load_region
+from mapper.dataset import (
+    CropDataset,
+    CropSettings,
+    crop_coords,
+    crop_xy,
+    grid_coords,
+    predict_points,
+)
+from mapper.losses import IGNORE_INDEX
+from mapper.normalise import Normaliser
+from mapper.samples import build_samples, stacks_by_tile
+from mapper.splits import train_test_indices
+from mapper.train import _points
+from mapper.windows import StackReader
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("dataset")
+    d = T.write_region(root)
+    region = load_region(load_config(d["config"]), "tiny")
+    table = build_samples(region, d["observations"], d["stacks"], root / "points.parquet")
+    reader = StackReader(stacks_by_tile(d["stacks"]), region.lattice)
+    norm = Normaliser.fit(T.fields())
+    yield {**d, "region": region, "table": table, "reader": reader, "norm": norm}
+    reader.close()
+
+
+def _dataset(tiny: dict, task: str = "nsp", **changes: object) -> tuple[CropDataset, np.ndarray]:
+    training = {**tiny["region"].settings["training"], **changes}
+    train, _ = train_test_indices(tiny["table"], "random", 0, task)
+    ds = CropDataset(tiny["reader"], tiny["norm"], CropSettings.from_training(training),
+                     tiny["region"].boundary(), task, _points(tiny["table"], task, train))
+    return ds, train
+
+
+def test_labelled_queries_map_back_to_their_points(tiny: dict) -> None:
+    ds, train = _dataset(tiny)
+    lat = tiny["region"].lattice
+    table = tiny["table"]
+    p = ds.settings.crop_px
+    checked = 0
+    for batch in ds.batches(0, "finetune"):
+        for k, win in enumerate(batch.windows):
+            m = batch.mask[k].numpy()
+            coords = batch.coords[k].numpy().astype(np.float64)[m]
+            xy = batch.xy[k].numpy().astype(np.float64)[m]
+            back = crop_xy(lat, int(win.row_off), int(win.col_off), p, coords)
+            np.testing.assert_allclose(back, xy, atol=0.15)  # float32 metres at ~1.6e6
+            assert (np.abs(coords) < 1).all()
+            # each labelled query is a training point, in the pixel of the crop that holds it
+            rows = [int(np.argmin(np.hypot(table["x"].iloc[train] - a, table["y"].iloc[train] - b)))
+                    for a, b in xy]
+            pts = table.iloc[train[rows]]
+            np.testing.assert_allclose(pts[["x", "y"]].to_numpy(), xy, atol=0.15)
+            col_in = np.floor((coords[:, 0] + 1) * p / 2).astype(int)
+            row_in = np.floor((coords[:, 1] + 1) * p / 2).astype(int)
+            np.testing.assert_array_equal(col_in, pts["col"].to_numpy() - int(win.col_off))
+            np.testing.assert_array_equal(row_in, pts["row"].to_numpy() - int(win.row_off))
+            np.testing.assert_array_equal(batch.target[k].numpy()[m], pts["nsp"].to_numpy())
+            checked += int(m.sum())
+    assert checked >= len(train)
+
+
+def test_crop_coordinate_convention() -> None:
+    lat = T.lattice()
+    p = 32
+    # pixel centres of column j / row i of the crop
+    j, i = np.arange(p), np.arange(p)
+    xs = lat.origin_x + (100 + j + 0.5) * lat.res
+    ys = lat.origin_y - (200 + i + 0.5) * lat.res
+    c = crop_coords(lat, 200, 100, p, np.stack([xs, ys], axis=1))
+    np.testing.assert_allclose(c[:, 0], -1 + (2 * j + 1) / p)
+    np.testing.assert_allclose(c[:, 1], -1 + (2 * i + 1) / p)
+    corner = crop_coords(lat, 200, 100, p, np.array([[lat.origin_x + 100 * lat.res,
+                                                      lat.origin_y - 200 * lat.res]]))
+    np.testing.assert_allclose(corner, [[-1, -1]])  # upper-left corner of the crop
+    np.testing.assert_allclose(grid_coords(4), [[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5],
+                                                [0.5, 0.5]])
+
+
+def test_epochs_are_deterministic_and_cover_every_training_point(tiny: dict) -> None:
+    ds, train = _dataset(tiny)
+    a = list(ds.batches(1, "finetune"))
+    b = list(ds.batches(1, "finetune"))
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        for name in ("s2", "cov", "coords", "xy", "valid", "mask", "target"):
+            assert torch.equal(getattr(x, name), getattr(y, name))
+    other = ds.plan_epoch(2, "finetune")
+    first = ds.plan_epoch(1, "finetune")
+    assert [(p.row_off, p.col_off) for p in other] != [(p.row_off, p.col_off) for p in first]
+    queried = np.unique(np.concatenate([p.points for p in first]))
+    assert len(queried) == len(train)
+    # labelled crops keep the starting point inside, shifted at most shift_fraction * crop
+    s = ds.settings
+    centred = [p for p in first if p.centred]
+    for plan in centred:
+        r, c = ds.points.rowcol[plan.points[0]]
+        assert abs(r - plan.row_off - s.crop_px // 2) <= s.max_shift
+        assert abs(c - plan.col_off - s.crop_px // 2) <= s.max_shift
+    # unlabelled_fraction 0.5: as many random crops as labelled ones
+    assert len(first) - len(centred) == len(centred)
+
+
+def test_query_slots_padding_and_soil_order_targets(tiny: dict) -> None:
+    ds, _ = _dataset(tiny, "soilorder", random_points=3, grid_points=5)
+    batch = next(iter(ds.batches(0, "finetune")))
+    n_lab = int(batch.mask.sum(dim=1).max())
+    assert batch.coords.shape[1] == n_lab + 3 + 5
+    assert batch.target.dtype == torch.int64
+    assert (batch.target[~batch.mask] == IGNORE_INDEX).all()
+    assert (batch.target[batch.mask] >= 0).all()
+    pad = ~batch.mask[:, :n_lab]
+    assert not batch.valid[:, :n_lab][pad].any()  # padding takes no part in any loss
+    assert batch.s2.shape[1:] == (9, 32, 32) and batch.cov.shape[1:] == (10, 32, 32)
+    assert float(batch.s2.max()) <= 1 and float(batch.s2.min()) >= 0
+
+
+def test_pretraining_crops_lie_in_the_region(tiny: dict) -> None:
+    training = tiny["region"].settings["training"]
+    ds = CropDataset(tiny["reader"], tiny["norm"], CropSettings.from_training(training),
+                     tiny["region"].boundary(), "pretrain", unlabelled_crops=10)
+    plans = ds.plan_epoch(0, "pretrain")
+    assert len(plans) == 10 and all(len(p.points) == 0 for p in plans)
+    lat = tiny["region"].lattice
+    left, bottom, right, top = tiny["region"].boundary().bounds
+    for p in plans:
+        cx = lat.origin_x + (p.col_off + 16) * lat.res
+        cy = lat.origin_y - (p.row_off + 16) * lat.res
+        assert left - 10 <= cx <= right + 10 and bottom - 10 <= cy <= top + 10
+
+
+class _EchoModel:
+    """Returns the query coordinates as logits and records the crops it was given."""
+
+    n_out = 2
+
+    def eval(self) -> None:
+        pass
+
+    def encode(self, s2: torch.Tensor, cov: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(s2=s2)
+
+    def predict(self, feats: SimpleNamespace, coords: torch.Tensor) -> torch.Tensor:
+        return coords.clone()
+
+
+def test_point_prediction_centres_a_crop_on_each_point(tiny: dict) -> None:
+    table = tiny["table"]
+    xy = table[["x", "y"]].to_numpy()[:7]
+    out = predict_points(_EchoModel(), tiny["norm"], tiny["reader"], xy, 32, batch_size=3)
+    assert out.shape == (7, 2)
+    # the query lies in the crop's centre pixel (column and row index 16 of 32)
+    centre = -1 + (2 * 16 + 1) / 32
+    assert (np.abs(out - centre) <= 1 / 32 + 1e-6).all()
+    lat = tiny["region"].lattice
+    r, c = table["row"].iloc[0], table["col"].iloc[0]
+    win = Window(int(c) - 16, int(r) - 16, 32, 32)
+    back = crop_xy(lat, int(win.row_off), int(win.col_off), 32, out[:1].astype(np.float64))
+    np.testing.assert_allclose(back[0], xy[0], atol=0.05)

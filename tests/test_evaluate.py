@@ -1,0 +1,91 @@
+"""CV folds: RF and MiSo on identical folds, prediction tables, empty training sets, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import training_data as T
+
+from mapper.cli import main
+from mapper.config import load_config, load_region
+from mapper.errors import ConfigError
+from mapper.evaluate import cv_fold, read_fold
+from mapper.samples import build_samples
+from mapper.splits import train_test_indices
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("evaluate")
+    d = T.write_region(root)
+    region = load_region(load_config(d["config"]), "tiny")
+    table = build_samples(region, d["observations"], d["stacks"], root / "points.parquet")
+    return {**d, "root": root, "region": region, "table": table,
+            "samples": root / "points.parquet"}
+
+
+def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict) -> None:
+    out = tiny["root"] / "cv" / "rf_random_f1.parquet"
+    df = cv_fold(tiny["region"], "soilorder", "rf", "random", 1, tiny["samples"], tiny["stacks"],
+                 out)
+    back, meta = read_fold(out)
+    pd.testing.assert_frame_equal(df, back)
+    train, test = train_test_indices(tiny["table"], "random", 1, "soilorder")
+    assert list(df["obs_id"]) == list(tiny["table"]["obs_id"].iloc[test])
+    probs = df[[c for c in df.columns if c.startswith("p_")]].to_numpy()
+    assert probs.shape[1] == 7
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(df["y_pred"], probs.argmax(axis=1))
+    np.testing.assert_array_equal(df["y_true"], tiny["table"]["soil_order"].iloc[test])
+    assert meta["n_train"] == len(train) and meta["classes"][2] == "Gelisols"
+    assert (df["n_train"] == len(train)).all() and (df["model"] == "rf").all()
+    # seeded: the same fold twice gives the same probabilities
+    again = cv_fold(tiny["region"], "soilorder", "rf", "random", 1, tiny["samples"],
+                    tiny["stacks"], tiny["root"] / "cv" / "again.parquet")
+    pd.testing.assert_frame_equal(df, again)
+
+
+@pytest.mark.slow
+def test_miso_and_random_forest_see_identical_folds(tiny: dict) -> None:
+    cv = tiny["root"] / "cv"
+    rf = cv_fold(tiny["region"], "nsp", "rf", "sh1km", 0, tiny["samples"], tiny["stacks"],
+                 cv / "rf_sh1km_f0.parquet")
+    miso = cv_fold(tiny["region"], "nsp", "miso_nopretrain", "sh1km", 0, tiny["samples"],
+                   tiny["stacks"], cv / "miso_nopretrain_sh1km_f0.parquet")
+    assert list(rf["obs_id"]) == list(miso["obs_id"])
+    assert rf["n_train"].iloc[0] == miso["n_train"].iloc[0] > 0
+    np.testing.assert_array_equal(rf["y_true"], miso["y_true"])
+    p = miso[["p_absent", "p_present"]].to_numpy()
+    assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(miso["y_pred"], (p[:, 1] > 0.5).astype(int))
+
+
+def test_a_fold_without_training_points_keeps_its_test_rows(tiny: dict) -> None:
+    # SH-10km in a 2.56 km region: every training point lies in the dead zone
+    df = cv_fold(tiny["region"], "nsp", "rf", "sh10km", 0, tiny["samples"], tiny["stacks"],
+                 tiny["root"] / "cv" / "rf_sh10km_f0.parquet")
+    _, meta = read_fold(tiny["root"] / "cv" / "rf_sh10km_f0.parquet")
+    assert len(df) > 0 and meta["n_train"] == 0 and "no training point" in meta["note"]
+    assert df["p_present"].isna().all() and (df["y_pred"] == -1).all()
+
+
+def test_bad_model_choices_are_refused(tiny: dict) -> None:
+    with pytest.raises(ConfigError, match="needs --pretrained"):
+        cv_fold(tiny["region"], "nsp", "miso", "random", 0, tiny["samples"], tiny["stacks"],
+                tiny["root"] / "x.parquet")
+    with pytest.raises(ConfigError, match="unknown model"):
+        cv_fold(tiny["region"], "nsp", "svm", "random", 0, tiny["samples"], tiny["stacks"],
+                tiny["root"] / "x.parquet")
+
+
+def test_cli_cv_fold_writes_the_table(tiny: dict, capsys: pytest.CaptureFixture) -> None:
+    out = tiny["root"] / "cli" / "rf_sh1km_f2.parquet"
+    code = main(["cv-fold", "--config", str(tiny["config"]), "--region", "tiny", "--task", "nsp",
+                 "--model", "rf", "--split", "sh1km", "--fold", "2", "--samples",
+                 str(tiny["samples"]), "--out", str(out), *map(str, tiny["stacks"])])
+    assert code == 0 and out.exists()
+    assert "test points" in capsys.readouterr().out

@@ -1,0 +1,98 @@
+"""Normalisation: SatlasPretrain's Sentinel-2 scaling, fitted covariates, nodata, round trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mapper.bands import STACK_BANDS
+from mapper.errors import CheckpointError, InputError
+from mapper.normalise import Normaliser, valid, valid_pixels
+
+ELEV = STACK_BANDS.index("elevation")
+
+
+def _stack(seed: int = 0, shape: tuple = (2, 19, 16, 16)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    s = np.empty(shape, dtype=np.float32)
+    s[..., :9, :, :] = rng.uniform(0.0, 0.5, shape[:-3] + (9,) + shape[-2:])
+    s[..., 9:, :, :] = rng.normal(100.0, 30.0, shape[:-3] + (10,) + shape[-2:])
+    return s
+
+
+def test_sentinel2_uses_the_reference_fixed_scaling() -> None:
+    norm = Normaliser.fit(_stack())
+    s = np.full((19, 1, 7), 0.1, dtype=np.float32)
+    s[0, 0] = [0.0078, 0.3318, 0.5, 0.1698, 0.0, -0.01, np.nan]  # red: stretch 78..3318
+    s[2, 0] = [0.0167, 0.3335, 0.1751, 0.0, 0.0, 0.0, 0.0]  # blue: 167..3335
+    s[6, 0] = [0.408, 0.816, 1.0, 0.0, 0.2, 0.1, 0.1]  # B08: / 8160
+    s2, cov = norm(s)
+    assert s2.shape == (9, 1, 7) and cov.shape == (10, 1, 7)
+    assert s2.dtype == np.float32 and cov.dtype == np.float32
+    np.testing.assert_allclose(s2[0, 0], [0, 1, 1, 0.5, 0, 0, 0], atol=1e-5)
+    np.testing.assert_allclose(s2[2, 0, :3], [0, 1, 0.5], atol=1e-5)
+    np.testing.assert_allclose(s2[6, 0, :5], [0.5, 1.0, 1.0, 0.0, 0.2 * 1e4 / 8160], atol=1e-5)
+
+
+def test_covariates_clipped_at_percentiles_and_scaled_to_unit_range() -> None:
+    stack = _stack()
+    norm = Normaliser.fit(stack)
+    cov_values = stack[:, 9:].transpose(1, 0, 2, 3).reshape(10, -1)
+    np.testing.assert_allclose(norm.lo, np.percentile(cov_values, 1, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(norm.hi, np.percentile(cov_values, 99, axis=1), rtol=1e-5)
+    _, cov = norm(stack)
+    assert cov.min() == 0.0 and cov.max() == 1.0
+    # about 1 % of the values on either side are clipped
+    assert 0.005 < (cov == 0).mean() < 0.02 and 0.005 < (cov == 1).mean() < 0.02
+    # clip, z-score and min-max compose to (clip(v) - p1) / (p99 - p1)
+    v = np.clip(stack[0, 9], norm.lo[0], norm.hi[0])
+    z = (v - norm.mean[0]) / norm.std[0]
+    zmin = (norm.lo[0] - norm.mean[0]) / norm.std[0]
+    zmax = (norm.hi[0] - norm.mean[0]) / norm.std[0]
+    np.testing.assert_allclose(cov[0, 0], (z - zmin) / (zmax - zmin), atol=1e-5)
+
+
+def test_nodata_becomes_zero_and_validity_needs_imagery_and_elevation() -> None:
+    stack = _stack()
+    norm = Normaliser.fit(stack)
+    stack[0, 3, 2, 2] = np.nan  # one S2 band missing -> invalid
+    stack[0, ELEV, 4, 4] = np.nan  # elevation missing -> invalid
+    stack[0, ELEV + 3, 6, 6] = np.nan  # another covariate missing -> still valid
+    s2, cov = norm(stack)
+    assert np.isfinite(s2).all() and np.isfinite(cov).all()
+    assert s2[0, 3, 2, 2] == 0 and cov[0, 0, 4, 4] == 0 and cov[0, 3, 6, 6] == 0
+    ok = valid(stack)
+    assert ok.shape == (2, 16, 16)
+    assert not ok[0, 2, 2] and not ok[0, 4, 4] and ok[0, 6, 6] and ok[1].all()
+    table = stack[0].reshape(19, -1).T
+    np.testing.assert_array_equal(valid_pixels(table), ok[0].ravel())
+    np.testing.assert_array_equal(norm.valid(stack), ok)
+
+
+def test_round_trip_through_a_plain_dict() -> None:
+    stack = _stack(3)
+    norm = Normaliser.fit(stack)
+    data = json.loads(json.dumps(norm.to_dict()))  # plain, JSON-able, as in checkpoints
+    again = Normaliser.from_dict(data)
+    assert again == norm
+    for a, b in zip(norm(stack), again(stack), strict=True):
+        np.testing.assert_array_equal(a, b)
+    data["covariates"] = list(reversed(data["covariates"]))
+    with pytest.raises(CheckpointError, match="fitted for other bands"):
+        Normaliser.from_dict(data)
+    with pytest.raises(CheckpointError, match="normalisation is not"):
+        Normaliser.from_dict({"lo": []})
+
+
+def test_fit_ignores_invalid_pixels_and_refuses_no_data() -> None:
+    stack = _stack(4)
+    stack[0, 0] = np.nan  # half of the pixels lack red: not used for the fit
+    stack[0, 9:] = 1e6
+    norm = Normaliser.fit(stack)
+    assert max(norm.hi) < 1e5
+    with pytest.raises(InputError, match="no valid training pixel"):
+        Normaliser.fit(np.full((19, 4, 4), np.nan, dtype=np.float32))
+    with pytest.raises(InputError, match="not \\[..., 19, H, W\\]"):
+        norm(np.zeros((18, 4, 4), dtype=np.float32))

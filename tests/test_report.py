@@ -1,0 +1,141 @@
+"""The report: files, every figure in JSON and Markdown, fold statistics, truth agreement."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import training_data as T
+
+from mapper.bands import SOIL_ORDERS
+from mapper.config import load_config, load_region
+from mapper.evaluate import _write, probability_columns
+from mapper.metrics import classification_metrics
+from mapper.raster import write_geotiff
+from mapper.report import SUMMARY, report
+
+RNG = np.random.default_rng(5)
+LAT = T.lattice()
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    root = tmp_path_factory.mktemp("report")
+    d = T.write_region(root)
+    return load_region(load_config(d["config"]), "tiny")
+
+
+def _points(n: int) -> tuple[np.ndarray, np.ndarray]:
+    x = T.LEFT + RNG.uniform(5, T.SIZE - 5, n)
+    y = T.TOP - RNG.uniform(5, T.SIZE - 5, n)
+    return x, y
+
+
+def _truth(path: Path) -> np.ndarray:
+    """A truth probability raster over the tiny region: increasing west to east."""
+    n = T.TILE_PX * T.N_TILES
+    prob = np.tile(np.linspace(0.0, 1.0, n, dtype=np.float32), (n, 1))
+    left_col = int((T.LEFT - LAT.origin_x) / LAT.res)
+    top_row = int((LAT.origin_y - T.TOP) / LAT.res)
+    from rasterio.windows import Window
+    write_geotiff(path, prob[None], LAT.window_transform(Window(left_col, top_row, n, n)),
+                  "EPSG:3338", nodata=float("nan"))
+    return prob
+
+
+def _fold_files(root: Path, task: str, n_classes: int) -> list[Path]:
+    """Predictions of two models on two splits x 3 folds; SH-1km fold 2 has no training point.
+
+    NSP: the "good" model predicts the truth probability (east = permafrost), the other noise.
+    """
+    files = []
+    for split in ("random", "sh1km"):
+        for model in ("rf", "miso"):
+            for fold in range(3):
+                n = 40
+                x, y = _points(n)
+                east = (x - T.LEFT) / T.SIZE
+                if task == "nsp":
+                    y_true = (RNG.random(n) < east).astype(int)
+                    p = east if model == "miso" else RNG.random(n)
+                    proba = np.stack([1 - p, p], axis=1)
+                else:
+                    y_true = RNG.integers(0, n_classes, n)
+                    proba = RNG.dirichlet(np.ones(n_classes), n)
+                    proba[np.arange(n), y_true] += 0.5 if model == "miso" else 0.0
+                    proba /= proba.sum(axis=1, keepdims=True)
+                n_train = 0 if (split, fold) == ("sh1km", 2) else 100
+                if n_train == 0:
+                    proba[:] = np.nan
+                y_pred = np.where(np.isfinite(proba).all(axis=1),
+                                  np.nan_to_num(proba).argmax(axis=1), -1)
+                df = pd.DataFrame({"obs_id": [f"{split}{model}{fold}_{i}" for i in range(n)],
+                                   "x": x, "y": y, "y_true": y_true})
+                for i, col in enumerate(probability_columns(task)):
+                    df[col] = proba[:, i]
+                df["y_pred"] = y_pred
+                df["task"], df["model"], df["split"] = task, model, split
+                df["fold"], df["n_train"] = fold, n_train
+                path = root / "cv" / task / f"{model}_{split}_f{fold}.parquet"
+                _write(df, path, {"task": task, "model": model, "split": split, "fold": fold,
+                                  "n_train": n_train, "n_test": n, "note": "",
+                                  "classes": [], "region": "tiny"})
+                files.append(path)
+    return files
+
+
+def test_nsp_report_files_figures_and_truth(region, tmp_path: Path) -> None:  # noqa: ANN001
+    files = _fold_files(tmp_path, "nsp", 2)
+    truth = tmp_path / "truth_nsp.tif"
+    _truth(truth)
+    out = tmp_path / "reports" / "nsp.md"
+    report(region, "nsp", files, out, truth=truth)
+    for name in ("nsp.md", "nsp.json", "nsp_splits.png", "nsp_confusion.png"):
+        assert (out.parent / name).stat().st_size > 0
+    assert (out.parent / "nsp_splits.png").read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((out.parent / "nsp.json").read_text())
+    assert data["synthetic"] is True and len(data["folds"]) == 12
+    md = out.read_text()
+    assert "SYNTHETIC" in md
+    for split, label in (("random", "Random"), ("sh1km", "SH-1km")):
+        for model, name in (("rf", "Random Forest"), ("miso", "MiSo")):
+            entry = data["summary"][split][model]
+            assert entry["folds_used"] == (2 if split == "sh1km" else 3)
+            for metric in SUMMARY["nsp"]:
+                assert entry[metric]["n"] == entry["folds_used"], metric
+            # the mean +- sd in the table is over the per-fold figures
+            accs = [f["metrics"]["accuracy"] for f in data["folds"] if f["split"] == split
+                    and f["model"] == model and f["metrics"]]
+            assert entry["accuracy"]["mean"] == pytest.approx(np.mean(accs))
+            assert entry["accuracy"]["sd"] == pytest.approx(np.std(accs, ddof=1))
+            row = [r for r in md.splitlines() if r.startswith(f"| {label} | {name} |")][0]
+            assert f"{entry['accuracy']['mean']:.3f} ± {entry['accuracy']['sd']:.3f}" in row
+            assert f"{entry['r1']['mean']:.3f}" in row and f"{entry['auc']['mean']:.3f}" in row
+    # per-fold figures are the metrics of that fold's table
+    fold = [f for f in data["folds"] if (f["split"], f["model"], f["fold"]) == ("random", "rf", 1)]
+    df = pd.read_parquet(fold[0]["path"])
+    ref = classification_metrics(df["y_true"], df["y_pred"], ["absent", "present"],
+                                 df["p_present"])
+    assert fold[0]["metrics"]["r1"] == pytest.approx(ref["r1"])
+    # truth: the miso predictions are the truth probability itself
+    t = data["truth"]["splits"]["random"]
+    assert t["miso"]["corr_vs_truth"] == pytest.approx(1.0, abs=1e-3)
+    assert t["miso"]["auc_vs_truth"] > 0.99 and abs(t["rf"]["auc_vs_truth"] - 0.5) < 0.2
+    assert "Agreement with the hidden truth" in md and "chance" in md
+
+
+def test_soil_order_report_has_every_class(region, tmp_path: Path) -> None:  # noqa: ANN001
+    files = _fold_files(tmp_path, "soilorder", 7)
+    out = tmp_path / "soilorder.md"
+    content = report(region, "soilorder", files, out)
+    md = out.read_text()
+    assert all(name in md for name in SOIL_ORDERS)
+    entry = content["summary"]["random"]["miso"]
+    assert set(entry["per_class"]) == set(SOIL_ORDERS)
+    assert "auc" not in entry and not math.isnan(entry["macro_f1"]["mean"])
+    assert content["truth"] is None  # no truth raster at resources/tiny/truth
+    assert (tmp_path / "soilorder_confusion.png").exists()

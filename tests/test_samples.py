@@ -1,0 +1,147 @@
+"""The samples table: projection, pixel sampling, dropped points, labels, folds, input errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import training_data as T
+
+from mapper.bands import SOIL_ORDERS, STACK_BANDS
+from mapper.config import load_config, load_region
+from mapper.errors import InputError
+from mapper.samples import (
+    SAMPLE_COLUMNS,
+    build_samples,
+    read_observations,
+    read_samples,
+    samples_metadata,
+    stacks_by_tile,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("samples")
+    d = T.write_region(root)
+    d["region_obj"] = load_region(load_config(d["config"]), "tiny")
+    return d
+
+
+@pytest.fixture(scope="module")
+def built(tiny: dict) -> pd.DataFrame:
+    return build_samples(tiny["region_obj"], tiny["observations"], tiny["stacks"],
+                         tiny["observations"].parent / "points.parquet")
+
+
+def test_outside_and_nodata_points_are_dropped_and_counted(
+    tiny: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tiny["observations"].parent / "counted.parquet"
+    with caplog.at_level(logging.INFO, logger="mapper.samples"):
+        table = build_samples(tiny["region_obj"], tiny["observations"], tiny["stacks"], out)
+    n_obs = len(tiny["table"])
+    assert len(table) == n_obs - 4 - 3
+    meta = samples_metadata(out)
+    assert meta["counts"] == {"read": n_obs, "no_position": 0, "outside": 4, "nodata": 3,
+                              "kept": n_obs - 7}
+    assert meta["synthetic"] is True and meta["region"] == "tiny"
+    assert "4 outside region tiny, 3 on nodata" in caplog.text
+    hy, hx, hr = T.HOLE
+    assert (np.hypot(table["x"] - hx, table["y"] - hy) > hr - 15).all()
+
+
+def test_table_columns_pixels_and_values_match_the_stacks(tiny: dict, built: pd.DataFrame) -> None:
+    table = read_samples(tiny["observations"].parent / "points.parquet")
+    assert list(table.columns) == SAMPLE_COLUMNS
+    assert str(table["nsp"].dtype) == "Int8" and str(table["soil_order"].dtype) == "Int8"
+    fields = T.fields()
+    lat = T.lattice()
+    # the pixel holds the point (corner convention) and its values are the stack's
+    left = lat.origin_x + table["col"] * lat.res
+    top = lat.origin_y - table["row"] * lat.res
+    assert ((table["x"] >= left) & (table["x"] < left + 10) & (table["y"] <= top)
+            & (table["y"] > top - 10)).all()
+    r = (table["row"] - int((lat.origin_y - T.TOP) / 10)).to_numpy()
+    c = (table["col"] - int((T.LEFT - lat.origin_x) / 10)).to_numpy()
+    expected = fields[:, r, c].T
+    np.testing.assert_array_equal(table[STACK_BANDS].to_numpy(np.float32), expected)
+    assert all(lat.tile_of_xy(x, y) == t for x, y, t in zip(table["x"], table["y"],
+                                                             table["tile"], strict=True))
+    # projected positions agree with the fixture's EPSG:3338 coordinates (to the rounding of lon)
+    src = tiny["table"].set_index("obs_id").loc[table["obs_id"]]
+    assert np.abs(src["x"].to_numpy() - table["x"].to_numpy()).max() < 0.05
+    # labels kept, soil orders as indices into SOIL_ORDERS
+    names = src["soil_order"].replace("", np.nan).to_numpy()
+    got = [SOIL_ORDERS[int(i)] if pd.notna(i) else np.nan for i in table["soil_order"]]
+    assert [str(a) for a in got] == [str(a) for a in names]
+    for col in ("fold_random", "fold_sh1km", "fold_sh10km"):
+        assert sorted(table[col].unique()) == [0, 1, 2]
+
+
+def test_parquet_observations_give_the_same_table(tiny: dict, built: pd.DataFrame,
+                                                  tmp_path: Path) -> None:
+    obs = pd.read_csv(tiny["observations"], dtype={"obs_id": str})
+    obs.to_parquet(tmp_path / "obs.parquet")
+    again = build_samples(tiny["region_obj"], tmp_path / "obs.parquet", tiny["stacks"],
+                          tmp_path / "p.parquet")
+    pd.testing.assert_frame_equal(again, built)
+
+
+def _write(tmp_path: Path, df: pd.DataFrame) -> Path:
+    path = tmp_path / "obs.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_missing_columns_name_the_file_and_columns(tiny: dict, tmp_path: Path) -> None:
+    df = pd.read_csv(tiny["observations"]).drop(columns=["lat", "nsp"])
+    path = _write(tmp_path, df)
+    with pytest.raises(InputError, match=r"obs\.csv: missing column\(s\) lat, nsp"):
+        read_observations(path)
+
+
+def test_unknown_soil_orders_are_listed_with_the_allowed_names(tiny: dict, tmp_path: Path) -> None:
+    df = pd.read_csv(tiny["observations"])
+    df.loc[3, "soil_order"] = "Alfisols"
+    df.loc[5, "soil_order"] = "Oxisol"
+    df.loc[6, "soil_order"] = " gelisols "  # case and spaces are forgiven
+    path = _write(tmp_path, df)
+    with pytest.raises(InputError) as err:
+        read_observations(path)
+    msg = str(err.value)
+    assert "Alfisols, Oxisol" in msg and "gelisols" not in msg
+    assert ", ".join(SOIL_ORDERS) in msg and str(path) in msg
+
+
+def test_bad_nsp_values_and_duplicate_ids_are_refused(tiny: dict, tmp_path: Path) -> None:
+    df = pd.read_csv(tiny["observations"])
+    df.loc[2, "nsp"] = 2
+    with pytest.raises(InputError, match="nsp must be 0, 1 or empty; found 2"):
+        read_observations(_write(tmp_path, df))
+    df = pd.read_csv(tiny["observations"])
+    df.loc[4, "obs_id"] = df.loc[3, "obs_id"]
+    with pytest.raises(InputError, match="obs_id must be unique"):
+        read_observations(_write(tmp_path, df))
+
+
+def test_swapped_lon_lat_is_detected(tiny: dict, tmp_path: Path) -> None:
+    df = pd.read_csv(tiny["observations"])
+    df["lon"], df["lat"] = df["lat"].copy(), df["lon"].copy()
+    with pytest.raises(InputError, match="lon and lat columns look swapped"):
+        build_samples(tiny["region_obj"], _write(tmp_path, df), tiny["stacks"],
+                      tmp_path / "p.parquet")
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_points_elsewhere_and_badly_named_stacks_are_refused(tiny: dict, tmp_path: Path) -> None:
+    df = pd.read_csv(tiny["observations"])
+    df["lon"] = df["lon"] + 3.0
+    with pytest.raises(InputError, match="none of its .* points lies in region tiny"):
+        build_samples(tiny["region_obj"], _write(tmp_path, df), tiny["stacks"],
+                      tmp_path / "p.parquet")
+    with pytest.raises(InputError, match="named <tile id>.tif"):
+        stacks_by_tile([tmp_path / "stack_a.tif"])

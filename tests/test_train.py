@@ -1,0 +1,134 @@
+"""Training: schedule, checkpoints that carry their spec, resume equals straight run, same seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import training_data as T
+
+import mapper.train as train_module
+from mapper.bands import STACK_BANDS
+from mapper.config import load_config, load_region
+from mapper.errors import CheckpointError, InputError
+from mapper.models.checkpoint import load_checkpoint
+from mapper.normalise import Normaliser
+from mapper.samples import build_samples
+from mapper.schedule import Schedule
+from mapper.train import finetune, pretrain
+
+torch.set_num_threads(1)
+
+
+def test_schedule_warms_up_then_follows_a_cosine() -> None:
+    s = Schedule.of(total=100, warmup_fraction=0.1, warmup_lr=1e-6, lr_max=1e-3, lr_min=1e-4)
+    assert s.warmup == 10
+    assert s.lr(0) == pytest.approx(1e-6)
+    assert s.lr(5) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
+    assert s.lr(10) == pytest.approx(1e-3)
+    assert s.lr(99) == pytest.approx(1e-4)
+    mid = 10 + (99 - 10) / 2
+    assert s.lr(int(mid)) == pytest.approx(1e-4 + 0.45e-3 * (1 + np.cos(np.pi * 44 / 89)), rel=1e-6)
+    lrs = [s.lr(i) for i in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))  # monotone decay
+    assert Schedule.of(1, 0.05, 1e-6, 1e-3, 1e-4).lr(0) == pytest.approx(1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("train")
+    d = T.write_region(root)
+    region = load_region(load_config(d["config"]), "tiny")
+    table = build_samples(region, d["observations"], d["stacks"], root / "points.parquet")
+    rows = np.flatnonzero(table["nsp"].notna().to_numpy())[:30]  # keep the runs short
+    return {**d, "root": root, "region": region, "table": table, "rows": rows,
+            "samples": root / "points.parquet"}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny: dict) -> Path:
+    return pretrain(tiny["region"], tiny["samples"], tiny["stacks"], tiny["root"] / "pre.pt")
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_pretraining_twice_with_the_same_seed_gives_the_same_file(tiny: dict,
+                                                                  pretrained: Path) -> None:
+    again = pretrain(tiny["region"], tiny["samples"], tiny["stacks"], tiny["root"] / "pre2.pt")
+    a, b = _state(pretrained), _state(again)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert pretrained.read_bytes() == again.read_bytes()
+    model, meta = load_checkpoint(pretrained, expect_task="pretrain")
+    assert meta.bands == STACK_BANDS
+    assert Normaliser.from_dict(meta.normalisation).n_pixels > 0
+    assert [h["epoch"] for h in meta.extra["history"]] == [1]
+    assert not (tiny["root"] / "pre.pt.partial").exists()
+
+
+@pytest.mark.slow
+def test_resumed_fine_tuning_equals_an_uninterrupted_run(
+    tiny: dict, pretrained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, rows = tiny["root"], tiny["rows"]
+    straight = root / "straight.pt"
+    finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], straight, pretrained, rows)
+
+    resumed = root / "resumed.pt"
+    save = train_module._save_partial
+
+    def save_then_stop(path: Path, state: dict) -> None:
+        save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt  # the job is killed after its first epoch
+
+    monkeypatch.setattr(train_module, "_save_partial", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], resumed, pretrained, rows)
+    partial = root / "resumed.pt.partial"
+    assert partial.exists() and not resumed.exists()
+    assert _state(partial)["epoch"] == 1
+    monkeypatch.setattr(train_module, "_save_partial", save)
+    result = finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], resumed,
+                      pretrained, rows)
+    assert not partial.exists()
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    a, b = _state(straight), _state(resumed)
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert a["extra"]["history"] == b["extra"]["history"]
+    assert straight.read_bytes() == resumed.read_bytes()
+
+    model, meta = load_checkpoint(straight, expect_task="nsp", expect_size="demo")
+    assert meta.classes == ["nsp"] and meta.n_out == 1 and meta.bands == STACK_BANDS
+    # the pretrained normalisation is carried, the encoders start from the pretrained tensors
+    assert meta.normalisation == load_checkpoint(pretrained)[1].normalisation
+    with pytest.raises(CheckpointError, match="task 'nsp', expected 'soilorder'"):
+        load_checkpoint(straight, expect_task="soilorder")
+
+
+@pytest.mark.slow
+def test_a_partial_of_another_run_is_not_resumed(tiny: dict, pretrained: Path) -> None:
+    root = tiny["root"]
+    out = root / "other.pt"
+    partial = root / "other.pt.partial"
+    torch.save({"fingerprint": "something else", "epoch": 1, "step": 3}, partial)
+    result = finetune(tiny["region"], "soilorder", tiny["samples"], tiny["stacks"], out,
+                      None, np.flatnonzero(tiny["table"]["soil_order"].notna().to_numpy())[:20],
+                      epochs=1)
+    assert [h["epoch"] for h in result.history] == [1]
+    assert out.exists() and not partial.exists()
+    model, meta = load_checkpoint(out, expect_task="soilorder")
+    assert meta.n_out == 7 and len(meta.classes) == 7
+
+
+def test_fine_tuning_refuses_rows_without_labels(tiny: dict) -> None:
+    unlabelled = np.flatnonzero(tiny["table"]["nsp"].isna().to_numpy())[:3]
+    with pytest.raises(InputError, match="without a nsp label"):
+        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], None, None, unlabelled)

@@ -3,7 +3,9 @@
 #   snakemake --cores 2 maps/nsp_demo.tif                                # demo region, offline
 #   snakemake --cores 32 maps/nsp_alaska.tif                             # one machine
 #   snakemake --profile workflow/profiles/slurm maps/nsp_alaska.tif      # SLURM cluster
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from mapper.config import validate
 
 min_version("9.0")
 
@@ -11,7 +13,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# mapper's validation (the schema in workflow/schemas/, defaults filled): an error is one line
+# naming the file and the key, as in every `python -m mapper` command, not a schema dump
+validate(config, "config.schema.yaml", workflow.configfiles[-1])
 
 
 include: "workflow/rules/common.smk"

@@ -39,13 +39,24 @@ GDAL_HTTP_ENV = {
 }
 
 
+def gdal_reason(exc: BaseException, limit: int = 160) -> str:
+    """GDAL's own words for a failure, on one line: rasterio's "Read failed. See previous
+    exception for details." hides them in the chained exception."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(cause) if cause is not None and str(cause) else str(exc)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
     """Open a raster for reading; a missing, truncated or non-raster file is one InputError."""
     try:
         return rasterio.open(path)
     except RasterioIOError as exc:
         raise InputError(
-            f"{path}: cannot be read as a raster ({exc}); replace the file (re-fetch the source)"
+            f"{path}: cannot be read as a raster ({gdal_reason(exc)}); the file is damaged or "
+            "truncated, or not a raster: re-fetch it if it is a source, rebuild it if a stage "
+            "made it"
         ) from None
 
 
@@ -91,6 +102,56 @@ def check_crs(src: rasterio.DatasetReader, path: str | Path) -> None:
         )
 
 
+def _bounds_in(src: rasterio.DatasetReader, crs: CRS) -> tuple[float, ...] | None:
+    """The raster's extent in ``crs`` (densified edges); None where PROJ cannot transform it
+    (e.g. "latitudes" of a million degrees: metres under a geographic label)."""
+    from rasterio.warp import transform_bounds
+
+    try:
+        with rasterio.Env(CPL_LOG_ERRORS="OFF"):
+            bounds = transform_bounds(src.crs, crs, *src.bounds, densify_pts=21)
+    except Exception:  # noqa: BLE001 - PROJ/GDAL raise several types for impossible coordinates
+        return None
+    return bounds if all(np.isfinite(bounds)) else None
+
+
+def check_overlap(
+    src: rasterio.DatasetReader,
+    path: str | Path,
+    bounds: tuple[float, float, float, float],
+    crs: str,
+    where: str,
+) -> None:
+    """InputError unless the raster's extent meets ``bounds`` (left, bottom, right, top in ``crs``).
+
+    A source that lies nowhere near the area it is used for is almost always a wrong CRS label
+    (a DEM in metres labelled EPSG:4326) or a file of another place; either way warping it would
+    quietly give nodata, so it is refused with the extents and the likely fix.
+    """
+    dst = CRS.from_user_input(crs)
+    found = _bounds_in(src, dst)
+    left, bottom, right, top = bounds
+    if found is not None and not (
+        found[2] <= left or found[0] >= right or found[3] <= bottom or found[1] >= top
+    ):
+        return
+    sl, sb, sr, st = src.bounds
+    label = src.crs.to_string() if src.crs.to_epsg() is None else f"EPSG:{src.crs.to_epsg()}"
+
+    def fmt(*values: float) -> str:
+        return ", ".join(f"{v:.0f}" if abs(v) >= 1000 else f"{v:.6g}" for v in values)
+
+    extent = f"extent ({fmt(sl, sb, sr, st)} in {label})"
+    target = f"{where} ({fmt(left, bottom, right, top)} in {crs})"
+    if src.crs.is_geographic and not (-540 <= sl <= sr <= 540 and -90 <= sb <= st <= 90):
+        hint = (f"its coordinates are not degrees although {label} is geographic, so the CRS "
+                "label is wrong; assign the right one (gdal_edit.py -a_srs EPSG:xxxx)")
+    else:
+        hint = (f"check that the file is for this area and that its CRS {label} is right "
+                "(a wrong label is fixed with gdal_edit.py -a_srs EPSG:xxxx)")
+    raise InputError(f"{path}: its {extent} does not overlap {target}; {hint}")
+
+
 def warp_to_grid(
     path: str | Path,
     dst_crs: str,
@@ -131,7 +192,10 @@ def warp_to_grid(
             idx = indexes or list(range(1, src.count + 1))
             data = vrt.read(idx, masked=True)
     except RasterioIOError as exc:
-        raise InputError(f"{path}: read failed while warping ({exc}); re-fetch the file") from None
+        raise InputError(
+            f"{path}: damaged or truncated raster, read failed while warping "
+            f"({gdal_reason(exc)}); re-fetch the file"
+        ) from None
     finally:
         src.close()
     return np.ma.filled(data.astype("float32"), np.nan)

@@ -39,6 +39,10 @@ Sources:
   band is described so (e.g. a ``gdalbuildvrt -separate`` VRT) and there are exactly three bands,
   they are taken in that order (the region config's documented order). Bilinear.
 
+Every source file must overlap the region's bounding box: a file that does not (a DEM in metres
+labelled EPSG:4326, a file of another place) is refused with an InputError rather than warped to
+nodata. A tile outside a source's footprint (e.g. at sea) is not an error: it is nodata.
+
 Terrain definitions and conventions (aspect of flat pixels is NaN, TPI over a disc, MFD flow) are
 in :mod:`mapper.terrain`. Internally the DEM derivatives use float64; the stack stores float32.
 """
@@ -60,7 +64,13 @@ from mapper.bands import CLIMATE_BANDS, S2_BANDS, STACK_BANDS, UNITS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
-from mapper.raster import check_crs, geotiff_writer, open_raster, warp_to_grid
+from mapper.raster import (
+    check_crs,
+    check_overlap,
+    geotiff_writer,
+    open_raster,
+    warp_to_grid,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -366,9 +376,12 @@ def build_stack(
     clim_plans = _climate_plans(climates)
     if not dems:
         raise InputError("no DEM file given; pass at least one with --dem")
-    for path in dems:
+    # a source nowhere near the region (wrong CRS label, another place) would warp to nodata
+    region_bounds = region.boundary().bounds
+    for path in [*map(Path, sentinel2), *dems, *climates]:
         with open_raster(path) as src:
             check_crs(src, path)
+            check_overlap(src, path, region_bounds, lattice.crs, f"region {region.name}")
     synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
 
     p = lattice.tile_px

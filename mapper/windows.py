@@ -33,7 +33,7 @@ from rasterio.windows import Window
 from mapper.bands import STACK_BANDS
 from mapper.errors import InputError
 from mapper.grid import Lattice
-from mapper.raster import atomic_path, open_raster
+from mapper.raster import atomic_path, gdal_reason, open_raster
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,23 @@ def _band_indexes(bands: Sequence[str] | None) -> list[int]:
     if unknown:
         raise ValueError(f"unknown stack band(s) {unknown}; known: {', '.join(STACK_BANDS)}")
     return [STACK_BANDS.index(b) + 1 for b in bands]
+
+
+def band_problem(descriptions: Sequence[str | None]) -> str | None:
+    """What is wrong with a stack's band descriptions, in a few words (None when they are
+    :data:`STACK_BANDS`): the missing or extra bands, else the first band out of place."""
+    have = [d or "" for d in descriptions]
+    if len(have) != len(STACK_BANDS):
+        missing = [b for b in STACK_BANDS if b not in have]
+        extra = [d for d in have if d not in STACK_BANDS]
+        parts = [f"missing {', '.join(map(repr, missing))}" if missing else "",
+                 f"unknown {', '.join(map(repr, extra))}" if extra else ""]
+        detail = ", ".join(p for p in parts if p)
+        return f"{len(have)} bands, a stack has {len(STACK_BANDS)}" + (f", {detail}" * bool(detail))
+    for i, (got, want) in enumerate(zip(have, STACK_BANDS, strict=True), start=1):
+        if got != want:
+            return f"band {i} is {got!r} where a stack has {want!r}"
+    return None
 
 
 def _check_window(window: Window) -> tuple[int, int, int, int]:
@@ -108,10 +125,10 @@ class StackReader:
                 f"tile {tile} of the lattice (tile_px {lat.tile_px}); rebuild the stack or pass "
                 "the region's own stacks"
             )
-        if list(ds.descriptions) != STACK_BANDS:
+        problem = band_problem(list(ds.descriptions))
+        if problem:
             raise InputError(
-                f"{path}: band descriptions {list(ds.descriptions)} are not the stack's "
-                f"{STACK_BANDS}; rebuild the stack"
+                f"{path}: {problem} (see mapper.bands.STACK_BANDS); rebuild the stack"
             )
 
     def close(self) -> None:
@@ -181,7 +198,8 @@ class StackReader:
                 data = ds.read(indexes, window=src_win, out_dtype="float32")
             except rasterio.errors.RasterioIOError as exc:
                 raise InputError(
-                    f"{self.stacks[tile]}: read failed ({exc}); rebuild the stack"
+                    f"{self.stacks[tile]}: damaged or truncated stack, read failed "
+                    f"({gdal_reason(exc)}); rebuild the stack (delete it and rerun its stack job)"
                 ) from None
             out[:, r0 - row : r1 - row, c0 - col : c1 - col] = data
         return out

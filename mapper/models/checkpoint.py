@@ -193,9 +193,17 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes (products record the checksum of the model they used)."""
+    """Hex SHA-256 of a file's bytes (products record the checksum of the model they used).
+
+    A missing file is a CheckpointError (the callers hash a model before loading it)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{path}: no such checkpoint; train the model first or fix the path"
+        ) from None
+    with fh:
         while chunk := fh.read(block):
             digest.update(chunk)
     return digest.hexdigest()

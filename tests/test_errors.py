@@ -1,0 +1,705 @@
+"""Bad input across the commands: what the user sees.
+
+Every bad input must end a command with ONE line ``error: <file>: <problem>; <fix>`` on stderr,
+exit status 1, no traceback, and no partial output (nothing at the output path and no temporary
+file beside it). An ocean tile is not bad input: it gives an empty stack and a nodata prediction.
+
+Sources are the tiny SYNTHETIC ones of the stack tests (tests/stack_sources.py); stacks,
+observations and the region are those of the training tests (tests/training_data.py); models are
+demo-size MiSo checkpoints with random weights (what they predict does not matter here).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import rasterio.shutil
+import stack_sources as S
+import torch
+import training_data as T
+import yaml
+from affine import Affine
+
+from mapper.bands import SOIL_ORDERS, STACK_BANDS
+from mapper.cli import main
+from mapper.errors import CheckpointError
+from mapper.models.checkpoint import load_checkpoint, save_checkpoint
+from mapper.models.config import ModelConfig
+from mapper.models.miso import MiSo
+from mapper.normalise import Normaliser
+from mapper.raster import write_geotiff
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+TILE64 = "R1488C4440"  # a land tile of the stack sources' region t64
+PREDICTION = {"crop_px": 32, "stride_px": 16, "sigma_scale": 0.125}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str | Path) -> tuple[int, str]:
+    """Run ``python -m mapper <args>`` in this process; (exit status, the one error line)."""
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err
+    if rc == 0:
+        assert not lines, err
+        return rc, ""
+    assert len(lines) == 1, f"expected one error line, got:\n{err}"
+    return rc, lines[0]
+
+
+def assert_nothing_written(out: Path) -> None:
+    """No file at ``out`` and no temporary file beside it."""
+    assert not out.exists(), f"{out} was written"
+    if out.parent.exists():
+        left = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")
+                or p.name.endswith((".tmp", ".part"))]
+        assert not left, f"temporary files left beside {out}: {left}"
+
+
+def truncate(src: Path, dest: Path, fraction: float) -> Path:
+    data = src.read_bytes()
+    dest.write_bytes(data[: int(len(data) * fraction)])
+    return dest
+
+
+def zero_blocks(src: Path, dest: Path) -> Path:
+    """A copy of a tiled GeoTIFF with the bytes of every data block overwritten (headers kept)."""
+    data = bytearray(src.read_bytes())
+    with rasterio.open(src) as ds:
+        bh, bw = ds.block_shapes[0]
+        for b in range(1, ds.count + 1):
+            for r in range((ds.height + bh - 1) // bh):
+                for c in range((ds.width + bw - 1) // bw):
+                    offset = ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=b)
+                    size = ds.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=b)
+                    if offset and size and int(size) > 8:
+                        o = int(offset)
+                        data[o:o + int(size)] = bytes([0xA5]) * int(size)
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def rewrite(src: Path, dest: Path, *, crs: object = "keep", transform: Affine | None = None,
+            band_order: list[int] | None = None, descriptions: list[str] | None = None,
+            tags: dict[str, str] | None = None) -> Path:
+    """A copy of a raster with another CRS label, transform, band order or descriptions."""
+    with rasterio.open(src) as ds:
+        order = band_order or list(range(1, ds.count + 1))
+        data = ds.read(order)
+        profile = ds.profile
+        names = descriptions or [ds.descriptions[i - 1] for i in order]
+        old_tags = ds.tags()
+    profile.update(count=len(order))
+    if crs != "keep":
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = transform
+    with rasterio.open(dest, "w", **profile) as dst:
+        dst.write(data)
+        for i, name in enumerate(names, start=1):
+            if name:
+                dst.set_band_description(i, name)
+        dst.update_tags(**{**old_tags, **(tags or {})})
+    return dest
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Stack sources (SYNTHETIC) and a config whose region t64 predicts with a demo model."""
+    root = tmp_path_factory.mktemp("sources")
+    config = S.write_config(root, tile_sizes=(64,))
+    region_file = root / "t64.yaml"
+    region = yaml.safe_load(region_file.read_text())
+    region.update(model={"size": "demo"}, prediction=PREDICTION)
+    region_file.write_text(yaml.safe_dump(region))
+    s2 = S.write_sentinel2(root / "sentinel2.tif")
+    cog = root / "sentinel2_cog.tif"
+    rasterio.shutil.copy(str(s2), str(cog), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256)
+    return {"root": root, "config": config, "s2": s2, "s2_cog": cog,
+            "dem": S.write_dem(root / "dem.tif"), "climate": S.write_climate(root / "climate.tif")}
+
+
+def stack_args(src: dict, out: Path, tile: str = TILE64, **over: Path) -> list:
+    paths = {"s2": src["s2"], "dem": src["dem"], "climate": src["climate"], **over}
+    return ["stack", "--config", src["config"], "--region", "t64", "--tile", tile,
+            "--sentinel2", paths["s2"], "--dem", paths["dem"], "--climate", paths["climate"],
+            "--out", out]
+
+
+def demo_checkpoint(path: Path, task: str, size: str = "demo") -> Path:
+    torch.manual_seed(0)
+    n_out = 7 if task == "soilorder" else 1
+    model = MiSo(ModelConfig.named(size), n_out=n_out)
+    norm = Normaliser(lo=(0.0,) * 10, hi=(800.0,) + (1.0,) * 9, mean=(0.5,) * 10,
+                      std=(0.2,) * 10).to_dict()
+    classes = SOIL_ORDERS if task == "soilorder" else ["nsp"]
+    return save_checkpoint(path, model, task=task, bands=STACK_BANDS, normalisation=norm,
+                           classes=classes)
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The training tests' region (4 x 4 tiles of 64 px, SYNTHETIC stacks and observations) with
+    prediction settings, and demo-size checkpoints of both tasks."""
+    root = tmp_path_factory.mktemp("region")
+    r = T.write_region(root)
+    settings = yaml.safe_load((root / "tiny.yaml").read_text())
+    settings["prediction"] = PREDICTION
+    (root / "tiny.yaml").write_text(yaml.safe_dump(settings))
+    r["models"] = {t: demo_checkpoint(root / f"{t}.pt", t) for t in ("nsp", "soilorder")}
+    r["root"] = root
+    r["lattice"] = T.lattice()
+    r["by_tile"] = {p.stem: p for p in r["stacks"]}
+    return r
+
+
+def predict_args(region: dict, tile: str, stacks: dict[str, Path], out: Path,
+                 task: str = "nsp", model: Path | None = None, config: Path | None = None
+                 ) -> list:
+    lat = region["lattice"]
+    given = [stacks[t] for t in [tile, *lat.neighbours(tile)] if t in stacks]
+    return ["predict", "--config", config or region["config"], "--region", "tiny", "--task", task,
+            "--tile", tile, "--model", model or region["models"][task], "--batch-size", "8",
+            "--out", out, "--no-progress", *given]
+
+
+def samples_args(region: dict, out: Path, observations: Path | None = None,
+                 stacks: dict[str, Path] | None = None, config: Path | None = None) -> list:
+    return ["samples", "--config", config or region["config"], "--region", "tiny",
+            "--observations", observations or region["observations"], "--out", out,
+            *(stacks or region["by_tile"]).values()]
+
+
+def inner_tile(region: dict) -> str:
+    """A tile of the region with all 8 neighbours in the region."""
+    lat, tiles = region["lattice"], set(region["by_tile"])
+    return next(t for t in sorted(tiles) if all(n in tiles for n in lat.neighbours(t)))
+
+
+def with_stack(region: dict, tmp: Path, tile: str, replacement: Path) -> dict[str, Path]:
+    """The region's stacks with ``tile``'s replaced (copied under ``tmp/stack/<tile>.tif``)."""
+    folder = tmp / "stack"
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{tile}.tif"
+    if replacement != dest:
+        dest.write_bytes(replacement.read_bytes())
+    return {**region["by_tile"], tile: dest}
+
+
+# -- sources of the stack -----------------------------------------------------------------------
+
+
+def test_stack_truncated_cog_source(src: dict, tmp_path: Path, capsys) -> None:
+    """A download cut short: the header opens, the blocks the tile needs are missing."""
+    bad = truncate(src["s2_cog"], tmp_path / "s2_cut.tif", 0.3)
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, s2=bad))
+    assert rc == 1
+    assert line.startswith(f"error: {bad}: ")
+    assert "damaged or truncated" in line and "TIFFReadEncodedTile" in line
+    assert "re-fetch" in line
+    assert_nothing_written(out)
+
+
+def test_stack_truncated_source_that_does_not_open(src: dict, tmp_path: Path, capsys) -> None:
+    bad = truncate(src["dem"], tmp_path / "dem_cut.tif", 0.5)
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, dem=bad))
+    assert rc == 1 and line.startswith(f"error: {bad}: cannot be read as a raster")
+    assert "damaged or truncated" in line and "re-fetch" in line
+    assert_nothing_written(out)
+
+
+def test_stack_corrupt_source_blocks(src: dict, tmp_path: Path, capsys) -> None:
+    bad = zero_blocks(src["s2_cog"], tmp_path / "s2_corrupt.tif")
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, s2=bad))
+    assert rc == 1 and line.startswith(f"error: {bad}: ")
+    assert "damaged or truncated" in line and "re-fetch" in line
+    assert_nothing_written(out)
+
+
+def test_stack_source_without_crs(src: dict, tmp_path: Path, capsys) -> None:
+    bad = rewrite(src["dem"], tmp_path / "dem_nocrs.tif", crs=None)
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, dem=bad))
+    assert rc == 1
+    assert line == (f"error: {bad}: has no coordinate reference system; assign one "
+                    "(e.g. gdal_edit.py -a_srs EPSG:xxxx)")
+    assert_nothing_written(out)
+
+
+def test_stack_dem_in_metres_labelled_geographic(src: dict, tmp_path: Path, capsys) -> None:
+    """A DEM whose coordinates are Alaska Albers metres but whose CRS says EPSG:4326: it lies
+    nowhere near the region, which must be said rather than giving a stack without elevation."""
+    with rasterio.open(src["dem"]) as ds:
+        width, height = ds.width, ds.height
+    metres = Affine(10.0, 0.0, S.LEFT - S.MARGIN, 0.0, -10.0, S.TOP + S.MARGIN)
+    bad = rewrite(src["dem"], tmp_path / "dem_mislabelled.tif", crs="EPSG:4326",
+                  transform=metres)
+    assert width and height
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, dem=bad))
+    assert rc == 1 and line.startswith(f"error: {bad}: ")
+    assert "does not overlap region t64" in line
+    assert "EPSG:4326" in line and "not degrees" in line and "gdal_edit.py -a_srs" in line
+    assert_nothing_written(out)
+
+
+def test_stack_source_of_another_place(src: dict, tmp_path: Path, capsys) -> None:
+    """Right CRS, wrong place (a climate grid 300 km away): no overlap with the region."""
+    with rasterio.open(src["climate"]) as ds:
+        t = ds.transform
+    moved = Affine(t.a, t.b, t.c + 300_000.0, t.d, t.e, t.f)
+    bad = rewrite(src["climate"], tmp_path / "climate_elsewhere.tif", transform=moved)
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, climate=bad))
+    assert rc == 1 and line.startswith(f"error: {bad}: ")
+    assert "does not overlap region t64" in line and "EPSG:3338" in line
+    assert_nothing_written(out)
+
+
+def test_stack_dem_with_nan_and_no_nodata_value(src: dict, tmp_path: Path) -> None:
+    """NaN holes in a float DEM that declares no nodata value are nodata, not an error."""
+    from pyproj import Transformer
+
+    x, y = S.LEFT + 320.0, S.TOP - 320.0  # the centre of the tile
+    lon, lat = Transformer.from_crs("EPSG:3338", "EPSG:4326", always_xy=True).transform(x, y)
+    with rasterio.open(src["dem"]) as ds:
+        z = ds.read(1)
+        profile = ds.profile
+        row, col = ds.index(lon, lat)
+    z[z == -9999.0] = np.nan
+    z[row - 5:row + 5, col - 5:col + 5] = np.nan  # a hole of 10 x 10 arc-seconds
+    profile["nodata"] = None
+    nan_dem = tmp_path / "dem_nan.tif"
+    with rasterio.open(nan_dem, "w", **profile) as dst:
+        dst.write(z, 1)
+        dst.set_band_description(1, "elevation")
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    assert main([str(a) for a in stack_args(src, out, dem=nan_dem)]) == 0
+    with rasterio.open(out) as ds:
+        elev = ds.read(STACK_BANDS.index("elevation") + 1)
+        slope = ds.read(STACK_BANDS.index("slope") + 1)
+        assert ds.tags()["MAPPER_EMPTY"] == "false"
+    assert np.isnan(elev).any() and np.isfinite(elev).any()
+    assert not np.isinf(slope).any()
+    assert np.isnan(slope[np.isnan(elev)]).all()
+
+
+def test_ocean_tile_gives_an_empty_stack_and_a_nodata_prediction(
+    src: dict, tmp_path: Path, capsys
+) -> None:
+    stack = tmp_path / "stack" / f"{S.OCEAN_TILE_64}.tif"
+    rc, _ = cli(capsys, *stack_args(src, stack, tile=S.OCEAN_TILE_64))
+    assert rc == 0
+    with rasterio.open(stack) as ds:
+        assert ds.tags()["MAPPER_EMPTY"] == "true" and np.isnan(ds.read()).all()
+    model = demo_checkpoint(tmp_path / "nsp.pt", "nsp")
+    out = tmp_path / "predict" / f"{S.OCEAN_TILE_64}.tif"
+    rc, _ = cli(capsys, "predict", "--config", src["config"], "--region", "t64", "--task",
+                "nsp", "--tile", S.OCEAN_TILE_64, "--model", model, "--out", out,
+                "--no-progress", stack)
+    assert rc == 0
+    with rasterio.open(out) as ds:
+        assert ds.tags()["MAPPER_EMPTY"] == "true" and ds.count == 1
+        assert np.isnan(ds.read()).all() and np.isnan(ds.nodata)
+
+
+def test_all_nodata_stack_not_marked_empty_predicts_nodata(region: dict, tmp_path: Path,
+                                                           capsys) -> None:
+    """A stack whose pixels are all NaN (e.g. a cloud-covered tile at sea) but not tagged empty:
+    the model finds no valid cell and the tile is nodata."""
+    tile = inner_tile(region)
+    lat = region["lattice"]
+    nan_stack = tmp_path / "nan.tif"
+    write_geotiff(nan_stack, np.full((19, 64, 64), np.nan, np.float32), lat.tile_transform(tile),
+                  "EPSG:3338", nodata=np.nan, descriptions=STACK_BANDS,
+                  tags={"MAPPER_TILE": tile, "MAPPER_EMPTY": "false", "MAPPER_SYNTHETIC": "true"})
+    stacks = with_stack(region, tmp_path, tile, nan_stack)
+    out = tmp_path / "out" / f"{tile}.tif"
+    rc, _ = cli(capsys, *predict_args(region, tile, stacks, out))
+    assert rc == 0
+    with rasterio.open(out) as ds:
+        assert np.isnan(ds.read()).all() and ds.tags()["MAPPER_EMPTY"] == "true"
+
+
+# -- stacks as inputs of predict and samples ----------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt blocks"])
+def test_predict_with_a_damaged_stack(region: dict, tmp_path: Path, capsys, damage: str) -> None:
+    tile = inner_tile(region)
+    good = region["by_tile"][tile]
+    if damage == "truncated":
+        bad = truncate(good, tmp_path / "bad.tif", 0.6)
+    else:
+        bad = zero_blocks(good, tmp_path / "bad.tif")
+    stacks = with_stack(region, tmp_path, tile, bad)
+    out = tmp_path / "out" / f"{tile}.tif"
+    rc, line = cli(capsys, *predict_args(region, tile, stacks, out))
+    assert rc == 1 and line.startswith(f"error: {stacks[tile]}: ")
+    assert "damaged or truncated" in line and "rebuild" in line
+    assert_nothing_written(out)
+
+
+def test_predict_with_a_damaged_neighbour_stack(region: dict, tmp_path: Path, capsys) -> None:
+    tile = inner_tile(region)
+    neighbour = region["lattice"].neighbours(tile)[0]
+    bad = zero_blocks(region["by_tile"][neighbour], tmp_path / "bad.tif")
+    stacks = with_stack(region, tmp_path, neighbour, bad)
+    out = tmp_path / "out" / f"{tile}.tif"
+    rc, line = cli(capsys, *predict_args(region, tile, stacks, out))
+    assert rc == 1 and line.startswith(f"error: {stacks[neighbour]}: ")
+    assert "damaged or truncated" in line
+    assert_nothing_written(out)
+
+
+def test_samples_with_a_damaged_stack(region: dict, tmp_path: Path, capsys) -> None:
+    tile = inner_tile(region)
+    bad = zero_blocks(region["by_tile"][tile], tmp_path / "bad.tif")
+    stacks = with_stack(region, tmp_path, tile, bad)
+    out = tmp_path / "out" / "points.parquet"
+    rc, line = cli(capsys, *samples_args(region, out, stacks=stacks))
+    assert rc == 1 and line.startswith(f"error: {stacks[tile]}: ")
+    assert "damaged or truncated" in line and "rebuild" in line
+    assert_nothing_written(out)
+
+
+def test_stack_with_bands_in_the_wrong_order(region: dict, tmp_path: Path, capsys) -> None:
+    tile = inner_tile(region)
+    order = list(range(1, 20))
+    order[9], order[10] = order[10], order[9]  # slope before elevation
+    bad = rewrite(region["by_tile"][tile], tmp_path / "swapped.tif", band_order=order)
+    stacks = with_stack(region, tmp_path, tile, bad)
+    out = tmp_path / "out" / f"{tile}.tif"
+    rc, line = cli(capsys, *predict_args(region, tile, stacks, out))
+    assert rc == 1
+    assert line == (f"error: {stacks[tile]}: band 10 is 'slope' where a stack has 'elevation' "
+                    "(see mapper.bands.STACK_BANDS); rebuild the stack")
+    assert_nothing_written(out)
+    table = tmp_path / "out" / "points.parquet"
+    rc, line2 = cli(capsys, *samples_args(region, table, stacks=stacks))
+    assert rc == 1 and line2 == line
+    assert_nothing_written(table)
+
+
+def test_stack_with_a_missing_band(region: dict, tmp_path: Path, capsys) -> None:
+    tile = inner_tile(region)
+    keep = [i for i in range(1, 20) if STACK_BANDS[i - 1] != "tpi"]
+    bad = rewrite(region["by_tile"][tile], tmp_path / "no_tpi.tif", band_order=keep)
+    stacks = with_stack(region, tmp_path, tile, bad)
+    out = tmp_path / "out" / f"{tile}.tif"
+    rc, line = cli(capsys, *predict_args(region, tile, stacks, out))
+    assert rc == 1
+    assert line == (f"error: {stacks[tile]}: 18 bands, a stack has 19, missing 'tpi' (see "
+                    "mapper.bands.STACK_BANDS); rebuild the stack")
+    assert_nothing_written(out)
+
+
+# -- observations -------------------------------------------------------------------------------
+
+
+def write_obs(region: dict, path: Path, change) -> Path:  # noqa: ANN001 - a function of a frame
+    table = pd.read_csv(region["observations"], dtype={"obs_id": str, "soil_order": str})
+    change(table).to_csv(path, index=False)
+    return path
+
+
+def test_observations_missing_columns(region: dict, tmp_path: Path, capsys) -> None:
+    obs = write_obs(region, tmp_path / "obs.csv", lambda t: t.drop(columns=["date", "nsp"]))
+    out = tmp_path / "out" / "points.parquet"
+    rc, line = cli(capsys, *samples_args(region, out, observations=obs))
+    assert rc == 1
+    assert line == (f"error: {obs}: missing column(s) date, nsp; an observation table needs "
+                    "obs_id, lon, lat, date, nsp, soil_order")
+    assert_nothing_written(out)
+
+
+def test_observations_unknown_soil_orders(region: dict, tmp_path: Path, capsys) -> None:
+    def rename(t: pd.DataFrame) -> pd.DataFrame:
+        t.loc[t.index[:3], "soil_order"] = ["Gelisol", "Podzol", "Gelisol"]
+        return t
+
+    obs = write_obs(region, tmp_path / "obs.csv", rename)
+    out = tmp_path / "out" / "points.parquet"
+    rc, line = cli(capsys, *samples_args(region, out, observations=obs))
+    assert rc == 1
+    assert line == (f"error: {obs}: unknown soil order name(s) Gelisol, Podzol; allowed: "
+                    f"{', '.join(SOIL_ORDERS)} (or empty); rename or drop those rows")
+    assert_nothing_written(out)
+
+
+def test_observations_all_outside_the_region(region: dict, tmp_path: Path, capsys) -> None:
+    def move(t: pd.DataFrame) -> pd.DataFrame:
+        t["lon"] = t["lon"] + 3.0  # about 130 km east
+        return t
+
+    obs = write_obs(region, tmp_path / "obs.csv", move)
+    out = tmp_path / "out" / "points.parquet"
+    rc, line = cli(capsys, *samples_args(region, out, observations=obs))
+    assert rc == 1
+    n = len(pd.read_csv(obs))
+    assert line == (f"error: {obs}: none of its {n} points lies in region tiny; check the table "
+                    "is for this region (lon/lat in WGS84 degrees)")
+    assert_nothing_written(out)
+
+
+def test_observations_some_outside_are_dropped_and_counted(region: dict, tmp_path: Path,
+                                                           caplog) -> None:
+    out = tmp_path / "out" / "points.parquet"
+    with caplog.at_level("INFO", logger="mapper.samples"):
+        assert main([str(a) for a in samples_args(region, out)]) == 0
+    outside = ("P0143", "P0144", "P0145", "P0146")  # training_data's 4 points outside
+    table = pd.read_parquet(out)
+    assert not set(outside) & set(table["obs_id"])
+    assert any("4 outside region tiny" in r.getMessage() for r in caplog.records)
+
+
+def test_observations_with_lat_and_lon_swapped(region: dict, tmp_path: Path, capsys) -> None:
+    obs = write_obs(region, tmp_path / "obs.csv",
+                    lambda t: t.rename(columns={"lon": "lat", "lat": "lon"}))
+    out = tmp_path / "out" / "points.parquet"
+    rc, line = cli(capsys, *samples_args(region, out, observations=obs))
+    assert rc == 1 and line.startswith(f"error: {obs}: no point lies in region tiny, but ")
+    assert line.endswith("do with lon and lat exchanged; the lon and lat columns look swapped")
+    assert_nothing_written(out)
+
+
+# -- config -------------------------------------------------------------------------------------
+
+
+def bad_configs(region: dict, tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Configs with one fault each: (config path, the expected error line)."""
+    config = yaml.safe_load(Path(region["config"]).read_text())
+    settings = yaml.safe_load((region["root"] / "tiny.yaml").read_text())
+    out: dict[str, tuple[Path, str]] = {}
+
+    top = tmp_path / "unknown_top" / "config.yaml"
+    top.parent.mkdir()
+    top.write_text(yaml.safe_dump({**config, "gird": {"res": 10.0}}))
+    out["unknown key in config.yaml"] = (
+        top, f"error: {top}: key '(top level)': Additional properties are not allowed ('gird' "
+             "was unexpected); remove it or check its spelling")
+
+    for name, change, message in [
+        ("unknown key in the region file", lambda s: s["prediction"].update(strid_px=16),
+         "key 'prediction': Additional properties are not allowed ('strid_px' was unexpected); "
+         "remove it or check its spelling"),
+        ("wrong type in the region file", lambda s: s.update(tile_px="64"),
+         "key 'tile_px': '64' is not of type 'integer'"),
+    ]:
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        bad = yaml.safe_load(yaml.safe_dump(settings))
+        change(bad)
+        (folder / "tiny.yaml").write_text(yaml.safe_dump(bad))
+        cfg = folder / "config.yaml"
+        cfg.write_text(yaml.safe_dump({**config, "regions": {"tiny": str(folder / "tiny.yaml")}}))
+        out[name] = (cfg, f"error: {folder / 'tiny.yaml'}: {message}")
+    return out
+
+
+def test_bad_config_through_the_commands(region: dict, tmp_path: Path, capsys) -> None:
+    tile = inner_tile(region)
+    for name, (cfg, expected) in bad_configs(region, tmp_path).items():
+        out = tmp_path / "out" / f"{tile}.tif"
+        rc, line = cli(capsys, *predict_args(region, tile, region["by_tile"], out, config=cfg))
+        assert (rc, line) == (1, expected), name
+        assert_nothing_written(out)
+        table = tmp_path / "out" / "points.parquet"
+        rc, line = cli(capsys, *samples_args(region, table, config=cfg))
+        assert (rc, line) == (1, expected), name
+        assert_nothing_written(table)
+
+
+@pytest.mark.slow
+def test_bad_config_through_snakemake_dry_run(region: dict, tmp_path: Path) -> None:
+    """``snakemake -n`` stops at parse time with the same one-line message (as Snakemake shows
+    errors: a title line, the message, the place in the Snakefile), not a schema dump."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for name, (cfg, expected) in bad_configs(region, tmp_path).items():
+        work = cfg.parent
+        run = subprocess.run(
+            [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+             "--directory", str(work), "--configfile", str(cfg), "-n", "--cores", "1",
+             "maps/nsp_tiny.tif"],
+            cwd=work, env=env, capture_output=True, text=True, timeout=300,
+        )
+        log = run.stdout + run.stderr
+        assert run.returncode != 0, name
+        message = expected.removeprefix("error: ")
+        assert message in log.splitlines(), f"{name}:\n{log}"
+        assert "Traceback" not in log and "Failed validating" not in log, f"{name}:\n{log}"
+        assert len(log.splitlines()) < 15, f"{name}: {len(log.splitlines())} lines:\n{log}"
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+def test_predict_with_the_model_of_the_other_task(region: dict, tmp_path: Path, capsys) -> None:
+    tile = inner_tile(region)
+    out = tmp_path / "out" / f"{tile}.tif"
+    model = region["models"]["soilorder"]
+    rc, line = cli(capsys, *predict_args(region, tile, region["by_tile"], out, task="nsp",
+                                         model=model))
+    assert rc == 1
+    assert line == (f"error: {model}: checkpoint is for task 'soilorder', expected 'nsp'; "
+                    "give the nsp checkpoint")
+    assert_nothing_written(out)
+
+
+def test_predict_with_a_model_of_another_size(region: dict, tmp_path: Path, capsys) -> None:
+    """The region says model.size swinv2_t; the checkpoint is a demo model."""
+    settings = yaml.safe_load((region["root"] / "tiny.yaml").read_text())
+    settings["model"] = {"size": "swinv2_t"}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(settings))
+    config = yaml.safe_load(Path(region["config"]).read_text())
+    config["regions"]["tiny"] = str(tmp_path / "tiny.yaml")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    tile = inner_tile(region)
+    out = tmp_path / "out" / f"{tile}.tif"
+    model = region["models"]["nsp"]
+    rc, line = cli(capsys, *predict_args(region, tile, region["by_tile"], out,
+                                         config=tmp_path / "config.yaml"))
+    assert rc == 1
+    assert line == (f"error: {model}: checkpoint is model size 'demo', expected 'swinv2_t'; give "
+                    "a checkpoint of the configured size or change model.size")
+    assert_nothing_written(out)
+
+
+def test_load_checkpoint_checks_size_and_task(region: dict) -> None:
+    model = region["models"]["nsp"]
+    with pytest.raises(CheckpointError, match=r"nsp.pt: checkpoint is model size 'demo', "
+                       r"expected 'swinv2_b'"):
+        load_checkpoint(model, expect_size="swinv2_b")
+    with pytest.raises(CheckpointError, match=r"nsp.pt: checkpoint is for task 'nsp', expected "
+                       r"'pretrain'"):
+        load_checkpoint(model, expect_task="pretrain")
+    _, meta = load_checkpoint(model, expect_size="demo", expect_task="nsp")
+    assert meta.task == "nsp" and meta.config.name == "demo"
+
+
+@pytest.mark.parametrize("fault", ["missing", "garbage", "truncated"])
+def test_predict_with_a_missing_or_damaged_model(region: dict, tmp_path: Path, capsys,
+                                                 fault: str) -> None:
+    tile = inner_tile(region)
+    model = tmp_path / "nsp.pt"
+    if fault == "garbage":
+        model.write_bytes(b"this is not a checkpoint")
+    elif fault == "truncated":
+        truncate(region["models"]["nsp"], model, 0.5)
+    out = tmp_path / "out" / f"{tile}.tif"
+    rc, line = cli(capsys, *predict_args(region, tile, region["by_tile"], out, model=model))
+    assert rc == 1 and line.startswith(f"error: {model}: ")
+    if fault == "missing":
+        assert line.endswith("no such checkpoint; train the model first or fix the path")
+    else:
+        assert "unreadable checkpoint, damaged or not a torch file" in line
+        assert line.endswith("delete it and rerun training")
+    assert_nothing_written(out)
+
+
+# -- downloads (what tests/test_sources_http.py does not cover) ---------------------------------
+
+
+def test_a_server_that_never_answers_is_bounded_and_reported(tmp_path: Path) -> None:
+    """A server that accepts the connection but never sends a status line: each attempt ends at
+    the timeout, the attempts are bounded, and nothing is left behind."""
+    import socket
+    import time
+
+    from mapper.errors import SourceError
+    from mapper.sources.http import download
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                accepted.append(conn)  # held open, never answered
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/dem.tif"
+    dest = tmp_path / "dem.tif"
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SourceError) as err:
+            download(url, dest, retries=1, backoff=0.001, timeout=0.5)
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+    elapsed = time.monotonic() - t0
+    msg = str(err.value)
+    assert "\n" not in msg and url in msg and str(dest) in msg
+    assert "timed out" in msg.lower() and "gave up after 2 attempts" in msg
+    assert len(accepted) == 2 and elapsed < 5.0
+    assert_nothing_written(dest)
+
+
+def test_fetch_command_checksum_mismatch(tmp_path: Path, capsys) -> None:
+    from httpserver import LoopbackServer, write_config
+
+    payload = bytes(range(256)) * 100
+    with LoopbackServer() as server:
+        url = server.add_file("/dem.tif", payload)
+        config = write_config(tmp_path, {"dem": {"kind": "http", "files": [
+            {"url": url, "sha256": "0" * 64, "size": len(payload)}]}})
+        out = tmp_path / "resources" / "r" / "sources" / "dem" / "dem.tif"
+        rc, line = cli(capsys, "fetch", "--config", config, "--region", "r", "--source", "dem",
+                       "--file", "dem.tif", "--out", out)
+    assert rc == 1 and line.startswith(f"error: {url} -> {out}: sha256 ")
+    assert "differs from the region file's " + "0" * 64 in line
+    assert_nothing_written(out)
+    assert not out.with_name("dem.tif.json").exists()
+
+
+# -- the real process ---------------------------------------------------------------------------
+
+
+def test_the_command_line_prints_one_error_line_and_exits_1(region: dict, tmp_path: Path
+                                                            ) -> None:
+    """Through ``python -m mapper`` (as a workflow job runs it): exit status 1, the last line of
+    stderr is the error, no traceback."""
+    tile = inner_tile(region)
+    bad = zero_blocks(region["by_tile"][tile], tmp_path / "bad.tif")
+    stacks = with_stack(region, tmp_path, tile, bad)
+    out = tmp_path / "out" / "points.parquet"
+    run = subprocess.run([sys.executable, "-m", "mapper",
+                          *map(str, samples_args(region, out, stacks=stacks))],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {stacks[tile]}: ") and "Traceback" not in run.stderr
+    assert sum(line.startswith("error:") for line in lines) == 1
+    assert run.stdout == ""
+    assert_nothing_written(out)

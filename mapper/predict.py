@@ -54,8 +54,17 @@ from mapper.windows import StackReader
 
 logger = logging.getLogger(__name__)
 
-POINTS_PER_CALL = 16384
-"""Query points decoded per model call (batch x chunk): bounds the decoder's activations."""
+CPU_POINTS_BUDGET = 2**16
+"""On the CPU, query points per model call (batch x chunk) = this / embedding width, 128..8192.
+
+The decoder's per-neighbour activations are [points, 4, hidden] tensors streamed through a dozen
+element-wise operations; keeping them near the cache size (about 1 MB) made the demo model's
+decoder twice as fast as decoding a whole 64 px crop per call (measured best of 5, 1 thread:
+0.11 s per crop at 512 points per call, 0.18 at 4096, 0.34 at 8192).
+"""
+GPU_POINTS_PER_CALL = 16384
+"""On CUDA, query points per model call: large enough to keep a GPU busy; at the reference widths
+the largest per-neighbour activation is then 16384 x 4 x 1024 floats (256 MB)."""
 MASK_ROWS = 256
 """Rows of the tile read at once to find its valid pixels."""
 
@@ -91,6 +100,13 @@ class _Item:
     coords: np.ndarray  # [n, 2] crop-normalised (x, y)
     xy: np.ndarray  # [n, 2] EPSG:3338 metres
     weights: np.ndarray  # [n] Gaussian weights
+
+
+def points_per_call(emb_dim: int, device_type: str = "cpu") -> int:
+    """Query points per decoder call for a model of embedding width ``emb_dim`` on a device."""
+    if device_type == "cuda":
+        return GPU_POINTS_PER_CALL
+    return min(8192, max(128, CPU_POINTS_BUDGET // max(1, emb_dim)))
 
 
 def class_names(task: str) -> list[str]:
@@ -140,6 +156,8 @@ class TilePredictor:
         self.progress = progress
         self.out_res = lattice.res * crops.factor
         self.pin = self.device.type == "cuda"
+        emb = int(getattr(getattr(model, "cfg", None), "emb_dim", 1024))
+        self.points_per_call = points_per_call(emb, self.device.type)
 
     # -- geometry --------------------------------------------------------------------------------
     def out_window(self, tile: str) -> Window:
@@ -335,7 +353,7 @@ class TilePredictor:
             self._sync()
             t2 = time.perf_counter()
             logits = self.model.predict(feats, coords_t, xy_t,
-                                        chunk=max(256, POINTS_PER_CALL // b))
+                                        chunk=max(1, self.points_per_call // b))
             logits = logits.float()
             probs = torch.sigmoid(logits) if self.n_out == 1 else torch.softmax(logits, dim=-1)
             probs = probs.cpu().numpy()  # [B, N, n_out]

@@ -11,8 +11,10 @@ the same.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -201,14 +203,38 @@ def warp_to_grid(
     return np.ma.filled(data.astype("float32"), np.nan)
 
 
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left beside ``path`` when its writer was
+    killed (SIGKILL, power loss, a cluster job past its time limit): ``.<name>.XXXXXXXX.tmp``.
+
+    Called when ``path`` is about to be written again. One writer per output at a time (as
+    Snakemake runs jobs) makes them garbage; the pattern (``mkstemp``'s 8 random characters)
+    never matches another output's temporaries (e.g. ``.<name>.aux.xml.XXXXXXXX.tmp``).
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    removed = []
+    if path.parent.is_dir():
+        for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            if pattern.fullmatch(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    if removed:
+        logger.info("removed %d temporary file(s) of an interrupted write of %s", len(removed),
+                    path)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
 
-    Makes every output appear whole or not at all, even when a job is killed mid-write.
+    Makes every output appear whole or not at all, even when a job is killed mid-write; what a
+    killed writer left is removed on the next write (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

@@ -1,0 +1,180 @@
+"""Interrupted runs: a job or the whole workflow killed with SIGKILL (power loss, OOM killer, a
+cluster job past its time limit) and run again.
+
+- A killed ``python -m mapper stack`` leaves no file at its output path (only a hidden temporary
+  beside it); running the same command again writes the whole file and removes the temporary.
+- The tiny workflow killed (SIGKILL to Snakemake's whole process group) while it predicts tiles:
+  the same command then stops on Snakemake's lock with a message that names ``--unlock``; after
+  ``snakemake --unlock`` the command with the one-machine profile (which sets
+  ``rerun-incomplete``) finishes without redoing the tiles that had finished (same inode and
+  mtime), and every output opens and equals the clean run's byte for byte, with no other file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import stack_sources as S
+from workflow_project import (
+    PROFILES,
+    WorkflowProject,
+    completed_tiny_project,
+    copy_project,
+    run_snakemake,
+    snakemake_command,
+    tail,
+    tiny_local_args,
+)
+
+from mapper.config import load_config, load_region
+from mapper.stack import build_stack
+
+TILE128 = "R0744C2220"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files_under(root: Path, *folders: str) -> dict[str, str]:
+    """Every file (hidden ones too) under ``folders`` of ``root``: relative path -> sha256."""
+    out = {}
+    for folder in folders:
+        for p in sorted((root / folder).rglob("*")):
+            if p.is_file():
+                out[str(p.relative_to(root))] = sha256(p)
+    return out
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):  # noqa: ANN001, ANN201
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        got = predicate()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended ({proc.returncode}) before {what}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# -- one job ------------------------------------------------------------------------------------
+
+
+def test_a_killed_stack_job_leaves_no_output_and_its_rerun_cleans_up(tmp_path: Path) -> None:
+    root = tmp_path / "sources"
+    root.mkdir()
+    config = S.write_config(root, tile_sizes=(128,))
+    s2, dem, climate = (S.write_sentinel2(root / "s2.tif"), S.write_dem(root / "dem.tif"),
+                        S.write_climate(root / "climate.tif"))
+    out = tmp_path / "stack" / f"{TILE128}.tif"
+    cmd = [sys.executable, "-m", "mapper", "stack", "--config", str(config), "--region", "t128",
+           "--tile", TILE128, "--sentinel2", str(s2), "--dem", str(dem), "--climate",
+           str(climate), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        temporaries = wait_for(lambda: list(out.parent.glob(f".{out.name}.*.tmp")), 120,
+                               "the stack's temporary file", proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and all(t.exists() for t in temporaries)  # what the kill leaves
+
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # temporaries removed
+    region = load_region(load_config(config), "t128")
+    clean = build_stack(region, TILE128, [s2], dem, climate, tmp_path / "clean" / out.name)
+    with rasterio.open(out) as a, rasterio.open(clean) as b:
+        assert np.array_equal(a.read(), b.read(), equal_nan=True)
+        assert a.tags() == b.tags()
+
+
+# -- the workflow -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def completed(tmp_path_factory: pytest.TempPathFactory) -> WorkflowProject:
+    """The tiny project run to the end once per test session (shared with the workflow tests)."""
+    return completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
+
+
+def incomplete_outputs(project: WorkflowProject) -> set[str]:
+    """Outputs of the jobs Snakemake has started and not recorded as finished."""
+    folder = project.root / ".snakemake" / "incomplete"
+    if not folder.is_dir():
+        return set()
+    out = set()
+    for marker in folder.iterdir():
+        try:
+            out.add(base64.urlsafe_b64decode(marker.name).decode())
+        except ValueError:
+            continue
+    return out
+
+
+def predicted(project: WorkflowProject) -> list[str]:
+    return [f"results/{project.region}/predict/{task}/{tile}.tif"
+            for task in ("nsp", "soilorder") for tile in project.tiles]
+
+
+@pytest.mark.slow
+def test_killed_while_predicting_then_rerun(completed: WorkflowProject, tmp_path: Path) -> None:
+    project = copy_project(completed, tmp_path / "project")
+    r = project.region
+    shutil.rmtree(project.path(f"results/{r}/predict"))
+    shutil.rmtree(project.path("maps"))
+    tiles = predicted(project)
+    targets = project.maps()
+
+    def under_way() -> tuple[list[str], set[str]] | None:
+        running = {p for p in incomplete_outputs(project) if p in tiles}
+        done = [p for p in tiles if project.path(p).exists() and p not in running]
+        return (done, running) if done and running else None
+
+    cmd = snakemake_command(project, *targets, extra_args=tiny_local_args())
+    log = tmp_path / "killed.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=project.root, env=project.env, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            done, running = wait_for(under_way, 900, "a finished tile and a running one", proc)
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    missing = [p for p in tiles if not project.path(p).exists()]
+    print(f"\nkilled with {len(done)} of {len(tiles)} tiles finished, running {sorted(running)}")
+    assert missing, "every tile was finished before the kill"
+    finished = {p: project.path(p).stat() for p in done}
+
+    # The same command: Snakemake's lock from the killed run stops it, and says what to do.
+    again = run_snakemake(project, *targets, extra_args=tiny_local_args(), check=False)
+    assert again.returncode != 0 and "LockException" in again.log
+    assert "--unlock" in again.log
+
+    run_snakemake(project, *targets, extra_args=["--unlock"])
+    profile = ["--profile", str(PROFILES / "default"), *tiny_local_args()]
+    resumed = run_snakemake(project, *targets, extra_args=profile)
+    print(tail(resumed.log, 5))
+
+    for p, before in finished.items():  # not redone
+        after = project.path(p).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), p
+    for p in [*tiles, *targets]:  # every output opens and reads
+        with rasterio.open(project.path(p)) as ds:
+            ds.read()
+    folders = (f"results/{r}/predict", "maps")
+    assert files_under(project.root, *folders) == files_under(completed.root, *folders)

@@ -270,11 +270,12 @@ def _write_raw(
             return raw
         with raster_writer(raw["cog"], count=1, **grid) as cls_dst, \
                 raster_writer(raw["probabilities"], count=len(classes), **grid) as prob_dst:
+            # the colour table goes in before any pixel: TIFF fixes the photometric tag then
+            cls_dst.write_colormap(1, colour_table(classes))
             for win in windows:
                 p = src.read(window=win)  # [n_classes, h, w] float32, NaN nodata
                 cls_dst.write(_argmax_classes(p), 1, window=win)
                 prob_dst.write(_to_percent(p), window=win)
-            cls_dst.write_colormap(1, colour_table(classes))
             cls_dst.set_band_description(1, "soil_order")
             cls_dst.update_tags(1, **class_name_tags(classes))
             cls_dst.units = ("class index",)

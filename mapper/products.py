@@ -159,8 +159,17 @@ def provenance_tags(
     region: Region, config: dict, task: str, model_sha256: str, units: str,
     sources_dir: str | Path | None = None,
 ) -> dict[str, str]:
-    """Dataset metadata of every product file (GDAL metadata, default domain)."""
+    """Dataset metadata of every product file (GDAL metadata, default domain).
+
+    The boundary is recorded by file name and sha256 of its content, not by its path: the same
+    region run in another folder (or on another machine) makes byte-identical products.
+    """
+    import hashlib
+
     settings = {"region": region.name, "grid": config["grid"], **region.settings}
+    boundary = Path(region.settings["boundary"])
+    settings["boundary"] = {"file": boundary.name,
+                            "sha256": hashlib.sha256(boundary.read_bytes()).hexdigest()}
     tags = {
         "MAPPER_PRODUCT": f"{TITLES[task]} ({task}), region {region.name}",
         "MAPPER_TASK": task,

@@ -8,6 +8,7 @@ next to each run as ``slurm_jobs.txt``.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -27,9 +28,11 @@ from slurm_cluster import (
     submitted_jobs,
 )
 from workflow_project import (
+    PROFILES,
     completed_tiny_project,
     local_slurm_profile,
     make_project,
+    render_profile,
     run_snakemake,
     tail,
 )
@@ -137,10 +140,14 @@ def test_tiny_demo_through_slurm_profile_makes_the_local_maps(
     assert run.returncode == 0, tail(run.log, 60)
     assert rows and {r["JobState"] for r in rows} == {"COMPLETED"}
     whats = [r["What"] for r in rows]
-    # per-tile jobs went in groups: one SLURM job for the 4 stacks, one for the 8 predictions
-    assert sum(w.startswith("group_stack") for w in whats) == 1, whats
-    assert sum(w.startswith("group_predict") for w in whats) == 1, whats
-    assert not any(w.startswith(("rule_stack/", "rule_predict/")) for w in whats), whats
+    # per-tile jobs went in groups of group-components tiles (9 stacks, 2 x 9 predictions)
+    size = render_profile(PROFILES / "slurm" / "config.yaml")["group-components"]
+    n = len(project.tiles)
+    assert sum(w.startswith("group_stack") for w in whats) == math.ceil(n / size["stack"]), whats
+    assert sum(w.startswith("group_predict") for w in whats) == math.ceil(
+        2 * n / size["predict"]
+    ), whats
+    assert not any(w.startswith(("rule_stack", "rule_predict")) for w in whats), whats
 
     for name in project.maps():
         local_profile, local_data = read_map(local.path(name))

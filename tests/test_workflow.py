@@ -155,7 +155,7 @@ def test_tiny_demo_end_to_end(tiny: WorkflowProject) -> None:
         item = json.loads(tiny.path(f"maps/{task}_{tiny.region}.stac.json").read_text())
         assert item["type"] == "Feature"
         report = tiny.path(f"results/{tiny.region}/reports/{task}.md").read_text()
-        assert "rf" in report.lower() and "miso" in report.lower()
+        assert "Random Forest" in report and "MiSo" in report
         figures = json.loads(tiny.path(f"results/{tiny.region}/reports/{task}.json").read_text())
         assert figures
         for png in ("splits", "confusion"):
@@ -172,6 +172,8 @@ def test_html_report_has_the_evaluation_and_the_maps(tiny: WorkflowProject) -> N
     run_snakemake(tiny, *tiny.maps(), *tiny.reports(), extra_args=["--report", str(out)])
     html = out.read_text(errors="replace")
     assert len(html) > 10_000
-    for name in ("Evaluation", "Maps", "nsp_splits.png", "soilorder_confusion.png",
-                 f"nsp_{tiny.region}.png", f"soilorder_{tiny.region}.png"):  # fmt: skip
+    for name in ("Evaluation", "Maps", "nsp.md", "soilorder.md", "nsp_splits.png",
+                 "soilorder_confusion.png", f"nsp_{tiny.region}.png",
+                 f"soilorder_{tiny.region}.png",  # the files, and their captions:
+                 "Cross-validation of MiSo against Random Forest", "Quick-look of"):  # fmt: skip
         assert name in html, name

@@ -64,7 +64,7 @@ EVALUATION = {
     "rf_trees": 10,
     "rf_max_depth": 6,
 }
-PREDICTION = {"crop_px": 32, "stride_px": 16, "sigma_scale": 0.125}
+PREDICTION = {"crop_px": 32, "stride_px": 16, "sigma_scale": 0.125, "out_res": 40.0}
 STACK = {"halo_px": 32, "hydro_block_px": 256, "hydro_halo_px": 64}
 
 

@@ -37,10 +37,22 @@ rule report:
     input:
         cv_fold_outputs,
     output:
-        markdown="results/{region}/reports/{task}.md",
+        markdown=report(
+            "results/{region}/reports/{task}.md",
+            category="Evaluation",
+            caption="../report/evaluation_table.rst",
+        ),
         figures="results/{region}/reports/{task}.json",
-        bars=report("results/{region}/reports/{task}_splits.png", category="Evaluation"),
-        confusion=report("results/{region}/reports/{task}_confusion.png", category="Evaluation"),
+        bars=report(
+            "results/{region}/reports/{task}_splits.png",
+            category="Evaluation",
+            caption="../report/evaluation_splits.rst",
+        ),
+        confusion=report(
+            "results/{region}/reports/{task}_confusion.png",
+            category="Evaluation",
+            caption="../report/evaluation_confusion.rst",
+        ),
     params:
         config=CONFIG_FILE,
     log:

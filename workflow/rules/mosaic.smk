@@ -8,7 +8,11 @@ rule mosaic_nsp:
         model="results/{region}/models/nsp.pt",
     output:
         cog="maps/nsp_{region}.tif",
-        quicklook=report("maps/nsp_{region}.png", category="Maps"),
+        quicklook=report(
+            "maps/nsp_{region}.png",
+            category="Maps",
+            caption="../report/map_quicklook.rst",
+        ),
         style="maps/nsp_{region}.qml",
         item="maps/nsp_{region}.stac.json",
     params:
@@ -29,7 +33,11 @@ rule mosaic_soilorder:
     output:
         cog="maps/soilorder_{region}.tif",
         probabilities="maps/soilorder_{region}_probabilities.tif",
-        quicklook=report("maps/soilorder_{region}.png", category="Maps"),
+        quicklook=report(
+            "maps/soilorder_{region}.png",
+            category="Maps",
+            caption="../report/map_quicklook.rst",
+        ),
         style="maps/soilorder_{region}.qml",
         item="maps/soilorder_{region}.stac.json",
     params:

@@ -1,0 +1,154 @@
+"""Single-tile reruns: after a complete tiny run, what a changed tile or source makes Snakemake
+plan again (dry runs on a copy of the completed project; 3 x 3 tiles of 128 px).
+
+- forcing one tile's stack (``-R results/<region>/stack/<tile>.tif maps/nsp_<region>.tif``) plans
+  that stack, the predictions of the tile and of its neighbours in the region (their crops read
+  it as context) and the mosaic; the models are not retrained (the training rules read the stacks
+  as ``ancient``);
+- a stack file rewritten with new content plans the same predictions and mosaic;
+- a changed DEM source plans every stack (they all read it), every prediction and the mosaic.
+
+Snakemake (8+) records checksums of inputs smaller than ``--max-checksum-file-size`` (1 MB), and
+a newer file with the recorded checksum does not trigger a rerun: a bare ``touch`` of a small
+file changes nothing. The statewide stacks and sources are far larger, so there a ``touch`` is a
+change; ``--max-checksum-file-size 0`` makes the tiny files behave the same.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from workflow_project import (
+    WorkflowProject,
+    completed_tiny_project,
+    copy_project,
+    planned_jobs,
+    run_snakemake,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.workflow]
+
+CHECKSUM_THRESHOLD = 1_000_000  # Snakemake's default --max-checksum-file-size (bytes)
+
+
+@pytest.fixture(scope="module")
+def completed(tmp_path_factory: pytest.TempPathFactory) -> WorkflowProject:
+    return completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
+
+
+@pytest.fixture
+def project(completed: WorkflowProject, tmp_path: Path) -> WorkflowProject:
+    return copy_project(completed, tmp_path / "project")
+
+
+def lattice_neighbours(project: WorkflowProject, tile: str) -> list[str]:
+    """The tile's 8 lattice neighbours that are in the region (tile ids RrrrrCcccc)."""
+    row, col = (int(v) for v in re.fullmatch(r"R(\d{4})C(\d{4})", tile).groups())
+    around = {
+        f"R{row + dr:04d}C{col + dc:04d}"
+        for dr in (-1, 0, 1)
+        for dc in (-1, 0, 1)
+        if (dr, dc) != (0, 0)
+    }
+    return sorted(around & set(project.tiles))
+
+
+def planned_outputs(project: WorkflowProject, *targets: str, extra: list[str]) -> dict:
+    """Rule -> sorted outputs of the jobs a dry run plans."""
+    run = run_snakemake(project, *targets, extra_args=["--dry-run", *extra])
+    plan: dict[str, list[str]] = {}
+    rule = None
+    for line in run.log.splitlines():
+        if m := re.match(r"^\s*(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+        elif rule and (m := re.match(r"^\s+output: (\S+?),?(?: |$)", line)):
+            plan.setdefault(rule, []).append(m.group(1))
+            rule = None
+    return {k: sorted(v) for k, v in plan.items()}
+
+
+def corner_and_centre(project: WorkflowProject) -> tuple[str, str]:
+    tiles = sorted(project.tiles)
+    return tiles[0], tiles[len(tiles) // 2]
+
+
+def test_the_completed_run_plans_nothing(project: WorkflowProject) -> None:
+    assert planned_jobs(project, *project.maps(), *project.reports()) == {}
+
+
+@pytest.mark.parametrize("where", ["corner", "centre"])
+def test_forcing_one_stack_plans_its_tile_neighbours_and_mosaic(
+    project: WorkflowProject, where: str
+) -> None:
+    corner, centre = corner_and_centre(project)
+    tile = corner if where == "corner" else centre
+    near = lattice_neighbours(project, tile)
+    assert len(near) == (3 if where == "corner" else 8)
+    nsp_map = f"maps/nsp_{project.region}.tif"
+
+    jobs = planned_jobs(project, nsp_map, extra_args=["-R", project.stack(tile)])
+    print(f"\n-R {project.stack(tile)} {nsp_map}: {jobs}")
+    assert jobs == {"stack": 1, "predict": 1 + len(near), "mosaic_nsp": 1}
+
+    plan = planned_outputs(project, nsp_map, extra=["-R", project.stack(tile)])
+    r = project.region
+    assert plan["stack"] == [project.stack(tile)]
+    assert plan["predict"] == sorted(f"results/{r}/predict/nsp/{t}.tif" for t in [tile, *near])
+
+    both = planned_jobs(project, *project.maps(), extra_args=["-R", project.stack(tile)])
+    assert both == {
+        "stack": 1, "predict": 2 * (1 + len(near)), "mosaic_nsp": 1, "mosaic_soilorder": 1,
+    }  # fmt: skip
+
+
+def test_a_rewritten_stack_plans_the_same_predictions(project: WorkflowProject) -> None:
+    corner, _ = corner_and_centre(project)
+    stack = project.path(project.stack(corner))
+    with rasterio.open(stack, "r+") as dst:  # a fixed source changes some pixels of the tile
+        window = rasterio.windows.Window(0, 0, 8, 8)
+        band = list(dst.descriptions).index("elevation") + 1
+        dst.write(dst.read(band, window=window) + 1.0, band, window=window)
+    near = lattice_neighbours(project, corner)
+    nsp_map = f"maps/nsp_{project.region}.tif"
+    jobs = planned_jobs(project, nsp_map)
+    print(f"\nrewritten {project.stack(corner)}: {jobs}")
+    assert jobs == {"predict": 1 + len(near), "mosaic_nsp": 1}
+
+
+def test_a_touched_stack_reruns_as_a_changed_one(project: WorkflowProject) -> None:
+    corner, _ = corner_and_centre(project)
+    stack = project.path(project.stack(corner))
+    os.utime(stack)  # now: newer than every output of the run
+    near = lattice_neighbours(project, corner)
+    nsp_map = f"maps/nsp_{project.region}.tif"
+    by_time = planned_jobs(project, nsp_map, extra_args=["--max-checksum-file-size", "0"])
+    assert by_time == {"predict": 1 + len(near), "mosaic_nsp": 1}
+    default = planned_jobs(project, nsp_map)
+    if stack.stat().st_size < CHECKSUM_THRESHOLD:  # same content, checksum recorded: no rerun
+        assert default == {}
+    else:
+        assert default == by_time
+
+
+def test_a_changed_dem_reruns_every_stack(project: WorkflowProject) -> None:
+    dem = project.path(f"resources/{project.region}/sources/dem.tif")
+    n = len(project.tiles)
+    nsp_map = f"maps/nsp_{project.region}.tif"
+    expected = {"stack": n, "predict": n, "mosaic_nsp": 1}
+
+    os.utime(dem)
+    touched = planned_jobs(project, nsp_map, extra_args=["--max-checksum-file-size", "0"])
+    print(f"\ntouched {dem.name}: {touched}")
+    assert touched == expected
+
+    with rasterio.open(dem, "r+") as dst:  # a corrected DEM
+        data = dst.read(1)
+        dst.write(np.where(data != dst.nodata, data + 0.5, data), 1)
+    changed = planned_jobs(project, nsp_map)
+    print(f"rewritten {dem.name}: {changed}")
+    assert changed == expected

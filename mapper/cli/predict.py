@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="crops per model call")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's, all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)
 
@@ -32,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from mapper.predict import predict_tile
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     stats = predict_tile(
         args.config, args.region, args.task, args.tile, args.model, args.stacks, args.out,
         batch_size=args.batch_size, bf16=args.bf16, device=args.device,

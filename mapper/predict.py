@@ -444,6 +444,9 @@ def predict_tile(
     if tile not in by_tile:
         raise InputError(f"no stack for tile {tile} among the {len(by_tile)} given; pass "
                          f"results/{region_name}/stack/{tile}.tif")
+    if not Path(model_path).is_file():
+        raise CheckpointError(f"{model_path}: no such checkpoint; train the model first or fix "
+                              "the path")
     sha = file_sha256(model_path)
     tags = {
         "MAPPER_TILE": tile,

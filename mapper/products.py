@@ -377,6 +377,9 @@ def make_products(
     region = load_region(config, region_name)
     classes = SOIL_ORDERS if task == "soilorder" else ["nsp"]
     tileset = check_tiles(tiles, task, len(classes))
+    if not Path(model_path).is_file():
+        raise InputError(f"{model_path}: no such checkpoint; give the model the tiles were "
+                         "predicted with")
     model_sha = file_sha256(model_path)
     if tileset.model_sha256 and tileset.model_sha256 != model_sha:
         raise InputError(

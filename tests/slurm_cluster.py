@@ -34,7 +34,7 @@ from pathlib import Path
 
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/sbin/munged")
-MIN_JOB_AGE_S = 600
+MIN_JOB_AGE_S = 3600  # finished jobs stay listed by scontrol for an hour
 
 SLURM_CONF = """\
 # A one-node test cluster (written by tests/slurm_cluster.py)
@@ -323,7 +323,16 @@ def start_cluster(root: Path, timeout: float = 60) -> SlurmCluster:
 
 
 def stop_cluster(cluster: SlurmCluster, timeout: float = 20) -> None:
-    """Stop the daemons this module started, by pid: slurmd, then slurmctld, then munged."""
+    """Cancel the cluster's jobs, then stop the daemons this module started, by pid: slurmd,
+    slurmctld, munged. Job processes that outlive them (a job step survives its slurmd) are
+    found by the ``SLURM_CONF`` of this cluster in their environment and killed."""
+    if cluster.procs.get("slurmctld") and cluster.procs["slurmctld"].poll() is None:
+        jobs = cluster.run("squeue", "-h", "-o", "%i").stdout.split()
+        if jobs:
+            cluster.run("scancel", *jobs)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and cluster.run("squeue", "-h").stdout.strip():
+                time.sleep(0.5)
     for name in ("slurmd", "slurmctld", "munged"):
         proc = cluster.procs.pop(name, None)
         if proc is None or proc.poll() is not None:
@@ -334,6 +343,27 @@ def stop_cluster(cluster: SlurmCluster, timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout)
+    for pid in job_processes(cluster.conf):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def job_processes(conf: Path) -> list[int]:
+    """Pids of processes whose environment has ``SLURM_CONF=<conf>`` (this cluster's jobs)."""
+    marker = f"SLURM_CONF={conf}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
 
 
 @contextmanager

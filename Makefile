@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= 2
 
-.PHONY: demo test env lint clean-demo
+.PHONY: demo demo-reports test env lint clean-demo
 
 env: $(STAMP)
 
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	snakemake --cores $(CORES) --printshellcmds demo
+
+demo-reports: $(STAMP)
+	snakemake --cores $(CORES) --printshellcmds demo_reports
 
 test: $(STAMP)
 	pytest

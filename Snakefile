@@ -35,6 +35,13 @@ rule all:
 
 
 rule demo:
-    # `make demo`: everything the pipeline makes for the embedded (synthetic) demo region.
+    # `make demo`: the maps of the embedded (synthetic) demo region, with their quick-looks.
     input:
-        demo_products(),
+        maps_of("demo"),
+        "results/demo/stack.vrt",
+
+
+rule demo_reports:
+    # `make demo-reports`: the demo's cross-validation reports (MiSo vs Random Forest).
+    input:
+        reports_of("demo"),

@@ -1,5 +1,6 @@
 """Reproducibility: the tiny demo run twice from nothing, in two folders, on the CPU, gives
-byte-identical maps (sha256 of every ``maps/*.tif``).
+byte-identical maps (sha256 of every ``maps/*.tif``), and the same quick-looks, styles and STAC
+Items (but for the time an Item was written).
 
 The first run is the session's completed tiny project (shared with the workflow tests); the
 second is a new project with the same settings run to the maps only. When the maps differ, the
@@ -71,6 +72,13 @@ def digests(root: Path, pattern: str) -> dict[str, str]:
             if p.is_file()}
 
 
+def stac_without_times(path: Path) -> str:
+    item = json.loads(path.read_text())
+    for key in ("created", "datetime", "updated"):
+        item.get("properties", {}).pop(key, None)
+    return json.dumps(item, sort_keys=True)
+
+
 def raster_differences(a: Path, b: Path) -> list[str]:
     """What differs between two rasters: dataset/band tags, then pixels."""
     out = []
@@ -113,3 +121,15 @@ def test_two_runs_from_nothing_give_identical_maps(completed: WorkflowProject,
         pytest.fail("maps differ between two runs from nothing:\n" + "\n".join(report)
                     + "\nfirst differing intermediate files: "
                     + (", ".join(upstream[:8]) or "none"))
+
+    # The other product files too (quick-looks, styles, class names); STAC Items but for the
+    # time they were written.
+    others = {}
+    for root in (completed.root, second.root):
+        files = {}
+        for p in sorted(root.glob("maps/*")):
+            if p.suffix != ".tif":
+                text = stac_without_times(p) if p.name.endswith(".stac.json") else sha256(p)
+                files[str(p.relative_to(root))] = text
+        others[root] = files
+    assert others[completed.root] == others[second.root]

@@ -40,7 +40,7 @@ from mapper.cog import BLOCKSIZE, class_name_tags, raster_writer, to_cog
 from mapper.colours import NSP_RAMP, class_colours, colour_table, hex_colour, style_qml
 from mapper.config import Region, load_config, load_region
 from mapper.errors import InputError
-from mapper.raster import atomic_path, open_raster
+from mapper.raster import atomic_path, open_raster, remove_stale_temporaries
 from mapper.stac_item import ProductAsset, build_item, write_item
 from mapper.windows import write_vrt
 
@@ -393,6 +393,7 @@ def make_products(
     tags = provenance_tags(region, config, task, model_sha, units, sources_dir)
     out = paths["cog"]
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out, directories=True)  # what a killed mosaic job left
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         workdir = Path(tmp)
         vrt = write_vrt(tileset.paths, workdir / "tiles.vrt")

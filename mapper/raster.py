@@ -15,6 +15,7 @@ import glob
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -203,21 +204,29 @@ def warp_to_grid(
     return np.ma.filled(data.astype("float32"), np.nan)
 
 
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
+def remove_stale_temporaries(path: str | Path, directories: bool = False) -> list[Path]:
     """Delete the temporary files :func:`atomic_path` left beside ``path`` when its writer was
-    killed (SIGKILL, power loss, a cluster job past its time limit): ``.<name>.XXXXXXXX.tmp``.
+    killed (SIGKILL, power loss, a cluster job past its time limit): ``.<name>.XXXXXXXX.tmp``;
+    with ``directories``, also the work folders ``.<name>.XXXXXXXX`` of
+    ``tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")``.
 
     Called when ``path`` is about to be written again. One writer per output at a time (as
-    Snakemake runs jobs) makes them garbage; the pattern (``mkstemp``'s 8 random characters)
-    never matches another output's temporaries (e.g. ``.<name>.aux.xml.XXXXXXXX.tmp``).
+    Snakemake runs jobs) makes them garbage; the patterns (``mkstemp``'s 8 random characters)
+    never match another output's temporaries (e.g. ``.<name>.aux.xml.XXXXXXXX.tmp``).
     """
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    name = re.escape(path.name)
+    file_pattern = re.compile(rf"\.{name}\.[a-z0-9_]{{8}}\.tmp")
+    dir_pattern = re.compile(rf"\.{name}\.[a-z0-9_]{{8}}")
     removed = []
     if path.parent.is_dir():
-        for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            if pattern.fullmatch(p.name) and p.is_file():
+        for p in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            if file_pattern.fullmatch(p.name) and p.is_file() and not p.is_symlink():
                 p.unlink(missing_ok=True)
+                removed.append(p)
+            elif directories and dir_pattern.fullmatch(p.name) and p.is_dir() \
+                    and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
     if removed:
         logger.info("removed %d temporary file(s) of an interrupted write of %s", len(removed),

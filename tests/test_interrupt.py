@@ -8,7 +8,7 @@ cluster job past its time limit) and run again.
   ``snakemake --unlock`` the command with the one-machine profile (which sets
   ``rerun-incomplete``) finishes without redoing the tiles that had finished (same inode and
   mtime), and every output opens and equals the clean run's byte for byte (a STAC Item but for
-  the time it was written), with no other file (no temporary left).
+  the time it was written), with no other file (no temporary left, none of a killed mosaic).
 """
 
 from __future__ import annotations
@@ -113,6 +113,43 @@ def test_a_killed_stack_job_leaves_no_output_and_its_rerun_cleans_up(tmp_path: P
         assert a.tags() == b.tags()
 
 
+def test_what_a_killed_mosaic_left_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    """A mosaic job killed midway leaves its hidden work folder and a temporary COG in maps/;
+    the next mosaic of the same product removes them (and nothing else)."""
+    import training_data as T
+
+    from mapper.products import make_products
+    from mapper.raster import write_geotiff
+
+    region = T.write_region(tmp_path / "region")
+    lattice = T.lattice()
+    tiles = []
+    for i, stack in enumerate(region["stacks"][:2]):
+        tile = stack.stem
+        path = tmp_path / "predict" / f"{tile}.tif"
+        write_geotiff(path, np.full((1, 64, 64), 0.25 * (i + 1), np.float32),
+                      lattice.tile_transform(tile), "EPSG:3338", nodata=np.nan,
+                      descriptions=["nsp"], tags={"MAPPER_TASK": "nsp", "MAPPER_TILE": tile})
+        tiles.append(path)
+    model = tmp_path / "nsp.pt"
+    model.write_bytes(b"a model")
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    stale_dir = maps / ".nsp_tiny.tif.k2x9q0ab"  # tempfile.mkdtemp's name, as a killed job left it
+    stale_dir.mkdir()
+    (stale_dir / "main.tif").write_bytes(b"half a raster")
+    stale_cog = maps / ".nsp_tiny.tif.7fcttrmq.tmp"
+    stale_cog.write_bytes(b"half a COG")
+    other = maps / ".nsp_tiny.tif.aux.xml"  # not a temporary: kept
+    other.write_text("<PAMDataset/>")
+    make_products(region["config"], "tiny", "nsp", model, tiles, maps / "nsp_tiny.tif",
+                  sources_dir=tmp_path / "none")
+    hidden = sorted(p.name for p in maps.iterdir() if p.name.startswith("."))
+    assert hidden == [other.name]
+    with rasterio.open(maps / "nsp_tiny.tif") as ds:
+        assert ds.read(1).max() == 50
+
+
 # -- the workflow -------------------------------------------------------------------------------
 
 
@@ -178,6 +215,10 @@ def test_killed_while_predicting_then_rerun(completed: WorkflowProject, tmp_path
     assert "--unlock" in again.log
 
     run_snakemake(project, *targets, extra_args=["--unlock"])
+    # as a mosaic job killed midway would have left its work folder (none was running here)
+    stale = project.path(f"maps/.nsp_{r}.tif.x8f2k1qz")
+    stale.mkdir()
+    (stale / "main.tif").write_bytes(b"half a raster")
     profile = ["--profile", str(PROFILES / "default"), *tiny_local_args()]
     resumed = run_snakemake(project, *targets, extra_args=profile)
     print(tail(resumed.log, 5))
@@ -188,5 +229,6 @@ def test_killed_while_predicting_then_rerun(completed: WorkflowProject, tmp_path
     for p in [*predicted(project, "nsp"), *targets]:  # every output opens and reads
         with rasterio.open(project.path(p)) as ds:
             ds.read()
-    outputs = (f"results/{r}/predict/**/*", f"results/{r}/predict/**/.*", "maps/*", "maps/.*")
+    outputs = (f"results/{r}/predict/**/*", "maps/**/*")  # hidden files and folders included
+    assert not stale.exists()
     assert files_under(project.root, *outputs) == files_under(completed.root, *outputs)

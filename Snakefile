@@ -3,6 +3,8 @@
 #   snakemake --cores 2 maps/nsp_demo.tif                                # demo region, offline
 #   snakemake --cores 32 maps/nsp_alaska.tif                             # one machine
 #   snakemake --profile workflow/profiles/slurm maps/nsp_alaska.tif      # SLURM cluster
+import os
+
 from snakemake.utils import min_version
 
 from mapper.config import validate
@@ -14,8 +16,12 @@ configfile: "config/config.yaml"
 
 
 # mapper's validation (the schema in workflow/schemas/, defaults filled): an error is one line
-# naming the file and the key, as in every `python -m mapper` command, not a schema dump
-validate(config, "config.schema.yaml", workflow.configfiles[-1])
+# naming the file(s) and the key, as in every `python -m mapper` command, not a schema dump
+validate(
+    config,
+    "config.schema.yaml",
+    " + ".join(dict.fromkeys(map(os.path.abspath, workflow.configfiles))),
+)
 
 
 include: "workflow/rules/common.smk"

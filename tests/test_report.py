@@ -128,6 +128,7 @@ def test_nsp_report_files_figures_and_truth(region, tmp_path: Path) -> None:  # 
     assert "Agreement with the hidden truth" in md and "chance" in md
 
 
+@pytest.mark.slow
 def test_soil_order_report_has_every_class(region, tmp_path: Path) -> None:  # noqa: ANN001
     files = _fold_files(tmp_path, "soilorder", 7)
     out = tmp_path / "soilorder.md"

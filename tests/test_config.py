@@ -74,8 +74,7 @@ def test_alaska_sources_are_real() -> None:
     assert s2["collection"] == "sentinel-2-l2a" and s2["datetime"] == "2019-06-01/2023-08-31"
     assert s2["months"] == [6, 7, 8] and s2["max_cloud"] == 40
     assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file"}
-    for entry in sources["climate"]["files"]:
-        assert entry["url"].startswith(("http://", "https://"))
+    assert sources["dem"]["path"].endswith(".vrt") and sources["climate"]["path"].endswith(".vrt")
     assert sources["observations"]["path"] == "resources/alaska/sources/observations.csv"
 
 
@@ -91,7 +90,11 @@ def test_defaults_are_filled() -> None:
     assert demo["evaluation"]["splits"] == ["random", "sh1km", "sh10km"]
     assert demo["prediction"]["out_res"] == 10.0
     # and what it sets is kept
-    assert demo["training"]["crop_px"] == 64 and demo["model"]["size"] == "demo"
+    raw = shipped_region("demo")
+    assert demo["training"]["crop_px"] == raw["training"]["crop_px"] != schema_defaults("training")[
+        "crop_px"
+    ]
+    assert demo["model"]["size"] == "demo"
     # a config without a grid section gets the lattice's defaults
     assert (
         validate({"regions": {"a": "a.yaml"}}, "config.schema.yaml", "x")["grid"]

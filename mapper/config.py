@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def _with_defaults(validator_class: type) -> type:
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema(name: str) -> dict:
     with open(SCHEMA_DIR / name) as f:
         return yaml.safe_load(f)
@@ -74,7 +74,8 @@ def read_yaml(path: str | Path) -> dict:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the syntax") from None
+        reason = exc.__class__.__name__
+        raise ConfigError(f"{path}: not valid YAML ({reason}); fix the syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data

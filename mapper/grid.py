@@ -3,12 +3,13 @@
 Conventions (everything in the project follows them):
 
 - CRS EPSG:3338 (NAD83 / Alaska Albers), metres.
-- The lattice's upper-left *corner* is ``(origin_x, origin_y)``. Lattice pixel ``(row, col)`` covers
-  ``x in [origin_x + col*res, origin_x + (col+1)*res)`` and ``y in (origin_y - (row+1)*res,
-  origin_y - row*res]``; its centre is at ``+0.5`` pixel in both axes.
-- A tile is a block of ``tile_px x tile_px`` lattice pixels. Tile ``(trow, tcol)`` starts at lattice pixel
-  ``(trow*tile_px, tcol*tile_px)`` and is named ``R{trow:04d}C{tcol:04d}``. Because the origin and the tile
-  size are fixed in config, a tile id names the same pixels forever, so reruns and caches stay valid.
+- The lattice's upper-left *corner* is ``(origin_x, origin_y)``. Lattice pixel ``(row, col)``
+  covers ``x in [origin_x + col*res, origin_x + (col+1)*res)`` and ``y in (origin_y -
+  (row+1)*res, origin_y - row*res]``; its centre is at ``+0.5`` pixel in both axes.
+- A tile is a block of ``tile_px x tile_px`` lattice pixels. Tile ``(trow, tcol)`` starts at
+  lattice pixel ``(trow*tile_px, tcol*tile_px)`` and is named ``R{trow:04d}C{tcol:04d}``. Because
+  the origin and the tile size are fixed in config, a tile id names the same pixels forever, so
+  reruns and caches stay valid.
 - Windows are ``rasterio.windows.Window`` objects in *global* lattice pixel coordinates.
 
 Everything here is pure arithmetic (no I/O): the statewide tile list is computed at DAG-build time.
@@ -159,4 +160,5 @@ def tiles_of(boundary: shapely.Geometry, lattice: Lattice) -> list[str]:
     boxes = shapely.box(left, top - size, left + size, top)
     shapely.prepare(boundary)
     hit = shapely.intersects(boundary, boxes) & ~shapely.touches(boundary, boxes)
-    return sorted(lattice.tile_id(int(r), int(c)) for r, c in zip(rows[hit], cols[hit]))
+    pairs = zip(rows[hit], cols[hit], strict=True)
+    return sorted(lattice.tile_id(int(r), int(c)) for r, c in pairs)

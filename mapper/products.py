@@ -108,8 +108,9 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
     """Per source: kind, synthetic flag, file count, URLs (first few) and a digest of checksums.
 
     Read from ``resources/<region>/sources/manifest.json``, ``<source>/manifest.json`` and the
-    per-file or per-tile manifests (``<source>/*.json``) when present; a source with no manifest
-    is described by its region settings alone. A statewide STAC source has one manifest per tile,
+    per-file or per-tile manifests (``<source>/*.json``) when present; a manifest of several
+    sources (the demo's) names each item's source in its ``what``. A source with no manifest is
+    described by its region settings alone. A statewide STAC source has one manifest per tile,
     so items are summarised (count, digest) rather than listed.
     """
     import hashlib
@@ -137,10 +138,13 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
         items: dict[str, dict[str, Any]] = {}
         synthetic = None
         for m in manifests:
-            if m.get("source") != name:
-                continue
-            synthetic = bool(m.get("synthetic")) if synthetic is None else synthetic
+            # a manifest describes one source, or several whose items say which ("what")
             for item in m.get("items", []):
+                owner = m.get("source") if m.get("source") in region.settings["sources"] \
+                    else item.get("what")
+                if owner != name:
+                    continue
+                synthetic = bool(item.get("synthetic", m.get("synthetic")))
                 items[str(item.get("path"))] = item
         if items:
             digest = hashlib.sha256()
@@ -149,6 +153,8 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
             urls = sorted({i["url"] for i in items.values() if i.get("url")})
             entry.update(files=len(items), items_sha256=digest.hexdigest(), urls=urls[:5],
                          urls_total=len(urls), synthetic=synthetic)
+            entry["first_files"] = [{"path": k, "sha256": items[k].get("sha256")}
+                                    for k in sorted(items)[:5]]
         else:
             entry["manifest"] = "none found"
         out[name] = entry

@@ -48,6 +48,7 @@ TRAINING = {
     "batch_size": 4,
     "random_points": 4,
     "grid_points": 4,
+    "unlabelled_fraction": 0.25,  # fewer unlabelled crops in fine-tuning: a third less training
     "pretrain_epochs": 1,
     "pretrain_lr": 1.0e-3,
     "pretrain_crops": 8,

@@ -17,7 +17,8 @@ Output: a Parquet table, one row per test point: ``obs_id, x, y, y_true, p_<clas
 y_pred`` (classes: ``absent, present`` for NSP, the soil orders otherwise; ``y_pred`` the most
 probable class, i.e. a 0.5 threshold for NSP), plus ``task, model, split, fold, n_train``. A fold
 whose training set is empty (a spatial holdout wider than the region) keeps its test rows with
-NaN probabilities and ``y_pred`` -1, and says so in the metadata and the log.
+NaN probabilities and ``y_pred`` -1, and says so in the metadata and the log. The metadata also
+holds the training points per class (``train_counts``).
 """
 
 from __future__ import annotations
@@ -178,8 +179,10 @@ def cv_fold(
     result["y_pred"] = y_pred.astype(np.int64)
     result["task"], result["model"], result["split"] = task, model, split
     result["fold"], result["n_train"] = int(fold), len(train)
+    train_counts = np.bincount(np.asarray(labels[train], dtype=np.int64), minlength=len(classes))
     info = {"region": region.name, "synthetic": region.synthetic, "task": task, "model": model,
             "split": split, "fold": int(fold), "n_train": len(train), "n_test": len(test),
+            "train_counts": train_counts.tolist(),
             "classes": classes, "note": note,
             "pretrained": str(pretrained) if pretrained else None}
     _write(result, Path(out), info)

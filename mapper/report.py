@@ -45,6 +45,8 @@ from mapper.splits import SPLITS
 
 logger = logging.getLogger(__name__)
 
+THIN_FOLD = 20
+"""Folds with fewer training points than this are flagged in the report."""
 MODEL_NAMES = {"rf": "Random Forest", "miso": "MiSo", "miso_nopretrain": "MiSo (no pretraining)"}
 SPLIT_NAMES = {"random": "Random", "sh1km": "SH-1km", "sh10km": "SH-10km"}
 SUMMARY = {
@@ -53,6 +55,8 @@ SUMMARY = {
     "soilorder": ["accuracy", "macro_precision", "macro_recall", "macro_f1",
                   "weighted_precision", "weighted_recall", "weighted_f1"],
 }
+DIAGNOSTICS = {"nsp": ["prior", "mean_p_present", "mean_p_absent", "r1_at_prior",
+                       "precision_at_prior"]}
 HEADLINE = {"nsp": ["accuracy", "auc", "r1", "macro_f1"], "soilorder": ["accuracy", "macro_f1",
                                                                        "weighted_f1"]}
 LABELS = {"accuracy": "accuracy", "auc": "AUC", "r1": "R1", "macro_precision": "macro P",
@@ -142,6 +146,23 @@ def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any
 # -- the report -----------------------------------------------------------------------------------
 
 
+def calibration(y_true: np.ndarray, p: np.ndarray, train_counts: list[int]) -> dict[str, float]:
+    """NSP diagnostics of one fold: mean predicted probability of the present and absent test
+    points, and recall and precision of "present" at a threshold equal to the share of present
+    among the fold's training points (the prior; uses no test label)."""
+    prior = train_counts[1] / max(sum(train_counts), 1)
+    present, yes = y_true == 1, p >= prior
+    return {
+        "prior": float(prior),
+        "mean_p_present": float(p[present].mean()) if present.any() else float("nan"),
+        "mean_p_absent": float(p[~present].mean()) if (~present).any() else float("nan"),
+        "r1_at_prior": float((yes & present).sum() / present.sum()) if present.any()
+        else float("nan"),
+        "precision_at_prior": float((yes & present).sum() / yes.sum()) if yes.any()
+        else float("nan"),
+    }
+
+
 def collect(task: str, fold_files: list[str | Path]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Per-fold metric records and all predictions (pooled) of the fold files."""
     classes = class_names(task)
@@ -151,12 +172,16 @@ def collect(task: str, fold_files: list[str | Path]) -> tuple[list[dict[str, Any
         if meta.get("task") != task:
             raise InputError(f"{path}: a {meta.get('task')} fold, not {task}; pass {task} folds")
         rec = {k: meta[k] for k in ("model", "split", "fold", "n_train", "n_test", "note")}
+        rec["train_counts"] = meta.get("train_counts")
         rec["path"] = str(path)
         usable = df[df["y_pred"] >= 0]
         if meta["n_train"] > 0 and len(usable):
             score = usable["p_present"].to_numpy() if task == "nsp" else None
             rec["metrics"] = classification_metrics(usable["y_true"].to_numpy(),
                                                     usable["y_pred"].to_numpy(), classes, score)
+            if task == "nsp" and rec["train_counts"]:
+                rec["metrics"].update(calibration(usable["y_true"].to_numpy(), score,
+                                                  rec["train_counts"]))
         else:
             rec["metrics"] = None
         records.append(rec)
@@ -179,8 +204,8 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
             used = [r["metrics"] for r in recs if r["metrics"] is not None]
             entry: dict[str, Any] = {"folds": len(recs), "folds_used": len(used),
                                      "n_test": sum(r["n_test"] for r in recs)}
-            for m in SUMMARY[task]:
-                entry[m] = _stats([u[m] for u in used])
+            for m in SUMMARY[task] + DIAGNOSTICS.get(task, []):
+                entry[m] = _stats([u.get(m, float("nan")) for u in used])
             entry["per_class"] = {
                 c: {m: _stats([u["per_class"][c][m] for u in used])
                     for m in ("precision", "recall", "f1")}
@@ -218,6 +243,28 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                 f"{e['folds_used']}/{e['folds']} | {e['n_test']} | "
                 + " | ".join(_fmt(e[m]) for m in metrics) + " |"
             )
+    thin = [r for r in records if 0 < r["n_train"] < THIN_FOLD]
+    if thin:
+        shown = ", ".join(sorted({f"{SPLIT_NAMES.get(r['split'], r['split'])} fold {r['fold']} "
+                                  f"({r['n_train']})" for r in thin}))
+        lines += ["", f"Folds trained on fewer than {THIN_FOLD} points (the dead zone of a wide "
+                  f"holdout in a small region) count in the means but say little: {shown}."]
+    if task == "nsp":
+        lines += [
+            "", "## Calibration (NSP)", "",
+            "R1 above thresholds the probability at 0.5. A model can rank points well (AUC) yet "
+            "rarely reach 0.5 when its probabilities stay near the prevalence. Here: the mean "
+            "predicted probability of the present and absent test points, and recall / precision "
+            "of present at a threshold equal to the share of present among the fold's training "
+            "points (no test label used).", "",
+            "| split | model | prior | mean p (present) | mean p (absent) | R1 at prior | "
+            "precision at prior |", "|---|---|---|---|---|---|---|",
+        ]
+        for split, models in summary.items():
+            for model, e in models.items():
+                lines.append(
+                    f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
+                    + " | ".join(_fmt(e[m]) for m in DIAGNOSTICS["nsp"]) + " |")
     lines += ["", "## Per class (precision / recall / F1, mean ± sd over folds)", ""]
     lines.append("| split | model | " + " | ".join(classes) + " |")
     lines.append("|" + "---|" * (2 + len(classes)))

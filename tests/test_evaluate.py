@@ -42,6 +42,8 @@ def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict) -> None:
     np.testing.assert_array_equal(df["y_pred"], probs.argmax(axis=1))
     np.testing.assert_array_equal(df["y_true"], tiny["table"]["soil_order"].iloc[test])
     assert meta["n_train"] == len(train) and meta["classes"][2] == "Gelisols"
+    assert meta["train_counts"] == np.bincount(
+        tiny["table"]["soil_order"].iloc[train].astype(int), minlength=7).tolist()
     assert (df["n_train"] == len(train)).all() and (df["model"] == "rf").all()
     # seeded: the same fold twice gives the same probabilities
     again = cv_fold(tiny["region"], "soilorder", "rf", "random", 1, tiny["samples"],

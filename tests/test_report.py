@@ -81,8 +81,10 @@ def _fold_files(root: Path, task: str, n_classes: int) -> list[Path]:
                 df["task"], df["model"], df["split"] = task, model, split
                 df["fold"], df["n_train"] = fold, n_train
                 path = root / "cv" / task / f"{model}_{split}_f{fold}.parquet"
+                counts = [70, 30] if task == "nsp" else [10] * n_classes
                 _write(df, path, {"task": task, "model": model, "split": split, "fold": fold,
                                   "n_train": n_train, "n_test": n, "note": "",
+                                  "train_counts": counts if n_train else [0] * n_classes,
                                   "classes": [], "region": "tiny"})
                 files.append(path)
     return files
@@ -126,6 +128,18 @@ def test_nsp_report_files_figures_and_truth(region, tmp_path: Path) -> None:  # 
     assert t["miso"]["corr_vs_truth"] == pytest.approx(1.0, abs=1e-3)
     assert t["miso"]["auc_vs_truth"] > 0.99 and abs(t["rf"]["auc_vs_truth"] - 0.5) < 0.2
     assert "Agreement with the hidden truth" in md and "chance" in md
+    # calibration: recall at the training prior (0.3) of the perfectly ranked "miso" predictions
+    cal = data["summary"]["random"]["miso"]
+    assert cal["prior"]["mean"] == pytest.approx(0.3)
+    fold_r1 = []
+    for f in data["folds"]:
+        if (f["split"], f["model"]) == ("random", "miso"):
+            df = pd.read_parquet(f["path"])
+            present = df["y_true"] == 1
+            fold_r1.append(((df["p_present"] >= 0.3) & present).sum() / present.sum())
+    assert cal["r1_at_prior"]["mean"] == pytest.approx(np.mean(fold_r1))
+    assert cal["mean_p_present"]["mean"] > cal["mean_p_absent"]["mean"]
+    assert "## Calibration (NSP)" in md
 
 
 @pytest.mark.slow

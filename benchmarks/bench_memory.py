@@ -5,10 +5,13 @@ Usage::
     python benchmarks/bench_memory.py                         # tile_px 128, 256, 512; both tasks
     python benchmarks/bench_memory.py --tile-px 256 1024 --tasks soilorder --threads 4
     python benchmarks/bench_memory.py --model results/demo/models/nsp.pt --tasks nsp
+    python benchmarks/bench_memory.py --settings config/regions/alaska.yaml --size swinv2_b \
+        --tile-px 256 --tasks soilorder                        # the statewide model and crops
 
 For each tile size, a region of 3 x 3 tiles is made in a temporary folder with demo-like
 SYNTHETIC stacks (19 bands of smooth random fields in physical ranges, a Sentinel-2 cloud gap) and
-the demo region's prediction settings (``config/regions/demo.yaml``: crops, stride, out_res); the
+the demo region's prediction settings (``config/regions/demo.yaml``: crops, stride, out_res, or
+those of ``--settings``); the
 middle tile is predicted with its 8 neighbours by ``python -m mapper predict`` in a fresh process,
 exactly as the workflow's ``predict`` job runs it, for each task (soil order keeps 7 probability
 planes per pixel, NSP one). The model is a demo-size MiSo with random weights and a fitted
@@ -199,13 +202,15 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["soilorder", "nsp"],
                         choices=["soilorder", "nsp"])
     parser.add_argument("--size", default="demo", help="model size of the random model")
+    parser.add_argument("--settings", type=Path, default=ROOT / "config/regions/demo.yaml",
+                        help="region file whose prediction settings are used")
     parser.add_argument("--model", type=Path, help="a trained checkpoint instead (one task)")
     args = parser.parse_args()
 
     from mapper.config import read_yaml, validate
 
-    demo = validate(read_yaml(ROOT / "config/regions/demo.yaml"), "region.schema.yaml", "demo")
-    prediction = demo["prediction"]
+    settings = validate(read_yaml(args.settings), "region.schema.yaml", args.settings)
+    prediction = settings["prediction"]
     size = args.size
     if args.model:
         from mapper.models.checkpoint import describe_checkpoint

@@ -1,0 +1,120 @@
+"""Wall-to-wall agreement of a synthetic region's maps with its hidden truth maps.
+
+    python scripts/map_vs_truth.py [--region demo] [--maps maps] [--json out.json]
+
+Only synthetic regions have truth (``resources/<region>/truth/{nsp,soilorder}.tif``, on the
+10 m lattice): the demo's labels were drawn from it, so it says how well the maps recover what
+the observations only sample. Printed per map, over every pixel valid in both:
+
+- NSP: AUC of the mapped probability against ``truth > 0.5``, accuracy of ``map > 0.5`` against
+  it (with the majority-class rate beside it as the chance level), Pearson correlation of map
+  and truth probabilities, and the mean absolute difference;
+- soil order: accuracy, macro and weighted F1, per-class F1 and area shares (map vs truth),
+  with the majority class's share as the chance level.
+
+Maps are read on the truth's grid (both are on the lattice: the overlap window is exact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import from_bounds
+from sklearn.metrics import f1_score, roc_auc_score
+
+from mapper.bands import CLASS_NODATA, SOIL_ORDERS
+
+
+def _overlap(map_path: Path, truth_path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """(map band 1 as stored, truth band 1, map scale) over the maps' extent."""
+    with rasterio.open(map_path) as m, rasterio.open(truth_path) as t:
+        if m.crs != t.crs or m.res != t.res:
+            raise SystemExit(f"error: {map_path}: not on the grid of {truth_path}")
+        win = from_bounds(*m.bounds, transform=t.transform).round_offsets().round_lengths()
+        truth = t.read(1, window=win, boundless=True, fill_value=t.nodata)
+        truth_nodata = t.nodata
+        mapped = m.read(1)
+        scale = m.scales[0]
+        if mapped.shape != truth.shape:
+            raise SystemExit(f"error: {map_path}: shape {mapped.shape} vs truth {truth.shape}")
+    if truth_nodata is not None and np.isfinite(truth_nodata):
+        truth = np.where(truth == truth_nodata, np.nan, truth.astype(np.float64))
+    return mapped, truth.astype(np.float64), scale
+
+
+def nsp_figures(map_path: Path, truth_path: Path) -> dict:
+    mapped, truth, scale = _overlap(map_path, truth_path)
+    ok = (mapped != 255) & np.isfinite(truth)
+    p = mapped[ok].astype(np.float64) * scale
+    t = truth[ok]
+    present = t > 0.5
+    return {
+        "pixels": int(ok.sum()),
+        "pixels_total": int(mapped.size),
+        "auc_vs_truth": float(roc_auc_score(present, p)),
+        "accuracy_at_0.5": float(((p > 0.5) == present).mean()),
+        "chance_accuracy": float(max(present.mean(), 1 - present.mean())),
+        "truth_present_share": float(present.mean()),
+        "map_present_share": float((p > 0.5).mean()),
+        "corr_vs_truth": float(np.corrcoef(p, t)[0, 1]),
+        "mean_abs_diff": float(np.abs(p - t).mean()),
+    }
+
+
+def soilorder_figures(map_path: Path, truth_path: Path) -> dict:
+    mapped, truth, _ = _overlap(map_path, truth_path)
+    ok = (mapped != CLASS_NODATA) & np.isfinite(truth)
+    y_pred = mapped[ok].astype(np.int64)
+    y_true = truth[ok].astype(np.int64)
+    labels = list(range(len(SOIL_ORDERS)))
+    per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    truth_share = np.bincount(y_true, minlength=len(labels)) / len(y_true)
+    map_share = np.bincount(y_pred, minlength=len(labels)) / len(y_pred)
+    return {
+        "pixels": int(ok.sum()),
+        "pixels_total": int(mapped.size),
+        "accuracy": float((y_pred == y_true).mean()),
+        "chance_accuracy": float(truth_share.max()),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
+                                   zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted",
+                                      zero_division=0)),
+        "per_class": {name: {"f1": float(per_class[k]), "truth_share": float(truth_share[k]),
+                             "map_share": float(map_share[k])}
+                      for k, name in enumerate(SOIL_ORDERS)},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--region", default="demo")
+    ap.add_argument("--maps", type=Path, default=Path("maps"))
+    ap.add_argument("--truth", type=Path, help="default: resources/<region>/truth")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    truth = args.truth or Path("resources") / args.region / "truth"
+    nsp = nsp_figures(args.maps / f"nsp_{args.region}.tif", truth / "nsp.tif")
+    soil = soilorder_figures(args.maps / f"soilorder_{args.region}.tif", truth / "soilorder.tif")
+    print(f"NSP map vs truth ({nsp['pixels']:,} of {nsp['pixels_total']:,} pixels valid): "
+          f"AUC {nsp['auc_vs_truth']:.3f}, accuracy at 0.5 {nsp['accuracy_at_0.5']:.3f} "
+          f"(chance {nsp['chance_accuracy']:.3f}), corr {nsp['corr_vs_truth']:.3f}, "
+          f"mean |map - truth| {nsp['mean_abs_diff']:.3f}; "
+          f"present share map {nsp['map_present_share']:.3f} vs truth "
+          f"{nsp['truth_present_share']:.3f}")
+    print(f"soil order map vs truth ({soil['pixels']:,} pixels): accuracy {soil['accuracy']:.3f} "
+          f"(chance {soil['chance_accuracy']:.3f}), macro F1 {soil['macro_f1']:.3f}, "
+          f"weighted F1 {soil['weighted_f1']:.3f}")
+    print(f"  {'order':<12} {'F1':>6} {'truth %':>8} {'map %':>7}")
+    for name, f in soil["per_class"].items():
+        print(f"  {name:<12} {f['f1']:6.3f} {100 * f['truth_share']:8.1f} "
+              f"{100 * f['map_share']:7.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"nsp": nsp, "soilorder": soil}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

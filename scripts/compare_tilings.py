@@ -53,7 +53,9 @@ def prepare(project: Path, work: Path, region: str, tile_px: int) -> None:
 def run(work: Path, region: str, cores: int) -> float:
     """Stacks first (a job that makes a model's input would retrain it), then the maps."""
     targets = [f"maps/nsp_{region}.tif", f"maps/soilorder_{region}.tif"]
-    env = {**os.environ, "PYTHONPATH": str(work)}
+    # the rules' `python -m mapper` must be this interpreter, also when it is called by path
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PYTHONPATH": str(work), "PATH": path}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores),
                     f"results/{region}/stack.vrt"], cwd=work, check=True, env=env)

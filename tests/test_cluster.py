@@ -130,9 +130,9 @@ def test_tiny_demo_through_slurm_profile_makes_the_local_maps(
     local = completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
     project = make_project(tmp_path_factory.mktemp("tiny-slurm"))
     profile = local_slurm_profile(project.root / "profile", slurm.cpus, slurm.memory_mb)
-    nsp_map = f"maps/nsp_{project.region}.tif"  # one task: the other runs the same code
+    maps = project.maps()  # both products, as the demo's main command makes them
     run = run_snakemake(
-        project, nsp_map, extra_args=["--profile", str(profile)], timeout=1200,
+        project, *maps, extra_args=["--profile", str(profile)], timeout=1500,
         env=cluster_env(slurm, project.env), check=False,
     )  # fmt: skip
     (project.root / "run.log").write_text(run.log)
@@ -141,16 +141,20 @@ def test_tiny_demo_through_slurm_profile_makes_the_local_maps(
     assert run.returncode == 0, tail(run.log, 60)
     assert rows and {r["JobState"] for r in rows} == {"COMPLETED"}
     whats = [r["What"] for r in rows]
-    # per-tile jobs went in groups of group-components tiles (9 stacks, 9 predictions)
+    # per-tile jobs went in groups of group-components tiles (9 stacks, 2 x 9 predictions)
     size = render_profile(PROFILES / "slurm" / "config.yaml")["group-components"]
     n = len(project.tiles)
     assert sum(w.startswith("group_stack") for w in whats) == math.ceil(n / size["stack"]), whats
-    assert sum(w.startswith("group_predict") for w in whats) == math.ceil(n / size["predict"])
+    predictions = len(maps) * n
+    assert sum(w.startswith("group_predict") for w in whats) == math.ceil(
+        predictions / size["predict"]
+    ), whats
     assert not any(w.startswith(("rule_stack", "rule_predict")) for w in whats), whats
 
-    local_profile, local_data = read_map(local.path(nsp_map))
-    slurm_profile, slurm_data = read_map(project.path(nsp_map))
-    assert slurm_profile == local_profile
-    np.testing.assert_array_equal(slurm_data, local_data)
-    same_bytes = local.path(nsp_map).read_bytes() == project.path(nsp_map).read_bytes()
-    print(f"{nsp_map}: pixels equal; file bytes {'equal' if same_bytes else 'differ'}")
+    for product in maps:
+        local_profile, local_data = read_map(local.path(product))
+        slurm_profile, slurm_data = read_map(project.path(product))
+        assert slurm_profile == local_profile, product
+        np.testing.assert_array_equal(slurm_data, local_data, err_msg=product)
+        same = local.path(product).read_bytes() == project.path(product).read_bytes()
+        print(f"{product}: pixels equal; file bytes {'equal' if same else 'differ'}")

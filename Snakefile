@@ -35,9 +35,9 @@ include: "workflow/rules/mosaic.smk"
 
 
 rule all:
+    default_target: True
     input:
         demo_products(),
-    default_target: True
 
 
 rule demo:

@@ -46,6 +46,16 @@ def test_lint_is_clean() -> None:
     assert "in a good condition" in log
 
 
+def test_rules_are_formatted_by_snakefmt() -> None:
+    """The house style: ``snakefmt --check`` (line length from pyproject.toml) leaves no change."""
+    files = [str(SNAKEFILE), *map(str, sorted((REPO / "workflow" / "rules").glob("*.smk")))]
+    run = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", *files],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 def test_tiny_plan_has_every_stage(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     assert len(project.tiles) == 9

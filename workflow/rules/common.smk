@@ -9,7 +9,9 @@ from mapper.config import load_region
 REGIONS = {name: load_region(config, name) for name in config["regions"]}
 CONFIG_FILE = workflow.configfiles[-1]
 TASKS = ["nsp", "soilorder"]
-STAC_REGIONS = [n for n, r in REGIONS.items() if r.settings["sources"]["sentinel2"]["kind"] == "stac"]
+STAC_REGIONS = [
+    n for n, r in REGIONS.items() if r.settings["sources"]["sentinel2"]["kind"] == "stac"
+]
 SYNTHESIZED_REGIONS = [
     name
     for name, r in REGIONS.items()
@@ -63,9 +65,7 @@ def source_inputs(region, source, tile=None):
     if kind == "file":
         return [s["path"]]
     if kind == "http":
-        return [
-            f"resources/{region}/sources/{source}/{http_file_name(f)}" for f in s["files"]
-        ]
+        return [f"resources/{region}/sources/{source}/{http_file_name(f)}" for f in s["files"]]
     if kind == "stac":
         return [f"resources/{region}/sources/{source}/{tile}.tif"]
     raise ValueError(f"unknown source kind {kind!r}")

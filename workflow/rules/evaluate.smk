@@ -12,20 +12,20 @@ rule cv_fold:
         stacks=ancient(region_stacks),
     output:
         "results/{region}/cv/{task}/{model}_{split}_f{fold}.parquet",
+    log:
+        "logs/evaluate/{region}_{task}_{model}_{split}_f{fold}.log",
     wildcard_constraints:
         model="rf|miso|miso_nopretrain",
         split="random|sh1km|sh10km",
         fold=r"\d+",
-    params:
-        config=CONFIG_FILE,
-        evaluation=evaluation_settings,
-        pretrained=cv_pretrained_option,
-    log:
-        "logs/evaluate/{region}_{task}_{model}_{split}_f{fold}.log",
     conda:
         "../../envs/mapper.yaml"
     resources:
         gpu=cv_fold_gpus,
+    params:
+        config=CONFIG_FILE,
+        evaluation=evaluation_settings,
+        pretrained=cv_pretrained_option,
     shell:
         "python -m mapper cv-fold --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {wildcards.model} --split {wildcards.split}"
@@ -53,12 +53,12 @@ rule report:
             category="Evaluation",
             caption="../report/evaluation_confusion.rst",
         ),
-    params:
-        config=CONFIG_FILE,
     log:
         "logs/evaluate/{region}_{task}_report.log",
     conda:
         "../../envs/mapper.yaml"
+    params:
+        config=CONFIG_FILE,
     shell:
         "python -m mapper report --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --out {output.markdown} {input} > {log} 2>&1"

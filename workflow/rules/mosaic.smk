@@ -15,12 +15,12 @@ rule mosaic_nsp:
         ),
         style="maps/nsp_{region}.qml",
         item="maps/nsp_{region}.stac.json",
-    params:
-        config=CONFIG_FILE,
     log:
         "logs/mosaic/{region}_nsp.log",
     conda:
         "../../envs/mapper.yaml"
+    params:
+        config=CONFIG_FILE,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task nsp --model {input.model} --out {output.cog} {input.tiles} > {log} 2>&1"
@@ -40,12 +40,12 @@ rule mosaic_soilorder:
         ),
         style="maps/soilorder_{region}.qml",
         item="maps/soilorder_{region}.stac.json",
-    params:
-        config=CONFIG_FILE,
     log:
         "logs/mosaic/{region}_soilorder.log",
     conda:
         "../../envs/mapper.yaml"
+    params:
+        config=CONFIG_FILE,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task soilorder --model {input.model} --out {output.cog} {input.tiles} > {log} 2>&1"

@@ -8,9 +8,6 @@ rule predict:
         stacks=neighbour_stacks,
     output:
         "results/{region}/predict/{task}/{tile}.tif",
-    params:
-        config=CONFIG_FILE,
-        prediction=prediction_settings,
     log:
         "logs/predict/{region}_{task}_{tile}.log",
     conda:
@@ -18,6 +15,9 @@ rule predict:
     resources:
         gpu=1,
         batch_size=16,
+    params:
+        config=CONFIG_FILE,
+        prediction=prediction_settings,
     shell:
         "python -m mapper predict --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --tile {wildcards.tile} --model {input.model}"

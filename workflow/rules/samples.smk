@@ -10,12 +10,12 @@ rule samples:
         stacks=ancient(region_stacks),
     output:
         "results/{region}/samples/points.parquet",
-    params:
-        config=CONFIG_FILE,
     log:
         "logs/samples/{region}.log",
     conda:
         "../../envs/mapper.yaml"
+    params:
+        config=CONFIG_FILE,
     shell:
         "python -m mapper samples --config {params.config} --region {wildcards.region}"
         " --observations {input.observations} --out {output} {input.stacks} > {log} 2>&1"

@@ -11,15 +11,15 @@ rule demo_sources:
         manifest="resources/{region}/sources/manifest.json",
         truth_nsp="resources/{region}/truth/nsp.tif",
         truth_soilorder="resources/{region}/truth/soilorder.tif",
+    log:
+        "logs/sources/{region}_demo.log",
     wildcard_constraints:
         region=one_of(SYNTHESIZED_REGIONS),
+    conda:
+        "../../envs/mapper.yaml"
     params:
         config=CONFIG_FILE,
         out="resources/{region}",
-    log:
-        "logs/sources/{region}_demo.log",
-    conda:
-        "../../envs/mapper.yaml"
     shell:
         "python -m mapper demo --config {params.config} --region {wildcards.region}"
         " --out {params.out} > {log} 2>&1"
@@ -30,17 +30,17 @@ rule fetch_http:
     output:
         file="resources/{region}/sources/{source}/{filename}",
         manifest="resources/{region}/sources/{source}/{filename}.json",
+    log:
+        "logs/sources/{region}_{source}_{filename}.log",
     wildcard_constraints:
         source="dem|climate|observations",
         filename=http_file_names(),
-    params:
-        config=CONFIG_FILE,
-    log:
-        "logs/sources/{region}_{source}_{filename}.log",
     conda:
         "../../envs/mapper.yaml"
     resources:
         downloads=1,
+    params:
+        config=CONFIG_FILE,
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source {wildcards.source} --file {wildcards.filename} --out {output.file}"
@@ -52,16 +52,16 @@ rule fetch_stac:
     output:
         composite="resources/{region}/sources/sentinel2/{tile}.tif",
         manifest="resources/{region}/sources/sentinel2/{tile}.json",
-    wildcard_constraints:
-        region=one_of(STAC_REGIONS),
-    params:
-        config=CONFIG_FILE,
     log:
         "logs/sources/{region}_sentinel2_{tile}.log",
+    wildcard_constraints:
+        region=one_of(STAC_REGIONS),
     conda:
         "../../envs/mapper.yaml"
     resources:
         downloads=1,
+    params:
+        config=CONFIG_FILE,
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source sentinel2 --tile {wildcards.tile} --out {output.composite} > {log} 2>&1"

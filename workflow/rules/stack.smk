@@ -9,12 +9,12 @@ rule stack:
         climate=tile_climate,
     output:
         "results/{region}/stack/{tile}.tif",
-    params:
-        config=CONFIG_FILE,
     log:
         "logs/stack/{region}_{tile}.log",
     conda:
         "../../envs/mapper.yaml"
+    params:
+        config=CONFIG_FILE,
     shell:
         "python -m mapper stack --config {params.config} --region {wildcards.region}"
         " --tile {wildcards.tile} --sentinel2 {input.sentinel2} --dem {input.dem}"

@@ -10,9 +10,6 @@ rule pretrain:
         stacks=ancient(region_stacks),
     output:
         "results/{region}/models/pretrain.pt",
-    params:
-        config=CONFIG_FILE,
-        training=training_settings,
     log:
         "logs/train/{region}_pretrain.log",
     conda:
@@ -20,6 +17,9 @@ rule pretrain:
     threads: 2
     resources:
         gpu=1,
+    params:
+        config=CONFIG_FILE,
+        training=training_settings,
     shell:
         "python -m mapper pretrain --config {params.config} --region {wildcards.region}"
         " --samples {input.samples} --out {output} {input.stacks} > {log} 2>&1"
@@ -34,10 +34,6 @@ rule finetune:
         stacks=ancient(region_stacks),
     output:
         "results/{region}/models/{task}.pt",
-    params:
-        config=CONFIG_FILE,
-        training=training_settings,
-        pretrained=pretrained_option,
     log:
         "logs/train/{region}_{task}.log",
     conda:
@@ -45,6 +41,10 @@ rule finetune:
     threads: 2
     resources:
         gpu=1,
+    params:
+        config=CONFIG_FILE,
+        training=training_settings,
+        pretrained=pretrained_option,
     shell:
         "python -m mapper finetune --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --samples {input.samples} {params.pretrained}"

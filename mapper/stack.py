@@ -8,9 +8,11 @@ atomically.
 
 Seamlessness: a pixel's value never depends on how the lattice is cut into tiles.
 
-- Every warp goes through :func:`mapper.raster.warp_to_grid` (exact transformer, XSCALE/YSCALE at
-  the nominal ratio), so warping any lattice window equals cutting it out of a whole-region warp.
-  Tiles are processed in strips of rows (bounded memory); a strip is just a smaller window.
+- Every warp goes through :func:`mapper.raster.warp_lattice_window` (exact transformer,
+  XSCALE/YSCALE at the nominal ratio, each pixel computed as part of the same fixed lattice block
+  of ``WARP_BLOCK_PX``), so warping any lattice window equals cutting it out of a whole-region
+  warp, to the last bit. Tiles are processed in strips of rows (bounded memory); a strip is just
+  a smaller window.
 - Local covariates (slope, aspect, curvature, TPI) need a bounded neighbourhood: the DEM is warped
   onto the strip's window grown by ``stack.halo_px`` pixels, which must cover the TPI disc
   (``floor(tpi_radius_m / res)``) and the 3x3 derivatives.
@@ -69,7 +71,7 @@ from mapper.raster import (
     check_overlap,
     geotiff_writer,
     open_raster,
-    warp_to_grid,
+    warp_lattice_window,
 )
 
 logger = logging.getLogger(__name__)
@@ -232,13 +234,8 @@ def _is_synthetic(paths: list[Path]) -> bool:
 
 def _warp(plan: _BandPlan, lattice: Lattice, window: Window) -> np.ndarray:
     """The plan's bands warped (bilinear) onto a lattice window, in physical units, float32."""
-    data = warp_to_grid(
-        plan.path,
-        lattice.crs,
-        lattice.window_transform(window),
-        (int(window.height), int(window.width)),
-        Resampling.bilinear,
-        indexes=plan.indexes,
+    data = warp_lattice_window(
+        plan.path, lattice.crs, lattice.transform, window, Resampling.bilinear, plan.indexes
     )
     if any((s, o) != (1.0, 0.0) for s, o in zip(plan.scales, plan.offsets, strict=True)):
         out = np.empty(data.shape, dtype=np.float32)
@@ -266,14 +263,7 @@ def _dem(paths: list[Path], lattice: Lattice, window: Window) -> np.ndarray:
     """
     out = None
     for path in paths:
-        z = warp_to_grid(
-            path,
-            lattice.crs,
-            lattice.window_transform(window),
-            (int(window.height), int(window.width)),
-            Resampling.bilinear,
-            indexes=[1],
-        )[0]
+        z = warp_lattice_window(path, lattice.crs, lattice.transform, window, indexes=[1])[0]
         if out is None:
             out = z
         else:

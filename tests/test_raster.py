@@ -1,0 +1,81 @@
+"""Warps onto the lattice: a pixel's value does not depend on the window it was warped in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+from scipy.ndimage import gaussian_filter
+
+from mapper.errors import InputError
+from mapper.raster import WARP_BLOCK_PX, warp_lattice_window, warp_to_grid
+
+LATTICE = Affine(10.0, 0.0, -2_600_000.0, 0.0, -10.0, 2_600_000.0)
+ROW0, COL0 = 95_232, 284_160  # a square of the demo area, on 512 px tile corners
+SIDE = 2048
+
+
+@pytest.fixture(scope="module")
+def coarse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SYNTHETIC climate-like normals as the demo's: 3 bands on a 1 km EPSG:3338 grid whose origin
+    is off the 10 m lattice, upsampled 100x by the warp (where a per-window warp gave another
+    float32 at a few pixels in a million)."""
+    path = tmp_path_factory.mktemp("raster") / "coarse.tif"
+    rng = np.random.default_rng(0)
+    data = np.stack([
+        mean + sd * gaussian_filter(rng.standard_normal((26, 25)), 2)
+        for mean, sd in ((1750.0, 150.0), (400.0, 80.0), (-25.0, 3.0))
+    ]).astype("float32")  # fmt: skip
+    transform = Affine(1000.0, 0.0, 239_371.0, 0.0, -1000.0, 1_650_371.0)
+    with rasterio.open(path, "w", driver="GTiff", width=25, height=26, count=3, dtype="float32",
+                       crs="EPSG:3338", transform=transform, nodata=-9999.0) as dst:
+        dst.write(data)
+        dst.update_tags(MAPPER_SYNTHETIC="true")
+    return path
+
+
+def mosaic(path: Path, tile: int, exact: bool) -> np.ndarray:
+    """The square warped tile by tile (``tile`` px) and put back together."""
+    out = np.empty((3, SIDE, SIDE), dtype=np.float32)
+    for r in range(0, SIDE, tile):
+        for c in range(0, SIDE, tile):
+            win = Window(COL0 + c, ROW0 + r, tile, tile)
+            if exact:
+                part = warp_lattice_window(path, "EPSG:3338", LATTICE, win)
+            else:
+                t = LATTICE @ Affine.translation(win.col_off, win.row_off)
+                part = warp_to_grid(path, "EPSG:3338", t, (tile, tile))
+            out[:, r:r + tile, c:c + tile] = part
+    return out
+
+
+@pytest.mark.slow
+def test_a_pixel_has_one_value_whatever_the_window(coarse: Path) -> None:
+    whole = warp_lattice_window(coarse, "EPSG:3338", LATTICE, Window(COL0, ROW0, SIDE, SIDE))
+    assert whole.shape == (3, SIDE, SIDE) and np.isfinite(whole).all()
+    for tile in (64, 256, 512):  # smaller and larger than a block
+        np.testing.assert_array_equal(mosaic(coarse, tile, exact=True), whole, err_msg=str(tile))
+    # a haloed window, off the blocks on every side, as the terrain covariates read the DEM
+    halo = 37
+    grown = Window(COL0 - halo, ROW0 - halo, SIDE + 2 * halo, SIDE + 2 * halo)
+    inner = warp_lattice_window(coarse, "EPSG:3338", LATTICE, grown)[:, halo:-halo, halo:-halo]
+    np.testing.assert_array_equal(inner, whole)
+
+
+def test_blocked_warp_agrees_with_a_warp_of_the_whole_extent(coarse: Path) -> None:
+    """Cutting into blocks changes GDAL's arithmetic only, far below the data's precision."""
+    whole = warp_lattice_window(coarse, "EPSG:3338", LATTICE, Window(COL0, ROW0, SIDE, SIDE))
+    plain = mosaic(coarse, SIDE, exact=False)
+    assert np.abs(whole.astype(np.float64) - plain).max() <= 1e-6 * np.abs(plain).max()
+    assert WARP_BLOCK_PX < SIDE
+
+
+def test_a_damaged_source_names_the_file(coarse: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "cut.tif"
+    bad.write_bytes(coarse.read_bytes()[:600])
+    with pytest.raises(InputError, match=r"cut\.tif: .*(damaged or truncated)"):
+        warp_lattice_window(bad, "EPSG:3338", LATTICE, Window(COL0, ROW0, 64, 64))

@@ -172,7 +172,8 @@ def warp_to_grid(
     to the last float32 bit: see :func:`warp_lattice_window` for values that are exact.
     """
     with _open_for_warp(path) as src:
-        return _warp_open(src, path, dst_crs, dst_transform, dst_shape, resampling, indexes,
+        crs, scale = _warp_grid_settings(src, dst_crs, abs(dst_transform.a))
+        return _warp_open(src, path, crs, scale, dst_transform, dst_shape, resampling, indexes,
                           src_nodata)
 
 
@@ -206,10 +207,11 @@ def warp_lattice_window(
     height, width = int(window.height), int(window.width)
     out = None
     with _open_for_warp(path) as src:
+        crs, scale = _warp_grid_settings(src, dst_crs, abs(grid_transform.a))
         for br in range(math.floor(row0 / b), math.ceil((row0 + height) / b)):
             for bc in range(math.floor(col0 / b), math.ceil((col0 + width) / b)):
                 block = _warp_open(
-                    src, path, dst_crs, grid_transform @ Affine.translation(bc * b, br * b),
+                    src, path, crs, scale, grid_transform @ Affine.translation(bc * b, br * b),
                     (b, b), resampling, indexes, src_nodata,
                 )  # fmt: skip
                 if out is None:
@@ -232,10 +234,19 @@ def _open_for_warp(path: str | Path) -> Iterator[rasterio.DatasetReader]:
         src.close()
 
 
+def _warp_grid_settings(
+    src: rasterio.DatasetReader, dst_crs: str, dst_res: float
+) -> tuple[CRS, float]:
+    """The destination CRS and the XSCALE/YSCALE of warps of ``src`` at ``dst_res``."""
+    crs = CRS.from_user_input(dst_crs)
+    return crs, nominal_scale(_source_res_in_dst_units(src, crs), dst_res)
+
+
 def _warp_open(
     src: rasterio.DatasetReader,
     path: str | Path,
-    dst_crs: str,
+    crs: CRS,
+    scale: float,
     dst_transform: Affine,
     dst_shape: tuple[int, int],
     resampling: Resampling,
@@ -243,8 +254,6 @@ def _warp_open(
     src_nodata: float | None,
 ) -> np.ndarray:
     """One WarpedVRT of the open ``src`` onto one grid (see the module docstring)."""
-    crs = CRS.from_user_input(dst_crs)
-    scale = nominal_scale(_source_res_in_dst_units(src, crs), abs(dst_transform.a))
     nodata = src_nodata if src_nodata is not None else src.nodata
     height, width = dst_shape
     vrt_opts = {"src_nodata": nodata} if nodata is not None else {}

@@ -7,7 +7,7 @@ import os
 
 from snakemake.utils import min_version
 
-from mapper.config import validate
+from mapper.config import resolve_config
 
 min_version("9.0")
 
@@ -15,11 +15,11 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-# mapper's validation (the schema in workflow/schemas/, defaults filled): an error is one line
-# naming the file(s) and the key, as in every `python -m mapper` command, not a schema dump
-validate(
+# The configuration of this run: the config files and --config merged, each region file read with
+# its region_overrides, validated against mapper's schemas (defaults filled; an error is one line
+# naming the file(s) and the key, as in every `python -m mapper` command). Jobs get it by value.
+RUN_CONFIG = resolve_config(
     config,
-    "config.schema.yaml",
     " + ".join(dict.fromkeys(map(os.path.abspath, workflow.configfiles))),
 )
 

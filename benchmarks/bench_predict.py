@@ -155,11 +155,13 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     import mapper.models.checkpoint  # noqa: F401 - loaded before the baseline is taken
-    from mapper.predict import predict_tile
+    from mapper.config import load_config, load_region
+    from mapper.predict import PredictOptions, predict_tile
 
+    region = load_region(load_config(args.config), args.region)
     before = peak_rss_mb()
-    stats = predict_tile(args.config, args.region, "nsp", TILE, args.model, args.stacks, args.out,
-                         batch_size=args.batch_size, progress=False)
+    stats = predict_tile(region, "nsp", TILE, args.model, args.stacks, args.out,
+                         options=PredictOptions(batch_size=args.batch_size, progress=False))
     print(json.dumps({
         "seconds": dict(stats.seconds), "crops": stats.crops, "queries": stats.queries,
         "cells": stats.cells, "valid_cells": stats.valid_cells,

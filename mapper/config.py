@@ -1,17 +1,26 @@
 """Configuration: load, validate against the JSON schemas, fill defaults; regions and boundaries.
 
-The schemas in ``workflow/schemas/`` are the single definition of every key: unknown keys are
-rejected, types checked, defaults filled. The same validation runs in the Snakefile (through
-Snakemake's ``validate``) and in every ``python -m mapper`` command, so a job on a cluster node
-sees exactly the settings the DAG was built with. Errors are one line naming the file and key.
+The schemas shipped in the package (``mapper/schemas/``) are the single definition of every key:
+unknown keys are rejected, types checked, defaults filled. Errors are one line naming the file and
+the key.
+
+A *resolved* configuration (:func:`resolve_config`, what :func:`load_config` returns) holds every
+region by value: ``regions[name] = {"origin": <where its settings came from>, "settings": <the
+region file with its ``region_overrides`` merged in, validated, defaults filled>}``. The Snakefile
+resolves the configuration it builds the DAG from (config files and ``--config`` merged) and writes
+it with :func:`write_run_config`; every ``python -m mapper`` command of the workflow is given that
+file, so a job sees exactly the settings the DAG was built with, whatever the region files say by
+the time it runs.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +32,10 @@ from pyproj import CRS, Transformer
 from mapper.errors import ConfigError
 from mapper.grid import Lattice, tiles_of
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+RUN_CONFIG_HEADER = (
+    "# The configuration a Snakemake run built its DAG from, written for its jobs: config files\n"
+    "# and --config merged, every region by value, validated. Named by its content; not edited.\n"
+)
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -45,8 +57,8 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 @cache
 def _schema(name: str) -> dict:
-    with open(SCHEMA_DIR / name) as f:
-        return yaml.safe_load(f)
+    """A schema of ``mapper/schemas/`` (package data, so an installed package finds it too)."""
+    return yaml.safe_load((files("mapper") / "schemas" / name).read_text())
 
 
 def validate(data: dict, schema_name: str, source: str | Path) -> dict:
@@ -82,18 +94,94 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path = "config/config.yaml") -> dict:
-    """Read and validate the top-level config (defaults filled)."""
-    return validate(read_yaml(path), "config.schema.yaml", path)
+    """Read a config file and resolve it (see :func:`resolve_config`)."""
+    return resolve_config(read_yaml(path), path)
+
+
+def resolve_config(data: dict, source: str | Path) -> dict:
+    """Validate a top-level config and every region it names; return it resolved (a new dict).
+
+    Each region file is read, its ``region_overrides`` entry merged in (:func:`merge_settings`)
+    and the result validated against the region schema; ``regions`` then maps each name to
+    ``{"origin", "settings"}`` and ``region_overrides`` is emptied (applied). Resolving a resolved
+    config gives the same config. ``source`` names the config file(s) in messages.
+    """
+    config = validate(copy.deepcopy(data), "config.schema.yaml", source)
+    overrides = config["region_overrides"]
+    unknown = sorted(set(overrides) - set(config["regions"]))
+    if unknown:
+        raise ConfigError(
+            f"{source}: key 'region_overrides.{unknown[0]}': no region '{unknown[0]}' in "
+            "'regions'; fix the name or add the region"
+        )
+    config["regions"] = {name: _resolve_region(config, name, source) for name in config["regions"]}
+    config["region_overrides"] = {}
+    return config
+
+
+def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, Any]:
+    """``{"origin", "settings"}`` of region ``name``: its file (or value) with overrides merged."""
+    entry = config["regions"][name]
+    if isinstance(entry, str):
+        origin, settings = entry, read_yaml(entry)
+    else:
+        origin, settings = entry["origin"], copy.deepcopy(entry["settings"])
+    override = config.get("region_overrides", {}).get(name)
+    if override:
+        settings = merge_settings(settings, override)
+        origin = f"{origin} + region_overrides.{name} of {source}"
+    return {"origin": origin, "settings": validate(settings, "region.schema.yaml", origin)}
+
+
+def merge_settings(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` merged in: mappings key by key, any other value replaced (as
+    Snakemake merges config files); neither argument is changed."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_settings(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def write_run_config(config: dict, folder: str | Path) -> Path:
+    """Write a resolved config to ``folder/config-<16 hex of its SHA-256>.yaml``; return the path.
+
+    Named by its content: the same configuration always gives the same file, written once
+    (atomically) and then only read, so jobs of a run never see another run's settings. YAML
+    keeps every value exact (floats are written so that they read back identical).
+    """
+    from mapper.raster import atomic_path
+
+    text = RUN_CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False)
+    path = Path(folder) / f"config-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if path.is_file() and path.read_text() == text:
+        return path
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    except FileNotFoundError:
+        # another process writing the same file (a cluster job parsing the workflow) removed
+        # this one's temporary as stale; its rename leaves the same content
+        if not (path.is_file() and path.read_text() == text):
+            raise
+    return path
 
 
 @dataclass(frozen=True)
 class Region:
-    """A validated region: its name, settings (dict, defaults filled) and lattice."""
+    """A validated region: its name, settings (dict, defaults filled), lattice and grid.
+
+    ``path`` says where the settings were read from (the region file, and any overrides) for
+    messages; ``grid`` is the config's validated ``grid`` section the lattice was built from.
+    """
 
     name: str
     settings: dict[str, Any]
     lattice: Lattice
-    path: Path
+    path: str
+    grid: dict[str, Any]
 
     @property
     def synthetic(self) -> bool:
@@ -111,14 +199,16 @@ class Region:
 
 
 def load_region(config: dict, name: str) -> Region:
-    """Load region ``name`` of a validated config."""
+    """Region ``name`` of a config from :func:`load_config` or :func:`resolve_config`."""
     if name not in config["regions"]:
         known = ", ".join(sorted(config["regions"]))
         raise ConfigError(f"region '{name}' is not in config 'regions' (known: {known})")
-    path = Path(config["regions"][name])
-    settings = validate(read_yaml(path), "region.schema.yaml", path)
+    entry = config["regions"][name]
+    if isinstance(entry, str):  # a validated but unresolved config
+        entry = _resolve_region(config, name, "config")
+    settings = copy.deepcopy(entry["settings"])
     lattice = Lattice.from_config(config["grid"], settings["tile_px"])
-    return Region(name, settings, lattice, path)
+    return Region(name, settings, lattice, entry["origin"], copy.deepcopy(config["grid"]))
 
 
 def read_boundary(path: str | Path) -> shapely.Geometry:

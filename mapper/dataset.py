@@ -64,7 +64,7 @@ STREAMS = {"pretrain": 1, "finetune": 2, "normalise": 3}
 
 @dataclass(frozen=True)
 class CropSettings:
-    """The training section's crop settings (see workflow/schemas/region.schema.yaml)."""
+    """The training section's crop settings (see mapper/schemas/region.schema.yaml)."""
 
     crop_px: int
     shift_fraction: float

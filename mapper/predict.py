@@ -46,6 +46,7 @@ from rasterio.windows import Window
 
 from mapper.bands import SOIL_ORDERS, STACK_BANDS, TASKS
 from mapper.blending import Blender, Crop, CropLattice
+from mapper.config import Region
 from mapper.errors import CheckpointError, InputError
 from mapper.grid import Lattice
 from mapper.normalise import Normaliser
@@ -412,38 +413,46 @@ def _is_empty(path: Path) -> bool:
         return ds.tags().get("MAPPER_EMPTY", "false").lower() == "true"
 
 
+@dataclass(frozen=True, kw_only=True)
+class PredictOptions:
+    """How :func:`predict_tile` runs the model (never what it computes, except ``bf16``).
+
+    ``batch_size``: crops per model call; ``device``: a torch device name (default: CUDA when
+    present, else the CPU); ``bf16``: bfloat16 autocast (CUDA mainly); ``progress``: a progress bar.
+    """
+
+    batch_size: int = 16
+    device: str | None = None
+    bf16: bool = False
+    progress: bool = True
+
+
 def predict_tile(
-    config_path: str | Path,
-    region_name: str,
+    region: Region,
     task: str,
     tile: str,
     model_path: str | Path,
     stacks: list[str | Path],
     out: str | Path,
     *,
-    batch_size: int = 16,
-    bf16: bool = False,
-    device: str | None = None,
-    progress: bool = True,
+    options: PredictOptions = PredictOptions(),
 ) -> PredictStats:
-    """Predict ``tile`` of a region for ``task`` with the checkpoint ``model_path``; write ``out``.
+    """Predict ``tile`` of ``region`` for ``task`` with the checkpoint ``model_path`` into ``out``.
 
     ``stacks``: the tile's stack and its neighbours' (``<tile>.tif`` names). Output: float32
     GeoTIFF on the tile's bounds at ``prediction.out_res``, EPSG:3338, one probability band per
     class (NSP: 1, descriptions = class names), NaN nodata, written atomically.
     """
-    from mapper.config import load_config, load_region
     from mapper.models.checkpoint import file_sha256, load_checkpoint
 
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-    region = load_region(load_config(config_path), region_name)
     lattice = region.lattice
     crops = CropLattice.from_settings(region.settings["prediction"], lattice.res, lattice.tile_px)
     by_tile = stacks_by_tile(stacks, lattice)
     if tile not in by_tile:
         raise InputError(f"no stack for tile {tile} among the {len(by_tile)} given; pass "
-                         f"results/{region_name}/stack/{tile}.tif")
+                         f"results/{region.name}/stack/{tile}.tif")
     if not Path(model_path).is_file():
         raise CheckpointError(f"{model_path}: no such checkpoint; train the model first or fix "
                               "the path")
@@ -479,8 +488,9 @@ def predict_tile(
     if meta.n_out != len(names) or (task == "soilorder" and meta.classes != names):
         raise CheckpointError(f"{model_path}: classes {meta.classes} are not {names}; retrain")
     normaliser = Normaliser.from_dict(meta.normalisation)
-    predictor = TilePredictor(model, normaliser, lattice, crops, task, batch_size=batch_size,
-                              device=device, bf16=bf16, progress=progress)
+    predictor = TilePredictor(model, normaliser, lattice, crops, task,
+                              batch_size=options.batch_size, device=options.device,
+                              bf16=options.bf16, progress=options.progress)
     _check_neighbours(predictor, tile, by_tile, set(region.tiles()))
     with StackReader(by_tile, lattice) as reader:
         data, stats = predictor.predict(reader, tile)

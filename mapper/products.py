@@ -38,7 +38,7 @@ from mapper import __version__
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.cog import BLOCKSIZE, class_name_tags, raster_writer, to_cog
 from mapper.colours import NSP_RAMP, class_colours, colour_table, hex_colour, style_qml
-from mapper.config import Region, load_config, load_region
+from mapper.config import Region
 from mapper.errors import InputError
 from mapper.raster import atomic_path, open_raster, remove_stale_temporaries
 from mapper.stac_item import ProductAsset, build_item, write_item
@@ -162,7 +162,7 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
 
 
 def provenance_tags(
-    region: Region, config: dict, task: str, model_sha256: str, units: str,
+    region: Region, task: str, model_sha256: str, units: str,
     sources_dir: str | Path | None = None,
 ) -> dict[str, str]:
     """Dataset metadata of every product file (GDAL metadata, default domain).
@@ -172,7 +172,7 @@ def provenance_tags(
     """
     import hashlib
 
-    settings = {"region": region.name, "grid": config["grid"], **region.settings}
+    settings = {"region": region.name, "grid": region.grid, **region.settings}
     boundary = Path(region.settings["boundary"])
     settings["boundary"] = {"file": boundary.name,
                             "sha256": hashlib.sha256(boundary.read_bytes()).hexdigest()}
@@ -366,21 +366,23 @@ def write_quicklook(cog: Path, png: Path, task: str, title: str, synthetic: bool
 
 
 def make_products(
-    config_path: str | Path,
-    region_name: str,
+    region: Region,
     task: str,
     model_path: str | Path,
     tiles: list[str | Path],
     out: str | Path,
+    *,
     sources_dir: str | Path | None = None,
 ) -> Products:
-    """Mosaic ``tiles`` (one task's predictions) into the region's map products beside ``out``."""
+    """Mosaic ``tiles`` (one task's predictions) into the region's map products beside ``out``.
+
+    ``sources_dir``: where the region's source manifests are (default
+    ``resources/<region>/sources``), for the provenance tags.
+    """
     from mapper.models.checkpoint import file_sha256
 
     if task not in TITLES:
         raise InputError(f"unknown task {task!r}; use nsp or soilorder")
-    config = load_config(config_path)
-    region = load_region(config, region_name)
     classes = SOIL_ORDERS if task == "soilorder" else ["nsp"]
     tileset = check_tiles(tiles, task, len(classes))
     if not Path(model_path).is_file():
@@ -396,7 +398,7 @@ def make_products(
     units = ("probability of near-surface permafrost, stored as percent (value x 0.01)"
              if task == "nsp" else "soil order class index (CLASS_NAMES); probabilities in "
              f"{paths.get('probabilities', Path()).name} as percent (value x 0.01)")
-    tags = provenance_tags(region, config, task, model_sha, units, sources_dir)
+    tags = provenance_tags(region, task, model_sha, units, sources_dir)
     out = paths["cog"]
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out, directories=True)  # what a killed mosaic job left

@@ -14,7 +14,14 @@ import shapely
 import yaml
 from pyproj import Transformer
 
-from mapper.config import load_config, load_region, read_boundary, validate
+from mapper.config import (
+    load_config,
+    load_region,
+    read_boundary,
+    resolve_config,
+    validate,
+    write_run_config,
+)
 from mapper.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +39,13 @@ def shipped_region(name: str) -> dict:
         return yaml.safe_load(f)
 
 
-def write_config(tmp_path: Path, region: dict, name: str = "demo") -> dict:
-    """A validated config whose region ``name`` is ``region`` written to tmp_path/<name>.yaml."""
+def write_config(tmp_path: Path, region: dict, name: str = "demo") -> Path:
+    """A config file whose region ``name`` is ``region``, written to tmp_path/<name>.yaml."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(region))
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump({"regions": {name: str(path)}}))
-    return load_config(cfg_path)
+    return cfg_path
 
 
 def schema_defaults(section: str) -> dict:
@@ -127,7 +134,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     region["tile_pxx"] = 256
     config = write_config(tmp_path, region)
     with pytest.raises(ConfigError) as exc:
-        load_region(config, "demo")
+        load_config(config)
     message = str(exc.value)
     assert str(tmp_path / "demo.yaml") in message and "'tile_pxx'" in message
     assert "\n" not in message
@@ -138,7 +145,7 @@ def test_unknown_nested_key(tmp_path: Path) -> None:
     region["training"]["epochz"] = 3
     config = write_config(tmp_path, region)
     with pytest.raises(ConfigError) as exc:
-        load_region(config, "demo")
+        load_config(config)
     message = str(exc.value)
     assert str(tmp_path / "demo.yaml") in message
     assert "training" in message and "'epochz'" in message
@@ -171,7 +178,7 @@ def test_wrong_type_or_value(
     (region if section is None else region.setdefault(section, {}))[key] = value
     config = write_config(tmp_path, region)
     with pytest.raises(ConfigError) as exc:
-        load_region(config, "demo")
+        load_config(config)
     message = str(exc.value)
     assert f"key '{expected}'" in message and str(tmp_path / "demo.yaml") in message
     assert "\n" not in message
@@ -182,14 +189,13 @@ def test_missing_required_source(tmp_path: Path) -> None:
     del region["sources"]["dem"]
     config = write_config(tmp_path, region)
     with pytest.raises(ConfigError, match=r"key 'sources'.*'dem' is a required property"):
-        load_region(config, "demo")
+        load_config(config)
 
 
 def test_missing_boundary_file(tmp_path: Path) -> None:
     region = shipped_region("demo")
     region["boundary"] = str(tmp_path / "nowhere.geojson")
-    config = write_config(tmp_path, region)
-    loaded = load_region(config, "demo")
+    loaded = load_region(load_config(write_config(tmp_path, region)), "demo")
     for call in (loaded.boundary, loaded.tiles):
         with pytest.raises(ConfigError, match=r"nowhere\.geojson: boundary file not found"):
             call()
@@ -211,6 +217,93 @@ def test_missing_or_broken_files(tmp_path: Path) -> None:
 def test_unknown_region() -> None:
     with pytest.raises(ConfigError, match=r"region 'yukon' is not in config.*alaska, demo"):
         load_region(load_config(CONFIG), "yukon")
+
+
+# -- overrides and the run's configuration ------------------------------------------------------
+def raw_config() -> dict:
+    """The shipped config.yaml as Snakemake holds it before any validation."""
+    return yaml.safe_load(CONFIG.read_text())
+
+
+def test_region_overrides_are_merged_key_by_key() -> None:
+    raw = raw_config()
+    raw["region_overrides"] = {
+        "demo": {"prediction": {"out_res": 20.0}, "evaluation": {"splits": ["sh10km"]}},
+    }
+    config = resolve_config(raw, "site.yaml")
+    demo = load_region(config, "demo")
+    shipped = load_region(load_config(CONFIG), "demo")
+    assert demo.settings["prediction"] == {**shipped.settings["prediction"], "out_res": 20.0}
+    assert demo.settings["evaluation"]["splits"] == ["sh10km"]  # a list is replaced whole
+    assert demo.settings["training"] == shipped.settings["training"]
+    assert demo.path == "config/regions/demo.yaml + region_overrides.demo of site.yaml"
+    assert load_region(config, "alaska").path == "config/regions/alaska.yaml"
+    assert raw["regions"]["demo"] == "config/regions/demo.yaml", "the input is not changed"
+
+
+def test_a_bad_override_names_the_region_file_and_the_config() -> None:
+    raw = raw_config()
+    raw["region_overrides"] = {"demo": {"prediction": {"out_rez": 20.0}}}
+    with pytest.raises(ConfigError) as exc:
+        resolve_config(raw, "config.yaml + site.yaml")
+    assert str(exc.value) == (
+        "config/regions/demo.yaml + region_overrides.demo of config.yaml + site.yaml: key "
+        "'prediction': Additional properties are not allowed ('out_rez' was unexpected); remove "
+        "it or check its spelling"
+    )
+    raw["region_overrides"] = {"yukon": {"tile_px": 512}}
+    with pytest.raises(ConfigError, match=r"^site\.yaml: key 'region_overrides\.yukon': no "
+                       r"region 'yukon' in 'regions'; fix the name or add the region$"):
+        resolve_config(raw, "site.yaml")
+
+
+def test_the_run_config_file_gives_back_the_same_regions(tmp_path: Path) -> None:
+    """What a job loads from the written file is what the DAG was built from, value for value
+    (the products record the settings as JSON: the same text)."""
+    raw = raw_config()
+    raw["region_overrides"] = {"demo": {"training": {"lr_max": 3.0e-5, "seed": 7}}}
+    config = resolve_config(raw, "site.yaml")
+    path = write_run_config(config, tmp_path / "runs")
+    assert load_config(path) == config
+    for name in ("demo", "alaska"):
+        built, job = load_region(config, name), load_region(load_config(path), name)
+        assert json.dumps(job.settings, sort_keys=True) == json.dumps(built.settings,
+                                                                      sort_keys=True)
+        assert (job.path, job.grid, job.lattice) == (built.path, built.grid, built.lattice)
+    assert load_region(load_config(path), "demo").settings["training"]["lr_max"] == 3.0e-5
+
+
+def test_the_run_config_file_is_named_by_its_content(tmp_path: Path) -> None:
+    folder = tmp_path / "runs"
+    config = load_config(CONFIG)
+    first = write_run_config(config, folder)
+    mtime = first.stat().st_mtime_ns
+    assert write_run_config(load_config(CONFIG), folder) == first
+    assert first.stat().st_mtime_ns == mtime, "an existing file is not written again"
+    assert first.stat().st_mode & 0o044 == 0o044, "readable by the group, as every output"
+    raw = raw_config()
+    raw["region_overrides"] = {"demo": {"prediction": {"out_res": 20.0}}}
+    second = write_run_config(resolve_config(raw, "site.yaml"), folder)
+    assert second != first and first.read_text() != second.read_text()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([first.name, second.name])
+
+
+def test_a_changed_region_file_does_not_reach_a_resolved_config(tmp_path: Path) -> None:
+    region = shipped_region("demo")
+    config_path = write_config(tmp_path, region)
+    written = write_run_config(load_config(config_path), tmp_path / "runs")
+    region["prediction"]["out_res"] = 80.0
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(region))
+    assert load_region(load_config(written), "demo").settings["prediction"]["out_res"] == 10.0
+    assert load_region(load_config(config_path), "demo").settings["prediction"]["out_res"] == 80.0
+
+
+def test_schemas_are_package_data() -> None:
+    from importlib.resources import files
+
+    for name in ("config.schema.yaml", "region.schema.yaml"):
+        assert (files("mapper") / "schemas" / name).is_file()
+    assert not (ROOT / "workflow" / "schemas").exists()
 
 
 # -- boundaries ----------------------------------------------------------------------------------

@@ -142,8 +142,8 @@ def test_what_a_killed_mosaic_left_is_removed_by_the_next_one(tmp_path: Path) ->
     stale_cog.write_bytes(b"half a COG")
     other = maps / ".nsp_tiny.tif.aux.xml"  # not a temporary: kept
     other.write_text("<PAMDataset/>")
-    make_products(region["config"], "tiny", "nsp", model, tiles, maps / "nsp_tiny.tif",
-                  sources_dir=tmp_path / "none")
+    make_products(load_region(load_config(region["config"]), "tiny"), "nsp", model, tiles,
+                  maps / "nsp_tiny.tif", sources_dir=tmp_path / "none")
     hidden = sorted(p.name for p in maps.iterdir() if p.name.startswith("."))
     assert hidden == [other.name]
     with rasterio.open(maps / "nsp_tiny.tif") as ds:

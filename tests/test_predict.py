@@ -17,13 +17,14 @@ from rasterio.windows import Window
 
 from mapper.bands import SOIL_ORDERS, STACK_BANDS
 from mapper.cli import main
+from mapper.config import Region, load_config, load_region
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
 from mapper.models.checkpoint import save_checkpoint
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo
 from mapper.normalise import Normaliser
-from mapper.predict import predict_tile
+from mapper.predict import PredictOptions, predict_tile
 from mapper.raster import write_geotiff
 from mapper.windows import StackReader
 
@@ -118,6 +119,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
 REGIONS_STACKS: dict[str, tuple[Lattice, dict[str, Path]]] = {}
 
 
+def region_of(setup: dict, name: str) -> Region:
+    return load_region(load_config(setup["config"]), name)
+
+
+def quiet(batch_size: int = 16) -> PredictOptions:
+    return PredictOptions(batch_size=batch_size, progress=False)
+
+
 def predict_region(setup: dict, region: str, task: str = "nsp") -> dict[str, Path]:
     """Predict every tile of a region (each with its neighbours' stacks); tile -> output."""
     lattice, stacks = REGIONS_STACKS[region]
@@ -125,8 +134,8 @@ def predict_region(setup: dict, region: str, task: str = "nsp") -> dict[str, Pat
     for tile in stacks:
         given = [stacks[t] for t in [tile, *lattice.neighbours(tile)] if t in stacks]
         out = setup["root"] / region / task / f"{tile}.tif"
-        predict_tile(setup["config"], region, task, tile, setup["models"][task], given, out,
-                     batch_size=8, progress=False)
+        predict_tile(region_of(setup, region), task, tile, setup["models"][task], given, out,
+                     options=quiet(8))
         outs[tile] = out
     return outs
 
@@ -209,8 +218,8 @@ def test_coarser_output_is_the_decoder_at_coarse_centres(
     tile = min(stacks)
     given = [stacks[t] for t in [tile, *lattice.neighbours(tile)] if t in stacks]
     out = setup["root"] / region / f"{tile}.tif"
-    predict_tile(setup["config"], region, "nsp", tile, setup["models"]["nsp"], given, out,
-                 progress=False)
+    predict_tile(region_of(setup, region), "nsp", tile, setup["models"]["nsp"], given, out,
+                 options=quiet())
     with rasterio.open(out) as ds:
         data, transform = ds.read(1), ds.transform
         assert ds.crs.to_epsg() == 3338 and ds.dtypes[0] == "float32"
@@ -234,8 +243,8 @@ def test_soilorder_probabilities(setup: dict, nsp64: dict[str, Path]) -> None:
     tile = max(stacks)
     out = setup["root"] / "soil" / f"{tile}.tif"
     given = [stacks[t] for t in [tile, *lattice.neighbours(tile)] if t in stacks]
-    predict_tile(setup["config"], "tiny64", "soilorder", tile, setup["models"]["soilorder"],
-                 given, out, batch_size=5, progress=False)
+    predict_tile(region_of(setup, "tiny64"), "soilorder", tile, setup["models"]["soilorder"],
+                 given, out, options=quiet(5))
     with rasterio.open(out) as ds:
         assert list(ds.descriptions) == SOIL_ORDERS and ds.count == 7
         p = ds.read()
@@ -251,14 +260,14 @@ def test_rerun_is_byte_identical(setup: dict, nsp64: dict[str, Path]) -> None:
     tile = min(stacks)
     given = [stacks[t] for t in [tile, *lattice.neighbours(tile)] if t in stacks]
     again = setup["root"] / "again.tif"
-    predict_tile(setup["config"], "tiny64", "nsp", tile, setup["models"]["nsp"], given[::-1],
-                 again, batch_size=8, progress=False)
+    predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"], given[::-1],
+                 again, options=quiet(8))
     assert again.read_bytes() == nsp64[tile].read_bytes()
     assert not list(again.parent.glob(".again.tif*")), "no temporary file left"
     # another batch size changes only float rounding in the batched matrix products
     other = setup["root"] / "other.tif"
-    predict_tile(setup["config"], "tiny64", "nsp", tile, setup["models"]["nsp"], given, other,
-                 batch_size=3, progress=False)
+    predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"], given, other,
+                 options=quiet(3))
     with rasterio.open(other) as a, rasterio.open(again) as b:
         np.testing.assert_allclose(a.read(), b.read(), atol=1e-6)
 
@@ -274,8 +283,8 @@ def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path) -> 
     not_a_model.write_bytes(b"loading this would fail")
     out = tmp_path / "out.tif"
     start = time.perf_counter()
-    predict_tile(setup["config"], "tiny64", "soilorder", tile, not_a_model, [empty], out,
-                 progress=False)
+    predict_tile(region_of(setup, "tiny64"), "soilorder", tile, not_a_model, [empty], out,
+                 options=quiet())
     assert time.perf_counter() - start < 2.0
     with rasterio.open(out) as ds:
         assert ds.count == 7 and np.isnan(ds.read()).all() and ds.tags()["MAPPER_EMPTY"] == "true"
@@ -285,8 +294,8 @@ def test_missing_region_neighbour_is_an_error(setup: dict, tmp_path: Path) -> No
     lattice, stacks = REGIONS_STACKS["tiny64"]
     tile = min(stacks)
     with pytest.raises(InputError, match="but their stacks were not given"):
-        predict_tile(setup["config"], "tiny64", "nsp", tile, setup["models"]["nsp"],
-                     [stacks[tile]], tmp_path / "x.tif", progress=False)
+        predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
+                     [stacks[tile]], tmp_path / "x.tif", options=quiet())
     assert not (tmp_path / "x.tif").exists()
 
 
@@ -304,6 +313,7 @@ def test_cli_and_bad_out_res(setup: dict, tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(region))
     cfg["regions"]["tiny64"] = str(tmp_path / "bad.yaml")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    bad_region = load_region(load_config(tmp_path / "config.yaml"), "tiny64")
     with pytest.raises(ConfigError, match="does not divide tile_px 64"):
-        predict_tile(tmp_path / "config.yaml", "tiny64", "nsp", tile, setup["models"]["nsp"],
-                     list(stacks.values()), tmp_path / "y.tif", progress=False)
+        predict_tile(bad_region, "nsp", tile, setup["models"]["nsp"], list(stacks.values()),
+                     tmp_path / "y.tif", options=quiet())

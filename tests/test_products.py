@@ -19,6 +19,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from mapper.bands import SOIL_ORDERS
 from mapper.colours import SOIL_ORDER_COLOURS
+from mapper.config import load_config, load_region
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.products import make_products, product_paths
@@ -111,7 +112,8 @@ def mosaic(setup: tuple[Path, Path, str], task: str, values: np.ndarray):  # noq
     root = config.parent
     tiles = write_tiles(root, task, values, sha)
     out = root / "maps" / f"{task}_tiny.tif"
-    return make_products(config, "tiny", task, model, tiles, out, sources_dir=root / "sources")
+    region = load_region(load_config(config), "tiny")
+    return make_products(region, task, model, tiles, out, sources_dir=root / "sources")
 
 
 def test_nsp_products(setup: tuple[Path, Path, str]) -> None:
@@ -202,7 +204,8 @@ def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> No
     config, model, _ = setup
     tiles = write_tiles(config.parent, "nsp", nsp_values(), "0" * 64)
     with pytest.raises(InputError, match="rerun predict with this model"):
-        make_products(config, "tiny", "nsp", model, tiles, config.parent / "maps" / "nsp_tiny.tif")
+        make_products(load_region(load_config(config), "tiny"), "nsp", model, tiles,
+                      config.parent / "maps" / "nsp_tiny.tif")
     assert not (config.parent / "maps" / "nsp_tiny.tif").exists()
 
 

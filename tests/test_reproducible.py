@@ -47,10 +47,9 @@ def test_provenance_does_not_depend_on_the_project_folder(tmp_path: Path) -> Non
     (second / "config/config.yaml").write_text(yaml.safe_dump(config))
     tags = []
     for root in (first.root, second):
-        cfg = load_config(root / "config/config.yaml")
-        region = load_region(cfg, "tiny")
+        region = load_region(load_config(root / "config/config.yaml"), "tiny")
         assert str(root) in region.settings["boundary"]
-        tags.append(provenance_tags(region, cfg, "nsp", "0" * 64, "probability",
+        tags.append(provenance_tags(region, "nsp", "0" * 64, "probability",
                                     root / "resources/tiny/sources"))
     assert tags[0] == tags[1]
     boundary = json.loads(tags[0]["MAPPER_CONFIG"])["boundary"]

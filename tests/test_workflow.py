@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import yaml
 from rio_cogeo.cogeo import cog_validate
 from workflow_project import (
     PROFILES,
@@ -27,6 +28,7 @@ from workflow_project import (
 )
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
+from mapper.config import Region, load_config, load_region
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,95 @@ def test_tiny_plan_has_every_stage(tmp_path: Path) -> None:
         "cv_fold": 2 * 2 * 2,  # tasks x models (rf, miso) x folds, one split
         "report": 2, "predict": 2 * n, "mosaic_nsp": 1, "mosaic_soilorder": 1,
     }  # fmt: skip
+
+
+def job_commands(log: str) -> dict[str, str]:
+    """Rule -> the shell command of its last job in a ``--dry-run --printshellcmds`` log."""
+    commands, rule = {}, None
+    for line in log.splitlines():
+        if m := re.match(r"^\s*(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+        elif rule and line.startswith("Shell command: "):
+            commands[rule] = line.removeprefix("Shell command: ")
+    return commands
+
+
+def job_region(project: WorkflowProject, command: str) -> Region:
+    """The region a ``python -m mapper`` command line loads (its --config and --region)."""
+    args = command.split()
+    config = project.path(args[args.index("--config") + 1])
+    return load_region(load_config(config), args[args.index("--region") + 1])
+
+
+def overridden_projects(tmp_path: Path) -> dict[str, tuple[WorkflowProject, list[str]]]:
+    """Tiny projects and the Snakemake arguments that change two settings for the run without
+    editing the region file: prediction.out_res 80 m (the file says 40 m) and training.seed 7.
+
+    - ``--config``: ``regions`` names another region file (Snakemake reads a nested --config
+      value as text, so typed values come from a file);
+    - a second ``--configfile`` holding only ``regions``, the same other region file;
+    - a second ``--configfile`` holding only ``region_overrides`` (merged over the region file).
+    """
+    def project_and_other_region(name: str) -> tuple[WorkflowProject, Path]:
+        project = make_project(tmp_path / name)
+        other = yaml.safe_load(project.region_file.read_text())
+        other["prediction"]["out_res"] = 80.0
+        other["training"]["seed"] = 7
+        other_file = project.path("config/regions/tiny_site.yaml")
+        other_file.write_text(yaml.safe_dump(other))
+        return project, other_file
+
+    def site_file(project: WorkflowProject, content: dict) -> str:
+        project.path("site.yaml").write_text(yaml.safe_dump(content))
+        return str(project.path("site.yaml"))
+
+    cases = {}
+    project, other = project_and_other_region("config-arg")
+    cases["--config regions"] = (project, ["--config", f"regions={{tiny: {other}}}"])
+    project, other = project_and_other_region("configfile-regions")
+    site = site_file(project, {"regions": {"tiny": str(other)}})
+    cases["--configfile regions"] = (project, ["--configfile", str(project.config), site])
+    project = make_project(tmp_path / "configfile-overrides")
+    site = site_file(project, {"region_overrides": {
+        "tiny": {"prediction": {"out_res": 80.0}, "training": {"seed": 7}}}})
+    cases["--configfile region_overrides"] = (project, ["--configfile", str(project.config), site])
+    return cases
+
+
+def test_overrides_reach_the_jobs(tmp_path: Path) -> None:
+    """The configuration a job is given is the one the DAG was built from: a --config override
+    and a partial second --configfile reach every command line (a dry run's commands, loaded as
+    each command loads them), not only the DAG."""
+    for case, (project, args) in overridden_projects(tmp_path).items():
+        target = f"results/{project.region}/predict/nsp/{project.tiles[0]}.tif"
+        run = run_snakemake(project, target, extra_args=["--dry-run", "--printshellcmds", *args])
+        commands = job_commands(run.log)
+        assert set(commands) == {"demo_sources", "stack", "samples", "pretrain", "finetune",
+                                 "predict"}, case
+        for rule, command in commands.items():
+            region = job_region(project, command)
+            assert region.settings["prediction"]["out_res"] == 80.0, (case, rule, command)
+            assert region.settings["training"]["seed"] == 7, (case, rule, command)
+    # without an override, the region file's settings
+    plain = run_snakemake(project, target, extra_args=["--dry-run", "--printshellcmds"])
+    region = job_region(project, job_commands(plain.log)["predict"])
+    assert region.settings["prediction"]["out_res"] == 40.0
+    assert region.settings["training"]["seed"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.workflow
+def test_an_override_changes_what_a_job_makes(tmp_path: Path) -> None:
+    """A job run with a partial second --configfile makes what the override says: the demo
+    sources synthesized from the overriding seed."""
+    project = make_project(tmp_path)
+    site = project.path("site.yaml")
+    site.write_text(yaml.safe_dump({"region_overrides": {
+        "tiny": {"sources": {"sentinel2": {"seed": 7}}}}}))
+    run_snakemake(project, f"resources/{project.region}/sources/manifest.json",
+                  extra_args=["--cores", "1", "--configfile", str(project.config), str(site)])
+    with rasterio.open(project.path(f"resources/{project.region}/sources/sentinel2.tif")) as ds:
+        assert ds.tags()["MAPPER_SEED"] == "7"
 
 
 def slurm_plan_resources(project: WorkflowProject, env: dict[str, str]) -> dict[str, list[dict]]:

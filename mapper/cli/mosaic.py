@@ -25,10 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_mosaic(args: argparse.Namespace) -> int:
+    from mapper.config import load_config, load_region
     from mapper.products import make_products
 
-    products = make_products(args.config, args.region, args.task, args.model, args.tiles,
-                             args.out)
+    region = load_region(load_config(args.config), args.region)
+    products = make_products(region, args.task, args.model, args.tiles, args.out)
     for path in products.all():
         print(path)
     return 0

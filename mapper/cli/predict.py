@@ -32,17 +32,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from mapper.predict import predict_tile
+    from mapper.config import load_config, load_region
+    from mapper.predict import PredictOptions, predict_tile
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    stats = predict_tile(
-        args.config, args.region, args.task, args.tile, args.model, args.stacks, args.out,
-        batch_size=args.batch_size, bf16=args.bf16, device=args.device,
-        progress=not args.no_progress,
-    )
+    region = load_region(load_config(args.config), args.region)
+    options = PredictOptions(batch_size=args.batch_size, device=args.device, bf16=args.bf16,
+                             progress=not args.no_progress)
+    stats = predict_tile(region, args.task, args.tile, args.model, args.stacks, args.out,
+                         options=options)
     rate = stats.cells / stats.total if stats.total else float("inf")
     print(f"{args.out}: {stats.crops} crops, {stats.valid_cells}/{stats.cells} valid cells, "
           f"{stats.total:.1f} s ({rate:,.0f} cells/s)")

@@ -4,10 +4,12 @@ import os
 import re
 from pathlib import Path
 
-from mapper.config import load_region
+from mapper.config import load_region, write_run_config
 
-REGIONS = {name: load_region(config, name) for name in config["regions"]}
-CONFIG_FILE = workflow.configfiles[-1]
+REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
+# The file every job reads its settings from: RUN_CONFIG, named by its content (so a run with other
+# settings, or a dry run with an override, writes its own file), in the shared working directory.
+RUN_CONFIG_FILE = write_run_config(RUN_CONFIG, ".snakemake/mapper")
 TASKS = ["nsp", "soilorder"]
 STAC_REGIONS = [
     n for n, r in REGIONS.items() if r.settings["sources"]["sentinel2"]["kind"] == "stac"
@@ -23,6 +25,16 @@ wildcard_constraints:
     region="|".join(REGIONS),
     tile=r"R\d{4}C\d{4}",
     task="|".join(TASKS),
+
+
+def run_config(wildcards, input):
+    """The run's configuration file, for every command's --config.
+
+    A params function of ``input``: Snakemake takes it as derived from the inputs and does not
+    compare it with the last run's, so a change of settings reruns only the rules that have the
+    changed section among their params (training_settings, ...), not every job.
+    """
+    return RUN_CONFIG_FILE
 
 
 def region_of(wildcards):

@@ -23,7 +23,7 @@ rule cv_fold:
     resources:
         gpu=cv_fold_gpus,
     params:
-        config=CONFIG_FILE,
+        config=run_config,
         evaluation=evaluation_settings,
         pretrained=cv_pretrained_option,
     shell:
@@ -58,7 +58,7 @@ rule report:
     conda:
         "../../envs/mapper.yaml"
     params:
-        config=CONFIG_FILE,
+        config=run_config,
     shell:
         "python -m mapper report --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --out {output.markdown} {input} > {log} 2>&1"

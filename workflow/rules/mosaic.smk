@@ -20,7 +20,7 @@ rule mosaic_nsp:
     conda:
         "../../envs/mapper.yaml"
     params:
-        config=CONFIG_FILE,
+        config=run_config,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task nsp --model {input.model} --out {output.cog} {input.tiles} > {log} 2>&1"
@@ -45,7 +45,7 @@ rule mosaic_soilorder:
     conda:
         "../../envs/mapper.yaml"
     params:
-        config=CONFIG_FILE,
+        config=run_config,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task soilorder --model {input.model} --out {output.cog} {input.tiles} > {log} 2>&1"

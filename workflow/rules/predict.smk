@@ -16,7 +16,7 @@ rule predict:
         gpu=1,
         batch_size=16,
     params:
-        config=CONFIG_FILE,
+        config=run_config,
         prediction=prediction_settings,
     shell:
         "python -m mapper predict --config {params.config} --region {wildcards.region}"

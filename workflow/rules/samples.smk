@@ -15,7 +15,7 @@ rule samples:
     conda:
         "../../envs/mapper.yaml"
     params:
-        config=CONFIG_FILE,
+        config=run_config,
     shell:
         "python -m mapper samples --config {params.config} --region {wildcards.region}"
         " --observations {input.observations} --out {output} {input.stacks} > {log} 2>&1"

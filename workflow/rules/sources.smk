@@ -18,7 +18,7 @@ rule demo_sources:
     conda:
         "../../envs/mapper.yaml"
     params:
-        config=CONFIG_FILE,
+        config=run_config,
         out="resources/{region}",
     shell:
         "python -m mapper demo --config {params.config} --region {wildcards.region}"
@@ -40,7 +40,7 @@ rule fetch_http:
     resources:
         downloads=1,
     params:
-        config=CONFIG_FILE,
+        config=run_config,
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source {wildcards.source} --file {wildcards.filename} --out {output.file}"
@@ -61,7 +61,7 @@ rule fetch_stac:
     resources:
         downloads=1,
     params:
-        config=CONFIG_FILE,
+        config=run_config,
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source sentinel2 --tile {wildcards.tile} --out {output.composite} > {log} 2>&1"

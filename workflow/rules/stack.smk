@@ -14,7 +14,7 @@ rule stack:
     conda:
         "../../envs/mapper.yaml"
     params:
-        config=CONFIG_FILE,
+        config=run_config,
     shell:
         "python -m mapper stack --config {params.config} --region {wildcards.region}"
         " --tile {wildcards.tile} --sentinel2 {input.sentinel2} --dem {input.dem}"

@@ -18,7 +18,7 @@ rule pretrain:
     resources:
         gpu=1,
     params:
-        config=CONFIG_FILE,
+        config=run_config,
         training=training_settings,
     shell:
         "python -m mapper pretrain --config {params.config} --region {wildcards.region}"
@@ -42,7 +42,7 @@ rule finetune:
     resources:
         gpu=1,
     params:
-        config=CONFIG_FILE,
+        config=run_config,
         training=training_settings,
         pretrained=pretrained_option,
     shell:

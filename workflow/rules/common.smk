@@ -5,10 +5,10 @@ import re
 from pathlib import Path
 
 from mapper.config import load_region
+from mapper.tasks import TASKS, task_names
 
 REGIONS = {name: load_region(config, name) for name in config["regions"]}
 CONFIG_FILE = workflow.configfiles[-1]
-TASKS = ["nsp", "soilorder"]
 STAC_REGIONS = [
     n for n, r in REGIONS.items() if r.settings["sources"]["sentinel2"]["kind"] == "stac"
 ]
@@ -188,12 +188,9 @@ def predicted_tiles(region, task):
     return [f"results/{region}/predict/{task}/{t}.tif" for t in tiles_of(region)]
 
 
-def predicted_tiles_nsp(wildcards):
-    return predicted_tiles(wildcards.region, "nsp")
-
-
-def predicted_tiles_soilorder(wildcards):
-    return predicted_tiles(wildcards.region, "soilorder")
+def task_tiles(wildcards):
+    """The predicted tiles of the region and task of the wildcards (a mosaic's input)."""
+    return predicted_tiles(wildcards.region, wildcards.task)
 
 
 def maps_of(region):

@@ -17,10 +17,9 @@ Models, all on the rows given by :func:`mapper.splits.train_test_indices` (ident
 Output: a Parquet table, one row per test point: ``obs_id, x, y, y_true, p_<class>...,
 y_pred`` (the task's classes, :mod:`mapper.tasks`: ``absent, present`` for a binary task such as
 NSP; ``y_pred`` the most probable class, i.e. a 0.5 threshold for a binary task), plus ``task,
-model, split, fold, n_train``. A fold
-whose training set is empty (a spatial holdout wider than the region) keeps its test rows with
-NaN probabilities and ``y_pred`` -1, and says so in the metadata and the log. The metadata also
-holds the training points per class (``train_counts``).
+model, split, fold, n_train``. A fold whose training set is empty (a spatial holdout wider than
+the region) keeps its test rows with NaN probabilities and ``y_pred`` -1, and says so in the
+metadata and the log. The metadata also holds the training points per class (``train_counts``).
 """
 
 from __future__ import annotations

@@ -143,11 +143,12 @@ def random_model(path: Path, size: str, task: str, stacks: list[Path]) -> Path:
     import rasterio
     import torch
 
-    from mapper.bands import SOIL_ORDERS, STACK_BANDS
+    from mapper.bands import STACK_BANDS
     from mapper.models.checkpoint import save_checkpoint
     from mapper.models.config import ModelConfig
     from mapper.models.miso import MiSo
     from mapper.normalise import Normaliser
+    from mapper.tasks import get_task
 
     cov = []
     for p in stacks:
@@ -158,10 +159,10 @@ def random_model(path: Path, size: str, task: str, stacks: list[Path]) -> Path:
     norm = Normaliser(lo=tuple(map(float, lo)), hi=tuple(map(float, hi)),
                       mean=(0.5,) * 10, std=(0.25,) * 10).to_dict()
     torch.manual_seed(0)
-    classes = SOIL_ORDERS if task == "soilorder" else ["nsp"]
-    model = MiSo(ModelConfig.named(size), n_out=len(classes))
+    spec = get_task(task)
+    model = MiSo(ModelConfig.named(size), n_out=spec.n_outputs)
     return save_checkpoint(path, model, task=task, bands=STACK_BANDS, normalisation=norm,
-                           classes=classes)
+                           classes=spec.output_names)
 
 
 def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -194,13 +195,14 @@ def profile_memory() -> dict[str, str]:
 
 
 def main() -> None:
+    from mapper.tasks import TASKS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tile-px", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the job "
                         "(the one-machine profile's predict threads: 2)")
     parser.add_argument("--batch-size", type=int, default=16, help="the rule's batch_size: 16")
-    parser.add_argument("--tasks", nargs="+", default=["soilorder", "nsp"],
-                        choices=["soilorder", "nsp"])
+    parser.add_argument("--tasks", nargs="+", default=["soilorder", "nsp"], choices=list(TASKS))
     parser.add_argument("--size", default="demo", help="model size of the random model")
     parser.add_argument("--settings", type=Path, default=ROOT / "config/regions/demo.yaml",
                         help="region file whose prediction settings are used")

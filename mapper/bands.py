@@ -51,6 +51,3 @@ SOIL_ORDERS: list[str] = [
     "Spodosols",
 ]
 CLASS_NODATA = 255
-
-TASKS: dict[str, int] = {"nsp": 1, "soilorder": len(SOIL_ORDERS)}
-"""Model outputs per task: one logit for near-surface permafrost, one per soil order."""

@@ -1,69 +1,33 @@
 """Colours of the map products and their QGIS styles (.qml).
 
-- Soil orders: one fixed colour per class (index order of :data:`mapper.bands.SOIL_ORDERS`),
-  hues after the convention of the USDA-NRCS Global Soil Regions map (Gelisols pale blue-violet,
-  Histosols dark brown, Spodosols pink-violet, Andisols magenta, Mollisols green, Inceptisols
-  ochre, Entisols pale tan), so that the map reads like the soil maps its users know. The same
+The colours themselves belong to each task (:mod:`mapper.tasks`):
+
+- a multiclass task (soil order) has one fixed colour per class, in class-index order; the same
   colours go into the GeoTIFF colour table, the quick-look legend, the QGIS style and the STAC
-  item's ``classification:classes``.
-- NSP probability: a diverging ramp from "permafrost unlikely" (blue-green) through a pale middle
-  to "likely" (deep purple), stops given in probability (0..1). QGIS applies a band's GDAL
-  scale/offset when reading, so the ramp of the UInt8-percent product is written in probability.
+  item's ``classification:classes``;
+- a binary task (NSP) has a colour ramp over its probability, stops given in probability (0..1).
+  QGIS applies a band's GDAL scale/offset when reading, so the ramp of the UInt8-percent product
+  is written in probability.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 
-from mapper.bands import CLASS_NODATA, SOIL_ORDERS
-
-RGB = tuple[int, int, int]
-
-SOIL_ORDER_COLOURS: dict[str, RGB] = {
-    "Andisols": (199, 72, 168),
-    "Entisols": (222, 203, 160),
-    "Gelisols": (160, 176, 226),
-    "Histosols": (110, 64, 36),
-    "Inceptisols": (209, 151, 55),
-    "Mollisols": (52, 140, 72),
-    "Spodosols": (236, 150, 196),
-}
-
-NSP_RAMP: list[tuple[float, RGB]] = [
-    (0.0, (26, 150, 140)),
-    (0.25, (128, 205, 193)),
-    (0.5, (245, 245, 230)),
-    (0.75, (194, 165, 207)),
-    (1.0, (84, 39, 136)),
-]
-"""(probability, colour) stops of the NSP ramp, linear in between."""
+from mapper.bands import CLASS_NODATA
+from mapper.tasks import RGB, Task
 
 
 def hex_colour(rgb: RGB) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def class_colours(classes: list[str] | None = None) -> list[RGB]:
-    """Colours of ``classes`` (default SOIL_ORDERS) in index order."""
-    return [SOIL_ORDER_COLOURS[name] for name in (classes or SOIL_ORDERS)]
-
-
-def colour_table(classes: list[str] | None = None) -> dict[int, tuple[int, int, int, int]]:
-    """A rasterio colormap (index -> RGBA) of the class raster: nodata 255 transparent."""
-    table = {i: (*rgb, 255) for i, rgb in enumerate(class_colours(classes))}
+def colour_table(colours: Sequence[RGB]) -> dict[int, tuple[int, int, int, int]]:
+    """A rasterio colormap (index -> RGBA) of a class raster: nodata 255 transparent."""
+    table = {i: (*rgb, 255) for i, rgb in enumerate(colours)}
     table[CLASS_NODATA] = (0, 0, 0, 0)
     return table
-
-
-def ramp_colour(value: float) -> RGB:
-    """The NSP ramp's colour at probability ``value`` (clipped to 0..1)."""
-    v = min(max(float(value), 0.0), 1.0)
-    for (v0, c0), (v1, c1) in zip(NSP_RAMP, NSP_RAMP[1:], strict=False):
-        if v <= v1:
-            t = 0.0 if v1 == v0 else (v - v0) / (v1 - v0)
-            r, g, b = (round(a + t * (z - a)) for a, z in zip(c0, c1, strict=True))
-            return (r, g, b)
-    return NSP_RAMP[-1][1]
 
 
 # -- QGIS styles ----------------------------------------------------------------------------------
@@ -89,8 +53,8 @@ def _finish(root: ET.Element, pipe: ET.Element) -> str:
     return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + body + "\n"
 
 
-def nsp_qml() -> str:
-    """QGIS style: single-band pseudo-colour, the NSP ramp interpolated over probability 0..1."""
+def ramp_qml(ramp: Sequence[tuple[float, RGB]]) -> str:
+    """QGIS style: single-band pseudo-colour, ``ramp`` interpolated over probability 0..1."""
     root, pipe = _qgis_root()
     renderer = ET.SubElement(
         pipe, "rasterrenderer", type="singlebandpseudocolor", band="1", opacity="1",
@@ -105,38 +69,35 @@ def nsp_qml() -> str:
     shader = ET.SubElement(ET.SubElement(renderer, "rastershader"), "colorrampshader",
                            colorRampType="INTERPOLATED", classificationMode="1", clip="0",
                            minimumValue="0", maximumValue="1", labelPrecision="2")
-    ramp = ET.SubElement(ET.SubElement(shader, "colorramp", type="gradient", name="[source]"),
-                         "Option", type="Map")
-    first, last = NSP_RAMP[0][1], NSP_RAMP[-1][1]
-    stops = ":".join(f"{v};{r},{g},{b},255" for v, (r, g, b) in NSP_RAMP[1:-1])
+    options = ET.SubElement(ET.SubElement(shader, "colorramp", type="gradient",
+                                          name="[source]"), "Option", type="Map")
+    first, last = ramp[0][1], ramp[-1][1]
+    stops = ":".join(f"{v};{r},{g},{b},255" for v, (r, g, b) in ramp[1:-1])
     for key, value in [("color1", "{},{},{},255".format(*first)),
                        ("color2", "{},{},{},255".format(*last)),
                        ("discrete", "0"), ("rampType", "gradient"), ("stops", stops)]:
-        ET.SubElement(ramp, "Option", type="QString", name=key, value=value)
-    for v, rgb in NSP_RAMP:
+        ET.SubElement(options, "Option", type="QString", name=key, value=value)
+    for v, rgb in ramp:
         ET.SubElement(shader, "item", alpha="255", value=f"{v:g}", color=hex_colour(rgb),
                       label=f"{v * 100:.0f} %")
     return _finish(root, pipe)
 
 
-def soilorder_qml(classes: list[str] | None = None) -> str:
+def classes_qml(classes: Sequence[str], colours: Sequence[RGB]) -> str:
     """QGIS style: paletted (unique values) renderer with the class colours and names."""
-    classes = classes or SOIL_ORDERS
     root, pipe = _qgis_root()
     renderer = ET.SubElement(pipe, "rasterrenderer", type="paletted", band="1", opacity="1",
                              alphaBand="-1", nodataColor="")
     ET.SubElement(renderer, "rasterTransparency")
     palette = ET.SubElement(renderer, "colorPalette")
-    for i, (name, rgb) in enumerate(zip(classes, class_colours(classes), strict=True)):
+    for i, (name, rgb) in enumerate(zip(classes, colours, strict=True)):
         ET.SubElement(palette, "paletteEntry", value=str(i), color=hex_colour(rgb), alpha="255",
                       label=name)
     return _finish(root, pipe)
 
 
-def style_qml(task: str, classes: list[str] | None = None) -> str:
-    """The QGIS style of a task's main product."""
-    if task == "nsp":
-        return nsp_qml()
-    if task == "soilorder":
-        return soilorder_qml(classes)
-    raise ValueError(f"unknown task {task!r}")
+def style_qml(task: Task) -> str:
+    """The QGIS style of a task's main product: its ramp, or its class colours."""
+    if task.binary:
+        return ramp_qml(task.ramp)
+    return classes_qml(task.classes, task.colours)

@@ -25,8 +25,8 @@ continuous positions.
 Coordinates per query: ``coords`` crop-normalised (x, y) in [-1, 1] with +-1 the crop's outer
 pixel edges (the centre of column j of a P-px crop is x = -1 + (2j + 1) / P; y = -1 is the top
 edge of the top row) and ``xy`` the same point in EPSG:3338 metres. ``valid`` marks queries whose
-pixel is valid (:func:`mapper.normalise.valid`); ``mask`` marks labelled queries; NSP targets are
-0/1 floats, soil order targets class indices with ``IGNORE_INDEX`` where unlabelled.
+pixel is valid (:func:`mapper.normalise.valid`); ``mask`` marks labelled queries; a binary task's
+targets are 0/1 floats, a multiclass task's class indices with ``IGNORE_INDEX`` where unlabelled.
 
 Everything random is drawn from ``numpy.random.default_rng([seed, stream, epoch])``: a given epoch
 is the same whether training ran straight through or resumed.
@@ -51,6 +51,7 @@ from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.losses import IGNORE_INDEX
 from mapper.normalise import Normaliser
+from mapper.tasks import PRETRAIN, get_task
 from mapper.windows import StackReader
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class CropSettings:
 @dataclass(frozen=True)
 class PointSet:
     """Labelled training points: EPSG:3338 ``xy`` [M, 2], lattice ``rowcol`` [M, 2] int64, and
-    ``labels`` [M] (0/1 for NSP, class index for soil order)."""
+    ``labels`` [M] (0/1 for a binary task, class index for a multiclass one)."""
 
     xy: np.ndarray
     rowcol: np.ndarray
@@ -128,7 +129,7 @@ class Batch:
     xy: Tensor  # [B, N, 2] EPSG:3338 metres
     valid: Tensor  # [B, N] bool: the query's pixel is valid
     mask: Tensor  # [B, N] bool: labelled query
-    target: Tensor  # [B, N] float 0/1 (nsp) or int64 class / IGNORE_INDEX (soilorder)
+    target: Tensor  # [B, N] float 0/1 (binary) or int64 class / IGNORE_INDEX (multiclass)
     windows: list[Window]
 
     @property
@@ -174,7 +175,7 @@ def grid_coords(n: int) -> np.ndarray:
 
 
 class CropDataset:
-    """Batches of crops for one task (``"pretrain"``, ``"nsp"`` or ``"soilorder"``).
+    """Batches of crops for one task (``"pretrain"`` or a map task of :mod:`mapper.tasks`).
 
     ``points``: the training points (none for pretraining). ``boundary``: the region (EPSG:3338)
     where unlabelled crops are centred. ``unlabelled_crops``: crops per epoch when there are no
@@ -198,6 +199,7 @@ class CropDataset:
         self.boundary = boundary
         shapely.prepare(self.boundary)
         self.task = task
+        self.multiclass = task != PRETRAIN and get_task(task).multiclass
         self.points = points if points is not None else PointSet.empty()
         self._tree = cKDTree(self.points.rowcol) if len(self.points) else None
         self.unlabelled_crops = int(unlabelled_crops)
@@ -298,9 +300,8 @@ class CropDataset:
         coords = np.zeros((bsz, n, 2))
         xy = np.zeros((bsz, n, 2))
         mask = np.zeros((bsz, n), dtype=bool)
-        soil = self.task == "soilorder"
-        target = np.full((bsz, n), IGNORE_INDEX if soil else 0, dtype=np.int64 if soil else
-                         np.float32)
+        target = np.full((bsz, n), IGNORE_INDEX if self.multiclass else 0,
+                         dtype=np.int64 if self.multiclass else np.float32)
         grid = grid_coords(s.grid_points)
         for k, pl in enumerate(plans):
             m = len(pl.points)

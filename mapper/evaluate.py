@@ -1,6 +1,7 @@
 """One cross-validation fold: train a model on the fold's training points, predict its test points.
 
-    cv_fold(region, task, model, split, fold, samples, stacks, out, pretrained=None)
+    cv_fold(region, FoldSpec(task, model, split, fold), samples=..., stacks=..., out=...,
+            pretrained=None)
 
 Models, all on the rows given by :func:`mapper.splits.train_test_indices` (identical folds):
 
@@ -14,17 +15,18 @@ Models, all on the rows given by :func:`mapper.splits.train_test_indices` (ident
   start): the ablation.
 
 Output: a Parquet table, one row per test point: ``obs_id, x, y, y_true, p_<class>...,
-y_pred`` (classes: ``absent, present`` for NSP, the soil orders otherwise; ``y_pred`` the most
-probable class, i.e. a 0.5 threshold for NSP), plus ``task, model, split, fold, n_train``. A fold
-whose training set is empty (a spatial holdout wider than the region) keeps its test rows with
-NaN probabilities and ``y_pred`` -1, and says so in the metadata and the log. The metadata also
-holds the training points per class (``train_counts``).
+y_pred`` (the task's classes, :mod:`mapper.tasks`: ``absent, present`` for a binary task such as
+NSP; ``y_pred`` the most probable class, i.e. a 0.5 threshold for a binary task), plus ``task,
+model, split, fold, n_train``. A fold whose training set is empty (a spatial holdout wider than
+the region) keeps its test rows with NaN probabilities and ``y_pred`` -1, and says so in the
+metadata and the log. The metadata also holds the training points per class (``train_counts``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mapper.bands import SOIL_ORDERS, STACK_BANDS
+from mapper.bands import STACK_BANDS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
 from mapper.raster import atomic_path
 from mapper.samples import read_samples, samples_metadata, stacks_by_tile
-from mapper.splits import LABEL_COLUMNS, check_split, train_test_indices
+from mapper.splits import check_split, train_test_indices
+from mapper.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +49,22 @@ MODELS = ("rf", "miso", "miso_nopretrain")
 METADATA_KEY = b"mapper"
 
 
-def class_names(task: str) -> list[str]:
-    """Names of the evaluated classes, in index order."""
-    if task == "nsp":
-        return ["absent", "present"]
-    if task == "soilorder":
-        return list(SOIL_ORDERS)
-    raise ConfigError(f"unknown task {task!r}; choose nsp or soilorder")
+@dataclass(frozen=True)
+class FoldSpec:
+    """One cross-validation job: ``model`` trained for ``task`` on fold ``fold`` of ``split``.
 
+    Checked when made: a one-line ConfigError names an unknown model, split or task."""
 
-def probability_columns(task: str) -> list[str]:
-    return [f"p_{c}" for c in class_names(task)]
+    task: str
+    model: str
+    split: str
+    fold: int
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        check_split(self.split)
+        get_task(self.task)
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -89,7 +97,7 @@ def random_forest_probabilities(
 
 
 def miso_probabilities(
-    region: Region, task: str, table: pd.DataFrame, train: np.ndarray, test: np.ndarray,
+    region: Region, task: Task, table: pd.DataFrame, train: np.ndarray, test: np.ndarray,
     stacks: list[str | Path], pretrained: str | Path | None,
 ) -> np.ndarray:
     """Fine-tune MiSo on the training rows, then class probabilities at the test rows."""
@@ -101,14 +109,14 @@ def miso_probabilities(
 
     ev, training = region.settings["evaluation"], region.settings["training"]
     epochs = ev["epochs"] or training["finetune_epochs"]
-    result = finetune(region, task, table, stacks, None, pretrained, train, int(epochs))
+    result = finetune(region, task.name, table, stacks, None, pretrained, train, int(epochs))
     with StackReader(stacks_by_tile(stacks), region.lattice) as reader:
         logits = predict_points(
             result.model, result.normaliser, reader, table[["x", "y"]].to_numpy()[test],
             int(training["crop_px"]), batch_size=max(int(training["batch_size"]), 32),
         )
     logits_t = torch.from_numpy(logits).double()
-    if task == "nsp":
+    if task.binary:
         p = torch.sigmoid(logits_t[:, 0]).numpy()
         return np.stack([1.0 - p, p], axis=1)
     return torch.softmax(logits_t, dim=1).numpy()
@@ -119,20 +127,16 @@ def miso_probabilities(
 
 def cv_fold(
     region: Region,
-    task: str,
-    model: str,
-    split: str,
-    fold: int,
+    spec: FoldSpec,
+    *,
     samples: str | Path,
     stacks: list[str | Path],
     out: str | Path,
     pretrained: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Train ``model`` on fold ``fold`` of ``split`` and write its test predictions (module doc)."""
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    check_split(split)
-    classes = class_names(task)
+    """Train the model of ``spec`` on its fold and write its test predictions (module doc)."""
+    task, model, split, fold = get_task(spec.task), spec.model, spec.split, spec.fold
+    classes = list(task.classes)
     if model == "miso" and pretrained is None and region.settings["training"]["pretrain"]:
         raise ConfigError(
             f"model miso needs --pretrained (training.pretrain is on in region {region.name}); "
@@ -145,8 +149,8 @@ def cv_fold(
     meta = samples_metadata(samples)
     if meta.get("region") not in (None, region.name):
         raise InputError(f"{samples}: samples of region {meta['region']}, not {region.name}")
-    train, test = train_test_indices(table, split, fold, task)
-    labels = table[LABEL_COLUMNS[task]].to_numpy()
+    train, test = train_test_indices(table, split, fold, task.name)
+    labels = table[task.label_column].to_numpy()
     y_true = np.asarray(labels[test], dtype=np.int64)
     seed = int(region.settings["training"]["seed"])
     note = ""
@@ -156,7 +160,8 @@ def cv_fold(
     elif len(train) == 0:
         proba = np.full((len(test), len(classes)), np.nan)
         note = "no training point outside the holdout distance of the test points"
-        logger.warning("%s fold %d (%s): %s; predictions left empty", split, fold, task, note)
+        logger.warning("%s fold %d (%s): %s; predictions left empty", split, fold, task.name,
+                       note)
     elif model == "rf":
         feats = table[STACK_BANDS].to_numpy(np.float64)
         proba = random_forest_probabilities(
@@ -174,13 +179,13 @@ def cv_fold(
         "y": table["y"].to_numpy()[test],
         "y_true": y_true,
     })
-    for i, col in enumerate(probability_columns(task)):
+    for i, col in enumerate(task.probability_columns):
         result[col] = proba[:, i]
     result["y_pred"] = y_pred.astype(np.int64)
-    result["task"], result["model"], result["split"] = task, model, split
+    result["task"], result["model"], result["split"] = task.name, model, split
     result["fold"], result["n_train"] = int(fold), len(train)
     train_counts = np.bincount(np.asarray(labels[train], dtype=np.int64), minlength=len(classes))
-    info = {"region": region.name, "synthetic": region.synthetic, "task": task, "model": model,
+    info = {"region": region.name, "synthetic": region.synthetic, "task": task.name, "model": model,
             "split": split, "fold": int(fold), "n_train": len(train), "n_test": len(test),
             "train_counts": train_counts.tolist(),
             "classes": classes, "note": note,
@@ -188,8 +193,8 @@ def cv_fold(
     _write(result, Path(out), info)
     if len(test) and len(train):
         acc = float((y_pred == y_true).mean())
-        logger.info("%s %s %s fold %d: %d training, %d test points, accuracy %.3f", task, model,
-                    split, fold, len(train), len(test), acc)
+        logger.info("%s %s %s fold %d: %d training, %d test points, accuracy %.3f", task.name,
+                    model, split, fold, len(train), len(test), acc)
     return result
 
 

@@ -12,13 +12,15 @@ anchors: the sum of both directions, as the reference code has it (so its loss w
 meaning). A crop contributes nothing at a point index it has no valid point for (``valid``
 mask); with fewer than 2 valid crops at an index there is no negative and that index is skipped.
 
-Task losses (the reference's weights):
+Task losses: the weighted terms of the task's ``loss_weights`` (:mod:`mapper.tasks`, the
+reference's weights), summed in that order:
     nsp       BCE(logits) + 0.1 NCE(visual, geo) + 0.1 NCE(sat, cov)
     soilorder CE(logits) + 1.0 CE(geo_logits) + 0.1 NCE(sat, cov)
     pretrain  NCE(sat, cov) + NCE(visual, geo)
-Labels: NSP targets [B, N] floats 0/1 with a boolean mask of labelled points; soil order targets
-[B, N] int64 class indices with ``IGNORE_INDEX`` where unlabelled. A batch without any label gives
-a zero supervised term (with gradient graph), so unlabelled crops feed only the NCE terms.
+Labels: a binary task's targets are [B, N] floats 0/1 with a boolean mask of labelled points; a
+multiclass task's are [B, N] int64 class indices with ``IGNORE_INDEX`` where unlabelled. A batch
+without any label gives a zero supervised term (with gradient graph), so unlabelled crops feed
+only the NCE terms.
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mapper.errors import ConfigError
 from mapper.models.miso import MiSoOutput
+from mapper.tasks import PRETRAIN, Task, get_task
 
 TEMPERATURE = 0.1
 IGNORE_INDEX = -100  # torch's own default for cross_entropy
-TASKS = ("nsp", "soilorder", "pretrain")
 
 
 def info_nce(a: Tensor, b: Tensor, valid: Tensor | None = None,
@@ -62,7 +63,7 @@ def info_nce(a: Tensor, b: Tensor, valid: Tensor | None = None,
     return rows + cols
 
 
-def nsp_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+def binary_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean BCE over labelled points: logits [B, N, 1] or [B, N], target [B, N] 0/1, mask [B, N]."""
     if logits.ndim == target.ndim + 1:
         logits = logits.squeeze(-1)  # [B, N, 1] -> [B, N]
@@ -71,7 +72,7 @@ def nsp_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits[mask], target[mask].to(logits.dtype))
 
 
-def soilorder_ce(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+def multiclass_ce(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Mean CE over labelled points: logits [B, N, K], target [B, N] int64 (ignore_index off)."""
     labelled = target != ignore_index
     if not bool(labelled.any()):
@@ -86,32 +87,42 @@ def task_loss(
     mask: Tensor | None = None,
     valid: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Total loss of a task and its named terms (floats, for logs).
+    """Total loss of a task (a map task's name or "pretrain") and its named terms (for logs).
 
-    ``target``/``mask``: NSP 0/1 targets and labelled mask, or soil-order indices (mask unused,
-    IGNORE_INDEX marks unlabelled); not needed for "pretrain". ``valid`` [B, N]: points that
-    take part in the contrastive terms (e.g. not on nodata).
+    ``target``/``mask``: a binary task's 0/1 targets and labelled mask, or a multiclass task's
+    class indices (mask unused, IGNORE_INDEX marks unlabelled); not needed for "pretrain".
+    ``valid`` [B, N]: points that take part in the contrastive terms (e.g. not on nodata).
     """
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
     terms: dict[str, Tensor] = {}
-    if task == "pretrain":
+    if task == PRETRAIN:
         terms["nce_sat_cov"] = info_nce(out.sat, out.cov, valid)
         terms["nce_visual_geo"] = info_nce(out.visual, out.geo, valid)
         total = terms["nce_sat_cov"] + terms["nce_visual_geo"]
-    elif task == "nsp":
-        if target is None or mask is None:
-            raise ValueError("nsp loss needs target and mask")
-        terms["bce"] = nsp_bce(out.logits, target, mask)
-        terms["nce_visual_geo"] = info_nce(out.visual, out.geo, valid)
-        terms["nce_sat_cov"] = info_nce(out.sat, out.cov, valid)
-        total = terms["bce"] + 0.1 * terms["nce_visual_geo"] + 0.1 * terms["nce_sat_cov"]
     else:
-        if target is None:
-            raise ValueError("soilorder loss needs target")
-        terms["ce"] = soilorder_ce(out.logits, target)
-        terms["ce_geo"] = soilorder_ce(out.geo_logits, target)
-        terms["nce_sat_cov"] = info_nce(out.sat, out.cov, valid)
-        total = terms["ce"] + 1.0 * terms["ce_geo"] + 0.1 * terms["nce_sat_cov"]
+        spec = get_task(task)
+        if target is None or (spec.binary and mask is None):
+            needs = "target and mask" if spec.binary else "target"
+            raise ValueError(f"{spec.name} loss needs {needs}")
+        for name, _ in spec.loss_weights:
+            terms[name] = _term(name, spec, out, target, mask, valid)
+        # every term first, then the sum (autograd's order of work follows the order the graph
+        # was built in); the supervised term (weight 1) enters as is, the others weighted
+        (first, _), *rest = spec.loss_weights
+        total = terms[first]
+        for name, weight in rest:
+            total = total + weight * terms[name]
     logged = {k: float(v.detach()) for k, v in terms.items()}
     return total, logged | {"total": float(total.detach())}
+
+
+def _term(name: str, task: Task, out: MiSoOutput, target: Tensor, mask: Tensor | None,
+          valid: Tensor | None) -> Tensor:
+    """One named loss term (:data:`mapper.tasks.SUPERVISED`, :data:`mapper.tasks.CONTRASTIVE`)."""
+    if name == "nce_visual_geo":
+        return info_nce(out.visual, out.geo, valid)
+    if name == "nce_sat_cov":
+        return info_nce(out.sat, out.cov, valid)
+    logits = out.geo_logits if name.endswith("_geo") else out.logits
+    if task.binary:
+        return binary_bce(logits, target, mask)
+    return multiclass_ce(logits, target)

@@ -4,7 +4,8 @@ Gaussian-weighted and blended (stage 7).
 What a tile's pixels are: for every out cell of the tile (``out_res`` m, aligned with the lattice;
 see :mod:`mapper.blending`), the Gaussian-weighted mean, over every crop of the global crop lattice
 whose extent holds the cell's centre, of that crop's *probability* at the cell's centre
-(sigmoid of the NSP logit; softmax of the 7 soil-order logits). Probabilities are blended rather
+(sigmoid of a binary task's logit, e.g. NSP; softmax of a multiclass task's, e.g. the 7 soil
+orders). Probabilities are blended rather
 than logits so that the result is a probability (and the 7 class probabilities still sum to 1)
 whatever the weights. Because the crop lattice is global and the crops covering a cell are
 visited in the same order from every tile, a tile equals the same cells of one pass over the whole
@@ -44,13 +45,14 @@ import torch
 from affine import Affine
 from rasterio.windows import Window
 
-from mapper.bands import SOIL_ORDERS, STACK_BANDS, TASKS
+from mapper.bands import STACK_BANDS
 from mapper.blending import Blender, Crop, CropLattice
 from mapper.config import Region
 from mapper.errors import CheckpointError, InputError
 from mapper.grid import Lattice
 from mapper.normalise import Normaliser
 from mapper.raster import open_raster, write_geotiff
+from mapper.tasks import get_task
 from mapper.windows import StackReader
 
 logger = logging.getLogger(__name__)
@@ -110,11 +112,6 @@ def points_per_call(emb_dim: int, device_type: str = "cpu") -> int:
     return min(8192, max(128, CPU_POINTS_BUDGET // max(1, emb_dim)))
 
 
-def class_names(task: str) -> list[str]:
-    """Band names of a task's per-tile output (one probability band per class)."""
-    return list(SOIL_ORDERS) if task == "soilorder" else ["nsp"]
-
-
 def choose_device(device: str | None = None) -> torch.device:
     """``device`` if given, else CUDA when present, else the CPU."""
     if device:
@@ -150,7 +147,7 @@ class TilePredictor:
         self.lattice = lattice
         self.crops = crops
         self.task = task
-        self.n_out = TASKS[task]
+        self.n_out = get_task(task).n_outputs
         self.batch_size = max(1, int(batch_size))
         self.bf16 = bf16
         self.prefetch = prefetch
@@ -445,8 +442,7 @@ def predict_tile(
     """
     from mapper.models.checkpoint import file_sha256, load_checkpoint
 
-    if task not in TASKS:
-        raise InputError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    spec = get_task(task)
     lattice = region.lattice
     crops = CropLattice.from_settings(region.settings["prediction"], lattice.res, lattice.tile_px)
     by_tile = stacks_by_tile(stacks, lattice)
@@ -468,7 +464,7 @@ def predict_tile(
         ),
         "MAPPER_SYNTHETIC": str(region.synthetic).lower(),
     }
-    names = class_names(task)
+    names = spec.output_names
     res = lattice.res * crops.factor
     size = lattice.tile_px // crops.factor
     left, _, _, top = lattice.tile_bounds(tile)
@@ -485,8 +481,6 @@ def predict_tile(
     if meta.bands != STACK_BANDS:
         raise CheckpointError(f"{model_path}: trained on bands {meta.bands}, not the stack's "
                               f"{STACK_BANDS}; retrain on current stacks")
-    if meta.n_out != len(names) or (task == "soilorder" and meta.classes != names):
-        raise CheckpointError(f"{model_path}: classes {meta.classes} are not {names}; retrain")
     normaliser = Normaliser.from_dict(meta.normalisation)
     predictor = TilePredictor(model, normaliser, lattice, crops, task,
                               batch_size=options.batch_size, device=options.device,

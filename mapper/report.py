@@ -4,7 +4,7 @@
 
 Writes beside ``out``:
 - ``<task>.md``: a Markdown report: the summary table (accuracy, macro and weighted precision /
-  recall / F1, and for NSP AUC and R1 = recall of permafrost present), a per-class table
+  recall / F1, and for a binary task such as NSP AUC and R1 = recall of present), a per-class table
   (precision, recall, F1), fold sizes, and, for a synthetic region with truth rasters, how the
   held-out predictions agree with the hidden truth;
 - ``<task>.json``: every figure, per fold too;
@@ -16,11 +16,12 @@ Writes beside ``out``:
 spatial holdout left no training point is counted and left out. Per-class figures are averaged
 over the folds where the class occurs (true or predicted).
 
-Truth (synthetic regions only): ``resources/<region>/truth/nsp.tif`` (probability) and
-``soilorder.tif`` (class index), on the 10 m lattice, read at each test point's pixel. NSP: AUC
-of the predicted probability against ``truth > 0.5`` and the Pearson correlation of predicted and
-true probability (chance: 0.5 and 0); soil order: accuracy against the true class (chance: the
-share of the most common true class among the test points). The observed labels' agreement with
+Truth (synthetic regions only): ``resources/<region>/truth/<task>.tif``, a probability for a
+binary task (``nsp.tif``) or a class index for a multiclass one (``soilorder.tif``), on the 10 m
+lattice, read at each test point's pixel. Binary: AUC of the predicted probability against
+``truth > 0.5`` and the Pearson correlation of predicted and true probability (chance: 0.5 and 0);
+multiclass: accuracy against the true class (chance: the share of the most common true class
+among the test points). The observed labels' agreement with
 the truth is given too: labels are noisy draws from it, so it bounds what a model can reach.
 """
 
@@ -38,10 +39,11 @@ import pandas as pd
 from mapper.bands import CLASS_NODATA
 from mapper.config import Region
 from mapper.errors import InputError
-from mapper.evaluate import MODELS, class_names, probability_columns, read_fold
+from mapper.evaluate import MODELS, read_fold
 from mapper.metrics import auc, classification_metrics, confusion
 from mapper.raster import atomic_path, open_raster
 from mapper.splits import SPLITS
+from mapper.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +52,16 @@ THIN_FOLD = 20
 MODEL_NAMES = {"rf": "Random Forest", "miso": "MiSo", "miso_nopretrain": "MiSo (no pretraining)"}
 SPLIT_NAMES = {"random": "Random", "sh1km": "SH-1km", "sh10km": "SH-10km"}
 SUMMARY = {
-    "nsp": ["accuracy", "auc", "r1", "macro_precision", "macro_recall", "macro_f1",
-            "weighted_precision", "weighted_recall", "weighted_f1"],
-    "soilorder": ["accuracy", "macro_precision", "macro_recall", "macro_f1",
-                  "weighted_precision", "weighted_recall", "weighted_f1"],
+    "binary": ["accuracy", "auc", "r1", "macro_precision", "macro_recall", "macro_f1",
+               "weighted_precision", "weighted_recall", "weighted_f1"],
+    "multiclass": ["accuracy", "macro_precision", "macro_recall", "macro_f1",
+                   "weighted_precision", "weighted_recall", "weighted_f1"],
 }
-DIAGNOSTICS = {"nsp": ["prior", "mean_p_present", "mean_p_absent", "r1_at_prior",
-                       "precision_at_prior"]}
-HEADLINE = {"nsp": ["accuracy", "auc", "r1", "macro_f1"], "soilorder": ["accuracy", "macro_f1",
-                                                                       "weighted_f1"]}
+"""Metrics of the summary table, per kind of task (:mod:`mapper.tasks`)."""
+DIAGNOSTICS = {"binary": ["prior", "mean_p_present", "mean_p_absent", "r1_at_prior",
+                          "precision_at_prior"], "multiclass": []}
+HEADLINE = {"binary": ["accuracy", "auc", "r1", "macro_f1"],
+            "multiclass": ["accuracy", "macro_f1", "weighted_f1"]}
 LABELS = {"accuracy": "accuracy", "auc": "AUC", "r1": "R1", "macro_precision": "macro P",
           "macro_recall": "macro R", "macro_f1": "macro F1", "weighted_precision": "weighted P",
           "weighted_recall": "weighted R", "weighted_f1": "weighted F1"}
@@ -110,17 +113,18 @@ def _truth_at(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any]:
     """Agreement of pooled held-out predictions with the truth raster, per split and model."""
     out: dict[str, Any] = {"path": str(path), "splits": {}}
+    spec = get_task(task)
     values = _truth_at(path, preds["x"].to_numpy(), preds["y"].to_numpy())
-    if task == "soilorder":
+    if spec.multiclass:
         values[values == CLASS_NODATA] = np.nan
     preds = preds.assign(truth=values)
     for (split, model), g in preds.groupby(["split", "model"], sort=False):
         g = g[g["truth"].notna() & (g["y_pred"] >= 0)]
         if not len(g):
             continue
-        if task == "nsp":
+        if spec.binary:
             t = g["truth"].to_numpy()
-            p = g["p_present"].to_numpy()
+            p = g[spec.probability_columns[1]].to_numpy()
             entry = {
                 "n": len(g),
                 "auc_vs_truth": auc(t > 0.5, p),
@@ -147,9 +151,9 @@ def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any
 
 
 def calibration(y_true: np.ndarray, p: np.ndarray, train_counts: list[int]) -> dict[str, float]:
-    """NSP diagnostics of one fold: mean predicted probability of the present and absent test
-    points, and recall and precision of "present" at a threshold equal to the share of present
-    among the fold's training points (the prior; uses no test label)."""
+    """Diagnostics of one fold of a binary task: mean predicted probability of the present and
+    absent test points, and recall and precision of "present" at a threshold equal to the share
+    of present among the fold's training points (the prior; uses no test label)."""
     prior = train_counts[1] / max(sum(train_counts), 1)
     present, yes = y_true == 1, p >= prior
     return {
@@ -165,7 +169,8 @@ def calibration(y_true: np.ndarray, p: np.ndarray, train_counts: list[int]) -> d
 
 def collect(task: str, fold_files: list[str | Path]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Per-fold metric records and all predictions (pooled) of the fold files."""
-    classes = class_names(task)
+    spec = get_task(task)
+    classes = list(spec.classes)
     records, frames = [], []
     for path in fold_files:
         df, meta = read_fold(path)
@@ -176,17 +181,17 @@ def collect(task: str, fold_files: list[str | Path]) -> tuple[list[dict[str, Any
         rec["path"] = str(path)
         usable = df[df["y_pred"] >= 0]
         if meta["n_train"] > 0 and len(usable):
-            score = usable["p_present"].to_numpy() if task == "nsp" else None
+            score = usable[spec.probability_columns[1]].to_numpy() if spec.binary else None
             rec["metrics"] = classification_metrics(usable["y_true"].to_numpy(),
                                                     usable["y_pred"].to_numpy(), classes, score)
-            if task == "nsp" and rec["train_counts"]:
+            if spec.binary and rec["train_counts"]:
                 rec["metrics"].update(calibration(usable["y_true"].to_numpy(), score,
                                                   rec["train_counts"]))
         else:
             rec["metrics"] = None
         records.append(rec)
         frames.append(df)
-    cols = ["obs_id", "x", "y", "y_true", *probability_columns(task), "y_pred", "model", "split",
+    cols = ["obs_id", "x", "y", "y_true", *spec.probability_columns, "y_pred", "model", "split",
             "fold"]
     preds = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
     return records, preds
@@ -194,7 +199,8 @@ def collect(task: str, fold_files: list[str | Path]) -> tuple[list[dict[str, Any
 
 def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """``{split: {model: {metric: {mean, sd, n}, per_class: {...}, folds, folds_used}}}``."""
-    classes = class_names(task)
+    spec = get_task(task)
+    classes = list(spec.classes)
     summary: dict[str, Any] = {}
     for split in _order(sorted({r["split"] for r in records}), tuple(SPLITS)):
         for model in _order(sorted({r["model"] for r in records}), MODELS):
@@ -204,7 +210,7 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
             used = [r["metrics"] for r in recs if r["metrics"] is not None]
             entry: dict[str, Any] = {"folds": len(recs), "folds_used": len(used),
                                      "n_test": sum(r["n_test"] for r in recs)}
-            for m in SUMMARY[task] + DIAGNOSTICS.get(task, []):
+            for m in SUMMARY[spec.kind] + DIAGNOSTICS[spec.kind]:
                 entry[m] = _stats([u.get(m, float("nan")) for u in used])
             entry["per_class"] = {
                 c: {m: _stats([u["per_class"][c][m] for u in used])
@@ -218,9 +224,9 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[dict[str, Any]],
               truth: dict[str, Any] | None, out: Path) -> str:
-    classes = class_names(task)
-    title = {"nsp": "near-surface permafrost (NSP)", "soilorder": "soil order"}[task]
-    lines = [f"# Evaluation: {title}, region {region.name}", ""]
+    spec = get_task(task)
+    classes = list(spec.classes)
+    lines = [f"# Evaluation: {spec.heading}, region {region.name}", ""]
     if region.synthetic:
         lines += ["**SYNTHETIC region**: every source and observation is synthetic; these figures "
                   "describe no real place.", ""]
@@ -232,7 +238,7 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
         "point (spatial holdout with a dead zone). R1 = recall of permafrost present; class "
         "predictions at the most probable class (0.5 for NSP).", "",
     ]
-    metrics = SUMMARY[task]
+    metrics = SUMMARY[spec.kind]
     lines.append("| split | model | folds | test points | "
                  + " | ".join(LABELS[m] for m in metrics) + " |")
     lines.append("|" + "---|" * (4 + len(metrics)))
@@ -249,9 +255,9 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                                   f"({r['n_train']})" for r in thin}))
         lines += ["", f"Folds trained on fewer than {THIN_FOLD} points (the dead zone of a wide "
                   f"holdout in a small region) count in the means but say little: {shown}."]
-    if task == "nsp":
+    if spec.binary:
         lines += [
-            "", "## Calibration (NSP)", "",
+            "", f"## Calibration ({spec.abbreviation or spec.subject})", "",
             "R1 above thresholds the probability at 0.5. A model can rank points well (AUC) yet "
             "rarely reach 0.5 when its probabilities stay near the prevalence. Here: the mean "
             "predicted probability of the present and absent test points, and recall / precision "
@@ -264,7 +270,7 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
             for model, e in models.items():
                 lines.append(
                     f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
-                    + " | ".join(_fmt(e[m]) for m in DIAGNOSTICS["nsp"]) + " |")
+                    + " | ".join(_fmt(e[m]) for m in DIAGNOSTICS[spec.kind]) + " |")
     lines += ["", "## Per class (precision / recall / F1, mean ± sd over folds)", ""]
     lines.append("| split | model | " + " | ".join(classes) + " |")
     lines.append("|" + "---|" * (2 + len(classes)))
@@ -297,7 +303,7 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                   f"Held-out predictions pooled over folds, read against `{truth['path']}` at the "
                   "test points. The observed labels are noisy draws from the truth; their own "
                   "agreement bounds what a model can reach.", ""]
-        if task == "nsp":
+        if spec.binary:
             lines += ["| split | model | points | AUC vs truth>0.5 | corr. vs truth prob. | "
                       "labels: AUC / corr. | chance: AUC / corr. |",
                       "|---|---|---|---|---|---|---|"]
@@ -329,7 +335,7 @@ def _plot_splits(task: str, summary: dict[str, Any], path: Path, synthetic: bool
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = HEADLINE[task]
+    metrics = HEADLINE[get_task(task).kind]
     splits = list(summary)
     models = _order(sorted({m for s in summary.values() for m in s}), MODELS)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
@@ -359,7 +365,7 @@ def _plot_confusion(task: str, preds: pd.DataFrame, path: Path, synthetic: bool)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    classes = class_names(task)
+    classes = list(get_task(task).classes)
     k = len(classes)
     splits = _order(sorted(preds["split"].unique()), tuple(SPLITS))
     models = _order(sorted(preds["model"].unique()), MODELS)
@@ -430,7 +436,7 @@ def report(
         raise InputError(f"{tpath}: truth raster not found")
     content = {
         "region": region.name, "synthetic": region.synthetic, "task": task,
-        "classes": class_names(task), "summary": summary,
+        "classes": list(get_task(task).classes), "summary": summary,
         "folds": [{k: v for k, v in r.items()} for r in records], "truth": truth_info,
     }
     base = out.with_suffix("")

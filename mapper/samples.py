@@ -1,17 +1,18 @@
 """Observation points -> the samples table: stack values, lattice pixel, labels and CV folds.
 
-Input: an observation table (CSV or Parquet) with columns ``obs_id, lon, lat, date, nsp,
-soil_order``: WGS84 longitude/latitude in degrees, ``nsp`` 0/1 or empty (near-surface permafrost
-absent/present), ``soil_order`` one of :data:`mapper.bands.SOIL_ORDERS` or empty (names matched
-ignoring case and surrounding spaces).
+Input: an observation table (CSV or Parquet) with columns ``obs_id, lon, lat, date`` and the
+label column of every task (:mod:`mapper.tasks`; ``nsp, soil_order``): WGS84 longitude/latitude
+in degrees; a binary task's label 0/1 or empty (``nsp``: near-surface permafrost absent/present),
+a multiclass task's label one of its class names or empty (``soil_order``: one of
+:data:`mapper.bands.SOIL_ORDERS`; names matched ignoring case and surrounding spaces).
 
 Output: one Parquet file, one row per kept point, with
     obs_id, date, lon, lat        as given (obs_id and date as strings)
     x, y                          EPSG:3338 metres (the projected position, not the pixel centre)
     row, col, tile                the lattice pixel holding (x, y) and its tile id
-    nsp                           nullable Int8 (0/1)
-    soil_order                    nullable Int8, index into SOIL_ORDERS
-    soil_order_name               nullable string
+    <label column> per task       nullable Int8: 0/1 (binary), class index (multiclass)
+    <label column>_name           multiclass tasks: the class name, nullable string
+                                  (so: nsp, soil_order, soil_order_name)
     <19 stack bands>              float32 stack values at the pixel (NaN where a covariate is
                                   missing; the Sentinel-2 bands and elevation are always finite)
     fold_random, fold_sh1km, fold_sh10km   int8 fold per split (see :mod:`mapper.splits`)
@@ -37,21 +38,24 @@ import shapely
 from pyproj import Transformer
 from rasterio.windows import Window
 
-from mapper.bands import SOIL_ORDERS, STACK_BANDS
+from mapper.bands import STACK_BANDS
 from mapper.config import Region
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.normalise import valid_pixels
 from mapper.raster import atomic_path
 from mapper.splits import SPLITS, fold_column, make_folds
+from mapper.tasks import TASKS, Task
 from mapper.windows import StackReader
 
 logger = logging.getLogger(__name__)
 
-OBSERVATION_COLUMNS = ["obs_id", "lon", "lat", "date", "nsp", "soil_order"]
+OBSERVATION_COLUMNS = ["obs_id", "lon", "lat", "date", *(t.label_column for t in TASKS.values())]
+LABEL_COLUMNS = [c for t in TASKS.values()
+                 for c in (t.label_column, *([f"{t.label_column}_name"] if t.multiclass else []))]
+"""Label columns of the samples table: per task its label, and a multiclass task's class name."""
 SAMPLE_COLUMNS = (
-    ["obs_id", "date", "lon", "lat", "x", "y", "row", "col", "tile", "nsp", "soil_order",
-     "soil_order_name"]
+    ["obs_id", "date", "lon", "lat", "x", "y", "row", "col", "tile", *LABEL_COLUMNS]
     + STACK_BANDS
     + [fold_column(s) for s in SPLITS]
 )
@@ -82,10 +86,10 @@ def stacks_by_tile(paths: Iterable[str | Path]) -> dict[str, Path]:
 
 
 def read_observations(path: str | Path) -> pd.DataFrame:
-    """Read and check an observation table; labels parsed (``nsp`` Int8, ``soil_order`` Int8).
+    """Read and check an observation table; every task's label parsed to Int8 (module doc).
 
     Errors (InputError, naming the file): unreadable file, missing columns, duplicate obs_id,
-    ``nsp`` values other than 0/1, unknown soil order names (listing them and the allowed ones).
+    binary labels other than 0/1, unknown class names (listing them and the allowed ones).
     """
     path = Path(path)
     if not path.is_file():
@@ -94,7 +98,9 @@ def read_observations(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             table = pd.read_parquet(path)
         else:
-            table = pd.read_csv(path, dtype={"obs_id": str, "date": str, "soil_order": str})
+            text = {c: str for c in ("obs_id", "date", *(t.label_column for t in TASKS.values()
+                                                         if t.multiclass))}
+            table = pd.read_csv(path, dtype=text)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
         raise InputError(
             f"{path}: cannot be read as a CSV or Parquet table ({type(exc).__name__}: {exc}); "
@@ -116,37 +122,41 @@ def read_observations(path: str | Path) -> pd.DataFrame:
     if len(dup) or out["obs_id"].isna().any():
         shown = ", ".join(map(str, dup[:5])) or "(empty)"
         raise InputError(f"{path}: obs_id must be unique and present; repeated or empty: {shown}")
-    out["nsp"] = _parse_nsp(table["nsp"], path)
-    out["soil_order"], out["soil_order_name"] = _parse_soil_order(table["soil_order"], path)
+    for task in TASKS.values():
+        column = task.label_column
+        if task.binary:
+            out[column] = _parse_binary(table[column], path, column)
+        else:
+            out[column], out[f"{column}_name"] = _parse_classes(table[column], path, task)
     return out
 
 
-def _parse_nsp(column: pd.Series, path: Path) -> pd.Series:
+def _parse_binary(column: pd.Series, path: Path, name: str) -> pd.Series:
     text = column.astype("string").str.strip()
     text = text.mask(text == "")
     num = pd.to_numeric(text, errors="coerce")
     bad = text.notna() & ~num.isin([0, 1])
     if bad.any():
         shown = ", ".join(sorted(map(str, text[bad].unique()))[:8])
-        raise InputError(f"{path}: nsp must be 0, 1 or empty; found {shown}; fix those rows")
+        raise InputError(f"{path}: {name} must be 0, 1 or empty; found {shown}; fix those rows")
     return num.astype("Int8")
 
 
-def _parse_soil_order(column: pd.Series, path: Path) -> tuple[pd.Series, pd.Series]:
+def _parse_classes(column: pd.Series, path: Path, task: Task) -> tuple[pd.Series, pd.Series]:
     text = column.astype("string").str.strip()
     text = text.mask(text == "")
-    index = {name.lower(): i for i, name in enumerate(SOIL_ORDERS)}
+    index = {name.lower(): i for i, name in enumerate(task.classes)}
     lowered = text.str.lower()
     known = lowered.isin(list(index))
     bad = text.notna() & ~known
     if bad.any():
         shown = ", ".join(sorted(map(str, text[bad].unique())))
         raise InputError(
-            f"{path}: unknown soil order name(s) {shown}; allowed: {', '.join(SOIL_ORDERS)} "
-            "(or empty); rename or drop those rows"
+            f"{path}: unknown {task.subject} name(s) {shown}; allowed: "
+            f"{', '.join(task.classes)} (or empty); rename or drop those rows"
         )
     codes = lowered.map(index).astype("Int8")
-    names = codes.map(lambda i: SOIL_ORDERS[int(i)], na_action="ignore").astype("string")
+    names = codes.map(lambda i: task.classes[int(i)], na_action="ignore").astype("string")
     return codes, names
 
 
@@ -247,12 +257,7 @@ def build_samples(
     for col, fold in folds.items():
         table[col] = fold
     table = table[SAMPLE_COLUMNS]
-    logger.info(
-        "labels: %d nsp (%d present), %d soil order (%s)", int(table["nsp"].notna().sum()),
-        int((table["nsp"] == 1).sum()), int(table["soil_order"].notna().sum()),
-        ", ".join(f"{SOIL_ORDERS[int(k)]} {v}" for k, v in
-                  table["soil_order"].value_counts().sort_index().items()),
-    )
+    logger.info("labels: %s", "; ".join(_label_summary(table, t) for t in TASKS.values()))
     meta = {
         "region": region.name,
         "synthetic": region.synthetic,
@@ -299,3 +304,11 @@ def samples_metadata(path: str | Path) -> dict[str, Any]:
     """The ``mapper`` metadata dict of a samples table (empty if absent)."""
     meta = pq.read_schema(path).metadata or {}
     return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+
+
+def _label_summary(table: pd.DataFrame, task: Task) -> str:
+    """``<n> <task> (<count> per class)`` for the log."""
+    labels = table[task.label_column]
+    counts = labels.value_counts().sort_index()
+    shown = ", ".join(f"{task.classes[int(k)]} {v}" for k, v in counts.items())
+    return f"{int(labels.notna().sum())} {task.name} ({shown})"

@@ -40,14 +40,12 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from mapper.errors import ConfigError, InputError
+from mapper.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
 SPLITS: dict[str, float | None] = {"random": None, "sh1km": 1_000.0, "sh10km": 10_000.0}
 """Split name -> holdout distance in metres (None: no spatial holdout)."""
-
-LABEL_COLUMNS: dict[str, str] = {"nsp": "nsp", "soilorder": "soil_order"}
-"""Task -> the samples table column holding its label (nullable: missing = unlabelled)."""
 
 
 def fold_column(split: str) -> str:
@@ -206,10 +204,8 @@ def make_folds(xy: np.ndarray, folds: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def labelled(table: pd.DataFrame, task: str) -> np.ndarray:
-    """Bool [N]: rows with a label for ``task``."""
-    if task not in LABEL_COLUMNS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(LABEL_COLUMNS)}")
-    return table[LABEL_COLUMNS[task]].notna().to_numpy()
+    """Bool [N]: rows with a label for ``task`` (its label column is not missing)."""
+    return table[get_task(task).label_column].notna().to_numpy()
 
 
 def train_test_indices(

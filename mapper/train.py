@@ -51,10 +51,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from mapper.bands import SOIL_ORDERS, STACK_BANDS, TASKS
+from mapper.bands import STACK_BANDS
 from mapper.config import Region
 from mapper.dataset import CropDataset, CropSettings, PointSet
-from mapper.errors import CheckpointError, ConfigError, InputError
+from mapper.errors import CheckpointError, InputError
 from mapper.losses import task_loss
 from mapper.models.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from mapper.models.config import ModelConfig
@@ -62,7 +62,7 @@ from mapper.models.miso import MiSo, build_model
 from mapper.normalise import Normaliser
 from mapper.samples import read_samples, stacks_by_tile
 from mapper.schedule import Schedule
-from mapper.splits import LABEL_COLUMNS
+from mapper.tasks import PRETRAIN, Task, get_task
 from mapper.windows import StackReader
 
 logger = logging.getLogger(__name__)
@@ -72,11 +72,6 @@ HEADS = ("head.", "geo_head.")
 
 NORMALISER_CROPS = 64
 """Crops whose pixels fit the normalisation when no pretrained checkpoint provides one."""
-
-
-def classes_of(task: str) -> list[str]:
-    """Class names of a task's logits (stored in checkpoints)."""
-    return list(SOIL_ORDERS) if task == "soilorder" else ["nsp"] if task == "nsp" else []
 
 
 @dataclass
@@ -164,11 +159,12 @@ def _load_partial(path: Path, fingerprint: str) -> dict[str, Any] | None:
 
 
 def _points(table: pd.DataFrame, task: str, rows: np.ndarray) -> PointSet:
-    labels = table[LABEL_COLUMNS[task]].to_numpy()[rows]
+    spec = get_task(task)
+    labels = table[spec.label_column].to_numpy()[rows]
     return PointSet(
         xy=table[["x", "y"]].to_numpy(np.float64)[rows],
         rowcol=table[["row", "col"]].to_numpy(np.int64)[rows],
-        labels=np.asarray(labels, dtype=np.float32 if task == "nsp" else np.int64),
+        labels=np.asarray(labels, dtype=spec.label_dtype),
     )
 
 
@@ -297,7 +293,7 @@ def pretrain(
     seed = settings.seed
     cfg = model_config(region)
     with deterministic(), _open_reader(region, stacks) as reader:
-        dataset = CropDataset(reader, None, settings, region.boundary(), "pretrain",
+        dataset = CropDataset(reader, None, settings, region.boundary(), PRETRAIN,
                               unlabelled_crops=int(training["pretrain_crops"]))
         normaliser = Normaliser.fit(dataset.normaliser_pixels(NORMALISER_CROPS), seed=seed)
         dataset.normaliser = normaliser
@@ -307,9 +303,9 @@ def pretrain(
                                     "model": cfg.to_dict(), "epochs": opt.epochs,
                                     "region": region.name})
         partial = out.with_name(out.name + ".partial")
-        history = _fit(model, dataset, "pretrain", "pretrain", opt, seed, partial, fingerprint)
+        history = _fit(model, dataset, PRETRAIN, "pretrain", opt, seed, partial, fingerprint)
         normaliser = dataset.normaliser
-    save_checkpoint(out, model, task="pretrain", bands=list(STACK_BANDS),
+    save_checkpoint(out, model, task=PRETRAIN, bands=list(STACK_BANDS),
                     normalisation=_plain(normaliser.to_dict()), classes=[],
                     extra=_plain({"history": history, "training": training, "epochs": opt.epochs,
                                   "region": region.name, "synthetic": region.synthetic}))
@@ -321,14 +317,14 @@ def pretrain(
 # -- fine-tuning ----------------------------------------------------------------------------------
 
 
-def _start_model(cfg: ModelConfig, task: str, pretrained: str | Path | None,
+def _start_model(cfg: ModelConfig, task: Task, pretrained: str | Path | None,
                  seed: int) -> tuple[MiSo, Normaliser | None]:
     """The model fine-tuning starts from, and the pretrained normalisation (None: fit one)."""
     torch.manual_seed(seed)
     if pretrained is None:
-        return build_model(cfg, TASKS[task]), None
-    source, meta = load_checkpoint(pretrained, expect_task="pretrain", expect_size=cfg.name)
-    model = MiSo(cfg, TASKS[task])
+        return build_model(cfg, task.n_outputs), None
+    source, meta = load_checkpoint(pretrained, expect_task=PRETRAIN, expect_size=cfg.name)
+    model = MiSo(cfg, task.n_outputs)
     carried = {k: v for k, v in source.state_dict().items() if not k.startswith(HEADS)}
     missing, unexpected = model.load_state_dict(carried, strict=False)
     if unexpected or any(not k.startswith(HEADS) for k in missing):
@@ -346,18 +342,18 @@ def finetune(
     train_idx: np.ndarray | None = None,
     epochs: int | None = None,
 ) -> TrainResult:
-    """Supervised fine-tuning for ``task`` ("nsp" or "soilorder") on the samples' labelled points.
+    """Supervised fine-tuning for ``task`` (a name in :data:`mapper.tasks.TASKS`) on the samples'
+    labelled points.
 
     ``train_idx``: row positions of the training points (default: every point labelled for the
     task; cross-validation passes a fold's training rows). ``epochs``: default
     ``training.finetune_epochs``. With ``out``, writes the checkpoint (resumable, module doc);
     without, trains in memory only.
     """
-    if task not in LABEL_COLUMNS:
-        raise ConfigError(f"task must be one of {', '.join(LABEL_COLUMNS)}, got {task!r}")
+    spec = get_task(task)
     training = region.settings["training"]
     table = _table(samples)
-    label = table[LABEL_COLUMNS[task]]
+    label = table[spec.label_column]
     rows = np.flatnonzero(label.notna().to_numpy()) if train_idx is None else np.asarray(
         train_idx, dtype=np.int64)
     if len(rows) == 0:
@@ -368,7 +364,7 @@ def finetune(
     opt = _optimisation(training, pretraining=False, epochs=epochs)
     seed = settings.seed
     cfg = model_config(region)
-    model, normaliser = _start_model(cfg, task, pretrained, seed)
+    model, normaliser = _start_model(cfg, spec, pretrained, seed)
     points = _points(table, task, rows)
     with deterministic(), _open_reader(region, stacks) as reader:
         dataset = CropDataset(reader, normaliser, settings, region.boundary(), task, points)
@@ -386,13 +382,13 @@ def finetune(
             out = Path(out)
             partial = out.with_name(out.name + ".partial")
         logger.info("fine-tuning %s on %d points (%s), %d epochs, from %s", task, len(rows),
-                    _label_counts(points, task), opt.epochs, pretrained or
+                    _label_counts(points, spec), opt.epochs, pretrained or
                     (cfg.satlas_weights or "random weights"))
         history = _fit(model, dataset, task, "finetune", opt, seed, partial, fingerprint)
         normaliser = dataset.normaliser
     if out is not None:
         save_checkpoint(out, model, task=task, bands=list(STACK_BANDS),
-                        normalisation=_plain(normaliser.to_dict()), classes=classes_of(task),
+                        normalisation=_plain(normaliser.to_dict()), classes=spec.output_names,
                         extra=_plain({"history": history, "training": training,
                                       "epochs": opt.epochs, "points": len(rows),
                                       "pretrained": str(pretrained or ""), "region": region.name,
@@ -403,7 +399,6 @@ def finetune(
     return TrainResult(model, normaliser, history)
 
 
-def _label_counts(points: PointSet, task: str) -> str:
+def _label_counts(points: PointSet, task: Task) -> str:
     values, counts = np.unique(points.labels, return_counts=True)
-    names = classes_of(task) if task == "soilorder" else ["absent", "present"]
-    return ", ".join(f"{names[int(v)]} {c}" for v, c in zip(values, counts, strict=True))
+    return ", ".join(f"{task.classes[int(v)]} {c}" for v, c in zip(values, counts, strict=True))

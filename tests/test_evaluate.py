@@ -11,7 +11,7 @@ import training_data as T
 from mapper.cli import main
 from mapper.config import load_config, load_region
 from mapper.errors import ConfigError
-from mapper.evaluate import cv_fold, read_fold
+from mapper.evaluate import FoldSpec, cv_fold, read_fold
 from mapper.samples import build_samples
 from mapper.splits import train_test_indices
 
@@ -30,8 +30,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict) -> None:
     out = tiny["root"] / "cv" / "rf_random_f1.parquet"
-    df = cv_fold(tiny["region"], "soilorder", "rf", "random", 1, tiny["samples"], tiny["stacks"],
-                 out)
+    df = cv_fold(tiny["region"], FoldSpec("soilorder", "rf", "random", 1), samples=tiny["samples"],
+                 stacks=tiny["stacks"], out=out)
     back, meta = read_fold(out)
     pd.testing.assert_frame_equal(df, back)
     train, test = train_test_indices(tiny["table"], "random", 1, "soilorder")
@@ -46,18 +46,20 @@ def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict) -> None:
         tiny["table"]["soil_order"].iloc[train].astype(int), minlength=7).tolist()
     assert (df["n_train"] == len(train)).all() and (df["model"] == "rf").all()
     # seeded: the same fold twice gives the same probabilities
-    again = cv_fold(tiny["region"], "soilorder", "rf", "random", 1, tiny["samples"],
-                    tiny["stacks"], tiny["root"] / "cv" / "again.parquet")
+    again = cv_fold(tiny["region"], FoldSpec("soilorder", "rf", "random", 1),
+                    samples=tiny["samples"], stacks=tiny["stacks"],
+                    out=tiny["root"] / "cv" / "again.parquet")
     pd.testing.assert_frame_equal(df, again)
 
 
 @pytest.mark.slow
 def test_miso_and_random_forest_see_identical_folds(tiny: dict) -> None:
     cv = tiny["root"] / "cv"
-    rf = cv_fold(tiny["region"], "nsp", "rf", "sh1km", 0, tiny["samples"], tiny["stacks"],
-                 cv / "rf_sh1km_f0.parquet")
-    miso = cv_fold(tiny["region"], "nsp", "miso_nopretrain", "sh1km", 0, tiny["samples"],
-                   tiny["stacks"], cv / "miso_nopretrain_sh1km_f0.parquet")
+    data = {"samples": tiny["samples"], "stacks": tiny["stacks"]}
+    rf = cv_fold(tiny["region"], FoldSpec("nsp", "rf", "sh1km", 0), **data,
+                 out=cv / "rf_sh1km_f0.parquet")
+    miso = cv_fold(tiny["region"], FoldSpec("nsp", "miso_nopretrain", "sh1km", 0), **data,
+                   out=cv / "miso_nopretrain_sh1km_f0.parquet")
     assert list(rf["obs_id"]) == list(miso["obs_id"])
     assert rf["n_train"].iloc[0] == miso["n_train"].iloc[0] > 0
     np.testing.assert_array_equal(rf["y_true"], miso["y_true"])
@@ -68,8 +70,8 @@ def test_miso_and_random_forest_see_identical_folds(tiny: dict) -> None:
 
 def test_a_fold_without_training_points_keeps_its_test_rows(tiny: dict) -> None:
     # SH-10km in a 2.56 km region: every training point lies in the dead zone
-    df = cv_fold(tiny["region"], "nsp", "rf", "sh10km", 0, tiny["samples"], tiny["stacks"],
-                 tiny["root"] / "cv" / "rf_sh10km_f0.parquet")
+    df = cv_fold(tiny["region"], FoldSpec("nsp", "rf", "sh10km", 0), samples=tiny["samples"],
+                 stacks=tiny["stacks"], out=tiny["root"] / "cv" / "rf_sh10km_f0.parquet")
     _, meta = read_fold(tiny["root"] / "cv" / "rf_sh10km_f0.parquet")
     assert len(df) > 0 and meta["n_train"] == 0 and "no training point" in meta["note"]
     assert df["p_present"].isna().all() and (df["y_pred"] == -1).all()
@@ -77,11 +79,18 @@ def test_a_fold_without_training_points_keeps_its_test_rows(tiny: dict) -> None:
 
 def test_bad_model_choices_are_refused(tiny: dict) -> None:
     with pytest.raises(ConfigError, match="needs --pretrained"):
-        cv_fold(tiny["region"], "nsp", "miso", "random", 0, tiny["samples"], tiny["stacks"],
-                tiny["root"] / "x.parquet")
-    with pytest.raises(ConfigError, match="unknown model"):
-        cv_fold(tiny["region"], "nsp", "svm", "random", 0, tiny["samples"], tiny["stacks"],
-                tiny["root"] / "x.parquet")
+        cv_fold(tiny["region"], FoldSpec("nsp", "miso", "random", 0), samples=tiny["samples"],
+                stacks=tiny["stacks"], out=tiny["root"] / "x.parquet")
+    assert not (tiny["root"] / "x.parquet").exists()
+    with pytest.raises(ConfigError, match="unknown model 'svm'; choose one of rf, miso"):
+        FoldSpec("nsp", "svm", "random", 0)
+    with pytest.raises(ConfigError, match="unknown split 'sh5km'"):
+        FoldSpec("nsp", "rf", "sh5km", 0)
+    with pytest.raises(ConfigError, match="unknown task 'ph'; choose one of nsp, soilorder"):
+        FoldSpec("ph", "rf", "random", 0)
+    with pytest.raises(TypeError):  # everything after the fold is passed by name
+        cv_fold(tiny["region"], FoldSpec("nsp", "rf", "random", 0), tiny["samples"],  # type: ignore[misc]
+                tiny["stacks"], tiny["root"] / "x.parquet")
 
 
 def test_cli_cv_fold_writes_the_table(tiny: dict, capsys: pytest.CaptureFixture) -> None:

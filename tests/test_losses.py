@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mapper.losses import IGNORE_INDEX, info_nce, nsp_bce, soilorder_ce, task_loss
+from mapper.losses import IGNORE_INDEX, binary_bce, info_nce, multiclass_ce, task_loss
 from mapper.models.miso import MiSoOutput
 
 torch.set_num_threads(1)
@@ -71,16 +71,16 @@ def test_bce_ignores_unlabelled() -> None:
     mask = torch.tensor([[True, False, True]])
     expected = F.binary_cross_entropy_with_logits(torch.tensor([2.0, 0.5]),
                                                   torch.tensor([1.0, 0.0]))
-    torch.testing.assert_close(nsp_bce(logits, target, mask), expected)
-    assert float(nsp_bce(logits, target, torch.zeros_like(mask))) == 0.0
+    torch.testing.assert_close(binary_bce(logits, target, mask), expected)
+    assert float(binary_bce(logits, target, torch.zeros_like(mask))) == 0.0
 
 
 def test_ce_ignores_unlabelled() -> None:
     logits = torch.randn(1, 4, 7, generator=torch.Generator().manual_seed(1))
     target = torch.tensor([[3, IGNORE_INDEX, 0, IGNORE_INDEX]])
     expected = F.cross_entropy(logits[0, [0, 2]], torch.tensor([3, 0]))
-    torch.testing.assert_close(soilorder_ce(logits, target), expected)
-    assert float(soilorder_ce(logits, torch.full((1, 4), IGNORE_INDEX))) == 0.0
+    torch.testing.assert_close(multiclass_ce(logits, target), expected)
+    assert float(multiclass_ce(logits, torch.full((1, 4), IGNORE_INDEX))) == 0.0
 
 
 def fake_output(n_out: int) -> MiSoOutput:
@@ -95,7 +95,7 @@ def test_task_weights() -> None:
     target = torch.randint(0, 2, (4, 3)).float()
     mask = torch.rand(4, 3, generator=torch.Generator().manual_seed(3)) > 0.3
     total, terms = task_loss("nsp", out, target, mask)
-    expected = (nsp_bce(out.logits, target, mask) + 0.1 * info_nce(out.visual, out.geo)
+    expected = (binary_bce(out.logits, target, mask) + 0.1 * info_nce(out.visual, out.geo)
                 + 0.1 * info_nce(out.sat, out.cov))
     torch.testing.assert_close(total, expected)
     assert terms["total"] == pytest.approx(float(expected))
@@ -103,7 +103,7 @@ def test_task_weights() -> None:
     out = fake_output(7)
     classes = torch.randint(0, 7, (4, 3))
     total, _ = task_loss("soilorder", out, classes)
-    expected = (soilorder_ce(out.logits, classes) + soilorder_ce(out.geo_logits, classes)
+    expected = (multiclass_ce(out.logits, classes) + multiclass_ce(out.geo_logits, classes)
                 + 0.1 * info_nce(out.sat, out.cov))
     torch.testing.assert_close(total, expected)
 

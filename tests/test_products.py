@@ -18,13 +18,13 @@ import yaml
 from rio_cogeo.cogeo import cog_validate
 
 from mapper.bands import SOIL_ORDERS
-from mapper.colours import SOIL_ORDER_COLOURS
 from mapper.config import load_config, load_region
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.products import make_products, product_paths
 from mapper.raster import write_geotiff
 from mapper.stac_item import footprint_4326, validate_item
+from mapper.tasks import TASKS
 
 TILE = 64
 ORIGIN = (-2_600_000.0, 2_600_000.0)
@@ -173,7 +173,8 @@ def test_soilorder_products(setup: tuple[Path, Path, str]) -> None:
     expected = np.argmax(np.nan_to_num(p, nan=-1), axis=0).astype(np.uint8)
     expected[np.isnan(p).any(axis=0)] = 255
     assert np.array_equal(cls, expected)
-    assert cmap[3][:3] == SOIL_ORDER_COLOURS["Histosols"] and cmap[255][3] == 0
+    assert cmap[3][:3] == TASKS["soilorder"].colours[SOIL_ORDERS.index("Histosols")]
+    assert cmap[255][3] == 0
     with rasterio.open(products.cog, overview_level=0) as ov:
         assert ov.read(1)[0, 0] == 2  # MODE of 5, 2, 2, 6 (NEAREST 5, AVERAGE 4)
     aux = ET.parse(str(products.cog) + ".aux.xml").getroot()

@@ -13,10 +13,11 @@ import training_data as T
 
 from mapper.bands import SOIL_ORDERS
 from mapper.config import load_config, load_region
-from mapper.evaluate import _write, probability_columns
+from mapper.evaluate import _write
 from mapper.metrics import classification_metrics
 from mapper.raster import write_geotiff
 from mapper.report import SUMMARY, report
+from mapper.tasks import TASKS
 
 RNG = np.random.default_rng(5)
 LAT = T.lattice()
@@ -75,7 +76,7 @@ def _fold_files(root: Path, task: str, n_classes: int) -> list[Path]:
                                   np.nan_to_num(proba).argmax(axis=1), -1)
                 df = pd.DataFrame({"obs_id": [f"{split}{model}{fold}_{i}" for i in range(n)],
                                    "x": x, "y": y, "y_true": y_true})
-                for i, col in enumerate(probability_columns(task)):
+                for i, col in enumerate(TASKS[task].probability_columns):
                     df[col] = proba[:, i]
                 df["y_pred"] = y_pred
                 df["task"], df["model"], df["split"] = task, model, split
@@ -107,7 +108,7 @@ def test_nsp_report_files_figures_and_truth(region, tmp_path: Path) -> None:  # 
         for model, name in (("rf", "Random Forest"), ("miso", "MiSo")):
             entry = data["summary"][split][model]
             assert entry["folds_used"] == (2 if split == "sh1km" else 3)
-            for metric in SUMMARY["nsp"]:
+            for metric in SUMMARY["binary"]:
                 assert entry[metric]["n"] == entry["folds_used"], metric
             # the mean +- sd in the table is over the per-fold figures
             accs = [f["metrics"]["accuracy"] for f in data["folds"] if f["split"] == split

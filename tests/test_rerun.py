@@ -93,7 +93,7 @@ def test_forcing_one_stack_plans_its_tile_neighbours_and_mosaic(
 
     jobs = planned_jobs(project, nsp_map, extra_args=["-R", project.stack(tile)])
     print(f"\n-R {project.stack(tile)} {nsp_map}: {jobs}")
-    assert jobs == {"stack": 1, "predict": 1 + len(near), "mosaic_nsp": 1}
+    assert jobs == {"stack": 1, "predict": 1 + len(near), "mosaic_probability": 1}
 
     plan = planned_outputs(project, nsp_map, extra=["-R", project.stack(tile)])
     r = project.region
@@ -102,7 +102,7 @@ def test_forcing_one_stack_plans_its_tile_neighbours_and_mosaic(
 
     both = planned_jobs(project, *project.maps(), extra_args=["-R", project.stack(tile)])
     assert both == {
-        "stack": 1, "predict": 2 * (1 + len(near)), "mosaic_nsp": 1, "mosaic_soilorder": 1,
+        "stack": 1, "predict": 2 * (1 + len(near)), "mosaic_probability": 1, "mosaic_classes": 1,
     }  # fmt: skip
 
 
@@ -117,7 +117,7 @@ def test_a_rewritten_stack_plans_the_same_predictions(project: WorkflowProject) 
     nsp_map = f"maps/nsp_{project.region}.tif"
     jobs = planned_jobs(project, nsp_map)
     print(f"\nrewritten {project.stack(corner)}: {jobs}")
-    assert jobs == {"predict": 1 + len(near), "mosaic_nsp": 1}
+    assert jobs == {"predict": 1 + len(near), "mosaic_probability": 1}
 
 
 def test_a_touched_stack_reruns_as_a_changed_one(project: WorkflowProject) -> None:
@@ -127,7 +127,7 @@ def test_a_touched_stack_reruns_as_a_changed_one(project: WorkflowProject) -> No
     near = lattice_neighbours(project, corner)
     nsp_map = f"maps/nsp_{project.region}.tif"
     by_time = planned_jobs(project, nsp_map, extra_args=["--max-checksum-file-size", "0"])
-    assert by_time == {"predict": 1 + len(near), "mosaic_nsp": 1}
+    assert by_time == {"predict": 1 + len(near), "mosaic_probability": 1}
     default = planned_jobs(project, nsp_map)
     if stack.stat().st_size < CHECKSUM_THRESHOLD:  # same content, checksum recorded: no rerun
         assert default == {}
@@ -139,7 +139,7 @@ def test_a_changed_dem_reruns_every_stack(project: WorkflowProject) -> None:
     dem = project.path(f"resources/{project.region}/sources/dem.tif")
     n = len(project.tiles)
     nsp_map = f"maps/nsp_{project.region}.tif"
-    expected = {"stack": n, "predict": n, "mosaic_nsp": 1}
+    expected = {"stack": n, "predict": n, "mosaic_probability": 1}
 
     os.utime(dem)
     touched = planned_jobs(project, nsp_map, extra_args=["--max-checksum-file-size", "0"])

@@ -66,7 +66,7 @@ def test_tiny_plan_has_every_stage(tmp_path: Path) -> None:
     assert jobs == {
         "demo_sources": 1, "stack": n, "samples": 1, "pretrain": 1, "finetune": 2,
         "cv_fold": 2 * 2 * 2,  # tasks x models (rf, miso) x folds, one split
-        "report": 2, "predict": 2 * n, "mosaic_nsp": 1, "mosaic_soilorder": 1,
+        "report": 2, "predict": 2 * n, "mosaic_probability": 1, "mosaic_classes": 1,
     }  # fmt: skip
 
 
@@ -191,7 +191,7 @@ def test_slurm_profile_takes_the_site_from_the_environment(tmp_path: Path) -> No
             assert (res["gpu"], res["gpu_model"], res["slurm_partition"]) == ("1", "a100", "gpu")
     folds = plan["cv_fold"]
     assert {(r["gpu"], r["slurm_partition"]) for r in folds} == {("0", "compute"), ("1", "gpu")}
-    for rule in ("stack", "samples", "mosaic_nsp", "report", "demo_sources"):
+    for rule in ("stack", "samples", "mosaic_probability", "report", "demo_sources"):
         for res in plan[rule]:
             assert res["slurm_partition"] == "compute" and res.get("gpu", "0") == "0", rule
     for jobs in plan.values():
@@ -214,7 +214,7 @@ def test_statewide_dry_run_builds_the_whole_dag(tmp_path: Path) -> None:
     jobs = planned_jobs(project, f"maps/nsp_{project.region}.tif", timeout=900)
     print(f"\nstatewide DAG of maps/nsp_{project.region}.tif: {sum(jobs.values())} jobs {jobs}")
     assert jobs["stack"] == n and jobs["predict"] == n
-    assert jobs["finetune"] == 1 and jobs["mosaic_nsp"] == 1
+    assert jobs["finetune"] == 1 and jobs["mosaic_probability"] == 1
 
 
 def assert_cog(path: Path, count: int, dtype: str, bounds: tuple[float, ...]) -> None:

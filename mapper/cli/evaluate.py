@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.tasks import TASKS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -11,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", default="config/config.yaml", help="config file")
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
-    p.add_argument("--task", required=True, choices=["nsp", "soilorder"], help="task")
+    p.add_argument("--task", required=True, choices=list(TASKS), help="task")
     p.add_argument("--model", required=True, choices=["rf", "miso", "miso_nopretrain"])
     p.add_argument("--split", required=True, choices=["random", "sh1km", "sh10km"])
     p.add_argument("--fold", required=True, type=int, help="fold number (0-based)")
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser("report", help="metrics over CV folds: Markdown, JSON and plots")
     r.add_argument("--config", default="config/config.yaml", help="config file")
     r.add_argument("--region", required=True, help="region name (a key of config 'regions')")
-    r.add_argument("--task", required=True, choices=["nsp", "soilorder"], help="task")
+    r.add_argument("--task", required=True, choices=list(TASKS), help="task")
     r.add_argument("--out", required=True, metavar="OUT", help="output Markdown (.md)")
     r.add_argument("--truth", metavar="T", help="truth raster (default for synthetic regions: "
                    "resources/<region>/truth/<task>.tif)")
@@ -34,11 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_cv_fold(args: argparse.Namespace) -> int:
     from mapper.config import load_config, load_region
-    from mapper.evaluate import cv_fold
+    from mapper.evaluate import FoldSpec, cv_fold
 
     region = load_region(load_config(args.config), args.region)
-    df = cv_fold(region, args.task, args.model, args.split, args.fold, args.samples, args.stacks,
-                 args.out, args.pretrained)
+    spec = FoldSpec(task=args.task, model=args.model, split=args.split, fold=args.fold)
+    df = cv_fold(region, spec, samples=args.samples, stacks=args.stacks, out=args.out,
+                 pretrained=args.pretrained)
     print(f"{args.out}: {len(df)} test points")
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.tasks import TASKS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("tiles", nargs="+", help="predicted tiles (results/<region>/predict/<task>/)")
     p.add_argument("--config", default="config/config.yaml", help="config file")
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
-    p.add_argument("--task", required=True, choices=["nsp", "soilorder"])
+    p.add_argument("--task", required=True, choices=list(TASKS))
     p.add_argument("--model", required=True, help="the checkpoint the tiles were predicted with")
     p.add_argument("--out", required=True, help="main COG, maps/<task>_<region>.tif")
     p.set_defaults(func=run_mosaic)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.tasks import TASKS
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="config/config.yaml", help="config file")
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "finetune", help="fine-tune MiSo for one task on the labelled points (resumable)"
     )
     _common(f)
-    f.add_argument("--task", required=True, choices=["nsp", "soilorder"], help="task")
+    f.add_argument("--task", required=True, choices=list(TASKS), help="task")
     f.add_argument("--pretrained", metavar="P", help="pretrained checkpoint to start from")
     f.set_defaults(func=run_finetune)
 

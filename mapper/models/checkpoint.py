@@ -4,11 +4,12 @@ A checkpoint is a ``torch.save``'d dict:
 
     format         "mapper.miso" and version (int), to refuse foreign files early
     config         ModelConfig.to_dict()
-    n_out          logits per point (1 for NSP, 7 for soil order)
-    task           "nsp" | "soilorder" | "pretrain"
+    n_out          logits per point (the task's n_outputs: 1 for NSP, 7 for soil order)
+    task           a map task of mapper.tasks, or "pretrain"
     bands          the input band names, in tensor order (Sentinel-2 then covariates)
     normalisation  plain dict from mapper.normalise (stored as given, not interpreted here)
-    classes        class names of the logits (e.g. SOIL_ORDERS; ["nsp"] for NSP)
+    classes        names of the logits: the task's output_names (SOIL_ORDERS; ["nsp"] for NSP),
+                   [] for pretraining
     state_dict     the model's tensors
     extra          plain dict (epoch, optimiser state for resume, metrics, ...)
 
@@ -31,10 +32,12 @@ import torch
 from mapper.errors import CheckpointError, ConfigError
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo
+from mapper.tasks import PRETRAIN, TASKS
 
 FORMAT = "mapper.miso"
 VERSION = 1
-TASKS = ("nsp", "soilorder", "pretrain")
+KINDS = (*TASKS, PRETRAIN)
+"""What a checkpoint can be for: a map task, or pretraining."""
 _REQUIRED = ("config", "n_out", "task", "bands", "normalisation", "classes", "state_dict")
 
 
@@ -62,9 +65,14 @@ def save_checkpoint(
     classes: list[str],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` and its spec to ``path`` atomically; returns the path."""
-    if task not in TASKS:
-        raise ConfigError(f"checkpoint task must be one of {TASKS}, got {task!r}")
+    """Write ``model`` and its spec to ``path`` atomically; returns the path.
+
+    A map task's checkpoint must have the task's outputs (logit count and names)."""
+    if task not in KINDS:
+        raise ConfigError(f"checkpoint task must be one of {', '.join(KINDS)}, got {task!r}")
+    outputs = _outputs_problem(task, model.n_out, list(classes))
+    if outputs:
+        raise ConfigError(f"{path}: {outputs}; build the model for the task")
     n_bands = model.cfg.n_s2_bands + model.cfg.n_cov_bands
     if len(bands) != n_bands:
         raise ConfigError(
@@ -131,8 +139,9 @@ def load_checkpoint(
 ) -> tuple[MiSo, CheckpointMeta]:
     """Rebuild the model from the file alone (in eval mode, fast decoder) and its metadata.
 
-    ``expect_task`` ("nsp", "soilorder", "pretrain") and ``expect_size`` (a ModelConfig name)
-    are checked when given. Every failure is a one-line CheckpointError naming the file.
+    ``expect_task`` (a map task or "pretrain") and ``expect_size`` (a ModelConfig name) are
+    checked when given, and a map task's outputs against :mod:`mapper.tasks`. Every failure is a
+    one-line CheckpointError naming the file.
     """
     path = Path(path)
     payload = _read(path)
@@ -141,6 +150,12 @@ def load_checkpoint(
     except ConfigError as exc:
         raise CheckpointError(f"{path}: bad model config ({exc}); retrain") from exc
     task = payload["task"]
+    if task not in KINDS:
+        raise CheckpointError(f"{path}: checkpoint of unknown task {task!r} (this mapper knows "
+                              f"{', '.join(KINDS)}); use the matching mapper version")
+    outputs = _outputs_problem(task, int(payload["n_out"]), list(payload["classes"]))
+    if outputs:
+        raise CheckpointError(f"{path}: {outputs}; retrain")
     if expect_task is not None and task != expect_task:
         raise CheckpointError(
             f"{path}: checkpoint is for task {task!r}, expected {expect_task!r}; "
@@ -171,6 +186,17 @@ def load_checkpoint(
         extra=payload.get("extra") or {},
     )
     return model, meta
+
+
+def _outputs_problem(task: str, n_out: int, classes: list[str]) -> str:
+    """What is wrong with a map task's logits (count, names), or "" (pretraining: anything)."""
+    if task == PRETRAIN:
+        return ""
+    spec = TASKS[task]
+    if n_out != spec.n_outputs or classes != spec.output_names:
+        return (f"{n_out} logits named {classes}, but task {task} has {spec.n_outputs} "
+                f"named {spec.output_names}")
+    return ""
 
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -39,7 +39,6 @@ TABLE_SUFFIXES = {
     ".pq": "parquet",
 }
 REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
-OBSERVATION_COLUMNS = ("obs_id", "lon", "lat", "date", "nsp", "soil_order")
 
 
 def default_out_dir(region_name: str) -> Path:
@@ -266,6 +265,8 @@ def check_table(path: Path, fmt: str, *, observations: bool = False) -> dict[str
     except Exception as exc:  # pandas/pyarrow parser errors have no common base
         raise InputError(f"{path}: cannot be read as {fmt} ({exc}); replace the file") from None
     if observations:
+        from mapper.samples import OBSERVATION_COLUMNS
+
         missing = [c for c in OBSERVATION_COLUMNS if c not in columns]
         if missing:
             raise InputError(

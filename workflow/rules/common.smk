@@ -5,12 +5,12 @@ import re
 from pathlib import Path
 
 from mapper.config import load_region, write_run_config
+from mapper.tasks import TASKS, task_names
 
 REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
 # The file every job reads its settings from: RUN_CONFIG, named by its content (so a run with other
 # settings, or a dry run with an override, writes its own file), in the shared working directory.
 RUN_CONFIG_FILE = write_run_config(RUN_CONFIG, ".snakemake/mapper")
-TASKS = ["nsp", "soilorder"]
 STAC_REGIONS = [
     n for n, r in REGIONS.items() if r.settings["sources"]["sentinel2"]["kind"] == "stac"
 ]
@@ -200,12 +200,9 @@ def predicted_tiles(region, task):
     return [f"results/{region}/predict/{task}/{t}.tif" for t in tiles_of(region)]
 
 
-def predicted_tiles_nsp(wildcards):
-    return predicted_tiles(wildcards.region, "nsp")
-
-
-def predicted_tiles_soilorder(wildcards):
-    return predicted_tiles(wildcards.region, "soilorder")
+def task_tiles(wildcards):
+    """The predicted tiles of the region and task of the wildcards (a mosaic's input)."""
+    return predicted_tiles(wildcards.region, wildcards.task)
 
 
 def maps_of(region):

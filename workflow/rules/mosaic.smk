@@ -1,51 +1,59 @@
 # Stage 8: all tiles of a region into Cloud-Optimized GeoTIFFs in maps/, with overviews,
-# provenance metadata, a quick-look PNG, a QGIS style and a STAC Item.
+# provenance metadata, a quick-look PNG, a QGIS style and a STAC Item. One rule per kind of task
+# (mapper/tasks.py): a binary task's map is a probability, a multiclass task's the most probable
+# class plus the class probabilities.
 
 
-rule mosaic_nsp:
+rule mosaic_probability:
     input:
-        tiles=predicted_tiles_nsp,
-        model="results/{region}/models/nsp.pt",
+        tiles=task_tiles,
+        model="results/{region}/models/{task}.pt",
     output:
-        cog="maps/nsp_{region}.tif",
+        cog="maps/{task}_{region}.tif",
         quicklook=report(
-            "maps/nsp_{region}.png",
+            "maps/{task}_{region}.png",
             category="Maps",
             caption="../report/map_quicklook.rst",
         ),
-        style="maps/nsp_{region}.qml",
-        item="maps/nsp_{region}.stac.json",
+        style="maps/{task}_{region}.qml",
+        item="maps/{task}_{region}.stac.json",
     log:
-        "logs/mosaic/{region}_nsp.log",
+        "logs/mosaic/{region}_{task}.log",
+    wildcard_constraints:
+        task=one_of(task_names("binary")),
     conda:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
-        " --task nsp --model {input.model} --out {output.cog} {input.tiles} > {log} 2>&1"
+        " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
+        " > {log} 2>&1"
 
 
-rule mosaic_soilorder:
+rule mosaic_classes:
     input:
-        tiles=predicted_tiles_soilorder,
-        model="results/{region}/models/soilorder.pt",
+        tiles=task_tiles,
+        model="results/{region}/models/{task}.pt",
     output:
-        cog="maps/soilorder_{region}.tif",
-        probabilities="maps/soilorder_{region}_probabilities.tif",
+        cog="maps/{task}_{region}.tif",
+        probabilities="maps/{task}_{region}_probabilities.tif",
         quicklook=report(
-            "maps/soilorder_{region}.png",
+            "maps/{task}_{region}.png",
             category="Maps",
             caption="../report/map_quicklook.rst",
         ),
-        style="maps/soilorder_{region}.qml",
-        item="maps/soilorder_{region}.stac.json",
+        style="maps/{task}_{region}.qml",
+        item="maps/{task}_{region}.stac.json",
     log:
-        "logs/mosaic/{region}_soilorder.log",
+        "logs/mosaic/{region}_{task}.log",
+    wildcard_constraints:
+        task=one_of(task_names("multiclass")),
     conda:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
-        " --task soilorder --model {input.model} --out {output.cog} {input.tiles} > {log} 2>&1"
+        " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
+        " > {log} 2>&1"

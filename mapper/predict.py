@@ -47,6 +47,7 @@ from rasterio.windows import Window
 from mapper.bands import SOIL_ORDERS, STACK_BANDS, TASKS
 from mapper.blending import Blender, Crop, CropLattice
 from mapper.errors import CheckpointError, InputError
+from mapper.files import file_sha256
 from mapper.grid import Lattice
 from mapper.normalise import Normaliser
 from mapper.raster import open_raster, write_geotiff
@@ -433,7 +434,7 @@ def predict_tile(
     class (NSP: 1, descriptions = class names), NaN nodata, written atomically.
     """
     from mapper.config import load_config, load_region
-    from mapper.models.checkpoint import file_sha256, load_checkpoint
+    from mapper.models.checkpoint import load_checkpoint
 
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")

@@ -21,6 +21,7 @@ does not grow with the region.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -40,7 +41,8 @@ from mapper.cog import BLOCKSIZE, class_name_tags, raster_writer, to_cog
 from mapper.colours import NSP_RAMP, class_colours, colour_table, hex_colour, style_qml
 from mapper.config import Region, load_config, load_region
 from mapper.errors import InputError
-from mapper.raster import atomic_path, open_raster, remove_stale_temporaries
+from mapper.files import atomic_path, file_sha256, remove_stale_temporaries
+from mapper.raster import open_raster
 from mapper.stac_item import ProductAsset, build_item, write_item
 from mapper.windows import write_vrt
 
@@ -113,8 +115,6 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
     described by its region settings alone. A statewide STAC source has one manifest per tile,
     so items are summarised (count, digest) rather than listed.
     """
-    import hashlib
-
     base = Path(sources_dir) if sources_dir else Path("resources") / region.name / "sources"
     manifests: list[dict[str, Any]] = []
     candidates = [base / "manifest.json", *sorted(base.glob("*/manifest.json")),
@@ -170,12 +170,9 @@ def provenance_tags(
     The boundary is recorded by file name and sha256 of its content, not by its path: the same
     region run in another folder (or on another machine) makes byte-identical products.
     """
-    import hashlib
-
     settings = {"region": region.name, "grid": config["grid"], **region.settings}
     boundary = Path(region.settings["boundary"])
-    settings["boundary"] = {"file": boundary.name,
-                            "sha256": hashlib.sha256(boundary.read_bytes()).hexdigest()}
+    settings["boundary"] = {"file": boundary.name, "sha256": file_sha256(boundary)}
     tags = {
         "MAPPER_PRODUCT": f"{TITLES[task]} ({task}), region {region.name}",
         "MAPPER_TASK": task,
@@ -375,8 +372,6 @@ def make_products(
     sources_dir: str | Path | None = None,
 ) -> Products:
     """Mosaic ``tiles`` (one task's predictions) into the region's map products beside ``out``."""
-    from mapper.models.checkpoint import file_sha256
-
     if task not in TITLES:
         raise InputError(f"unknown task {task!r}; use nsp or soilorder")
     config = load_config(config_path)

@@ -32,8 +32,9 @@ from rasterio.windows import Window
 
 from mapper.bands import STACK_BANDS
 from mapper.errors import InputError
+from mapper.files import atomic_path
 from mapper.grid import Lattice
-from mapper.raster import atomic_path, gdal_reason, open_raster
+from mapper.raster import gdal_reason, open_raster
 
 logger = logging.getLogger(__name__)
 

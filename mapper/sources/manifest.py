@@ -33,7 +33,7 @@ from typing import Any
 
 from mapper import __version__
 from mapper.errors import InputError
-from mapper.raster import atomic_path
+from mapper.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

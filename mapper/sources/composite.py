@@ -40,12 +40,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 import pystac
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
@@ -53,6 +53,7 @@ from mapper.bands import S2_BANDS
 from mapper.errors import InputError, SourceError
 from mapper.grid import Lattice
 from mapper.raster import GDAL_HTTP_ENV, warp_to_grid, write_geotiff
+from mapper.windows import GDAL_TYPES, VrtBand, VrtSource, write_vrt_file
 
 logger = logging.getLogger(__name__)
 
@@ -166,17 +167,6 @@ def _warp(
         raise _source_error(item, what, href, exc) from None
 
 
-_GDAL_TYPES = {
-    "uint8": "Byte",
-    "uint16": "UInt16",
-    "int16": "Int16",
-    "uint32": "UInt32",
-    "int32": "Int32",
-    "float32": "Float32",
-    "float64": "Float64",
-}
-
-
 def _band_groups(item: pystac.Item, vrt_dir: Path) -> list[tuple[list[int], tuple[str, str]]]:
     """The item's 9 bands grouped by source grid: ``(indices in S2_BANDS order, (path, href))``.
 
@@ -204,37 +194,27 @@ def _band_groups(item: pystac.Item, vrt_dir: Path) -> list[tuple[list[int], tupl
     out = []
     for n, (key, members) in enumerate(groups.items()):
         indices = [b for b, _, _ in members]
-        if len(members) == 1 or key[4] not in _GDAL_TYPES or key[5] != 1:
+        if len(members) == 1 or key[4] not in GDAL_TYPES or key[5] != 1:
             out.extend(([b], (p, h)) for b, p, h in members)
             continue
-        vrt = vrt_dir / f"{n}_{item.id}.vrt"
-        vrt.write_text(_stack_vrt([p for _, p, _ in members], key))
+        vrt = _stack_vrt(vrt_dir / f"{n}_{item.id}.vrt", [p for _, p, _ in members], key)
         label = f"{members[0][2]} and {len(members) - 1} more on its grid"
         out.append((indices, (str(vrt), label)))
     return out
 
 
-def _stack_vrt(paths: list[str], key: tuple) -> str:
-    """A VRT stacking single-band rasters that share one grid (``key`` from _band_groups)."""
+def _stack_vrt(path: Path, sources: list[str], key: tuple) -> Path:
+    """A VRT stacking single-band rasters (GDAL names) that share one grid (``key`` from
+    :func:`_band_groups`), DN 0 as nodata."""
     width, height, transform, crs_wkt, dtype, _ = key
-    gt = ", ".join(repr(float(v)) for v in Affine(*transform).to_gdal())
-    bands = "".join(
-        f'''  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{i}">
-    <NoDataValue>0</NoDataValue>
-    <SimpleSource>
-      <SourceFilename relativeToVRT="0">{escape(p)}</SourceFilename>
-      <SourceBand>1</SourceBand>
-      <SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>
-      <DstRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>
-    </SimpleSource>
-  </VRTRasterBand>
-'''
-        for i, p in enumerate(paths, start=1)
-    )
-    return (
-        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n'
-        f"  <SRS>{escape(crs_wkt)}</SRS>\n"
-        f"  <GeoTransform>{gt}</GeoTransform>\n{bands}</VRTDataset>\n"
+    return write_vrt_file(
+        path,
+        width=width,
+        height=height,
+        crs=CRS.from_wkt(crs_wkt),
+        transform=Affine(*transform),
+        dtype=dtype,
+        bands=[VrtBand([VrtSource(p, 1, width, height)], nodata=0) for p in sources],
     )
 
 

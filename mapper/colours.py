@@ -55,17 +55,6 @@ def colour_table(classes: list[str] | None = None) -> dict[int, tuple[int, int, 
     return table
 
 
-def ramp_colour(value: float) -> RGB:
-    """The NSP ramp's colour at probability ``value`` (clipped to 0..1)."""
-    v = min(max(float(value), 0.0), 1.0)
-    for (v0, c0), (v1, c1) in zip(NSP_RAMP, NSP_RAMP[1:], strict=False):
-        if v <= v1:
-            t = 0.0 if v1 == v0 else (v - v0) / (v1 - v0)
-            r, g, b = (round(a + t * (z - a)) for a, z in zip(c0, c1, strict=True))
-            return (r, g, b)
-    return NSP_RAMP[-1][1]
-
-
 # -- QGIS styles ----------------------------------------------------------------------------------
 
 _QGIS_VERSION = "3.34.0-Prizren"

@@ -106,9 +106,6 @@ class Region:
     def tiles(self) -> list[str]:
         return region_tiles(self.settings["boundary"], self.lattice)
 
-    def section(self, name: str) -> dict[str, Any]:
-        return self.settings[name]
-
 
 def load_region(config: dict, name: str) -> Region:
     """Load region ``name`` of a validated config."""

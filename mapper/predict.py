@@ -167,10 +167,6 @@ class TilePredictor:
         k = self.crops.factor
         return Window(w.col_off // k, w.row_off // k, w.width // k, w.height // k)
 
-    def out_transform(self, tile: str) -> Affine:
-        left, _, _, top = self.lattice.tile_bounds(tile)
-        return Affine(self.out_res, 0.0, left, 0.0, -self.out_res, top)
-
     def context_window(self, tile: str) -> Window:
         """Lattice pixels that the tile's crops read (the tile plus up to crop_px - 1 around)."""
         crops = self.crops.crops_for(self.out_window(tile))

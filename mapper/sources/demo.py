@@ -55,7 +55,7 @@ from mapper.sources.demo_render import (
     render_sentinel2,
 )
 from mapper.sources.demo_survey import survey, write_observations
-from mapper.sources.demo_world import CLIMATE_BANDS, World, build_world, class_shares
+from mapper.sources.demo_world import CLIMATE_BANDS, World, build_world
 from mapper.sources.manifest import make_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -271,11 +271,3 @@ def _write_manifest(region: Region, seed: int, out_dir: Path, paths: dict[str, P
     )  # fmt: skip
     manifest["created"] = None  # no timestamp: reruns are byte-identical
     return write_manifest(out_dir / "sources" / "manifest.json", manifest)
-
-
-def truth_shares(path_soilorder: Path) -> dict[str, float]:
-    """Area share of each soil order in a truth raster (nodata excluded)."""
-    from mapper.raster import open_raster
-
-    with open_raster(path_soilorder) as src:
-        return class_shares(src.read(1))

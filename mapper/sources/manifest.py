@@ -112,11 +112,6 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def manifest_paths(manifest: dict[str, Any]) -> list[Path]:
-    """The local paths of a manifest's items, in order."""
-    return [Path(item["path"]) for item in manifest["items"]]
-
-
 def known_checksums(path: str | Path) -> dict[str, dict[str, Any]]:
     """``url -> item`` of an existing manifest (empty if there is none or it is unreadable).
 

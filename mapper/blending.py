@@ -56,23 +56,6 @@ def gaussian_1d(d: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-(d * d) / (2.0 * sigma * sigma))
 
 
-def gaussian_weights(crop_px: int, sigma_scale: float = 0.125, factor: int = 1) -> np.ndarray:
-    """The weight map of a crop at its own out cells when the crop is aligned with them.
-
-    For ``factor == 1`` this is exactly MONAI's importance map of a ``crop_px`` patch: per-axis
-    Gaussians at ``d = -(P-1)/2 .. (P-1)/2``, outer product, clamped at 1e-3. For a coarser
-    ``factor`` (``crop_px`` a multiple of it) the cells' centres are ``factor`` pixels apart.
-    Shape ``[crop_px // factor] * 2``, float64. (Prediction uses :meth:`CropLattice.weights`,
-    which also handles crops not aligned with the out cells.)
-    """
-    if crop_px % factor:
-        raise ValueError(f"crop_px {crop_px} is not a multiple of factor {factor}")
-    n = crop_px // factor
-    d = (np.arange(n) + 0.5) * factor - crop_px / 2.0
-    w1 = gaussian_1d(d, sigma_scale * crop_px)
-    return np.maximum(np.outer(w1, w1), MIN_WEIGHT)
-
-
 @dataclass(frozen=True)
 class Span:
     """Out cells ``[lo, hi)`` (global out-grid indices) that one crop answers for along one axis."""
@@ -216,10 +199,6 @@ class CropLattice:
         x = self.coords(crop.cols, crop.c_lo, crop.c_hi)
         yy, xx = np.meshgrid(y, x, indexing="ij")
         return np.stack([xx, yy], axis=-1)
-
-    def pixel_window(self, crop: Crop) -> Window:
-        """The crop's lattice-pixel window (global, may start left of or above the origin)."""
-        return Window(crop.cols.start, crop.rows.start, self.crop_px, self.crop_px)
 
 
 @dataclass(frozen=True)

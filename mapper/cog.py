@@ -33,7 +33,7 @@ import rasterio.shutil
 from affine import Affine
 
 from mapper.errors import InputError
-from mapper.raster import atomic_path
+from mapper.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -152,7 +152,7 @@ def write_run_config(config: dict, folder: str | Path) -> Path:
     (atomically) and then only read, so jobs of a run never see another run's settings. YAML
     keeps every value exact (floats are written so that they read back identical).
     """
-    from mapper.raster import atomic_path
+    from mapper.files import atomic_path
 
     text = RUN_CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False)
     path = Path(folder) / f"config-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
@@ -193,9 +193,6 @@ class Region:
 
     def tiles(self) -> list[str]:
         return region_tiles(self.settings["boundary"], self.lattice)
-
-    def section(self, name: str) -> dict[str, Any]:
-        return self.settings[name]
 
 
 def load_region(config: dict, name: str) -> Region:

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from mapper.bands import STACK_BANDS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
-from mapper.raster import atomic_path
+from mapper.files import atomic_path
 from mapper.samples import read_samples, samples_metadata, stacks_by_tile
 from mapper.splits import check_split, train_test_indices
 from mapper.tasks import Task, get_task

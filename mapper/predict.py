@@ -49,6 +49,7 @@ from mapper.bands import STACK_BANDS
 from mapper.blending import Blender, Crop, CropLattice
 from mapper.config import Region
 from mapper.errors import CheckpointError, InputError
+from mapper.files import file_sha256
 from mapper.grid import Lattice
 from mapper.normalise import Normaliser
 from mapper.raster import open_raster, write_geotiff
@@ -163,10 +164,6 @@ class TilePredictor:
         w = self.lattice.tile_window(tile)
         k = self.crops.factor
         return Window(w.col_off // k, w.row_off // k, w.width // k, w.height // k)
-
-    def out_transform(self, tile: str) -> Affine:
-        left, _, _, top = self.lattice.tile_bounds(tile)
-        return Affine(self.out_res, 0.0, left, 0.0, -self.out_res, top)
 
     def context_window(self, tile: str) -> Window:
         """Lattice pixels that the tile's crops read (the tile plus up to crop_px - 1 around)."""
@@ -440,7 +437,7 @@ def predict_tile(
     GeoTIFF on the tile's bounds at ``prediction.out_res``, EPSG:3338, one probability band per
     class (NSP: 1, descriptions = class names), NaN nodata, written atomically.
     """
-    from mapper.models.checkpoint import file_sha256, load_checkpoint
+    from mapper.models.checkpoint import load_checkpoint
 
     spec = get_task(task)
     lattice = region.lattice

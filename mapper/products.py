@@ -22,6 +22,7 @@ does not grow with the region.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -41,7 +42,8 @@ from mapper.cog import BLOCKSIZE, class_name_tags, raster_writer, to_cog
 from mapper.colours import colour_table, hex_colour, style_qml
 from mapper.config import Region
 from mapper.errors import InputError
-from mapper.raster import atomic_path, open_raster, remove_stale_temporaries
+from mapper.files import atomic_path, file_sha256, remove_stale_temporaries
+from mapper.raster import open_raster
 from mapper.stac_item import ProductAsset, build_item, write_item
 from mapper.tasks import Task, get_task
 from mapper.windows import write_vrt
@@ -109,8 +111,6 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
     described by its region settings alone. A statewide STAC source has one manifest per tile,
     so items are summarised (count, digest) rather than listed.
     """
-    import hashlib
-
     base = Path(sources_dir) if sources_dir else Path("resources") / region.name / "sources"
     manifests: list[dict[str, Any]] = []
     candidates = [base / "manifest.json", *sorted(base.glob("*/manifest.json")),
@@ -166,12 +166,9 @@ def provenance_tags(
     The boundary is recorded by file name and sha256 of its content, not by its path: the same
     region run in another folder (or on another machine) makes byte-identical products.
     """
-    import hashlib
-
     settings = {"region": region.name, "grid": region.grid, **region.settings}
     boundary = Path(region.settings["boundary"])
-    settings["boundary"] = {"file": boundary.name,
-                            "sha256": hashlib.sha256(boundary.read_bytes()).hexdigest()}
+    settings["boundary"] = {"file": boundary.name, "sha256": file_sha256(boundary)}
     title = get_task(task).title
     tags = {
         "MAPPER_PRODUCT": f"{title} ({task}), region {region.name}",
@@ -376,8 +373,6 @@ def make_products(
     ``sources_dir``: where the region's source manifests are (default
     ``resources/<region>/sources``), for the provenance tags.
     """
-    from mapper.models.checkpoint import file_sha256
-
     spec = get_task(task)
     tileset = check_tiles(tiles, task, spec.n_outputs)
     if not Path(model_path).is_file():

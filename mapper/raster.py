@@ -11,13 +11,8 @@ relative); :func:`warp_lattice_window` removes that too by warping fixed blocks 
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
-import os
-import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +27,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from mapper.errors import InputError
+from mapper.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -279,61 +275,6 @@ def _warp_open(
             f"({gdal_reason(exc)}); re-fetch the file"
         ) from None
     return np.ma.filled(data.astype("float32"), np.nan)
-
-
-def remove_stale_temporaries(path: str | Path, directories: bool = False) -> list[Path]:
-    """Delete the temporary files :func:`atomic_path` left beside ``path`` when its writer was
-    killed (SIGKILL, power loss, a cluster job past its time limit): ``.<name>.XXXXXXXX.tmp``;
-    with ``directories``, also the work folders ``.<name>.XXXXXXXX`` of
-    ``tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")``.
-
-    Called when ``path`` is about to be written again. One writer per output at a time (as
-    Snakemake runs jobs) makes them garbage; the patterns (``mkstemp``'s 8 random characters)
-    never match another output's temporaries (e.g. ``.<name>.aux.xml.XXXXXXXX.tmp``).
-    """
-    path = Path(path)
-    name = re.escape(path.name)
-    file_pattern = re.compile(rf"\.{name}\.[a-z0-9_]{{8}}\.tmp")
-    dir_pattern = re.compile(rf"\.{name}\.[a-z0-9_]{{8}}")
-    removed = []
-    if path.parent.is_dir():
-        for p in path.parent.glob(f".{glob.escape(path.name)}.*"):
-            if file_pattern.fullmatch(p.name) and p.is_file() and not p.is_symlink():
-                p.unlink(missing_ok=True)
-                removed.append(p)
-            elif directories and dir_pattern.fullmatch(p.name) and p.is_dir() \
-                    and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
-    if removed:
-        logger.info("removed %d temporary file(s) of an interrupted write of %s", len(removed),
-                    path)
-    return removed
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
-
-    Makes every output appear whole or not at all, even when a job is killed mid-write; what a
-    killed writer left is removed on the next write (:func:`remove_stale_temporaries`).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp makes the file private (0600); products are shared: use the usual umask-based mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 @contextmanager

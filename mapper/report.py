@@ -40,8 +40,9 @@ from mapper.bands import CLASS_NODATA
 from mapper.config import Region
 from mapper.errors import InputError
 from mapper.evaluate import MODELS, read_fold
+from mapper.files import atomic_path
 from mapper.metrics import auc, classification_metrics, confusion
-from mapper.raster import atomic_path, open_raster
+from mapper.raster import open_raster
 from mapper.splits import SPLITS
 from mapper.tasks import get_task
 

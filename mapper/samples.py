@@ -41,9 +41,9 @@ from rasterio.windows import Window
 from mapper.bands import STACK_BANDS
 from mapper.config import Region
 from mapper.errors import InputError
+from mapper.files import atomic_path
 from mapper.grid import Lattice
 from mapper.normalise import valid_pixels
-from mapper.raster import atomic_path
 from mapper.splits import SPLITS, fold_column, make_folds
 from mapper.tasks import TASKS, Task
 from mapper.windows import StackReader

@@ -35,7 +35,7 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from pystac.validation.stac_validator import JsonSchemaSTACValidator
 
 from mapper.errors import MapperError
-from mapper.raster import atomic_path
+from mapper.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 from rasterio.enums import Resampling
+from rasterio.io import DatasetWriter
 from rasterio.windows import Window
 
 from mapper import terrain
@@ -336,6 +337,109 @@ def _intersect(a: Window, b: Window) -> Window | None:
 # -- the stack ----------------------------------------------------------------------------------
 
 
+_BAND = {name: i for i, name in enumerate(STACK_BANDS, start=1)}
+"""1-based stack band of each band name."""
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """A stack's inputs, checked: band plans of the Sentinel-2 and climate files, the DEM files,
+    and whether any of them (or the region) is synthetic."""
+
+    sentinel2: list[_BandPlan]
+    dem: list[Path]
+    climate: list[tuple[_BandPlan, list[int]]]
+    synthetic: bool
+
+
+def _tile_window(lattice: Lattice, tile_id: str) -> Window:
+    try:
+        return lattice.tile_window(tile_id)
+    except ValueError as exc:
+        raise ConfigError(
+            f"tile {tile_id!r}: {exc}; pass an id from `python -m mapper tiles`"
+        ) from None
+
+
+def _check_sources(
+    region: Region,
+    sentinel2: list[Path],
+    dem: Path | Sequence[Path],
+    climate: Path | Sequence[Path],
+) -> _Sources:
+    """Find the bands of every source file and check that each overlaps the region."""
+    s2_plans = _sentinel2_plans([Path(p) for p in sentinel2])
+    dems, climates = _paths(dem), _paths(climate)
+    clim_plans = _climate_plans(climates)
+    if not dems:
+        raise InputError("no DEM file given; pass at least one with --dem")
+    # a source nowhere near the region (wrong CRS label, another place) would warp to nodata
+    region_bounds = region.boundary().bounds
+    for path in [*map(Path, sentinel2), *dems, *climates]:
+        with open_raster(path) as src:
+            check_crs(src, path)
+            check_overlap(src, path, region_bounds, region.lattice.crs, f"region {region.name}")
+    synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
+    return _Sources(s2_plans, dems, clim_plans, synthetic)
+
+
+def _write_strips(
+    dst: DatasetWriter,
+    sources: _Sources,
+    lattice: Lattice,
+    tile_window: Window,
+    settings: StackSettings,
+    strip_px: int,
+) -> tuple[bool, bool]:
+    """Write the Sentinel-2, local terrain and climate bands of the tile, ``strip_px`` rows at a
+    time; return whether any pixel has data and whether any has an elevation."""
+    p = lattice.tile_px
+    s2_idx = [_BAND[name] for name, _ in S2_BANDS]
+    clim_idx = [_BAND[name] for name in CLIMATE_BANDS]
+    has_data = has_dem = False
+    step = max(strip_px, 1)
+    for r in range(0, p, step):
+        rows = min(step, p - r)
+        win = Window(tile_window.col_off, tile_window.row_off + r, p, rows)
+        local = Window(0, r, p, rows)
+        s2 = _mosaic(sources.sentinel2, lattice, win)
+        dst.write(s2, indexes=s2_idx, window=local)
+        has_data |= bool(np.isfinite(s2).any())
+        del s2
+        for name, arr in local_terrain(sources.dem, lattice, win, settings).items():
+            dst.write(arr.astype(np.float32), indexes=_BAND[name], window=local)
+            has_data |= bool(np.isfinite(arr).any())
+            has_dem |= name == "elevation" and bool(np.isfinite(arr).any())
+        clim = _climate(sources.climate, lattice, win)
+        dst.write(clim, indexes=clim_idx, window=local)
+        has_data |= bool(np.isfinite(clim).any())
+        del clim
+    return has_data, has_dem
+
+
+def _write_hydrology(
+    dst: DatasetWriter,
+    dem: list[Path],
+    lattice: Lattice,
+    tile_window: Window,
+    settings: StackSettings,
+) -> None:
+    """Write the TWI and SPI bands of the tile, each part from the hydrology block holding it."""
+    for block in hydro_blocks(lattice, tile_window, settings.hydro_block_px):
+        part = _intersect(block, tile_window)
+        if part is None:
+            continue
+        twi, spi = hydro_terrain(dem, lattice, block, settings)
+        r0, c0 = int(part.row_off - block.row_off), int(part.col_off - block.col_off)
+        sub = (slice(r0, r0 + int(part.height)), slice(c0, c0 + int(part.width)))
+        local = Window(
+            part.col_off - tile_window.col_off, part.row_off - tile_window.row_off,
+            part.width, part.height,
+        )
+        dst.write(twi[sub], indexes=_BAND["twi"], window=local)
+        dst.write(spi[sub], indexes=_BAND["spi"], window=local)
+
+
 def build_stack(
     region: Region,
     tile_id: str,
@@ -355,30 +459,9 @@ def build_stack(
     """
     settings = stack_settings(region)
     lattice = region.lattice
-    try:
-        tile_window = lattice.tile_window(tile_id)
-    except ValueError as exc:
-        raise ConfigError(
-            f"tile {tile_id!r}: {exc}; pass an id from `python -m mapper tiles`"
-        ) from None
-    s2_plans = _sentinel2_plans([Path(p) for p in sentinel2])
-    dems, climates = _paths(dem), _paths(climate)
-    clim_plans = _climate_plans(climates)
-    if not dems:
-        raise InputError("no DEM file given; pass at least one with --dem")
-    # a source nowhere near the region (wrong CRS label, another place) would warp to nodata
-    region_bounds = region.boundary().bounds
-    for path in [*map(Path, sentinel2), *dems, *climates]:
-        with open_raster(path) as src:
-            check_crs(src, path)
-            check_overlap(src, path, region_bounds, lattice.crs, f"region {region.name}")
-    synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
-
+    tile_window = _tile_window(lattice, tile_id)
+    sources = _check_sources(region, sentinel2, dem, climate)
     p = lattice.tile_px
-    band_of = {name: i for i, name in enumerate(STACK_BANDS, start=1)}
-    s2_idx = [band_of[name] for name, _ in S2_BANDS]
-    clim_idx = [band_of[name] for name in CLIMATE_BANDS]
-    has_data = has_dem = False
     with geotiff_writer(
         out_path,
         height=p,
@@ -394,42 +477,13 @@ def build_stack(
         for i, name in enumerate(STACK_BANDS, start=1):
             dst.set_band_description(i, name)
         dst.units = tuple(UNITS[name] for name in STACK_BANDS)
-        step = max(strip_px, 1)
-        for r in range(0, p, step):
-            rows = min(step, p - r)
-            win = Window(tile_window.col_off, tile_window.row_off + r, p, rows)
-            local = Window(0, r, p, rows)
-            s2 = _mosaic(s2_plans, lattice, win)
-            dst.write(s2, indexes=s2_idx, window=local)
-            has_data |= bool(np.isfinite(s2).any())
-            del s2
-            for name, arr in local_terrain(dems, lattice, win, settings).items():
-                dst.write(arr.astype(np.float32), indexes=band_of[name], window=local)
-                has_data |= bool(np.isfinite(arr).any())
-                has_dem |= name == "elevation" and bool(np.isfinite(arr).any())
-            clim = _climate(clim_plans, lattice, win)
-            dst.write(clim, indexes=clim_idx, window=local)
-            has_data |= bool(np.isfinite(clim).any())
-            del clim
-        # TWI/SPI exist only where the elevation does: a tile without DEM data skips hydrology
-        blocks = hydro_blocks(lattice, tile_window, settings.hydro_block_px) if has_dem else []
-        for block in blocks:
-            part = _intersect(block, tile_window)
-            if part is None:
-                continue
-            twi, spi = hydro_terrain(dems, lattice, block, settings)
-            r0, c0 = int(part.row_off - block.row_off), int(part.col_off - block.col_off)
-            sub = (slice(r0, r0 + int(part.height)), slice(c0, c0 + int(part.width)))
-            local = Window(
-                part.col_off - tile_window.col_off, part.row_off - tile_window.row_off,
-                part.width, part.height,
-            )
-            dst.write(twi[sub], indexes=band_of["twi"], window=local)
-            dst.write(spi[sub], indexes=band_of["spi"], window=local)
+        has_data, has_dem = _write_strips(dst, sources, lattice, tile_window, settings, strip_px)
+        if has_dem:  # TWI/SPI exist only where the elevation does
+            _write_hydrology(dst, sources.dem, lattice, tile_window, settings)
         dst.update_tags(
             MAPPER_TILE=tile_id,
             MAPPER_EMPTY=str(not has_data).lower(),
-            MAPPER_SYNTHETIC=str(bool(synthetic)).lower(),
+            MAPPER_SYNTHETIC=str(bool(sources.synthetic)).lower(),
             MAPPER_HALO_PX=str(settings.halo_px),
             MAPPER_TPI_RADIUS_M=str(settings.tpi_radius_m),
             MAPPER_HYDRO_BLOCK_PX=str(settings.hydro_block_px),

@@ -37,9 +37,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,8 +53,9 @@ from mapper.bands import STACK_BANDS
 from mapper.config import Region
 from mapper.dataset import CropDataset, CropSettings, PointSet
 from mapper.errors import CheckpointError, InputError
+from mapper.files import file_sha256
 from mapper.losses import task_loss
-from mapper.models.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from mapper.models.checkpoint import load_checkpoint, save_checkpoint, save_torch
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo, build_model
 from mapper.normalise import Normaliser
@@ -127,19 +126,6 @@ def _plain(data: dict[str, Any]) -> dict[str, Any]:
 
 def _fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _save_partial(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file beside ``path``, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_partial(path: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -250,7 +236,7 @@ def _fit(
             record["lr"], time.perf_counter() - t0,
         )
         if partial is not None:
-            _save_partial(partial, {
+            save_torch(partial, {
                 "fingerprint": fingerprint, "epoch": epoch + 1, "step": step,
                 "model": model.state_dict(), "optimiser": optimiser.state_dict(),
                 "history": history, "normalisation": dataset.normaliser.to_dict(),

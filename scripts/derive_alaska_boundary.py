@@ -28,9 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import struct
 import sys
 from pathlib import Path
@@ -39,21 +37,14 @@ import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 
+from mapper.files import atomic_path, file_sha256
+
 SRC_CRS = "EPSG:4269"  # NAD83 geographic: the Census cartographic boundary files' CRS
 DST_CRS = "EPSG:3338"  # NAD83 / Alaska Albers
 CRS_URN = "urn:ogc:def:crs:EPSG::3338"
 ALASKA_COUNTIES = 30
 TOLERANCES_M = (0.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
 SHP_POLYGON = 5
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file (recorded in the provenance)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_polygons(shp: Path) -> list[list[np.ndarray]]:
@@ -175,7 +166,7 @@ def derive(shp: Path, max_bytes: int) -> tuple[str, dict]:
     parts = list(getattr(geom, "geoms", [geom]))
     summary = {
         "input": str(shp),
-        "input_sha256": sha256(shp),
+        "input_sha256": file_sha256(shp),
         "counties": len(alaska),
         "polygons": len(parts),
         "vertices": int(shapely.get_num_coordinates(geom)),
@@ -196,9 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.shp.exists():
         sys.exit(f"{args.shp}: file not found")
     text, summary = derive(args.shp, args.max_bytes)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(text)
     for key, value in summary.items():
         print(f"{key}: {value}")
     print(f"wrote {args.out}")

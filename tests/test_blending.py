@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from mapper.blending import MIN_WEIGHT, Blender, CropLattice, gaussian_1d, gaussian_weights
+from mapper.blending import MIN_WEIGHT, Blender, CropLattice, gaussian_1d
 from mapper.errors import ConfigError
 
 
@@ -28,18 +28,24 @@ def coverage(lattice: CropLattice, window: Window) -> np.ndarray:
     return count
 
 
+def interior_weights(sigma_scale: float) -> np.ndarray:
+    """The weights of a whole 64 px crop at 10 m (its cells are its pixels)."""
+    lat = CropLattice(64, 32, sigma_scale, 1)
+    crop = next(c for c in lat.crops_for(Window(0, 0, 256, 256)) if c.shape == (64, 64))
+    return lat.weights(crop)
+
+
 def test_gaussian_formula_peak_sigma_and_clamp() -> None:
     assert gaussian_1d(np.array([0.0]), 8.0)[0] == 1.0
     # one sigma from the centre: exp(-1/2)
     assert gaussian_1d(np.array([8.0]), 8.0)[0] == pytest.approx(np.exp(-0.5))
-    w = gaussian_weights(64, 0.125)
-    np.testing.assert_allclose(w, monai_importance_map(64, 0.125), rtol=1e-12)
+    w = interior_weights(0.125)
     assert w.min() == MIN_WEIGHT  # corners are clamped (exp(-2 * 3.9^2) < 1e-3)
     # pixel centres are half a pixel off the centre of an even crop: peak just under 1
     assert w.max() == pytest.approx(np.exp(-0.25 / (2 * 8.0**2)) ** 2)
     assert np.array_equal(w, w.T) and np.array_equal(w, w[::-1, ::-1])
     # a wide sigma never reaches the clamp
-    assert gaussian_weights(64, 1.0).min() > MIN_WEIGHT
+    assert interior_weights(1.0).min() > MIN_WEIGHT
 
 
 def test_crop_lattice_weights_match_monai_at_10m() -> None:

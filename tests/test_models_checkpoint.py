@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
+import os
+import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from affine import Affine
 
 from mapper.errors import CheckpointError
+from mapper.files import file_sha256
 from mapper.models.checkpoint import (
     describe_checkpoint,
-    file_sha256,
     load_checkpoint,
     save_checkpoint,
+    save_torch,
 )
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo
@@ -106,7 +110,36 @@ def test_corrupt_foreign_and_incomplete_files(trained: tuple[MiSo, Path, dict],
         assert one_line_naming(exc, bad)
 
 
-def test_file_sha256(tmp_path: Path) -> None:
-    path = tmp_path / "bytes.bin"
-    path.write_bytes(b"mapper" * 1000)
-    assert file_sha256(path, block=7) == hashlib.sha256(b"mapper" * 1000).hexdigest()
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_checkpoints_get_the_permissions_of_every_other_output(
+    trained: tuple[MiSo, Path, dict], tmp_path: Path, umask: int
+) -> None:
+    """A model, a resumable partial and a GeoTIFF written under one umask share one mode (a
+    group-shared project reads them all), the mode of any new file: 0o666 less the umask."""
+    from mapper.raster import write_geotiff
+
+    model = trained[0]
+    before = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "nsp.pt", model, task="nsp", bands=BANDS,
+                        normalisation=NORMALISATION, classes=["nsp"])
+        save_torch(tmp_path / "nsp.pt.partial", {"epoch": 1, "model": model.state_dict()})
+        write_geotiff(tmp_path / "map.tif", np.zeros((1, 8, 8), "float32"),
+                      Affine(10, 0, 0, 0, -10, 0), "EPSG:3338")
+        (tmp_path / "plain.txt").touch()  # what any program makes under this umask
+    finally:
+        os.umask(before)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["nsp.pt", "nsp.pt.partial", "map.tif", "plain.txt"],
+                                  0o666 & ~umask)
+
+
+def test_equal_models_save_to_equal_files(trained: tuple[MiSo, Path, dict],
+                                          tmp_path: Path) -> None:
+    """The file does not depend on its name or the temporary name it was written under."""
+    model = trained[0]
+    for name in ("a.pt", "b.pt"):
+        save_checkpoint(tmp_path / name, model, task="nsp", bands=BANDS,
+                        normalisation=NORMALISATION, classes=["nsp"])
+    assert file_sha256(tmp_path / "a.pt") == file_sha256(tmp_path / "b.pt")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -13,7 +13,7 @@ from torchvision.models import swin_v2_b, swin_v2_t
 from mapper.errors import CheckpointError, InputError
 from mapper.models import miso
 from mapper.models.config import ModelConfig
-from mapper.models.swin import SwinEncoder, load_satlas, read_satlas_state
+from mapper.models.swin import SwinEncoder, load_satlas
 
 torch.set_num_threads(1)
 
@@ -72,20 +72,23 @@ def test_state_keys_are_torchvisions() -> None:
     assert ours == theirs
 
 
+def swin_t() -> tuple[SwinEncoder, ModelConfig]:
+    """A fresh Swin-V2-T satellite encoder and its config."""
+    cfg = ModelConfig.named("swinv2_t")
+    return SwinEncoder(cfg, cfg.n_s2_bands), cfg
+
+
 def test_satlas_loads_strictly_and_sets_every_weight(satlas_t: Path) -> None:
     stored = torch.load(satlas_t, weights_only=True)
-    encoder = load_satlas(satlas_t)  # size inferred from the tensors
+    encoder, cfg = swin_t()
+    fresh = [p.detach().clone() for p in encoder.parameters()]
+    load_satlas(encoder, satlas_t, cfg)
     assert encoder.features[0][0].in_channels == 9
     assert encoder.features[0][0].out_channels == 96
-    loaded = encoder.state_dict()
-    for key, value in loaded.items():
+    for key, value in encoder.state_dict().items():
         torch.testing.assert_close(value, stored["backbone.backbone." + key], atol=0, rtol=0)
-    fresh = SwinEncoder(ModelConfig.named("swinv2_t"), 9)
-    for (key, new), old in zip(encoder.named_parameters(), fresh.parameters(), strict=True):
+    for (key, new), old in zip(encoder.named_parameters(), fresh, strict=True):
         assert not torch.equal(new, old), f"{key} kept its random initialisation"
-    # with the matching config too
-    cfg_loaded = load_satlas(satlas_t, ModelConfig.named("swinv2_t"))
-    torch.testing.assert_close(cfg_loaded.state_dict(), loaded, atol=0, rtol=0)
 
 
 def test_b_layout_loaded_as_t_fails(tmp_path: Path) -> None:
@@ -97,29 +100,31 @@ def test_b_layout_loaded_as_t_fails(tmp_path: Path) -> None:
              for k, v in b.state_dict().items()}
     path = tmp_path / "swinb_si_ms.pth"
     torch.save(state, path)
+    encoder, cfg = swin_t()
     with pytest.raises(CheckpointError) as exc:
-        read_satlas_state(path, ModelConfig.named("swinv2_t"))
+        load_satlas(encoder, path, cfg)
     assert one_line_naming(exc, path) and "embed 128" in str(exc.value)
 
 
 def test_three_band_first_conv_fails(tmp_path: Path) -> None:
     path = satlas_layout(swin_v2_t(), tmp_path / "swint_si_rgb.pth", in_ch=3, noise=False)
-    for cfg in (ModelConfig.named("swinv2_t"), None):  # requested or inferred size
-        with pytest.raises(CheckpointError) as exc:
-            load_satlas(path, cfg)
-        assert one_line_naming(exc, path) and "3 input bands" in str(exc.value)
+    encoder, cfg = swin_t()
+    with pytest.raises(CheckpointError) as exc:
+        load_satlas(encoder, path, cfg)
+    assert one_line_naming(exc, path) and "3 input bands" in str(exc.value)
 
 
 def test_other_models_file_fails(tmp_path: Path) -> None:
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3)}, path)
+    encoder, cfg = swin_t()
     with pytest.raises(CheckpointError) as exc:
-        load_satlas(path)
+        load_satlas(encoder, path, cfg)
     assert one_line_naming(exc, path)
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
     with pytest.raises(CheckpointError) as exc:
-        load_satlas(text)
+        load_satlas(encoder, text, cfg)
     assert one_line_naming(exc, text)
 
 

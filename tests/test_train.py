@@ -81,20 +81,20 @@ def test_resumed_fine_tuning_equals_an_uninterrupted_run(
     finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], straight, pretrained, rows)
 
     resumed = root / "resumed.pt"
-    save = train_module._save_partial
+    save = train_module.save_torch  # writes the partial after every epoch
 
-    def save_then_stop(path: Path, state: dict) -> None:
+    def save_then_stop(path: Path, state: dict) -> Path:
         save(path, state)
         if state["epoch"] == 1:
             raise KeyboardInterrupt  # the job is killed after its first epoch
 
-    monkeypatch.setattr(train_module, "_save_partial", save_then_stop)
+    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], resumed, pretrained, rows)
     partial = root / "resumed.pt.partial"
     assert partial.exists() and not resumed.exists()
     assert _state(partial)["epoch"] == 1
-    monkeypatch.setattr(train_module, "_save_partial", save)
+    monkeypatch.setattr(train_module, "save_torch", save)
     result = finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], resumed,
                       pretrained, rows)
     assert not partial.exists()

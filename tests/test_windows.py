@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 import stack_sources as S
+from affine import Affine
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from mapper.bands import STACK_BANDS
 from mapper.config import load_config, load_region
 from mapper.errors import InputError
 from mapper.stack import build_stack
-from mapper.windows import StackReader, read_window, write_vrt
+from mapper.windows import (
+    StackReader,
+    VrtBand,
+    VrtSource,
+    read_window,
+    write_vrt,
+    write_vrt_file,
+)
 
 BIG_TILE = "R0744C2220"
 SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
@@ -157,3 +168,34 @@ def test_vrt_of_class_tiles_keeps_their_nodata_and_colours(tmp_path: Path) -> No
         assert ds.colormap(1)[1] == (255, 0, 0, 255)
     assert (data[:64, :64] == 1).all() and (data[64:, 64:] == 2).all()
     assert (data[:64, 64:] == 255).all() and (data[64:, :64] == 255).all()
+
+
+@pytest.mark.parametrize("crs", ["EPSG:4326", "EPSG:32606", "EPSG:3035", "EPSG:3338"])
+def test_vrt_file_stacks_its_sources_in_gdals_axis_order(tmp_path: Path, crs: str) -> None:
+    """Two single-band files on one grid stacked by the VRT writer read back as the files; the
+    SRS says, as GDAL's own VRT of such a file does, that the geotransform is x first (longitude,
+    easting) where the CRS names latitude or northing first (EPSG:4326, EPSG:3035)."""
+    transform = Affine(0.001, 0.0, -150.02, 0.0, -0.0005, 64.01) if crs == "EPSG:4326" \
+        else Affine(20.0, 0.0, 399_000.0, 0.0, -20.0, 7_100_000.0)
+    rng = np.random.default_rng(3)
+    paths = []
+    for k in range(2):
+        path = tmp_path / f"band{k}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=40, height=30, count=1,
+                           dtype="uint16", crs=crs, transform=transform, nodata=0) as ds:
+            ds.write(rng.integers(1, 5000, (1, 30, 40), dtype="uint16"))
+        paths.append(path)
+    vrt = write_vrt_file(
+        tmp_path / "bands.vrt", width=40, height=30, crs=CRS.from_user_input(crs),
+        transform=transform, dtype="uint16",
+        bands=[VrtBand([VrtSource(str(p), 1, 40, 30)], nodata=0) for p in paths],
+    )
+    with rasterio.open(vrt) as ds:
+        assert ds.count == 2 and ds.transform == transform and ds.nodata == 0
+        assert ds.crs == CRS.from_user_input(crs)
+        for k, path in enumerate(paths):
+            with rasterio.open(path) as src:
+                np.testing.assert_array_equal(ds.read(k + 1), src.read(1))
+    rasterio.shutil.copy(paths[0], tmp_path / "gdal.vrt", driver="VRT")
+    srs = [re.search(r"<SRS[^>]*>", p.read_text()).group(0) for p in (vrt, tmp_path / "gdal.vrt")]
+    assert srs[0] == srs[1]

@@ -13,16 +13,14 @@ A checkpoint is a ``torch.save``'d dict:
     state_dict     the model's tensors
     extra          plain dict (epoch, optimiser state for resume, metrics, ...)
 
-Files are written to a temporary name in the same folder and renamed, so a crash never leaves a
-half-written checkpoint. Everything must be loadable with ``torch.load(weights_only=True)``:
-tensors, numbers, strings, lists and dicts only.
+Files are written with :func:`save_torch` (a temporary name in the same folder, then renamed,
+with the permissions of every other output), so a crash never leaves a half-written checkpoint
+and a group-shared project can read it. Everything must be loadable with
+``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import torch
 
 from mapper.errors import CheckpointError, ConfigError
+from mapper.files import atomic_path, file_sha256
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo
 from mapper.tasks import PRETRAIN, TASKS
@@ -79,8 +78,6 @@ def save_checkpoint(
             f"{path}: {len(bands)} band names for a model of {n_bands} input bands; "
             "pass the stack's band list"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -93,14 +90,19 @@ def save_checkpoint(
         "state_dict": model.state_dict(),
         "extra": extra or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return save_torch(path, payload)
+
+
+def save_torch(path: str | Path, obj: dict[str, Any]) -> Path:
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`mapper.files.atomic_path`); returns
+    the path.
+
+    Saved through an open file, not by name: given a name, torch calls the archive inside the file
+    after it, and the temporary name is random, so equal objects would not give equal files.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
     return path
 
 
@@ -216,20 +218,3 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
         "params": n_params,
         "extra": sorted(payload.get("extra") or {}),
     }
-
-
-def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes (products record the checksum of the model they used).
-
-    A missing file is a CheckpointError (the callers hash a model before loading it)."""
-    digest = hashlib.sha256()
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{path}: no such checkpoint; train the model first or fix the path"
-        ) from None
-    with fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -21,7 +21,6 @@ import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +29,7 @@ from mapper.errors import ConfigError, InputError
 from mapper.models.config import ModelConfig
 from mapper.models.geo import GeoEncoder
 from mapper.models.implicit import DECODERS, Decoder, ImplicitQuery
-from mapper.models.swin import SwinEncoder, load_encoder_state, read_satlas_state
+from mapper.models.swin import SwinEncoder, load_satlas
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +187,7 @@ def build_model(cfg: ModelConfig, n_out: int, decoder: Decoder = "fast") -> MiSo
     """
     model = MiSo(cfg, n_out, decoder=decoder)
     if cfg.satlas_weights:
-        path = Path(cfg.satlas_weights)
-        load_encoder_state(model.sat_encoder, read_satlas_state(path, cfg), path)
+        load_satlas(model.sat_encoder, cfg.satlas_weights, cfg)
     else:
         _warn_random_satellite_encoder()
     return model

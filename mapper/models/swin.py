@@ -137,64 +137,25 @@ def _check(shape: SwinShape, cfg: ModelConfig, path: Path) -> None:
         )
 
 
-def _named_for(shape: SwinShape, path: Path) -> ModelConfig:
-    _, embed, depths, heads, _ = shape
-    for name in ("swinv2_t", "swinv2_b"):
-        cfg = ModelConfig.named(name)
-        if (cfg.embed_dim, cfg.depths, cfg.heads) == (embed, depths, heads):
-            return cfg
-    raise CheckpointError(
-        f"{path}: Swin-V2 with embed {embed}, depths {list(depths)}, heads {list(heads)} is "
-        "neither Swin-V2-T nor Swin-V2-B; use a SatlasPretrain swint or swinb checkpoint"
-    )
+def load_satlas(encoder: SwinEncoder, path: str | Path, cfg: ModelConfig) -> None:
+    """Set the satellite ``encoder`` (built from ``cfg``) to the weights of a SatlasPretrain
+    checkpoint, strictly: every tensor of the encoder is set, no other tensor is taken.
 
-
-def read_satlas_state(path: str | Path, cfg: ModelConfig) -> dict[str, Tensor]:
-    """The satellite-encoder state dict stored in a SatlasPretrain checkpoint, checked.
-
-    Keeps the ``backbone.backbone.features.*`` tensors (first conv included: SatlasPretrain's
+    Takes the ``backbone.backbone.features.*`` tensors (first conv included: SatlasPretrain's
     multispectral band order R, G, B, B05, B06, B07, B08, B11, B12 is the stack's order) and
     ignores the FPN (``intermediates.0.fpn.*``), heads (``heads.0.*``) and torchvision's unused
     final norm/classifier. The checkpoint's input bands and size (embed width, depths, heads,
-    window) must equal the config's, else CheckpointError naming the file.
+    window) must equal the config's; every mismatch is a one-line CheckpointError naming the file.
     """
     path = Path(path)
     backbone = _read_satlas_backbone(path)
     _check(_shape_of(backbone, path), cfg, path)
-    return backbone
-
-
-def satlas_config(path: str | Path) -> ModelConfig:
-    """The named ModelConfig (swinv2_t or swinv2_b) whose encoder a SatlasPretrain file fits."""
-    path = Path(path)
-    return _named_for(_shape_of(_read_satlas_backbone(path), path), path)
-
-
-def load_satlas(path: str | Path, cfg: ModelConfig | None = None) -> SwinEncoder:
-    """A satellite SwinEncoder initialised from a SatlasPretrain checkpoint, loaded strictly.
-
-    Without ``cfg`` the size (T or B) is inferred from the tensors and the named size's band
-    count (9) is required; with it, the file must match the config. Mismatches raise a one-line
-    CheckpointError naming the file.
-    """
-    path = Path(path)
-    backbone = _read_satlas_backbone(path)
-    shape = _shape_of(backbone, path)
-    cfg = cfg or _named_for(shape, path)
-    _check(shape, cfg, path)
-    encoder = SwinEncoder(cfg, cfg.n_s2_bands)
-    load_encoder_state(encoder, backbone, path)
-    return encoder
-
-
-def load_encoder_state(encoder: SwinEncoder, state: dict[str, Tensor], path: Path) -> None:
-    """``encoder.load_state_dict(state, strict=True)`` with errors as one-line CheckpointError."""
     try:
-        encoder.load_state_dict(state, strict=True)
+        encoder.load_state_dict(backbone, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[1:2] or [str(exc)]
         raise CheckpointError(
             f"{path}: backbone does not fit the encoder ({first[0].strip()}); "
             "pick the model size that matches the file"
         ) from exc
-    logger.info("satellite encoder initialised from %s (%d tensors)", path, len(state))
+    logger.info("satellite encoder initialised from %s (%d tensors)", path, len(backbone))

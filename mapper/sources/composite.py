@@ -40,12 +40,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 import pystac
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
@@ -53,6 +53,7 @@ from mapper.bands import S2_BANDS
 from mapper.errors import InputError, SourceError
 from mapper.grid import Lattice
 from mapper.raster import GDAL_HTTP_ENV, warp_to_grid, write_geotiff
+from mapper.windows import GDAL_TYPES, VrtBand, VrtSource, write_vrt_file
 
 logger = logging.getLogger(__name__)
 
@@ -166,17 +167,6 @@ def _warp(
         raise _source_error(item, what, href, exc) from None
 
 
-_GDAL_TYPES = {
-    "uint8": "Byte",
-    "uint16": "UInt16",
-    "int16": "Int16",
-    "uint32": "UInt32",
-    "int32": "Int32",
-    "float32": "Float32",
-    "float64": "Float64",
-}
-
-
 def _band_groups(item: pystac.Item, vrt_dir: Path) -> list[tuple[list[int], tuple[str, str]]]:
     """The item's 9 bands grouped by source grid: ``(indices in S2_BANDS order, (path, href))``.
 
@@ -204,37 +194,27 @@ def _band_groups(item: pystac.Item, vrt_dir: Path) -> list[tuple[list[int], tupl
     out = []
     for n, (key, members) in enumerate(groups.items()):
         indices = [b for b, _, _ in members]
-        if len(members) == 1 or key[4] not in _GDAL_TYPES or key[5] != 1:
+        if len(members) == 1 or key[4] not in GDAL_TYPES or key[5] != 1:
             out.extend(([b], (p, h)) for b, p, h in members)
             continue
-        vrt = vrt_dir / f"{n}_{item.id}.vrt"
-        vrt.write_text(_stack_vrt([p for _, p, _ in members], key))
+        vrt = _stack_vrt(vrt_dir / f"{n}_{item.id}.vrt", [p for _, p, _ in members], key)
         label = f"{members[0][2]} and {len(members) - 1} more on its grid"
         out.append((indices, (str(vrt), label)))
     return out
 
 
-def _stack_vrt(paths: list[str], key: tuple) -> str:
-    """A VRT stacking single-band rasters that share one grid (``key`` from _band_groups)."""
+def _stack_vrt(path: Path, sources: list[str], key: tuple) -> Path:
+    """A VRT stacking single-band rasters (GDAL names) that share one grid (``key`` from
+    :func:`_band_groups`), DN 0 as nodata."""
     width, height, transform, crs_wkt, dtype, _ = key
-    gt = ", ".join(repr(float(v)) for v in Affine(*transform).to_gdal())
-    bands = "".join(
-        f'''  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{i}">
-    <NoDataValue>0</NoDataValue>
-    <SimpleSource>
-      <SourceFilename relativeToVRT="0">{escape(p)}</SourceFilename>
-      <SourceBand>1</SourceBand>
-      <SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>
-      <DstRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>
-    </SimpleSource>
-  </VRTRasterBand>
-'''
-        for i, p in enumerate(paths, start=1)
-    )
-    return (
-        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n'
-        f"  <SRS>{escape(crs_wkt)}</SRS>\n"
-        f"  <GeoTransform>{gt}</GeoTransform>\n{bands}</VRTDataset>\n"
+    return write_vrt_file(
+        path,
+        width=width,
+        height=height,
+        crs=CRS.from_wkt(crs_wkt),
+        transform=Affine(*transform),
+        dtype=dtype,
+        bands=[VrtBand([VrtSource(p, 1, width, height)], nodata=0) for p in sources],
     )
 
 
@@ -263,79 +243,77 @@ def strip_rows(n_items: int, width: int, height: int, max_buffer_bytes: int) -> 
     return int(min(height, max(1, max_buffer_bytes // per_row)))
 
 
-def composite_tile(
-    items: Sequence[pystac.Item],
+def _clear_masks(
+    items: Sequence[pystac.Item], lattice: Lattice, tile: str
+) -> tuple[list[tuple[pystac.Item, np.ndarray]], list[dict[str, Any]]]:
+    """Each item's clear pixels on the tile (SCL not masked): the items with at least one, each
+    with its mask packed one bit per pixel along rows, and a summary of every item."""
+    height = lattice.tile_shape[0]
+    kept: list[tuple[pystac.Item, np.ndarray]] = []
+    summary_items: list[dict[str, Any]] = []
+    for item in items:
+        scl_href = asset_href(item, "SCL")
+        scl = _warp(
+            item,
+            "SCL",
+            (gdal_path(scl_href), scl_href),
+            lattice,
+            (tile, 0, height),
+            Resampling.nearest,
+        )[0]
+        valid = np.isfinite(scl) & ~np.isin(scl, SCL_MASKED)
+        fraction = float(valid.mean())
+        summary_items.append(
+            {
+                "id": item.id,
+                "datetime": item.datetime.isoformat() if item.datetime else None,
+                "cloud_cover": item.properties.get("eo:cloud_cover"),
+                "processing_baseline": item.properties.get("s2:processing_baseline"),
+                "offset": dn_offset(item),
+                "clear_fraction": round(fraction, 6),
+            }
+        )
+        if fraction > 0:
+            kept.append((item, np.packbits(valid, axis=1)))
+        logger.info("%s %s: %.1f %% of the tile clear", tile, item.id, 100 * fraction)
+    return kept, summary_items
+
+
+def _median_reflectance(
+    kept: list[tuple[pystac.Item, np.ndarray]],
     lattice: Lattice,
     tile: str,
-    dest: str | Path,
-    *,
-    max_buffer_bytes: int = MAX_BUFFER_BYTES,
-) -> dict[str, Any]:
-    """Write the median composite of ``items`` for ``tile`` to ``dest``; return a summary.
-
-    The summary has ``items`` (per item: id, datetime, cloud cover, baseline, offset, fraction of
-    the tile kept by the SCL mask), ``used`` (ids that contributed at least one pixel),
-    ``valid_fraction`` (pixels of the composite with a value in every band) and ``strips``. With
-    no usable item the composite is written all NaN (an ocean tile or a permanently cloudy one)
-    and a warning is logged. The result does not depend on ``max_buffer_bytes`` (warps of a strip
-    equal the same rows of a warp of the whole tile).
-    """
+    vrt_dir: Path,
+    max_buffer_bytes: int,
+) -> tuple[np.ndarray, int]:
+    """The per-pixel median reflectance of the items' clear pixels, [9, H, W] float32 (NaN where
+    no item is clear), computed in strips of rows within ``max_buffer_bytes``; and the number of
+    strips."""
     height, width = lattice.tile_shape
-    kept: list[tuple[pystac.Item, np.ndarray]] = []  # (item, SCL mask packed per row)
-    summary_items: list[dict[str, Any]] = []
     result = np.full((len(S2_BANDS), height, width), np.nan, dtype="float32")
-    with rasterio.Env(**GDAL_HTTP_ENV, **GDAL_CACHE_ENV), TemporaryDirectory() as vrt_dir:
-        for item in items:
-            scl_href = asset_href(item, "SCL")
-            scl = _warp(
-                item,
-                "SCL",
-                (gdal_path(scl_href), scl_href),
-                lattice,
-                (tile, 0, height),
-                Resampling.nearest,
-            )[0]
-            valid = np.isfinite(scl) & ~np.isin(scl, SCL_MASKED)
-            fraction = float(valid.mean())
-            summary_items.append(
-                {
-                    "id": item.id,
-                    "datetime": item.datetime.isoformat() if item.datetime else None,
-                    "cloud_cover": item.properties.get("eo:cloud_cover"),
-                    "processing_baseline": item.properties.get("s2:processing_baseline"),
-                    "offset": dn_offset(item),
-                    "clear_fraction": round(fraction, 6),
-                }
-            )
-            if fraction > 0:
-                kept.append((item, np.packbits(valid, axis=1)))
-            logger.info("%s %s: %.1f %% of the tile clear", tile, item.id, 100 * fraction)
+    rows = strip_rows(len(kept), width, height, max_buffer_bytes)
+    strips = [(r0, min(r0 + rows, height)) for r0 in range(0, height, rows)] if kept else []
+    groups = [_band_groups(item, vrt_dir) for item, _ in kept]
+    buf = np.empty((len(kept), len(S2_BANDS), rows, width), dtype="float32") if kept else None
+    for r0, r1 in strips:
+        h = r1 - r0
+        for i, (item, bits) in enumerate(kept):
+            valid = np.unpackbits(bits[r0:r1], axis=1, count=width).astype(bool)
+            offset = np.float32(dn_offset(item))
+            for indices, source in groups[i]:
+                what = "/".join(S2_BANDS[b][1] for b in indices)
+                dn = _warp(item, what, source, lattice, (tile, r0, r1), Resampling.bilinear)
+                refl = np.maximum((dn + offset) / np.float32(DN_SCALE), np.float32(0))
+                buf[i, indices, :h] = np.where(valid, refl, np.float32(np.nan))
+        for b in range(len(S2_BANDS)):
+            result[b, r0:r1] = nanmedian_rows(buf[:, b, :h])
+        logger.debug("%s: rows %d-%d done", tile, r0, r1)
+    return result, len(strips)
 
-        rows = strip_rows(len(kept), width, height, max_buffer_bytes)
-        strips = [(r0, min(r0 + rows, height)) for r0 in range(0, height, rows)] if kept else []
-        groups = [_band_groups(item, Path(vrt_dir)) for item, _ in kept]
-        buf = np.empty((len(kept), len(S2_BANDS), rows, width), dtype="float32") if kept else None
-        for r0, r1 in strips:
-            h = r1 - r0
-            for i, (item, bits) in enumerate(kept):
-                valid = np.unpackbits(bits[r0:r1], axis=1, count=width).astype(bool)
-                offset = np.float32(dn_offset(item))
-                for indices, source in groups[i]:
-                    what = "/".join(S2_BANDS[b][1] for b in indices)
-                    dn = _warp(item, what, source, lattice, (tile, r0, r1), Resampling.bilinear)
-                    refl = np.maximum((dn + offset) / np.float32(DN_SCALE), np.float32(0))
-                    buf[i, indices, :h] = np.where(valid, refl, np.float32(np.nan))
-            for b in range(len(S2_BANDS)):
-                result[b, r0:r1] = nanmedian_rows(buf[:, b, :h])
-            logger.debug("%s: rows %d-%d done", tile, r0, r1)
-        del buf
-    if not kept:
-        logger.warning(
-            "%s: no clear Sentinel-2 pixel in %d items; composite is empty", tile, len(items)
-        )
 
-    valid_fraction = float(np.isfinite(result).all(axis=0).mean())
-    used = [item.id for item, _ in kept]
+def _write_composite(
+    dest: str | Path, result: np.ndarray, lattice: Lattice, tile: str, used: list[str]
+) -> None:
     write_geotiff(
         dest,
         result,
@@ -353,11 +331,40 @@ def composite_tile(
             "MAPPER_SYNTHETIC": "false",
         },
     )
+
+
+def composite_tile(
+    items: Sequence[pystac.Item],
+    lattice: Lattice,
+    tile: str,
+    dest: str | Path,
+    *,
+    max_buffer_bytes: int = MAX_BUFFER_BYTES,
+) -> dict[str, Any]:
+    """Write the median composite of ``items`` for ``tile`` to ``dest``; return a summary.
+
+    The summary has ``items`` (per item: id, datetime, cloud cover, baseline, offset, fraction of
+    the tile kept by the SCL mask), ``used`` (ids that contributed at least one pixel),
+    ``valid_fraction`` (pixels of the composite with a value in every band) and ``strips``. With
+    no usable item the composite is written all NaN (an ocean tile or a permanently cloudy one)
+    and a warning is logged. The result does not depend on ``max_buffer_bytes`` (warps of a strip
+    equal the same rows of a warp of the whole tile).
+    """
+    with rasterio.Env(**GDAL_HTTP_ENV, **GDAL_CACHE_ENV), TemporaryDirectory() as vrt_dir:
+        kept, summary_items = _clear_masks(items, lattice, tile)
+        result, strips = _median_reflectance(kept, lattice, tile, Path(vrt_dir), max_buffer_bytes)
+    if not kept:
+        logger.warning(
+            "%s: no clear Sentinel-2 pixel in %d items; composite is empty", tile, len(items)
+        )
+    valid_fraction = float(np.isfinite(result).all(axis=0).mean())
+    used = [item.id for item, _ in kept]
+    _write_composite(dest, result, lattice, tile, used)
     logger.info(
         "%s: composite of %d items in %d strip(s), %.1f %% of pixels valid -> %s",
         tile,
         len(used),
-        len(strips),
+        strips,
         100 * valid_fraction,
         dest,
     )
@@ -365,5 +372,5 @@ def composite_tile(
         "items": summary_items,
         "used": used,
         "valid_fraction": valid_fraction,
-        "strips": len(strips),
+        "strips": strips,
     }

@@ -25,7 +25,6 @@ from the truth (:mod:`mapper.sources.demo_survey`). The seed is the region's
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from rasterio.windows import Window
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.config import Region
 from mapper.errors import ConfigError
+from mapper.files import file_sha256
 from mapper.raster import write_geotiff
 from mapper.sources.demo_fields import Layout
 from mapper.sources.demo_grids import (
@@ -55,7 +55,7 @@ from mapper.sources.demo_render import (
     render_sentinel2,
 )
 from mapper.sources.demo_survey import survey, write_observations
-from mapper.sources.demo_world import CLIMATE_BANDS, World, build_world, class_shares
+from mapper.sources.demo_world import CLIMATE_BANDS, World, build_world
 from mapper.sources.manifest import make_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -111,14 +111,6 @@ def _tags(region: Region, seed: int, what: str, **extra: str) -> dict[str, str]:
         "DESCRIPTION": NOTICE,
         **extra,
     }
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -267,7 +259,7 @@ def _write_manifest(region: Region, seed: int, out_dir: Path, paths: dict[str, P
             "what": what,
             "path": str(paths[what]),
             "size": paths[what].stat().st_size,
-            "sha256": sha256_of(paths[what]),
+            "sha256": file_sha256(paths[what]),
             "synthetic": True,
             "seed": seed,
         }
@@ -279,11 +271,3 @@ def _write_manifest(region: Region, seed: int, out_dir: Path, paths: dict[str, P
     )  # fmt: skip
     manifest["created"] = None  # no timestamp: reruns are byte-identical
     return write_manifest(out_dir / "sources" / "manifest.json", manifest)
-
-
-def truth_shares(path_soilorder: Path) -> dict[str, float]:
-    """Area share of each soil order in a truth raster (nodata excluded)."""
-    from mapper.raster import open_raster
-
-    with open_raster(path_soilorder) as src:
-        return class_shares(src.read(1))

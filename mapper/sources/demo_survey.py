@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.errors import ConfigError
-from mapper.raster import atomic_path
+from mapper.files import atomic_path
 from mapper.sources.demo_fields import STREAM_SURVEY, rng_for
 from mapper.sources.demo_world import World
 

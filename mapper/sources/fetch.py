@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
-from mapper.sources.http import download, file_sha256
+from mapper.files import file_sha256
+from mapper.sources.http import download
 from mapper.sources.manifest import known_checksums, make_manifest, write_manifest
 
 logger = logging.getLogger(__name__)

@@ -39,6 +39,7 @@ import urllib3
 
 from mapper import __version__
 from mapper.errors import SourceError
+from mapper.files import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +72,6 @@ _FIX_URL = "check the URL in the region file (or retry later if the server is do
 _FIX_CHECKSUM = (
     "check the sha256/size in the region file (or the URL, if the file changed upstream)"
 )
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def new_session() -> requests.Session:

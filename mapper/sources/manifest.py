@@ -33,7 +33,7 @@ from typing import Any
 
 from mapper import __version__
 from mapper.errors import InputError
-from mapper.raster import atomic_path
+from mapper.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -110,11 +110,6 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             f"{path}: source manifest lacks {', '.join(missing)}; delete it and fetch again"
         )
     return manifest
-
-
-def manifest_paths(manifest: dict[str, Any]) -> list[Path]:
-    """The local paths of a manifest's items, in order."""
-    return [Path(item["path"]) for item in manifest["items"]]
 
 
 def known_checksums(path: str | Path) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,98 @@
+"""Writing and checking files: atomic writes with shared permissions, and SHA-256 checksums.
+
+Every output of the package (rasters, VRTs, tables, JSON, figures, checkpoints) is written through
+:func:`atomic_path`: to a temporary name beside the target, renamed over it when the writer
+finishes. A reader therefore sees the old file or the whole new one, never a partial file, even
+when a job is killed mid-write; what a killed writer left behind is removed the next time the
+same output is written (:func:`remove_stale_temporaries`). Outputs get the permissions of any
+file the user creates (``0o666`` less the umask: 0644 under the usual umask 022), so a
+group-shared project can read every product, model included.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+"""Bytes read at a time when hashing a file."""
+
+
+def remove_stale_temporaries(path: str | Path, directories: bool = False) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left beside ``path`` when its writer was
+    killed (SIGKILL, power loss, a cluster job past its time limit): ``.<name>.XXXXXXXX.tmp``;
+    with ``directories``, also the work folders ``.<name>.XXXXXXXX`` of
+    ``tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")``.
+
+    Called when ``path`` is about to be written again. One writer per output at a time (as
+    Snakemake runs jobs) makes them garbage; the patterns (``mkstemp``'s 8 random characters)
+    never match another output's temporaries (e.g. ``.<name>.aux.xml.XXXXXXXX.tmp``).
+    """
+    path = Path(path)
+    name = re.escape(path.name)
+    file_pattern = re.compile(rf"\.{name}\.[a-z0-9_]{{8}}\.tmp")
+    dir_pattern = re.compile(rf"\.{name}\.[a-z0-9_]{{8}}")
+    removed = []
+    if path.parent.is_dir():
+        for p in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            if file_pattern.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+            elif directories and dir_pattern.fullmatch(p.name) and p.is_dir() \
+                    and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    if removed:
+        logger.info("removed %d temporary file(s) of an interrupted write of %s", len(removed),
+                    path)
+    return removed
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
+
+    The caller writes the temporary path by name (GDAL, matplotlib, ``Path.write_text``) or opens
+    it. Parent folders are created. The file has the mode of an ordinary new file (``0o666`` less
+    the umask), not ``mkstemp``'s private 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read :data:`CHUNK_BYTES` at a time (any size in bounded
+    memory). A missing file raises ``FileNotFoundError``; callers that expect one say which."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,71 @@
+"""Atomic writes appear whole or not at all, with an ordinary file's mode; checksums of files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from mapper.files import CHUNK_BYTES, atomic_path, file_sha256, remove_stale_temporaries
+
+
+def test_atomic_path_renames_on_success(tmp_path: Path) -> None:
+    out = tmp_path / "deeper" / "table.csv"  # parent folders are made
+    with atomic_path(out) as tmp:
+        assert tmp.parent == out.parent and tmp != out
+        tmp.write_text("a,b\n")
+        assert not out.exists()  # nothing at the target until the writer finishes
+    assert out.read_text() == "a,b\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["table.csv"]
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
+    out = tmp_path / "table.csv"
+    out.write_text("old\n")
+    with pytest.raises(RuntimeError, match="disk on fire"), atomic_path(out) as tmp:
+        tmp.write_text("half of the ne")
+        raise RuntimeError("disk on fire")
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_path_gives_the_mode_of_any_new_file(tmp_path: Path, umask: int) -> None:
+    before = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "out.json") as tmp:
+            tmp.write_text("{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(before)
+    mode = stat.S_IMODE((tmp_path / "out.json").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    out = tmp_path / "map.tif"
+    stale = tmp_path / ".map.tif.k2x9q0ab.tmp"  # mkstemp's name, as a killed job left it
+    stale.write_bytes(b"half a raster")
+    stale_dir = tmp_path / ".map.tif.7fcttrmq"  # mkdtemp's
+    stale_dir.mkdir()
+    other = tmp_path / ".map.tif.aux.xml.k2x9q0ab.tmp"  # another output's temporary
+    other.write_bytes(b"")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(b"whole")
+    assert not stale.exists() and stale_dir.is_dir() and other.exists()
+    assert remove_stale_temporaries(out, directories=True) == [stale_dir]
+    assert not stale_dir.exists() and other.exists() and out.read_bytes() == b"whole"
+
+
+def test_file_sha256_across_chunks(tmp_path: Path) -> None:
+    data = os.urandom(2 * CHUNK_BYTES + 12345)  # three reads, the last one short
+    path = tmp_path / "bytes.bin"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert file_sha256(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
+    with pytest.raises(FileNotFoundError):
+        file_sha256(tmp_path / "missing.bin")

@@ -12,7 +12,6 @@ import stack_sources as S
 from rasterio.windows import Window
 
 from mapper.bands import STACK_BANDS
-from mapper.config import load_config, load_region
 from mapper.errors import InputError
 from mapper.stack import build_stack
 from mapper.windows import StackReader, read_window, write_vrt
@@ -22,13 +21,11 @@ SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def built(stack_sources: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Stacks of the four 64 px tiles and the data of the 128 px tile that holds them."""
     root = tmp_path_factory.mktemp("windows")
-    cfg = load_config(S.write_config(root))
-    r64, r128 = load_region(cfg, "t64"), load_region(cfg, "t128")
-    s2 = S.write_sentinel2(root / "s2.tif")
-    dem = S.write_dem(root / "dem.tif")
-    climate = S.write_climate(root / "climate.tif")
+    r64, r128 = stack_sources["r64"], stack_sources["r128"]
+    s2, dem, climate = stack_sources["s2"], stack_sources["dem"], stack_sources["climate"]
     (root / "stack").mkdir()
     small = {
         t: build_stack(r64, t, [s2], dem, climate, root / "stack" / f"{t}.tif") for t in SMALL_TILES

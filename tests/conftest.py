@@ -27,6 +27,7 @@ from workflow_project import WorkflowProject, run_tiny_project
 
 from mapper.config import load_config, load_region
 from mapper.samples import build_samples
+from mapper.stack import build_stack
 
 FETCH_BOUNDS = (249_920.0, 1_639_680.0, 250_560.0, 1_640_000.0)  # in tile R1500C4453 (64 px)
 
@@ -93,6 +94,17 @@ def stack_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "r64": load_region(loaded, "t64"),
         "r128": load_region(loaded, "t128"),
     }
+
+
+@pytest.fixture(scope="session")
+def small_stacks(stack_sources: dict[str, Any],
+                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The stacks of the four 64 px tiles (region t64) of the 128 px tile ``S.BIG_TILE``, built
+    from the stack sources: tile -> ``<tile>.tif``. Read only."""
+    out = tmp_path_factory.mktemp("small-stacks")
+    s = stack_sources
+    return {t: build_stack(s["r64"], t, [s["s2"]], s["dem"], s["climate"], out / f"{t}.tif")
+            for t in S.SMALL_TILES}
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ X_REF, Y_REF = LEFT, TOP - SIZE
 S2_CODES = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
 CLIMATE_ORDER = ["jan_tmin", "precip_annual", "summer_warmth"]  # not the stack order on purpose
 OCEAN_TILE_64 = "R1488C4448"  # 64 px tile entirely at sea, 1.5 km east of the coast
+BIG_TILE = "R0744C2220"  # a 128 px tile of the region; its four 64 px tiles:
+SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
 
 
 def _apply(t: Affine, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

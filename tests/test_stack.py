@@ -20,8 +20,7 @@ from mapper.config import load_config, load_region
 from mapper.errors import ConfigError, InputError
 from mapper.stack import build_stack
 
-BIG_TILE = "R0744C2220"  # tile_px 128; its 4 tiles of 64 px:
-SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
+BIG_TILE, SMALL_TILES = S.BIG_TILE, S.SMALL_TILES
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +30,15 @@ def src(stack_sources: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stacks(src: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def stacks(src: dict, small_stacks: dict[str, Path],
+           tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The 128 px tile (built in strips of 32 rows) and its four 64 px tiles."""
     out = tmp_path_factory.mktemp("stacks")
     big = build_stack(
         src["r128"], BIG_TILE, [src["s2"]], src["dem"], src["climate"],
         out / f"128_{BIG_TILE}.tif", strip_px=32,
     )
-    small = {
-        t: build_stack(src["r64"], t, [src["s2"]], src["dem"], src["climate"], out / f"{t}.tif")
-        for t in SMALL_TILES
-    }
-    return {"big": big, "small": small}
+    return {"big": big, "small": small_stacks}
 
 
 def _read(path: Path) -> np.ndarray:

@@ -16,24 +16,20 @@ from mapper.errors import InputError
 from mapper.stack import build_stack
 from mapper.windows import StackReader, read_window, write_vrt
 
-BIG_TILE = "R0744C2220"
-SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
+BIG_TILE, SMALL_TILES = S.BIG_TILE, S.SMALL_TILES
 
 
 @pytest.fixture(scope="module")
-def built(stack_sources: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def built(stack_sources: dict, small_stacks: dict[str, Path],
+          tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Stacks of the four 64 px tiles and the data of the 128 px tile that holds them."""
     root = tmp_path_factory.mktemp("windows")
     r64, r128 = stack_sources["r64"], stack_sources["r128"]
     s2, dem, climate = stack_sources["s2"], stack_sources["dem"], stack_sources["climate"]
-    (root / "stack").mkdir()
-    small = {
-        t: build_stack(r64, t, [s2], dem, climate, root / "stack" / f"{t}.tif") for t in SMALL_TILES
-    }
     big = build_stack(r128, BIG_TILE, [s2], dem, climate, root / f"big_{BIG_TILE}.tif")
     with rasterio.open(big) as ds:
         big_data = ds.read()
-    return {"root": root, "small": small, "big": big_data, "r64": r64, "r128": r128}
+    return {"root": root, "small": small_stacks, "big": big_data, "r64": r64, "r128": r128}
 
 
 def _big_window(built: dict, col: int, row: int, width: int, height: int) -> Window:

@@ -2,9 +2,10 @@
 
 Data that costs time to make is made once per session from fixed seeds, in a folder of its own
 that tests only read: the training tests' region (tests/training_data.py) and its samples table,
-the stack tests' sources (tests/stack_sources.py) and the tiny workflow project run to its maps
-(tests/workflow_project.py). A test that writes does so under its own ``tmp_path`` (or a module
-folder), so no test sees another's output and the order in which tests run does not matter.
+the stack tests' sources (tests/stack_sources.py) and four stacks built from them, and the tiny
+workflow project run to its maps (tests/workflow_project.py). A test that writes does so under
+its own ``tmp_path`` (or a module folder), so no test sees another's output and the order in
+which tests run does not matter.
 
 Tools that are not Python packages (GDAL's command-line programs) are looked up, not installed:
 when one is missing, the tests that need it are skipped and say which Debian package provides

@@ -7,6 +7,8 @@ climate grid in EPSG:3338 whose origin is off the 10 m lattice. East of a straig
 and climate are nodata (sea) and the Sentinel-2 file stops.
 
 The region is a square of 2 x 2 tiles of 128 px (4 x 4 tiles of 64 px) on the project lattice.
+The fixtures ``stack_sources`` and ``small_stacks`` (tests/conftest.py) write the sources and
+build four stacks once per session; the stack, window, error and interrupt tests share them.
 """
 
 from __future__ import annotations
@@ -172,5 +174,5 @@ def write_config(root: Path, stack: dict | None = None, tile_sizes: tuple = (64,
             **settings,
         )
         for px in tile_sizes
-    }  # fmt: skip
+    }
     return tiny_region.write_config(root / "config.yaml", regions)

@@ -1,12 +1,14 @@
 # The two set-up commands: `make demo` (maps of the embedded demo region) and `make test`.
-# Each creates the virtual environment .venv from pyproject.toml first if it is missing or stale.
+# Each creates the virtual environment .venv from pyproject.toml first if it is missing or stale;
+# `make test` also installs the system packages some tests use (scripts/system-packages.sh:
+# gdal-bin, slurm-wlm and munge, with apt-get when run as root; else it says what is missing).
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= 2
 
-.PHONY: demo demo-reports test env lint clean-demo
+.PHONY: demo demo-reports test system-packages env lint clean-demo
 
 env: $(STAMP)
 
@@ -22,8 +24,11 @@ demo: $(STAMP)
 demo-reports: $(STAMP)
 	snakemake --cores $(CORES) --printshellcmds demo_reports
 
-test: $(STAMP)
+test: $(STAMP) system-packages
 	pytest
+
+system-packages:
+	sh scripts/system-packages.sh
 
 lint: $(STAMP)
 	ruff check .

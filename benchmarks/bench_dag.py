@@ -4,7 +4,8 @@
 
 Runs in a temporary project over the repository's region file (see tests/workflow_project.py:
 local sources are empty placeholders, which is all a dry run looks at) and prints, per case, the
-wall and CPU time of the ``snakemake`` process and the jobs it plans per rule:
+wall and CPU time of the ``snakemake`` process and the jobs it plans per rule, after the time
+the region's tile list takes to compute from its boundary (which every DAG build pays):
 
 - ``dry run maps/nsp_<region>.tif``: the DAG a local run builds;
 - ``... + reports``: with the cross-validation and report jobs;
@@ -21,6 +22,7 @@ import argparse
 import resource
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -31,6 +33,9 @@ from workflow_project import (  # noqa: E402
     parse_job_stats,
     run_snakemake,
 )
+
+from mapper.config import load_config, load_region  # noqa: E402
+from mapper.grid import tiles_of  # noqa: E402
 
 
 def children_cpu() -> float:
@@ -56,7 +61,13 @@ def main() -> int:
         project = make_statewide_project(Path(tmp), args.region)
         r = project.region
         tile = project.tiles[len(project.tiles) // 2]
-        print(f"region {r}: {len(project.tiles)} tiles of {project.tile_px} px")
+        region = load_region(load_config(project.config), r)
+        boundary = region.boundary()
+        start = time.perf_counter()
+        tiles = tiles_of(boundary, region.lattice)
+        seconds = time.perf_counter() - start
+        print(f"region {r}: {len(tiles)} tiles of {project.tile_px} px "
+              f"(tile list from the boundary: {seconds:.2f} s)")
         maps = [f"maps/nsp_{r}.tif"]
         cases = [
             ("dry run " + maps[0], maps, []),

@@ -8,12 +8,13 @@ Faults are queued per path and consumed one per GET, in order, before normal ser
 
 - ``status(code, retry_after=None)``: answer ``code`` with a short body;
 - ``cut(nbytes)``: send the headers of the normal answer, ``nbytes`` of its body, then close;
-- ``stall(nbytes, seconds)``: like ``cut`` but wait ``seconds`` before closing;
+- ``stall(nbytes, seconds)``: like ``cut`` but wait ``seconds`` before closing (the fault's
+  ``over`` event is set when that wait ends, so a test can tell whether the client gave up
+  first);
 - ``ignore_range()``: answer ``200`` with the whole body even when a range was asked for.
 
 Routes map a path to ``fn(method, query, body) -> (status, headers, bytes)`` (for JSON APIs).
 Every request is logged in ``server.log`` as ``{"method", "path", "headers", "status"}``.
-:func:`write_config` writes a config and a small region for fetch tests.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     nbytes: int = 0
     seconds: float = 0.0
+    over: threading.Event = field(default_factory=threading.Event)
 
 
 def status(code: int, retry_after: str | None = None) -> Fault:
@@ -228,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
                     state.stopping.wait(fault.seconds)
             except OSError:
                 pass
+            fault.over.set()
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -251,48 +254,3 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     if start >= size or start > end:
         return None
     return start, end
-
-
-def write_config(tmp_path: Any, sources: dict[str, Any], *, tile_px: int = 64) -> Any:
-    """Write a config and a region ``r`` with ``sources`` (others: demo) under ``tmp_path``.
-
-    Returns the config file's path; the region's boundary is a small square near Nenana.
-    """
-    import yaml
-
-    boundary = tmp_path / "r.geojson"
-    ring = [[249920, 1639680], [250560, 1639680], [250560, 1640000], [249920, 1640000]]
-    boundary.write_text(
-        json.dumps(
-            {
-                "type": "FeatureCollection",
-                "crs": {"type": "name", "properties": {"name": "EPSG:3338"}},
-                "features": [
-                    {
-                        "type": "Feature",
-                        "properties": {},
-                        "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
-                    }
-                ],
-            }
-        )
-    )
-    all_sources = {
-        name: {"kind": "demo", "seed": 1}
-        for name in ("sentinel2", "dem", "climate", "observations")
-    }
-    all_sources.update(sources)
-    region = tmp_path / "r.yaml"
-    region.write_text(
-        yaml.safe_dump(
-            {
-                "description": "test region",
-                "boundary": str(boundary),
-                "tile_px": tile_px,
-                "sources": all_sources,
-            }
-        )
-    )
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"regions": {"r": str(region)}}))
-    return config

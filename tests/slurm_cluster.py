@@ -1,10 +1,13 @@
-"""A one-node SLURM cluster on localhost for tests: install, configure, start, list jobs, stop.
+"""A one-node SLURM cluster on localhost for tests: configure, start, list jobs, stop.
 
-Debian's ``slurm-wlm`` and ``munge`` (SLURM 22.05) are installed with apt-get when missing (root
-only). Everything the cluster writes lives in one folder: ``slurm.conf``, the controller's state,
-the node's spool, the daemons' logs, and a private munge socket and key, so the test's cluster
-does not touch ``/etc/slurm`` and does not meet another cluster running on the same machine
-(its two TCP ports are picked free at start). ``SLURM_CONF`` points every SLURM command at the
+It runs the programs of Debian's ``slurm-wlm`` and ``munge`` (SLURM 22.05), which ``make test``
+installs when it runs as root (scripts/system-packages.sh); :func:`cluster_unavailable` says
+which are missing, for the tests to skip with that reason.
+
+Everything the cluster writes lives in one folder: ``slurm.conf``, the controller's state, the
+node's spool, the daemons' logs, and a private munge socket and key, so the test's cluster does
+not touch ``/etc/slurm`` and does not meet another cluster running on the same machine (its two
+TCP ports are picked free at start). ``SLURM_CONF`` points every SLURM command at the
 folder's ``slurm.conf``: the daemons, and Snakemake with the ``sbatch``/``squeue``/``srun`` it
 runs (:attr:`SlurmCluster.env`). Snakemake's job step executor (plugin 0.6) removes every
 ``SLURM_*`` variable, ``SLURM_CONF`` included, before the ``srun`` it runs inside a job (as in
@@ -184,37 +187,14 @@ def submitted_jobs(snakemake_log: str) -> dict[str, str]:
     return jobs
 
 
-def ensure_installed(timeout: float = 900) -> None:
-    """Install slurm-wlm and munge with apt-get if a daemon is missing; raise
-    ClusterUnavailableError with the reason when that is impossible (not root, no apt-get, apt
-    failing or too slow)."""
-    if all(os.path.exists(d) for d in DAEMONS) and shutil.which("sbatch"):
-        return
-    if os.geteuid() != 0:
-        raise ClusterUnavailableError("SLURM is not installed and installing it needs root")
-    if not shutil.which("apt-get"):
-        raise ClusterUnavailableError("SLURM is not installed and apt-get is not available")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    start = time.monotonic()
-    for cmd in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
-    ):
-        left = timeout - (time.monotonic() - start)
-        try:
-            out = subprocess.run(
-                cmd, env=env, capture_output=True, text=True, timeout=max(left, 1), check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise ClusterUnavailableError(
-                f"{' '.join(cmd)} took more than {timeout:.0f} s"
-            ) from None
-        if out.returncode != 0:
-            tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-            raise ClusterUnavailableError(f"{' '.join(cmd)} failed: {' / '.join(tail)}")
-    missing = [d for d in DAEMONS if not os.path.exists(d)]
-    if missing:
-        raise ClusterUnavailableError(f"apt-get installed {PACKAGES} but {missing} are missing")
+def cluster_unavailable() -> str | None:
+    """Why no cluster can be started here (the SLURM or munge programs that are missing, and the
+    Debian packages that provide them), or None when they are all installed."""
+    missing = [Path(d).name for d in DAEMONS if not os.path.exists(d)]
+    missing += [c for c in ("sbatch", "squeue", "srun", "scontrol", "sinfo") if not shutil.which(c)]
+    if not missing:
+        return None
+    return f"{', '.join(missing)} not found: install Debian's {' and '.join(PACKAGES)}"
 
 
 def free_port() -> int:
@@ -367,9 +347,11 @@ def job_processes(conf: Path) -> list[int]:
 
 
 @contextmanager
-def local_slurm(root: Path, install_timeout: float = 900) -> Iterator[SlurmCluster]:
-    """Install if needed, start a one-node cluster in ``root``, yield it, always stop it."""
-    ensure_installed(install_timeout)
+def local_slurm(root: Path) -> Iterator[SlurmCluster]:
+    """Start a one-node cluster in ``root``, yield it, always stop it."""
+    reason = cluster_unavailable()
+    if reason:
+        raise ClusterUnavailableError(reason)
     cluster = start_cluster(root)
     try:
         yield cluster

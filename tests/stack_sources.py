@@ -7,22 +7,21 @@ climate grid in EPSG:3338 whose origin is off the 10 m lattice. East of a straig
 and climate are nodata (sea) and the Sentinel-2 file stops.
 
 The region is a square of 2 x 2 tiles of 128 px (4 x 4 tiles of 64 px) on the project lattice.
+The fixtures ``stack_sources`` and ``small_stacks`` (tests/conftest.py) write the sources and
+build four stacks once per session; the stack, window, error and interrupt tests share them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import rasterio
-import yaml
+import tiny_region
 from affine import Affine
 from pyproj import Transformer
 from scipy.ndimage import gaussian_filter
 
-RES = 10.0
-ORIGIN = (-2_600_000.0, 2_600_000.0)
 LEFT, TOP = 241_600.0, 1_647_680.0  # region's upper-left corner, on the 128 px tile lattice
 SIZE = 2560.0  # region width and height (m)
 COAST_X = LEFT + SIZE + 1000.0  # sea east of this
@@ -31,6 +30,8 @@ X_REF, Y_REF = LEFT, TOP - SIZE
 S2_CODES = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
 CLIMATE_ORDER = ["jan_tmin", "precip_annual", "summer_warmth"]  # not the stack order on purpose
 OCEAN_TILE_64 = "R1488C4448"  # 64 px tile entirely at sea, 1.5 km east of the coast
+BIG_TILE = "R0744C2220"  # a 128 px tile of the region; its four 64 px tiles:
+SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
 
 
 def _apply(t: Affine, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,38 +161,18 @@ def write_climate(path: Path) -> Path:
     return path
 
 
-def write_config(root: Path, stack: dict | None = None, tile_sizes: tuple = (64, 128)) -> Path:
-    """config.yaml with one region per tile size (``t64``, ``t128``) over the same square."""
-    boundary = {
-        "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": "EPSG:3338"}},
-        "features": [{
-            "type": "Feature",
-            "properties": {"name": "synthetic stack test square"},
-            "geometry": {"type": "Polygon", "coordinates": [[
-                [LEFT, TOP], [LEFT + SIZE, TOP], [LEFT + SIZE, TOP - SIZE],
-                [LEFT, TOP - SIZE], [LEFT, TOP],
-            ]]},
-        }],
-    }
-    (root / "square.geojson").write_text(json.dumps(boundary))
+def write_config(root: Path, stack: dict | None = None, tile_sizes: tuple = (64, 128),
+                 **settings: object) -> Path:
+    """config.yaml with one region per tile size (``t64``, ``t128``) over the same square;
+    ``settings`` are further region-file sections (for example ``prediction``)."""
     stack = stack or {"halo_px": 16, "tpi_radius_m": 50.0, "hydro_block_px": 128,
                       "hydro_halo_px": 32}
-    regions = {}
-    for px in tile_sizes:
-        region = {
-            "description": "synthetic stack test region",
-            "synthetic": True,
-            "boundary": str(root / "square.geojson"),
-            "tile_px": px,
-            "sources": {k: {"kind": "demo", "seed": 1}
-                        for k in ("sentinel2", "dem", "climate", "observations")},
-            "stack": stack,
-        }
-        path = root / f"t{px}.yaml"
-        path.write_text(yaml.safe_dump(region))
-        regions[f"t{px}"] = str(path)
-    config = {"grid": {"crs": "EPSG:3338", "res": RES, "origin": list(ORIGIN)}, "regions": regions}
-    cfg = root / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    return cfg
+    bounds = (LEFT, TOP - SIZE, LEFT + SIZE, TOP)
+    regions = {
+        f"t{px}": tiny_region.write_region_file(
+            root, f"t{px}", bounds, px, description="synthetic stack test region", stack=stack,
+            **settings,
+        )
+        for px in tile_sizes
+    }
+    return tiny_region.write_config(root / "config.yaml", regions)

@@ -1,9 +1,10 @@
 """The workflow on a real one-node SLURM cluster that the test starts (tests/slurm_cluster.py).
 
-Run as root (CI): SLURM and munge are installed with apt-get when missing; without root or apt
-the tests are skipped with the reason. The daemons are stopped (slurmd first) when the module's
-tests end, whatever happens. The jobs as SLURM saw them are printed (``pytest -s``) and written
-next to each run as ``slurm_jobs.txt``.
+SLURM and munge must be installed (``make test`` installs Debian's slurm-wlm and munge when it
+runs as root: scripts/system-packages.sh); without them the tests are skipped with the reason.
+The tests start their own munged, slurmctld and slurmd (no system service is used) and stop
+them (slurmd first) when the module's tests end, whatever happens. The jobs as SLURM saw them
+are printed (``pytest -s``) and written next to each run as ``slurm_jobs.txt``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import numpy as np
 import pytest
 import rasterio
 from slurm_cluster import (
-    ClusterUnavailableError,
     SlurmCluster,
-    ensure_installed,
+    cluster_unavailable,
     format_listing,
     job_listing,
     start_cluster,
@@ -29,7 +29,7 @@ from slurm_cluster import (
 )
 from workflow_project import (
     PROFILES,
-    completed_tiny_project,
+    WorkflowProject,
     local_slurm_profile,
     make_project,
     render_profile,
@@ -37,7 +37,12 @@ from workflow_project import (
     tail,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+UNAVAILABLE = cluster_unavailable()
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no local SLURM cluster: {UNAVAILABLE}"),
+]
 
 TOY_SNAKEFILE = """\
 localrules: all
@@ -61,10 +66,6 @@ rule hello:
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> SlurmCluster:
-    try:
-        ensure_installed()
-    except ClusterUnavailableError as exc:
-        pytest.skip(f"no local SLURM cluster: {exc}")
     cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
     try:
         yield cluster
@@ -125,9 +126,10 @@ def read_map(path: Path) -> tuple[dict, np.ndarray]:
 
 @pytest.mark.workflow
 def test_tiny_demo_through_slurm_profile_makes_the_local_maps(
-    slurm: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
+    slurm: SlurmCluster, completed_tiny: WorkflowProject,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    local = completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
+    local = completed_tiny
     project = make_project(tmp_path_factory.mktemp("tiny-slurm"))
     profile = local_slurm_profile(project.root / "profile", slurm.cpus, slurm.memory_mb)
     maps = project.maps()  # both products, as the demo's main command makes them

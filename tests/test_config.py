@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import shapely
+import tiny_region
 import yaml
 from pyproj import Transformer
 
@@ -43,9 +44,7 @@ def write_config(tmp_path: Path, region: dict, name: str = "demo") -> Path:
     """A config file whose region ``name`` is ``region``, written to tmp_path/<name>.yaml."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(region))
-    cfg_path = tmp_path / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump({"regions": {name: str(path)}}))
-    return cfg_path
+    return load_config(tiny_region.write_config(tmp_path / "config.yaml", {name: path}))
 
 
 def schema_defaults(section: str) -> dict:

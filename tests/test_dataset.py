@@ -10,7 +10,6 @@ import torch
 import training_data as T
 from rasterio.windows import Window
 
-from mapper.config import load_config, load_region
 from mapper.dataset import (
     CropDataset,
     CropSettings,
@@ -21,21 +20,19 @@ from mapper.dataset import (
 )
 from mapper.losses import IGNORE_INDEX
 from mapper.normalise import Normaliser
-from mapper.samples import build_samples, stacks_by_tile
+from mapper.samples import stacks_by_tile
 from mapper.splits import train_test_indices
 from mapper.train import _points
 from mapper.windows import StackReader
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("dataset")
-    d = T.write_region(root)
-    region = load_region(load_config(d["config"]), "tiny")
-    table = build_samples(region, d["observations"], d["stacks"], root / "points.parquet")
-    reader = StackReader(stacks_by_tile(d["stacks"]), region.lattice)
+def tiny(training_region: dict, training_samples: dict) -> dict:
+    """The training region and its samples, a reader of its stacks and a normalisation."""
+    reader = StackReader(stacks_by_tile(training_region["stacks"]),
+                         training_region["region"].lattice)
     norm = Normaliser.fit(T.fields())
-    yield {**d, "region": region, "table": table, "reader": reader, "norm": norm}
+    yield {**training_region, **training_samples, "reader": reader, "norm": norm}
     reader.close()
 
 

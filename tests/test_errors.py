@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,9 @@ import rasterio
 import rasterio.shutil
 import stack_sources as S
 import torch
-import training_data as T
 import yaml
 from affine import Affine
+from tiny_region import changed_copy
 
 from mapper.bands import SOIL_ORDERS, STACK_BANDS
 from mapper.cli import main
@@ -37,11 +38,8 @@ from mapper.models.miso import MiSo
 from mapper.normalise import Normaliser
 from mapper.raster import write_geotiff
 
-torch.set_num_threads(1)
-
 REPO = Path(__file__).resolve().parent.parent
 TILE64 = "R1488C4440"  # a land tile of the stack sources' region t64
-PREDICTION = {"crop_px": 32, "stride_px": 16, "sigma_scale": 0.125}
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -121,19 +119,13 @@ def rewrite(src: Path, dest: Path, *, crs: object = "keep", transform: Affine | 
 
 
 @pytest.fixture(scope="module")
-def src(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Stack sources (SYNTHETIC) and a config whose region t64 predicts with a demo model."""
-    root = tmp_path_factory.mktemp("sources")
-    config = S.write_config(root, tile_sizes=(64,))
-    region_file = root / "t64.yaml"
-    region = yaml.safe_load(region_file.read_text())
-    region.update(model={"size": "demo"}, prediction=PREDICTION)
-    region_file.write_text(yaml.safe_dump(region))
-    s2 = S.write_sentinel2(root / "sentinel2.tif")
-    cog = root / "sentinel2_cog.tif"
-    rasterio.shutil.copy(str(s2), str(cog), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256)
-    return {"root": root, "config": config, "s2": s2, "s2_cog": cog,
-            "dem": S.write_dem(root / "dem.tif"), "climate": S.write_climate(root / "climate.tif")}
+def src(stack_sources: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The stack tests' SYNTHETIC sources, whose region t64 predicts with a demo model, and a
+    Cloud-Optimized copy of the Sentinel-2 file (``s2_cog``)."""
+    cog = tmp_path_factory.mktemp("sources") / "sentinel2_cog.tif"
+    rasterio.shutil.copy(str(stack_sources["s2"]), str(cog), driver="COG", COMPRESS="DEFLATE",
+                         BLOCKSIZE=256)
+    return {**stack_sources, "s2_cog": cog}
 
 
 def stack_args(src: dict, out: Path, tile: str = TILE64, **over: Path) -> list:
@@ -155,19 +147,16 @@ def demo_checkpoint(path: Path, task: str, size: str = "demo") -> Path:
 
 
 @pytest.fixture(scope="module")
-def region(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The training tests' region (4 x 4 tiles of 64 px, SYNTHETIC stacks and observations) with
-    prediction settings, and demo-size checkpoints of both tasks."""
-    root = tmp_path_factory.mktemp("region")
-    r = T.write_region(root)
-    settings = yaml.safe_load((root / "tiny.yaml").read_text())
-    settings["prediction"] = PREDICTION
-    (root / "tiny.yaml").write_text(yaml.safe_dump(settings))
-    r["models"] = {t: demo_checkpoint(root / f"{t}.pt", t) for t in ("nsp", "soilorder")}
-    r["root"] = root
-    r["lattice"] = T.lattice()
-    r["by_tile"] = {p.stem: p for p in r["stacks"]}
-    return r
+def region(training_region: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The training tests' region (4 x 4 tiles of 64 px, SYNTHETIC stacks and observations, with
+    prediction settings) and demo-size checkpoints of both tasks."""
+    root = tmp_path_factory.mktemp("models")
+    return {
+        **training_region,
+        "models": {t: demo_checkpoint(root / f"{t}.pt", t) for t in ("nsp", "soilorder")},
+        "lattice": training_region["region"].lattice,
+        "by_tile": {p.stem: p for p in training_region["stacks"]},
+    }
 
 
 def predict_args(region: dict, tile: str, stacks: dict[str, Path], out: Path,
@@ -489,7 +478,6 @@ def test_observations_with_lat_and_lon_swapped(region: dict, tmp_path: Path, cap
 def bad_configs(region: dict, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """Configs with one fault each: (config path, the expected error line)."""
     config = yaml.safe_load(Path(region["config"]).read_text())
-    settings = yaml.safe_load((region["root"] / "tiny.yaml").read_text())
     out: dict[str, tuple[Path, str]] = {}
 
     top = tmp_path / "unknown_top" / "config.yaml"
@@ -507,12 +495,7 @@ def bad_configs(region: dict, tmp_path: Path) -> dict[str, tuple[Path, str]]:
          "key 'tile_px': '64' is not of type 'integer'"),
     ]:
         folder = tmp_path / name.replace(" ", "_")
-        folder.mkdir()
-        bad = yaml.safe_load(yaml.safe_dump(settings))
-        change(bad)
-        (folder / "tiny.yaml").write_text(yaml.safe_dump(bad))
-        cfg = folder / "config.yaml"
-        cfg.write_text(yaml.safe_dump({**config, "regions": {"tiny": str(folder / "tiny.yaml")}}))
+        cfg = changed_copy(region["config"], "tiny", folder, change)
         out[name] = (cfg, f"error: {folder / 'tiny.yaml'}: {message}")
     return out
 
@@ -568,17 +551,12 @@ def test_predict_with_the_model_of_the_other_task(region: dict, tmp_path: Path, 
 
 def test_predict_with_a_model_of_another_size(region: dict, tmp_path: Path, capsys) -> None:
     """The region says model.size swinv2_t; the checkpoint is a demo model."""
-    settings = yaml.safe_load((region["root"] / "tiny.yaml").read_text())
-    settings["model"] = {"size": "swinv2_t"}
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(settings))
-    config = yaml.safe_load(Path(region["config"]).read_text())
-    config["regions"]["tiny"] = str(tmp_path / "tiny.yaml")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    config = changed_copy(region["config"], "tiny", tmp_path,
+                          lambda s: s.update(model={"size": "swinv2_t"}))
     tile = inner_tile(region)
     out = tmp_path / "out" / f"{tile}.tif"
     model = region["models"]["nsp"]
-    rc, line = cli(capsys, *predict_args(region, tile, region["by_tile"], out,
-                                         config=tmp_path / "config.yaml"))
+    rc, line = cli(capsys, *predict_args(region, tile, region["by_tile"], out, config=config))
     assert rc == 1
     assert line == (f"error: {model}: checkpoint is model size 'demo', expected 'swinv2_t'; give "
                     "a checkpoint of the configured size or change model.size")
@@ -624,7 +602,6 @@ def test_a_server_that_never_answers_is_bounded_and_reported(tmp_path: Path) -> 
     """A server that accepts the connection but never sends a status line: each attempt ends at
     the timeout, the attempts are bounded, and nothing is left behind."""
     import socket
-    import time
 
     from mapper.errors import SourceError
     from mapper.sources.http import download
@@ -648,7 +625,6 @@ def test_a_server_that_never_answers_is_bounded_and_reported(tmp_path: Path) -> 
     thread.start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/dem.tif"
     dest = tmp_path / "dem.tif"
-    t0 = time.monotonic()
     try:
         with pytest.raises(SourceError) as err:
             download(url, dest, retries=1, backoff=0.001, timeout=0.5)
@@ -658,21 +634,21 @@ def test_a_server_that_never_answers_is_bounded_and_reported(tmp_path: Path) -> 
         for conn in accepted:
             conn.close()
         listener.close()
-    elapsed = time.monotonic() - t0
     msg = str(err.value)
     assert "\n" not in msg and url in msg and str(dest) in msg
     assert "timed out" in msg.lower() and "gave up after 2 attempts" in msg
-    assert len(accepted) == 2 and elapsed < 5.0
+    assert len(accepted) == 2  # each attempt connected, waited its timeout and gave up
     assert_nothing_written(dest)
 
 
-def test_fetch_command_checksum_mismatch(tmp_path: Path, capsys) -> None:
-    from httpserver import LoopbackServer, write_config
+def test_fetch_command_checksum_mismatch(fetch_config: Callable[[dict], Path], tmp_path: Path,
+                                         capsys) -> None:
+    from httpserver import LoopbackServer
 
     payload = bytes(range(256)) * 100
     with LoopbackServer() as server:
         url = server.add_file("/dem.tif", payload)
-        config = write_config(tmp_path, {"dem": {"kind": "http", "files": [
+        config = fetch_config({"dem": {"kind": "http", "files": [
             {"url": url, "sha256": "0" * 64, "size": len(payload)}]}})
         out = tmp_path / "resources" / "r" / "sources" / "dem" / "dem.tif"
         rc, line = cli(capsys, "fetch", "--config", config, "--region", "r", "--source", "dem",

@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-import training_data as T
 
 from mapper.cli import main
-from mapper.config import load_config, load_region
 from mapper.errors import ConfigError
 from mapper.evaluate import FoldSpec, cv_fold, read_fold
-from mapper.samples import build_samples
 from mapper.splits import train_test_indices
 
-torch.set_num_threads(1)
+
+@pytest.fixture
+def tiny(training_region: dict, training_samples: dict) -> dict:
+    """The training region and its samples (read only)."""
+    return {**training_region, **training_samples}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("evaluate")
-    d = T.write_region(root)
-    region = load_region(load_config(d["config"]), "tiny")
-    table = build_samples(region, d["observations"], d["stacks"], root / "points.parquet")
-    return {**d, "root": root, "region": region, "table": table,
-            "samples": root / "points.parquet"}
-
-
-def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict) -> None:
-    out = tiny["root"] / "cv" / "rf_random_f1.parquet"
+def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict, tmp_path: Path) -> None:
+    out = tmp_path / "cv" / "rf_random_f1.parquet"
     df = cv_fold(tiny["region"], FoldSpec("soilorder", "rf", "random", 1), samples=tiny["samples"],
                  stacks=tiny["stacks"], out=out)
     back, meta = read_fold(out)
@@ -48,13 +40,13 @@ def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict) -> None:
     # seeded: the same fold twice gives the same probabilities
     again = cv_fold(tiny["region"], FoldSpec("soilorder", "rf", "random", 1),
                     samples=tiny["samples"], stacks=tiny["stacks"],
-                    out=tiny["root"] / "cv" / "again.parquet")
+                    out=tmp_path / "cv" / "again.parquet")
     pd.testing.assert_frame_equal(df, again)
 
 
 @pytest.mark.slow
-def test_miso_and_random_forest_see_identical_folds(tiny: dict) -> None:
-    cv = tiny["root"] / "cv"
+def test_miso_and_random_forest_see_identical_folds(tiny: dict, tmp_path: Path) -> None:
+    cv = tmp_path / "cv"
     data = {"samples": tiny["samples"], "stacks": tiny["stacks"]}
     rf = cv_fold(tiny["region"], FoldSpec("nsp", "rf", "sh1km", 0), **data,
                  out=cv / "rf_sh1km_f0.parquet")
@@ -68,20 +60,20 @@ def test_miso_and_random_forest_see_identical_folds(tiny: dict) -> None:
     np.testing.assert_array_equal(miso["y_pred"], (p[:, 1] > 0.5).astype(int))
 
 
-def test_a_fold_without_training_points_keeps_its_test_rows(tiny: dict) -> None:
+def test_a_fold_without_training_points_keeps_its_test_rows(tiny: dict, tmp_path: Path) -> None:
     # SH-10km in a 2.56 km region: every training point lies in the dead zone
     df = cv_fold(tiny["region"], FoldSpec("nsp", "rf", "sh10km", 0), samples=tiny["samples"],
-                 stacks=tiny["stacks"], out=tiny["root"] / "cv" / "rf_sh10km_f0.parquet")
-    _, meta = read_fold(tiny["root"] / "cv" / "rf_sh10km_f0.parquet")
+                 stacks=tiny["stacks"], out=tmp_path / "cv" / "rf_sh10km_f0.parquet")
+    _, meta = read_fold(tmp_path / "cv" / "rf_sh10km_f0.parquet")
     assert len(df) > 0 and meta["n_train"] == 0 and "no training point" in meta["note"]
     assert df["p_present"].isna().all() and (df["y_pred"] == -1).all()
 
 
-def test_bad_model_choices_are_refused(tiny: dict) -> None:
+def test_bad_model_choices_are_refused(tiny: dict, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs --pretrained"):
         cv_fold(tiny["region"], FoldSpec("nsp", "miso", "random", 0), samples=tiny["samples"],
-                stacks=tiny["stacks"], out=tiny["root"] / "x.parquet")
-    assert not (tiny["root"] / "x.parquet").exists()
+                stacks=tiny["stacks"], out=tmp_path / "x.parquet")
+    assert not (tmp_path / "x.parquet").exists()
     with pytest.raises(ConfigError, match="unknown model 'svm'; choose one of rf, miso"):
         FoldSpec("nsp", "svm", "random", 0)
     with pytest.raises(ConfigError, match="unknown split 'sh5km'"):
@@ -90,11 +82,12 @@ def test_bad_model_choices_are_refused(tiny: dict) -> None:
         FoldSpec("ph", "rf", "random", 0)
     with pytest.raises(TypeError):  # everything after the fold is passed by name
         cv_fold(tiny["region"], FoldSpec("nsp", "rf", "random", 0), tiny["samples"],  # type: ignore[misc]
-                tiny["stacks"], tiny["root"] / "x.parquet")
+                tiny["stacks"], tmp_path / "x.parquet")
 
 
-def test_cli_cv_fold_writes_the_table(tiny: dict, capsys: pytest.CaptureFixture) -> None:
-    out = tiny["root"] / "cli" / "rf_sh1km_f2.parquet"
+def test_cli_cv_fold_writes_the_table(tiny: dict, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cli" / "rf_sh1km_f2.parquet"
     code = main(["cv-fold", "--config", str(tiny["config"]), "--region", "tiny", "--task", "nsp",
                  "--model", "rf", "--split", "sh1km", "--fold", "2", "--samples",
                  str(tiny["samples"]), "--out", str(out), *map(str, tiny["stacks"])])

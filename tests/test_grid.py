@@ -7,7 +7,6 @@ tile list against real places, projected from their WGS84 coordinates with pypro
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -274,10 +273,7 @@ def test_alaska_boundary_is_the_state(alaska: tuple[shapely.Geometry, Lattice]) 
 def test_alaska_tiles(alaska: tuple[shapely.Geometry, Lattice]) -> None:
     boundary, lattice = alaska
     assert lattice.tile_px == 4096
-    start = time.perf_counter()
     tiles = tiles_of(boundary, lattice)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"statewide tiles took {elapsed:.2f} s"
     assert tiles == sorted(set(tiles))
     assert 1000 < len(tiles) < 1500  # about a thousand 41 km tiles
     present = set(tiles)

@@ -26,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import stack_sources as S
 from workflow_project import (
     PROFILES,
     WorkflowProject,
-    completed_tiny_project,
     copy_project,
     run_snakemake,
     snakemake_command,
@@ -83,12 +81,10 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 # -- one job ------------------------------------------------------------------------------------
 
 
-def test_a_killed_stack_job_leaves_no_output_and_its_rerun_cleans_up(tmp_path: Path) -> None:
-    root = tmp_path / "sources"
-    root.mkdir()
-    config = S.write_config(root, tile_sizes=(128,))
-    s2, dem, climate = (S.write_sentinel2(root / "s2.tif"), S.write_dem(root / "dem.tif"),
-                        S.write_climate(root / "climate.tif"))
+def test_a_killed_stack_job_leaves_no_output_and_its_rerun_cleans_up(stack_sources: dict,
+                                                                      tmp_path: Path) -> None:
+    config = stack_sources["config"]
+    s2, dem, climate = stack_sources["s2"], stack_sources["dem"], stack_sources["climate"]
     out = tmp_path / "stack" / f"{TILE128}.tif"
     cmd = [sys.executable, "-m", "mapper", "stack", "--config", str(config), "--region", "t128",
            "--tile", TILE128, "--sentinel2", str(s2), "--dem", str(dem), "--climate",
@@ -106,25 +102,23 @@ def test_a_killed_stack_job_leaves_no_output_and_its_rerun_cleans_up(tmp_path: P
 
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # temporaries removed
-    region = load_region(load_config(config), "t128")
-    clean = build_stack(region, TILE128, [s2], dem, climate, tmp_path / "clean" / out.name)
+    clean = build_stack(stack_sources["r128"], TILE128, [s2], dem, climate,
+                        tmp_path / "clean" / out.name)
     with rasterio.open(out) as a, rasterio.open(clean) as b:
         assert np.array_equal(a.read(), b.read(), equal_nan=True)
         assert a.tags() == b.tags()
 
 
-def test_what_a_killed_mosaic_left_is_removed_by_the_next_one(tmp_path: Path) -> None:
+def test_what_a_killed_mosaic_left_is_removed_by_the_next_one(training_region: dict,
+                                                              tmp_path: Path) -> None:
     """A mosaic job killed midway leaves its hidden work folder and a temporary COG in maps/;
     the next mosaic of the same product removes them (and nothing else)."""
-    import training_data as T
-
     from mapper.products import make_products
     from mapper.raster import write_geotiff
 
-    region = T.write_region(tmp_path / "region")
-    lattice = T.lattice()
+    lattice = training_region["region"].lattice
     tiles = []
-    for i, stack in enumerate(region["stacks"][:2]):
+    for i, stack in enumerate(training_region["stacks"][:2]):
         tile = stack.stem
         path = tmp_path / "predict" / f"{tile}.tif"
         write_geotiff(path, np.full((1, 64, 64), 0.25 * (i + 1), np.float32),
@@ -142,7 +136,7 @@ def test_what_a_killed_mosaic_left_is_removed_by_the_next_one(tmp_path: Path) ->
     stale_cog.write_bytes(b"half a COG")
     other = maps / ".nsp_tiny.tif.aux.xml"  # not a temporary: kept
     other.write_text("<PAMDataset/>")
-    make_products(load_region(load_config(region["config"]), "tiny"), "nsp", model, tiles,
+    make_products(load_region(load_config(training_region["config"]), "tiny"), "nsp", model, tiles,
                   maps / "nsp_tiny.tif", sources_dir=tmp_path / "none")
     hidden = sorted(p.name for p in maps.iterdir() if p.name.startswith("."))
     assert hidden == [other.name]
@@ -151,12 +145,6 @@ def test_what_a_killed_mosaic_left_is_removed_by_the_next_one(tmp_path: Path) ->
 
 
 # -- the workflow -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory: pytest.TempPathFactory) -> WorkflowProject:
-    """The tiny project run to the end once per test session (shared with the workflow tests)."""
-    return completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
 
 
 def incomplete_outputs(project: WorkflowProject) -> set[str]:
@@ -178,8 +166,9 @@ def predicted(project: WorkflowProject, task: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_while_predicting_then_rerun(completed: WorkflowProject, tmp_path: Path) -> None:
-    project = copy_project(completed, tmp_path / "project")
+def test_killed_while_predicting_then_rerun(completed_tiny: WorkflowProject,
+                                            tmp_path: Path) -> None:
+    project = copy_project(completed_tiny, tmp_path / "project")
     r = project.region
     tiles = predicted(project, "nsp")[:4]  # to predict again (the rest stay done: less to wait)
     for p in tiles:
@@ -231,4 +220,4 @@ def test_killed_while_predicting_then_rerun(completed: WorkflowProject, tmp_path
             ds.read()
     outputs = (f"results/{r}/predict/**/*", "maps/**/*")  # hidden files and folders included
     assert not stale.exists()
-    assert files_under(project.root, *outputs) == files_under(completed.root, *outputs)
+    assert files_under(project.root, *outputs) == files_under(completed_tiny.root, *outputs)

@@ -11,8 +11,6 @@ import torch.nn.functional as F
 from mapper.losses import IGNORE_INDEX, binary_bce, info_nce, multiclass_ce, task_loss
 from mapper.models.miso import MiSoOutput
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture
 def pair() -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,8 +22,6 @@ from mapper.models.checkpoint import (
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo
 
-torch.set_num_threads(1)
-
 BANDS = [f"band{i}" for i in range(19)]
 NORMALISATION = {"s2_red": {"lo": 0.0, "hi": 0.3}, "elevation": {"mean": 300.0, "std": 250.0}}
 

@@ -10,8 +10,6 @@ from mapper.models.config import ModelConfig
 from mapper.models.flops import decoder_flops
 from mapper.models.miso import MiSo
 
-torch.set_num_threads(1)
-
 
 def test_reference_widths() -> None:
     cfg = ModelConfig.named("swinv2_b")

@@ -12,8 +12,6 @@ from mapper.errors import ConfigError
 from mapper.models.config import ModelConfig
 from mapper.models.implicit import ImplicitQuery, StageQuery, neighbours
 
-torch.set_num_threads(1)
-
 
 def centre(index: float, cells: int) -> float:
     """Crop-normalised coordinate of a cell centre, pixel-corner convention."""

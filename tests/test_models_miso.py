@@ -11,8 +11,6 @@ from mapper.models.config import ModelConfig
 from mapper.models.geo import GeoEncoder, GridCellEncoding
 from mapper.models.miso import Features, MiSo, MiSoOutput
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def model() -> MiSo:

@@ -15,8 +15,6 @@ from mapper.models import miso
 from mapper.models.config import ModelConfig
 from mapper.models.swin import SwinEncoder, load_satlas
 
-torch.set_num_threads(1)
-
 
 def satlas_layout(backbone: nn.Module, path: Path, in_ch: int = 9, noise: bool = True) -> Path:
     """Save a torchvision Swin-V2 the way SatlasPretrain stores its single-image models.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,8 +13,8 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
-import yaml
 from rio_cogeo.cogeo import cog_validate
+from tiny_region import ORIGIN, write_tiny_region
 
 from mapper.bands import SOIL_ORDERS
 from mapper.config import load_config, load_region
@@ -27,34 +26,8 @@ from mapper.stac_item import footprint_4326, validate_item
 from mapper.tasks import TASKS
 
 TILE = 64
-ORIGIN = (-2_600_000.0, 2_600_000.0)
 LEFT, TOP = 241_600.0, 1_647_680.0  # on the 64 px tile lattice: tiles R1488C4440..R1489C4441
-
-
-def make_region(root: Path, *, synthetic: bool = True) -> Path:
-    """A 2 x 2 tile region of 64 px tiles; returns the config path."""
-    size = 2 * TILE * 10.0
-    ring = [[LEFT, TOP - size], [LEFT + size, TOP - size], [LEFT + size, TOP], [LEFT, TOP],
-            [LEFT, TOP - size]]
-    boundary = {"type": "FeatureCollection",
-                "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}},
-                "features": [{"type": "Feature", "properties": {},
-                              "geometry": {"type": "Polygon", "coordinates": [ring]}}]}
-    (root / "tiny.geojson").write_text(json.dumps(boundary))
-    region = {
-        "description": "tiny test region" + (" (synthetic)" if synthetic else ""),
-        "synthetic": synthetic,
-        "boundary": str(root / "tiny.geojson"),
-        "tile_px": TILE,
-        "sources": {k: {"kind": "demo", "seed": 1}
-                    for k in ("sentinel2", "dem", "climate", "observations")},
-        "prediction": {"crop_px": 64, "stride_px": 32},
-    }
-    (root / "tiny.yaml").write_text(yaml.safe_dump(region))
-    config = {"grid": {"res": 10.0, "origin": list(ORIGIN)},
-              "regions": {"tiny": str(root / "tiny.yaml")}}
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    return root / "config.yaml"
+SIZE = 2 * TILE * 10.0  # a region of 2 x 2 tiles (m)
 
 
 def write_tiles(root: Path, task: str, values: np.ndarray, model_sha: str) -> list[Path]:
@@ -77,7 +50,8 @@ def write_tiles(root: Path, task: str, values: np.ndarray, model_sha: str) -> li
 
 @pytest.fixture()
 def setup(tmp_path: Path) -> tuple[Path, Path, str]:
-    config = make_region(tmp_path)
+    config = write_tiny_region(tmp_path, (LEFT, TOP - SIZE, LEFT + SIZE, TOP), TILE,
+                               prediction={"crop_px": 64, "stride_px": 32})
     model = tmp_path / "model.pt"
     model.write_bytes(b"not really a model, only its checksum matters here")
     sources = tmp_path / "sources" / "dem"
@@ -186,11 +160,6 @@ def test_soilorder_products(setup: tuple[Path, Path, str]) -> None:
         assert "MAPPER_MODEL_SHA256" in ds.tags()
     ok = probs[0] != 255
     np.testing.assert_array_equal(probs[:, ok], np.rint(p[:, ok] * 100).astype(np.uint8))
-    if shutil.which("gdalinfo"):
-        info = subprocess.run(["gdalinfo", str(products.cog)], capture_output=True, text=True,
-                              check=True).stdout
-        assert "Categories:" in info and "6: Spodosols" in info and "Color Table" in info
-        assert "LAYOUT=COG" in info
     item = json.loads(products.item.read_text())
     validate_item(item)
     classes = item["assets"]["data"]["classification:classes"]
@@ -199,6 +168,16 @@ def test_soilorder_products(setup: tuple[Path, Path, str]) -> None:
     qml = ET.parse(products.style).getroot()
     labels = [e.get("label") for e in qml.iter("paletteEntry")]
     assert labels == SOIL_ORDERS
+
+
+def test_soilorder_cog_as_gdal_reads_it(setup: tuple[Path, Path, str], gdalinfo: str) -> None:
+    """What a GIS built on GDAL shows of the class map: the class names, the colour table and a
+    COG layout."""
+    products = mosaic(setup, "soilorder", soil_values())
+    info = subprocess.run([gdalinfo, str(products.cog)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "Categories:" in info and "6: Spodosols" in info and "Color Table" in info
+    assert "LAYOUT=COG" in info
 
 
 def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> None:

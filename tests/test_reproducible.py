@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-import yaml
 from workflow_project import (
     WorkflowProject,
-    completed_tiny_project,
+    copy_project,
     make_project,
     run_snakemake,
     tiny_local_args,
@@ -37,14 +35,7 @@ def test_provenance_does_not_depend_on_the_project_folder(tmp_path: Path) -> Non
     """The same region in two folders: the same product metadata (the boundary is recorded by
     name and content, not by its absolute path)."""
     first = make_project(tmp_path / "a" / "project")
-    second = tmp_path / "b" / "elsewhere"
-    shutil.copytree(first.root, second)
-    settings = yaml.safe_load((second / "config/regions/tiny.yaml").read_text())
-    settings["boundary"] = str(second / "config/regions/tiny.geojson")
-    (second / "config/regions/tiny.yaml").write_text(yaml.safe_dump(settings))
-    config = yaml.safe_load((second / "config/config.yaml").read_text())
-    config["regions"]["tiny"] = str(second / "config/regions/tiny.yaml")
-    (second / "config/config.yaml").write_text(yaml.safe_dump(config))
+    second = copy_project(first, tmp_path / "b" / "elsewhere").root
     tags = []
     for root in (first.root, second):
         region = load_region(load_config(root / "config/config.yaml"), "tiny")
@@ -55,11 +46,6 @@ def test_provenance_does_not_depend_on_the_project_folder(tmp_path: Path) -> Non
     boundary = json.loads(tags[0]["MAPPER_CONFIG"])["boundary"]
     digest = sha256(first.root / "config/regions/tiny.geojson")
     assert boundary == {"file": "tiny.geojson", "sha256": digest}
-
-
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory: pytest.TempPathFactory) -> WorkflowProject:
-    return completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
 
 
 def sha256(path: Path) -> str:
@@ -99,23 +85,23 @@ def raster_differences(a: Path, b: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_runs_from_nothing_give_identical_maps(completed: WorkflowProject,
+def test_two_runs_from_nothing_give_identical_maps(completed_tiny: WorkflowProject,
                                                    tmp_path: Path) -> None:
     second = make_project(tmp_path / "second")
     run_snakemake(second, *second.maps(), extra_args=tiny_local_args(), timeout=1800)
 
-    first_maps = digests(completed.root, "maps/*.tif")
+    first_maps = digests(completed_tiny.root, "maps/*.tif")
     second_maps = digests(second.root, "maps/*.tif")
     assert set(first_maps) == set(second_maps) and len(first_maps) >= 3
     different = sorted(k for k in first_maps if first_maps[k] != second_maps[k])
     if different:
-        report = [f"{m}: {'; '.join(raster_differences(completed.path(m), second.path(m)))}"
+        report = [f"{m}: {'; '.join(raster_differences(completed_tiny.path(m), second.path(m)))}"
                   for m in different]
         upstream = []
         for pattern in ("resources/*/sources/*", "resources/*/truth/*", "results/*/stack/*.tif",
                         "results/*/samples/*", "results/*/models/*.pt",
                         "results/*/predict/*/*.tif"):
-            a, b = digests(completed.root, pattern), digests(second.root, pattern)
+            a, b = digests(completed_tiny.root, pattern), digests(second.root, pattern)
             upstream += sorted(k for k in b if a.get(k) != b[k])
         pytest.fail("maps differ between two runs from nothing:\n" + "\n".join(report)
                     + "\nfirst differing intermediate files: "
@@ -124,11 +110,11 @@ def test_two_runs_from_nothing_give_identical_maps(completed: WorkflowProject,
     # The other product files too (quick-looks, styles, class names); STAC Items but for the
     # time they were written.
     others = {}
-    for root in (completed.root, second.root):
+    for root in (completed_tiny.root, second.root):
         files = {}
         for p in sorted(root.glob("maps/*")):
             if p.suffix != ".tif":
                 text = stac_without_times(p) if p.name.endswith(".stac.json") else sha256(p)
                 files[str(p.relative_to(root))] = text
         others[root] = files
-    assert others[completed.root] == others[second.root]
+    assert others[completed_tiny.root] == others[second.root]

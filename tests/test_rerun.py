@@ -25,7 +25,6 @@ import pytest
 import rasterio
 from workflow_project import (
     WorkflowProject,
-    completed_tiny_project,
     copy_project,
     planned_jobs,
     run_snakemake,
@@ -36,14 +35,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 CHECKSUM_THRESHOLD = 1_000_000  # Snakemake's default --max-checksum-file-size (bytes)
 
 
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory: pytest.TempPathFactory) -> WorkflowProject:
-    return completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
-
-
 @pytest.fixture
-def project(completed: WorkflowProject, tmp_path: Path) -> WorkflowProject:
-    return copy_project(completed, tmp_path / "project")
+def project(completed_tiny: WorkflowProject, tmp_path: Path) -> WorkflowProject:
+    return copy_project(completed_tiny, tmp_path / "project")
 
 
 def lattice_neighbours(project: WorkflowProject, tile: str) -> list[str]:

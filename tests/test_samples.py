@@ -11,7 +11,6 @@ import pytest
 import training_data as T
 
 from mapper.bands import SOIL_ORDERS, STACK_BANDS
-from mapper.config import load_config, load_region
 from mapper.errors import InputError
 from mapper.samples import (
     SAMPLE_COLUMNS,
@@ -23,27 +22,25 @@ from mapper.samples import (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("samples")
-    d = T.write_region(root)
-    d["region_obj"] = load_region(load_config(d["config"]), "tiny")
-    return d
+@pytest.fixture
+def tiny(training_region: dict) -> dict:
+    """The training tests' region (tests/conftest.py): stacks, observations, config."""
+    return training_region
 
 
-@pytest.fixture(scope="module")
-def built(tiny: dict) -> pd.DataFrame:
-    return build_samples(tiny["region_obj"], tiny["observations"], tiny["stacks"],
-                         tiny["observations"].parent / "points.parquet")
+@pytest.fixture
+def built(training_samples: dict) -> dict:
+    """Its samples table (``table``) and file (``samples``), as build_samples made them."""
+    return training_samples
 
 
 def test_outside_and_nodata_points_are_dropped_and_counted(
-    tiny: dict, caplog: pytest.LogCaptureFixture
+    tiny: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    out = tiny["observations"].parent / "counted.parquet"
+    out = tmp_path / "points.parquet"
     with caplog.at_level(logging.INFO, logger="mapper.samples"):
-        table = build_samples(tiny["region_obj"], tiny["observations"], tiny["stacks"], out)
-    n_obs = len(tiny["table"])
+        table = build_samples(tiny["region"], tiny["observations"], tiny["stacks"], out)
+    n_obs = len(tiny["observed"])
     assert len(table) == n_obs - 4 - 3
     meta = samples_metadata(out)
     assert meta["counts"] == {"read": n_obs, "no_position": 0, "outside": 4, "nodata": 3,
@@ -54,8 +51,8 @@ def test_outside_and_nodata_points_are_dropped_and_counted(
     assert (np.hypot(table["x"] - hx, table["y"] - hy) > hr - 15).all()
 
 
-def test_table_columns_pixels_and_values_match_the_stacks(tiny: dict, built: pd.DataFrame) -> None:
-    table = read_samples(tiny["observations"].parent / "points.parquet")
+def test_table_columns_pixels_and_values_match_the_stacks(tiny: dict, built: dict) -> None:
+    table = read_samples(built["samples"])
     assert list(table.columns) == SAMPLE_COLUMNS
     assert str(table["nsp"].dtype) == "Int8" and str(table["soil_order"].dtype) == "Int8"
     fields = T.fields()
@@ -72,7 +69,7 @@ def test_table_columns_pixels_and_values_match_the_stacks(tiny: dict, built: pd.
     assert all(lat.tile_of_xy(x, y) == t for x, y, t in zip(table["x"], table["y"],
                                                              table["tile"], strict=True))
     # projected positions agree with the fixture's EPSG:3338 coordinates (to the rounding of lon)
-    src = tiny["table"].set_index("obs_id").loc[table["obs_id"]]
+    src = tiny["observed"].set_index("obs_id").loc[table["obs_id"]]
     assert np.abs(src["x"].to_numpy() - table["x"].to_numpy()).max() < 0.05
     # labels kept, soil orders as indices into SOIL_ORDERS
     names = src["soil_order"].replace("", np.nan).to_numpy()
@@ -82,13 +79,13 @@ def test_table_columns_pixels_and_values_match_the_stacks(tiny: dict, built: pd.
         assert sorted(table[col].unique()) == [0, 1, 2]
 
 
-def test_parquet_observations_give_the_same_table(tiny: dict, built: pd.DataFrame,
+def test_parquet_observations_give_the_same_table(tiny: dict, built: dict,
                                                   tmp_path: Path) -> None:
     obs = pd.read_csv(tiny["observations"], dtype={"obs_id": str})
     obs.to_parquet(tmp_path / "obs.parquet")
-    again = build_samples(tiny["region_obj"], tmp_path / "obs.parquet", tiny["stacks"],
+    again = build_samples(tiny["region"], tmp_path / "obs.parquet", tiny["stacks"],
                           tmp_path / "p.parquet")
-    pd.testing.assert_frame_equal(again, built)
+    pd.testing.assert_frame_equal(again, built["table"])
 
 
 def _write(tmp_path: Path, df: pd.DataFrame) -> Path:
@@ -132,7 +129,7 @@ def test_swapped_lon_lat_is_detected(tiny: dict, tmp_path: Path) -> None:
     df = pd.read_csv(tiny["observations"])
     df["lon"], df["lat"] = df["lat"].copy(), df["lon"].copy()
     with pytest.raises(InputError, match="lon and lat columns look swapped"):
-        build_samples(tiny["region_obj"], _write(tmp_path, df), tiny["stacks"],
+        build_samples(tiny["region"], _write(tmp_path, df), tiny["stacks"],
                       tmp_path / "p.parquet")
     assert not (tmp_path / "p.parquet").exists()
 
@@ -141,7 +138,7 @@ def test_points_elsewhere_and_badly_named_stacks_are_refused(tiny: dict, tmp_pat
     df = pd.read_csv(tiny["observations"])
     df["lon"] = df["lon"] + 3.0
     with pytest.raises(InputError, match="none of its .* points lies in region tiny"):
-        build_samples(tiny["region_obj"], _write(tmp_path, df), tiny["stacks"],
+        build_samples(tiny["region"], _write(tmp_path, df), tiny["stacks"],
                       tmp_path / "p.parquet")
     with pytest.raises(InputError, match="named <tile id>.tif"):
         stacks_by_tile([tmp_path / "stack_a.tif"])

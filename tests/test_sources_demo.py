@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-import yaml
 from pyproj import Transformer
 from rasterio.enums import Resampling
 from scipy import ndimage
+from tiny_region import demo_sources, write_tiny_region
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.cli import main as cli_main
@@ -47,30 +47,9 @@ TINY_BOUNDS = (250_000.0, 1_635_000.0, 253_000.0, 1_638_000.0)  # 3 x 3 km, EPSG
 SEED = 7
 
 
-def _region_files(folder: Path, bounds: tuple[float, ...], seed: int = SEED, **extra) -> Path:
-    left, bottom, right, top = bounds
-    ring = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
-    geojson = {
-        "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}},
-        "features": [{"type": "Feature", "properties": {},
-                      "geometry": {"type": "Polygon", "coordinates": [ring]}}],
-    }  # fmt: skip
-    (folder / "tiny.geojson").write_text(json.dumps(geojson))
-    settings = {
-        "description": "tiny synthetic test region",
-        "synthetic": True,
-        "boundary": str(folder / "tiny.geojson"),
-        "tile_px": 256,
-        "sources": {s: {"kind": "demo", "seed": seed}
-                    for s in ("sentinel2", "dem", "climate", "observations")},
-        **extra,
-    }  # fmt: skip
-    (folder / "tiny.yaml").write_text(yaml.safe_dump(settings))
-    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    config["regions"] = {"tiny": str(folder / "tiny.yaml")}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    return folder / "config.yaml"
+def _region_files(folder: Path, bounds: tuple[float, ...], seed: int = SEED) -> Path:
+    """A region ``tiny`` of 256 px tiles over ``bounds`` whose sources are demo ``seed``."""
+    return write_tiny_region(folder, bounds, 256, sources=demo_sources(seed))
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ import pystac
 import pytest
 import rasterio
 from affine import Affine
-from httpserver import LoopbackServer, write_config
+from httpserver import LoopbackServer
 from pyproj import Transformer
 from rasterio.io import MemoryFile
 
@@ -361,8 +361,10 @@ def test_search_across_the_antimeridian_uses_two_boxes(tmp_path):
     assert all(b[0] < b[2] for b in boxes)  # each box is plain (west < east)
 
 
-def test_composite_masks_clouds_applies_offsets_and_takes_the_median(stac, scene, tmp_path):
-    config = write_config(tmp_path, _sentinel2(stac.url))
+def test_composite_masks_clouds_applies_offsets_and_takes_the_median(
+    stac, scene, tmp_path, fetch_config
+):
+    config = fetch_config(_sentinel2(stac.url))
     region = load_region(load_config(config), "r")
     out = tmp_path / "sources"
     manifest = read_manifest(fetch_source(region, "sentinel2", out, tile=TILE))
@@ -411,8 +413,8 @@ def test_composite_masks_clouds_applies_offsets_and_takes_the_median(stac, scene
     assert np.isnan(data[:, clear & in_block]).all()
 
 
-def test_no_items_gives_an_empty_composite(stac, tmp_path):
-    config = write_config(tmp_path, _sentinel2(stac.url, datetime="2018-06-01/2018-08-31"))
+def test_no_items_gives_an_empty_composite(stac, tmp_path, fetch_config):
+    config = fetch_config(_sentinel2(stac.url, datetime="2018-06-01/2018-08-31"))
     region = load_region(load_config(config), "r")
     manifest = read_manifest(fetch_source(region, "sentinel2", tmp_path / "s", tile=TILE))
     assert manifest["stac_items"] == [] and manifest["valid_fraction"] == 0.0
@@ -420,7 +422,7 @@ def test_no_items_gives_an_empty_composite(stac, tmp_path):
         assert src.tags()["MAPPER_ITEM_COUNT"] == "0" and np.isnan(src.read()).all()
 
 
-def test_an_unreadable_asset_names_the_item_and_leaves_no_composite(scene, tmp_path):
+def test_an_unreadable_asset_names_the_item_and_leaves_no_composite(scene, tmp_path, fetch_config):
     with LoopbackServer() as server:
         api = StacApi(server)
         assets = {key: server.url(f"/cogs/gone/{key}.tif") for key in [*COMMON, "scl"]}
@@ -435,7 +437,7 @@ def test_an_unreadable_asset_names_the_item_and_leaves_no_composite(scene, tmp_p
                 assets,
             )
         )
-        config = write_config(tmp_path, _sentinel2(api.url))
+        config = fetch_config(_sentinel2(api.url))
         region = load_region(load_config(config), "r")
         with pytest.raises(
             SourceError, match=r"STAC item gone SCL \(http://.*/cogs/gone/scl.tif\)"

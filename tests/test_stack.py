@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,39 +20,25 @@ from mapper.config import load_config, load_region
 from mapper.errors import ConfigError, InputError
 from mapper.stack import build_stack
 
-BIG_TILE = "R0744C2220"  # tile_px 128; its 4 tiles of 64 px:
-SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
+BIG_TILE, SMALL_TILES = S.BIG_TILE, S.SMALL_TILES
 
 
 @pytest.fixture(scope="module")
-def src(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("stack_sources")
-    cfg = load_config(S.write_config(root))
-    return {
-        "root": root,
-        "config": root / "config.yaml",
-        "s2": S.write_sentinel2(root / "sentinel2.tif"),
-        "dem": S.write_dem(root / "dem.tif"),
-        "plane": S.write_dem(root / "dem_plane.tif", kind="plane"),
-        "climate": S.write_climate(root / "climate.tif"),
-        "r64": load_region(cfg, "t64"),
-        "r128": load_region(cfg, "t128"),
-    }
+def src(stack_sources: dict) -> dict:
+    """The SYNTHETIC sources and the regions t64 and t128 (tests/conftest.py), read only."""
+    return stack_sources
 
 
 @pytest.fixture(scope="module")
-def stacks(src: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def stacks(src: dict, small_stacks: dict[str, Path],
+           tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The 128 px tile (built in strips of 32 rows) and its four 64 px tiles."""
     out = tmp_path_factory.mktemp("stacks")
     big = build_stack(
         src["r128"], BIG_TILE, [src["s2"]], src["dem"], src["climate"],
         out / f"128_{BIG_TILE}.tif", strip_px=32,
     )
-    small = {
-        t: build_stack(src["r64"], t, [src["s2"]], src["dem"], src["climate"], out / f"{t}.tif")
-        for t in SMALL_TILES
-    }
-    return {"big": big, "small": small}
+    return {"big": big, "small": small_stacks}
 
 
 def _read(path: Path) -> np.ndarray:
@@ -198,27 +183,6 @@ def test_stack_settings_are_checked(tmp_path: Path) -> None:
     region = load_region(load_config(small_halo), "t64")
     with pytest.raises(ConfigError, match="halo_px.*at least 10"):
         build_stack(region, SMALL_TILES[0], [], tmp_path, tmp_path, tmp_path / "x.tif")
-
-
-@pytest.fixture(scope="module")
-def gdalwarp() -> str:
-    """Path of gdalwarp; installs Debian's gdal-bin when missing and allowed (root + apt-get)."""
-    exe = shutil.which("gdalwarp")
-    if exe is None and shutil.which("apt-get") and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "install", "-y", "-qq", "gdal-bin"],
-                    ["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "gdal-bin"]):
-            try:
-                subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
-            except (subprocess.TimeoutExpired, OSError):
-                break
-            exe = shutil.which("gdalwarp")
-            if exe:
-                break
-    if exe is None:
-        pytest.skip("gdalwarp not found and Debian's gdal-bin could not be installed (apt-get)")
-    return exe
 
 
 @pytest.mark.slow

@@ -7,19 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import training_data as T
 
 import mapper.train as train_module
 from mapper.bands import STACK_BANDS
-from mapper.config import load_config, load_region
 from mapper.errors import CheckpointError, InputError
 from mapper.models.checkpoint import load_checkpoint
 from mapper.normalise import Normaliser
-from mapper.samples import build_samples
 from mapper.schedule import Schedule
 from mapper.train import finetune, pretrain
-
-torch.set_num_threads(1)
 
 
 def test_schedule_warms_up_then_follows_a_cosine() -> None:
@@ -37,14 +32,12 @@ def test_schedule_warms_up_then_follows_a_cosine() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("train")
-    d = T.write_region(root)
-    region = load_region(load_config(d["config"]), "tiny")
-    table = build_samples(region, d["observations"], d["stacks"], root / "points.parquet")
-    rows = np.flatnonzero(table["nsp"].notna().to_numpy())[:30]  # keep the runs short
-    return {**d, "root": root, "region": region, "table": table, "rows": rows,
-            "samples": root / "points.parquet"}
+def tiny(training_region: dict, training_samples: dict,
+         tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The training region and its samples; ``root`` is this module's folder for checkpoints."""
+    rows = np.flatnonzero(training_samples["table"]["nsp"].notna().to_numpy())[:30]  # short runs
+    return {**training_region, **training_samples, "rows": rows,
+            "root": tmp_path_factory.mktemp("train")}
 
 
 @pytest.fixture(scope="module")

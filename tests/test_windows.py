@@ -16,7 +16,6 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from mapper.bands import STACK_BANDS
-from mapper.config import load_config, load_region
 from mapper.errors import InputError
 from mapper.stack import build_stack
 from mapper.windows import (
@@ -28,26 +27,20 @@ from mapper.windows import (
     write_vrt_file,
 )
 
-BIG_TILE = "R0744C2220"
-SMALL_TILES = ["R1488C4440", "R1488C4441", "R1489C4440", "R1489C4441"]
+BIG_TILE, SMALL_TILES = S.BIG_TILE, S.SMALL_TILES
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def built(stack_sources: dict, small_stacks: dict[str, Path],
+          tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Stacks of the four 64 px tiles and the data of the 128 px tile that holds them."""
     root = tmp_path_factory.mktemp("windows")
-    cfg = load_config(S.write_config(root))
-    r64, r128 = load_region(cfg, "t64"), load_region(cfg, "t128")
-    s2 = S.write_sentinel2(root / "s2.tif")
-    dem = S.write_dem(root / "dem.tif")
-    climate = S.write_climate(root / "climate.tif")
-    (root / "stack").mkdir()
-    small = {
-        t: build_stack(r64, t, [s2], dem, climate, root / "stack" / f"{t}.tif") for t in SMALL_TILES
-    }
+    r64, r128 = stack_sources["r64"], stack_sources["r128"]
+    s2, dem, climate = stack_sources["s2"], stack_sources["dem"], stack_sources["climate"]
     big = build_stack(r128, BIG_TILE, [s2], dem, climate, root / f"big_{BIG_TILE}.tif")
     with rasterio.open(big) as ds:
         big_data = ds.read()
-    return {"root": root, "small": small, "big": big_data, "r64": r64, "r128": r128}
+    return {"root": root, "small": small_stacks, "big": big_data, "r64": r64, "r128": r128}
 
 
 def _big_window(built: dict, col: int, row: int, width: int, height: int) -> Window:

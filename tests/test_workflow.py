@@ -19,7 +19,6 @@ from workflow_project import (
     REPO,
     SNAKEFILE,
     WorkflowProject,
-    completed_tiny_project,
     make_project,
     make_statewide_project,
     planned_jobs,
@@ -29,12 +28,6 @@ from workflow_project import (
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.config import Region, load_config, load_region
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> WorkflowProject:
-    """The tiny project after a complete local run (shared by the workflow tests)."""
-    return completed_tiny_project(tmp_path_factory.getbasetemp() / "tiny-complete")
 
 
 def test_lint_is_clean() -> None:
@@ -229,7 +222,8 @@ def assert_cog(path: Path, count: int, dtype: str, bounds: tuple[float, ...]) ->
 
 @pytest.mark.slow
 @pytest.mark.workflow
-def test_tiny_demo_end_to_end(tiny: WorkflowProject) -> None:
+def test_tiny_demo_end_to_end(completed_tiny: WorkflowProject) -> None:
+    tiny = completed_tiny
     print(f"\ntiny local run: {tiny.path('run.seconds').read_text().strip()} s")
     bounds = tiny_bounds(tiny.tile_px, 3)
     nsp = tiny.path(f"maps/nsp_{tiny.region}.tif")
@@ -268,8 +262,10 @@ def test_tiny_demo_end_to_end(tiny: WorkflowProject) -> None:
 
 @pytest.mark.slow
 @pytest.mark.workflow
-def test_html_report_has_the_evaluation_and_the_maps(tiny: WorkflowProject) -> None:
-    out = tiny.path("report.html")
+def test_html_report_has_the_evaluation_and_the_maps(completed_tiny: WorkflowProject,
+                                                     tmp_path: Path) -> None:
+    tiny = completed_tiny
+    out = tmp_path / "report.html"
     run_snakemake(tiny, *tiny.maps(), *tiny.reports(), extra_args=["--report", str(out)])
     html = out.read_text(errors="replace")
     assert len(html) > 10_000

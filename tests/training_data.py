@@ -1,29 +1,27 @@
-"""A tiny SYNTHETIC region for the samples, training and evaluation tests.
+"""A tiny SYNTHETIC region for the samples, training, evaluation, report and error tests.
 
 4 x 4 tiles of 64 px (2.56 km square) on the project lattice, stacks written per the stack
 contract (19 float32 bands, NaN nodata, band descriptions STACK_BANDS, MAPPER_* tags) from smooth
 seeded fields, with a cloud hole (Sentinel-2 NaN) in one tile. Observations: clustered and
 scattered points with NSP from a rule on the fields (so a model can learn something), soil orders
-from elevation bands, a few points outside the region and a few in the hole.
+from elevation bands, a few points outside the region and a few in the hole. The fixture
+``training_region`` (tests/conftest.py) writes it once per test session.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from pyproj import Transformer
 from scipy.ndimage import gaussian_filter
+from tiny_region import ORIGIN, RES, write_tiny_region
 
-from mapper.bands import SOIL_ORDERS, STACK_BANDS
+from mapper.bands import STACK_BANDS
 from mapper.grid import Lattice
 from mapper.raster import write_geotiff
 
-RES = 10.0
-ORIGIN = (-2_600_000.0, 2_600_000.0)
 LEFT, TOP = 241_600.0, 1_647_680.0  # on the 64 px tile lattice
 TILE_PX = 64
 N_TILES = 4
@@ -36,6 +34,7 @@ TRAINING = {
     "lr_min": 1.0e-4, "warmup_lr": 1.0e-5, "seed": 3,
 }
 EVALUATION = {"folds": 3, "epochs": 1, "rf_trees": 20, "rf_max_depth": 8}
+PREDICTION = {"crop_px": 32, "stride_px": 16, "sigma_scale": 0.125}
 
 
 def lattice() -> Lattice:
@@ -135,36 +134,19 @@ def observations(seed: int = 0, n_cluster: int = 90, n_scatter: int = 50) -> pd.
     })
 
 
-def write_region(root: Path, seed: int = 0, training: dict | None = None,
-                 evaluation: dict | None = None) -> dict:
-    """Config, region file, stacks and observations.csv under ``root``; returns their paths."""
-    root.mkdir(parents=True, exist_ok=True)
-    boundary = {
-        "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": "EPSG:3338"}},
-        "features": [{"type": "Feature", "properties": {}, "geometry": {
-            "type": "Polygon",
-            "coordinates": [[[LEFT, TOP], [LEFT + SIZE, TOP], [LEFT + SIZE, TOP - SIZE],
-                             [LEFT, TOP - SIZE], [LEFT, TOP]]]}}],
-    }
-    (root / "tiny.geojson").write_text(json.dumps(boundary))
-    region = {
-        "description": "tiny synthetic training test region",
-        "synthetic": True,
-        "boundary": str(root / "tiny.geojson"),
-        "tile_px": TILE_PX,
-        "sources": {k: {"kind": "demo", "seed": 1}
-                    for k in ("sentinel2", "dem", "climate", "observations")},
-        "model": {"size": "demo"},
-        "training": {**TRAINING, **(training or {})},
-        "evaluation": {**EVALUATION, **(evaluation or {})},
-    }
-    (root / "tiny.yaml").write_text(yaml.safe_dump(region))
-    config = {"grid": {"crs": "EPSG:3338", "res": RES, "origin": list(ORIGIN)},
-              "regions": {"tiny": str(root / "tiny.yaml")}}
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
+def write_region(root: Path, seed: int = 0) -> dict:
+    """Config, region file (region ``tiny``), stacks and observations.csv under ``root``;
+    returns their paths and the observations with their EPSG:3338 ``x``, ``y`` (``observed``).
+
+    The region carries training, evaluation and prediction settings small enough for tests.
+    """
+    config = write_tiny_region(
+        root, (LEFT, TOP - SIZE, LEFT + SIZE, TOP), TILE_PX,
+        description="tiny SYNTHETIC training test region", model={"size": "demo"},
+        training=TRAINING, evaluation=EVALUATION, prediction=PREDICTION,
+    )  # fmt: skip
     stacks = write_stacks(root, seed)
     obs = observations(seed)
     obs.drop(columns=["x", "y"]).to_csv(root / "observations.csv", index=False)
-    return {"config": root / "config.yaml", "region": "tiny", "stacks": stacks,
-            "observations": root / "observations.csv", "table": obs, "soil_orders": SOIL_ORDERS}
+    return {"config": config, "stacks": stacks, "observations": root / "observations.csv",
+            "observed": obs}

@@ -2,12 +2,13 @@
 
 :func:`make_project` writes a project that runs the repository's Snakefile on a "tiny" region:
 ``config/config.yaml`` (the real lattice, one region), ``config/regions/tiny.yaml`` and its
-boundary GeoJSON (EPSG:3338). The region is a square of ``tiles_per_side`` x ``tiles_per_side``
-lattice tiles of ``tile_px`` pixels around the centre of the demo area (by default 3 x 3 tiles of
-128 px, 3.84 km: the smallest square with a tile, the centre one, whose 8 neighbours are all in
-the region, and corner tiles with 3; per-tile reruns can be told apart), with the demo's SYNTHETIC
-sources (kind ``demo``, the demo seed) and the smallest training and evaluation settings that
-still run every stage (the demo model size, 32 px crops, one epoch, 2 folds on one split).
+boundary GeoJSON (EPSG:3338), written by tests/tiny_region.py. The region is a square of
+``tiles_per_side`` x ``tiles_per_side`` lattice tiles of ``tile_px`` pixels around the centre of
+the demo area (by default 3 x 3 tiles of 128 px, 3.84 km: the smallest square with a tile, the
+centre one, whose 8 neighbours are all in the region, and corner tiles with 3; per-tile reruns can
+be told apart), with the demo's SYNTHETIC sources (kind ``demo``, the demo seed) and the smallest
+training and evaluation settings that still run every stage (the demo model size, 32 px crops, one
+epoch, 2 folds on one split).
 
 :func:`run_snakemake` runs ``python -m snakemake --snakefile <repo>/Snakefile --directory <project>
 --configfile <project>/config/config.yaml``. Snakemake resolves the Snakefile's own relative paths
@@ -16,13 +17,14 @@ against the working directory; the project's config therefore names its region f
 boundary by absolute path. The environment puts this interpreter's ``bin`` first on PATH, so the
 rules' ``python -m mapper`` is the same installation (and SLURM jobs, which inherit it, too).
 
-:func:`planned_jobs` counts the jobs a dry run plans per rule (from Snakemake's "Job stats").
+:func:`run_tiny_project` runs a new tiny project to its maps and reports (the fixture
+``completed_tiny`` does it once per session). :func:`planned_jobs` counts the jobs a dry run plans
+per rule (from Snakemake's "Job stats").
 :func:`make_statewide_project` writes a project over the real statewide region for DAG dry runs.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -33,12 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from tiny_region import ORIGIN, RES, demo_sources, write_config, write_region_file
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "Snakefile"
 PROFILES = REPO / "workflow" / "profiles"
-ORIGIN = (-2_600_000.0, 2_600_000.0)
-RES = 10.0
 DEMO_SEED = 20260101
 DEMO_CENTRE = (251_840.0, 1_637_440.0)  # centre of the demo square (EPSG:3338 metres)
 
@@ -127,19 +128,6 @@ def tail(text: str, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def square_boundary(left: float, bottom: float, right: float, top: float) -> dict:
-    """A GeoJSON FeatureCollection of one square, EPSG:3338 metres."""
-    ring = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
-    return {
-        "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}},
-        "features": [
-            {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
-                                                               "coordinates": [ring]}}
-        ],
-    }  # fmt: skip
-
-
 def tiny_bounds(tile_px: int, tiles_per_side: int) -> tuple[float, float, float, float]:
     """A lattice-aligned square of tiles_per_side^2 tiles whose centre is the lattice corner
     nearest the demo centre: (left, bottom, right, top) in EPSG:3338 metres."""
@@ -173,36 +161,21 @@ def make_project(
     from mapper.config import load_config, load_region
 
     root = Path(root).resolve()
-    regions = root / "config" / "regions"
-    regions.mkdir(parents=True, exist_ok=True)
-    boundary = regions / f"{region}.geojson"
-    boundary.write_text(json.dumps(square_boundary(*tiny_bounds(tile_px, tiles_per_side))))
     stack = dict(STACK)
     if tile_px % stack["hydro_block_px"] and stack["hydro_block_px"] % tile_px:
         stack["hydro_block_px"] = tile_px
-    settings = {
-        "description": f"Tiny SYNTHETIC test region: {tiles_per_side} x {tiles_per_side} tiles "
+    region_file = write_region_file(
+        root / "config" / "regions", region, tiny_bounds(tile_px, tiles_per_side), tile_px,
+        description=f"Tiny SYNTHETIC test region: {tiles_per_side} x {tiles_per_side} tiles "
         f"of {tile_px} px at the centre of the demo area.",
-        "synthetic": True,
-        "boundary": str(boundary),
-        "tile_px": tile_px,
-        "sources": {
-            name: {"kind": "demo", "seed": DEMO_SEED}
-            for name in ("sentinel2", "dem", "climate", "observations")
-        },
-        "stack": stack,
-        "model": {"size": "demo"},
-        "training": {**TRAINING, **(training or {})},
-        "evaluation": {**EVALUATION, **(evaluation or {})},
-        "prediction": {**PREDICTION, **(prediction or {})},
-    }
-    region_file = regions / f"{region}.yaml"
-    region_file.write_text(yaml.safe_dump(settings, sort_keys=False))
-    config = {
-        "grid": {"crs": "EPSG:3338", "res": RES, "origin": list(ORIGIN)},
-        "regions": {region: str(region_file)},
-    }
-    (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        sources=demo_sources(DEMO_SEED),
+        stack=stack,
+        model={"size": "demo"},
+        training={**TRAINING, **(training or {})},
+        evaluation={**EVALUATION, **(evaluation or {})},
+        prediction={**PREDICTION, **(prediction or {})},
+    )
+    write_config(root / "config" / "config.yaml", {region: region_file})
     tiles = load_region(load_config(root / "config" / "config.yaml"), region).tiles()
     return WorkflowProject(root, region, tile_px, tiles, project_env())
 
@@ -338,24 +311,19 @@ def tiny_local_args() -> list[str]:
     return ["--cores", str(TINY_CPUS), *threads_args(tiny_threads())]
 
 
-_COMPLETED: dict[Path, WorkflowProject] = {}
-
-
-def completed_tiny_project(base: Path, timeout: float = 2400) -> WorkflowProject:
-    """The tiny project run locally to its maps, reports and stack VRT (once per ``base`` in this
-    process; tests that change files work on a :func:`copy_project`)."""
-    base = Path(base).resolve()
-    if base not in _COMPLETED:
-        project = make_project(base)
-        targets = [*project.maps(), *project.reports(), f"results/{project.region}/stack.vrt"]
-        run = run_snakemake(
-            project, *targets, extra_args=tiny_local_args(), timeout=timeout, check=False
-        )
-        (base / "run.log").write_text(run.log)
-        run.check()
-        (base / "run.seconds").write_text(f"{run.seconds:.1f}\n")
-        _COMPLETED[base] = project
-    return _COMPLETED[base]
+def run_tiny_project(base: Path, timeout: float = 2400) -> WorkflowProject:
+    """The tiny project in ``base`` run locally to its maps, reports and stack VRT; Snakemake's
+    log is kept in ``base/run.log`` and its wall time in ``base/run.seconds`` (the fixture
+    ``completed_tiny`` in tests/conftest.py runs it once per session)."""
+    project = make_project(Path(base).resolve())
+    targets = [*project.maps(), *project.reports(), f"results/{project.region}/stack.vrt"]
+    run = run_snakemake(
+        project, *targets, extra_args=tiny_local_args(), timeout=timeout, check=False
+    )
+    project.path("run.log").write_text(run.log)
+    run.check()
+    project.path("run.seconds").write_text(f"{run.seconds:.1f}\n")
+    return project
 
 
 def snakemake_command(

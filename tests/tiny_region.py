@@ -1,0 +1,101 @@
+"""Region files for tests: a square boundary, a region file and the config that names it.
+
+Every test region is a square in EPSG:3338 on the project lattice (origin (-2,600,000,
+2,600,000) m, 10 m pixels), SYNTHETIC, with the four sources of kind ``demo`` unless a test
+gives others. Paths in the files are absolute, so a config works from any working directory.
+:func:`write_tiny_region` writes the three files for one region; :func:`write_region_file` and
+:func:`write_config` write several regions under one config; :func:`changed_copy` copies a
+region file with one change, for tests of bad settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ORIGIN = (-2_600_000.0, 2_600_000.0)
+RES = 10.0
+SOURCES = ("sentinel2", "dem", "climate", "observations")
+Bounds = tuple[float, float, float, float]
+
+
+def square_boundary(left: float, bottom: float, right: float, top: float) -> dict:
+    """A GeoJSON FeatureCollection of one square, EPSG:3338 metres (named by its crs member)."""
+    ring = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
+    return {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3338"}},
+        "features": [
+            {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
+                                                               "coordinates": [ring]}}
+        ],
+    }  # fmt: skip
+
+
+def demo_sources(seed: int = 1) -> dict[str, dict[str, Any]]:
+    """The four sources, synthesized by ``python -m mapper demo`` from ``seed``."""
+    return {name: {"kind": "demo", "seed": seed} for name in SOURCES}
+
+
+def write_region_file(folder: Path, name: str, bounds: Bounds, tile_px: int,
+                      **settings: Any) -> Path:
+    """``<folder>/<name>.geojson`` (the square ``bounds``: left, bottom, right, top) and
+    ``<folder>/<name>.yaml``; returns the region file.
+
+    ``settings`` are region-file sections (``model``, ``training``, ``prediction``, ...); a
+    ``sources`` mapping replaces those of its names among the demo sources (seed 1).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    boundary = folder / f"{name}.geojson"
+    boundary.write_text(json.dumps(square_boundary(*bounds)))
+    region = {
+        "description": "tiny SYNTHETIC test region",
+        "synthetic": True,
+        "boundary": str(boundary),
+        "tile_px": tile_px,
+        **settings,
+        "sources": {**demo_sources(), **settings.get("sources", {})},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(region, sort_keys=False))
+    return path
+
+
+def write_config(path: Path, regions: dict[str, Path]) -> Path:
+    """A config at ``path`` on the project lattice naming ``regions`` (name -> region file)."""
+    config = {
+        "grid": {"crs": "EPSG:3338", "res": RES, "origin": list(ORIGIN)},
+        "regions": {name: str(file) for name, file in regions.items()},
+    }
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+    return Path(path)
+
+
+def write_tiny_region(folder: Path, bounds: Bounds, tile_px: int, name: str = "tiny",
+                      **settings: Any) -> Path:
+    """Boundary, region file and ``config.yaml`` of one region ``name`` in ``folder``; returns
+    the config (settings as in :func:`write_region_file`)."""
+    region = write_region_file(folder, name, bounds, tile_px, **settings)
+    return write_config(Path(folder) / "config.yaml", {name: region})
+
+
+def changed_copy(config: Path, name: str, folder: Path,
+                 change: Callable[[dict[str, Any]], object]) -> Path:
+    """``<folder>/<name>.yaml``: region ``name`` of ``config`` after ``change(settings)``, and
+    ``<folder>/config.yaml`` naming it in place of the original; returns the new config."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    top = yaml.safe_load(Path(config).read_text())
+    settings = yaml.safe_load(Path(top["regions"][name]).read_text())
+    change(settings)
+    region = folder / f"{name}.yaml"
+    region.write_text(yaml.safe_dump(settings, sort_keys=False))
+    top["regions"][name] = str(region)
+    out = folder / "config.yaml"
+    out.write_text(yaml.safe_dump(top, sort_keys=False))
+    return out

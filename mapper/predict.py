@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,8 +49,12 @@ from mapper.blending import Blender, Crop, CropLattice
 from mapper.errors import CheckpointError, InputError
 from mapper.grid import Lattice
 from mapper.normalise import Normaliser
+from mapper.progress import bar as progress_bar
 from mapper.raster import open_raster, write_geotiff
 from mapper.windows import StackReader
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -379,12 +383,8 @@ class TilePredictor:
             torch.cuda.synchronize(self.device)
 
 
-def _progress(total: int, tile: str, enabled: bool):  # noqa: ANN202 - tqdm or a stand-in
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, desc=f"predict {tile}", unit="crop", disable=not enabled,
-                mininterval=0.5 if tty else 30.0, file=sys.stderr)
+def _progress(total: int, tile: str, enabled: bool) -> tqdm:
+    return progress_bar(total, f"predict {tile}", "crop", disable=not enabled)
 
 
 # -- the command --------------------------------------------------------------------------------

@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -49,7 +48,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from mapper.bands import SOIL_ORDERS, STACK_BANDS, TASKS
 from mapper.config import Region
@@ -60,6 +58,7 @@ from mapper.models.checkpoint import file_sha256, load_checkpoint, save_checkpoi
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo, build_model
 from mapper.normalise import Normaliser
+from mapper.progress import bar as progress_bar
 from mapper.samples import read_samples, stacks_by_tile
 from mapper.schedule import Schedule
 from mapper.splits import LABEL_COLUMNS
@@ -216,9 +215,7 @@ def _fit(
         optimiser.load_state_dict(state["optimiser"])
         start, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
         dataset.normaliser = Normaliser.from_dict(state["normalisation"])
-    bar = tqdm(total=schedule.total, initial=step, desc=f"{stream} {task}", unit="step",
-               file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0,
-               dynamic_ncols=True)
+    bar = progress_bar(schedule.total, f"{stream} {task}", "step", initial=step)
     params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start, opt.epochs):
         _seed_epoch(seed, epoch)

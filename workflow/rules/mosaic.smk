@@ -23,7 +23,7 @@ rule mosaic_nsp:
         config=CONFIG_FILE,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
-        " --task nsp --model {input.model} --out {output.cog} {input.tiles} > {log} 2>&1"
+        " --task nsp --model {input.model} --out {output.cog} {input.tiles} --log {log}"
 
 
 rule mosaic_soilorder:
@@ -48,4 +48,4 @@ rule mosaic_soilorder:
         config=CONFIG_FILE,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
-        " --task soilorder --model {input.model} --out {output.cog} {input.tiles} > {log} 2>&1"
+        " --task soilorder --model {input.model} --out {output.cog} {input.tiles} --log {log}"

@@ -23,6 +23,7 @@ import traceback
 
 from mapper import __version__
 from mapper.errors import MapperError
+from mapper.progress import LOG_FORMAT, job_output
 
 STAGE_ORDER = ["demo", "sources", "stack", "samples", "train", "evaluate", "predict", "mosaic",
                "grid", "model"]
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def job_label(args: argparse.Namespace) -> str:
-    """``predict demo nsp R0259C0259``: the command and its short option values (no paths)."""
+    """``predict demo nsp R0187C0556``: the command and its short option values (no paths)."""
     parts = [args.command]
     for key in LABEL_OPTIONS:
         value = getattr(args, key, None)
@@ -69,8 +70,6 @@ def job_label(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.log:
-        from mapper.progress import job_output
-
         try:
             with job_output(args.log, job_label(args), args.verbose) as console:
                 try:
@@ -81,14 +80,16 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 except Exception as exc:  # noqa: BLE001 - a bug: the traceback goes to the log
                     traceback.print_exc()
-                    console.error(f"failed ({type(exc).__name__}: {exc}); traceback in {args.log}")
+                    first = (str(exc).splitlines() or [""])[0]
+                    console.error(f"failed ({type(exc).__name__}: {first}); traceback in "
+                                  f"{args.log}")
                     return 1
         except MapperError as exc:  # the log file or the console settings
             print(f"error: {exc}", file=sys.stderr)
             return 1
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
     try:

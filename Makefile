@@ -13,16 +13,18 @@ CORES ?= 2
 env: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "Setting up $(VENV) from pyproject.toml: about 6 GB of packages (PyTorch included)."
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/python -m pip install --progress-bar on --upgrade pip
+	$(VENV)/bin/python -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
+# --rerun-incomplete: after an interrupted run, `make demo` again redoes the jobs that were running
 demo: $(STAMP)
-	snakemake --cores $(CORES) --printshellcmds demo
+	snakemake --cores $(CORES) --printshellcmds --rerun-incomplete demo
 
 demo-reports: $(STAMP)
-	snakemake --cores $(CORES) --printshellcmds demo_reports
+	snakemake --cores $(CORES) --printshellcmds --rerun-incomplete demo_reports
 
 test: $(STAMP) system-packages
 	pytest

@@ -12,9 +12,10 @@ Overview resampling is the product's business, never GDAL's default (CUBIC, or N
 palette): AVERAGE for probabilities, MODE for classes; both skip nodata. BIGTIFF=YES because
 GDAL ignores ``IF_NEEDED`` with compression and a statewide product passes 4 GB.
 
-Class names are written as GDAL category names in the ``<file>.aux.xml`` sidecar (GeoTIFF has no
-internal place for them; ``gdalinfo`` and QGIS read them from there) and, so that rasterio and a
-lone copy of the .tif still carry them, as band metadata (``CLASS_NAMES`` and ``CLASS_<i>``).
+A product is one file: class names are band metadata inside it (``CLASS_NAMES`` and
+``CLASS_<i>``, shown by ``gdalinfo`` and rasterio's ``tags(1)``), not GDAL category names, which a
+GeoTIFF can hold only in a ``<file>.aux.xml`` sidecar. QGIS shows the names from the product's
+style (``<name>.qml`` beside it, loaded as the layer's default style), STAC readers from the Item.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,13 +97,12 @@ def to_cog(
     resampling: str,
     blocksize: int = BLOCKSIZE,
     compress: str = COMPRESS,
-    category_names: list[str] | None = None,
 ) -> Path:
     """Copy ``src`` into a Cloud-Optimized GeoTIFF at ``dst`` (atomically) with overviews.
 
     ``resampling`` is the overview resampling ("AVERAGE" for probabilities, "MODE" or "NEAREST"
-    for classes). ``category_names`` (band 1) are written to ``dst.aux.xml`` before the COG is
-    renamed into place, so the two always belong together.
+    for classes). A ``dst.aux.xml`` left by other software is removed: GDAL would lay its
+    statistics or categories over the new file.
     """
     dst = Path(dst)
     with rasterio.open(src) as ds:
@@ -128,27 +127,11 @@ def to_cog(
                 f"{src}: COG conversion to {dst} failed ({exc}); check the disk space"
             ) from None
         finally:
-            # GDAL may write PAM statistics beside the temporary file; the product owns its sidecar
+            # GDAL may write PAM statistics beside the temporary file: the product is one file
             Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
-        if category_names:
-            write_category_aux(aux, category_names)
-        else:
-            aux.unlink(missing_ok=True)
+        aux.unlink(missing_ok=True)
     logger.info("wrote COG %s (%s overviews x%d, %s)", dst, resampling, levels, compress)
     return dst
-
-
-def write_category_aux(path: str | Path, names: list[str], band: int = 1) -> Path:
-    """A GDAL PAM sidecar (``<raster>.aux.xml``) naming the categories of ``band`` (index order)."""
-    root = ET.Element("PAMDataset")
-    pam_band = ET.SubElement(root, "PAMRasterBand", band=str(band))
-    cats = ET.SubElement(pam_band, "CategoryNames")
-    for name in names:
-        ET.SubElement(cats, "Category").text = name
-    ET.indent(root)
-    with atomic_path(path) as tmp:
-        ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=False)
-    return Path(path)
 
 
 def class_name_tags(names: list[str]) -> dict[str, str]:

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -52,9 +52,13 @@ from mapper.errors import CheckpointError, InputError
 from mapper.files import file_sha256
 from mapper.grid import Lattice
 from mapper.normalise import Normaliser
+from mapper.progress import bar as progress_bar
 from mapper.raster import open_raster, write_geotiff
 from mapper.tasks import get_task
 from mapper.windows import StackReader
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -374,12 +378,8 @@ class TilePredictor:
             torch.cuda.synchronize(self.device)
 
 
-def _progress(total: int, tile: str, enabled: bool):  # noqa: ANN202 - tqdm or a stand-in
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, desc=f"predict {tile}", unit="crop", disable=not enabled,
-                mininterval=0.5 if tty else 30.0, file=sys.stderr)
+def _progress(total: int, tile: str, enabled: bool) -> tqdm:
+    return progress_bar(total, f"predict {tile}", "crop", disable=not enabled)
 
 
 # -- the command --------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ task's kind (:mod:`mapper.tasks`):
   offset 0, so GDAL/QGIS users read probability; nodata 255), AVERAGE overviews;
 - multiclass (soil order): ``soilorder_<region>.tif``, the class index (argmax of the blended
   probabilities, 0..6 in :data:`mapper.bands.SOIL_ORDERS` order) with the task's colour table and
-  category names, nodata 255, MODE overviews; and ``soilorder_<region>_probabilities.tif``, the 7
-  probabilities as UInt8 percent (band descriptions = class names), AVERAGE overviews;
+  the class names as band metadata, nodata 255, MODE overviews; and
+  ``soilorder_<region>_probabilities.tif``, the 7 probabilities as UInt8 percent (band
+  descriptions = class names), AVERAGE overviews;
 - ``<task>_<region>.png`` quick-look with legend (read from the COG's overviews),
   ``<task>_<region>.qml`` QGIS style, ``<task>_<region>.stac.json`` STAC Item.
 
@@ -400,7 +401,7 @@ def make_products(
             to_cog(raw["cog"], paths["cog"], resampling="AVERAGE")
         else:
             to_cog(raw["probabilities"], paths["probabilities"], resampling="AVERAGE")
-            to_cog(raw["cog"], paths["cog"], resampling="MODE", category_names=list(spec.classes))
+            to_cog(raw["cog"], paths["cog"], resampling="MODE")
     with rasterio.open(paths["cog"]) as ds:
         bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
     write_quicklook(paths["cog"], paths["quicklook"], spec, f"{spec.title}, {region.name}",

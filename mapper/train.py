@@ -37,7 +37,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,7 +46,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from mapper.bands import STACK_BANDS
 from mapper.config import Region
@@ -59,6 +57,7 @@ from mapper.models.checkpoint import load_checkpoint, save_checkpoint, save_torc
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo, build_model
 from mapper.normalise import Normaliser
+from mapper.progress import bar as progress_bar
 from mapper.samples import read_samples, stacks_by_tile
 from mapper.schedule import Schedule
 from mapper.tasks import PRETRAIN, Task, get_task
@@ -198,9 +197,7 @@ def _fit(
         optimiser.load_state_dict(state["optimiser"])
         start, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
         dataset.normaliser = Normaliser.from_dict(state["normalisation"])
-    bar = tqdm(total=schedule.total, initial=step, desc=f"{stream} {task}", unit="step",
-               file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0,
-               dynamic_ncols=True)
+    bar = progress_bar(schedule.total, f"{stream} {task}", "step", initial=step)
     params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start, opt.epochs):
         _seed_epoch(seed, epoch)

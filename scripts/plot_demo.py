@@ -1,16 +1,21 @@
-"""Quick-look PNGs of the SYNTHETIC demo sources and truth maps, for docs/demo/.
+"""The pictures of docs/demo/: the SYNTHETIC demo sources, its truth maps and its maps.
 
-    python scripts/plot_demo.py [--root resources/demo] [--out docs/demo]
+    python scripts/plot_demo.py [--root resources/demo] [--maps maps] [--out docs/demo]
 
 One PNG per source (Sentinel-2 true and false colour, a full-resolution crop of the ice-wedge
-polygon texture, DEM, climate, observations) and per truth map. Images are decimated so each
-file stays small (well under 300 KB).
+polygon texture, DEM, climate, observations). The truth maps are drawn as the map products' own
+quick-looks are (:func:`mapper.products.write_quicklook`, from a COG with the product's encoding
+and overviews), over the maps' extent when the maps exist, so that ``truth_<task>.png`` and
+``map_<task>.png`` (a copy of ``maps/<task>_demo.png``, when present) share palette, scale,
+extent and legend and compare by eye. Observations are coloured with the same palettes.
+Images are decimated so each file stays small (well under 300 KB).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -19,16 +24,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
 from PIL import Image  # noqa: E402
+from rasterio.windows import from_bounds  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS  # noqa: E402
+from mapper.cog import to_cog  # noqa: E402
+from mapper.colours import NSP_RAMP, class_colours, hex_colour  # noqa: E402
+from mapper.products import PERCENT_NODATA, TITLES, write_quicklook  # noqa: E402
+from mapper.raster import write_geotiff  # noqa: E402
 from mapper.sources.demo_render import S2_NATIVE, SPECTRA  # noqa: E402
 from mapper.sources.demo_world import TUNDRA  # noqa: E402
 
-SOIL_COLOURS = ["#7b3294", "#f4a582", "#4393c3", "#543005", "#d9d36c", "#1b7837", "#b2182b"]
+SOIL_COLOURS = [hex_colour(rgb) for rgb in class_colours(SOIL_ORDERS)]
+NSP_PRESENT, NSP_ABSENT = hex_colour(NSP_RAMP[-1][1]), hex_colour(NSP_RAMP[0][1])
+"""The products' palettes (mapper.colours): soil orders, and the NSP ramp's two ends."""
+OVERVIEW_RESAMPLING = {"nsp": "AVERAGE", "soilorder": "MODE"}
+"""As the products' overviews (mapper.products), which their quick-looks are read from."""
 DPI = 90
 SHOWN = ("B04", "B08", "B11")
 
@@ -41,13 +53,17 @@ def _stretch(rgb: np.ndarray, valid: np.ndarray, top: float, gamma: float = 0.8)
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    """Save as an indexed-colour PNG (256 colours): small files for the docs."""
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
-    Image.open(path).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(
-        path, optimize=True
+    _indexed(path, path)
+
+
+def _indexed(src: Path, dest: Path) -> None:
+    """Store as an indexed-colour PNG (256 colours, no dithering): small files for the docs."""
+    Image.open(src).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(
+        dest, optimize=True
     )
-    print(f"{path} ({path.stat().st_size // 1024} KB)")
+    print(f"{dest} ({dest.stat().st_size // 1024} KB)")
 
 
 def plot_sentinel2(root: Path, out: Path) -> None:
@@ -157,37 +173,51 @@ def plot_climate(root: Path, out: Path) -> None:
     _save(fig, out / "climate.png")
 
 
-def _soil_cmap() -> ListedColormap:
-    return ListedColormap(SOIL_COLOURS)
+def _truth_window(truth: Path, product: Path | None) -> rasterio.windows.Window:
+    """The truth's window over the product's extent (both on the lattice), else all of it."""
+    with rasterio.open(truth) as t:
+        if product is None or not product.exists():
+            return rasterio.windows.Window(0, 0, t.width, t.height)
+        with rasterio.open(product) as m:
+            return from_bounds(*m.bounds, transform=t.transform).round_offsets().round_lengths()
 
 
-def plot_truth(root: Path, out: Path) -> None:
-    with rasterio.open(root / "truth/nsp.tif") as src:
-        step = max(1, src.width // 800)
-        nsp = src.read(1)[::step, ::step]
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    im = ax.imshow(np.ma.masked_invalid(nsp), cmap="RdBu_r", vmin=0, vmax=1,
-                   interpolation="nearest")  # fmt: skip
-    fig.colorbar(im, ax=ax, shrink=0.8, label="probability of near-surface permafrost")
-    ax.set_title("SYNTHETIC truth: NSP probability (EPSG:3338 10 m lattice; white = water)",
-                 fontsize=10)  # fmt: skip
-    ax.set_axis_off()
-    _save(fig, out / "truth_nsp.png")
+def plot_truth(root: Path, maps: Path, out: Path) -> None:
+    """``truth_<task>.png`` drawn as the product's quick-look: the truth stored as the product
+    (NSP UInt8 percent, soil order class index; 255 nodata), made a COG with the product's
+    overview resampling, then drawn by write_quicklook over the map's extent."""
+    for task in ("nsp", "soilorder"):
+        truth = root / "truth" / f"{task}.tif"
+        window = _truth_window(truth, maps / f"{task}_demo.tif")
+        with rasterio.open(truth) as t:
+            values = t.read(1, window=window, boundless=True, fill_value=t.nodata)
+            transform, crs = t.window_transform(window), t.crs.to_string()
+        if task == "nsp":  # as mapper.products stores probabilities: percent, round half even
+            ok = np.isfinite(values)
+            stored = np.full(values.shape, PERCENT_NODATA, dtype=np.uint8)
+            stored[ok] = np.clip(np.rint(values[ok] * 100.0), 0, 100).astype(np.uint8)
+            nodata = PERCENT_NODATA
+        else:
+            stored, nodata = values.astype(np.uint8), CLASS_NODATA  # class index; water nodata
+        with tempfile.TemporaryDirectory() as tmp:
+            raw, cog = Path(tmp) / "raw.tif", Path(tmp) / "truth.tif"
+            write_geotiff(raw, stored[None], transform, crs, nodata=nodata)
+            to_cog(raw, cog, resampling=OVERVIEW_RESAMPLING[task])
+            png = Path(tmp) / "quicklook.png"
+            write_quicklook(cog, png, task, f"Hidden truth: {TITLES[task].lower()}, demo",
+                            synthetic=True, classes=SOIL_ORDERS if task == "soilorder" else None)
+            _indexed(png, out / f"truth_{task}.png")
 
-    with rasterio.open(root / "truth/soilorder.tif") as src:
-        soil = src.read(1)[::step, ::step]
-    fig, ax = plt.subplots(figsize=(8.5, 6.5))
-    ax.imshow(np.ma.masked_equal(soil, CLASS_NODATA), cmap=_soil_cmap(), vmin=-0.5,
-              vmax=len(SOIL_ORDERS) - 0.5, interpolation="nearest")  # fmt: skip
-    valid = soil != CLASS_NODATA
-    shares = np.bincount(soil[valid], minlength=len(SOIL_ORDERS)) / valid.sum()
-    handles = [Patch(color=c, label=f"{n} {100 * s:.1f}%")
-               for c, n, s in zip(SOIL_COLOURS, SOIL_ORDERS, shares, strict=True)]  # fmt: skip
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
-    ax.set_title("SYNTHETIC truth: soil order (EPSG:3338 10 m lattice; white = water)",
-                 fontsize=10)  # fmt: skip
-    ax.set_axis_off()
-    _save(fig, out / "truth_soilorder.png")
+
+def copy_map_quicklooks(maps: Path, out: Path) -> None:
+    """``map_<task>.png``: the demo maps' own quick-looks (when ``make demo`` has made them),
+    stored as the truth's are."""
+    for task in ("nsp", "soilorder"):
+        quicklook = maps / f"{task}_demo.png"
+        if not quicklook.exists():
+            print(f"{quicklook}: not found (run make demo first); map_{task}.png left as it is")
+            continue
+        _indexed(quicklook, out / f"map_{task}.png")
 
 
 def plot_observations(root: Path, out: Path) -> None:
@@ -217,7 +247,7 @@ def plot_observations(root: Path, out: Path) -> None:
                     label=f"no soil order ({sel.sum()})")  # fmt: skip
     axes[0].legend(fontsize=7, loc="lower left", markerscale=1.5)
     axes[0].set_title("soil order", fontsize=10)
-    for value, colour, label in [("1", "#b2182b", "NSP = 1"), ("0", "#2166ac", "NSP = 0"),
+    for value, colour, label in [("1", NSP_PRESENT, "NSP = 1"), ("0", NSP_ABSENT, "NSP = 0"),
                                  ("", "#999999", "NSP missing")]:  # fmt: skip
         sel = np.array([v == value for v in nsp])
         axes[1].scatter(lon[sel], lat[sel], s=6, color=colour, label=f"{label} ({sel.sum()})")
@@ -231,6 +261,7 @@ def plot_observations(root: Path, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("resources/demo"))
+    parser.add_argument("--maps", type=Path, default=Path("maps"))
     parser.add_argument("--out", type=Path, default=Path("docs/demo"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +269,8 @@ def main() -> None:
     plot_polygon_crop(args.root, args.out)
     plot_dem(args.root, args.out)
     plot_climate(args.root, args.out)
-    plot_truth(args.root, args.out)
+    plot_truth(args.root, args.maps, args.out)
+    copy_map_quicklooks(args.maps, args.out)
     plot_observations(args.root, args.out)
 
 

@@ -256,8 +256,33 @@ def test_tiny_demo_end_to_end(completed_tiny: WorkflowProject) -> None:
         for png in ("splits", "confusion"):
             assert tiny.path(f"results/{tiny.region}/reports/{task}_{png}.png").stat().st_size
     assert tiny.path(f"results/{tiny.region}/stack.vrt").exists()
+    r = tiny.region
+    assert sorted(p.name for p in tiny.path("maps").iterdir()) == sorted([
+        f"nsp_{r}.tif", f"nsp_{r}.png", f"nsp_{r}.qml", f"nsp_{r}.stac.json",
+        f"soilorder_{r}.tif", f"soilorder_{r}_probabilities.tif", f"soilorder_{r}.png",
+        f"soilorder_{r}.qml", f"soilorder_{r}.stac.json"])  # the products listed, nothing else
     # the complete run left nothing to do
     assert planned_jobs(tiny, *tiny.maps(), *tiny.reports()) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.workflow
+def test_jobs_show_progress_on_the_console_and_write_their_logs(completed_tiny: WorkflowProject
+                                                                ) -> None:
+    """Snakemake's console carries the jobs' labelled summary lines, and no log record: those,
+    bars and results are in each job's log file."""
+    tiny = completed_tiny
+    console = tiny.path("run.log").read_text().splitlines()
+    r = tiny.region
+    steps = [line for line in console if re.match(rf"finetune {r} nsp: \d+/\d+ steps?, ", line)]
+    assert steps, "no progress line of the NSP fine-tuning on the console"
+    assert any(line.startswith(f"finetune {r} nsp: done, ") for line in console)
+    assert not [line for line in console if " INFO mapper." in line]
+    train_log = tiny.path(f"logs/train/{r}_nsp.log").read_text()
+    assert "INFO mapper.train: finetune nsp epoch 1/" in train_log
+    assert train_log.rstrip().splitlines()[-1].startswith(f"results/{r}/models/nsp.pt: ")
+    for log in tiny.path("logs").rglob("*.log"):
+        assert "error:" not in log.read_text(), log
 
 
 @pytest.mark.slow

@@ -138,12 +138,18 @@ def tiny_bounds(tile_px: int, tiles_per_side: int) -> tuple[float, float, float,
     return left, top - tiles_per_side * size, left + tiles_per_side * size, top
 
 
+PROGRESS_SECONDS = 2
+"""Console summaries of the tiny runs' jobs every 2 s (a minute in use), so that they show."""
+
+
 def project_env() -> dict[str, str]:
-    """This interpreter's bin first on PATH; one BLAS/OpenMP thread unless a job sets more."""
+    """This interpreter's bin first on PATH; one BLAS/OpenMP thread unless a job sets more;
+    job summaries on the console every :data:`PROGRESS_SECONDS`."""
     bindir = str(Path(sys.executable).parent)
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", os.defpath)])
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MAPPER_PROGRESS_SECONDS", str(PROGRESS_SECONDS))
     env.pop("SNAKEMAKE_PROFILE", None)
     return env
 

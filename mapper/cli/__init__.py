@@ -3,7 +3,12 @@
 Each module in this package adds its commands through ``register(subparsers)``; a command parses
 its arguments and calls one library function. Library code logs; the CLI prints one-line results
 and turns a :class:`mapper.errors.MapperError` into a one-line message and exit status 1.
-To add a command, add a module here with a ``register`` function.
+To add a command, add a module here with a ``register`` function (and its name to
+:data:`STAGE_ORDER`, which orders ``--help`` as the workflow runs).
+
+Every command takes ``--log FILE``, as the workflow's rules give it: everything the command
+writes goes to FILE, and the console gets short progress lines, warnings and the error line,
+each starting with the job's label (:mod:`mapper.progress`).
 """
 
 from __future__ import annotations
@@ -11,11 +16,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
+import traceback
 
 from mapper import __version__
 from mapper.errors import MapperError
+from mapper.progress import LOG_FORMAT, job_output
+
+STAGE_ORDER = ["demo", "sources", "stack", "samples", "train", "evaluate", "predict", "mosaic",
+               "grid", "model"]
+"""Command modules in the order of the workflow's stages, then the tools; others follow."""
+
+LABEL_OPTIONS = ["region", "task", "model", "split", "fold", "tile", "source", "file"]
+"""Options whose values name a job on the console (as the rules' wildcards do)."""
+
+
+def _stage_rank(name: str) -> tuple[int, str]:
+    return (STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER), name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,17 +45,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mapper {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        module.register(subparsers)
+    for name in sorted((m.name for m in pkgutil.iter_modules(__path__)), key=_stage_rank):
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    for command in subparsers.choices.values():
+        command.add_argument(
+            "--log", metavar="FILE",
+            help="write everything (log, progress bars, result, error) to FILE; print only "
+                 "progress summaries, warnings and errors, each led by the job's label",
+        )  # fmt: skip
     return parser
+
+
+def job_label(args: argparse.Namespace) -> str:
+    """``predict demo nsp R0187C0556``: the command and its short option values (no paths)."""
+    parts = [args.command]
+    for key in LABEL_OPTIONS:
+        value = getattr(args, key, None)
+        if value is None or os.sep in str(value):
+            continue
+        parts.append(f"f{value}" if key == "fold" else str(value))
+    return " ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.log:
+        try:
+            with job_output(args.log, job_label(args), args.verbose) as console:
+                try:
+                    return int(args.func(args) or 0)
+                except MapperError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    console.error(f"error: {exc}")
+                    return 1
+                except Exception as exc:  # noqa: BLE001 - a bug: the traceback goes to the log
+                    traceback.print_exc()
+                    first = (str(exc).splitlines() or [""])[0]
+                    console.error(f"failed ({type(exc).__name__}: {first}); traceback in "
+                                  f"{args.log}")
+                    return 1
+        except MapperError as exc:  # the log file or the console settings
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
     try:

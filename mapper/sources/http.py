@@ -40,6 +40,7 @@ import urllib3
 from mapper import __version__
 from mapper.errors import SourceError
 from mapper.files import file_sha256
+from mapper.progress import bar as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +204,10 @@ def _attempt(
                     hasher.update(chunk)
             logger.info("%s: resuming at byte %d", url, offset)
         received = offset
+        name = part.name.removesuffix(".part")
         try:
-            with open(part, mode) as f:
+            with open(part, mode) as f, progress_bar(total, name, "B", initial=offset,
+                                                     unit_scale=True) as bar:
                 try:
                     # read1 hands over whatever has arrived, so a cut loses no received byte
                     # (iter_content would drop the partly filled chunk with the exception).
@@ -212,6 +215,7 @@ def _attempt(
                         f.write(chunk)
                         hasher.update(chunk)
                         received += len(chunk)
+                        bar.update(len(chunk))
                         if size is not None and received > size:
                             raise _FatalError(
                                 f"received more than the {size} bytes the region file states",

@@ -30,7 +30,7 @@ rule cv_fold:
         "python -m mapper cv-fold --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {wildcards.model} --split {wildcards.split}"
         " --fold {wildcards.fold} --samples {input.samples} {params.pretrained}"
-        " --out {output} {input.stacks} > {log} 2>&1"
+        " --out {output} {input.stacks} --log {log}"
 
 
 rule report:
@@ -61,4 +61,4 @@ rule report:
         config=run_config,
     shell:
         "python -m mapper report --config {params.config} --region {wildcards.region}"
-        " --task {wildcards.task} --out {output.markdown} {input} > {log} 2>&1"
+        " --task {wildcards.task} --out {output.markdown} {input} --log {log}"

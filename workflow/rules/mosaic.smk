@@ -28,7 +28,7 @@ rule mosaic_probability:
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
-        " > {log} 2>&1"
+        " --log {log}"
 
 
 rule mosaic_classes:
@@ -56,4 +56,4 @@ rule mosaic_classes:
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
-        " > {log} 2>&1"
+        " --log {log}"

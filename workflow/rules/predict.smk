@@ -21,4 +21,4 @@ rule predict:
     shell:
         "python -m mapper predict --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --tile {wildcards.tile} --model {input.model}"
-        " --batch-size {resources.batch_size} --out {output} {input.stacks} > {log} 2>&1"
+        " --batch-size {resources.batch_size} --out {output} {input.stacks} --log {log}"

@@ -18,4 +18,4 @@ rule samples:
         config=run_config,
     shell:
         "python -m mapper samples --config {params.config} --region {wildcards.region}"
-        " --observations {input.observations} --out {output} {input.stacks} > {log} 2>&1"
+        " --observations {input.observations} --out {output} {input.stacks} --log {log}"

@@ -22,7 +22,7 @@ rule demo_sources:
         out="resources/{region}",
     shell:
         "python -m mapper demo --config {params.config} --region {wildcards.region}"
-        " --out {params.out} > {log} 2>&1"
+        " --out {params.out} --log {log}"
 
 
 rule fetch_http:
@@ -44,7 +44,7 @@ rule fetch_http:
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source {wildcards.source} --file {wildcards.filename} --out {output.file}"
-        " > {log} 2>&1"
+        " --log {log}"
 
 
 rule fetch_stac:
@@ -64,4 +64,4 @@ rule fetch_stac:
         config=run_config,
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
-        " --source sentinel2 --tile {wildcards.tile} --out {output.composite} > {log} 2>&1"
+        " --source sentinel2 --tile {wildcards.tile} --out {output.composite} --log {log}"

@@ -18,7 +18,7 @@ rule stack:
     shell:
         "python -m mapper stack --config {params.config} --region {wildcards.region}"
         " --tile {wildcards.tile} --sentinel2 {input.sentinel2} --dem {input.dem}"
-        " --climate {input.climate} --out {output} > {log} 2>&1"
+        " --climate {input.climate} --out {output} --log {log}"
 
 
 rule stack_vrt:
@@ -31,4 +31,4 @@ rule stack_vrt:
     conda:
         "../../envs/mapper.yaml"
     shell:
-        "python -m mapper stack-vrt --out {output} {input} > {log} 2>&1"
+        "python -m mapper stack-vrt --out {output} {input} --log {log}"

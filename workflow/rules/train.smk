@@ -22,7 +22,7 @@ rule pretrain:
         training=training_settings,
     shell:
         "python -m mapper pretrain --config {params.config} --region {wildcards.region}"
-        " --samples {input.samples} --out {output} {input.stacks} > {log} 2>&1"
+        " --samples {input.samples} --out {output} {input.stacks} --log {log}"
 
 
 rule finetune:
@@ -48,4 +48,4 @@ rule finetune:
     shell:
         "python -m mapper finetune --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --samples {input.samples} {params.pretrained}"
-        " --out {output} {input.stacks} > {log} 2>&1"
+        " --out {output} {input.stacks} --log {log}"

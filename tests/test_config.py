@@ -44,7 +44,7 @@ def write_config(tmp_path: Path, region: dict, name: str = "demo") -> Path:
     """A config file whose region ``name`` is ``region``, written to tmp_path/<name>.yaml."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(region))
-    return load_config(tiny_region.write_config(tmp_path / "config.yaml", {name: path}))
+    return tiny_region.write_config(tmp_path / "config.yaml", {name: path})
 
 
 def schema_defaults(section: str) -> dict:

@@ -151,6 +151,7 @@ class JobConsole(logging.Handler):
     def error(self, text: str) -> None:
         """Say the job's error line (``error: <file>: <problem>; <fix>``); no ``done`` follows."""
         self.failed = True
+        self._halt()  # no summary may follow the error line
         self.say(text)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -184,10 +185,15 @@ class JobConsole(logging.Handler):
     def start(self) -> None:
         self._thread.start()
 
+    def _halt(self) -> None:
+        """Stop the summary thread and wait for a line it may be writing."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
     def stop(self, ok: bool) -> None:
         """Stop the summaries; ``done`` after a job that showed any (``ok``: it succeeded)."""
-        self._stop.set()
-        self._thread.join()
+        self._halt()
         if ok and not self.failed and self.summaries:
             self.say(f"done, {duration(time.monotonic() - self.started)}")
 

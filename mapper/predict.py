@@ -409,10 +409,11 @@ def _is_empty(path: Path) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class PredictOptions:
-    """How :func:`predict_tile` runs the model (never what it computes, except ``bf16``).
+    """How :func:`predict_tile` runs the model; the settings of what it computes are the region's.
 
-    ``batch_size``: crops per model call; ``device``: a torch device name (default: CUDA when
-    present, else the CPU); ``bf16``: bfloat16 autocast (CUDA mainly); ``progress``: a progress bar.
+    ``batch_size``: crops per model call (it changes only float rounding); ``device``: a torch
+    device name (default: CUDA when present, else the CPU); ``bf16``: bfloat16 autocast (CUDA
+    mainly; lower precision); ``progress``: a progress bar on stderr.
     """
 
     batch_size: int = 16

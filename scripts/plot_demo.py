@@ -29,16 +29,16 @@ from rasterio.windows import from_bounds  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS  # noqa: E402
-from mapper.cog import to_cog  # noqa: E402
-from mapper.colours import NSP_RAMP, class_colours, hex_colour  # noqa: E402
+from mapper.demo.render import S2_NATIVE, SPECTRA  # noqa: E402
+from mapper.demo.world import TUNDRA  # noqa: E402
 from mapper.products import PERCENT_NODATA, TITLES, write_quicklook  # noqa: E402
+from mapper.products.cog import to_cog  # noqa: E402
+from mapper.products.colours import NSP_RAMP, class_colours, hex_colour  # noqa: E402
 from mapper.raster import write_geotiff  # noqa: E402
-from mapper.sources.demo_render import S2_NATIVE, SPECTRA  # noqa: E402
-from mapper.sources.demo_world import TUNDRA  # noqa: E402
 
 SOIL_COLOURS = [hex_colour(rgb) for rgb in class_colours(SOIL_ORDERS)]
 NSP_PRESENT, NSP_ABSENT = hex_colour(NSP_RAMP[-1][1]), hex_colour(NSP_RAMP[0][1])
-"""The products' palettes (mapper.colours): soil orders, and the NSP ramp's two ends."""
+"""The products' palettes (mapper.products.colours): soil orders, and the NSP ramp's two ends."""
 OVERVIEW_RESAMPLING = {"nsp": "AVERAGE", "soilorder": "MODE"}
 """As the products' overviews (mapper.products), which their quick-looks are read from."""
 DPI = 90

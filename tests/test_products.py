@@ -21,8 +21,8 @@ from mapper.config import load_config, load_region
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.products import make_products, product_paths
+from mapper.products.stac import footprint_4326, validate_item
 from mapper.raster import write_geotiff
-from mapper.stac_item import footprint_4326, validate_item
 from mapper.tasks import TASKS
 
 TILE = 64

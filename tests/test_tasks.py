@@ -15,13 +15,13 @@ import torch.nn.functional as F
 
 from mapper.bands import SOIL_ORDERS
 from mapper.cli import build_parser, main
-from mapper.colours import colour_table, hex_colour, style_qml
 from mapper.errors import CheckpointError, ConfigError, InputError
 from mapper.losses import IGNORE_INDEX, info_nce, task_loss
 from mapper.models.checkpoint import load_checkpoint, save_checkpoint
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo, MiSoOutput
 from mapper.products import product_paths
+from mapper.products.colours import colour_table, hex_colour, style_qml
 from mapper.samples import OBSERVATION_COLUMNS, SAMPLE_COLUMNS, read_observations
 from mapper.splits import labelled
 from mapper.tasks import PRETRAIN, TASKS, Task, get_task, task_names

@@ -25,7 +25,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mapper.config import load_config, load_region
-    from mapper.sources.demo import synthesize_demo
+    from mapper.demo.sources import synthesize_demo
 
     region = load_region(load_config(args.config), args.region)
     out = Path(args.out) if args.out else Path("resources") / args.region

@@ -1,1 +1,5 @@
-"""Sources: how each region's inputs are obtained (demo synthesis, HTTP downloads, STAC)."""
+"""Sources: how a region's real inputs are obtained (HTTP downloads, STAC composites, manifests).
+
+The demo region's synthetic sources are made by :mod:`mapper.demo`; :mod:`mapper.sources.fetch`
+dispatches to it.
+"""

@@ -9,7 +9,7 @@ Layout under ``out_dir`` (normally ``resources/<region>/sources``):
   checking that the file opens (rasters with rasterio, including every file a VRT refers to;
   tables as CSV or Parquet).
 - ``stac``: ``<name>/<tile>.tif`` (see :mod:`mapper.sources.composite`) and ``<name>/<tile>.json``.
-- ``demo``: every source of the region synthesized by :mod:`mapper.sources.demo` (imported only
+- ``demo``: every source of the region synthesized by :mod:`mapper.demo.sources` (imported only
   when asked for) into ``out_dir`` and the truth beside it (``out_dir/../truth``).
 
 Relative paths in the region file are relative to the working directory (the project root), as
@@ -102,7 +102,7 @@ def fetch_source(
         return _fetch_stac(region, source_name, settings, out_dir, tile)
     if kind == "demo":
         # Synthesis needs the region's folder (sources and truth): out_dir's parent.
-        from mapper.sources.demo import synthesize_demo
+        from mapper.demo.sources import synthesize_demo
 
         return synthesize_demo(region, out_dir.parent)["manifest"]
     raise ConfigError(f"{region.path}: source '{source_name}' has unknown kind {kind!r}")

@@ -22,15 +22,15 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from mapper.sources.demo_fields import (
+from mapper.demo.fields import (
     STREAM_POLYGONS,
     STREAM_SENSOR,
     gaussianize,
     rng_for,
     smooth_noise,
 )  # fmt: skip
-from mapper.sources.demo_grids import NativeGrid
-from mapper.sources.demo_world import (
+from mapper.demo.grids import NativeGrid
+from mapper.demo.world import (
     ASH,
     BIRCH,
     COVERS,

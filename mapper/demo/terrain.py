@@ -8,7 +8,7 @@ the region's bounding box, ``L`` its half-width, so the region is ``u, v in [-1,
   wind between gravel bars;
 - north of the floodplain, steep south-facing loess bluffs (~170 m) rise to hills that reach
   ~900 m in the north-east, dissected by a creek network draining to the river
-  (:mod:`mapper.sources.demo_creeks`);
+  (:mod:`mapper.demo.creeks`);
 - south of it, wet lowland flats rise gently (0.25 %) to low hills at the southern edge, crossed
   by a few small streams;
 - in the north-west corner, a volcanic cone (~560 m high, 3.7 km radius) with a summit crater and
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from mapper.sources.demo_creeks import carve_uplands
-from mapper.sources.demo_fields import (
+from mapper.demo.creeks import carve_uplands
+from mapper.demo.fields import (
     STREAM_BRAIDS,
     STREAM_CREEKS,
     STREAM_PHASES,

@@ -41,6 +41,8 @@ BLOCKSIZE = 512
 COMPRESS = "DEFLATE"
 MIN_OVERVIEW_PX = 256
 """Overviews are made down to this size (in the larger dimension) at least one level deep."""
+PERCENT_NODATA = 255
+"""Nodata of the UInt8-percent probability products (values 0..100, scale 0.01)."""
 
 
 @contextmanager

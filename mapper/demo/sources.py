@@ -17,9 +17,9 @@
 
 Every raster covers the region's bounding box plus at least 2 km on each side and is tagged
 ``SYNTHETIC=true``/``MAPPER_SYNTHETIC=true``; nothing here describes a real place. All sources are
-views of one world (:mod:`mapper.sources.demo_world`) sampled on their own grids
-(:mod:`mapper.sources.demo_grids`, :mod:`mapper.sources.demo_render`); the observations are drawn
-from the truth (:mod:`mapper.sources.demo_survey`). The seed is the region's
+views of one world (:mod:`mapper.demo.world`) sampled on their own grids
+(:mod:`mapper.demo.grids`, :mod:`mapper.demo.render`); the observations are drawn
+from the truth (:mod:`mapper.demo.survey`). The seed is the region's
 ``sources.sentinel2.seed``. Reruns are byte-identical: no timestamps in files or manifest.
 """
 
@@ -34,11 +34,8 @@ from rasterio.windows import Window
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.config import Region
-from mapper.errors import ConfigError
-from mapper.files import file_sha256
-from mapper.raster import write_geotiff
-from mapper.sources.demo_fields import Layout
-from mapper.sources.demo_grids import (
+from mapper.demo.fields import Layout
+from mapper.demo.grids import (
     ALBERS,
     NativeGrid,
     buffered,
@@ -47,15 +44,18 @@ from mapper.sources.demo_grids import (
     sentinel2_grid,
     world_grid_for,
 )
-from mapper.sources.demo_render import (
+from mapper.demo.render import (
     S2_NATIVE,
     S2_WAVELENGTH_NM,
     render_climate,
     render_dem,
     render_sentinel2,
 )
-from mapper.sources.demo_survey import survey, write_observations
-from mapper.sources.demo_world import CLIMATE_BANDS, World, build_world
+from mapper.demo.survey import survey, write_observations
+from mapper.demo.world import CLIMATE_BANDS, World, build_world
+from mapper.errors import ConfigError
+from mapper.files import file_sha256
+from mapper.raster import write_geotiff
 from mapper.sources.manifest import make_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class DemoGrids:
 
 
 def demo_grids(region: Region) -> DemoGrids:
-    """The native grids of a region's demo sources (see :mod:`mapper.sources.demo_grids`)."""
+    """The native grids of a region's demo sources (see :mod:`mapper.demo.grids`)."""
     boundary = region.boundary()
     if boundary.is_empty:
         raise ConfigError(f"{region.settings['boundary']}: the region's boundary is empty")

@@ -3,7 +3,7 @@
 Every demo source is a view of one world, so that the sources agree with each other and with the
 truth maps. The world lives on a 10 m grid in EPSG:3338 whose pixels *are* lattice pixels (origin
 on the lattice), so the truth rasters are plain crops of it; the sources' native grids sample it
-at their own pixel centres (:mod:`mapper.sources.demo_render`). Terrain: :mod:`demo_terrain`.
+at their own pixel centres (:mod:`mapper.demo.render`). Terrain: :mod:`mapper.demo.terrain`.
 
 The truth follows what controls permafrost in interior Alaska (discontinuous zone): north-facing
 slopes, low flat wet ground, moss and black spruce, cold valley-floor winters and cool summers
@@ -29,8 +29,8 @@ from scipy import ndimage
 from scipy.special import expit
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
-from mapper.sources.demo_fields import Layout, WorldGrid, blur, gaussianize, noise, smoothstep
-from mapper.sources.demo_terrain import Terrain, build_terrain
+from mapper.demo.fields import Layout, WorldGrid, blur, gaussianize, noise, smoothstep
+from mapper.demo.terrain import Terrain, build_terrain
 
 logger = logging.getLogger(__name__)
 

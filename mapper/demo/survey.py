@@ -31,10 +31,10 @@ from pyproj import Transformer
 from scipy import ndimage
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
+from mapper.demo.fields import STREAM_SURVEY, rng_for
+from mapper.demo.world import World
 from mapper.errors import ConfigError
 from mapper.files import atomic_path
-from mapper.sources.demo_fields import STREAM_SURVEY, rng_for
-from mapper.sources.demo_world import World
 
 COLUMNS = ("obs_id", "lon", "lat", "date", "nsp", "soil_order")
 OBS_PER_KM2 = 3.6

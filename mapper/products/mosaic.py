@@ -39,19 +39,25 @@ from rasterio.windows import Window
 
 from mapper import __version__
 from mapper.bands import CLASS_NODATA
-from mapper.cog import BLOCKSIZE, class_name_tags, raster_writer, to_cog
-from mapper.colours import colour_table, hex_colour, style_qml
 from mapper.config import Region
 from mapper.errors import InputError
 from mapper.files import atomic_path, file_sha256, remove_stale_temporaries
+from mapper.products.cog import (
+    BLOCKSIZE,
+    PERCENT_NODATA,
+    class_name_tags,
+    raster_writer,
+    to_cog,
+)
+from mapper.products.colours import colour_table, hex_colour, style_qml
+from mapper.products.quicklook import capital, write_quicklook
+from mapper.products.stac import ProductAsset, build_item, write_item
 from mapper.raster import open_raster
-from mapper.stac_item import ProductAsset, build_item, write_item
 from mapper.tasks import Task, get_task
 from mapper.windows import write_vrt
 
 logger = logging.getLogger(__name__)
 
-PERCENT_NODATA = 255
 COLUMN_CHUNK = 16 * BLOCKSIZE
 """Columns converted at once (x 512 rows x bands x 4 bytes: 29 MB per band)."""
 
@@ -306,57 +312,6 @@ def _describe_percent(dst: rasterio.io.DatasetWriter, names: list[str], tags: di
     dst.update_tags(**tags, MAPPER_VALUES=f"{what}: percent 0..100 (scale 0.01), 255 nodata")
 
 
-# -- quick-look -----------------------------------------------------------------------------------
-
-
-def write_quicklook(cog: Path, png: Path, task: Task, title: str, synthetic: bool,
-                    max_px: int = 1024) -> Path:
-    """A PNG with legend of the product, read from its overviews (at most ``max_px`` a side):
-    a binary task's probability in its ramp, a multiclass task's classes in their colours."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, ListedColormap
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    with rasterio.open(cog) as src:
-        scale = max(1.0, max(src.width, src.height) / max_px)
-        shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-        data = src.read(1, out_shape=shape)  # decimated read: GDAL picks the nearest overview
-        left, bottom, right, top = src.bounds
-    extent = (left / 1000, right / 1000, bottom / 1000, top / 1000)
-    fig = Figure(figsize=(8, 6.5), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    masked = np.ma.masked_equal(data, PERCENT_NODATA)
-    if task.binary:
-        cmap = LinearSegmentedColormap.from_list(
-            task.name, [(v, tuple(c / 255 for c in rgb)) for v, rgb in task.ramp])
-        im = ax.imshow(masked, cmap=cmap, vmin=0, vmax=100, extent=extent,
-                       interpolation="nearest")
-        bar = fig.colorbar(im, ax=ax, shrink=0.8)
-        bar.set_label(f"probability of {task.subject} (%)")
-    else:
-        classes = task.classes
-        colours = [tuple(c / 255 for c in rgb) for rgb in task.colours]
-        cmap = ListedColormap(colours)
-        norm = BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
-        ax.imshow(masked, cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
-        handles = [Patch(facecolor=hex_colour(rgb), edgecolor="none", label=name)
-                   for name, rgb in zip(classes, task.colours, strict=True)]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-                  title=_capital(task.subject))
-    ax.set_xlabel("x (km, EPSG:3338)")
-    ax.set_ylabel("y (km, EPSG:3338)")
-    ax.set_title(title + (" — SYNTHETIC" if synthetic else ""))
-    if synthetic:
-        fig.text(0.5, 0.01, "Synthetic data: describes no real place", ha="center",
-                 color="firebrick")
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": f"mapper {__version__}"})
-    return png
-
-
 # -- the product ----------------------------------------------------------------------------------
 
 
@@ -436,14 +391,14 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
             for i, (name, rgb) in enumerate(zip(task.classes, task.colours, strict=True))
         ]
         assets["data"] = ProductAsset(
-            paths["cog"], f"{_capital(task.subject)} (class index)", ["data"],
+            paths["cog"], f"{capital(task.subject)} (class index)", ["data"],
             "image/tiff; application=geotiff; profile=cloud-optimized",
             bands=[{"nodata": CLASS_NODATA, "data_type": "uint8", "spatial_resolution": res}],
             classes=class_entries + [{"value": CLASS_NODATA, "name": "nodata", "nodata": True}],
         )
         assets["probabilities"] = ProductAsset(
             paths["probabilities"],
-            f"{_capital(task.subject)} class probabilities (percent, scale 0.01)",
+            f"{capital(task.subject)} class probabilities (percent, scale 0.01)",
             ["data"], "image/tiff; application=geotiff; profile=cloud-optimized",
             bands=[_percent_band(res) for _ in task.classes],
         )
@@ -465,11 +420,6 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
         props["mapper:synthetic_statement"] = SYNTHETIC_STATEMENT
     return build_item(f"{task.name}_{region.name}", bounds=bounds, shape=shape, transform=transform,
                       assets=assets, properties=props, start_end=_source_period(region))
-
-
-def _capital(text: str) -> str:
-    """``text`` with its first letter in upper case (the rest as is)."""
-    return text[:1].upper() + text[1:]
 
 
 def _source_period(region: Region) -> tuple[datetime, datetime] | None:

@@ -26,9 +26,9 @@ from tiny_region import demo_sources, write_tiny_region
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.cli import main as cli_main
 from mapper.config import load_config, load_region
-from mapper.errors import ConfigError
-from mapper.raster import warp_to_grid, write_geotiff
-from mapper.sources.demo import (
+from mapper.demo.grids import buffered
+from mapper.demo.render import S2_NATIVE, render_sentinel2
+from mapper.demo.sources import (
     FILES,
     MARGIN,
     demo_grids,
@@ -37,10 +37,10 @@ from mapper.sources.demo import (
     synthesize_demo,
     world_window,
 )  # fmt: skip
-from mapper.sources.demo_grids import buffered
-from mapper.sources.demo_render import S2_NATIVE, render_sentinel2
-from mapper.sources.demo_survey import survey
-from mapper.sources.demo_world import TUNDRA, class_shares
+from mapper.demo.survey import survey
+from mapper.demo.world import TUNDRA, class_shares
+from mapper.errors import ConfigError
+from mapper.raster import warp_to_grid, write_geotiff
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BOUNDS = (250_000.0, 1_635_000.0, 253_000.0, 1_638_000.0)  # 3 x 3 km, EPSG:3338

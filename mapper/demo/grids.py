@@ -25,7 +25,7 @@ from pyproj import Transformer
 from rasterio.warp import transform_bounds
 from scipy import ndimage
 
-from mapper.sources.demo_fields import WorldGrid
+from mapper.demo.fields import WorldGrid
 
 ALBERS = "EPSG:3338"
 UTM6N = "EPSG:32606"

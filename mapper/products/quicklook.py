@@ -1,0 +1,73 @@
+"""Quick-look PNGs of the map products: the product drawn with its legend, for a glance.
+
+Read from the product COG's overviews (a decimated read: GDAL picks the nearest overview), so
+drawing a statewide product costs what drawing a small one does. Values are the product's stored
+encoding: a binary task's UInt8 percent (0..100) in the task's ramp, a multiclass task's class
+index in the task's colours; 255 is nodata and left blank. Axes in km of EPSG:3338.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from mapper import __version__
+from mapper.files import atomic_path
+from mapper.products.cog import PERCENT_NODATA
+from mapper.products.colours import hex_colour
+from mapper.tasks import Task
+
+
+def capital(text: str) -> str:
+    """``text`` with its first letter in upper case (the rest as is)."""
+    return text[:1].upper() + text[1:]
+
+
+def write_quicklook(cog: Path, png: Path, task: Task, title: str, synthetic: bool,
+                    max_px: int = 1024) -> Path:
+    """A PNG with legend of the product, read from its overviews (at most ``max_px`` a side):
+    a binary task's probability in its ramp, a multiclass task's classes in their colours."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    with rasterio.open(cog) as src:
+        scale = max(1.0, max(src.width, src.height) / max_px)
+        shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+        data = src.read(1, out_shape=shape)  # decimated read: GDAL picks the nearest overview
+        left, bottom, right, top = src.bounds
+    extent = (left / 1000, right / 1000, bottom / 1000, top / 1000)
+    fig = Figure(figsize=(8, 6.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    masked = np.ma.masked_equal(data, PERCENT_NODATA)
+    if task.binary:
+        cmap = LinearSegmentedColormap.from_list(
+            task.name, [(v, tuple(c / 255 for c in rgb)) for v, rgb in task.ramp])
+        im = ax.imshow(masked, cmap=cmap, vmin=0, vmax=100, extent=extent,
+                       interpolation="nearest")
+        bar = fig.colorbar(im, ax=ax, shrink=0.8)
+        bar.set_label(f"probability of {task.subject} (%)")
+    else:
+        classes = task.classes
+        colours = [tuple(c / 255 for c in rgb) for rgb in task.colours]
+        cmap = ListedColormap(colours)
+        norm = BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
+        ax.imshow(masked, cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
+        handles = [Patch(facecolor=hex_colour(rgb), edgecolor="none", label=name)
+                   for name, rgb in zip(classes, task.colours, strict=True)]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                  title=capital(task.subject))
+    ax.set_xlabel("x (km, EPSG:3338)")
+    ax.set_ylabel("y (km, EPSG:3338)")
+    ax.set_title(title + (" — SYNTHETIC" if synthetic else ""))
+    if synthetic:
+        fig.text(0.5, 0.01, "Synthetic data: describes no real place", ha="center",
+                 color="firebrick")
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": f"mapper {__version__}"})
+    return png

@@ -31,12 +31,14 @@ from scipy import ndimage  # noqa: E402
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS  # noqa: E402
 from mapper.demo.render import S2_NATIVE, SPECTRA  # noqa: E402
 from mapper.demo.world import TUNDRA  # noqa: E402
-from mapper.products import PERCENT_NODATA, TITLES, write_quicklook  # noqa: E402
+from mapper.products import PERCENT_NODATA, write_quicklook  # noqa: E402
 from mapper.products.cog import to_cog  # noqa: E402
-from mapper.products.colours import NSP_RAMP, class_colours, hex_colour  # noqa: E402
+from mapper.products.colours import hex_colour  # noqa: E402
 from mapper.raster import write_geotiff  # noqa: E402
+from mapper.tasks import TASKS  # noqa: E402
 
-SOIL_COLOURS = [hex_colour(rgb) for rgb in class_colours(SOIL_ORDERS)]
+SOIL_COLOURS = [hex_colour(rgb) for rgb in TASKS["soilorder"].colours]
+NSP_RAMP = TASKS["nsp"].ramp
 NSP_PRESENT, NSP_ABSENT = hex_colour(NSP_RAMP[-1][1]), hex_colour(NSP_RAMP[0][1])
 """The products' palettes (mapper.products.colours): soil orders, and the NSP ramp's two ends."""
 OVERVIEW_RESAMPLING = {"nsp": "AVERAGE", "soilorder": "MODE"}
@@ -204,8 +206,9 @@ def plot_truth(root: Path, maps: Path, out: Path) -> None:
             write_geotiff(raw, stored[None], transform, crs, nodata=nodata)
             to_cog(raw, cog, resampling=OVERVIEW_RESAMPLING[task])
             png = Path(tmp) / "quicklook.png"
-            write_quicklook(cog, png, task, f"Hidden truth: {TITLES[task].lower()}, demo",
-                            synthetic=True, classes=SOIL_ORDERS if task == "soilorder" else None)
+            spec = TASKS[task]
+            write_quicklook(cog, png, spec, f"Hidden truth: {spec.title.lower()}, demo",
+                            synthetic=True)
             _indexed(png, out / f"truth_{task}.png")
 
 

@@ -1,7 +1,7 @@
 """Controlled check of MiSo's context path: a label that only the spatial pattern decides.
 
 A SYNTHETIC region of square blocks (``--block`` px). Every block is filled with the demo's
-patterned ground (the ice-wedge polygon network of :mod:`mapper.sources.demo_render`: polygons
+patterned ground (the ice-wedge polygon network of :mod:`mapper.demo.render`: polygons
 ~30 m across, wet troughs dark, rendered into the 9 Sentinel-2 bands with the demo's tundra
 spectrum, contrast and sensor noise). In blocks of class 0 the block's pixels are then spatially
 shuffled (one random permutation applied to every band at once), so that in both classes every
@@ -56,7 +56,7 @@ def polygon_blocks(n_blocks: int, block: int, seed: int) -> tuple[np.ndarray, np
 
     Class 1: the polygon network as rendered; class 0: the same block's pixels permuted.
     """
-    from mapper.sources.demo_render import PolygonNetwork, polygon_texture
+    from mapper.demo.render import PolygonNetwork, polygon_texture
 
     rng = np.random.default_rng(seed)
     size = n_blocks * block
@@ -88,8 +88,8 @@ def smooth_field(rng: np.random.Generator, size: int, scale_px: float) -> np.nda
 
 def stack_of(t: np.ndarray, seed: int) -> np.ndarray:
     """The 19 stack bands [19, H, W] in physical units: tundra spectrum + T, smooth covariates."""
-    from mapper.sources.demo_render import NOISE, S2_NATIVE, SPECTRA, TUNDRA_CONTRAST
-    from mapper.sources.demo_world import TUNDRA
+    from mapper.demo.render import NOISE, S2_NATIVE, SPECTRA, TUNDRA_CONTRAST
+    from mapper.demo.world import TUNDRA
 
     rng = np.random.default_rng([seed, 1])
     size = t.shape[0]

@@ -92,6 +92,7 @@ def test_weights_vanish_at_every_crop_border() -> None:
 
 @pytest.mark.parametrize(("crop", "stride", "factor", "tile", "support", "stagger"), [
     (64, 32, 1, 64, None, 0), (64, 64, 1, 64, None, 0), (64, 48, 1, 128, None, 0),
+    (64, 24, 1, 512, 48, 24), (64, 24, 5, 160, 48, 24),
     (64, 32, 2, 64, None, 0), (32, 16, 5, 160, None, 0), (64, 16, 4, 64, None, 0),
     (64, 64, 4, 128, None, 0), (64, 24, 1, 512, 48, 16), (64, 24, 2, 64, 48, 16),
     (64, 20, 5, 160, 40, 20), (256, 128, 1, 512, None, 32),

@@ -29,6 +29,7 @@ from mapper.errors import ConfigError, InputError
 from mapper.files import file_sha256
 from mapper.sources.http import download
 from mapper.sources.manifest import known_checksums, make_manifest, write_manifest
+from mapper.tasks import OBSERVATION_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -266,8 +267,6 @@ def check_table(path: Path, fmt: str, *, observations: bool = False) -> dict[str
     except Exception as exc:  # pandas/pyarrow parser errors have no common base
         raise InputError(f"{path}: cannot be read as {fmt} ({exc}); replace the file") from None
     if observations:
-        from mapper.samples import OBSERVATION_COLUMNS
-
         missing = [c for c in OBSERVATION_COLUMNS if c not in columns]
         if missing:
             raise InputError(

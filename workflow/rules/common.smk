@@ -2,10 +2,11 @@
 # Tile lists are a pure function of each region's boundary and the lattice (no checkpoints).
 import os
 import re
+import sys
 from pathlib import Path
 
 from mapper.config import load_region, write_run_config
-from mapper.tasks import TASKS, task_names
+from mapper.tasks import OBSERVATION_COLUMNS, TASKS, task_names
 
 REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
 # The file every job reads its settings from: RUN_CONFIG, named by its content (so a run with other
@@ -117,7 +118,21 @@ def tile_climate(wildcards):
 
 
 def region_observations(wildcards):
-    return source_inputs(wildcards.region, "observations")
+    """The region's field observation table: the one input a user places by hand.
+
+    A table of kind ``file`` that is not there stops the plan with one line naming it, its
+    columns and the README section (SystemExit: Snakemake prints it as it is, without wrapping
+    it in an InputFunctionException); only regions whose samples are planned are checked.
+    """
+    found = source_inputs(wildcards.region, "observations")
+    kind = source_settings(wildcards.region, "observations")["kind"]
+    if kind == "file" and not os.path.exists(found[0]):
+        sys.exit(
+            f"{found[0]}: the field observation table of region '{wildcards.region}' is "
+            f"missing; place it there (CSV or Parquet, one row per observation, columns "
+            f"{', '.join(OBSERVATION_COLUMNS)}; see README section 'Statewide run')"
+        )
+    return found
 
 
 def demo_products():

@@ -191,6 +191,18 @@ def test_missing_required_source(tmp_path: Path) -> None:
         load_config(config)
 
 
+def test_scene_blocks_must_divide_the_tile(tmp_path: Path) -> None:
+    region = shipped_region("alaska")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    region["tile_px"] = 1536  # 1.5 blocks of 1024 px
+    config = write_config(tmp_path, region, name="alaska")
+    with pytest.raises(ConfigError) as exc:
+        load_config(config)
+    message = str(exc.value)
+    assert str(tmp_path / "alaska.yaml") in message and "\n" not in message
+    assert "key 'sources.sentinel2.block_px': 1024 does not divide tile_px 1536" in message
+
+
 def test_missing_boundary_file(tmp_path: Path) -> None:
     region = shipped_region("demo")
     region["boundary"] = str(tmp_path / "nowhere.geojson")

@@ -280,8 +280,8 @@ def check_table(path: Path, fmt: str, *, observations: bool = False) -> dict[str
 def _fetch_stac(
     region: Region, name: str, settings: dict[str, Any], out_dir: Path, tile: str | None
 ) -> Path:
-    from mapper.sources.composite import composite_tile
-    from mapper.sources.stac import lonlat_bbox, search_items, split_antimeridian
+    from mapper.sources.composite import block_lattice, composite_tile, scene_blocks
+    from mapper.sources.stac import items_by_block, lonlat_bbox, search_items, split_antimeridian
 
     if tile is None:
         raise ConfigError(
@@ -303,23 +303,34 @@ def _fetch_stac(
         "months": list(settings["months"]),
         "max_cloud": settings["max_cloud"],
         "max_items": settings["max_items"],
+        "block_px": settings["block_px"],
         "bboxes": [list(b) for b in split_antimeridian(lonlat_bbox(bounds, lattice.crs))],
     }
-    items = search_items(
+    blocks = scene_blocks(lattice, tile, settings["block_px"])
+    grid = block_lattice(lattice, settings["block_px"])
+    found = search_items(
         settings["api"],
         bounds,
         datetime_interval=settings["datetime"],
         collection=settings["collection"],
         months=settings["months"],
         max_cloud=settings["max_cloud"],
+        max_items=None,
+        crs=lattice.crs,
+    )
+    chosen = items_by_block(
+        found,
+        {b: grid.tile_bounds(b) for b, _ in blocks},
         max_items=settings["max_items"],
         crs=lattice.crs,
     )
     dest = out_dir / name / f"{tile}.tif"
-    summary = composite_tile(items, lattice, tile, dest)
+    summary = composite_tile(chosen, lattice, tile, dest, block_px=settings["block_px"])
     item = {"path": str(dest), "size": dest.stat().st_size, "sha256": file_sha256(dest)}
-    for stac_item, found in zip(summary["items"], items, strict=True):
-        stac_item["href"] = found.get_self_href()
+    hrefs = {it.id: it.get_self_href() for it in found}
+    for block_items in summary["blocks"].values():
+        for stac_item in block_items:
+            stac_item["href"] = hrefs[stac_item["id"]]
     return write_manifest(
         manifest_path(out_dir, name, tile=tile),
         make_manifest(
@@ -330,7 +341,7 @@ def _fetch_stac(
             synthetic=region.synthetic,
             tile=tile,
             stac=query,
-            stac_items=summary["items"],
+            stac_blocks=summary["blocks"],
             valid_fraction=summary["valid_fraction"],
         ),
     )

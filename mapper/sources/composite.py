@@ -60,7 +60,7 @@ from mapper.errors import ConfigError, InputError, SourceError
 from mapper.grid import Lattice
 from mapper.raster import GDAL_HTTP_ENV, warp_to_grid, write_geotiff
 from mapper.sources.stac import cloud_cover
-from mapper.windows import GDAL_TYPES, VrtBand, VrtSource, write_vrt_file
+from mapper.vrt import GDAL_TYPES, VrtBand, VrtSource, write_vrt_file
 
 logger = logging.getLogger(__name__)
 

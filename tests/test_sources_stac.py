@@ -483,27 +483,56 @@ def test_scenes_are_chosen_per_block_so_the_composite_does_not_depend_on_the_til
     lon, lat = to_ll.transform([left + 120, left + 200], [top - 200, top - 120])
     nw = (min(lon), min(lat), max(lon), max(lat))
     it1 = next(it for it in stac.items if it["id"] == "it1")
-    small = dict(it1, id="small", bbox=list(nw), properties=dict(it1["properties"], **{
-        "eo:cloud_cover": 1.0, "datetime": "2021-07-02T21:00:00Z"}))
-    small["geometry"] = {"type": "Polygon", "coordinates": [[
-        [nw[0], nw[1]], [nw[2], nw[1]], [nw[2], nw[3]], [nw[0], nw[3]], [nw[0], nw[1]]]]}
+    small = dict(
+        it1,
+        id="small",
+        bbox=list(nw),
+        properties=dict(
+            it1["properties"], **{"eo:cloud_cover": 1.0, "datetime": "2021-07-02T21:00:00Z"}
+        ),
+    )
+    small["geometry"] = {
+        "type": "Polygon",
+        "coordinates": [
+            [[nw[0], nw[1]], [nw[2], nw[1]], [nw[2], nw[3]], [nw[0], nw[3]], [nw[0], nw[1]]]
+        ],
+    }
     lon, lat = to_ll.transform([left - 500, left - 300], [top - 400, top - 200])
     west = (min(lon), min(lat), max(lon), max(lat))
     it3 = next(it for it in stac.items if it["id"] == "it3")
-    elsewhere = dict(it3, id="elsewhere", bbox=list(west), properties=dict(it3["properties"], **{
-        "eo:cloud_cover": 0.5, "datetime": "2022-07-02T21:00:00Z"}))
-    elsewhere["geometry"] = {"type": "Polygon", "coordinates": [[
-        [west[0], west[1]], [west[2], west[1]], [west[2], west[3]], [west[0], west[3]],
-        [west[0], west[1]]]]}
+    elsewhere = dict(
+        it3,
+        id="elsewhere",
+        bbox=list(west),
+        properties=dict(
+            it3["properties"], **{"eo:cloud_cover": 0.5, "datetime": "2022-07-02T21:00:00Z"}
+        ),
+    )
+    elsewhere["geometry"] = {
+        "type": "Polygon",
+        "coordinates": [
+            [
+                [west[0], west[1]],
+                [west[2], west[1]],
+                [west[2], west[3]],
+                [west[0], west[3]],
+                [west[0], west[1]],
+            ]
+        ],
+    }
     stac.items.extend([small, elsewhere])
     try:
         out = {}
         for tile_px in (64, 128):
             config = fetch_config(_sentinel2(stac.url, max_items=2))
             region = load_region(load_config(config), "r")
-            region = type(region)(region.name, dict(region.settings, tile_px=tile_px),
-                                  Lattice(LATTICE.origin_x, LATTICE.origin_y, 10.0, tile_px),
-                                  region.path, region.grid)
+            region = type(region)(
+                region.name,
+                dict(region.settings, tile_px=tile_px),
+                Lattice(LATTICE.origin_x, LATTICE.origin_y, 10.0, tile_px),
+                region.path,
+                region.grid,
+            )
             tile = region.lattice.tile_of_xy(left + 1, top - 1)
             dest = tmp_path / str(tile_px)
             manifest = read_manifest(fetch_source(region, "sentinel2", dest, tile=tile))
@@ -521,7 +550,11 @@ def test_scenes_are_chosen_per_block_so_the_composite_does_not_depend_on_the_til
         stac.items.remove(small)
         stac.items.remove(elsewhere)
     assert [b for b, _ in scene_blocks(LATTICE, TILE, 32)] == [
-        "R3000C8906", "R3000C8907", "R3001C8906", "R3001C8907"]
+        "R3000C8906",
+        "R3000C8907",
+        "R3001C8906",
+        "R3001C8907",
+    ]
 
 
 def test_nanmedian_rows_equals_numpy():
@@ -537,3 +570,39 @@ def test_nanmedian_rows_equals_numpy():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
             expected = np.nanmedian(a, axis=0)
         np.testing.assert_allclose(nanmedian_rows(a, rows=16), expected, rtol=1e-6)
+
+
+def test_search_follows_earth_search_paging_and_reports_its_errors(monkeypatch, tmp_path):
+    """Against the Earth Search v1 replica: POST paging with a ``next`` token in the repeated
+    body, every page's items kept; a 400 answer is one SourceError naming the API and the fix."""
+    from earth_search import EarthSearch, Scene
+
+    import mapper.sources.stac as stac_module
+
+    monkeypatch.setattr(stac_module, "PAGE_LIMIT", 3)
+    left, bottom, right, top = LATTICE.tile_bounds(TILE)
+    ux, uy = Transformer.from_crs(3338, 32606, always_xy=True).transform(left, top)
+    x0, y0 = round(ux / 20) * 20 - 200, round(uy / 20) * 20 + 200
+    flat = {key: (lambda x, y: np.full(x.shape, 1500)) for key in COMMON}
+    with LoopbackServer() as server:
+        api = EarthSearch(server)
+        for day in range(1, 8):
+            when = datetime(2021, 7, day, 21, tzinfo=UTC)
+            scene = Scene(f"S2B_6WVC_202107{day:02d}_0_L2A", when, float(day), "03.01", 32606,
+                          x0, y0, 1200.0)  # fmt: skip
+            api.add_scene(scene, flat, lambda x, y: np.full(x.shape, 4))
+        items = search_items(api.url, (left, bottom, right, top),
+                             datetime_interval="2021-06-01/2021-08-31", max_items=None)  # fmt: skip
+        assert [it.id for it in items] == [f"S2B_6WVC_202107{d:02d}_0_L2A" for d in range(1, 8)]
+        assert [s.get("next") for s in api.searches] == [None, "3", "6"]
+        assert all(s["method"] == "POST" and s["limit"] == 3 for s in api.searches)
+        assert items[0].properties["grid:code"] == "MGRS-6WVC"
+        server.routes["/v1/search"] = lambda m, q, b: (
+            400, {"Content-Type": "application/json"},
+            b'{"code": "BadRequest", "description": "invalid bbox"}')  # fmt: skip
+        with pytest.raises(SourceError) as exc:
+            search_items(
+                api.url, (left, bottom, right, top), datetime_interval="2021-07-01/2021-07-31"
+            )
+    message = str(exc.value)
+    assert api.url in message and "\n" not in message and "retry later" in message

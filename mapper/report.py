@@ -10,7 +10,16 @@ Writes beside ``out``:
 - ``<task>.json``: every figure, per fold too;
 - ``<task>_splits.png``: bars of the headline metrics per split and model (+- sd);
 - ``<task>_confusion.png``: confusion matrices pooled over the folds, per split and model
-  (rows true class, normalised per row).
+  (rows true class, normalised per row);
+- ``<task>_reliability.png`` (a binary task on a synthetic region with truth only): the pooled
+  held-out probabilities against the hidden truth probability at the same points, in
+  ``RELIABILITY_BINS`` equal-width bins, per split and model, with the expected calibration error
+  (:func:`mapper.metrics.reliability`). Not a declared output of the workflow's ``report`` rule,
+  which cannot know whether a region has truth.
+
+R1 (binary) is given at two thresholds side by side: 0.5 (the class predictions) and the prior,
+the share of present among the fold's training points (no test label used), which says whether a
+low R1 is a ranking or a threshold problem.
 
 "mean +- sd" is over the folds that had training points (sample sd, ddof 1); a fold whose
 spatial holdout left no training point is counted and left out. Per-class figures are averaged
@@ -21,8 +30,10 @@ binary task (``nsp.tif``) or a class index for a multiclass one (``soilorder.tif
 lattice, read at each test point's pixel. Binary: AUC of the predicted probability against
 ``truth > 0.5`` and the Pearson correlation of predicted and true probability (chance: 0.5 and 0);
 multiclass: accuracy against the true class (chance: the share of the most common true class
-among the test points). The observed labels' agreement with
-the truth is given too: labels are noisy draws from it, so it bounds what a model can reach.
+among the test points). Binary also: the reliability curve and ECE of the predicted against the
+true probability (a calibrated model's mean prediction in a bin equals the mean truth there).
+The observed labels' agreement with the truth is given too: labels are noisy draws from it, so
+it bounds what a model can reach.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from mapper.config import Region
 from mapper.errors import InputError
 from mapper.evaluate import MODELS, read_fold
 from mapper.files import atomic_path
-from mapper.metrics import auc, classification_metrics, confusion
+from mapper.metrics import auc, classification_metrics, confusion, reliability
 from mapper.raster import open_raster
 from mapper.splits import SPLITS
 from mapper.tasks import get_task
@@ -61,9 +72,14 @@ SUMMARY = {
 """Metrics of the summary table, per kind of task (:mod:`mapper.tasks`)."""
 DIAGNOSTICS = {"binary": ["prior", "mean_p_present", "mean_p_absent", "r1_at_prior",
                           "precision_at_prior"], "multiclass": []}
+BESIDE = {"r1": ["r1_at_prior", "prior"]}
+"""Diagnostics shown in the summary table right after a metric: R1 at the prior beside R1 at 0.5."""
+RELIABILITY_BINS = 10
+"""Equal-width probability bins of the reliability curve and its ECE."""
 HEADLINE = {"binary": ["accuracy", "auc", "r1", "macro_f1"],
             "multiclass": ["accuracy", "macro_f1", "weighted_f1"]}
-LABELS = {"accuracy": "accuracy", "auc": "AUC", "r1": "R1", "macro_precision": "macro P",
+LABELS = {"accuracy": "accuracy", "auc": "AUC", "r1": "R1 at 0.5", "r1_at_prior": "R1 at prior",
+          "prior": "prior", "macro_precision": "macro P",
           "macro_recall": "macro R", "macro_f1": "macro F1", "weighted_precision": "weighted P",
           "weighted_recall": "weighted R", "weighted_f1": "weighted F1"}
 
@@ -126,6 +142,7 @@ def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any
         if spec.binary:
             t = g["truth"].to_numpy()
             p = g[spec.probability_columns[1]].to_numpy()
+            curve = reliability(p, t, RELIABILITY_BINS)
             entry = {
                 "n": len(g),
                 "auc_vs_truth": auc(t > 0.5, p),
@@ -135,6 +152,10 @@ def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any
                 "chance_auc": 0.5,
                 "chance_corr": 0.0,
                 "truth_present_share": float((t > 0.5).mean()),
+                "mean_pred": float(p.mean()),
+                "mean_truth": float(t.mean()),
+                "ece": curve["ece"],
+                "reliability": curve,
             }
         else:
             t = g["truth"].to_numpy().astype(np.int64)
@@ -236,10 +257,18 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
         f"{n_folds}-fold cross-validation; each model trained on a fold's training points and "
         "scored on its test points; the same folds for every model. Figures are mean ± sd over "
         "the folds with training points (sample sd). SH-d: no training point within d of a test "
-        "point (spatial holdout with a dead zone). R1 = recall of permafrost present; class "
-        "predictions at the most probable class (0.5 for NSP).", "",
+        "point (spatial holdout with a dead zone). Class predictions at the most probable class "
+        "(0.5 for NSP).", "",
     ]
-    metrics = SUMMARY[spec.kind]
+    if spec.binary:
+        lines += [
+            "R1 = recall of present. *R1 at 0.5* counts the class predictions; *R1 at prior* "
+            "thresholds the probability at the *prior*, the share of present among the fold's "
+            "training points (no test label used): a model that ranks well but whose "
+            "probabilities stay near the prevalence has a low R1 at 0.5 and a higher one at the "
+            "prior.", "",
+        ]
+    metrics = [c for m in SUMMARY[spec.kind] for c in (m, *BESIDE.get(m, []))]
     lines.append("| split | model | folds | test points | "
                  + " | ".join(LABELS[m] for m in metrics) + " |")
     lines.append("|" + "---|" * (4 + len(metrics)))
@@ -315,6 +344,7 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                         f"{t['n']} | {t['auc_vs_truth']:.3f} | {t['corr_vs_truth']:.3f} | "
                         f"{t['labels_auc_vs_truth']:.3f} / {t['labels_corr_vs_truth']:.3f} | "
                         f"{t['chance_auc']:.1f} / {t['chance_corr']:.1f} |")
+            lines += _reliability_markdown(spec.abbreviation or spec.subject, truth, out)
         else:
             lines += ["| split | model | points | accuracy vs truth | labels vs truth | "
                       "chance (majority class) |", "|---|---|---|---|---|---|"]
@@ -324,10 +354,52 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                         f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
                         f"{t['n']} | {t['accuracy_vs_truth']:.3f} | "
                         f"{t['labels_accuracy_vs_truth']:.3f} | {t['chance_accuracy']:.3f} |")
+    shown = (f", `{out.stem}_reliability.png` (reliability against the hidden truth)"
+             if _has_reliability(truth) else "")
     lines += ["", f"Figures: `{out.stem}_splits.png` (headline metrics per split), "
-              f"`{out.stem}_confusion.png` (pooled confusion matrices); every figure per fold "
-              f"in `{out.stem}.json`.", ""]
+              f"`{out.stem}_confusion.png` (pooled confusion matrices){shown}; every figure per "
+              f"fold in `{out.stem}.json`.", ""]
     return "\n".join(lines)
+
+
+def _has_reliability(truth: dict[str, Any] | None) -> bool:
+    return truth is not None and any(
+        "reliability" in t for models in truth["splits"].values() for t in models.values())
+
+
+def _reliability_markdown(subject: str, truth: dict[str, Any], out: Path) -> list[str]:
+    """The reliability section: ECE per split and model, then the bins of each split."""
+    lines = [
+        "", f"## Reliability against the hidden truth ({subject})", "",
+        f"The same pooled held-out points, their predicted probability in {RELIABILITY_BINS} "
+        "equal-width bins against the truth probability at the same points: a calibrated model's "
+        "mean prediction in a bin equals the mean truth there. ECE (expected calibration error) = "
+        "sum over bins of n_b / N × |mean predicted − mean truth|, in probability units (0: "
+        f"calibrated). Figure: `{out.stem}_reliability.png`.", "",
+        "| split | model | points | ECE | mean predicted | mean truth |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split, models in truth["splits"].items():
+        for model, t in models.items():
+            lines.append(f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
+                         f"{t['n']} | {t['ece']:.3f} | {t['mean_pred']:.3f} | "
+                         f"{t['mean_truth']:.3f} |")
+    for split, models in truth["splits"].items():
+        names = [MODEL_NAMES.get(m, m) for m in models]
+        lines += ["", f"{SPLIT_NAMES.get(split, split)}: mean predicted / mean truth (points) "
+                  "per bin of predicted probability", "",
+                  "| bin | " + " | ".join(names) + " |", "|" + "---|" * (1 + len(names))]
+        edges = next(iter(models.values()))["reliability"]["edges"]
+        for b in range(len(edges) - 1):
+            cells = []
+            for t in models.values():
+                r = t["reliability"]
+                cells.append(f"{r['mean_pred'][b]:.3f} / {r['mean_truth'][b]:.3f} "
+                             f"({r['count'][b]})" if r["count"][b] else "– (0)")
+            close = "]" if b == len(edges) - 2 else ")"
+            lines.append(f"| [{edges[b]:.1f}, {edges[b + 1]:.1f}{close} | "
+                         + " | ".join(cells) + " |")
+    return lines
 
 
 def _plot_splits(task: str, summary: dict[str, Any], path: Path, synthetic: bool) -> None:
@@ -403,6 +475,49 @@ def _plot_confusion(task: str, preds: pd.DataFrame, path: Path, synthetic: bool)
     plt.close(fig)
 
 
+def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], path: Path, title: str) -> None:
+    """Reliability figure: one column per panel (``{panel title: {line label: curve}}``, curves
+    from :func:`mapper.metrics.reliability`); above, mean predicted (x) against mean truth (y)
+    per non-empty bin with the diagonal of perfect calibration; below, the share of points per
+    bin (log scale). Labels carry each curve's ECE. Used by the report and
+    ``scripts/map_vs_truth.py``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(2, n, squeeze=False, figsize=(3.4 * n + 0.4, 5.4),
+                             gridspec_kw={"height_ratios": [3, 1]}, sharex="col")
+    for j, (name, curves) in enumerate(panels.items()):
+        top, bottom = axes[0][j], axes[1][j]
+        top.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        for label, r in curves.items():
+            count = np.asarray(r["count"], dtype=np.float64)
+            used = count > 0
+            pred = np.asarray(r["mean_pred"], dtype=np.float64)[used]
+            true = np.asarray(r["mean_truth"], dtype=np.float64)[used]
+            line = top.plot(pred, true, marker="o", ms=3, lw=1,
+                            label=f"{label} (ECE {r['ece']:.3f})")[0]
+            edges = np.asarray(r["edges"])
+            bottom.stairs(count / max(count.sum(), 1), edges, color=line.get_color())
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_aspect("equal")
+        top.set_title(name, fontsize=9)
+        top.legend(fontsize=6, loc="upper left")
+        bottom.set_yscale("log")
+        bottom.set_xlabel("predicted probability", fontsize=8)
+        if j == 0:
+            top.set_ylabel("mean truth probability", fontsize=8)
+            bottom.set_ylabel("share of points", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def _clean(obj: Any) -> Any:
     """NaN -> None for strict JSON."""
     if isinstance(obj, dict):
@@ -421,7 +536,7 @@ def report(
     out: str | Path,
     truth: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``out`` (Markdown) and its JSON and two PNGs beside it (module doc); returns the
+    """Write ``out`` (Markdown) and its JSON and PNGs beside it (module doc); returns the
     JSON content. ``truth``: the truth raster (default ``resources/<region>/truth/<task>.tif``
     when the region is synthetic and the file exists)."""
     out = Path(out)
@@ -445,8 +560,15 @@ def report(
         tmp.write_text(json.dumps(_clean(content), indent=1, sort_keys=False))
     _plot_splits(task, summary, base.parent / f"{base.name}_splits.png", region.synthetic)
     _plot_confusion(task, preds, base.parent / f"{base.name}_confusion.png", region.synthetic)
+    if _has_reliability(truth_info):
+        panels = {SPLIT_NAMES.get(split, split): {MODEL_NAMES.get(m, m): t["reliability"]
+                                                   for m, t in models.items()}
+                  for split, models in truth_info["splits"].items()}
+        plot_reliability(panels, base.parent / f"{base.name}_reliability.png",
+                         f"{task}: held-out predictions vs hidden truth, pooled over folds "
+                         "(SYNTHETIC region)")
     with atomic_path(out) as tmp:
         tmp.write_text(_markdown(region, task, summary, records, truth_info, out))
-    logger.info("wrote %s (+ .json, _splits.png, _confusion.png) from %d folds", out,
-                len(records))
+    logger.info("wrote %s (+ .json, _splits.png, _confusion.png%s) from %d folds", out,
+                ", _reliability.png" if _has_reliability(truth_info) else "", len(records))
     return content

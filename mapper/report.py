@@ -288,11 +288,11 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
     if spec.binary:
         lines += [
             "", f"## Calibration ({spec.abbreviation or spec.subject})", "",
-            "R1 above thresholds the probability at 0.5. A model can rank points well (AUC) yet "
-            "rarely reach 0.5 when its probabilities stay near the prevalence. Here: the mean "
-            "predicted probability of the present and absent test points, and recall / precision "
-            "of present at a threshold equal to the share of present among the fold's training "
-            "points (no test label used).", "",
+            "A model can rank points well (AUC) yet rarely reach 0.5 when its probabilities stay "
+            "near the prevalence. Here, against the observed test labels: the mean predicted "
+            "probability of the present and absent test points, and recall / precision of "
+            "present at the prior, the share of present among the fold's training points (no "
+            "test label used).", "",
             "| split | model | prior | mean p (present) | mean p (absent) | R1 at prior | "
             "precision at prior |", "|---|---|---|---|---|---|---|",
         ]
@@ -518,12 +518,12 @@ def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], path: Path, t
     plt.close(fig)
 
 
-def _clean(obj: Any) -> Any:
-    """NaN -> None for strict JSON."""
+def strict_json(obj: Any) -> Any:
+    """NaN -> None, for strict JSON (empty reliability bins, undefined metrics)."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_clean(v) for v in obj]
+        return [strict_json(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
@@ -557,7 +557,7 @@ def report(
     }
     base = out.with_suffix("")
     with atomic_path(base.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(_clean(content), indent=1, sort_keys=False))
+        tmp.write_text(json.dumps(strict_json(content), indent=1, sort_keys=False))
     _plot_splits(task, summary, base.parent / f"{base.name}_splits.png", region.synthetic)
     _plot_confusion(task, preds, base.parent / f"{base.name}_confusion.png", region.synthetic)
     if _has_reliability(truth_info):

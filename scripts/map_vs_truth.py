@@ -33,7 +33,8 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.metrics import reliability
-from mapper.report import RELIABILITY_BINS, plot_reliability, strict_json
+from mapper.report import strict_json
+from mapper.truth import RELIABILITY_BINS, plot_reliability
 
 
 def _overlap(map_path: Path, truth_path: Path) -> tuple[np.ndarray, np.ndarray, float]:

@@ -15,8 +15,9 @@ from mapper.bands import SOIL_ORDERS
 from mapper.evaluate import _write
 from mapper.metrics import classification_metrics
 from mapper.raster import write_geotiff
-from mapper.report import RELIABILITY_BINS, SUMMARY, report
+from mapper.report import SUMMARY, report
 from mapper.tasks import TASKS
+from mapper.truth import RELIABILITY_BINS
 
 LAT = T.lattice()
 

@@ -110,8 +110,14 @@ def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], path: Path, t
     import matplotlib.pyplot as plt
 
     n = max(len(panels), 1)
-    fig, axes = plt.subplots(2, n, squeeze=False, figsize=(3.4 * n + 0.4, 5.4),
-                             gridspec_kw={"height_ratios": [3, 1]}, sharex="col")
+    fig, axes = plt.subplots(
+        2,
+        n,
+        squeeze=False,
+        figsize=(3.4 * n + 0.4, 5.4),
+        gridspec_kw={"height_ratios": [3, 1]},
+        sharex="col",
+    )
     for j, (name, curves) in enumerate(panels.items()):
         top, bottom = axes[0][j], axes[1][j]
         top.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
@@ -120,8 +126,9 @@ def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], path: Path, t
             used = count > 0
             pred = np.asarray(r["mean_pred"], dtype=np.float64)[used]
             true = np.asarray(r["mean_truth"], dtype=np.float64)[used]
-            line = top.plot(pred, true, marker="o", ms=3, lw=1,
-                            label=f"{label} (ECE {r['ece']:.3f})")[0]
+            line = top.plot(
+                pred, true, marker="o", ms=3, lw=1, label=f"{label} (ECE {r['ece']:.3f})"
+            )[0]
             edges = np.asarray(r["edges"])
             bottom.stairs(count / max(count.sum(), 1), edges, color=line.get_color())
         top.set_xlim(0, 1)

@@ -16,8 +16,9 @@ def test_truth_at_reads_the_pixel_holding_each_point(tmp_path: Path) -> None:
     values[2, 3] = -1.0  # nodata
     left, top = 300_000.0, 1_600_000.0
     path = tmp_path / "truth.tif"
-    write_geotiff(path, values[None], Affine(10.0, 0.0, left, 0.0, -10.0, top), "EPSG:3338",
-                  nodata=-1.0)
+    write_geotiff(
+        path, values[None], Affine(10.0, 0.0, left, 0.0, -10.0, top), "EPSG:3338", nodata=-1.0
+    )
     x = np.array([left + 5, left + 15, left + 10.0, left + 39.9, left - 0.1, left + 35, left + 5])
     y = np.array([top - 5, top - 25, top - 0.0, top - 29.9, top - 5, top - 25, top + 0.1])
     got = truth_at(path, x, y)

@@ -262,6 +262,25 @@ class CropLattice:
                 yield Crop(i, j, rs, cs, max(rs.lo, r0), min(rs.hi, r1), max(cs.lo, c0),
                            min(cs.hi, c1))
 
+    def out_window(self, window: Window) -> Window:
+        """The out cells of a lattice window whose sides are multiples of ``factor`` (a tile)."""
+        k = self.factor
+        return Window(window.col_off // k, window.row_off // k, window.width // k,
+                      window.height // k)
+
+    def reach(self, out_window: Window) -> Window:
+        """The lattice pixels read by the crops answering cells of ``out_window`` (a window in
+        lattice pixels; empty when no crop answers). Pure arithmetic on the two axes' crop
+        ranges, so the DAG can ask it for every tile of the state."""
+        r0, c0 = int(out_window.row_off), int(out_window.col_off)
+        rows = self.indices(r0, r0 + int(out_window.height))
+        cols = self.indices(c0, c0 + int(out_window.width))
+        if not rows or not cols:
+            return Window(0, 0, 0, 0)
+        top, left = self.start(rows[0]), self.start(cols[0])
+        bottom, right = self.start(rows[-1]) + self.crop_px, self.start(cols[-1]) + self.crop_px
+        return Window(left, top, right - left, bottom - top)
+
     def weights(self, crop: Crop) -> np.ndarray:
         """2-D weights of the crop's cells inside the window: the outer product of the axes'."""
         wy = self.weights_1d(crop.rows, crop.r_lo, crop.r_hi)

@@ -29,6 +29,7 @@ import shapely
 import yaml
 from pyproj import CRS, Transformer
 
+from mapper.blending import CropLattice
 from mapper.errors import ConfigError
 from mapper.grid import Lattice, tiles_of
 
@@ -203,8 +204,48 @@ class Region:
         """The region's boundary in EPSG:3338 (see :func:`read_boundary`)."""
         return read_boundary(self.settings["boundary"])
 
+    def area(self) -> shapely.Geometry:
+        """The mapped area in EPSG:3338: the boundary buffered by ``buffer_m`` metres.
+
+        An out cell (a pixel of the maps) is mapped when its centre lies inside it
+        (:func:`mapper.grid.cells_inside`); every other cell is nodata in every product and is
+        never decoded. Observations and training crops are placed by it too.
+        """
+        return mapped_area(self.settings["boundary"], float(self.settings["buffer_m"]))
+
     def tiles(self) -> list[str]:
-        return region_tiles(self.settings["boundary"], self.lattice)
+        """The mapped tiles: those that meet the mapped area (each predicted and mosaicked)."""
+        return region_tiles(self.settings["boundary"], self.lattice,
+                            float(self.settings["buffer_m"]))
+
+    @property
+    def context_px(self) -> int:
+        """How far (lattice pixels) the crops of prediction and training reach from a mapped
+        point: a prediction crop holds the cell it answers, a training crop its centre (a point
+        of the area, or an observation shifted by less than half a crop)."""
+        return max(int(self.settings["prediction"]["crop_px"]),
+                   int(self.settings["training"]["crop_px"]))
+
+    def stacked_tiles(self) -> list[str]:
+        """The mapped tiles and the *context tiles*: every tile with a pixel within
+        :attr:`context_px` of the mapped area, stacked so that a crop near the region's edge
+        reads the sources wherever they have data, as an interior crop does (never nodata for
+        want of a tile). A function of the area and the reach, not of which tiles are mapped."""
+        return region_tiles(self.settings["boundary"], self.lattice,
+                            float(self.settings["buffer_m"]), self.context_px)
+
+    def crop_lattice(self) -> CropLattice:
+        """The prediction crop lattice of the region's ``prediction`` settings."""
+        return CropLattice.from_settings(self.settings["prediction"], self.lattice.res,
+                                         self.lattice.tile_px)
+
+    def tile_context(self, tile: str) -> list[str]:
+        """The stacked tiles that the prediction crops of ``tile`` may read (itself included),
+        sorted: the predict job's stacks."""
+        crops = self.crop_lattice()
+        reach = crops.reach(crops.out_window(self.lattice.tile_window(tile)))
+        stacked = set(self.stacked_tiles())
+        return sorted(t for t in self.lattice.tiles_in_window(reach) if t in stacked)
 
 
 def load_region(config: dict, name: str) -> Region:
@@ -262,14 +303,35 @@ def _project(transformer: Transformer, xy: Any) -> Any:
     return np.column_stack([x, y])
 
 
-@lru_cache(maxsize=16)
-def _tiles_cached(path: str, mtime: int, lattice: Lattice) -> tuple[str, ...]:
-    return tuple(tiles_of(_read_boundary_cached(path, mtime), lattice))
+@lru_cache(maxsize=8)
+def _area_cached(path: str, mtime: int, buffer_m: float) -> shapely.Geometry:
+    boundary = _read_boundary_cached(path, mtime)
+    if buffer_m <= 0:
+        return boundary
+    return shapely.make_valid(shapely.buffer(boundary, buffer_m))
 
 
-def region_tiles(boundary_path: str | Path, lattice: Lattice) -> list[str]:
-    """The region's tile ids (cached per boundary file and lattice)."""
+def mapped_area(boundary_path: str | Path, buffer_m: float = 0.0) -> shapely.Geometry:
+    """The boundary of a GeoJSON file (:func:`read_boundary`) buffered by ``buffer_m`` metres in
+    EPSG:3338 (shapely's round joins, 8 segments a quarter circle); cached per file and buffer."""
     p = Path(boundary_path)
     if not p.exists():
         raise ConfigError(f"{p}: boundary file not found; check the region's 'boundary' key")
-    return list(_tiles_cached(str(p.resolve()), p.stat().st_mtime_ns, lattice))
+    return _area_cached(str(p.resolve()), p.stat().st_mtime_ns, float(buffer_m))
+
+
+@lru_cache(maxsize=16)
+def _tiles_cached(path: str, mtime: int, lattice: Lattice, buffer_m: float,
+                  reach_px: int) -> tuple[str, ...]:
+    return tuple(tiles_of(_area_cached(path, mtime, buffer_m), lattice, reach_px))
+
+
+def region_tiles(boundary_path: str | Path, lattice: Lattice, buffer_m: float = 0.0,
+                 reach_px: int = 0) -> list[str]:
+    """The tiles meeting the boundary buffered by ``buffer_m`` (or within ``reach_px`` pixels of
+    it: :func:`mapper.grid.tiles_of`), cached per boundary file, lattice, buffer and reach."""
+    p = Path(boundary_path)
+    if not p.exists():
+        raise ConfigError(f"{p}: boundary file not found; check the region's 'boundary' key")
+    return list(_tiles_cached(str(p.resolve()), p.stat().st_mtime_ns, lattice, float(buffer_m),
+                              int(reach_px)))

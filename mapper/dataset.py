@@ -10,8 +10,13 @@ Crops are square windows of ``crop_px`` lattice pixels (global lattice pixel coo
   taken in a seeded random order and a point already queried in an earlier crop of the epoch does
   not start a crop of its own (clustered surveys would otherwise repeat the same context many
   times per epoch).
-- *unlabelled* crops, centred on a uniformly random position inside the region boundary, making
-  ``unlabelled_fraction`` of all crops (for pretraining: every crop).
+- *unlabelled* crops, centred on a uniformly random position inside the region's mapped area
+  (its boundary buffered by ``buffer_m``), making ``unlabelled_fraction`` of all crops (for
+  pretraining: every crop).
+
+A crop near the region's edge reads the stacks of the context tiles around the mapped ones
+(:meth:`mapper.config.Region.stacked_tiles`), so it sees the sources beyond the edge as an
+interior crop sees them, as prediction's crops do.
 
 Query points of a crop, in this slot order (the n-th slot of every crop in a batch has the same
 role, as the InfoNCE loss arranges them, see :mod:`mapper.losses`):
@@ -214,9 +219,9 @@ def grid_coords(n: int) -> np.ndarray:
 class CropDataset:
     """Batches of crops for one task (``"pretrain"`` or a map task of :mod:`mapper.tasks`).
 
-    ``points``: the training points (none for pretraining). ``boundary``: the region (EPSG:3338)
-    where unlabelled crops are centred. ``unlabelled_crops``: crops per epoch when there are no
-    training points (pretraining). The reader stays open for the dataset's life.
+    ``points``: the training points (none for pretraining). ``boundary``: the region's mapped area
+    (EPSG:3338) where unlabelled crops are centred. ``unlabelled_crops``: crops per epoch when there
+    are no training points (pretraining). The reader stays open for the dataset's life.
     """
 
     def __init__(

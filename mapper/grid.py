@@ -138,8 +138,12 @@ class Lattice:
         ]
 
 
-def tiles_of(boundary: shapely.Geometry, lattice: Lattice) -> list[str]:
+def tiles_of(boundary: shapely.Geometry, lattice: Lattice, reach_px: int = 0) -> list[str]:
     """The sorted ids of the tiles whose area intersects ``boundary`` (EPSG:3338 metres).
+
+    With ``reach_px`` > 0: the tiles whose area grown by ``reach_px`` lattice pixels on every
+    side intersects ``boundary``, i.e. every tile holding a pixel within ``reach_px`` pixels
+    (Chebyshev) of a point inside it: a region's *context tiles* (:mod:`mapper.config`).
 
     Vectorised with shapely 2: candidate tiles from the boundary's bounding box are tested in one
     ``intersects`` call against a prepared geometry, so the whole state takes well under a second.
@@ -147,7 +151,9 @@ def tiles_of(boundary: shapely.Geometry, lattice: Lattice) -> list[str]:
     """
     if boundary.is_empty:
         return []
-    window = lattice.bounds_window(boundary.bounds)
+    grow = reach_px * lattice.res
+    left_, bottom_, right_, top_ = boundary.bounds
+    window = lattice.bounds_window((left_ - grow, bottom_ - grow, right_ + grow, top_ + grow))
     p = lattice.tile_px
     size = p * lattice.res
     r0, c0 = max(window.row_off // p, 0), max(window.col_off // p, 0)
@@ -157,8 +163,37 @@ def tiles_of(boundary: shapely.Geometry, lattice: Lattice) -> list[str]:
     rows, cols = rows.ravel(), cols.ravel()
     left = lattice.origin_x + cols * size
     top = lattice.origin_y - rows * size
-    boxes = shapely.box(left, top - size, left + size, top)
+    boxes = shapely.box(left - grow, top - size - grow, left + size + grow, top + grow)
     shapely.prepare(boundary)
     hit = shapely.intersects(boundary, boxes) & ~shapely.touches(boundary, boxes)
     pairs = zip(rows[hit], cols[hit], strict=True)
     return sorted(lattice.tile_id(int(r), int(c)) for r, c in pairs)
+
+
+def cells_inside(area: shapely.Geometry, lattice: Lattice, out_window: Window,
+                 factor: int = 1) -> np.ndarray:
+    """Bool [height, width]: which out cells of ``out_window`` have their centre inside ``area``.
+
+    Out cells are ``factor`` x ``factor`` blocks of lattice pixels (out cell ``(R, C)`` covers
+    lattice pixels ``[R*factor, (R+1)*factor)`` x ``[C*factor, (C+1)*factor)``; ``out_window`` in
+    global out-cell indices). A cell is inside when its centre lies in the interior of ``area``
+    (EPSG:3338): the test is on the centre's coordinates, computed from its global indices, so a
+    cell's answer never depends on the window (tile) it is asked in. Windows wholly inside or
+    wholly outside ``area`` are answered without testing each cell.
+    """
+    r0, c0 = int(out_window.row_off), int(out_window.col_off)
+    h, w = int(out_window.height), int(out_window.width)
+    res = lattice.res * factor
+    left, top = lattice.origin_x + c0 * res, lattice.origin_y - r0 * res
+    box = shapely.box(left, top - h * res, left + w * res, top)
+    shapely.prepare(area)
+    if not shapely.intersects(area, box) or shapely.touches(area, box):
+        return np.zeros((h, w), dtype=bool)
+    if shapely.contains_properly(area, box):
+        return np.ones((h, w), dtype=bool)
+    xs = lattice.origin_x + (c0 + np.arange(w) + 0.5) * res
+    out = np.zeros((h, w), dtype=bool)
+    for r in range(h):
+        y = lattice.origin_y - (r0 + r + 0.5) * res
+        out[r] = shapely.contains_xy(area, xs, np.full(w, y))
+    return out

@@ -11,15 +11,19 @@ global and the crops covering a cell are visited in the same order from every ti
 the same cells of one pass over the whole region: no seams, and mosaics made with any ``tile_px``
 agree.
 
-Reading: the crops reach up to ``crop_px - 1`` pixels beyond the tile, so the tile reads its
-neighbours' stacks (given on the command line); a neighbour that is not part of the region has no
-stack and reads as NaN (nodata), exactly as in a single pass over the region. A neighbour that IS
-part of the region but was not given is an error (its absence would silently change the tile).
+Reading: the crops reach up to ``crop_px - 1`` pixels beyond the tile, so the tile reads the
+stacks around it (given on the command line): the region's stacked tiles, mapped or *context*
+tiles (:meth:`mapper.config.Region.stacked_tiles`: every tile within a crop's reach of the mapped
+area), so a crop at the region's edge reads the sources wherever they have data, as an interior
+crop does. A stacked tile within reach that was not given is an error (its absence would silently
+change the tile); beyond the stacked tiles no run crop reads.
 
 Nodata: a 10 m pixel is valid where the normaliser says so (all Sentinel-2 bands and elevation
-finite); an out cell is valid when any of its 10 m pixels is. Only valid cells are decoded, and a
-crop with no valid cell of the tile is not run at all, so ocean and cloud gaps cost nothing; a tile
-whose stack is marked ``MAPPER_EMPTY=true`` is written as nodata without loading the model.
+finite); an out cell is valid when any of its 10 m pixels is and its centre lies inside the
+region's mapped area (the boundary buffered by ``buffer_m``, :func:`mapper.grid.cells_inside`).
+Only valid cells are decoded, and a crop with no valid cell of the tile is not run at all, so
+ocean, cloud gaps and the part of an edge tile outside the region cost nothing; a tile whose stack
+is marked ``MAPPER_EMPTY=true`` is written as nodata without loading the model.
 
 Memory is bounded per tile and independent of the region: crops stream through a bounded queue of
 crop rows (one row of crops read at a time, the next prefetched by one thread), batches of
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import shapely
 import torch
 from affine import Affine
 from rasterio.windows import Window
@@ -50,7 +55,7 @@ from mapper.blending import Blender, Crop, CropLattice
 from mapper.config import Region
 from mapper.errors import CheckpointError, InputError
 from mapper.files import file_sha256
-from mapper.grid import Lattice
+from mapper.grid import Lattice, cells_inside
 from mapper.normalise import Normaliser
 from mapper.progress import bar as progress_bar
 from mapper.raster import open_raster, write_geotiff
@@ -127,9 +132,10 @@ def choose_device(device: str | None = None) -> torch.device:
 class TilePredictor:
     """Runs a loaded MiSo model over the crops of tiles (see the module docstring).
 
-    ``lattice``: the region's lattice; ``crops``: the prediction crop lattice; ``batch_size``:
-    crops per model call; ``bf16``: autocast to bfloat16 (CUDA mainly); ``prefetch``: read the
-    next crop row in a background thread while the model runs.
+    ``lattice``: the region's lattice; ``crops``: the prediction crop lattice; ``area``: the
+    mapped area (EPSG:3338; None: every cell); ``batch_size``: crops per model call; ``bf16``:
+    autocast to bfloat16 (CUDA mainly); ``prefetch``: read the next crop row in a background
+    thread while the model runs.
     """
 
     def __init__(
@@ -140,6 +146,7 @@ class TilePredictor:
         crops: CropLattice,
         task: str,
         *,
+        area: shapely.Geometry | None = None,
         batch_size: int = 16,
         device: torch.device | str | None = None,
         bf16: bool = False,
@@ -152,6 +159,7 @@ class TilePredictor:
         self.lattice = lattice
         self.crops = crops
         self.task = task
+        self.area = area
         self.n_out = get_task(task).n_outputs
         self.batch_size = max(1, int(batch_size))
         self.bf16 = bf16
@@ -165,33 +173,33 @@ class TilePredictor:
     # -- geometry --------------------------------------------------------------------------------
     def out_window(self, tile: str) -> Window:
         """The tile's cells on the out grid (global out-grid indices)."""
-        w = self.lattice.tile_window(tile)
-        k = self.crops.factor
-        return Window(w.col_off // k, w.row_off // k, w.width // k, w.height // k)
+        return self.crops.out_window(self.lattice.tile_window(tile))
 
     def context_window(self, tile: str) -> Window:
         """Lattice pixels that the tile's crops read (the tile plus up to crop_px - 1 around)."""
-        crops = self.crops.crops_for(self.out_window(tile))
-        rows_cols = [(c.rows.start, c.cols.start) for c in crops]
-        r0 = min(r for r, _ in rows_cols)
-        c0 = min(c for _, c in rows_cols)
-        r1 = max(r for r, _ in rows_cols) + self.crops.crop_px
-        c1 = max(c for _, c in rows_cols) + self.crops.crop_px
-        return Window(c0, r0, c1 - c0, r1 - r0)
+        return self.crops.reach(self.out_window(tile))
 
     # -- validity --------------------------------------------------------------------------------
     def valid_cells(self, reader: StackReader, tile: str) -> np.ndarray:
-        """Bool [h, w] on the tile's out grid: any valid 10 m pixel under the cell."""
+        """Bool [h, w] on the tile's out grid: any valid 10 m pixel under the cell, and the
+        cell's centre inside the mapped area (when one is set)."""
         w = self.lattice.tile_window(tile)
         k = self.crops.factor
         size = self.lattice.tile_px
         rows = max(k, (MASK_ROWS // k) * k)
+        inside = None
+        if self.area is not None:
+            inside = cells_inside(self.area, self.lattice, self.out_window(tile), k)
+            if not inside.any():  # an edge tile's part outside the area: nothing to read
+                return inside
         out = np.zeros((size // k, size // k), dtype=bool)
         for r in range(0, size, rows):
             h = min(rows, size - r)
             strip = reader.read(Window(w.col_off, w.row_off + r, size, h))
             ok = self.normaliser.valid(strip)  # [h, size]
             out[r // k:(r + h) // k] = ok.reshape(h // k, k, size // k, k).any(axis=(1, 3))
+        if inside is not None:
+            out &= inside
         return out
 
     # -- the tile --------------------------------------------------------------------------------
@@ -434,9 +442,11 @@ def predict_tile(
 ) -> PredictStats:
     """Predict ``tile`` of ``region`` for ``task`` with the checkpoint ``model_path`` into ``out``.
 
-    ``stacks``: the tile's stack and its neighbours' (``<tile>.tif`` names). Output: float32
-    GeoTIFF on the tile's bounds at ``prediction.out_res``, EPSG:3338, one probability band per
-    class (NSP: 1, descriptions = class names), NaN nodata, written atomically.
+    ``stacks``: the tile's stack and those of the stacked tiles its crops reach
+    (:meth:`mapper.config.Region.tile_context`; ``<tile>.tif`` names). Output: float32 GeoTIFF on
+    the tile's bounds at ``prediction.out_res``, EPSG:3338, one probability band per class (NSP:
+    1, descriptions = class names), NaN nodata (also every cell outside the mapped area), written
+    atomically.
     """
     from mapper.models.checkpoint import load_checkpoint
 
@@ -477,10 +487,10 @@ def predict_tile(
         raise CheckpointError(f"{model_path}: trained on bands {meta.bands}, not the stack's "
                               f"{STACK_BANDS}; retrain on current stacks")
     normaliser = Normaliser.from_dict(meta.normalisation)
-    predictor = TilePredictor(model, normaliser, lattice, crops, task,
+    predictor = TilePredictor(model, normaliser, lattice, crops, task, area=region.area(),
                               batch_size=options.batch_size, device=options.device,
                               bf16=options.bf16, progress=options.progress)
-    _check_neighbours(predictor, tile, by_tile, set(region.tiles()))
+    _check_neighbours(predictor, tile, by_tile, set(region.stacked_tiles()))
     with StackReader(by_tile, lattice) as reader:
         data, stats = predictor.predict(reader, tile)
     t0 = time.perf_counter()
@@ -497,13 +507,14 @@ def predict_tile(
 
 
 def _check_neighbours(predictor: TilePredictor, tile: str, given: dict[str, Path],
-                      region_tiles: set[str]) -> None:
-    """Every region tile the crops read must be given (a missing one would change the tile)."""
+                      stacked: set[str]) -> None:
+    """Every stacked tile (mapped or context) the crops reach must be given (a missing one would
+    change the tile)."""
     needed = predictor.lattice.tiles_in_window(predictor.context_window(tile))
-    missing = sorted(t for t in needed if t in region_tiles and t not in given)
+    missing = sorted(t for t in needed if t in stacked and t not in given)
     if missing:
         raise InputError(
-            f"tile {tile}: its crops read region tiles {', '.join(missing)} but their stacks were "
-            "not given; pass every neighbour's stack (crop_px must not exceed tile_px + 1 for the "
-            "8 neighbours to suffice)"
+            f"tile {tile}: its crops read the region's stacked tiles {', '.join(missing)} but "
+            "their stacks were not given; pass every stack within the crops' reach (the "
+            "workflow's neighbour_stacks)"
         )

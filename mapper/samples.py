@@ -18,8 +18,9 @@ Output: one Parquet file, one row per kept point, with
     fold_random, fold_sh1km, fold_sh10km   int8 fold per split (see :mod:`mapper.splits`)
 and file metadata (key ``mapper``, JSON): region, synthetic flag, folds, seed and the counts of
 dropped points. Points are dropped (and counted in the log) when they have no position, lie
-outside the region boundary, or sit on a pixel that is not valid (:func:`mapper.normalise.valid`:
-no stack, or a Sentinel-2 band or the elevation missing).
+outside the region's mapped area (its boundary buffered by ``buffer_m``), or sit on a pixel that
+is not valid (:func:`mapper.normalise.valid`: no stack, or a Sentinel-2 band or the elevation
+missing).
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def build_samples(
     n_read = len(obs)
     x, y = project(obs["lon"].to_numpy(), obs["lat"].to_numpy())
     has_pos = np.isfinite(x) & np.isfinite(y)
-    boundary = region.boundary()
+    boundary = region.area()
     inside = _inside(boundary, x, y)
     if not inside.any() and n_read:
         sx, sy = project(obs["lat"].to_numpy(), obs["lon"].to_numpy())

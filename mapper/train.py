@@ -285,7 +285,7 @@ def pretrain(
     seed = settings.seed
     cfg = model_config(region)
     with deterministic(), _open_reader(region, stacks) as reader:
-        dataset = CropDataset(reader, None, settings, region.boundary(), PRETRAIN,
+        dataset = CropDataset(reader, None, settings, region.area(), PRETRAIN,
                               unlabelled_crops=int(training["pretrain_crops"]))
         normaliser = _fit_normaliser(dataset, cfg, seed)
         dataset.normaliser = normaliser
@@ -359,7 +359,7 @@ def finetune(
     model, normaliser = _start_model(cfg, spec, pretrained, seed)
     points = _points(table, task, rows)
     with deterministic(), _open_reader(region, stacks) as reader:
-        dataset = CropDataset(reader, normaliser, settings, region.boundary(), task, points)
+        dataset = CropDataset(reader, normaliser, settings, region.area(), task, points)
         if normaliser is None:
             normaliser = _fit_normaliser(dataset, cfg, seed)
             dataset.normaliser = normaliser

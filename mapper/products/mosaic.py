@@ -14,6 +14,9 @@ task's kind (:mod:`mapper.tasks`):
 - ``<task>_<region>.png`` quick-look with legend (read from the COG's overviews),
   ``<task>_<region>.qml`` QGIS style, ``<task>_<region>.stac.json`` STAC Item.
 
+The products' grid is the region's mapped area (its boundary buffered by ``buffer_m``): its bounding
+box snapped outward to the out grid, whatever the tiles' size; cells whose centre lies outside the
+area are nodata (prediction never decodes them), and the quick-look draws the boundary's outline.
 Every file is written to a temporary name and renamed. Metadata tags on every COG: the model's
 SHA-256, the region settings (JSON), the sources (from the manifests under
 ``resources/<region>/sources``), units, the software versions, and a SYNTHETIC statement when the
@@ -26,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -266,20 +270,48 @@ def _windows(width: int, height: int) -> list[Window]:
             for r in range(0, height, BLOCKSIZE) for c in range(0, width, COLUMN_CHUNK)]
 
 
-def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path) -> dict[str, Path]:
-    """The raw (not yet COG) product rasters from the tiles' VRT, streamed block row by row."""
+def area_window(region: Region, vrt: rasterio.DatasetReader) -> Window:
+    """The window of the tiles' VRT that the products cover: the mapped area's bounding box
+    snapped outward to the VRT's (out) grid, which is aligned with the lattice."""
+    left, bottom, right, top = region.area().bounds
+    res = vrt.res[0]
+    x0, y0 = vrt.transform.c, vrt.transform.f
+    c0 = math.floor(round((left - x0) / res, 9))
+    c1 = math.ceil(round((right - x0) / res, 9))
+    r0 = math.floor(round((y0 - top) / res, 9))
+    r1 = math.ceil(round((y0 - bottom) / res, 9))
+    if c0 < 0 or r0 < 0 or c1 > vrt.width or r1 > vrt.height:
+        raise InputError(
+            f"mosaic of region {region.name}: the predicted tiles do not cover its mapped area "
+            "(boundary buffered by buffer_m); pass every mapped tile's prediction"
+        )
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path,
+               region: Region) -> dict[str, Path]:
+    """The raw (not yet COG) product rasters from the tiles' VRT over the mapped area's
+    bounding box (:func:`area_window`), streamed block row by row."""
     raw = {"cog": workdir / "main.tif"}
     classes = list(task.classes)
     if task.multiclass:
         raw["probabilities"] = workdir / "probabilities.tif"
     with rasterio.open(vrt) as src:
-        grid = {"width": src.width, "height": src.height, "transform": src.transform,
+        area = area_window(region, src)
+        width, height = int(area.width), int(area.height)
+        grid = {"width": width, "height": height, "transform": src.window_transform(area),
                 "crs": src.crs.to_string(), "dtype": "uint8", "nodata": PERCENT_NODATA}
-        windows = _windows(src.width, src.height)
+        windows = _windows(width, height)
+
+        def read(win: Window, *band: int) -> np.ndarray:
+            at = Window(win.col_off + area.col_off, win.row_off + area.row_off, win.width,
+                        win.height)
+            return src.read(*band, window=at)
+
         if task.binary:
             with raster_writer(raw["cog"], count=1, **grid) as dst:
                 for win in windows:
-                    dst.write(_to_percent(src.read(1, window=win)), 1, window=win)
+                    dst.write(_to_percent(read(win, 1)), 1, window=win)
                 _describe_percent(dst, [f"{task.name}_probability"], tags,
                                   f"probability of {task.subject} ({task.definition})")
             return raw
@@ -288,7 +320,7 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path) -> di
             # the colour table goes in before any pixel: TIFF fixes the photometric tag then
             cls_dst.write_colormap(1, colour_table(task.colours))
             for win in windows:
-                p = src.read(window=win)  # [n_classes, h, w] float32, NaN nodata
+                p = read(win)  # [n_classes, h, w] float32, NaN nodata
                 cls_dst.write(_argmax_classes(p), 1, window=win)
                 prob_dst.write(_to_percent(p), window=win)
             cls_dst.set_band_description(1, task.label_column)
@@ -351,7 +383,7 @@ def make_products(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         workdir = Path(tmp)
         vrt = write_vrt(tileset.paths, workdir / "tiles.vrt")
-        raw = _write_raw(vrt, spec, tags, workdir)
+        raw = _write_raw(vrt, spec, tags, workdir, region)
         if spec.binary:
             to_cog(raw["cog"], paths["cog"], resampling="AVERAGE")
         else:
@@ -360,7 +392,8 @@ def make_products(
     with rasterio.open(paths["cog"]) as ds:
         bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
     write_quicklook(paths["cog"], paths["quicklook"], spec, f"{spec.title}, {region.name}",
-                    region.synthetic)
+                    region.synthetic, outline=region.boundary(),
+                    area=region.area() if region.settings["buffer_m"] > 0 else None)
     with atomic_path(paths["style"]) as tmp_style:
         tmp_style.write_text(style_qml(spec))
     item = _item(region, spec, paths, bounds, shape, transform, res, model_sha)

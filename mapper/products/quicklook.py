@@ -3,7 +3,8 @@
 Read from the product COG's overviews (a decimated read: GDAL picks the nearest overview), so
 drawing a statewide product costs what drawing a small one does. Values are the product's stored
 encoding: a binary task's UInt8 percent (0..100) in the task's ramp, a multiclass task's class
-index in the task's colours; 255 is nodata and left blank. Axes in km of EPSG:3338.
+index in the task's colours; 255 is nodata and left blank. The region's boundary is drawn as a
+black line and, when it is buffered, the mapped area's outline dashed. Axes in km of EPSG:3338.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import shapely
 
 from mapper import __version__
 from mapper.files import atomic_path
@@ -25,10 +27,21 @@ def capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def outline_lines(geometry: shapely.Geometry, tolerance: float) -> list[np.ndarray]:
+    """The rings of a (multi)polygon as [n, 2] arrays in km, simplified to ``tolerance`` metres
+    (a quick-look pixel: a statewide coast is drawn with a few thousand points, not all)."""
+    simple = shapely.simplify(geometry, tolerance) if tolerance > 0 else geometry
+    rings = shapely.get_rings(shapely.get_parts(simple))
+    return [shapely.get_coordinates(r) / 1000.0 for r in rings]
+
+
 def write_quicklook(cog: Path, png: Path, task: Task, title: str, synthetic: bool,
-                    max_px: int = 1024) -> Path:
+                    max_px: int = 1024, outline: shapely.Geometry | None = None,
+                    area: shapely.Geometry | None = None) -> Path:
     """A PNG with legend of the product, read from its overviews (at most ``max_px`` a side):
-    a binary task's probability in its ramp, a multiclass task's classes in their colours."""
+    a binary task's probability in its ramp, a multiclass task's classes in their colours;
+    ``outline`` (the region's boundary, EPSG:3338) drawn solid, ``area`` (the buffered mapped
+    area) dashed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, ListedColormap
     from matplotlib.figure import Figure
@@ -61,6 +74,14 @@ def write_quicklook(cog: Path, png: Path, task: Task, title: str, synthetic: boo
                    for name, rgb in zip(classes, task.colours, strict=True)]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
                   title=capital(task.subject))
+    pixel_m = (right - left) / shape[1]
+    for geometry, style in ((outline, "-"), (area, "--")):
+        if geometry is None or geometry.is_empty:
+            continue
+        for line in outline_lines(geometry, pixel_m):
+            ax.plot(line[:, 0], line[:, 1], style, color="black", linewidth=0.8)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
     ax.set_xlabel("x (km, EPSG:3338)")
     ax.set_ylabel("y (km, EPSG:3338)")
     ax.set_title(title + (" — SYNTHETIC" if synthetic else ""))

@@ -43,8 +43,15 @@ def region_of(wildcards):
 
 
 def tiles_of(region):
-    """The region's tile ids (static: computed from the boundary and the lattice)."""
+    """The region's mapped tiles, each predicted (static: from the boundary, its buffer and the
+    lattice)."""
     return REGIONS[region].tiles()
+
+
+def stacked_tiles(region):
+    """The mapped tiles and the context tiles around them (within a crop's reach of the mapped
+    area), each stacked: crops near the edge read the sources, not nodata."""
+    return REGIONS[region].stacked_tiles()
 
 
 def source_settings(region, source):
@@ -56,7 +63,7 @@ def stack_path(region, tile):
 
 
 def all_stacks(region):
-    return [stack_path(region, t) for t in tiles_of(region)]
+    return [stack_path(region, t) for t in stacked_tiles(region)]
 
 
 def demo_source(region, name):
@@ -204,11 +211,10 @@ def cv_fold_outputs(wildcards):
 
 
 def neighbour_stacks(wildcards):
-    """The tile's stack and its 8 neighbours' that exist in the region (context for crops)."""
-    lattice = region_of(wildcards).lattice
-    present = set(tiles_of(wildcards.region))
-    tiles = [wildcards.tile] + lattice.neighbours(wildcards.tile)
-    return [stack_path(wildcards.region, t) for t in sorted(tiles) if t in present]
+    """The stacks the tile's crops may read: its own and every stacked tile (mapped or context)
+    within the reach of its crops."""
+    tiles = region_of(wildcards).tile_context(wildcards.tile)
+    return [stack_path(wildcards.region, t) for t in tiles]
 
 
 def predicted_tiles(region, task):

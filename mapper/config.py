@@ -308,7 +308,7 @@ def _area_cached(path: str, mtime: int, buffer_m: float) -> shapely.Geometry:
     boundary = _read_boundary_cached(path, mtime)
     if buffer_m <= 0:
         return boundary
-    return shapely.make_valid(shapely.buffer(boundary, buffer_m))
+    return shapely.make_valid(shapely.buffer(boundary, buffer_m, quad_segs=8))
 
 
 def mapped_area(boundary_path: str | Path, buffer_m: float = 0.0) -> shapely.Geometry:

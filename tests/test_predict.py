@@ -28,6 +28,7 @@ from mapper.windows import StackReader
 
 LEFT, TOP = 241_600.0, 1_646_400.0  # on the 64, 128 and 160 px tile lattices alike
 WORLD_PX = 160
+PAD = 256  # context tiles reach at most one 160 px tile beyond the world
 HOLE = (slice(40, 46), slice(60, 70))  # cloud gap (Sentinel-2 NaN) across two 64 px tiles
 PREDICTION = {"crop_px": 32, "stride_px": 12, "sigma_scale": 0.25, "support_px": 24,
               "stagger_px": 8}
@@ -72,18 +73,24 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
         span = size * 10.0
         regions[name] = write_region_file(
             root, name, (LEFT, TOP - span, LEFT + span, TOP), tile_px, model={"size": "demo"},
-            prediction={**PREDICTION, "out_res": out_res},
+            prediction={**PREDICTION, "out_res": out_res}, training={"crop_px": 32},
         )  # fmt: skip
         lattice = Lattice(*ORIGIN, 10.0, tile_px)
         r0 = round((ORIGIN[1] - TOP) / 10.0)
         c0 = round((LEFT - ORIGIN[0]) / 10.0)
         stacks = {}
-        for tile in lattice.tiles_in_window(Window(c0, r0, size, size)):
+        # the mapped tiles and the context tiles around them (NaN beyond the world: no source)
+        padded = np.full((len(STACK_BANDS), WORLD_PX + 2 * PAD, WORLD_PX + 2 * PAD), np.nan,
+                         dtype=np.float32)
+        padded[:, PAD:PAD + WORLD_PX, PAD:PAD + WORLD_PX] = data
+        config = write_config(root / f"{name}.config.yaml", {name: regions[name]})
+        for tile in load_region(load_config(config), name).stacked_tiles():
             w = lattice.tile_window(tile)
-            r, c = int(w.row_off) - r0, int(w.col_off) - c0
+            r, c = int(w.row_off) - r0 + PAD, int(w.col_off) - c0 + PAD
             path = root / name / "stack" / f"{tile}.tif"
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_geotiff(path, data[:, r:r + tile_px, c:c + tile_px], lattice.tile_transform(tile),
+            write_geotiff(path, padded[:, r:r + tile_px, c:c + tile_px],
+                          lattice.tile_transform(tile),
                           "EPSG:3338", nodata=np.nan, descriptions=STACK_BANDS,
                           tags={"MAPPER_TILE": tile, "MAPPER_EMPTY": "false",
                                 "MAPPER_SYNTHETIC": "true"})
@@ -105,17 +112,26 @@ def region_of(setup: dict, name: str) -> Region:
     return load_region(load_config(setup["config"]), name)
 
 
+def context(setup: dict, region: str, tile: str) -> list[Path]:
+    """The stacks the workflow gives a tile's predict job (its own and those within reach)."""
+    _, stacks = setup["stacks"][region]
+    return [stacks[t] for t in region_of(setup, region).tile_context(tile)]
+
+
+def first_tile(setup: dict, region: str) -> str:
+    return min(region_of(setup, region).tiles())
+
+
 def quiet(batch_size: int = 16) -> PredictOptions:
     return PredictOptions(batch_size=batch_size, progress=False)
 
 
 def predict_region(setup: dict, region: str, out_dir: Path, task: str = "nsp") -> dict[str, Path]:
-    """Predict every tile of a region (each with its neighbours' stacks) into ``out_dir``;
+    """Predict every mapped tile of a region (each with the stacks within reach) into ``out_dir``;
     tile -> output."""
-    lattice, stacks = setup["stacks"][region]
     outs = {}
-    for tile in stacks:
-        given = [stacks[t] for t in [tile, *lattice.neighbours(tile)] if t in stacks]
+    for tile in region_of(setup, region).tiles():
+        given = context(setup, region, tile)
         out = out_dir / region / task / f"{tile}.tif"
         predict_tile(region_of(setup, region), task, tile, setup["models"][task], given, out,
                      options=quiet(8))
@@ -214,8 +230,8 @@ def test_coarser_output_is_the_decoder_at_coarse_centres(
 ) -> None:
     lattice, stacks = setup["stacks"][region]
     _, _, out_res = REGIONS[region]
-    tile = min(stacks)
-    given = [stacks[t] for t in [tile, *lattice.neighbours(tile)] if t in stacks]
+    tile = first_tile(setup, region)
+    given = context(setup, region, tile)
     out = tmp_path / f"{tile}.tif"
     predict_tile(region_of(setup, region), "nsp", tile, setup["models"]["nsp"], given, out,
                  options=quiet())
@@ -239,9 +255,9 @@ def test_coarser_output_is_the_decoder_at_coarse_centres(
 
 def test_soilorder_probabilities(setup: dict, tmp_path: Path) -> None:
     lattice, stacks = setup["stacks"]["tiny64"]
-    tile = max(stacks)
+    tile = max(region_of(setup, "tiny64").tiles())
     out = tmp_path / f"{tile}.tif"
-    given = [stacks[t] for t in [tile, *lattice.neighbours(tile)] if t in stacks]
+    given = context(setup, "tiny64", tile)
     predict_tile(region_of(setup, "tiny64"), "soilorder", tile, setup["models"]["soilorder"],
                  given, out, options=quiet(5))
     with rasterio.open(out) as ds:
@@ -256,8 +272,8 @@ def test_soilorder_probabilities(setup: dict, tmp_path: Path) -> None:
 
 def test_rerun_is_byte_identical(setup: dict, nsp64: dict[str, Path], tmp_path: Path) -> None:
     lattice, stacks = setup["stacks"]["tiny64"]
-    tile = min(stacks)
-    given = [stacks[t] for t in [tile, *lattice.neighbours(tile)] if t in stacks]
+    tile = first_tile(setup, "tiny64")
+    given = context(setup, "tiny64", tile)
     again = tmp_path / "again.tif"
     predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"], given[::-1],
                  again, options=quiet(8))
@@ -273,7 +289,7 @@ def test_rerun_is_byte_identical(setup: dict, nsp64: dict[str, Path], tmp_path: 
 
 def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path) -> None:
     lattice, stacks = setup["stacks"]["tiny64"]
-    tile = min(stacks)
+    tile = first_tile(setup, "tiny64")
     empty = tmp_path / f"{tile}.tif"
     write_geotiff(empty, np.full((19, 64, 64), np.nan, np.float32), lattice.tile_transform(tile),
                   "EPSG:3338", nodata=np.nan, descriptions=STACK_BANDS,
@@ -290,7 +306,7 @@ def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path) -> 
 
 def test_missing_region_neighbour_is_an_error(setup: dict, tmp_path: Path) -> None:
     lattice, stacks = setup["stacks"]["tiny64"]
-    tile = min(stacks)
+    tile = first_tile(setup, "tiny64")
     with pytest.raises(InputError, match="but their stacks were not given"):
         predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
                      [stacks[tile]], tmp_path / "x.tif", options=quiet())
@@ -299,7 +315,7 @@ def test_missing_region_neighbour_is_an_error(setup: dict, tmp_path: Path) -> No
 
 def test_cli_and_bad_out_res(setup: dict, tmp_path: Path) -> None:
     lattice, stacks = setup["stacks"]["tiny64"]
-    tile = min(stacks)
+    tile = first_tile(setup, "tiny64")
     out = tmp_path / "cli.tif"
     args = ["predict", "--config", str(setup["config"]), "--region", "tiny64", "--task", "nsp",
             "--tile", tile, "--model", str(setup["models"]["nsp"]), "--batch-size", "4",
@@ -311,3 +327,49 @@ def test_cli_and_bad_out_res(setup: dict, tmp_path: Path) -> None:
         predict_tile(load_region(load_config(bad), "tiny64"), "nsp", tile,
                      setup["models"]["nsp"], list(stacks.values()), tmp_path / "y.tif",
                      options=quiet())
+
+
+def test_polygon_region_is_the_square_map_clipped(setup: dict, nsp64: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    """An irregular polygon given in EPSG:4326, buffered by 50 m, inside the square region: its
+    map is the square's map where a cell's centre lies in the buffered polygon (tested here with
+    shapely on the centres, not with mapper.grid) and nodata elsewhere; cells outside are never
+    decoded. Its edge cells equal the square's interior cells: their crops read the same stacks."""
+    import shapely
+    from tiny_region import lonlat_boundary, pentagon
+
+    from mapper.config import read_boundary
+
+    span = 1280.0
+    corners = pentagon((LEFT + span / 2, TOP - span / 2), 560.0)
+    region_file = write_region_file(
+        tmp_path, "poly", None, 64, geojson=lonlat_boundary(corners), buffer_m=50.0,
+        model={"size": "demo"}, prediction={**PREDICTION, "out_res": 10.0},
+        training={"crop_px": 32},
+    )  # fmt: skip
+    config = write_config(tmp_path / "config.yaml", {"poly": region_file})
+    region = load_region(load_config(config), "poly")
+    _, stacks = setup["stacks"]["tiny64"]
+    assert set(region.stacked_tiles()) <= set(stacks)
+    outs, decoded = {}, 0
+    for tile in region.tiles():
+        out = tmp_path / "poly" / f"{tile}.tif"
+        stats = predict_tile(region, "nsp", tile, setup["models"]["nsp"],
+                             [stacks[t] for t in region.tile_context(tile)], out,
+                             options=quiet(8))
+        outs[tile], decoded = out, decoded + stats.valid_cells
+    poly, (left, bottom, right, top) = assemble(outs)
+    square, square_bounds = assemble(nsp64)
+    # the polygon's tiles are square tiles: cut the square's map to them
+    r0, c0 = round((square_bounds[3] - top) / 10.0), round((left - square_bounds[0]) / 10.0)
+    square = square[:, r0:r0 + poly.shape[1], c0:c0 + poly.shape[2]]
+    yy, xx = np.mgrid[0:poly.shape[1], 0:poly.shape[2]]
+    area = shapely.buffer(read_boundary(region_file.with_suffix(".geojson")), 50.0, quad_segs=8)
+    inside = shapely.contains_xy(area, left + (xx + 0.5) * 10.0, top - (yy + 0.5) * 10.0)
+    hole = np.isnan(square[0])
+    assert inside.sum() > 1000 and (~inside).sum() > 1000
+    assert np.isnan(poly[0][~inside]).all()
+    bad = np.isnan(poly[0]) != hole
+    assert not (bad & inside).any(), (np.argwhere(bad & inside)[:5], (bad & inside).sum())
+    np.testing.assert_allclose(poly[0][inside & ~hole], square[0][inside & ~hole], atol=1e-6)
+    assert decoded == int((inside & ~hole).sum())  # only mapped valid cells are decoded

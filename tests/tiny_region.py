@@ -1,6 +1,7 @@
 """Region files for tests: a square boundary, a region file and the config that names it.
 
-Every test region is a square in EPSG:3338 on the project lattice (origin (-2,600,000,
+Every test region is a square in EPSG:3338 (or a polygon given in EPSG:4326, :func:`pentagon`,
+:func:`lonlat_boundary`) on the project lattice (origin (-2,600,000,
 2,600,000) m, 10 m pixels), SYNTHETIC, with the four sources of kind ``demo`` unless a test
 gives others. Paths in the files are absolute, so a config works from any working directory.
 :func:`write_tiny_region` writes the three files for one region; :func:`write_region_file` and
@@ -36,15 +37,42 @@ def square_boundary(left: float, bottom: float, right: float, top: float) -> dic
     }  # fmt: skip
 
 
+def lonlat_boundary(points: list[tuple[float, float]]) -> dict:
+    """A GeoJSON FeatureCollection of one polygon through ``points`` (EPSG:3338 metres, closed
+    for it), written in EPSG:4326 longitude/latitude (no crs member: GeoJSON's default), as a
+    user's boundary usually is."""
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs("EPSG:3338", "EPSG:4326", always_xy=True)
+    ring = [list(to_lonlat.transform(x, y)) for x, y in [*points, points[0]]]
+    return {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "properties": {},
+                      "geometry": {"type": "Polygon", "coordinates": [ring]}}],
+    }
+
+
+def pentagon(centre: tuple[float, float], radius: float) -> list[tuple[float, float]]:
+    """An irregular pentagon around ``centre`` (EPSG:3338 metres): vertices at uneven angles and
+    0.7 to 1 times ``radius``, so that no edge follows the lattice."""
+    import math
+
+    angles = (8.0, 85.0, 160.0, 215.0, 300.0)
+    scales = (1.0, 0.8, 0.95, 0.7, 0.9)
+    return [(centre[0] + radius * k * math.cos(math.radians(a)),
+             centre[1] + radius * k * math.sin(math.radians(a)))
+            for a, k in zip(angles, scales, strict=True)]
+
+
 def demo_sources(seed: int = 1) -> dict[str, dict[str, Any]]:
     """The four sources, synthesized by ``python -m mapper demo`` from ``seed``."""
     return {name: {"kind": "demo", "seed": seed} for name in SOURCES}
 
 
-def write_region_file(folder: Path, name: str, bounds: Bounds, tile_px: int,
-                      **settings: Any) -> Path:
-    """``<folder>/<name>.geojson`` (the square ``bounds``: left, bottom, right, top) and
-    ``<folder>/<name>.yaml``; returns the region file.
+def write_region_file(folder: Path, name: str, bounds: Bounds | None, tile_px: int,
+                      geojson: dict | None = None, **settings: Any) -> Path:
+    """``<folder>/<name>.geojson`` (the square ``bounds``: left, bottom, right, top; or the
+    boundary ``geojson``) and ``<folder>/<name>.yaml``; returns the region file.
 
     ``settings`` are region-file sections (``model``, ``training``, ``prediction``, ...); a
     ``sources`` mapping replaces those of its names among the demo sources (seed 1).
@@ -52,7 +80,7 @@ def write_region_file(folder: Path, name: str, bounds: Bounds, tile_px: int,
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     boundary = folder / f"{name}.geojson"
-    boundary.write_text(json.dumps(square_boundary(*bounds)))
+    boundary.write_text(json.dumps(geojson if geojson is not None else square_boundary(*bounds)))
     region = {
         "description": "tiny SYNTHETIC test region",
         "synthetic": True,

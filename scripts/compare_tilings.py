@@ -9,7 +9,16 @@ the models are the same files (training reads the stacks as ``ancient``, so noth
 retrained; the script stops if Snakemake plans to). Then compares the
 maps with the project's, pixel for pixel, in stored counts (UInt8 percent for probabilities,
 the class index for soil order), and prints the figures. Both runs must use the same lattice:
-only the tile size differs. Exits non-zero when any probability differs by more than one count.
+only the tile size differs.
+
+Any region works: a tile-aligned square, or an irregular polygon (e.g. given in EPSG:4326) with a
+buffer. Figures per map: the pixels compared, those in *edge tiles* (tiles of either tiling not
+wholly inside the mapped area, where the context of a crop crosses the region's edge) and how
+many differ there, and whether every pixel whose centre lies outside the mapped area (the
+boundary buffered by ``buffer_m``) is nodata in both maps. A project without its own Snakefile
+(a test's project folder, whose config names its region file by absolute path) is run with this
+repository's. Exits non-zero when any probability differs by more than one count, when the maps'
+nodata differ, or when a pixel outside the mapped area has a value.
 """
 
 from __future__ import annotations
@@ -21,20 +30,24 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import shapely
 import yaml
+from rasterio.windows import Window
 
 CODE = ("Snakefile", "workflow", "config", "envs", "mapper", "pyproject.toml")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def prepare(project: Path, work: Path, region: str, tile_px: int) -> None:
     work.mkdir(parents=True, exist_ok=True)
     for name in CODE:
         src, dst = project / name, work / name
-        if dst.exists():
+        if dst.exists() or not src.exists():
             continue
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
@@ -43,11 +56,19 @@ def prepare(project: Path, work: Path, region: str, tile_px: int) -> None:
     for rel in (f"resources/{region}", f"results/{region}/samples", f"results/{region}/models"):
         if not (work / rel).exists():
             shutil.copytree(project / rel, work / rel)  # copy2: modification times kept
-    regions = yaml.safe_load((work / "config/config.yaml").read_text())["regions"]
-    region_file = work / regions[region]
-    settings = yaml.safe_load(region_file.read_text())
+    config_file = work / "config/config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    named = Path(config["regions"][region])
+    if named.is_absolute():  # a test project's: write the copy's own region file
+        settings = yaml.safe_load(named.read_text())
+        named = Path("config/regions") / f"{region}.yaml"
+        config["regions"][region] = str(work / named)
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    else:
+        settings = yaml.safe_load((work / named).read_text())
     settings["tile_px"] = tile_px
-    region_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    (work / named).parent.mkdir(parents=True, exist_ok=True)
+    (work / named).write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 def run(work: Path, region: str, cores: int) -> float:
@@ -55,34 +76,89 @@ def run(work: Path, region: str, cores: int) -> float:
     targets = [f"maps/nsp_{region}.tif", f"maps/soilorder_{region}.tif"]
     # the rules' `python -m mapper` must be this interpreter, also when it is called by path
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PYTHONPATH": str(work), "PATH": path}
+    code = work if (work / "mapper").is_dir() else REPO
+    env = {**os.environ, "PYTHONPATH": str(code), "PATH": path}
+    snakemake = [sys.executable, "-m", "snakemake"]
+    if not (work / "Snakefile").exists():
+        snakemake += ["--snakefile", str(REPO / "Snakefile"), "--configfile",
+                      str(work / "config/config.yaml")]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores),
-                    f"results/{region}/stack.vrt"], cwd=work, check=True, env=env)
-    plan = subprocess.run([sys.executable, "-m", "snakemake", *targets, "-n", "--quiet", "rules"],
-                          cwd=work, capture_output=True, text=True, check=True)
+    subprocess.run([*snakemake, "--cores", str(cores), f"results/{region}/stack.vrt"], cwd=work,
+                   check=True, env=env)
+    plan = subprocess.run([*snakemake, *targets, "-n", "--quiet", "rules"],
+                          cwd=work, capture_output=True, text=True, check=True, env=env)
     planned = plan.stdout + plan.stderr
     for rule in ("pretrain", "finetune", "samples"):
         if f"\n{rule} " in planned or planned.startswith(f"{rule} "):
             raise SystemExit(f"error: the copy would retrain ({rule}):\n{planned}")
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), *targets],
-                   cwd=work, check=True, env=env)
+    subprocess.run([*snakemake, "--cores", str(cores), *targets], cwd=work, check=True, env=env)
     return time.perf_counter() - t0
 
 
-def compare(a_path: Path, b_path: Path) -> dict:
+@dataclass
+class Region:
+    """What the comparison needs of the region: its mapped area and the two tilings."""
+
+    area: shapely.Geometry
+    lattices: list  # [mapper.grid.Lattice] of both tile sizes
+
+
+def load_region(work: Path, region: str, tile_sizes: list[int]) -> Region:
+    from mapper.config import load_config, load_region
+
+    cwd = os.getcwd()
+    os.chdir(work)  # the config's relative paths are relative to the project
+    try:
+        loaded = load_region(load_config("config/config.yaml"), region)
+        area = loaded.area()
+    finally:
+        os.chdir(cwd)
+    lattices = [replace(loaded.lattice, tile_px=p) for p in tile_sizes]
+    return Region(area, lattices)
+
+
+def masks(region: Region, ds: rasterio.DatasetReader) -> tuple[np.ndarray, np.ndarray]:
+    """Bool [h, w] of a map's pixels: centre inside the mapped area; in an edge tile (of either
+    tiling, a mapped tile not wholly inside the area)."""
+    from mapper.grid import cells_inside, tiles_of
+
+    lattice = region.lattices[0]
+    k = round(ds.res[0] / lattice.res)
+    c0 = round((ds.bounds.left - lattice.origin_x) / ds.res[0])
+    r0 = round((lattice.origin_y - ds.bounds.top) / ds.res[0])
+    inside = cells_inside(region.area, lattice, Window(c0, r0, ds.width, ds.height), k)
+    edge = np.zeros(inside.shape, dtype=bool)
+    rows, cols = np.mgrid[r0:r0 + ds.height, c0:c0 + ds.width] * k
+    for lat in region.lattices:
+        for tile in tiles_of(region.area, lat):
+            if not shapely.contains_properly(region.area, shapely.box(*lat.tile_bounds(tile))):
+                w = lat.tile_window(tile)
+                edge |= ((rows >= w.row_off) & (rows < w.row_off + w.height)
+                         & (cols >= w.col_off) & (cols < w.col_off + w.width))
+    return inside, edge
+
+
+def compare(a_path: Path, b_path: Path, region: Region) -> dict:
     with rasterio.open(a_path) as a, rasterio.open(b_path) as b:
         if (a.bounds, a.res, a.crs, a.count) != (b.bounds, b.res, b.crs, b.count):
             raise SystemExit(f"error: {a_path} and {b_path} differ in grid or band count")
         x, y = a.read().astype(np.int16), b.read().astype(np.int16)
         nodata = a.nodata
+        inside, edge = masks(region, a)
     same_nodata = bool(((x == nodata) == (y == nodata)).all())
     valid = (x != nodata) & (y != nodata)
     diff = np.abs(x - y)[valid]
+    at_edge = valid & edge[None]
     return {"pixels": int(valid.sum()), "nodata_identical": same_nodata,
             "max_count_diff": int(diff.max()) if diff.size else 0,
             "share_identical": float((diff == 0).mean()) if diff.size else 1.0,
-            "share_within_one": float((diff <= 1).mean()) if diff.size else 1.0}
+            "share_within_one": float((diff <= 1).mean()) if diff.size else 1.0,
+            "edge_tile_pixels": int(at_edge.sum()),
+            "edge_tile_pixels_differing": int((x != y)[at_edge].sum()),
+            "grid_pixels": int(inside.size * x.shape[0]),
+            "outside_pixels": int((~inside).sum() * x.shape[0]),
+            "outside_all_nodata": bool((x[:, ~inside] == nodata).all()
+                                       and (y[:, ~inside] == nodata).all())}
 
 
 def main() -> None:
@@ -100,17 +176,23 @@ def main() -> None:
         base_px = yaml.safe_load(f)["tile_px"]
     prepare(project, work, args.region, args.tile_px)
     seconds = run(work, args.region, args.cores)
+    region = load_region(work, args.region, [base_px, args.tile_px])
     out = {"region": args.region, "tile_px": [base_px, args.tile_px], "seconds": seconds}
     for name in (f"nsp_{args.region}", f"soilorder_{args.region}",
                  f"soilorder_{args.region}_probabilities"):
-        out[name] = compare(project / "maps" / f"{name}.tif", work / "maps" / f"{name}.tif")
+        out[name] = compare(project / "maps" / f"{name}.tif", work / "maps" / f"{name}.tif",
+                            region)
     print(json.dumps(out, indent=2))
     worst = max(out[k]["max_count_diff"] for k in out if k.endswith(("nsp_" + args.region,
                                                                         "_probabilities")))
     print(f"tile_px {base_px} vs {args.tile_px}: largest probability difference {worst} "
           f"count(s) of 0.01; soil order classes identical on "
           f"{100 * out[f'soilorder_{args.region}']['share_identical']:.3f} % of pixels")
-    if worst > 1 or not all(v["nodata_identical"] for v in out.values() if isinstance(v, dict)):
+    maps = [v for v in out.values() if isinstance(v, dict)]
+    print(f"edge tiles: {sum(v['edge_tile_pixels'] for v in maps)} pixel values compared, "
+          f"{sum(v['edge_tile_pixels_differing'] for v in maps)} differ; outside the mapped area: "
+          f"{'all nodata' if all(v['outside_all_nodata'] for v in maps) else 'VALUES FOUND'}")
+    if worst > 1 or not all(v["nodata_identical"] and v["outside_all_nodata"] for v in maps):
         sys.exit(1)
 
 

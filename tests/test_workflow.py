@@ -54,10 +54,12 @@ def test_rules_are_formatted_by_snakefmt() -> None:
 def test_tiny_plan_has_every_stage(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     assert len(project.tiles) == 9
+    assert len(project.stacked) == 25  # and the ring of context tiles (crops reach 32 px)
     jobs = planned_jobs(project, *project.maps(), *project.reports())
     n = len(project.tiles)
     assert jobs == {
-        "demo_sources": 1, "stack": n, "samples": 1, "pretrain": 1, "finetune": 2,
+        "demo_sources": 1, "stack": len(project.stacked), "samples": 1, "pretrain": 1,
+        "finetune": 2,
         "cv_fold": 2 * 2 * 2,  # tasks x models (rf, miso) x folds, one split
         "report": 2, "predict": 2 * n, "mosaic_probability": 1, "mosaic_classes": 1,
     }  # fmt: skip
@@ -222,7 +224,7 @@ def test_statewide_dry_run_builds_the_whole_dag(tmp_path: Path) -> None:
     assert n > 1000
     jobs = planned_jobs(project, f"maps/nsp_{project.region}.tif", timeout=900)
     print(f"\nstatewide DAG of maps/nsp_{project.region}.tif: {sum(jobs.values())} jobs {jobs}")
-    assert jobs["stack"] == n and jobs["predict"] == n
+    assert jobs["stack"] == len(project.stacked) and jobs["predict"] == n
     assert jobs["finetune"] == 1 and jobs["mosaic_probability"] == 1
 
 

@@ -79,6 +79,7 @@ class WorkflowProject:
     tile_px: int
     tiles: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    stacked: list[str] = field(default_factory=list)  # mapped and context tiles
 
     @property
     def config(self) -> Path:
@@ -162,8 +163,14 @@ def make_project(
     training: dict | None = None,
     evaluation: dict | None = None,
     prediction: dict | None = None,
+    geojson: dict | None = None,
+    buffer_m: float = 0.0,
 ) -> WorkflowProject:
-    """Write config, region file and boundary of a tiny demo-sourced region under ``root``."""
+    """Write config, region file and boundary of a tiny demo-sourced region under ``root``.
+
+    ``geojson``: a boundary of the test's own (e.g. a polygon in EPSG:4326,
+    :func:`tiny_region.lonlat_boundary`) in place of the square of tiles; ``buffer_m``: the
+    region's buffer."""
     from mapper.config import load_config, load_region
 
     root = Path(root).resolve()
@@ -172,8 +179,11 @@ def make_project(
         stack["hydro_block_px"] = tile_px
     region_file = write_region_file(
         root / "config" / "regions", region, tiny_bounds(tile_px, tiles_per_side), tile_px,
+        geojson=geojson,
         description=f"Tiny SYNTHETIC test region: {tiles_per_side} x {tiles_per_side} tiles "
-        f"of {tile_px} px at the centre of the demo area.",
+        f"of {tile_px} px at the centre of the demo area." if geojson is None else
+        "Tiny SYNTHETIC test region: a polygon near the centre of the demo area.",
+        buffer_m=buffer_m,
         sources=demo_sources(DEMO_SEED),
         stack=stack,
         model={"size": "demo"},
@@ -182,8 +192,9 @@ def make_project(
         prediction={**PREDICTION, **(prediction or {})},
     )
     write_config(root / "config" / "config.yaml", {region: region_file})
-    tiles = load_region(load_config(root / "config" / "config.yaml"), region).tiles()
-    return WorkflowProject(root, region, tile_px, tiles, project_env())
+    loaded = load_region(load_config(root / "config" / "config.yaml"), region)
+    return WorkflowProject(root, region, tile_px, loaded.tiles(), project_env(),
+                           loaded.stacked_tiles())
 
 
 def make_statewide_project(
@@ -214,8 +225,9 @@ def make_statewide_project(
     region_file.write_text(yaml.safe_dump(settings, sort_keys=False))
     config = {"grid": repo_config.get("grid", {}), "regions": {region: str(region_file)}}
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    tiles = load_region(load_config(root / "config" / "config.yaml"), region).tiles()
-    return WorkflowProject(root, region, settings["tile_px"], tiles, project_env())
+    loaded = load_region(load_config(root / "config" / "config.yaml"), region)
+    return WorkflowProject(root, region, settings["tile_px"], loaded.tiles(), project_env(),
+                           loaded.stacked_tiles())
 
 
 def render_profile(profile: Path) -> dict:
@@ -292,7 +304,7 @@ def copy_project(project: WorkflowProject, dest: Path) -> WorkflowProject:
     dest = Path(dest).resolve()
     shutil.copytree(project.root, dest, symlinks=True)
     copy = WorkflowProject(dest, project.region, project.tile_px, list(project.tiles),
-                           dict(project.env))  # fmt: skip
+                           dict(project.env), list(project.stacked))  # fmt: skip
     settings = yaml.safe_load(copy.region_file.read_text())
     settings["boundary"] = str(dest / Path(settings["boundary"]).relative_to(project.root))
     _rewrite(copy.region_file, settings)

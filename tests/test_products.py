@@ -211,3 +211,48 @@ def test_footprint_is_cut_at_the_antimeridian() -> None:
     assert bbox[0] > bbox[2]  # west > east across 180 degrees
     geom, bbox = footprint_4326((241_600.0, 1_627_200.0, 262_080.0, 1_647_680.0))
     assert geom["type"] == "Polygon" and bbox[0] < bbox[2]
+
+
+def test_products_cover_the_mapped_area_and_the_quicklook_draws_it(
+    setup: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """A triangle given in EPSG:4326 inside the 2 x 2 tiles: the products' grid is its bounding
+    box snapped outward to the 10 m out grid (not the tiles'), cut from the tiles unchanged; the
+    quick-look differs from one without the outline; tiles that leave part of the area uncovered
+    are refused."""
+    import math
+
+    from tiny_region import changed_copy, lonlat_boundary
+
+    from mapper.products.quicklook import write_quicklook
+    from mapper.tasks import get_task
+
+    config, model, sha = setup
+    corners = [(LEFT + 123.4, TOP - 1000.0), (LEFT + 1100.0, TOP - 1203.3),
+               (LEFT + 600.0, TOP - 77.7)]
+    geojson = tmp_path / "triangle.geojson"
+    geojson.write_text(json.dumps(lonlat_boundary(corners)))
+    changed = changed_copy(config, "tiny", tmp_path / "triangle",
+                           lambda s: s.update(boundary=str(geojson), buffer_m=20.0))
+    region = load_region(load_config(changed), "tiny")
+    assert len(region.tiles()) == 4
+    p = nsp_values()
+    tiles = write_tiles(config.parent, "nsp", p, sha)
+    out = tmp_path / "maps" / "nsp_tiny.tif"
+    products = make_products(region, "nsp", model, tiles, out, sources_dir=tmp_path)
+    left, bottom, right, top = region.area().bounds
+    snapped = (LEFT + math.floor((left - LEFT) / 10) * 10,
+               TOP - math.ceil((TOP - bottom) / 10) * 10,
+               LEFT + math.ceil((right - LEFT) / 10) * 10,
+               TOP - math.floor((TOP - top) / 10) * 10)
+    with rasterio.open(products.cog) as ds:
+        assert ds.bounds == pytest.approx(snapped)
+        data = ds.read(1)
+        r0, c0 = round((TOP - ds.bounds.top) / 10), round((ds.bounds.left - LEFT) / 10)
+    expected = np.where(np.isnan(p[0]), 255, np.rint(np.nan_to_num(p[0]) * 100)).astype(np.uint8)
+    assert np.array_equal(data, expected[r0:r0 + data.shape[0], c0:c0 + data.shape[1]])
+    plain = write_quicklook(products.cog, tmp_path / "plain.png", get_task("nsp"), "t", True)
+    assert plain.read_bytes() != products.quicklook.read_bytes()
+    with pytest.raises(InputError, match="do not cover its mapped area"):
+        make_products(region, "nsp", model, tiles[:1], tmp_path / "maps2" / "nsp_tiny.tif",
+                      sources_dir=tmp_path)

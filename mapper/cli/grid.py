@@ -1,4 +1,4 @@
-"""``python -m mapper tiles``: list a region's tile ids."""
+"""``python -m mapper tiles``: list a region's tile ids (mapped, or with the context tiles)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("tiles", help="print the tile ids of a region, one per line")
     p.add_argument("region", help="region name (a key of config 'regions')")
     p.add_argument("--config", default="config/config.yaml", help="config file")
+    p.add_argument("--stacked", action="store_true",
+                   help="also the context tiles (stacked, not mapped) within a crop's reach")
     p.set_defaults(func=run_tiles)
 
 
 def run_tiles(args: argparse.Namespace) -> int:
     from mapper.config import load_config, load_region
 
-    for tile in load_region(load_config(args.config), args.region).tiles():
+    region = load_region(load_config(args.config), args.region)
+    for tile in region.stacked_tiles() if args.stacked else region.tiles():
         print(tile)
     return 0

@@ -1,5 +1,6 @@
 # Stage 7: per tile and task, crops on one lattice shared by every tile, batched through MiSo,
-# Gaussian-weighted and blended; a tile reads the context it needs from its neighbours' stacks.
+# Gaussian-weighted and blended; a tile reads the context it needs from the stacks within its
+# crops' reach (mapped and context tiles); only pixels inside the region's mapped area are decoded.
 
 
 rule predict:

@@ -1,5 +1,6 @@
 # Stage 2, stack: every source warped onto the tile's 10 m lattice grid, terrain derived from the
-# DEM read with a halo, one 19-band GeoTIFF per tile; a VRT over the region's stacks.
+# DEM read with a halo, one 19-band GeoTIFF per tile (the mapped tiles and the context tiles
+# within a crop's reach of the mapped area); a VRT over the region's stacks.
 
 
 rule stack:

@@ -79,19 +79,22 @@ def run(work: Path, region: str, cores: int) -> float:
     code = work if (work / "mapper").is_dir() else REPO
     env = {**os.environ, "PYTHONPATH": str(code), "PATH": path}
     snakemake = [sys.executable, "-m", "snakemake"]
-    if not (work / "Snakefile").exists():
-        snakemake += ["--snakefile", str(REPO / "Snakefile"), "--configfile",
-                      str(work / "config/config.yaml")]
+    # last on the line: --configfile takes every value that follows it
+    project = [] if (work / "Snakefile").exists() else [
+        "--snakefile", str(REPO / "Snakefile"), "--configfile", str(work / "config/config.yaml")]
     t0 = time.perf_counter()
-    subprocess.run([*snakemake, "--cores", str(cores), f"results/{region}/stack.vrt"], cwd=work,
-                   check=True, env=env)
-    plan = subprocess.run([*snakemake, *targets, "-n", "--quiet", "rules"],
-                          cwd=work, capture_output=True, text=True, check=True, env=env)
+    subprocess.run([*snakemake, f"results/{region}/stack.vrt", "--cores", str(cores), *project],
+                   cwd=work, check=True, env=env)
+    plan = subprocess.run([*snakemake, *targets, "-n", "--quiet", "rules", *project],
+                          cwd=work, capture_output=True, text=True, env=env)
     planned = plan.stdout + plan.stderr
+    if plan.returncode:
+        raise SystemExit(f"error: the dry run of the copy failed:\n{planned}")
     for rule in ("pretrain", "finetune", "samples"):
         if f"\n{rule} " in planned or planned.startswith(f"{rule} "):
             raise SystemExit(f"error: the copy would retrain ({rule}):\n{planned}")
-    subprocess.run([*snakemake, "--cores", str(cores), *targets], cwd=work, check=True, env=env)
+    subprocess.run([*snakemake, *targets, "--cores", str(cores), *project], cwd=work, check=True,
+                   env=env)
     return time.perf_counter() - t0
 
 

@@ -157,15 +157,16 @@ def distance_bands(nsp: Path, area: shapely.Geometry, cells: int = 2, inner: int
 @pytest.mark.workflow
 def test_polygon_maps_are_identical_at_two_tile_sizes(tmp_path: Path) -> None:
     """The tiny settings on an irregular pentagon given in EPSG:4326 (about 3.3 x 3 km around the
-    demo centre, buffered by 60 m): maps made with 128 px tiles and, from the same models, with
-    64 px tiles (scripts/compare_tilings.py) are identical pixel for pixel, edge tiles included,
+    demo centre, buffered by 60 m): maps made with 256 px tiles and, from the same models, with
+    128 px tiles (scripts/compare_tilings.py) are identical pixel for pixel, edge tiles included,
     and every pixel whose centre lies outside the buffered pentagon is nodata. The demo sources
     of the region reach 2 km beyond its box: the context tiles (32 px around) see real data."""
-    geojson = lonlat_boundary(pentagon(DEMO_CENTRE, 1700.0))
-    project = make_project(tmp_path / "p128", tile_px=128, geojson=geojson, buffer_m=60.0)
+    centre = (DEMO_CENTRE[0] + 600.0, DEMO_CENTRE[1] - 400.0)  # off the lattice's corners
+    geojson = lonlat_boundary(pentagon(centre, 1700.0))
+    project = make_project(tmp_path / "p256", tile_px=256, geojson=geojson, buffer_m=60.0)
     assert len(project.stacked) > len(project.tiles)
     run = run_snakemake(project, *project.maps(), extra_args=tiny_local_args(), timeout=2400)
-    print(f"\npolygon region, 128 px tiles: {len(project.tiles)} mapped, "
+    print(f"\npolygon region, 256 px tiles: {len(project.tiles)} mapped, "
           f"{len(project.stacked)} stacked; {run.seconds:.0f} s")
     region = load_region(load_config(project.config), project.region)
     area = region.area()
@@ -176,10 +177,13 @@ def test_polygon_maps_are_identical_at_two_tile_sizes(tmp_path: Path) -> None:
         assert bottom <= a_bottom < bottom + ds.res[0] and top - ds.res[0] < a_top <= top
     compare = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "compare_tilings.py"), "--project",
-         str(project.root), "--region", project.region, "--tile-px", "64", "--work",
-         str(tmp_path / "p64"), "--cores", "2"],
+         str(project.root), "--region", project.region, "--tile-px", "128", "--work",
+         str(tmp_path / "p128"), "--cores", "2"],
         capture_output=True, text=True, env=project.env, timeout=2400)
     assert compare.returncode == 0, compare.stdout[-3000:] + compare.stderr[-3000:]
+    smaller = load_region(load_config(tmp_path / "p128" / "config" / "config.yaml"),
+                          project.region)
+    assert len(smaller.stacked_tiles()) > len(smaller.tiles()) > len(project.tiles)
     figures, _ = json.JSONDecoder().raw_decode(compare.stdout[compare.stdout.index("{"):])
     print(json.dumps(figures, indent=1))
     for name in ("nsp_tiny", "soilorder_tiny", "soilorder_tiny_probabilities"):

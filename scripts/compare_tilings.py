@@ -106,7 +106,7 @@ class Region:
     lattices: list  # [mapper.grid.Lattice] of both tile sizes
 
 
-def load_region(work: Path, region: str, tile_sizes: list[int]) -> Region:
+def mapped_region(work: Path, region: str, tile_sizes: list[int]) -> Region:
     from mapper.config import load_config, load_region
 
     cwd = os.getcwd()
@@ -179,7 +179,7 @@ def main() -> None:
         base_px = yaml.safe_load(f)["tile_px"]
     prepare(project, work, args.region, args.tile_px)
     seconds = run(work, args.region, args.cores)
-    region = load_region(work, args.region, [base_px, args.tile_px])
+    region = mapped_region(work, args.region, [base_px, args.tile_px])
     out = {"region": args.region, "tile_px": [base_px, args.tile_px], "seconds": seconds}
     for name in (f"nsp_{args.region}", f"soilorder_{args.region}",
                  f"soilorder_{args.region}_probabilities"):

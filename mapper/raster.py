@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -275,6 +276,105 @@ def _warp_open(
             f"({gdal_reason(exc)}); re-fetch the file"
         ) from None
     return np.ma.filled(data.astype("float32"), np.nan)
+
+
+GRID_TOLERANCE_PX = 1e-3
+"""Rasters whose pixel sizes agree to this fraction of a pixel over their joint extent, and whose
+origins are a whole number of pixels apart to within it, are on one grid (3DEP cells store
+1/3600 degree as 0.000277777777780: 1e-14 degrees, negligible)."""
+
+
+@dataclass(frozen=True)
+class _GridMember:
+    path: Path
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    nodata: float | None
+
+
+def _on_grid(first: _GridMember, other: _GridMember) -> bool:
+    a, b = first.transform, other.transform
+    if other.crs != first.crs or a.b or a.d or b.b or b.d:
+        return False
+    span = max(first.width, first.height, other.width, other.height) * 1000
+    if abs(a.a - b.a) * span > GRID_TOLERANCE_PX * abs(a.a):
+        return False
+    if abs(a.e - b.e) * span > GRID_TOLERANCE_PX * abs(a.e):
+        return False
+    dx, dy = (b.c - a.c) / a.a, (b.f - a.f) / a.e
+    return abs(dx - round(dx)) < GRID_TOLERANCE_PX and abs(dy - round(dy)) < GRID_TOLERANCE_PX
+
+
+def _mosaic_vrt(members: list[_GridMember], band: int, path: Path) -> Path:
+    """Write a VRT joining one band of rasters on one grid (float32, NaN nodata); where they
+    overlap, the first member's valid pixels win (members are painted last to first)."""
+    from xml.sax.saxutils import escape
+
+    t = members[0].transform
+    offsets = [(round((m.transform.c - t.c) / t.a), round((m.transform.f - t.f) / t.e))
+               for m in members]  # fmt: skip
+    x0 = min(c for c, _ in offsets)
+    y0 = min(r for _, r in offsets)
+    width = max(c + m.width for (c, _), m in zip(offsets, members, strict=True)) - x0
+    height = max(r + m.height for (_, r), m in zip(offsets, members, strict=True)) - y0
+    gt = (t.c + x0 * t.a, t.a, 0.0, t.f + y0 * t.e, 0.0, t.e)
+    sources = []
+    for (c, r), m in reversed(list(zip(offsets, members, strict=True))):
+        nodata = "" if m.nodata is None else f"<NODATA>{m.nodata!r}</NODATA>"
+        sources.append(
+            f'<ComplexSource><SourceFilename relativeToVRT="0">'
+            f"{escape(str(m.path.resolve()))}</SourceFilename><SourceBand>{band}</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{m.width}" ySize="{m.height}"/>'
+            f'<DstRect xOff="{c - x0}" yOff="{r - y0}" xSize="{m.width}" ySize="{m.height}"/>'
+            f"{nodata}</ComplexSource>"
+        )
+    xml = (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+        f"<SRS>{escape(members[0].crs.to_wkt())}</SRS>"
+        f"<GeoTransform>{', '.join(repr(v) for v in gt)}</GeoTransform>"
+        f'<VRTRasterBand dataType="Float32" band="1"><NoDataValue>nan</NoDataValue>'
+        f"{''.join(sources)}</VRTRasterBand></VRTDataset>\n"
+    )
+    path.write_text(xml)
+    return path
+
+
+@contextmanager
+def joined_on_grids(paths: list[Path], band: int = 1) -> Iterator[list[Path]]:
+    """``paths`` with the rasters that share one grid (CRS, pixel size, pixel alignment) joined
+    into one VRT each (in a temporary folder, for the ``with`` block), in the order of each
+    group's first file.
+
+    Warping a join equals warping one big raster: across the seam of two adjacent files (elevation
+    cells that do not overlap, such as Copernicus GLO-30's) the bilinear kernel takes pixels from
+    both sides, where warping the files one by one would interpolate from one side only within
+    half a source pixel of the seam. Where files overlap, the first one's valid pixels win (as in
+    :func:`mapper.stack.warp_dem`). Files on different grids (GLO-30 north and south of 60 or
+    70 N, where the longitude spacing changes) stay separate.
+    """
+    import tempfile
+
+    groups: list[list[_GridMember]] = []
+    for p in map(Path, paths):
+        with open_raster(p) as src:
+            check_crs(src, p)
+            member = _GridMember(p, src.crs, src.transform, src.width, src.height, src.nodata)
+        for group in groups:
+            if _on_grid(group[0], member):
+                group.append(member)
+                break
+        else:
+            groups.append([member])
+    if all(len(g) == 1 for g in groups):
+        yield [g[0].path for g in groups]
+        return
+    with tempfile.TemporaryDirectory(prefix="mapper-mosaic-") as tmp:
+        yield [
+            g[0].path if len(g) == 1 else _mosaic_vrt(g, band, Path(tmp) / f"grid{i}.vrt")
+            for i, g in enumerate(groups)
+        ]
 
 
 @contextmanager

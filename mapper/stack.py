@@ -32,10 +32,12 @@ Sources:
   scale/offset when it declares one; else DN / 10000 for integer bands; float bands as they are.
   Several files form a mosaic: for each pixel and band the first file (in the order given) with a
   value wins. Bilinear.
-- DEM: one raster (e.g. a VRT over IfSAR tiles) or several (first valid wins), metres, band 1,
-  bilinear (XSCALE at the nominal ratio, e.g. 0.5 for a 5 m DEM). Prefer one VRT over many DEM
-  tiles: a VRT joins them before resampling, whereas separate files are resampled one by one, so
-  within a source pixel of a file's edge the first file's value is interpolated from its side only.
+- DEM: one raster (e.g. a VRT over IfSAR tiles) or several, metres, band 1, bilinear (XSCALE at
+  the nominal ratio, e.g. 0.5 for a 5 m DEM). Several files on one grid (the 1 x 1 degree cells of
+  a ``cells`` source, fetched per tile by the workflow: see :mod:`mapper.sources.cells`) are joined
+  before resampling, so there is no seam between adjacent cells; files on different grids are
+  resampled one by one and the first with a value wins. A cell record (``.json``) may be given in
+  place of its raster: a sea cell (no file on the server) then adds no data.
 - Climate normals: one 3-band raster or three single-band rasters; bands are found by their
   descriptions ``precip_annual``, ``summer_warmth``, ``jan_tmin`` (any order, any file). When no
   band is described so (e.g. a ``gdalbuildvrt -separate`` VRT) and there are exactly three bands,
@@ -67,10 +69,12 @@ from mapper.bands import CLIMATE_BANDS, S2_BANDS, STACK_BANDS, UNITS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
+from mapper.sources.cells import cell_rasters, is_record
 from mapper.raster import (
     check_crs,
     check_overlap,
     geotiff_writer,
+    joined_on_grids,
     open_raster,
     warp_lattice_window,
 )
@@ -257,22 +261,44 @@ def _mosaic(plans: list[_BandPlan], lattice: Lattice, window: Window) -> np.ndar
     return out
 
 
-def _dem(paths: list[Path], lattice: Lattice, window: Window) -> np.ndarray:
+def warp_dem(paths: list[Path], lattice: Lattice, window: Window) -> np.ndarray:
     """The DEM (metres, float32, NaN nodata) warped bilinear onto a lattice window.
 
-    Several files form a mosaic: for each pixel the first file with a value wins.
+    Files on one grid (adjacent elevation cells, the tiles of one product) are joined before they
+    are warped (:func:`mapper.raster.joined_on_grids`), so there is no seam between them: a pixel
+    near the edge of two cells is interpolated from both. Groups on different grids form a mosaic:
+    for each pixel the first group (in the order of the files) with a value wins. No file at all
+    (a tile whose cells are all sea) is all nodata.
     """
+    if not paths:
+        return np.full((int(window.height), int(window.width)), np.nan, dtype=np.float32)
     out = None
-    for path in paths:
-        z = warp_lattice_window(path, lattice.crs, lattice.transform, window, indexes=[1])[0]
-        if out is None:
-            out = z
-        else:
-            gaps = np.isnan(out)
-            out[gaps] = z[gaps]
-        if not np.isnan(out).any():
-            break
+    with joined_on_grids(paths) as joined:
+        for path in joined:
+            z = warp_lattice_window(path, lattice.crs, lattice.transform, window, indexes=[1])[0]
+            if out is None:
+                out = z
+            else:
+                gaps = np.isnan(out)
+                out[gaps] = z[gaps]
+            if not np.isnan(out).any():
+                break
     return out
+
+
+def dem_window(lattice: Lattice, tile_id: str, settings: StackSettings) -> Window:
+    """The lattice window of DEM the stack of ``tile_id`` reads (global lattice pixels): the tile
+    grown by ``halo_px`` (local terrain) and every hydrology block meeting the tile grown by
+    ``hydro_halo_px`` (flow accumulation), as one rectangle. The workflow finds the elevation
+    cells a tile needs from it (:mod:`mapper.sources.cells`)."""
+    row, col = lattice.parse(tile_id)
+    p, b = lattice.tile_px, settings.hydro_block_px
+    tile = (row * p, col * p, (row + 1) * p, (col + 1) * p)  # r0, c0, r1, c1
+    blocks = (tile[0] // b * b, tile[1] // b * b, -(-tile[2] // b) * b, -(-tile[3] // b) * b)
+    h, hh = settings.halo_px, settings.hydro_halo_px
+    r0, c0 = min(tile[0] - h, blocks[0] - hh), min(tile[1] - h, blocks[1] - hh)
+    r1, c1 = max(tile[2] + h, blocks[2] + hh), max(tile[3] + h, blocks[3] + hh)
+    return Window(c0, r0, c1 - c0, r1 - r0)
 
 
 def _grow(window: Window, px: int) -> Window:
@@ -289,7 +315,7 @@ def local_terrain(
 ) -> dict[str, np.ndarray]:
     """elevation, slope, aspect, curvature, tpi on a lattice window (from the DEM with a halo)."""
     h = settings.halo_px
-    z = _dem(dem, lattice, _grow(window, h))
+    z = warp_dem(dem, lattice, _grow(window, h))
     inner = (slice(h, h + int(window.height)), slice(h, h + int(window.width)))
     return {
         "elevation": z[inner],
@@ -318,7 +344,7 @@ def hydro_terrain(
 ) -> tuple[np.ndarray, np.ndarray]:
     """TWI and SPI (float32) on one hydrology block, from its DEM grown by the hydro halo."""
     h = settings.hydro_halo_px
-    z = _dem(dem, lattice, _grow(block, h))
+    z = warp_dem(dem, lattice, _grow(block, h))
     inner = (slice(h, h + int(block.height)), slice(h, h + int(block.width)))
     sca = terrain.specific_catchment_area(z, lattice.res)[inner]
     slope = terrain.slope(z, lattice.res)[inner]
@@ -373,6 +399,10 @@ def _check_sources(
     clim_plans = _climate_plans(climates)
     if not dems:
         raise InputError("no DEM file given; pass at least one with --dem")
+    if any(is_record(p) for p in dems):  # elevation cells: their records name the rasters
+        dems = [p for p in dems if not is_record(p)] + cell_rasters(
+            [p for p in dems if is_record(p)]
+        )
     # a source nowhere near the region (wrong CRS label, another place) would warp to nodata
     region_bounds = region.boundary().bounds
     for path in [*map(Path, sentinel2), *dems, *climates]:

@@ -9,6 +9,8 @@ Layout under ``out_dir`` (normally ``resources/<region>/sources``):
   checking that the file opens (rasters with rasterio, including every file a VRT refers to;
   tables as CSV or Parquet).
 - ``stac``: ``<name>/<tile>.tif`` (see :mod:`mapper.sources.composite`) and ``<name>/<tile>.json``.
+- ``cells``: ``<name>/<cell>.tif`` and its record ``<name>/<cell>.json`` per 1 x 1 degree cell
+  (see :mod:`mapper.sources.cells`), checked against the region's lock file.
 - ``demo``: every source of the region synthesized by :mod:`mapper.demo.sources` (imported only
   when asked for) into ``out_dir`` and the truth beside it (``out_dir/../truth``).
 
@@ -78,11 +80,13 @@ def fetch_source(
     out_dir: str | Path,
     tile: str | None = None,
     file: str | None = None,
+    cell: str | None = None,
 ) -> Path:
     """Fetch source ``source_name`` of ``region`` into ``out_dir``; return its manifest's path.
 
     ``tile`` is required for ``stac`` sources (one composite per tile); ``file`` restricts an
-    ``http`` source to one of its files (by local name).
+    ``http`` source to one of its files (by local name); ``cell`` is required for ``cells``
+    sources (one 1 x 1 degree cell, e.g. ``N64W148``; its record is the manifest).
     """
     sources = region.settings["sources"]
     if source_name not in sources:
@@ -94,6 +98,15 @@ def fetch_source(
     out_dir = Path(out_dir)
     if file is not None and kind != "http":
         raise ConfigError(f"source '{source_name}' is of kind {kind}: --file applies to http only")
+    if (cell is not None) != (kind == "cells"):
+        raise ConfigError(
+            f"source '{source_name}' is of kind {kind}: --cell is needed for, and applies to, "
+            "cells sources only"
+        )
+    if kind == "cells":
+        from mapper.sources.cells import fetch_cell
+
+        return fetch_cell(region, source_name, cell, out_dir)
     if kind == "http":
         return _fetch_http(region, source_name, settings, out_dir, file)
     if kind == "file":

@@ -80,6 +80,8 @@ def source_inputs(region, source, tile=None):
         return [f"resources/{region}/sources/{source}/{http_file_name(f)}" for f in s["files"]]
     if kind == "stac":
         return [f"resources/{region}/sources/{source}/{tile}.tif"]
+    if kind == "cells":
+        return dem_cell_records(region, source, tile)
     raise ValueError(f"unknown source kind {kind!r}")
 
 
@@ -211,3 +213,47 @@ def maps_of(region):
 
 def reports_of(region):
     return [f"results/{region}/reports/{task}.md" for task in TASKS]
+
+
+# -- Elevation cells and weights by URL (issue 13): static lists, checksums in the lock file. ---
+# A `cells` source is fetched per 1 x 1 degree cell (rule fetch_dem_cell); the cells a tile's
+# stack reads are a pure function of the lattice and the stack halos (mapper.sources.cells),
+# computed for all tiles of a region at once on first use and memoised.
+from mapper.sources.cells import CELL_PATTERN, region_cells
+from mapper.sources.weights import is_url, weights_path
+
+CELLS_REGIONS = [
+    name
+    for name, r in REGIONS.items()
+    if any(s["kind"] == "cells" for s in r.settings["sources"].values())
+]
+
+
+def dem_cell_records(region, source, tile):
+    """The records of the cells the stack of ``tile`` reads (rule fetch_dem_cell writes them)."""
+    if source != "dem":
+        raise ValueError(f"{REGIONS[region].path}: sources.{source}: kind cells is for dem only")
+    cells = region_cells(REGIONS[region])[tile]
+    return [f"resources/{region}/sources/{source}/{cell}.json" for cell in cells]
+
+
+def weights_by_url():
+    """Local file name -> the first region whose model.satlas_weights is a URL of that name."""
+    found = {}
+    for name, r in REGIONS.items():
+        url = r.settings["model"]["satlas_weights"]
+        if is_url(url):
+            found.setdefault(os.path.basename(weights_path(url)), name)
+    return found
+
+
+def satlas_weights_file(wildcards):
+    """The SatlasPretrain weights training reads: fetched by rule fetch_weights when the region
+    gives a URL, the region's local file when it gives a path, none for a random start."""
+    value = region_of(wildcards).settings["model"]["satlas_weights"]
+    return weights_path(value) or []
+
+
+def weights_region(wildcards):
+    """The region whose lock file records the weights file of the wildcards."""
+    return weights_by_url()[wildcards.filename]

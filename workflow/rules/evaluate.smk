@@ -6,6 +6,9 @@
 rule cv_fold:
     input:
         samples="results/{region}/samples/points.parquet",
+        # the SatlasPretrain weights (model.satlas_weights; fetched when given by URL,
+        # verified against the lock file, so a re-download alone retrains nothing)
+        weights=ancient(satlas_weights_file),
         pretrained=cv_pretrained_checkpoint,
         # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet

@@ -65,3 +65,48 @@ rule fetch_stac:
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source sentinel2 --tile {wildcards.tile} --out {output.composite} --log {log}"
+
+
+rule fetch_dem_cell:
+    # One 1 x 1 degree elevation cell of a `cells` source, fetched once for all the tiles that
+    # read it: the raster beside this record, checked against (or recorded in) the region's lock
+    # file; a cell the server does not have (HTTP 404) is sea, and the record says so.
+    output:
+        record="resources/{region}/sources/{source}/{cell}.json",
+    log:
+        "logs/sources/{region}_{source}_{cell}.log",
+    wildcard_constraints:
+        region=one_of(CELLS_REGIONS),
+        source="dem",
+        cell=CELL_PATTERN,
+    conda:
+        "../../envs/mapper.yaml"
+    resources:
+        downloads=1,
+    params:
+        config=run_config,
+    shell:
+        "python -m mapper fetch --config {params.config} --region {wildcards.region}"
+        " --source {wildcards.source} --cell {wildcards.cell} --out {output.record}"
+        " --log {log}"
+
+
+rule fetch_weights:
+    # Pretrained weights a region gives by URL (model.satlas_weights), checked against (or
+    # recorded in) that region's lock file.
+    output:
+        "resources/weights/{filename}",
+    log:
+        "logs/sources/weights_{filename}.log",
+    wildcard_constraints:
+        filename=one_of(sorted(weights_by_url())),
+    conda:
+        "../../envs/mapper.yaml"
+    resources:
+        downloads=1,
+    params:
+        config=run_config,
+        region=weights_region,
+    shell:
+        "python -m mapper fetch-weights --config {params.config} --region {params.region}"
+        " --out {output} --log {log}"

@@ -69,7 +69,6 @@ from mapper.bands import CLIMATE_BANDS, S2_BANDS, STACK_BANDS, UNITS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
-from mapper.sources.cells import cell_rasters, is_record
 from mapper.raster import (
     check_crs,
     check_overlap,
@@ -78,6 +77,7 @@ from mapper.raster import (
     open_raster,
     warp_lattice_window,
 )
+from mapper.sources.cells import cell_rasters, is_record
 
 logger = logging.getLogger(__name__)
 

@@ -126,7 +126,9 @@ def check_template(template: str, where: str) -> str:
     try:
         names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as exc:
-        raise ConfigError(f"{where}: bad url_template {template!r} ({exc}); fix the braces") from None
+        raise ConfigError(
+            f"{where}: bad url_template {template!r} ({exc}); fix the braces"
+        ) from None
     unknown = sorted(names - set(TEMPLATE_FIELDS))
     if unknown:
         raise ConfigError(

@@ -172,7 +172,8 @@ def _attempt(
                 f"HTTP 416 for bytes {offset}- (the file shrank?); restarting", wait=0.0
             )
         if status not in (200, 206):
-            raise _FatalError(f"HTTP {status} {resp.reason}", _FIX_URL, missing=status in (404, 410))
+            missing = status in (404, 410)
+            raise _FatalError(f"HTTP {status} {resp.reason}", _FIX_URL, missing=missing)
 
         total: int | None
         if status == 200 or not validator:

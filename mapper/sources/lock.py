@@ -162,13 +162,16 @@ def fetch_locked(
     dest = Path(dest)
     known = lock.get(url)
     pinned = known if known and not known.get("absent") else None
-    origin = (f"the lock file {lock.path}", f"the file changed upstream; {refresh_advice(url, lock.path)}")
+    origin = (
+        f"the lock file {lock.path}",
+        f"the file changed upstream; {refresh_advice(url, lock.path)}",
+    )
     try:
         entry = download(
             url, dest, sha256=pinned and pinned["sha256"], size=pinned and pinned["size"],
             retries=retries, backoff=backoff, timeout=timeout, session=session, origin=origin,
         )  # fmt: skip
-    except NotFoundError as exc:
+    except NotFoundError:
         if pinned:
             raise SourceError(
                 f"{url}: HTTP 404, but {lock.path} records a file here ({_describe(pinned)}): "

@@ -106,7 +106,8 @@ def sampled_cells(bounds: tuple[float, float, float, float], step: float = 50.0)
     lon, lat = Transformer.from_crs("EPSG:3338", "EPSG:4269", always_xy=True).transform(x, y)
     west = (np.floor(lon).astype(int) + 180) % 360 - 180
     south = np.floor(lat).astype(int)
-    return {Cell(int(s), int(w)).name for s, w in set(zip(south.ravel(), west.ravel()))}
+    pairs = set(zip(south.ravel(), west.ravel(), strict=True))
+    return {Cell(int(s), int(w)).name for s, w in pairs}
 
 
 def window_around(lon: float, lat: float, size_m: float) -> tuple[float, float, float, float]:
@@ -381,6 +382,52 @@ DZ_DLAT_PER_PIXEL = 2000.0 / 3600  # the plane's rise over one GLO-30 row (m)
 def test_a_tile_of_sea_cells_only_is_nodata() -> None:
     z = warp_dem([], LATTICE, Window(0, 0, 8, 4))
     assert z.shape == (4, 8) and np.isnan(z).all()
+
+
+def write_s2_and_climate(folder: Path, bounds: tuple) -> tuple[Path, Path]:
+    """SYNTHETIC Sentinel-2 (9 uint16 bands by code) and climate (3 described bands) rasters at
+    100 m in EPSG:3338 over ``bounds`` grown by 2 km: what the stack needs besides the DEM."""
+    from affine import Affine
+
+    from mapper.bands import CLIMATE_BANDS
+    from mapper.raster import write_geotiff
+
+    left, bottom, right, top = bounds
+    transform = Affine(100.0, 0.0, left - 2000, 0.0, -100.0, top + 2000)
+    h, w = int((top - bottom + 4000) / 100), int((right - left + 4000) / 100)
+    codes = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
+    s2 = np.full((9, h, w), 1200, dtype=np.uint16)
+    climate = np.stack([np.full((h, w), v, dtype=np.float32) for v in (300.0, 900.0, -25.0)])
+    write_geotiff(folder / "s2.tif", s2, transform, "EPSG:3338", nodata=0, descriptions=codes)
+    write_geotiff(folder / "climate.tif", climate, transform, "EPSG:3338",
+                  descriptions=list(CLIMATE_BANDS))  # fmt: skip
+    return folder / "s2.tif", folder / "climate.tif"
+
+
+def test_a_tiles_stack_reads_its_cell_records(
+    cells_site: dict, gdalwarp: str, tmp_path: Path
+) -> None:
+    """The stack given the records of its tile's cells (and a sea cell's) has the elevation
+    band of gdalwarp of those cells, seam included."""
+    from mapper.bands import STACK_BANDS
+    from mapper.stack import build_stack
+
+    region = cells_site["glo"]
+    tile = region.tiles()[0]
+    records = [fetch(cells_site, "glo", c) for c in region_cells(region)[tile]]
+    records.append(fetch(cells_site, "glo", "N63W149"))  # sea: no file, no data
+    s2, climate = write_s2_and_climate(tmp_path, cells_site["bounds"])
+    out = build_stack(region, tile, [s2], records, [climate], tmp_path / f"{tile}.tif")
+    with rasterio.open(out) as ds:
+        elevation = ds.read(STACK_BANDS.index("elevation") + 1).astype(np.float64)
+        assert ds.tags()["MAPPER_EMPTY"] == "false"
+    bounds = region.lattice.tile_bounds(tile)
+    rasters = cell_rasters(records)
+    assert len(rasters) == len(records) - 1 >= 3  # cells on both sides of a seam
+    ref = gdalwarp_window(gdalwarp, [gdalbuildvrt(rasters, tmp_path / "cells.vrt")], bounds,
+                          tmp_path / "ref.tif").astype(np.float64)  # fmt: skip
+    assert not np.isnan(elevation).any()
+    assert float(np.abs(elevation - ref).max()) < 1e-3
 
 
 # -- the workflow's plan ------------------------------------------------------------------------

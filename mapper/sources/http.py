@@ -321,7 +321,9 @@ def download(
             if problem is None:
                 os.replace(part, dest)
                 if not expected:
-                    logger.warning("%s: no sha256 in the region file; recorded %s", dest, digest)
+                    # a file pinned by a lock file is recorded there by the caller
+                    log = logger.warning if origin[0] == "the region file" else logger.info
+                    log("%s: no sha256 in %s; recorded %s", dest, origin[0], digest)
                 logger.info("%s -> %s (%d bytes)", url, dest, nbytes)
                 return _entry(url, dest, nbytes, digest, headers)
             part.unlink(missing_ok=True)

@@ -307,6 +307,41 @@ def _on_grid(first: _GridMember, other: _GridMember) -> bool:
     return abs(dx - round(dx)) < GRID_TOLERANCE_PX and abs(dy - round(dy)) < GRID_TOLERANCE_PX
 
 
+def _bounds(m: _GridMember) -> tuple[float, float, float, float]:
+    t = m.transform
+    xs = (t.c, t.c + t.a * m.width)
+    ys = (t.f, t.f + t.e * m.height)
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _joins(group: list[_GridMember], member: _GridMember) -> bool:
+    """Whether ``member`` joins ``group``: on its grid, and (in longitude/latitude) not making a
+    join wider than 180 degrees (which cells on both sides of 180, at -180 and +179, would)."""
+    if not _on_grid(group[0], member):
+        return False
+    if not member.crs.is_geographic:
+        return True
+    lefts, rights = zip(*[(_bounds(m)[0], _bounds(m)[2]) for m in [*group, member]], strict=True)
+    return max(rights) - min(lefts) <= 180.0
+
+
+def _across_antimeridian(members: list[_GridMember]) -> list[_GridMember]:
+    """Copies, shifted by +360 degrees, of the geographic rasters west of 180 degrees (longitudes
+    near -180) when others lie east of it (near +180): joined with those, the rasters on both
+    sides of 180 form one mosaic over 179..181, so a pixel near 180 is interpolated from both
+    sides (PROJ gives its longitude as +179.99..., which the shifted copy covers)."""
+    geographic = [m for m in members if m.crs.is_geographic]
+    east = [m for m in geographic if (_bounds(m)[0] + _bounds(m)[2]) / 2 > 90]
+    west = [m for m in geographic if (_bounds(m)[0] + _bounds(m)[2]) / 2 < -90]
+    if not east or not west:
+        return []
+    return [
+        _GridMember(m.path, m.crs, Affine.translation(360.0, 0.0) @ m.transform, m.width,
+                    m.height, m.nodata)
+        for m in west
+    ]  # fmt: skip
+
+
 def _mosaic_vrt(members: list[_GridMember], band: int, path: Path) -> Path:
     """Write a VRT joining one band of rasters on one grid (float32, NaN nodata); where they
     overlap, the first member's valid pixels win (members are painted last to first)."""
@@ -352,17 +387,22 @@ def joined_on_grids(paths: list[Path], band: int = 1) -> Iterator[list[Path]]:
     both sides, where warping the files one by one would interpolate from one side only within
     half a source pixel of the seam. Where files overlap, the first one's valid pixels win (as in
     :func:`mapper.stack.warp_dem`). Files on different grids (GLO-30 north and south of 60 or
-    70 N, where the longitude spacing changes) stay separate.
+    70 N, where the longitude spacing changes) stay separate. Geographic files on both sides of
+    180 degrees are joined across it (see :func:`_across_antimeridian`).
     """
     import tempfile
 
-    groups: list[list[_GridMember]] = []
+    members = []
     for p in map(Path, paths):
         with open_raster(p) as src:
             check_crs(src, p)
-            member = _GridMember(p, src.crs, src.transform, src.width, src.height, src.nodata)
+            members.append(
+                _GridMember(p, src.crs, src.transform, src.width, src.height, src.nodata)
+            )
+    groups: list[list[_GridMember]] = []
+    for member in members + _across_antimeridian(members):
         for group in groups:
-            if _on_grid(group[0], member):
+            if _joins(group, member):
                 group.append(member)
                 break
         else:

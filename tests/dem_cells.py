@@ -36,8 +36,12 @@ Z0, DZ_DLAT, DZ_DLON = 100.0, 2000.0, 700.0
 
 
 def surface(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """The synthetic elevation (m) at longitude/latitude (degrees), float64."""
-    return Z0 + DZ_DLAT * (np.asarray(lat) - 64.0) + DZ_DLON * (np.asarray(lon) + 148.0)
+    """The synthetic elevation (m) at longitude/latitude (degrees), float64. East longitudes are
+    taken as west of -180 (the Aleutians west of 180 degrees), so the plane is continuous across
+    180 degrees."""
+    lon = np.asarray(lon, dtype=np.float64)
+    lon = np.where(lon > 0, lon - 360.0, lon)
+    return Z0 + DZ_DLAT * (np.asarray(lat) - 64.0) + DZ_DLON * (lon + 148.0)
 
 
 def glo30_columns(south: int) -> int:

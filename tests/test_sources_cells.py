@@ -376,6 +376,29 @@ def test_glo30_across_70n_where_the_spacing_changes(tmp_path: Path, gdalwarp: st
     assert float(np.abs(got - z).max()) < 0.5 * DZ_DLAT_PER_PIXEL
 
 
+@pytest.mark.parametrize("writer", [write_glo30, write_3dep], ids=["glo30", "3dep"])
+def test_cells_join_across_180_degrees(tmp_path: Path, writer) -> None:  # noqa: ANN001
+    """Near Amchitka the cells N51E179 (179-180 E) and N51W180 (180-179 W) meet at 180 degrees.
+    GLO-30's do not overlap: warped one by one they leave a gap of nodata there (PROJ gives
+    the longitudes east of 180 as +179.99..., past the end of N51E179, never inside N51W180);
+    joined across 180 they give the exact surface."""
+    files = tmp_path / "files"
+    rasters = [writer(files, Cell.parse(c)) for c in ("N51E179", "N51W180")]
+    x, y = TO_ALBERS.transform(180.0, 51.5)
+    lattice = Lattice(-2_600_000.0, 2_600_000.0, 10.0, 256)
+    window = lattice.bounds_window((x - 1280, y - 1280, x + 1280, y + 1280))
+    bounds = lattice.window_bounds(window)
+    got = warp_dem(rasters, lattice, window).astype(np.float64)
+    z, lon, _ = exact(bounds, "EPSG:4326" if writer is write_glo30 else "EPSG:4269")
+    assert (lon > 0).any() and (lon < 0).any()
+    assert not np.isnan(got).any()
+    assert float(np.abs(got - z).max()) < 0.01
+    if writer is write_glo30:
+        one_by_one = [warp_dem([r], lattice, window) for r in rasters]
+        gap = np.isnan(one_by_one[0]) & np.isnan(one_by_one[1])
+        assert gap.any()
+
+
 DZ_DLAT_PER_PIXEL = 2000.0 / 3600  # the plane's rise over one GLO-30 row (m)
 
 

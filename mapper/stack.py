@@ -69,11 +69,11 @@ from mapper.bands import CLIMATE_BANDS, S2_BANDS, STACK_BANDS, UNITS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
+from mapper.gridjoin import joined_on_grids
 from mapper.raster import (
     check_crs,
     check_overlap,
     geotiff_writer,
-    joined_on_grids,
     open_raster,
     warp_lattice_window,
 )
@@ -265,7 +265,7 @@ def warp_dem(paths: list[Path], lattice: Lattice, window: Window) -> np.ndarray:
     """The DEM (metres, float32, NaN nodata) warped bilinear onto a lattice window.
 
     Files on one grid (adjacent elevation cells, the tiles of one product) are joined before they
-    are warped (:func:`mapper.raster.joined_on_grids`), so there is no seam between them: a pixel
+    are warped (:func:`mapper.gridjoin.joined_on_grids`), so there is no seam between them: a pixel
     near the edge of two cells is interpolated from both. Groups on different grids form a mosaic:
     for each pixel the first group (in the order of the files) with a value wins. No file at all
     (a tile whose cells are all sea) is all nodata.

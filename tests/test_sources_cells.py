@@ -479,3 +479,25 @@ def test_dry_run_plans_one_job_per_cell(cells_site: dict, tmp_path: Path) -> Non
         assert any(s.split() == [f"resources/glo/sources/dem/{c}.json" for c in cells]
                    for s in stack_dems)  # fmt: skip
     assert yaml.safe_load(region_file.read_text())["sources"]["dem"]["kind"] == "cells"
+
+
+def test_the_workflow_fetches_each_cell_once(cells_site: dict, tmp_path: Path) -> None:
+    """Rule fetch_dem_cell for real, from the loopback server: the cells of every tile, each
+    fetched once (4 jobs for 4 tiles), checked against the region's lock file."""
+    region_file = cells_site["project"] / "config" / "regions" / "threedep.yaml"
+    (tmp_path / "config").mkdir()
+    write_config(tmp_path / "config" / "config.yaml", {"threedep": region_file})
+    region = cells_site["threedep"]
+    project = WorkflowProject(tmp_path, "threedep", 256, region.tiles(), project_env())
+    records = sorted({f"resources/threedep/sources/dem/{c}.json"
+                      for cs in region_cells(region).values() for c in cs})  # fmt: skip
+    gets = len(cells_site["server"].log)
+    run_snakemake(project, *records, extra_args=["--cores", "2"]).check()
+    for record in records:
+        manifest = read_manifest(tmp_path / record)
+        assert manifest["absent"] is False
+        assert Path(manifest["items"][0]["path"]) == Path(record).with_suffix(".tif")
+        assert (tmp_path / record).with_suffix(".tif").exists()
+    cell_gets = [r for r in cells_site["server"].log[gets:] if r["method"] == "GET"]
+    assert len(cell_gets) == len(records) == 4
+    assert len(LockFile(lock_path(region.path)).entries()) >= 4

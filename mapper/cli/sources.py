@@ -18,7 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--source", required=True, help="source name: sentinel2, dem, climate, ...")
     p.add_argument("--tile", help="tile id (stac sources: one composite per tile)")
-    p.add_argument("--file", help="http sources: fetch only this file (its local name)")
+    p.add_argument(
+        "--file",
+        help="http sources: fetch only this file (its local name); snap sources: the archive "
+             "of this variable (pr, tas or tasmin)",
+    )
     p.add_argument(
         "--out",
         help=(

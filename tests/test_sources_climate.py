@@ -3,9 +3,10 @@ values worked out by hand, nodata, the error cases, downloads from a loopback se
 the workflow's plan.
 
 The fixture archives have the layout of SNAP's 2 km CRU TS 4.0 downloads
-(``pr_AK_CAN_2km_CRU_TS40_historical.zip`` holding ``pr/pr_total_mm_CRU_TS40_historical_MM_YYYY.tif``,
-likewise ``tas/`` and ``tasmin/``): single-band float32 GeoTIFFs in EPSG:3338 at 2 km with nodata
--9999, on a 4 x 5 px grid instead of SNAP's thousands of pixels.
+(``pr_AK_CAN_2km_CRU_TS40_historical.zip`` holding
+``pr/pr_total_mm_CRU_TS40_historical_MM_YYYY.tif``, likewise ``tas/`` and ``tasmin/``):
+single-band float32 GeoTIFFs in EPSG:3338 at 2 km with nodata -9999, on a 4 x 5 px grid instead
+of SNAP's thousands of pixels.
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ def test_members_outside_the_period_are_never_read(tmp_path):
     broken = {f"tas/{PREFIXES['tas']}_01_1999.tif": b"not a GeoTIFF at all"}
     archives = write_archives(tmp_path / "in", tas=archive_bytes("tas", members=broken))
     derive_normals(archives, PREFIXES, PERIOD, tmp_path / "n.tif")
-    with pytest.raises(InputError, match=r"snap_tas\.zip!tas/tas_mean_C_CRU_TS40_historical_01_1999"):
+    with pytest.raises(
+        InputError, match=r"snap_tas\.zip!tas/tas_mean_C_CRU_TS40_historical_01_1999"
+    ):
         derive_normals(archives, PREFIXES, [1999, 2000], tmp_path / "m.tif")
     assert not (tmp_path / "m.tif").exists()
 
@@ -200,7 +203,8 @@ def test_a_damaged_member_fails_its_crc_check(tmp_path):
 
 def test_a_member_on_another_grid_is_one_error_naming_it(tmp_path):
     name = f"tas/{PREFIXES['tas']}_05_2001.tif"
-    shifted = geotiff(field("tas", 2001, 5), Affine(2000.0, 0.0, 250_001.0, 0.0, -2000.0, 1_700_000.0))
+    off_by_1m = Affine(2000.0, 0.0, 250_001.0, 0.0, -2000.0, 1_700_000.0)
+    shifted = geotiff(field("tas", 2001, 5), off_by_1m)
     archives = write_archives(tmp_path / "in", tas=archive_bytes("tas", members={name: shifted}))
     with pytest.raises(InputError, match=rf"snap_tas\.zip!{name}: grid .* differs from "
                                          r".*snap_pr\.zip!pr/.*share one grid"):  # fmt: skip
@@ -323,8 +327,8 @@ def test_command_writes_the_normals_and_fails_in_one_line(tmp_path, capsys):
 
 
 def test_workflow_plans_the_downloads_and_the_derivation(tmp_path):
-    from workflow_project import WorkflowProject, planned_jobs, project_env, tiny_bounds
     from tiny_region import write_config
+    from workflow_project import WorkflowProject, planned_jobs, project_env, tiny_bounds
 
     root = tmp_path.resolve()
     placeholders = {}

@@ -4,8 +4,9 @@ SNAP (Scenarios Network for Alaska and Arctic Planning, University of Alaska Fai
 distributes the CRU TS 4.0 monthly series, delta-downscaled onto the PRISM 1961-1990
 climatology, as one zip archive per variable of monthly GeoTIFFs (EPSG:3338, float32, nodata
 -9999; a few SNAP products mark nodata as -3.4e38 instead). Inside an archive each month is a
-member ``[<folder>/]<prefix>_<MM>_<YYYY>.tif``, e.g. ``pr/pr_total_mm_CRU_TS40_historical_01_1981.tif``
-(``prefix`` is set per variable in the region file; any folder is accepted). Variables:
+member ``[<folder>/]<prefix>_<MM>_<YYYY>.tif``, e.g.
+``pr/pr_total_mm_CRU_TS40_historical_01_1981.tif`` (``prefix`` is set per variable in the region
+file; any folder is accepted). Variables:
 ``pr`` (monthly total precipitation, mm), ``tas`` (monthly mean air temperature, deg C) and
 ``tasmin`` (monthly mean of the daily minimum temperature, deg C).
 
@@ -65,7 +66,7 @@ Pins = Callable[[str], dict[str, Any] | None]
 
 
 def archive_path(out_dir: str | Path, source: str, variable: str) -> Path:
-    """Where the archive of ``variable`` is downloaded: ``<out_dir>/<source>/snap_<variable>.zip``."""
+    """Where the archive of ``variable`` goes: ``<out_dir>/<source>/snap_<variable>.zip``."""
     return Path(out_dir) / source / f"snap_{variable}.zip"
 
 
@@ -164,8 +165,9 @@ def list_members(
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
     except FileNotFoundError:
-        raise InputError(f"{path}: archive not found; fetch it first (python -m mapper fetch)") \
-            from None
+        raise InputError(
+            f"{path}: archive not found; fetch it first (python -m mapper fetch)"
+        ) from None
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(
             f"{path}: not a readable zip archive ({exc}); the download is truncated or damaged: "
@@ -300,9 +302,7 @@ def derive_region_normals(
     """:func:`derive_normals` with the period and prefixes of the region's source ``name``."""
     settings = region.settings["sources"][name]
     if settings["kind"] != "snap":
-        raise ConfigError(
-            f"{region.path}: source '{name}' is of kind {settings['kind']}, not snap"
-        )
+        raise ConfigError(f"{region.path}: source '{name}' is of kind {settings['kind']}, not snap")
     prefixes = {v: settings["archives"][v]["prefix"] for v in VARIABLES}
     urls = {v: settings["archives"][v]["url"] for v in VARIABLES}
     tags = {"MAPPER_SOURCE": "SNAP downscaled CRU TS monthly: " + ", ".join(

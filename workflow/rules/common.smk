@@ -217,9 +217,7 @@ def reports_of(region):
 
 # -- climate normals from SNAP's monthly archives (kind snap; mapper/sources/snap.py) ----------
 SNAP_VARIABLES = ("pr", "tas", "tasmin")
-SNAP_REGIONS = [
-    n for n, r in REGIONS.items() if r.settings["sources"]["climate"]["kind"] == "snap"
-]
+SNAP_REGIONS = [n for n, r in REGIONS.items() if r.settings["sources"]["climate"]["kind"] == "snap"]
 
 
 def snap_normals_path(region, source="climate"):

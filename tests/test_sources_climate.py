@@ -70,11 +70,12 @@ def field(variable: str, year: int, month: int) -> np.ndarray:
     return values
 
 
-def geotiff(values: np.ndarray, transform: Affine = TRANSFORM) -> bytes:
+def geotiff(values: np.ndarray, transform: Affine | None = None) -> bytes:
     """A single-band float32 GeoTIFF as SNAP writes them (EPSG:3338, nodata -9999, LZW)."""
     with MemoryFile() as mem:
         with mem.open(driver="GTiff", height=values.shape[0], width=values.shape[1], count=1,
-                      dtype="float32", crs="EPSG:3338", transform=transform, nodata=-9999.0,
+                      dtype="float32", crs="EPSG:3338", transform=transform or TRANSFORM,
+                      nodata=-9999.0,
                       compress="lzw") as dst:  # fmt: skip
             dst.write(values.astype(np.float32), 1)
         return mem.read()
@@ -82,9 +83,11 @@ def geotiff(values: np.ndarray, transform: Affine = TRANSFORM) -> bytes:
 
 def archive_bytes(variable: str, *, skip: tuple[int, int] | None = None,
                   members: dict[str, bytes] | None = None, prefix: str | None = None,
-                  compression: int = zipfile.ZIP_DEFLATED) -> bytes:  # fmt: skip
+                  compression: int = zipfile.ZIP_DEFLATED,
+                  transform: Affine | None = None) -> bytes:  # fmt: skip
     """The zip of one variable: ``<variable>/<prefix>_MM_YYYY.tif`` for every month of YEARS
-    (less ``skip``, a (year, month)); ``members`` replaces members' bytes by name."""
+    (less ``skip``, a (year, month)) on the grid of ``transform`` (default TRANSFORM);
+    ``members`` replaces members' bytes by name."""
     prefix = prefix or PREFIXES[variable]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression) as zf:
@@ -93,7 +96,7 @@ def archive_bytes(variable: str, *, skip: tuple[int, int] | None = None,
                 if (year, month) == skip:
                     continue
                 name = f"{variable}/{prefix}_{month:02d}_{year}.tif"
-                data = (members or {}).get(name) or geotiff(field(variable, year, month))
+                data = (members or {}).get(name) or geotiff(field(variable, year, month), transform)
                 zf.writestr(name, data)
     return buf.getvalue()
 
@@ -162,6 +165,29 @@ def test_prefix_spelled_with_a_hyphen_is_the_same_series(tmp_path):
     out = derive_normals(archives, PREFIXES, PERIOD, tmp_path / "n.tif")
     with rasterio.open(out) as src:
         assert src.read(3)[0, 0] == pytest.approx(-25.5)
+
+
+def test_the_stack_reads_the_normals_by_band_name(tmp_path, stack_sources):
+    from stack_sources import LEFT, SMALL_TILES, TOP
+
+    from mapper.bands import STACK_BANDS
+    from mapper.stack import build_stack
+
+    # a 2 km grid whose pixel centres 2.5 px in from its corner fall on the stack region's corner:
+    # the tile lies between rows and columns 2 to 4, away from the nodata holes of pr and tasmin
+    over_region = Affine(2000.0, 0.0, LEFT - 5000.0, 0.0, -2000.0, TOP + 5000.0)
+    archives = {v: tmp_path / f"{v}.zip" for v in PREFIXES}
+    for v, path in archives.items():
+        path.write_bytes(archive_bytes(v, transform=over_region))
+    normals = derive_normals(archives, PREFIXES, PERIOD, tmp_path / "snap_normals.tif")
+    src = stack_sources
+    out = build_stack(src["r64"], SMALL_TILES[0], [src["s2"]], src["dem"], normals,
+                      tmp_path / "stack.tif")  # fmt: skip
+    with rasterio.open(out) as stack:
+        precip = stack.read(STACK_BANDS.index("precip_annual") + 1, masked=True)
+        tmin = stack.read(STACK_BANDS.index("jan_tmin") + 1, masked=True)
+    assert precip.count() > 0 and tmin.count() > 0
+    assert np.allclose(precip.compressed(), 138.0) and np.allclose(tmin.compressed(), -25.5)
 
 
 # -- errors: one line naming the file and the fix, nothing left at the output -------------------

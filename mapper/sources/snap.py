@@ -27,8 +27,8 @@ Members are read from the zip with :mod:`zipfile` into memory, one at a time, an
 from there: nothing is unpacked to disk (the statewide 771 m archives hold several GB of
 GeoTIFFs), only the members of the period are read, and zipfile checks each member's CRC-32, so a
 damaged archive is an error instead of silently wrong numbers (GDAL's /vsizip/ reader does not
-report CRC mismatches). Memory: one monthly grid plus three float64 accumulators (about 200 MB
-for the 771 m statewide grid of about 3000 x 2000 px), whatever the period's length.
+report CRC mismatches). Memory: one monthly grid, one year's partial sums and three float64
+accumulators (a few hundred MB for a grid of 3000 x 2000 px), whatever the period's length.
 """
 
 from __future__ import annotations

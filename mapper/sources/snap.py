@@ -24,11 +24,12 @@ stack's bilinear warp leaves it nodata rather than inventing a value). Every mon
 be on the grid of the first one read (CRS, transform, size); the derived raster is on that grid.
 
 Members are read from the zip with :mod:`zipfile` into memory, one at a time, and decoded by GDAL
-from there: nothing is unpacked to disk (the statewide 771 m archives hold several GB of
-GeoTIFFs), only the members of the period are read, and zipfile checks each member's CRC-32, so a
-damaged archive is an error instead of silently wrong numbers (GDAL's /vsizip/ reader does not
-report CRC mismatches). Memory: one monthly grid, one year's partial sums and three float64
-accumulators (a few hundred MB for a grid of 3000 x 2000 px), whatever the period's length.
+from there: nothing is unpacked to disk (SNAP's archives hold several GB of GeoTIFFs), only the
+members of the period are read, and reading a member whole through zipfile checks its CRC-32, so
+a damaged archive is an error instead of silently wrong numbers (a GDAL /vsizip/ read decodes only
+the blocks it needs and gives no such guarantee). Memory: one monthly grid, one year's partial
+sums and three float64 accumulators (a few hundred MB for a grid of 3000 x 2000 px), whatever
+the period's length.
 """
 
 from __future__ import annotations

@@ -352,22 +352,46 @@ def test_command_writes_the_normals_and_fails_in_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_workflow_plans_the_downloads_and_the_derivation(tmp_path):
+def snap_project(root: Path, urls: dict[str, str]):
+    """A workflow project of one 128 px tile whose climate is of kind snap (archives at ``urls``)
+    and whose other sources are local files (empty placeholders: enough for a dry run)."""
     from tiny_region import write_config
-    from workflow_project import WorkflowProject, planned_jobs, project_env, tiny_bounds
+    from workflow_project import WorkflowProject, project_env, tiny_bounds
 
-    root = tmp_path.resolve()
+    root = root.resolve()
     placeholders = {}
     for name, file in (("sentinel2", "s2.tif"), ("dem", "dem.tif"), ("observations", "o.csv")):
         (root / file).touch()
         placeholders[name] = {"kind": "file", "path": str(root / file)}
-    urls = {v: f"https://data.snap.uaf.edu/{v}_AK_CAN_2km_CRU_TS40_historical.zip"
-            for v in PREFIXES}  # fmt: skip
+    sources = {**placeholders, "climate": snap_source(urls)}
     region_file = write_region_file(root / "config" / "regions", "snapr", tiny_bounds(128, 1),
-                                    128, sources={**placeholders, "climate": snap_source(urls)},
-                                    model={"size": "demo"})  # fmt: skip
+                                    128, sources=sources, model={"size": "demo"})  # fmt: skip
     config = write_config(root / "config" / "config.yaml", {"snapr": region_file})
     tiles = load_region(load_config(config), "snapr").tiles()
-    project = WorkflowProject(root, "snapr", 128, tiles, project_env())
-    jobs = planned_jobs(project, project.stack(tiles[0]))
+    return WorkflowProject(root, "snapr", 128, tiles, project_env())
+
+
+def test_workflow_plans_the_downloads_and_the_derivation(tmp_path):
+    from workflow_project import planned_jobs
+
+    urls = {
+        v: f"https://data.snap.uaf.edu/{v}_AK_CAN_2km_CRU_TS40_historical.zip" for v in PREFIXES
+    }
+    project = snap_project(tmp_path, urls)
+    jobs = planned_jobs(project, project.stack(project.tiles[0]))
     assert jobs == {"fetch_snap_archive": 3, "snap_climate_normals": 1, "stack": 1}
+
+
+@pytest.mark.workflow
+def test_workflow_downloads_and_derives_from_a_loopback_server(tmp_path, server):
+    from workflow_project import run_snakemake
+
+    project = snap_project(tmp_path, serve_archives(server))
+    target = "resources/snapr/sources/climate/snap_normals.tif"
+    run_snakemake(project, target).check()
+    with rasterio.open(project.path(target)) as src:
+        assert src.descriptions == tuple(CLIMATE_BANDS)
+        assert src.read(1)[0, 0] == pytest.approx(138.0)
+    for v in PREFIXES:
+        manifest = read_manifest(project.path(f"resources/snapr/sources/climate/snap_{v}.zip.json"))
+        assert manifest["items"][0]["sha256"]

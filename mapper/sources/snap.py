@@ -71,11 +71,6 @@ def archive_path(out_dir: str | Path, source: str, variable: str) -> Path:
     return Path(out_dir) / source / f"snap_{variable}.zip"
 
 
-def normals_path(out_dir: str | Path, source: str) -> Path:
-    """Where the derived 3-band raster is written: ``<out_dir>/<source>/snap_normals.tif``."""
-    return Path(out_dir) / source / "snap_normals.tif"
-
-
 def period_years(settings: dict[str, Any]) -> list[int]:
     """The normal period's years, ``first_year..last_year`` inclusive."""
     first, last = int(settings["first_year"]), int(settings["last_year"])

@@ -97,7 +97,9 @@ def archive_bytes(variable: str, *, skip: tuple[int, int] | None = None,
                     continue
                 name = f"{variable}/{prefix}_{month:02d}_{year}.tif"
                 data = (members or {}).get(name) or geotiff(field(variable, year, month), transform)
-                zf.writestr(name, data)
+                info = zipfile.ZipInfo(name, date_time=(2017, 9, 15, 0, 0, 0))  # same bytes
+                info.compress_type = compression  # every call: checksums can be pinned
+                zf.writestr(info, data)
     return buf.getvalue()
 
 
@@ -326,6 +328,16 @@ def test_pins_from_a_lock_are_checked_when_the_region_file_gives_none(server, tm
     # the region file's sha256 wins over the lock's
     fetch_snap(region_pinned, "climate", settings, tmp_path / "b" / "sources", "pr",
                pins=lambda url: wrong)  # fmt: skip
+
+
+def test_only_the_climate_source_may_be_of_kind_snap(tmp_path):
+    from mapper.errors import ConfigError
+
+    urls = {v: f"https://example.org/{v}.zip" for v in PREFIXES}
+    config = write_tiny_region(tmp_path, REGION_BOUNDS, 64, name="r",
+                               sources={"dem": snap_source(urls)})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"key 'sources\.dem\.kind'"):
+        load_region(load_config(config), "r")
 
 
 # -- command line and workflow ------------------------------------------------------------------

@@ -234,6 +234,11 @@ def snap_archives(wildcards):
     return {v: snap_archive_path(wildcards.region, v) for v in SNAP_VARIABLES}
 
 
+def snap_archive_settings(wildcards):
+    """One archive's entry (URL, sha256, prefix): a change of URL downloads it again."""
+    return source_settings(wildcards.region, "climate")["archives"][wildcards.variable]
+
+
 def snap_settings(wildcards):
     """The region's climate section: a change of period, URL or prefix reruns the derivation."""
     return source_settings(wildcards.region, "climate")

@@ -86,6 +86,7 @@ rule fetch_snap_archive:
         downloads=1,
     params:
         config=run_config,
+        archive=snap_archive_settings,
         out="resources/{region}/sources",
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"

@@ -315,19 +315,32 @@ def test_a_truncated_file_served_whole_is_refused_at_download(server, tmp_path):
     assert not list((out / "climate").glob("snap_pr.zip*"))
 
 
-def test_pins_from_a_lock_are_checked_when_the_region_file_gives_none(server, tmp_path):
+def test_a_lock_plugs_in_through_pins_and_record(server, tmp_path):
+    """The interface a lock file uses: ``pins(url)`` is checked when the region file gives no
+    sha256, ``record(url, entry)`` gets the checksum of a download nothing pinned."""
     urls = serve_archives(server)
-    region = snap_region(tmp_path, snap_source(urls))
-    settings = region.settings["sources"]["climate"]
-    wrong = {"sha256": "0" * 64, "size": None}
-    with pytest.raises(SourceError, match="sha256 .* differs"):
-        fetch_snap(region, "climate", settings, tmp_path / "sources", "pr", pins=lambda url: wrong)
-    right = hashlib.sha256(archive_bytes("pr")).hexdigest()
-    region_pinned = snap_region(tmp_path / "b", snap_source(urls, pr={"sha256": right}))
-    settings = region_pinned.settings["sources"]["climate"]
+    data = archive_bytes("pr")
+    good = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    recorded = []
+
+    def fetch(folder: Path, pins, source=None):
+        region = snap_region(folder, source or snap_source(urls))
+        settings = region.settings["sources"]["climate"]
+        return fetch_snap(region, "climate", settings, folder / "sources", "pr", pins=pins,
+                          record=lambda url, entry: recorded.append((url, entry)))  # fmt: skip
+
+    fetch(tmp_path / "a", pins=lambda url: None)  # first download: recorded
+    assert recorded == [(urls["pr"], good)]
+    fetch(tmp_path / "b", pins={urls["pr"]: good}.get)  # pinned: verified, not recorded again
+    assert len(recorded) == 1
+    changed = {"sha256": "0" * 64, "size": good["size"]}
+    with pytest.raises(SourceError, match=r"sha256 .* differs"):
+        fetch(tmp_path / "c", pins={urls["pr"]: changed}.get)
+    assert not list((tmp_path / "c" / "sources" / "climate").glob("snap_pr.zip*"))
     # the region file's sha256 wins over the lock's
-    fetch_snap(region_pinned, "climate", settings, tmp_path / "b" / "sources", "pr",
-               pins=lambda url: wrong)  # fmt: skip
+    pinned = snap_source(urls, pr={"sha256": good["sha256"]})
+    fetch(tmp_path / "d", pins={urls["pr"]: changed}.get, source=pinned)
+    assert len(recorded) == 1
 
 
 def test_only_the_climate_source_may_be_of_kind_snap(tmp_path):

@@ -11,18 +11,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fetch one source of a region (http download, per-tile STAC composite, local file)",
         description=(
             "Fetch one source of a region into OUT (default resources/<region>/sources) and write "
-            "its manifest (what, where from, size, sha256); print the manifest's path."
+            "its manifest (what, where from, size, sha256); print the manifest's path. For a "
+            "snap source (SNAP's monthly climate archives) --file names the variable whose "
+            "archive to fetch: pr, tas or tasmin."
         ),
     )
     p.add_argument("--config", default="config/config.yaml", help="config file")
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--source", required=True, help="source name: sentinel2, dem, climate, ...")
     p.add_argument("--tile", help="tile id (stac sources: one composite per tile)")
-    p.add_argument(
-        "--file",
-        help="http sources: fetch only this file (its local name); snap sources: the archive "
-             "of this variable (pr, tas or tasmin)",
-    )
+    p.add_argument("--file", help="http sources: fetch only this file (its local name)")
     p.add_argument(
         "--out",
         help=(

@@ -94,20 +94,18 @@ def fetch_source(
     settings = sources[source_name]
     kind = settings["kind"]
     out_dir = Path(out_dir)
-    if file is not None and kind not in ("http", "snap"):
-        raise ConfigError(
-            f"source '{source_name}' is of kind {kind}: --file applies to http and snap only"
-        )
+    if kind == "snap":  # one archive of SNAP's monthly climate (file = pr, tas or tasmin)
+        from mapper.sources.snap import fetch_snap
+
+        return fetch_snap(region, source_name, settings, out_dir, file)
+    if file is not None and kind != "http":
+        raise ConfigError(f"source '{source_name}' is of kind {kind}: --file applies to http only")
     if kind == "http":
         return _fetch_http(region, source_name, settings, out_dir, file)
     if kind == "file":
         return _fetch_file(region, source_name, settings, out_dir)
     if kind == "stac":
         return _fetch_stac(region, source_name, settings, out_dir, tile)
-    if kind == "snap":  # one archive of SNAP's monthly climate (file = pr, tas or tasmin)
-        from mapper.sources.snap import fetch_snap
-
-        return fetch_snap(region, source_name, settings, out_dir, file)
     if kind == "demo":
         # Synthesis needs the region's folder (sources and truth): out_dir's parent.
         from mapper.demo.sources import synthesize_demo

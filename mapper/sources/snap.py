@@ -64,6 +64,8 @@ JANUARY = 1
 
 Pins = Callable[[str], dict[str, Any] | None]
 """``url -> {"sha256": ..., "size": ...}`` of an archive pinned elsewhere (a lock file), or None."""
+Record = Callable[[str, dict[str, Any]], None]
+"""``(url, {"sha256": ..., "size": ...})``: keep the checksum of a first download (a lock file)."""
 
 
 def archive_path(out_dir: str | Path, source: str, variable: str) -> Path:
@@ -80,22 +82,42 @@ def period_years(settings: dict[str, Any]) -> list[int]:
 
 
 # -- download -----------------------------------------------------------------------------------
+def check_archive(path: str | Path, url: str | None = None) -> int:
+    """Check that ``path`` is a readable zip archive (its central directory); return its member
+    count. Otherwise SourceError naming the URL (or the file) and the fix, and ``path`` deleted:
+    a truncated download or a server's error page must not be kept as an archive."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return len(zf.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        path.unlink(missing_ok=True)
+        where = f"{url} -> {path}" if url else str(path)
+        raise SourceError(
+            f"{where}: not a readable zip archive ({exc}): the download is truncated or the URL "
+            "serves something else; check the URL in the region file and fetch again"
+        ) from None
+
+
 def fetch_snap(
     region: Region,
     name: str,
     settings: dict[str, Any],
     out_dir: str | Path,
     variable: str | None,
+    *,
     pins: Pins | None = None,
+    record: Record | None = None,
 ) -> Path:
     """Download the archive of ``variable`` (``pr``, ``tas`` or ``tasmin``); return its manifest.
 
     The checksum checked is the region file's ``sha256`` (and ``size``) when given, else what
-    ``pins`` returns for the URL (the project's lock of first-download checksums, when one is
-    plugged in), else none: then the sha256 found is recorded in the manifest beside the archive
-    (``snap_<variable>.zip.json``) for the lock to keep. A rerun whose archive still matches its
-    manifest downloads nothing. The archive's zip directory is checked before it is kept, so a
-    truncated or non-zip download is one SourceError naming the URL, with nothing left behind.
+    ``pins`` returns for the URL. The project's lock of first-download checksums plugs in here:
+    ``pins=lock.get`` and ``record=lock.record`` (``record(url, {"sha256", "size"})`` is called
+    after a download that nothing pinned, once the archive passed :func:`check_archive`). The
+    manifest beside the archive (``snap_<variable>.zip.json``) always records the sha256, and a
+    rerun whose archive still matches it downloads nothing. A truncated or non-zip download is one
+    SourceError naming the URL, with nothing left behind.
     """
     from mapper.sources.fetch import _reuse, manifest_path
 
@@ -112,16 +134,9 @@ def fetch_snap(
     item = _reuse(dest, entry, per_file) or download(
         entry["url"], dest, sha256=entry.get("sha256"), size=entry.get("size")
     )
-    try:
-        with zipfile.ZipFile(dest) as zf:
-            count = len(zf.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
-        dest.unlink(missing_ok=True)
-        raise SourceError(
-            f"{entry['url']} -> {dest}: not a readable zip archive ({exc}): the download is "
-            "truncated or the URL serves something else; check the URL in the region file and "
-            "fetch again"
-        ) from None
+    count = check_archive(dest, entry["url"])
+    if record is not None and not entry.get("sha256"):
+        record(entry["url"], {"sha256": item["sha256"], "size": item["size"]})
     item["path"] = str(dest)
     logger.info("%s: zip archive of %d members", dest, count)
     return write_manifest(

@@ -47,26 +47,6 @@ rule fetch_http:
         " --log {log}"
 
 
-rule fetch_stac:
-    # A tile's cloud-masked median Sentinel-2 L2A composite from a STAC search.
-    output:
-        composite="resources/{region}/sources/sentinel2/{tile}.tif",
-        manifest="resources/{region}/sources/sentinel2/{tile}.json",
-    log:
-        "logs/sources/{region}_sentinel2_{tile}.log",
-    wildcard_constraints:
-        region=one_of(STAC_REGIONS),
-    conda:
-        "../../envs/mapper.yaml"
-    resources:
-        downloads=1,
-    params:
-        config=run_config,
-    shell:
-        "python -m mapper fetch --config {params.config} --region {wildcards.region}"
-        " --source sentinel2 --tile {wildcards.tile} --out {output.composite} --log {log}"
-
-
 # -- climate normals from SNAP's monthly archives (kind snap) ----------------------------------
 
 
@@ -111,3 +91,23 @@ rule snap_climate_normals:
     shell:
         "python -m mapper climate-normals --config {params.config} --region {wildcards.region}"
         " --pr {input.pr} --tas {input.tas} --tasmin {input.tasmin} --out {output} --log {log}"
+
+
+rule fetch_stac:
+    # A tile's cloud-masked median Sentinel-2 L2A composite from a STAC search.
+    output:
+        composite="resources/{region}/sources/sentinel2/{tile}.tif",
+        manifest="resources/{region}/sources/sentinel2/{tile}.json",
+    log:
+        "logs/sources/{region}_sentinel2_{tile}.log",
+    wildcard_constraints:
+        region=one_of(STAC_REGIONS),
+    conda:
+        "../../envs/mapper.yaml"
+    resources:
+        downloads=1,
+    params:
+        config=run_config,
+    shell:
+        "python -m mapper fetch --config {params.config} --region {wildcards.region}"
+        " --source sentinel2 --tile {wildcards.tile} --out {output.composite} --log {log}"

@@ -80,12 +80,7 @@ def test_alaska_sources_are_real() -> None:
     assert s2["collection"] == "sentinel-2-l2a" and s2["datetime"] == "2019-06-01/2023-08-31"
     assert s2["months"] == [6, 7, 8] and s2["max_cloud"] == 40
     assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file", "snap"}
-    assert sources["dem"]["path"].endswith(".vrt")
-    climate = sources["climate"]  # derived by the workflow from SNAP's monthly archives
-    assert climate["kind"] == "snap"
-    assert (climate["first_year"], climate["last_year"]) == (1981, 2010)
-    archives = climate["archives"].values()
-    assert all(a["url"].startswith("https://data.snap.uaf.edu/") for a in archives)
+    assert sources["dem"]["path"].endswith(".vrt")  # climate: tests/test_sources_climate.py
     assert sources["observations"]["path"] == "resources/alaska/sources/observations.csv"
 
 

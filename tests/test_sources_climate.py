@@ -343,6 +343,21 @@ def test_a_lock_plugs_in_through_pins_and_record(server, tmp_path):
     assert len(recorded) == 1
 
 
+def test_alaska_climate_is_derived_from_snap_archives():
+    from workflow_project import REPO
+
+    climate = load_region(load_config(REPO / "config" / "config.yaml"), "alaska").settings[
+        "sources"
+    ]["climate"]
+    assert climate["kind"] == "snap"
+    assert (climate["first_year"], climate["last_year"]) == (1981, 2010)
+    assert all(
+        a["url"].startswith("https://data.snap.uaf.edu/data/Base/AK_CAN_2km/historical/CRU_TS/")
+        and a["prefix"].endswith("_CRU_TS40_historical")
+        for a in climate["archives"].values()
+    )
+
+
 def test_only_the_climate_source_may_be_of_kind_snap(tmp_path):
     from mapper.errors import ConfigError
 

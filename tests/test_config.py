@@ -79,8 +79,8 @@ def test_alaska_sources_are_real() -> None:
     assert s2["kind"] == "stac" and s2["api"] == "https://earth-search.aws.element84.com/v1"
     assert s2["collection"] == "sentinel-2-l2a" and s2["datetime"] == "2019-06-01/2023-08-31"
     assert s2["months"] == [6, 7, 8] and s2["max_cloud"] == 40
-    assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file"}
-    assert sources["dem"]["path"].endswith(".vrt") and sources["climate"]["path"].endswith(".vrt")
+    assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file", "snap"}
+    assert sources["dem"]["path"].endswith(".vrt")  # climate: tests/test_sources_climate.py
     assert sources["observations"]["path"] == "resources/alaska/sources/observations.csv"
 
 

@@ -8,6 +8,8 @@ Layout under ``out_dir`` (normally ``resources/<region>/sources``):
 - ``file``: nothing is copied; ``<name>/manifest.json`` records the path, size and sha256 after
   checking that the file opens (rasters with rasterio, including every file a VRT refers to;
   tables as CSV or Parquet).
+- ``snap``: ``<name>/snap_<variable>.zip`` and ``<name>/snap_<variable>.zip.json`` per archive
+  of SNAP's monthly climate (see :mod:`mapper.sources.snap`).
 - ``stac``: ``<name>/<tile>.tif`` (see :mod:`mapper.sources.composite`) and ``<name>/<tile>.json``.
 - ``demo``: every source of the region synthesized by :mod:`mapper.demo.sources` (imported only
   when asked for) into ``out_dir`` and the truth beside it (``out_dir/../truth``).
@@ -93,6 +95,10 @@ def fetch_source(
     settings = sources[source_name]
     kind = settings["kind"]
     out_dir = Path(out_dir)
+    if kind == "snap":  # one archive of SNAP's monthly climate (file = pr, tas or tasmin)
+        from mapper.sources.snap import fetch_snap
+
+        return fetch_snap(region, source_name, settings, out_dir, file)
     if file is not None and kind != "http":
         raise ConfigError(f"source '{source_name}' is of kind {kind}: --file applies to http only")
     if kind == "http":

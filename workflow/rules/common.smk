@@ -67,6 +67,8 @@ def source_inputs(region, source, tile=None):
     """Local files the stack of ``tile`` reads for ``source`` (per the source's kind)."""
     s = source_settings(region, source)
     kind = s["kind"]
+    if kind == "snap":  # climate normals derived from SNAP's monthly archives
+        return [snap_normals_path(region, source)]
     if kind == "demo":
         names = {
             "sentinel2": "sentinel2.tif",
@@ -103,6 +105,38 @@ def one_of(names):
 
 def http_file_name(entry):
     return entry.get("name") or os.path.basename(entry["url"].split("?")[0])
+
+
+# -- climate normals from SNAP's monthly archives (kind snap; mapper/sources/snap.py) ----------
+SNAP_VARIABLES = ("pr", "tas", "tasmin")
+SNAP_REGIONS = [n for n, r in REGIONS.items() if r.settings["sources"]["climate"]["kind"] == "snap"]
+
+
+def snap_normals_path(region, source="climate"):
+    """The 3-band normals raster derived from the region's SNAP archives (what the stack reads)."""
+    return f"resources/{region}/sources/{source}/snap_normals.tif"
+
+
+def snap_archive_path(region, variable, source="climate"):
+    return f"resources/{region}/sources/{source}/snap_{variable}.zip"
+
+
+def snap_archives(wildcards):
+    """The region's three SNAP archives by variable (inputs of the derivation)."""
+    return {v: snap_archive_path(wildcards.region, v) for v in SNAP_VARIABLES}
+
+
+def snap_archive_settings(wildcards):
+    """One archive's entry (URL, sha256, prefix): a change of URL downloads it again."""
+    return source_settings(wildcards.region, "climate")["archives"][wildcards.variable]
+
+
+def snap_settings(wildcards):
+    """The region's climate section: a change of period, URL or prefix reruns the derivation."""
+    return source_settings(wildcards.region, "climate")
+
+
+# -- end snap ------------------------------------------------------------------------------
 
 
 def tile_sentinel2(wildcards):

@@ -1,4 +1,4 @@
-"""The crop lattice of prediction and the Gaussian blending of overlapping crops.
+"""The crop lattice of prediction and the tapered-Gaussian blending of overlapping crops.
 
 Conventions:
 
@@ -6,23 +6,45 @@ Conventions:
   column ``c`` is the pixel whose upper-left corner is ``r`` pixels below and ``c`` right of the
   lattice origin. A continuous position ``p`` (rows or columns) puts pixel ``j``'s centre at
   ``j + 0.5``.
-- Crops are ``crop_px`` square and start at multiples of ``stride_px`` in both axes: crop
-  ``(i, j)`` covers pixels ``[i*stride, i*stride + crop)`` x ``[j*stride, j*stride + crop)``.
-  The crop lattice is the same for every tile of every region, which is what makes a tile's
-  values equal those of one pass over the whole region: a pixel is predicted by the same crops,
-  with the same weights, in the same order, whichever tile it falls in.
+- Crops are ``crop_px`` square. Along each axis crop ``i`` starts at ``i*stride + offset(i)``,
+  where ``offset(i)`` is 0 unless ``stagger_px`` (S) is set: then ``offset(i)`` in ``[0, S)`` is
+  the one that makes the start fall on the residue ``rank(i) * S // 16`` modulo S, with
+  ``rank(i)`` the bit-reversed ``i mod 16`` (0, 8, 4, 12, 2, ...). So neighbouring crops' starts
+  differ by about half of S modulo S, and every 16 crops visit 16 residues spread over S (every
+  residue for S = 16), whatever the stride. Crop ``(i, j)`` covers pixels
+  ``[start(i), start(i) + crop)`` x ``[start(j), start(j) + crop)``. The crop lattice depends
+  only on the crop indices, so it is the same for every tile of every region, which is what makes
+  a tile's values equal those of one pass over the whole region: a pixel is predicted by the same
+  crops, with the same weights, in the same order, whichever tile it falls in.
+- Why stagger. The encoders cut a crop into attention windows (in Swin's first stages 16 or 32 px
+  for the demo model, 32 and 64 px for Swin-V2-T/B) and their features change faster across a
+  window border than inside a window; the crop's centre, where its weight peaks, always lies on
+  such a border (crops are multiples of 32 px). With crops starting at multiples of 32 px those
+  borders fall on the same map lines in every crop, and the map shows blocks on a 16/32 px
+  lattice (demo NSP map: 1.7 times the pixel-to-pixel change across lines at multiples of 32 px
+  than elsewhere, 1.3 at odd multiples of 16 px). Staggered starts put each crop's borders
+  elsewhere, so no line of the map is a border of every crop; a stagger as wide as the stride
+  also spreads the crops' centres, so that no other period (the stride's) takes the lattice's
+  place. (Tapering the weights alone changes little at ``sigma_scale`` 0.125: 1.79 instead of
+  1.81 on the demo's central tiles; staggering over the stride: 0.98.)
 - Output cells are ``factor`` x ``factor`` blocks of lattice pixels (``out_res = factor * res``),
   on a grid aligned with the lattice origin: out cell ``R`` covers pixels ``[R*factor,
   (R+1)*factor)`` and its centre lies at ``p = (R + 0.5) * factor``. A crop answers for the out
-  cells whose centre lies in ``[start, start + crop)`` (half-open, like pixel coverage), so with
-  ``stride <= crop`` every cell is answered by at least one crop.
+  cells whose centre lies in its *support*, the central ``support_px`` of the crop,
+  ``[start + m, start + m + support)`` with ``m = (crop - support) / 2`` (half-open, like pixel
+  coverage); the outer ``m`` pixels are context only (default: ``support = crop``). With
+  ``stride + stagger <= support`` the supports of consecutive crops leave no gap, so every cell
+  is answered with a positive weight.
 - Crop-normalised coordinates are those of :mod:`mapper.models.implicit`: ``-1 + 2 (p - start) /
   crop``, -1 and +1 the crop's outer edges (pixel centre ``j`` of the crop at ``-1 + (2j+1)/P``).
-- Weights follow MONAI's ``sliding_window_inference(mode="gaussian")``: per axis
-  ``exp(-d^2 / (2 sigma^2))`` with ``d`` the distance of the cell centre from the crop centre in
-  pixels (``d = j - (P-1)/2`` at pixel centres) and ``sigma = sigma_scale * crop``; the 2-D weight
-  is the outer product, clamped below at 1e-3 so that no covered cell has a zero weight. Blended
-  output = ``sum(w p) / sum(w)``, accumulated in float64.
+- Weights: per axis a Gaussian of the distance ``d`` of the cell centre from the crop centre
+  (``d = j - (P-1)/2`` at pixel centres), ``sigma = sigma_scale * crop``, minus its value at the
+  support's edge, ``g(d) - g(support / 2)``: positive inside the support and zero at its edge, so
+  a cell's weight changes continuously as it passes from one crop's support to the next. (MONAI's
+  ``sliding_window_inference(mode="gaussian")`` stops the Gaussian at the crop's edge and clamps
+  it below at 1e-3; both make a step at every crop border, which with ``sigma_scale`` 0.25 was
+  the largest lattice jump of the demo map.) The 2-D weight is the outer product. Blended output
+  = ``sum(w p) / sum(w)``, accumulated in float64.
 
 Everything here is arithmetic on small arrays; the model and the rasters live in
 :mod:`mapper.predict`.
@@ -39,15 +61,24 @@ from rasterio.windows import Window
 
 from mapper.errors import ConfigError
 
-MIN_WEIGHT = 1e-3
-"""Lower clamp of the 2-D Gaussian weight (MONAI's ``max(min, 1e-3)`` clamp)."""
-
 MODEL_MULTIPLE = 32
 """Crops must be a multiple of the encoders' coarsest stride (Swin stage 4: 32 px)."""
+
+STAGGER_CYCLE = 16
+"""Crops per cycle of staggered offsets (the offsets of 16 consecutive crops are all different)."""
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -((-a) // b)
+
+
+def _bit_reversed(i: int, bits: int = 4) -> int:
+    """``i`` (0 .. 2**bits - 1) with its ``bits`` binary digits in reverse order."""
+    return int(format(i, f"0{bits}b")[::-1], 2)
+
+
+STAGGER_ORDER = tuple(_bit_reversed(k) for k in range(STAGGER_CYCLE))
+"""Residue rank of crop ``i`` is ``STAGGER_ORDER[i % 16]``: 0, 8, 4, 12, 2, 10, 6, 14, 1, ..."""
 
 
 def gaussian_1d(d: np.ndarray, sigma: float) -> np.ndarray:
@@ -73,14 +104,17 @@ class Span:
 class CropLattice:
     """The global crop lattice and output grid of prediction (module docstring for conventions).
 
-    ``crop_px``, ``stride_px`` in lattice pixels; ``sigma_scale`` as a fraction of the crop;
-    ``factor`` = out_res / lattice res (1 for 10 m output, 2 for 20 m, 5 for 50 m).
+    ``crop_px``, ``stride_px``, ``support_px`` (None: the whole crop) and ``stagger_px`` in
+    lattice pixels; ``sigma_scale`` as a fraction of the crop; ``factor`` = out_res / lattice res
+    (1 for 10 m output, 2 for 20 m, 5 for 50 m).
     """
 
     crop_px: int
     stride_px: int
     sigma_scale: float = 0.125
     factor: int = 1
+    support_px: int | None = None
+    stagger_px: int = 0
 
     def __post_init__(self) -> None:
         if self.crop_px <= 0 or self.crop_px % MODEL_MULTIPLE:
@@ -88,18 +122,29 @@ class CropLattice:
                 f"prediction.crop_px {self.crop_px} must be a positive multiple of "
                 f"{MODEL_MULTIPLE} (the encoders' coarsest stride); fix the region file"
             )
-        if not 1 <= self.stride_px <= self.crop_px:
+        support = self.support
+        if not 2 <= support <= self.crop_px or (self.crop_px - support) % 2:
             raise ConfigError(
-                f"prediction.stride_px {self.stride_px} must be between 1 and crop_px "
-                f"{self.crop_px} (a larger stride leaves pixels no crop answers); "
-                "fix the region file"
+                f"prediction.support_px {support} must be even and between 2 and crop_px "
+                f"{self.crop_px} (the central part of a crop that answers); fix the region file"
+            )
+        if not 0 <= self.stagger_px <= self.stride_px:
+            raise ConfigError(
+                f"prediction.stagger_px {self.stagger_px} must be between 0 and stride_px "
+                f"{self.stride_px} (crops must start in order); fix the region file"
+            )
+        if not 1 <= self.stride_px or self.stride_px + self.stagger_px > support:
+            raise ConfigError(
+                f"prediction.stride_px {self.stride_px} plus stagger_px {self.stagger_px} must be "
+                f"between 1 and the support {support} px (a larger step leaves pixels no crop "
+                "answers); fix the region file"
             )
         if self.sigma_scale <= 0:
             raise ConfigError(f"prediction.sigma_scale {self.sigma_scale} must be > 0")
-        if not 1 <= self.factor <= self.crop_px:
+        if not 1 <= self.factor <= support:
             raise ConfigError(
-                f"output factor {self.factor} (out_res / res) must be between 1 and crop_px "
-                f"{self.crop_px}; choose a finer prediction.out_res"
+                f"output factor {self.factor} (out_res / res) must be between 1 and the support "
+                f"{support} px; choose a finer prediction.out_res"
             )
 
     @classmethod
@@ -122,11 +167,14 @@ class CropLattice:
                 f"prediction.out_res {out_res:g} m: its ratio {factor} to the lattice does not "
                 f"divide tile_px {tile_px}; choose an out_res whose ratio divides the tile size"
             )
+        support = prediction.get("support_px")
         return cls(
             crop_px=int(prediction["crop_px"]),
             stride_px=int(prediction["stride_px"]),
             sigma_scale=float(prediction["sigma_scale"]),
             factor=factor,
+            support_px=None if support is None else int(support),
+            stagger_px=int(prediction.get("stagger_px", 0)),
         )
 
     @property
@@ -134,28 +182,53 @@ class CropLattice:
         """Gaussian sigma in lattice pixels."""
         return self.sigma_scale * self.crop_px
 
-    # -- one axis ---------------------------------------------------------------------------------
-    def span(self, index: int) -> Span:
-        """Out cells answered by crop ``index`` along one axis (centre in ``[start, start+crop)``).
+    @property
+    def support(self) -> int:
+        """Width of the answering centre of a crop, in lattice pixels."""
+        return self.crop_px if self.support_px is None else int(self.support_px)
 
-        Cell ``R``'s centre is ``(2R + 1) k / 2``; ``2 start <= (2R + 1) k < 2 (start + crop)``.
+    def describe(self) -> str:
+        """One line for provenance metadata."""
+        parts = [f"crops of {self.crop_px} px answering their central {self.support} px",
+                 f"stride {self.stride_px} px"]
+        if self.stagger_px:
+            parts.append(f"starts staggered by up to {self.stagger_px - 1} px")
+        return (", ".join(parts) + f"; weights a Gaussian of sigma {self.sigma_scale:g} x crop "
+                "less its value at the support's edge")
+
+    # -- one axis ---------------------------------------------------------------------------------
+    def start(self, index: int) -> int:
+        """First lattice pixel of crop ``index`` along one axis (module docstring)."""
+        base = index * self.stride_px
+        if not self.stagger_px:
+            return base
+        residue = STAGGER_ORDER[index % STAGGER_CYCLE] * self.stagger_px // STAGGER_CYCLE
+        return base + (residue - base) % self.stagger_px
+
+    def span(self, index: int) -> Span:
+        """Out cells answered by crop ``index`` along one axis (centre in its support).
+
+        Cell ``R``'s centre is ``(2R + 1) k / 2``; ``2 a <= (2R + 1) k < 2 (a + support)`` with
+        ``a`` the support's first pixel.
         """
-        start = index * self.stride_px
+        start = self.start(index)
+        a = start + (self.crop_px - self.support) // 2
         k = self.factor
-        lo = _ceil_div(2 * start - k, 2 * k)
-        hi = _ceil_div(2 * (start + self.crop_px) - k, 2 * k)
+        lo = _ceil_div(2 * a - k, 2 * k)
+        hi = _ceil_div(2 * (a + self.support) - k, 2 * k)
         return Span(start=start, lo=lo, hi=hi)
 
     def indices(self, cell_lo: int, cell_hi: int) -> range:
         """Crop indices along one axis that answer at least one out cell in ``[cell_lo, cell_hi)``.
 
-        Spans move monotonically with the index, so the answer is a contiguous range; the bounds
-        below bracket it (crop ``i`` answers cell ``R`` iff ``2 i s <= (2R + 1) k < 2 (i s + P)``).
+        Starts grow with the index (offsets are below ``stagger <= stride``), so the answer is a
+        contiguous range; the bounds below bracket it (a crop's
+        start lies within ``stagger`` px after ``i * stride``; its support within the crop).
         """
         if cell_hi <= cell_lo:
             return range(0)
-        k, s, p = self.factor, self.stride_px, self.crop_px
-        first = math.floor(((2 * cell_lo + 1) * k / 2 - p) / s) - 1
+        k, s = self.factor, self.stride_px
+        first = math.floor(((2 * cell_lo + 1) * k / 2 - self.crop_px - self.stagger_px) / s) - 1
         last = math.floor(((2 * cell_hi - 1) * k / 2) / s) + 1
         hits = [i for i in range(first, last + 1)
                 if self.span(i).hi > cell_lo and self.span(i).lo < cell_hi]
@@ -167,9 +240,11 @@ class CropLattice:
         return -1.0 + 2.0 * (centres - span.start) / self.crop_px
 
     def weights_1d(self, span: Span, lo: int, hi: int) -> np.ndarray:
-        """Per-axis Gaussian of out cells ``[lo, hi)`` in a crop (unclamped, float64)."""
+        """Per-axis tapered Gaussian of out cells ``[lo, hi)`` in a crop (float64, >= 0)."""
         centres = (2 * np.arange(lo, hi) + 1) * self.factor / 2.0
-        return gaussian_1d(centres - span.start - self.crop_px / 2.0, self.sigma)
+        g = gaussian_1d(centres - span.start - self.crop_px / 2.0, self.sigma)
+        edge = gaussian_1d(np.array([self.support / 2.0]), self.sigma)[0]
+        return np.maximum(g - edge, 0.0)
 
     # -- crops of a tile --------------------------------------------------------------------------
     def crops_for(self, out_window: Window) -> Iterator[Crop]:
@@ -188,10 +263,10 @@ class CropLattice:
                            min(cs.hi, c1))
 
     def weights(self, crop: Crop) -> np.ndarray:
-        """2-D weights of the crop's cells inside the window: outer product, clamped at 1e-3."""
+        """2-D weights of the crop's cells inside the window: the outer product of the axes'."""
         wy = self.weights_1d(crop.rows, crop.r_lo, crop.r_hi)
         wx = self.weights_1d(crop.cols, crop.c_lo, crop.c_hi)
-        return np.maximum(np.outer(wy, wx), MIN_WEIGHT)
+        return np.outer(wy, wx)
 
     def crop_coords(self, crop: Crop) -> np.ndarray:
         """[n_rows, n_cols, 2] crop-normalised (x, y) of the crop's cells inside the window."""

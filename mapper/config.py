@@ -130,7 +130,19 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
     if override:
         settings = merge_settings(settings, override)
         origin = f"{origin} + region_overrides.{name} of {source}"
-    return {"origin": origin, "settings": validate(settings, "region.schema.yaml", origin)}
+    settings = validate(settings, "region.schema.yaml", origin)
+    _check_scene_blocks(settings, origin)
+    return {"origin": origin, "settings": settings}
+
+
+def _check_scene_blocks(settings: dict, origin: str | Path) -> None:
+    """A STAC Sentinel-2 source's scene-selection blocks must tile each tile exactly."""
+    s2 = settings["sources"]["sentinel2"]
+    if s2["kind"] == "stac" and settings["tile_px"] % s2["block_px"]:
+        raise ConfigError(
+            f"{origin}: key 'sources.sentinel2.block_px': {s2['block_px']} does not divide "
+            f"tile_px {settings['tile_px']}; set it to a divisor of tile_px"
+        )
 
 
 def merge_settings(base: dict, override: dict) -> dict:

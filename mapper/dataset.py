@@ -28,6 +28,12 @@ edge of the top row) and ``xy`` the same point in EPSG:3338 metres. ``valid`` ma
 pixel is valid (:func:`mapper.normalise.valid`); ``mask`` marks labelled queries; a binary task's
 targets are 0/1 floats, a multiclass task's class indices with ``IGNORE_INDEX`` where unlabelled.
 
+With ``augment``, each crop of a batch is then turned by a random multiple of 90 degrees and
+mirrored or not (one of the 8 symmetries of the square, :func:`dihedral`), its crop-normalised
+query coordinates moved with it (``xy`` stays the true place, and pixel values are kept, so
+aspect still names the true direction): the landscape's texture has no
+preferred direction, and the few hundred labelled points of a region are seen in 8 ways.
+
 Everything random is drawn from ``numpy.random.default_rng([seed, stream, epoch])``: a given epoch
 is the same whether training ran straight through or resumed.
 """
@@ -74,6 +80,7 @@ class CropSettings:
     unlabelled_fraction: float
     batch_size: int
     seed: int
+    augment: bool = False
 
     @classmethod
     def from_training(cls, training: dict[str, Any]) -> CropSettings:
@@ -85,6 +92,7 @@ class CropSettings:
             unlabelled_fraction=float(training["unlabelled_fraction"]),
             batch_size=int(training["batch_size"]),
             seed=int(training["seed"]),
+            augment=bool(training.get("augment", False)),
         )
 
     @property
@@ -160,6 +168,35 @@ def crop_xy(lattice: Lattice, row_off: int, col_off: int, crop_px: int,
     out[..., 0] = left + (coords[..., 0] + 1.0) * size / 2.0
     out[..., 1] = top - (coords[..., 1] + 1.0) * size / 2.0
     return out
+
+
+def dihedral(image: np.ndarray, coords: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One of the 8 symmetries of the square applied to a crop and its query points.
+
+    ``image`` [..., P, P], ``coords`` [..., 2] crop-normalised (x, y); ``k`` in 0..7: ``k % 4``
+    quarter turns (numpy's ``rot90`` on the last two axes, counter-clockwise as displayed), then
+    a left-right mirror when ``k >= 4``. A quarter turn moves the content at (x, y) to (y, -x)
+    and the mirror moves (x, y) to (-x, y), so every query still sees the pixels it saw.
+    """
+    x, y = coords[..., 0], coords[..., 1]
+    for _ in range(k % 4):
+        image = np.rot90(image, axes=(-2, -1))
+        x, y = y, -x
+    if k >= 4:
+        image = image[..., ::-1]
+        x = -x
+    return np.ascontiguousarray(image), np.stack([x, y], axis=-1)
+
+
+def augment(s2: np.ndarray, cov: np.ndarray, coords: np.ndarray,
+            turns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crop k of a batch (``s2`` [B, 9, P, P], ``cov`` [B, 10, P, P], ``coords`` [B, N, 2])
+    under the symmetry ``turns[k]`` of :func:`dihedral`; new arrays."""
+    s2, cov, coords = s2.copy(), cov.copy(), coords.copy()
+    for k, turn in enumerate(turns):
+        s2[k], _ = dihedral(s2[k], coords[k], int(turn))
+        cov[k], coords[k] = dihedral(cov[k], coords[k], int(turn))
+    return s2, cov, coords
 
 
 def grid_coords(n: int) -> np.ndarray:
@@ -321,6 +358,8 @@ class CropDataset:
         rows = np.clip(np.floor((coords[..., 1] + 1.0) * p / 2.0), 0, p - 1).astype(np.int64)
         valid = ok_px[np.arange(bsz)[:, None], rows, cols]
         valid[:, :n_lab] &= mask[:, :n_lab]
+        if s.augment:  # drawn last, so that without it the other draws are unchanged
+            s2, cov, coords = augment(s2, cov, coords, rng.integers(8, size=bsz))
         return Batch(
             s2=torch.from_numpy(s2),
             cov=torch.from_numpy(cov),

@@ -5,7 +5,7 @@ cells that do not overlap (Copernicus GLO-30's) would each be interpolated from 
 only within half a source pixel of their common edge, and cells that meet at 180 degrees would
 leave a gap (PROJ gives longitudes just east of 180 as +179.99..., past the end of the cell west
 of 180 and never inside the one east of it). Joined first, in a VRT (written by
-:func:`mapper.windows.write_vrt_file`), they warp as one raster would.
+:func:`mapper.vrt.write_vrt_file`), they warp as one raster would.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from mapper.raster import check_crs, open_raster
-from mapper.windows import VrtBand, VrtSource, write_vrt_file
+from mapper.vrt import VrtBand, VrtSource, write_vrt_file
 
 GRID_TOLERANCE_PX = 1e-3
 """Rasters whose origins are a whole number of pixels apart to within this fraction of a pixel,

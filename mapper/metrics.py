@@ -8,6 +8,8 @@ predicted labels). A precision or recall with a zero denominator is 0 (scikit-le
 support. AUC (binary only): the probability that a random positive scores above a random
 negative, ties counting half (Mann-Whitney U / (n_pos n_neg)); NaN if a class is missing.
 R1 (binary only): recall of class 1, permafrost present, the reference's headline figure.
+Reliability and expected calibration error (ECE): predicted probabilities against a reference
+probability (a synthetic region's hidden truth) or 0/1 outcomes, in equal-width bins.
 """
 
 from __future__ import annotations
@@ -86,3 +88,42 @@ def classification_metrics(
         out["r1"] = float(recall[1]) if support[1] else float("nan")
         out["auc"] = auc(y_true, score) if score is not None else float("nan")
     return out
+
+
+def reliability(p: np.ndarray, truth: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
+    """Reliability curve and expected calibration error of probabilities ``p`` against ``truth``.
+
+    ``truth`` is what ``p`` should equal on average: a true probability (a synthetic region's
+    hidden truth, in [0, 1]) or 0/1 outcomes. ``n_bins`` equal-width bins over [0, 1]; bin b holds
+    ``b/n <= p < (b+1)/n`` (``p == 1`` in the last; ``p`` is clipped to [0, 1] for binning only).
+    Pairs where either value is NaN are left out. Returns plain lists for JSON: ``edges``
+    (n_bins + 1), per bin ``count``, ``mean_pred`` and ``mean_truth`` (NaN for an empty bin),
+    ``n`` (pairs used) and ``ece`` = sum over bins of count_b / n * |mean_pred_b - mean_truth_b|
+    (NaN when n is 0). 0 is perfectly calibrated; a constant offset c gives c.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, not {n_bins}")
+    p = np.asarray(p, dtype=np.float64).ravel()
+    truth = np.asarray(truth, dtype=np.float64).ravel()
+    if p.shape != truth.shape:
+        raise ValueError(f"p and truth differ in length: {p.shape[0]} vs {truth.shape[0]}")
+    ok = np.isfinite(p) & np.isfinite(truth)
+    p, truth = p[ok], truth[ok]
+    # floor(p n), not digitize on linspace edges: linspace(0, 1, 11)[3] is 0.30000000000000004,
+    # which would put p = 0.3 in the bin below
+    bins = np.minimum(np.floor(np.clip(p, 0.0, 1.0) * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_pred = np.bincount(bins, weights=p, minlength=n_bins) / count
+        mean_truth = np.bincount(bins, weights=truth, minlength=n_bins) / count
+    n = int(count.sum())
+    gap = np.where(count > 0, np.abs(mean_pred - mean_truth), 0.0)
+    ece = float((count * gap).sum() / n) if n else float("nan")
+    return {
+        "edges": [b / n_bins for b in range(n_bins + 1)],
+        "count": count.astype(np.int64).tolist(),
+        "mean_pred": mean_pred.tolist(),
+        "mean_truth": mean_truth.tolist(),
+        "n": n,
+        "ece": ece,
+    }

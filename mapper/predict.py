@@ -2,14 +2,14 @@
 Gaussian-weighted and blended (stage 7).
 
 What a tile's pixels are: for every out cell of the tile (``out_res`` m, aligned with the lattice;
-see :mod:`mapper.blending`), the Gaussian-weighted mean, over every crop of the global crop lattice
-whose extent holds the cell's centre, of that crop's *probability* at the cell's centre
-(sigmoid of a binary task's logit, e.g. NSP; softmax of a multiclass task's, e.g. the 7 soil
-orders). Probabilities are blended rather
-than logits so that the result is a probability (and the 7 class probabilities still sum to 1)
-whatever the weights. Because the crop lattice is global and the crops covering a cell are
-visited in the same order from every tile, a tile equals the same cells of one pass over the whole
-region: no seams, and mosaics made with any ``tile_px`` agree.
+see :mod:`mapper.blending`), the weighted mean (tapered Gaussian weights), over every crop of the
+global crop lattice whose support holds the cell's centre, of that crop's *probability* at the
+cell's centre (sigmoid of a binary task's logit, e.g. NSP; softmax of a multiclass task's, e.g. the
+7 soil orders). Probabilities are blended rather than logits so that the result is a probability
+(and the 7 class probabilities still sum to 1) whatever the weights. Because the crop lattice is
+global and the crops covering a cell are visited in the same order from every tile, a tile equals
+the same cells of one pass over the whole region: no seams, and mosaics made with any ``tile_px``
+agree.
 
 Reading: the crops reach up to ``crop_px - 1`` pixels beyond the tile, so the tile reads its
 neighbours' stacks (given on the command line); a neighbour that is not part of the region has no
@@ -107,7 +107,7 @@ class _Item:
     index: np.ndarray  # [n] flat indices of its valid cells in the tile's out grid
     coords: np.ndarray  # [n, 2] crop-normalised (x, y)
     xy: np.ndarray  # [n, 2] EPSG:3338 metres
-    weights: np.ndarray  # [n] Gaussian weights
+    weights: np.ndarray  # [n] blending weights
 
 
 def points_per_call(emb_dim: int, device_type: str = "cpu") -> int:
@@ -456,10 +456,7 @@ def predict_tile(
         "MAPPER_TASK": task,
         "MAPPER_MODEL_SHA256": sha,
         "MAPPER_OUT_RES": f"{lattice.res * crops.factor:g}",
-        "MAPPER_BLENDING": (
-            f"Gaussian-weighted mean of probabilities over crops of {crops.crop_px} px at a "
-            f"stride of {crops.stride_px} px (sigma {crops.sigma_scale:g} x crop)"
-        ),
+        "MAPPER_BLENDING": f"weighted mean of probabilities over {crops.describe()}",
         "MAPPER_SYNTHETIC": str(region.synthetic).lower(),
     }
     names = spec.output_names

@@ -10,19 +10,23 @@ Writes beside ``out``:
 - ``<task>.json``: every figure, per fold too;
 - ``<task>_splits.png``: bars of the headline metrics per split and model (+- sd);
 - ``<task>_confusion.png``: confusion matrices pooled over the folds, per split and model
-  (rows true class, normalised per row).
+  (rows true class, normalised per row);
+- ``<task>_reliability.png`` (a binary task on a synthetic region with truth only): the pooled
+  held-out probabilities against the hidden truth probability at the same points, in
+  ``RELIABILITY_BINS`` equal-width bins, per split and model, with the expected calibration error
+  (:func:`mapper.truth.plot_reliability`). Not a declared output of the workflow's ``report`` rule,
+  which cannot know whether a region has truth.
+
+R1 (binary) is given at two thresholds side by side: 0.5 (the class predictions) and the prior,
+the share of present among the fold's training points (no test label used), which says whether a
+low R1 is a ranking or a threshold problem.
 
 "mean +- sd" is over the folds that had training points (sample sd, ddof 1); a fold whose
 spatial holdout left no training point is counted and left out. Per-class figures are averaged
 over the folds where the class occurs (true or predicted).
 
-Truth (synthetic regions only): ``resources/<region>/truth/<task>.tif``, a probability for a
-binary task (``nsp.tif``) or a class index for a multiclass one (``soilorder.tif``), on the 10 m
-lattice, read at each test point's pixel. Binary: AUC of the predicted probability against
-``truth > 0.5`` and the Pearson correlation of predicted and true probability (chance: 0.5 and 0);
-multiclass: accuracy against the true class (chance: the share of the most common true class
-among the test points). The observed labels' agreement with
-the truth is given too: labels are noisy draws from it, so it bounds what a model can reach.
+Truth (synthetic regions only, ``resources/<region>/truth/<task>.tif``): how the pooled held-out
+predictions agree with it, and for a binary task their reliability, are :mod:`mapper.truth`'s.
 """
 
 from __future__ import annotations
@@ -36,15 +40,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mapper.bands import CLASS_NODATA
 from mapper.config import Region
 from mapper.errors import InputError
 from mapper.evaluate import MODELS, read_fold
 from mapper.files import atomic_path
-from mapper.metrics import auc, classification_metrics, confusion
-from mapper.raster import open_raster
+from mapper.metrics import classification_metrics, confusion
 from mapper.splits import SPLITS
 from mapper.tasks import get_task
+from mapper.truth import RELIABILITY_BINS, plot_reliability, truth_agreement, truth_path
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +64,12 @@ SUMMARY = {
 """Metrics of the summary table, per kind of task (:mod:`mapper.tasks`)."""
 DIAGNOSTICS = {"binary": ["prior", "mean_p_present", "mean_p_absent", "r1_at_prior",
                           "precision_at_prior"], "multiclass": []}
+BESIDE = {"r1": ["r1_at_prior", "prior"]}
+"""Diagnostics shown in the summary table right after a metric: R1 at the prior beside R1 at 0.5."""
 HEADLINE = {"binary": ["accuracy", "auc", "r1", "macro_f1"],
             "multiclass": ["accuracy", "macro_f1", "weighted_f1"]}
-LABELS = {"accuracy": "accuracy", "auc": "AUC", "r1": "R1", "macro_precision": "macro P",
+LABELS = {"accuracy": "accuracy", "auc": "AUC", "r1": "R1 at 0.5", "r1_at_prior": "R1 at prior",
+          "prior": "prior", "macro_precision": "macro P",
           "macro_recall": "macro R", "macro_f1": "macro F1", "weighted_precision": "weighted P",
           "weighted_recall": "weighted R", "weighted_f1": "weighted F1"}
 
@@ -86,66 +92,6 @@ def _fmt(s: dict[str, float]) -> str:
 
 def _order(values: list[str], known: tuple[str, ...] | list[str]) -> list[str]:
     return [k for k in known if k in values] + sorted(v for v in values if v not in known)
-
-
-# -- truth ----------------------------------------------------------------------------------------
-
-
-def truth_path(region: Region, task: str) -> Path:
-    return Path("resources") / region.name / "truth" / f"{task}.tif"
-
-
-def _truth_at(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Truth raster values at EPSG:3338 points (NaN outside it or on its nodata)."""
-    with open_raster(path) as ds:
-        t = ds.transform  # north-up: pixel (row, col) holds x in [c + col a, c + (col+1) a)
-        cols = np.floor((np.asarray(x) - t.c) / t.a).astype(np.int64)
-        rows = np.floor((np.asarray(y) - t.f) / t.e).astype(np.int64)
-        data = ds.read(1)
-        nodata = ds.nodata
-    ok = (rows >= 0) & (rows < data.shape[0]) & (cols >= 0) & (cols < data.shape[1])
-    out = np.full(len(x), np.nan)
-    out[ok] = data[rows[ok], cols[ok]]
-    if nodata is not None and np.isfinite(nodata):
-        out[out == nodata] = np.nan
-    return out
-
-
-def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any]:
-    """Agreement of pooled held-out predictions with the truth raster, per split and model."""
-    out: dict[str, Any] = {"path": str(path), "splits": {}}
-    spec = get_task(task)
-    values = _truth_at(path, preds["x"].to_numpy(), preds["y"].to_numpy())
-    if spec.multiclass:
-        values[values == CLASS_NODATA] = np.nan
-    preds = preds.assign(truth=values)
-    for (split, model), g in preds.groupby(["split", "model"], sort=False):
-        g = g[g["truth"].notna() & (g["y_pred"] >= 0)]
-        if not len(g):
-            continue
-        if spec.binary:
-            t = g["truth"].to_numpy()
-            p = g[spec.probability_columns[1]].to_numpy()
-            entry = {
-                "n": len(g),
-                "auc_vs_truth": auc(t > 0.5, p),
-                "corr_vs_truth": float(np.corrcoef(p, t)[0, 1]) if np.std(p) > 0 else float("nan"),
-                "labels_auc_vs_truth": auc(t > 0.5, g["y_true"].to_numpy()),
-                "labels_corr_vs_truth": float(np.corrcoef(g["y_true"], t)[0, 1]),
-                "chance_auc": 0.5,
-                "chance_corr": 0.0,
-                "truth_present_share": float((t > 0.5).mean()),
-            }
-        else:
-            t = g["truth"].to_numpy().astype(np.int64)
-            entry = {
-                "n": len(g),
-                "accuracy_vs_truth": float((g["y_pred"].to_numpy() == t).mean()),
-                "labels_accuracy_vs_truth": float((g["y_true"].to_numpy() == t).mean()),
-                "chance_accuracy": float(np.bincount(t).max() / len(t)),
-            }
-        out["splits"].setdefault(split, {})[model] = entry
-    return out
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -236,10 +182,18 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
         f"{n_folds}-fold cross-validation; each model trained on a fold's training points and "
         "scored on its test points; the same folds for every model. Figures are mean ± sd over "
         "the folds with training points (sample sd). SH-d: no training point within d of a test "
-        "point (spatial holdout with a dead zone). R1 = recall of permafrost present; class "
-        "predictions at the most probable class (0.5 for NSP).", "",
+        "point (spatial holdout with a dead zone). Class predictions at the most probable class "
+        "(0.5 for NSP).", "",
     ]
-    metrics = SUMMARY[spec.kind]
+    if spec.binary:
+        lines += [
+            "R1 = recall of present. *R1 at 0.5* counts the class predictions; *R1 at prior* "
+            "thresholds the probability at the *prior*, the share of present among the fold's "
+            "training points (no test label used): a model that ranks well but whose "
+            "probabilities stay near the prevalence has a low R1 at 0.5 and a higher one at the "
+            "prior.", "",
+        ]
+    metrics = [c for m in SUMMARY[spec.kind] for c in (m, *BESIDE.get(m, []))]
     lines.append("| split | model | folds | test points | "
                  + " | ".join(LABELS[m] for m in metrics) + " |")
     lines.append("|" + "---|" * (4 + len(metrics)))
@@ -259,11 +213,11 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
     if spec.binary:
         lines += [
             "", f"## Calibration ({spec.abbreviation or spec.subject})", "",
-            "R1 above thresholds the probability at 0.5. A model can rank points well (AUC) yet "
-            "rarely reach 0.5 when its probabilities stay near the prevalence. Here: the mean "
-            "predicted probability of the present and absent test points, and recall / precision "
-            "of present at a threshold equal to the share of present among the fold's training "
-            "points (no test label used).", "",
+            "A model can rank points well (AUC) yet rarely reach 0.5 when its probabilities stay "
+            "near the prevalence. Here, against the observed test labels: the mean predicted "
+            "probability of the present and absent test points, and recall / precision of "
+            "present at the prior, the share of present among the fold's training points (no "
+            "test label used).", "",
             "| split | model | prior | mean p (present) | mean p (absent) | R1 at prior | "
             "precision at prior |", "|---|---|---|---|---|---|---|",
         ]
@@ -315,6 +269,7 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                         f"{t['n']} | {t['auc_vs_truth']:.3f} | {t['corr_vs_truth']:.3f} | "
                         f"{t['labels_auc_vs_truth']:.3f} / {t['labels_corr_vs_truth']:.3f} | "
                         f"{t['chance_auc']:.1f} / {t['chance_corr']:.1f} |")
+            lines += _reliability_markdown(spec.abbreviation or spec.subject, truth, out)
         else:
             lines += ["| split | model | points | accuracy vs truth | labels vs truth | "
                       "chance (majority class) |", "|---|---|---|---|---|---|"]
@@ -324,10 +279,52 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                         f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
                         f"{t['n']} | {t['accuracy_vs_truth']:.3f} | "
                         f"{t['labels_accuracy_vs_truth']:.3f} | {t['chance_accuracy']:.3f} |")
+    shown = (f", `{out.stem}_reliability.png` (reliability against the hidden truth)"
+             if _has_reliability(truth) else "")
     lines += ["", f"Figures: `{out.stem}_splits.png` (headline metrics per split), "
-              f"`{out.stem}_confusion.png` (pooled confusion matrices); every figure per fold "
-              f"in `{out.stem}.json`.", ""]
+              f"`{out.stem}_confusion.png` (pooled confusion matrices){shown}; every figure per "
+              f"fold in `{out.stem}.json`.", ""]
     return "\n".join(lines)
+
+
+def _has_reliability(truth: dict[str, Any] | None) -> bool:
+    return truth is not None and any(
+        "reliability" in t for models in truth["splits"].values() for t in models.values())
+
+
+def _reliability_markdown(subject: str, truth: dict[str, Any], out: Path) -> list[str]:
+    """The reliability section: ECE per split and model, then the bins of each split."""
+    lines = [
+        "", f"## Reliability against the hidden truth ({subject})", "",
+        f"The same pooled held-out points, their predicted probability in {RELIABILITY_BINS} "
+        "equal-width bins against the truth probability at the same points: a calibrated model's "
+        "mean prediction in a bin equals the mean truth there. ECE (expected calibration error) = "
+        "sum over bins of n_b / N × |mean predicted − mean truth|, in probability units (0: "
+        f"calibrated). Figure: `{out.stem}_reliability.png`.", "",
+        "| split | model | points | ECE | mean predicted | mean truth |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split, models in truth["splits"].items():
+        for model, t in models.items():
+            lines.append(f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
+                         f"{t['n']} | {t['ece']:.3f} | {t['mean_pred']:.3f} | "
+                         f"{t['mean_truth']:.3f} |")
+    for split, models in truth["splits"].items():
+        names = [MODEL_NAMES.get(m, m) for m in models]
+        lines += ["", f"{SPLIT_NAMES.get(split, split)}: mean predicted / mean truth (points) "
+                  "per bin of predicted probability", "",
+                  "| bin | " + " | ".join(names) + " |", "|" + "---|" * (1 + len(names))]
+        edges = next(iter(models.values()))["reliability"]["edges"]
+        for b in range(len(edges) - 1):
+            cells = []
+            for t in models.values():
+                r = t["reliability"]
+                cells.append(f"{r['mean_pred'][b]:.3f} / {r['mean_truth'][b]:.3f} "
+                             f"({r['count'][b]})" if r["count"][b] else "– (0)")
+            close = "]" if b == len(edges) - 2 else ")"
+            lines.append(f"| [{edges[b]:.1f}, {edges[b + 1]:.1f}{close} | "
+                         + " | ".join(cells) + " |")
+    return lines
 
 
 def _plot_splits(task: str, summary: dict[str, Any], path: Path, synthetic: bool) -> None:
@@ -403,12 +400,12 @@ def _plot_confusion(task: str, preds: pd.DataFrame, path: Path, synthetic: bool)
     plt.close(fig)
 
 
-def _clean(obj: Any) -> Any:
-    """NaN -> None for strict JSON."""
+def strict_json(obj: Any) -> Any:
+    """NaN -> None, for strict JSON (empty reliability bins, undefined metrics)."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_clean(v) for v in obj]
+        return [strict_json(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
@@ -421,7 +418,7 @@ def report(
     out: str | Path,
     truth: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``out`` (Markdown) and its JSON and two PNGs beside it (module doc); returns the
+    """Write ``out`` (Markdown) and its JSON and PNGs beside it (module doc); returns the
     JSON content. ``truth``: the truth raster (default ``resources/<region>/truth/<task>.tif``
     when the region is synthetic and the file exists)."""
     out = Path(out)
@@ -442,11 +439,18 @@ def report(
     }
     base = out.with_suffix("")
     with atomic_path(base.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(_clean(content), indent=1, sort_keys=False))
+        tmp.write_text(json.dumps(strict_json(content), indent=1, sort_keys=False))
     _plot_splits(task, summary, base.parent / f"{base.name}_splits.png", region.synthetic)
     _plot_confusion(task, preds, base.parent / f"{base.name}_confusion.png", region.synthetic)
+    if _has_reliability(truth_info):
+        panels = {SPLIT_NAMES.get(split, split): {MODEL_NAMES.get(m, m): t["reliability"]
+                                                   for m, t in models.items()}
+                  for split, models in truth_info["splits"].items()}
+        plot_reliability(panels, base.parent / f"{base.name}_reliability.png",
+                         f"{task}: held-out predictions vs hidden truth, pooled over folds "
+                         "(SYNTHETIC region)")
     with atomic_path(out) as tmp:
         tmp.write_text(_markdown(region, task, summary, records, truth_info, out))
-    logger.info("wrote %s (+ .json, _splits.png, _confusion.png) from %d folds", out,
-                len(records))
+    logger.info("wrote %s (+ .json, _splits.png, _confusion.png%s) from %d folds", out,
+                ", _reliability.png" if _has_reliability(truth_info) else "", len(records))
     return content

@@ -45,12 +45,11 @@ from mapper.files import atomic_path
 from mapper.grid import Lattice
 from mapper.normalise import valid_pixels
 from mapper.splits import SPLITS, fold_column, make_folds
-from mapper.tasks import TASKS, Task
+from mapper.tasks import OBSERVATION_COLUMNS, TASKS, Task
 from mapper.windows import StackReader
 
 logger = logging.getLogger(__name__)
 
-OBSERVATION_COLUMNS = ["obs_id", "lon", "lat", "date", *(t.label_column for t in TASKS.values())]
 LABEL_COLUMNS = [c for t in TASKS.values()
                  for c in (t.label_column, *([f"{t.label_column}_name"] if t.multiclass else []))]
 """Label columns of the samples table: per task its label, and a multiclass task's class name."""

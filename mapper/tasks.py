@@ -173,6 +173,9 @@ TASKS: dict[str, Task] = {
 }
 """Every map task, by name, in the order the workflow lists them."""
 
+OBSERVATION_COLUMNS = ["obs_id", "lon", "lat", "date", *(t.label_column for t in TASKS.values())]
+"""Columns of a region's field observation table (the one input a user supplies)."""
+
 
 def get_task(name: str) -> Task:
     """The task called ``name``; a one-line ConfigError naming the known tasks otherwise."""

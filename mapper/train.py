@@ -13,7 +13,8 @@ peaks at ``pretrain_lr`` and decays to ``pretrain_lr * lr_min / lr_max``; fine-t
 Fine-tuning starts from the pretrained checkpoint (every tensor except the two prediction
 heads, whose widths depend on the task; its normalisation is kept), or, without one, from
 SatlasPretrain weights for the satellite encoder (``model.satlas_weights``) or random weights,
-with a normalisation fitted on pixels of the training crops.
+with a normalisation fitted on pixels of the training crops (Sentinel-2 standardised unless the
+satellite encoder starts from SatlasPretrain weights; see :mod:`mapper.normalise`).
 
 Resuming. With an output path, the full state (model, optimiser, step of the schedule, epoch,
 loss history, normalisation) is saved atomically to ``<out>.partial`` after every epoch, with a
@@ -56,7 +57,7 @@ from mapper.losses import task_loss
 from mapper.models.checkpoint import load_checkpoint, save_checkpoint, save_torch
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo, build_model
-from mapper.normalise import Normaliser
+from mapper.normalise import Normaliser, s2_scaling_for
 from mapper.progress import bar as progress_bar
 from mapper.samples import read_samples, stacks_by_tile
 from mapper.schedule import Schedule
@@ -246,6 +247,14 @@ def _fit(
     return history
 
 
+def _fit_normaliser(dataset: CropDataset, cfg: ModelConfig, seed: int) -> Normaliser:
+    """The normalisation fitted on pixels of the first crops; Sentinel-2 scaled for the encoder's
+    start (SatlasPretrain's fixed scaling for its weights, else standardised; see
+    :mod:`mapper.normalise`)."""
+    return Normaliser.fit(dataset.normaliser_pixels(NORMALISER_CROPS), seed=seed,
+                          s2_scaling=s2_scaling_for(cfg.satlas_weights))
+
+
 def _open_reader(region: Region, stacks: list[str | Path]) -> StackReader:
     return StackReader(stacks_by_tile(stacks), region.lattice)
 
@@ -282,7 +291,7 @@ def pretrain(
     with deterministic(), _open_reader(region, stacks) as reader:
         dataset = CropDataset(reader, None, settings, region.boundary(), PRETRAIN,
                               unlabelled_crops=int(training["pretrain_crops"]))
-        normaliser = Normaliser.fit(dataset.normaliser_pixels(NORMALISER_CROPS), seed=seed)
+        normaliser = _fit_normaliser(dataset, cfg, seed)
         dataset.normaliser = normaliser
         torch.manual_seed(seed)
         model = build_model(cfg, 1)
@@ -356,7 +365,7 @@ def finetune(
     with deterministic(), _open_reader(region, stacks) as reader:
         dataset = CropDataset(reader, normaliser, settings, region.boundary(), task, points)
         if normaliser is None:
-            normaliser = Normaliser.fit(dataset.normaliser_pixels(NORMALISER_CROPS), seed=seed)
+            normaliser = _fit_normaliser(dataset, cfg, seed)
             dataset.normaliser = normaliser
         partial = None
         fingerprint = _fingerprint({

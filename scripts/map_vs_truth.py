@@ -1,6 +1,7 @@
 """Wall-to-wall agreement of a synthetic region's maps with its hidden truth maps.
 
     python scripts/map_vs_truth.py [--region demo] [--maps maps] [--json out.json]
+                                   [--figure nsp_reliability.png]
 
 Only synthetic regions have truth (``resources/<region>/truth/{nsp,soilorder}.tif``, on the
 10 m lattice): the demo's labels were drawn from it, so it says how well the maps recover what
@@ -8,7 +9,11 @@ the observations only sample. Printed per map, over every pixel valid in both:
 
 - NSP: AUC of the mapped probability against ``truth > 0.5``, accuracy of ``map > 0.5`` against
   it (with the majority-class rate beside it as the chance level), Pearson correlation of map
-  and truth probabilities, and the mean absolute difference;
+  and truth probabilities, and the mean absolute difference; on a last line of its own (the
+  lines above keep their format and order, for figures quoted before it existed), the expected
+  calibration error (ECE, 10 equal-width bins of the map's probability, pixelwise against the
+  truth probability; :func:`mapper.metrics.reliability`), and with ``--figure`` the reliability
+  figure as a PNG;
 - soil order: accuracy, macro and weighted F1, per-class F1 and area shares (map vs truth),
   with the majority class's share as the chance level.
 
@@ -27,6 +32,9 @@ from rasterio.windows import from_bounds
 from sklearn.metrics import f1_score, roc_auc_score
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
+from mapper.metrics import reliability
+from mapper.report import strict_json
+from mapper.truth import RELIABILITY_BINS, plot_reliability
 
 
 def _overlap(map_path: Path, truth_path: Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -52,6 +60,7 @@ def nsp_figures(map_path: Path, truth_path: Path) -> dict:
     p = mapped[ok].astype(np.float64) * scale
     t = truth[ok]
     present = t > 0.5
+    curve = reliability(p, t, RELIABILITY_BINS)
     return {
         "pixels": int(ok.sum()),
         "pixels_total": int(mapped.size),
@@ -62,6 +71,8 @@ def nsp_figures(map_path: Path, truth_path: Path) -> dict:
         "map_present_share": float((p > 0.5).mean()),
         "corr_vs_truth": float(np.corrcoef(p, t)[0, 1]),
         "mean_abs_diff": float(np.abs(p - t).mean()),
+        "ece": curve["ece"],
+        "reliability": curve,
     }
 
 
@@ -95,6 +106,7 @@ def main() -> None:
     ap.add_argument("--maps", type=Path, default=Path("maps"))
     ap.add_argument("--truth", type=Path, help="default: resources/<region>/truth")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--figure", type=Path, help="also write the NSP reliability figure (PNG) here")
     args = ap.parse_args()
     truth = args.truth or Path("resources") / args.region / "truth"
     nsp = nsp_figures(args.maps / f"nsp_{args.region}.tif", truth / "nsp.tif")
@@ -112,8 +124,14 @@ def main() -> None:
     for name, f in soil["per_class"].items():
         print(f"  {name:<12} {f['f1']:6.3f} {100 * f['truth_share']:8.1f} "
               f"{100 * f['map_share']:7.1f}")
+    print(f"NSP map calibration vs truth probability: ECE {nsp['ece']:.3f} "
+          f"({RELIABILITY_BINS} equal-width bins)")
+    if args.figure:
+        plot_reliability({f"NSP map, {nsp['pixels']:,} pixels": {"map": nsp["reliability"]}},
+                         args.figure, f"{args.region}: NSP map vs hidden truth probability")
     if args.json:
-        args.json.write_text(json.dumps({"nsp": nsp, "soilorder": soil}, indent=2) + "\n")
+        figures = strict_json({"nsp": nsp, "soilorder": soil})  # empty bins: null, not NaN
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -79,14 +79,13 @@ def test_alaska_sources_are_real() -> None:
     assert s2["kind"] == "stac" and s2["api"] == "https://earth-search.aws.element84.com/v1"
     assert s2["collection"] == "sentinel-2-l2a" and s2["datetime"] == "2019-06-01/2023-08-31"
     assert s2["months"] == [6, 7, 8] and s2["max_cloud"] == 40
-    assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file", "cells"}
+    assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file", "snap", "cells"}
     # elevation: USGS 3DEP 1 arc-second cells, named by their north-west corner
     assert sources["dem"] == {
         "kind": "cells",
         "url_template": "https://prd-tnm.s3.amazonaws.com/StagedProducts/Elevation/1/TIFF/"
         "current/{n}{w}/USGS_1_{n}{w}.tif",
-    }
-    assert sources["climate"]["path"].endswith(".vrt")
+    }  # climate: tests/test_sources_climate.py
     assert sources["observations"]["path"] == "resources/alaska/sources/observations.csv"
 
 
@@ -201,6 +200,18 @@ def test_missing_required_source(tmp_path: Path) -> None:
     config = write_config(tmp_path, region)
     with pytest.raises(ConfigError, match=r"key 'sources'.*'dem' is a required property"):
         load_config(config)
+
+
+def test_scene_blocks_must_divide_the_tile(tmp_path: Path) -> None:
+    region = shipped_region("alaska")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    region["tile_px"] = 1536  # 1.5 blocks of 1024 px
+    config = write_config(tmp_path, region, name="alaska")
+    with pytest.raises(ConfigError) as exc:
+        load_config(config)
+    message = str(exc.value)
+    assert str(tmp_path / "alaska.yaml") in message and "\n" not in message
+    assert "key 'sources.sentinel2.block_px': 1024 does not divide tile_px 1536" in message
 
 
 def test_missing_boundary_file(tmp_path: Path) -> None:

@@ -13,8 +13,10 @@ from rasterio.windows import Window
 from mapper.dataset import (
     CropDataset,
     CropSettings,
+    augment,
     crop_coords,
     crop_xy,
+    dihedral,
     grid_coords,
     predict_points,
 )
@@ -169,3 +171,24 @@ def test_point_prediction_centres_a_crop_on_each_point(tiny: dict) -> None:
     win = Window(int(c) - 16, int(r) - 16, 32, 32)
     back = crop_xy(lat, int(win.row_off), int(win.col_off), 32, out[:1].astype(np.float64))
     np.testing.assert_allclose(back[0], xy[0], atol=0.05)
+
+
+def test_each_symmetry_keeps_every_query_on_its_pixel() -> None:
+    p = 8
+    image = np.arange(2 * p * p, dtype=np.float32).reshape(2, p, p)  # every pixel distinct
+    rows, cols = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    coords = np.stack([-1 + (2 * cols + 1) / p, -1 + (2 * rows + 1) / p], axis=-1).reshape(-1, 2)
+    seen = set()
+    for k in range(8):
+        turned, moved = dihedral(image, coords, k)
+        c = np.floor((moved[:, 0] + 1) * p / 2).astype(int)
+        r = np.floor((moved[:, 1] + 1) * p / 2).astype(int)
+        np.testing.assert_array_equal(turned[:, r, c], image[:, rows.ravel(), cols.ravel()])
+        seen.add(turned.tobytes())
+    assert len(seen) == 8  # the 8 symmetries differ
+    s2, cov = np.stack([image] * 3), np.stack([image] * 3)
+    q = np.stack([coords[:5]] * 3)
+    a, b, moved = augment(s2, cov, q, np.array([0, 3, 6]))
+    np.testing.assert_array_equal(a[0], image)  # identity
+    np.testing.assert_array_equal(b[1], dihedral(image, q[1], 3)[0])
+    np.testing.assert_allclose(moved[2], dihedral(image, q[2], 6)[1])

@@ -13,7 +13,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from mapper.metrics import auc, classification_metrics
+from mapper.metrics import auc, classification_metrics, reliability
 
 
 def test_binary_hand_example() -> None:
@@ -59,3 +59,58 @@ def test_auc_undefined_with_one_class() -> None:
     assert math.isnan(auc(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])))
     m = classification_metrics(np.array([0, 0]), np.array([0, 1]), ["a", "p"], np.array([.1, .7]))
     assert math.isnan(m["r1"]) and math.isnan(m["auc"])
+
+
+def test_reliability_hand_example() -> None:
+    p = np.array([0.05, 0.15, 0.12, 0.95, 1.0, np.nan, 0.5])
+    t = np.array([0.0, 0.2, 0.3, 1.0, 0.8, 0.4, np.nan])  # the last two pairs are left out
+    r = reliability(p, t)
+    # bin 0: 0.05 vs 0 (gap 0.05); bin 1: 0.135 vs 0.25 (0.115); bin 9 (1.0 included): 0.975 vs
+    # 0.9 (0.075); ECE = (1 * 0.05 + 2 * 0.115 + 2 * 0.075) / 5
+    assert r["n"] == 5
+    assert r["count"] == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert r["mean_pred"][1] == pytest.approx(0.135) and r["mean_truth"][1] == pytest.approx(0.25)
+    assert r["mean_pred"][9] == pytest.approx(0.975) and r["mean_truth"][9] == pytest.approx(0.9)
+    assert math.isnan(r["mean_pred"][4]) and math.isnan(r["mean_truth"][4])
+    assert r["ece"] == pytest.approx(0.43 / 5)
+    assert r["edges"] == pytest.approx(np.linspace(0, 1, 11))
+
+
+def test_reliability_bin_edges() -> None:
+    # b/10 opens bin b (not the one below, as digitize on linspace edges would put 0.3); 1 in bin 9
+    p = np.arange(11) / 10
+    assert reliability(p, p)["count"] == [1] * 9 + [2]
+    assert reliability(np.array([-0.2, 1.3]), np.array([0.0, 1.0]))["count"] == [1] + [0] * 8 + [1]
+
+
+def test_ece_perfect_and_offset() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 0.9, 5000)
+    assert reliability(p, p)["ece"] == pytest.approx(0.0, abs=1e-12)
+    assert reliability(p, p + 0.1)["ece"] == pytest.approx(0.1)
+    assert reliability(p + 0.1, p)["ece"] == pytest.approx(0.1)
+    # outcomes drawn from p: calibrated up to sampling noise (about 0.5 / sqrt(500) per bin)
+    y = (rng.random(len(p)) < p).astype(float)
+    assert reliability(p, y)["ece"] < 0.03
+    assert math.isnan(reliability(np.array([np.nan]), np.array([0.5]))["ece"])
+
+
+def test_reliability_agrees_with_sklearn_calibration_curve() -> None:
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(4)
+    p = rng.beta(2, 5, 2000)  # continuous: no value on a bin edge, where conventions differ
+    y = (rng.random(len(p)) < p**0.7).astype(int)
+    r = reliability(p, y, n_bins=10)
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    used = np.array(r["count"]) > 0
+    np.testing.assert_allclose(np.array(r["mean_truth"])[used], prob_true)
+    np.testing.assert_allclose(np.array(r["mean_pred"])[used], prob_pred)
+    # ECE by a plain loop over the bins
+    edges = np.linspace(0, 1, 11)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        b = (p >= lo) & ((p < hi) | (hi == 1.0))
+        if b.any():
+            ece += b.sum() / len(p) * abs(p[b].mean() - y[b].mean())
+    assert r["ece"] == pytest.approx(ece)

@@ -96,3 +96,36 @@ def test_fit_ignores_invalid_pixels_and_refuses_no_data() -> None:
         Normaliser.fit(np.full((19, 4, 4), np.nan, dtype=np.float32))
     with pytest.raises(InputError, match="not \\[..., 19, H, W\\]"):
         norm(np.zeros((18, 4, 4), dtype=np.float32))
+
+
+def test_standardised_sentinel2_is_clipped_and_z_scored_per_band() -> None:
+    stack = _stack(5)
+    norm = Normaliser.fit(stack, s2_scaling="standardised")
+    assert norm.s2_scaling == "standardised" and len(norm.s2_mean) == 9
+    s2, cov = norm(stack)
+    fixed_cov = Normaliser.fit(stack)(stack)[1]
+    np.testing.assert_array_equal(cov, fixed_cov)  # covariates do not depend on the scaling
+    for b in (0, 4, 8):  # an independent computation per band
+        v = stack[:, b].astype(np.float64).ravel()
+        p1, p99 = np.percentile(v, [1, 99])
+        clipped = np.clip(v, p1, p99)
+        z = (clipped - clipped.mean()) / clipped.std()
+        np.testing.assert_allclose(s2[:, b].ravel(), z, atol=1e-4)
+    assert abs(float(s2.mean())) < 0.05 and 0.9 < float(s2.std()) < 1.1
+    stack[1, 2, 3, 3] = np.nan
+    assert norm(stack)[0][1, 2, 3, 3] == 0.0  # nodata: the band's mean
+
+
+def test_the_scaling_is_stored_and_a_version_1_dict_reads_as_the_fixed_scaling() -> None:
+    stack = _stack(6)
+    norm = Normaliser.fit(stack, s2_scaling="standardised")
+    again = Normaliser.from_dict(json.loads(json.dumps(norm.to_dict())))
+    assert again == norm
+    np.testing.assert_array_equal(norm(stack)[0], again(stack)[0])
+    old = Normaliser.fit(stack).to_dict()
+    old["format"] = "mapper.normaliser/1"
+    for key in ("s2_scaling", "s2_lo", "s2_hi", "s2_mean", "s2_std"):
+        del old[key]
+    assert Normaliser.from_dict(old) == Normaliser.fit(stack)
+    with pytest.raises(ValueError, match="s2_scaling must be one of"):
+        Normaliser.fit(stack, s2_scaling="minmax")

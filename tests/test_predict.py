@@ -29,7 +29,8 @@ from mapper.windows import StackReader
 LEFT, TOP = 241_600.0, 1_646_400.0  # on the 64, 128 and 160 px tile lattices alike
 WORLD_PX = 160
 HOLE = (slice(40, 46), slice(60, 70))  # cloud gap (Sentinel-2 NaN) across two 64 px tiles
-PREDICTION = {"crop_px": 32, "stride_px": 16, "sigma_scale": 0.125}
+PREDICTION = {"crop_px": 32, "stride_px": 12, "sigma_scale": 0.25, "support_px": 24,
+              "stagger_px": 8}
 REGIONS = {  # name: (tile_px, region size in px, out_res)
     "tiny64": (64, 128, 10.0),
     "tiny128": (128, 128, 10.0),
@@ -161,24 +162,39 @@ def test_tiling_invariance_and_nodata(setup: dict, nsp64: dict[str, Path],
     assert np.nanmin(a) >= 0 and np.nanmax(a) <= 1
 
 
+def crop_start(i: int) -> int:
+    """Start of crop ``i`` along an axis, written out: the stride plus the offset that puts it on
+    the residue (bit-reversed i mod 16) * stagger / 16 modulo the stagger."""
+    stride, stagger = PREDICTION["stride_px"], PREDICTION["stagger_px"]
+    residue = int(format(i % 16, "04b")[::-1], 2) * stagger // 16
+    return i * stride + (residue - i * stride) % stagger
+
+
 def direct_blend(setup: dict, region: str, task: str, cell: tuple[int, int]) -> np.ndarray:
     """Blended probability at a global out cell, computed from direct queries of every crop
-    holding the cell's centre (independent of mapper.blending)."""
+    whose support holds the cell's centre (independent of mapper.blending)."""
     from mapper.models.checkpoint import load_checkpoint
 
     lattice, stacks = setup["stacks"][region]
     tile_px, _, out_res = REGIONS[region]
     k = round(out_res / 10.0)
-    crop, stride, sigma = PREDICTION["crop_px"], PREDICTION["stride_px"], 0.125 * 32
+    crop, stride, support = PREDICTION["crop_px"], PREDICTION["stride_px"], PREDICTION["support_px"]
+    sigma = PREDICTION["sigma_scale"] * crop
+    margin = (crop - support) // 2
     cy, cx = (cell[0] + 0.5) * k, (cell[1] + 0.5) * k  # centre in lattice pixels
     model, meta = load_checkpoint(setup["models"][task])
     norm = Normaliser.from_dict(meta.normalisation)
-    num, den = 0.0, 0.0
+
+    def weight(d: float) -> float:  # Gaussian less its value at the support's edge
+        return math.exp(-(d**2) / (2 * sigma**2)) - math.exp(-((support / 2) ** 2) / (2 * sigma**2))
+
+    num, den, used = 0.0, 0.0, 0
     with StackReader(stacks, lattice) as reader, torch.inference_mode():
-        for i in range(math.floor((cy - crop) / stride) - 1, math.floor(cy / stride) + 2):
-            for j in range(math.floor((cx - crop) / stride) - 1, math.floor(cx / stride) + 2):
-                r0, c0 = i * stride, j * stride
-                if not (r0 <= cy < r0 + crop and c0 <= cx < c0 + crop):
+        for i in range(math.floor((cy - crop) / stride) - 2, math.floor(cy / stride) + 2):
+            for j in range(math.floor((cx - crop) / stride) - 2, math.floor(cx / stride) + 2):
+                r0, c0 = crop_start(i), crop_start(j)
+                if not (r0 + margin <= cy < r0 + margin + support
+                        and c0 + margin <= cx < c0 + margin + support):
                     continue
                 s2, cov = norm(reader.read(Window(c0, r0, crop, crop))[None])
                 coords = torch.tensor([[[-1 + 2 * (cx - c0) / crop, -1 + 2 * (cy - r0) / crop]]],
@@ -186,9 +202,9 @@ def direct_blend(setup: dict, region: str, task: str, cell: tuple[int, int]) -> 
                 logits = model.predict(model.encode(torch.from_numpy(s2), torch.from_numpy(cov)),
                                        coords, coords)[0, 0]
                 p = torch.sigmoid(logits) if task == "nsp" else torch.softmax(logits, -1)
-                w = max(math.exp(-((cy - r0 - crop / 2) ** 2) / (2 * sigma**2))
-                        * math.exp(-((cx - c0 - crop / 2) ** 2) / (2 * sigma**2)), 1e-3)
-                num, den = num + w * p.double().numpy(), den + w
+                w = weight(cy - r0 - crop / 2) * weight(cx - c0 - crop / 2)
+                num, den, used = num + w * p.double().numpy(), den + w, used + 1
+    assert used >= 1
     return num / den
 
 

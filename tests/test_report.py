@@ -17,6 +17,7 @@ from mapper.metrics import classification_metrics
 from mapper.raster import write_geotiff
 from mapper.report import SUMMARY, report
 from mapper.tasks import TASKS
+from mapper.truth import RELIABILITY_BINS
 
 LAT = T.lattice()
 
@@ -116,6 +117,13 @@ def test_nsp_report_files_figures_and_truth(region, tmp_path: Path) -> None:  # 
             row = [r for r in md.splitlines() if r.startswith(f"| {label} | {name} |")][0]
             assert f"{entry['accuracy']['mean']:.3f} ± {entry['accuracy']['sd']:.3f}" in row
             assert f"{entry['r1']['mean']:.3f}" in row and f"{entry['auc']['mean']:.3f}" in row
+            # R1 at 0.5, R1 at the training prior and the prior side by side in the same row
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            r1 = cells.index(f"{entry['r1']['mean']:.3f} ± {entry['r1']['sd']:.3f}")
+            assert cells[r1 + 1] == (f"{entry['r1_at_prior']['mean']:.3f} ± "
+                                     f"{entry['r1_at_prior']['sd']:.3f}")
+            assert cells[r1 + 2].startswith("0.300")
+    assert "| R1 at 0.5 | R1 at prior | prior |" in md
     # per-fold figures are the metrics of that fold's table
     fold = [f for f in data["folds"] if (f["split"], f["model"], f["fold"]) == ("random", "rf", 1)]
     df = pd.read_parquet(fold[0]["path"])
@@ -153,3 +161,64 @@ def test_soil_order_report_has_every_class(region, tmp_path: Path) -> None:  # n
     assert "auc" not in entry and not math.isnan(entry["macro_f1"]["mean"])
     assert content["truth"] is None  # no truth raster at resources/tiny/truth
     assert (tmp_path / "soilorder_confusion.png").exists()
+
+
+def _ece_by_hand(files: list[Path], split: str, model: str, n_px: int) -> tuple[float, int]:
+    """ECE of a split and model from the fold files and the truth's formula (``_truth``: column
+    c of the region holds c / (n_px - 1)), by a loop over ten bins [b/10, (b+1)/10)."""
+    dfs = [pd.read_parquet(f) for f in files]
+    df = pd.concat([d for d in dfs if (d["split"].iloc[0], d["model"].iloc[0]) == (split, model)])
+    df = df[df["y_pred"] >= 0]
+    p = df["p_present"].to_numpy()
+    t = np.floor((df["x"].to_numpy() - T.LEFT) / LAT.res) / (n_px - 1)
+    ece = 0.0
+    for b in range(10):
+        inside = (p >= b / 10) & ((p < (b + 1) / 10) | (b == 9))
+        if inside.any():
+            ece += inside.sum() / len(p) * abs(p[inside].mean() - t[inside].mean())
+    return ece, len(p)
+
+
+def test_nsp_report_reliability_against_truth(region, tmp_path: Path) -> None:  # noqa: ANN001
+    files = _fold_files(tmp_path, "nsp", 2)
+    truth = tmp_path / "truth_nsp.tif"
+    n_px = _truth(truth).shape[1]
+    out = tmp_path / "reports" / "nsp.md"
+    content = report(region, "nsp", files, out, truth=truth)
+    png = out.parent / "nsp_reliability.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    md = out.read_text()
+    assert "## Reliability against the hidden truth (NSP)" in md and "nsp_reliability.png" in md
+    for split, label in (("random", "Random"), ("sh1km", "SH-1km")):
+        for model, name in (("rf", "Random Forest"), ("miso", "MiSo")):
+            t = content["truth"]["splits"][split][model]
+            ece, n = _ece_by_hand(files, split, model, n_px)
+            assert t["ece"] == pytest.approx(ece, abs=1e-6) and t["n"] == n  # float32 truth
+            assert len(t["reliability"]["count"]) == RELIABILITY_BINS
+            assert sum(t["reliability"]["count"]) == n
+            assert f"| {label} | {name} | {n} | {t['ece']:.3f} |" in md
+    # "miso" predicts the truth's gradient itself (up to the 10 m pixel), RF uniform noise
+    assert content["truth"]["splits"]["random"]["miso"]["ece"] < 0.02
+    assert content["truth"]["splits"]["random"]["rf"]["ece"] > 0.15
+    # the bins of each split: ten rows, the last closed
+    rows = [r for r in md.splitlines() if r.startswith("| [")]
+    assert len(rows) == 2 * RELIABILITY_BINS
+    assert rows[0].startswith("| [0.0, 0.1) |") and rows[9].startswith("| [0.9, 1.0] |")
+    miso = content["truth"]["splits"]["random"]["miso"]["reliability"]
+    assert (f"{miso['mean_pred'][0]:.3f} / {miso['mean_truth'][0]:.3f} ({miso['count'][0]})"
+            in rows[0])
+    assert json.loads((out.parent / "nsp.json").read_text())["truth"]["splits"]["sh1km"]["rf"][
+        "ece"] == pytest.approx(content["truth"]["splits"]["sh1km"]["rf"]["ece"])
+
+
+def test_nsp_report_without_truth_has_no_reliability(region, tmp_path: Path,  # noqa: ANN001
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no resources/tiny/truth here
+    files = _fold_files(tmp_path, "nsp", 2)
+    out = tmp_path / "reports" / "nsp.md"
+    content = report(region, "nsp", files, out)
+    md = out.read_text()
+    assert content["truth"] is None
+    assert "Reliability" not in md and "reliability.png" not in md
+    assert not (out.parent / "nsp_reliability.png").exists()
+    assert "| R1 at 0.5 | R1 at prior | prior |" in md  # R1 both ways still

@@ -328,6 +328,7 @@ def _sentinel2(api_url: str, **over) -> dict:
             "months": [6, 7, 8],
             "max_cloud": 40,
             "max_items": 10,
+            "block_px": 32,
             **over,
         }
     }
@@ -371,8 +372,11 @@ def test_composite_masks_clouds_applies_offsets_and_takes_the_median(
     dest = out / "sentinel2" / f"{TILE}.tif"
     assert manifest["kind"] == "stac" and manifest["tile"] == TILE
     assert manifest["items"][0]["path"] == str(dest)
-    assert [i["id"] for i in manifest["stac_items"]] == ["it1", "it2", "it3", "it4"]
-    assert [i["offset"] for i in manifest["stac_items"]] == [0.0, -1000.0, -1000.0, 0.0]
+    blocks = manifest["stac_blocks"]  # the tile's four 32 px blocks all lie inside the scene
+    assert sorted(blocks) == ["R3000C8906", "R3000C8907", "R3001C8906", "R3001C8907"]
+    for chosen in blocks.values():
+        assert [i["id"] for i in chosen] == ["it1", "it2", "it3", "it4"]
+        assert [i["offset"] for i in chosen] == [0.0, -1000.0, -1000.0, 0.0]
 
     with rasterio.open(dest) as src:
         assert src.crs.to_epsg() == 3338 and src.count == 9 and src.dtypes[0] == "float32"
@@ -381,6 +385,7 @@ def test_composite_masks_clouds_applies_offsets_and_takes_the_median(
         assert np.isnan(src.nodata)
         assert src.tags()["MAPPER_ITEMS"] == "it1,it2,it3,it4"
         assert src.tags()["MAPPER_ITEM_COUNT"] == "4"
+        assert src.tags()["MAPPER_SCENE_BLOCK_PX"] == "32"
         data = src.read()
 
     # Expected value per pixel from where its centre falls in the scene (UTM), away from edges.
@@ -417,7 +422,8 @@ def test_no_items_gives_an_empty_composite(stac, tmp_path, fetch_config):
     config = fetch_config(_sentinel2(stac.url, datetime="2018-06-01/2018-08-31"))
     region = load_region(load_config(config), "r")
     manifest = read_manifest(fetch_source(region, "sentinel2", tmp_path / "s", tile=TILE))
-    assert manifest["stac_items"] == [] and manifest["valid_fraction"] == 0.0
+    assert all(chosen == [] for chosen in manifest["stac_blocks"].values())
+    assert manifest["valid_fraction"] == 0.0
     with rasterio.open(tmp_path / "s" / "sentinel2" / f"{TILE}.tif") as src:
         assert src.tags()["MAPPER_ITEM_COUNT"] == "0" and np.isnan(src.read()).all()
 
@@ -452,14 +458,103 @@ def test_composite_does_not_depend_on_the_strip_size(stac, tmp_path):
     items = search_items(
         stac.url, LATTICE.tile_bounds(TILE), datetime_interval="2019-06-01/2023-08-31"
     )
-    whole = composite_tile(items, LATTICE, TILE, tmp_path / "whole.tif")
+    block = {LATTICE.tile_id(*LATTICE.parse(TILE)): items}  # one block: the tile itself
+    whole = composite_tile(block, LATTICE, TILE, tmp_path / "whole.tif", block_px=64)
     # 4 items x 9 bands x 64 columns x 4 bytes = 9216 bytes a row: strips of 25, 25 and 14 rows.
     strips = composite_tile(
-        items, LATTICE, TILE, tmp_path / "strips.tif", max_buffer_bytes=25 * 9216
+        block, LATTICE, TILE, tmp_path / "strips.tif", block_px=64, max_buffer_bytes=25 * 9216
     )
     assert whole["strips"] == 1 and strips["strips"] == 3
     with rasterio.open(tmp_path / "whole.tif") as a, rasterio.open(tmp_path / "strips.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_scenes_are_chosen_per_block_so_the_composite_does_not_depend_on_the_tile_size(
+    stac, scene, tmp_path, fetch_config
+):
+    """max_items 2 per 32 px block; a small clear scene (cloud cover 1 %) covers only the tile's
+    north-west block, so there it displaces it2; a clearer one (0.5 %) lies west of the tile,
+    inside the 128 px tile that holds it (a per-tile choice there would take it for every pixel).
+    The tile's composite equals, bit for bit, the same pixels of the 128 px tile's composite."""
+    from mapper.sources.composite import scene_blocks
+
+    left, _, _, top = LATTICE.tile_bounds(TILE)
+    to_ll = Transformer.from_crs(3338, 4326, always_xy=True)
+    lon, lat = to_ll.transform([left + 120, left + 200], [top - 200, top - 120])
+    nw = (min(lon), min(lat), max(lon), max(lat))
+    it1 = next(it for it in stac.items if it["id"] == "it1")
+    small = dict(
+        it1,
+        id="small",
+        bbox=list(nw),
+        properties=dict(
+            it1["properties"], **{"eo:cloud_cover": 1.0, "datetime": "2021-07-02T21:00:00Z"}
+        ),
+    )
+    small["geometry"] = {
+        "type": "Polygon",
+        "coordinates": [
+            [[nw[0], nw[1]], [nw[2], nw[1]], [nw[2], nw[3]], [nw[0], nw[3]], [nw[0], nw[1]]]
+        ],
+    }
+    lon, lat = to_ll.transform([left - 500, left - 300], [top - 400, top - 200])
+    west = (min(lon), min(lat), max(lon), max(lat))
+    it3 = next(it for it in stac.items if it["id"] == "it3")
+    elsewhere = dict(
+        it3,
+        id="elsewhere",
+        bbox=list(west),
+        properties=dict(
+            it3["properties"], **{"eo:cloud_cover": 0.5, "datetime": "2022-07-02T21:00:00Z"}
+        ),
+    )
+    elsewhere["geometry"] = {
+        "type": "Polygon",
+        "coordinates": [
+            [
+                [west[0], west[1]],
+                [west[2], west[1]],
+                [west[2], west[3]],
+                [west[0], west[3]],
+                [west[0], west[1]],
+            ]
+        ],
+    }
+    stac.items.extend([small, elsewhere])
+    try:
+        out = {}
+        for tile_px in (64, 128):
+            config = fetch_config(_sentinel2(stac.url, max_items=2))
+            region = load_region(load_config(config), "r")
+            region = type(region)(
+                region.name,
+                dict(region.settings, tile_px=tile_px),
+                Lattice(LATTICE.origin_x, LATTICE.origin_y, 10.0, tile_px),
+                region.path,
+                region.grid,
+            )
+            tile = region.lattice.tile_of_xy(left + 1, top - 1)
+            dest = tmp_path / str(tile_px)
+            manifest = read_manifest(fetch_source(region, "sentinel2", dest, tile=tile))
+            assert len(manifest["stac_blocks"]) == (tile_px // 32) ** 2
+            ids = {b: [i["id"] for i in c] for b, c in manifest["stac_blocks"].items()}
+            assert ids["R3000C8906"] == ["small", "it1"]  # the block the small scene meets
+            assert ids["R3001C8907"] == ["it1", "it2"]
+            with rasterio.open(dest / "sentinel2" / f"{tile}.tif") as src:
+                win = src.window(*LATTICE.tile_bounds(TILE))
+                out[tile_px] = src.read(window=win)
+            assert ("elsewhere" in ",".join(map(",".join, ids.values()))) == (tile_px == 128)
+        assert np.isfinite(out[64]).any()
+        np.testing.assert_array_equal(out[64], out[128])
+    finally:
+        stac.items.remove(small)
+        stac.items.remove(elsewhere)
+    assert [b for b, _ in scene_blocks(LATTICE, TILE, 32)] == [
+        "R3000C8906",
+        "R3000C8907",
+        "R3001C8906",
+        "R3001C8907",
+    ]
 
 
 def test_nanmedian_rows_equals_numpy():
@@ -475,3 +570,39 @@ def test_nanmedian_rows_equals_numpy():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
             expected = np.nanmedian(a, axis=0)
         np.testing.assert_allclose(nanmedian_rows(a, rows=16), expected, rtol=1e-6)
+
+
+def test_search_follows_earth_search_paging_and_reports_its_errors(monkeypatch, tmp_path):
+    """Against the Earth Search v1 replica: POST paging with a ``next`` token in the repeated
+    body, every page's items kept; a 400 answer is one SourceError naming the API and the fix."""
+    from earth_search import EarthSearch, Scene
+
+    import mapper.sources.stac as stac_module
+
+    monkeypatch.setattr(stac_module, "PAGE_LIMIT", 3)
+    left, bottom, right, top = LATTICE.tile_bounds(TILE)
+    ux, uy = Transformer.from_crs(3338, 32606, always_xy=True).transform(left, top)
+    x0, y0 = round(ux / 20) * 20 - 200, round(uy / 20) * 20 + 200
+    flat = {key: (lambda x, y: np.full(x.shape, 1500)) for key in COMMON}
+    with LoopbackServer() as server:
+        api = EarthSearch(server)
+        for day in range(1, 8):
+            when = datetime(2021, 7, day, 21, tzinfo=UTC)
+            scene = Scene(f"S2B_6WVC_202107{day:02d}_0_L2A", when, float(day), "03.01", 32606,
+                          x0, y0, 1200.0)  # fmt: skip
+            api.add_scene(scene, flat, lambda x, y: np.full(x.shape, 4))
+        items = search_items(api.url, (left, bottom, right, top),
+                             datetime_interval="2021-06-01/2021-08-31", max_items=None)  # fmt: skip
+        assert [it.id for it in items] == [f"S2B_6WVC_202107{d:02d}_0_L2A" for d in range(1, 8)]
+        assert [s.get("next") for s in api.searches] == [None, "3", "6"]
+        assert all(s["method"] == "POST" and s["limit"] == 3 for s in api.searches)
+        assert items[0].properties["grid:code"] == "MGRS-6WVC"
+        server.routes["/v1/search"] = lambda m, q, b: (
+            400, {"Content-Type": "application/json"},
+            b'{"code": "BadRequest", "description": "invalid bbox"}')  # fmt: skip
+        with pytest.raises(SourceError) as exc:
+            search_items(
+                api.url, (left, bottom, right, top), datetime_interval="2021-07-01/2021-07-31"
+            )
+    message = str(exc.value)
+    assert api.url in message and "\n" not in message and "retry later" in message

@@ -60,7 +60,9 @@ def test_pretraining_twice_with_the_same_seed_gives_the_same_file(tiny: dict,
     assert pretrained.read_bytes() == again.read_bytes()
     model, meta = load_checkpoint(pretrained, expect_task="pretrain")
     assert meta.bands == STACK_BANDS
-    assert Normaliser.from_dict(meta.normalisation).n_pixels > 0
+    norm = Normaliser.from_dict(meta.normalisation)
+    assert norm.n_pixels > 0
+    assert norm.s2_scaling == "standardised"  # no SatlasPretrain weights in the tiny region
     assert [h["epoch"] for h in meta.extra["history"]] == [1]
     assert not (tiny["root"] / "pre.pt.partial").exists()
 

@@ -18,14 +18,8 @@ from rasterio.windows import Window
 from mapper.bands import STACK_BANDS
 from mapper.errors import InputError
 from mapper.stack import build_stack
-from mapper.windows import (
-    StackReader,
-    VrtBand,
-    VrtSource,
-    read_window,
-    write_vrt,
-    write_vrt_file,
-)
+from mapper.vrt import VrtBand, VrtSource, write_vrt, write_vrt_file
+from mapper.windows import StackReader, read_window
 
 BIG_TILE, SMALL_TILES = S.BIG_TILE, S.SMALL_TILES
 

@@ -199,6 +199,22 @@ def test_slurm_profile_takes_the_site_from_the_environment(tmp_path: Path) -> No
     assert all("slurm_partition" not in r for r in bare["predict"])
 
 
+def test_statewide_plan_stops_on_the_missing_observation_table(tmp_path: Path) -> None:
+    """A fresh clone: the observation table is the one file a user places; without it the plan
+    stops with one line naming the file, its columns and the README section."""
+    project = make_statewide_project(tmp_path, observations=False)
+    table = f"resources/{project.region}/sources/observations.csv"
+    result = run_snakemake(project, "-n", f"maps/nsp_{project.region}.tif", check=False)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    errors = [line for line in out.splitlines() if table in line]
+    assert len(errors) == 1, out
+    assert "obs_id, lon, lat, date, nsp, soil_order" in errors[0]
+    assert "README section 'Statewide run'" in errors[0]
+    assert "Traceback" not in out and "Exception" not in out, out
+    assert not (project.root / table).exists()
+
+
 @pytest.mark.slow
 def test_statewide_dry_run_builds_the_whole_dag(tmp_path: Path) -> None:
     project = make_statewide_project(tmp_path)

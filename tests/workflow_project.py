@@ -186,11 +186,14 @@ def make_project(
     return WorkflowProject(root, region, tile_px, tiles, project_env())
 
 
-def make_statewide_project(root: Path, region: str = "alaska") -> WorkflowProject:
+def make_statewide_project(
+    root: Path, region: str = "alaska", *, observations: bool = True
+) -> WorkflowProject:
     """A project over the repository's statewide region file, for DAG dry runs.
 
     The region file is copied with its boundary made absolute; local (kind ``file``) sources are
-    empty placeholder files in the project, which is all a dry run looks at (existence).
+    empty placeholder files in the project, which is all a dry run looks at (existence). With
+    ``observations=False`` the observation table is left out, as on a fresh clone.
     """
     from mapper.config import load_config, load_region, read_yaml
 
@@ -200,7 +203,9 @@ def make_statewide_project(root: Path, region: str = "alaska") -> WorkflowProjec
     settings = read_yaml(REPO / repo_config["regions"][region])
     boundary = Path(settings["boundary"])
     settings["boundary"] = str(boundary if boundary.is_absolute() else REPO / boundary)
-    for source in settings["sources"].values():
+    for name, source in settings["sources"].items():
+        if name == "observations" and not observations:
+            continue
         if source["kind"] == "file" and not Path(source["path"]).is_absolute():
             placeholder = root / source["path"]
             placeholder.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fetch one source of a region (http download, per-tile STAC composite, local file)",
         description=(
             "Fetch one source of a region into OUT (default resources/<region>/sources) and write "
-            "its manifest (what, where from, size, sha256); print the manifest's path."
+            "its manifest (what, where from, size, sha256); print the manifest's path. For a "
+            "snap source (SNAP's monthly climate archives) --file names the variable whose "
+            "archive to fetch: pr, tas or tasmin."
         ),
     )
     p.add_argument("--config", default="config/config.yaml", help="config file")

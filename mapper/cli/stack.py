@@ -50,7 +50,7 @@ def run_stack(args: argparse.Namespace) -> int:
 
 
 def run_stack_vrt(args: argparse.Namespace) -> int:
-    from mapper.windows import write_vrt
+    from mapper.vrt import write_vrt
 
     print(write_vrt(args.stacks, args.out))
     return 0

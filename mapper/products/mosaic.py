@@ -54,7 +54,7 @@ from mapper.products.quicklook import capital, write_quicklook
 from mapper.products.stac import ProductAsset, build_item, write_item
 from mapper.raster import open_raster
 from mapper.tasks import Task, get_task
-from mapper.windows import write_vrt
+from mapper.vrt import write_vrt
 
 logger = logging.getLogger(__name__)
 

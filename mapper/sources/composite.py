@@ -1,5 +1,10 @@
 """A tile's cloud-masked median composite of Sentinel-2 L2A items, read over HTTP range requests.
 
+A tile is composited block by block: the fixed lattice blocks of ``block_px`` (the source's
+``block_px``, a divisor of ``tile_px``) each have their own items (chosen per block by
+:func:`mapper.sources.stac.items_by_block`) and are warped whole on their own grid, so a pixel's
+value depends only on where it lies, identical, bit for bit, at every tile size.
+
 For each item, the scene classification (SCL, 20 m) and the 9 bands of the stack are warped onto
 the tile's 10 m lattice grid in EPSG:3338 with :func:`mapper.raster.warp_to_grid` (nearest for SCL,
 bilinear for reflectance; exact and independent of the tile cut, so neighbouring composites meet
@@ -35,7 +40,8 @@ tile, under 0.3 GB.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -50,10 +56,11 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from mapper.bands import S2_BANDS
-from mapper.errors import InputError, SourceError
+from mapper.errors import ConfigError, InputError, SourceError
 from mapper.grid import Lattice
 from mapper.raster import GDAL_HTTP_ENV, warp_to_grid, write_geotiff
-from mapper.windows import GDAL_TYPES, VrtBand, VrtSource, write_vrt_file
+from mapper.sources.stac import cloud_cover
+from mapper.vrt import GDAL_TYPES, VrtBand, VrtSource, write_vrt_file
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +282,7 @@ def _clear_masks(
         )
         if fraction > 0:
             kept.append((item, np.packbits(valid, axis=1)))
-        logger.info("%s %s: %.1f %% of the tile clear", tile, item.id, 100 * fraction)
+        logger.info("%s %s: %.1f %% clear", tile, item.id, 100 * fraction)
     return kept, summary_items
 
 
@@ -312,7 +319,8 @@ def _median_reflectance(
 
 
 def _write_composite(
-    dest: str | Path, result: np.ndarray, lattice: Lattice, tile: str, used: list[str]
+    dest: str | Path, result: np.ndarray, lattice: Lattice, tile: str, used: list[str],
+    block_px: int,
 ) -> None:
     write_geotiff(
         dest,
@@ -326,6 +334,7 @@ def _write_composite(
             "MAPPER_SOURCE": "Sentinel-2 L2A cloud-masked per-pixel median",
             "MAPPER_ITEMS": ",".join(used),
             "MAPPER_ITEM_COUNT": str(len(used)),
+            "MAPPER_SCENE_BLOCK_PX": str(block_px),
             "MAPPER_SCL_MASKED": ",".join(str(c) for c in SCL_MASKED),
             "MAPPER_REFLECTANCE": "(DN + offset) / 10000; offset -1000 from baseline 04.00",
             "MAPPER_SYNTHETIC": "false",
@@ -333,44 +342,86 @@ def _write_composite(
     )
 
 
+def scene_blocks(lattice: Lattice, tile: str, block_px: int) -> list[tuple[str, Window]]:
+    """The scene-selection blocks of ``tile``: ``(block id, window of the block in the tile)``.
+
+    Blocks are the tiles of the lattice cut at ``block_px`` (same origin and resolution), so a
+    pixel's block, and with it the scenes of its composite, depend only on where the pixel lies,
+    never on ``tile_px``. ``tile_px`` must be a multiple of ``block_px``.
+    """
+    if block_px <= 0 or lattice.tile_px % block_px:
+        raise ConfigError(
+            f"tile_px {lattice.tile_px} is not a multiple of the Sentinel-2 source's block_px "
+            f"{block_px}; set sources.sentinel2.block_px to a divisor of tile_px in the region file"
+        )
+    blocks = block_lattice(lattice, block_px)
+    tw = lattice.tile_window(tile)
+    out = []
+    for block in blocks.tiles_in_window(tw):
+        bw = blocks.tile_window(block)
+        out.append((block, Window(bw.col_off - tw.col_off, bw.row_off - tw.row_off, block_px,
+                                  block_px)))
+    return out
+
+
+def block_lattice(lattice: Lattice, block_px: int) -> Lattice:
+    """The lattice cut into scene-selection blocks of ``block_px`` (ids like tile ids)."""
+    return replace(lattice, tile_px=block_px)
+
+
 def composite_tile(
-    items: Sequence[pystac.Item],
+    blocks: Mapping[str, Sequence[pystac.Item]],
     lattice: Lattice,
     tile: str,
     dest: str | Path,
     *,
+    block_px: int,
     max_buffer_bytes: int = MAX_BUFFER_BYTES,
 ) -> dict[str, Any]:
-    """Write the median composite of ``items`` for ``tile`` to ``dest``; return a summary.
+    """Write the median composite of ``tile`` to ``dest``, each of its scene-selection blocks
+    (:func:`scene_blocks`) from the items ``blocks[block id]``; return a summary.
 
-    The summary has ``items`` (per item: id, datetime, cloud cover, baseline, offset, fraction of
-    the tile kept by the SCL mask), ``used`` (ids that contributed at least one pixel),
-    ``valid_fraction`` (pixels of the composite with a value in every band) and ``strips``. With
-    no usable item the composite is written all NaN (an ocean tile or a permanently cloudy one)
-    and a warning is logged. The result does not depend on ``max_buffer_bytes`` (warps of a strip
-    equal the same rows of a warp of the whole tile).
+    Each block is composited as a whole on its own grid, so a tile's composite is exactly the
+    blocks' composites side by side: equal, bit for bit, at any ``tile_px`` that is a multiple of
+    ``block_px``. The summary has ``blocks`` (per block id: per item its id, datetime, cloud
+    cover, baseline, offset and the fraction of the block kept by the SCL mask), ``used`` (ids
+    that contributed at least one pixel anywhere), ``valid_fraction`` (pixels of the composite
+    with a value in every band) and ``strips`` (summed over blocks). With no usable item a block
+    is left NaN (ocean, or permanently cloudy) and a warning is logged. The result does not depend
+    on ``max_buffer_bytes`` (warps of a strip equal the same rows of a warp of the whole block).
     """
+    cut = scene_blocks(lattice, tile, block_px)
+    missing = [b for b, _ in cut if b not in blocks]
+    if missing:
+        raise ValueError(f"{tile}: no item list for block(s) {', '.join(missing)}")
+    grid = block_lattice(lattice, block_px)
+    result = np.full((len(S2_BANDS), *lattice.tile_shape), np.nan, dtype="float32")
+    summary: dict[str, list[dict[str, Any]]] = {}
+    used: list[str] = []
+    strips = 0
     with rasterio.Env(**GDAL_HTTP_ENV, **GDAL_CACHE_ENV), TemporaryDirectory() as vrt_dir:
-        kept, summary_items = _clear_masks(items, lattice, tile)
-        result, strips = _median_reflectance(kept, lattice, tile, Path(vrt_dir), max_buffer_bytes)
-    if not kept:
-        logger.warning(
-            "%s: no clear Sentinel-2 pixel in %d items; composite is empty", tile, len(items)
-        )
+        for block, win in cut:
+            items = blocks[block]
+            kept, summary[block] = _clear_masks(items, grid, block)
+            part, n = _median_reflectance(kept, grid, block, Path(vrt_dir), max_buffer_bytes)
+            rows = slice(win.row_off, win.row_off + block_px)
+            result[:, rows, win.col_off : win.col_off + block_px] = part
+            strips += n
+            used.extend(item.id for item, _ in kept if item.id not in used)
+            if not kept:
+                logger.warning("%s block %s: no clear Sentinel-2 pixel in %d items; left empty",
+                               tile, block, len(items))
+    rank = {it.id: (cloud_cover(it), it.datetime, it.id) for b, _ in cut for it in blocks[b]}
+    used.sort(key=rank.__getitem__)  # as the search ranks them: cloud cover, date, id
     valid_fraction = float(np.isfinite(result).all(axis=0).mean())
-    used = [item.id for item, _ in kept]
-    _write_composite(dest, result, lattice, tile, used)
+    _write_composite(dest, result, lattice, tile, used, block_px)
     logger.info(
-        "%s: composite of %d items in %d strip(s), %.1f %% of pixels valid -> %s",
+        "%s: composite of %d items over %d block(s) in %d strip(s), %.1f %% of pixels valid -> %s",
         tile,
         len(used),
+        len(cut),
         strips,
         100 * valid_fraction,
         dest,
     )
-    return {
-        "items": summary_items,
-        "used": used,
-        "valid_fraction": valid_fraction,
-        "strips": strips,
-    }
+    return {"blocks": summary, "used": used, "valid_fraction": valid_fraction, "strips": strips}

@@ -8,6 +8,8 @@ Layout under ``out_dir`` (normally ``resources/<region>/sources``):
 - ``file``: nothing is copied; ``<name>/manifest.json`` records the path, size and sha256 after
   checking that the file opens (rasters with rasterio, including every file a VRT refers to;
   tables as CSV or Parquet).
+- ``snap``: ``<name>/snap_<variable>.zip`` and ``<name>/snap_<variable>.zip.json`` per archive
+  of SNAP's monthly climate (see :mod:`mapper.sources.snap`).
 - ``stac``: ``<name>/<tile>.tif`` (see :mod:`mapper.sources.composite`) and ``<name>/<tile>.json``.
 - ``cells``: ``<name>/<cell>.tif`` and its record ``<name>/<cell>.json`` per 1 x 1 degree cell
   (see :mod:`mapper.sources.cells`), checked against the region's lock file.
@@ -31,6 +33,7 @@ from mapper.errors import ConfigError, InputError
 from mapper.files import file_sha256
 from mapper.sources.http import download
 from mapper.sources.manifest import known_checksums, make_manifest, write_manifest
+from mapper.tasks import OBSERVATION_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +99,15 @@ def fetch_source(
     settings = sources[source_name]
     kind = settings["kind"]
     out_dir = Path(out_dir)
+    if kind == "snap":  # one archive of SNAP's monthly climate (file = pr, tas or tasmin)
+        from mapper.sources.lock import LockFile, lock_path
+        from mapper.sources.snap import fetch_snap
+
+        # archives without a sha256 in the region file: checksums pinned by the region's lock file
+        lock = LockFile(lock_path(region.path))
+        return fetch_snap(
+            region, source_name, settings, out_dir, file, pins=lock.get, record=lock.record
+        )
     if file is not None and kind != "http":
         raise ConfigError(f"source '{source_name}' is of kind {kind}: --file applies to http only")
     if (cell is not None) != (kind == "cells"):
@@ -279,8 +291,6 @@ def check_table(path: Path, fmt: str, *, observations: bool = False) -> dict[str
     except Exception as exc:  # pandas/pyarrow parser errors have no common base
         raise InputError(f"{path}: cannot be read as {fmt} ({exc}); replace the file") from None
     if observations:
-        from mapper.samples import OBSERVATION_COLUMNS
-
         missing = [c for c in OBSERVATION_COLUMNS if c not in columns]
         if missing:
             raise InputError(
@@ -294,8 +304,8 @@ def check_table(path: Path, fmt: str, *, observations: bool = False) -> dict[str
 def _fetch_stac(
     region: Region, name: str, settings: dict[str, Any], out_dir: Path, tile: str | None
 ) -> Path:
-    from mapper.sources.composite import composite_tile
-    from mapper.sources.stac import lonlat_bbox, search_items, split_antimeridian
+    from mapper.sources.composite import block_lattice, composite_tile, scene_blocks
+    from mapper.sources.stac import items_by_block, lonlat_bbox, search_items, split_antimeridian
 
     if tile is None:
         raise ConfigError(
@@ -317,23 +327,34 @@ def _fetch_stac(
         "months": list(settings["months"]),
         "max_cloud": settings["max_cloud"],
         "max_items": settings["max_items"],
+        "block_px": settings["block_px"],
         "bboxes": [list(b) for b in split_antimeridian(lonlat_bbox(bounds, lattice.crs))],
     }
-    items = search_items(
+    blocks = scene_blocks(lattice, tile, settings["block_px"])
+    grid = block_lattice(lattice, settings["block_px"])
+    found = search_items(
         settings["api"],
         bounds,
         datetime_interval=settings["datetime"],
         collection=settings["collection"],
         months=settings["months"],
         max_cloud=settings["max_cloud"],
+        max_items=None,
+        crs=lattice.crs,
+    )
+    chosen = items_by_block(
+        found,
+        {b: grid.tile_bounds(b) for b, _ in blocks},
         max_items=settings["max_items"],
         crs=lattice.crs,
     )
     dest = out_dir / name / f"{tile}.tif"
-    summary = composite_tile(items, lattice, tile, dest)
+    summary = composite_tile(chosen, lattice, tile, dest, block_px=settings["block_px"])
     item = {"path": str(dest), "size": dest.stat().st_size, "sha256": file_sha256(dest)}
-    for stac_item, found in zip(summary["items"], items, strict=True):
-        stac_item["href"] = found.get_self_href()
+    hrefs = {it.id: it.get_self_href() for it in found}
+    for block_items in summary["blocks"].values():
+        for stac_item in block_items:
+            stac_item["href"] = hrefs[stac_item["id"]]
     return write_manifest(
         manifest_path(out_dir, name, tile=tile),
         make_manifest(
@@ -344,7 +365,7 @@ def _fetch_stac(
             synthetic=region.synthetic,
             tile=tile,
             stac=query,
-            stac_items=summary["items"],
+            stac_blocks=summary["blocks"],
             valid_fraction=summary["valid_fraction"],
         ),
     )

@@ -11,6 +11,11 @@ run of consecutive ``months`` (so winter scenes are never paged through), with
 it offers sort. The same filters are applied again to what comes back (not every API honours
 them), duplicates (an item found by both boxes) are dropped, and the ``max_items`` least cloudy
 items are kept, ties broken by date and id so the choice is reproducible.
+
+The workflow searches once per tile and then chooses scenes per fixed block of the lattice
+(:func:`items_by_block`): of the items whose footprint meets the block, the ``max_items`` least
+cloudy. A pixel's scenes therefore depend on its block alone, not on the tile size (a per-tile cap
+would pick other scenes for the same pixel when ``tile_px`` changes).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import pystac
+import shapely
+import shapely.geometry
 from pyproj import Transformer
 
 from mapper.errors import ConfigError, SourceError
@@ -165,10 +172,11 @@ def select_items(
     *,
     months: Iterable[int],
     max_cloud: float,
-    max_items: int,
+    max_items: int | None,
     interval: str | None = None,
 ) -> list[pystac.Item]:
-    """Filter (months, cloud cover, interval), drop duplicate ids, keep the least cloudy."""
+    """Filter (months, cloud cover, interval), drop duplicate ids, keep the least cloudy
+    (all of them with ``max_items=None``), in order of cloud cover, date and id."""
     wanted = set(int(m) for m in months)
     start, end = parse_interval(interval) if interval else (None, None)
     unique: dict[str, pystac.Item] = {}
@@ -211,11 +219,12 @@ def search_items(
     collection: str = "sentinel-2-l2a",
     months: Iterable[int] = (6, 7, 8),
     max_cloud: float = 40.0,
-    max_items: int = 24,
+    max_items: int | None = 24,
     crs: str = "EPSG:3338",
     timeout: float = 60.0,
 ) -> list[pystac.Item]:
-    """The ``max_items`` least cloudy items of ``collection`` over ``bounds`` (see module doc)."""
+    """The ``max_items`` least cloudy items of ``collection`` over ``bounds`` (see module doc;
+    every item that passes the filters with ``max_items=None``)."""
     from pystac_client.conformance import ConformanceClasses
 
     months = list(months)
@@ -258,7 +267,7 @@ def search_items(
         found, months=months, max_cloud=max_cloud, max_items=max_items, interval=datetime_interval
     )
     logger.info(
-        "%s: %d items over %d bbox(es) x %d interval(s); kept %d (max_cloud %s, max_items %d)",
+        "%s: %d items over %d bbox(es) x %d interval(s); kept %d (max_cloud %s, max_items %s)",
         api,
         len(found),
         len(bboxes),
@@ -268,3 +277,30 @@ def search_items(
         max_items,
     )
     return items
+
+
+def footprint(item: pystac.Item) -> shapely.Geometry:
+    """The item's footprint in lon/lat: its geometry, else its bbox."""
+    if item.geometry:
+        return shapely.geometry.shape(item.geometry)
+    return shapely.box(*item.bbox)
+
+
+def items_by_block(
+    items: Sequence[pystac.Item],
+    blocks: dict[str, Sequence[float]],
+    *,
+    max_items: int,
+    crs: str = "EPSG:3338",
+) -> dict[str, list[pystac.Item]]:
+    """Per block id (``blocks`` maps it to its projected bounds in ``crs``), the ``max_items``
+    least cloudy of ``items`` (already filtered and ranked by :func:`select_items`) whose
+    footprint meets the block's lon/lat box(es)."""
+    shapes = [footprint(item) for item in items]
+    out = {}
+    for block, bounds in blocks.items():
+        boxes = [shapely.box(*b) for b in split_antimeridian(lonlat_bbox(bounds, crs))]
+        meets = [it for it, shp in zip(items, shapes, strict=True)
+                 if any(shp.intersects(b) for b in boxes)]
+        out[block] = meets[:max_items]
+    return out

@@ -2,10 +2,11 @@
 # Tile lists are a pure function of each region's boundary and the lattice (no checkpoints).
 import os
 import re
+import sys
 from pathlib import Path
 
 from mapper.config import load_region, write_run_config
-from mapper.tasks import TASKS, task_names
+from mapper.tasks import OBSERVATION_COLUMNS, TASKS, task_names
 
 REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
 # The file every job reads its settings from: RUN_CONFIG, named by its content (so a run with other
@@ -66,6 +67,8 @@ def source_inputs(region, source, tile=None):
     """Local files the stack of ``tile`` reads for ``source`` (per the source's kind)."""
     s = source_settings(region, source)
     kind = s["kind"]
+    if kind == "snap":  # climate normals derived from SNAP's monthly archives
+        return [snap_normals_path(region, source)]
     if kind == "demo":
         names = {
             "sentinel2": "sentinel2.tif",
@@ -106,6 +109,38 @@ def http_file_name(entry):
     return entry.get("name") or os.path.basename(entry["url"].split("?")[0])
 
 
+# -- climate normals from SNAP's monthly archives (kind snap; mapper/sources/snap.py) ----------
+SNAP_VARIABLES = ("pr", "tas", "tasmin")
+SNAP_REGIONS = [n for n, r in REGIONS.items() if r.settings["sources"]["climate"]["kind"] == "snap"]
+
+
+def snap_normals_path(region, source="climate"):
+    """The 3-band normals raster derived from the region's SNAP archives (what the stack reads)."""
+    return f"resources/{region}/sources/{source}/snap_normals.tif"
+
+
+def snap_archive_path(region, variable, source="climate"):
+    return f"resources/{region}/sources/{source}/snap_{variable}.zip"
+
+
+def snap_archives(wildcards):
+    """The region's three SNAP archives by variable (inputs of the derivation)."""
+    return {v: snap_archive_path(wildcards.region, v) for v in SNAP_VARIABLES}
+
+
+def snap_archive_settings(wildcards):
+    """One archive's entry (URL, sha256, prefix): a change of URL downloads it again."""
+    return source_settings(wildcards.region, "climate")["archives"][wildcards.variable]
+
+
+def snap_settings(wildcards):
+    """The region's climate section: a change of period, URL or prefix reruns the derivation."""
+    return source_settings(wildcards.region, "climate")
+
+
+# -- end snap ------------------------------------------------------------------------------
+
+
 def tile_sentinel2(wildcards):
     return source_inputs(wildcards.region, "sentinel2", wildcards.tile)
 
@@ -119,7 +154,21 @@ def tile_climate(wildcards):
 
 
 def region_observations(wildcards):
-    return source_inputs(wildcards.region, "observations")
+    """The region's field observation table: the one input a user places by hand.
+
+    A table of kind ``file`` that is not there stops the plan with one line naming it, its
+    columns and the README section (SystemExit: Snakemake prints it as it is, without wrapping
+    it in an InputFunctionException); only regions whose samples are planned are checked.
+    """
+    found = source_inputs(wildcards.region, "observations")
+    kind = source_settings(wildcards.region, "observations")["kind"]
+    if kind == "file" and not os.path.exists(found[0]):
+        sys.exit(
+            f"{found[0]}: the field observation table of region '{wildcards.region}' is "
+            f"missing; place it there (CSV or Parquet, one row per observation, columns "
+            f"{', '.join(OBSERVATION_COLUMNS)}; see README section 'Statewide run')"
+        )
+    return found
 
 
 def demo_products():
@@ -231,8 +280,6 @@ CELLS_REGIONS = [
 
 def dem_cell_records(region, source, tile):
     """The records of the cells the stack of ``tile`` reads (rule fetch_dem_cell writes them)."""
-    if source != "dem":
-        raise ValueError(f"{REGIONS[region].path}: sources.{source}: kind cells is for dem only")
     cells = region_cells(REGIONS[region])[tile]
     return [f"resources/{region}/sources/{source}/{cell}.json" for cell in cells]
 

@@ -1,0 +1,148 @@
+"""A synthetic region's hidden truth against the evaluation's held-out predictions.
+
+Truth (synthetic regions only): ``resources/<region>/truth/<task>.tif``, a probability for a
+binary task (``nsp.tif``) or a class index for a multiclass one (``soilorder.tif``), on the 10 m
+lattice, read at each test point's pixel. Binary: AUC of the predicted probability against
+``truth > 0.5`` and the Pearson correlation of predicted and true probability (chance: 0.5 and 0),
+and the reliability of the predicted probability against the true one in ``RELIABILITY_BINS``
+equal-width bins with its expected calibration error (:func:`mapper.metrics.reliability`: a
+calibrated model's mean prediction in a bin equals the mean truth there); multiclass: accuracy
+against the true class (chance: the share of the most common true class among the test points).
+The observed labels' agreement with the truth is given too: labels are noisy draws from it, so
+it bounds what a model can reach.
+
+Used by :mod:`mapper.report` and ``scripts/map_vs_truth.py`` (the maps against the truth,
+pixelwise, with the same bins and figure).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mapper.bands import CLASS_NODATA
+from mapper.config import Region
+from mapper.files import atomic_path
+from mapper.metrics import auc, reliability
+from mapper.raster import open_raster
+from mapper.tasks import get_task
+
+RELIABILITY_BINS = 10
+"""Equal-width probability bins of the reliability curve and its ECE."""
+
+
+def truth_path(region: Region, task: str) -> Path:
+    """A synthetic region's truth raster of ``task``, relative to the working directory (the
+    workflow's), where the demo writes it."""
+    return Path("resources") / region.name / "truth" / f"{task}.tif"
+
+
+def truth_at(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Truth raster values at EPSG:3338 points (NaN outside it or on its nodata)."""
+    with open_raster(path) as ds:
+        t = ds.transform  # north-up: pixel (row, col) holds x in [c + col a, c + (col+1) a)
+        cols = np.floor((np.asarray(x) - t.c) / t.a).astype(np.int64)
+        rows = np.floor((np.asarray(y) - t.f) / t.e).astype(np.int64)
+        data = ds.read(1)
+        nodata = ds.nodata
+    ok = (rows >= 0) & (rows < data.shape[0]) & (cols >= 0) & (cols < data.shape[1])
+    out = np.full(len(x), np.nan)
+    out[ok] = data[rows[ok], cols[ok]]
+    if nodata is not None and np.isfinite(nodata):
+        out[out == nodata] = np.nan
+    return out
+
+
+def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any]:
+    """Agreement of pooled held-out predictions with the truth raster, per split and model."""
+    out: dict[str, Any] = {"path": str(path), "splits": {}}
+    spec = get_task(task)
+    values = truth_at(path, preds["x"].to_numpy(), preds["y"].to_numpy())
+    if spec.multiclass:
+        values[values == CLASS_NODATA] = np.nan
+    preds = preds.assign(truth=values)
+    for (split, model), g in preds.groupby(["split", "model"], sort=False):
+        g = g[g["truth"].notna() & (g["y_pred"] >= 0)]
+        if not len(g):
+            continue
+        if spec.binary:
+            t = g["truth"].to_numpy()
+            p = g[spec.probability_columns[1]].to_numpy()
+            curve = reliability(p, t, RELIABILITY_BINS)
+            entry = {
+                "n": len(g),
+                "auc_vs_truth": auc(t > 0.5, p),
+                "corr_vs_truth": float(np.corrcoef(p, t)[0, 1]) if np.std(p) > 0 else float("nan"),
+                "labels_auc_vs_truth": auc(t > 0.5, g["y_true"].to_numpy()),
+                "labels_corr_vs_truth": float(np.corrcoef(g["y_true"], t)[0, 1]),
+                "chance_auc": 0.5,
+                "chance_corr": 0.0,
+                "truth_present_share": float((t > 0.5).mean()),
+                "mean_pred": float(p.mean()),
+                "mean_truth": float(t.mean()),
+                "ece": curve["ece"],
+                "reliability": curve,
+            }
+        else:
+            t = g["truth"].to_numpy().astype(np.int64)
+            entry = {
+                "n": len(g),
+                "accuracy_vs_truth": float((g["y_pred"].to_numpy() == t).mean()),
+                "labels_accuracy_vs_truth": float((g["y_true"].to_numpy() == t).mean()),
+                "chance_accuracy": float(np.bincount(t).max() / len(t)),
+            }
+        out["splits"].setdefault(split, {})[model] = entry
+    return out
+
+
+def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], path: Path, title: str) -> None:
+    """Reliability figure: one column per panel (``{panel title: {line label: curve}}``, curves
+    from :func:`mapper.metrics.reliability`); above, mean predicted (x) against mean truth (y)
+    per non-empty bin with the diagonal of perfect calibration; below, the share of points per
+    bin (log scale). Labels carry each curve's ECE. Used by the report and
+    ``scripts/map_vs_truth.py``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(
+        2,
+        n,
+        squeeze=False,
+        figsize=(3.4 * n + 0.4, 5.4),
+        gridspec_kw={"height_ratios": [3, 1]},
+        sharex="col",
+    )
+    for j, (name, curves) in enumerate(panels.items()):
+        top, bottom = axes[0][j], axes[1][j]
+        top.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        for label, r in curves.items():
+            count = np.asarray(r["count"], dtype=np.float64)
+            used = count > 0
+            pred = np.asarray(r["mean_pred"], dtype=np.float64)[used]
+            true = np.asarray(r["mean_truth"], dtype=np.float64)[used]
+            line = top.plot(
+                pred, true, marker="o", ms=3, lw=1, label=f"{label} (ECE {r['ece']:.3f})"
+            )[0]
+            edges = np.asarray(r["edges"])
+            bottom.stairs(count / max(count.sum(), 1), edges, color=line.get_color())
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_aspect("equal")
+        top.set_title(name, fontsize=9)
+        top.legend(fontsize=6, loc="upper left")
+        bottom.set_yscale("log")
+        bottom.set_xlabel("predicted probability", fontsize=8)
+        if j == 0:
+            top.set_ylabel("mean truth probability", fontsize=8)
+            bottom.set_ylabel("share of points", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

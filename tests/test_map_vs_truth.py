@@ -1,0 +1,80 @@
+"""scripts/map_vs_truth.py on tiny maps and truth: its lines, the NSP map's ECE, the figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE = 0.004  # the NSP product's uint8 scale: 250 = probability 1, 255 nodata
+
+
+def _write(path: Path, data: np.ndarray, nodata: float, scale: float = 1.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "driver": "GTiff",
+        "height": data.shape[0],
+        "width": data.shape[1],
+        "count": 1,
+        "dtype": data.dtype,
+        "crs": "EPSG:3338",
+        "nodata": nodata,
+        "transform": Affine(10.0, 0.0, 100_000.0, 0.0, -10.0, 1_500_000.0),
+    }
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data, 1)
+        ds.scales = (scale,)
+
+
+def _world(root: Path, offset: float) -> np.ndarray:
+    """Truth probability in [0.05, 0.85] (west to east) and an NSP map ``offset`` above it."""
+    rng = np.random.default_rng(0)
+    truth = np.tile(np.linspace(0.05, 0.85, 80), (60, 1)).astype(np.float32)
+    _write(root / "resources/demo/truth/nsp.tif", truth, float("nan"))
+    mapped = np.round((truth + offset) / SCALE).astype(np.uint8)
+    mapped[:5, :5] = 255  # nodata corner
+    _write(root / "maps/nsp_demo.tif", mapped, 255, SCALE)
+    classes = rng.integers(0, 7, truth.shape).astype(np.uint8)
+    _write(root / "resources/demo/truth/soilorder.tif", classes, 255)
+    _write(root / "maps/soilorder_demo.tif", classes, 255)
+    return truth
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.1])
+def test_map_vs_truth_prints_ece_and_writes_figure(tmp_path: Path, offset: float) -> None:
+    _world(tmp_path, offset)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/map_vs_truth.py"),
+            "--figure",
+            "rel.png",
+            "--json",
+            "fig.json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = run.stdout.splitlines()
+    # the lines quoted in the README keep their place and form; ECE comes last
+    assert lines[0].startswith("NSP map vs truth (4,775 of 4,800 pixels valid): AUC ")
+    assert lines[1].startswith("soil order map vs truth (4,800 pixels): accuracy 1.000")
+    assert lines[-1] == (
+        f"NSP map calibration vs truth probability: ECE {offset:.3f} (10 equal-width bins)"
+    )
+    figures = json.loads((tmp_path / "fig.json").read_text())  # strict: empty bins are null
+    assert figures["nsp"]["ece"] == pytest.approx(offset, abs=SCALE / 2 + 1e-6)
+    assert None in figures["nsp"]["reliability"]["mean_pred"]  # no map value in [0.9, 1]
+    assert (tmp_path / "rel.png").read_bytes()[:4] == b"\x89PNG"

@@ -279,6 +279,34 @@ def test_cli_fetches_one_cell(cells_site: dict) -> None:
     assert rc == 1
 
 
+def test_cli_failure_is_one_line_naming_the_url(
+    cells_site: dict, tmp_path: Path, capsys, monkeypatch  # noqa: ANN001
+) -> None:
+    """A 5xx that outlasts the retries: exit 1, one line naming the URL and the fix, no file."""
+    from types import SimpleNamespace
+
+    from httpserver import status
+
+    from mapper.sources import http
+
+    monkeypatch.setattr(http, "time", SimpleNamespace(sleep=lambda seconds: None))
+    cell = Cell.parse("N64W147")
+    path = GLO30_TEMPLATE.format(**cell.fields())
+    server = cells_site["server"]
+    server.add_faults(path, *[status(503)] * 5)
+    out = tmp_path / "dem" / "N64W147.json"
+    try:
+        rc = main(["fetch", "--config", str(cells_site["config"]), "--region", "glo", "--source",
+                   "dem", "--cell", "N64W147", "--out", str(out)])  # fmt: skip
+    finally:
+        server.faults[path].clear()
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert rc == 1 and len(errors) == 1, errors
+    assert server.url(path) in errors[0] and "HTTP 503" in errors[0]
+    assert "retry later" in errors[0]
+    assert not any((tmp_path / "dem").glob("*"))
+
+
 # -- the warp of several cells onto the lattice -------------------------------------------------
 
 

@@ -118,7 +118,7 @@ def joined_on_grids(paths: list[Path], band: int = 1) -> Iterator[list[Path]]:
     cells that do not overlap, such as Copernicus GLO-30's) the bilinear kernel takes pixels from
     both sides, where warping the files one by one would interpolate from one side only within
     half a source pixel of the seam. Where files overlap, the first one's valid pixels win (as in
-    :func:`mapper.stack.warp_dem`). Files on different grids (GLO-30 north and south of 60 or
+    :func:`mapper.dem.warp_dem`). Files on different grids (GLO-30 north and south of 60 or
     70 N, where the longitude spacing changes) stay separate. Geographic files on both sides of
     180 degrees are joined across it (see :func:`_across_antimeridian`).
     """

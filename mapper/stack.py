@@ -54,7 +54,6 @@ in :mod:`mapper.terrain`. Internally the DEM derivatives use float64; the stack 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +66,9 @@ from rasterio.windows import Window
 from mapper import terrain
 from mapper.bands import CLIMATE_BANDS, S2_BANDS, STACK_BANDS, UNITS
 from mapper.config import Region
+from mapper.dem import grow, hydro_blocks, warp_dem
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
-from mapper.gridjoin import joined_on_grids
 from mapper.raster import (
     check_crs,
     check_overlap,
@@ -261,52 +260,6 @@ def _mosaic(plans: list[_BandPlan], lattice: Lattice, window: Window) -> np.ndar
     return out
 
 
-def warp_dem(paths: list[Path], lattice: Lattice, window: Window) -> np.ndarray:
-    """The DEM (metres, float32, NaN nodata) warped bilinear onto a lattice window.
-
-    Files on one grid (adjacent elevation cells, the tiles of one product) are joined before they
-    are warped (:func:`mapper.gridjoin.joined_on_grids`), so there is no seam between them: a pixel
-    near the edge of two cells is interpolated from both. Groups on different grids form a mosaic:
-    for each pixel the first group (in the order of the files) with a value wins. No file at all
-    (a tile whose cells are all sea) is all nodata.
-    """
-    if not paths:
-        return np.full((int(window.height), int(window.width)), np.nan, dtype=np.float32)
-    out = None
-    with joined_on_grids(paths) as joined:
-        for path in joined:
-            z = warp_lattice_window(path, lattice.crs, lattice.transform, window, indexes=[1])[0]
-            if out is None:
-                out = z
-            else:
-                gaps = np.isnan(out)
-                out[gaps] = z[gaps]
-            if not np.isnan(out).any():
-                break
-    return out
-
-
-def dem_window(lattice: Lattice, tile_id: str, settings: StackSettings) -> Window:
-    """The lattice window of DEM the stack of ``tile_id`` reads (global lattice pixels): the tile
-    grown by ``halo_px`` (local terrain) and every hydrology block meeting the tile grown by
-    ``hydro_halo_px`` (flow accumulation), as one rectangle. The workflow finds the elevation
-    cells a tile needs from it (:mod:`mapper.sources.cells`)."""
-    row, col = lattice.parse(tile_id)
-    p, b = lattice.tile_px, settings.hydro_block_px
-    tile = (row * p, col * p, (row + 1) * p, (col + 1) * p)  # r0, c0, r1, c1
-    blocks = (tile[0] // b * b, tile[1] // b * b, -(-tile[2] // b) * b, -(-tile[3] // b) * b)
-    h, hh = settings.halo_px, settings.hydro_halo_px
-    r0, c0 = min(tile[0] - h, blocks[0] - hh), min(tile[1] - h, blocks[1] - hh)
-    r1, c1 = max(tile[2] + h, blocks[2] + hh), max(tile[3] + h, blocks[3] + hh)
-    return Window(c0, r0, c1 - c0, r1 - r0)
-
-
-def _grow(window: Window, px: int) -> Window:
-    return Window(
-        window.col_off - px, window.row_off - px, window.width + 2 * px, window.height + 2 * px
-    )
-
-
 # -- terrain ------------------------------------------------------------------------------------
 
 
@@ -315,7 +268,7 @@ def local_terrain(
 ) -> dict[str, np.ndarray]:
     """elevation, slope, aspect, curvature, tpi on a lattice window (from the DEM with a halo)."""
     h = settings.halo_px
-    z = warp_dem(dem, lattice, _grow(window, h))
+    z = warp_dem(dem, lattice, grow(window, h))
     inner = (slice(h, h + int(window.height)), slice(h, h + int(window.width)))
     return {
         "elevation": z[inner],
@@ -326,25 +279,12 @@ def local_terrain(
     }
 
 
-def hydro_blocks(lattice: Lattice, window: Window, block_px: int) -> list[Window]:
-    """The lattice-aligned hydrology blocks (global lattice windows) that meet ``window``."""
-    r0 = math.floor(window.row_off / block_px)
-    r1 = math.ceil((window.row_off + window.height) / block_px)
-    c0 = math.floor(window.col_off / block_px)
-    c1 = math.ceil((window.col_off + window.width) / block_px)
-    return [
-        Window(c * block_px, r * block_px, block_px, block_px)
-        for r in range(r0, r1)
-        for c in range(c0, c1)
-    ]
-
-
 def hydro_terrain(
     dem: list[Path], lattice: Lattice, block: Window, settings: StackSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """TWI and SPI (float32) on one hydrology block, from its DEM grown by the hydro halo."""
     h = settings.hydro_halo_px
-    z = warp_dem(dem, lattice, _grow(block, h))
+    z = warp_dem(dem, lattice, grow(block, h))
     inner = (slice(h, h + int(block.height)), slice(h, h + int(block.width)))
     sca = terrain.specific_catchment_area(z, lattice.res)[inner]
     slope = terrain.slope(z, lattice.res)[inner]

@@ -27,7 +27,7 @@ covers 64-65 N and 148-147 W; ``N52E172`` covers 52-53 N and 172-173 E (the Near
 the one east of it ``N51W180``.
 
 The cells a tile reads are those that meet the DEM window its stack reads
-(:func:`mapper.stack.dem_window`: the tile grown by the terrain and hydrology halos) grown by
+(:func:`mapper.dem.dem_window`: the tile grown by the terrain and hydrology halos) grown by
 :data:`MARGIN_M`, in the lattice CRS, with the window's edges densified before they are taken to
 NAD83 longitude/latitude and unwrapped around the window's first corner (so a window across 180
 degrees gives one continuous interval of longitudes). It is a pure function of the lattice and the
@@ -201,13 +201,15 @@ def cells_of_windows(
 
 def tile_dem_bounds(region: Region, tiles: list[str]) -> list[tuple[float, float, float, float]]:
     """Each tile's DEM window (what its stack reads) grown by :data:`MARGIN_M`, in metres."""
-    from mapper.stack import dem_window, stack_settings
+    from mapper.dem import dem_window
+    from mapper.stack import stack_settings
 
-    settings = stack_settings(region)
+    s = stack_settings(region)
     lattice = region.lattice
     out = []
     for tile in tiles:
-        left, bottom, right, top = lattice.window_bounds(dem_window(lattice, tile, settings))
+        window = dem_window(lattice, tile, s.halo_px, s.hydro_block_px, s.hydro_halo_px)
+        left, bottom, right, top = lattice.window_bounds(window)
         out.append((left - MARGIN_M, bottom - MARGIN_M, right + MARGIN_M, top + MARGIN_M))
     return out
 

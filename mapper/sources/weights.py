@@ -36,11 +36,15 @@ def weights_path(value: str | None) -> str | None:
 
 
 def _check_torch_file(path: Path) -> None:
-    """A torch checkpoint is a zip archive (torch.save since 1.6); anything else (an HTML error
-    page, a truncated file) is refused before its checksum is recorded."""
-    if not zipfile.is_zipfile(path):
+    """A torch checkpoint is a zip archive (torch.save since 1.6) or, older, a pickle (first byte
+    0x80); anything else (an HTML error page, a truncated zip) is refused before its checksum is
+    recorded."""
+    with open(path, "rb") as fh:
+        legacy = fh.read(1) == b"\x80"
+    if not (legacy or zipfile.is_zipfile(path)):
         raise InputError(
-            f"{path}: not a torch checkpoint (not a zip archive); check model.satlas_weights"
+            f"{path}: not a torch checkpoint (neither a zip archive nor a pickle); check "
+            "model.satlas_weights"
         )
 
 

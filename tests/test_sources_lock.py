@@ -199,3 +199,29 @@ def test_concurrent_writers_lose_no_entry(lock) -> None:
     lock.record("http://h/0/0", {"sha256": f"{0:032x}{0:032x}", "size": 0})
     with pytest.raises(SourceError, match="changed upstream"):
         lock.record("http://h/0/0", {"absent": True})
+
+
+def test_the_snap_climate_archives_are_pinned_by_the_lock_file(server, tmp_path) -> None:
+    """``python -m mapper fetch`` of a SNAP archive without a sha256 in the region file records
+    it in the region's lock file; an archive changed upstream is then one error naming both."""
+    from test_sources_climate import archive_bytes, serve_archives, snap_region, snap_source
+
+    from mapper.sources.fetch import fetch_source
+
+    urls = serve_archives(server)
+    region = snap_region(tmp_path, snap_source(urls))
+    out = tmp_path / "sources"
+    fetch_source(region, "climate", out, file="pr")
+    lock = LockFile(lock_path(region.path))
+    data = archive_bytes("pr")
+    assert lock.entries() == {
+        urls["pr"]: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    }
+    for leftover in (out / "climate").glob("snap_pr.zip*"):
+        leftover.unlink()  # a fresh machine, say
+    path = urls["pr"].removeprefix(server.base_url)
+    server.add_file(path, archive_bytes("pr", skip=(2000, 1)))  # SNAP re-issued the archive
+    with pytest.raises(SourceError) as exc:
+        fetch_source(region, "climate", out, file="pr")
+    one_line_naming(exc, urls["pr"], str(lock.path), "changed upstream", "delete the entry")
+    assert not list((out / "climate").glob("snap_pr.zip*"))

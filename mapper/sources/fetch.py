@@ -106,7 +106,8 @@ def fetch_source(
         # archives without a sha256 in the region file: checksums pinned by the region's lock file
         lock = LockFile(lock_path(region.path))
         return fetch_snap(
-            region, source_name, settings, out_dir, file, pins=lock.get, record=lock.record
+            region, source_name, settings, out_dir, file, pins=lock.get, record=lock.record,
+            pinned_by=lock.origin,
         )
     if file is not None and kind != "http":
         raise ConfigError(f"source '{source_name}' is of kind {kind}: --file applies to http only")

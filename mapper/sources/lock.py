@@ -91,6 +91,14 @@ class LockFile:
     def get(self, url: str) -> dict[str, Any] | None:
         return self.entries().get(url)
 
+    def origin(self, url: str) -> tuple[str, str]:
+        """What :func:`mapper.sources.http.download` says of a checksum pinned here: where it
+        comes from and what to do when the file differs (its ``origin``)."""
+        return (
+            f"the lock file {self.path}",
+            f"the file changed upstream; {refresh_advice(url, self.path)}",
+        )
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,10 +170,7 @@ def fetch_locked(
     dest = Path(dest)
     known = lock.get(url)
     pinned = known if known and not known.get("absent") else None
-    origin = (
-        f"the lock file {lock.path}",
-        f"the file changed upstream; {refresh_advice(url, lock.path)}",
-    )
+    origin = lock.origin(url)
     try:
         entry = download(
             url, dest, sha256=pinned and pinned["sha256"], size=pinned and pinned["size"],

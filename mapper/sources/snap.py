@@ -108,6 +108,7 @@ def fetch_snap(
     *,
     pins: Pins | None = None,
     record: Record | None = None,
+    pinned_by: Callable[[str], tuple[str, str]] | None = None,
 ) -> Path:
     """Download the archive of ``variable`` (``pr``, ``tas`` or ``tasmin``); return its manifest.
 
@@ -117,7 +118,8 @@ def fetch_snap(
     after a download that nothing pinned, once the archive passed :func:`check_archive`). The
     manifest beside the archive (``snap_<variable>.zip.json``) always records the sha256, and a
     rerun whose archive still matches it downloads nothing. A truncated or non-zip download is one
-    SourceError naming the URL, with nothing left behind.
+    SourceError naming the URL, with nothing left behind. ``pinned_by(url)`` says, for the
+    messages, where a pinned checksum comes from and how to refresh it (``lock.origin``).
     """
     from mapper.sources.fetch import _reuse, manifest_path
 
@@ -127,12 +129,14 @@ def fetch_snap(
             f" give one of them with --file (got {variable!r})"
         )
     entry = dict(settings["archives"][variable])
+    origin = None
     if not entry.get("sha256") and pins is not None and (pinned := pins(entry["url"])):
         entry["sha256"], entry["size"] = pinned.get("sha256"), pinned.get("size")
+        origin = pinned_by(entry["url"]) if pinned_by is not None else None
     dest = archive_path(out_dir, name, variable)
     per_file = manifest_path(out_dir, name, file=dest.name)
     item = _reuse(dest, entry, per_file) or download(
-        entry["url"], dest, sha256=entry.get("sha256"), size=entry.get("size")
+        entry["url"], dest, sha256=entry.get("sha256"), size=entry.get("size"), origin=origin
     )
     count = check_archive(dest, entry["url"])
     if record is not None and not entry.get("sha256"):

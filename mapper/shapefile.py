@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import shapely
 from pyproj import CRS
 
@@ -34,14 +35,20 @@ POLYGON_TYPES = (5, 15, 25)
 
 
 def read_shapefile(
-    path: str | Path, member: str | None = None
+    path: str | Path,
+    member: str | None = None,
+    within: tuple[tuple[float, float, float, float], CRS] | None = None,
 ) -> tuple[list[tuple[shapely.Geometry | None, dict[str, Any]]], CRS]:
-    """``([(geometry or None, attributes)], crs)`` of a polygon shapefile (module doc)."""
+    """``([(geometry or None, attributes)], crs)`` of a polygon shapefile (module doc).
+
+    ``within``: a box (left, bottom, right, top) and its CRS; shapes whose bounding box misses
+    it are given as None without being built (a national layer read for one region). Ignored
+    when the box does not map to one box in the file's CRS (e.g. across 180 degrees)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: shapefile not found; fetch it or fix the zone layer's path")
     if path.suffix.lower() == ".zip":
-        return _read_zip(path, member)
+        return _read_zip(path, member, within)
     base = path.with_suffix("")
 
     def read(suffix: str) -> bytes | None:
@@ -51,10 +58,10 @@ def read_shapefile(
                 return p.read_bytes()
         return None
 
-    return _parse(str(path), read)
+    return _parse(str(path), read, within)
 
 
-def _read_zip(path: Path, member: str | None) -> tuple[list, CRS]:
+def _read_zip(path: Path, member: str | None, within: tuple | None) -> tuple[list, CRS]:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -78,10 +85,11 @@ def _read_zip(path: Path, member: str | None) -> tuple[list, CRS]:
             name = lower.get((stem + suffix).lower())
             return archive.read(name) if name else None
 
-        return _parse(f"{path}/{member}", read)
+        return _parse(f"{path}/{member}", read, within)
 
 
-def _parse(label: str, read: Callable[[str], bytes | None]) -> tuple[list, CRS]:
+def _parse(label: str, read: Callable[[str], bytes | None], within: tuple | None
+           ) -> tuple[list, CRS]:
     shp, dbf, prj = read(".shp"), read(".dbf"), read(".prj")
     missing = [s for s, b in ((".shp", shp), (".dbf", dbf), (".prj", prj)) if b is None]
     if missing:
@@ -89,9 +97,11 @@ def _parse(label: str, read: Callable[[str], bytes | None]) -> tuple[list, CRS]:
                          "fetch all of its parts")
     cpg = read(".cpg")
     encoding = cpg.decode("ascii", "replace").strip() if cpg else None
+    if encoding and encoding.isdigit():  # a bare code page, e.g. 1252
+        encoding = f"cp{encoding}"
     try:
         crs = CRS.from_wkt(prj.decode("latin-1"))
-        geoms = _shapes(shp)
+        geoms = _shapes(shp, _box_in(within, crs))
         records = _records(dbf, encoding)
     except (ValueError, struct.error, LookupError) as exc:
         raise InputError(f"{label}: not a readable polygon shapefile ({exc}); replace it") from None
@@ -101,7 +111,27 @@ def _parse(label: str, read: Callable[[str], bytes | None]) -> tuple[list, CRS]:
     return list(zip(geoms, records, strict=True)), crs
 
 
-def _shapes(data: bytes) -> list[shapely.Geometry | None]:
+def _box_in(within: tuple | None, crs: CRS) -> tuple[float, float, float, float] | None:
+    """``within``'s box in ``crs`` (densified edges), or None when it is not one plain box."""
+    if within is None:
+        return None
+    box, box_crs = within
+    if CRS.from_user_input(box_crs).equals(crs):
+        return tuple(box)
+    from pyproj import Transformer
+
+    try:
+        out = Transformer.from_crs(box_crs, crs, always_xy=True).transform_bounds(
+            *box, densify_pts=21)
+    except Exception:  # noqa: BLE001 - pyproj raises several kinds; reading everything is safe
+        return None
+    if not all(np.isfinite(out)) or out[0] >= out[2] or out[1] >= out[3]:
+        return None
+    return out
+
+
+def _shapes(data: bytes, bbox: tuple[float, float, float, float] | None
+            ) -> list[shapely.Geometry | None]:
     code, = struct.unpack(">i", data[:4])
     if code != 9994:
         raise ValueError("no shapefile header (file code 9994)")
@@ -112,25 +142,27 @@ def _shapes(data: bytes) -> list[shapely.Geometry | None]:
     pos = 100
     while pos + 8 <= len(data):
         _, words = struct.unpack(">2i", data[pos:pos + 8])
-        content = data[pos + 8:pos + 8 + 2 * words]
-        pos += 8 + 2 * words
-        kind, = struct.unpack("<i", content[:4])
+        start, pos = pos + 8, pos + 8 + 2 * words
+        kind, = struct.unpack("<i", data[start:start + 4])
         if kind == 0:
             out.append(None)
             continue
         if kind not in POLYGON_TYPES:
             raise ValueError(f"a record of shape type {kind}, not a polygon")
-        n_parts, n_points = struct.unpack("<2i", content[36:44])
-        parts = list(struct.unpack(f"<{n_parts}i", content[44:44 + 4 * n_parts])) + [n_points]
-        start = 44 + 4 * n_parts
-        xy = struct.unpack(f"<{2 * n_points}d", content[start:start + 16 * n_points])
-        rings = [[(xy[2 * i], xy[2 * i + 1]) for i in range(a, b)]
-                 for a, b in zip(parts[:-1], parts[1:], strict=True) if b - a >= 4]
-        out.append(_polygon(rings))
+        if bbox is not None:
+            x0, y0, x1, y1 = struct.unpack("<4d", data[start + 4:start + 36])
+            if x1 < bbox[0] or x0 > bbox[2] or y1 < bbox[1] or y0 > bbox[3]:
+                out.append(None)  # wholly outside the box asked for: not built
+                continue
+        n_parts, n_points = struct.unpack("<2i", data[start + 36:start + 44])
+        parts = np.frombuffer(data, "<i4", n_parts, start + 44).tolist() + [n_points]
+        xy = np.frombuffer(data, "<f8", 2 * n_points, start + 44 + 4 * n_parts).reshape(-1, 2)
+        rings = [xy[a:b] for a, b in zip(parts[:-1], parts[1:], strict=True) if b - a >= 4]
+        out.append(_polygon(rings) if rings else None)
     return out
 
 
-def _polygon(rings: list[list[tuple[float, float]]]) -> shapely.Geometry:
+def _polygon(rings: list[np.ndarray]) -> shapely.Geometry:
     """Shells (clockwise) with their holes (counter-clockwise) as one valid (Multi)Polygon."""
     shells, holes = [], []
     for ring in rings:

@@ -91,15 +91,16 @@ class ZoneLayer:
 
 
 def read_vector(
-    path: str | Path, member: str | None = None
+    path: str | Path, member: str | None = None, within: tuple | None = None
 ) -> tuple[list[tuple[shapely.Geometry | None, dict[str, Any]]], CRS]:
-    """``([(geometry, properties)], crs)`` of a GeoJSON file or a (zipped) polygon shapefile."""
+    """``([(geometry, properties)], crs)`` of a GeoJSON file or a (zipped) polygon shapefile;
+    ``within`` (a box and its CRS) lets a shapefile skip the shapes outside it."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".shp", ".zip"):
         from mapper.shapefile import read_shapefile
 
-        return read_shapefile(path, member)
+        return read_shapefile(path, member, within)
     if suffix not in (".geojson", ".json"):
         raise InputError(f"{path}: not a zone layer format mapper reads (GeoJSON, .shp or a "
                          "zipped shapefile); convert it, e.g. ogr2ogr -f GeoJSON out.geojson IN")
@@ -178,7 +179,10 @@ def prepare_zone_layer(
             raise InputError(f"{p}: zone layer '{name}' of region '{region.name}' not found; "
                              f"put the file there or fix 'zones' in {region.path}")
     path, member = _chosen_input(settings, paths)
-    features, crs = read_vector(path, member)
+    left, bottom, right, top = region.boundary().bounds
+    window = shapely.box(left - CLIP_MARGIN, bottom - CLIP_MARGIN, right + CLIP_MARGIN,
+                         top + CLIP_MARGIN)
+    features, crs = read_vector(path, member, (window.bounds, "EPSG:3338"))
     field = settings["field"]
     if features and not any(field in props for _, props in features):
         fields = sorted({k for _, props in features for k in props})
@@ -192,9 +196,6 @@ def prepare_zone_layer(
             x, y = transformer.transform(xy[:, 0], xy[:, 1])
             return np.column_stack([x, y])
 
-    left, bottom, right, top = region.boundary().bounds
-    window = shapely.box(left - CLIP_MARGIN, bottom - CLIP_MARGIN, right + CLIP_MARGIN,
-                         top + CLIP_MARGIN)
     by_zone: dict[str, list[shapely.Geometry]] = {}
     for geom, props in features:
         value = props.get(field)

@@ -134,7 +134,8 @@ def test_shapefile_reads_as_gdal_wrote_it(tmp_path: Path) -> None:
                                                                BOTTOM + 500).exterior.coords])
     multi = shapely.MultiPolygon([shapely.box(MID, BOTTOM, MID + 500, BOTTOM + 500),
                                   shapely.box(MID + 800, BOTTOM, RIGHT, TOP)])
-    shapes = {"west": _utm(holed), "east": _utm(multi)}
+    far = shapely.box(LEFT + 300_000, BOTTOM, LEFT + 301_000, TOP)  # 300 km east: not built
+    shapes = {"west": _utm(holed), "east": _utm(multi), "far": _utm(far)}
     features = [{"type": "Feature", "properties": {"MLRARSYM": name, "ratio": i + 0.5, "n": i},
                  "geometry": json.loads(shapely.to_geojson(g))}
                 for i, (name, g) in enumerate(shapes.items())]
@@ -153,7 +154,8 @@ def test_shapefile_reads_as_gdal_wrote_it(tmp_path: Path) -> None:
         read, crs = read_shapefile(path)
         assert crs.to_epsg() == 32606
         assert [props for _, props in read] == [
-            {"MLRARSYM": "west", "ratio": 0.5, "n": 0}, {"MLRARSYM": "east", "ratio": 1.5, "n": 1}]
+            {"MLRARSYM": "west", "ratio": 0.5, "n": 0}, {"MLRARSYM": "east", "ratio": 1.5, "n": 1},
+            {"MLRARSYM": "far", "ratio": 2.5, "n": 2}]
         for (geom, props) in read:
             want = shapes[props["MLRARSYM"]]
             assert geom.geom_type == want.geom_type
@@ -165,6 +167,9 @@ def test_shapefile_reads_as_gdal_wrote_it(tmp_path: Path) -> None:
     region = _region(tmp_path / "r", [settings])
     counts = prepare_zone_layer(region, "mlra", [archive], tmp_path / "mlra.geojson")
     assert counts == {"east": 1, "west": 1}
+    within = ((LEFT - 1000, BOTTOM - 1000, RIGHT + 1000, TOP + 1000), "EPSG:3338")
+    near = read_shapefile(archive, within=within)[0]
+    assert [g is None for g, _ in near] == [False, False, True]
     layer = read_zone_layer(tmp_path / "mlra.geojson")
     west = dict(zip(layer.zones, layer.geometries, strict=True))["west"]
     expected = holed.intersection(west.envelope)

@@ -86,8 +86,7 @@ def zone_markdown(task: str, results: dict[str, Any], split_names: dict[str, str
     title = results["title"]
     lines = ["", f"## Results by zone: {title}", ""]
     if results["synthetic"]:
-        lines += ["**SYNTHETIC zones** (made from the synthetic region's own sources); they "
-                  "describe no real place.", ""]
+        lines += ["**SYNTHETIC zones**: they describe no real place.", ""]
     lines += [
         f"Each test point is placed by its coordinates (EPSG:3338) in a polygon of "
         f"`{results['path']}` (from `{results['source']}`); a point in none is counted as "

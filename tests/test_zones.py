@@ -22,13 +22,19 @@ from workflow_project import make_project, make_statewide_project, planned_jobs
 
 from mapper.config import Region, load_config, load_region
 from mapper.demo.zones import THRESHOLDS, ZONES, synthesize_zones
-from mapper.errors import InputError
+from mapper.errors import InputError, SourceError
 from mapper.evaluate import _write
 from mapper.raster import write_geotiff
 from mapper.report import report
 from mapper.shapefile import read_shapefile
 from mapper.zonal import THIN_ZONE
-from mapper.zones import OUTSIDE, prepare_zone_layer, read_zone_layer, zone_layer_path
+from mapper.zones import (
+    OUTSIDE,
+    fetch_zone_file,
+    prepare_zone_layer,
+    read_zone_layer,
+    zone_layer_path,
+)
 
 LEFT, BOTTOM = 241_600.0, 1_645_120.0
 RIGHT, TOP = LEFT + 2560.0, BOTTOM + 2560.0
@@ -116,6 +122,35 @@ def test_a_field_the_layer_lacks_is_named(tmp_path: Path) -> None:
         prepare_zone_layer(region, "halves", [source], tmp_path / "o.geojson")
 
 
+def test_http_layer_is_downloaded_verified_and_prepared(tmp_path: Path) -> None:
+    """An http layer from a loopback server: the file, its manifest (sha256 checked), then the
+    prepared layer; a wrong checksum leaves nothing behind."""
+    import hashlib
+
+    from httpserver import LoopbackServer
+
+    data = _zones_geojson(tmp_path / "halves.geojson").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    with LoopbackServer() as server:
+        url = server.add_file("/zones/halves.geojson", data)
+        settings = {"name": "halves", "kind": "http", "field": "area",
+                    "files": [{"url": url, "sha256": digest}]}
+        region = _region(tmp_path / "r", [settings])
+        out = tmp_path / "resources" / "zones" / "halves" / "halves.geojson"
+        fetch_zone_file(region, "halves", "halves.geojson", out)
+        manifest = json.loads(out.with_name("halves.geojson.json").read_text())
+        assert out.read_bytes() == data and manifest["items"][0]["sha256"] == digest
+        assert manifest["items"][0]["url"] == url
+        bad = replace(region, settings={**region.settings, "zones": [
+            {**settings, "files": [{"url": url, "sha256": "0" * 64}]}]})
+        other = tmp_path / "other" / "halves.geojson"
+        with pytest.raises(SourceError, match="sha256"):
+            fetch_zone_file(bad, "halves", "halves.geojson", other)
+        assert not other.exists()
+    assert prepare_zone_layer(region, "halves", [out], tmp_path / "p.geojson") == {
+        "east": 1, "west": 1}
+
+
 # -- shapefiles, against GDAL ------------------------------------------------------------------
 
 UTM6N = Transformer.from_crs(3338, 32606, always_xy=True)
@@ -126,7 +161,8 @@ def _utm(geom: shapely.Geometry) -> shapely.Geometry:
                                                                                xy[:, 1])))
 
 
-@pytest.mark.skipif(shutil.which("ogr2ogr") is None, reason="GDAL's ogr2ogr is the oracle")
+@pytest.mark.skipif(shutil.which("ogr2ogr") is None,
+                    reason="GDAL's ogr2ogr is the oracle: install Debian's gdal-bin")
 def test_shapefile_reads_as_gdal_wrote_it(tmp_path: Path) -> None:
     """Polygons with a hole and a multipolygon, in UTM 6N, written by ogr2ogr (loose and zipped
     as NRCS publishes its MLRAs): the same shapes, attributes and CRS back."""

@@ -310,6 +310,44 @@ def test_report_gives_per_zone_counts_and_metrics(halves: tuple[Region, Path],
     assert east.split("|")[2].strip() == "1"  # o5-o8 were in the fold without training points
 
 
+def test_soil_order_by_zone_has_accuracy_and_macro_f1(halves: tuple[Region, Path],
+                                                      tmp_path: Path) -> None:
+    """Multiclass: per zone accuracy and macro F1 (scikit-learn's, over the classes that occur),
+    no AUC or R1."""
+    from sklearn.metrics import f1_score
+
+    from mapper.tasks import TASKS
+
+    region, layer = halves
+    classes = TASKS["soilorder"].classes
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 3, 10)
+    y_pred = np.where(rng.random(10) < 0.6, y_true, rng.integers(0, 4, 10))
+    files = []
+    for fold in (0, 1):
+        i = np.flatnonzero(np.arange(10) % 2 == fold)
+        proba = np.full((len(i), len(classes)), 0.01)
+        proba[np.arange(len(i)), y_pred[i]] = 0.9
+        df = pd.DataFrame({"obs_id": [f"o{k}" for k in i], "x": PX[i], "y": PY[i],
+                           "y_true": y_true[i], "y_pred": y_pred[i], "model": "miso",
+                           "split": "random", "fold": fold})
+        for c, col in enumerate(TASKS["soilorder"].probability_columns):
+            df[col] = proba[:, c]
+        path = tmp_path / "cv" / f"miso_random_f{fold}.parquet"
+        _write(df, path, {"task": "soilorder", "model": "miso", "split": "random", "fold": fold,
+                          "n_train": 5, "n_test": len(i), "note": "", "train_counts": [1] * 7,
+                          "classes": [], "region": "tiny"})
+        files.append(path)
+    content = report(region, "soilorder", files, tmp_path / "so.md", zones=[layer])
+    for zone, idx in {"west": [0, 1, 2, 3], "east": [4, 5, 6, 7, 8]}.items():
+        cell = content["zones"]["halves"]["zones"][zone]["splits"]["random"]["miso"]
+        assert set(cell) == {"n", "accuracy", "macro_f1"}
+        assert cell["accuracy"] == pytest.approx((y_true[idx] == y_pred[idx]).mean())
+        assert cell["macro_f1"] == pytest.approx(
+            f1_score(y_true[idx], y_pred[idx], average="macro", zero_division=0))
+    assert "MiSo macro F1" in (tmp_path / "so.md").read_text()
+
+
 def test_report_without_zone_layers_has_no_zone_section(tmp_path: Path) -> None:
     region = _region(tmp_path)
     content = report(region, "nsp", _fold_files(tmp_path), tmp_path / "nsp.md")

@@ -147,6 +147,35 @@ def read_zone_layer(path: str | Path) -> ZoneLayer:
 # -- preparing --------------------------------------------------------------------------------
 
 
+def _transform(src: Any, dst: Any) -> Any:
+    """A coordinate function for :func:`shapely.transform` from CRS ``src`` to ``dst``."""
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
+
+    def f(xy: np.ndarray) -> np.ndarray:
+        x, y = transformer.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return f
+
+
+def _window_in(window: shapely.Polygon, crs: CRS) -> shapely.Geometry | None:
+    """The EPSG:3338 ``window`` in ``crs`` (edges densified), or None when it does not map to
+    one faithful polygon there (torn at 180 degrees, or off the projection's domain): then
+    every polygon is projected whole and cut in EPSG:3338.
+
+    Cutting first keeps far parts of a large polygon (a circum-Arctic zone) from being projected
+    into Alaska Albers, where those beyond its domain would tear the polygon."""
+    edge = max(window.bounds[2] - window.bounds[0], window.bounds[3] - window.bounds[1]) / 100
+    there = shapely.transform(shapely.segmentize(window, edge), _transform("EPSG:3338", crs))
+    if not np.isfinite(shapely.get_coordinates(there)).all() or not there.is_valid:
+        return None
+    back = shapely.transform(there, _transform(crs, "EPSG:3338"))
+    if not back.is_valid or abs(back.area - window.area) > 0.01 * window.area:
+        return None
+    return there
+
+
+
 def _chosen_input(settings: dict[str, Any], inputs: list[Path]) -> tuple[Path, str | None]:
     """The file to read among a layer's inputs, and the zip member to read in it (if any)."""
     layer = settings.get("layer")
@@ -188,22 +217,21 @@ def prepare_zone_layer(
         fields = sorted({k for _, props in features for k in props})
         raise ConfigError(f"{region.path}: zone layer '{name}': {path} has no field '{field}' "
                           f"(fields: {', '.join(fields)}); fix 'field'")
-    to_albers = None
+    to_albers, near = None, None
     if not crs.equals(CRS.from_epsg(3338)):
-        transformer = Transformer.from_crs(crs, 3338, always_xy=True)
-
-        def to_albers(xy: np.ndarray) -> np.ndarray:
-            x, y = transformer.transform(xy[:, 0], xy[:, 1])
-            return np.column_stack([x, y])
-
+        to_albers = _transform(crs, "EPSG:3338")
+        near = _window_in(window, crs)
     by_zone: dict[str, list[shapely.Geometry]] = {}
     for geom, props in features:
         value = props.get(field)
         if geom is None or value is None or str(value).strip() == "":
             continue
+        geom = shapely.make_valid(geom)
+        if near is not None:  # cut in the layer's CRS first: no far part is projected
+            geom = shapely.intersection(geom, near)
         if to_albers is not None:
-            geom = shapely.transform(geom, to_albers)
-        geom = shapely.intersection(shapely.make_valid(geom), window)
+            geom = shapely.make_valid(shapely.transform(geom, to_albers))
+        geom = shapely.intersection(geom, window)
         if not geom.is_empty and geom.area > 0:
             by_zone.setdefault(str(value).strip(), []).append(geom)
     if not by_zone:

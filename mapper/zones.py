@@ -163,8 +163,8 @@ def _window_in(window: shapely.Polygon, crs: CRS) -> shapely.Geometry | None:
     one faithful polygon there (torn at 180 degrees, or off the projection's domain): then
     every polygon is projected whole and cut in EPSG:3338.
 
-    Cutting first keeps far parts of a large polygon (a circum-Arctic zone) from being projected
-    into Alaska Albers, where those beyond its domain would tear the polygon."""
+    Cutting first spares projecting the far parts of a large polygon (a circum-Arctic zone) into
+    Alaska Albers, where a polygon that crosses the conic's cut (26 degrees E) is torn apart."""
     edge = max(window.bounds[2] - window.bounds[0], window.bounds[3] - window.bounds[1]) / 100
     there = shapely.transform(shapely.segmentize(window, edge), _transform("EPSG:3338", crs))
     if not np.isfinite(shapely.get_coordinates(there)).all() or not there.is_valid:
@@ -227,7 +227,7 @@ def prepare_zone_layer(
         if geom is None or value is None or str(value).strip() == "":
             continue
         geom = shapely.make_valid(geom)
-        if near is not None:  # cut in the layer's CRS first: no far part is projected
+        if near is not None:  # cut in the layer's CRS first: far parts are not projected
             geom = shapely.intersection(geom, near)
         if to_albers is not None:
             geom = shapely.make_valid(shapely.transform(geom, to_albers))

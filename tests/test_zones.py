@@ -151,6 +151,27 @@ def test_http_layer_is_downloaded_verified_and_prepared(tmp_path: Path) -> None:
         "east": 1, "west": 1}
 
 
+def test_a_circumpolar_polygon_in_ease_grid_covers_the_region(tmp_path: Path) -> None:
+    """A ring around the pole in EASE-Grid North (as NSIDC's permafrost map is drawn), cut to
+    the region in its own CRS and then projected: exactly the region's window."""
+    from mapper.zones import CLIP_MARGIN
+
+    ring = shapely.Point(0, 0).buffer(5_000_000, 64).difference(
+        shapely.Point(0, 0).buffer(1_500_000, 64))
+    path = tmp_path / "ring.geojson"
+    path.write_text(json.dumps({
+        "type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:3408"}},
+        "features": [{"type": "Feature", "properties": {"EXTENT": "C"},
+                      "geometry": json.loads(shapely.to_geojson(ring))}]}))
+    region = _region(tmp_path / "r", [{"name": "pf", "kind": "file", "field": "EXTENT",
+                                       "path": str(path)}])
+    prepare_zone_layer(region, "pf", [path], tmp_path / "pf.geojson")
+    layer = read_zone_layer(tmp_path / "pf.geojson")
+    window = shapely.box(LEFT, BOTTOM, RIGHT, TOP).buffer(CLIP_MARGIN, join_style="mitre")
+    assert layer.zones == ("C",)
+    assert layer.geometries[0].symmetric_difference(window).area < 1e-6 * window.area
+
+
 # -- shapefiles, against GDAL ------------------------------------------------------------------
 
 UTM6N = Transformer.from_crs(3338, 32606, always_xy=True)

@@ -289,6 +289,12 @@ def zone_layer_inputs(wildcards):
     """The file(s) a zone layer is prepared from, per its kind."""
     s = zone_layer_settings(wildcards)
     if s["kind"] == "demo":  # synthesized from the demo's climate (rule demo_zones)
+        if wildcards.region not in SYNTHESIZED_REGIONS:
+            sys.exit(
+                f"zone layer '{wildcards.layer}' of region '{wildcards.region}' is of kind demo, "
+                "which only a region whose sources are all of kind demo has; give it kind file "
+                "or http in the region file"
+            )
         return [demo_source(wildcards.region, "zones.geojson")]
     if s["kind"] == "file":
         return [s["path"]]

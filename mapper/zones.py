@@ -5,8 +5,8 @@ A region names its layers under ``zones`` (mapper/schemas/region.schema.yaml), e
 (``kind``): ``file`` (a local ``path``), ``http`` (``files`` downloaded by the workflow, ``layer``
 naming the one to read, or a shapefile inside a zip) or ``demo`` (synthesized from the demo's
 climate by :mod:`mapper.demo.zones`). Readable inputs: GeoJSON (EPSG:4326 unless it names its
-CRS, as the region boundaries) and polygon shapefiles, loose or zipped (:mod:`mapper.shapefile`),
-in any CRS.
+CRS, as the region boundaries) and polygon shapefiles, loose or zipped, in any CRS: read by GDAL's
+OGR drivers through pyogrio (:func:`open_vector`, :func:`read_vector`), a zip through ``/vsizip/``.
 
 Each layer is *prepared* once (:func:`prepare_zone_layer`, rule ``zone_layer``) into
 ``resources/<region>/zones/<name>.geojson``: EPSG:3338, cut to the region's bounding box plus
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,33 +91,102 @@ class ZoneLayer:
 # -- reading ----------------------------------------------------------------------------------
 
 
-def read_vector(
-    path: str | Path, member: str | None = None, within: tuple | None = None
-) -> tuple[list[tuple[shapely.Geometry | None, dict[str, Any]]], CRS]:
-    """``([(geometry, properties)], crs)`` of a GeoJSON file or a (zipped) polygon shapefile;
-    ``within`` (a box and its CRS) lets a shapefile skip the shapes outside it."""
+@dataclass(frozen=True)
+class VectorSource:
+    """A zone layer's source as GDAL's OGR opens it (through pyogrio): ``dataset`` is GDAL's
+    name for it (``/vsizip/<zip>/<member>`` for a shapefile inside a zip), ``label`` the name
+    messages give it, ``crs`` the layer's CRS (a GeoJSON without a ``crs`` member: EPSG:4326,
+    RFC 7946) and ``fields`` its attribute names."""
+
+    label: str
+    dataset: str
+    crs: CRS
+    fields: tuple[str, ...]
+
+
+def open_vector(path: str | Path, member: str | None = None) -> VectorSource:
+    """The first layer of a GeoJSON file or a polygon shapefile, loose or zipped: ``member`` is
+    the shapefile to read in a zip (e.g. ``MLRA_52_2022/MLRA_52.shp``), else the zip's only one.
+
+    InputError (one line, naming the file and the fix) for a missing or unreadable file, a zip
+    member that is not there, a shapefile without its .shx or .prj, a layer of points or lines."""
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError
+
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".shp", ".zip"):
-        from mapper.shapefile import read_shapefile
-
-        return read_shapefile(path, member, within)
-    if suffix not in (".geojson", ".json"):
+    if suffix not in VECTOR_SUFFIXES:
         raise InputError(f"{path}: not a zone layer format mapper reads (GeoJSON, .shp or a "
                          "zipped shapefile); convert it, e.g. ogr2ogr -f GeoJSON out.geojson IN")
+    if not path.is_file():
+        raise InputError(f"{path}: zone layer not found; fetch it or fix its path")
+    label, dataset = str(path), str(path)
+    if suffix == ".zip":
+        member = _zip_member(path, member)
+        label, dataset = f"{path}/{member}", f"/vsizip/{path}/{member}"
     try:
-        gj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: zone layer not found; fetch it or fix its path") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not readable GeoJSON ({exc}); replace it") from None
-    features = gj.get("features", []) if gj.get("type") == "FeatureCollection" else [gj]
-    crs = CRS.from_user_input(gj.get("crs", {}).get("properties", {}).get("name", "EPSG:4326"))
-    out = []
-    for f in features:
-        g = f.get("geometry")
-        out.append((shapely.geometry.shape(g) if g else None, dict(f.get("properties") or {})))
-    return out, crs
+        info = pyogrio.read_info(dataset)
+    except (DataSourceError, DataLayerError) as exc:
+        reason = " ".join(str(exc).split())  # GDAL's message, on one line
+        parts = " (a shapefile: fetch its .shp, .shx, .dbf and .prj)" if label.lower().endswith(
+            ".shp") else ""
+        raise InputError(f"{label}: not readable by GDAL ({reason}); replace it{parts}") from None
+    if info["crs"] is None:
+        raise InputError(f"{label}: the layer has no CRS (a shapefile without its .prj); fetch "
+                         "all of its parts")
+    kind = info["geometry_type"] or "Unknown"
+    if "Polygon" not in kind and kind not in ("Unknown", "GeometryCollection"):
+        raise InputError(f"{label}: a layer of {kind} geometries, not polygons; a zone layer "
+                         "needs polygons")
+    return VectorSource(label, dataset, CRS.from_user_input(info["crs"]),
+                        tuple(str(f) for f in info["fields"]))
+
+
+def _zip_member(path: Path, member: str | None) -> str:
+    """``member`` if zip ``path`` holds it, else (``member`` None) its only ``.shp``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        raise InputError(f"{path}: not a zip archive; delete it and fetch it again") from None
+    if member is not None:
+        if member not in names:
+            raise InputError(f"{path}: has no member {member}; fix the zone layer's 'layer' key")
+        return member
+    shps = [n for n in names if n.lower().endswith(".shp")]
+    if len(shps) != 1:
+        raise InputError(f"{path}: holds {len(shps)} shapefiles ({', '.join(shps[:5]) or 'none'});"
+                         " name the one to read with the zone layer's 'layer' key")
+    return shps[0]
+
+
+def read_vector(
+    source: VectorSource, field: str, mask: shapely.Geometry | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(geometries, values)`` of ``source``'s features: shapely geometries (None for a null
+    shape; Z and M dropped) and their ``field`` values (None or NaN where empty); ``field`` is
+    one of ``source.fields`` (checked by the caller, whose message names the fix). ``mask`` (in
+    the layer's CRS) keeps only the features that meet it, skipped by GDAL before they are
+    built (a national layer read for one region)."""
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    if field not in source.fields:  # GDAL would give no values, not an error
+        raise ValueError(f"{source.label}: no field {field!r} among {source.fields}")
+    try:
+        _, _, wkb, (values,) = pyogrio.raw.read(source.dataset, columns=[field], mask=mask,
+                                                force_2d=True)
+    except (DataSourceError, DataLayerError) as exc:
+        reason = " ".join(str(exc).split())
+        raise InputError(f"{source.label}: not readable by GDAL ({reason}); replace it") from None
+    return shapely.from_wkb(wkb), values
+
+
+def _zone_name(value: Any) -> str | None:
+    """A field value as a zone name; None when empty (null, NaN, blank)."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    return str(value).strip() or None
 
 
 def read_zone_layer(path: str | Path) -> ZoneLayer:
@@ -211,20 +281,21 @@ def prepare_zone_layer(
     left, bottom, right, top = region.boundary().bounds
     window = shapely.box(left - CLIP_MARGIN, bottom - CLIP_MARGIN, right + CLIP_MARGIN,
                          top + CLIP_MARGIN)
-    features, crs = read_vector(path, member, (window.bounds, "EPSG:3338"))
+    source = open_vector(path, member)
     field = settings["field"]
-    if features and not any(field in props for _, props in features):
-        fields = sorted({k for _, props in features for k in props})
-        raise ConfigError(f"{region.path}: zone layer '{name}': {path} has no field '{field}' "
-                          f"(fields: {', '.join(fields)}); fix 'field'")
+    if field not in source.fields:
+        raise ConfigError(f"{region.path}: zone layer '{name}': {source.label} has no field "
+                          f"'{field}' (fields: {', '.join(source.fields) or 'none'}); fix 'field'")
     to_albers, near = None, None
-    if not crs.equals(CRS.from_epsg(3338)):
-        to_albers = _transform(crs, "EPSG:3338")
-        near = _window_in(window, crs)
+    if not source.crs.equals(CRS.from_epsg(3338)):
+        to_albers = _transform(source.crs, "EPSG:3338")
+        near = _window_in(window, source.crs)
+    # GDAL skips the features that miss the window (None: it does not map to the layer's CRS)
+    geometries, values = read_vector(source, field, mask=window if to_albers is None else near)
     by_zone: dict[str, list[shapely.Geometry]] = {}
-    for geom, props in features:
-        value = props.get(field)
-        if geom is None or value is None or str(value).strip() == "":
+    for geom, value in zip(geometries, values, strict=True):
+        zone = _zone_name(value)
+        if geom is None or zone is None:
             continue
         geom = shapely.make_valid(geom)
         if near is not None:  # cut in the layer's CRS first: far parts are not projected
@@ -233,7 +304,7 @@ def prepare_zone_layer(
             geom = shapely.make_valid(shapely.transform(geom, to_albers))
         geom = shapely.intersection(geom, window)
         if not geom.is_empty and geom.area > 0:
-            by_zone.setdefault(str(value).strip(), []).append(geom)
+            by_zone.setdefault(zone, []).append(geom)
     if not by_zone:
         raise InputError(f"{path}: no polygon of zone layer '{name}' meets region "
                          f"'{region.name}'; check the file and its CRS")

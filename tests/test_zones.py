@@ -1,4 +1,4 @@
-"""Zone layers and the results by zone: reading (GeoJSON, shapefiles against GDAL's ogr2ogr),
+"""Zone layers and the results by zone: reading (GeoJSON; shapefiles written by GDAL's ogr2ogr),
 preparing, assigning points, the report's per-zone figures against a computation by hand, the
 demo's synthetic climate zones, and the workflow's plan."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -26,12 +27,13 @@ from mapper.errors import InputError, SourceError
 from mapper.evaluate import _write
 from mapper.raster import write_geotiff
 from mapper.report import report
-from mapper.shapefile import read_shapefile
 from mapper.zonal import THIN_ZONE
 from mapper.zones import (
     OUTSIDE,
     fetch_zone_file,
+    open_vector,
     prepare_zone_layer,
+    read_vector,
     read_zone_layer,
     zone_layer_path,
 )
@@ -172,7 +174,7 @@ def test_a_circumpolar_polygon_in_ease_grid_covers_the_region(tmp_path: Path) ->
     assert layer.geometries[0].symmetric_difference(window).area < 1e-6 * window.area
 
 
-# -- shapefiles, against GDAL ------------------------------------------------------------------
+# -- shapefiles, as GDAL's ogr2ogr wrote them -------------------------------------------------
 
 UTM6N = Transformer.from_crs(3338, 32606, always_xy=True)
 
@@ -183,15 +185,16 @@ def _utm(geom: shapely.Geometry) -> shapely.Geometry:
 
 
 @pytest.mark.skipif(shutil.which("ogr2ogr") is None,
-                    reason="GDAL's ogr2ogr is the oracle: install Debian's gdal-bin")
+                    reason="GDAL's ogr2ogr writes the shapefiles: install Debian's gdal-bin")
 def test_shapefile_reads_as_gdal_wrote_it(tmp_path: Path) -> None:
-    """Polygons with a hole and a multipolygon, in UTM 6N, written by ogr2ogr (loose and zipped
-    as NRCS publishes its MLRAs): the same shapes, attributes and CRS back."""
+    """Polygons with a hole and a multipolygon, in UTM 6N, written by the system's ogr2ogr
+    (loose and zipped as NRCS publishes its MLRAs) and read through pyogrio's own GDAL: the same
+    shapes, attributes and CRS back; a window skips the far shape; missing parts are named."""
     holed = shapely.Polygon(WEST.exterior.coords, [shapely.box(LEFT, BOTTOM, LEFT + 500,
                                                                BOTTOM + 500).exterior.coords])
     multi = shapely.MultiPolygon([shapely.box(MID, BOTTOM, MID + 500, BOTTOM + 500),
                                   shapely.box(MID + 800, BOTTOM, RIGHT, TOP)])
-    far = shapely.box(LEFT + 300_000, BOTTOM, LEFT + 301_000, TOP)  # 300 km east: not built
+    far = shapely.box(LEFT + 300_000, BOTTOM, LEFT + 301_000, TOP)  # 300 km east: not read
     shapes = {"west": _utm(holed), "east": _utm(multi), "far": _utm(far)}
     features = [{"type": "Feature", "properties": {"MLRARSYM": name, "ratio": i + 0.5, "n": i},
                  "geometry": json.loads(shapely.to_geojson(g))}
@@ -208,15 +211,17 @@ def test_shapefile_reads_as_gdal_wrote_it(tmp_path: Path) -> None:
         for f in sorted(folder.iterdir()):
             z.write(f, f"MLRA_52_2022/{f.name}")
     for path in (folder / "MLRA_52.shp", archive):
-        read, crs = read_shapefile(path)
-        assert crs.to_epsg() == 32606
-        assert [props for _, props in read] == [
-            {"MLRARSYM": "west", "ratio": 0.5, "n": 0}, {"MLRARSYM": "east", "ratio": 1.5, "n": 1},
-            {"MLRARSYM": "far", "ratio": 2.5, "n": 2}]
-        for (geom, props) in read:
-            want = shapes[props["MLRARSYM"]]
+        source = open_vector(path)
+        assert source.crs.to_epsg() == 32606 and source.fields == ("MLRARSYM", "ratio", "n")
+        geoms, names = read_vector(source, "MLRARSYM")
+        assert list(names) == ["west", "east", "far"]
+        assert list(read_vector(source, "ratio")[1]) == [0.5, 1.5, 2.5]
+        assert list(read_vector(source, "n")[1]) == [0, 1, 2]
+        for geom, name in zip(geoms, names, strict=True):
+            want = shapes[name]
             assert geom.geom_type == want.geom_type
             assert geom.symmetric_difference(want).area < 1e-3
+        assert len(geoms[0].interiors) == 1 and len(geoms[1].geoms) == 2
     # the prepared layer from the zip, as an http layer names it: back in EPSG:3338
     settings = {"name": "mlra", "kind": "http", "field": "MLRARSYM",
                 "files": [{"url": "https://example.invalid/MLRA_52_2022.zip"}],
@@ -224,18 +229,73 @@ def test_shapefile_reads_as_gdal_wrote_it(tmp_path: Path) -> None:
     region = _region(tmp_path / "r", [settings])
     counts = prepare_zone_layer(region, "mlra", [archive], tmp_path / "mlra.geojson")
     assert counts == {"east": 1, "west": 1}
-    within = ((LEFT - 1000, BOTTOM - 1000, RIGHT + 1000, TOP + 1000), "EPSG:3338")
-    near = read_shapefile(archive, within=within)[0]
-    assert [g is None for g, _ in near] == [False, False, True]
+    window = _utm(shapely.box(LEFT - 1000, BOTTOM - 1000, RIGHT + 1000, TOP + 1000))
+    near = read_vector(open_vector(archive, "MLRA_52_2022/MLRA_52.shp"), "MLRARSYM", window)[1]
+    assert list(near) == ["west", "east"]  # GDAL skipped the far shape
     layer = read_zone_layer(tmp_path / "mlra.geojson")
     west = dict(zip(layer.zones, layer.geometries, strict=True))["west"]
     expected = holed.intersection(west.envelope)
     assert west.symmetric_difference(expected).area < 1.0  # m², after UTM and back
     assert layer.assign(np.array([LEFT + 250.0]), np.array([BOTTOM + 250.0]))[0] == OUTSIDE
     bad = region.settings["zones"][0] | {"layer": "MLRA_52_2022/nope.shp"}
-    with pytest.raises(InputError, match="has no member MLRA_52_2022/nope.shp"):
+    with pytest.raises(InputError, match="has no member MLRA_52_2022/nope.shp.*'layer'"):
         prepare_zone_layer(replace(region, settings={**region.settings, "zones": [bad]}),
                            "mlra", [archive], tmp_path / "x.geojson")
+    # a loose shapefile without one of its parts: one line naming the file and the part
+    for part, match in ((".shx", r"MLRA_52\.shp: not readable by GDAL.*\.shx.*fetch its"),
+                        (".prj", r"MLRA_52\.shp: the layer has no CRS.*\.prj")):
+        (folder / "MLRA_52").with_suffix(part).unlink()
+        with pytest.raises(InputError, match=match) as err:
+            open_vector(folder / "MLRA_52.shp")
+        assert "\n" not in str(err.value)
+        with zipfile.ZipFile(archive) as z:  # put it back for the next part
+            z.extract(f"MLRA_52_2022/MLRA_52{part}", tmp_path)
+
+
+TOGETHER = """
+import json, sys
+first, second, tif, layer, mask = sys.argv[1:]
+__import__(first), __import__(second)
+import pyogrio, rasterio, shapely
+from rasterio.warp import transform_bounds
+from mapper.zones import open_vector, read_vector
+with rasterio.open(tif) as ds:  # rasterio's GDAL and PROJ
+    out = {"bounds": transform_bounds(ds.crs, "EPSG:4326", *ds.bounds),
+           "total": float(ds.read(1).sum())}
+source = open_vector(layer)  # pyogrio's GDAL and PROJ (the URN looked up in its proj.db)
+geoms, values = read_vector(source, "area", mask=shapely.from_wkt(mask))
+out |= {"crs": source.crs.to_epsg(), "zones": list(values), "area": geoms[0].area,
+        "gdal": [rasterio.__gdal_version__, pyogrio.__gdal_version_string__]}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("first", ["rasterio", "pyogrio"])
+def test_rasterio_and_pyogrio_work_in_one_process(tmp_path: Path, first: str) -> None:
+    """Each wheel bundles its own GDAL and PROJ: imported in either order, rasterio opens and
+    reprojects a raster's bounds and pyogrio reads a layer in UTM (with a spatial filter, GEOS
+    in its GDAL), each giving what pyproj and shapely give here."""
+    tif = tmp_path / "r.tif"
+    write_geotiff(tif, np.arange(16, dtype=np.float32).reshape(1, 4, 4),
+                  Affine(1000.0, 0, LEFT, 0, -1000.0, TOP), "EPSG:3338")
+    layer = tmp_path / "halves.geojson"
+    features = [{"type": "Feature", "properties": {"area": name},
+                 "geometry": json.loads(shapely.to_geojson(_utm(g)))}
+                for name, g in (("west", WEST), ("east", EAST))]
+    layer.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties":
+                                 {"name": "urn:ogc:def:crs:EPSG::32606"}}, "features": features}))
+    second = {"rasterio": "pyogrio", "pyogrio": "rasterio"}[first]
+    mask = _utm(shapely.box(LEFT, BOTTOM, LEFT + 500, BOTTOM + 500)).wkt  # in the west only
+    run = subprocess.run([sys.executable, "-c", TOGETHER, first, second, str(tif), str(layer),
+                          mask], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    bounds = Transformer.from_crs(3338, 4326, always_xy=True).transform_bounds(
+        LEFT, TOP - 4000, LEFT + 4000, TOP, densify_pts=21)
+    assert out["bounds"] == pytest.approx(bounds, abs=1e-9) and out["total"] == 120.0
+    assert out["crs"] == 32606 and out["zones"] == ["west"]
+    assert out["area"] == pytest.approx(_utm(WEST).area)
+    assert "ERROR" not in run.stderr and "proj.db" not in run.stderr, run.stderr
 
 
 # -- the report by zone, against a computation by hand ----------------------------------------
@@ -434,4 +494,4 @@ def test_statewide_plan_fetches_and_prepares_both_zone_layers(tmp_path: Path) ->
     project = make_statewide_project(tmp_path)
     targets = [f"resources/{project.region}/zones/{n}.geojson" for n in ("permafrost_zone", "mlra")]
     jobs = planned_jobs(project, *targets)
-    assert jobs == {"fetch_zone_file": 4, "zone_layer": 2}
+    assert jobs == {"fetch_zone_file": 5, "zone_layer": 2}  # permaice's 4 parts, mlra's zip

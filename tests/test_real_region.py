@@ -28,7 +28,6 @@ import pytest
 import rasterio
 import yaml
 from affine import Affine
-from conftest import system_tool
 from dem_cells import THREEDEP_TEMPLATE, serve, write_3dep
 from earth_search import BANDS, EarthSearch, Scene
 from httpserver import LoopbackServer
@@ -235,8 +234,9 @@ def test_the_region_runs_from_the_services_to_its_maps(real_site: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.workflow
-def test_its_elevation_band_matches_gdalwarp_of_the_cells(real_site: dict, tmp_path: Path) -> None:
-    gdalwarp = system_tool("gdalwarp")
+def test_its_elevation_band_matches_gdalwarp_of_the_cells(
+    real_site: dict, gdalwarp: str, tmp_path: Path
+) -> None:
     project = real_site["project"]
     tile = project.tiles[0]
     with rasterio.open(project.path(project.stack(tile))) as src:

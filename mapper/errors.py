@@ -23,5 +23,9 @@ class SourceError(MapperError):
     """A source could not be fetched or verified (HTTP, STAC, checksum)."""
 
 
+class NotFoundError(SourceError):
+    """The server has no file at a source's URL (HTTP 404 or 410): sea, for a DEM cell."""
+
+
 class CheckpointError(MapperError):
     """A model checkpoint is unreadable or belongs to another model size, band list or task."""

@@ -357,3 +357,43 @@ def write_geotiff(
         if tags:
             dst.update_tags(**tags)
     logger.debug("wrote %s (%d bands, %dx%d)", path, count, height, width)
+
+
+# -- single-band rasters held in memory (members of zip archives) -------------------------------
+class GridSpec:
+    """A raster's grid: CRS (WKT), affine transform and size; equal when all three are."""
+
+    def __init__(self, crs: str, transform: Affine, width: int, height: int) -> None:
+        self.crs, self.transform, self.width, self.height = crs, transform, width, height
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GridSpec) and (
+            (self.width, self.height) == (other.width, other.height)
+            and self.transform.almost_equals(other.transform, precision=1e-6)
+            and CRS.from_wkt(self.crs) == CRS.from_wkt(other.crs)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking value object: compare only
+
+    def describe(self) -> str:
+        t = self.transform
+        return (f"{self.width}x{self.height} px of {t.a:g} x {-t.e:g} from ({t.c:g}, {t.f:g}) in "
+                f"{CRS.from_wkt(self.crs).to_string()}")  # fmt: skip
+
+
+def decode_single_band(data: bytes, name: str) -> tuple[np.ndarray, GridSpec, float | None]:
+    """Band 1 of a raster file held in memory (e.g. a GeoTIFF read from a zip member): its values
+    (the file's dtype), grid and nodata. ``name`` is what an InputError names."""
+    from rasterio.io import MemoryFile
+
+    try:
+        with MemoryFile(data) as mem, mem.open() as src:
+            if src.crs is None:
+                raise InputError(f"{name}: the raster has no CRS; use the archive as published")
+            grid = GridSpec(src.crs.to_wkt(), src.transform, src.width, src.height)
+            return src.read(1), grid, src.nodata
+    except RasterioIOError as exc:
+        raise InputError(
+            f"{name}: cannot be read as a raster ({gdal_reason(exc)}); the archive is damaged: "
+            "delete it and fetch it again"
+        ) from None

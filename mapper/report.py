@@ -5,8 +5,9 @@
 Writes beside ``out``:
 - ``<task>.md``: a Markdown report: the summary table (accuracy, macro and weighted precision /
   recall / F1, and for a binary task such as NSP AUC and R1 = recall of present), a per-class table
-  (precision, recall, F1), fold sizes, and, for a synthetic region with truth rasters, how the
-  held-out predictions agree with the hidden truth;
+  (precision, recall, F1), fold sizes, for a synthetic region with truth rasters how the
+  held-out predictions agree with the hidden truth, and the results by zone of each of the
+  region's zone layers (:mod:`mapper.zonal`);
 - ``<task>.json``: every figure, per fold too;
 - ``<task>_splits.png``: bars of the headline metrics per split and model (+- sd);
 - ``<task>_confusion.png``: confusion matrices pooled over the folds, per split and model
@@ -48,6 +49,8 @@ from mapper.metrics import classification_metrics, confusion
 from mapper.splits import SPLITS
 from mapper.tasks import get_task
 from mapper.truth import RELIABILITY_BINS, plot_reliability, truth_agreement, truth_path
+from mapper.zonal import zone_markdown, zone_results
+from mapper.zones import read_zone_layer, zone_layer_path
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +173,7 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[dict[str, Any]],
-              truth: dict[str, Any] | None, out: Path) -> str:
+              truth: dict[str, Any] | None, out: Path, by_zone: list[str] | None = None) -> str:
     spec = get_task(task)
     classes = list(spec.classes)
     lines = [f"# Evaluation: {spec.heading}, region {region.name}", ""]
@@ -279,6 +282,7 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                         f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
                         f"{t['n']} | {t['accuracy_vs_truth']:.3f} | "
                         f"{t['labels_accuracy_vs_truth']:.3f} | {t['chance_accuracy']:.3f} |")
+    lines += by_zone or []
     shown = (f", `{out.stem}_reliability.png` (reliability against the hidden truth)"
              if _has_reliability(truth) else "")
     lines += ["", f"Figures: `{out.stem}_splits.png` (headline metrics per split), "
@@ -417,13 +421,19 @@ def report(
     fold_files: list[str | Path],
     out: str | Path,
     truth: str | Path | None = None,
+    zones: list[str | Path] | None = None,
 ) -> dict[str, Any]:
     """Write ``out`` (Markdown) and its JSON and PNGs beside it (module doc); returns the
     JSON content. ``truth``: the truth raster (default ``resources/<region>/truth/<task>.tif``
-    when the region is synthetic and the file exists)."""
+    when the region is synthetic and the file exists). ``zones``: prepared zone layers to break
+    the results down by (:mod:`mapper.zonal`; default: the region's ``zones``, each at
+    :func:`mapper.zones.zone_layer_path`; ``[]``: none)."""
     out = Path(out)
     if not fold_files:
         raise InputError(f"{out}: no fold predictions given; pass the cv-fold outputs")
+    if zones is None:
+        zones = [zone_layer_path(region.name, z["name"]) for z in region.settings.get("zones", [])]
+    layers = [read_zone_layer(p) for p in zones]  # a missing layer fails before any work
     records, preds = collect(task, fold_files)
     summary = summarise(task, records)
     truth_info = None
@@ -436,7 +446,10 @@ def report(
         "region": region.name, "synthetic": region.synthetic, "task": task,
         "classes": list(get_task(task).classes), "summary": summary,
         "folds": [{k: v for k, v in r.items()} for r in records], "truth": truth_info,
+        "zones": {layer.name: zone_results(task, preds, layer) for layer in layers},
     }
+    by_zone = [line for z in content["zones"].values()
+               for line in zone_markdown(task, z, SPLIT_NAMES, MODEL_NAMES, LABELS)]
     base = out.with_suffix("")
     with atomic_path(base.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(strict_json(content), indent=1, sort_keys=False))
@@ -450,7 +463,7 @@ def report(
                          f"{task}: held-out predictions vs hidden truth, pooled over folds "
                          "(SYNTHETIC region)")
     with atomic_path(out) as tmp:
-        tmp.write_text(_markdown(region, task, summary, records, truth_info, out))
+        tmp.write_text(_markdown(region, task, summary, records, truth_info, out, by_zone))
     logger.info("wrote %s (+ .json, _splits.png, _confusion.png%s) from %d folds", out,
                 ", _reliability.png" if _has_reliability(truth_info) else "", len(records))
     return content

@@ -32,10 +32,12 @@ Sources:
   scale/offset when it declares one; else DN / 10000 for integer bands; float bands as they are.
   Several files form a mosaic: for each pixel and band the first file (in the order given) with a
   value wins. Bilinear.
-- DEM: one raster (e.g. a VRT over IfSAR tiles) or several (first valid wins), metres, band 1,
-  bilinear (XSCALE at the nominal ratio, e.g. 0.5 for a 5 m DEM). Prefer one VRT over many DEM
-  tiles: a VRT joins them before resampling, whereas separate files are resampled one by one, so
-  within a source pixel of a file's edge the first file's value is interpolated from its side only.
+- DEM: one raster (e.g. a VRT over IfSAR tiles) or several, metres, band 1, bilinear (XSCALE at
+  the nominal ratio, e.g. 0.5 for a 5 m DEM). Several files on one grid (the 1 x 1 degree cells of
+  a ``cells`` source, fetched per tile by the workflow: see :mod:`mapper.sources.cells`) are joined
+  before resampling, so there is no seam between adjacent cells; files on different grids are
+  resampled one by one and the first with a value wins. A cell record (``.json``) may be given in
+  place of its raster: a sea cell (no file on the server) then adds no data.
 - Climate normals: one 3-band raster or three single-band rasters; bands are found by their
   descriptions ``precip_annual``, ``summer_warmth``, ``jan_tmin`` (any order, any file). When no
   band is described so (e.g. a ``gdalbuildvrt -separate`` VRT) and there are exactly three bands,
@@ -52,7 +54,6 @@ in :mod:`mapper.terrain`. Internally the DEM derivatives use float64; the stack 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ from rasterio.windows import Window
 from mapper import terrain
 from mapper.bands import CLIMATE_BANDS, S2_BANDS, STACK_BANDS, UNITS
 from mapper.config import Region
+from mapper.dem import grow, hydro_blocks, warp_dem
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
 from mapper.raster import (
@@ -74,6 +76,7 @@ from mapper.raster import (
     open_raster,
     warp_lattice_window,
 )
+from mapper.sources.cells import cell_rasters, is_record
 
 logger = logging.getLogger(__name__)
 
@@ -257,30 +260,6 @@ def _mosaic(plans: list[_BandPlan], lattice: Lattice, window: Window) -> np.ndar
     return out
 
 
-def _dem(paths: list[Path], lattice: Lattice, window: Window) -> np.ndarray:
-    """The DEM (metres, float32, NaN nodata) warped bilinear onto a lattice window.
-
-    Several files form a mosaic: for each pixel the first file with a value wins.
-    """
-    out = None
-    for path in paths:
-        z = warp_lattice_window(path, lattice.crs, lattice.transform, window, indexes=[1])[0]
-        if out is None:
-            out = z
-        else:
-            gaps = np.isnan(out)
-            out[gaps] = z[gaps]
-        if not np.isnan(out).any():
-            break
-    return out
-
-
-def _grow(window: Window, px: int) -> Window:
-    return Window(
-        window.col_off - px, window.row_off - px, window.width + 2 * px, window.height + 2 * px
-    )
-
-
 # -- terrain ------------------------------------------------------------------------------------
 
 
@@ -289,7 +268,7 @@ def local_terrain(
 ) -> dict[str, np.ndarray]:
     """elevation, slope, aspect, curvature, tpi on a lattice window (from the DEM with a halo)."""
     h = settings.halo_px
-    z = _dem(dem, lattice, _grow(window, h))
+    z = warp_dem(dem, lattice, grow(window, h))
     inner = (slice(h, h + int(window.height)), slice(h, h + int(window.width)))
     return {
         "elevation": z[inner],
@@ -300,25 +279,12 @@ def local_terrain(
     }
 
 
-def hydro_blocks(lattice: Lattice, window: Window, block_px: int) -> list[Window]:
-    """The lattice-aligned hydrology blocks (global lattice windows) that meet ``window``."""
-    r0 = math.floor(window.row_off / block_px)
-    r1 = math.ceil((window.row_off + window.height) / block_px)
-    c0 = math.floor(window.col_off / block_px)
-    c1 = math.ceil((window.col_off + window.width) / block_px)
-    return [
-        Window(c * block_px, r * block_px, block_px, block_px)
-        for r in range(r0, r1)
-        for c in range(c0, c1)
-    ]
-
-
 def hydro_terrain(
     dem: list[Path], lattice: Lattice, block: Window, settings: StackSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """TWI and SPI (float32) on one hydrology block, from its DEM grown by the hydro halo."""
     h = settings.hydro_halo_px
-    z = _dem(dem, lattice, _grow(block, h))
+    z = warp_dem(dem, lattice, grow(block, h))
     inner = (slice(h, h + int(block.height)), slice(h, h + int(block.width)))
     sca = terrain.specific_catchment_area(z, lattice.res)[inner]
     slope = terrain.slope(z, lattice.res)[inner]
@@ -373,6 +339,10 @@ def _check_sources(
     clim_plans = _climate_plans(climates)
     if not dems:
         raise InputError("no DEM file given; pass at least one with --dem")
+    if any(is_record(p) for p in dems):  # elevation cells: their records name the rasters
+        dems = [p for p in dems if not is_record(p)] + cell_rasters(
+            [p for p in dems if is_record(p)]
+        )
     # a source nowhere near the region (wrong CRS label, another place) would warp to nodata
     region_bounds = region.boundary().bounds
     for path in [*map(Path, sentinel2), *dems, *climates]:

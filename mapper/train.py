@@ -114,8 +114,12 @@ def _seed_epoch(seed: int, epoch: int) -> None:
 
 
 def model_config(region: Region) -> ModelConfig:
+    """The region's model config; SatlasPretrain weights given by URL are read from where the
+    workflow downloads them (:func:`mapper.sources.weights.weights_path`)."""
+    from mapper.sources.weights import weights_path
+
     m = region.settings["model"]
-    return ModelConfig.named(m["size"], satlas_weights=m["satlas_weights"])
+    return ModelConfig.named(m["size"], satlas_weights=weights_path(m["satlas_weights"]))
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:

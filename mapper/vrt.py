@@ -44,6 +44,8 @@ class VrtSource:
     yoff: int = 0
     relative: bool = False
     block: tuple[int, int] | None = None
+    nodata: float | None = None
+    """The file's nodata, when pixels of that value must not be drawn (a ComplexSource)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def _band_element(root: ET.Element, b: int, band: VrtBand, gdal_type: str) -> No
         for _, rgba in sorted(band.colormap.items()):
             ET.SubElement(table, "Entry", **{f"c{i + 1}": str(v) for i, v in enumerate(rgba)})
     for source in band.sources:
-        src = ET.SubElement(element, "SimpleSource")
+        src = ET.SubElement(element, "SimpleSource" if source.nodata is None else "ComplexSource")
         ET.SubElement(src, "SourceFilename",
                       relativeToVRT="1" if source.relative else "0").text = source.path
         ET.SubElement(src, "SourceBand").text = str(source.band)
@@ -128,6 +130,8 @@ def _band_element(root: ET.Element, b: int, band: VrtBand, gdal_type: str) -> No
         size = {"xSize": str(source.width), "ySize": str(source.height)}
         ET.SubElement(src, "SrcRect", xOff="0", yOff="0", **size)
         ET.SubElement(src, "DstRect", xOff=str(source.xoff), yOff=str(source.yoff), **size)
+        if source.nodata is not None:
+            ET.SubElement(src, "NODATA").text = _nodata_text(source.nodata)
 
 
 def _nodata_text(value: float) -> str:

@@ -79,8 +79,13 @@ def test_alaska_sources_are_real() -> None:
     assert s2["kind"] == "stac" and s2["api"] == "https://earth-search.aws.element84.com/v1"
     assert s2["collection"] == "sentinel-2-l2a" and s2["datetime"] == "2019-06-01/2023-08-31"
     assert s2["months"] == [6, 7, 8] and s2["max_cloud"] == 40
-    assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file"}
-    assert sources["dem"]["path"].endswith(".vrt") and sources["climate"]["path"].endswith(".vrt")
+    assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file", "snap", "cells"}
+    # elevation: USGS 3DEP 1 arc-second cells, named by their north-west corner
+    assert sources["dem"] == {
+        "kind": "cells",
+        "url_template": "https://prd-tnm.s3.amazonaws.com/StagedProducts/Elevation/1/TIFF/"
+        "current/{n}{w}/USGS_1_{n}{w}.tif",
+    }  # climate: tests/test_sources_climate.py
     assert sources["observations"]["path"] == "resources/alaska/sources/observations.csv"
 
 
@@ -112,9 +117,15 @@ def test_alaska_uses_the_reference_settings() -> None:
     """The statewide region spells out the schema's defaults (the reference settings)."""
     alaska = load_region(load_config(CONFIG), "alaska").settings
     raw = shipped_region("alaska")
+    # the reference starts the satellite encoder from SatlasPretrain (fetched by the workflow)
+    satlas = "https://huggingface.co/allenai/satlas-pretrain/resolve/main/sentinel2_swinb_si_ms.pth"
+    assert alaska["model"]["satlas_weights"] == raw["model"]["satlas_weights"] == satlas
     for section in ("stack", "model", "training", "evaluation", "prediction"):
-        assert alaska[section] == schema_defaults(section), section
-        assert raw[section] == schema_defaults(section), f"{section} is not written out in full"
+        defaults = schema_defaults(section)
+        if section == "model":
+            defaults = {**defaults, "satlas_weights": satlas}
+        assert alaska[section] == defaults, section
+        assert raw[section] == defaults, f"{section} is not written out in full"
     assert alaska["model"]["size"] == "swinv2_b"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from satlas_layout import satlas_layout
 from torch import nn
 from torchvision.models import swin_v2_b, swin_v2_t
 
@@ -14,27 +15,6 @@ from mapper.errors import CheckpointError, InputError
 from mapper.models import miso
 from mapper.models.config import ModelConfig
 from mapper.models.swin import SwinEncoder, load_satlas
-
-
-def satlas_layout(backbone: nn.Module, path: Path, in_ch: int = 9, noise: bool = True) -> Path:
-    """Save a torchvision Swin-V2 the way SatlasPretrain stores its single-image models.
-
-    First conv replaced for ``in_ch`` bands, keys prefixed ``backbone.backbone.``, plus FPN and
-    head tensors that a loader must ignore. With ``noise`` every float parameter is perturbed,
-    standing in for trained weights that differ from any fresh initialisation.
-    """
-    torch.manual_seed(11)
-    embed = backbone.features[0][0].out_channels
-    backbone.features[0][0] = nn.Conv2d(in_ch, embed, kernel_size=4, stride=4)
-    state = {}
-    for key, value in backbone.state_dict().items():
-        if noise and value.is_floating_point() and "relative_coords_table" not in key:
-            value = value + 0.01 * torch.randn_like(value)
-        state["backbone.backbone." + key] = value
-    state["intermediates.0.fpn.layer_blocks.0.0.weight"] = torch.randn(128, 128, 3, 3)
-    state["heads.0.layers.0.0.weight"] = torch.randn(4, 128, 3, 3)
-    torch.save(state, path)
-    return path
 
 
 @pytest.fixture(scope="module")

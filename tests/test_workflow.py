@@ -226,6 +226,12 @@ def test_statewide_dry_run_builds_the_whole_dag(tmp_path: Path) -> None:
     print(f"\nstatewide DAG of maps/nsp_{project.region}.tif: {sum(jobs.values())} jobs {jobs}")
     assert jobs["stack"] == len(project.stacked) and jobs["predict"] == n
     assert jobs["finetune"] == 1 and jobs["mosaic_probability"] == 1
+    # elevation: one job per 1 x 1 degree cell any tile reads; the SatlasPretrain weights once
+    from mapper.sources.cells import region_cells
+
+    region = load_region(load_config(project.config), project.region)
+    assert jobs["fetch_dem_cell"] == len({c for cs in region_cells(region).values() for c in cs})
+    assert jobs["fetch_weights"] == 1
 
 
 def assert_cog(path: Path, count: int, dtype: str, bounds: tuple[float, ...]) -> None:

@@ -25,8 +25,8 @@ from mapper import __version__
 from mapper.errors import MapperError
 from mapper.progress import LOG_FORMAT, job_output
 
-STAGE_ORDER = ["demo", "sources", "stack", "samples", "train", "evaluate", "predict", "mosaic",
-               "grid", "model"]
+STAGE_ORDER = ["demo", "sources", "climate", "stack", "samples", "train", "evaluate", "predict",
+               "mosaic", "grid", "model"]
 """Command modules in the order of the workflow's stages, then the tools; others follow."""
 
 LABEL_OPTIONS = ["region", "task", "model", "split", "fold", "tile", "source", "file"]

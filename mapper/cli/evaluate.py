@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--truth", metavar="T", help="truth raster (default for synthetic regions: "
                    "resources/<region>/truth/<task>.tif)")
     r.add_argument("folds", nargs="+", metavar="FOLD", help="cv-fold outputs")
+    r.add_argument("--zones", nargs="*", metavar="ZONES", help="prepared zone layers to break "
+                   "the results down by (default: the region's, resources/<region>/zones/"
+                   "<name>.geojson; given empty: none)")
     r.set_defaults(func=run_report)
 
 
@@ -51,6 +54,6 @@ def run_report(args: argparse.Namespace) -> int:
     from mapper.report import report
 
     region = load_region(load_config(args.config), args.region)
-    report(region, args.task, args.folds, args.out, args.truth)
+    report(region, args.task, args.folds, args.out, args.truth, args.zones)
     print(args.out)
     return 0

@@ -11,7 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fetch one source of a region (http download, per-tile STAC composite, local file)",
         description=(
             "Fetch one source of a region into OUT (default resources/<region>/sources) and write "
-            "its manifest (what, where from, size, sha256); print the manifest's path."
+            "its manifest (what, where from, size, sha256); print the manifest's path. For a "
+            "snap source (SNAP's monthly climate archives) --file names the variable whose "
+            "archive to fetch: pr, tas or tasmin."
         ),
     )
     p.add_argument("--config", default="config/config.yaml", help="config file")
@@ -19,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", required=True, help="source name: sentinel2, dem, climate, ...")
     p.add_argument("--tile", help="tile id (stac sources: one composite per tile)")
     p.add_argument("--file", help="http sources: fetch only this file (its local name)")
+    p.add_argument("--cell", help="cells sources: the 1 x 1 degree cell, e.g. N64W148")
     p.add_argument(
         "--out",
         help=(
@@ -29,6 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=run_fetch)
 
+    w = subparsers.add_parser(
+        "fetch-weights",
+        help="download the region's model.satlas_weights URL (checked against its lock file)",
+    )
+    w.add_argument("--config", default="config/config.yaml", help="config file")
+    w.add_argument("--region", required=True, help="region name (a key of config 'regions')")
+    w.add_argument("--out", required=True, metavar="OUT", help="where to write the weights")
+    w.set_defaults(func=run_fetch_weights)
+
 
 def run_fetch(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -38,9 +50,19 @@ def run_fetch(args: argparse.Namespace) -> int:
 
     region = load_region(load_config(args.config), args.region)
     out = Path(args.out) if args.out else default_out_dir(args.region)
-    target = f"{args.tile}.tif" if args.tile else args.file
+    target = f"{args.tile}.tif" if args.tile else f"{args.cell}.json" if args.cell else args.file
     if target and out.name == target and out.parent.name == args.source:
         out = out.parent.parent  # the target file was given: its sources folder is two up
-    manifest = fetch_source(region, args.source, out, tile=args.tile, file=args.file)
+    manifest = fetch_source(
+        region, args.source, out, tile=args.tile, file=args.file, cell=args.cell
+    )
     print(manifest)
+    return 0
+
+
+def run_fetch_weights(args: argparse.Namespace) -> int:
+    from mapper.config import load_config, load_region
+    from mapper.sources.weights import fetch_weights
+
+    print(fetch_weights(load_region(load_config(args.config), args.region), args.out))
     return 0

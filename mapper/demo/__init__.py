@@ -8,5 +8,7 @@ from one seed, it describes no real place.
 - :mod:`mapper.demo.fields`: the world's grid, layout and seeded random fields;
 - :mod:`mapper.demo.grids`: the sources' native grids; :mod:`mapper.demo.render`: the world
   sampled on them;
-- :mod:`mapper.demo.survey`: field observations drawn from the truth.
+- :mod:`mapper.demo.survey`: field observations drawn from the truth;
+- :mod:`mapper.demo.zones`: the zone layer of the results by zone (summer-warmth classes of the
+  synthetic climate), a file of its own made after the sources.
 """

@@ -8,7 +8,11 @@ Layout under ``out_dir`` (normally ``resources/<region>/sources``):
 - ``file``: nothing is copied; ``<name>/manifest.json`` records the path, size and sha256 after
   checking that the file opens (rasters with rasterio, including every file a VRT refers to;
   tables as CSV or Parquet).
+- ``snap``: ``<name>/snap_<variable>.zip`` and ``<name>/snap_<variable>.zip.json`` per archive
+  of SNAP's monthly climate (see :mod:`mapper.sources.snap`).
 - ``stac``: ``<name>/<tile>.tif`` (see :mod:`mapper.sources.composite`) and ``<name>/<tile>.json``.
+- ``cells``: ``<name>/<cell>.tif`` and its record ``<name>/<cell>.json`` per 1 x 1 degree cell
+  (see :mod:`mapper.sources.cells`), checked against the region's lock file.
 - ``demo``: every source of the region synthesized by :mod:`mapper.demo.sources` (imported only
   when asked for) into ``out_dir`` and the truth beside it (``out_dir/../truth``).
 
@@ -79,11 +83,13 @@ def fetch_source(
     out_dir: str | Path,
     tile: str | None = None,
     file: str | None = None,
+    cell: str | None = None,
 ) -> Path:
     """Fetch source ``source_name`` of ``region`` into ``out_dir``; return its manifest's path.
 
     ``tile`` is required for ``stac`` sources (one composite per tile); ``file`` restricts an
-    ``http`` source to one of its files (by local name).
+    ``http`` source to one of its files (by local name); ``cell`` is required for ``cells``
+    sources (one 1 x 1 degree cell, e.g. ``N64W148``; its record is the manifest).
     """
     sources = region.settings["sources"]
     if source_name not in sources:
@@ -93,8 +99,27 @@ def fetch_source(
     settings = sources[source_name]
     kind = settings["kind"]
     out_dir = Path(out_dir)
+    if kind == "snap":  # one archive of SNAP's monthly climate (file = pr, tas or tasmin)
+        from mapper.sources.lock import LockFile, lock_path
+        from mapper.sources.snap import fetch_snap
+
+        # archives without a sha256 in the region file: checksums pinned by the region's lock file
+        lock = LockFile(lock_path(region.path))
+        return fetch_snap(
+            region, source_name, settings, out_dir, file, pins=lock.get, record=lock.record,
+            pinned_by=lock.origin,
+        )
     if file is not None and kind != "http":
         raise ConfigError(f"source '{source_name}' is of kind {kind}: --file applies to http only")
+    if (cell is not None) != (kind == "cells"):
+        raise ConfigError(
+            f"source '{source_name}' is of kind {kind}: --cell is needed for, and applies to, "
+            "cells sources only"
+        )
+    if kind == "cells":
+        from mapper.sources.cells import fetch_cell
+
+        return fetch_cell(region, source_name, cell, out_dir)
     if kind == "http":
         return _fetch_http(region, source_name, settings, out_dir, file)
     if kind == "file":

@@ -38,7 +38,7 @@ import requests
 import urllib3
 
 from mapper import __version__
-from mapper.errors import SourceError
+from mapper.errors import NotFoundError, SourceError
 from mapper.files import file_sha256
 from mapper.progress import bar as progress_bar
 
@@ -61,12 +61,14 @@ class _RetryableError(Exception):
 
 
 class _FatalError(Exception):
-    """A failure that repeating will not fix; ``fix`` is the advice for the message."""
+    """A failure that repeating will not fix; ``fix`` is the advice for the message;
+    ``missing`` when the server has no file at the URL (HTTP 404 or 410)."""
 
-    def __init__(self, cause: str, fix: str) -> None:
+    def __init__(self, cause: str, fix: str, missing: bool = False) -> None:
         super().__init__(cause)
         self.cause = cause
         self.fix = fix
+        self.missing = missing
 
 
 _FIX_URL = "check the URL in the region file (or retry later if the server is down)"
@@ -135,6 +137,7 @@ def _attempt(
     size: int | None,
     timeout: float,
     state: dict[str, Any],
+    origin: tuple[str, str] = ("the region file", _FIX_CHECKSUM),
 ) -> tuple[str, int, Any, bool]:
     """One GET; returns (sha256, bytes, response headers, resumed) once the body is complete.
 
@@ -169,7 +172,8 @@ def _attempt(
                 f"HTTP 416 for bytes {offset}- (the file shrank?); restarting", wait=0.0
             )
         if status not in (200, 206):
-            raise _FatalError(f"HTTP {status} {resp.reason}", _FIX_URL)
+            missing = status in (404, 410)
+            raise _FatalError(f"HTTP {status} {resp.reason}", _FIX_URL, missing=missing)
 
         total: int | None
         if status == 200 or not validator:
@@ -193,9 +197,7 @@ def _attempt(
             total = int(length) if length and length.isdigit() else None
             mode = "wb"
         if size is not None and total is not None and total != size:
-            raise _FatalError(
-                f"the server reports {total} bytes, the region file {size}", _FIX_CHECKSUM
-            )
+            raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1])
 
         hasher = hashlib.sha256()
         if mode == "ab":
@@ -218,8 +220,8 @@ def _attempt(
                         bar.update(len(chunk))
                         if size is not None and received > size:
                             raise _FatalError(
-                                f"received more than the {size} bytes the region file states",
-                                _FIX_CHECKSUM,
+                                f"received more than the {size} bytes {origin[0]} states",
+                                origin[1],
                             )
                 except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
                     raise _RetryableError(
@@ -246,6 +248,7 @@ def download(
     backoff: float = 0.5,
     timeout: float = 30,
     session: requests.Session | None = None,
+    origin: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Download ``url`` to ``dest``, verified; return its manifest entry.
 
@@ -258,9 +261,15 @@ def download(
     A ``<dest>.part`` left by an interrupted earlier run is resumed when ``sha256`` is given
     (the checksum catches a file that changed in between), else discarded.
 
+    ``origin`` says where ``sha256``/``size`` come from and what to do when the file differs,
+    for the messages: ``("the lock file x.lock.json", "to accept ...")``; by default the region
+    file and its fix.
+
     Raises SourceError (naming the URL, ``dest``, the cause and the fix) on final failure, with
-    neither ``dest`` nor ``<dest>.part`` left behind.
+    neither ``dest`` nor ``<dest>.part`` left behind; NotFoundError (a SourceError) when the server
+    has no file at the URL (HTTP 404 or 410), which some callers expect (a DEM cell over sea).
     """
+    origin = origin or ("the region file", _FIX_CHECKSUM)
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +296,7 @@ def download(
                 logger.info("%s: attempt %d of %d", url, attempt + 1, retries + 1)
             try:
                 digest, nbytes, headers, resumed = _attempt(
-                    session, url, part, size, timeout, state
+                    session, url, part, size, timeout, state, origin
                 )
             except _RetryableError as exc:
                 cause = exc.cause
@@ -301,17 +310,20 @@ def download(
                 continue
             except _FatalError as exc:
                 part.unlink(missing_ok=True)
-                raise SourceError(f"{url} -> {dest}: {exc.cause}; {exc.fix}") from None
+                error = NotFoundError if exc.missing else SourceError
+                raise error(f"{url} -> {dest}: {exc.cause}; {exc.fix}") from None
 
             problem = None
             if size is not None and nbytes != size:
-                problem = f"got {nbytes} bytes, the region file states {size}"
+                problem = f"got {nbytes} bytes, {origin[0]} states {size}"
             elif expected and digest != expected:
-                problem = f"sha256 {digest} differs from the region file's {expected}"
+                problem = f"sha256 {digest} differs from {origin[0]}'s {expected}"
             if problem is None:
                 os.replace(part, dest)
                 if not expected:
-                    logger.warning("%s: no sha256 in the region file; recorded %s", dest, digest)
+                    # a file pinned by a lock file is recorded there by the caller
+                    log = logger.warning if origin[0] == "the region file" else logger.info
+                    log("%s: no sha256 in %s; recorded %s", dest, origin[0], digest)
                 logger.info("%s -> %s (%d bytes)", url, dest, nbytes)
                 return _entry(url, dest, nbytes, digest, headers)
             part.unlink(missing_ok=True)
@@ -320,7 +332,7 @@ def download(
                 logger.warning("%s: %s after a resumed transfer; fetching it whole", url, problem)
                 state.clear()
                 continue
-            raise SourceError(f"{url} -> {dest}: {problem}; {_FIX_CHECKSUM}")
+            raise SourceError(f"{url} -> {dest}: {problem}; {origin[1]}")
     finally:
         if own_session:
             session.close()

@@ -7,7 +7,7 @@ A manifest is a small JSON file written beside the files it describes::
       "version": 1,
       "region": "alaska",
       "source": "dem",
-      "kind": "http",                 # demo | file | http | stac
+      "kind": "http",                 # cells | demo | file | http | stac | snap
       "synthetic": false,             # true when the files are synthetic (demo)
       "created": "2026-01-01T00:00:00+00:00",
       "items": [
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 WHAT = "mapper source manifest"
 VERSION = 1
-KINDS = ("demo", "file", "http", "stac")
+KINDS = ("cells", "demo", "file", "http", "stac", "snap")
 _REQUIRED = ("what", "region", "source", "kind", "synthetic", "items")
 
 

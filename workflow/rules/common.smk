@@ -74,6 +74,8 @@ def source_inputs(region, source, tile=None):
     """Local files the stack of ``tile`` reads for ``source`` (per the source's kind)."""
     s = source_settings(region, source)
     kind = s["kind"]
+    if kind == "snap":  # climate normals derived from SNAP's monthly archives
+        return [snap_normals_path(region, source)]
     if kind == "demo":
         names = {
             "sentinel2": "sentinel2.tif",
@@ -88,6 +90,8 @@ def source_inputs(region, source, tile=None):
         return [f"resources/{region}/sources/{source}/{http_file_name(f)}" for f in s["files"]]
     if kind == "stac":
         return [f"resources/{region}/sources/{source}/{tile}.tif"]
+    if kind == "cells":
+        return dem_cell_records(region, source, tile)
     raise ValueError(f"unknown source kind {kind!r}")
 
 
@@ -110,6 +114,38 @@ def one_of(names):
 
 def http_file_name(entry):
     return entry.get("name") or os.path.basename(entry["url"].split("?")[0])
+
+
+# -- climate normals from SNAP's monthly archives (kind snap; mapper/sources/snap.py) ----------
+SNAP_VARIABLES = ("pr", "tas", "tasmin")
+SNAP_REGIONS = [n for n, r in REGIONS.items() if r.settings["sources"]["climate"]["kind"] == "snap"]
+
+
+def snap_normals_path(region, source="climate"):
+    """The 3-band normals raster derived from the region's SNAP archives (what the stack reads)."""
+    return f"resources/{region}/sources/{source}/snap_normals.tif"
+
+
+def snap_archive_path(region, variable, source="climate"):
+    return f"resources/{region}/sources/{source}/snap_{variable}.zip"
+
+
+def snap_archives(wildcards):
+    """The region's three SNAP archives by variable (inputs of the derivation)."""
+    return {v: snap_archive_path(wildcards.region, v) for v in SNAP_VARIABLES}
+
+
+def snap_archive_settings(wildcards):
+    """One archive's entry (URL, sha256, prefix): a change of URL downloads it again."""
+    return source_settings(wildcards.region, "climate")["archives"][wildcards.variable]
+
+
+def snap_settings(wildcards):
+    """The region's climate section: a change of period, URL or prefix reruns the derivation."""
+    return source_settings(wildcards.region, "climate")
+
+
+# -- end snap ------------------------------------------------------------------------------
 
 
 def tile_sentinel2(wildcards):
@@ -232,3 +268,109 @@ def maps_of(region):
 
 def reports_of(region):
     return [f"results/{region}/reports/{task}.md" for task in TASKS]
+
+
+# -- Elevation cells and weights by URL (issue 13): static lists, checksums in the lock file. ---
+# A `cells` source is fetched per 1 x 1 degree cell (rule fetch_dem_cell); the cells a tile's
+# stack reads are a pure function of the lattice and the stack halos (mapper.sources.cells),
+# computed for all tiles of a region at once on first use and memoised.
+from mapper.sources.cells import CELL_PATTERN, region_cells
+from mapper.sources.weights import is_url, weights_path
+
+CELLS_REGIONS = [
+    name
+    for name, r in REGIONS.items()
+    if any(s["kind"] == "cells" for s in r.settings["sources"].values())
+]
+
+
+def dem_cell_records(region, source, tile):
+    """The records of the cells the stack of ``tile`` reads (rule fetch_dem_cell writes them)."""
+    cells = region_cells(REGIONS[region])[tile]
+    return [f"resources/{region}/sources/{source}/{cell}.json" for cell in cells]
+
+
+def weights_by_url():
+    """Local file name -> the first region whose model.satlas_weights is a URL of that name."""
+    found = {}
+    for name, r in REGIONS.items():
+        url = r.settings["model"]["satlas_weights"]
+        if is_url(url):
+            found.setdefault(os.path.basename(weights_path(url)), name)
+    return found
+
+
+def satlas_weights_file(wildcards):
+    """The SatlasPretrain weights training reads: fetched by rule fetch_weights when the region
+    gives a URL, the region's local file when it gives a path, none for a random start."""
+    value = region_of(wildcards).settings["model"]["satlas_weights"]
+    return weights_path(value) or []
+
+
+def weights_region(wildcards):
+    """The region whose lock file records the weights file of the wildcards."""
+    return weights_by_url()[wildcards.filename]
+
+
+# -- zone layers: the polygons the reports break the results down by (mapper/zones.py) --------
+def region_zones(region):
+    return REGIONS[region].settings.get("zones", [])
+
+
+def zone_layer_path(region, name):
+    """A prepared zone layer: EPSG:3338, one polygon per zone (what the report reads)."""
+    return f"resources/{region}/zones/{name}.geojson"
+
+
+def zone_layers(wildcards):
+    """The region's prepared zone layers (inputs of its reports)."""
+    return [zone_layer_path(wildcards.region, z["name"]) for z in region_zones(wildcards.region)]
+
+
+def zone_layer_settings(wildcards):
+    """One layer's entry: a change of field, file or labels prepares it again (params trigger)."""
+    for entry in region_zones(wildcards.region):
+        if entry["name"] == wildcards.layer:
+            return entry
+    raise ValueError(f"region {wildcards.region} has no zone layer {wildcards.layer!r}")
+
+
+def zone_layer_inputs(wildcards):
+    """The file(s) a zone layer is prepared from, per its kind."""
+    s = zone_layer_settings(wildcards)
+    if s["kind"] == "demo":  # synthesized from the demo's climate (rule demo_zones)
+        if wildcards.region not in SYNTHESIZED_REGIONS:
+            sys.exit(
+                f"zone layer '{wildcards.layer}' of region '{wildcards.region}' is of kind demo, "
+                "which only a region whose sources are all of kind demo has; give it kind file "
+                "or http in the region file"
+            )
+        return [demo_source(wildcards.region, "zones.geojson")]
+    if s["kind"] == "file":
+        return [s["path"]]
+    return [
+        f"resources/{wildcards.region}/zones/{wildcards.layer}/{http_file_name(f)}"
+        for f in s["files"]
+    ]
+
+
+def zone_layer_names():
+    """Every zone layer name of any region (constrains the zone rules' wildcard)."""
+    return one_of(sorted({z["name"] for r in REGIONS for z in region_zones(r)}))
+
+
+def zone_file_names():
+    """Every file name an http zone layer of any region downloads."""
+    return one_of(
+        sorted(
+            {
+                http_file_name(f)
+                for r in REGIONS
+                for z in region_zones(r)
+                if z["kind"] == "http"
+                for f in z["files"]
+            }
+        )
+    )
+
+# -- end zone layers ------------------------------------------------------------------------

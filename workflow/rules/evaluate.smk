@@ -1,11 +1,15 @@
 # Stage 6: 5-fold cross-validation on the Random, SH-1km and SH-10km splits, MiSo (with and
 # without pretraining) against Random Forest on the same folds; one job per model, split and fold
-# (so a cluster runs them side by side), then a report per task.
+# (so a cluster runs them side by side), then a report per task, with the results by zone of the
+# region's zone layers (workflow/rules/zones.smk).
 
 
 rule cv_fold:
     input:
         samples="results/{region}/samples/points.parquet",
+        # the SatlasPretrain weights (model.satlas_weights; fetched when given by URL,
+        # verified against the lock file, so a re-download alone retrains nothing)
+        weights=ancient(satlas_weights_file),
         pretrained=cv_pretrained_checkpoint,
         # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
@@ -35,7 +39,8 @@ rule cv_fold:
 
 rule report:
     input:
-        cv_fold_outputs,
+        folds=cv_fold_outputs,
+        zones=zone_layers,
     output:
         markdown=report(
             "results/{region}/reports/{task}.md",
@@ -61,4 +66,5 @@ rule report:
         config=run_config,
     shell:
         "python -m mapper report --config {params.config} --region {wildcards.region}"
-        " --task {wildcards.task} --out {output.markdown} {input} --log {log}"
+        " --task {wildcards.task} --out {output.markdown} {input.folds} --zones {input.zones}"
+        " --log {log}"

@@ -47,6 +47,52 @@ rule fetch_http:
         " --log {log}"
 
 
+# -- climate normals from SNAP's monthly archives (kind snap) ----------------------------------
+
+
+rule fetch_snap_archive:
+    # One variable's zip of SNAP downscaled CRU TS monthly GeoTIFFs: retries, resume, sha256.
+    output:
+        archive="resources/{region}/sources/climate/snap_{variable}.zip",
+        manifest="resources/{region}/sources/climate/snap_{variable}.zip.json",
+    log:
+        "logs/sources/{region}_climate_snap_{variable}.log",
+    wildcard_constraints:
+        region=one_of(SNAP_REGIONS),
+        variable=one_of(SNAP_VARIABLES),
+    conda:
+        "../../envs/mapper.yaml"
+    resources:
+        downloads=1,
+    params:
+        config=run_config,
+        archive=snap_archive_settings,
+        out="resources/{region}/sources",
+    shell:
+        "python -m mapper fetch --config {params.config} --region {wildcards.region}"
+        " --source climate --file {wildcards.variable} --out {params.out} --log {log}"
+
+
+rule snap_climate_normals:
+    # precip_annual, summer_warmth, jan_tmin over the region's normal period: one 3-band raster.
+    input:
+        unpack(snap_archives),
+    output:
+        "resources/{region}/sources/climate/snap_normals.tif",
+    log:
+        "logs/sources/{region}_climate_snap_normals.log",
+    wildcard_constraints:
+        region=one_of(SNAP_REGIONS),
+    conda:
+        "../../envs/mapper.yaml"
+    params:
+        config=run_config,
+        settings=snap_settings,
+    shell:
+        "python -m mapper climate-normals --config {params.config} --region {wildcards.region}"
+        " --pr {input.pr} --tas {input.tas} --tasmin {input.tasmin} --out {output} --log {log}"
+
+
 rule fetch_stac:
     # A tile's cloud-masked median Sentinel-2 L2A composite from a STAC search.
     output:
@@ -65,3 +111,48 @@ rule fetch_stac:
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source sentinel2 --tile {wildcards.tile} --out {output.composite} --log {log}"
+
+
+rule fetch_dem_cell:
+    # One 1 x 1 degree elevation cell of a `cells` source, fetched once for all the tiles that
+    # read it: the raster beside this record, checked against (or recorded in) the region's lock
+    # file; a cell the server does not have (HTTP 404) is sea, and the record says so.
+    output:
+        record="resources/{region}/sources/{source}/{cell}.json",
+    log:
+        "logs/sources/{region}_{source}_{cell}.log",
+    wildcard_constraints:
+        region=one_of(CELLS_REGIONS),
+        source="dem",
+        cell=CELL_PATTERN,
+    conda:
+        "../../envs/mapper.yaml"
+    resources:
+        downloads=1,
+    params:
+        config=run_config,
+    shell:
+        "python -m mapper fetch --config {params.config} --region {wildcards.region}"
+        " --source {wildcards.source} --cell {wildcards.cell} --out {output.record}"
+        " --log {log}"
+
+
+rule fetch_weights:
+    # Pretrained weights a region gives by URL (model.satlas_weights), checked against (or
+    # recorded in) that region's lock file.
+    output:
+        "resources/weights/{filename}",
+    log:
+        "logs/sources/weights_{filename}.log",
+    wildcard_constraints:
+        filename=one_of(sorted(weights_by_url())),
+    conda:
+        "../../envs/mapper.yaml"
+    resources:
+        downloads=1,
+    params:
+        config=run_config,
+        region=weights_region,
+    shell:
+        "python -m mapper fetch-weights --config {params.config} --region {params.region}"
+        " --out {output} --log {log}"

@@ -5,6 +5,9 @@
 rule pretrain:
     input:
         samples="results/{region}/samples/points.parquet",
+        # the SatlasPretrain weights (model.satlas_weights; fetched when given by URL,
+        # verified against the lock file, so a re-download alone retrains nothing)
+        weights=ancient(satlas_weights_file),
         # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
@@ -28,6 +31,9 @@ rule pretrain:
 rule finetune:
     input:
         samples="results/{region}/samples/points.parquet",
+        # the SatlasPretrain weights (model.satlas_weights; fetched when given by URL,
+        # verified against the lock file, so a re-download alone retrains nothing)
+        weights=ancient(satlas_weights_file),
         pretrained=pretrained_checkpoint,
         # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet

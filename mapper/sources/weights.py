@@ -1,0 +1,63 @@
+"""Pretrained weights given by URL (``model.satlas_weights``): where they are kept, and fetching.
+
+``model.satlas_weights`` in a region file is a local path, a URL, or null (random start). A URL is
+downloaded once by the workflow (rule ``fetch_weights``) to ``resources/weights/<file name>``
+(:func:`weights_path`), checked against the region's lock file (:mod:`mapper.sources.lock`: the
+weights are recorded at their first download, verified at every later one); training then reads
+that local file. A local path is used as it is.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from mapper.config import Region
+from mapper.errors import ConfigError, InputError
+
+WEIGHTS_DIR = Path("resources/weights")
+"""Where weights given by URL are kept (relative to the working directory, the project root)."""
+
+
+def is_url(value: str | None) -> bool:
+    return bool(value) and urlsplit(str(value)).scheme in ("http", "https")
+
+
+def weights_path(value: str | None) -> str | None:
+    """The local file of ``model.satlas_weights``: ``resources/weights/<file name>`` for a URL,
+    the value itself for a path, None for null."""
+    if not is_url(value):
+        return value
+    name = PurePosixPath(urlsplit(str(value)).path).name
+    if not name:
+        raise ConfigError(f"model.satlas_weights {value!r}: the URL names no file; fix it")
+    return str(WEIGHTS_DIR / name)
+
+
+def _check_torch_file(path: Path) -> None:
+    """A torch checkpoint is a zip archive (torch.save since 1.6) or, older, a pickle (first byte
+    0x80); anything else (an HTML error page, a truncated zip) is refused before its checksum is
+    recorded."""
+    with open(path, "rb") as fh:
+        legacy = fh.read(1) == b"\x80"
+    if not (legacy or zipfile.is_zipfile(path)):
+        raise InputError(
+            f"{path}: not a torch checkpoint (neither a zip archive nor a pickle); check "
+            "model.satlas_weights"
+        )
+
+
+def fetch_weights(region: Region, out: str | Path) -> Path:
+    """Download the region's ``model.satlas_weights`` URL to ``out``, verified against or recorded
+    in the region's lock file; return ``out``."""
+    from mapper.sources.lock import LockFile, fetch_locked, lock_path
+
+    url = region.settings["model"]["satlas_weights"]
+    if not is_url(url):
+        raise ConfigError(
+            f"{region.path}: model.satlas_weights is {url!r}, not a URL: nothing to fetch"
+        )
+    out = Path(out)
+    fetch_locked(url, out, LockFile(lock_path(region.path)), check=_check_torch_file)
+    return out

@@ -1,0 +1,87 @@
+"""SatlasPretrain weights given by URL (mapper.sources.weights): where they are kept, fetched
+from the loopback server into the region's lock file, refused when not a torch file, read by
+training from the local copy, and planned by the workflow only when a region asks for them."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from httpserver import LoopbackServer
+from tiny_region import write_tiny_region
+from workflow_project import make_project, planned_jobs
+
+from mapper.cli import main
+from mapper.config import load_config, load_region
+from mapper.errors import ConfigError
+from mapper.sources.lock import LockFile, lock_path
+from mapper.sources.weights import fetch_weights, weights_path
+from mapper.train import model_config
+
+NAME = "sentinel2_swinb_si_ms.pth"
+
+
+def torch_like(seed: int) -> bytes:
+    """A zip archive, as torch.save writes (the content is not read here)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", bytes([seed]) * 1000)
+    return buf.getvalue()
+
+
+def test_weights_path() -> None:
+    url = f"https://huggingface.co/allenai/satlas-pretrain/resolve/main/{NAME}"
+    assert weights_path(url) == f"resources/weights/{NAME}"
+    assert weights_path("models/mine.pth") == "models/mine.pth"
+    assert weights_path(None) is None
+    with pytest.raises(ConfigError, match="names no file"):
+        weights_path("https://example.org/")
+
+
+def test_fetch_weights_records_then_verifies(tmp_path: Path) -> None:
+    with LoopbackServer() as server:
+        url = server.add_file(f"/allenai/{NAME}", torch_like(1))
+        config = write_tiny_region(
+            tmp_path / "regions", (0.0, 0.0, 2560.0, 2560.0), 256,
+            model={"size": "demo", "satlas_weights": url},
+        )  # fmt: skip
+        region = load_region(load_config(config), "tiny")
+        assert model_config(region).satlas_weights == f"resources/weights/{NAME}"
+        out = tmp_path / "resources" / "weights" / NAME
+        rc = main(["fetch-weights", "--config", str(config), "--region", "tiny",
+                   "--out", str(out)])  # fmt: skip
+        assert rc == 0 and out.read_bytes() == torch_like(1)
+        lock = LockFile(lock_path(region.path))
+        assert lock.path == tmp_path / "regions" / "tiny.lock.json"
+        assert lock.get(url)["size"] == len(torch_like(1))
+        # upstream changed: one line, nothing left
+        out.unlink()
+        server.add_file(f"/allenai/{NAME}", torch_like(2))
+        with pytest.raises(Exception, match="changed upstream") as exc:
+            fetch_weights(region, out)
+        assert str(lock.path) in str(exc.value) and not out.exists()
+        # an error page is not recorded as the weights
+        page = server.add_file("/allenai/page.pth", b"<html>rate limited</html>")
+        bad = write_tiny_region(
+            tmp_path / "bad", (0.0, 0.0, 2560.0, 2560.0), 256,
+            model={"size": "demo", "satlas_weights": page},
+        )  # fmt: skip
+        bad_region = load_region(load_config(bad), "tiny")
+        with pytest.raises(Exception, match="not a torch checkpoint"):
+            fetch_weights(bad_region, tmp_path / "page.pth")
+        assert not (tmp_path / "page.pth").exists()
+        assert LockFile(lock_path(bad_region.path)).entries() == {}
+
+
+def test_the_workflow_fetches_weights_only_when_asked(tmp_path: Path) -> None:
+    plain = make_project(tmp_path / "plain")
+    assert "fetch_weights" not in planned_jobs(plain, f"results/{plain.region}/models/nsp.pt")
+    asked = make_project(tmp_path / "asked")
+    text = asked.region_file.read_text().replace(
+        "size: demo", f"size: demo\n  satlas_weights: https://example.org/w/{NAME}"
+    )
+    asked.region_file.write_text(text)
+    jobs = planned_jobs(asked, f"results/{asked.region}/models/nsp.pt")
+    assert jobs["fetch_weights"] == 1 and jobs["pretrain"] == 1 and jobs["finetune"] == 1

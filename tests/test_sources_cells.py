@@ -154,7 +154,7 @@ def test_tile_cells_cover_the_stack_halos() -> None:
 
 def test_the_statewide_cells_are_cheap_and_static() -> None:
     region = load_region(load_config(REPO / "config" / "config.yaml"), "alaska")
-    tiles = region.tiles()
+    tiles = region.stacked_tiles()  # mapped and context tiles: every stack reads the DEM
     C._REGION_CELLS.clear()
     t0 = time.perf_counter()
     cells = region_cells(region)
@@ -220,8 +220,10 @@ def fetch(site: dict, region: str, cell: str) -> Path:
 
 
 def test_the_region_reads_the_four_cells_of_its_corner(cells_site: dict) -> None:
-    cells = region_cells(cells_site["threedep"])
-    assert len(cells) == 4
+    region = cells_site["threedep"]
+    cells = region_cells(region)
+    assert len(region.tiles()) == 4  # and the context tiles around them: every stack reads
+    assert list(cells) == region.stacked_tiles() and len(cells) > 4
     assert sorted({c for cs in cells.values() for c in cs}) == sorted(CELLS)
 
 

@@ -215,16 +215,18 @@ def tile_dem_bounds(region: Region, tiles: list[str]) -> list[tuple[float, float
 
 
 def region_cells(region: Region) -> dict[str, list[str]]:
-    """Tile id -> the names of the cells its stack reads, for every tile of the region.
+    """Tile id -> the names of the cells its stack reads, for every stacked tile of the region
+    (the mapped tiles and the context tiles around them: :meth:`Region.stacked_tiles`).
 
-    Memoised per boundary file (and its modification time), lattice and stack settings: the
-    workflow asks once per tile while it builds the DAG.
+    Memoised per boundary file (and its modification time), lattice, stack settings, buffer and
+    crop reach: the workflow asks once per tile while it builds the DAG.
     """
     boundary = Path(region.settings["boundary"])
     key = (str(boundary.resolve()), boundary.stat().st_mtime_ns if boundary.exists() else 0,
-           region.lattice, tuple(sorted(region.settings["stack"].items())))  # fmt: skip
+           region.lattice, tuple(sorted(region.settings["stack"].items())),
+           region.settings["buffer_m"], region.context_px)  # fmt: skip
     if key not in _REGION_CELLS:
-        tiles = region.tiles()
+        tiles = region.stacked_tiles()
         cells = cells_of_windows(region.lattice, tile_dem_bounds(region, tiles))
         _REGION_CELLS[key] = {t: [c.name for c in cs] for t, cs in zip(tiles, cells, strict=True)}
     return _REGION_CELLS[key]

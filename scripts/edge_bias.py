@@ -1,0 +1,101 @@
+"""Edge bias of a finished region's NSP map: the outermost pixels against those just inside.
+
+    python scripts/edge_bias.py [--region demo] [--project .] [--band 2] [--inner 30]
+
+Prints, from ``maps/nsp_<region>.tif`` (stored percent):
+
+- per side of the map's grid (top, bottom, left, right): the mean of the outermost ``band``
+  pixels' rows or columns that hold mapped pixels and of the ``inner`` ones inside them, and
+  their difference (the issue's criterion for a square region like the demo: within 2 points);
+- by distance from the edge of the mapped area (boundary buffered by ``buffer_m``; any shape):
+  the mapped pixels less than ``band`` pixels from it and those ``band`` to ``band + inner``
+  pixels in; and, when the region has a synthetic truth (``resources/<region>/truth/nsp.tif``,
+  the demo's), the map minus the truth in both, which separates a bias of the model at the edge
+  from a landscape that differs there.
+
+Exits non-zero when a side's difference exceeds ``--tolerance`` points (default 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+
+NODATA = 255
+
+
+def side_bands(values: np.ndarray, band: int, inner: int) -> dict[str, tuple[float, float]]:
+    """Per side: (mean of the outermost ``band`` lines holding data, mean of the next ``inner``)."""
+    data = np.where(values == NODATA, np.nan, values.astype(float))
+    rows = np.flatnonzero(np.isfinite(data).any(axis=1))
+    cols = np.flatnonzero(np.isfinite(data).any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    cuts = {
+        "top": (data[r0:r0 + band], data[r0 + band:r0 + band + inner]),
+        "bottom": (data[r1 - band:r1], data[r1 - band - inner:r1 - band]),
+        "left": (data[:, c0:c0 + band], data[:, c0 + band:c0 + band + inner]),
+        "right": (data[:, c1 - band:c1], data[:, c1 - band - inner:c1 - band]),
+    }
+    return {side: (float(np.nanmean(e)), float(np.nanmean(i))) for side, (e, i) in cuts.items()}
+
+
+def truth_at(path: Path, x: np.ndarray, y: np.ndarray, cell: float) -> np.ndarray:
+    """Mean truth (percent) over each map cell centred at (x, y) of side ``cell`` metres."""
+    with rasterio.open(path) as ds:
+        truth, t = ds.read(1).astype(float), ds.transform
+    k = max(1, round(cell / t.a))
+    r = np.floor((t.f - y) / -t.e).astype(int) - k // 2
+    c = np.floor((x - t.c) / t.a).astype(int) - k // 2
+    stack = [truth[r + dr, c + dc] for dr in range(k) for dc in range(k)]
+    with warnings.catch_warnings():  # a cell all water (NaN truth) is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.stack(stack), axis=0) * 100.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", type=Path, default=Path("."))
+    ap.add_argument("--region", default="demo")
+    ap.add_argument("--band", type=int, default=2)
+    ap.add_argument("--inner", type=int, default=30)
+    ap.add_argument("--tolerance", type=float, default=2.0)
+    args = ap.parse_args()
+    os.chdir(args.project)  # the config's paths are relative to the project
+    from mapper.config import load_config, load_region
+
+    region = load_region(load_config("config/config.yaml"), args.region)
+    with rasterio.open(f"maps/nsp_{args.region}.tif") as ds:
+        values, t, res = ds.read(1), ds.transform, ds.res[0]
+    worst = 0.0
+    for side, (edge, inside) in side_bands(values, args.band, args.inner).items():
+        worst = max(worst, abs(edge - inside))
+        print(f"{side:>6}: outer {args.band} px {edge:5.1f} %, next {args.inner} px "
+              f"{inside:5.1f} %, difference {edge - inside:+.1f} points")
+    area = region.area()
+    rows, cols = np.nonzero(values != NODATA)
+    x, y = t.c + (cols + 0.5) * res, t.f - (rows + 0.5) * res
+    depth = shapely.distance(area.boundary, shapely.points(x, y)) / res
+    edge = depth < args.band
+    inner = (depth >= args.band) & (depth < args.band + args.inner)
+    v = values[rows, cols].astype(float)
+    print(f"by distance from the mapped area's edge: within {args.band} px {v[edge].mean():.1f} % "
+          f"({int(edge.sum())} px), {args.band}-{args.band + args.inner} px in "
+          f"{v[inner].mean():.1f} % ({int(inner.sum())} px)")
+    truth = Path(f"resources/{args.region}/truth/nsp.tif")
+    if truth.exists():
+        d = v - truth_at(truth, x, y, res)
+        print(f"map - truth: {np.nanmean(d[edge]):+.1f} points within {args.band} px of the edge, "
+              f"{np.nanmean(d[inner]):+.1f} points {args.band}-{args.band + args.inner} px in")
+    if worst > args.tolerance:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -58,7 +58,7 @@ def schema_defaults(section: str) -> dict:
 # -- the shipped files --------------------------------------------------------------------------
 def test_shipped_config_and_regions_validate() -> None:
     config = load_config(CONFIG)
-    assert set(config["regions"]) == {"demo", "alaska"}
+    assert set(config["regions"]) == {"demo", "alaska", "fairbanks"}
     assert config["grid"] == {
         "crs": "EPSG:3338",
         "res": 10.0,
@@ -71,6 +71,10 @@ def test_shipped_config_and_regions_validate() -> None:
     assert not alaska.synthetic and alaska.lattice.tile_px == 4096
     assert alaska.boundary().geom_type == "MultiPolygon"
     assert len(alaska.tiles()) > 1000
+    fairbanks = load_region(config, "fairbanks")
+    assert not fairbanks.synthetic and len(fairbanks.tiles()) == 4
+    for name in ("sentinel2", "dem", "climate"):  # the statewide sources, exactly
+        assert fairbanks.settings["sources"][name] == alaska.settings["sources"][name]
 
 
 def test_alaska_sources_are_real() -> None:

@@ -195,3 +195,14 @@ def test_polygon_maps_are_identical_at_two_tile_sizes(tmp_path: Path) -> None:
     edge, inside, n_edge, n_inside = distance_bands(project.path(project.maps()[0]), area)
     print(f"NSP mean within 2 cells of the edge {edge:.1f} % ({n_edge} cells), 2-32 cells in "
           f"{inside:.1f} % ({n_inside} cells)")
+
+
+def test_tiles_command_lists_mapped_or_stacked_tiles(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from mapper.cli import main
+
+    region = polygon_region(tmp_path, 64, buffer_m=40.0)
+    config = str(tmp_path / "config64.yaml")
+    for extra, expected in (([], region.tiles()), (["--stacked"], region.stacked_tiles())):
+        assert main(["tiles", "poly", "--config", config, *extra]) == 0
+        assert capsys.readouterr().out.split() == expected

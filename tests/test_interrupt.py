@@ -116,12 +116,12 @@ def test_what_a_killed_mosaic_left_is_removed_by_the_next_one(training_region: d
     from mapper.products import make_products
     from mapper.raster import write_geotiff
 
-    lattice = training_region["region"].lattice
+    region = load_region(load_config(training_region["config"]), "tiny")
+    lattice, p = region.lattice, region.lattice.tile_px
     tiles = []
-    for i, stack in enumerate(training_region["stacks"][:2]):
-        tile = stack.stem
+    for i, tile in enumerate(region.tiles()):  # every mapped tile: the mosaic covers the area
         path = tmp_path / "predict" / f"{tile}.tif"
-        write_geotiff(path, np.full((1, 64, 64), 0.25 * (i + 1), np.float32),
+        write_geotiff(path, np.full((1, p, p), 0.25 * (1 + i % 2), np.float32),
                       lattice.tile_transform(tile), "EPSG:3338", nodata=np.nan,
                       descriptions=["nsp"], tags={"MAPPER_TASK": "nsp", "MAPPER_TILE": tile})
         tiles.append(path)
@@ -136,8 +136,7 @@ def test_what_a_killed_mosaic_left_is_removed_by_the_next_one(training_region: d
     stale_cog.write_bytes(b"half a COG")
     other = maps / ".nsp_tiny.tif.aux.xml"  # not a temporary: kept
     other.write_text("<PAMDataset/>")
-    make_products(load_region(load_config(training_region["config"]), "tiny"), "nsp", model, tiles,
-                  maps / "nsp_tiny.tif", sources_dir=tmp_path / "none")
+    make_products(region, "nsp", model, tiles, maps / "nsp_tiny.tif", sources_dir=tmp_path / "none")
     hidden = sorted(p.name for p in maps.iterdir() if p.name.startswith("."))
     assert hidden == [other.name]
     with rasterio.open(maps / "nsp_tiny.tif") as ds:

@@ -43,8 +43,9 @@ Sources:
   band is described so (e.g. a ``gdalbuildvrt -separate`` VRT) and there are exactly three bands,
   they are taken in that order (the region config's documented order). Bilinear.
 
-Every source file must overlap the region's bounding box: a file that does not (a DEM in metres
-labelled EPSG:4326, a file of another place) is refused with an InputError rather than warped to
+Every source file must overlap the region's bounding box grown by the crops' reach (what the
+context tiles cover): a file that does not (a DEM in metres labelled EPSG:4326, a file of another
+place) is refused with an InputError rather than warped to
 nodata. A tile outside a source's footprint (e.g. at sea) is not an error: it is nodata.
 
 Terrain definitions and conventions (aspect of flat pixels is NaN, TPI over a disc, MFD flow) are
@@ -343,12 +344,15 @@ def _check_sources(
         dems = [p for p in dems if not is_record(p)] + cell_rasters(
             [p for p in dems if is_record(p)]
         )
-    # a source nowhere near the region (wrong CRS label, another place) would warp to nodata
-    region_bounds = region.boundary().bounds
+    # a source nowhere near the region (wrong CRS label, another place) would warp to nodata;
+    # "near": the mapped area grown by the crops' reach, which the context tiles' stacks cover
+    reach = (region.context_px + 1) * region.lattice.res
+    left, bottom, right, top = region.area().bounds
+    stacked = (left - reach, bottom - reach, right + reach, top + reach)
     for path in [*map(Path, sentinel2), *dems, *climates]:
         with open_raster(path) as src:
             check_crs(src, path)
-            check_overlap(src, path, region_bounds, region.lattice.crs, f"region {region.name}")
+            check_overlap(src, path, stacked, region.lattice.crs, f"region {region.name}")
     synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
     return _Sources(s2_plans, dems, clim_plans, synthetic)
 

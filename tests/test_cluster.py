@@ -37,6 +37,8 @@ from workflow_project import (
     tail,
 )
 
+from mapper.config import load_config, load_region
+
 UNAVAILABLE = cluster_unavailable()
 pytestmark = [
     pytest.mark.cluster,
@@ -143,10 +145,14 @@ def test_tiny_demo_through_slurm_profile_makes_the_local_maps(
     assert run.returncode == 0, tail(run.log, 60)
     assert rows and {r["JobState"] for r in rows} == {"COMPLETED"}
     whats = [r["What"] for r in rows]
-    # per-tile jobs went in groups of group-components tiles (9 stacks, 2 x 9 predictions)
+    # per-tile jobs went in groups of group-components tiles (25 stacks: the 9 mapped tiles and
+    # their ring of context tiles; 2 x 9 predictions)
     size = render_profile(PROFILES / "slurm" / "config.yaml")["group-components"]
     n = len(project.tiles)
-    assert sum(w.startswith("group_stack") for w in whats) == math.ceil(n / size["stack"]), whats
+    stacked = len(load_region(load_config(project.config), project.region).stacked_tiles())
+    assert sum(w.startswith("group_stack") for w in whats) == math.ceil(
+        stacked / size["stack"]
+    ), whats
     predictions = len(maps) * n
     assert sum(w.startswith("group_predict") for w in whats) == math.ceil(
         predictions / size["predict"]

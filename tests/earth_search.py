@@ -89,7 +89,9 @@ class Scene:
     grid_square: str = "VC"
 
 
-def _cog(data: np.ndarray, transform: Affine, epsg: int) -> bytes:
+def cog_bytes(data: np.ndarray, transform: Affine, epsg: int, blocksize: int = 256) -> bytes:
+    """A uint16 single-band COG (nodata 0, DEFLATE, no overviews) as Sentinel-2 L2A bands are
+    stored, in memory."""
     with MemoryFile() as mem:
         with mem.open(
             driver="COG",
@@ -100,7 +102,7 @@ def _cog(data: np.ndarray, transform: Affine, epsg: int) -> bytes:
             crs=f"EPSG:{epsg}",
             transform=transform,
             nodata=0,
-            blocksize=256,
+            blocksize=blocksize,
             compress="deflate",
             overviews="none",
         ) as dst:
@@ -154,7 +156,8 @@ class EarthSearch:
             x, y = scene.x0 + (cols + 0.5) * res, scene.y0 - (rows + 0.5) * res
             values = (scl if key == "scl" else dn[key])(x, y).astype("uint16")
             transform = Affine(res, 0, scene.x0, 0, -res, scene.y0)
-            href = self.server.add_file(f"{prefix}/{code}.tif", _cog(values, transform, scene.epsg))
+            cog = cog_bytes(values, transform, scene.epsg)
+            href = self.server.add_file(f"{prefix}/{code}.tif", cog)
             asset = {
                 "href": href,
                 "type": "image/tiff; application=geotiff; profile=cloud-optimized",

@@ -32,9 +32,9 @@ import pystac
 import pytest
 import rasterio
 from affine import Affine
+from earth_search import cog_bytes
 from httpserver import LoopbackServer
 from pyproj import Transformer
-from rasterio.io import MemoryFile
 
 from mapper.bands import S2_BANDS
 from mapper.config import load_config, load_region
@@ -182,25 +182,6 @@ class StacApi:
         return lt is None or item["properties"]["eo:cloud_cover"] < lt
 
 
-def _cog(data: np.ndarray, transform: Affine, nodata: int) -> bytes:
-    with MemoryFile() as mem:
-        with mem.open(
-            driver="COG",
-            width=data.shape[1],
-            height=data.shape[0],
-            count=1,
-            dtype="uint16",
-            crs="EPSG:32606",
-            transform=transform,
-            nodata=nodata,
-            blocksize=32,
-            compress="deflate",
-            overviews="none",
-        ) as dst:
-            dst.write(data, 1)
-        return mem.read()
-
-
 def _item(server, item_id, when, cloud, bbox, props=None, assets=None) -> dict:
     w, s, e, n = bbox
     geom = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
@@ -277,10 +258,12 @@ def stac(scene):
                 n = int(SCENE_M / res)
                 dn = np.full((n, n), round((value + 0.01 * b) * 10000) + offset, dtype="uint16")
                 t = Affine(res, 0, scene["x0"], 0, -res, scene["y0"])
-                assets[key] = server.add_file(f"/cogs/{item_id}/{code}.tif", _cog(dn, t, 0))
+                cog = cog_bytes(dn, t, 32606, blocksize=32)
+                assets[key] = server.add_file(f"/cogs/{item_id}/{code}.tif", cog)
             t20 = Affine(20, 0, scene["x0"], 0, -20, scene["y0"])
             scl_key = "SCL" if keys is CODES else "scl"
-            assets[scl_key] = server.add_file(f"/cogs/{item_id}/SCL.tif", _cog(_scl(rule), t20, 0))
+            cog = cog_bytes(_scl(rule), t20, 32606, blocksize=32)
+            assets[scl_key] = server.add_file(f"/cogs/{item_id}/SCL.tif", cog)
             props = {"s2:processing_baseline": baseline}
             if flag is not None:
                 props["earthsearch:boa_offset_applied"] = flag
@@ -468,6 +451,18 @@ def test_composite_does_not_depend_on_the_strip_size(stac, tmp_path):
     with rasterio.open(tmp_path / "whole.tif") as a, rasterio.open(tmp_path / "strips.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
 
+def _moved(stac, source_id: str, item_id: str, lonlat, cloud: float, when: str) -> dict:  # noqa: ANN001
+    """A copy of item ``source_id`` (its assets) as ``item_id`` over the lon/lat box of the
+    corners ``lonlat`` ([lons], [lats]), with cloud cover ``cloud`` at ``when``."""
+    lon, lat = lonlat
+    w, s, e, n = min(lon), min(lat), max(lon), max(lat)
+    source = next(it for it in stac.items if it["id"] == source_id)
+    props = dict(source["properties"], **{"eo:cloud_cover": cloud, "datetime": when})
+    ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
+    return dict(source, id=item_id, bbox=[w, s, e, n], properties=props,
+                geometry={"type": "Polygon", "coordinates": [ring]})  # fmt: skip
+
+
 
 def test_scenes_are_chosen_per_block_so_the_composite_does_not_depend_on_the_tile_size(
     stac, scene, tmp_path, fetch_config
@@ -480,46 +475,12 @@ def test_scenes_are_chosen_per_block_so_the_composite_does_not_depend_on_the_til
 
     left, _, _, top = LATTICE.tile_bounds(TILE)
     to_ll = Transformer.from_crs(3338, 4326, always_xy=True)
-    lon, lat = to_ll.transform([left + 120, left + 200], [top - 200, top - 120])
-    nw = (min(lon), min(lat), max(lon), max(lat))
-    it1 = next(it for it in stac.items if it["id"] == "it1")
-    small = dict(
-        it1,
-        id="small",
-        bbox=list(nw),
-        properties=dict(
-            it1["properties"], **{"eo:cloud_cover": 1.0, "datetime": "2021-07-02T21:00:00Z"}
-        ),
-    )
-    small["geometry"] = {
-        "type": "Polygon",
-        "coordinates": [
-            [[nw[0], nw[1]], [nw[2], nw[1]], [nw[2], nw[3]], [nw[0], nw[3]], [nw[0], nw[1]]]
-        ],
-    }
-    lon, lat = to_ll.transform([left - 500, left - 300], [top - 400, top - 200])
-    west = (min(lon), min(lat), max(lon), max(lat))
-    it3 = next(it for it in stac.items if it["id"] == "it3")
-    elsewhere = dict(
-        it3,
-        id="elsewhere",
-        bbox=list(west),
-        properties=dict(
-            it3["properties"], **{"eo:cloud_cover": 0.5, "datetime": "2022-07-02T21:00:00Z"}
-        ),
-    )
-    elsewhere["geometry"] = {
-        "type": "Polygon",
-        "coordinates": [
-            [
-                [west[0], west[1]],
-                [west[2], west[1]],
-                [west[2], west[3]],
-                [west[0], west[3]],
-                [west[0], west[1]],
-            ]
-        ],
-    }
+    small = _moved(stac, "it1", "small", to_ll.transform([left + 120, left + 200],
+                                                        [top - 200, top - 120]),
+                   1.0, "2021-07-02T21:00:00Z")  # fmt: skip
+    elsewhere = _moved(stac, "it3", "elsewhere", to_ll.transform([left - 500, left - 300],
+                                                               [top - 400, top - 200]),
+                       0.5, "2022-07-02T21:00:00Z")  # fmt: skip
     stac.items.extend([small, elsewhere])
     try:
         out = {}

@@ -25,11 +25,29 @@ Only valid cells are decoded, and a crop with no valid cell of the tile is not r
 ocean, cloud gaps and the part of an edge tile outside the region cost nothing; a tile whose stack
 is marked ``MAPPER_EMPTY=true`` is written as nodata without loading the model.
 
+Precision and negligible weights (the region's ``prediction.precision`` and ``min_weight``):
+``float32`` is the exact path; ``bfloat16`` runs encoders and decoder under autocast (matrix
+products in bfloat16, about 2x the float32 rate on CPUs with AVX-512 BF16 and on data-centre
+GPUs). With ``min_weight`` eps > 0 a crop does not decode a cell whose normalised weight (its
+weight over the cell's total over all crops, :meth:`mapper.blending.CropLattice.axis_total`) is
+below eps; the cell's blend of the other crops then moves by less than the skipped share.
+
+Batching never changes a value. CPU (and GPU) kernels are chosen by the shape of a product, and
+different kernels round differently: the demo encoder's features differ in the last bit between
+5 and 8 crops per call, and a decoded query between calls of 3 and 4 queries. Within one shape
+a row's value does not depend on the other rows. So every model call has one shape: the encoders
+see ``batch_size`` crops (the last group of a tile padded with blank crops), and the queries of
+consecutive crops are packed into calls of exactly ``points_per_call`` points
+(:mod:`mapper.models.implicit`), only the tile's last call padded (at most one call's worth per
+tile, against a whole batch's padding per batch before). A cell's value is therefore the same at
+every tile size, whichever crops share its calls, in either precision (tested bit for bit);
+``batch_size`` and the device choose the shapes, so they may change the last bit.
+
 Memory is bounded per tile and independent of the region: crops stream through a bounded queue of
 crop rows (one row of crops read at a time, the next prefetched by one thread), batches of
 ``batch_size`` crops go through the model, and the blend accumulates ``sum(w p)`` and ``sum(w)`` in
-float64 arrays of the tile's size. On CUDA, host batches are pinned and copied asynchronously and
-bf16 autocast is available; on the CPU the result is deterministic (byte-identical reruns).
+float32 arrays of the tile's size, divided in place. On CUDA, host batches are pinned and copied
+asynchronously; on the CPU the result is deterministic (byte-identical reruns).
 """
 
 from __future__ import annotations
@@ -56,6 +74,7 @@ from mapper.config import Region
 from mapper.errors import CheckpointError, InputError
 from mapper.files import file_sha256
 from mapper.grid import Lattice, cells_inside
+from mapper.models.miso import Prepared
 from mapper.normalise import Normaliser
 from mapper.progress import bar as progress_bar
 from mapper.raster import open_raster, write_geotiff
@@ -67,14 +86,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CPU_POINTS_BUDGET = 2**16
-"""On the CPU, query points per model call (batch x chunk) = this / embedding width, 128..8192.
+CPU_POINTS_BUDGET = {"float32": 2**16, "bfloat16": 2**19}
+"""On the CPU, query points per model call = this / embedding width, 128..8192 (float32) or
+512..8192 (bfloat16).
 
-The decoder's per-neighbour activations are [points, 4, hidden] tensors streamed through a dozen
-element-wise operations; keeping them near the cache size (about 1 MB) made the demo model's
-decoder twice as fast as decoding a whole 64 px crop per call (measured best of 5, 1 thread:
-0.11 s per crop at 512 points per call, 0.18 at 4096, 0.34 at 8192).
+float32: the decoder's per-neighbour activations are [points, 4, hidden] tensors streamed through
+a dozen element-wise operations; keeping them near the cache size (about 1 MB) made the demo
+model's decoder twice as fast as decoding a whole 64 px crop per call (measured best of 5, 1
+thread: 0.11 s per crop at 512 points per call, 0.18 at 4096, 0.34 at 8192). bfloat16 matrix
+kernels need larger products to reach their rate: 2 threads, per query, demo model 9.5 us at 2048
+points per call against 13.0 at 512 (float32: 18-19 us); Swin-V2-B widths 210 us at 512 against
+255 at 128 (float32: 460-490 us).
 """
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""``prediction.precision`` -> the autocast dtype (float32: no autocast)."""
 GPU_POINTS_PER_CALL = 16384
 """On CUDA, query points per model call: large enough to keep a GPU busy; at the reference widths
 the largest per-neighbour activation is then 16384 x 4 x 1024 floats (256 MB)."""
@@ -115,11 +140,12 @@ class _Item:
     weights: np.ndarray  # [n] blending weights
 
 
-def points_per_call(emb_dim: int, device_type: str = "cpu") -> int:
+def points_per_call(emb_dim: int, device_type: str = "cpu", precision: str = "float32") -> int:
     """Query points per decoder call for a model of embedding width ``emb_dim`` on a device."""
     if device_type == "cuda":
         return GPU_POINTS_PER_CALL
-    return min(8192, max(128, CPU_POINTS_BUDGET // max(1, emb_dim)))
+    low = 128 if precision == "float32" else 512
+    return min(8192, max(low, CPU_POINTS_BUDGET[precision] // max(1, emb_dim)))
 
 
 def choose_device(device: str | None = None) -> torch.device:
@@ -133,9 +159,10 @@ class TilePredictor:
     """Runs a loaded MiSo model over the crops of tiles (see the module docstring).
 
     ``lattice``: the region's lattice; ``crops``: the prediction crop lattice; ``area``: the
-    mapped area (EPSG:3338; None: every cell); ``batch_size``: crops per model call; ``bf16``:
-    autocast to bfloat16 (CUDA mainly); ``prefetch``: read the next crop row in a background
-    thread while the model runs.
+    mapped area (EPSG:3338; None: every cell); ``batch_size``: crops per model call;
+    ``precision``: "float32" (exact) or "bfloat16" (autocast); ``min_weight``: normalised weight
+    below which a crop does not decode a cell (0: every cell); ``prefetch``: read the next crop row
+    in a background thread while the model runs.
     """
 
     def __init__(
@@ -149,7 +176,8 @@ class TilePredictor:
         area: shapely.Geometry | None = None,
         batch_size: int = 16,
         device: torch.device | str | None = None,
-        bf16: bool = False,
+        precision: str = "float32",
+        min_weight: float = 0.0,
         prefetch: bool = True,
         progress: bool = True,
     ) -> None:
@@ -162,13 +190,18 @@ class TilePredictor:
         self.area = area
         self.n_out = get_task(task).n_outputs
         self.batch_size = max(1, int(batch_size))
-        self.bf16 = bf16
+        if precision not in PRECISIONS:
+            raise InputError(f"precision {precision!r} must be one of {', '.join(PRECISIONS)}")
+        if not 0.0 <= min_weight < 1.0:
+            raise InputError(f"min_weight {min_weight} must be in [0, 1)")
+        self.precision = precision
+        self.min_weight = float(min_weight)
         self.prefetch = prefetch
         self.progress = progress
         self.out_res = lattice.res * crops.factor
         self.pin = self.device.type == "cuda"
         emb = int(getattr(getattr(model, "cfg", None), "emb_dim", 1024))
-        self.points_per_call = points_per_call(emb, self.device.type)
+        self.points_per_call = points_per_call(emb, self.device.type, precision)
 
     # -- geometry --------------------------------------------------------------------------------
     def out_window(self, tile: str) -> Window:
@@ -215,21 +248,41 @@ class TilePredictor:
         stats.cells, stats.valid_cells = h * w, int(valid.sum())
         blender = Blender(self.n_out, h, w)
         if valid.any():
+            self._totals = (self.crops.axis_total(int(ow.row_off), int(ow.row_off) + h),
+                            self.crops.axis_total(int(ow.col_off), int(ow.col_off) + w))
             self._run(reader, tile, valid, blender, stats)
+            if self.min_weight > 0 and (blender.sum_w[valid.reshape(-1)] <= 0).any():
+                raise InputError(
+                    f"tile {tile}: prediction.min_weight {self.min_weight:g} skips every crop at "
+                    "some cells (more crops overlap there than 1 / min_weight); lower "
+                    "prediction.min_weight in the region file"
+                )
         t0 = time.perf_counter()
         out = blender.result(valid)
         stats.add("blend", time.perf_counter() - t0)
         stats.add("total", time.perf_counter() - start)
         return out, stats
 
-    def _plan(self, tile: str, valid: np.ndarray) -> list[tuple[int, list[Crop]]]:
-        """Crop rows to run: crops with at least one valid cell of the tile, in lattice order."""
-        ow = self.out_window(tile)
+    def _cells(self, crop: Crop, valid: np.ndarray, ow: Window) -> np.ndarray:
+        """Bool [rows, cols] over the crop's cells in the tile: valid, and (with ``min_weight``)
+        a normalised weight of at least ``min_weight``."""
         r_off, c_off = int(ow.row_off), int(ow.col_off)
+        sub = valid[crop.r_lo - r_off:crop.r_hi - r_off, crop.c_lo - c_off:crop.c_hi - c_off]
+        if self.min_weight <= 0 or not sub.any():
+            return sub
+        ty, tx = self._totals
+        wy = self.crops.weights_1d(crop.rows, crop.r_lo, crop.r_hi) / ty[crop.r_lo - r_off:
+                                                                           crop.r_hi - r_off]
+        wx = self.crops.weights_1d(crop.cols, crop.c_lo, crop.c_hi) / tx[crop.c_lo - c_off:
+                                                                           crop.c_hi - c_off]
+        return sub & (np.outer(wy, wx) >= self.min_weight)
+
+    def _plan(self, tile: str, valid: np.ndarray) -> list[tuple[int, list[Crop]]]:
+        """Crop rows to run: crops with at least one cell of the tile to decode, lattice order."""
+        ow = self.out_window(tile)
         rows: dict[int, list[Crop]] = {}
         for crop in self.crops.crops_for(ow):
-            sub = valid[crop.r_lo - r_off:crop.r_hi - r_off, crop.c_lo - c_off:crop.c_hi - c_off]
-            if sub.any():
+            if self._cells(crop, valid, ow).any():
                 rows.setdefault(crop.i, []).append(crop)
         return sorted(rows.items())
 
@@ -251,8 +304,7 @@ class TilePredictor:
         t2 = time.perf_counter()
         items = []
         for crop in crops:
-            sub = valid[crop.r_lo - r_off:crop.r_hi - r_off, crop.c_lo - c_off:crop.c_hi - c_off]
-            rr, cc = np.nonzero(sub)
+            rr, cc = np.nonzero(self._cells(crop, valid, ow))
             coords = self.crops.crop_coords(crop)[rr, cc]  # [n, 2] (x, y)
             weights = self.crops.weights(crop)[rr, cc]
             gr, gc = rr + crop.r_lo, cc + crop.c_lo  # global out-grid cells
@@ -325,55 +377,25 @@ class TilePredictor:
         stats.crops = n_crops
         stats.crops_skipped = sum(1 for _ in self.crops.crops_for(self.out_window(tile))) - n_crops
         bar = _progress(n_crops, tile, self.progress)
-        batch: list[_Item] = []
+        stream = _QueryStream(self, blender, stats)
+        group: list[_Item] = []
         try:
             for item in self._items(reader, tile, valid, plan, stats):
-                batch.append(item)
-                if len(batch) == self.batch_size:
-                    self._batch(batch, blender, stats)
-                    bar.update(len(batch))
-                    batch = []
-            if batch:
-                self._batch(batch, blender, stats)
-                bar.update(len(batch))
+                group.append(item)
+                if len(group) == self.batch_size:
+                    stream.add(group)
+                    bar.update(len(group))
+                    group = []
+            if group:
+                stream.add(group)
+                bar.update(len(group))
+            stream.finish()
         finally:
             bar.close()
 
-    def _batch(self, batch: list[_Item], blender: Blender, stats: PredictStats) -> None:
-        """Encode a batch of crops, decode their valid cells, blend the probabilities."""
-        t0 = time.perf_counter()
-        b = len(batch)
-        n_max = max(len(it.index) for it in batch)
-        coords = np.zeros((b, n_max, 2), dtype=np.float32)
-        xy = np.zeros((b, n_max, 2), dtype=np.float32)
-        for k, it in enumerate(batch):
-            n = len(it.index)
-            coords[k, :n], xy[k, :n] = it.coords, it.xy
-            coords[k, n:], xy[k, n:] = it.coords[0], it.xy[0]  # padding: decoded, then dropped
-        s2 = self._to_device(np.stack([it.s2 for it in batch]))
-        cov = self._to_device(np.stack([it.cov for it in batch]))
-        coords_t, xy_t = self._to_device(coords), self._to_device(xy)
-        t1 = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                                    enabled=self.bf16):
-            feats = self.model.encode(s2, cov)
-            self._sync()
-            t2 = time.perf_counter()
-            logits = self.model.predict(feats, coords_t, xy_t,
-                                        chunk=max(1, self.points_per_call // b))
-            logits = logits.float()
-            probs = torch.sigmoid(logits) if self.n_out == 1 else torch.softmax(logits, dim=-1)
-            probs = probs.cpu().numpy()  # [B, N, n_out]
-        t3 = time.perf_counter()
-        for k, it in enumerate(batch):
-            n = len(it.index)
-            blender.add(it.index, it.weights, probs[k, :n].T)
-        t4 = time.perf_counter()
-        stats.queries += sum(len(it.index) for it in batch)
-        stats.add("to_device", t1 - t0)
-        stats.add("encode", t2 - t1)
-        stats.add("decode", t3 - t2)
-        stats.add("blend", t4 - t3)
+    def _autocast(self) -> torch.autocast:
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(array))
@@ -384,6 +406,107 @@ class TilePredictor:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+class _QueryStream:
+    """The model calls of one tile: crops encoded ``batch_size`` at a time (padded with blank
+    crops), their queries queued in crop order and decoded ``points_per_call`` at a time, each
+    call packing the queries of whichever crops they belong to; only the tile's last call is
+    padded (with copies of its last query). Every call has one shape, so a query's value does not
+    depend on its neighbours in the call (module docstring). A crop is blended as soon as all its
+    queries are decoded, in crop order; memory: one call's queries and the groups they span."""
+
+    def __init__(self, predictor: TilePredictor, blender: Blender, stats: PredictStats) -> None:
+        self.p = predictor
+        self.blender = blender
+        self.stats = stats
+        self.groups: dict[int, Prepared] = {}
+        self.queue: list[list] = []  # [item, group id, slot, queries done, probabilities]
+        self.pending = 0
+        self.next_group = 0
+
+    def add(self, group: list[_Item]) -> None:
+        """Encode a group of crops and queue their queries; decode every full call."""
+        p = self.p
+        t0 = time.perf_counter()
+        s2 = p._to_device(_padded([it.s2 for it in group], p.batch_size))
+        cov = p._to_device(_padded([it.cov for it in group], p.batch_size))
+        t1 = time.perf_counter()
+        with torch.inference_mode(), p._autocast():
+            prepared = p.model.prepare(p.model.encode(s2, cov))
+        p._sync()
+        self.stats.add("to_device", t1 - t0)
+        self.stats.add("encode", time.perf_counter() - t1)
+        gid = self.next_group
+        self.next_group += 1
+        self.groups[gid] = prepared
+        for slot, it in enumerate(group):
+            n = len(it.index)
+            self.queue.append([it, gid, slot, 0, np.empty((n, p.n_out), dtype=np.float32)])
+            self.pending += n
+        while self.pending >= p.points_per_call:
+            self._call(p.points_per_call)
+
+    def finish(self) -> None:
+        if self.pending:
+            self._call(self.pending)
+
+    def _call(self, n: int) -> None:
+        """Decode the next ``n`` queued queries in one call of ``points_per_call`` points."""
+        p, size = self.p, self.p.points_per_call
+        t0 = time.perf_counter()
+        parts, taken, gids = [], 0, []
+        for entry in self.queue:
+            item, gid, slot, done, _ = entry
+            k = min(len(item.index) - done, n - taken)
+            if k <= 0:
+                if taken == n:
+                    break
+                continue
+            if gid not in gids:
+                gids.append(gid)
+            parts.append((entry, done, done + k, gids.index(gid) * p.batch_size + slot))
+            taken += k
+        coords = np.empty((size, 2), dtype=np.float32)
+        crop = np.empty(size, dtype=np.int64)
+        at = 0
+        for entry, lo, hi, index in parts:
+            coords[at:at + hi - lo] = entry[0].coords[lo:hi]
+            crop[at:at + hi - lo] = index
+            at += hi - lo
+        coords[at:], crop[at:] = coords[at - 1], crop[at - 1]  # the tile's last call only
+        prepared = Prepared.join([self.groups[g] for g in gids])
+        coords_t = p._to_device(coords[None])
+        crop_t = p._to_device(crop[None])
+        t1 = time.perf_counter()
+        with torch.inference_mode(), p._autocast():
+            logits = p.model.predict_packed(prepared, coords_t, crop_t)[0].float()
+            probs = torch.sigmoid(logits) if p.n_out == 1 else torch.softmax(logits, dim=-1)
+            probs = probs.cpu().numpy()
+        t2 = time.perf_counter()
+        at = 0
+        for entry, lo, hi, _ in parts:
+            entry[4][lo:hi] = probs[at:at + hi - lo]
+            entry[3] = hi
+            at += hi - lo
+        self.pending -= n
+        self.stats.queries += n
+        while self.queue and self.queue[0][3] == len(self.queue[0][0].index):
+            item, *_, values = self.queue.pop(0)
+            self.blender.add(item.index, item.weights, values.T)
+        live = {entry[1] for entry in self.queue}
+        self.groups = {g: v for g, v in self.groups.items() if g in live}
+        self.stats.add("to_device", t1 - t0)
+        self.stats.add("decode", t2 - t1)
+        self.stats.add("blend", time.perf_counter() - t2)
+
+
+def _padded(arrays: list[np.ndarray], multiple: int) -> np.ndarray:
+    """``arrays`` stacked, then zeros appended up to a multiple of ``multiple``."""
+    n = -(-len(arrays) // multiple) * multiple
+    out = np.zeros((n, *arrays[0].shape), dtype=arrays[0].dtype)
+    out[:len(arrays)] = arrays
+    return out
 
 
 def _progress(total: int, tile: str, enabled: bool) -> tqdm:
@@ -419,14 +542,14 @@ def _is_empty(path: Path) -> bool:
 class PredictOptions:
     """How :func:`predict_tile` runs the model; the settings of what it computes are the region's.
 
-    ``batch_size``: crops per model call (it changes only float rounding); ``device``: a torch
-    device name (default: CUDA when present, else the CPU); ``bf16``: bfloat16 autocast (CUDA
-    mainly; lower precision); ``progress``: a progress bar on stderr.
+    ``batch_size``: crops per encoder call (speed and memory; see the module docstring on
+    shapes); ``device``:
+    a torch device name (default: CUDA when present, else the CPU); ``progress``: a progress bar
+    on stderr. Precision and ``min_weight`` are the region's ``prediction`` settings.
     """
 
     batch_size: int = 16
     device: str | None = None
-    bf16: bool = False
     progress: bool = True
 
 
@@ -452,7 +575,8 @@ def predict_tile(
 
     spec = get_task(task)
     lattice = region.lattice
-    crops = CropLattice.from_settings(region.settings["prediction"], lattice.res, lattice.tile_px)
+    prediction = region.settings["prediction"]
+    crops = CropLattice.from_settings(prediction, lattice.res, lattice.tile_px)
     by_tile = stacks_by_tile(stacks, lattice)
     if tile not in by_tile:
         raise InputError(f"no stack for tile {tile} among the {len(by_tile)} given; pass "
@@ -467,6 +591,8 @@ def predict_tile(
         "MAPPER_MODEL_SHA256": sha,
         "MAPPER_OUT_RES": f"{lattice.res * crops.factor:g}",
         "MAPPER_BLENDING": f"weighted mean of probabilities over {crops.describe()}",
+        "MAPPER_PRECISION": prediction["precision"],
+        "MAPPER_MIN_WEIGHT": f"{prediction['min_weight']:g}",
         "MAPPER_SYNTHETIC": str(region.synthetic).lower(),
     }
     names = spec.output_names
@@ -489,7 +615,8 @@ def predict_tile(
     normaliser = Normaliser.from_dict(meta.normalisation)
     predictor = TilePredictor(model, normaliser, lattice, crops, task, area=region.area(),
                               batch_size=options.batch_size, device=options.device,
-                              bf16=options.bf16, progress=options.progress)
+                              precision=prediction["precision"],
+                              min_weight=prediction["min_weight"], progress=options.progress)
     _check_neighbours(predictor, tile, by_tile, set(region.stacked_tiles()))
     with StackReader(by_tile, lattice) as reader:
         data, stats = predictor.predict(reader, tile)

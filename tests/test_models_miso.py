@@ -9,7 +9,7 @@ from mapper.errors import ConfigError, InputError
 from mapper.losses import task_loss
 from mapper.models.config import ModelConfig
 from mapper.models.geo import GeoEncoder, GridCellEncoding
-from mapper.models.miso import Features, MiSo, MiSoOutput
+from mapper.models.miso import Features, MiSo, MiSoOutput, Prepared
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,37 @@ def test_queries_are_independent_of_each_other(model: MiSo,
         empty = model.predict(feats, coords[:, :0])
     torch.testing.assert_close(one, full[:, 17:18], atol=1e-5, rtol=0)
     assert empty.shape == (2, 0, 7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_queries_equal_per_crop_queries(
+    model: MiSo, batch: tuple[torch.Tensor, ...], dtype: torch.dtype
+) -> None:
+    """Prediction packs the queries of several crops into one call (a crop index per query, the
+    crops' tables joined): the values are those of each crop's own queries, in float32 and under
+    bfloat16 autocast; in calls of one shape, bit for bit whatever the other queries."""
+    s2, cov, coords, _ = batch
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype,
+                                                enabled=dtype != torch.float32):
+        feats = model.encode(s2, cov)
+        alone = model.predict(feats, coords)
+        first = model.prepare(model.encode(s2[:1], cov[:1]))
+        second = model.prepare(model.encode(s2[1:], cov[1:]))
+        joined = Prepared.join([first, second])
+        assert joined.batch == 2
+        packed = torch.cat([coords[0, :32], coords[1, :32]])[None]  # 64 queries per call
+        crop = torch.tensor([0] * 32 + [1] * 32)[None]
+        out = model.predict_packed(joined, packed, crop)[0]
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(out[:32].float(), alone[0, :32].float(), atol=tol, rtol=0)
+        torch.testing.assert_close(out[32:].float(), alone[1, :32].float(), atol=tol, rtol=0)
+        # the same 64-query shape with other neighbours: the same bits
+        mixed = torch.cat([coords[1, 32:], coords[0, :32], coords[1, :14]])[None]
+        mixed_crop = torch.tensor([1] * 18 + [0] * 32 + [1] * 14)[None]
+        other = model.predict_packed(joined, mixed, mixed_crop)
+        assert torch.equal(other[0, 18:50], out[:32])
+        with pytest.raises(InputError, match="without its last axis"):
+            model.predict_packed(joined, packed, crop[:, :10])
 
 
 def test_bad_inputs(model: MiSo, batch: tuple[torch.Tensor, ...]) -> None:

@@ -26,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output GeoTIFF")
     p.add_argument("--batch-size", type=int, default=16, help="crops per model call")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's, all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,7 +41,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     region = load_region(load_config(args.config), args.region)
-    options = PredictOptions(batch_size=args.batch_size, device=args.device, bf16=args.bf16,
+    options = PredictOptions(batch_size=args.batch_size, device=args.device,
                              progress=not args.no_progress)
     stats = predict_tile(region, args.task, args.tile, args.model, args.stacks, args.out,
                          options=options)

@@ -27,6 +27,12 @@ Two decoders compute the same function:
   weighted sum and fuses with the stage's output Linear: W_out W3 is one [D, h2] matrix per call.
 
 Queries are decoded in chunks of ``chunk`` points per crop, so memory is bounded for any N.
+
+Packed queries (prediction): the fast decoder also takes the queries of several crops as one
+sequence, ``coords`` [1, Q, 2] with ``crop`` [1, Q] naming each query's crop in the batch of
+feature maps, so crops with different numbers of queries are decoded without padding. Every
+operation is per query (gathers, per-row matrix products, LayerNorm), so a query's value does not
+depend on which others share its call.
 """
 
 from __future__ import annotations
@@ -65,11 +71,17 @@ def neighbours(coords: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, Tensor]:
     return index, offsets, wx * wy
 
 
-def _gather(table: Tensor, index: Tensor) -> Tensor:
-    """Rows of a per-crop table: table [B, M, K], index [B, N, 4] -> [B, N, 4, K]."""
+def _gather(table: Tensor, index: Tensor, crop: Tensor | None = None) -> Tensor:
+    """Rows of a per-crop table: table [B, M, K], index [B', N, 4] -> [B', N, 4, K].
+
+    ``crop`` [B', N]: the crop (row of ``table``) of each query; None: query row b is crop b.
+    """
     b, m, k = table.shape
-    base = torch.arange(b, device=index.device).view(b, 1, 1) * m
-    return table.reshape(b * m, k)[index + base]  # [B*M, K] rows at [B, N, 4] -> [B, N, 4, K]
+    if crop is None:
+        base = torch.arange(b, device=index.device).view(b, 1, 1) * m
+    else:
+        base = crop[..., None] * m
+    return table.reshape(b * m, k)[index + base]  # [B*M, K] rows at [B', N, 4] -> [B', N, 4, K]
 
 
 @dataclass
@@ -119,12 +131,14 @@ class StageQuery(nn.Module):
         bias = self.out.weight @ last.bias + self.out.bias  # [D]
         return PreparedStage(cells=cells, h=h, w=w, weight=weight, bias=bias)
 
-    def fast(self, prep: PreparedStage, coords: Tensor) -> Tensor:
-        """Equal to :meth:`plain` by algebra (module docstring); no per-query [C+2] concat."""
+    def fast(self, prep: PreparedStage, coords: Tensor, crop: Tensor | None = None) -> Tensor:
+        """Equal to :meth:`plain` by algebra (module docstring); no per-query [C+2] concat.
+
+        ``crop`` [B', N]: each query's crop for packed queries (module docstring)."""
         index, offsets, weights = neighbours(coords, prep.h, prep.w)
         first, second = self.mlp[0], self.mlp[2]
         w_off = first.weight[:, self.in_ch :]  # [h1, 2]: the offset columns of W1
-        a = _gather(prep.cells, index) + offsets.to(w_off.dtype) @ w_off.T  # [B, N, 4, h1]
+        a = _gather(prep.cells, index, crop) + offsets.to(w_off.dtype) @ w_off.T  # [B, N, 4, h1]
         r = F.relu(second(F.relu(a)))  # [B, N, 4, h2]
         s = torch.einsum("bnk,bnkd->bnd", weights.to(r.dtype), r)  # [B, N, h2]
         return self.norm(F.linear(s, prep.weight, prep.bias))  # [B, N, D]
@@ -156,12 +170,19 @@ class ImplicitQuery(nn.Module):
             return list(feats)
         return [stage.prepare(f) for stage, f in zip(self.stages, feats, strict=True)]
 
-    def decode(self, prepared: list[Tensor | PreparedStage], coords: Tensor) -> Tensor:
-        """Embeddings [B, N, D] of one chunk of queries [B, N, 2] from :meth:`prepare`'s output."""
+    def decode(
+        self, prepared: list[Tensor | PreparedStage], coords: Tensor, crop: Tensor | None = None
+    ) -> Tensor:
+        """Embeddings [B, N, D] of one chunk of queries [B, N, 2] from :meth:`prepare`'s output;
+        ``crop``: each query's crop for packed queries (fast decoder only)."""
         total = 0
         for stage, p in zip(self.stages, prepared, strict=True):
-            total = total + (stage.fast(p, coords) if isinstance(p, PreparedStage)
-                             else stage.plain(p, coords))
+            if isinstance(p, PreparedStage):
+                total = total + stage.fast(p, coords, crop)
+            elif crop is not None:
+                raise ConfigError("packed queries need the fast decoder")
+            else:
+                total = total + stage.plain(p, coords)
         return self.norm(total)
 
     def forward(

@@ -3,6 +3,8 @@
     feats = model.encode(s2, cov)              # once per crop batch
     out = model.query(feats, coords, xy)       # any query points, in chunks
     logits = model.predict(feats, coords, xy)  # prediction only
+    prep = model.prepare(feats)                # prediction, packed queries of several crops:
+    logits = model.predict_packed(prep, coords, crop)  # coords [1, Q, 2], crop [1, Q]
 
 Inputs: ``s2`` [B, 9, H, W] Sentinel-2 and ``cov`` [B, 10, H, W] covariates, float32 normalised
 to 0..1 with nodata as 0, H and W multiples of 32 px. ``coords`` [B, N, 2]: query points as
@@ -20,7 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 from mapper.errors import ConfigError, InputError
 from mapper.models.config import ModelConfig
 from mapper.models.geo import GeoEncoder
-from mapper.models.implicit import DECODERS, Decoder, ImplicitQuery
+from mapper.models.implicit import DECODERS, Decoder, ImplicitQuery, PreparedStage
 from mapper.models.swin import SwinEncoder, load_satlas
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,30 @@ class Features:
     @property
     def batch(self) -> int:
         return int(self.sat[0].shape[0])
+
+
+@dataclass
+class Prepared:
+    """Per-crop tables of the fast decoder for both modalities (:meth:`MiSo.prepare`)."""
+
+    sat: list[PreparedStage]
+    cov: list[PreparedStage]
+
+    @property
+    def batch(self) -> int:
+        return int(self.sat[0].cells.shape[0])
+
+    @staticmethod
+    def join(parts: list[Prepared]) -> Prepared:
+        """The crops of ``parts`` as one batch, in order (tables concatenated, exact)."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(stages: list[list[PreparedStage]]) -> list[PreparedStage]:
+            return [replace(group[0], cells=torch.cat([s.cells for s in group]))
+                    for group in zip(*stages, strict=True)]
+
+        return Prepared(sat=cat([p.sat for p in parts]), cov=cat([p.cov for p in parts]))
 
 
 @dataclass
@@ -160,6 +186,23 @@ class MiSo(nn.Module):
         if not logits:
             return coords.new_zeros(coords.shape[0], 0, self.n_out)
         return torch.cat(logits, dim=1)
+
+    def prepare(self, feats: Features) -> Prepared:
+        """The fast decoder's per-crop tables of encoded crops, for :meth:`predict_packed`."""
+        return Prepared(sat=self.sat_query.prepare(feats.sat, "fast"),
+                        cov=self.cov_query.prepare(feats.cov, "fast"))
+
+    def predict_packed(self, prep: Prepared, coords: Tensor, crop: Tensor) -> Tensor:
+        """Logits [1, Q, n_out] of packed queries: ``coords`` [1, Q, 2] crop-normalised, ``crop``
+        [1, Q] (int64) the index of each query's crop in ``prep`` (one call, no chunking)."""
+        if coords.ndim != 3 or coords.shape[0] != 1 or coords.shape[-1] != 2:
+            raise InputError(f"packed coords must be [1, Q, 2], got {tuple(coords.shape)}")
+        if crop.shape != coords.shape[:-1]:
+            raise InputError(f"crop {tuple(crop.shape)} must be coords {tuple(coords.shape)} "
+                             "without its last axis")
+        sat = self.sat_mapper(self.sat_query.decode(prep.sat, coords, crop))
+        cov = self.cov_mapper(self.cov_query.decode(prep.cov, coords, crop))
+        return self.head(self.visual_mapper(sat + cov))
 
     def forward(self, s2: Tensor, cov: Tensor, coords: Tensor, xy: Tensor) -> MiSoOutput:
         return self.query(self.encode(s2, cov), coords, xy)

@@ -32,6 +32,11 @@ Figures printed:
    measured on this CPU on the same work; assumptions printed with the figures.
 5. Peak memory of one tile job against how much of the region is around it: the same tile
    predicted in a one-tile region (no neighbour stacks) and with its 8 neighbours.
+6. The prediction modes (``prediction.precision`` and ``min_weight``) at the reference size, end
+   to end through the tile path, against the exact float32 path in the same run: time per km^2,
+   probability and stored-count differences, achieved FLOP/s against the same precision's GEMM
+   rate (benchmarks/reference_modes.py says how; a fixed subset of the queries is decoded).
+7. Peak memory of a predict job at a 4096 px tile with the reference model and 7 classes.
 """
 
 from __future__ import annotations
@@ -161,7 +166,7 @@ def child(args: argparse.Namespace) -> None:
 
     region = load_region(load_config(args.config), args.region)
     before = peak_rss_mb()
-    stats = predict_tile(region, "nsp", TILE, args.model, args.stacks, args.out,
+    stats = predict_tile(region, args.task, args.tile, args.model, args.stacks, args.out,
                          options=PredictOptions(batch_size=args.batch_size, progress=False))
     print(json.dumps({
         "seconds": dict(stats.seconds), "crops": stats.crops, "queries": stats.queries,
@@ -172,8 +177,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(config: Path, region: str, model: Path, stacks: list[Path], out: Path,
-              args: argparse.Namespace) -> dict:
+              args: argparse.Namespace, task: str = "nsp", tile: str = TILE) -> dict:
     cmd = [sys.executable, __file__, "--child", "--config", str(config), "--region", region,
+           "--task", task, "--tile", tile,
            "--model", str(model), "--out", str(out), "--threads", str(args.threads),
            "--batch-size", str(args.batch_size), "--stacks", *map(str, stacks)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -421,11 +427,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="repeats of timed comparisons")
     parser.add_argument("--queries", type=int, default=512, help="swinv2_b queries timed")
     parser.add_argument("--synthetic", action="store_true", help="always synthesize the setup")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["e2e", "authors", "km2",
-                                                                   "state", "memory"])
+    parser.add_argument("--every", type=int, default=8,
+                        help="6: decode every n-th row and column of the reference tile")
+    parser.add_argument("--ref-batch", type=int, default=4, help="6: crops per encoder call")
+    parser.add_argument("--skip", nargs="*", default=[], choices=[
+        "e2e", "authors", "km2", "state", "memory", "modes", "memory4096"])
+    parser.add_argument("--only", nargs="*", default=None, help="run only these sections")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--region", help=argparse.SUPPRESS)
+    parser.add_argument("--task", default="nsp", help=argparse.SUPPRESS)
+    parser.add_argument("--tile", default=TILE, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--stacks", nargs="*", help=argparse.SUPPRESS)
@@ -434,6 +446,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if args.only is not None:
+        sections = ["e2e", "authors", "km2", "state", "memory", "modes", "memory4096"]
+        args.skip = [s for s in sections if s not in args.only]
 
     import torch
 
@@ -487,6 +502,18 @@ def main() -> None:
                       f"{r['max_rss_mb'] - r['rss_after_imports_mb']:.0f} MB, {r['crops']} crops")
             print(f"  growth {full['max_rss_mb'] - solo['max_rss_mb']:+.0f} MB for 8x the stacks "
                   "(the job reads one crop row at a time; accumulators are tile-sized)")
+        if "modes" not in args.skip or "memory4096" not in args.skip:
+            import reference_modes
+        if "modes" not in args.skip:
+            print("\n6. prediction modes at the reference size (swinv2_b, 7 classes), through "
+                  "the tile path")
+            reference_modes.run_modes(folder, args)
+        if "memory4096" not in args.skip:
+            print("\n7. peak memory of a predict job at a 4096 px tile, reference model, 7 "
+                  "classes")
+            default = region.settings["prediction"]
+            reference_modes.memory_at_4096(folder, args, default["precision"],
+                                           default["min_weight"])
 
 
 if __name__ == "__main__":

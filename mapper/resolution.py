@@ -89,6 +89,7 @@ def agreement(coarse: np.ndarray, aggregated: np.ndarray, binary: bool) -> dict[
 def summarise(counts: dict[str, float]) -> dict[str, float]:
     """Class agreement (share) and, for a binary task, the mean absolute difference."""
     n = counts["cells"]
+    n = int(n)
     out = {"cells": n, "class_agreement": counts["same_class"] / n if n else math.nan}
     if "abs_diff_sum" in counts:
         out["mean_abs_diff"] = counts["abs_diff_sum"] / n if n else math.nan
@@ -195,7 +196,7 @@ def _markdown(figures: dict[str, Any]) -> str:
     resolutions = sorted({float(r) for t in tasks.values() for r in t})
     lines = [f"# Resolution consistency, region {figures['region']}", ""]
     if figures["synthetic"]:
-        lines += ["SYNTHETIC: the region is synthetic (the demo's); the figures show how the maps "
+        lines += ["SYNTHETIC: the region's sources are synthetic; the figures show how the maps "
                   "behave, not a real place.", ""]
     lines += [
         "The same models predict the region at each out_res (one query per out cell, at its "
@@ -219,7 +220,7 @@ def _markdown(figures: dict[str, Any]) -> str:
         row = [
             f"{key} m",
             _share(nsp, "class_agreement"),
-            f"{nsp['mean_abs_diff']:.4f}" if "mean_abs_diff" in nsp else "(reference)",
+            f"{nsp['mean_abs_diff']:.4f}" if "mean_abs_diff" in nsp else _share(nsp, ""),
             _share(soil, "class_agreement"),
             f"{cells:,}" if cells is not None else "",
             f"{seconds:,.1f}",
@@ -231,4 +232,7 @@ def _markdown(figures: dict[str, Any]) -> str:
 
 
 def _share(entry: dict[str, Any], key: str) -> str:
+    """A share in percent; the 10 m row is the reference, a task not predicted is n/a."""
+    if not entry:
+        return "n/a"
     return f"{100 * entry[key]:.1f} %" if key in entry else "(reference)"

@@ -160,14 +160,15 @@ def resolution_figures(tiles: list[str | Path], logs: list[str | Path],
     for task in sorted({t for t, _ in groups}):
         spec = get_task(task)
         resolutions = sorted(r for t, r in groups if t == task)
-        if not resolutions or resolutions[0] != 10.0:
-            raise InputError(f"resolution report: no 10 m {task} tiles among those given; "
-                             "give the map's predicted tiles too")
-        fine = write_vrt(sorted(groups[(task, 10.0)]), workdir / f"{task}_10m.vrt")
+        if len(resolutions) < 2:
+            raise InputError(f"resolution report: {task} tiles at one out_res only; give the "
+                             "map's predicted tiles and those at a coarser out_res")
+        reference = resolutions[0]  # the map's (10 m by default)
+        fine = write_vrt(sorted(groups[(task, reference)]), workdir / f"{task}_reference.vrt")
         entry: dict[str, Any] = {}
         for res in resolutions:
             figures: dict[str, Any] = {k: v for k, v in cost[(task, res)].items()}
-            if res != 10.0:
+            if res != reference:
                 coarse = write_vrt(sorted(groups[(task, res)]), workdir / f"{task}_{res:g}m.vrt")
                 figures.update(compare(fine, coarse, spec.binary))
             entry[f"{res:g}"] = figures
@@ -194,6 +195,7 @@ def write_resolution_report(region: Region, tiles: list[str | Path], logs: list[
 def _markdown(figures: dict[str, Any]) -> str:
     tasks = figures["tasks"]
     resolutions = sorted({float(r) for t in tasks.values() for r in t})
+    base_key = f"{resolutions[0]:g}" if resolutions else ""
     lines = [f"# Resolution consistency, region {figures['region']}", ""]
     if figures["synthetic"]:
         lines += ["SYNTHETIC: the region's sources are synthetic; the figures show how the maps "
@@ -207,10 +209,10 @@ def _markdown(figures: dict[str, Any]) -> str:
         "job here), with their crops and decoder queries.",
         "",
         "| out_res | NSP class agreement | NSP mean abs. prob. difference | soil order agreement "
-        "| cells | predict seconds (NSP + soil order) | queries | time vs 10 m |",
+        f"| cells | predict seconds (NSP + soil order) | queries | time vs {base_key or '10'} m |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    base = sum(t.get("10", {}).get("seconds", 0.0) for t in tasks.values())
+    base = sum(t.get(base_key, {}).get("seconds", 0.0) for t in tasks.values())
     for res in resolutions:
         key = f"{res:g}"
         nsp, soil = tasks.get("nsp", {}).get(key, {}), tasks.get("soilorder", {}).get(key, {})

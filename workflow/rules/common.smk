@@ -446,15 +446,22 @@ def uncertainty_maps_of(region):
     return [f"maps/{task}_{region}_uncertainty.tif" for task in TASKS]
 
 
+def compared_res(region):
+    """The compared out_res (m) coarser than the region's own (COMPARED_RES)."""
+    own = REGIONS[region].settings["prediction"]["out_res"]
+    return [res for res in COMPARED_RES if res > own]
+
+
 def res_tiles(wildcards):
-    """The region's predicted tiles of every task at 10 m and at each compared out_res (the
-    resolution report's input; each tile's task and out_res are in its tags)."""
+    """The region's predicted tiles of every task at its out_res (10 m by default) and at each
+    coarser compared one (the resolution report's input; a tile's task and out_res are in its
+    tags)."""
     r = wildcards.region
     tiles = [p for task in TASKS for p in predicted_tiles(r, task)]
     tiles += [
         f"results/{r}/predict_{res}m/{task}/{t}.tif"
         for task in TASKS
-        for res in COMPARED_RES
+        for res in compared_res(r)
         for t in tiles_of(r)
     ]
     return tiles
@@ -468,7 +475,7 @@ def res_logs(wildcards):
     logs += [
         f"logs/predict/{r}_{task}_{t}_{res}m.log"
         for task in TASKS
-        for res in COMPARED_RES
+        for res in compared_res(r)
         for t in tiles_of(r)
     ]
     return logs

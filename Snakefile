@@ -42,13 +42,18 @@ rule all:
 
 
 rule demo:
-    # `make demo`: the maps of the embedded (synthetic) demo region, with their quick-looks.
+    # `make demo`: the maps of the embedded (synthetic) demo region, with their quick-looks, their
+    # uncertainty products and the uncertainty's check against the demo's hidden truth.
     input:
         maps_of("demo"),
+        uncertainty_maps_of("demo"),
+        "results/demo/reports/uncertainty.md",
         "results/demo/stack.vrt",
 
 
 rule demo_reports:
-    # `make demo-reports`: the demo's cross-validation reports (MiSo vs Random Forest).
+    # `make demo-reports`: the demo's cross-validation reports (MiSo vs Random Forest) and its
+    # resolution consistency report (maps at 20 and 40 m against the 10 m map).
     input:
         reports_of("demo"),
+        "results/demo/reports/resolution.md",

@@ -124,6 +124,27 @@ class Task:
         return "float32" if self.binary else "int64"
 
     @property
+    def entropy_definition(self) -> str:
+        """What the uncertainty product's first band holds (:mod:`mapper.uncertainty`)."""
+        if self.binary:
+            return (f"normalised binary entropy of the probability p of {self.subject}: "
+                    "(-p ln p - (1-p) ln(1-p)) / ln 2; 0 where p is 0 or 1, 1 at p = 0.5")
+        return (f"normalised entropy of the blended {self.subject} probabilities: "
+                f"-sum p ln p / ln {len(self.classes)}; 0 where one class is certain, 1 where "
+                "all are equally likely")
+
+    @property
+    def ensemble_measure(self) -> tuple[str, str]:
+        """Band name and definition of the uncertainty product's ensemble band (when the region
+        has ``prediction.ensemble`` members): the spread of a binary task's probability, the
+        disagreement on a multiclass task's class (:mod:`mapper.uncertainty`)."""
+        if self.binary:
+            return ("ensemble_std", f"standard deviation (ddof 0) of the probability of "
+                    f"{self.subject} across the ensemble: the map's model and its members")
+        return ("ensemble_disagreement", f"share of the ensemble's members whose most probable "
+                f"{self.subject} differs from the map's")
+
+    @property
     def heading(self) -> str:
         """The task in a heading: its subject, and its abbreviation in parentheses."""
         return f"{self.subject} ({self.abbreviation})" if self.abbreviation else self.subject

@@ -256,3 +256,126 @@ def test_products_cover_the_mapped_area_and_the_quicklook_draws_it(
     with pytest.raises(InputError, match="do not cover its mapped area"):
         make_products(region, "nsp", model, tiles[:1], tmp_path / "maps2" / "nsp_tiny.tif",
                       sources_dir=tmp_path)
+
+
+# -- the uncertainty products (mapper/products/uncertainty.py) ----------------------------------
+
+
+def uncertainty(setup: tuple[Path, Path, str], task: str, values: np.ndarray,
+                members: list[np.ndarray] = ()):  # noqa: ANN201
+    """The uncertainty product of ``values`` (the map's tiles) with members predicting
+    ``members`` (each its own checkpoint)."""
+    from mapper.products.uncertainty import make_uncertainty_products
+
+    config, model, sha = setup
+    root = config.parent
+    tiles = write_tiles(root, task, values, sha)
+    member_models, member_tiles = [], []
+    for k, m in enumerate(members, start=1):
+        path = root / f"member{k}.pt"
+        path.write_bytes(f"member {k}".encode())
+        member_models.append(path)
+        member_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        for tile in write_tiles(root / f"m{k}", task, m, member_sha):
+            member_tiles.append(tile)
+    region = load_region(load_config(config), "tiny")
+    out = root / "maps" / f"{task}_tiny_uncertainty.tif"
+    return make_uncertainty_products(region, task, model, tiles, out, member_models=member_models,
+                                     member_tiles=member_tiles, sources_dir=root / "sources")
+
+
+def binary_entropy_percent(p: np.ndarray) -> np.ndarray:
+    """Independent: scipy's entropy of (1 - p, p) in base 2, as stored (percent, 255 nodata)."""
+    from scipy.stats import entropy
+
+    q = np.nan_to_num(p)
+    h = entropy(np.stack([1 - q, q]), base=2, axis=0)
+    return np.where(np.isnan(p), 255, np.rint(h * 100)).astype(np.uint8)
+
+
+def test_nsp_uncertainty_without_ensemble_is_the_binary_entropy(
+        setup: tuple[Path, Path, str]) -> None:
+    p = nsp_values()
+    products = uncertainty(setup, "nsp", p)
+    assert products.cog.name == "nsp_tiny_uncertainty.tif"
+    assert [x.name for x in products.all()] == [
+        "nsp_tiny_uncertainty.tif", "nsp_tiny_uncertainty.png", "nsp_tiny_uncertainty.qml",
+        "nsp_tiny_uncertainty.stac.json"]
+    valid, errors, _ = cog_validate(str(products.cog), quiet=True)
+    assert valid, errors
+    with rasterio.open(products.cog) as ds:
+        assert ds.count == 1 and ds.dtypes[0] == "uint8" and ds.nodata == 255
+        assert ds.scales == (0.01,) and ds.offsets == (0.0,) and ds.overviews(1) == [2]
+        assert ds.descriptions == ("normalised_entropy",)
+        data = ds.read(1)
+        tags = ds.tags()
+    assert np.array_equal(data, binary_entropy_percent(p[0]))
+    assert "normalised binary entropy" in json.loads(tags["MAPPER_UNCERTAINTY"])[
+        "normalised_entropy"]
+    assert tags["MAPPER_ENSEMBLE"].startswith("none") and tags["MAPPER_MODEL_SHA256"] == setup[2]
+    assert tags["MAPPER_SYNTHETIC"] == "true"
+    assert products.quicklook.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ET.parse(products.style).getroot().find("pipe/rasterrenderer").get(
+        "type") == "singlebandpseudocolor"
+    item = json.loads(products.item.read_text())
+    validate_item(item)
+    assert item["id"] == "nsp_tiny_uncertainty"
+    assert item["assets"]["data"]["href"] == "./nsp_tiny_uncertainty.tif"
+    assert [b["scale"] for b in item["assets"]["data"]["raster:bands"]] == [0.01]
+    assert item["assets"]["style"]["href"] == "./nsp_tiny_uncertainty.qml"
+    assert not list(products.cog.parent.glob(".*")), "no temporary files left behind"
+
+
+def test_nsp_ensemble_band_is_the_spread_over_the_map_and_its_members(
+        setup: tuple[Path, Path, str]) -> None:
+    p = nsp_values()
+    m1, m2 = np.clip(p + 0.1, 0, 1), np.clip(p - 0.2, 0, 1)
+    products = uncertainty(setup, "nsp", p, [m1, m2])
+    with rasterio.open(products.cog) as ds:
+        assert ds.count == 2 and ds.descriptions == ("normalised_entropy", "ensemble_std")
+        entropy_band, spread = ds.read(1), ds.read(2)
+        tags = ds.tags()
+    assert np.array_equal(entropy_band, binary_entropy_percent(p[0]))
+    stacked = np.stack([p[0], m1[0], m2[0]])
+    expected = np.sqrt(((stacked - stacked.mean(0)) ** 2).mean(0))  # population std
+    ok = ~np.isnan(p[0])
+    assert np.abs(spread[ok].astype(int) - np.rint(expected[ok] * 100)).max() == 0
+    assert (spread[~ok] == 255).all()
+    assert len(json.loads(tags["MAPPER_ENSEMBLE_MODELS_SHA256"])) == 2
+    item = json.loads(products.item.read_text())
+    assert len(item["assets"]["data"]["raster:bands"]) == 2
+    assert len(item["properties"]["mapper:ensemble_models_sha256"]) == 2
+
+
+def test_soilorder_ensemble_band_is_the_share_of_members_that_disagree(
+        setup: tuple[Path, Path, str]) -> None:
+    p = soil_values()
+    agreeing = p.copy()
+    other = np.roll(p, 1, axis=0)  # every cell's most probable class moved to the next one
+    products = uncertainty(setup, "soilorder", p, [agreeing, other])
+    with rasterio.open(products.cog) as ds:
+        assert ds.descriptions == ("normalised_entropy", "ensemble_disagreement")
+        h, d = ds.read(1), ds.read(2)
+    ok = np.isfinite(p).all(axis=0)
+    assert (d[ok] == 50).all() and (d[~ok] == 255).all() and (h[~ok] == 255).all()
+    from scipy.stats import entropy
+
+    expected = np.rint(entropy(np.nan_to_num(p), base=7, axis=0) * 100)
+    assert np.abs(h[ok].astype(int) - expected[ok]).max() == 0
+
+
+def test_uncertainty_refuses_a_member_missing_tiles(setup: tuple[Path, Path, str]) -> None:
+    from mapper.products.uncertainty import make_uncertainty_products
+
+    config, model, sha = setup
+    root = config.parent
+    tiles = write_tiles(root, "nsp", nsp_values(), sha)
+    member = root / "member1.pt"
+    member.write_bytes(b"member 1")
+    member_tiles = write_tiles(root / "m1", "nsp", nsp_values(),
+                               hashlib.sha256(member.read_bytes()).hexdigest())[:3]
+    region = load_region(load_config(config), "tiny")
+    with pytest.raises(InputError, match=r"member1.pt: .*3 of 4 tiles.*predict_member"):
+        make_uncertainty_products(region, "nsp", model, tiles, root / "maps" / "u.tif",
+                                  member_models=[member], member_tiles=member_tiles)
+    assert not (root / "maps" / "u.tif").exists()

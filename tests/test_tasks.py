@@ -72,7 +72,7 @@ def _task_options(parser: argparse.ArgumentParser) -> dict[str, list[str] | None
 
 def test_every_task_option_of_the_command_line_offers_the_registry() -> None:
     options = _task_options(build_parser())
-    assert sorted(options) == ["cv-fold", "finetune", "mosaic", "predict", "report"]
+    assert sorted(options) == ["cv-fold", "finetune", "mosaic", "predict", "report", "uncertainty"]
     assert all(choices == list(TASKS) for choices in options.values()), options
 
 

@@ -65,6 +65,35 @@ def test_tiny_plan_has_every_stage(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
+def test_ensemble_members_and_coarser_maps_run_the_same_commands(tmp_path: Path) -> None:
+    """prediction.ensemble 1 plans one more fine-tuning and one more prediction of every tile
+    per task, and the uncertainty products; the members and the coarser out_res run the
+    finetune and predict commands with the run's configuration changed in one setting."""
+    project = make_project(tmp_path, prediction={"out_res": 10.0, "ensemble": 1})
+    n = len(project.tiles)
+    uncertainty = [f"maps/{task}_{project.region}_uncertainty.tif" for task in ("nsp",
+                                                                                "soilorder")]
+    jobs = planned_jobs(project, *uncertainty)
+    assert {k: jobs[k] for k in ("finetune", "finetune_member", "predict", "predict_member",
+                                 "mosaic_uncertainty")} == {
+        "finetune": 2, "finetune_member": 2, "predict": 2 * n, "predict_member": 2 * n,
+        "mosaic_uncertainty": 2}
+    tile = project.tiles[0]
+    run = run_snakemake(project, f"results/{project.region}/predict/nsp_m1/{tile}.tif",
+                        f"results/{project.region}/predict_40m/nsp/{tile}.tif",
+                        f"results/{project.region}/predict/nsp/{tile}.tif",
+                        extra_args=["--dry-run", "--printshellcmds"])
+    commands = job_commands(run.log)
+    assert job_region(project, commands["finetune_member"]).settings["training"]["seed"] == 1
+    assert job_region(project, commands["finetune"]).settings["training"]["seed"] == 0
+    assert "--model results/tiny/models/nsp_m1.pt" in commands["predict_member"]
+    assert job_region(project, commands["predict_at_res"]).settings["prediction"][
+        "out_res"] == 40.0
+    generic = re.sub(r"config-\w+\.yaml|\S+\.pt|\S+\.tif|\S+\.log", "X", commands["predict"])
+    assert re.sub(r"config-\w+\.yaml|\S+\.pt|\S+\.tif|\S+\.log", "X",
+                  commands["predict_at_res"]) == generic
+
+
 def job_commands(log: str) -> dict[str, str]:
     """Rule -> the shell command of its last job in a ``--dry-run --printshellcmds`` log."""
     commands, rule = {}, None

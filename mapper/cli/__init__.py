@@ -26,7 +26,7 @@ from mapper.errors import MapperError
 from mapper.progress import LOG_FORMAT, job_output
 
 STAGE_ORDER = ["demo", "sources", "climate", "stack", "samples", "train", "evaluate", "predict",
-               "mosaic", "grid", "model"]
+               "mosaic", "uncertainty", "resolution", "grid", "model"]
 """Command modules in the order of the workflow's stages, then the tools; others follow."""
 
 LABEL_OPTIONS = ["region", "task", "model", "split", "fold", "tile", "source", "file"]

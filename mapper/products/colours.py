@@ -18,6 +18,16 @@ from collections.abc import Sequence
 from mapper.bands import CLASS_NODATA
 from mapper.tasks import RGB, Task
 
+UNCERTAINTY_RAMP: tuple[tuple[float, RGB], ...] = (
+    (0.0, (255, 255, 204)),
+    (0.25, (254, 217, 118)),
+    (0.5, (253, 141, 60)),
+    (0.75, (227, 26, 28)),
+    (1.0, (128, 0, 38)),
+)
+"""Stops (0..1) of the uncertainty products' ramp, every task's: pale yellow where the map is sure
+to dark red where it is not (sequential, so that it is never read as the NSP ramp's two sides)."""
+
 
 def hex_colour(rgb: RGB) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)

@@ -249,7 +249,22 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
     return TileSet(paths, n_bands, float(res), descriptions, shas.pop() if shas else None)
 
 
-def _to_percent(p: np.ndarray) -> np.ndarray:
+def check_model(tileset: TileSet, model_path: str | Path) -> str:
+    """The SHA-256 of the checkpoint ``model_path``, which must be the one ``tileset`` was
+    predicted with."""
+    if not Path(model_path).is_file():
+        raise InputError(f"{model_path}: no such checkpoint; give the model the tiles were "
+                         "predicted with")
+    model_sha = file_sha256(model_path)
+    if tileset.model_sha256 and tileset.model_sha256 != model_sha:
+        raise InputError(
+            f"{tileset.paths[0]}: predicted with model sha256 {tileset.model_sha256[:12]}..., not "
+            f"{model_path} ({model_sha[:12]}...); rerun predict with this model"
+        )
+    return model_sha
+
+
+def to_percent(p: np.ndarray) -> np.ndarray:
     """Probabilities (NaN nodata) -> uint8 percent 0..100, 255 nodata (round half to even)."""
     out = np.full(p.shape, PERCENT_NODATA, dtype=np.uint8)
     ok = np.isfinite(p)
@@ -265,7 +280,7 @@ def _argmax_classes(p: np.ndarray) -> np.ndarray:
     return idx
 
 
-def _windows(width: int, height: int) -> list[Window]:
+def block_windows(width: int, height: int) -> list[Window]:
     return [Window(c, r, min(COLUMN_CHUNK, width - c), min(BLOCKSIZE, height - r))
             for r in range(0, height, BLOCKSIZE) for c in range(0, width, COLUMN_CHUNK)]
 
@@ -301,7 +316,7 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path,
         width, height = int(area.width), int(area.height)
         grid = {"width": width, "height": height, "transform": src.window_transform(area),
                 "crs": src.crs.to_string(), "dtype": "uint8", "nodata": PERCENT_NODATA}
-        windows = _windows(width, height)
+        windows = block_windows(width, height)
 
         def read(win: Window, *band: int) -> np.ndarray:
             at = Window(win.col_off + area.col_off, win.row_off + area.row_off, win.width,
@@ -311,7 +326,7 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path,
         if task.binary:
             with raster_writer(raw["cog"], count=1, **grid) as dst:
                 for win in windows:
-                    dst.write(_to_percent(read(win, 1)), 1, window=win)
+                    dst.write(to_percent(read(win, 1)), 1, window=win)
                 _describe_percent(dst, [f"{task.name}_probability"], tags,
                                   f"probability of {task.subject} ({task.definition})")
             return raw
@@ -322,7 +337,7 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path,
             for win in windows:
                 p = read(win)  # [n_classes, h, w] float32, NaN nodata
                 cls_dst.write(_argmax_classes(p), 1, window=win)
-                prob_dst.write(_to_percent(p), window=win)
+                prob_dst.write(to_percent(p), window=win)
             cls_dst.set_band_description(1, task.label_column)
             cls_dst.update_tags(1, **class_name_tags(classes))
             cls_dst.units = ("class index",)
@@ -363,15 +378,7 @@ def make_products(
     """
     spec = get_task(task)
     tileset = check_tiles(tiles, task, spec.n_outputs)
-    if not Path(model_path).is_file():
-        raise InputError(f"{model_path}: no such checkpoint; give the model the tiles were "
-                         "predicted with")
-    model_sha = file_sha256(model_path)
-    if tileset.model_sha256 and tileset.model_sha256 != model_sha:
-        raise InputError(
-            f"{tileset.paths[0]}: predicted with model sha256 {tileset.model_sha256[:12]}..., not "
-            f"{model_path} ({model_sha[:12]}...); rerun predict with this model"
-        )
+    model_sha = check_model(tileset, model_path)
     paths = product_paths(out, task)
     units = (f"probability of {spec.subject}, stored as percent (value x 0.01)"
              if spec.binary else f"{spec.subject} class index (CLASS_NAMES); probabilities in "
@@ -404,7 +411,7 @@ def make_products(
     return products
 
 
-def _percent_band(res: float, unit: str = "probability") -> dict[str, Any]:
+def percent_band(res: float, unit: str = "probability") -> dict[str, Any]:
     return {"nodata": PERCENT_NODATA, "data_type": "uint8", "scale": 0.01, "offset": 0.0,
             "unit": unit, "spatial_resolution": res}
 
@@ -416,7 +423,7 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
     if task.binary:
         assets["data"] = ProductAsset(paths["cog"], task.title + " (percent, scale 0.01)",
                                       ["data"], "image/tiff; application=geotiff; "
-                                      "profile=cloud-optimized", bands=[_percent_band(res)])
+                                      "profile=cloud-optimized", bands=[percent_band(res)])
     else:
         class_entries = [
             {"value": i, "name": name, "description": f"{task.subject} {name}",
@@ -433,7 +440,7 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
             paths["probabilities"],
             f"{capital(task.subject)} class probabilities (percent, scale 0.01)",
             ["data"], "image/tiff; application=geotiff; profile=cloud-optimized",
-            bands=[_percent_band(res) for _ in task.classes],
+            bands=[percent_band(res) for _ in task.classes],
         )
     assets["thumbnail"] = ProductAsset(paths["quicklook"], "Quick-look with legend",
                                        ["thumbnail", "overview"], "image/png")
@@ -452,10 +459,10 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
     if region.synthetic:
         props["mapper:synthetic_statement"] = SYNTHETIC_STATEMENT
     return build_item(f"{task.name}_{region.name}", bounds=bounds, shape=shape, transform=transform,
-                      assets=assets, properties=props, start_end=_source_period(region))
+                      assets=assets, properties=props, start_end=source_period(region))
 
 
-def _source_period(region: Region) -> tuple[datetime, datetime] | None:
+def source_period(region: Region) -> tuple[datetime, datetime] | None:
     """The Sentinel-2 period from the region settings (a STAC ``datetime`` interval), if any."""
     interval = region.settings["sources"].get("sentinel2", {}).get("datetime")
     if not interval or "/" not in interval:

@@ -9,7 +9,9 @@ black line and, when it is buffered, the mapped area's outline dashed. Axes in k
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -19,7 +21,7 @@ from mapper import __version__
 from mapper.files import atomic_path
 from mapper.products.cog import PERCENT_NODATA
 from mapper.products.colours import hex_colour
-from mapper.tasks import Task
+from mapper.tasks import RGB, Task
 
 
 def capital(text: str) -> str:
@@ -35,6 +37,48 @@ def outline_lines(geometry: shapely.Geometry, tolerance: float) -> list[np.ndarr
     return [shapely.get_coordinates(r) / 1000.0 for r in rings]
 
 
+def _read_decimated(cog: Path, band: int, max_px: int) -> tuple[np.ndarray, tuple, float]:
+    """Band ``band`` of ``cog`` at most ``max_px`` a side (GDAL picks the nearest overview),
+    its extent in km (left, right, bottom, top) and its decimated pixel size in metres."""
+    with rasterio.open(cog) as src:
+        scale = max(1.0, max(src.width, src.height) / max_px)
+        shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+        data = src.read(band, out_shape=shape)
+        left, bottom, right, top = src.bounds
+    return data, (left / 1000, right / 1000, bottom / 1000, top / 1000), (right - left) / shape[1]
+
+
+def _outline_and_axes(ax: Any, extent: tuple, pixel_m: float, outline: shapely.Geometry | None,
+                      area: shapely.Geometry | None) -> None:
+    """The boundary (solid) and mapped area (dashed) over a panel, with its km axes."""
+    for geometry, style in ((outline, "-"), (area, "--")):
+        if geometry is None or geometry.is_empty:
+            continue
+        for line in outline_lines(geometry, pixel_m):
+            ax.plot(line[:, 0], line[:, 1], style, color="black", linewidth=0.8)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_xlabel("x (km, EPSG:3338)")
+    ax.set_ylabel("y (km, EPSG:3338)")
+
+
+def _save(fig: Any, png: Path, synthetic: bool) -> Path:
+    if synthetic:
+        fig.text(0.5, 0.01, "Synthetic data: describes no real place", ha="center",
+                 color="firebrick")
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": f"mapper {__version__}"})
+    return png
+
+
+def _ramp_cmap(name: str, ramp: Sequence[tuple[float, RGB]]) -> Any:
+    from matplotlib.colors import LinearSegmentedColormap
+
+    return LinearSegmentedColormap.from_list(
+        name, [(v, tuple(c / 255 for c in rgb)) for v, rgb in ramp])
+
+
 def write_quicklook(cog: Path, png: Path, task: Task, title: str, synthetic: bool,
                     max_px: int = 1024, outline: shapely.Geometry | None = None,
                     area: shapely.Geometry | None = None) -> Path:
@@ -43,25 +87,18 @@ def write_quicklook(cog: Path, png: Path, task: Task, title: str, synthetic: boo
     ``outline`` (the region's boundary, EPSG:3338) drawn solid, ``area`` (the buffered mapped
     area) dashed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, ListedColormap
+    from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    with rasterio.open(cog) as src:
-        scale = max(1.0, max(src.width, src.height) / max_px)
-        shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-        data = src.read(1, out_shape=shape)  # decimated read: GDAL picks the nearest overview
-        left, bottom, right, top = src.bounds
-    extent = (left / 1000, right / 1000, bottom / 1000, top / 1000)
+    data, extent, pixel_m = _read_decimated(cog, 1, max_px)
     fig = Figure(figsize=(8, 6.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     masked = np.ma.masked_equal(data, PERCENT_NODATA)
     if task.binary:
-        cmap = LinearSegmentedColormap.from_list(
-            task.name, [(v, tuple(c / 255 for c in rgb)) for v, rgb in task.ramp])
-        im = ax.imshow(masked, cmap=cmap, vmin=0, vmax=100, extent=extent,
-                       interpolation="nearest")
+        im = ax.imshow(masked, cmap=_ramp_cmap(task.name, task.ramp), vmin=0, vmax=100,
+                       extent=extent, interpolation="nearest")
         bar = fig.colorbar(im, ax=ax, shrink=0.8)
         bar.set_label(f"probability of {task.subject} (%)")
     else:
@@ -74,21 +111,30 @@ def write_quicklook(cog: Path, png: Path, task: Task, title: str, synthetic: boo
                    for name, rgb in zip(classes, task.colours, strict=True)]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
                   title=capital(task.subject))
-    pixel_m = (right - left) / shape[1]
-    for geometry, style in ((outline, "-"), (area, "--")):
-        if geometry is None or geometry.is_empty:
-            continue
-        for line in outline_lines(geometry, pixel_m):
-            ax.plot(line[:, 0], line[:, 1], style, color="black", linewidth=0.8)
-    ax.set_xlim(extent[0], extent[1])
-    ax.set_ylim(extent[2], extent[3])
-    ax.set_xlabel("x (km, EPSG:3338)")
-    ax.set_ylabel("y (km, EPSG:3338)")
+    _outline_and_axes(ax, extent, pixel_m, outline, area)
     ax.set_title(title + (" — SYNTHETIC" if synthetic else ""))
-    if synthetic:
-        fig.text(0.5, 0.01, "Synthetic data: describes no real place", ha="center",
-                 color="firebrick")
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": f"mapper {__version__}"})
-    return png
+    return _save(fig, png, synthetic)
+
+
+def write_ramp_quicklook(cog: Path, png: Path, labels: Sequence[str],
+                         ramp: Sequence[tuple[float, RGB]], title: str, synthetic: bool,
+                         max_px: int = 1024, outline: shapely.Geometry | None = None,
+                         area: shapely.Geometry | None = None) -> Path:
+    """A PNG of a UInt8-percent product with one panel per band (``labels``, in band order),
+    each in ``ramp`` (stops over 0..1) with its colour bar; outlines as :func:`write_quicklook`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(labels)
+    fig = Figure(figsize=(6.4 * n + 1.0, 6.0), dpi=120)
+    FigureCanvasAgg(fig)
+    cmap = _ramp_cmap("ramp", ramp)
+    for band, label in enumerate(labels, start=1):
+        data, extent, pixel_m = _read_decimated(cog, band, max_px)
+        ax = fig.add_subplot(1, n, band)
+        im = ax.imshow(np.ma.masked_equal(data, PERCENT_NODATA), cmap=cmap, vmin=0, vmax=100,
+                       extent=extent, interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.8).set_label(label)
+        _outline_and_axes(ax, extent, pixel_m, outline, area)
+    fig.suptitle(title + (" — SYNTHETIC" if synthetic else ""))
+    return _save(fig, png, synthetic)

@@ -68,3 +68,62 @@ rule report:
         "python -m mapper report --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --out {output.markdown} {input.folds} --zones {input.zones}"
         " --log {log}"
+
+
+# A synthetic region's maps against its hidden truth by decile of their uncertainty products
+# (mapper/uncertainty_report.py); part of `make demo`: it reads rasters only (seconds).
+rule uncertainty_report:
+    input:
+        maps=expand("maps/{task}_{{region}}.tif", task=TASKS),
+        uncertainty=expand("maps/{task}_{{region}}_uncertainty.tif", task=TASKS),
+        truth=expand("resources/{{region}}/truth/{task}.tif", task=TASKS),
+    output:
+        markdown=report(
+            "results/{region}/reports/uncertainty.md",
+            category="Evaluation",
+            caption="../report/uncertainty_deciles.rst",
+        ),
+        figures="results/{region}/reports/uncertainty.json",
+        deciles=report(
+            "results/{region}/reports/uncertainty_deciles.png",
+            category="Evaluation",
+            caption="../report/uncertainty_deciles.rst",
+        ),
+    log:
+        "logs/evaluate/{region}_uncertainty_report.log",
+    wildcard_constraints:
+        region=one_of(SYNTHESIZED_REGIONS),
+    conda:
+        "../../envs/mapper.yaml"
+    params:
+        config=run_config,
+    shell:
+        "python -m mapper uncertainty-report --config {params.config}"
+        " --region {wildcards.region} --maps {input.maps} --uncertainty {input.uncertainty}"
+        " --truth {input.truth} --out {output.markdown} --log {log}"
+
+
+# Resolution consistency (mapper/resolution.py): the same models' maps at each coarser out_res
+# (rule predict_at_res) against the 10 m map aggregated to their cells, and the seconds each
+# resolution's predict jobs logged; part of `make demo-reports`.
+rule resolution_report:
+    input:
+        tiles=res_tiles,
+    output:
+        markdown=report(
+            "results/{region}/reports/resolution.md",
+            category="Evaluation",
+            caption="../report/resolution_table.rst",
+        ),
+        figures="results/{region}/reports/resolution.json",
+    log:
+        "logs/evaluate/{region}_resolution_report.log",
+    conda:
+        "../../envs/mapper.yaml"
+    params:
+        config=run_config,
+        logs=res_logs,
+    shell:
+        "python -m mapper resolution-report --config {params.config}"
+        " --region {wildcards.region} --out {output.markdown} {input.tiles}"
+        " --logs {params.logs} --log {log}"

@@ -57,3 +57,34 @@ rule mosaic_classes:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
         " --log {log}"
+
+
+# The uncertainty product beside each map (mapper/products/uncertainty.py): the normalised
+# entropy of the map's probabilities and, with prediction.ensemble members, their spread
+# (binary tasks) or disagreement (multiclass tasks).
+rule mosaic_uncertainty:
+    input:
+        tiles=task_tiles,
+        model="results/{region}/models/{task}.pt",
+        member_models=member_models,
+        member_tiles=member_tiles,
+    output:
+        cog="maps/{task}_{region}_uncertainty.tif",
+        quicklook=report(
+            "maps/{task}_{region}_uncertainty.png",
+            category="Maps",
+            caption="../report/map_quicklook.rst",
+        ),
+        style="maps/{task}_{region}_uncertainty.qml",
+        item="maps/{task}_{region}_uncertainty.stac.json",
+    log:
+        "logs/mosaic/{region}_{task}_uncertainty.log",
+    conda:
+        "../../envs/mapper.yaml"
+    params:
+        config=run_config,
+    shell:
+        "python -m mapper uncertainty --config {params.config} --region {wildcards.region}"
+        " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
+        " --member-models {input.member_models} --member-tiles {input.member_tiles}"
+        " --log {log}"

@@ -23,3 +23,31 @@ rule predict:
         "python -m mapper predict --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --tile {wildcards.tile} --model {input.model}"
         " --batch-size {resources.batch_size} --out {output} {input.stacks} --log {log}"
+
+
+# Ensemble members (prediction.ensemble, for the uncertainty products): the same command with
+# member k's checkpoint (rule finetune_member).
+use rule predict as predict_member with:
+    input:
+        model="results/{region}/models/{task}_m{member}.pt",
+        stacks=neighbour_stacks,
+    output:
+        "results/{region}/predict/{task}_m{member}/{tile}.tif",
+    log:
+        "logs/predict/{region}_{task}_m{member}_{tile}.log",
+    wildcard_constraints:
+        member=r"[1-9]\d*",
+
+
+# The resolution report (rule resolution_report): the same command and models at a coarser
+# out_res, given in the job's configuration file.
+use rule predict as predict_at_res with:
+    output:
+        "results/{region}/predict_{res}m/{task}/{tile}.tif",
+    log:
+        "logs/predict/{region}_{task}_{tile}_{res}m.log",
+    wildcard_constraints:
+        res=r"[1-9]\d*",
+    params:
+        config=res_run_config,
+        prediction=prediction_settings,

@@ -55,3 +55,19 @@ rule finetune:
         "python -m mapper finetune --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --samples {input.samples} {params.pretrained}"
         " --out {output} {input.stacks} --log {log}"
+
+
+# Ensemble members of the uncertainty products (prediction.ensemble): member k is fine-tuned like
+# the map's model, from the same pretrained checkpoint, with training.seed + k (the job's
+# configuration file).
+use rule finetune as finetune_member with:
+    output:
+        "results/{region}/models/{task}_m{member}.pt",
+    log:
+        "logs/train/{region}_{task}_m{member}.log",
+    wildcard_constraints:
+        member=r"[1-9]\d*",
+    params:
+        config=member_run_config,
+        training=training_settings,
+        pretrained=pretrained_option,

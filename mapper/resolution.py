@@ -1,0 +1,240 @@
+"""Resolution consistency (the MiSo paper's experiment): a region's maps made by the same models
+at coarser out_res against its 10 m map aggregated to the same cells, and what each resolution
+costs to predict.
+
+The implicit decoder answers at any coordinate, so the same checkpoints predict a map at 20 m by
+querying each 20 m cell's centre once (:mod:`mapper.blending`: an out cell of ``factor`` x
+``factor`` lattice pixels, its centre at ``(R + 0.5) * factor``). A consistent model gives there
+what its 10 m map says on average over the cell. Per coarser out_res, over the cells valid in
+both:
+
+- the 10 m map aggregated to each coarse cell: the mean of its valid 10 m probabilities (per class
+  for a multiclass task), the coarse cell covering 10 m pixels ``[R*factor, (R+1)*factor)``;
+- binary task (NSP): class agreement at 0.5 (``[coarse > 0.5] == [aggregated > 0.5]``) and the
+  mean absolute difference of the probabilities;
+- multiclass task (soil order): class agreement (most probable class of the coarse map against
+  that of the aggregated 10 m probabilities).
+
+Cost: the sum over a resolution's predict jobs of the seconds each logged (the line
+``<tile>: N crops (K skipped), M queries, T s (...)`` of :mod:`mapper.predict`), with the crops
+and queries. The encoders run once per crop whatever the out_res; the decoder once per query,
+a quarter as many at 20 m.
+
+Out resolutions must be whole multiples of the lattice's 10 m whose ratio divides the tile size
+(:meth:`mapper.blending.CropLattice.from_settings`): with 512 px (demo) or 4096 px (alaska) tiles
+that is 20, 40, 80 m, ..., not 50 m (a ratio of 5), which would need tiles a multiple of 5 px.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from mapper.config import Region
+from mapper.errors import InputError
+from mapper.files import atomic_path
+from mapper.report import strict_json
+from mapper.tasks import get_task
+from mapper.uncertainty import most_probable
+from mapper.vrt import write_vrt
+
+COMPARED_RES = (20, 40)
+"""Out resolutions (m) the resolution report predicts and compares with the 10 m map (50 m, the
+paper's, is not a whole divisor of the demo's or the state's tiles: module docstring)."""
+
+PREDICT_LINE = re.compile(
+    r"(?P<tile>R\d{4}C\d{4}): (?P<crops>\d+) crops \((?P<skipped>\d+) skipped\), "
+    r"(?P<queries>\d+) queries, (?P<seconds>[\d.]+) s"
+)
+"""The line a predict job logs once its tile is written (:func:`mapper.predict.predict_tile`)."""
+
+STRIP_CELLS = 64
+"""Coarse rows compared at once (x factor 10 m rows of every band)."""
+
+
+def block_mean(fine: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of the finite values of each ``factor`` x ``factor`` block of the last two axes of
+    ``fine`` (their sizes multiples of ``factor``); NaN where a block has none."""
+    *lead, h, w = fine.shape
+    blocks = fine.reshape(*lead, h // factor, factor, w // factor, factor)
+    finite = np.isfinite(blocks)
+    total = np.where(finite, blocks, 0.0).sum(axis=(-3, -1), dtype=np.float64)
+    count = finite.sum(axis=(-3, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def agreement(coarse: np.ndarray, aggregated: np.ndarray, binary: bool) -> dict[str, float]:
+    """Agreement of a coarse map's probabilities with the aggregated 10 m ones, both [n_out,
+    h, w] (NaN nodata), over the cells valid in both: counts and sums, so that strips add up
+    (:func:`summarise`)."""
+    valid = np.isfinite(coarse).all(axis=0) & np.isfinite(aggregated).all(axis=0)
+    if binary:
+        c, a = coarse[0][valid], aggregated[0][valid]
+        return {"cells": int(valid.sum()), "same_class": int(((c > 0.5) == (a > 0.5)).sum()),
+                "abs_diff_sum": float(np.abs(c - a).sum())}
+    same = most_probable(coarse) == most_probable(aggregated)
+    return {"cells": int(valid.sum()), "same_class": int(same[valid].sum())}
+
+
+def summarise(counts: dict[str, float]) -> dict[str, float]:
+    """Class agreement (share) and, for a binary task, the mean absolute difference."""
+    n = counts["cells"]
+    n = int(n)
+    out = {"cells": n, "class_agreement": counts["same_class"] / n if n else math.nan}
+    if "abs_diff_sum" in counts:
+        out["mean_abs_diff"] = counts["abs_diff_sum"] / n if n else math.nan
+    return out
+
+
+def compare(fine_vrt: Path, coarse_vrt: Path, binary: bool) -> dict[str, float]:
+    """A coarse map's agreement with the 10 m map aggregated to its cells (module docstring),
+    streamed in strips of :data:`STRIP_CELLS` coarse rows."""
+    with rasterio.open(fine_vrt) as fine, rasterio.open(coarse_vrt) as coarse:
+        factor = round(coarse.res[0] / fine.res[0])
+        aligned = (abs(coarse.res[0] - factor * fine.res[0]) < 1e-9
+                   and coarse.transform.c == fine.transform.c
+                   and coarse.transform.f == fine.transform.f
+                   and coarse.width * factor == fine.width
+                   and coarse.height * factor == fine.height)
+        if not aligned or coarse.count != fine.count:
+            raise InputError(f"{coarse_vrt}: the coarse tiles are not the 10 m tiles' cells "
+                             "(same tiles, same lattice, an out_res a multiple of 10 m)")
+        total: dict[str, float] = defaultdict(float)
+        for r in range(0, coarse.height, STRIP_CELLS):
+            h = min(STRIP_CELLS, coarse.height - r)
+            c = coarse.read(window=Window(0, r, coarse.width, h)).astype(np.float64)
+            f = fine.read(window=Window(0, r * factor, fine.width, h * factor))
+            for key, value in agreement(c, block_mean(f, factor), binary).items():
+                total[key] += value
+    return summarise(dict(total))
+
+
+def logged_costs(logs: list[str | Path]) -> list[dict[str, Any]]:
+    """Per predict log: tile, crops, queries and seconds of its last :data:`PREDICT_LINE`."""
+    costs = []
+    for log in map(Path, logs):
+        if not log.is_file():
+            raise InputError(f"{log}: no such predict log; rerun that predict job (snakemake "
+                             "-R <its tile>) so that its time is logged")
+        found = PREDICT_LINE.findall(log.read_text(errors="replace"))
+        if not found:
+            raise InputError(f"{log}: no '<tile>: N crops (K skipped), M queries, T s' line; "
+                             "rerun that predict job")
+        tile, crops, _, queries, seconds = found[-1]
+        costs.append({"tile": tile, "crops": int(crops), "queries": int(queries),
+                      "seconds": float(seconds)})
+    return costs
+
+
+def resolution_figures(tiles: list[str | Path], logs: list[str | Path],
+                       workdir: Path) -> dict[str, Any]:
+    """Every compared resolution's agreement and cost, from predicted tiles of every task and
+    out_res (told by their ``MAPPER_TASK`` and ``MAPPER_OUT_RES`` tags) and each tile's predict
+    log (``logs[i]`` is the log of the job that wrote ``tiles[i]``)."""
+    if len(tiles) != len(logs):
+        raise InputError(f"resolution report: {len(tiles)} tiles but {len(logs)} predict logs; "
+                         "give each tile's log, in the same order")
+    groups: dict[tuple[str, float], list[Path]] = defaultdict(list)
+    cost: dict[tuple[str, float], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for path, c in zip(map(Path, tiles), logged_costs(logs), strict=True):
+        with rasterio.open(path) as ds:
+            tags = ds.tags()
+        if path.stem != c["tile"]:
+            raise InputError(f"{path}: its log names tile {c['tile']}; give each tile's own log")
+        key = (tags.get("MAPPER_TASK", ""), float(tags.get("MAPPER_OUT_RES", "nan")))
+        groups[key].append(path)
+        for k in ("crops", "queries", "seconds"):
+            cost[key][k] += c[k]
+        cost[key]["jobs"] += 1
+    out: dict[str, Any] = {"tasks": {}}
+    for task in sorted({t for t, _ in groups}):
+        spec = get_task(task)
+        resolutions = sorted(r for t, r in groups if t == task)
+        if len(resolutions) < 2:
+            raise InputError(f"resolution report: {task} tiles at one out_res only; give the "
+                             "map's predicted tiles and those at a coarser out_res")
+        reference = resolutions[0]  # the map's (10 m by default)
+        fine = write_vrt(sorted(groups[(task, reference)]), workdir / f"{task}_reference.vrt")
+        entry: dict[str, Any] = {}
+        for res in resolutions:
+            figures: dict[str, Any] = {k: v for k, v in cost[(task, res)].items()}
+            if res != reference:
+                coarse = write_vrt(sorted(groups[(task, res)]), workdir / f"{task}_{res:g}m.vrt")
+                figures.update(compare(fine, coarse, spec.binary))
+            entry[f"{res:g}"] = figures
+        out["tasks"][task] = entry
+    return out
+
+
+def write_resolution_report(region: Region, tiles: list[str | Path], logs: list[str | Path],
+                            out: str | Path) -> list[Path]:
+    """``<out>.md`` (the table) and ``<out>.json`` (every figure); returns the files written."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        figures = resolution_figures(tiles, logs, Path(tmp))
+    figures = {"region": region.name, "synthetic": region.synthetic, **figures}
+    paths = [out, out.with_suffix(".json")]
+    with atomic_path(paths[1]) as tmp_json:
+        tmp_json.write_text(json.dumps(strict_json(figures), indent=2) + "\n")
+    with atomic_path(paths[0]) as tmp_md:
+        tmp_md.write_text(_markdown(figures))
+    return paths
+
+
+def _markdown(figures: dict[str, Any]) -> str:
+    tasks = figures["tasks"]
+    resolutions = sorted({float(r) for t in tasks.values() for r in t})
+    base_key = f"{resolutions[0]:g}" if resolutions else ""
+    lines = [f"# Resolution consistency, region {figures['region']}", ""]
+    if figures["synthetic"]:
+        lines += ["SYNTHETIC: the region's sources are synthetic; the figures show how the maps "
+                  "behave, not a real place.", ""]
+    lines += [
+        "The same models predict the region at each out_res (one query per out cell, at its "
+        "centre); each coarse map is compared with the 10 m map aggregated to its cells (mean of "
+        "the 10 m probabilities over the cell), over the cells valid in both. NSP: class "
+        "agreement at 0.5 and mean absolute probability difference; soil order: agreement of the "
+        "most probable class. Time: the sum of the predict jobs' logged seconds (one thread per "
+        "job here), with their crops and decoder queries.",
+        "",
+        "| out_res | NSP class agreement | NSP mean abs. prob. difference | soil order agreement "
+        f"| cells | predict seconds (NSP + soil order) | queries | time vs {base_key or '10'} m |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    base = sum(t.get(base_key, {}).get("seconds", 0.0) for t in tasks.values())
+    for res in resolutions:
+        key = f"{res:g}"
+        nsp, soil = tasks.get("nsp", {}).get(key, {}), tasks.get("soilorder", {}).get(key, {})
+        seconds = sum(t.get(key, {}).get("seconds", 0.0) for t in tasks.values())
+        queries = sum(t.get(key, {}).get("queries", 0) for t in tasks.values())
+        cells = nsp.get("cells", soil.get("cells"))
+        row = [
+            f"{key} m",
+            _share(nsp, "class_agreement"),
+            f"{nsp['mean_abs_diff']:.4f}" if "mean_abs_diff" in nsp else _share(nsp, ""),
+            _share(soil, "class_agreement"),
+            f"{cells:,}" if cells is not None else "",
+            f"{seconds:,.1f}",
+            f"{int(queries):,}",
+            f"{seconds / base:.2f}" if base else "",
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _share(entry: dict[str, Any], key: str) -> str:
+    """A share in percent; the 10 m row is the reference, a task not predicted is n/a."""
+    if not entry:
+        return "n/a"
+    return f"{100 * entry[key]:.1f} %" if key in entry else "(reference)"

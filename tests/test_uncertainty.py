@@ -1,0 +1,78 @@
+"""Uncertainty measures on inputs with known answers, against scipy's entropy, and the error by
+decile of uncertainty."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import entropy
+
+from mapper.uncertainty import (
+    class_probabilities,
+    disagreement,
+    ensemble_spread,
+    error_by_decile,
+    most_probable,
+    normalised_entropy,
+    rank_correlation,
+)
+
+
+def test_binary_entropy_known_values() -> None:
+    p = np.array([[0.0, 1.0, 0.5, 0.25, np.nan]])
+    h = normalised_entropy(class_probabilities(p, binary=True))
+    expected = [0.0, 0.0, 1.0, -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)) / math.log(2)]
+    assert h[:4] == pytest.approx(expected, abs=1e-12)
+    assert h[3] == pytest.approx(0.8112781244591328)
+    assert np.isnan(h[4])
+
+
+def test_seven_class_entropy_known_values_and_scipy() -> None:
+    uniform = np.full((7, 1), 1 / 7)
+    one_hot = np.eye(7)[:, :1]
+    halves = np.array([0.5, 0.5, 0, 0, 0, 0, 0])[:, None]
+    h = normalised_entropy(np.concatenate([uniform, one_hot, halves], axis=1))
+    assert h == pytest.approx([1.0, 0.0, math.log(2) / math.log(7)], abs=1e-12)
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.full(7, 0.7), size=200).T  # [7, 200]
+    assert normalised_entropy(p) == pytest.approx(entropy(p, base=7, axis=0), abs=1e-12)
+    p[2, 5] = np.nan
+    assert np.isnan(normalised_entropy(p)[5]) and np.isfinite(normalised_entropy(p)[4])
+
+
+def test_ensemble_spread_and_disagreement() -> None:
+    members = np.array([[0.2, 0.0, 0.3, np.nan], [0.4, 1.0, 0.3, 0.5]])
+    spread = ensemble_spread(members)
+    assert spread[:3] == pytest.approx([0.1, 0.5, 0.0])
+    assert np.isnan(spread[3])
+    with pytest.raises(ValueError, match="at least 2"):
+        ensemble_spread(members[:1])
+    map_class = np.array([2, 0, 4, -1])
+    member_classes = np.array([[2, 1, 4, 3], [3, 1, 4, 3], [3, 1, 4, 3], [2, 0, 4, 3]])
+    d = disagreement(map_class, member_classes)
+    assert d[:3] == pytest.approx([0.5, 0.75, 0.0])
+    assert np.isnan(d[3])
+    p = np.array([[0.1, np.nan], [0.7, 0.2], [0.2, 0.8]])
+    assert most_probable(p).tolist() == [1, -1]
+
+
+def test_error_rises_by_decile_only_where_it_is_made_to() -> None:
+    rng = np.random.default_rng(0)
+    u = rng.permutation(1000) / 1000.0
+    error = (u >= 0.9).astype(float)  # wrong exactly in the most uncertain tenth
+    rows = error_by_decile(u, error)
+    assert [r["pixels"] for r in rows] == [100] * 10
+    assert [r["error"] for r in rows] == [0.0] * 9 + [1.0]
+    assert rows[0]["uncertainty_min"] == 0.0 and rows[-1]["uncertainty_max"] == 0.999
+    assert rank_correlation(error_by_decile(u, u)) == pytest.approx(1.0)
+    assert math.isnan(rank_correlation(error_by_decile(u, np.zeros_like(u))))
+
+
+def test_deciles_leave_out_nodata_and_keep_equal_counts_through_ties() -> None:
+    u = np.array([0.5] * 95 + [np.nan] * 5)  # every stored value the same
+    e = np.r_[np.zeros(50), np.ones(45), np.ones(5)]
+    rows = error_by_decile(u, e)
+    assert sum(r["pixels"] for r in rows) == 95
+    assert max(r["pixels"] for r in rows) - min(r["pixels"] for r in rows) <= 1

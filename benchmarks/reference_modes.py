@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = [("float32", 0.0), ("float32", 0.01), ("bfloat16", 0.0), ("bfloat16", 0.01),
-         ("bfloat16", 0.02)]
+MODES = [("float32", 0.0), ("float32", 0.01), ("float32", 0.02), ("bfloat16", 0.0),
+         ("bfloat16", 0.01), ("bfloat16", 0.02)]
 REF_TILE_PX = 512
 LOGIT_STD = 2.0
 """The random model's logits are scaled to this spread (a trained model's are of this order)."""
@@ -177,31 +177,43 @@ def run_modes(folder: Path, args: argparse.Namespace) -> None:
 
     base, _ = per_km2(exact_stats)
     exact_counts = _to_percent(exact)
-    print(f"  {'mode':22s} {'s/km^2':>8s} {'speed-up':>8s} {'decodes/px':>10s} "
-          f"{'max |dp|':>9s} {'counts !=':>9s} {'|dc| > 1':>9s} {'class !=':>9s} "
-          f"{'GFLOP/s':>8s} {'of GEMM':>7s}")
+    print(f"  {'mode':22s} {'s/km^2':>7s} {'speed-up':>8s} {'decodes/px':>10s} "
+          f"{'max |dp|':>8s} {'counts !=':>9s} {'px <= 1':>8s} {'class !=':>8s} "
+          f"{'GFLOP/s':>7s} {'of GEMM':>7s}")
+    passing = []
     for (precision, eps), (out, stats) in results.items():
         t, decodes = per_km2(stats)
-        counts = _to_percent(out)
-        dc = np.abs(counts[:, valid].astype(int) - exact_counts[:, valid].astype(int))
+        dc = np.abs(_to_percent(out)[:, valid].astype(int)
+                    - exact_counts[:, valid].astype(int))  # [classes, cells]
+        within = float(np.mean(dc.max(axis=0) <= 1))  # pixels whose every count moves <= 1
         classes_differ = float(np.mean(np.argmax(out[:, valid], 0)
                                        != np.argmax(exact[:, valid], 0)))
         achieved = flops.per_query * stats.queries / stats.seconds["decode"] / 1e9
         gemm = rates[precision]["16384x1024x1024"]
-        print(f"  {precision + ' eps ' + format(eps, 'g'):22s} {t:8.1f} {base / t:7.2f}x "
-              f"{decodes:10.2f} {np.nanmax(np.abs(out - exact)):9.4f} "
-              f"{100 * np.mean(dc > 0):8.2f}% {100 * np.mean(dc > 1):8.3f}% "
-              f"{100 * classes_differ:8.3f}% {achieved:8.0f} {100 * achieved / gemm:6.0f}%")
-    print(f"  counts: the {exact.shape[0]} class probabilities as stored (percent), over "
-          f"{cells:,} decoded cells; |dc| > 1: pixels (x class) whose count moves by more than 1")
+        if within >= 0.995:
+            passing.append((base / t, precision, eps))
+        print(f"  {precision + ' eps ' + format(eps, 'g'):22s} {t:7.1f} {base / t:7.2f}x "
+              f"{decodes:10.2f} {np.nanmax(np.abs(out - exact)):8.4f} "
+              f"{100 * np.mean(dc > 0):8.2f}% {100 * within:7.2f}% "
+              f"{100 * classes_differ:7.3f}% {achieved:7.0f} {100 * achieved / gemm:6.0f}%")
+    print(f"  over {cells:,} decoded cells x {exact.shape[0]} class probabilities as stored "
+          "(percent 0..100, as the mosaic rounds them): 'counts !=' the share of counts that "
+          "differ from the exact path's, 'px <= 1' the share of pixels whose every count "
+          "differs by at most 1, 'class !=' pixels whose most probable class differs")
+    print("  GFLOP/s: the decoder's counted FLOPs per query (mapper.models.flops) x queries / "
+          "decode seconds, against torch.mm's rate of the mode's precision measured above "
+          "(16384 x 1024 x 1024); in bfloat16 mode the mappers and head still run in float32")
+    if passing:
+        speed, precision, eps = max(passing)
+        print(f"  fastest mode with every count within 1 on >= 99.5 % of pixels: {precision} "
+              f"eps {eps:g}, {speed:.2f}x the exact path per km^2")
     top = np.max(exact[:, valid], axis=0)
     print(f"  exact map's spread: most probable class at {np.percentile(top, 10):.2f} / "
           f"{np.percentile(top, 50):.2f} / {np.percentile(top, 90):.2f} (10th/50th/90th "
           "percentile)")
-    print("  state projection (1.7e6 km^2, this CPU): " + ", ".join(
-        f"{p} eps {e:g} {per_km2(st)[0] * 1.7e6 / 86400 / 365:,.0f} CPU-years"
+    print("  the state (1.7e6 km^2), one task, on this CPU: " + ", ".join(
+        f"{p} eps {e:g} {per_km2(st)[0] * 1.7e6 / 86400:,.0f} CPU-days"
         for (p, e), (_, st) in results.items()))
-
 
 
 def memory_at_4096(folder: Path, args: argparse.Namespace, precision: str, eps: float) -> None:

@@ -26,11 +26,13 @@ ocean, cloud gaps and the part of an edge tile outside the region cost nothing; 
 is marked ``MAPPER_EMPTY=true`` is written as nodata without loading the model.
 
 Precision and negligible weights (the region's ``prediction.precision`` and ``min_weight``):
-``float32`` is the exact path; ``bfloat16`` runs encoders and decoder under autocast (matrix
-products in bfloat16, about 2x the float32 rate on CPUs with AVX-512 BF16 and on data-centre
-GPUs). With ``min_weight`` eps > 0 a crop does not decode a cell whose normalised weight (its
-weight over the cell's total over all crops, :meth:`mapper.blending.CropLattice.axis_total`) is
-below eps; the cell's blend of the other crops then moves by less than the skipped share.
+``float32`` is the exact path; ``bfloat16`` runs the implicit queries, most of the decoder's
+work, under autocast (matrix products in bfloat16, about 2x the float32 rate on CPUs with
+AVX-512 BF16 and on data-centre GPUs) and keeps the encoders, mappers and heads in float32
+(:meth:`mapper.models.miso.MiSo.predict_packed` says why). With ``min_weight`` eps > 0 a crop
+does not decode a cell whose normalised weight (its weight over the cell's total over all crops,
+:meth:`mapper.blending.CropLattice.axis_total`) is below eps; the cell's blend of the other crops
+then moves by less than the skipped share.
 
 Batching never changes a value. CPU (and GPU) kernels are chosen by the shape of a product, and
 different kernels round differently: the demo encoder's features differ in the last bit between
@@ -86,18 +88,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CPU_POINTS_BUDGET = {"float32": 2**16, "bfloat16": 2**19}
-"""On the CPU, query points per model call = this / embedding width, 128..8192 (float32) or
-512..8192 (bfloat16).
+CPU_POINTS_BUDGET = {"float32": 2**16, "bfloat16": 2**20}
+"""On the CPU, query points per model call = this / embedding width, within CPU_POINTS_RANGE.
 
 float32: the decoder's per-neighbour activations are [points, 4, hidden] tensors streamed through
 a dozen element-wise operations; keeping them near the cache size (about 1 MB) made the demo
 model's decoder twice as fast as decoding a whole 64 px crop per call (measured best of 5, 1
 thread: 0.11 s per crop at 512 points per call, 0.18 at 4096, 0.34 at 8192). bfloat16 matrix
-kernels need larger products to reach their rate: 2 threads, per query, demo model 9.5 us at 2048
-points per call against 13.0 at 512 (float32: 18-19 us); Swin-V2-B widths 210 us at 512 against
-255 at 128 (float32: 460-490 us).
+kernels need larger products to reach their rate (2 threads, 8 crops' tables, 7 classes, per
+query): demo model 10.2 us at 4096 points per call, 10.4 at 2048, 11.0 at 8192, 15.8 at 512
+(float32 23-25); Swin-V2-B widths 224 us at 1024, 239 at 512 (float32 441-443).
 """
+CPU_POINTS_RANGE = {"float32": (128, 8192), "bfloat16": (512, 4096)}
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 """``prediction.precision`` -> the autocast dtype (float32: no autocast)."""
 GPU_POINTS_PER_CALL = 16384
@@ -144,8 +146,8 @@ def points_per_call(emb_dim: int, device_type: str = "cpu", precision: str = "fl
     """Query points per decoder call for a model of embedding width ``emb_dim`` on a device."""
     if device_type == "cuda":
         return GPU_POINTS_PER_CALL
-    low = 128 if precision == "float32" else 512
-    return min(8192, max(low, CPU_POINTS_BUDGET[precision] // max(1, emb_dim)))
+    low, high = CPU_POINTS_RANGE[precision]
+    return min(high, max(low, CPU_POINTS_BUDGET[precision] // max(1, emb_dim)))
 
 
 def choose_device(device: str | None = None) -> torch.device:
@@ -393,10 +395,6 @@ class TilePredictor:
         finally:
             bar.close()
 
-    def _autocast(self) -> torch.autocast:
-        dtype = PRECISIONS[self.precision]
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
-
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(array))
         if self.pin:
@@ -432,8 +430,8 @@ class _QueryStream:
         s2 = p._to_device(_padded([it.s2 for it in group], p.batch_size))
         cov = p._to_device(_padded([it.cov for it in group], p.batch_size))
         t1 = time.perf_counter()
-        with torch.inference_mode(), p._autocast():
-            prepared = p.model.prepare(p.model.encode(s2, cov))
+        with torch.inference_mode():
+            prepared = p.model.prepare(p.model.encode(s2, cov), PRECISIONS[p.precision])
         p._sync()
         self.stats.add("to_device", t1 - t0)
         self.stats.add("encode", time.perf_counter() - t1)
@@ -479,8 +477,9 @@ class _QueryStream:
         coords_t = p._to_device(coords[None])
         crop_t = p._to_device(crop[None])
         t1 = time.perf_counter()
-        with torch.inference_mode(), p._autocast():
-            logits = p.model.predict_packed(prepared, coords_t, crop_t)[0].float()
+        with torch.inference_mode():
+            logits = p.model.predict_packed(prepared, coords_t, crop_t,
+                                            PRECISIONS[p.precision])[0].float()
             probs = torch.sigmoid(logits) if p.n_out == 1 else torch.softmax(logits, dim=-1)
             probs = probs.cpu().numpy()
         t2 = time.perf_counter()

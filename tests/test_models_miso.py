@@ -75,27 +75,30 @@ def test_packed_queries_equal_per_crop_queries(
     model: MiSo, batch: tuple[torch.Tensor, ...], dtype: torch.dtype
 ) -> None:
     """Prediction packs the queries of several crops into one call (a crop index per query, the
-    crops' tables joined): the values are those of each crop's own queries, in float32 and under
-    bfloat16 autocast; in calls of one shape, bit for bit whatever the other queries."""
+    crops' tables joined): the values are those of each crop's own queries, in float32 and with
+    the implicit queries in bfloat16; in calls of one shape, bit for bit whatever the other
+    queries."""
     s2, cov, coords, _ = batch
-    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype,
-                                                enabled=dtype != torch.float32):
+    with torch.inference_mode():
         feats = model.encode(s2, cov)
         alone = model.predict(feats, coords)
-        first = model.prepare(model.encode(s2[:1], cov[:1]))
-        second = model.prepare(model.encode(s2[1:], cov[1:]))
+        first = model.prepare(model.encode(s2[:1], cov[:1]), dtype)
+        second = model.prepare(model.encode(s2[1:], cov[1:]), dtype)
         joined = Prepared.join([first, second])
-        assert joined.batch == 2
+        assert joined.batch == 2 and joined.sat[0].cells.dtype == dtype
         packed = torch.cat([coords[0, :32], coords[1, :32]])[None]  # 64 queries per call
         crop = torch.tensor([0] * 32 + [1] * 32)[None]
-        out = model.predict_packed(joined, packed, crop)[0]
+        out = model.predict_packed(joined, packed, crop, dtype)[0]
+        assert out.dtype == torch.float32  # the mappers and the head run in float32
         tol = 1e-5 if dtype == torch.float32 else 2e-2
-        torch.testing.assert_close(out[:32].float(), alone[0, :32].float(), atol=tol, rtol=0)
-        torch.testing.assert_close(out[32:].float(), alone[1, :32].float(), atol=tol, rtol=0)
+        torch.testing.assert_close(out[:32], alone[0, :32], atol=tol, rtol=0)
+        torch.testing.assert_close(out[32:], alone[1, :32], atol=tol, rtol=0)
+        if dtype == torch.bfloat16:
+            assert not torch.equal(out[:32], alone[0, :32]), "bfloat16 is used"
         # the same 64-query shape with other neighbours: the same bits
         mixed = torch.cat([coords[1, 32:], coords[0, :32], coords[1, :14]])[None]
         mixed_crop = torch.tensor([1] * 18 + [0] * 32 + [1] * 14)[None]
-        other = model.predict_packed(joined, mixed, mixed_crop)
+        other = model.predict_packed(joined, mixed, mixed_crop, dtype)
         assert torch.equal(other[0, 18:50], out[:32])
         with pytest.raises(InputError, match="without its last axis"):
             model.predict_packed(joined, packed, crop[:, :10])

@@ -8,7 +8,7 @@ put every probability near 1/7 and hide the differences), the statewide predicti
 around one 512 px tile. Each mode runs :class:`mapper.predict.TilePredictor` on that tile as the
 workflow does (crop plan, reads, normalisation, encoders, packed decoding, blending, negligible
 weights), except that only every ``--every``-th row and column of cells is decoded (a fixed
-1/64 of the tile by default): a whole 256 px crop takes about half a minute of decoding per mode
+1/16 of the tile by default): a whole 256 px crop takes about half a minute of decoding per mode
 on 2 CPU cores. The encoders run on every crop.
 
 Figures per mode, against the exact float32 path:
@@ -116,7 +116,7 @@ def run_modes(folder: Path, args: argparse.Namespace) -> None:
     from mapper.models.flops import decoder_flops
     from mapper.normalise import Normaliser
     from mapper.predict import TilePredictor
-    from mapper.products.mosaic import _to_percent
+    from mapper.products.mosaic import to_percent
     from mapper.windows import StackReader
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -176,14 +176,14 @@ def run_modes(folder: Path, args: argparse.Namespace) -> None:
         return enc * crops_km2 + dec * decodes * px_km2, decodes
 
     base, _ = per_km2(exact_stats)
-    exact_counts = _to_percent(exact)
+    exact_counts = to_percent(exact)
     print(f"  {'mode':22s} {'s/km^2':>7s} {'speed-up':>8s} {'decodes/px':>10s} "
           f"{'max |dp|':>8s} {'counts !=':>9s} {'px <= 1':>8s} {'class !=':>8s} "
           f"{'GFLOP/s':>7s} {'of GEMM':>7s}")
     passing = []
     for (precision, eps), (out, stats) in results.items():
         t, decodes = per_km2(stats)
-        dc = np.abs(_to_percent(out)[:, valid].astype(int)
+        dc = np.abs(to_percent(out)[:, valid].astype(int)
                     - exact_counts[:, valid].astype(int))  # [classes, cells]
         within = float(np.mean(dc.max(axis=0) <= 1))  # pixels whose every count moves <= 1
         classes_differ = float(np.mean(np.argmax(out[:, valid], 0)

@@ -118,7 +118,8 @@ def test_defaults_are_filled() -> None:
 
 
 def test_alaska_uses_the_reference_settings() -> None:
-    """The statewide region spells out the schema's defaults (the reference settings)."""
+    """The statewide region spells out the schema's defaults (the reference settings), but for
+    the prediction mode (bfloat16 implicit queries, min_weight 0.02; README)."""
     alaska = load_region(load_config(CONFIG), "alaska").settings
     raw = shipped_region("alaska")
     # the reference starts the satellite encoder from SatlasPretrain (fetched by the workflow)
@@ -128,6 +129,9 @@ def test_alaska_uses_the_reference_settings() -> None:
         defaults = schema_defaults(section)
         if section == "model":
             defaults = {**defaults, "satlas_weights": satlas}
+        if section == "prediction":  # the fast mode; a region that says nothing is exact
+            assert defaults["precision"] == "float32" and defaults["min_weight"] == 0.0
+            defaults = {**defaults, "precision": "bfloat16", "min_weight": 0.02}
         assert alaska[section] == defaults, section
         assert raw[section] == defaults, f"{section} is not written out in full"
     assert alaska["model"]["size"] == "swinv2_b"

@@ -442,13 +442,29 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
             ["data"], "image/tiff; application=geotiff; profile=cloud-optimized",
             bands=[percent_band(res) for _ in task.classes],
         )
-    assets["thumbnail"] = ProductAsset(paths["quicklook"], "Quick-look with legend",
-                                       ["thumbnail", "overview"], "image/png")
-    assets["style"] = ProductAsset(paths["style"], "QGIS layer style", ["metadata"],
-                                   "application/xml")
+    assets.update(side_assets(paths))
+    props = item_properties(region, task, f"{task.title}, {region.name}",
+                            region.settings.get("description", ""), model_sha, res)
+    return build_item(f"{task.name}_{region.name}", bounds=bounds, shape=shape, transform=transform,
+                      assets=assets, properties=props, start_end=source_period(region))
+
+
+def side_assets(paths: dict[str, Path]) -> dict[str, ProductAsset]:
+    """The quick-look and QGIS style assets of a product's STAC Item."""
+    return {
+        "thumbnail": ProductAsset(paths["quicklook"], "Quick-look with legend",
+                                  ["thumbnail", "overview"], "image/png"),
+        "style": ProductAsset(paths["style"], "QGIS layer style", ["metadata"],
+                              "application/xml"),
+    }
+
+
+def item_properties(region: Region, task: Task, title: str, description: str, model_sha: str,
+                    res: float) -> dict[str, Any]:
+    """The properties every product's STAC Item carries (provenance, synthetic statement)."""
     props: dict[str, Any] = {
-        "title": f"{task.title}, {region.name}",
-        "description": region.settings.get("description", ""),
+        "title": title,
+        "description": description,
         "mapper:task": task.name,
         "mapper:region": region.name,
         "mapper:model_sha256": model_sha,
@@ -458,8 +474,7 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
     }
     if region.synthetic:
         props["mapper:synthetic_statement"] = SYNTHETIC_STATEMENT
-    return build_item(f"{task.name}_{region.name}", bounds=bounds, shape=shape, transform=transform,
-                      assets=assets, properties=props, start_end=source_period(region))
+    return props
 
 
 def source_period(region: Region) -> tuple[datetime, datetime] | None:

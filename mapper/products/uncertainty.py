@@ -35,16 +35,16 @@ from mapper.files import atomic_path, file_sha256, remove_stale_temporaries
 from mapper.products.cog import PERCENT_NODATA, raster_writer, to_cog
 from mapper.products.colours import UNCERTAINTY_RAMP, ramp_qml
 from mapper.products.mosaic import (
-    SYNTHETIC_STATEMENT,
     Products,
     TileSet,
     area_window,
     block_windows,
     check_model,
     check_tiles,
+    item_properties,
     percent_band,
     provenance_tags,
-    software_versions,
+    side_assets,
     source_period,
     to_percent,
 )
@@ -240,25 +240,13 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bands: list[tuple[
         "data": ProductAsset(paths["cog"], f"{capital(task.subject)} map uncertainty ({names}; "
                              "percent, scale 0.01)", ["data"], COG_MEDIA_TYPE,
                              bands=[percent_band(res, _unit(name)) for name, _ in bands]),
-        "thumbnail": ProductAsset(paths["quicklook"], "Quick-look with legend",
-                                  ["thumbnail", "overview"], "image/png"),
-        "style": ProductAsset(paths["style"], "QGIS layer style", ["metadata"],
-                              "application/xml"),
+        **side_assets(paths),
     }
-    props: dict[str, Any] = {
-        "title": f"Uncertainty of the {task.title.lower()} map, {region.name}",
-        "description": "; ".join(f"band {i} {name}: {what}"
-                                 for i, (name, what) in enumerate(bands, start=1)),
-        "mapper:task": task.name,
-        "mapper:region": region.name,
-        "mapper:model_sha256": model_sha,
-        "mapper:ensemble_models_sha256": member_shas,
-        "mapper:synthetic": region.synthetic,
-        "mapper:software": software_versions(),
-        "gsd": res,
-    }
-    if region.synthetic:
-        props["mapper:synthetic_statement"] = SYNTHETIC_STATEMENT
+    props = item_properties(
+        region, task, f"Uncertainty of the {task.title.lower()} map, {region.name}",
+        "; ".join(f"band {i} {name}: {what}" for i, (name, what) in enumerate(bands, start=1)),
+        model_sha, res)
+    props["mapper:ensemble_models_sha256"] = member_shas
     return build_item(f"{task.name}_{region.name}_uncertainty", bounds=bounds, shape=shape,
                       transform=transform, assets=assets, properties=props,
                       start_end=source_period(region))

@@ -201,10 +201,11 @@ class MiSo(nn.Module):
         [1, Q] (int64) the index of each query's crop in ``prep`` (one call, no chunking).
 
         ``dtype`` bfloat16: the implicit queries (per-neighbour MLPs, most of the decoder's
-        FLOPs) run under autocast; the mappers and the head stay float32. In bfloat16 everywhere
-        (encoders included), 4.7 % of the pixels of a 7-class map at the reference size moved by
-        more than 1 stored percent; with the implicit queries alone in bfloat16, none did, for
-        5 % less speed (benchmarks/bench_predict.py 6).
+        FLOPs) run under autocast; the mappers and the head stay float32. On 6,000 queries of
+        a 7-class model at the reference size, 4.7 % of the pixels moved by more than 1 stored
+        percent in bfloat16 everywhere (encoders included), 0.98 % with the whole decoder in
+        bfloat16, none with the implicit queries alone, for 5 % less speed than all-bfloat16
+        (0.04 % over the 16,009 cells of benchmarks/bench_predict.py 6).
         """
         if coords.ndim != 3 or coords.shape[0] != 1 or coords.shape[-1] != 2:
             raise InputError(f"packed coords must be [1, Q, 2], got {tuple(coords.shape)}")

@@ -53,7 +53,7 @@ rule demo:
 
 rule demo_reports:
     # `make demo-reports`: the demo's cross-validation reports (MiSo vs Random Forest) and its
-    # resolution consistency report (maps at 20 and 40 m against the 10 m map).
+    # resolution consistency report (maps at 20 and 50 m against the 10 m map).
     input:
         reports_of("demo"),
         "results/demo/reports/resolution.md",

@@ -459,7 +459,7 @@ def main() -> None:
 
     region = load_region(load_config(ROOT / "config/config.yaml"), "demo")
     lattice = region.lattice
-    crops = CropLattice.from_settings(region.settings["prediction"], lattice.res, lattice.tile_px)
+    crops = CropLattice.from_settings(region.settings["prediction"], lattice.res)
     tiles = [TILE, *lattice.neighbours(TILE)]
     with tempfile.TemporaryDirectory(prefix="bench_predict.") as tmp:
         folder = Path(tmp)

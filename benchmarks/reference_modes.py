@@ -124,7 +124,7 @@ def run_modes(folder: Path, args: argparse.Namespace) -> None:
 
     lattice = Lattice(-2600000.0, 2600000.0, 10.0, REF_TILE_PX)
     settings = reference_prediction()
-    crops = CropLattice.from_settings(settings, lattice.res, lattice.tile_px)
+    crops = CropLattice.from_settings(settings, lattice.res)
     tile = TILE  # the demo's inner tile: the demo lattice has 512 px tiles too
     tiles = [tile, *lattice.neighbours(tile)]
     stacks = synthesize_stacks(folder, lattice, tiles)

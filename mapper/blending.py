@@ -29,7 +29,9 @@ Conventions:
   1.81 on the demo's central tiles; staggering over the stride: 0.98.)
 - Output cells are ``factor`` x ``factor`` blocks of lattice pixels (``out_res = factor * res``),
   on a grid aligned with the lattice origin: out cell ``R`` covers pixels ``[R*factor,
-  (R+1)*factor)`` and its centre lies at ``p = (R + 0.5) * factor``. A crop answers for the out
+  (R+1)*factor)`` and its centre lies at ``p = (R + 0.5) * factor``; a tile holds the out cells
+  whose centre lies in it (:meth:`CropLattice.out_window`), so the factor need not divide the
+  tile size (50 m cells on 512 px tiles straddle tile edges). A crop answers for the out
   cells whose centre lies in its *support*, the central ``support_px`` of the crop,
   ``[start + m, start + m + support)`` with ``m = (crop - support) / 2`` (half-open, like pixel
   coverage); the outer ``m`` pixels are context only (default: ``support = crop``). With
@@ -152,11 +154,11 @@ class CropLattice:
             )
 
     @classmethod
-    def from_settings(cls, prediction: dict, res: float, tile_px: int) -> CropLattice:
-        """From a region's validated ``prediction`` section, the lattice ``res`` and ``tile_px``.
+    def from_settings(cls, prediction: dict, res: float) -> CropLattice:
+        """From a region's validated ``prediction`` section and the lattice ``res``.
 
-        ``out_res`` must be a whole multiple of ``res`` whose ratio divides ``tile_px``, so that
-        every tile is a whole number of out cells and the out grid is aligned with tiles.
+        ``out_res`` must be a whole multiple of ``res`` (out cells are blocks of lattice pixels);
+        it need not divide the tile size (:meth:`out_window`).
         """
         out_res = float(prediction.get("out_res", res))
         ratio = out_res / res
@@ -165,11 +167,6 @@ class CropLattice:
             raise ConfigError(
                 f"prediction.out_res {out_res:g} m is not a whole multiple of the lattice's "
                 f"{res:g} m; use e.g. {res:g}, {2 * res:g} or {5 * res:g}"
-            )
-        if tile_px % factor:
-            raise ConfigError(
-                f"prediction.out_res {out_res:g} m: its ratio {factor} to the lattice does not "
-                f"divide tile_px {tile_px}; choose an out_res whose ratio divides the tile size"
             )
         support = prediction.get("support_px")
         return cls(
@@ -267,10 +264,23 @@ class CropLattice:
                            min(cs.hi, c1))
 
     def out_window(self, window: Window) -> Window:
-        """The out cells of a lattice window whose sides are multiples of ``factor`` (a tile)."""
+        """The out cells whose centre lies in the lattice window ``window`` (a tile): cell ``R``
+        along an axis when ``a <= (R + 0.5) k < a + n`` for the window's ``[a, a + n)``.
+
+        So every out cell belongs to exactly one tile whatever ``factor``: with a factor that
+        divides the tile size the cells are the tile's ``k`` x ``k`` blocks; with one that does not
+        (50 m cells on 512 px tiles) a tile's first or last cell may straddle its edge by up to
+        ``k // 2`` pixels, and its cell count varies by one from tile to tile.
+        """
         k = self.factor
-        return Window(window.col_off // k, window.row_off // k, window.width // k,
-                      window.height // k)
+
+        def axis(a: int, n: int) -> tuple[int, int]:
+            lo = _ceil_div(2 * a - k, 2 * k)
+            return lo, _ceil_div(2 * (a + n) - k, 2 * k) - lo
+
+        c0, w = axis(int(window.col_off), int(window.width))
+        r0, h = axis(int(window.row_off), int(window.height))
+        return Window(c0, r0, w, h)
 
     def reach(self, out_window: Window) -> Window:
         """The lattice pixels read by the crops answering cells of ``out_window`` (a window in

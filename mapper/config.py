@@ -236,8 +236,7 @@ class Region:
 
     def crop_lattice(self) -> CropLattice:
         """The prediction crop lattice of the region's ``prediction`` settings."""
-        return CropLattice.from_settings(self.settings["prediction"], self.lattice.res,
-                                         self.lattice.tile_px)
+        return CropLattice.from_settings(self.settings["prediction"], self.lattice.res)
 
     def tile_context(self, tile: str) -> list[str]:
         """The stacked tiles that the prediction crops of ``tile`` may read (itself included),

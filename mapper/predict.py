@@ -215,22 +215,24 @@ class TilePredictor:
     # -- validity --------------------------------------------------------------------------------
     def valid_cells(self, reader: StackReader, tile: str) -> np.ndarray:
         """Bool [h, w] on the tile's out grid: any valid 10 m pixel under the cell, and the
-        cell's centre inside the mapped area (when one is set)."""
-        w = self.lattice.tile_window(tile)
+        cell's centre inside the mapped area (when one is set). A cell straddling the tile's edge
+        (an out_res whose ratio does not divide the tile) reads its pixels in the neighbour."""
+        ow = self.out_window(tile)
         k = self.crops.factor
-        size = self.lattice.tile_px
-        rows = max(k, (MASK_ROWS // k) * k)
+        h, w = int(ow.height), int(ow.width)
+        rows = max(1, MASK_ROWS // k)  # out rows per strip
         inside = None
         if self.area is not None:
-            inside = cells_inside(self.area, self.lattice, self.out_window(tile), k)
+            inside = cells_inside(self.area, self.lattice, ow, k)
             if not inside.any():  # an edge tile's part outside the area: nothing to read
                 return inside
-        out = np.zeros((size // k, size // k), dtype=bool)
-        for r in range(0, size, rows):
-            h = min(rows, size - r)
-            strip = reader.read(Window(w.col_off, w.row_off + r, size, h))
-            ok = self.normaliser.valid(strip)  # [h, size]
-            out[r // k:(r + h) // k] = ok.reshape(h // k, k, size // k, k).any(axis=(1, 3))
+        out = np.zeros((h, w), dtype=bool)
+        col0, row0 = int(ow.col_off) * k, int(ow.row_off) * k
+        for r in range(0, h, rows):
+            n = min(rows, h - r)
+            strip = reader.read(Window(col0, row0 + r * k, w * k, n * k))
+            ok = self.normaliser.valid(strip)  # [n k, w k]
+            out[r:r + n] = ok.reshape(n, k, w, k).any(axis=(1, 3))
         if inside is not None:
             out &= inside
         return out
@@ -462,16 +464,17 @@ def predict_tile(
 
     ``stacks``: the tile's stack and those of the stacked tiles its crops reach
     (:meth:`mapper.config.Region.tile_context`; ``<tile>.tif`` names). Output: float32 GeoTIFF on
-    the tile's bounds at ``prediction.out_res``, EPSG:3338, one probability band per class (NSP:
-    1, descriptions = class names), NaN nodata (also every cell outside the mapped area), written
-    atomically.
+    the tile's out cells at ``prediction.out_res`` (those whose centre lies in the tile: its
+    bounds unless the out_res's ratio to 10 m does not divide the tile size), EPSG:3338, one
+    probability band per class (NSP: 1, descriptions = class names), NaN nodata (also every
+    cell outside the mapped area), written atomically.
     """
     from mapper.models.checkpoint import load_checkpoint
 
     spec = get_task(task)
     lattice = region.lattice
     prediction = region.settings["prediction"]
-    crops = CropLattice.from_settings(prediction, lattice.res, lattice.tile_px)
+    crops = CropLattice.from_settings(prediction, lattice.res)
     by_tile = stacks_by_tile(stacks, lattice)
     if tile not in by_tile:
         raise InputError(f"no stack for tile {tile} among the {len(by_tile)} given; pass "
@@ -492,15 +495,15 @@ def predict_tile(
     }
     names = spec.output_names
     res = lattice.res * crops.factor
-    size = lattice.tile_px // crops.factor
-    left, _, _, top = lattice.tile_bounds(tile)
-    transform = Affine(res, 0.0, left, 0.0, -res, top)
+    ow = crops.out_window(lattice.tile_window(tile))  # the out cells whose centre is in the tile
+    transform = Affine(res, 0.0, lattice.origin_x + int(ow.col_off) * res, 0.0, -res,
+                       lattice.origin_y - int(ow.row_off) * res)
     if _is_empty(by_tile[tile]):
         logger.info("%s: stack marked empty; writing nodata without running the model", tile)
-        data = np.full((len(names), size, size), np.nan, dtype=np.float32)
+        data = np.full((len(names), int(ow.height), int(ow.width)), np.nan, dtype=np.float32)
         write_geotiff(out, data, transform, lattice.crs, nodata=np.nan, descriptions=names,
                       tags={**tags, "MAPPER_EMPTY": "true"})
-        return PredictStats(tile=tile, cells=size * size)
+        return PredictStats(tile=tile, cells=int(ow.height * ow.width))
 
     model, meta = load_checkpoint(model_path, expect_task=task,
                                   expect_size=region.settings["model"]["size"])

@@ -20,9 +20,10 @@ Cost: the sum over a resolution's predict jobs of the seconds each logged (the l
 and queries. The encoders run once per crop whatever the out_res; the decoder once per query,
 a quarter as many at 20 m.
 
-Out resolutions must be whole multiples of the lattice's 10 m whose ratio divides the tile size
-(:meth:`mapper.blending.CropLattice.from_settings`): with 512 px (demo) or 4096 px (alaska) tiles
-that is 20, 40, 80 m, ..., not 50 m (a ratio of 5), which would need tiles a multiple of 5 px.
+Out resolutions must be whole multiples of the lattice's 10 m. Where the ratio does not divide
+the tile size (50 m on 512 px or 4096 px tiles), a tile holds the cells whose centre lies in it
+(:meth:`mapper.blending.CropLattice.out_window`); only coarse cells wholly on the 10 m map are
+compared (:func:`coarse_cells_in`).
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ from mapper.tasks import get_task
 from mapper.uncertainty import most_probable
 from mapper.vrt import write_vrt
 
-COMPARED_RES = (20, 40)
-"""Out resolutions (m) the resolution report predicts and compares with the 10 m map (50 m, the
-paper's, is not a whole divisor of the demo's or the state's tiles: module docstring)."""
+COMPARED_RES = (20, 50)
+"""Out resolutions (m) the resolution report predicts and compares with the 10 m map (the MiSo
+paper's experiment: 10, 20 and 50 m)."""
 
 PREDICT_LINE = re.compile(
     r"(?P<tile>R\d{4}C\d{4}): (?P<crops>\d+) crops \((?P<skipped>\d+) skipped\), "
@@ -96,25 +97,55 @@ def summarise(counts: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def coarse_cells_in(fine: rasterio.DatasetReader, coarse: rasterio.DatasetReader,
+                    factor: int) -> tuple[Window, int, int]:
+    """The coarse raster's cells that lie wholly on the fine raster (a window of ``coarse``), and
+    the fine column and row of that window's first cell.
+
+    Both are on grids aligned with the lattice, so a coarse cell covers exactly ``factor`` x
+    ``factor`` fine pixels; the coarse tiles may reach up to half a cell beyond the fine ones (a
+    tile holds the out cells whose centre lies in it), and those cells are left out."""
+    res = fine.res[0]
+    dx = (coarse.transform.c - fine.transform.c) / res  # fine pixels from fine to coarse origin
+    dy = (fine.transform.f - coarse.transform.f) / res
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        raise ValueError("not aligned")
+    dx, dy = round(dx), round(dy)
+    c0 = _ceil_div(-dx, factor) if dx < 0 else 0
+    r0 = _ceil_div(-dy, factor) if dy < 0 else 0
+    c1 = min(coarse.width, (fine.width - dx) // factor)
+    r1 = min(coarse.height, (fine.height - dy) // factor)
+    window = Window(c0, r0, max(0, c1 - c0), max(0, r1 - r0))
+    return window, dx + c0 * factor, dy + r0 * factor
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
 def compare(fine_vrt: Path, coarse_vrt: Path, binary: bool) -> dict[str, float]:
     """A coarse map's agreement with the 10 m map aggregated to its cells (module docstring),
-    streamed in strips of :data:`STRIP_CELLS` coarse rows."""
+    over the coarse cells wholly on the 10 m map, streamed in strips of :data:`STRIP_CELLS`
+    coarse rows."""
     with rasterio.open(fine_vrt) as fine, rasterio.open(coarse_vrt) as coarse:
         factor = round(coarse.res[0] / fine.res[0])
-        aligned = (abs(coarse.res[0] - factor * fine.res[0]) < 1e-9
-                   and coarse.transform.c == fine.transform.c
-                   and coarse.transform.f == fine.transform.f
-                   and coarse.width * factor == fine.width
-                   and coarse.height * factor == fine.height)
-        if not aligned or coarse.count != fine.count:
-            raise InputError(f"{coarse_vrt}: the coarse tiles are not the 10 m tiles' cells "
-                             "(same tiles, same lattice, an out_res a multiple of 10 m)")
+        problem = abs(coarse.res[0] - factor * fine.res[0]) > 1e-9 or coarse.count != fine.count
+        if not problem:
+            try:
+                window, fc, fr = coarse_cells_in(fine, coarse, factor)
+            except ValueError:
+                problem = True
+        if problem or window.width == 0 or window.height == 0:
+            raise InputError(f"{coarse_vrt}: the coarse tiles are not cells of the 10 m tiles' "
+                             "lattice (same region and lattice, an out_res a multiple of 10 m)")
+        width, height = int(window.width), int(window.height)
         total: dict[str, float] = defaultdict(float)
-        for r in range(0, coarse.height, STRIP_CELLS):
-            h = min(STRIP_CELLS, coarse.height - r)
-            c = coarse.read(window=Window(0, r, coarse.width, h)).astype(np.float64)
-            f = fine.read(window=Window(0, r * factor, fine.width, h * factor))
-            for key, value in agreement(c, block_mean(f, factor), binary).items():
+        for r in range(0, height, STRIP_CELLS):
+            h = min(STRIP_CELLS, height - r)
+            c = coarse.read(window=Window(window.col_off, window.row_off + r, width, h))
+            f = fine.read(window=Window(fc, fr + r * factor, width * factor, h * factor))
+            for key, value in agreement(c.astype(np.float64), block_mean(f, factor),
+                                        binary).items():
                 total[key] += value
     return summarise(dict(total))
 

@@ -172,23 +172,41 @@ def test_blending_is_the_weighted_mean_and_masks_nodata() -> None:
     assert np.isnan(out[0, 0, 2])  # nothing answered it
 
 
-def test_out_res_must_divide_tiles_and_be_a_multiple() -> None:
+def test_out_res_must_be_a_multiple_and_settings_checked() -> None:
     base = {"crop_px": 64, "stride_px": 32, "sigma_scale": 0.125}
-    assert CropLattice.from_settings({**base, "out_res": 20.0}, 10.0, 64).factor == 2
-    assert CropLattice.from_settings({**base, "out_res": 50.0}, 10.0, 160).factor == 5
-    with pytest.raises(ConfigError, match="ratio 5 to the lattice does not divide tile_px 64"):
-        CropLattice.from_settings({**base, "out_res": 50.0}, 10.0, 64)
+    assert CropLattice.from_settings({**base, "out_res": 20.0}, 10.0).factor == 2
+    assert CropLattice.from_settings({**base, "out_res": 50.0}, 10.0).factor == 5
     with pytest.raises(ConfigError, match="not a whole multiple"):
-        CropLattice.from_settings({**base, "out_res": 15.0}, 10.0, 64)
+        CropLattice.from_settings({**base, "out_res": 15.0}, 10.0)
     with pytest.raises(ConfigError, match="stride_px 65"):
-        CropLattice.from_settings({**base, "stride_px": 65}, 10.0, 64)
+        CropLattice.from_settings({**base, "stride_px": 65}, 10.0)
     with pytest.raises(ConfigError, match="stride_px 32 plus stagger_px 24"):
-        CropLattice.from_settings({**base, "support_px": 48, "stagger_px": 24}, 10.0, 64)
+        CropLattice.from_settings({**base, "support_px": 48, "stagger_px": 24}, 10.0)
     with pytest.raises(ConfigError, match="stagger_px 40 must be between 0 and stride_px"):
-        CropLattice.from_settings({**base, "stagger_px": 40}, 10.0, 64)
+        CropLattice.from_settings({**base, "stagger_px": 40}, 10.0)
     with pytest.raises(ConfigError, match="support_px 47 must be even"):
-        CropLattice.from_settings({**base, "support_px": 47}, 10.0, 64)
-    lat = CropLattice.from_settings({**base, "support_px": 48, "stagger_px": 16}, 10.0, 64)
+        CropLattice.from_settings({**base, "support_px": 47}, 10.0)
+    lat = CropLattice.from_settings({**base, "support_px": 48, "stagger_px": 16}, 10.0)
     assert (lat.support, lat.stagger_px) == (48, 16)
     with pytest.raises(ConfigError, match="crop_px 40"):
         CropLattice(40, 20)
+
+
+@pytest.mark.parametrize(("factor", "tile_px"), [(1, 64), (2, 64), (5, 64), (5, 512), (3, 160)])
+def test_tiles_hold_the_out_cells_whose_centre_lies_in_them(factor: int, tile_px: int) -> None:
+    """Consecutive tiles (negative indices included) share no out cell and leave none out, each
+    cell's centre lies in its tile, and a factor that divides the tile gives its blocks."""
+    lat = CropLattice(64, 32, factor=factor)
+    seen: list[int] = []
+    for t in range(-3, 4):
+        ow = lat.out_window(Window(t * tile_px, 2 * t * tile_px, tile_px, tile_px))
+        cols = np.arange(int(ow.col_off), int(ow.col_off + ow.width))
+        rows = np.arange(int(ow.row_off), int(ow.row_off + ow.height))
+        centres = (cols + 0.5) * factor
+        assert ((centres >= t * tile_px) & (centres < (t + 1) * tile_px)).all()
+        assert ((rows + 0.5) * factor >= 2 * t * tile_px).all()
+        assert ((rows + 0.5) * factor < (2 * t + 1) * tile_px).all()
+        seen += cols.tolist()
+        if tile_px % factor == 0:
+            assert (ow.col_off, ow.width) == (t * tile_px // factor, tile_px // factor)
+    assert seen == list(range(seen[0], seen[-1] + 1))  # contiguous, each cell once

@@ -37,6 +37,7 @@ REGIONS = {  # name: (tile_px, region size in px, out_res)
     "tiny128": (128, 128, 10.0),
     "tiny64m20": (64, 128, 20.0),
     "tiny160m50": (160, 160, 50.0),
+    "tiny64m50": (64, 160, 50.0),  # 50 m cells straddle the 64 px tiles' edges
 }
 
 
@@ -253,6 +254,34 @@ def test_coarser_output_is_the_decoder_at_coarse_centres(
         assert np.isnan(data).sum() == 3 * 2 and np.isnan(data[20:23, 30:32]).all()
 
 
+def test_50m_cells_straddling_tiles_mosaic_to_the_one_tile_map(setup: dict,
+                                                              tmp_path: Path) -> None:
+    """50 m cells on 64 px tiles (a ratio of 5 that does not divide the tile): each tile holds the
+    cells whose centre lies in it, so its cell count varies, some cells read pixels of the next
+    tile, and the tiles mosaic, bit for bit, to the map of one 160 px tile over the same region."""
+    lattice, _ = setup["stacks"]["tiny64m50"]
+    outs = predict_region(setup, "tiny64m50", tmp_path)
+    widths = set()
+    for tile, path in outs.items():
+        with rasterio.open(path) as ds:
+            widths.add(ds.width)
+            ow = region_of(setup, "tiny64m50").crop_lattice().out_window(
+                lattice.tile_window(tile))
+            assert (ds.width, ds.height) == (ow.width, ow.height)
+            assert ds.transform.c == lattice.origin_x + ow.col_off * 50.0
+            assert ds.transform.f == lattice.origin_y - ow.row_off * 50.0
+    assert len(widths) == 2, widths  # 13 and 12 cells, or 12 and 13, by the tile's position
+    a, bounds_a = assemble(outs)
+    b, bounds_b = assemble(predict_region(setup, "tiny160m50", tmp_path))
+    left, top = bounds_b[0], bounds_b[3]
+    r, c = round((bounds_a[3] - top) / 50.0), round((left - bounds_a[0]) / 50.0)
+    assert b.shape == (1, 32, 32) and np.isfinite(b).any()
+    np.testing.assert_array_equal(a[:, r:r + 32, c:c + 32], b)
+    outside = np.ones(a.shape[1:], dtype=bool)
+    outside[r:r + 32, c:c + 32] = False
+    assert np.isnan(a[0][outside]).all(), "cells outside the region are nodata"
+
+
 def test_soilorder_probabilities(setup: dict, tmp_path: Path) -> None:
     lattice, stacks = setup["stacks"]["tiny64"]
     tile = max(region_of(setup, "tiny64").tiles())
@@ -385,8 +414,8 @@ def test_cli_and_bad_out_res(setup: dict, tmp_path: Path) -> None:
             "--out", str(out), "--no-progress", *[str(p) for p in stacks.values()]]
     assert main(args) == 0 and out.exists()
     bad = changed_copy(setup["config"], "tiny64", tmp_path / "bad",
-                       lambda s: s["prediction"].update(out_res=50.0))
-    with pytest.raises(ConfigError, match="does not divide tile_px 64"):
+                       lambda s: s["prediction"].update(out_res=15.0))
+    with pytest.raises(ConfigError, match="out_res 15 m is not a whole multiple"):
         predict_tile(load_region(load_config(bad), "tiny64"), "nsp", tile,
                      setup["models"]["nsp"], list(stacks.values()), tmp_path / "y.tif",
                      options=quiet())

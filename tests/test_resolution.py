@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
+from mapper.blending import CropLattice
 from mapper.config import load_config, load_region
 from mapper.errors import InputError
 from mapper.grid import Lattice
@@ -102,6 +103,37 @@ def test_report_compares_coarse_tiles_with_the_aggregated_10m_tiles(tmp_path: Pa
     assert at20["seconds"] == 6.0 and at20["queries"] == 2048 and at20["jobs"] == 2
     assert figures["tasks"]["nsp"]["10"] == {"crops": 18, "queries": 8192, "seconds": 20.0,
                                              "jobs": 2}
+
+
+def test_50m_cells_straddling_the_tiles_are_compared_where_wholly_on_the_10m_map(
+        tmp_path: Path) -> None:
+    """Two 64 px tiles at 10 m and at 50 m as predict writes them (a tile holds the 50 m cells
+    whose centre lies in it: 13 columns each, reaching 2 px past the 10 m tiles): the cells
+    wholly on the 10 m map, 12 rows by 25 columns, are compared, and no other."""
+    lattice = Lattice(*ORIGIN, 10.0, TILE)
+    fine = np.random.default_rng(2).uniform(0, 1, (1, 64, 128))
+    tiles = write_tiles(tmp_path, "nsp", 10.0, fine)
+    coarse = np.ones((1, 13, 26))  # cells off the 10 m map: 1, far from most block means
+    coarse[:, :12, :25] = block_mean(fine[:, :60, :125], 5)
+    cells = CropLattice(32, 16, factor=5)
+    first = cells.out_window(lattice.tile_window("R0100C0100"))
+    for tile in ["R0100C0100", "R0100C0101"]:
+        ow = cells.out_window(lattice.tile_window(tile))
+        assert (ow.width, ow.height) == (13, 13)
+        path = tmp_path / "predict_50m" / "nsp" / f"{tile}.tif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        c = int(ow.col_off - first.col_off)
+        write_geotiff(path, coarse[:, :, c:c + 13].astype(np.float32),
+                      Affine(50.0, 0, ORIGIN[0] + ow.col_off * 50.0, 0, -50.0,
+                             ORIGIN[1] - ow.row_off * 50.0),
+                      "EPSG:3338", nodata=np.nan,
+                      tags={"MAPPER_TASK": "nsp", "MAPPER_OUT_RES": "50"})
+        tiles.append(path)
+    logs = [write_log(tmp_path / "logs" / f"{i}.log", p.stem, 100, 1.0)
+            for i, p in enumerate(tiles)]
+    at50 = resolution_figures(tiles, logs, tmp_path)["tasks"]["nsp"]["50"]
+    assert at50["cells"] == 12 * 25
+    assert at50["class_agreement"] == 1.0 and at50["mean_abs_diff"] < 1e-6
 
 
 def test_report_files(tmp_path: Path) -> None:

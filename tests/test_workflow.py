@@ -80,7 +80,7 @@ def test_ensemble_members_and_coarser_maps_run_the_same_commands(tmp_path: Path)
         "mosaic_uncertainty": 2}
     tile = project.tiles[0]
     run = run_snakemake(project, f"results/{project.region}/predict/nsp_m1/{tile}.tif",
-                        f"results/{project.region}/predict_40m/nsp/{tile}.tif",
+                        f"results/{project.region}/predict_50m/nsp/{tile}.tif",
                         f"results/{project.region}/predict/nsp/{tile}.tif",
                         extra_args=["--dry-run", "--printshellcmds"])
     commands = job_commands(run.log)
@@ -88,7 +88,7 @@ def test_ensemble_members_and_coarser_maps_run_the_same_commands(tmp_path: Path)
     assert job_region(project, commands["finetune"]).settings["training"]["seed"] == 0
     assert "--model results/tiny/models/nsp_m1.pt" in commands["predict_member"]
     assert job_region(project, commands["predict_at_res"]).settings["prediction"][
-        "out_res"] == 40.0
+        "out_res"] == 50.0
     generic = re.sub(r"config-\w+\.yaml|\S+\.pt|\S+\.tif|\S+\.log", "X", commands["predict"])
     assert re.sub(r"config-\w+\.yaml|\S+\.pt|\S+\.tif|\S+\.log", "X",
                   commands["predict_at_res"]) == generic
@@ -164,7 +164,7 @@ def test_overrides_reach_the_jobs(tmp_path: Path) -> None:
     # without an override, the region file's settings
     plain = run_snakemake(project, target, extra_args=["--dry-run", "--printshellcmds"])
     region = job_region(project, job_commands(plain.log)["predict"])
-    assert region.settings["prediction"]["out_res"] == 40.0
+    assert region.settings["prediction"]["out_res"] == 50.0
     assert region.settings["training"]["seed"] == 0
 
 

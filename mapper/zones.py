@@ -338,10 +338,14 @@ def prepare_zone_layer(
 
 
 def fetch_zone_file(region: Region, name: str, file: str, out: str | Path) -> Path:
-    """Download one file of an ``http`` zone layer to ``out`` (verified when the region gives a
-    sha256), with a source manifest beside it (``<out>.json``); return ``out``."""
+    """Download one file of an ``http`` zone layer to ``out``, with a source manifest beside it
+    (``<out>.json``); return ``out``. A file with a ``sha256`` in the region file is verified
+    against it (and its ``size``); one without is verified against the region's lock file, or
+    recorded there at its first download (:func:`mapper.sources.lock.fetch_locked`). Every
+    failure is one SourceError naming the URL and the fix, with no partial file left."""
     from mapper.sources.fetch import http_file_name
-    from mapper.sources.http import download
+    from mapper.sources.http import check_stated_size, download
+    from mapper.sources.lock import LockFile, fetch_locked, lock_path
     from mapper.sources.manifest import make_manifest, write_manifest
 
     settings = zone_settings(region, name)
@@ -353,7 +357,12 @@ def fetch_zone_file(region: Region, name: str, file: str, out: str | Path) -> Pa
         names = ", ".join(http_file_name(f) for f in settings["files"])
         raise ConfigError(f"{region.path}: zone layer '{name}' has no file '{file}' ({names})")
     entry, out = entries[0], Path(out)
-    item = download(entry["url"], out, sha256=entry.get("sha256"), size=entry.get("size"))
+    url = entry["url"]
+    if entry.get("sha256"):
+        item = download(url, out, sha256=entry["sha256"], size=entry.get("size"))
+    else:
+        item = fetch_locked(url, out, LockFile(lock_path(region.path)),
+                            check=lambda p: check_stated_size(p, url, entry.get("size")))
     item["path"] = str(out)
     write_manifest(out.with_name(out.name + ".json"),
                    make_manifest(region.name, f"zones/{name}", "http", [item],

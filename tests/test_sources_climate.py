@@ -42,6 +42,7 @@ from mapper.bands import CLIMATE_BANDS
 from mapper.config import load_config, load_region
 from mapper.errors import InputError, SourceError
 from mapper.sources.fetch import fetch_source
+from mapper.sources.lock import LockFile, lock_path
 from mapper.sources.manifest import read_manifest
 from mapper.sources.snap import derive_normals, fetch_snap
 
@@ -247,34 +248,45 @@ def test_a_truncated_file_served_whole_is_refused_at_download(server, tmp_path):
     with pytest.raises(SourceError, match=rf"^{urls['pr']} -> .*snap_pr\.zip: not a readable zip"):
         fetch_source(region, "climate", out, file="pr")
     assert not list((out / "climate").glob("snap_pr.zip*"))
+    assert LockFile(lock_path(region.path)).entries() == {}  # its checksum is not recorded
 
 
-def test_a_lock_plugs_in_through_pins_and_record(server, tmp_path):
-    """The interface a lock file uses: ``pins(url)`` is checked when the region file gives no
-    sha256, ``record(url, entry)`` gets the checksum of a download nothing pinned."""
+def test_the_region_files_checksum_wins_over_the_lock_file(server, tmp_path):
+    """The lock pins what the region file does not: an archive with a sha256 (and size) in the
+    region file is verified against those, whatever the lock records, and not recorded there;
+    a size stated without a sha256 is checked too; without a lock file an archive is only
+    checked to be a zip, and a rerun whose archive matches its manifest downloads nothing."""
     urls = serve_archives(server)
     data = archive_bytes("pr")
-    good = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    recorded = []
+    digest = hashlib.sha256(data).hexdigest()
+    changed = {"sha256": "0" * 64, "size": len(data)}
 
-    def fetch(folder: Path, pins, source=None):
-        region = snap_region(folder, source or snap_source(urls))
+    def fetch(folder: Path, lock: LockFile | None, **pr) -> Path:
+        region = snap_region(folder, snap_source(urls, pr=pr))
         settings = region.settings["sources"]["climate"]
-        return fetch_snap(region, "climate", settings, folder / "sources", "pr", pins=pins,
-                          record=lambda url, entry: recorded.append((url, entry)))  # fmt: skip
+        return fetch_snap(region, "climate", settings, folder / "sources", "pr", lock)
 
-    fetch(tmp_path / "a", pins=lambda url: None)  # first download: recorded
-    assert recorded == [(urls["pr"], good)]
-    fetch(tmp_path / "b", pins={urls["pr"]: good}.get)  # pinned: verified, not recorded again
-    assert len(recorded) == 1
-    changed = {"sha256": "0" * 64, "size": good["size"]}
-    with pytest.raises(SourceError, match=r"sha256 .* differs"):
-        fetch(tmp_path / "c", pins={urls["pr"]: changed}.get)
+    lock = LockFile(tmp_path / "tiny.lock.json")
+    lock.record(urls["pr"], changed)
+    fetch(tmp_path / "a", lock, sha256=digest, size=len(data))
+    assert lock.entries() == {urls["pr"]: changed}
+    with pytest.raises(SourceError, match=r"sha256 .* differs from the lock file"):
+        fetch(tmp_path / "b", lock)
+    assert not list((tmp_path / "b" / "sources" / "climate").glob("snap_pr.zip*"))
+    # a size stated without a sha256: a download of another size is refused, nothing recorded
+    other = LockFile(tmp_path / "other.lock.json")
+    with pytest.raises(SourceError) as exc:
+        fetch(tmp_path / "c", other, size=len(data) + 1)
+    assert str(exc.value).startswith(f"{urls['pr']} -> ")
+    assert f"the region file states {len(data) + 1}" in str(exc.value)
     assert not list((tmp_path / "c" / "sources" / "climate").glob("snap_pr.zip*"))
-    # the region file's sha256 wins over the lock's
-    pinned = snap_source(urls, pr={"sha256": good["sha256"]})
-    fetch(tmp_path / "d", pins={urls["pr"]: changed}.get, source=pinned)
-    assert len(recorded) == 1
+    assert other.entries() == {}
+    # no lock file: downloaded, then reused
+    manifest = read_manifest(fetch(tmp_path / "d", None))
+    assert manifest["items"][0]["sha256"] == digest
+    gets = len(server.requests_for(urls["pr"].removeprefix(server.base_url), "GET"))
+    fetch(tmp_path / "d", None)
+    assert len(server.requests_for(urls["pr"].removeprefix(server.base_url), "GET")) == gets
 
 
 def test_alaska_climate_is_derived_from_snap_archives():

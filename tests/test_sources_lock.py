@@ -203,7 +203,8 @@ def test_concurrent_writers_lose_no_entry(lock) -> None:
 
 def test_the_snap_climate_archives_are_pinned_by_the_lock_file(server, tmp_path) -> None:
     """``python -m mapper fetch`` of a SNAP archive without a sha256 in the region file records
-    it in the region's lock file; an archive changed upstream is then one error naming both."""
+    it in the region's lock file; a rerun downloads nothing; an archive changed upstream is then
+    one error naming the URL and the lock file, with nothing left behind."""
     from test_sources_climate import archive_bytes, serve_archives, snap_region, snap_source
 
     from mapper.sources.fetch import fetch_source
@@ -214,14 +215,41 @@ def test_the_snap_climate_archives_are_pinned_by_the_lock_file(server, tmp_path)
     fetch_source(region, "climate", out, file="pr")
     lock = LockFile(lock_path(region.path))
     data = archive_bytes("pr")
-    assert lock.entries() == {
-        urls["pr"]: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    }
+    recorded = {urls["pr"]: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+    assert lock.entries() == recorded
+    path = urls["pr"].removeprefix(server.base_url)
+    fetch_source(region, "climate", out, file="pr")  # a rerun: the archive matches the lock
+    assert len(server.requests_for(path, "GET")) == 1
     for leftover in (out / "climate").glob("snap_pr.zip*"):
         leftover.unlink()  # a fresh machine, say
-    path = urls["pr"].removeprefix(server.base_url)
     server.add_file(path, archive_bytes("pr", skip=(2000, 1)))  # SNAP re-issued the archive
     with pytest.raises(SourceError) as exc:
         fetch_source(region, "climate", out, file="pr")
     one_line_naming(exc, urls["pr"], str(lock.path), "changed upstream", "delete the entry")
     assert not list((out / "climate").glob("snap_pr.zip*"))
+    assert lock.entries() == recorded
+
+
+@pytest.mark.parametrize("served", ["truncated", "html"])
+def test_a_snap_archive_that_is_no_zip_is_not_recorded(server, tmp_path, served) -> None:
+    """A cut copy of the archive served whole, or an HTML page at the archive's URL: one error
+    naming the URL, no file left, and the lock file records nothing (the next download, of the
+    right file, is recorded)."""
+    from test_sources_climate import archive_bytes, serve_archives, snap_region, snap_source
+
+    from mapper.sources.fetch import fetch_source
+
+    good = archive_bytes("tas")
+    bad = good[: len(good) // 2] if served == "truncated" else b"<html>maintenance</html>"
+    urls = serve_archives(server, tas=bad)
+    region = snap_region(tmp_path, snap_source(urls))
+    out = tmp_path / "sources"
+    with pytest.raises(SourceError) as exc:
+        fetch_source(region, "climate", out, file="tas")
+    one_line_naming(exc, urls["tas"], "not a readable zip archive", "check the URL")
+    assert not list((out / "climate").glob("snap_tas.zip*"))
+    lock = LockFile(lock_path(region.path))
+    assert lock.entries() == {}
+    server.add_file(urls["tas"].removeprefix(server.base_url), good)
+    fetch_source(region, "climate", out, file="tas")
+    assert lock.get(urls["tas"]) == {"sha256": hashlib.sha256(good).hexdigest(), "size": len(good)}

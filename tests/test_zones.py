@@ -131,6 +131,8 @@ def test_http_layer_is_downloaded_verified_and_prepared(tmp_path: Path) -> None:
 
     from httpserver import LoopbackServer
 
+    from mapper.sources.lock import lock_path
+
     data = _zones_geojson(tmp_path / "halves.geojson").read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     with LoopbackServer() as server:
@@ -142,6 +144,7 @@ def test_http_layer_is_downloaded_verified_and_prepared(tmp_path: Path) -> None:
         fetch_zone_file(region, "halves", "halves.geojson", out)
         manifest = json.loads(out.with_name("halves.geojson.json").read_text())
         assert out.read_bytes() == data and manifest["items"][0]["sha256"] == digest
+        assert not lock_path(region.path).exists()  # pinned by the region file, not the lock
         assert manifest["items"][0]["url"] == url
         bad = replace(region, settings={**region.settings, "zones": [
             {**settings, "files": [{"url": url, "sha256": "0" * 64}]}]})
@@ -149,6 +152,42 @@ def test_http_layer_is_downloaded_verified_and_prepared(tmp_path: Path) -> None:
         with pytest.raises(SourceError, match="sha256"):
             fetch_zone_file(bad, "halves", "halves.geojson", other)
         assert not other.exists()
+    assert prepare_zone_layer(region, "halves", [out], tmp_path / "p.geojson") == {
+        "east": 1, "west": 1}
+
+
+def test_an_http_layer_without_sha256_is_pinned_by_the_lock_file(tmp_path: Path) -> None:
+    """Without a sha256 in the region file, the first download of a zone file records its sha256
+    and size in the region's lock file; a later download of a file changed upstream is one error
+    naming the URL and the lock file, with no partial file left and the lock unchanged."""
+    import hashlib
+
+    from httpserver import LoopbackServer
+
+    from mapper.sources.lock import LockFile, lock_path
+
+    data = _zones_geojson(tmp_path / "halves.geojson").read_bytes()
+    with LoopbackServer() as server:
+        url = server.add_file("/zones/halves.geojson", data)
+        settings = {"name": "halves", "kind": "http", "field": "area", "files": [{"url": url}]}
+        region = _region(tmp_path / "r", [settings])
+        lock = LockFile(lock_path(region.path))
+        out = tmp_path / "resources" / "zones" / "halves" / "halves.geojson"
+        fetch_zone_file(region, "halves", "halves.geojson", out)
+        recorded = {url: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+        assert out.read_bytes() == data and lock.entries() == recorded
+        manifest = json.loads(out.with_name("halves.geojson.json").read_text())
+        assert manifest["items"][0]["sha256"] == recorded[url]["sha256"]
+        # another machine (no local copy) after the publisher replaced the file
+        server.add_file("/zones/halves.geojson", data.replace(b'"west"', b'"WEST"'))
+        other = tmp_path / "other" / "halves.geojson"
+        with pytest.raises(SourceError) as err:
+            fetch_zone_file(region, "halves", "halves.geojson", other)
+        message = str(err.value)
+        assert url in message and str(lock.path) in message and "\n" not in message
+        assert "delete the entry" in message
+        assert not other.parent.exists() or list(other.parent.iterdir()) == []
+        assert lock.entries() == recorded
     assert prepare_zone_layer(region, "halves", [out], tmp_path / "p.geojson") == {
         "east": 1, "west": 1}
 

@@ -103,12 +103,9 @@ def fetch_source(
         from mapper.sources.lock import LockFile, lock_path
         from mapper.sources.snap import fetch_snap
 
-        # archives without a sha256 in the region file: checksums pinned by the region's lock file
+        # archives without a sha256 in the region file: pinned by the region's lock file
         lock = LockFile(lock_path(region.path))
-        return fetch_snap(
-            region, source_name, settings, out_dir, file, pins=lock.get, record=lock.record,
-            pinned_by=lock.origin,
-        )
+        return fetch_snap(region, source_name, settings, out_dir, file, lock)
     if file is not None and kind != "http":
         raise ConfigError(f"source '{source_name}' is of kind {kind}: --file applies to http only")
     if (cell is not None) != (kind == "cells"):

@@ -238,6 +238,16 @@ def _attempt(
         return hasher.hexdigest(), received, resp.headers, mode == "ab"
 
 
+def check_stated_size(path: str | Path, url: str, size: int | None) -> None:
+    """SourceError naming ``url`` when the file at ``path`` is not the ``size`` bytes the region
+    file states (None: nothing to check); for a download the region file gives no sha256 for."""
+    got = Path(path).stat().st_size
+    if size is not None and got != size:
+        raise SourceError(
+            f"{url} -> {path}: got {got} bytes, the region file states {size}; {_FIX_CHECKSUM}"
+        )
+
+
 def download(
     url: str,
     dest: str | Path,

@@ -1,10 +1,12 @@
 """Lock files: the checksums of downloads nobody can pin in advance, recorded at first download.
 
 Some sources are files whose checksums no region file can state beforehand: the elevation cells
-a region reads (hundreds, named by a URL template), the SatlasPretrain weights, the climate
-archives. The first download of such a file records what it got in the region's lock file, and
-every later download must get the same bytes, so a file that changed upstream is one clear error
-instead of a silent change of the maps.
+a region reads (hundreds, named by a URL template), the SatlasPretrain weights, and the climate
+archives and zone layer files the region file gives no sha256 for. All of them are downloaded by
+:func:`fetch_locked`: the first download of such a file records what it got in the region's lock
+file (once the file passed its caller's check, so a truncated file or an error page is never
+recorded), and every later download must get the same bytes, so a file that changed upstream is
+one clear error instead of a silent change of the maps.
 
 The lock file lives beside the region file: ``config/regions/<region>.lock.json`` for
 ``config/regions/<region>.yaml`` (commit it with the region file). It is JSON with sorted keys::

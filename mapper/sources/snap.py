@@ -38,7 +38,7 @@ import calendar
 import logging
 import re
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,8 @@ from mapper.bands import CLIMATE_BANDS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError, SourceError
 from mapper.raster import GridSpec, decode_single_band, write_geotiff
-from mapper.sources.http import download
+from mapper.sources.http import check_stated_size, download
+from mapper.sources.lock import LockFile, fetch_locked
 from mapper.sources.manifest import make_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -61,12 +62,6 @@ NODATA = -9999.0
 NODATA_BELOW = -1.0e30
 """Values below this are nodata whatever the file's nodata tag says (-3.4e38, float32 minimum)."""
 JANUARY = 1
-
-Pins = Callable[[str], dict[str, Any] | None]
-"""``url -> {"sha256": ..., "size": ...}`` of an archive pinned elsewhere (a lock file), or None."""
-Record = Callable[[str, dict[str, Any]], None]
-"""``(url, {"sha256": ..., "size": ...})``: keep the checksum of a first download (a lock file)."""
-
 
 def archive_path(out_dir: str | Path, source: str, variable: str) -> Path:
     """Where the archive of ``variable`` goes: ``<out_dir>/<source>/snap_<variable>.zip``."""
@@ -105,49 +100,75 @@ def fetch_snap(
     settings: dict[str, Any],
     out_dir: str | Path,
     variable: str | None,
-    *,
-    pins: Pins | None = None,
-    record: Record | None = None,
-    pinned_by: Callable[[str], tuple[str, str]] | None = None,
+    lock: LockFile | None = None,
 ) -> Path:
     """Download the archive of ``variable`` (``pr``, ``tas`` or ``tasmin``); return its manifest.
 
-    The checksum checked is the region file's ``sha256`` (and ``size``) when given, else what
-    ``pins`` returns for the URL. The project's lock of first-download checksums plugs in here:
-    ``pins=lock.get`` and ``record=lock.record`` (``record(url, {"sha256", "size"})`` is called
-    after a download that nothing pinned, once the archive passed :func:`check_archive`). The
-    manifest beside the archive (``snap_<variable>.zip.json``) always records the sha256, and a
-    rerun whose archive still matches it downloads nothing. A truncated or non-zip download is one
-    SourceError naming the URL, with nothing left behind. ``pinned_by(url)`` says, for the
-    messages, where a pinned checksum comes from and how to refresh it (``lock.origin``).
+    An archive with a ``sha256`` in the region file is verified against it (and its ``size``).
+    Without one, ``lock`` (the region's lock file, as ``python -m mapper fetch`` passes it)
+    verifies the download against the checksum it recorded at the first download, or records
+    it there (:func:`mapper.sources.lock.fetch_locked`) once the archive passed
+    :func:`check_archive`, so a truncated or non-zip download is never recorded; with ``lock``
+    None the archive is only checked to be a zip. Every archive passes :func:`check_archive`.
+    The manifest beside the archive (``snap_<variable>.zip.json``) records the sha256, and a
+    rerun whose archive still matches downloads nothing: it is compared with the region file's
+    sha256, else the lock's, else (``lock`` None) the previous manifest's. Every failure is one
+    SourceError naming the URL and the fix, with no partial download left.
     """
-    from mapper.sources.fetch import _reuse, manifest_path
+    from mapper.sources.fetch import manifest_path
 
     if variable not in VARIABLES:
         raise ConfigError(
             f"source '{name}' of region '{region.name}' (snap) has archives {', '.join(VARIABLES)}:"
             f" give one of them with --file (got {variable!r})"
         )
-    entry = dict(settings["archives"][variable])
-    origin = None
-    if not entry.get("sha256") and pins is not None and (pinned := pins(entry["url"])):
-        entry["sha256"], entry["size"] = pinned.get("sha256"), pinned.get("size")
-        origin = pinned_by(entry["url"]) if pinned_by is not None else None
+    entry = settings["archives"][variable]
+    url = entry["url"]
     dest = archive_path(out_dir, name, variable)
     per_file = manifest_path(out_dir, name, file=dest.name)
-    item = _reuse(dest, entry, per_file) or download(
-        entry["url"], dest, sha256=entry.get("sha256"), size=entry.get("size"), origin=origin
-    )
-    count = check_archive(dest, entry["url"])
-    if record is not None and not entry.get("sha256"):
-        record(entry["url"], {"sha256": item["sha256"], "size": item["size"]})
+    counts: list[int] = []
+
+    def check(path: Path) -> None:
+        check_stated_size(path, url, entry.get("size"))
+        counts.append(check_archive(path, url))
+
+    if entry.get("sha256"):  # the region file pins it; download() reuses a matching archive
+        item = download(url, dest, sha256=entry["sha256"], size=entry.get("size"))
+        check(dest)
+    elif (prior := _reuse_pinned(dest, entry, per_file, lock)) is not None:
+        item = prior
+        check(dest)
+    elif lock is None:
+        item = download(url, dest, size=entry.get("size"))
+        check(dest)
+    else:
+        item = fetch_locked(url, dest, lock, check=check)
     item["path"] = str(dest)
-    logger.info("%s: zip archive of %d members", dest, count)
+    logger.info("%s: zip archive of %d members", dest, counts[-1])
     return write_manifest(
         per_file,
         make_manifest(region.name, name, "snap", [item], synthetic=region.synthetic,
                       variable=variable),
     )  # fmt: skip
+
+
+def _reuse_pinned(
+    dest: Path, entry: dict[str, Any], per_file: Path, lock: LockFile | None
+) -> dict[str, Any] | None:
+    """The previous manifest's item of an archive the region file gives no sha256 for, when
+    ``dest`` still matches it (:func:`mapper.sources.fetch._reuse`) and, with a ``lock``, the
+    lock records that same sha256 and size; else None (the archive is to be fetched)."""
+    from mapper.sources.fetch import _reuse
+
+    pinned = lock.get(entry["url"]) if lock is not None else None
+    if lock is not None and (pinned is None or pinned.get("absent")):
+        return None  # nothing recorded: the next download is recorded
+    prior = _reuse(dest, entry, per_file)
+    if prior is None or pinned is not None and (
+        (pinned["sha256"], pinned["size"]) != (prior["sha256"], prior["size"])
+    ):
+        return None
+    return prior
 
 
 # -- derivation ---------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ rule fetch_http:
 
 
 rule fetch_snap_archive:
-    # One variable's zip of SNAP downscaled CRU TS monthly GeoTIFFs: retries, resume, sha256.
+    # One variable's zip of SNAP downscaled CRU TS monthly GeoTIFFs: retries, resume, verified
+    # against the region file's sha256, else against (or recorded in) the region's lock file.
     output:
         archive="resources/{region}/sources/climate/snap_{variable}.zip",
         manifest="resources/{region}/sources/climate/snap_{variable}.zip.json",

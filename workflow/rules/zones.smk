@@ -21,7 +21,8 @@ rule demo_zones:
 
 
 rule fetch_zone_file:
-    # One file of a zone layer published over HTTP(S): retries, resume (Range), sha256.
+    # One file of a zone layer published over HTTP(S): retries, resume (Range), verified against
+    # the region file's sha256, else against (or recorded in) the region's lock file.
     output:
         file="resources/{region}/zones/{layer}/{filename}",
         manifest="resources/{region}/zones/{layer}/{filename}.json",

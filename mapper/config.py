@@ -133,7 +133,21 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
         origin = f"{origin} + region_overrides.{name} of {source}"
     settings = validate(settings, "region.schema.yaml", origin)
     _check_scene_blocks(settings, origin)
+    _check_task_epochs(settings, origin)
     return {"origin": origin, "settings": settings}
+
+
+def _check_task_epochs(settings: dict, origin: str | Path) -> None:
+    """Epochs given per task must name every task of the registry, and nothing else."""
+    from mapper.tasks import TASKS
+
+    epochs = settings["training"]["finetune_epochs"]
+    if isinstance(epochs, dict) and set(epochs) != set(TASKS):
+        raise ConfigError(
+            f"{origin}: key 'training.finetune_epochs' gives epochs for "
+            f"{', '.join(sorted(epochs)) or 'no task'}; give one number, or one per task: "
+            f"{', '.join(TASKS)}"
+        )
 
 
 def _check_scene_blocks(settings: dict, origin: str | Path) -> None:

@@ -104,11 +104,11 @@ def miso_probabilities(
     import torch
 
     from mapper.dataset import predict_points
-    from mapper.train import finetune
+    from mapper.train import finetune, finetune_epochs
     from mapper.windows import StackReader
 
     ev, training = region.settings["evaluation"], region.settings["training"]
-    epochs = ev["epochs"] or training["finetune_epochs"]
+    epochs = ev["epochs"] or finetune_epochs(training, task.name)
     result = finetune(region, task.name, table, stacks, None, pretrained, train, int(epochs))
     with StackReader(stacks_by_tile(stacks), region.lattice) as reader:
         logits = predict_points(

@@ -158,7 +158,15 @@ def _points(table: pd.DataFrame, task: str, rows: np.ndarray) -> PointSet:
     )
 
 
-def _optimisation(training: dict[str, Any], pretraining: bool, epochs: int | None) -> Optimisation:
+def finetune_epochs(training: dict[str, Any], task: str) -> int:
+    """``training.finetune_epochs`` for ``task``: one number for every task, or a number per task
+    (checked to name every task when the region is loaded)."""
+    value = training["finetune_epochs"]
+    return int(value[task]) if isinstance(value, dict) else int(value)
+
+
+def _optimisation(training: dict[str, Any], pretraining: bool, epochs: int | None,
+                  task: str | None = None) -> Optimisation:
     if pretraining:
         peak = float(training["pretrain_lr"])
         floor = peak * float(training["lr_min"]) / float(training["lr_max"])
@@ -167,7 +175,7 @@ def _optimisation(training: dict[str, Any], pretraining: bool, epochs: int | Non
     else:
         peak, floor = float(training["lr_max"]), float(training["lr_min"])
         warm = float(training["warmup_lr"])
-        n = int(training["finetune_epochs"]) if epochs is None else epochs
+        n = finetune_epochs(training, str(task)) if epochs is None else epochs
     return Optimisation(
         epochs=n, lr_max=peak, lr_min=floor, warmup_lr=warm,
         warmup_fraction=float(training["warmup_fraction"]),
@@ -343,8 +351,8 @@ def finetune(
 
     ``train_idx``: row positions of the training points (default: every point labelled for the
     task; cross-validation passes a fold's training rows). ``epochs``: default
-    ``training.finetune_epochs``. With ``out``, writes the checkpoint (resumable, module doc);
-    without, trains in memory only.
+    ``training.finetune_epochs`` (:func:`finetune_epochs`). With ``out``, writes the checkpoint
+    (resumable, module doc); without, trains in memory only.
     """
     spec = get_task(task)
     training = region.settings["training"]
@@ -357,7 +365,7 @@ def finetune(
     if label.iloc[rows].isna().any():
         raise InputError(f"{samples}: training rows without a {task} label were passed")
     settings = CropSettings.from_training(training)
-    opt = _optimisation(training, pretraining=False, epochs=epochs)
+    opt = _optimisation(training, pretraining=False, epochs=epochs, task=task)
     seed = settings.seed
     cfg = model_config(region)
     model, normaliser = _start_model(cfg, spec, pretrained, seed)

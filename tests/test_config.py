@@ -222,6 +222,30 @@ def test_scene_blocks_must_divide_the_tile(tmp_path: Path) -> None:
     assert "key 'sources.sentinel2.block_px': 1024 does not divide tile_px 1536" in message
 
 
+def test_finetune_epochs_per_task(tmp_path: Path) -> None:
+    """One number for every task, or one per task of the registry; a mapping that misses a task
+    or names an unknown one is one error naming the file and the key."""
+    from mapper.tasks import TASKS
+    from mapper.train import finetune_epochs
+
+    region = shipped_region("demo")
+    region["training"]["finetune_epochs"] = {"nsp": 16, "soilorder": 24}
+    training = load_region(load_config(write_config(tmp_path, region)), "demo").settings[
+        "training"]
+    assert [finetune_epochs(training, t) for t in ("nsp", "soilorder")] == [16, 24]
+    assert finetune_epochs({"finetune_epochs": 7}, "nsp") == 7
+    for bad in ({"nsp": 16}, {"nsp": 16, "soilorder": 24, "ph": 3}):
+        region["training"]["finetune_epochs"] = bad
+        with pytest.raises(ConfigError) as exc:
+            load_config(write_config(tmp_path, region))
+        message = str(exc.value)
+        assert str(tmp_path / "demo.yaml") in message and "\n" not in message
+        assert "key 'training.finetune_epochs'" in message and ", ".join(TASKS) in message
+    region["training"]["finetune_epochs"] = {"nsp": 0, "soilorder": 24}
+    with pytest.raises(ConfigError, match="finetune_epochs"):
+        load_config(write_config(tmp_path, region))
+
+
 def test_missing_boundary_file(tmp_path: Path) -> None:
     region = shipped_region("demo")
     region["boundary"] = str(tmp_path / "nowhere.geojson")

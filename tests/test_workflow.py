@@ -164,7 +164,7 @@ def test_overrides_reach_the_jobs(tmp_path: Path) -> None:
     # without an override, the region file's settings
     plain = run_snakemake(project, target, extra_args=["--dry-run", "--printshellcmds"])
     region = job_region(project, job_commands(plain.log)["predict"])
-    assert region.settings["prediction"]["out_res"] == 50.0
+    assert region.settings["prediction"]["out_res"] == 40.0
     assert region.settings["training"]["seed"] == 0
 
 

@@ -98,29 +98,25 @@ def summarise(counts: dict[str, float]) -> dict[str, float]:
 
 
 def coarse_cells_in(fine: rasterio.DatasetReader, coarse: rasterio.DatasetReader,
-                    factor: int) -> tuple[Window, int, int]:
+                    factor: int) -> tuple[Window, int, int] | None:
     """The coarse raster's cells that lie wholly on the fine raster (a window of ``coarse``), and
     the fine column and row of that window's first cell.
 
     Both are on grids aligned with the lattice, so a coarse cell covers exactly ``factor`` x
     ``factor`` fine pixels; the coarse tiles may reach up to half a cell beyond the fine ones (a
-    tile holds the out cells whose centre lies in it), and those cells are left out."""
+    tile holds the out cells whose centre lies in it), and those cells are left out. None when
+    the two grids are not aligned."""
     res = fine.res[0]
     dx = (coarse.transform.c - fine.transform.c) / res  # fine pixels from fine to coarse origin
     dy = (fine.transform.f - coarse.transform.f) / res
     if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
-        raise ValueError("not aligned")
+        return None
     dx, dy = round(dx), round(dy)
-    c0 = _ceil_div(-dx, factor) if dx < 0 else 0
-    r0 = _ceil_div(-dy, factor) if dy < 0 else 0
+    c0, r0 = max(0, -(dx // factor)), max(0, -(dy // factor))  # first cell starting at >= 0
     c1 = min(coarse.width, (fine.width - dx) // factor)
     r1 = min(coarse.height, (fine.height - dy) // factor)
     window = Window(c0, r0, max(0, c1 - c0), max(0, r1 - r0))
     return window, dx + c0 * factor, dy + r0 * factor
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -((-a) // b)
 
 
 def compare(fine_vrt: Path, coarse_vrt: Path, binary: bool) -> dict[str, float]:
@@ -129,15 +125,12 @@ def compare(fine_vrt: Path, coarse_vrt: Path, binary: bool) -> dict[str, float]:
     coarse rows."""
     with rasterio.open(fine_vrt) as fine, rasterio.open(coarse_vrt) as coarse:
         factor = round(coarse.res[0] / fine.res[0])
-        problem = abs(coarse.res[0] - factor * fine.res[0]) > 1e-9 or coarse.count != fine.count
-        if not problem:
-            try:
-                window, fc, fr = coarse_cells_in(fine, coarse, factor)
-            except ValueError:
-                problem = True
-        if problem or window.width == 0 or window.height == 0:
+        same = abs(coarse.res[0] - factor * fine.res[0]) <= 1e-9 and coarse.count == fine.count
+        found = coarse_cells_in(fine, coarse, factor) if same else None
+        if found is None or found[0].width == 0 or found[0].height == 0:
             raise InputError(f"{coarse_vrt}: the coarse tiles are not cells of the 10 m tiles' "
                              "lattice (same region and lattice, an out_res a multiple of 10 m)")
+        window, fc, fr = found
         width, height = int(window.width), int(window.height)
         total: dict[str, float] = defaultdict(float)
         for r in range(0, height, STRIP_CELLS):

@@ -35,6 +35,7 @@ across thread counts or CPU types (floating-point summation order).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -119,7 +120,10 @@ def model_config(region: Region) -> ModelConfig:
     from mapper.sources.weights import weights_path
 
     m = region.settings["model"]
-    return ModelConfig.named(m["size"], satlas_weights=weights_path(m["satlas_weights"]))
+    cfg = ModelConfig.named(m["size"], satlas_weights=weights_path(m["satlas_weights"]))
+    if m["pixel_query"]:  # the stage-1 query's widths (README "The model: the pixel query")
+        cfg = dataclasses.replace(cfg, pixel_query=cfg.query_hidden[0])
+    return cfg
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:

@@ -150,7 +150,7 @@ def test_fast_equals_plain_gradients() -> None:
 @pytest.fixture
 def demo_query() -> tuple[ImplicitQuery, list[torch.Tensor]]:
     torch.manual_seed(5)
-    query = ImplicitQuery(ModelConfig.named("demo"))
+    query = ImplicitQuery(ModelConfig.named("demo"), 9)
     feats = [torch.randn(2, c, 64 // 2 ** (i + 2), 64 // 2 ** (i + 2))
              for i, c in enumerate(ModelConfig.named("demo").stage_channels)]
     return query, feats

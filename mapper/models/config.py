@@ -47,9 +47,11 @@ class ModelConfig:
     timescales ``geo_timescales`` (in units of the normalised [-1, 1] coordinate) over
     ``geo_extent`` (EPSG:3338 metres, xmin, ymin, xmax, ymax); ``dropout`` in its residual
     blocks. ``stochastic_depth`` is the Swin drop-path rate at the last block (torchvision's
-    defaults: 0.2 for T, 0.5 for B). ``satlas_weights``: path of a SatlasPretrain Sentinel-2
-    multispectral single-image checkpoint that initialises the satellite encoder, or None for a
-    random start.
+    defaults: 0.2 for T, 0.5 for B). ``pixel_query``: hidden widths (h1, h2) of a fifth implicit
+    query that reads the input crop itself at its own 10 m pixels (stride 1) beside the 4
+    stages, or None for the reference's 4 stages alone (README "The model: the pixel query").
+    ``satlas_weights``: path of a SatlasPretrain Sentinel-2 multispectral single-image checkpoint
+    that initialises the satellite encoder, or None for a random start.
     """
 
     name: str
@@ -66,6 +68,7 @@ class ModelConfig:
     geo_timescales: tuple[float, float] = (0.0005, 2.0)
     geo_extent: tuple[float, float, float, float] = ALASKA_EXTENT
     dropout: float = 0.1
+    pixel_query: tuple[int, int] | None = None
     satlas_weights: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +89,13 @@ class ModelConfig:
             raise ConfigError(
                 f"model config {self.name!r}: emb_dim must be even (the head halves it), "
                 f"got {self.emb_dim}"
+            )
+        if self.pixel_query is not None and (
+            len(self.pixel_query) != 2 or min(self.pixel_query) < 1
+        ):
+            raise ConfigError(
+                f"model config {self.name!r}: pixel_query must be two positive hidden widths "
+                f"(h1, h2) or null, got {self.pixel_query}"
             )
         xmin, ymin, xmax, ymax = self.geo_extent
         if not (xmax > xmin and ymax > ymin):
@@ -129,6 +139,8 @@ class ModelConfig:
         for key in ("depths", "heads", "geo_timescales", "geo_extent"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
+        if kwargs.get("pixel_query") is not None:
+            kwargs["pixel_query"] = tuple(kwargs["pixel_query"])
         if "query_hidden" in kwargs:
             kwargs["query_hidden"] = tuple(tuple(p) for p in kwargs["query_hidden"])
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mapper.models.config import ModelConfig
+from mapper.models.implicit import query_maps
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,13 @@ def decoder_flops(cfg: ModelConfig, n_out: int, decoder: str, crop_px: int = 256
     """FLOPs of the prediction path for ``decoder`` ("plain" or "fast") on ``crop_px`` crops."""
     d = cfg.emb_dim
     implicit = per_crop = per_call = 0
-    for i, (c, (h1, h2)) in enumerate(zip(cfg.stage_channels, cfg.query_hidden, strict=True)):
-        stage_query, stage_call = _stage_macs(c, h1, h2, d, decoder)
-        implicit += 2 * stage_query  # two modalities
-        per_call += 2 * stage_call
-        if decoder == "fast":
-            cells = (crop_px // 2 ** (i + 2)) ** 2
-            per_crop += 2 * cells * c * h1
+    for bands in (cfg.n_s2_bands, cfg.n_cov_bands):  # the two modalities
+        for c, (h1, h2), stride in query_maps(cfg, bands):
+            stage_query, stage_call = _stage_macs(c, h1, h2, d, decoder)
+            implicit += stage_query
+            per_call += stage_call
+            if decoder == "fast":
+                per_crop += (crop_px // stride) ** 2 * c * h1
     mappers = 3 * 2 * d * d
     head = d * d + d * (d // 2) + (d // 2) * n_out
     return DecoderFlops(implicit=2 * implicit, mappers=2 * mappers, head=2 * head,

@@ -151,14 +151,28 @@ class StageQuery(nn.Module):
         return self.fast(self.prepare(feat), coords)
 
 
-class ImplicitQuery(nn.Module):
-    """Sum of the 4 stage queries, LayerNorm'd: one D-vector per query point and modality."""
+def query_maps(cfg: ModelConfig, in_bands: int) -> list[tuple[int, tuple[int, int], int]]:
+    """(channels, hidden widths, stride in px) of every map one modality's implicit query reads,
+    in order: the input crop itself (``in_bands`` wide, stride 1) when ``cfg.pixel_query`` is
+    set, then the 4 stages (strides 4, 8, 16, 32)."""
+    maps = [(c, hidden, 2 ** (i + 2))
+            for i, (c, hidden) in enumerate(zip(cfg.stage_channels, cfg.query_hidden, strict=True))]
+    if cfg.pixel_query is None:
+        return maps
+    return [(in_bands, cfg.pixel_query, 1), *maps]
 
-    def __init__(self, cfg: ModelConfig) -> None:
+
+class ImplicitQuery(nn.Module):
+    """Sum of the stage queries, LayerNorm'd: one D-vector per query point and modality.
+
+    The maps are the 4 Swin stages, preceded by the input crop of ``in_bands`` channels when
+    ``cfg.pixel_query`` is set (:func:`query_maps`); ``feats`` passed in must be in that order.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_bands: int) -> None:
         super().__init__()
         self.stages = nn.ModuleList(
-            StageQuery(c, hidden, cfg.emb_dim)
-            for c, hidden in zip(cfg.stage_channels, cfg.query_hidden, strict=True)
+            StageQuery(c, hidden, cfg.emb_dim) for c, hidden, _ in query_maps(cfg, in_bands)
         )
         self.norm = nn.LayerNorm(cfg.emb_dim)
 

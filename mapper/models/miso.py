@@ -51,7 +51,8 @@ def prediction_head(dim: int, n_out: int) -> nn.Sequential:
 
 @dataclass
 class Features:
-    """Encoded crops: per modality the 4 stage maps [B, C_i, H / 2^(i+2), W / 2^(i+2)]."""
+    """Encoded crops: per modality the 4 stage maps [B, C_i, H / 2^(i+2), W / 2^(i+2)], after
+    the input crop [B, bands, H, W] itself when the model has a pixel query."""
 
     sat: list[Tensor]
     cov: list[Tensor]
@@ -108,8 +109,8 @@ class MiSo(nn.Module):
         d = cfg.emb_dim
         self.sat_encoder = SwinEncoder(cfg, cfg.n_s2_bands)
         self.cov_encoder = SwinEncoder(cfg, cfg.n_cov_bands)
-        self.sat_query = ImplicitQuery(cfg)
-        self.cov_query = ImplicitQuery(cfg)
+        self.sat_query = ImplicitQuery(cfg, cfg.n_s2_bands)
+        self.cov_query = ImplicitQuery(cfg, cfg.n_cov_bands)
         self.geo_encoder = GeoEncoder(cfg)
         self.sat_mapper = mapper_mlp(d)
         self.cov_mapper = mapper_mlp(d)
@@ -136,7 +137,10 @@ class MiSo(nn.Module):
             raise InputError(
                 f"s2 {tuple(s2.shape)} and covariates {tuple(cov.shape)} differ in batch or size"
             )
-        return Features(sat=self.sat_encoder(s2), cov=self.cov_encoder(cov))
+        sat, cov_maps = self.sat_encoder(s2), self.cov_encoder(cov)
+        if self.cfg.pixel_query is not None:  # the input crops themselves, at stride 1
+            sat, cov_maps = [s2, *sat], [cov, *cov_maps]
+        return Features(sat=sat, cov=cov_maps)
 
     def _visual_chunks(
         self, feats: Features, coords: Tensor, chunk: int

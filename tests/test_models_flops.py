@@ -22,10 +22,11 @@ def test_reference_widths() -> None:
     assert fast.per_query_amortised(256 * 256) < 1.01 * fast.per_query
 
 
+@pytest.mark.parametrize("pixel_query", [None, (32, 64)], ids=["stages", "pixel_query"])
 @pytest.mark.parametrize("decoder", ["plain", "fast"])
-def test_counts_match_torch_counter(decoder: str) -> None:
+def test_counts_match_torch_counter(decoder: str, pixel_query: tuple[int, int] | None) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig.named("demo")
+    cfg = ModelConfig.named("demo", pixel_query=pixel_query)
     model = MiSo(cfg, n_out=7, decoder=decoder).eval()
     with torch.no_grad():
         feats = model.encode(torch.rand(1, 9, 64, 64), torch.rand(1, 10, 64, 64))

@@ -11,11 +11,14 @@ from mapper.models.config import ModelConfig
 from mapper.models.geo import GeoEncoder, GridCellEncoding
 from mapper.models.miso import Features, MiSo, MiSoOutput, Prepared
 
+PIXEL = ModelConfig.named("demo", pixel_query=(32, 64))
+"""The demo size with the pixel query: the input crop itself is a fifth map the queries read."""
 
-@pytest.fixture(scope="module")
-def model() -> MiSo:
+
+@pytest.fixture(scope="module", params=[None, (32, 64)], ids=["stages", "pixel_query"])
+def model(request: pytest.FixtureRequest) -> MiSo:
     torch.manual_seed(0)
-    return MiSo(ModelConfig.named("demo"), n_out=7).eval()
+    return MiSo(ModelConfig.named("demo", pixel_query=request.param), n_out=7).eval()
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,10 @@ def test_api_shapes(model: MiSo, batch: tuple[torch.Tensor, ...]) -> None:
     with torch.no_grad():
         feats = model.encode(s2, cov)
         out = model.query(feats, coords, xy, chunk=16)
-    assert isinstance(feats, Features) and len(feats.sat) == len(feats.cov) == 4
+    maps = 4 if model.cfg.pixel_query is None else 5
+    assert isinstance(feats, Features) and len(feats.sat) == len(feats.cov) == maps
+    if model.cfg.pixel_query is not None:  # the crops themselves come first, at stride 1
+        assert feats.sat[0] is s2 and feats.cov[0] is cov
     assert isinstance(out, MiSoOutput)
     for name in ("sat", "cov", "visual", "geo"):
         assert getattr(out, name).shape == (2, 50, 128)
@@ -117,9 +123,10 @@ def test_bad_inputs(model: MiSo, batch: tuple[torch.Tensor, ...]) -> None:
         model.set_decoder("approximate")
 
 
-def test_every_parameter_trains_under_soilorder_loss() -> None:
+@pytest.mark.parametrize("cfg", [ModelConfig.named("demo"), PIXEL], ids=["stages", "pixel_query"])
+def test_every_parameter_trains_under_soilorder_loss(cfg: ModelConfig) -> None:
     torch.manual_seed(2)
-    model = MiSo(ModelConfig.named("demo"), n_out=7).train()
+    model = MiSo(cfg, n_out=7).train()
     s2, cov = torch.rand(3, 9, 64, 64), torch.rand(3, 10, 64, 64)
     coords = torch.rand(3, 5, 2) * 2 - 1
     xy = torch.rand(3, 5, 2) * 1e6
@@ -175,3 +182,33 @@ def test_config_round_trip_and_errors() -> None:
         ModelConfig.named("swinv2_l")
     with pytest.raises(ConfigError, match="divisible"):
         ModelConfig.named("demo", heads=(5, 2, 4, 8))
+
+
+def test_pixel_query_sees_the_10m_pixel_under_the_query() -> None:
+    """At a pixel centre the pixel query reads that pixel alone (bilinear weight 1), so two crops
+    that differ in one pixel differ at its centre through the pixel query, and the 4 stages
+    alone (40 m cells and coarser) cannot tell which of the 4 x 4 pixels of a cell changed."""
+    torch.manual_seed(3)
+    model = MiSo(PIXEL, n_out=1).eval()
+    s2, cov = torch.rand(1, 9, 64, 64), torch.rand(1, 10, 64, 64)
+    changed = s2.clone()
+    changed[0, :, 21, 37] += 0.5  # one pixel, every band
+    centre = torch.tensor([[[-1 + (2 * 37 + 1) / 64, -1 + (2 * 21 + 1) / 64],
+                            [-1 + (2 * 36 + 1) / 64, -1 + (2 * 21 + 1) / 64]]])
+    with torch.no_grad():
+        a, b = (model.encode(x, cov) for x in (s2, changed))
+        pixel = model.sat_query.stages[0]
+        here, beside = (pixel(b.sat[0], centre) - pixel(a.sat[0], centre))[0].abs().sum(-1)
+    assert here > 0 and beside == 0  # the pixel's own value, not its neighbour's
+
+
+def test_pixel_query_config_and_old_checkpoints() -> None:
+    assert ModelConfig.from_dict(PIXEL.to_dict()) == PIXEL
+    assert PIXEL.to_dict()["pixel_query"] == [32, 64]
+    # a config saved before the pixel query existed has no such key: the 4 stages, as then
+    old = {k: v for k, v in ModelConfig.named("demo").to_dict().items() if k != "pixel_query"}
+    assert ModelConfig.from_dict(old).pixel_query is None
+    assert len(MiSo(ModelConfig.from_dict(old), n_out=1).sat_query.stages) == 4
+    assert len(MiSo(PIXEL, n_out=1).cov_query.stages) == 5
+    with pytest.raises(ConfigError, match="pixel_query must be two positive hidden widths"):
+        ModelConfig.named("demo", pixel_query=(32, 0))

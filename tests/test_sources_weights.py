@@ -49,6 +49,7 @@ def test_fetch_weights_records_then_verifies(tmp_path: Path) -> None:
         )  # fmt: skip
         region = load_region(load_config(config), "tiny")
         assert model_config(region).satlas_weights == f"resources/weights/{NAME}"
+        assert model_config(region).pixel_query is None  # the schema's default: 4 stages
         out = tmp_path / "resources" / "weights" / NAME
         rc = main(["fetch-weights", "--config", str(config), "--region", "tiny",
                    "--out", str(out)])  # fmt: skip

@@ -17,6 +17,7 @@ reference's weights), summed in that order:
     nsp       BCE(logits) + 0.1 NCE(visual, geo) + 0.1 NCE(sat, cov)
     soilorder CE(logits) + 1.0 CE(geo_logits) + 0.1 NCE(sat, cov)
     pretrain  NCE(sat, cov) + NCE(visual, geo)
+(without the NCE(visual, geo) terms where ``training.geo_alignment`` is false)
 Labels: a binary task's targets are [B, N] floats 0/1 with a boolean mask of labelled points; a
 multiclass task's are [B, N] int64 class indices with ``IGNORE_INDEX`` where unlabelled. A batch
 without any label gives a zero supervised term (with gradient graph), so unlabelled crops feed
@@ -33,6 +34,11 @@ from mapper.models.miso import MiSoOutput
 from mapper.tasks import PRETRAIN, Task, get_task
 
 TEMPERATURE = 0.1
+PRETRAIN_WEIGHTS = (("nce_sat_cov", 1.0), ("nce_visual_geo", 1.0))
+"""The reference's pretraining loss: both InfoNCE pairs, equally weighted."""
+GEO_ALIGNMENT = "nce_visual_geo"
+"""The InfoNCE pair that aligns the visual embedding with the geo encoder's: left out of every
+loss when a region sets ``training.geo_alignment: false``."""
 IGNORE_INDEX = -100  # torch's own default for cross_entropy
 
 
@@ -86,43 +92,49 @@ def task_loss(
     target: Tensor | None = None,
     mask: Tensor | None = None,
     valid: Tensor | None = None,
+    geo_alignment: bool = True,
 ) -> tuple[Tensor, dict[str, float]]:
     """Total loss of a task (a map task's name or "pretrain") and its named terms (for logs).
 
     ``target``/``mask``: a binary task's 0/1 targets and labelled mask, or a multiclass task's
     class indices (mask unused, IGNORE_INDEX marks unlabelled); not needed for "pretrain".
     ``valid`` [B, N]: points that take part in the contrastive terms (e.g. not on nodata).
+    ``geo_alignment`` False (region setting ``training.geo_alignment``): the InfoNCE pair of the
+    visual and geo embeddings is left out (not computed), in pretraining and in every task.
     """
-    terms: dict[str, Tensor] = {}
-    if task == PRETRAIN:
-        terms["nce_sat_cov"] = info_nce(out.sat, out.cov, valid)
-        terms["nce_visual_geo"] = info_nce(out.visual, out.geo, valid)
-        total = terms["nce_sat_cov"] + terms["nce_visual_geo"]
+    spec = None if task == PRETRAIN else get_task(task)
+    if spec is None:
+        weights = PRETRAIN_WEIGHTS
     else:
-        spec = get_task(task)
         if target is None or (spec.binary and mask is None):
             needs = "target and mask" if spec.binary else "target"
             raise ValueError(f"{spec.name} loss needs {needs}")
-        for name, _ in spec.loss_weights:
-            terms[name] = _term(name, spec, out, target, mask, valid)
-        # every term first, then the sum (autograd's order of work follows the order the graph
-        # was built in); the supervised term (weight 1) enters as is, the others weighted
-        (first, _), *rest = spec.loss_weights
-        total = terms[first]
-        for name, weight in rest:
-            total = total + weight * terms[name]
+        weights = spec.loss_weights
+    weights = tuple((n, w) for n, w in weights if geo_alignment or n != GEO_ALIGNMENT)
+    terms: dict[str, Tensor] = {}
+    for name, _ in weights:
+        terms[name] = _term(name, spec, out, target, mask, valid)
+    # every term first, then the sum (autograd's order of work follows the order the graph was
+    # built in); the first term (weight 1) enters as is, the others weighted
+    (first, _), *rest = weights
+    total = terms[first]
+    for name, weight in rest:
+        total = total + weight * terms[name]
     logged = {k: float(v.detach()) for k, v in terms.items()}
     return total, logged | {"total": float(total.detach())}
 
 
-def _term(name: str, task: Task, out: MiSoOutput, target: Tensor, mask: Tensor | None,
-          valid: Tensor | None) -> Tensor:
-    """One named loss term (:data:`mapper.tasks.SUPERVISED`, :data:`mapper.tasks.CONTRASTIVE`)."""
+def _term(name: str, task: Task | None, out: MiSoOutput, target: Tensor | None,
+          mask: Tensor | None, valid: Tensor | None) -> Tensor:
+    """One named loss term (:data:`mapper.tasks.SUPERVISED`, :data:`mapper.tasks.CONTRASTIVE`);
+    ``task`` None for pretraining, which has contrastive terms only."""
     if name == "nce_visual_geo":
         return info_nce(out.visual, out.geo, valid)
     if name == "nce_sat_cov":
         return info_nce(out.sat, out.cov, valid)
+    assert task is not None and target is not None, name
     logits = out.geo_logits if name.endswith("_geo") else out.logits
     if task.binary:
         return binary_bce(logits, target, mask)
     return multiclass_ce(logits, target)
+

@@ -94,6 +94,7 @@ class Optimisation:
     warmup_fraction: float
     weight_decay: float
     grad_clip: float
+    geo_alignment: bool = True  # the visual-geo InfoNCE pair in the loss (training.geo_alignment)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -184,6 +185,7 @@ def _optimisation(training: dict[str, Any], pretraining: bool, epochs: int | Non
         epochs=n, lr_max=peak, lr_min=floor, warmup_lr=warm,
         warmup_fraction=float(training["warmup_fraction"]),
         weight_decay=float(training["weight_decay"]), grad_clip=float(training["grad_clip"]),
+        geo_alignment=bool(training["geo_alignment"]),
     )
 
 
@@ -227,7 +229,8 @@ def _fit(
             for group in optimiser.param_groups:
                 group["lr"] = lr
             out = model(batch.s2, batch.cov, batch.coords, batch.xy)
-            loss, terms = task_loss(task, out, batch.target, batch.mask, batch.valid)
+            loss, terms = task_loss(task, out, batch.target, batch.mask, batch.valid,
+                                    geo_alignment=opt.geo_alignment)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)

@@ -108,3 +108,13 @@ def test_task_weights() -> None:
     total, terms = task_loss("pretrain", out)
     torch.testing.assert_close(total, info_nce(out.sat, out.cov) + info_nce(out.visual, out.geo))
     assert set(terms) == {"nce_sat_cov", "nce_visual_geo", "total"}
+
+    # training.geo_alignment false: the visual-geo pair is left out of every loss (not computed)
+    total, terms = task_loss("pretrain", out, geo_alignment=False)
+    torch.testing.assert_close(total, info_nce(out.sat, out.cov))
+    assert set(terms) == {"nce_sat_cov", "total"}
+    out = fake_output(1)
+    total, terms = task_loss("nsp", out, target, mask, geo_alignment=False)
+    torch.testing.assert_close(
+        total, binary_bce(out.logits, target, mask) + 0.1 * info_nce(out.sat, out.cov))
+    assert set(terms) == {"bce", "nce_sat_cov", "total"}

@@ -122,7 +122,7 @@ def model_config(region: Region) -> ModelConfig:
 
     m = region.settings["model"]
     cfg = ModelConfig.named(m["size"], satlas_weights=weights_path(m["satlas_weights"]))
-    if m["pixel_query"]:  # the stage-1 query's widths (README "The model: the pixel query")
+    if m["pixel_query"]:  # with the stage-1 query's widths (README "The model: ...")
         cfg = dataclasses.replace(cfg, pixel_query=cfg.query_hidden[0])
     return cfg
 

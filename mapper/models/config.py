@@ -49,7 +49,8 @@ class ModelConfig:
     blocks. ``stochastic_depth`` is the Swin drop-path rate at the last block (torchvision's
     defaults: 0.2 for T, 0.5 for B). ``pixel_query``: hidden widths (h1, h2) of a fifth implicit
     query that reads the input crop itself at its own 10 m pixels (stride 1) beside the 4
-    stages, or None for the reference's 4 stages alone (README "The model: the pixel query").
+    stages, or None for the reference's 4 stages alone (README "The model: the pixel query and
+    geo alignment").
     ``satlas_weights``: path of a SatlasPretrain Sentinel-2 multispectral single-image checkpoint
     that initialises the satellite encoder, or None for a random start.
     """

@@ -137,4 +137,3 @@ def _term(name: str, task: Task | None, out: MiSoOutput, target: Tensor | None,
     if task.binary:
         return binary_bce(logits, target, mask)
     return multiclass_ce(logits, target)
-

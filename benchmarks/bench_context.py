@@ -201,7 +201,7 @@ def main() -> int:
                     help="fine-tuning epochs (default 16: the check's own schedule, see above)")
     ap.add_argument("--pretrain", action="store_true", help="contrastive pretraining first")
     ap.add_argument("--region-file", default="config/regions/demo.yaml",
-                    help="region whose training settings are used (default: the demo's)")
+                    help="region whose model and training settings are used (default: the demo's)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override training settings, e.g. lr_max=1e-3 crop_px=64")
     ap.add_argument("--seed", type=int, default=0)

@@ -263,7 +263,7 @@ def compare_with_authors(model_path: Path, stacks: dict[str, Path], lattice, cro
 
     from mapper.models.checkpoint import load_checkpoint
     from mapper.normalise import Normaliser
-    from mapper.predict import TilePredictor
+    from mapper.predictor import TilePredictor
     from mapper.windows import StackReader
 
     model, meta = load_checkpoint(model_path)
@@ -300,7 +300,7 @@ def time_per_window(model, crop_px: int, n_out_px: int, batch: int, project: boo
     """Seconds per window: encode (batched or alone) + decode n_out_px pixel centres."""
     import torch
 
-    from mapper.predict import points_per_call
+    from mapper.predictor import points_per_call
 
     side = int(round(math.sqrt(n_out_px)))
     t = -1.0 + (2 * np.arange(side) + 1) / side  # n_out_px centres spread over the crop

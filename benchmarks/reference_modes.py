@@ -5,7 +5,7 @@ embeddings, random weights, 7 classes as soil order; its last layer scaled so th
 have a standard deviation of 2, as a trained model's, not the ~0.1 of random weights that would
 put every probability near 1/7 and hide the differences), the statewide prediction settings of
 ``config/regions/alaska.yaml`` (256 px crops, stride 128, sigma 0.125) and smooth random stacks
-around one 512 px tile. Each mode runs :class:`mapper.predict.TilePredictor` on that tile as the
+around one 512 px tile. Each mode runs :class:`mapper.predictor.TilePredictor` on that tile as the
 workflow does (crop plan, reads, normalisation, encoders, packed decoding, blending, negligible
 weights), except that only every ``--every``-th row and column of cells is decoded (a fixed
 1/16 of the tile by default): a whole 256 px crop takes about half a minute of decoding per mode
@@ -115,7 +115,7 @@ def run_modes(folder: Path, args: argparse.Namespace) -> None:
     from mapper.models.checkpoint import load_checkpoint
     from mapper.models.flops import decoder_flops
     from mapper.normalise import Normaliser
-    from mapper.predict import TilePredictor
+    from mapper.predictor import TilePredictor
     from mapper.products.mosaic import to_percent
     from mapper.windows import StackReader
 

@@ -53,7 +53,7 @@ Conventions:
   differs from the full blend by less than the skipped share of the weight.
 
 Everything here is arithmetic on small arrays; the model and the rasters live in
-:mod:`mapper.predict`.
+:mod:`mapper.predictor`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The model calls of one predicted tile: crops encoded in groups of one shape, their queries
-packed across crops into calls of one shape (see :mod:`mapper.predict` on why every call has one
+packed across crops into calls of one shape (see :mod:`mapper.predictor` on why every call has one
 shape), each crop blended as soon as its queries are decoded."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from mapper.models.miso import Prepared
 
 if TYPE_CHECKING:
     from mapper.blending import Blender
-    from mapper.predict import PredictStats, TilePredictor, _Item
+    from mapper.predictor import PredictStats, TilePredictor, _Item
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 """``prediction.precision`` -> the autocast dtype (float32: no autocast)."""

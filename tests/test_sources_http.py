@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -259,8 +260,12 @@ def test_fetch_http_source_downloads_every_file_with_manifests(
     assert (out / "climate" / "a%20b.tif").read_bytes() == payload
     assert read_manifest(manifest_path(out, "climate", file="obs.csv"))["items"][0]["size"] == 1000
 
-    # A rerun finds both files unchanged: no download (the second one is trusted on its
-    # previous manifest's sha256).
+    # The file without a sha256 in the region file is pinned by the region's lock file at its
+    # first download; the pinned one is not recorded there.
+    lock = json.loads((tmp_path / "r.lock.json").read_text())["files"]
+    assert lock == {url_b + "?x=1": {"sha256": sha(other), "size": 1000}}
+
+    # A rerun finds both files unchanged: no download (the second one checked against the lock).
     n = len(server.log)
     fetch_source(region, "climate", out)
     assert len(server.log) == n
@@ -274,6 +279,40 @@ def test_fetch_http_source_downloads_every_file_with_manifests(
         and len(server.requests_for("/dir/a%20b.tif")) == 1
     )
 
+
+
+def test_fetch_http_source_unpinned_file_that_changed_upstream_is_one_error(
+    server, payload, tmp_path, fetch_config
+):
+    """A file the region file gives no sha256 for is held to its first download's checksum (the
+    lock file): changed upstream, it is one error naming the lock and the fix, with the file
+    that was there removed and no partial file left."""
+    url = server.add_file("/zones.zip", payload)
+    region = load_region(
+        load_config(fetch_config({"climate": {"kind": "http", "files": [{"url": url}]}})), "r"
+    )
+    out = tmp_path / "src"
+    fetch_source(region, "climate", out)
+    server.add_file("/zones.zip", payload[::-1])
+    (out / "climate" / "zones.zip").unlink()  # e.g. a fresh working tree: download again
+    lock = tmp_path / "r.lock.json"
+    with pytest.raises(SourceError, match=rf"zones.zip.*{re.escape(str(lock))}.*delete the entry"):
+        fetch_source(region, "climate", out)
+    left = sorted(p.name for p in (out / "climate").iterdir())
+    assert left == ["manifest.json", "zones.zip.json"]
+    # Accepting the new version on purpose: delete the lock file's entry and fetch again.
+    lock.unlink()
+    fetch_source(region, "climate", out)
+    assert (out / "climate" / "zones.zip").read_bytes() == payload[::-1]
+
+    # A size given without a sha256 is checked too.
+    region = load_region(load_config(fetch_config(
+        {"climate": {"kind": "http", "files": [{"url": url, "size": 5}]}})), "r")
+    lock.unlink()
+    (out / "climate" / "zones.zip").unlink()
+    with pytest.raises(SourceError, match=r"zones.zip: downloaded \d+ bytes, the region file says"):
+        fetch_source(region, "climate", out)
+    assert not (out / "climate" / "zones.zip").exists() and not lock.exists()
 
 def test_http_file_name():
     assert http_file_name({"url": "https://h/x/dem%201.tif?sig=abc"}) == "dem%201.tif"

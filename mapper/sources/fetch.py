@@ -4,7 +4,9 @@ Layout under ``out_dir`` (normally ``resources/<region>/sources``):
 
 - ``http``: ``<name>/<file>`` per entry of ``files`` (the entry's ``name``, else the last part of
   the URL path), each with ``<name>/<file>.json``; fetching all files also writes
-  ``<name>/manifest.json`` listing them all.
+  ``<name>/manifest.json`` listing them all. A file the region file gives a ``sha256`` for is
+  checked against it; any other is checked against the region's lock file
+  (:mod:`mapper.sources.lock`), which records its checksum at its first download.
 - ``file``: nothing is copied; ``<name>/manifest.json`` records the path, size and sha256 after
   checking that the file opens (rasters with rasterio, including every file a VRT refers to;
   tables as CSV or Parquet).
@@ -24,15 +26,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from mapper.config import Region
-from mapper.errors import ConfigError, InputError
+from mapper.errors import ConfigError, InputError, SourceError
 from mapper.files import file_sha256
 from mapper.sources.http import download
-from mapper.sources.manifest import known_checksums, make_manifest, write_manifest
+from mapper.sources.manifest import make_manifest, write_manifest
 from mapper.tasks import OBSERVATION_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -151,16 +154,21 @@ def _fetch_http(
             raise ConfigError(
                 f"{region.path}: source '{name}' has no file '{only}' (files: {', '.join(names)})"
             )
+    lock = None
     entries = []
     for fname, entry in chosen:
         dest = out_dir / name / fname
-        per_file = manifest_path(out_dir, name, file=fname)
-        item = _reuse(dest, entry, per_file) or download(
-            entry["url"], dest, sha256=entry.get("sha256"), size=entry.get("size")
-        )
+        if entry.get("sha256"):  # pinned by the region file
+            item = download(entry["url"], dest, sha256=entry["sha256"], size=entry.get("size"))
+        else:  # pinned by the region's lock file at its first download
+            from mapper.sources.lock import LockFile, fetch_locked, lock_path
+
+            lock = lock or LockFile(lock_path(region.path))
+            item = fetch_locked(entry["url"], dest, lock, check=_size_check(entry))
         item["path"] = str(dest)
         write_manifest(
-            per_file, make_manifest(region.name, name, "http", [item], synthetic=region.synthetic)
+            manifest_path(out_dir, name, file=fname),
+            make_manifest(region.name, name, "http", [item], synthetic=region.synthetic),
         )
         entries.append(item)
     if only is not None:
@@ -171,22 +179,21 @@ def _fetch_http(
     )
 
 
-def _reuse(dest: Path, entry: dict[str, Any], per_file: Path) -> dict[str, Any] | None:
-    """The previous manifest's item when ``dest`` still matches it and the region gives no sha256.
+def _size_check(entry: dict[str, Any]) -> Callable[[Path], None] | None:
+    """A check that a new download has the ``size`` the region file gives (None: no size)."""
+    size = entry.get("size")
+    if size is None:
+        return None
 
-    With a sha256 in the region file, :func:`download` checks ``dest`` itself.
-    """
-    if entry.get("sha256") or not dest.exists():
-        return None
-    prior = known_checksums(per_file).get(entry["url"])
-    if not prior or not prior.get("sha256") or prior.get("size") != dest.stat().st_size:
-        return None
-    if entry.get("size") is not None and entry["size"] != prior["size"]:
-        return None
-    if file_sha256(dest) != prior["sha256"]:
-        return None
-    logger.info("%s: unchanged since its last download (sha256 %s...)", dest, prior["sha256"][:12])
-    return dict(prior)
+    def check(path: Path) -> None:
+        got = path.stat().st_size
+        if got != size:
+            raise SourceError(
+                f"{entry['url']}: downloaded {got} bytes, the region file says {size}; fix the "
+                "file's 'size' (or its 'url') in the region file"
+            )
+
+    return check
 
 
 # -- file ---------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Some sources are files whose checksums no region file can state beforehand: the elevation cells
 a region reads (hundreds, named by a URL template), the SatlasPretrain weights, and the climate
-archives and zone layer files the region file gives no sha256 for. All of them are downloaded by
+archives, zone layer files and files of ``http`` sources the region file gives no sha256 for. All
+of them are downloaded by
 :func:`fetch_locked`: the first download of such a file records what it got in the region's lock
 file (once the file passed its caller's check, so a truncated file or an error page is never
 recorded), and every later download must get the same bytes, so a file that changed upstream is

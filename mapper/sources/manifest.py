@@ -111,15 +111,3 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         )
     return manifest
 
-
-def known_checksums(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``url -> item`` of an existing manifest (empty if there is none or it is unreadable).
-
-    Lets a rerun trust a file that was downloaded and hashed before, when the region file gives
-    no sha256 for it.
-    """
-    try:
-        manifest = read_manifest(path)
-    except InputError:
-        return {}
-    return {item["url"]: item for item in manifest["items"] if item.get("url")}

@@ -11,7 +11,9 @@ Prints, from ``maps/nsp_<region>.tif`` (stored percent):
   the mapped pixels less than ``band`` pixels from it and those ``band`` to ``band + inner``
   pixels in; and, when the region has a synthetic truth (``resources/<region>/truth/nsp.tif``,
   the demo's), the map minus the truth in both, which separates a bias of the model at the edge
-  from a landscape that differs there;
+  from a landscape that differs there; and per side, the side comparison made on the truth
+  itself (what a map equal to the truth would show) and on the map over the same cells, their
+  difference being the map's edge bias proper;
 - per side, the same comparison made at every interior line (a ``band``-line strip against the
   ``inner`` lines on its inward side, for every strip at least ``band + inner`` lines from both
   edges): the share of interior strips that differ by more than the side's edge does. A landscape
@@ -37,7 +39,8 @@ NODATA = 255
 
 
 def side_bands(values: np.ndarray, band: int, inner: int) -> dict[str, tuple[float, float]]:
-    """Per side: (mean of the outermost ``band`` lines holding data, mean of the next ``inner``)."""
+    """Per side: (mean of the outermost ``band`` lines holding data, mean of the next ``inner``);
+    ``values``: stored percent (nodata 255), or floats with NaN nodata."""
     data = np.where(values == NODATA, np.nan, values.astype(float))
     rows = np.flatnonzero(np.isfinite(data).any(axis=1))
     cols = np.flatnonzero(np.isfinite(data).any(axis=0))
@@ -121,9 +124,24 @@ def main() -> None:
           f"{v[inner].mean():.1f} % ({int(inner.sum())} px)")
     truth = Path(f"resources/{args.region}/truth/nsp.tif")
     if truth.exists():
-        d = v - truth_at(truth, x, y, res)
+        tv = truth_at(truth, x, y, res)
+        d = v - tv
         print(f"map - truth: {np.nanmean(d[edge]):+.1f} points within {args.band} px of the edge, "
               f"{np.nanmean(d[inner]):+.1f} points {args.band}-{args.band + args.inner} px in")
+        # The same side comparison made on the truth, over the same cells (those with a truth),
+        # and on the map restricted to them: a map equal to the truth would show the first.
+        both = np.isfinite(tv)
+        on_truth = np.full(values.shape, np.nan)
+        on_truth[rows[both], cols[both]] = tv[both]
+        on_map = np.full(values.shape, np.nan)
+        on_map[rows[both], cols[both]] = v[both]
+        t_sides = side_bands(on_truth, args.band, args.inner)
+        m_sides = side_bands(on_map, args.band, args.inner)
+        for side, (e, i) in t_sides.items():
+            me, mi = m_sides[side]
+            print(f"{side:>6}: the truth's difference {e - i:+.1f} points, the map's "
+                  f"{me - mi:+.1f} on the same cells: edge bias (map minus truth) "
+                  f"{(me - mi) - (e - i):+.1f}")
     if worst > args.tolerance:
         sys.exit(1)
 

@@ -20,6 +20,13 @@ Prints, from ``maps/nsp_<region>.tif`` (stored percent):
   that varies at the scale of ``band`` pixels makes the comparison noisy wherever it is made; an
   edge bias shows as an edge figure larger than nearly every interior one.
 
+With ``--across`` (a synthetic region whose workflow has run: its stacks and NSP model are read
+from ``results/<region>/``), the context tiles along each side are predicted as if the region had
+no boundary, and the map minus the truth is printed per side in the ``band`` lines on either side
+of the edge and the ``inner`` lines beyond those: a bias made by the edge shows as a step there,
+a model that errs in a landscape straddling the edge as the same error on both sides. The map's
+out cells must be the lattice's pixels (``prediction.out_res`` 10 m).
+
 Exits non-zero when a side's difference exceeds ``--tolerance`` points (default 2).
 """
 
@@ -95,6 +102,9 @@ def main() -> None:
     ap.add_argument("--band", type=int, default=2)
     ap.add_argument("--inner", type=int, default=30)
     ap.add_argument("--tolerance", type=float, default=2.0)
+    ap.add_argument("--across", action="store_true",
+                    help="predict the context tiles along each side without the boundary and "
+                         "compare map minus truth on either side of the edge")
     args = ap.parse_args()
     os.chdir(args.project)  # the config's paths are relative to the project
     from mapper.config import load_config, load_region
@@ -142,8 +152,67 @@ def main() -> None:
             print(f"{side:>6}: the truth's difference {e - i:+.1f} points, the map's "
                   f"{me - mi:+.1f} on the same cells: edge bias (map minus truth) "
                   f"{(me - mi) - (e - i):+.1f}")
+        if args.across:
+            across(region, values, t, truth, args.band, args.inner)
     if worst > args.tolerance:
         sys.exit(1)
+
+
+def across(region, values: np.ndarray, t, truth: Path, band: int, inner: int) -> None:
+    """Per side: map minus truth in the ``band`` and ``inner`` lines on either side of the map's
+    edge, the lines beyond it predicted by the region's NSP model without the boundary."""
+    import torch
+
+    from mapper.models.checkpoint import load_checkpoint
+    from mapper.normalise import Normaliser
+    from mapper.predict import stacks_by_tile
+    from mapper.predictor import TilePredictor
+    from mapper.windows import StackReader
+
+    lat, res, reach = region.lattice, t.a, band + inner
+    if abs(res - lat.res) > 1e-9:
+        sys.exit(f"--across needs a map at the lattice's {lat.res:g} m, not {res:g} m")
+    h, w = values.shape
+    ext = np.full((h + 2 * reach, w + 2 * reach), np.nan)
+    ext[reach:reach + h, reach:reach + w] = np.where(values == NODATA, np.nan, values)
+    left, top = t.c - reach * res, t.f + reach * res
+    strips = [(0, reach, reach, reach + w), (reach + h, h + 2 * reach, reach, reach + w),
+              (reach, reach + h, 0, reach), (reach, reach + h, reach + w, w + 2 * reach)]
+    model, meta = load_checkpoint(f"results/{region.name}/models/nsp.pt", expect_task="nsp",
+                                  expect_size=region.settings["model"]["size"])
+    prediction = region.settings["prediction"]
+    predictor = TilePredictor(model, Normaliser.from_dict(meta.normalisation), lat,
+                              region.crop_lattice(), "nsp", area=None, progress=False,
+                              precision=prediction["precision"],
+                              min_weight=prediction["min_weight"])
+    stacks = stacks_by_tile(sorted(Path(f"results/{region.name}/stack").glob("*.tif")), lat)
+    torch.set_num_threads(os.cpu_count() or 1)
+    for tile in sorted(set(region.stacked_tiles()) - set(region.tiles())):
+        b = lat.tile_bounds(tile)
+        r0, c0 = round((top - b[3]) / res), round((b[0] - left) / res)
+        n = lat.tile_px
+        if not any(r0 < s[1] and r0 + n > s[0] and c0 < s[3] and c0 + n > s[2] for s in strips):
+            continue  # a corner tile, or one beyond the lines compared
+        with StackReader(stacks, lat) as reader:
+            data, _ = predictor.predict(reader, tile)
+        for rr0, rr1, cc0, cc1 in strips:
+            a0, a1, b0, b1 = max(rr0, r0), min(rr1, r0 + n), max(cc0, c0), min(cc1, c0 + n)
+            if a0 < a1 and b0 < b1:
+                ext[a0:a1, b0:b1] = data[0, a0 - r0:a1 - r0, b0 - c0:b1 - c0] * 100.0
+    rows, cols = np.mgrid[0:ext.shape[0], 0:ext.shape[1]]
+    d = ext - truth_at(truth, left + (cols + 0.5) * res, top - (rows + 0.5) * res, res)
+    with warnings.catch_warnings():  # lines without a truth are NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lines = {"top": np.nanmean(d[:, reach:reach + w], axis=1),
+                 "bottom": np.nanmean(d[::-1, reach:reach + w], axis=1),
+                 "left": np.nanmean(d[reach:reach + h], axis=0),
+                 "right": np.nanmean(d[reach:reach + h, ::-1], axis=0)}
+    print("map minus truth across the edge (points; outside: predicted without the boundary):")
+    for side, m in lines.items():
+        out_far, out_near = m[:inner].mean(), m[inner:reach].mean()
+        in_near, in_far = m[reach:reach + band].mean(), m[reach + band:2 * reach].mean()
+        print(f"{side:>6}: outside {inner} px {out_far:+.1f}, {band} px {out_near:+.1f} | edge | "
+              f"inside {band} px {in_near:+.1f}, {inner} px {in_far:+.1f}")
 
 
 if __name__ == "__main__":

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from mapper.config import Region
-from mapper.errors import ConfigError, InputError, SourceError
+from mapper.errors import ConfigError, InputError
 from mapper.files import file_sha256
-from mapper.sources.http import download
+from mapper.sources.http import check_stated_size, download
 from mapper.sources.manifest import make_manifest, write_manifest
 from mapper.tasks import OBSERVATION_COLUMNS
 
@@ -164,7 +163,10 @@ def _fetch_http(
             from mapper.sources.lock import LockFile, fetch_locked, lock_path
 
             lock = lock or LockFile(lock_path(region.path))
-            item = fetch_locked(entry["url"], dest, lock, check=_size_check(entry))
+            item = fetch_locked(
+                entry["url"], dest, lock,
+                check=lambda path, e=entry: check_stated_size(path, e["url"], e.get("size")),
+            )
         item["path"] = str(dest)
         write_manifest(
             manifest_path(out_dir, name, file=fname),
@@ -177,23 +179,6 @@ def _fetch_http(
         manifest_path(out_dir, name),
         make_manifest(region.name, name, "http", entries, synthetic=region.synthetic),
     )
-
-
-def _size_check(entry: dict[str, Any]) -> Callable[[Path], None] | None:
-    """A check that a new download has the ``size`` the region file gives (None: no size)."""
-    size = entry.get("size")
-    if size is None:
-        return None
-
-    def check(path: Path) -> None:
-        got = path.stat().st_size
-        if got != size:
-            raise SourceError(
-                f"{entry['url']}: downloaded {got} bytes, the region file says {size}; fix the "
-                "file's 'size' (or its 'url') in the region file"
-            )
-
-    return check
 
 
 # -- file ---------------------------------------------------------------------------------------

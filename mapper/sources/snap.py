@@ -48,10 +48,11 @@ import numpy as np
 from mapper.bands import CLIMATE_BANDS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError, SourceError
+from mapper.files import file_sha256
 from mapper.raster import GridSpec, decode_single_band, write_geotiff
 from mapper.sources.http import check_stated_size, download
 from mapper.sources.lock import LockFile, fetch_locked
-from mapper.sources.manifest import make_manifest, write_manifest
+from mapper.sources.manifest import make_manifest, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -135,14 +136,14 @@ def fetch_snap(
     if entry.get("sha256"):  # the region file pins it; download() reuses a matching archive
         item = download(url, dest, sha256=entry["sha256"], size=entry.get("size"))
         check(dest)
-    elif (prior := _reuse_pinned(dest, entry, per_file, lock)) is not None:
+    elif lock is not None:  # the lock's checksum; download() reuses a matching archive
+        item = fetch_locked(url, dest, lock, check=check)
+    elif (prior := _reuse(dest, url, per_file)) is not None:
         item = prior
         check(dest)
-    elif lock is None:
+    else:
         item = download(url, dest, size=entry.get("size"))
         check(dest)
-    else:
-        item = fetch_locked(url, dest, lock, check=check)
     item["path"] = str(dest)
     logger.info("%s: zip archive of %d members", dest, counts[-1])
     return write_manifest(
@@ -152,23 +153,19 @@ def fetch_snap(
     )  # fmt: skip
 
 
-def _reuse_pinned(
-    dest: Path, entry: dict[str, Any], per_file: Path, lock: LockFile | None
-) -> dict[str, Any] | None:
-    """The previous manifest's item of an archive the region file gives no sha256 for, when
-    ``dest`` still matches it (:func:`mapper.sources.fetch._reuse`) and, with a ``lock``, the
-    lock records that same sha256 and size; else None (the archive is to be fetched)."""
-    from mapper.sources.fetch import _reuse
-
-    pinned = lock.get(entry["url"]) if lock is not None else None
-    if lock is not None and (pinned is None or pinned.get("absent")):
-        return None  # nothing recorded: the next download is recorded
-    prior = _reuse(dest, entry, per_file)
-    if prior is None or pinned is not None and (
-        (pinned["sha256"], pinned["size"]) != (prior["sha256"], prior["size"])
-    ):
+def _reuse(dest: Path, url: str, per_file: Path) -> dict[str, Any] | None:
+    """Without a checksum from the region file or a lock: the previous manifest's item when
+    ``dest`` still has its size and sha256; else None (the archive is to be fetched)."""
+    try:
+        prior = next(i for i in read_manifest(per_file)["items"] if i.get("url") == url)
+    except (InputError, StopIteration):
         return None
-    return prior
+    if not dest.exists() or dest.stat().st_size != prior.get("size"):
+        return None
+    if file_sha256(dest) != prior.get("sha256"):
+        return None
+    logger.info("%s: unchanged since its last download (sha256 %s...)", dest, prior["sha256"][:12])
+    return dict(prior)
 
 
 # -- derivation ---------------------------------------------------------------------------------

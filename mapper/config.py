@@ -133,6 +133,7 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
         origin = f"{origin} + region_overrides.{name} of {source}"
     settings = validate(settings, "region.schema.yaml", origin)
     _check_scene_blocks(settings, origin)
+    _check_stack(settings, origin, float(config["grid"]["res"]))
     _check_task_epochs(settings, origin)
     return {"origin": origin, "settings": settings}
 
@@ -147,6 +148,27 @@ def _check_task_epochs(settings: dict, origin: str | Path) -> None:
             f"{origin}: key 'training.finetune_epochs' gives epochs for "
             f"{', '.join(sorted(epochs)) or 'no task'}; give one number, or one per task: "
             f"{', '.join(TASKS)}"
+        )
+
+
+def _check_stack(settings: dict, origin: str | Path, res: float) -> None:
+    """The ``stack`` section against the tile size and pixel size: checked when the config is
+    read, so that a dry run already names the key and the fix (not the first stack job)."""
+    from mapper.terrain import tpi_radius_px
+
+    section = settings["stack"]
+    need = max(1, tpi_radius_px(float(section["tpi_radius_m"]), res))
+    if int(section["halo_px"]) < need:
+        raise ConfigError(
+            f"{origin}: key 'stack.halo_px' ({section['halo_px']}) is smaller than the TPI disc "
+            f"radius plus derivatives need ({need} px for tpi_radius_m={section['tpi_radius_m']} "
+            f"at {res} m); raise halo_px to at least {need}"
+        )
+    block, tile = int(section["hydro_block_px"]), int(settings["tile_px"])
+    if block % tile and tile % block:
+        raise ConfigError(
+            f"{origin}: key 'stack.hydro_block_px' ({block}) and tile_px ({tile}) must nest "
+            f"(one divides the other); set hydro_block_px to a divisor or multiple of {tile}"
         )
 
 

@@ -104,32 +104,16 @@ class StackSettings:
 
 
 def stack_settings(region: Region) -> StackSettings:
-    """Check ``region.settings['stack']`` against the lattice; ConfigError names the key and fix."""
+    """``region.settings['stack']`` as :class:`StackSettings` (checked against the tile and pixel
+    size when the config was read: :func:`mapper.config.resolve_config`)."""
     section = region.settings["stack"]
-    lattice = region.lattice
-    settings = StackSettings(
+    return StackSettings(
         halo_px=int(section["halo_px"]),
         tpi_radius_m=float(section["tpi_radius_m"]),
-        hydro_block_px=int(section.get("hydro_block_px", 1024)),
-        hydro_halo_px=int(section.get("hydro_halo_px", 512)),
-        res=lattice.res,
+        hydro_block_px=int(section["hydro_block_px"]),
+        hydro_halo_px=int(section["hydro_halo_px"]),
+        res=region.lattice.res,
     )
-    need = max(1, terrain.tpi_radius_px(settings.tpi_radius_m, lattice.res))
-    if settings.halo_px < need:
-        raise ConfigError(
-            f"{region.path}: key 'stack.halo_px' ({settings.halo_px}) is smaller than the TPI disc "
-            f"radius plus derivatives need ({need} px for tpi_radius_m={settings.tpi_radius_m} at "
-            f"{lattice.res} m); raise halo_px to at least {need}"
-        )
-    block, tile = settings.hydro_block_px, lattice.tile_px
-    if block % tile and tile % block:
-        raise ConfigError(
-            f"{region.path}: key 'stack.hydro_block_px' ({block}) and tile_px ({tile}) must nest "
-            f"(one divides the other); set hydro_block_px to a divisor or multiple of {tile}"
-        )
-    if settings.hydro_halo_px < 1:
-        raise ConfigError(f"{region.path}: key 'stack.hydro_halo_px' must be at least 1")
-    return settings
 
 
 # -- sources ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from mapper.bands import STACK_BANDS
 from mapper.cli import main
 from mapper.config import load_config, load_region
 from mapper.errors import ConfigError, InputError
-from mapper.stack import build_stack
+from mapper.stack import build_stack, stack_settings
 
 BIG_TILE, SMALL_TILES = S.BIG_TILE, S.SMALL_TILES
 
@@ -174,15 +174,19 @@ def test_climate_from_one_or_three_files_named_or_in_order(
         build_stack(src["r64"], tile, [src["s2"]], src["dem"], two, tmp_path / "x.tif")
 
 
-def test_stack_settings_are_checked(tmp_path: Path) -> None:
+def test_stack_settings_are_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    """A stack section that cannot work with the tile size fails when the config is read (a dry
+    run names it), with the region file, the key and the fix."""
     bad_nest = S.write_config(tmp_path, {"hydro_block_px": 96, "hydro_halo_px": 8})
-    region = load_region(load_config(bad_nest), "t64")
-    with pytest.raises(ConfigError, match="hydro_block_px.*must nest"):
-        build_stack(region, SMALL_TILES[0], [], tmp_path, tmp_path, tmp_path / "x.tif")
+    with pytest.raises(ConfigError, match=r"t64\.yaml: key 'stack\.hydro_block_px' \(96\) and "
+                       r"tile_px \(64\) must nest.*divisor or multiple of 64"):
+        load_config(bad_nest)
     small_halo = S.write_config(tmp_path, {"halo_px": 4, "tpi_radius_m": 100.0})
-    region = load_region(load_config(small_halo), "t64")
-    with pytest.raises(ConfigError, match="halo_px.*at least 10"):
-        build_stack(region, SMALL_TILES[0], [], tmp_path, tmp_path, tmp_path / "x.tif")
+    with pytest.raises(ConfigError, match=r"t64\.yaml: key 'stack\.halo_px' \(4\).*at least 10"):
+        load_config(small_halo)
+    region = load_region(load_config(S.write_config(tmp_path)), "t64")
+    settings = stack_settings(region)
+    assert (settings.halo_px, settings.hydro_block_px, settings.res) == (16, 128, 10.0)
 
 
 @pytest.mark.slow

@@ -75,6 +75,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
         regions[name] = write_region_file(
             root, name, (LEFT, TOP - span, LEFT + span, TOP), tile_px, model={"size": "demo"},
             prediction={**PREDICTION, "out_res": out_res}, training={"crop_px": 32},
+            stack={"hydro_block_px": 32},  # nests with every tile size here (never stacked)
         )  # fmt: skip
         lattice = Lattice(*ORIGIN, 10.0, tile_px)
         r0 = round((ORIGIN[1] - TOP) / 10.0)

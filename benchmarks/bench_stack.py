@@ -21,7 +21,6 @@ GDAL's caches), and the time of each part (Sentinel-2 warp, local terrain, hydro
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import resource
 import sys
 import tempfile
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mapper import stack as stack_mod  # noqa: E402
-from mapper.config import load_config, load_region  # noqa: E402
+from mapper.config import load_region, read_yaml, resolve_config  # noqa: E402
 from mapper.grid import Lattice  # noqa: E402
 
 
@@ -143,10 +142,10 @@ def main() -> int:
                              "demo's resources/demo/sources when present)")
     args = parser.parse_args()
 
-    region = load_region(load_config(args.config), args.region)
-    if args.tile_px:
-        lattice = dataclasses.replace(region.lattice, tile_px=args.tile_px)
-        region = dataclasses.replace(region, lattice=lattice)
+    raw = read_yaml(args.config)
+    if args.tile_px:  # as a user would: a region override, checked with the rest of the region
+        raw.setdefault("region_overrides", {})[args.region] = {"tile_px": args.tile_px}
+    region = load_region(resolve_config(raw, args.config), args.region)
     settings = stack_mod.stack_settings(region)
     tile = region.tiles()[0]
     demo = Path(args.sources) if args.sources else ROOT / "resources" / "demo" / "sources"

@@ -493,6 +493,10 @@ def bad_configs(region: dict, tmp_path: Path) -> dict[str, tuple[Path, str]]:
          "remove it or check its spelling"),
         ("wrong type in the region file", lambda s: s.update(tile_px="64"),
          "key 'tile_px': '64' is not of type 'integer'"),
+        ("hydrology blocks that do not nest with the tiles",
+         lambda s: s.setdefault("stack", {}).update(hydro_block_px=96),
+         "key 'stack.hydro_block_px' (96) and tile_px (64) must nest (one divides the other); "
+         "set hydro_block_px to a divisor or multiple of 64"),
     ]:
         folder = tmp_path / name.replace(" ", "_")
         cfg = changed_copy(region["config"], "tiny", folder, change)

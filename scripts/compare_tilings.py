@@ -18,7 +18,9 @@ many differ there, and whether every pixel whose centre lies outside the mapped 
 boundary buffered by ``buffer_m``) is nodata in both maps. A project without its own Snakefile
 (a test's project folder, whose config names its region file by absolute path) is run with this
 repository's. Exits non-zero when any probability differs by more than one count, when the maps'
-nodata differ, or when a pixel outside the mapped area has a value.
+nodata differ, or when a pixel outside the mapped area has a value. A tile size that the region's
+settings cannot use (``stack.hydro_block_px`` must nest with it, a STAC source's ``block_px``
+divide it) stops the script with one line before it copies anything.
 """
 
 from __future__ import annotations
@@ -106,6 +108,25 @@ class Region:
     lattices: list  # [mapper.grid.Lattice] of both tile sizes
 
 
+def check_tile_size(project: Path, region: str, tile_px: int) -> None:
+    """Stop before copying anything when the region's settings cannot work at ``tile_px`` (e.g.
+    ``stack.hydro_block_px`` does not nest with it): one line naming the region file and key."""
+    from mapper.config import read_yaml, resolve_config
+    from mapper.errors import ConfigError
+
+    cwd = os.getcwd()
+    os.chdir(project)  # the config's relative paths are relative to the project
+    try:
+        raw = read_yaml("config/config.yaml")
+        raw.setdefault("region_overrides", {})[region] = {"tile_px": tile_px}
+        resolve_config(raw, "config/config.yaml")
+    except ConfigError as err:
+        raise SystemExit(f"error: --tile-px {tile_px} does not fit region {region}: {err}") \
+            from None
+    finally:
+        os.chdir(cwd)
+
+
 def mapped_region(work: Path, region: str, tile_sizes: list[int]) -> Region:
     from mapper.config import load_config, load_region
 
@@ -177,6 +198,7 @@ def main() -> None:
     with open(project / yaml.safe_load((project / "config/config.yaml").read_text())
               ["regions"][args.region]) as f:
         base_px = yaml.safe_load(f)["tile_px"]
+    check_tile_size(project, args.region, args.tile_px)
     prepare(project, work, args.region, args.tile_px)
     seconds = run(work, args.region, args.cores)
     region = mapped_region(work, args.region, [base_px, args.tile_px])

@@ -197,6 +197,26 @@ def test_polygon_maps_are_identical_at_two_tile_sizes(tmp_path: Path) -> None:
           f"{inside:.1f} % ({n_inside} cells)")
 
 
+def test_compare_tilings_refuses_a_tile_size_the_region_cannot_use(tmp_path: Path) -> None:
+    """A tile size that the region's hydrology blocks (1024 px by default) do not nest with stops
+    compare_tilings before it copies anything: one line naming the region file, key and fix."""
+    project = tmp_path / "project"
+    region_file = write_region_file(project / "config" / "regions", "poly", None, 64,
+                                    geojson=lonlat_boundary(pentagon(CENTRE, 1500.0)))
+    write_config(project / "config" / "config.yaml", {"poly": region_file})
+    work = tmp_path / "work"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "compare_tilings.py"), "--project", str(project),
+         "--region", "poly", "--tile-px", "96", "--work", str(work)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.splitlines() == [
+        f"error: --tile-px 96 does not fit region poly: {region_file} + region_overrides.poly of "
+        "config/config.yaml: key 'stack.hydro_block_px' (1024) and tile_px (96) must nest (one "
+        "divides the other); set hydro_block_px to a divisor or multiple of 96"]
+    assert not work.exists()
+
+
 def test_tiles_command_lists_mapped_or_stacked_tiles(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     from mapper.cli import main

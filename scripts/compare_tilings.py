@@ -26,6 +26,7 @@ divide it) stops the script with one line before it copies anything.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -114,29 +115,22 @@ def check_tile_size(project: Path, region: str, tile_px: int) -> None:
     from mapper.config import read_yaml, resolve_config
     from mapper.errors import ConfigError
 
-    cwd = os.getcwd()
-    os.chdir(project)  # the config's relative paths are relative to the project
+    raw = read_yaml(project / "config/config.yaml")
+    raw.setdefault("region_overrides", {})[region] = {"tile_px": tile_px}
     try:
-        raw = read_yaml("config/config.yaml")
-        raw.setdefault("region_overrides", {})[region] = {"tile_px": tile_px}
-        resolve_config(raw, "config/config.yaml")
+        with contextlib.chdir(project):  # the config's relative paths are relative to it
+            resolve_config(raw, "config/config.yaml")
     except ConfigError as err:
         raise SystemExit(f"error: --tile-px {tile_px} does not fit region {region}: {err}") \
             from None
-    finally:
-        os.chdir(cwd)
 
 
 def mapped_region(work: Path, region: str, tile_sizes: list[int]) -> Region:
     from mapper.config import load_config, load_region
 
-    cwd = os.getcwd()
-    os.chdir(work)  # the config's relative paths are relative to the project
-    try:
+    with contextlib.chdir(work):  # the config's relative paths are relative to the project
         loaded = load_region(load_config("config/config.yaml"), region)
         area = loaded.area()
-    finally:
-        os.chdir(cwd)
     lattices = [replace(loaded.lattice, tile_px=p) for p in tile_sizes]
     return Region(area, lattices)
 

@@ -108,9 +108,17 @@ def main() -> None:
     args = ap.parse_args()
     os.chdir(args.project)  # the config's paths are relative to the project
     from mapper.config import load_config, load_region
+    from mapper.errors import MapperError
 
-    region = load_region(load_config("config/config.yaml"), args.region)
-    with rasterio.open(f"maps/nsp_{args.region}.tif") as ds:
+    try:
+        region = load_region(load_config("config/config.yaml"), args.region)
+    except MapperError as err:
+        sys.exit(f"error: {err} (--project: the project's folder, default the current one)")
+    map_path = Path(f"maps/nsp_{args.region}.tif")
+    if not map_path.is_file():
+        sys.exit(f"error: {args.project / map_path}: no such map; make it first "
+                 f"(snakemake --cores 2 {map_path}, or make demo for the demo region)")
+    with rasterio.open(map_path) as ds:
         values, t, res = ds.read(1), ds.transform, ds.res[0]
     worst = 0.0
     sides = side_bands(values, args.band, args.inner)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,13 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, help="also write the NSP reliability figure (PNG) here")
     args = ap.parse_args()
     truth = args.truth or Path("resources") / args.region / "truth"
+    for task in ("nsp", "soilorder"):
+        if not (args.maps / f"{task}_{args.region}.tif").is_file():
+            sys.exit(f"error: {args.maps / f'{task}_{args.region}.tif'}: no such map; make it "
+                     f"first (make demo for the demo region)")
+        if not (truth / f"{task}.tif").is_file():
+            sys.exit(f"error: {truth / f'{task}.tif'}: no such truth raster; only a synthetic "
+                     f"region has one (python -m mapper demo writes the demo's; --truth DIR)")
     nsp = nsp_figures(args.maps / f"nsp_{args.region}.tif", truth / "nsp.tif")
     soil = soilorder_figures(args.maps / f"soilorder_{args.region}.tif", truth / "soilorder.tif")
     print(f"NSP map vs truth ({nsp['pixels']:,} of {nsp['pixels_total']:,} pixels valid): "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import tempfile
 from pathlib import Path
 
@@ -267,6 +268,10 @@ def main() -> None:
     parser.add_argument("--maps", type=Path, default=Path("maps"))
     parser.add_argument("--out", type=Path, default=Path("docs/demo"))
     args = parser.parse_args()
+    for needed in (args.root / "sources" / "sentinel2.tif", args.maps / "nsp_demo.tif"):
+        if not needed.is_file():
+            sys.exit(f"error: {needed}: not found; run make demo first (--root, --maps: "
+                     f"elsewhere)")
     args.out.mkdir(parents=True, exist_ok=True)
     plot_sentinel2(args.root, args.out)
     plot_polygon_crop(args.root, args.out)

@@ -59,6 +59,8 @@ def main() -> None:
         if not logs:
             sys.exit("error: no Snakemake log under .snakemake/log; give the log's path")
         log = logs[-1]
+    if not log.is_file():
+        sys.exit(f"error: {log}: no such Snakemake log (they are .snakemake/log/*.snakemake.log)")
     rules, total = stage_times(log.read_text(errors="replace").splitlines())
     print(f"{log}: {total:.0f} s from the first to the last stamp")
     print(f"{'rule':<18} {'jobs':>5} {'span s':>8} {'job s':>8}")

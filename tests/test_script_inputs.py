@@ -1,0 +1,62 @@
+"""The measuring scripts (scripts/*.py) on missing inputs: one line that names the file and the
+fix, exit status non-zero, no traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project folder with the configs of the repository and nothing made yet."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "named", "fix"),
+    [
+        ("edge_bias.py", [], "maps/nsp_demo.tif", "make demo"),
+        ("map_vs_truth.py", [], "maps/nsp_demo.tif", "make demo"),
+        ("map_vs_truth.py", ["--maps", "."], "resources/demo/truth/nsp.tif", "--truth"),
+        ("plot_demo.py", [], "resources/demo/sources/sentinel2.tif", "make demo"),
+        ("jump_ratio.py", ["maps/nsp_demo.tif"], "maps/nsp_demo.tif", "make demo"),
+        ("stage_times.py", [], ".snakemake/log", "give the log's path"),
+        ("stage_times.py", ["run.log"], "run.log", ".snakemake/log/"),
+    ],
+)
+def test_a_missing_input_is_one_line_naming_the_file_and_the_fix(
+    project: Path, script: str, args: list[str], named: str, fix: str
+) -> None:
+    if "--maps" in args:  # maps present, truth missing
+        (project / "nsp_demo.tif").write_bytes(b"")
+        (project / "soilorder_demo.tif").write_bytes(b"")
+    run = run_script(script, *args, cwd=project)
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert named in lines[0] and fix in lines[0], lines[0]
+    assert not (project / "docs").exists()  # plot_demo made no output folder
+
+
+def test_edge_bias_outside_a_project_names_the_config_and_the_option(tmp_path: Path) -> None:
+    run = run_script("edge_bias.py", "--project", str(tmp_path), cwd=tmp_path)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines() == [
+        "error: config/config.yaml: config file not found; check the path "
+        "(--project: the project's folder, default the current one)"
+    ]

@@ -44,6 +44,7 @@ import pandas as pd
 import yaml
 
 from mapper.bands import STACK_BANDS
+from mapper.errors import MapperError
 from mapper.grid import Lattice
 from mapper.raster import write_geotiff
 
@@ -225,7 +226,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for noisy in ("mapper.models.miso", "mapper.normalise"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    region_file = yaml.safe_load(Path(args.region_file).read_text())
+    from mapper.config import read_yaml
+
+    region_file = read_yaml(args.region_file)
     training, model = dict(region_file["training"]), dict(region_file["model"])
     for item in args.set:
         key, _, text = item.partition("=")
@@ -298,4 +301,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MapperError as err:  # a missing config, region file or workflow output: one line
+        where = "" if Path("config/config.yaml").is_file() else " (run from the project's root)"
+        sys.exit(f"error: {err}{where}")

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from mapper import stack as stack_mod  # noqa: E402
 from mapper.config import load_region, read_yaml, resolve_config  # noqa: E402
+from mapper.errors import MapperError  # noqa: E402
 from mapper.grid import Lattice  # noqa: E402
 
 
@@ -189,4 +190,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except MapperError as err:  # a missing config, region file or workflow output: one line
+        where = "" if Path("config/config.yaml").is_file() else " (run from the project's root)"
+        sys.exit(f"error: {err}{where}")

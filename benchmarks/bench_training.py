@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -52,7 +53,11 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
     region = load_region(load_config(args.config), args.region)
     stacks = sorted(glob.glob(f"results/{args.region}/stack/*.tif"))
-    table = read_samples(f"results/{args.region}/samples/points.parquet")
+    samples = f"results/{args.region}/samples/points.parquet"
+    if not Path(samples).is_file():
+        sys.exit(f"error: {samples}: not found; make the region's stacks and samples first: "
+                 f"snakemake --cores 2 {samples}")
+    table = read_samples(samples)
     settings = CropSettings.from_training(region.settings["training"])
     train, test = train_test_indices(table, "sh1km", 0, "nsp")
     reader = StackReader(stacks_by_tile(stacks), region.lattice)
@@ -107,4 +112,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mapper.errors import MapperError
+
+    try:
+        main()
+    except MapperError as err:  # a missing config, region file or workflow output: one line
+        where = "" if Path("config/config.yaml").is_file() else " (run from the project's root)"
+        sys.exit(f"error: {err}{where}")

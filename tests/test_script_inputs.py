@@ -1,5 +1,5 @@
-"""The measuring scripts (scripts/*.py) on missing inputs: one line that names the file and the
-fix, exit status non-zero, no traceback."""
+"""The measuring scripts (scripts/*.py, benchmarks/*.py) on missing inputs: one line that names
+the file and the fix, exit status non-zero, no traceback."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``name``: a script of scripts/, or a path from the project root (benchmarks/...)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=cwd,
+    path = ROOT / name if "/" in name else ROOT / "scripts" / name
+    return subprocess.run([sys.executable, str(path), *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -37,6 +39,8 @@ def project(tmp_path: Path) -> Path:
         ("jump_ratio.py", ["maps/nsp_demo.tif"], "maps/nsp_demo.tif", "make demo"),
         ("stage_times.py", [], ".snakemake/log", "give the log's path"),
         ("stage_times.py", ["run.log"], "run.log", ".snakemake/log/"),
+        ("benchmarks/bench_training.py", [], "results/demo/samples/points.parquet",
+         "snakemake --cores 2 results/demo/samples/points.parquet"),
     ],
 )
 def test_a_missing_input_is_one_line_naming_the_file_and_the_fix(
@@ -59,4 +63,14 @@ def test_edge_bias_outside_a_project_names_the_config_and_the_option(tmp_path: P
     assert run.stderr.strip().splitlines() == [
         "error: config/config.yaml: config file not found; check the path "
         "(--project: the project's folder, default the current one)"
+    ]
+
+
+@pytest.mark.parametrize("bench", ["benchmarks/bench_stack.py", "benchmarks/bench_context.py"])
+def test_a_benchmark_outside_the_project_says_where_to_run_it(tmp_path: Path, bench: str) -> None:
+    run = run_script(bench, cwd=tmp_path)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines() == [
+        "error: config/regions/demo.yaml: config file not found; check the path "
+        "(run from the project's root)"
     ]

@@ -20,7 +20,8 @@ boundary buffered by ``buffer_m``) is nodata in both maps. A project without its
 repository's. Exits non-zero when any probability differs by more than one count, when the maps'
 nodata differ, or when a pixel outside the mapped area has a value. A tile size that the region's
 settings cannot use (``stack.hydro_block_px`` must nest with it, a STAC source's ``block_px``
-divide it) stops the script with one line before it copies anything.
+divide it) stops the script with one line before it copies anything, as does a region whose maps
+(and the sources, samples and models the copy reuses) the project has not made.
 """
 
 from __future__ import annotations
@@ -115,7 +116,10 @@ def check_tile_size(project: Path, region: str, tile_px: int) -> None:
     from mapper.config import read_yaml, resolve_config
     from mapper.errors import ConfigError
 
-    raw = read_yaml(project / "config/config.yaml")
+    try:
+        raw = read_yaml(project / "config/config.yaml")
+    except ConfigError as err:
+        raise SystemExit(f"error: {err} (--project: the project's folder)") from None
     raw.setdefault("region_overrides", {})[region] = {"tile_px": tile_px}
     try:
         with contextlib.chdir(project):  # the config's relative paths are relative to it
@@ -123,6 +127,18 @@ def check_tile_size(project: Path, region: str, tile_px: int) -> None:
     except ConfigError as err:
         raise SystemExit(f"error: --tile-px {tile_px} does not fit region {region}: {err}") \
             from None
+
+
+def check_finished(project: Path, region: str) -> None:
+    """Stop before copying anything when the project has not made the region's maps and what
+    the copy reuses (sources, samples, models): one line naming the first missing path."""
+    needed = [f"maps/{name}_{region}.tif" for name in ("nsp", "soilorder")]
+    needed += [f"resources/{region}", f"results/{region}/samples", f"results/{region}/models"]
+    for rel in needed:
+        if not (project / rel).exists():
+            raise SystemExit(f"error: {project / rel}: not found; the comparison remakes a "
+                             f"finished region: make its maps first (snakemake --cores 2 "
+                             f"maps/nsp_{region}.tif maps/soilorder_{region}.tif, in the project)")
 
 
 def mapped_region(work: Path, region: str, tile_sizes: list[int]) -> Region:
@@ -189,10 +205,11 @@ def main() -> None:
     args = ap.parse_args()
     project = args.project.resolve()
     work = (args.work or project / "results" / "tilings" / str(args.tile_px)).resolve()
+    check_tile_size(project, args.region, args.tile_px)
+    check_finished(project, args.region)
     with open(project / yaml.safe_load((project / "config/config.yaml").read_text())
               ["regions"][args.region]) as f:
         base_px = yaml.safe_load(f)["tile_px"]
-    check_tile_size(project, args.region, args.tile_px)
     prepare(project, work, args.region, args.tile_px)
     seconds = run(work, args.region, args.cores)
     region = mapped_region(work, args.region, [base_px, args.tile_px])

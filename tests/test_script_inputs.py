@@ -39,6 +39,8 @@ def project(tmp_path: Path) -> Path:
         ("jump_ratio.py", ["maps/nsp_demo.tif"], "maps/nsp_demo.tif", "make demo"),
         ("stage_times.py", [], ".snakemake/log", "give the log's path"),
         ("stage_times.py", ["run.log"], "run.log", ".snakemake/log/"),
+        ("compare_tilings.py", ["--tile-px", "256"], "maps/nsp_demo.tif",
+         "make its maps first (snakemake --cores 2 maps/nsp_demo.tif maps/soilorder_demo.tif"),
         ("benchmarks/bench_training.py", [], "results/demo/samples/points.parquet",
          "snakemake --cores 2 results/demo/samples/points.parquet"),
     ],
@@ -55,15 +57,23 @@ def test_a_missing_input_is_one_line_naming_the_file_and_the_fix(
     assert len(lines) == 1, run.stderr
     assert named in lines[0] and fix in lines[0], lines[0]
     assert not (project / "docs").exists()  # plot_demo made no output folder
+    assert not (project / "results").exists()  # compare_tilings copied nothing
 
 
-def test_edge_bias_outside_a_project_names_the_config_and_the_option(tmp_path: Path) -> None:
+def test_outside_a_project_the_error_names_the_config_and_the_option(tmp_path: Path) -> None:
     run = run_script("edge_bias.py", "--project", str(tmp_path), cwd=tmp_path)
     assert run.returncode != 0
     assert run.stderr.strip().splitlines() == [
         "error: config/config.yaml: config file not found; check the path "
         "(--project: the project's folder, default the current one)"
     ]
+    run = run_script("compare_tilings.py", "--tile-px", "256", cwd=tmp_path)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'config/config.yaml'}: config file not found; check the path "
+        "(--project: the project's folder)"
+    ]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("bench", ["benchmarks/bench_stack.py", "benchmarks/bench_context.py"])

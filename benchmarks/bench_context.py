@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from cli_errors import run_main
 
 from mapper.bands import STACK_BANDS
-from mapper.errors import MapperError
 from mapper.grid import Lattice
 from mapper.raster import write_geotiff
 
@@ -301,8 +301,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MapperError as err:  # a missing config, region file or workflow output: one line
-        where = "" if Path("config/config.yaml").is_file() else " (run from the project's root)"
-        sys.exit(f"error: {err}{where}")
+    run_main(main)

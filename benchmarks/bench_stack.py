@@ -33,9 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cli_errors import run_main  # noqa: E402
+
 from mapper import stack as stack_mod  # noqa: E402
 from mapper.config import load_region, read_yaml, resolve_config  # noqa: E402
-from mapper.errors import MapperError  # noqa: E402
 from mapper.grid import Lattice  # noqa: E402
 
 
@@ -190,8 +191,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except MapperError as err:  # a missing config, region file or workflow output: one line
-        where = "" if Path("config/config.yaml").is_file() else " (run from the project's root)"
-        sys.exit(f"error: {err}{where}")
+    run_main(main)

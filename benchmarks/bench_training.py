@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cli_errors import run_main
 
 
 def main() -> None:
@@ -112,10 +113,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from mapper.errors import MapperError
-
-    try:
-        main()
-    except MapperError as err:  # a missing config, region file or workflow output: one line
-        where = "" if Path("config/config.yaml").is_file() else " (run from the project's root)"
-        sys.exit(f"error: {err}{where}")
+    run_main(main)

@@ -110,23 +110,30 @@ class Region:
     lattices: list  # [mapper.grid.Lattice] of both tile sizes
 
 
-def check_tile_size(project: Path, region: str, tile_px: int) -> None:
-    """Stop before copying anything when the region's settings cannot work at ``tile_px`` (e.g.
-    ``stack.hydro_block_px`` does not nest with it): one line naming the region file and key."""
-    from mapper.config import read_yaml, resolve_config
+def check_tile_size(project: Path, region: str, tile_px: int) -> int:
+    """The region's own tile size (region_overrides included). Stops before copying anything when
+    the region's settings cannot work at ``tile_px`` (e.g. ``stack.hydro_block_px`` does not nest
+    with it): one line naming the region file and key."""
+    from mapper.config import load_region, read_yaml, resolve_config
     from mapper.errors import ConfigError
 
     try:
         raw = read_yaml(project / "config/config.yaml")
     except ConfigError as err:
         raise SystemExit(f"error: {err} (--project: the project's folder)") from None
-    raw.setdefault("region_overrides", {})[region] = {"tile_px": tile_px}
-    try:
-        with contextlib.chdir(project):  # the config's relative paths are relative to it
+    with contextlib.chdir(project):  # the config's relative paths are relative to it
+        try:
+            config = resolve_config(raw, "config/config.yaml")
+            base_px = load_region(config, region).lattice.tile_px
+        except ConfigError as err:
+            raise SystemExit(f"error: {err}") from None
+        raw.setdefault("region_overrides", {})[region] = {"tile_px": tile_px}
+        try:
             resolve_config(raw, "config/config.yaml")
-    except ConfigError as err:
-        raise SystemExit(f"error: --tile-px {tile_px} does not fit region {region}: {err}") \
-            from None
+        except ConfigError as err:
+            raise SystemExit(f"error: --tile-px {tile_px} does not fit region {region}: {err}") \
+                from None
+    return base_px
 
 
 def check_finished(project: Path, region: str) -> None:
@@ -205,11 +212,8 @@ def main() -> None:
     args = ap.parse_args()
     project = args.project.resolve()
     work = (args.work or project / "results" / "tilings" / str(args.tile_px)).resolve()
-    check_tile_size(project, args.region, args.tile_px)
+    base_px = check_tile_size(project, args.region, args.tile_px)
     check_finished(project, args.region)
-    with open(project / yaml.safe_load((project / "config/config.yaml").read_text())
-              ["regions"][args.region]) as f:
-        base_px = yaml.safe_load(f)["tile_px"]
     prepare(project, work, args.region, args.tile_px)
     seconds = run(work, args.region, args.cores)
     region = mapped_region(work, args.region, [base_px, args.tile_px])

@@ -110,15 +110,16 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, help="also write the NSP reliability figure (PNG) here")
     args = ap.parse_args()
     truth = args.truth or Path("resources") / args.region / "truth"
-    for task in ("nsp", "soilorder"):
-        if not (args.maps / f"{task}_{args.region}.tif").is_file():
-            sys.exit(f"error: {args.maps / f'{task}_{args.region}.tif'}: no such map; make it "
-                     f"first (make demo for the demo region)")
-        if not (truth / f"{task}.tif").is_file():
-            sys.exit(f"error: {truth / f'{task}.tif'}: no such truth raster; only a synthetic "
-                     f"region has one (python -m mapper demo writes the demo's; --truth DIR)")
-    nsp = nsp_figures(args.maps / f"nsp_{args.region}.tif", truth / "nsp.tif")
-    soil = soilorder_figures(args.maps / f"soilorder_{args.region}.tif", truth / "soilorder.tif")
+    paths = {task: (args.maps / f"{task}_{args.region}.tif", truth / f"{task}.tif")
+             for task in ("nsp", "soilorder")}
+    for mapped, true in paths.values():
+        if not mapped.is_file():
+            sys.exit(f"error: {mapped}: no such map; make it first (make demo for the demo region)")
+        if not true.is_file():
+            sys.exit(f"error: {true}: no such truth raster; only a synthetic region has one "
+                     f"(python -m mapper demo writes the demo's; --truth DIR)")
+    nsp = nsp_figures(*paths["nsp"])
+    soil = soilorder_figures(*paths["soilorder"])
     print(f"NSP map vs truth ({nsp['pixels']:,} of {nsp['pixels_total']:,} pixels valid): "
           f"AUC {nsp['auc_vs_truth']:.3f}, accuracy at 0.5 {nsp['accuracy_at_0.5']:.3f} "
           f"(chance {nsp['chance_accuracy']:.3f}), corr {nsp['corr_vs_truth']:.3f}, "

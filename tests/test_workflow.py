@@ -246,6 +246,28 @@ def test_statewide_plan_stops_on_the_missing_observation_table(tmp_path: Path) -
     assert not (project.root / table).exists()
 
 
+def test_a_tile_the_region_does_not_have_stops_the_plan(tmp_path: Path) -> None:
+    """Rerunning one tile with a mistyped id (or one from another tile size): one line naming the
+    tile and how to list the region's own, for a stack and for a prediction."""
+    project = make_statewide_project(tmp_path)
+    stacked, mapped = set(project.stacked), set(project.tiles)
+    assert "R0000C0000" not in stacked
+    cases = {
+        "R0000C0000": (f"results/{project.region}/stack/R0000C0000.tif", "stacked", " --stacked"),
+        next(iter(sorted(stacked - mapped))): (None, "mapped", ""),
+    }
+    for tile, (target, what, flag) in cases.items():
+        target = target or f"results/{project.region}/predict/nsp/{tile}.tif"
+        result = run_snakemake(project, "-n", target, check=False)
+        out = result.stdout + result.stderr
+        assert result.returncode != 0, out
+        expected = (f"{tile}: not a {what} tile of region '{project.region}' (tile_px "
+                    f"{project.tile_px}); list them with: python -m mapper tiles "
+                    f"{project.region}{flag}")
+        assert expected in out.splitlines(), out
+        assert "Traceback" not in out and "Exception" not in out, out
+
+
 @pytest.mark.slow
 def test_statewide_dry_run_builds_the_whole_dag(tmp_path: Path) -> None:
     project = make_statewide_project(tmp_path)

@@ -97,3 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except MapperError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader closed the pipe (``python -m mapper tiles alaska | head``): stop quietly, as
+        # a Unix tool does; standard output goes to /dev/null so that exiting flushes nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -55,6 +55,24 @@ def stacked_tiles(region):
     return REGIONS[region].stacked_tiles()
 
 
+def known_tile(region, tile, tiles, what):
+    """``tile`` when it is one of ``tiles``; else stop the plan with one line (SystemExit: Snakemake
+    prints it as it is) naming the tile and how to list the region's own."""
+    if tile not in tiles:
+        flag = " --stacked" if what == "stacked" else ""
+        sys.exit(
+            f"{tile}: not a {what} tile of region '{region}' (tile_px "
+            f"{REGIONS[region].settings['tile_px']}); list them with: python -m mapper tiles "
+            f"{region}{flag}"
+        )
+    return tile
+
+
+def stacked_tile(wildcards):
+    """The wildcards' tile, checked against the region's stacked tiles."""
+    return known_tile(wildcards.region, wildcards.tile, stacked_tiles(wildcards.region), "stacked")
+
+
 def source_settings(region, source):
     return REGIONS[region].settings["sources"][source]
 
@@ -150,15 +168,15 @@ def snap_settings(wildcards):
 
 
 def tile_sentinel2(wildcards):
-    return source_inputs(wildcards.region, "sentinel2", wildcards.tile)
+    return source_inputs(wildcards.region, "sentinel2", stacked_tile(wildcards))
 
 
 def tile_dem(wildcards):
-    return source_inputs(wildcards.region, "dem", wildcards.tile)
+    return source_inputs(wildcards.region, "dem", stacked_tile(wildcards))
 
 
 def tile_climate(wildcards):
-    return source_inputs(wildcards.region, "climate", wildcards.tile)
+    return source_inputs(wildcards.region, "climate", stacked_tile(wildcards))
 
 
 def region_observations(wildcards):
@@ -260,7 +278,8 @@ def cv_fold_outputs(wildcards):
 def neighbour_stacks(wildcards):
     """The stacks the tile's crops may read: its own and every stacked tile (mapped or context)
     within the reach of its crops."""
-    tiles = region_of(wildcards).tile_context(wildcards.tile)
+    tile = known_tile(wildcards.region, wildcards.tile, tiles_of(wildcards.region), "mapped")
+    tiles = region_of(wildcards).tile_context(tile)
     return [stack_path(wildcards.region, t) for t in tiles]
 
 

@@ -28,6 +28,7 @@ import jsonschema
 import shapely
 import yaml
 from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
 
 from mapper.blending import CropLattice
 from mapper.errors import ConfigError
@@ -316,19 +317,58 @@ def _read_boundary_cached(path: str, _mtime: int) -> shapely.Geometry:
             gj = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable GeoJSON file ({exc}); replace it") from None
-    features = gj["features"] if gj.get("type") == "FeatureCollection" else [gj]
-    geom = shapely.GeometryCollection(
-        [shapely.geometry.shape(f.get("geometry", f)) for f in features]
-    )
-    crs_name = gj.get("crs", {}).get("properties", {}).get("name", "EPSG:4326")
-    crs = CRS.from_user_input(crs_name)
+    geom, crs = _boundary_geometry(path, gj)
     if not crs.equals(CRS.from_epsg(3338)):
         transformer = Transformer.from_crs(crs, 3338, always_xy=True)
         geom = shapely.transform(geom, lambda xy: _project(transformer, xy))
         # a 1 mm grid makes the two sides of a cut at 180 degrees coincide (they differ by ~1e-9 m)
         geom = shapely.set_precision(shapely.make_valid(geom), 1e-3)
     # dissolve after projecting: pieces cut at 180 degrees meet only in EPSG:3338
-    return shapely.make_valid(shapely.union_all(shapely.make_valid(geom)))
+    area = shapely.make_valid(shapely.union_all(shapely.make_valid(geom)))
+    if area.geom_type in ("Polygon", "MultiPolygon") and area.area > 0:
+        return area
+    polygons = [p for p in shapely.get_parts(area) if p.geom_type == "Polygon" and p.area > 0]
+    if not polygons:
+        raise ConfigError(f"{path}: no polygon with an area; fix the file (a region's boundary "
+                          "is a Polygon or MultiPolygon, in a Feature or FeatureCollection)")
+    return shapely.union_all(polygons)  # lines or points beside the polygons are dropped
+
+
+def _boundary_geometry(path: str, gj: Any) -> tuple[shapely.Geometry, CRS]:
+    """The GeoJSON's geometries (as written) and their CRS; a malformed file is one ConfigError."""
+    fix = "fix the file (a Polygon or MultiPolygon, in a Feature or FeatureCollection)"
+    if not isinstance(gj, dict):
+        raise ConfigError(f"{path}: not a GeoJSON object; {fix}")
+    if gj.get("type") == "FeatureCollection":
+        features = gj.get("features")
+        if not isinstance(features, list):
+            raise ConfigError(f"{path}: a FeatureCollection without a 'features' list; {fix}")
+    else:
+        features = [gj]
+    try:
+        geom = shapely.GeometryCollection(
+            [shapely.geometry.shape(f.get("geometry", f)) for f in features]
+        )
+    except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.ShapelyError) as exc:
+        raise ConfigError(f"{path}: not a valid GeoJSON geometry ({exc}); {fix}") from None
+    crs_member = gj.get("crs")
+    if crs_member is None:
+        west, south, east, north = geom.bounds if not geom.is_empty else (0, 0, 0, 0)
+        if max(abs(west), abs(east)) > 360 or max(abs(south), abs(north)) > 90:
+            raise ConfigError(
+                f"{path}: coordinates up to ({east:.0f}, {north:.0f}) are not longitude and "
+                "latitude, and the file names no CRS (GeoJSON without one is EPSG:4326); "
+                "reproject it to EPSG:4326, or name its CRS: \"crs\": {\"type\": \"name\", "
+                "\"properties\": {\"name\": \"EPSG:3338\"}}"
+            )
+        return geom, CRS.from_epsg(4326)
+    try:
+        return geom, CRS.from_user_input(crs_member["properties"]["name"])
+    except (KeyError, TypeError, CRSError) as exc:
+        raise ConfigError(
+            f"{path}: its 'crs' member names no CRS that PROJ knows ({exc}); write it as "
+            "\"crs\": {\"type\": \"name\", \"properties\": {\"name\": \"EPSG:3338\"}}"
+        ) from None
 
 
 def _project(transformer: Transformer, xy: Any) -> Any:

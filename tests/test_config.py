@@ -401,3 +401,47 @@ def test_boundary_crs_member_is_honoured(tmp_path: Path) -> None:
     }
     path.write_text(json.dumps(gj3338))
     assert read_boundary(path).equals_exact(island, 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("[1, 2]", "not a GeoJSON object"),
+        ('{"type": "FeatureCollection"}', "a FeatureCollection without a 'features' list"),
+        ('{"type": "FeatureCollection", "features": []}', "no polygon with an area"),
+        ('{"type": "Polygon", "coordinates": [[[-150, 64], [-149, 64]]]}',
+         "not a valid GeoJSON geometry"),
+        ('{"type": "Feature", "geometry": {"type": "Circle"}}', "not a valid GeoJSON geometry"),
+        ('{"type": "LineString", "coordinates": [[-150, 64], [-149, 64]]}',
+         "no polygon with an area"),
+        ('{"type": "Polygon", "coordinates": [[[241600, 1627200], [262080, 1627200], '
+         '[262080, 1647680], [241600, 1627200]]]}', "are not longitude and latitude"),
+        ('{"type": "Polygon", "crs": {"type": "name", "properties": {"name": "EPSG:99999"}}, '
+         '"coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}', "names no CRS that PROJ knows"),
+    ],
+)
+def test_a_malformed_boundary_is_one_error_naming_the_file(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    """A boundary written by hand or by another tool: each mistake is one ConfigError that names
+    the file and the fix, not a shapely or pyproj traceback at plan time."""
+    path = tmp_path / "boundary.geojson"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        read_boundary(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
+    assert "fix the file" in message or "EPSG:" in message
+
+
+def test_a_boundary_with_a_stray_line_keeps_its_polygon(tmp_path: Path) -> None:
+    square = [[-149.0, 64.0], [-148.9, 64.0], [-148.9, 64.05], [-149.0, 64.05], [-149.0, 64.0]]
+    path = tmp_path / "boundary.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
+                                                           "coordinates": [square]}},
+        {"type": "Feature", "properties": {}, "geometry": {
+            "type": "LineString", "coordinates": [[-150.0, 64.0], [-150.5, 64.0]]}},
+    ]}))  # fmt: skip
+    area = read_boundary(path)
+    assert area.geom_type == "Polygon" and area.area > 1e7

@@ -149,6 +149,16 @@ def cv_fold(
     meta = samples_metadata(samples)
     if meta.get("region") not in (None, region.name):
         raise InputError(f"{samples}: samples of region {meta['region']}, not {region.name}")
+    settings = {"folds": int(region.settings["evaluation"]["folds"]),
+                "seed": int(region.settings["training"]["seed"])}  # fmt: skip
+    made = {key: meta.get(key, value) for key, value in settings.items()}
+    if made != settings:
+        raise InputError(
+            f"{samples}: its folds were drawn with folds {made['folds']}, seed {made['seed']}; "
+            f"the run's settings say folds {settings['folds']}, seed {settings['seed']}; remake "
+            f"it (the models that read it are retrained too): snakemake -R {samples}, or set "
+            "the settings back"
+        )
     train, test = train_test_indices(table, split, fold, task.name)
     labels = table[task.label_column].to_numpy()
     y_true = np.asarray(labels[test], dtype=np.int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,9 @@ import pandas as pd
 import pytest
 
 from mapper.cli import main
-from mapper.errors import ConfigError
+from mapper.errors import ConfigError, InputError
 from mapper.evaluate import FoldSpec, cv_fold, read_fold
+from mapper.samples import samples_metadata
 from mapper.splits import train_test_indices
 
 
@@ -67,6 +69,28 @@ def test_a_fold_without_training_points_keeps_its_test_rows(tiny: dict, tmp_path
     _, meta = read_fold(tmp_path / "cv" / "rf_sh10km_f0.parquet")
     assert len(df) > 0 and meta["n_train"] == 0 and "no training point" in meta["note"]
     assert df["p_present"].isna().all() and (df["y_pred"] == -1).all()
+
+
+@pytest.mark.parametrize(("section", "key", "value"),
+                         [("evaluation", "folds", 4), ("training", "seed", 99)])
+def test_folds_drawn_with_other_settings_are_refused(
+    tiny: dict, tmp_path: Path, section: str, key: str, value: int
+) -> None:
+    """The fold columns are drawn when the samples table is made: a run whose evaluation.folds or
+    training.seed changed since would test on the old folds (or ask for a fold that does not
+    exist), so it stops with one line naming the table and the command that remakes it."""
+    region = copy.deepcopy(tiny["region"])
+    region.settings[section][key] = value
+    out = tmp_path / "cv" / "rf_random_f0.parquet"
+    with pytest.raises(InputError) as info:
+        cv_fold(region, FoldSpec("nsp", "rf", "random", 0), samples=tiny["samples"],
+                stacks=tiny["stacks"], out=out)
+    message, made = str(info.value), samples_metadata(tiny["samples"])
+    assert made[key] != value
+    assert message.startswith(f"{tiny['samples']}: its folds were drawn with folds "
+                              f"{made['folds']}, seed {made['seed']}; ")
+    assert f"{key} {value}" in message and f"snakemake -R {tiny['samples']}" in message
+    assert not out.exists() and not out.parent.exists()
 
 
 def test_bad_model_choices_are_refused(tiny: dict, tmp_path: Path) -> None:

@@ -136,7 +136,17 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
     _check_scene_blocks(settings, origin)
     _check_stack(settings, origin, float(config["grid"]["res"]))
     _check_task_epochs(settings, origin)
+    _check_prediction(settings, origin, float(config["grid"]["res"]))
     return {"origin": origin, "settings": settings}
+
+
+def _check_prediction(settings: dict, origin: str | Path, res: float) -> None:
+    """The ``prediction`` section's crops and output pixel against each other and the lattice:
+    checked when the config is read, so that a dry run names the file (not a predict job)."""
+    try:
+        CropLattice.from_settings(settings["prediction"], res)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
 
 
 def _check_task_epochs(settings: dict, origin: str | Path) -> None:

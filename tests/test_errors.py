@@ -497,6 +497,14 @@ def bad_configs(region: dict, tmp_path: Path) -> dict[str, tuple[Path, str]]:
          lambda s: s.setdefault("stack", {}).update(hydro_block_px=96),
          "key 'stack.hydro_block_px' (96) and tile_px (64) must nest (one divides the other); "
          "set hydro_block_px to a divisor or multiple of 64"),
+        ("an output pixel that is not whole lattice pixels",
+         lambda s: s["prediction"].update(out_res=15.0),
+         "prediction.out_res 15 m is not a whole multiple of the lattice's 10 m; use e.g. 10, 20 "
+         "or 50"),
+        ("a crop step larger than the part of a crop that answers",
+         lambda s: s["prediction"].update(support_px=16, stride_px=24),
+         "prediction.stride_px 24 plus stagger_px 0 must be between 1 and the support 16 px (a "
+         "larger step leaves pixels no crop answers); fix the region file"),
     ]:
         folder = tmp_path / name.replace(" ", "_")
         cfg = changed_copy(region["config"], "tiny", folder, change)

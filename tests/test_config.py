@@ -7,6 +7,7 @@ Bad files are written to tmp_path from copies of the shipped ones, so each test 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -445,3 +446,26 @@ def test_a_boundary_with_a_stray_line_keeps_its_polygon(tmp_path: Path) -> None:
     ]}))  # fmt: skip
     area = read_boundary(path)
     assert area.geom_type == "Polygon" and area.area > 1e7
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        (lambda r: r["evaluation"].update(splits=[]), "evaluation.splits", "should be non-empty"),
+        (lambda r: r["evaluation"].update(splits=["sh1km", "sh1km"]), "evaluation.splits",
+         "non-unique"),
+        (lambda r: r["sources"].update(dem={"kind": "http", "files": []}), "sources.dem.files",
+         "should be non-empty"),
+    ],
+)
+def test_lists_the_workflow_cannot_run_empty_are_refused(
+    tmp_path: Path, change: Callable[[dict], None], key: str, words: str
+) -> None:
+    """An empty list of splits would plan a report of no fold, an empty list of files a stack of
+    no DEM: both stop when the config is read, naming the file and the key."""
+    region = shipped_region("demo")
+    change(region)
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region))
+    message = str(exc.value)
+    assert message.startswith(f"{tmp_path / 'demo.yaml'}: key '{key}': ") and words in message

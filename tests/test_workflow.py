@@ -268,6 +268,37 @@ def test_a_tile_the_region_does_not_have_stops_the_plan(tmp_path: Path) -> None:
         assert "Traceback" not in out and "Exception" not in out, out
 
 
+def test_every_source_can_be_an_http_download(tmp_path: Path) -> None:
+    """The schema lets any source be of kind ``http``: the plan downloads its files (one
+    fetch_http job each) and every stack reads them, the Sentinel-2 composite included."""
+    project = make_project(tmp_path)
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings["sources"] = {
+        source: {"kind": "http", "files": [{"url": f"http://127.0.0.1:9/{source}/{name}"}
+                                           for name in names]}
+        for source, names in [("sentinel2", ["composite_a.tif", "composite_b.tif"]),
+                              ("dem", ["dem.tif"]), ("climate", ["normals.tif"]),
+                              ("observations", ["points.csv"])]
+    }  # fmt: skip
+    project.region_file.write_text(yaml.safe_dump(settings))
+    tile = project.tiles[0]
+    run = run_snakemake(project, project.stack(tile),
+                        extra_args=["--dry-run", "--printshellcmds"])  # fmt: skip
+    stack = job_commands(run.log)["stack"]
+    folder = f"resources/{project.region}/sources/sentinel2"
+    assert f"--sentinel2 {folder}/composite_a.tif {folder}/composite_b.tif --dem" in stack
+    assert planned_jobs(project, project.stack(tile)).get("fetch_http") == 4
+
+    # a demo source in a region that is not all demo: nothing makes it; one line says so
+    settings["sources"]["dem"] = {"kind": "demo", "seed": 1}
+    project.region_file.write_text(yaml.safe_dump(settings))
+    run = run_snakemake(project, "-n", project.stack(tile), check=False)
+    assert run.returncode != 0
+    assert (f"source 'dem' of region '{project.region}' is of kind demo, which only a region "
+            "whose sources are all of kind demo has (they are synthesized together); give it "
+            "kind file, http, cells or stac in the region file") in run.log.splitlines(), run.log
+
+
 @pytest.mark.slow
 def test_statewide_dry_run_builds_the_whole_dag(tmp_path: Path) -> None:
     project = make_statewide_project(tmp_path)

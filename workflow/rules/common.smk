@@ -96,6 +96,12 @@ def source_inputs(region, source, tile=None):
     if kind == "snap":  # climate normals derived from SNAP's monthly archives
         return [snap_normals_path(region, source)]
     if kind == "demo":
+        if region not in SYNTHESIZED_REGIONS:
+            sys.exit(
+                f"source '{source}' of region '{region}' is of kind demo, which only a region "
+                "whose sources are all of kind demo has (they are synthesized together); give "
+                "it kind file, http, cells or stac in the region file"
+            )
         names = {
             "sentinel2": "sentinel2.tif",
             "dem": "dem.tif",

@@ -33,7 +33,7 @@ rule fetch_http:
     log:
         "logs/sources/{region}_{source}_{filename}.log",
     wildcard_constraints:
-        source="dem|climate|observations",
+        source="sentinel2|dem|climate|observations",
         filename=http_file_names(),
     conda:
         "../../envs/mapper.yaml"

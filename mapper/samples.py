@@ -94,8 +94,10 @@ def read_observations(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: observation table not found; check the observations source")
+    with open(path, "rb") as f:
+        parquet = f.read(4) == b"PAR1"  # Parquet's magic number: a table under any file name
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if parquet or path.suffix.lower() in (".parquet", ".pq"):
             table = pd.read_parquet(path)
         else:
             text = {c: str for c in ("obs_id", "date", *(t.label_column for t in TASKS.values()
@@ -103,7 +105,8 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             table = pd.read_csv(path, dtype=text)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
         raise InputError(
-            f"{path}: cannot be read as a CSV or Parquet table ({type(exc).__name__}: {exc}); "
+            f"{path}: cannot be read as a CSV or Parquet table ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}); "
             "fix or replace the file"
         ) from None
     missing = [c for c in OBSERVATION_COLUMNS if c not in table.columns]

@@ -422,6 +422,31 @@ def test_observations_missing_columns(region: dict, tmp_path: Path, capsys) -> N
     assert_nothing_written(out)
 
 
+def test_observations_in_parquet_under_the_csv_name_are_read(region: dict, tmp_path: Path,
+                                                              capsys) -> None:
+    """The statewide table's place is ``observations.csv``, CSV or Parquet: a Parquet file there
+    is read by its content, and gives the same samples as the CSV."""
+    table = pd.read_csv(region["observations"], dtype={"obs_id": str, "soil_order": str})
+    obs = tmp_path / "parquet" / "observations.csv"
+    obs.parent.mkdir()
+    table.to_parquet(obs)
+    outs = tmp_path / "from_parquet.parquet", tmp_path / "from_csv.parquet"
+    assert cli(capsys, *samples_args(region, outs[0], observations=obs)) == (0, "")
+    assert cli(capsys, *samples_args(region, outs[1])) == (0, "")
+    pd.testing.assert_frame_equal(pd.read_parquet(outs[0]), pd.read_parquet(outs[1]))
+
+
+def test_observations_that_are_no_table_are_one_error_line(region: dict, tmp_path: Path,
+                                                          capsys) -> None:
+    obs = tmp_path / "observations.csv"
+    obs.write_text("obs_id,lon,lat,date,nsp,soil_order\n1,-148.1,64.8\n" + "x," * 40 + "\n")
+    out = tmp_path / "out" / "points.parquet"
+    rc, line = cli(capsys, *samples_args(region, out, observations=obs))
+    assert rc == 1 and line.startswith(f"error: {obs}: cannot be read as a CSV or Parquet table (")
+    assert line.endswith("); fix or replace the file")
+    assert_nothing_written(out)
+
+
 def test_observations_unknown_soil_orders(region: dict, tmp_path: Path, capsys) -> None:
     def rename(t: pd.DataFrame) -> pd.DataFrame:
         t.loc[t.index[:3], "soil_order"] = ["Gelisol", "Podzol", "Gelisol"]

@@ -299,6 +299,22 @@ def test_every_source_can_be_an_http_download(tmp_path: Path) -> None:
             "kind file, http, cells or stac in the region file") in run.log.splitlines(), run.log
 
 
+def test_a_synthetic_regions_report_lists_the_truth_it_reads(tmp_path: Path) -> None:
+    """The report of a synthesized region compares the held-out predictions with the hidden
+    truth: the truth raster is an input of the job (a remade truth remakes the report) and is
+    given to the command; a region with real sources has none."""
+    project = make_project(tmp_path)
+    for task in ("nsp", "soilorder"):
+        target = f"results/{project.region}/reports/{task}.md"
+        run = run_snakemake(project, target, extra_args=["--dry-run", "--printshellcmds"])
+        truth = f"resources/{project.region}/truth/{task}.tif"
+        assert f" --truth {truth} --log " in job_commands(run.log)["report"], task
+    statewide = make_statewide_project(tmp_path / "statewide")
+    target = f"results/{statewide.region}/reports/nsp.md"
+    run = run_snakemake(statewide, target, extra_args=["--dry-run", "--printshellcmds"])
+    assert "--truth" not in job_commands(run.log)["report"]
+
+
 @pytest.mark.slow
 def test_statewide_dry_run_builds_the_whole_dag(tmp_path: Path) -> None:
     project = make_statewide_project(tmp_path)

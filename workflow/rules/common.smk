@@ -298,6 +298,14 @@ def task_tiles(wildcards):
     return predicted_tiles(wildcards.region, wildcards.task)
 
 
+def report_truth(wildcards):
+    """A synthesized region's hidden truth raster of the task (its report compares the held-out
+    predictions with it; the reliability figure of a binary task); none elsewhere."""
+    if wildcards.region in SYNTHESIZED_REGIONS:
+        return [f"resources/{wildcards.region}/truth/{wildcards.task}.tif"]
+    return []
+
+
 def maps_of(region):
     return [f"maps/{task}_{region}.tif" for task in TASKS]
 

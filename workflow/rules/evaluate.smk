@@ -41,6 +41,7 @@ rule report:
     input:
         folds=cv_fold_outputs,
         zones=zone_layers,
+        truth=report_truth,
     output:
         markdown=report(
             "results/{region}/reports/{task}.md",
@@ -64,10 +65,11 @@ rule report:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
+        truth=lambda wildcards, input: f"--truth {input.truth}" if input.truth else "",
     shell:
         "python -m mapper report --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --out {output.markdown} {input.folds} --zones {input.zones}"
-        " --log {log}"
+        " {params.truth} --log {log}"
 
 
 # A synthetic region's maps against its hidden truth by decile of their uncertainty products

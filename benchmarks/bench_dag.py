@@ -27,14 +27,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from cli_errors import run_main  # noqa: E402
 from workflow_project import (  # noqa: E402
     PROFILES,
+    REPO,
     make_statewide_project,
     parse_job_stats,
     run_snakemake,
 )
 
-from mapper.config import load_config, load_region  # noqa: E402
+from mapper.config import load_config, load_region, read_yaml  # noqa: E402
+from mapper.errors import ConfigError  # noqa: E402
 from mapper.grid import tiles_of  # noqa: E402
 
 
@@ -56,6 +59,11 @@ def main() -> int:
     parser.add_argument("--region", default="alaska")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
+    config = REPO / "config" / "config.yaml"
+    regions = read_yaml(config).get("regions") or {}
+    if args.region not in regions:
+        raise ConfigError(f"{config}: no region '{args.region}' (known: "
+                          f"{', '.join(sorted(regions))}); give --region one of them")
 
     with tempfile.TemporaryDirectory(prefix="bench_dag_") as tmp:
         project = make_statewide_project(Path(tmp), args.region)
@@ -91,4 +99,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main, from_root=False)

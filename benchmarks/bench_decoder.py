@@ -24,6 +24,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from cli_errors import run_main
 
 from mapper.models.config import ModelConfig
 from mapper.models.flops import decoder_flops
@@ -127,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, from_root=False)

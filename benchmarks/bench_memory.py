@@ -44,6 +44,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cli_errors import run_main  # noqa: E402
+
 ORIGIN = (-2_600_000.0, 2_600_000.0)
 CENTRE = (251_840.0, 1_637_440.0)  # the demo area's centre (EPSG:3338 metres)
 RANGES = [(0.01, 0.3)] * 9 + [(100, 900), (0, 30), (0, 360), (-0.01, 0.01), (-5, 5), (2, 14),
@@ -208,6 +210,8 @@ def main() -> None:
                         help="region file whose prediction settings are used")
     parser.add_argument("--model", type=Path, help="a trained checkpoint instead (one task)")
     args = parser.parse_args()
+    if args.model:  # read here and by the predict jobs, which run in the project's root
+        args.model = args.model.resolve()
 
     from mapper.config import read_yaml, validate
 
@@ -270,4 +274,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, from_root=False)

@@ -58,8 +58,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cli_errors import run_main  # noqa: E402
+
 TILE = "R0187C0556"
 STATE_PIXELS = 1.7e10
+SECTIONS = ["e2e", "authors", "km2", "state", "memory", "modes", "memory4096"]
+"""The figures 1 to 7 of the module's docstring, as --skip and --only name them."""
 
 
 # -- setup ----------------------------------------------------------------------------------------
@@ -431,9 +435,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=4,
                         help="6: decode every n-th row and column of the reference tile")
     parser.add_argument("--ref-batch", type=int, default=4, help="6: crops per encoder call")
-    parser.add_argument("--skip", nargs="*", default=[], choices=[
-        "e2e", "authors", "km2", "state", "memory", "modes", "memory4096"])
-    parser.add_argument("--only", nargs="*", default=None, help="run only these sections")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    parser.add_argument("--only", nargs="*", default=None, choices=SECTIONS,
+                        help="run only these sections")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--region", help=argparse.SUPPRESS)
@@ -448,8 +452,7 @@ def main() -> None:
         child(args)
         return
     if args.only is not None:
-        sections = ["e2e", "authors", "km2", "state", "memory", "modes", "memory4096"]
-        args.skip = [s for s in sections if s not in args.only]
+        args.skip = [s for s in SECTIONS if s not in args.only]
 
     import torch
 
@@ -518,4 +521,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, from_root=False)

@@ -10,11 +10,14 @@ from pathlib import Path
 from mapper.errors import MapperError
 
 
-def run_main(main: Callable[[], int | None]) -> None:
-    """Run a benchmark's ``main`` and exit with its status; a MapperError is one error line, which
-    adds where to run from when the current folder is not a project's root."""
+def run_main(main: Callable[[], int | None], *, from_root: bool = True) -> None:
+    """Run a benchmark's ``main`` and exit with its status; a MapperError is one error line. For a
+    benchmark that reads the project's files from the current folder (``from_root``), the line
+    adds where to run from when that folder is not a project's root; one that finds them beside
+    its own file runs from anywhere, and the hint would send the reader to the wrong place."""
     try:
         sys.exit(main())
     except MapperError as err:
-        where = "" if Path("config/config.yaml").is_file() else " (run from the project's root)"
+        lost = from_root and not Path("config/config.yaml").is_file()
+        where = " (run from the project's root)" if lost else ""
         sys.exit(f"error: {err}{where}")

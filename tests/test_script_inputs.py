@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,3 +85,34 @@ def test_a_benchmark_outside_the_project_says_where_to_run_it(tmp_path: Path, be
         "error: config/regions/demo.yaml: config file not found; check the path "
         "(run from the project's root)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("bench", "args", "line"),
+    [
+        ("benchmarks/bench_memory.py", ["--model", "missing.pt"],
+         "error: {cwd}/missing.pt: no such checkpoint; train the model first or fix the path"),
+        ("benchmarks/bench_dag.py", ["--region", "nowhere"],
+         "error: {root}/config/config.yaml: no region 'nowhere' (known: {known}); give --region "
+         "one of them"),
+    ],
+)  # fmt: skip
+def test_a_benchmark_that_runs_from_anywhere_names_the_input_not_the_folder(
+    tmp_path: Path, bench: str, args: list[str], line: str
+) -> None:
+    """These find the project's files beside their own: no "run from the project's root"."""
+    known = ", ".join(sorted(yaml.safe_load((ROOT / "config/config.yaml").read_text())["regions"]))
+    run = run_script(bench, *args, cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        line.format(cwd=tmp_path.resolve(), root=ROOT, known=known)
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_predict_only_takes_the_names_skip_takes(tmp_path: Path) -> None:
+    run = run_script("benchmarks/bench_predict.py", "--only", "e2e", "authros", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "argument --only: invalid choice: 'authros'" in run.stderr.strip().splitlines()[-1]
+    assert run.stdout == ""  # nothing ran
+

@@ -33,6 +33,7 @@ from rasterio.windows import from_bounds
 from sklearn.metrics import f1_score, roc_auc_score
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
+from mapper.files import atomic_path
 from mapper.metrics import reliability
 from mapper.report import strict_json
 from mapper.truth import RELIABILITY_BINS, plot_reliability
@@ -140,7 +141,8 @@ def main() -> None:
                          args.figure, f"{args.region}: NSP map vs hidden truth probability")
     if args.json:
         figures = strict_json({"nsp": nsp, "soilorder": soil})  # empty bins: null, not NaN
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

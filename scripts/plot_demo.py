@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +33,7 @@ from scipy import ndimage  # noqa: E402
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS  # noqa: E402
 from mapper.demo.render import S2_NATIVE, SPECTRA  # noqa: E402
 from mapper.demo.world import TUNDRA  # noqa: E402
+from mapper.files import atomic_path  # noqa: E402
 from mapper.products import PERCENT_NODATA, write_quicklook  # noqa: E402
 from mapper.products.cog import to_cog  # noqa: E402
 from mapper.products.colours import hex_colour  # noqa: E402
@@ -56,16 +58,18 @@ def _stretch(rgb: np.ndarray, valid: np.ndarray, top: float, gamma: float = 0.8)
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
-    _indexed(path, path)
+    _indexed(png, path)
 
 
-def _indexed(src: Path, dest: Path) -> None:
-    """Store as an indexed-colour PNG (256 colours, no dithering): small files for the docs."""
-    Image.open(src).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(
-        dest, optimize=True
-    )
+def _indexed(src: Path | io.BytesIO, dest: Path) -> None:
+    """Store as an indexed-colour PNG (256 colours, no dithering): small files for the docs.
+    Written under a temporary name and renamed, as every output."""
+    with Image.open(src) as image, atomic_path(dest) as tmp:
+        indexed = image.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
+        indexed.save(tmp, format="PNG", optimize=True)
     print(f"{dest} ({dest.stat().st_size // 1024} KB)")
 
 

@@ -78,3 +78,17 @@ def test_map_vs_truth_prints_ece_and_writes_figure(tmp_path: Path, offset: float
     assert figures["nsp"]["ece"] == pytest.approx(offset, abs=SCALE / 2 + 1e-6)
     assert None in figures["nsp"]["reliability"]["mean_pred"]  # no map value in [0.9, 1]
     assert (tmp_path / "rel.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_map_vs_truth_replaces_its_json_whole(tmp_path: Path) -> None:
+    """Written under a temporary name and renamed: a file hard-linked to the old figures keeps its
+    bytes (a write in place would change both), and no temporary file is left beside it."""
+    _world(tmp_path, 0.0)
+    (tmp_path / "old.json").write_text("{}\n")
+    os.link(tmp_path / "old.json", tmp_path / "fig.json")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(ROOT / "scripts/map_vs_truth.py"), "--json", "fig.json"],
+                   cwd=tmp_path, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    assert (tmp_path / "old.json").read_text() == "{}\n"
+    assert set(json.loads((tmp_path / "fig.json").read_text())) == {"nsp", "soilorder"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["fig.json", "old.json"]

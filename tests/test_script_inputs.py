@@ -1,13 +1,16 @@
 """The measuring scripts (scripts/*.py, benchmarks/*.py) on missing inputs: one line that names
-the file and the fix, exit status non-zero, no traceback."""
+the file and the fix, exit status non-zero, no traceback. What they write is written under a
+temporary name and renamed."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -116,3 +119,36 @@ def test_bench_predict_only_takes_the_names_skip_takes(tmp_path: Path) -> None:
     assert "argument --only: invalid choice: 'authros'" in run.stderr.strip().splitlines()[-1]
     assert run.stdout == ""  # nothing ran
 
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name> as a module (its ``main`` not run)."""
+    spec = importlib.util.spec_from_file_location(Path(name).stem, ROOT / "scripts" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plot_demo_replaces_a_picture_whole(tmp_path: Path) -> None:
+    """A file hard-linked to the old picture keeps its bytes (a write in place would change
+    both), the new one is a PNG, and no temporary file is left beside it."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    plot_demo = load_script("plot_demo.py")
+    out, maps = tmp_path / "docs", tmp_path / "maps"
+    out.mkdir()
+    maps.mkdir()
+    for name in ("climate.png", "map_nsp.png"):
+        (tmp_path / f"old_{name}").write_bytes(b"old")
+        os.link(tmp_path / f"old_{name}", out / name)
+    Image.new("RGB", (16, 16), "red").save(maps / "nsp_demo.png")
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1], [0, 1])
+    plot_demo._save(fig, out / "climate.png")
+    plot_demo.copy_map_quicklooks(maps, out)
+    for name in ("climate.png", "map_nsp.png"):
+        assert (tmp_path / f"old_{name}").read_bytes() == b"old"
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+        with Image.open(out / name) as image:
+            assert image.mode == "P"  # indexed colour
+    assert sorted(p.name for p in out.iterdir()) == ["climate.png", "map_nsp.png"]

@@ -1,11 +1,12 @@
 """The measuring scripts (scripts/*.py, benchmarks/*.py) on missing inputs: one line that names
 the file and the fix, exit status non-zero, no traceback. What they write is written under a
-temporary name and renamed."""
+temporary name and renamed; ``make clean-demo`` removes the demo's files and no other region's."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -152,3 +153,42 @@ def test_plot_demo_replaces_a_picture_whole(tmp_path: Path) -> None:
         with Image.open(out / name) as image:
             assert image.mode == "P"  # indexed colour
     assert sorted(p.name for p in out.iterdir()) == ["climate.png", "map_nsp.png"]
+
+
+def rule_paths(region: str) -> list[tuple[Path, bool]]:
+    """Every ``output:`` and ``log:`` path of workflow/rules/*.smk under logs/, maps/, results/
+    and resources/, its region (when it has one) ``region``, its task each task, any other
+    wildcard its own name; with whether the path is one of that region's."""
+    from mapper.tasks import TASKS
+
+    paths = []
+    for rules in sorted((ROOT / "workflow/rules").glob("*.smk")):
+        directive = None
+        for line in rules.read_text().splitlines():
+            if not line.startswith(" " * 5):  # a rule, a directive (4 spaces) or a blank line
+                directive = (re.match(r" {4}(\w+):", line) or [None, None])[1]
+            if directive not in ("output", "log"):
+                continue
+            for pattern in re.findall(r'"((?:logs|maps|results|resources)/[^"]+)"', line):
+                for task in TASKS:
+                    path = pattern.replace("{region}", region).replace("{task}", task)
+                    path = re.sub(r"\{(\w+)\}", r"\1", path)  # {tile} -> tile
+                    paths.append((Path(path), "{region}" in pattern))
+    return paths
+
+
+def test_clean_demo_removes_the_demo_files_and_no_other_region(tmp_path: Path) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    made = {}
+    for region in ("demo", "alaska", "demo2"):  # demo2: a name that begins with the demo's
+        for path, regional in rule_paths(region):
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).touch()
+            made[path] = regional and region == "demo"
+    assert Path("logs/samples/demo.log") in made and Path("maps/nsp_demo2.tif") in made
+    run = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "clean-demo"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    removed = sorted(str(p) for p, demo in made.items() if demo)
+    assert sorted(str(p) for p in made if not (tmp_path / p).exists()) == removed

@@ -150,13 +150,22 @@ def _parse_classes(column: pd.Series, path: Path, task: Task) -> tuple[pd.Series
     text = text.mask(text == "")
     index = {name.lower(): i for i, name in enumerate(task.classes)}
     lowered = text.str.lower()
+    outside = lowered.isin([name.lower() for name in task.out_of_scope])
+    if outside.any():
+        found = text[outside].value_counts().sort_index()
+        logger.info("%s: %d row(s) of %s read as without a %s label (not among the %d mapped; "
+                    "their other labels are kept)", path, int(outside.sum()),
+                    ", ".join(f"{name} {n}" for name, n in found.items()), task.subject,
+                    len(task.classes))  # fmt: skip
+        text, lowered = text.mask(outside), lowered.mask(outside)
     known = lowered.isin(list(index))
     bad = text.notna() & ~known
     if bad.any():
         shown = ", ".join(sorted(map(str, text[bad].unique())))
+        also = f"; read as unlabelled: {', '.join(task.out_of_scope)}" if task.out_of_scope else ""
         raise InputError(
             f"{path}: unknown {task.subject} name(s) {shown}; allowed: "
-            f"{', '.join(task.classes)} (or empty); rename or drop those rows"
+            f"{', '.join(task.classes)} (or empty){also}; rename or drop those rows"
         )
     codes = lowered.map(index).astype("Int8")
     names = codes.map(lambda i: task.classes[int(i)], na_action="ignore").astype("string")

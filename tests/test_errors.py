@@ -11,6 +11,7 @@ demo-size MiSo checkpoints with random weights (what they predict does not matte
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo
 from mapper.normalise import Normaliser
 from mapper.raster import write_geotiff
+from mapper.samples import read_observations
 
 REPO = Path(__file__).resolve().parent.parent
 TILE64 = "R1488C4440"  # a land tile of the stack sources' region t64
@@ -457,8 +459,28 @@ def test_observations_unknown_soil_orders(region: dict, tmp_path: Path, capsys) 
     rc, line = cli(capsys, *samples_args(region, out, observations=obs))
     assert rc == 1
     assert line == (f"error: {obs}: unknown soil order name(s) Gelisol, Podzol; allowed: "
-                    f"{', '.join(SOIL_ORDERS)} (or empty); rename or drop those rows")
+                    f"{', '.join(SOIL_ORDERS)} (or empty); read as unlabelled: Alfisols, "
+                    "Aridisols, Oxisols; rename or drop those rows")
     assert_nothing_written(out)
+
+
+def test_observations_of_soil_orders_outside_the_seven_keep_their_nsp(
+    region: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Alfisols, Aridisols and Oxisols (rare in Alaska; the MiSo paper leaves them out of its 7
+    orders) are read as points without a soil order: their NSP labels are kept, they are counted."""
+    def rare(t: pd.DataFrame) -> pd.DataFrame:
+        t.loc[t.index[:3], "soil_order"] = ["Alfisols", "aridisols", "Alfisols"]
+        t.loc[t.index[:3], "nsp"] = [1, 0, 1]
+        return t
+
+    obs = write_obs(region, tmp_path / "obs.csv", rare)
+    with caplog.at_level(logging.INFO, logger="mapper.samples"):
+        table = read_observations(obs)
+    assert table["soil_order"].iloc[:3].isna().all()
+    assert table["nsp"].iloc[:3].tolist() == [1, 0, 1]
+    assert (f"{obs}: 3 row(s) of Alfisols 2, aridisols 1 read as without a soil order label (not "
+            "among the 7 mapped; their other labels are kept)") in caplog.messages
 
 
 def test_observations_all_outside_the_region(region: dict, tmp_path: Path, capsys) -> None:

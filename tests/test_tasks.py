@@ -181,8 +181,8 @@ def test_observations_and_samples_carry_every_task_label(tmp_path: Path) -> None
     assert table["soil_order"].tolist() == [2, pd.NA, 3]
     assert table["soil_order_name"].tolist() == ["Gelisols", pd.NA, "Histosols"]
     assert labelled(table, "nsp").tolist() == [True, False, True]
-    obs.write_text("obs_id,lon,lat,date,nsp,soil_order\na,-149,64.5,2020-07-01,1,Oxisols\n")
-    with pytest.raises(InputError, match=r"unknown soil order name\(s\) Oxisols; allowed: "
+    obs.write_text("obs_id,lon,lat,date,nsp,soil_order\na,-149,64.5,2020-07-01,1,Vertisols\n")
+    with pytest.raises(InputError, match=r"unknown soil order name\(s\) Vertisols; allowed: "
                                         "Andisols, Entisols"):
         read_observations(obs)
 

@@ -22,7 +22,8 @@ Items carry Earth Search's properties (``eo:cloud_cover``, ``proj:epsg``, ``mgrs
 ``mgrs:latitude_band``, ``mgrs:grid_square``, ``grid:code``, ``s2:processing_baseline``,
 ``s2:product_uri``, ``earthsearch:boa_offset_applied``, ...) and per asset ``proj:shape``,
 ``proj:transform``, ``eo:bands`` and ``raster:bands`` (scale 0.0001, offset -0.1 from
-baseline 04.00). The scenes' pixel values are SYNTHETIC, made by the test that adds them.
+baseline 04.00, as the real items say although their COGs hold DNs with that offset removed).
+The scenes' pixel values are SYNTHETIC, made by the test that adds them.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ def area(tile_px: int = 128, tiles: int = 2) -> tuple[float, float, float, float
 
 def serve_scenes(server: LoopbackServer, bounds: tuple) -> EarthSearch:
     """Three SYNTHETIC summer scenes over the area (UTM 6N), one half cloudy, baselines before
-    and after 04.00 (DN offset +1000), plus a winter scene that must never be read."""
+    and after 04.00 (their DNs harmonised, as the sentinel-2-l2a COGs hold them), plus a winter
+    scene that must never be read."""
     api = EarthSearch(server)
     left, bottom, right, top = bounds
     to_utm = Transformer.from_crs(3338, 32606, always_xy=True)
@@ -84,10 +85,10 @@ def serve_scenes(server: LoopbackServer, bounds: tuple) -> EarthSearch:
     y0 = np.ceil(max(ys) / 20) * 20 + 4000
     size = float(np.ceil((max(max(xs) - x0, y0 - min(ys)) + 4000) / 20) * 20)
 
-    def band(k: int, offset: int, gain: float):
+    def band(k: int, gain: float):
         def dn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             wave = np.sin(x / 700.0 + k) * np.cos(y / 900.0 - k)
-            return 1200 + 250 * k + gain * 600 * wave + offset
+            return 1200 + 250 * k + gain * 600 * wave
 
         return dn
 
@@ -103,8 +104,7 @@ def serve_scenes(server: LoopbackServer, bounds: tuple) -> EarthSearch:
     ]  # fmt: skip
     mid = x0 + size / 2
     for item_id, when, cloud, baseline, gain, rule in scenes:
-        offset = 1000 if float(baseline) >= 4.0 else 0
-        dn = {key: band(k, offset, gain) for k, key in enumerate(BANDS)}
+        dn = {key: band(k, gain) for k, key in enumerate(BANDS)}
 
         def scl(x: np.ndarray, y: np.ndarray, rule: str | None = rule) -> np.ndarray:
             return np.where((x < mid) if rule == "west" else np.zeros_like(x, bool), 9, 4)

@@ -25,6 +25,8 @@ NE, SE or NW.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
@@ -248,10 +250,19 @@ def _scl(rule: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def stac(scene):
+    """The scenes with DNs as ESA delivers them: +1000 from processing baseline 04.00."""
+    with serve_items(scene, harmonized=False) as api:
+        yield api
+
+
+@contextmanager
+def serve_items(scene: dict, harmonized: bool) -> Iterator[StacApi]:
+    """The STAC API of :data:`ITEMS` (and three items never to be read); ``harmonized``: the DNs
+    with the baseline offset removed, as Earth Search's sentinel-2-l2a COGs hold them."""
     with LoopbackServer() as server:
         api = StacApi(server)
         for item_id, when, cloud, baseline, value, flag, rule, keys in ITEMS:
-            offset = 1000 if float(baseline) >= 4 else 0
+            offset = 1000 if float(baseline) >= 4 and not harmonized else 0
             assets = {}
             for b, (code, key) in enumerate(zip(CODES, keys, strict=True)):
                 res = 20.0 if code in TWENTY_M else 10.0
@@ -399,6 +410,29 @@ def test_composite_masks_clouds_applies_offsets_and_takes_the_median(
             err_msg=f"band {S2_BANDS[b][0]}",
         )
     assert np.isnan(data[:, clear & in_block]).all()
+
+
+def test_a_harmonized_collection_is_read_without_the_offset(stac, scene, tmp_path,
+                                                           fetch_config):
+    """Earth Search's sentinel-2-l2a COGs hold DNs with the baseline 04.00 offset removed:
+    read with ``harmonized: true`` they give the same composite as ESA's DNs read with the
+    offset, every item's offset 0; read without the setting, the later scenes would be 0.1 dark."""
+    def composite(api_url: str, folder: str, **over) -> tuple[np.ndarray, dict]:
+        region = load_region(load_config(fetch_config(_sentinel2(api_url, **over))), "r")
+        manifest = read_manifest(fetch_source(region, "sentinel2", tmp_path / folder, tile=TILE))
+        with rasterio.open(tmp_path / folder / "sentinel2" / f"{TILE}.tif") as src:
+            return src.read(), manifest
+
+    esa, _ = composite(stac.url, "esa")
+    with serve_items(scene, harmonized=True) as harmonized:
+        same, manifest = composite(harmonized.url, "harmonized", harmonized=True)
+        dark, _ = composite(harmonized.url, "dark")
+    assert all(i["offset"] == 0.0 for chosen in manifest["stac_blocks"].values() for i in chosen)
+    np.testing.assert_array_equal(same, esa)
+    darker = (esa - dark)[np.isfinite(esa)]
+    # a median of up to 4 items, 2 of them 0.1 too dark: never brighter, often darker
+    assert darker.min() >= -1e-6 and 0.04 < darker.max() <= 0.1 + 1e-6
+    assert (darker > 0.01).mean() > 0.2, (darker > 0.01).mean()
 
 
 def test_no_items_gives_an_empty_composite(stac, tmp_path, fetch_config):

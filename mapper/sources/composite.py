@@ -13,10 +13,14 @@ without seams). GDAL reads only the COG blocks a tile needs (``/vsicurl`` inside
 
 Per item, a pixel is kept only where SCL is not one of :data:`SCL_MASKED` (no data, saturated,
 cloud shadow, cloud medium/high probability, thin cirrus, snow/ice) and not outside the scene.
-Digital numbers become surface reflectance as ``(DN + offset) / 10000`` where ``offset`` is -1000
-for processing baseline 04.00 and later (from 25 January 2022) and 0 before. The baseline is read
-per item from ``s2:processing_baseline`` (the acquisition date decides only when it is missing):
-the ``earthsearch:boa_offset_applied`` flag is wrong on some items and is ignored. DN 0 is nodata;
+Digital numbers become surface reflectance as ``(DN + offset) / 10000``. As ESA delivers them
+(Copernicus, Planetary Computer, Earth Search's ``sentinel-2-c1-l2a``), ``offset`` is -1000 for
+processing baseline 04.00 and later (from 25 January 2022) and 0 before; the baseline is read per
+item from ``s2:processing_baseline`` (the acquisition date decides only when it is missing). A
+``harmonized`` collection has had that offset removed already: Earth Search's ``sentinel-2-l2a``
+COGs (``s3://sentinel-cogs``) were converted with it subtracted, so their DNs read as
+reflectance x 10000 whatever the baseline, and the ``earthsearch:boa_offset_applied`` flag, wrong
+on many items, is ignored either way (the source's ``harmonized`` setting decides). DN 0 is nodata;
 reflectance below 0 (dark pixels after the offset) is clipped to 0. The composite is the
 per-pixel median over the items that kept the pixel (NaN where none did).
 
@@ -118,8 +122,11 @@ def processing_baseline(item: pystac.Item) -> float | None:
         return None
 
 
-def dn_offset(item: pystac.Item) -> float:
-    """The value added to an item's DNs before dividing by 10000: -1000 from baseline 04.00."""
+def dn_offset(item: pystac.Item, harmonized: bool = False) -> float:
+    """The value added to an item's DNs before dividing by 10000: -1000 from baseline 04.00, 0 for
+    a ``harmonized`` collection (the offset already removed from its files)."""
+    if harmonized:
+        return 0.0
     baseline = processing_baseline(item)
     if baseline is not None:
         return BOA_OFFSET if baseline >= BASELINE_WITH_OFFSET else 0.0
@@ -251,7 +258,7 @@ def strip_rows(n_items: int, width: int, height: int, max_buffer_bytes: int) -> 
 
 
 def _clear_masks(
-    items: Sequence[pystac.Item], lattice: Lattice, tile: str
+    items: Sequence[pystac.Item], lattice: Lattice, tile: str, harmonized: bool
 ) -> tuple[list[tuple[pystac.Item, np.ndarray]], list[dict[str, Any]]]:
     """Each item's clear pixels on the tile (SCL not masked): the items with at least one, each
     with its mask packed one bit per pixel along rows, and a summary of every item."""
@@ -276,7 +283,7 @@ def _clear_masks(
                 "datetime": item.datetime.isoformat() if item.datetime else None,
                 "cloud_cover": item.properties.get("eo:cloud_cover"),
                 "processing_baseline": item.properties.get("s2:processing_baseline"),
-                "offset": dn_offset(item),
+                "offset": dn_offset(item, harmonized),
                 "clear_fraction": round(fraction, 6),
             }
         )
@@ -292,6 +299,7 @@ def _median_reflectance(
     tile: str,
     vrt_dir: Path,
     max_buffer_bytes: int,
+    harmonized: bool,
 ) -> tuple[np.ndarray, int]:
     """The per-pixel median reflectance of the items' clear pixels, [9, H, W] float32 (NaN where
     no item is clear), computed in strips of rows within ``max_buffer_bytes``; and the number of
@@ -306,7 +314,7 @@ def _median_reflectance(
         h = r1 - r0
         for i, (item, bits) in enumerate(kept):
             valid = np.unpackbits(bits[r0:r1], axis=1, count=width).astype(bool)
-            offset = np.float32(dn_offset(item))
+            offset = np.float32(dn_offset(item, harmonized))
             for indices, source in groups[i]:
                 what = "/".join(S2_BANDS[b][1] for b in indices)
                 dn = _warp(item, what, source, lattice, (tile, r0, r1), Resampling.bilinear)
@@ -376,6 +384,7 @@ def composite_tile(
     dest: str | Path,
     *,
     block_px: int,
+    harmonized: bool = False,
     max_buffer_bytes: int = MAX_BUFFER_BYTES,
 ) -> dict[str, Any]:
     """Write the median composite of ``tile`` to ``dest``, each of its scene-selection blocks
@@ -383,7 +392,8 @@ def composite_tile(
 
     Each block is composited as a whole on its own grid, so a tile's composite is exactly the
     blocks' composites side by side: equal, bit for bit, at any ``tile_px`` that is a multiple of
-    ``block_px``. The summary has ``blocks`` (per block id: per item its id, datetime, cloud
+    ``block_px``. ``harmonized``: the items' DNs carry no baseline offset (:func:`dn_offset`).
+    The summary has ``blocks`` (per block id: per item its id, datetime, cloud
     cover, baseline, offset and the fraction of the block kept by the SCL mask), ``used`` (ids
     that contributed at least one pixel anywhere), ``valid_fraction`` (pixels of the composite
     with a value in every band) and ``strips`` (summed over blocks). With no usable item a block
@@ -402,8 +412,9 @@ def composite_tile(
     with rasterio.Env(**GDAL_HTTP_ENV, **GDAL_CACHE_ENV), TemporaryDirectory() as vrt_dir:
         for block, win in cut:
             items = blocks[block]
-            kept, summary[block] = _clear_masks(items, grid, block)
-            part, n = _median_reflectance(kept, grid, block, Path(vrt_dir), max_buffer_bytes)
+            kept, summary[block] = _clear_masks(items, grid, block, harmonized)
+            part, n = _median_reflectance(kept, grid, block, Path(vrt_dir), max_buffer_bytes,
+                                          harmonized)
             rows = slice(win.row_off, win.row_off + block_px)
             result[:, rows, win.col_off : win.col_off + block_px] = part
             strips += n

@@ -127,6 +127,8 @@ class _BandPlan:
     indexes: list[int]
     scales: list[float]
     offsets: list[float]
+    src_nodata: float | None = None
+    """Nodata of the file's bands where the file declares none (else the file's own)."""
 
 
 def _find_bands(path: Path, wanted: list[tuple[str, ...]], kind: str) -> _BandPlan:
@@ -148,12 +150,16 @@ def _find_bands(path: Path, wanted: list[tuple[str, ...]], kind: str) -> _BandPl
         dtypes = [src.dtypes[i - 1] for i in indexes]
         scales = [float(src.scales[i - 1]) for i in indexes]
         offsets = [float(src.offsets[i - 1]) for i in indexes]
+        declared_nodata = src.nodata
+    src_nodata = None
     if kind == "Sentinel-2":
         for j, dt in enumerate(dtypes):
             declared = (scales[j], offsets[j]) != (1.0, 0.0)
             if not declared and np.issubdtype(np.dtype(dt), np.integer):
                 scales[j] = 1e-4  # L2A digital numbers: reflectance x 10000
-    return _BandPlan(path, indexes, scales, offsets)
+        if declared_nodata is None and all(np.issubdtype(np.dtype(d), np.integer) for d in dtypes):
+            src_nodata = 0.0  # L2A's NO_DATA value, in a file that does not declare it
+    return _BandPlan(path, indexes, scales, offsets, src_nodata)
 
 
 def _sentinel2_plans(paths: list[Path]) -> list[_BandPlan]:
@@ -224,7 +230,8 @@ def _is_synthetic(paths: list[Path]) -> bool:
 def _warp(plan: _BandPlan, lattice: Lattice, window: Window) -> np.ndarray:
     """The plan's bands warped (bilinear) onto a lattice window, in physical units, float32."""
     data = warp_lattice_window(
-        plan.path, lattice.crs, lattice.transform, window, Resampling.bilinear, plan.indexes
+        plan.path, lattice.crs, lattice.transform, window, Resampling.bilinear, plan.indexes,
+        plan.src_nodata,
     )
     if any((s, o) != (1.0, 0.0) for s, o in zip(plan.scales, plan.offsets, strict=True)):
         out = np.empty(data.shape, dtype=np.float32)

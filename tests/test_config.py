@@ -469,3 +469,16 @@ def test_lists_the_workflow_cannot_run_empty_are_refused(
         load_config(write_config(tmp_path, region))
     message = str(exc.value)
     assert message.startswith(f"{tmp_path / 'demo.yaml'}: key '{key}': ") and words in message
+
+
+def test_a_boundary_in_degrees_follows_its_parallels(tmp_path: Path) -> None:
+    """A GeoJSON edge is straight in longitude and latitude: a box given by its 4 corners keeps
+    its 65 N parallel in EPSG:3338 (a chord between the corners would cut 350 m inside it)."""
+    corners = [[-149.0, 64.0], [-147.0, 64.0], [-147.0, 65.0], [-149.0, 65.0], [-149.0, 64.0]]
+    path = tmp_path / "box.geojson"
+    path.write_text(json.dumps({"type": "Polygon", "coordinates": [corners]}))
+    area = read_boundary(path)
+    to_3338 = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True)
+    for lon in (-148.5, -148.0, -147.5):
+        on_parallel = shapely.Point(to_3338.transform(lon, 65.0))
+        assert area.exterior.distance(on_parallel) < 0.05, lon

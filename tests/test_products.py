@@ -205,6 +205,20 @@ def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> No
     assert not (config.parent / "maps" / "nsp_tiny.tif").exists()
 
 
+def test_the_items_period_is_the_scene_searchs() -> None:
+    """The STAC Item's end_datetime is the end of the period's last day, as the scene search
+    takes it (2023-08-31T23:59:59.999999Z), not its first instant."""
+    from datetime import UTC, datetime
+
+    from mapper.products.mosaic import source_period
+
+    alaska = load_region(load_config(), "alaska")
+    assert alaska.settings["sources"]["sentinel2"]["datetime"] == "2019-06-01/2023-08-31"
+    assert source_period(alaska) == (datetime(2019, 6, 1, tzinfo=UTC),
+                                     datetime(2023, 8, 31, 23, 59, 59, 999999, tzinfo=UTC))
+    assert source_period(load_region(load_config(), "demo")) is None  # no scenes: no period
+
+
 def test_footprint_is_cut_at_the_antimeridian() -> None:
     geom, bbox = footprint_4326((-1_500_000.0, 400_000.0, 1_500_000.0, 2_400_000.0))
     assert geom["type"] == "MultiPolygon"

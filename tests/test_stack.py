@@ -140,6 +140,27 @@ def test_several_sentinel2_files_mosaic_first_valid_wins(
     assert np.isfinite(got).all()
 
 
+def test_sentinel2_digital_numbers_without_a_nodata_tag_keep_0_as_nodata(
+    src: dict, stacks: dict, tmp_path: Path
+) -> None:
+    """An L2A GeoTIFF whose nodata tag was lost (a GDAL translate without -a_nodata, a VRT): its
+    DN 0 is L2A's NO_DATA, not black ground; the stack is the same as from the tagged file."""
+    tagged = S.write_sentinel2(tmp_path / "tagged.tif")  # DN 0 at sea and in a hole
+    untagged = tmp_path / "untagged.tif"
+    with rasterio.open(tagged) as ds:
+        profile, data, names = ds.profile, ds.read(), ds.descriptions
+    with rasterio.open(untagged, "w", **{**profile, "nodata": None}) as out:
+        out.write(data)
+        for i, name in enumerate(names, start=1):
+            out.set_band_description(i, name)
+    tile = src["r64"].lattice.tile_of_xy(S.LEFT + 900, S.TOP - 700)  # the hole's tile
+    stacked = [_read(build_stack(src["r64"], tile, [path], src["dem"], src["climate"],
+                                 tmp_path / f"stack_{path.stem}.tif"))
+               for path in (tagged, untagged)]  # fmt: skip
+    assert np.isnan(stacked[0][:9]).any()  # the hole is in this tile
+    np.testing.assert_array_equal(stacked[1], stacked[0])
+
+
 def _split_climate(src: dict, folder: Path, described: bool, files: int) -> list[Path]:
     """The fixture's climate as ``files`` rasters (3 x 1 band or 1 x 3 bands), stack band order."""
     with rasterio.open(src["climate"]) as ds:

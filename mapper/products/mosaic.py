@@ -32,7 +32,7 @@ import logging
 import math
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from rasterio.windows import Window
 from mapper import __version__
 from mapper.bands import CLASS_NODATA
 from mapper.config import Region
-from mapper.errors import InputError
+from mapper.errors import ConfigError, InputError
 from mapper.files import atomic_path, file_sha256, remove_stale_temporaries
 from mapper.products.cog import (
     BLOCKSIZE,
@@ -57,6 +57,7 @@ from mapper.products.colours import colour_table, hex_colour, style_qml
 from mapper.products.quicklook import capital, write_quicklook
 from mapper.products.stac import ProductAsset, build_item, write_item
 from mapper.raster import open_raster
+from mapper.sources.stac import parse_interval
 from mapper.tasks import Task, get_task
 from mapper.vrt import write_vrt
 
@@ -482,9 +483,7 @@ def source_period(region: Region) -> tuple[datetime, datetime] | None:
     interval = region.settings["sources"].get("sentinel2", {}).get("datetime")
     if not interval or "/" not in interval:
         return None
-    try:
-        start, end = (datetime.fromisoformat(p.replace("Z", "+00:00")) for p in interval.split("/"))
-    except ValueError:
+    try:  # as the scene search reads it: a date-only end takes its whole day
+        return parse_interval(interval.replace("Z", "+00:00"))
+    except ConfigError:
         return None
-    return (start if start.tzinfo else start.replace(tzinfo=UTC),
-            end if end.tzinfo else end.replace(tzinfo=UTC))

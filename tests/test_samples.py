@@ -103,14 +103,15 @@ def test_missing_columns_name_the_file_and_columns(tiny: dict, tmp_path: Path) -
 
 def test_unknown_soil_orders_are_listed_with_the_allowed_names(tiny: dict, tmp_path: Path) -> None:
     df = pd.read_csv(tiny["observations"])
-    df.loc[3, "soil_order"] = "Alfisols"
-    df.loc[5, "soil_order"] = "Oxisol"
+    df.loc[3, "soil_order"] = "Vertisols"
+    df.loc[5, "soil_order"] = "Oxisol"  # misspelt: Oxisols would be read as unlabelled
     df.loc[6, "soil_order"] = " gelisols "  # case and spaces are forgiven
+    df.loc[7, "soil_order"] = "Alfisols"  # outside the 7: read as unlabelled, not an error
     path = _write(tmp_path, df)
     with pytest.raises(InputError) as err:
         read_observations(path)
     msg = str(err.value)
-    assert "Alfisols, Oxisol" in msg and "gelisols" not in msg
+    assert "Oxisol, Vertisols" in msg and "gelisols" not in msg and "Alfisols," in msg
     assert ", ".join(SOIL_ORDERS) in msg and str(path) in msg
 
 

@@ -31,7 +31,7 @@ UNITS: dict[str, str] = {
     **{name: "reflectance (0-1)" for name, _ in S2_BANDS},
     "elevation": "m",
     "slope": "degrees",
-    "aspect": "degrees clockwise from true north",
+    "aspect": "degrees clockwise from north",
     "curvature": "1/m (maximum curvature)",
     "tpi": "m (topographic position index)",
     "twi": "ln(m) (topographic wetness index)",

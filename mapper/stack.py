@@ -262,14 +262,10 @@ def local_terrain(
     h = settings.halo_px
     z = warp_dem(dem, lattice, grow(window, h))
     inner = (slice(h, h + int(window.height)), slice(h, h + int(window.width)))
-    left, _, _, top = lattice.window_bounds(window)
-    x = left + (np.arange(int(window.width)) + 0.5) * lattice.res
-    y = top - (np.arange(int(window.height)) + 0.5) * lattice.res
-    convergence = terrain.grid_convergence(x[None, :], y[:, None])
     return {
         "elevation": z[inner],
         "slope": terrain.slope(z, lattice.res)[inner],
-        "aspect": terrain.true_aspect(terrain.aspect(z)[inner], convergence),
+        "aspect": terrain.aspect(z)[inner],
         "curvature": terrain.max_curvature(z, lattice.res)[inner],
         "tpi": terrain.tpi(z, settings.tpi_radius_px)[inner],
     }

@@ -16,7 +16,7 @@ bluffs), Entisols (active floodplain, gravel bars), Spodosols (forest on older u
 Inceptisols elsewhere. Open water has no soil: NaN / 255 in the truth.
 
 Units: metres (EPSG:3338) for coordinates and elevation, degrees for slope and aspect (aspect
-clockwise from true north, the direction the slope faces), pixel centres at +0.5 pixel.
+clockwise from north, the direction the slope faces), pixel centres at +0.5 pixel.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from scipy.special import expit
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.demo.fields import Layout, WorldGrid, blur, gaussianize, noise, smoothstep
 from mapper.demo.terrain import Terrain, build_terrain
-from mapper.terrain import grid_convergence, true_aspect
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +108,7 @@ def build_world(grid: WorldGrid, layout: Layout, seed: int) -> World:
     gy, gx = np.gradient(elev, grid.res)  # gy along rows (southward), gx eastward
     gy = -gy  # northward
     slope = np.degrees(np.arctan(np.hypot(gx, gy))).astype("float32")
-    xs, ys = grid.centres()
-    aspect = true_aspect(np.degrees(np.arctan2(-gx, -gy)) % 360.0,
-                         grid_convergence(xs[None, :], ys[:, None]))  # from true north
+    aspect = ((np.degrees(np.arctan2(-gx, -gy)) + 360.0) % 360.0).astype("float32")
     del gx, gy
     tpi = elev - blur(elev, 25.0)
     northness = np.where(slope > 1.0, np.cos(np.radians(aspect)), 0.0).astype("float32")

@@ -25,6 +25,7 @@ RUN_CONFIG = resolve_config(
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/variants.smk"
 include: "workflow/rules/sources.smk"
 include: "workflow/rules/stack.smk"
 include: "workflow/rules/samples.smk"

@@ -55,11 +55,17 @@ def stacked_tiles(region):
     return REGIONS[region].stacked_tiles()
 
 
-def known_tile(region, tile, tiles, what):
-    """``tile`` when it is one of ``tiles``; else stop the plan with one line (SystemExit: Snakemake
-    prints it as it is) naming the tile and how to list the region's own."""
-    if tile not in tiles:
-        flag = " --stacked" if what == "stacked" else ""
+@functools.cache
+def tile_set(region, stacked):
+    """The region's mapped (or stacked) tiles as a set, built once per parse."""
+    return frozenset(stacked_tiles(region) if stacked else tiles_of(region))
+
+
+def known_tile(region, tile, stacked):
+    """``tile`` when it is one of the region's mapped (or stacked) tiles; else stop the plan with
+    one line (SystemExit: Snakemake prints it as it is) naming it and how to list the region's."""
+    if tile not in tile_set(region, stacked):
+        what, flag = ("stacked", " --stacked") if stacked else ("mapped", "")
         sys.exit(
             f"{tile}: not a {what} tile of region '{region}' (tile_px "
             f"{REGIONS[region].settings['tile_px']}); list them with: python -m mapper tiles "
@@ -70,7 +76,7 @@ def known_tile(region, tile, tiles, what):
 
 def stacked_tile(wildcards):
     """The wildcards' tile, checked against the region's stacked tiles."""
-    return known_tile(wildcards.region, wildcards.tile, stacked_tiles(wildcards.region), "stacked")
+    return known_tile(wildcards.region, wildcards.tile, stacked=True)
 
 
 def source_settings(region, source):
@@ -284,7 +290,7 @@ def cv_fold_outputs(wildcards):
 def neighbour_stacks(wildcards):
     """The stacks the tile's crops may read: its own and every stacked tile (mapped or context)
     within the reach of its crops."""
-    tile = known_tile(wildcards.region, wildcards.tile, tiles_of(wildcards.region), "mapped")
+    tile = known_tile(wildcards.region, wildcards.tile, stacked=False)
     tiles = region_of(wildcards).tile_context(tile)
     return [stack_path(wildcards.region, t) for t in tiles]
 
@@ -417,100 +423,4 @@ def zone_file_names():
         )
     )
 
-
 # -- end zone layers ------------------------------------------------------------------------
-
-
-# -- uncertainty and resolution (mapper/uncertainty.py, mapper/resolution.py) ----------------
-# An ensemble member and a coarser out_res are the same commands (finetune, predict) run with the
-# run's configuration changed in one setting: a second configuration file, named by its content
-# like the first, says what that job ran with.
-from mapper.resolution import COMPARED_RES
-
-
-@functools.cache
-def variant_config(region, section, key, value, why):
-    """The run's configuration file with ``<section>.<key>`` of ``region`` set to ``value``."""
-    changed = dict(RUN_CONFIG, region_overrides={region: {section: {key: value}}})
-    return str(write_run_config(resolve_config(changed, why), ".snakemake/mapper"))
-
-
-def ensemble_size(region):
-    return REGIONS[region].settings["prediction"]["ensemble"]
-
-
-def member_seed(wildcards):
-    """Member k's training seed: the region's training.seed + k (the map's model is member 0)."""
-    return training_settings(wildcards)["seed"] + int(wildcards.member)
-
-
-def member_run_config(wildcards, input):
-    """The run's configuration with member k's training seed (a params function of input, as
-    run_config: the training section among the params is what reruns a member)."""
-    seed = member_seed(wildcards)
-    why = f"ensemble member {wildcards.member}'s training.seed {seed}"
-    return variant_config(wildcards.region, "training", "seed", seed, why)
-
-
-def res_run_config(wildcards, input):
-    """The run's configuration with prediction.out_res = {res} m."""
-    res = float(wildcards.res)
-    why = f"the resolution report's out_res {res:g} m"
-    return variant_config(wildcards.region, "prediction", "out_res", res, why)
-
-
-def member_tiles(wildcards):
-    """Every ensemble member's predicted tiles of the region and task (prediction.ensemble
-    members; none when it is 0)."""
-    r, task = wildcards.region, wildcards.task
-    return [
-        f"results/{r}/predict/{task}_m{k}/{t}.tif"
-        for k in range(1, ensemble_size(r) + 1)
-        for t in tiles_of(r)
-    ]
-
-
-def member_models(wildcards):
-    r, task = wildcards.region, wildcards.task
-    return [f"results/{r}/models/{task}_m{k}.pt" for k in range(1, ensemble_size(r) + 1)]
-
-
-def uncertainty_maps_of(region):
-    return [f"maps/{task}_{region}_uncertainty.tif" for task in TASKS]
-
-
-def compared_res(region):
-    """The compared out_res (m) coarser than the region's own (COMPARED_RES)."""
-    own = REGIONS[region].settings["prediction"]["out_res"]
-    return [res for res in COMPARED_RES if res > own]
-
-
-def res_tiles(wildcards):
-    """The region's predicted tiles of every task at its out_res (10 m by default) and at each
-    coarser compared one (the resolution report's input; a tile's task and out_res are in its
-    tags)."""
-    r = wildcards.region
-    tiles = [p for task in TASKS for p in predicted_tiles(r, task)]
-    tiles += [
-        f"results/{r}/predict_{res}m/{task}/{t}.tif"
-        for task in TASKS
-        for res in compared_res(r)
-        for t in tiles_of(r)
-    ]
-    return tiles
-
-
-def res_logs(wildcards):
-    """The logs of the predict jobs of res_tiles, in the same order (the report sums the seconds
-    they logged)."""
-    r = wildcards.region
-    logs = [f"logs/predict/{r}_{task}_{t}.log" for task in TASKS for t in tiles_of(r)]
-    logs += [
-        f"logs/predict/{r}_{task}_{t}_{res}m.log"
-        for task in TASKS
-        for res in compared_res(r)
-        for t in tiles_of(r)
-    ]
-    return logs
-
-# -- end uncertainty and resolution ---------------------------------------------------------

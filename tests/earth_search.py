@@ -20,9 +20,10 @@ It answers as the real service does (stac-server), for what a client of this pro
 
 Items carry Earth Search's properties (``eo:cloud_cover``, ``proj:epsg``, ``mgrs:utm_zone``,
 ``mgrs:latitude_band``, ``mgrs:grid_square``, ``grid:code``, ``s2:processing_baseline``,
-``s2:product_uri``, ``earthsearch:boa_offset_applied``, ...) and per asset ``proj:shape``,
-``proj:transform``, ``eo:bands`` and ``raster:bands`` (scale 0.0001, offset -0.1 from
-baseline 04.00, as the real items say although their COGs hold DNs with that offset removed).
+``s2:product_uri``, ``s2:datatake_id``, ``earthsearch:boa_offset_applied``, ...) and per asset
+``proj:shape``, ``proj:transform``, ``eo:bands`` and ``raster:bands`` (scale 0.0001, offset -0.1
+from baseline 04.00, as the real items say although their COGs hold DNs with that offset
+removed).
 The scenes' pixel values are SYNTHETIC, made by the test that adds them.
 """
 
@@ -88,6 +89,15 @@ class Scene:
     y0: float
     size_m: float
     grid_square: str = "VC"
+    datatake_start: datetime | None = None  # the pass's sensing start; default ``when``
+
+    @property
+    def datatake_id(self) -> str:
+        """``s2:datatake_id`` as Earth Search gives it (``GS2B_20230912T133839_034041_N05.09``):
+        shared by the granules of one pass; the absolute orbit counts 100-minute orbits."""
+        start = self.datatake_start or self.when
+        orbit = int(start.timestamp()) // 6000 % 1_000_000
+        return f"G{self.item_id[:3]}_{start:%Y%m%dT%H%M%S}_{orbit:06d}_N{self.baseline}"
 
 
 def cog_bytes(data: np.ndarray, transform: Affine, epsg: int, blocksize: int = 256) -> bytes:
@@ -183,7 +193,8 @@ class EarthSearch:
                 asset["eo:bands"] = [{"name": key, "common_name": key}]
                 asset["gsd"] = res
             assets[key] = asset
-        stamp, baseline = f"{scene.when:%Y%m%dT%H%M%S}", scene.baseline.replace(".", "")
+        start = scene.datatake_start or scene.when
+        stamp, baseline = f"{start:%Y%m%dT%H%M%S}", scene.baseline.replace(".", "")
         granule = f"T{zone}{band_letter}{scene.grid_square}"
         product = f"{scene.item_id[:3]}_MSIL2A_{stamp}_N{baseline}_R000_{granule}_{stamp}.SAFE"
         self_href = self.server.url(f"/v1/collections/{COLLECTION}/items/{scene.item_id}")
@@ -218,6 +229,7 @@ class EarthSearch:
                 "s2:processing_baseline": scene.baseline,
                 "s2:product_type": "S2MSI2A",
                 "s2:product_uri": product,
+                "s2:datatake_id": scene.datatake_id,
                 "earthsearch:boa_offset_applied": float(scene.baseline) >= 4.0,
                 "earthsearch:s3_path": f"s3://sentinel-cogs{prefix}",
             },

@@ -21,8 +21,14 @@ item from ``s2:processing_baseline`` (the acquisition date decides only when it 
 COGs (``s3://sentinel-cogs``) were converted with it subtracted, so their DNs read as
 reflectance x 10000 whatever the baseline, and the ``earthsearch:boa_offset_applied`` flag, wrong
 on many items, is ignored either way (the source's ``harmonized`` setting decides). DN 0 is nodata;
-reflectance below 0 (dark pixels after the offset) is clipped to 0. The composite is the
-per-pixel median over the items that kept the pixel (NaN where none did).
+reflectance below 0 (dark pixels after the offset) is clipped to 0.
+
+Items are MGRS granules, and one acquisition (:func:`mapper.sources.stac.acquisition`) can have
+several that cover a pixel: neighbouring granules of a pass overlap by about 10 km, and a granule
+can be listed again after a reprocessing. An acquisition's granules are first mosaicked, each
+pixel and band taken from the first of them (in the search's rank: cloud cover, date, id) that
+kept it, so that each acquisition counts once. The composite is the per-pixel median over the
+acquisitions that kept the pixel (NaN where none did).
 
 Output: a 9-band float32 GeoTIFF on the tile's grid, bands in the stack's order with the
 descriptions of :data:`mapper.bands.S2_BANDS` (``s2_red`` ... ``s2_b12``), nodata NaN, tags naming
@@ -63,7 +69,7 @@ from mapper.bands import S2_BANDS
 from mapper.errors import ConfigError, InputError, SourceError
 from mapper.grid import Lattice
 from mapper.raster import GDAL_HTTP_ENV, warp_to_grid, write_geotiff
-from mapper.sources.stac import cloud_cover
+from mapper.sources.stac import acquisition, cloud_cover
 from mapper.vrt import GDAL_TYPES, VrtBand, VrtSource, write_vrt_file
 
 logger = logging.getLogger(__name__)
@@ -280,6 +286,7 @@ def _clear_masks(
         summary_items.append(
             {
                 "id": item.id,
+                "acquisition": acquisition(item),
                 "datetime": item.datetime.isoformat() if item.datetime else None,
                 "cloud_cover": item.properties.get("eo:cloud_cover"),
                 "processing_baseline": item.properties.get("s2:processing_baseline"),
@@ -293,6 +300,15 @@ def _clear_masks(
     return kept, summary_items
 
 
+def acquisition_groups(items: Sequence[pystac.Item]) -> list[list[int]]:
+    """Indices of ``items`` grouped by acquisition, each group in the items' order, the groups in
+    the order of their first item."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(acquisition(item), []).append(i)
+    return list(groups.values())
+
+
 def _median_reflectance(
     kept: list[tuple[pystac.Item, np.ndarray]],
     lattice: Lattice,
@@ -302,13 +318,16 @@ def _median_reflectance(
     harmonized: bool,
 ) -> tuple[np.ndarray, int]:
     """The per-pixel median reflectance of the items' clear pixels, [9, H, W] float32 (NaN where
-    no item is clear), computed in strips of rows within ``max_buffer_bytes``; and the number of
-    strips."""
+    no item is clear), each acquisition's granules mosaicked first so that it counts once;
+    computed in strips of rows within ``max_buffer_bytes``; and the number of strips."""
     height, width = lattice.tile_shape
     result = np.full((len(S2_BANDS), height, width), np.nan, dtype="float32")
     rows = strip_rows(len(kept), width, height, max_buffer_bytes)
     strips = [(r0, min(r0 + rows, height)) for r0 in range(0, height, rows)] if kept else []
     groups = [_band_groups(item, vrt_dir) for item, _ in kept]
+    passes = acquisition_groups([item for item, _ in kept])
+    leaders = [members[0] for members in passes]
+    merged = len(passes) < len(kept)
     buf = np.empty((len(kept), len(S2_BANDS), rows, width), dtype="float32") if kept else None
     for r0, r1 in strips:
         h = r1 - r0
@@ -320,15 +339,18 @@ def _median_reflectance(
                 dn = _warp(item, what, source, lattice, (tile, r0, r1), Resampling.bilinear)
                 refl = np.maximum((dn + offset) / np.float32(DN_SCALE), np.float32(0))
                 buf[i, indices, :h] = np.where(valid, refl, np.float32(np.nan))
+        for first, *others in passes:  # the acquisition's first granule holds its mosaic
+            for j in others:
+                np.copyto(buf[first, :, :h], buf[j, :, :h], where=np.isnan(buf[first, :, :h]))
         for b in range(len(S2_BANDS)):
-            result[b, r0:r1] = nanmedian_rows(buf[:, b, :h])
+            result[b, r0:r1] = nanmedian_rows(buf[leaders, b, :h] if merged else buf[:, b, :h])
         logger.debug("%s: rows %d-%d done", tile, r0, r1)
     return result, len(strips)
 
 
 def _write_composite(
     dest: str | Path, result: np.ndarray, lattice: Lattice, tile: str, used: list[str],
-    block_px: int,
+    acquisitions: int, block_px: int,
 ) -> None:
     write_geotiff(
         dest,
@@ -342,6 +364,7 @@ def _write_composite(
             "MAPPER_SOURCE": "Sentinel-2 L2A cloud-masked per-pixel median",
             "MAPPER_ITEMS": ",".join(used),
             "MAPPER_ITEM_COUNT": str(len(used)),
+            "MAPPER_ACQUISITION_COUNT": str(acquisitions),
             "MAPPER_SCENE_BLOCK_PX": str(block_px),
             "MAPPER_SCL_MASKED": ",".join(str(c) for c in SCL_MASKED),
             "MAPPER_REFLECTANCE": "(DN + offset) / 10000; offset -1000 from baseline 04.00",
@@ -393,7 +416,7 @@ def composite_tile(
     Each block is composited as a whole on its own grid, so a tile's composite is exactly the
     blocks' composites side by side: equal, bit for bit, at any ``tile_px`` that is a multiple of
     ``block_px``. ``harmonized``: the items' DNs carry no baseline offset (:func:`dn_offset`).
-    The summary has ``blocks`` (per block id: per item its id, datetime, cloud
+    The summary has ``blocks`` (per block id: per item its id, acquisition, datetime, cloud
     cover, baseline, offset and the fraction of the block kept by the SCL mask), ``used`` (ids
     that contributed at least one pixel anywhere), ``valid_fraction`` (pixels of the composite
     with a value in every band) and ``strips`` (summed over blocks). With no usable item a block
@@ -424,12 +447,16 @@ def composite_tile(
                                tile, block, len(items))
     rank = {it.id: (cloud_cover(it), it.datetime, it.id) for b, _ in cut for it in blocks[b]}
     used.sort(key=rank.__getitem__)  # as the search ranks them: cloud cover, date, id
+    passes = {it.id: acquisition(it) for b, _ in cut for it in blocks[b]}
+    acquisitions = len({passes[i] for i in used})
     valid_fraction = float(np.isfinite(result).all(axis=0).mean())
-    _write_composite(dest, result, lattice, tile, used, block_px)
+    _write_composite(dest, result, lattice, tile, used, acquisitions, block_px)
     logger.info(
-        "%s: composite of %d items over %d block(s) in %d strip(s), %.1f %% of pixels valid -> %s",
+        "%s: composite of %d items (%d acquisitions) over %d block(s) in %d strip(s), %.1f %% of "
+        "pixels valid -> %s",
         tile,
         len(used),
+        acquisitions,
         len(cut),
         strips,
         100 * valid_fraction,

@@ -13,15 +13,24 @@ them), duplicates (an item found by both boxes) are dropped, and the ``max_items
 items are kept, ties broken by date and id so the choice is reproducible.
 
 The workflow searches once per tile and then chooses scenes per fixed block of the lattice
-(:func:`items_by_block`): of the items whose footprint meets the block, the ``max_items`` least
-cloudy. A pixel's scenes therefore depend on its block alone, not on the tile size (a per-tile cap
-would pick other scenes for the same pixel when ``tile_px`` changes).
+(:func:`items_by_block`): of the acquisitions whose granules meet the block, the ``max_items``
+least cloudy, with every granule of each. A pixel's scenes therefore depend on its block alone,
+not on the tile size (a per-tile cap would pick other scenes for the same pixel when ``tile_px``
+changes).
+
+An item is one MGRS granule (110 km square) of one acquisition: neighbouring granules of a pass
+overlap by about 10 km, and a granule may be listed again after ESA reprocessed it (another
+processing baseline, Earth Search's ``_1_`` ids). :func:`acquisition` names the acquisition an
+item belongs to (its ``s2:datatake_id`` without the baseline), so that the cap counts
+acquisitions and the composite gives each one vote (:mod:`mapper.sources.composite` mosaics an
+acquisition's granules before the median).
 """
 
 from __future__ import annotations
 
 import calendar
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -279,6 +288,31 @@ def search_items(
     return items
 
 
+DATATAKE_ID = re.compile(r"^(GS2[A-D]_\d{8}T\d{6}_\d{6})_N\d{2}\.\d{2}$")
+"""``s2:datatake_id`` (``GS2B_20230912T133839_034041_N05.09``): platform, datatake sensing start,
+absolute orbit, then the processing baseline, the one part a reprocessing changes."""
+PRODUCT_URI = re.compile(r"^(S2[A-D])_MSI(?:L2A|L1C)_(\d{8}T\d{6})_N\d{4}_(R\d{3})_")
+"""``s2:product_uri`` (``S2B_MSIL2A_20230912T133839_N0509_R124_T22MHD_...``): platform, datatake
+sensing start, processing baseline, relative orbit, granule."""
+
+
+def acquisition(item: pystac.Item) -> str:
+    """The acquisition (one satellite's pass: one datatake) that ``item``'s granule belongs to.
+
+    From ``s2:datatake_id`` without its processing baseline (Earth Search, Planetary Computer,
+    Copernicus), else from ``s2:product_uri`` (platform, datatake start, relative orbit); an item
+    with neither is an acquisition of its own. Granules of one pass, and reprocessed copies of a
+    granule, share it.
+    """
+    match = DATATAKE_ID.match(str(item.properties.get("s2:datatake_id") or ""))
+    if match:
+        return match.group(1)
+    match = PRODUCT_URI.match(str(item.properties.get("s2:product_uri") or ""))
+    if match:
+        return "G{}_{}_{}".format(*match.groups())
+    return item.id
+
+
 def footprint(item: pystac.Item) -> shapely.Geometry:
     """The item's footprint in lon/lat: its geometry, else its bbox."""
     if item.geometry:
@@ -293,14 +327,25 @@ def items_by_block(
     max_items: int,
     crs: str = "EPSG:3338",
 ) -> dict[str, list[pystac.Item]]:
-    """Per block id (``blocks`` maps it to its projected bounds in ``crs``), the ``max_items``
-    least cloudy of ``items`` (already filtered and ranked by :func:`select_items`) whose
-    footprint meets the block's lon/lat box(es)."""
+    """Per block id (``blocks`` maps it to its projected bounds in ``crs``), the items of the
+    first ``max_items`` acquisitions (:func:`acquisition`) among ``items`` (already filtered and
+    ranked by :func:`select_items`) whose footprint meets the block's lon/lat box(es): every
+    granule of a chosen acquisition that meets the block, in the items' order. An acquisition
+    ranks as its least cloudy granule."""
     shapes = [footprint(item) for item in items]
     out = {}
     for block, bounds in blocks.items():
         boxes = [shapely.box(*b) for b in split_antimeridian(lonlat_bbox(bounds, crs))]
-        meets = [it for it, shp in zip(items, shapes, strict=True)
-                 if any(shp.intersects(b) for b in boxes)]
-        out[block] = meets[:max_items]
+        chosen: list[pystac.Item] = []
+        passes: set[str] = set()
+        for it, shp in zip(items, shapes, strict=True):
+            if not any(shp.intersects(b) for b in boxes):
+                continue
+            key = acquisition(it)
+            if key not in passes:
+                if len(passes) == max_items:
+                    continue
+                passes.add(key)
+            chosen.append(it)
+        out[block] = chosen
     return out

@@ -1,0 +1,135 @@
+"""One vote per Sentinel-2 acquisition: granules of one pass (and reprocessed copies) are
+mosaicked before the median, and the per-block cap counts acquisitions, against the loopback
+Earth Search v1 replica (SYNTHETIC scenes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+import shapely
+import shapely.geometry
+from earth_search import EarthSearch, Scene
+from httpserver import LoopbackServer
+from pyproj import Transformer
+
+from mapper.bands import S2_BANDS
+from mapper.config import load_config, load_region
+from mapper.grid import Lattice
+from mapper.sources.fetch import fetch_source
+from mapper.sources.manifest import read_manifest
+from mapper.sources.stac import acquisition, items_by_block
+
+TILE = "R1500C4453"  # 64 px at 10 m near Nenana (EPSG:3338), the fetch_config region's tile
+LATTICE = Lattice(-2_600_000.0, 2_600_000.0, 10.0, 64)
+PASS_START = datetime(2021, 7, 1, 20, 58, 19, tzinfo=UTC)
+
+
+def _item(item_id: str, **properties) -> pystac.Item:
+    box = (-149.2, 64.5, -149.1, 64.6)
+    geometry = shapely.geometry.mapping(shapely.box(*box))
+    return pystac.Item(item_id, geometry, list(box), datetime(2021, 7, 1, 21, tzinfo=UTC),
+                       {"eo:cloud_cover": 1.0, **properties})
+
+
+def test_acquisition_is_the_datatake_without_its_baseline():
+    """Two granules of one pass, and the same granule reprocessed under another baseline, are one
+    acquisition; without a datatake id the product name decides; with neither, the item."""
+    a = _item("S2A_6WVC_20210701_0_L2A", **{"s2:datatake_id": "GS2A_20210701T205819_031513_N03.01"})
+    b = _item("S2A_6WVD_20210701_0_L2A", **{"s2:datatake_id": "GS2A_20210701T205819_031513_N03.01"})
+    again = _item("S2A_6WVC_20210701_1_L2A",
+                  **{"s2:datatake_id": "GS2A_20210701T205819_031513_N05.00"})
+    other = _item("S2A_6WVC_20210711_0_L2A",
+                  **{"s2:datatake_id": "GS2A_20210711T205819_031656_N03.01"})
+    assert acquisition(a) == acquisition(b) == acquisition(again) == "GS2A_20210701T205819_031513"
+    assert acquisition(other) != acquisition(a)
+    uri = "S2B_MSIL2A_20230912T133839_N0509_R124_T22MHD_20230912T174059.SAFE"
+    c = _item("c", **{"s2:product_uri": uri})
+    d = _item("d", **{"s2:product_uri": uri.replace("T22MHD", "T22MHE")})
+    assert acquisition(c) == acquisition(d) == "GS2B_20230912T133839_R124"
+    assert acquisition(_item("plain", **{"s2:datatake_id": "not a datatake"})) == "plain"
+
+
+def test_the_block_cap_counts_acquisitions_and_keeps_their_granules():
+    """``max_items`` 2: the two least cloudy acquisitions with all their granules that meet the
+    block; a third acquisition is left out even though only three items were chosen."""
+    take = {"s2:datatake_id": "GS2A_20210701T205819_031513_N03.01"}
+    items = [
+        _item("p1-west", **take),
+        _item("p2", **{"s2:datatake_id": "GS2B_20210704T210019_022677_N03.01"}),
+        _item("p1-east", **take),
+        _item("p3", **{"s2:datatake_id": "GS2A_20210711T205819_031656_N03.01"}),
+    ]
+    x, y = Transformer.from_crs(4326, 3338, always_xy=True).transform(-149.15, 64.55)
+    block = (x - 320, y - 320, x + 320, y + 320)
+    chosen = items_by_block(items, {"b": block}, max_items=2)["b"]
+    assert [it.id for it in chosen] == ["p1-west", "p2", "p1-east"]
+    assert [it.id for it in items_by_block(items, {"b": block}, max_items=3)["b"]] == [
+        "p1-west", "p2", "p1-east", "p3"]
+
+
+def _flat(value: float):
+    return {key: (lambda x, y, v=value: np.full(x.shape, round(v * 10000)))
+            for key in ("red", "green", "blue", "rededge1", "rededge2", "rededge3", "nir",
+                        "swir16", "swir22")}
+
+
+@pytest.fixture
+def overlapping_pass(tmp_path, fetch_config):
+    """A pass whose two granules overlap in a 240 m band across the tile (west granule 0.10
+    reflectance, 5 % cloud; east one 0.11, 6 %), a second pass over all of it (0.30) and a third,
+    cloudier one (0.90) that the cap of 2 acquisitions leaves out; the tile's pixel centres in
+    UTM x, less the band's middle."""
+    left, bottom, right, top = LATTICE.tile_bounds(TILE)
+    to_utm = Transformer.from_crs(3338, 32606, always_xy=True)
+    cx, cy = to_utm.transform([left, right, left, right], [top, top, bottom, bottom])
+    xmid = round((min(cx) + max(cx)) / 40) * 20
+    ytop = round(max(cy) / 20) * 20 + 1000
+    clear = lambda x, y: np.full(x.shape, 4)  # noqa: E731  SCL 4: vegetation
+    with LoopbackServer() as server:
+        api = EarthSearch(server)
+        granules = [
+            Scene("S2A_6WVC_20210701_0_L2A", datetime(2021, 7, 1, 21, 0, 3, tzinfo=UTC), 5.0,
+                  "03.01", 32606, xmid - 2320, ytop, 2440.0, "VC", PASS_START),
+            Scene("S2A_6WVD_20210701_0_L2A", datetime(2021, 7, 1, 21, 0, 7, tzinfo=UTC), 6.0,
+                  "03.01", 32606, xmid - 120, ytop, 2440.0, "VD", PASS_START),
+            Scene("S2B_6WVC_20210704_0_L2A", datetime(2021, 7, 4, 21, tzinfo=UTC), 10.0,
+                  "03.01", 32606, xmid - 1500, ytop, 3000.0),
+            Scene("S2A_6WVC_20210711_0_L2A", datetime(2021, 7, 11, 21, tzinfo=UTC), 20.0,
+                  "03.01", 32606, xmid - 1500, ytop, 3000.0),
+        ]
+        for scene, value in zip(granules, (0.10, 0.11, 0.30, 0.90), strict=True):
+            api.add_scene(scene, _flat(value), clear)
+        config = fetch_config({"sentinel2": {
+            "kind": "stac", "api": api.url, "datetime": "2021-06-01/2021-08-31",
+            "max_cloud": 40, "max_items": 2, "block_px": 32}})
+        region = load_region(load_config(config), "r")
+        out = tmp_path / "sources"
+        manifest = read_manifest(fetch_source(region, "sentinel2", out, tile=TILE))
+    rows, cols = np.mgrid[0:64, 0:64]
+    ux, _ = to_utm.transform(left + (cols + 0.5) * 10.0, top - (rows + 0.5) * 10.0)
+    return manifest, out / "sentinel2" / f"{TILE}.tif", ux - xmid
+
+
+def test_a_pass_seen_in_two_granules_counts_once(overlapping_pass):
+    """West of the overlap the median of the first granule and the second pass, east of it of
+    the second granule and the second pass; in the overlap the first granule (the less cloudy)
+    alone stands for its pass: 0.20, not the 0.11 of a pass counted twice."""
+    manifest, dest, dx = overlapping_pass
+    passes = {i["id"]: i["acquisition"] for c in manifest["stac_blocks"].values() for i in c}
+    assert sorted(passes) == ["S2A_6WVC_20210701_0_L2A", "S2A_6WVD_20210701_0_L2A",
+                              "S2B_6WVC_20210704_0_L2A"]  # the third pass is beyond the cap
+    assert passes["S2A_6WVC_20210701_0_L2A"] == passes["S2A_6WVD_20210701_0_L2A"]
+    assert passes["S2A_6WVC_20210701_0_L2A"].startswith("GS2A_20210701T205819_")
+    assert passes["S2B_6WVC_20210704_0_L2A"] != passes["S2A_6WVC_20210701_0_L2A"]
+    with rasterio.open(dest) as src:
+        data, tags = src.read(), src.tags()
+    assert tags["MAPPER_ITEM_COUNT"] == "3" and tags["MAPPER_ACQUISITION_COUNT"] == "2"
+    west, overlap, east = dx < -150, np.abs(dx) < 90, dx > 150
+    assert min(west.sum(), overlap.sum(), east.sum()) > 200
+    for b, (name, _) in enumerate(S2_BANDS):
+        np.testing.assert_allclose(data[b][west | overlap], 0.20, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(data[b][east], 0.205, atol=1e-5, err_msg=name)

@@ -1,4 +1,5 @@
-"""Downloading one file over HTTP(S): bounded retries, resume with Range, size and sha256 checks.
+"""Downloading one file over HTTP(S) (or FTP: :mod:`mapper.sources.ftp`): bounded retries, resume
+with Range, size and sha256 checks.
 
 A source file is written to ``<dest>.part`` and renamed onto ``dest`` only once its size and
 sha256 match what the region file declares, so ``dest`` either holds the verified file or does not
@@ -305,9 +306,16 @@ def download(
             if attempt:
                 logger.info("%s: attempt %d of %d", url, attempt + 1, retries + 1)
             try:
-                digest, nbytes, headers, resumed = _attempt(
-                    session, url, part, size, timeout, state, origin
-                )
+                if url.startswith("ftp://"):
+                    from mapper.sources import ftp
+
+                    digest, nbytes, headers, resumed = ftp.attempt(
+                        url, part, size, timeout, state, origin
+                    )
+                else:
+                    digest, nbytes, headers, resumed = _attempt(
+                        session, url, part, size, timeout, state, origin
+                    )
             except _RetryableError as exc:
                 cause = exc.cause
                 if attempt == retries:

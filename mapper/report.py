@@ -12,11 +12,12 @@ Writes beside ``out``:
 - ``<task>_splits.png``: bars of the headline metrics per split and model (+- sd);
 - ``<task>_confusion.png``: confusion matrices pooled over the folds, per split and model
   (rows true class, normalised per row);
-- ``<task>_reliability.png`` (a binary task on a synthetic region with truth only): the pooled
-  held-out probabilities against the hidden truth probability at the same points, in
-  ``RELIABILITY_BINS`` equal-width bins, per split and model, with the expected calibration error
-  (:func:`mapper.truth.plot_reliability`). Not a declared output of the workflow's ``report`` rule,
-  which cannot know whether a region has truth.
+- ``<task>_reliability.png``: per split, the pooled held-out predictions of each model against
+  the observed labels (:mod:`mapper.label_reliability`: the probability of present against the
+  share present for a binary task, the top-label confidence against the accuracy for a
+  multiclass one), in ``RELIABILITY_BINS`` equal-width bins with the expected calibration error;
+  for a binary task on a synthetic region also against the hidden truth probability at the same
+  points (:func:`mapper.truth.plot_reliability` draws it).
 
 R1 (binary) is given at two thresholds side by side: 0.5 (the class predictions) and the prior,
 the share of present among the fold's training points (no test label used), which says whether a
@@ -45,6 +46,7 @@ from mapper.config import Region
 from mapper.errors import InputError
 from mapper.evaluate import MODELS, read_fold
 from mapper.files import atomic_path
+from mapper.label_reliability import label_reliability, label_reliability_markdown, what_is_binned
 from mapper.metrics import classification_metrics, confusion
 from mapper.splits import SPLITS
 from mapper.tasks import get_task
@@ -173,7 +175,8 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[dict[str, Any]],
-              truth: dict[str, Any] | None, out: Path, by_zone: list[str] | None = None) -> str:
+              truth: dict[str, Any] | None, out: Path, by_zone: list[str] | None = None,
+              label_rel: dict[str, Any] | None = None) -> str:
     spec = get_task(task)
     classes = list(spec.classes)
     lines = [f"# Evaluation: {spec.heading}, region {region.name}", ""]
@@ -256,6 +259,9 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                 cells.append(f"{r[0]['n_train']} / {r[0]['n_test']}" if r else "–")
             lines.append(f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
                          + " | ".join(cells) + " |")
+    figure = out.with_name(f"{out.stem}_reliability.png")
+    if label_rel:
+        lines += label_reliability_markdown(task, label_rel, figure, (SPLIT_NAMES, MODEL_NAMES))
     if truth is not None:
         lines += ["", "## Agreement with the hidden truth (synthetic region)", "",
                   f"Held-out predictions pooled over folds, read against `{truth['path']}` at the "
@@ -283,11 +289,11 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                         f"{t['n']} | {t['accuracy_vs_truth']:.3f} | "
                         f"{t['labels_accuracy_vs_truth']:.3f} | {t['chance_accuracy']:.3f} |")
     lines += by_zone or []
-    shown = (f", `{out.stem}_reliability.png` (reliability against the hidden truth)"
-             if _has_reliability(truth) else "")
+    against = " and the hidden truth" if _has_reliability(truth) else ""
     lines += ["", f"Figures: `{out.stem}_splits.png` (headline metrics per split), "
-              f"`{out.stem}_confusion.png` (pooled confusion matrices){shown}; every figure per "
-              f"fold in `{out.stem}.json`.", ""]
+              f"`{out.stem}_confusion.png` (pooled confusion matrices), `{figure.name}` "
+              f"(reliability against the observed labels{against}); every figure per fold in "
+              f"`{out.stem}.json`.", ""]
     return "\n".join(lines)
 
 
@@ -442,10 +448,12 @@ def report(
         truth_info = truth_agreement(task, preds, tpath)
     elif truth:
         raise InputError(f"{tpath}: truth raster not found")
+    label_rel = label_reliability(task, preds)
     content = {
         "region": region.name, "synthetic": region.synthetic, "task": task,
         "classes": list(get_task(task).classes), "summary": summary,
         "folds": [{k: v for k, v in r.items()} for r in records], "truth": truth_info,
+        "label_reliability": label_rel,
         "zones": {layer.name: zone_results(task, preds, layer) for layer in layers},
     }
     by_zone = [line for z in content["zones"].values()
@@ -455,15 +463,31 @@ def report(
         tmp.write_text(json.dumps(strict_json(content), indent=1, sort_keys=False))
     _plot_splits(task, summary, base.parent / f"{base.name}_splits.png", region.synthetic)
     _plot_confusion(task, preds, base.parent / f"{base.name}_confusion.png", region.synthetic)
-    if _has_reliability(truth_info):
-        panels = {SPLIT_NAMES.get(split, split): {MODEL_NAMES.get(m, m): t["reliability"]
-                                                   for m, t in models.items()}
-                  for split, models in truth_info["splits"].items()}
-        plot_reliability(panels, base.parent / f"{base.name}_reliability.png",
-                         f"{task}: held-out predictions vs hidden truth, pooled over folds "
-                         "(SYNTHETIC region)")
+    _plot_reliability(task, label_rel, truth_info, base.parent / f"{base.name}_reliability.png",
+                      region.synthetic)
     with atomic_path(out) as tmp:
-        tmp.write_text(_markdown(region, task, summary, records, truth_info, out, by_zone))
-    logger.info("wrote %s (+ .json, _splits.png, _confusion.png%s) from %d folds", out,
-                ", _reliability.png" if _has_reliability(truth_info) else "", len(records))
+        tmp.write_text(_markdown(region, task, summary, records, truth_info, out, by_zone,
+                                 label_rel))
+    logger.info("wrote %s (+ .json, _splits.png, _confusion.png, _reliability.png) from %d folds",
+                out, len(records))
     return content
+
+
+def _plot_reliability(task: str, label_rel: dict[str, Any], truth: dict[str, Any] | None,
+                      path: Path, synthetic: bool) -> None:
+    """Per split, each model against the observed labels and, where there is a truth
+    probability, against it too (dashed lines' labels say "vs truth")."""
+    panels: dict[str, dict[str, Any]] = {}
+    for split, models in label_rel.items():
+        curves = panels.setdefault(SPLIT_NAMES.get(split, split), {})
+        for m, r in models.items():
+            curves[MODEL_NAMES.get(m, m)] = r["reliability"]
+    if _has_reliability(truth):
+        for split, models in truth["splits"].items():
+            curves = panels.setdefault(SPLIT_NAMES.get(split, split), {})
+            for m, t in models.items():
+                curves[f"{MODEL_NAMES.get(m, m)} vs truth"] = t["reliability"]
+    x, y = what_is_binned(task)
+    plot_reliability(panels, path, f"{task}: held-out predictions pooled over folds"
+                     + (" (SYNTHETIC region)" if synthetic else ""), xlabel=x,
+                     ylabel=y + (" (or mean truth)" if _has_reliability(truth) else ""))

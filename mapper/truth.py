@@ -98,12 +98,14 @@ def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any
     return out
 
 
-def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], path: Path, title: str) -> None:
+def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], path: Path, title: str,
+                     xlabel: str = "predicted probability",
+                     ylabel: str = "mean truth probability") -> None:
     """Reliability figure: one column per panel (``{panel title: {line label: curve}}``, curves
-    from :func:`mapper.metrics.reliability`); above, mean predicted (x) against mean truth (y)
-    per non-empty bin with the diagonal of perfect calibration; below, the share of points per
-    bin (log scale). Labels carry each curve's ECE. Used by the report and
-    ``scripts/map_vs_truth.py``."""
+    from :func:`mapper.metrics.reliability`); above, mean predicted (x) against mean truth or
+    observed outcome (y) per non-empty bin with the diagonal of perfect calibration (a line
+    labelled "... vs truth" dashed); below, the share of points per bin (log scale). Labels carry
+    each curve's ECE. Used by the report and ``scripts/map_vs_truth.py``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,25 +123,29 @@ def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], path: Path, t
     for j, (name, curves) in enumerate(panels.items()):
         top, bottom = axes[0][j], axes[1][j]
         top.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        colours: dict[str, str] = {}  # a model's lines against labels and truth share one
         for label, r in curves.items():
+            model = label.removesuffix(" vs truth")
+            against_truth = model != label
+            colour = colours.setdefault(model, f"C{len(colours)}")
             count = np.asarray(r["count"], dtype=np.float64)
             used = count > 0
             pred = np.asarray(r["mean_pred"], dtype=np.float64)[used]
             true = np.asarray(r["mean_truth"], dtype=np.float64)[used]
-            line = top.plot(
-                pred, true, marker="o", ms=3, lw=1, label=f"{label} (ECE {r['ece']:.3f})"
-            )[0]
-            edges = np.asarray(r["edges"])
-            bottom.stairs(count / max(count.sum(), 1), edges, color=line.get_color())
+            top.plot(pred, true, marker="o", ms=3, lw=1, color=colour,
+                     ls="--" if against_truth else "-", label=f"{label} (ECE {r['ece']:.3f})")
+            if not against_truth or model not in curves:  # one histogram per model
+                edges = np.asarray(r["edges"])
+                bottom.stairs(count / max(count.sum(), 1), edges, color=colour)
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
         top.set_aspect("equal")
         top.set_title(name, fontsize=9)
         top.legend(fontsize=6, loc="upper left")
         bottom.set_yscale("log")
-        bottom.set_xlabel("predicted probability", fontsize=8)
+        bottom.set_xlabel(xlabel, fontsize=8)
         if j == 0:
-            top.set_ylabel("mean truth probability", fontsize=8)
+            top.set_ylabel(ylabel, fontsize=8)
             bottom.set_ylabel("share of points", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -201,7 +201,8 @@ def test_nsp_report_reliability_against_truth(region, tmp_path: Path) -> None:  
     assert content["truth"]["splits"]["random"]["miso"]["ece"] < 0.02
     assert content["truth"]["splits"]["random"]["rf"]["ece"] > 0.15
     # the bins of each split: ten rows, the last closed
-    rows = [r for r in md.splitlines() if r.startswith("| [")]
+    truth_md = md[md.index("## Reliability against the hidden truth"):]
+    rows = [r for r in truth_md.splitlines() if r.startswith("| [")]
     assert len(rows) == 2 * RELIABILITY_BINS
     assert rows[0].startswith("| [0.0, 0.1) |") and rows[9].startswith("| [0.9, 1.0] |")
     miso = content["truth"]["splits"]["random"]["miso"]["reliability"]
@@ -211,14 +212,50 @@ def test_nsp_report_reliability_against_truth(region, tmp_path: Path) -> None:  
         "ece"] == pytest.approx(content["truth"]["splits"]["sh1km"]["rf"]["ece"])
 
 
-def test_nsp_report_without_truth_has_no_reliability(region, tmp_path: Path,  # noqa: ANN001
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def _label_ece_by_hand(files: list[Path], split: str, model: str, task: str
+                      ) -> tuple[float, int]:
+    """ECE against the observed labels by a loop over ten bins: NSP's probability of present
+    against present; soil order's top-class probability against a right prediction."""
+    dfs = [pd.read_parquet(f) for f in files]
+    df = pd.concat([d for d in dfs if (d["split"].iloc[0], d["model"].iloc[0]) == (split, model)])
+    df = df[df["y_pred"] >= 0]
+    columns = TASKS[task].probability_columns
+    if task == "nsp":
+        p, o = df["p_present"].to_numpy(), (df["y_true"] == 1).to_numpy()
+    else:
+        p, o = df[columns].to_numpy().max(axis=1), (df["y_pred"] == df["y_true"]).to_numpy()
+    ece = 0.0
+    for b in range(10):
+        inside = (p >= b / 10) & ((p < (b + 1) / 10) | (b == 9))
+        if inside.any():
+            ece += inside.sum() / len(p) * abs(p[inside].mean() - o[inside].mean())
+    return ece, len(p)
+
+
+@pytest.mark.parametrize("task", ["nsp", "soilorder"])
+def test_every_report_has_the_reliability_against_the_labels(
+    region, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task: str  # noqa: ANN001
+) -> None:
+    """Without a truth (a real region): the section and the figure from the observed labels."""
     monkeypatch.chdir(tmp_path)  # no resources/tiny/truth here
-    files = _fold_files(tmp_path, "nsp", 2)
-    out = tmp_path / "reports" / "nsp.md"
-    content = report(region, "nsp", files, out)
+    files = _fold_files(tmp_path, task, 2 if task == "nsp" else 7)
+    out = tmp_path / "reports" / f"{task}.md"
+    content = report(region, task, files, out)
     md = out.read_text()
-    assert content["truth"] is None
-    assert "Reliability" not in md and "reliability.png" not in md
-    assert not (out.parent / "nsp_reliability.png").exists()
-    assert "| R1 at 0.5 | R1 at prior | prior |" in md  # R1 both ways still
+    assert content["truth"] is None and "hidden truth" not in md
+    assert (out.parent / f"{task}_reliability.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Reliability against the observed labels" in md
+    assert f"`{task}_reliability.png`" in md
+    for split, label in (("random", "Random"), ("sh1km", "SH-1km")):
+        for model, name in (("rf", "Random Forest"), ("miso", "MiSo")):
+            r = content["label_reliability"][split][model]
+            ece, n = _label_ece_by_hand(files, split, model, task)
+            assert r["ece"] == pytest.approx(ece, abs=1e-9) and r["n"] == n
+            assert n == (120 if split == "random" else 80)  # SH-1km fold 2 had no training
+            assert f"| {label} | {name} | {n} | {r['ece']:.3f} |" in md
+    rows = [r for r in md.splitlines() if r.startswith("| [")]
+    assert len(rows) == 2 * RELIABILITY_BINS and rows[9].startswith("| [0.9, 1.0] |")
+    if task == "nsp":  # the labels are drawn from the probability "miso" predicts
+        rel = content["label_reliability"]["random"]
+        assert rel["miso"]["ece"] < rel["rf"]["ece"]
+        assert "| R1 at 0.5 | R1 at prior | prior |" in md

@@ -59,6 +59,11 @@ rule report:
             category="Evaluation",
             caption="../report/evaluation_confusion.rst",
         ),
+        reliability=report(
+            "results/{region}/reports/{task}_reliability.png",
+            category="Evaluation",
+            caption="../report/evaluation_reliability.rst",
+        ),
     log:
         "logs/evaluate/{region}_{task}_report.log",
     conda:

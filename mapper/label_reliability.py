@@ -86,17 +86,22 @@ def label_reliability_markdown(task: str, rel: dict[str, dict[str, dict[str, Any
                          f"{r['n']} | {r['ece']:.3f} | {r['mean_pred']:.3f} | "
                          f"{r['mean_observed']:.3f} |")
     for split, models in rel.items():
-        shown = [model_names.get(m, m) for m in models]
-        lines += ["", f"{split_names.get(split, split)}: mean predicted / observed (points) per "
-                  "bin", "", "| bin | " + " | ".join(shown) + " |", "|" + "---|" * (1 + len(shown))]
-        edges = next(iter(models.values()))["reliability"]["edges"]
-        for b in range(len(edges) - 1):
-            cells = []
-            for r in models.values():
-                c = r["reliability"]
-                cells.append(f"{c['mean_pred'][b]:.3f} / {c['mean_truth'][b]:.3f} "
-                             f"({c['count'][b]})" if c["count"][b] else "– (0)")
-            close = "]" if b == len(edges) - 2 else ")"
-            lines.append(f"| [{edges[b]:.1f}, {edges[b + 1]:.1f}{close} | " + " | ".join(cells)
-                         + " |")
+        lines += bin_table(f"{split_names.get(split, split)}: mean predicted / observed (points) "
+                           "per bin", {model_names.get(m, m): r["reliability"]
+                                       for m, r in models.items()})
+    return lines
+
+
+def bin_table(caption: str, curves: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown lines: ``caption``, then a table of the bins (rows) of each curve (columns,
+    :func:`mapper.metrics.reliability`): mean predicted / mean observed or truth (points)."""
+    lines = ["", caption, "", "| bin | " + " | ".join(curves) + " |",
+             "|" + "---|" * (1 + len(curves))]
+    edges = next(iter(curves.values()))["edges"]
+    for b in range(len(edges) - 1):
+        cells = [f"{c['mean_pred'][b]:.3f} / {c['mean_truth'][b]:.3f} ({c['count'][b]})"
+                 if c["count"][b] else "– (0)" for c in curves.values()]
+        close = "]" if b == len(edges) - 2 else ")"
+        lines.append(f"| [{edges[b]:.1f}, {edges[b + 1]:.1f}{close} | " + " | ".join(cells)
+                     + " |")
     return lines

@@ -46,7 +46,12 @@ from mapper.config import Region
 from mapper.errors import InputError
 from mapper.evaluate import MODELS, read_fold
 from mapper.files import atomic_path
-from mapper.label_reliability import label_reliability, label_reliability_markdown, what_is_binned
+from mapper.label_reliability import (
+    bin_table,
+    label_reliability,
+    label_reliability_markdown,
+    what_is_binned,
+)
 from mapper.metrics import classification_metrics, confusion
 from mapper.splits import SPLITS
 from mapper.tasks import get_task
@@ -320,20 +325,9 @@ def _reliability_markdown(subject: str, truth: dict[str, Any], out: Path) -> lis
                          f"{t['n']} | {t['ece']:.3f} | {t['mean_pred']:.3f} | "
                          f"{t['mean_truth']:.3f} |")
     for split, models in truth["splits"].items():
-        names = [MODEL_NAMES.get(m, m) for m in models]
-        lines += ["", f"{SPLIT_NAMES.get(split, split)}: mean predicted / mean truth (points) "
-                  "per bin of predicted probability", "",
-                  "| bin | " + " | ".join(names) + " |", "|" + "---|" * (1 + len(names))]
-        edges = next(iter(models.values()))["reliability"]["edges"]
-        for b in range(len(edges) - 1):
-            cells = []
-            for t in models.values():
-                r = t["reliability"]
-                cells.append(f"{r['mean_pred'][b]:.3f} / {r['mean_truth'][b]:.3f} "
-                             f"({r['count'][b]})" if r["count"][b] else "– (0)")
-            close = "]" if b == len(edges) - 2 else ")"
-            lines.append(f"| [{edges[b]:.1f}, {edges[b + 1]:.1f}{close} | "
-                         + " | ".join(cells) + " |")
+        lines += bin_table(f"{SPLIT_NAMES.get(split, split)}: mean predicted / mean truth "
+                           "(points) per bin of predicted probability",
+                           {MODEL_NAMES.get(m, m): t["reliability"] for m, t in models.items()})
     return lines
 
 

@@ -47,10 +47,12 @@ class _Truncated:
 
 class LoopbackFTP:
     """``with LoopbackFTP(root) as ftp: url = ftp.add_file("/pub/a.shp", data)``; ``users``
-    maps user names to passwords (read-only), and ``anonymous`` allows the anonymous login."""
+    maps user names to passwords (read-only), ``anonymous`` allows the anonymous login, and the
+    commands in ``without`` (e.g. ``SIZE``, ``MDTM``: optional, RFC 3659) are answered ``500``
+    as by a server that lacks them."""
 
     def __init__(self, root: Path, users: dict[str, str] | None = None,
-                 anonymous: bool = True) -> None:
+                 anonymous: bool = True, without: tuple[str, ...] = ()) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.commands: list[str] = []
@@ -74,6 +76,7 @@ class LoopbackFTP:
             abstracted_fs = FS
             use_sendfile = False  # so that the truncated file object is what is sent
             banner = "loopback FTP (pyftpdlib) ready."
+            proto_cmds = {k: v for k, v in FTPHandler.proto_cmds.items() if k not in without}
 
             def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
                 state.commands.append(line)

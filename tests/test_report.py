@@ -163,20 +163,28 @@ def test_soil_order_report_has_every_class(region, tmp_path: Path) -> None:  # n
     assert (tmp_path / "soilorder_confusion.png").exists()
 
 
-def _ece_by_hand(files: list[Path], split: str, model: str, n_px: int) -> tuple[float, int]:
-    """ECE of a split and model from the fold files and the truth's formula (``_truth``: column
-    c of the region holds c / (n_px - 1)), by a loop over ten bins [b/10, (b+1)/10)."""
+def _held_out(files: list[Path], split: str, model: str) -> pd.DataFrame:
     dfs = [pd.read_parquet(f) for f in files]
     df = pd.concat([d for d in dfs if (d["split"].iloc[0], d["model"].iloc[0]) == (split, model)])
-    df = df[df["y_pred"] >= 0]
-    p = df["p_present"].to_numpy()
-    t = np.floor((df["x"].to_numpy() - T.LEFT) / LAT.res) / (n_px - 1)
+    return df[df["y_pred"] >= 0]
+
+
+def _loop_ece(p: np.ndarray, t: np.ndarray) -> tuple[float, int]:
+    """ECE by a loop over ten bins [b/10, (b+1)/10), the last closed."""
     ece = 0.0
     for b in range(10):
         inside = (p >= b / 10) & ((p < (b + 1) / 10) | (b == 9))
         if inside.any():
             ece += inside.sum() / len(p) * abs(p[inside].mean() - t[inside].mean())
     return ece, len(p)
+
+
+def _ece_by_hand(files: list[Path], split: str, model: str, n_px: int) -> tuple[float, int]:
+    """ECE of a split and model from the fold files and the truth's formula (``_truth``: column
+    c of the region holds c / (n_px - 1))."""
+    df = _held_out(files, split, model)
+    t = np.floor((df["x"].to_numpy() - T.LEFT) / LAT.res) / (n_px - 1)
+    return _loop_ece(df["p_present"].to_numpy(), t)
 
 
 def test_nsp_report_reliability_against_truth(region, tmp_path: Path) -> None:  # noqa: ANN001
@@ -214,22 +222,13 @@ def test_nsp_report_reliability_against_truth(region, tmp_path: Path) -> None:  
 
 def _label_ece_by_hand(files: list[Path], split: str, model: str, task: str
                       ) -> tuple[float, int]:
-    """ECE against the observed labels by a loop over ten bins: NSP's probability of present
-    against present; soil order's top-class probability against a right prediction."""
-    dfs = [pd.read_parquet(f) for f in files]
-    df = pd.concat([d for d in dfs if (d["split"].iloc[0], d["model"].iloc[0]) == (split, model)])
-    df = df[df["y_pred"] >= 0]
-    columns = TASKS[task].probability_columns
+    """ECE against the observed labels: NSP's probability of present against present; soil
+    order's top-class probability against a right prediction."""
+    df = _held_out(files, split, model)
     if task == "nsp":
-        p, o = df["p_present"].to_numpy(), (df["y_true"] == 1).to_numpy()
-    else:
-        p, o = df[columns].to_numpy().max(axis=1), (df["y_pred"] == df["y_true"]).to_numpy()
-    ece = 0.0
-    for b in range(10):
-        inside = (p >= b / 10) & ((p < (b + 1) / 10) | (b == 9))
-        if inside.any():
-            ece += inside.sum() / len(p) * abs(p[inside].mean() - o[inside].mean())
-    return ece, len(p)
+        return _loop_ece(df["p_present"].to_numpy(), (df["y_true"] == 1).to_numpy())
+    p = df[TASKS[task].probability_columns].to_numpy().max(axis=1)
+    return _loop_ece(p, (df["y_pred"] == df["y_true"]).to_numpy())
 
 
 @pytest.mark.parametrize("task", ["nsp", "soilorder"])

@@ -89,6 +89,20 @@ def test_without_a_checksum_a_file_changed_between_attempts_is_fetched_whole(
     assert len([c for c in ftp.commands if c.startswith("RETR")]) == 2
 
 
+def test_a_server_without_size_and_mdtm(tmp_path, payload, monkeypatch):
+    """SIZE and MDTM are optional (RFC 3659): without them the transfer's end decides the
+    length, and a .part left by an earlier run is read again whole (nothing to resume against)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with LoopbackFTP(tmp_path / "root", without=("SIZE", "MDTM")) as ftp:
+        url = ftp.add_file(SHP, payload)
+        dest = tmp_path / "permaice.shp"
+        dest.with_name("permaice.shp.part").write_bytes(payload[:5000])
+        entry = download(url, dest, sha256=sha(payload), **FAST)
+        assert dest.read_bytes() == payload and entry["size"] == len(payload)
+        assert not any(c.startswith("REST") for c in ftp.commands)
+        assert leftovers(dest) == [dest]
+
+
 def test_a_busy_reply_is_retried(ftp, payload, tmp_path):
     url = ftp.add_file(SHP, payload)
     ftp.busy(SHP)

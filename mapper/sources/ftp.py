@@ -21,16 +21,14 @@ FTP attempt, with Python's :mod:`ftplib`:
 from __future__ import annotations
 
 import ftplib
-import hashlib
 import logging
 import netrc
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mapper.progress import bar as progress_bar
-from mapper.sources.http import CHUNK_BYTES, _FatalError, _RetryableError
+from mapper.files import file_sha256
+from mapper.sources.http import CHUNK_BYTES, _FatalError, _RetryableError, write_body
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +100,15 @@ def attempt(
             ftp.close()
 
 
-def _hash_into(path: Path, hasher: Any) -> Any:  # a hashlib object
-    """``hasher`` updated with the bytes of ``path``."""
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
-            hasher.update(chunk)
-    return hasher
+def _size(ftp: ftplib.FTP, path: str) -> int | None:
+    """The file's ``SIZE``, or None if the server does not offer the command (the transfer's
+    end then decides); ``550`` (no such file) is raised."""
+    try:
+        return ftp.size(path)
+    except ftplib.error_perm as exc:
+        if str(exc).startswith("550"):
+            raise
+        return None
 
 
 def _modified(ftp: ftplib.FTP, path: str) -> str | None:
@@ -128,12 +129,8 @@ def _retrieve(
     origin: tuple[str, str],
 ) -> tuple[str, int, None, bool]:
     try:
-        total = ftp.size(path)
+        total = _size(ftp, path)
         modified = _modified(ftp, path)
-    except ftplib.error_perm as exc:
-        if str(exc).startswith("550"):
-            raise _reply_error(exc, f"SIZE {path}") from None
-        total = None  # SIZE not offered (500/502): the transfer's end decides
     except ftplib.Error as exc:
         raise _reply_error(exc, f"SIZE {path}") from None
     except (OSError, EOFError) as exc:
@@ -150,7 +147,7 @@ def _retrieve(
         offset = 0
     state["mdtm"] = modified
     if offset and offset == total:  # complete already: nothing left to transfer
-        return _hash_into(part, hashlib.sha256()).hexdigest(), offset, None, True
+        return file_sha256(part), offset, None, True
     try:
         conn = ftp.transfercmd(f"RETR {path}", rest=offset or None)
     except ftplib.error_perm as exc:
@@ -164,39 +161,11 @@ def _retrieve(
     except (OSError, EOFError) as exc:
         raise _RetryableError(f"data connection failed ({exc.__class__.__name__})") from None
 
-    hasher = hashlib.sha256()
-    mode = "ab" if offset else "wb"
     if offset:
-        _hash_into(part, hasher)
         logger.info("%s: resuming at byte %d", url, offset)
-    received = offset
     with conn:
-        try:
-            with open(part, mode) as f, progress_bar(total, part.name.removesuffix(".part"), "B",
-                                                     initial=offset, unit_scale=True) as bar:
-                while True:
-                    try:
-                        chunk = conn.recv(CHUNK_BYTES)
-                    except OSError as exc:  # timeout, reset
-                        raise _RetryableError(
-                            f"transfer cut after {received} bytes ({exc.__class__.__name__})"
-                        ) from None
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    hasher.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-                    if size is not None and received > size:
-                        raise _FatalError(
-                            f"received more than the {size} bytes {origin[0]} states", origin[1]
-                        )
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:  # local disk: full, read-only, ...
-            raise _FatalError(
-                f"cannot write {part} ({exc})", "free disk space or fix permissions"
-            ) from None
+        digest, received = write_body(part, offset, total, size, origin,
+                                      lambda: conn.recv(CHUNK_BYTES), (OSError,))
     try:
         ftp.voidresp()  # 226 Transfer complete
     except ftplib.Error as exc:
@@ -205,4 +174,4 @@ def _retrieve(
         raise _RetryableError(f"no end-of-transfer reply ({exc.__class__.__name__})") from None
     if total is not None and received < total:
         raise _RetryableError(f"connection closed after {received} of {total} bytes")
-    return hasher.hexdigest(), received, None, bool(offset)
+    return digest, received, None, bool(offset)

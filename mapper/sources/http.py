@@ -31,6 +31,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -200,43 +201,68 @@ def _attempt(
         if size is not None and total is not None and total != size:
             raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1])
 
-        hasher = hashlib.sha256()
         if mode == "ab":
-            with open(part, "rb") as f:
-                for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
-                    hasher.update(chunk)
             logger.info("%s: resuming at byte %d", url, offset)
-        received = offset
-        name = part.name.removesuffix(".part")
-        try:
-            with open(part, mode) as f, progress_bar(total, name, "B", initial=offset,
-                                                     unit_scale=True) as bar:
+        # read1 hands over whatever has arrived, so a cut loses no received byte (iter_content
+        # would drop the partly filled chunk with the exception).
+        digest, received = write_body(
+            part, offset, total, size, origin,
+            lambda: resp.raw.read1(CHUNK_BYTES, decode_content=False),
+            (requests.RequestException, urllib3.exceptions.HTTPError),
+        )
+        if total is not None and received < total:
+            raise _RetryableError(f"connection closed after {received} of {total} bytes")
+        return digest, received, resp.headers, mode == "ab"
+
+
+def write_body(
+    part: Path,
+    offset: int,
+    total: int | None,
+    size: int | None,
+    origin: tuple[str, str],
+    read: Callable[[], bytes],
+    cut: tuple[type[BaseException], ...],
+) -> tuple[str, int]:
+    """Write what ``read()`` returns (until it returns no bytes) to ``part``, appended after its
+    first ``offset`` bytes (0: from the start), with a progress bar of ``total`` bytes; returns
+    the sha256 of the whole file and its length. ``cut`` errors of ``read`` are a cut transfer
+    (retried), more than ``size`` bytes and a local write error are final. Shared by HTTP and
+    FTP (:mod:`mapper.sources.ftp`)."""
+    hasher = hashlib.sha256()
+    if offset:
+        with open(part, "rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+                hasher.update(chunk)
+    received = offset
+    try:
+        with open(part, "ab" if offset else "wb") as f, progress_bar(
+            total, part.name.removesuffix(".part"), "B", initial=offset, unit_scale=True
+        ) as bar:
+            while True:
                 try:
-                    # read1 hands over whatever has arrived, so a cut loses no received byte
-                    # (iter_content would drop the partly filled chunk with the exception).
-                    while chunk := resp.raw.read1(CHUNK_BYTES, decode_content=False):
-                        f.write(chunk)
-                        hasher.update(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-                        if size is not None and received > size:
-                            raise _FatalError(
-                                f"received more than the {size} bytes {origin[0]} states",
-                                origin[1],
-                            )
-                except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                    chunk = read()
+                except cut as exc:
                     raise _RetryableError(
                         f"transfer cut after {received} bytes ({exc.__class__.__name__})"
                     ) from None
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:  # local disk: full, read-only, ...
-            raise _FatalError(
-                f"cannot write {part} ({exc})", "free disk space or fix permissions"
-            ) from None
-        if total is not None and received < total:
-            raise _RetryableError(f"connection closed after {received} of {total} bytes")
-        return hasher.hexdigest(), received, resp.headers, mode == "ab"
+                if not chunk:
+                    break
+                f.write(chunk)
+                hasher.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+                if size is not None and received > size:
+                    raise _FatalError(
+                        f"received more than the {size} bytes {origin[0]} states", origin[1]
+                    )
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:  # local disk: full, read-only, ...
+        raise _FatalError(
+            f"cannot write {part} ({exc})", "free disk space or fix permissions"
+        ) from None
+    return hasher.hexdigest(), received
 
 
 def check_stated_size(path: str | Path, url: str, size: int | None) -> None:

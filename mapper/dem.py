@@ -5,7 +5,15 @@ A stack derives local terrain (slope, aspect, curvature, TPI) from the DEM read 
 lattice-aligned hydrology blocks of ``stack.hydro_block_px`` read with ``stack.hydro_halo_px``
 around them (see :mod:`mapper.stack`). :func:`dem_window` is the rectangle all those reads fall
 in: what the workflow fetches elevation cells for (:mod:`mapper.sources.cells`). :func:`warp_dem`
-is the one warp of the DEM files onto a lattice window: metres, float32, NaN nodata, bilinear.
+is the one warp of the DEM files onto a lattice window: metres, float32, NaN nodata, cubic by
+default (the region's ``stack.dem_resampling``).
+
+Cubic, not bilinear: the elevation sources are coarser than the 10 m lattice (3DEP 1 arc-second is
+about 31 x 13 m in Alaska, GLO-30 30 m), and bilinear upsampling leaves flat facets with creases
+along the source grid, which the second derivatives see. On a smooth hill (a Gaussian of sigma
+800 m, 200 m high) given on a 1 arc-second grid near Fairbanks, the maximal curvature of the
+warped DEM against the hill's own: RMS error 9.1e-5 /m bilinear, 1.1e-6 /m cubic, for a signal of
+1.6e-4 /m RMS. Cubic reproduces a plane exactly, as bilinear does.
 """
 
 from __future__ import annotations
@@ -14,15 +22,21 @@ import math
 from pathlib import Path
 
 import numpy as np
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from mapper.grid import Lattice
 from mapper.gridjoin import joined_on_grids
 from mapper.raster import warp_lattice_window
 
+RESAMPLING = {"cubic": Resampling.cubic, "bilinear": Resampling.bilinear}
+"""The values of ``stack.dem_resampling``."""
 
-def warp_dem(paths: list[Path], lattice: Lattice, window: Window) -> np.ndarray:
-    """The DEM (metres, float32, NaN nodata) warped bilinear onto a lattice window.
+
+def warp_dem(paths: list[Path], lattice: Lattice, window: Window,
+             resampling: str = "cubic") -> np.ndarray:
+    """The DEM (metres, float32, NaN nodata) warped onto a lattice window (``resampling``: a key
+    of :data:`RESAMPLING`).
 
     Files on one grid (adjacent elevation cells, the tiles of one product) are joined before they
     are warped (:func:`mapper.gridjoin.joined_on_grids`), so there is no seam between them: a pixel
@@ -35,7 +49,8 @@ def warp_dem(paths: list[Path], lattice: Lattice, window: Window) -> np.ndarray:
     out = None
     with joined_on_grids(paths) as joined:
         for path in joined:
-            z = warp_lattice_window(path, lattice.crs, lattice.transform, window, indexes=[1])[0]
+            z = warp_lattice_window(path, lattice.crs, lattice.transform, window,
+                                    RESAMPLING[resampling], indexes=[1])[0]
             if out is None:
                 out = z
             else:

@@ -97,6 +97,8 @@ class StackSettings:
     hydro_block_px: int
     hydro_halo_px: int
     res: float
+    dem_resampling: str = "cubic"
+    aspect_from: str = "true_north"
 
     @property
     def tpi_radius_px(self) -> float:
@@ -113,6 +115,8 @@ def stack_settings(region: Region) -> StackSettings:
         hydro_block_px=int(section["hydro_block_px"]),
         hydro_halo_px=int(section["hydro_halo_px"]),
         res=region.lattice.res,
+        dem_resampling=section["dem_resampling"],
+        aspect_from=section["aspect_from"],
     )
 
 
@@ -260,12 +264,18 @@ def local_terrain(
 ) -> dict[str, np.ndarray]:
     """elevation, slope, aspect, curvature, tpi on a lattice window (from the DEM with a halo)."""
     h = settings.halo_px
-    z = warp_dem(dem, lattice, grow(window, h))
+    z = warp_dem(dem, lattice, grow(window, h), settings.dem_resampling)
     inner = (slice(h, h + int(window.height)), slice(h, h + int(window.width)))
+    aspect = terrain.aspect(z)[inner]
+    if settings.aspect_from == "true_north":
+        left, _, _, top = lattice.window_bounds(window)
+        x = left + (np.arange(int(window.width)) + 0.5) * lattice.res
+        y = top - (np.arange(int(window.height)) + 0.5) * lattice.res
+        aspect = terrain.true_aspect(aspect, terrain.grid_convergence(x[None, :], y[:, None]))
     return {
         "elevation": z[inner],
         "slope": terrain.slope(z, lattice.res)[inner],
-        "aspect": terrain.aspect(z)[inner],
+        "aspect": aspect,
         "curvature": terrain.max_curvature(z, lattice.res)[inner],
         "tpi": terrain.tpi(z, settings.tpi_radius_px)[inner],
     }
@@ -276,7 +286,7 @@ def hydro_terrain(
 ) -> tuple[np.ndarray, np.ndarray]:
     """TWI and SPI (float32) on one hydrology block, from its DEM grown by the hydro halo."""
     h = settings.hydro_halo_px
-    z = warp_dem(dem, lattice, grow(block, h))
+    z = warp_dem(dem, lattice, grow(block, h), settings.dem_resampling)
     inner = (slice(h, h + int(block.height)), slice(h, h + int(block.width)))
     sca = terrain.specific_catchment_area(z, lattice.res)[inner]
     slope = terrain.slope(z, lattice.res)[inner]
@@ -453,6 +463,8 @@ def build_stack(
             MAPPER_TPI_RADIUS_M=str(settings.tpi_radius_m),
             MAPPER_HYDRO_BLOCK_PX=str(settings.hydro_block_px),
             MAPPER_HYDRO_HALO_PX=str(settings.hydro_halo_px),
+            MAPPER_DEM_RESAMPLING=settings.dem_resampling,
+            MAPPER_ASPECT_FROM=settings.aspect_from,
         )
     logger.info("stack %s -> %s%s", tile_id, out_path, " (empty)" if not has_data else "")
     return Path(out_path)

@@ -42,3 +42,38 @@ def test_no_file_is_nodata() -> None:
     lattice = Lattice(-2_600_000.0, 2_600_000.0, 10.0, 256)
     z = warp_dem([], lattice, Window(0, 0, 8, 4))
     assert z.shape == (4, 8) and z.dtype == np.float32 and np.isnan(z).all()
+
+
+def test_the_warped_dem_keeps_the_curvature_of_the_ground(tmp_path) -> None:  # noqa: ANN001
+    """A smooth hill given on a 1 arc-second grid (3DEP's) and warped onto the 10 m lattice: its
+    maximal curvature is the hill's own to 2 % RMS. (Bilinear upsampling left facets whose creases
+    made 58 % of it.)"""
+    from affine import Affine
+    from pyproj import Transformer
+
+    from mapper import terrain
+    from mapper.raster import write_geotiff
+
+    lattice = Lattice(-2_600_000.0, 2_600_000.0, 10.0, 512)
+    step, lon0, lat0 = 1 / 3600, -147.8, 64.9
+    lon, lat = np.meshgrid(lon0 + (np.arange(360) + 0.5) * step,
+                           lat0 - (np.arange(180) + 0.5) * step)
+    to_albers = Transformer.from_crs(4269, 3338, always_xy=True)
+    x, y = to_albers.transform(lon, lat)
+    cx, cy = float(np.mean(x)), float(np.mean(y))
+
+    def hill(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return 200.0 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 800.0**2))
+
+    dem = tmp_path / "dem_1as.tif"
+    write_geotiff(dem, hill(x, y)[None].astype(np.float32), Affine(step, 0, lon0, 0, -step, lat0),
+                  "EPSG:4269", nodata=-9999)  # fmt: skip
+    col = int((cx - 1500 - lattice.origin_x) // 10)
+    row = int((lattice.origin_y - (cy + 1500)) // 10)
+    jj, ii = np.meshgrid(np.arange(300), np.arange(300))
+    exact = hill(lattice.origin_x + (col + jj + 0.5) * 10, lattice.origin_y - (row + ii + 0.5) * 10)
+    warped = warp_dem([dem], lattice, Window(col, row, 300, 300))
+    inner = (slice(12, -12), slice(12, -12))
+    truth = terrain.max_curvature(exact, 10.0)[inner]
+    error = terrain.max_curvature(warped, 10.0)[inner] - truth
+    assert np.sqrt(np.mean(error**2)) < 0.02 * np.sqrt(np.mean(truth**2))

@@ -245,7 +245,7 @@ def test_its_elevation_band_matches_gdalwarp_of_the_cells(
     out = tmp_path / "warped.tif"
     subprocess.run(
         [gdalwarp, "-q", "-t_srs", "EPSG:3338", "-te", str(left), str(bottom), str(right),
-         str(top), "-tr", "10", "10", "-r", "bilinear", "-et", "0", "-ot", "Float32",
+         str(top), "-tr", "10", "10", "-r", "cubic", "-et", "0", "-ot", "Float32",
          *map(str, real_site["files"]), str(out)],
         check=True,
     )  # fmt: skip

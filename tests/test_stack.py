@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import rasterio
 import stack_sources as S
 from rasterio.windows import Window
 
+from mapper import terrain
 from mapper.bands import STACK_BANDS
 from mapper.cli import main
 from mapper.config import load_config, load_region
@@ -89,10 +91,27 @@ def test_plane_dem_gives_analytic_slope_aspect_and_zero_tpi(src: dict, tmp_path:
     data = _read(out)
     band = {n: data[i] for i, n in enumerate(STACK_BANDS)}
     assert np.nanmax(np.abs(band["slope"] - math.degrees(math.atan(0.1)))) < 0.01
-    assert np.nanmax(np.abs(band["aspect"] - 270.0)) < 0.05  # rises to the east: faces west
+    # rises to grid east: faces grid west, 270 degrees from grid north; the band is from true
+    # north by default, so 270 plus the meridian convergence at each pixel (+4.4 degrees here)
+    left, bottom, right, top = src["r64"].lattice.tile_bounds(SMALL_TILES[0])
+    x, y = np.meshgrid(np.arange(left + 5, right, 10.0), np.arange(top - 5, bottom, -10.0))
+    convergence = terrain.grid_convergence(x, y)
+    assert 4.0 < convergence.mean() < 4.8
+    assert np.nanmax(np.abs(band["aspect"] - (270.0 + convergence))) < 0.05
     assert np.nanmax(np.abs(band["tpi"])) < 1e-3
     assert np.nanmax(np.abs(band["curvature"])) < 1e-4
     assert np.isfinite(band["slope"]).all()
+    with rasterio.open(out) as ds:
+        assert ds.tags()["MAPPER_ASPECT_FROM"] == "true_north"
+        assert ds.tags()["MAPPER_DEM_RESAMPLING"] == "cubic"
+    # from grid north (a region whose aspect_from is grid_north, as the demo's): 270 itself
+    region = src["r64"]
+    grid = replace(region, settings={**region.settings, "stack": {
+        **region.settings["stack"], "aspect_from": "grid_north"}})
+    out = build_stack(grid, SMALL_TILES[0], [src["s2"]], src["plane"], src["climate"],
+                      tmp_path / "g.tif")
+    aspect = _read(out)[STACK_BANDS.index("aspect")]
+    assert np.nanmax(np.abs(aspect - 270.0)) < 0.05  # rises to the east: faces west
 
 
 def test_tile_at_sea_is_written_empty(src: dict, tmp_path: Path) -> None:

@@ -146,3 +146,23 @@ def test_wetness_and_stream_power() -> None:
     assert spi[0] == pytest.approx(math.log(10.0), rel=1e-6)
     assert twi[1] == pytest.approx(math.log(10.0 / terrain.MIN_TAN_SLOPE), rel=1e-6)
     assert np.isnan(twi[2]) and twi.dtype == np.float32
+
+
+def test_aspect_from_true_north_across_the_state() -> None:
+    """Grid north of EPSG:3338 departs from true north by the meridian convergence; a slope
+    facing true north reads 0 (here one facing grid north reads 360 - convergence on the grid)."""
+    from pyproj import Proj, Transformer
+
+    to_albers = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True)
+    factors = Proj("EPSG:3338")
+    for lon, lat, expected in [(-131.6, 55.3, 19.3), (-147.7, 64.8, 5.4), (-154.0, 60.0, 0.0),
+                               (-165.4, 64.5, -9.8), (172.9, 52.9, -28.6)]:
+        x, y = to_albers.transform(lon, lat)
+        convergence = float(terrain.grid_convergence(x, y))
+        assert convergence == pytest.approx(expected, abs=0.05)
+        assert convergence == pytest.approx(
+            factors.get_factors(lon, lat).meridian_convergence, abs=1e-4)
+        facing_true_north = (360.0 - convergence) % 360.0  # its aspect on the grid
+        got = terrain.true_aspect(np.array([facing_true_north, np.nan]), np.full(2, convergence))
+        assert got[0] == pytest.approx(0.0, abs=1e-4) or got[0] == pytest.approx(360.0, abs=1e-4)
+        assert np.isnan(got[1]) and got.dtype == np.float32

@@ -341,19 +341,23 @@ def _check_sources(
     clim_plans = _climate_plans(climates)
     if not dems:
         raise InputError("no DEM file given; pass at least one with --dem")
+    cells: list[Path] = []
     if any(is_record(p) for p in dems):  # elevation cells: their records name the rasters
-        dems = [p for p in dems if not is_record(p)] + cell_rasters(
-            [p for p in dems if is_record(p)]
-        )
+        cells = cell_rasters([p for p in dems if is_record(p)])
+        dems = [p for p in dems if not is_record(p)] + cells
     # a source nowhere near the region (wrong CRS label, another place) would warp to nodata;
-    # "near": the mapped area grown by the crops' reach, which the context tiles' stacks cover
+    # "near": the mapped area grown by the crops' reach, which the context tiles' stacks cover.
+    # Not the elevation cells: each was checked against its own cell when it was fetched
+    # (mapper.sources.cells.check_cell_raster), and a tile's DEM window, with its hydrology halo,
+    # reaches cells beyond the crops' reach (N54W130 in British Columbia for Alaska).
     reach = (region.context_px + 1) * region.lattice.res
     left, bottom, right, top = region.area().bounds
     stacked = (left - reach, bottom - reach, right + reach, top + reach)
     for path in [*map(Path, sentinel2), *dems, *climates]:
         with open_raster(path) as src:
             check_crs(src, path)
-            check_overlap(src, path, stacked, region.lattice.crs, f"region {region.name}")
+            if path not in cells:
+                check_overlap(src, path, stacked, region.lattice.crs, f"region {region.name}")
     synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
     return _Sources(s2_plans, dems, clim_plans, synthetic)
 

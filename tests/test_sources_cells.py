@@ -34,7 +34,7 @@ from workflow_project import REPO, WorkflowProject, planned_jobs, project_env, r
 from mapper.cli import main
 from mapper.config import load_config, load_region
 from mapper.dem import warp_dem
-from mapper.errors import ConfigError, InputError
+from mapper.errors import ConfigError, InputError, SourceError
 from mapper.grid import Lattice
 from mapper.sources import cells as C
 from mapper.sources.cells import Cell, cell_rasters, cell_url, cells_of_windows, region_cells
@@ -257,6 +257,33 @@ def test_fetch_records_cells_and_sea_in_the_lock(cells_site: dict) -> None:
         cell_rasters([gone])
 
 
+def test_a_land_cell_the_server_lacks_is_an_error_not_sea(cells_site: dict,
+                                                          tmp_path: Path) -> None:
+    """HTTP 404 is sea only for a cell without land of the region: for one of its four cells it
+    is one error naming the URL and the fix, with nothing recorded; a cell recorded as sea in
+    the lock file by hand is then accepted."""
+    region_file = write_region_file(
+        tmp_path / "regions", "moved", cells_site["bounds"], 256, stack=STACK,
+        sources={"dem": {"kind": "cells", "url_template": cells_site["server"].base_url
+                         + "/moved" + THREEDEP_TEMPLATE}})  # fmt: skip
+    config = write_config(tmp_path / "config.yaml", {"moved": region_file})
+    region = load_region(load_config(config), "moved")
+    assert C.land_km2(region, Cell.parse("N64W148")) > 1.0  # a corner of the 5 x 5 km square
+    assert C.land_km2(region, Cell.parse("N63W149")) == 0.0
+    out = tmp_path / "sources"
+    with pytest.raises(SourceError) as exc:
+        C.fetch_cell(region, "dem", "N64W148", out)
+    message = str(exc.value)
+    url = cell_url(region.settings["sources"]["dem"], Cell.parse("N64W148"), "")
+    assert url in message and "N64W148 holds" in message and "url_template" in message
+    assert '{"absent": true}' in message and "\n" not in message
+    lock = LockFile(lock_path(region.path))
+    assert lock.entries() == {} and not list(out.rglob("N64W148*"))
+    assert read_manifest(C.fetch_cell(region, "dem", "N63W149", out))["absent"] is True
+    lock.record(url, {"absent": True})  # the user's word: no land there
+    assert read_manifest(C.fetch_cell(region, "dem", "N64W148", out))["absent"] is True
+
+
 def test_a_template_naming_the_wrong_corner_is_refused(cells_site: dict) -> None:
     """A 3DEP file asked for by its south edge is the cell south of the one wanted."""
     files = cells_site["files"]
@@ -475,6 +502,23 @@ def test_a_tiles_stack_reads_its_cell_records(
                           tmp_path / "ref.tif").astype(np.float64)  # fmt: skip
     assert not np.isnan(elevation).any()
     assert float(np.abs(elevation - ref).max()) < 1e-3
+
+
+def test_a_cell_beyond_the_crops_reach_is_read_without_complaint(
+    cells_site: dict, tmp_path: Path
+) -> None:
+    """A tile's DEM window, with its hydrology halo, reaches cells farther than the crops do
+    (N54W130 in British Columbia for Alaska): such a cell, checked against its own cell when it
+    was fetched, is not refused as lying outside the region."""
+    from mapper.stack import _check_sources
+
+    region = cells_site["glo"]
+    far = fetch(cells_site, "glo", "N69W150")  # 4 degrees north of the region
+    s2, climate = write_s2_and_climate(tmp_path, cells_site["bounds"])
+    sources = _check_sources(region, [s2], [far], [climate])
+    assert [p.name for p in sources.dem] == ["N69W150.tif"]
+    with pytest.raises(InputError, match="does not overlap region glo"):  # a plain DEM file is
+        _check_sources(region, [s2], cell_rasters([far]), [climate])  # still checked
 
 
 # -- the workflow's plan ------------------------------------------------------------------------

@@ -38,7 +38,10 @@ Each cell is fetched once for all tiles that read it (:func:`fetch_cell`): the f
 ``<out>/<source>/<cell>.tif``, checked against the region's lock file
 (:mod:`mapper.sources.lock`), and a record ``<out>/<source>/<cell>.json`` (a source manifest) says
 which URL it came from and whether the server had it. A cell the server does not have (HTTP 404)
-is sea: the record says ``"absent": true`` and the stack reads no file for it.
+is sea: the record says ``"absent": true`` and the stack reads no file for it. Only where the
+cell holds no land of the region's boundary (:data:`LAND_KM2`): a land cell without a file (a
+product that does not cover it, a moved folder, a wrong template) is one error naming the URL,
+not sea pinned in the lock file.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ import numpy as np
 import shapely
 
 from mapper.config import Region
-from mapper.errors import ConfigError, InputError
+from mapper.errors import ConfigError, InputError, NotFoundError, SourceError
 from mapper.grid import Lattice
 
 logger = logging.getLogger(__name__)
@@ -64,9 +67,13 @@ TEMPLATE_FIELDS = ("n", "N", "s", "S", "w", "W")
 """The fields a ``url_template`` may use (see the module docstring)."""
 
 MARGIN_M = 300.0
-"""Metres added around a tile's DEM window before finding its cells: covers the bilinear kernel
-(one source pixel: at most 3 arc-seconds of longitude, about 30 m, in any supported product) and
+"""Metres added around a tile's DEM window before finding its cells: covers the cubic kernel
+(two source pixels: at most 6 arc-seconds of longitude, about 60 m, in any supported product) and
 the error of the densified edges, several times over."""
+
+LAND_KM2 = 1.0
+"""A cell that shares at least this much (km^2) with the region's boundary (before its buffer)
+holds land: the server must have its file, and HTTP 404 there is an error, not sea."""
 
 EDGE_POINTS = 32
 """Points per edge of a window when it is taken to longitude/latitude (every ~1.6 km for a
@@ -277,14 +284,38 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     url = cell_url(settings, cell, f"{region.path}: sources.{name}")
     dest = out_dir / name / f"{cell.name}.tif"
     lock = LockFile(lock_path(region.path))
-    entry = fetch_locked(
-        url, dest, lock, absent_ok=True, check=lambda p: check_cell_raster(p, cell, url)
-    )
+    land = land_km2(region, cell)
+    sea = land < LAND_KM2 or (lock.get(url) or {}).get("absent", False)
+    try:
+        entry = fetch_locked(
+            url, dest, lock, absent_ok=sea, check=lambda p: check_cell_raster(p, cell, url)
+        )
+    except NotFoundError:
+        raise SourceError(
+            f"{url}: HTTP 404, but cell {cell.name} holds {land:.0f} km^2 of region "
+            f"{region.name}'s land: the source does not cover it; fix sources.{name}.url_template "
+            f"in {region.path} (or use a product that covers the cell), or, if the cell truly has "
+            f'no land, record it as sea in {lock.path}: "{url}": {{"absent": true}}'
+        ) from None
     record = make_manifest(
         region.name, name, "cells", [entry] if entry else [], synthetic=region.synthetic,
         cell=cell.name, url=url, absent=entry is None, lock=str(lock.path),
     )  # fmt: skip
     return write_manifest(out_dir / name / f"{cell.name}.json", record)
+
+
+def land_km2(region: Region, cell: Cell) -> float:
+    """km^2 of the region's boundary (before its buffer) inside ``cell``: its edges densified to
+    0.01 degree and taken to the lattice CRS (a cell west of 180 degrees lands west of the
+    state, where EPSG:3338 puts the Near Islands)."""
+    from pyproj import Transformer
+
+    ring = shapely.segmentize(shapely.box(*cell.bounds()), 0.01)
+    to_lattice = Transformer.from_crs("EPSG:4269", region.lattice.crs, always_xy=True)
+    projected = shapely.transform(
+        ring, lambda xy: np.column_stack(to_lattice.transform(xy[:, 0], xy[:, 1]))
+    )
+    return float(shapely.intersection(projected, region.boundary()).area) / 1e6
 
 
 def cell_rasters(records: list[Path]) -> list[Path]:

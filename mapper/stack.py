@@ -32,12 +32,14 @@ Sources:
   scale/offset when it declares one; else DN / 10000 for integer bands; float bands as they are.
   Several files form a mosaic: for each pixel and band the first file (in the order given) with a
   value wins. Bilinear.
-- DEM: one raster (e.g. a VRT over IfSAR tiles) or several, metres, band 1, bilinear (XSCALE at
-  the nominal ratio, e.g. 0.5 for a 5 m DEM). Several files on one grid (the 1 x 1 degree cells of
-  a ``cells`` source, fetched per tile by the workflow: see :mod:`mapper.sources.cells`) are joined
-  before resampling, so there is no seam between adjacent cells; files on different grids are
-  resampled one by one and the first with a value wins. A cell record (``.json``) may be given in
-  place of its raster: a sea cell (no file on the server) then adds no data.
+- DEM: one raster (e.g. a VRT over IfSAR tiles) or several, metres, band 1, cubic by default
+  (``stack.dem_resampling``; XSCALE at the nominal ratio, e.g. 0.5 for a 5 m DEM). The aspect band
+  is from true north by default (``stack.aspect_from``: the grid aspect plus the meridian
+  convergence, :func:`mapper.terrain.true_aspect`). Several files on one grid (the 1 x 1 degree
+  cells of a ``cells`` source, fetched per tile by the workflow: see :mod:`mapper.sources.cells`)
+  are joined before resampling, so there is no seam between adjacent cells; files on different
+  grids are resampled one by one and the first with a value wins. A cell record (``.json``) may
+  be given in place of its raster: a sea cell (no file on the server) then adds no data.
 - Climate normals: one 3-band raster or three single-band rasters; bands are found by their
   descriptions ``precip_annual``, ``summer_warmth``, ``jan_tmin`` (any order, any file). When no
   band is described so (e.g. a ``gdalbuildvrt -separate`` VRT) and there are exactly three bands,

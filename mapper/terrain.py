@@ -17,8 +17,8 @@ Covariates and their definitions:
 - aspect: the compass direction the slope faces (downslope), degrees clockwise from grid north in
   [0, 360); a plane rising to the east faces west: 270. Flat pixels (zero gradient) have no aspect
   and are NaN (xarray-spatial flags them -1, which would read as an angle). The stack's band is
-  from true north (:func:`true_aspect`): grid north of EPSG:3338 departs from it by the meridian
-  convergence, -29 to +19 degrees across the state.
+  from true north by default (:func:`true_aspect`; ``stack.aspect_from``): grid north of
+  EPSG:3338 departs from it by the meridian convergence, -29 to +19 degrees across the state.
   Slope and aspect are xarray-spatial's Horn formulas and conventions, computed here in float64
   numpy: its numba kernels compile at the first call in every process, about 6 s per tile job
   (measured), more than the derivatives of a whole 512 px tile; the tests check agreement.

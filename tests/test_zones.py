@@ -419,13 +419,14 @@ def test_report_gives_per_zone_counts_and_metrics(halves: tuple[Region, Path],
     assert "| west (the west) * | 4 | 40.0% | 2 (50%) |" in md  # thin: < THIN_ZONE points
     assert f"| {OUTSIDE} * | 1 | 10.0% | 0 (0%) |" in md
     assert THIN_ZONE > 5
-    random_rows = md.split("Random:")[1].split("SH-1km:")[0]
+    by_zone = md[md.index("## Results by zone"):]  # the reliability section has splits too
+    random_rows = by_zone.split("Random:")[1].split("SH-1km:")[0]
     west = [r for r in random_rows.splitlines() if r.startswith("| west")][0]
     cells = [c.strip() for c in west.strip("|").split("|")]
     assert cells[1:4] == ["4", "0.500", "0.750"]  # n, RF and MiSo accuracy side by side
     header = [r for r in random_rows.splitlines() if r.startswith("| zone")][0]
     assert "Random Forest accuracy | MiSo accuracy | Random Forest AUC" in header
-    sh1km_rows = md.split("SH-1km:")[1]
+    sh1km_rows = by_zone.split("SH-1km:")[1]
     east = [r for r in sh1km_rows.splitlines() if r.startswith("| east")][0]
     assert east.split("|")[2].strip() == "1"  # o5-o8 were in the fold without training points
 

@@ -285,11 +285,9 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     dest = out_dir / name / f"{cell.name}.tif"
     lock = LockFile(lock_path(region.path))
     land = land_km2(region, cell)
-    sea = land < LAND_KM2 or (lock.get(url) or {}).get("absent", False)
-    try:
-        entry = fetch_locked(
-            url, dest, lock, absent_ok=sea, check=lambda p: check_cell_raster(p, cell, url)
-        )
+    try:  # a cell recorded as sea in the lock stays sea (fetch_locked)
+        entry = fetch_locked(url, dest, lock, absent_ok=land < LAND_KM2,
+                             check=lambda p: check_cell_raster(p, cell, url))
     except NotFoundError:
         raise SourceError(
             f"{url}: HTTP 404, but cell {cell.name} holds {land:.0f} km^2 of region "

@@ -447,8 +447,8 @@ def composite_tile(
                                tile, block, len(items))
     rank = {it.id: (cloud_cover(it), it.datetime, it.id) for b, _ in cut for it in blocks[b]}
     used.sort(key=rank.__getitem__)  # as the search ranks them: cloud cover, date, id
-    passes = {it.id: acquisition(it) for b, _ in cut for it in blocks[b]}
-    acquisitions = len({passes[i] for i in used})
+    acquisitions = len({i["acquisition"] for items in summary.values() for i in items
+                        if i["id"] in used})
     valid_fraction = float(np.isfinite(result).all(axis=0).mean())
     _write_composite(dest, result, lattice, tile, used, acquisitions, block_px)
     logger.info(

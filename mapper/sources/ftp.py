@@ -161,10 +161,8 @@ def _retrieve(
     except (OSError, EOFError) as exc:
         raise _RetryableError(f"data connection failed ({exc.__class__.__name__})") from None
 
-    if offset:
-        logger.info("%s: resuming at byte %d", url, offset)
     with conn:
-        digest, received = write_body(part, offset, total, size, origin,
+        digest, received = write_body(url, part, offset, total, size, origin,
                                       lambda: conn.recv(CHUNK_BYTES), (OSError,))
     try:
         ftp.voidresp()  # 226 Transfer complete
@@ -172,6 +170,4 @@ def _retrieve(
         raise _reply_error(exc, f"RETR {path}") from None
     except (OSError, EOFError) as exc:
         raise _RetryableError(f"no end-of-transfer reply ({exc.__class__.__name__})") from None
-    if total is not None and received < total:
-        raise _RetryableError(f"connection closed after {received} of {total} bytes")
     return digest, received, None, bool(offset)

@@ -190,32 +190,27 @@ def _attempt(
                     wait=0.0,
                 )
             total = crange[2]
-            mode = "ab"
         else:
             if offset:
                 logger.info("%s: server ignored the Range request; downloading it whole", url)
                 offset = 0
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            mode = "wb"
         if size is not None and total is not None and total != size:
             raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1])
 
-        if mode == "ab":
-            logger.info("%s: resuming at byte %d", url, offset)
         # read1 hands over whatever has arrived, so a cut loses no received byte (iter_content
         # would drop the partly filled chunk with the exception).
         digest, received = write_body(
-            part, offset, total, size, origin,
+            url, part, offset, total, size, origin,
             lambda: resp.raw.read1(CHUNK_BYTES, decode_content=False),
             (requests.RequestException, urllib3.exceptions.HTTPError),
         )
-        if total is not None and received < total:
-            raise _RetryableError(f"connection closed after {received} of {total} bytes")
-        return digest, received, resp.headers, mode == "ab"
+        return digest, received, resp.headers, offset > 0
 
 
 def write_body(
+    url: str,
     part: Path,
     offset: int,
     total: int | None,
@@ -226,11 +221,12 @@ def write_body(
 ) -> tuple[str, int]:
     """Write what ``read()`` returns (until it returns no bytes) to ``part``, appended after its
     first ``offset`` bytes (0: from the start), with a progress bar of ``total`` bytes; returns
-    the sha256 of the whole file and its length. ``cut`` errors of ``read`` are a cut transfer
-    (retried), more than ``size`` bytes and a local write error are final. Shared by HTTP and
-    FTP (:mod:`mapper.sources.ftp`)."""
+    the sha256 of the whole file and its length. ``cut`` errors of ``read``, and an end before
+    ``total`` bytes, are a cut transfer (retried); more than ``size`` bytes and a local write
+    error are final. Shared by HTTP and FTP (:mod:`mapper.sources.ftp`)."""
     hasher = hashlib.sha256()
     if offset:
+        logger.info("%s: resuming at byte %d", url, offset)
         with open(part, "rb") as f:
             for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
                 hasher.update(chunk)
@@ -262,6 +258,8 @@ def write_body(
         raise _FatalError(
             f"cannot write {part} ({exc})", "free disk space or fix permissions"
         ) from None
+    if total is not None and received < total:
+        raise _RetryableError(f"connection closed after {received} of {total} bytes")
     return hasher.hexdigest(), received
 
 

@@ -164,7 +164,8 @@ def fetch_locked(
 ) -> dict[str, Any] | None:
     """Download ``url`` to ``dest`` (:func:`mapper.sources.http.download`: retries, resume,
     atomic), verified against ``lock`` or recorded in it; return the manifest entry, or None when
-    the server has no file there (HTTP 404/410) and ``absent_ok`` (recorded as absent).
+    the server has no file there (HTTP 404/410) and ``absent_ok`` (recorded as absent), or the lock
+    already records it as absent.
 
     ``check(dest)`` vets a new download before its checksum is recorded (e.g. that a DEM cell is a
     raster of the right place); it raises a MapperError, and ``dest`` is then deleted. Every
@@ -186,7 +187,7 @@ def fetch_locked(
                 "not sea but a missing file; retry later (the server may be under repair), or, if "
                 f"the file was withdrawn on purpose, {refresh_advice(url, lock.path)}"
             ) from None
-        if not absent_ok:
+        if not (absent_ok or (known and known.get("absent"))):
             raise
         if known is None:
             lock.record(url, {"absent": True})

@@ -75,8 +75,8 @@ def area(tile_px: int = 128, tiles: int = 2) -> tuple[float, float, float, float
 
 def serve_scenes(server: LoopbackServer, bounds: tuple) -> EarthSearch:
     """Three SYNTHETIC summer scenes over the area (UTM 6N), one half cloudy, baselines before
-    and after 04.00 (their DNs harmonised, as the sentinel-2-l2a COGs hold them), plus a winter
-    scene that must never be read."""
+    and after 04.00 (their DNs harmonised, as the sentinel-2-l2a COGs hold them, a lake in the
+    southern margin their darkest pixels), plus a winter scene that must never be read."""
     api = EarthSearch(server)
     left, bottom, right, top = bounds
     to_utm = Transformer.from_crs(3338, 32606, always_xy=True)
@@ -85,10 +85,12 @@ def serve_scenes(server: LoopbackServer, bounds: tuple) -> EarthSearch:
     y0 = np.ceil(max(ys) / 20) * 20 + 4000
     size = float(np.ceil((max(max(xs) - x0, y0 - min(ys)) + 4000) / 20) * 20)
 
+    lake = y0 - size + 1500.0  # south of it a lake (DN 100, SCL 6), beyond the area's reach
+
     def band(k: int, gain: float):
         def dn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             wave = np.sin(x / 700.0 + k) * np.cos(y / 900.0 - k)
-            return 1200 + 250 * k + gain * 600 * wave
+            return np.where(y < lake, 100, 1200 + 250 * k + gain * 600 * wave)
 
         return dn
 
@@ -107,7 +109,8 @@ def serve_scenes(server: LoopbackServer, bounds: tuple) -> EarthSearch:
         dn = {key: band(k, gain) for k, key in enumerate(BANDS)}
 
         def scl(x: np.ndarray, y: np.ndarray, rule: str | None = rule) -> np.ndarray:
-            return np.where((x < mid) if rule == "west" else np.zeros_like(x, bool), 9, 4)
+            clear = np.where(y < lake, 6, 4)
+            return np.where((x < mid) if rule == "west" else np.zeros_like(x, bool), 9, clear)
 
         api.add_scene(Scene(item_id, when, cloud, baseline, 32606, x0, y0, size), dn, scl)
     return api
@@ -228,6 +231,12 @@ def test_the_region_runs_from_the_services_to_its_maps(real_site: dict) -> None:
     assert len([u for u in lock if u.endswith(".zip")]) == 3
     searches = real_site["stac"].searches
     assert searches and all(s["method"] == "POST" for s in searches)
+    checks = {i["id"]: i["offset_check"]
+              for path in project.path(f"resources/{REGION}/sources/sentinel2").glob("*.json")
+              for block in json.loads(path.read_text())["stac_blocks"].values() for i in block}
+    assert checks["S2B_6WVC_20210704_0_L2A"] is None  # baseline 03.01: nothing to check
+    for item in ("S2A_6WVC_20220712_0_L2A", "S2B_6WVC_20230801_0_L2A"):  # the lake: DN 100
+        assert checks[item]["verdict"] == "harmonised" and checks[item]["dark_dn"] == 100, item
     log = "\n".join(p.read_text() for p in project.path("logs/train").glob("*.log"))
     assert "satellite encoder initialised from" in log
 

@@ -25,6 +25,7 @@ NE, SE or NW.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from mapper.bands import S2_BANDS
 from mapper.config import load_config, load_region
 from mapper.errors import SourceError
 from mapper.grid import Lattice
+from mapper.sources.composite import check_offset, item_offsets
 from mapper.sources.fetch import fetch_source
 from mapper.sources.manifest import read_manifest
 from mapper.sources.stac import (
@@ -230,6 +232,9 @@ ITEMS = [  # id, datetime, cloud, baseline, value, offset-flag, scl rule, keys
     ("it4", datetime(2020, 8, 10, 21, tzinfo=UTC), 30.0, "02.14", 0.4, None, "block", COMMON),
 ]
 BLOCK = (16, 23)  # it4's cloud block: 20 m rows and cols 16..22 from the scene's corner
+LAKE, LAKE_FROM = 0.01, 0.9
+"""A lake (reflectance 0.01, SCL 6) across the scene's southern tenth, beyond the tile: the dark
+pixels by which a harmonised item is told from one that still holds the offset."""
 
 
 def _scl(rule: str) -> np.ndarray:
@@ -256,24 +261,31 @@ def stac(scene):
 
 
 @contextmanager
-def serve_items(scene: dict, harmonized: bool) -> Iterator[StacApi]:
+def serve_items(scene: dict, harmonized: bool, still_raw: tuple[str, ...] = ()
+                ) -> Iterator[StacApi]:
     """The STAC API of :data:`ITEMS` (and three items never to be read); ``harmonized``: the DNs
-    with the baseline offset removed, as Earth Search's sentinel-2-l2a COGs hold them."""
+    with the baseline offset removed, as Earth Search's sentinel-2-l2a COGs hold them, except
+    the items ``still_raw``."""
     with LoopbackServer() as server:
         api = StacApi(server)
         for item_id, when, cloud, baseline, value, flag, rule, keys in ITEMS:
-            offset = 1000 if float(baseline) >= 4 and not harmonized else 0
+            raw = not harmonized or item_id in still_raw
+            offset = 1000 if float(baseline) >= 4 and raw else 0
             assets = {}
             for b, (code, key) in enumerate(zip(CODES, keys, strict=True)):
                 res = 20.0 if code in TWENTY_M else 10.0
                 n = int(SCENE_M / res)
                 dn = np.full((n, n), round((value + 0.01 * b) * 10000) + offset, dtype="uint16")
+                dn[round(n * LAKE_FROM):] = round(LAKE * 10000) + offset
                 t = Affine(res, 0, scene["x0"], 0, -res, scene["y0"])
                 cog = cog_bytes(dn, t, 32606, blocksize=32)
                 assets[key] = server.add_file(f"/cogs/{item_id}/{code}.tif", cog)
             t20 = Affine(20, 0, scene["x0"], 0, -20, scene["y0"])
             scl_key = "SCL" if keys is CODES else "scl"
-            cog = cog_bytes(_scl(rule), t20, 32606, blocksize=32)
+            scl = _scl(rule)
+            lake = scl[round(len(scl) * LAKE_FROM):]
+            lake[lake == 4] = 6
+            cog = cog_bytes(scl, t20, 32606, blocksize=32)
             assets[scl_key] = server.add_file(f"/cogs/{item_id}/SCL.tif", cog)
             props = {"s2:processing_baseline": baseline}
             if flag is not None:
@@ -412,27 +424,92 @@ def test_composite_masks_clouds_applies_offsets_and_takes_the_median(
     assert np.isnan(data[:, clear & in_block]).all()
 
 
-def test_a_harmonized_collection_is_read_without_the_offset(stac, scene, tmp_path,
-                                                           fetch_config):
-    """Earth Search's sentinel-2-l2a COGs hold DNs with the baseline 04.00 offset removed:
-    read with ``harmonized: true`` they give the same composite as ESA's DNs read with the
-    offset, every item's offset 0; read without the setting, the later scenes would be 0.1 dark."""
-    def composite(api_url: str, folder: str, **over) -> tuple[np.ndarray, dict]:
+@pytest.fixture
+def composite(tmp_path, fetch_config):
+    """``composite(api_url, folder, **sentinel2 settings)`` -> (the tile's composite, manifest)."""
+    def make(api_url: str, folder: str, **over) -> tuple[np.ndarray, dict]:
         region = load_region(load_config(fetch_config(_sentinel2(api_url, **over))), "r")
         manifest = read_manifest(fetch_source(region, "sentinel2", tmp_path / folder, tile=TILE))
         with rasterio.open(tmp_path / folder / "sentinel2" / f"{TILE}.tif") as src:
             return src.read(), manifest
+    return make
 
+
+def _by_item(manifest: dict, key: str) -> dict:
+    return {i["id"]: i[key] for chosen in manifest["stac_blocks"].values() for i in chosen}
+
+
+def test_a_harmonized_collection_is_read_without_the_offset(stac, scene, composite):
+    """Earth Search's sentinel-2-l2a COGs hold DNs with the baseline 04.00 offset removed:
+    read with ``harmonized: true`` they give the same composite as ESA's DNs read with the
+    offset, every item's offset 0 (the items of 04.00 and later checked on their darkest clear
+    pixels, the lake at DN 100); read without the setting, the later scenes would be 0.1 dark."""
     esa, _ = composite(stac.url, "esa")
     with serve_items(scene, harmonized=True) as harmonized:
         same, manifest = composite(harmonized.url, "harmonized", harmonized=True)
         dark, _ = composite(harmonized.url, "dark")
-    assert all(i["offset"] == 0.0 for chosen in manifest["stac_blocks"].values() for i in chosen)
+    assert set(_by_item(manifest, "offset").values()) == {0.0}
+    checks = _by_item(manifest, "offset_check")
+    assert checks["it1"] is None and checks["it4"] is None  # before 04.00: nothing to check
+    for item in ("it2", "it3"):
+        assert checks[item]["verdict"] == "harmonised" and checks[item]["dark_dn"] == 100.0
     np.testing.assert_array_equal(same, esa)
     darker = (esa - dark)[np.isfinite(esa)]
     # a median of up to 4 items, 2 of them 0.1 too dark: never brighter, often darker
     assert darker.min() >= -1e-6 and 0.04 < darker.max() <= 0.1 + 1e-6
     assert (darker > 0.01).mean() > 0.2, (darker > 0.01).mean()
+
+
+def test_an_item_that_still_holds_the_offset_is_read_with_it(stac, scene, composite, caplog):
+    """One COG of a harmonised collection with the offset left in (it3, baseline 05.09): its
+    darkest clear pixels (the lake) read DN 1100, not about 100, so it is read with the offset
+    and the composite equals ESA's; with ``check_offset: false`` it reads 0.1 too bright."""
+    esa, _ = composite(stac.url, "esa")
+    with serve_items(scene, harmonized=True, still_raw=("it3",)) as api:
+        with caplog.at_level(logging.WARNING, logger="mapper.sources.composite"):
+            fixed, manifest = composite(api.url, "fixed", harmonized=True)
+        unchecked, plain = composite(api.url, "unchecked", harmonized=True, check_offset=False)
+    checks = _by_item(manifest, "offset_check")
+    assert checks["it3"] == {"verdict": "raw", "dark_dn": 1100.0, "pixels": checks["it3"]["pixels"]}
+    assert checks["it2"]["verdict"] == "harmonised"
+    assert _by_item(manifest, "offset") == {"it1": 0.0, "it2": 0.0, "it3": -1000.0, "it4": 0.0}
+    assert "item it3: its DNs still hold the baseline 04.00 offset" in caplog.text
+    np.testing.assert_array_equal(fixed, esa)
+    assert set(_by_item(plain, "offset_check").values()) == {None}
+    brighter = (unchecked - esa)[np.isfinite(esa)]  # NW: the median of it3 and it4, 0.05 up
+    assert brighter.min() >= -1e-6 and abs(brighter.max() - 0.05) < 1e-5
+    assert (brighter > 0.01).mean() > 0.1, (brighter > 0.01).mean()
+
+
+def test_the_offset_check_needs_enough_clear_pixels(tmp_path):
+    """An item whose granule is clear in fewer than 100 pixels keeps the collection's word; the
+    verdict is read over the whole granule (the SCL's extent, a band reaching further read over
+    it), so it does not depend on the tile."""
+    n = 40
+    t10, t20 = (Affine(r, 0, 500_000, 0, -r, 7_200_000) for r in (10, 20))
+    dn = np.full((2 * n, 2 * n), 1500, dtype="uint16")  # reflectance 0.05 + the offset
+    dn[:8] = 1030  # a lake, still with the offset
+    scl = np.full((n, n), 9, dtype="uint16")  # cloud
+    assets = {}
+    # B02 reaches 40 m further east, over water (DN 100) that the check must not read: squeezed
+    # into the SCL's shape it would make the item look harmonised
+    wider = np.pad(dn, ((0, 0), (0, 4)), constant_values=100)
+    for code, data, t in (("B02", wider, t10), ("B12", dn[::2, ::2].copy(), t20),
+                          ("SCL", scl, t20)):
+        path = tmp_path / f"{code}.tif"
+        path.write_bytes(cog_bytes(data, t, 32606, blocksize=32))
+        assets[code] = pystac.Asset(str(path))
+    item = pystac.Item("cloudy", None, None, datetime(2023, 7, 1, tzinfo=UTC),
+                       {"s2:processing_baseline": "05.09"}, assets=assets)
+    for clear_rows, verdict in ((2, "inconclusive"), (3, "raw")):  # 80 and 120 clear pixels
+        scl[:clear_rows] = 4
+        (tmp_path / "SCL.tif").write_bytes(cog_bytes(scl, t20, 32606, blocksize=32))
+        record = check_offset(item)
+        assert record["verdict"] == verdict and record["pixels"] == clear_rows * n
+        offsets = item_offsets([item], harmonized=True)
+        assert offsets["cloudy"] == ((-1000.0 if verdict == "raw" else 0.0), record)
+    assert item_offsets([item], harmonized=False)["cloudy"] == (-1000.0, None)
+    assert item_offsets([item], harmonized=True, check=False)["cloudy"] == (0.0, None)
 
 
 def test_no_items_gives_an_empty_composite(stac, tmp_path, fetch_config):

@@ -23,6 +23,18 @@ reflectance x 10000 whatever the baseline, and the ``earthsearch:boa_offset_appl
 on many items, is ignored either way (the source's ``harmonized`` setting decides). DN 0 is nodata;
 reflectance below 0 (dark pixels after the offset) is clipped to 0.
 
+Not every COG of a harmonised collection had the offset removed (Earth Search names "some" items;
+earth-search#66 shows one of 26 January 2022 with it still in). With ``check_offset`` (on by
+default), each item of baseline 04.00 or later in a ``harmonized`` collection is tested on its own
+data (:func:`check_offset`): read at low resolution over its whole granule, the darkest 1 % of
+its clear pixels (the lower of blue and SWIR 2.2 um, the darkest bands of vegetation and of water)
+lie near DN 0 once the offset is out (reflectance 0.00-0.03: water, shadow, forest), but at
+DN 1000 or more while it is in (reflectance 0 plus the offset). Below :data:`RAW_DARK_DN` (500,
+midway) the item is harmonised; at or above it the offset is applied to that item, with a
+warning; with fewer than :data:`OFFSET_CHECK_MIN_PIXELS` clear pixels the collection's setting
+stands. The verdict depends only on the item's files, never on the tile, so it is the same in
+every tile and block.
+
 Items are MGRS granules, and one acquisition (:func:`mapper.sources.stac.acquisition`) can have
 several that cover a pixel: neighbouring granules of a pass overlap by about 10 km, and a granule
 can be listed again after a reprocessing. An acquisition's granules are first mosaicked, each
@@ -83,6 +95,16 @@ OFFSET_START = datetime(2022, 1, 25, tzinfo=UTC)
 """Processing baseline 04.00 went live on 25 January 2022: from then on L2A DNs carry +1000."""
 BOA_OFFSET = -1000.0
 DN_SCALE = 10000.0
+OFFSET_CHECK_BANDS = ("B02", "B12")
+"""The darkest bands of clear ground: blue over vegetation, SWIR 2.2 um over water."""
+OFFSET_CHECK_PX = 256
+"""Side of the low-resolution read of a granule for :func:`check_offset` (at most; its 20 m grid
+if smaller). A COG's overviews serve it in a few range requests."""
+OFFSET_CHECK_MIN_PIXELS = 100
+DARK_PERCENTILE = 1.0
+RAW_DARK_DN = 500.0
+"""Darkest-percentile DN at and above which a harmonised collection's item still holds the
+offset: midway between harmonised (about 0-300) and raw (1000 and up)."""
 MEDIAN_ROWS = 256
 MAX_BUFFER_BYTES = 2 << 30
 """Budget (bytes) of the [items, 9, rows, W] float32 buffer; the tile is cut into row strips."""
@@ -142,6 +164,78 @@ def dn_offset(item: pystac.Item, harmonized: bool = False) -> float:
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
     logger.warning("item %s has no s2:processing_baseline; deciding the offset by date", item.id)
     return BOA_OFFSET if when >= OFFSET_START else 0.0
+
+
+def check_offset(item: pystac.Item) -> dict[str, Any]:
+    """Whether ``item``'s DNs still hold the baseline 04.00 offset, judged from its data.
+
+    SCL, blue (B02) and SWIR 2.2 um (B12) are read over the SCL's extent at most
+    :data:`OFFSET_CHECK_PX` pixels a side (nearest; a COG's overviews answer it). Over the clear
+    pixels (SCL not in :data:`SCL_MASKED`, both DNs above 0), the :data:`DARK_PERCENTILE`
+    percentile of the lower of the two DNs is ``dark_dn``. Returns ``{"verdict": "raw" |
+    "harmonised" | "inconclusive", "dark_dn": float | None, "pixels": int}``.
+    """
+    scl_href = asset_href(item, "SCL")
+    try:
+        with rasterio.open(gdal_path(scl_href)) as src:
+            bounds = src.bounds
+            shape = (min(OFFSET_CHECK_PX, src.height), min(OFFSET_CHECK_PX, src.width))
+            scl = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+    except rasterio.errors.RasterioIOError as exc:
+        raise _source_error(item, "SCL", scl_href, exc) from None
+    darkest = np.full(shape, np.inf)
+    for code in OFFSET_CHECK_BANDS:
+        href = asset_href(item, code)
+        try:
+            with rasterio.open(gdal_path(href)) as src:
+                same = np.allclose(tuple(src.bounds), tuple(bounds), atol=1.0)
+                window = {} if same else {"window": _window_of(src, bounds), "boundless": True,
+                                          "fill_value": 0}
+                dn = src.read(1, out_shape=shape, resampling=Resampling.nearest, **window)
+        except rasterio.errors.RasterioIOError as exc:
+            raise _source_error(item, code, href, exc) from None
+        darkest = np.where(dn > 0, np.minimum(darkest, dn), np.nan)
+    clear = np.isfinite(darkest) & ~np.isin(scl, SCL_MASKED)
+    n = int(clear.sum())
+    if n < OFFSET_CHECK_MIN_PIXELS:
+        return {"verdict": "inconclusive", "dark_dn": None, "pixels": n}
+    dark = float(np.percentile(darkest[clear], DARK_PERCENTILE))
+    return {"verdict": "raw" if dark >= RAW_DARK_DN else "harmonised", "dark_dn": round(dark, 1),
+            "pixels": n}
+
+
+def _window_of(src: rasterio.io.DatasetReader, bounds: rasterio.coords.BoundingBox) -> Window:
+    """The window of ``src`` over ``bounds`` (same CRS, north up); a granule's bands share it."""
+    xres, yres = src.res
+    return Window((bounds.left - src.bounds.left) / xres, (src.bounds.top - bounds.top) / yres,
+                  (bounds.right - bounds.left) / xres, (bounds.top - bounds.bottom) / yres)
+
+
+def item_offsets(
+    items: Sequence[pystac.Item], harmonized: bool, check: bool = True
+) -> dict[str, tuple[float, dict[str, Any] | None]]:
+    """Per item id: the offset its DNs are read with and the record of :func:`check_offset`
+    (None where no check is made: a collection as ESA delivers it, a baseline before 04.00, or
+    ``check`` off). An item of a ``harmonized`` collection found ``raw`` is read with the offset."""
+    out: dict[str, tuple[float, dict[str, Any] | None]] = {}
+    for item in items:
+        if item.id in out:
+            continue
+        offset, record = dn_offset(item, harmonized), None
+        if harmonized and check and dn_offset(item, False) != 0.0:
+            record = check_offset(item)
+            if record["verdict"] == "raw":
+                offset = BOA_OFFSET
+                logger.warning(
+                    "item %s: its DNs still hold the baseline 04.00 offset although the "
+                    "collection is harmonized (the darkest %g %% of %d clear pixels at DN %.0f, "
+                    "not near 0); read with offset %g",
+                    item.id, DARK_PERCENTILE, record["pixels"], record["dark_dn"], BOA_OFFSET)
+            elif record["verdict"] == "inconclusive":
+                logger.info("item %s: %d clear pixels, too few to check its offset; read as the "
+                            "collection says (harmonized)", item.id, record["pixels"])
+        out[item.id] = (offset, record)
+    return out
 
 
 def gdal_path(href: str) -> str:
@@ -264,7 +358,8 @@ def strip_rows(n_items: int, width: int, height: int, max_buffer_bytes: int) -> 
 
 
 def _clear_masks(
-    items: Sequence[pystac.Item], lattice: Lattice, tile: str, harmonized: bool
+    items: Sequence[pystac.Item], lattice: Lattice, tile: str,
+    offsets: Mapping[str, tuple[float, dict[str, Any] | None]],
 ) -> tuple[list[tuple[pystac.Item, np.ndarray]], list[dict[str, Any]]]:
     """Each item's clear pixels on the tile (SCL not masked): the items with at least one, each
     with its mask packed one bit per pixel along rows, and a summary of every item."""
@@ -290,7 +385,8 @@ def _clear_masks(
                 "datetime": item.datetime.isoformat() if item.datetime else None,
                 "cloud_cover": item.properties.get("eo:cloud_cover"),
                 "processing_baseline": item.properties.get("s2:processing_baseline"),
-                "offset": dn_offset(item, harmonized),
+                "offset": offsets[item.id][0],
+                "offset_check": offsets[item.id][1],
                 "clear_fraction": round(fraction, 6),
             }
         )
@@ -315,7 +411,7 @@ def _median_reflectance(
     tile: str,
     vrt_dir: Path,
     max_buffer_bytes: int,
-    harmonized: bool,
+    offsets: Mapping[str, tuple[float, dict[str, Any] | None]],
 ) -> tuple[np.ndarray, int]:
     """The per-pixel median reflectance of the items' clear pixels, [9, H, W] float32 (NaN where
     no item is clear), each acquisition's granules mosaicked first so that it counts once;
@@ -333,7 +429,7 @@ def _median_reflectance(
         h = r1 - r0
         for i, (item, bits) in enumerate(kept):
             valid = np.unpackbits(bits[r0:r1], axis=1, count=width).astype(bool)
-            offset = np.float32(dn_offset(item, harmonized))
+            offset = np.float32(offsets[item.id][0])
             for indices, source in groups[i]:
                 what = "/".join(S2_BANDS[b][1] for b in indices)
                 dn = _warp(item, what, source, lattice, (tile, r0, r1), Resampling.bilinear)
@@ -408,6 +504,7 @@ def composite_tile(
     *,
     block_px: int,
     harmonized: bool = False,
+    check: bool = True,
     max_buffer_bytes: int = MAX_BUFFER_BYTES,
 ) -> dict[str, Any]:
     """Write the median composite of ``tile`` to ``dest``, each of its scene-selection blocks
@@ -415,9 +512,11 @@ def composite_tile(
 
     Each block is composited as a whole on its own grid, so a tile's composite is exactly the
     blocks' composites side by side: equal, bit for bit, at any ``tile_px`` that is a multiple of
-    ``block_px``. ``harmonized``: the items' DNs carry no baseline offset (:func:`dn_offset`).
-    The summary has ``blocks`` (per block id: per item its id, acquisition, datetime, cloud
-    cover, baseline, offset and the fraction of the block kept by the SCL mask), ``used`` (ids
+    ``block_px``. ``harmonized``: the items' DNs carry no baseline offset (:func:`dn_offset`),
+    each item of baseline 04.00 or later checked on its data unless ``check`` is off
+    (:func:`item_offsets`). The summary has ``blocks`` (per block id: per item its id,
+    acquisition, datetime, cloud cover, baseline, offset, the offset check's record and the
+    fraction of the block kept by the SCL mask), ``used`` (ids
     that contributed at least one pixel anywhere), ``valid_fraction`` (pixels of the composite
     with a value in every band) and ``strips`` (summed over blocks). With no usable item a block
     is left NaN (ocean, or permanently cloudy) and a warning is logged. The result does not depend
@@ -433,11 +532,12 @@ def composite_tile(
     used: list[str] = []
     strips = 0
     with rasterio.Env(**GDAL_HTTP_ENV, **GDAL_CACHE_ENV), TemporaryDirectory() as vrt_dir:
+        offsets = item_offsets([it for b, _ in cut for it in blocks[b]], harmonized, check)
         for block, win in cut:
             items = blocks[block]
-            kept, summary[block] = _clear_masks(items, grid, block, harmonized)
+            kept, summary[block] = _clear_masks(items, grid, block, offsets)
             part, n = _median_reflectance(kept, grid, block, Path(vrt_dir), max_buffer_bytes,
-                                          harmonized)
+                                          offsets)
             rows = slice(win.row_off, win.row_off + block_px)
             result[:, rows, win.col_off : win.col_off + block_px] = part
             strips += n

@@ -340,7 +340,8 @@ def _fetch_stac(
     )
     dest = out_dir / name / f"{tile}.tif"
     summary = composite_tile(chosen, lattice, tile, dest, block_px=settings["block_px"],
-                             harmonized=settings["harmonized"])
+                             harmonized=settings["harmonized"],
+                             check=settings["check_offset"])
     item = {"path": str(dest), "size": dest.stat().st_size, "sha256": file_sha256(dest)}
     hrefs = {it.id: it.get_self_href() for it in found}
     for block_items in summary["blocks"].values():

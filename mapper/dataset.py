@@ -376,10 +376,25 @@ class CropDataset:
             windows=[Window(pl.col_off, pl.row_off, p, p) for pl in plans],
         )
 
-    def normaliser_pixels(self, n_crops: int = 64) -> np.ndarray:
-        """Stack pixels [n, 19, P, P] of up to ``n_crops`` crops of epoch 0, to fit a normaliser."""
+    def normaliser_pixels(self, n_crops: int = 64, max_pixels: int | None = None,
+                          seed: int = 0) -> np.ndarray:
+        """Stack pixels of up to ``n_crops`` crops of epoch 0, to fit a normaliser.
+
+        The crops whole, ``[n, 19, P, P]``, when they hold at most ``max_pixels`` pixels (None:
+        always); else a table ``[n * k, 19]`` of ``k = max_pixels // n`` pixels drawn at random
+        (seeded) from each crop, so that many places are sampled in bounded memory.
+        """
         plans = self.plan_epoch(0, "normalise")[:n_crops]
-        return np.stack([self.read(pl) for pl in plans])
+        area = self.settings.crop_px ** 2
+        if max_pixels is None or len(plans) * area <= max_pixels:
+            return np.stack([self.read(pl) for pl in plans])
+        k = max(1, max_pixels // len(plans))
+        rng = np.random.default_rng([seed, len(plans), k])
+        parts = []
+        for plan in plans:
+            crop = self.read(plan)
+            parts.append(crop.reshape(len(crop), area)[:, rng.choice(area, k, replace=False)].T)
+        return np.concatenate(parts)
 
 
 def predict_points(

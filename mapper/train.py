@@ -39,6 +39,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,7 +72,23 @@ HEADS = ("head.", "geo_head.")
 """State-dict prefixes of the task heads: not carried from a pretrained checkpoint."""
 
 NORMALISER_CROPS = 64
-"""Crops whose pixels fit the normalisation when no pretrained checkpoint provides one."""
+"""The fewest crops whose pixels fit the normalisation when no pretrained checkpoint provides
+one; a region of more than 64 x :data:`NORMALISER_KM2` adds one per that much mapped area."""
+NORMALISER_KM2 = 25.0
+"""Mapped area per normaliser crop beyond the first 64: a 5 km square, the scale at which the
+covariates vary (the 2 km climate grids, ridges and valleys), so that the clipping percentiles of
+a large region rest on its whole range of climate and terrain, not on 64 places."""
+NORMALISER_MAX_CROPS = 4096
+NORMALISER_PIXELS = 64 * 256 * 256
+"""Pixels read whole at most (64 crops of the reference's 256 px, 0.3 GB of float32 x 19 bands);
+more crops give each a random share of that many."""
+
+
+def normaliser_crops(area_km2: float) -> int:
+    """Crops the normalisation is fitted on for a mapped area of ``area_km2``: 64 up to
+    1600 km^2 (the demo's 420 km^2), then one per 25 km^2, at most 4096 (Alaska's)."""
+    return int(min(NORMALISER_MAX_CROPS,
+                   max(NORMALISER_CROPS, math.ceil(area_km2 / NORMALISER_KM2))))
 
 
 @dataclass
@@ -263,11 +280,16 @@ def _fit(
 
 
 def _fit_normaliser(dataset: CropDataset, cfg: ModelConfig, seed: int) -> Normaliser:
-    """The normalisation fitted on pixels of the first crops; Sentinel-2 scaled for the encoder's
-    start (SatlasPretrain's fixed scaling for its weights, else standardised; see
+    """The normalisation fitted on pixels of the first crops of epoch 0 (how many:
+    :func:`normaliser_crops` of the mapped area); Sentinel-2 scaled for the encoder's start
+    (SatlasPretrain's fixed scaling for its weights, else standardised; see
     :mod:`mapper.normalise`)."""
-    return Normaliser.fit(dataset.normaliser_pixels(NORMALISER_CROPS), seed=seed,
-                          s2_scaling=s2_scaling_for(cfg.satlas_weights))
+    n_crops = normaliser_crops(dataset.boundary.area / 1e6)
+    pixels = dataset.normaliser_pixels(n_crops, NORMALISER_PIXELS, seed)
+    normaliser = Normaliser.fit(pixels, seed=seed, s2_scaling=s2_scaling_for(cfg.satlas_weights))
+    logger.info("normalisation fitted on %d valid pixels of up to %d crops", normaliser.n_pixels,
+                n_crops)
+    return normaliser
 
 
 def _open_reader(region: Region, stacks: list[str | Path]) -> StackReader:

@@ -10,6 +10,7 @@ import torch
 import training_data as T
 from rasterio.windows import Window
 
+from mapper.bands import STACK_BANDS
 from mapper.dataset import (
     CropDataset,
     CropSettings,
@@ -24,7 +25,7 @@ from mapper.losses import IGNORE_INDEX
 from mapper.normalise import Normaliser
 from mapper.samples import stacks_by_tile
 from mapper.splits import train_test_indices
-from mapper.train import _points
+from mapper.train import _points, normaliser_crops
 from mapper.windows import StackReader
 
 
@@ -192,3 +193,25 @@ def test_each_symmetry_keeps_every_query_on_its_pixel() -> None:
     np.testing.assert_array_equal(a[0], image)  # identity
     np.testing.assert_array_equal(b[1], dihedral(image, q[1], 3)[0])
     np.testing.assert_allclose(moved[2], dihedral(image, q[2], 6)[1])
+
+
+def test_normaliser_pixels_sample_many_crops_in_bounded_memory(tiny: dict) -> None:
+    """Within the pixel budget the crops come whole; past it, each of the same crops gives the
+    same number of its own pixels, drawn reproducibly."""
+    ds, _ = _dataset(tiny)
+    p = ds.settings.crop_px
+    whole = ds.normaliser_pixels(8, max_pixels=8 * p * p)
+    assert whole.shape == (8, len(STACK_BANDS), p, p)
+    table = ds.normaliser_pixels(8, max_pixels=8 * 50, seed=3)
+    assert table.shape == (8 * 50, len(STACK_BANDS))
+    np.testing.assert_array_equal(table, ds.normaliser_pixels(8, max_pixels=8 * 50, seed=3))
+    assert not np.array_equal(table, ds.normaliser_pixels(8, max_pixels=8 * 50, seed=4),
+                              equal_nan=True)
+    for i in range(8):  # every drawn pixel is a pixel of its own crop
+        crop = whole[i].reshape(len(STACK_BANDS), -1).T
+        rows = table[i * 50 : (i + 1) * 50]
+        found = [np.flatnonzero((np.isclose(crop, r, equal_nan=True)).all(axis=1)) for r in rows]
+        assert all(len(f) for f in found)
+    assert normaliser_crops(419.4) == 64  # the demo: the 64 crops it always had
+    assert normaliser_crops(1600.0) == 64 and normaliser_crops(1601.0) == 65
+    assert normaliser_crops(1.72e6) == 4096  # Alaska

@@ -13,7 +13,9 @@ Prints, from ``maps/nsp_<region>.tif`` (stored percent):
   the demo's), the map minus the truth in both, which separates a bias of the model at the edge
   from a landscape that differs there; and per side, the side comparison made on the truth
   itself (what a map equal to the truth would show) and on the map over the same cells, their
-  difference being the map's edge bias proper;
+  difference being the map's edge bias proper, and the share of interior strips at which the
+  truth itself differs by more than ``--tolerance`` (how often the landscape alone fails the
+  criterion);
 - per side, the same comparison made at every interior line (a ``band``-line strip against the
   ``inner`` lines on its inward side, for every strip at least ``band + inner`` lines from both
   edges): the share of interior strips that differ by more than the side's edge does. A landscape
@@ -155,11 +157,17 @@ def main() -> None:
         on_map[rows[both], cols[both]] = v[both]
         t_sides = side_bands(on_truth, args.band, args.inner)
         m_sides = side_bands(on_map, args.band, args.inner)
+        # How often the truth itself, at interior lines, differs by more than the tolerance:
+        # how often a map equal to the truth would fail the side criterion by its landscape alone.
+        t_shares = interior_shares(on_truth, args.band, args.inner,
+                                   dict.fromkeys(t_sides, args.tolerance))
         for side, (e, i) in t_sides.items():
             me, mi = m_sides[side]
+            share, n = t_shares[side]
             print(f"{side:>6}: the truth's difference {e - i:+.1f} points, the map's "
                   f"{me - mi:+.1f} on the same cells: edge bias (map minus truth) "
-                  f"{(me - mi) - (e - i):+.1f}")
+                  f"{(me - mi) - (e - i):+.1f}; the truth differs by more than "
+                  f"{args.tolerance:g} points at {100 * share:.0f} % of {n} interior strips")
         if args.across:
             across(region, values, t, truth, args.band, args.inner)
     if worst > args.tolerance:

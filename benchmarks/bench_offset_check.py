@@ -8,7 +8,8 @@ Usage::
 A SYNTHETIC granule in Earth Search's file layout (uint16 COGs in UTM 6N, DEFLATE, 1024 px
 internal tiles with overviews; 10 m bands 10980 px a side, 20 m bands and SCL 5490; smooth
 tundra reflectance with lakes) is served by the tests' loopback HTTP server on 127.0.0.1. Printed,
-each after a cold start of GDAL's caches:
+in this order in one process (the check first, so it finds nothing cached; the composite then
+finds the files' headers in /vsicurl's cache):
 
 - :func:`mapper.sources.composite.check_offset` on the item: wall time, HTTP requests and bytes
   read, and its verdict;

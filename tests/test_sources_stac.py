@@ -449,6 +449,7 @@ def test_a_harmonized_collection_is_read_without_the_offset(stac, scene, composi
         same, manifest = composite(harmonized.url, "harmonized", harmonized=True)
         dark, _ = composite(harmonized.url, "dark")
     assert set(_by_item(manifest, "offset").values()) == {0.0}
+    assert manifest["stac"]["harmonized"] is True and manifest["stac"]["check_offset"] is True
     checks = _by_item(manifest, "offset_check")
     assert checks["it1"] is None and checks["it4"] is None  # before 04.00: nothing to check
     for item in ("it2", "it3"):
@@ -476,6 +477,7 @@ def test_an_item_that_still_holds_the_offset_is_read_with_it(stac, scene, compos
     assert "item it3: its DNs still hold the baseline 04.00 offset" in caplog.text
     np.testing.assert_array_equal(fixed, esa)
     assert set(_by_item(plain, "offset_check").values()) == {None}
+    assert plain["stac"]["check_offset"] is False
     brighter = (unchecked - esa)[np.isfinite(esa)]  # NW: the median of it3 and it4, 0.05 up
     assert brighter.min() >= -1e-6 and abs(brighter.max() - 0.05) < 1e-5
     assert (brighter > 0.01).mean() > 0.1, (brighter > 0.01).mean()

@@ -318,6 +318,8 @@ def _fetch_stac(
         "max_cloud": settings["max_cloud"],
         "max_items": settings["max_items"],
         "block_px": settings["block_px"],
+        "harmonized": settings["harmonized"],
+        "check_offset": settings["check_offset"],
         "bboxes": [list(b) for b in split_antimeridian(lonlat_bbox(bounds, lattice.crs))],
     }
     blocks = scene_blocks(lattice, tile, settings["block_px"])

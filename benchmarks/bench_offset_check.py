@@ -11,7 +11,7 @@ tundra reflectance with lakes) is served by the tests' loopback HTTP server on 1
 in this order in one process (the check first, so it finds nothing cached; the composite then
 finds the files' headers in /vsicurl's cache):
 
-- :func:`mapper.sources.composite.check_offset` on the item: wall time, HTTP requests and bytes
+- :func:`mapper.sources.s2_items.check_offset` on the item: wall time, HTTP requests and bytes
   read, and its verdict;
 - :func:`mapper.sources.composite.composite_tile` of one ``block_px`` block of the same item
   inside the granule (harmonized, the check off): the same figures, i.e. what one block of a
@@ -84,7 +84,8 @@ def main() -> None:
     from pyproj import Transformer
 
     from mapper.raster import GDAL_HTTP_ENV
-    from mapper.sources.composite import GDAL_CACHE_ENV, check_offset, composite_tile
+    from mapper.sources.composite import GDAL_CACHE_ENV, composite_tile
+    from mapper.sources.s2_items import check_offset
 
     with tempfile.TemporaryDirectory() as tmp, LoopbackServer() as server:
         t0 = time.perf_counter()

@@ -43,9 +43,9 @@ from mapper.bands import S2_BANDS
 from mapper.config import load_config, load_region
 from mapper.errors import SourceError
 from mapper.grid import Lattice
-from mapper.sources.composite import check_offset, item_offsets
 from mapper.sources.fetch import fetch_source
 from mapper.sources.manifest import read_manifest
+from mapper.sources.s2_items import check_offset, item_offsets
 from mapper.sources.stac import (
     lonlat_bbox,
     month_intervals,
@@ -467,7 +467,7 @@ def test_an_item_that_still_holds_the_offset_is_read_with_it(stac, scene, compos
     and the composite equals ESA's; with ``check_offset: false`` it reads 0.1 too bright."""
     esa, _ = composite(stac.url, "esa")
     with serve_items(scene, harmonized=True, still_raw=("it3",)) as api:
-        with caplog.at_level(logging.WARNING, logger="mapper.sources.composite"):
+        with caplog.at_level(logging.WARNING, logger="mapper.sources.s2_items"):
             fixed, manifest = composite(api.url, "fixed", harmonized=True)
         unchecked, plain = composite(api.url, "unchecked", harmonized=True, check_offset=False)
     checks = _by_item(manifest, "offset_check")

@@ -21,19 +21,8 @@ item from ``s2:processing_baseline`` (the acquisition date decides only when it 
 COGs (``s3://sentinel-cogs``) were converted with it subtracted, so their DNs read as
 reflectance x 10000 whatever the baseline, and the ``earthsearch:boa_offset_applied`` flag, wrong
 on many items, is ignored either way (the source's ``harmonized`` setting decides). DN 0 is nodata;
-reflectance below 0 (dark pixels after the offset) is clipped to 0.
-
-Not every COG of a harmonised collection had the offset removed (Earth Search names "some" items;
-earth-search#66 shows one of 26 January 2022 with it still in). With ``check_offset`` (on by
-default), each item of baseline 04.00 or later in a ``harmonized`` collection is tested on its own
-data (:func:`check_offset`): read at low resolution over its whole granule, the darkest 1 % of
-its clear pixels (the lower of blue and SWIR 2.2 um, the darkest bands of vegetation and of water)
-lie near DN 0 once the offset is out (reflectance 0.00-0.03: water, shadow, forest), but at
-DN 1000 or more while it is in (reflectance 0 plus the offset). Below :data:`RAW_DARK_DN` (500,
-midway) the item is harmonised; at or above it the offset is applied to that item, with a
-warning; with fewer than :data:`OFFSET_CHECK_MIN_PIXELS` clear pixels the collection's setting
-stands. The verdict depends only on the item's files, never on the tile, so it is the same in
-every tile and block.
+reflectance below 0 (dark pixels after the offset) is clipped to 0. The offset per item, and
+the check of a harmonised collection's items on their own data: :mod:`mapper.sources.s2_items`.
 
 Items are MGRS granules, and one acquisition (:func:`mapper.sources.stac.acquisition`) can have
 several that cover a pixel: neighbouring granules of a pass overlap by about 10 km, and a granule
@@ -64,7 +53,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -78,33 +66,22 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from mapper.bands import S2_BANDS
-from mapper.errors import ConfigError, InputError, SourceError
+from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
 from mapper.raster import GDAL_HTTP_ENV, warp_to_grid, write_geotiff
+from mapper.sources.s2_items import (
+    DN_SCALE,
+    SCL_MASKED,
+    asset_href,
+    gdal_path,
+    item_offsets,
+    source_error,
+)
 from mapper.sources.stac import acquisition, cloud_cover
 from mapper.vrt import GDAL_TYPES, VrtBand, VrtSource, write_vrt_file
 
 logger = logging.getLogger(__name__)
 
-SCL_MASKED: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
-"""SCL classes removed: no data, saturated/defective, cloud shadow, cloud medium and high
-probability, thin cirrus, snow/ice."""
-
-BASELINE_WITH_OFFSET = 4.0
-OFFSET_START = datetime(2022, 1, 25, tzinfo=UTC)
-"""Processing baseline 04.00 went live on 25 January 2022: from then on L2A DNs carry +1000."""
-BOA_OFFSET = -1000.0
-DN_SCALE = 10000.0
-OFFSET_CHECK_BANDS = ("B02", "B12")
-"""The darkest bands of clear ground: blue over vegetation, SWIR 2.2 um over water."""
-OFFSET_CHECK_PX = 256
-"""Side of the low-resolution read of a granule for :func:`check_offset` (at most; its 20 m grid
-if smaller). A COG's overviews serve it in a few range requests."""
-OFFSET_CHECK_MIN_PIXELS = 100
-DARK_PERCENTILE = 1.0
-RAW_DARK_DN = 500.0
-"""Darkest-percentile DN at and above which a harmonised collection's item still holds the
-offset: midway between harmonised (about 0-300) and raw (1000 and up)."""
 MEDIAN_ROWS = 256
 MAX_BUFFER_BYTES = 2 << 30
 """Budget (bytes) of the [items, 9, rows, W] float32 buffer; the tile is cut into row strips."""
@@ -112,146 +89,6 @@ MAX_BUFFER_BYTES = 2 << 30
 GDAL_CACHE_ENV = {"CPL_VSIL_CURL_CACHE_SIZE": str(1 << 30)}
 """/vsicurl's cache of downloaded bytes (1 GiB, default 16 MiB), so that the strips of a tile
 find the compressed COG blocks they share already fetched."""
-
-# Asset keys per band: Earth Search v1 common names first, then the band codes other catalogs use.
-ASSET_KEYS: dict[str, tuple[str, ...]] = {
-    "B02": ("blue", "B02"),
-    "B03": ("green", "B03"),
-    "B04": ("red", "B04"),
-    "B05": ("rededge1", "B05"),
-    "B06": ("rededge2", "B06"),
-    "B07": ("rededge3", "B07"),
-    "B08": ("nir", "B08"),
-    "B11": ("swir16", "B11"),
-    "B12": ("swir22", "B12"),
-    "SCL": ("scl", "SCL"),
-}
-
-
-def asset_href(item: pystac.Item, band: str) -> str:
-    """The href of ``band`` (e.g. ``"B04"``, ``"SCL"``) in ``item``; SourceError if it has none."""
-    keys = ASSET_KEYS[band]
-    for key in (*keys, *(k.lower() for k in keys)):
-        asset = item.assets.get(key)
-        if asset is not None:
-            return asset.get_absolute_href() or asset.href
-    raise SourceError(
-        f"STAC item {item.id}: no asset for {band} (looked for {', '.join(keys)}); "
-        "use a Sentinel-2 L2A collection (e.g. Earth Search 'sentinel-2-l2a')"
-    )
-
-
-def processing_baseline(item: pystac.Item) -> float | None:
-    """``s2:processing_baseline`` as a number (``"04.00"`` -> 4.0), or None if absent/unreadable."""
-    value = item.properties.get("s2:processing_baseline")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def dn_offset(item: pystac.Item, harmonized: bool = False) -> float:
-    """The value added to an item's DNs before dividing by 10000: -1000 from baseline 04.00, 0 for
-    a ``harmonized`` collection (the offset already removed from its files)."""
-    if harmonized:
-        return 0.0
-    baseline = processing_baseline(item)
-    if baseline is not None:
-        return BOA_OFFSET if baseline >= BASELINE_WITH_OFFSET else 0.0
-    when = item.datetime
-    if when is None:
-        return 0.0
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    logger.warning("item %s has no s2:processing_baseline; deciding the offset by date", item.id)
-    return BOA_OFFSET if when >= OFFSET_START else 0.0
-
-
-def check_offset(item: pystac.Item) -> dict[str, Any]:
-    """Whether ``item``'s DNs still hold the baseline 04.00 offset, judged from its data.
-
-    SCL, blue (B02) and SWIR 2.2 um (B12) are read over the SCL's extent at most
-    :data:`OFFSET_CHECK_PX` pixels a side (nearest; a COG's overviews answer it). Over the clear
-    pixels (SCL not in :data:`SCL_MASKED`, both DNs above 0), the :data:`DARK_PERCENTILE`
-    percentile of the lower of the two DNs is ``dark_dn``. Returns ``{"verdict": "raw" |
-    "harmonised" | "inconclusive", "dark_dn": float | None, "pixels": int}``.
-    """
-    scl_href = asset_href(item, "SCL")
-    try:
-        with rasterio.open(gdal_path(scl_href)) as src:
-            bounds = src.bounds
-            shape = (min(OFFSET_CHECK_PX, src.height), min(OFFSET_CHECK_PX, src.width))
-            scl = src.read(1, out_shape=shape, resampling=Resampling.nearest)
-    except rasterio.errors.RasterioIOError as exc:
-        raise _source_error(item, "SCL", scl_href, exc) from None
-    darkest = np.full(shape, np.inf)
-    for code in OFFSET_CHECK_BANDS:
-        href = asset_href(item, code)
-        try:
-            with rasterio.open(gdal_path(href)) as src:
-                same = np.allclose(tuple(src.bounds), tuple(bounds), atol=1.0)
-                window = {} if same else {"window": _window_of(src, bounds), "boundless": True,
-                                          "fill_value": 0}
-                dn = src.read(1, out_shape=shape, resampling=Resampling.nearest, **window)
-        except rasterio.errors.RasterioIOError as exc:
-            raise _source_error(item, code, href, exc) from None
-        darkest = np.where(dn > 0, np.minimum(darkest, dn), np.nan)
-    clear = np.isfinite(darkest) & ~np.isin(scl, SCL_MASKED)
-    n = int(clear.sum())
-    if n < OFFSET_CHECK_MIN_PIXELS:
-        return {"verdict": "inconclusive", "dark_dn": None, "pixels": n}
-    dark = float(np.percentile(darkest[clear], DARK_PERCENTILE))
-    return {"verdict": "raw" if dark >= RAW_DARK_DN else "harmonised", "dark_dn": round(dark, 1),
-            "pixels": n}
-
-
-def _window_of(src: rasterio.io.DatasetReader, bounds: rasterio.coords.BoundingBox) -> Window:
-    """The window of ``src`` over ``bounds`` (same CRS, north up); a granule's bands share it."""
-    xres, yres = src.res
-    return Window((bounds.left - src.bounds.left) / xres, (src.bounds.top - bounds.top) / yres,
-                  (bounds.right - bounds.left) / xres, (bounds.top - bounds.bottom) / yres)
-
-
-def item_offsets(
-    items: Sequence[pystac.Item], harmonized: bool, check: bool = True
-) -> dict[str, tuple[float, dict[str, Any] | None]]:
-    """Per item id: the offset its DNs are read with and the record of :func:`check_offset`
-    (None where no check is made: a collection as ESA delivers it, a baseline before 04.00, or
-    ``check`` off). An item of a ``harmonized`` collection found ``raw`` is read with the offset."""
-    out: dict[str, tuple[float, dict[str, Any] | None]] = {}
-    for item in items:
-        if item.id in out:
-            continue
-        offset, record = dn_offset(item, harmonized), None
-        if harmonized and check and dn_offset(item, False) != 0.0:
-            record = check_offset(item)
-            if record["verdict"] == "raw":
-                offset = BOA_OFFSET
-                logger.warning(
-                    "item %s: its DNs still hold the baseline 04.00 offset although the "
-                    "collection is harmonized (the darkest %g %% of %d clear pixels at DN %.0f, "
-                    "not near 0); read with offset %g",
-                    item.id, DARK_PERCENTILE, record["pixels"], record["dark_dn"], BOA_OFFSET)
-            elif record["verdict"] == "inconclusive":
-                logger.info("item %s: %d clear pixels, too few to check its offset; read as the "
-                            "collection says (harmonized)", item.id, record["pixels"])
-        out[item.id] = (offset, record)
-    return out
-
-
-def gdal_path(href: str) -> str:
-    """The GDAL name of an asset href: ``/vsicurl/`` for http(s), ``/vsis3/`` for s3, else as is."""
-    if href.startswith(("http://", "https://")):
-        return "/vsicurl/" + href
-    if href.startswith("s3://"):
-        return "/vsis3/" + href[len("s3://") :]
-    return href
-
-
-def _source_error(item: pystac.Item, what: str, href: str, exc: Exception) -> SourceError:
-    return SourceError(
-        f"STAC item {item.id} {what} ({href}): {exc}; retry later (HTTP reads failed after "
-        "GDAL's retries) or lower max_items to skip the item"
-    )
 
 
 def _warp(
@@ -278,7 +115,7 @@ def _warp(
             src_nodata=0,
         )
     except InputError as exc:
-        raise _source_error(item, what, href, exc) from None
+        raise source_error(item, what, href, exc) from None
 
 
 def _band_groups(item: pystac.Item, vrt_dir: Path) -> list[tuple[list[int], tuple[str, str]]]:
@@ -303,7 +140,7 @@ def _band_groups(item: pystac.Item, vrt_dir: Path) -> list[tuple[list[int], tupl
                     src.count,
                 )
         except (rasterio.errors.RasterioIOError, AttributeError) as exc:
-            raise _source_error(item, code, href, exc) from None
+            raise source_error(item, code, href, exc) from None
         groups.setdefault(key, []).append((b, path, href))
     out = []
     for n, (key, members) in enumerate(groups.items()):
@@ -512,11 +349,11 @@ def composite_tile(
 
     Each block is composited as a whole on its own grid, so a tile's composite is exactly the
     blocks' composites side by side: equal, bit for bit, at any ``tile_px`` that is a multiple of
-    ``block_px``. ``harmonized``: the items' DNs carry no baseline offset (:func:`dn_offset`),
-    each item of baseline 04.00 or later checked on its data unless ``check`` is off
-    (:func:`item_offsets`). The summary has ``blocks`` (per block id: per item its id,
-    acquisition, datetime, cloud cover, baseline, offset, the offset check's record and the
-    fraction of the block kept by the SCL mask), ``used`` (ids
+    ``block_px``. ``harmonized``: the items' DNs carry no baseline offset, each item of
+    baseline 04.00 or later checked on its data unless ``check`` is off
+    (:func:`mapper.sources.s2_items.item_offsets`). The summary has ``blocks`` (per block id:
+    per item its id, acquisition, datetime, cloud cover, baseline, offset, the offset check's
+    record and the fraction of the block kept by the SCL mask), ``used`` (ids
     that contributed at least one pixel anywhere), ``valid_fraction`` (pixels of the composite
     with a value in every band) and ``strips`` (summed over blocks). With no usable item a block
     is left NaN (ocean, or permanently cloudy) and a warning is logged. The result does not depend

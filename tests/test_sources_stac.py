@@ -514,6 +514,20 @@ def test_the_offset_check_needs_enough_clear_pixels(tmp_path):
     assert item_offsets([item], harmonized=True, check=False)["cloudy"] == (0.0, None)
 
 
+def test_an_item_without_a_baseline_is_warned_of_only_where_its_date_decides(caplog):
+    """Without ``s2:processing_baseline`` the date decides the offset of ESA's DNs, and a warning
+    says so; a harmonized collection's item is read with offset 0 whatever its date, so nothing
+    is decided by date and nothing is said."""
+    item = pystac.Item("undated-baseline", None, None, datetime(2023, 7, 1, tzinfo=UTC), {})
+    with caplog.at_level(logging.INFO, logger="mapper.sources.s2_items"):
+        assert item_offsets([item], harmonized=True, check=False)["undated-baseline"] == (0.0, None)
+    assert not caplog.records
+    with caplog.at_level(logging.INFO, logger="mapper.sources.s2_items"):
+        assert item_offsets([item], harmonized=False)["undated-baseline"] == (-1000.0, None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "item undated-baseline has no s2:processing_baseline; deciding the offset by date"]
+
+
 def test_no_items_gives_an_empty_composite(stac, tmp_path, fetch_config):
     config = fetch_config(_sentinel2(stac.url, datetime="2018-06-01/2018-08-31"))
     region = load_region(load_config(config), "r")

@@ -100,6 +100,14 @@ def dn_offset(item: pystac.Item, harmonized: bool = False) -> float:
     a ``harmonized`` collection (the offset already removed from its files)."""
     if harmonized:
         return 0.0
+    if processing_baseline(item) is None and item.datetime is not None:
+        logger.warning("item %s has no s2:processing_baseline; deciding the offset by date",
+                       item.id)
+    return _baseline_offset(item)
+
+
+def _baseline_offset(item: pystac.Item) -> float:
+    """The offset of ESA's DNs for ``item``: by its baseline, else by its date (0 without one)."""
     baseline = processing_baseline(item)
     if baseline is not None:
         return BOA_OFFSET if baseline >= BASELINE_WITH_OFFSET else 0.0
@@ -107,7 +115,6 @@ def dn_offset(item: pystac.Item, harmonized: bool = False) -> float:
     if when is None:
         return 0.0
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    logger.warning("item %s has no s2:processing_baseline; deciding the offset by date", item.id)
     return BOA_OFFSET if when >= OFFSET_START else 0.0
 
 
@@ -133,10 +140,8 @@ def check_offset(item: pystac.Item) -> dict[str, Any]:
         href = asset_href(item, code)
         try:
             with rasterio.open(gdal_path(href)) as src:
-                same = np.allclose(tuple(src.bounds), tuple(bounds), atol=1.0)
-                window = {} if same else {"window": _window_of(src, bounds), "boundless": True,
-                                          "fill_value": 0}
-                dn = src.read(1, out_shape=shape, resampling=Resampling.nearest, **window)
+                dn = src.read(1, out_shape=shape, resampling=Resampling.nearest,
+                              **_window_args(src, bounds))
         except rasterio.errors.RasterioIOError as exc:
             raise source_error(item, code, href, exc) from None
         darkest = np.where(dn > 0, np.minimum(darkest, dn), np.nan)
@@ -149,11 +154,21 @@ def check_offset(item: pystac.Item) -> dict[str, Any]:
             "pixels": n}
 
 
-def _window_of(src: rasterio.io.DatasetReader, bounds: rasterio.coords.BoundingBox) -> Window:
-    """The window of ``src`` over ``bounds`` (same CRS, north up); a granule's bands share it."""
+def _window_args(src: rasterio.io.DatasetReader, bounds: rasterio.coords.BoundingBox
+                 ) -> dict[str, Any]:
+    """Read arguments for ``src`` over ``bounds`` (same CRS, north up; a granule's bands share
+    it): none for the same extent, a window inside the file, a boundless one (0 beyond) only
+    where ``bounds`` reach past the file (a boundless read samples a little differently)."""
+    if np.allclose(tuple(src.bounds), tuple(bounds), atol=1.0):
+        return {}
     xres, yres = src.res
-    return Window((bounds.left - src.bounds.left) / xres, (src.bounds.top - bounds.top) / yres,
-                  (bounds.right - bounds.left) / xres, (bounds.top - bounds.bottom) / yres)
+    window = Window((bounds.left - src.bounds.left) / xres, (src.bounds.top - bounds.top) / yres,
+                    (bounds.right - bounds.left) / xres, (bounds.top - bounds.bottom) / yres)
+    inside = (window.col_off >= 0 and window.row_off >= 0
+              and window.col_off + window.width <= src.width + 1e-6
+              and window.row_off + window.height <= src.height + 1e-6)
+    return {"window": window} if inside else {"window": window, "boundless": True,
+                                              "fill_value": 0}
 
 
 def item_offsets(
@@ -167,7 +182,7 @@ def item_offsets(
         if item.id in out:
             continue
         offset, record = dn_offset(item, harmonized), None
-        if harmonized and check and dn_offset(item, False) != 0.0:
+        if harmonized and check and _baseline_offset(item) != 0.0:
             record = check_offset(item)
             if record["verdict"] == "raw":
                 offset = BOA_OFFSET

@@ -442,8 +442,8 @@ def _by_item(manifest: dict, key: str) -> dict:
 def test_a_harmonized_collection_is_read_without_the_offset(stac, scene, composite):
     """Earth Search's sentinel-2-l2a COGs hold DNs with the baseline 04.00 offset removed:
     read with ``harmonized: true`` they give the same composite as ESA's DNs read with the
-    offset, every item's offset 0 (the items of 04.00 and later checked on their darkest clear
-    pixels, the lake at DN 100); read without the setting, the later scenes would be 0.1 dark."""
+    offset, every item's offset 0 (the items of 04.00 and later checked on their water, the
+    lake at DN 100); read without the setting, the later scenes would be 0.1 dark."""
     esa, _ = composite(stac.url, "esa")
     with serve_items(scene, harmonized=True) as harmonized:
         same, manifest = composite(harmonized.url, "harmonized", harmonized=True)
@@ -463,15 +463,16 @@ def test_a_harmonized_collection_is_read_without_the_offset(stac, scene, composi
 
 def test_an_item_that_still_holds_the_offset_is_read_with_it(stac, scene, composite, caplog):
     """One COG of a harmonised collection with the offset left in (it3, baseline 05.09): its
-    darkest clear pixels (the lake) read DN 1100, not about 100, so it is read with the offset
-    and the composite equals ESA's; with ``check_offset: false`` it reads 0.1 too bright."""
+    water (the lake, SCL 6) reads DN 1100, not about 100, so it is read with the offset and the
+    composite equals ESA's; with ``check_offset: false`` it reads 0.1 too bright."""
     esa, _ = composite(stac.url, "esa")
     with serve_items(scene, harmonized=True, still_raw=("it3",)) as api:
         with caplog.at_level(logging.WARNING, logger="mapper.sources.s2_items"):
             fixed, manifest = composite(api.url, "fixed", harmonized=True)
         unchecked, plain = composite(api.url, "unchecked", harmonized=True, check_offset=False)
     checks = _by_item(manifest, "offset_check")
-    assert checks["it3"] == {"verdict": "raw", "dark_dn": 1100.0, "pixels": checks["it3"]["pixels"]}
+    assert checks["it3"] == {"verdict": "raw", "dark_dn": 1100.0, "over": "water",
+                             "pixels": checks["it3"]["pixels"]}
     assert checks["it2"]["verdict"] == "harmonised"
     assert _by_item(manifest, "offset") == {"it1": 0.0, "it2": 0.0, "it3": -1000.0, "it4": 0.0}
     assert "item it3: its DNs still hold the baseline 04.00 offset" in caplog.text
@@ -512,6 +513,43 @@ def test_the_offset_check_needs_enough_clear_pixels(tmp_path):
         assert offsets["cloudy"] == ((-1000.0 if verdict == "raw" else 0.0), record)
     assert item_offsets([item], harmonized=False)["cloudy"] == (-1000.0, None)
     assert item_offsets([item], harmonized=True, check=False)["cloudy"] == (0.0, None)
+
+
+def _granule(folder, scl: np.ndarray, dn20: np.ndarray) -> dict[str, pystac.Asset]:
+    """SCL and B12 at 20 m, B02 at 10 m (each 20 m DN repeated 2 x 2): a granule's files."""
+    t10, t20 = (Affine(r, 0, 500_000, 0, -r, 7_200_000) for r in (10, 20))
+    dn10 = np.repeat(np.repeat(dn20, 2, axis=0), 2, axis=1)
+    assets = {}
+    for code, data, t in (("B02", dn10, t10), ("B12", dn20, t20), ("SCL", scl, t20)):
+        path = folder / f"{code}.tif"
+        path.write_bytes(cog_bytes(data, t, 32606, blocksize=64))
+        assets[code] = pystac.Asset(str(path))
+    return assets
+
+
+def test_the_offset_check_reads_water_first(tmp_path):
+    """A granule whose clear land is all bright (snow the SCL missed: 0.3 reflectance) holds a
+    lake of 144 water pixels, 0.2 % of its clear ones: too few for the darkest 1 % of the clear
+    pixels, which would call a harmonised item raw, but the median over water (SCL 6) reads the
+    lake, DN 100 harmonised and 1100 raw; without water, the clear pixels decide."""
+    n = 256
+    scl = np.full((n, n), 4, dtype="uint16")
+    scl[100:112, 100:112] = 6
+    for offset, verdict in ((0, "harmonised"), (1000, "raw")):
+        dn = np.full((n, n), 3000 + offset, dtype="uint16")
+        dn[100:112, 100:112] = 100 + offset
+        folder = tmp_path / verdict
+        folder.mkdir()
+        item = pystac.Item(verdict, None, None, datetime(2023, 7, 1, tzinfo=UTC),
+                           {"s2:processing_baseline": "05.09"}, assets=_granule(folder, scl, dn))
+        record = check_offset(item)
+        assert record == {"verdict": verdict, "dark_dn": 100.0 + offset, "over": "water",
+                          "pixels": 144}, record
+    dry = tmp_path / "dry"  # the lake's SCL class lost: the darkest 1 % of clear land decides
+    dry.mkdir()
+    item.assets = _granule(dry, np.full((n, n), 4, dtype="uint16"), dn)
+    assert check_offset(item) == {"verdict": "raw", "dark_dn": 4000.0, "over": "clear",
+                                  "pixels": n * n}
 
 
 def test_an_item_without_a_baseline_is_warned_of_only_where_its_date_decides(caplog):

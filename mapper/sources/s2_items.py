@@ -11,14 +11,16 @@
 Not every COG of a harmonised collection had the offset removed (Earth Search names "some" items;
 earth-search#66 shows one of 26 January 2022 with it still in). With ``check_offset`` (on by
 default), each item of baseline 04.00 or later in a ``harmonized`` collection is tested on its own
-data (:func:`check_offset`): read at low resolution over its whole granule, the darkest 1 % of
-its clear pixels (the lower of blue and SWIR 2.2 um, the darkest bands of vegetation and of water)
-lie near DN 0 once the offset is out (reflectance 0.00-0.03: water, shadow, forest), but at
-DN 1000 or more while it is in (reflectance 0 plus the offset). Below :data:`RAW_DARK_DN` (500,
-midway) the item is harmonised; at or above it the offset is applied to that item, with a
-warning; with fewer than :data:`OFFSET_CHECK_MIN_PIXELS` clear pixels the collection's setting
-stands. The verdict depends only on the item's files, never on the tile, so it is the same in
-every tile and block.
+data (:func:`check_offset`), read at low resolution over its whole granule. The lower of blue
+and SWIR 2.2 um (the darkest bands of vegetation and of water) is taken over the granule's water
+(SCL 6: open water reflects almost no SWIR, whatever else the granule holds), its median; or,
+with fewer than :data:`OFFSET_CHECK_MIN_PIXELS` water pixels, over its clear pixels, its darkest
+1 % (water, shadow, forest). Either lies near DN 0 once the offset is out (reflectance
+0.00-0.03), but at DN 1000 or more while it is in (reflectance 0 plus the offset). Below
+:data:`RAW_DARK_DN` (500, midway) the item is harmonised; at or above it the offset is applied to
+that item, with a warning; with fewer than :data:`OFFSET_CHECK_MIN_PIXELS` clear pixels the
+collection's setting stands. The verdict depends only on the item's files, never on the tile,
+so it is the same in every tile and block.
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ OFFSET_CHECK_PX = 256
 """Side of the low-resolution read of a granule for :func:`check_offset` (at most; its 20 m grid
 if smaller). A COG's overviews serve it in a few range requests."""
 OFFSET_CHECK_MIN_PIXELS = 100
+SCL_WATER = 6
 DARK_PERCENTILE = 1.0
+"""Over clear pixels: the darkest 1 % (over water, the median: :data:`WATER_PERCENTILE`)."""
+WATER_PERCENTILE = 50.0
 RAW_DARK_DN = 500.0
 """Darkest-percentile DN at and above which a harmonised collection's item still holds the
 offset: midway between harmonised (about 0-300) and raw (1000 and up)."""
@@ -122,10 +127,12 @@ def check_offset(item: pystac.Item) -> dict[str, Any]:
     """Whether ``item``'s DNs still hold the baseline 04.00 offset, judged from its data.
 
     SCL, blue (B02) and SWIR 2.2 um (B12) are read over the SCL's extent at most
-    :data:`OFFSET_CHECK_PX` pixels a side (nearest; a COG's overviews answer it). Over the clear
-    pixels (SCL not in :data:`SCL_MASKED`, both DNs above 0), the :data:`DARK_PERCENTILE`
-    percentile of the lower of the two DNs is ``dark_dn``. Returns ``{"verdict": "raw" |
-    "harmonised" | "inconclusive", "dark_dn": float | None, "pixels": int}``.
+    :data:`OFFSET_CHECK_PX` pixels a side (nearest; a COG's overviews answer it). ``dark_dn`` is
+    the median of the lower of the two DNs over the water pixels (SCL 6, both DNs above 0) if
+    there are :data:`OFFSET_CHECK_MIN_PIXELS`, else its :data:`DARK_PERCENTILE` percentile over
+    the clear pixels (SCL not in :data:`SCL_MASKED`, both DNs above 0). Returns ``{"verdict":
+    "raw" | "harmonised" | "inconclusive", "dark_dn": float | None, "over": "water" | "clear",
+    "pixels": int}`` (``pixels``: those the DN was taken over).
     """
     scl_href = asset_href(item, "SCL")
     try:
@@ -146,12 +153,16 @@ def check_offset(item: pystac.Item) -> dict[str, Any]:
             raise source_error(item, code, href, exc) from None
         darkest = np.where(dn > 0, np.minimum(darkest, dn), np.nan)
     clear = np.isfinite(darkest) & ~np.isin(scl, SCL_MASKED)
-    n = int(clear.sum())
+    water = clear & (scl == SCL_WATER)
+    over, pixels, percentile = "water", water, WATER_PERCENTILE
+    if water.sum() < OFFSET_CHECK_MIN_PIXELS:
+        over, pixels, percentile = "clear", clear, DARK_PERCENTILE
+    n = int(pixels.sum())
     if n < OFFSET_CHECK_MIN_PIXELS:
-        return {"verdict": "inconclusive", "dark_dn": None, "pixels": n}
-    dark = float(np.percentile(darkest[clear], DARK_PERCENTILE))
+        return {"verdict": "inconclusive", "dark_dn": None, "over": over, "pixels": n}
+    dark = float(np.percentile(darkest[pixels], percentile))
     return {"verdict": "raw" if dark >= RAW_DARK_DN else "harmonised", "dark_dn": round(dark, 1),
-            "pixels": n}
+            "over": over, "pixels": n}
 
 
 def _window_args(src: rasterio.io.DatasetReader, bounds: rasterio.coords.BoundingBox
@@ -186,11 +197,13 @@ def item_offsets(
             record = check_offset(item)
             if record["verdict"] == "raw":
                 offset = BOA_OFFSET
+                what = (f"the median of {record['pixels']} water pixels"
+                        if record["over"] == "water" else
+                        f"the darkest {DARK_PERCENTILE:g} % of {record['pixels']} clear pixels")
                 logger.warning(
                     "item %s: its DNs still hold the baseline 04.00 offset although the "
-                    "collection is harmonized (the darkest %g %% of %d clear pixels at DN %.0f, "
-                    "not near 0); read with offset %g",
-                    item.id, DARK_PERCENTILE, record["pixels"], record["dark_dn"], BOA_OFFSET)
+                    "collection is harmonized (%s at DN %.0f, not near 0); read with offset %g",
+                    item.id, what, record["dark_dn"], BOA_OFFSET)
             elif record["verdict"] == "inconclusive":
                 logger.info("item %s: %d clear pixels, too few to check its offset; read as the "
                             "collection says (harmonized)", item.id, record["pixels"])

@@ -34,7 +34,6 @@ import numpy as np
 import pystac
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.windows import Window
 
 from mapper.errors import SourceError
 
@@ -172,14 +171,13 @@ def _window_args(src: rasterio.io.DatasetReader, bounds: rasterio.coords.Boundin
     where ``bounds`` reach past the file (a boundless read samples a little differently)."""
     if np.allclose(tuple(src.bounds), tuple(bounds), atol=1.0):
         return {}
-    xres, yres = src.res
-    window = Window((bounds.left - src.bounds.left) / xres, (src.bounds.top - bounds.top) / yres,
-                    (bounds.right - bounds.left) / xres, (bounds.top - bounds.bottom) / yres)
-    inside = (window.col_off >= 0 and window.row_off >= 0
-              and window.col_off + window.width <= src.width + 1e-6
-              and window.row_off + window.height <= src.height + 1e-6)
-    return {"window": window} if inside else {"window": window, "boundless": True,
-                                              "fill_value": 0}
+    have = src.bounds
+    margins = (bounds.left - have.left, have.right - bounds.right,
+               bounds.bottom - have.bottom, have.top - bounds.top)
+    window = src.window(*bounds)
+    if min(margins) >= -1.0:  # within the file (to 1 m)
+        return {"window": window}
+    return {"window": window, "boundless": True, "fill_value": 0}
 
 
 def item_offsets(

@@ -4,10 +4,12 @@
 #   snakemake --cores 32 maps/nsp_alaska.tif                             # one machine
 #   snakemake --profile workflow/profiles/slurm maps/nsp_alaska.tif      # SLURM cluster
 import os
+import sys
 
 from snakemake.utils import min_version
 
-from mapper.config import resolve_config
+from mapper.config import check_places, load_region, resolve_config
+from mapper.errors import MapperError
 
 min_version("9.0")
 
@@ -18,10 +20,17 @@ configfile: "config/config.yaml"
 # The configuration of this run: the config files and --config merged, each region file read with
 # its region_overrides, validated against mapper's schemas (defaults filled; an error is one line
 # naming the file(s) and the key, as in every `python -m mapper` command). Jobs get it by value.
-RUN_CONFIG = resolve_config(
-    config,
-    " + ".join(dict.fromkeys(map(os.path.abspath, workflow.configfiles))),
-)
+# Each region's boundary is read and placed on the lattice too. A SystemExit's text is printed
+# as it is: one line, no traceback.
+try:
+    RUN_CONFIG = resolve_config(
+        config,
+        " + ".join(dict.fromkeys(map(os.path.abspath, workflow.configfiles))),
+    )
+    for _region in RUN_CONFIG["regions"]:
+        check_places(load_region(RUN_CONFIG, _region))
+except MapperError as exc:
+    sys.exit(f"error: {exc}")
 
 
 include: "workflow/rules/common.smk"

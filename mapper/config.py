@@ -134,6 +134,7 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
         origin = f"{origin} + region_overrides.{name} of {source}"
     settings = validate(settings, "region.schema.yaml", origin)
     _check_scene_blocks(settings, origin)
+    _check_sources(settings, origin)
     _check_stack(settings, origin, float(config["grid"]["res"]))
     _check_task_epochs(settings, origin)
     _check_prediction(settings, origin, float(config["grid"]["res"]))
@@ -181,6 +182,28 @@ def _check_stack(settings: dict, origin: str | Path, res: float) -> None:
             f"{origin}: key 'stack.hydro_block_px' ({block}) and tile_px ({tile}) must nest "
             f"(one divides the other); set hydro_block_px to a divisor or multiple of {tile}"
         )
+
+
+def _check_sources(settings: dict, origin: str | Path) -> None:
+    """What a source's fetch job would refuse, checked when the config is read so that a dry run
+    names the file and the key (not one failed job per tile): a STAC source's ``datetime``, a
+    cells source's URL templates, a SNAP source's normal period."""
+    from mapper.sources.cells import Cell, cell_urls
+    from mapper.sources.snap import period_years
+    from mapper.sources.stac import parse_interval
+
+    for name, source in settings["sources"].items():
+        kind, key = source["kind"], f"{origin}: key 'sources.{name}"
+        try:
+            if kind == "stac":
+                parse_interval(source["datetime"])
+            elif kind == "snap":
+                period_years(source)
+        except ConfigError as exc:
+            field = "datetime" if kind == "stac" else "first_year/last_year"
+            raise ConfigError(f"{key}.{field}': {exc}") from None
+        if kind == "cells":
+            cell_urls(source, Cell(64, -148), f"{origin}: sources.{name}")
 
 
 def _check_scene_blocks(settings: dict, origin: str | Path) -> None:
@@ -417,6 +440,30 @@ def mapped_area(boundary_path: str | Path, buffer_m: float = 0.0) -> shapely.Geo
 def _tiles_cached(path: str, mtime: int, lattice: Lattice, buffer_m: float,
                   reach_px: int) -> tuple[str, ...]:
     return tuple(tiles_of(_area_cached(path, mtime, buffer_m), lattice, reach_px))
+
+
+def check_places(region: Region) -> None:
+    """The region's boundary read and placed on the lattice, as the workflow does when it starts:
+    an unreadable boundary, one smaller than a pixel or one that meets no tile of the lattice
+    (coordinates in another CRS than the file says, say) is one error naming the file."""
+    path = region.settings["boundary"]
+    boundary = region.boundary()
+    res = float(region.lattice.res)
+    if boundary.area < res * res:
+        raise ConfigError(
+            f"{path}: region '{region.name}''s boundary encloses {boundary.area:.3g} m^2 in "
+            f"{region.lattice.crs}, less than one {res:g} m pixel; check its coordinates and "
+            "CRS (a GeoJSON without a 'crs' member is read as EPSG:4326 longitude/latitude)"
+        )
+    if not region.tiles():
+        left, bottom, right, top = boundary.bounds
+        raise ConfigError(
+            f"{path}: region '{region.name}' meets no tile of the lattice ({region.lattice.crs} "
+            f"east and south of x {region.lattice.origin_x:.0f}, y {region.lattice.origin_y:.0f}): "
+            f"its boundary lies at x {left:.0f}..{right:.0f}, y {bottom:.0f}..{top:.0f}; check its "
+            "coordinates and CRS (a GeoJSON without a 'crs' member is read as EPSG:4326 "
+            "longitude/latitude)"
+        )
 
 
 def region_tiles(boundary_path: str | Path, lattice: Lattice, buffer_m: float = 0.0,

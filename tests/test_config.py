@@ -85,11 +85,17 @@ def test_alaska_sources_are_real() -> None:
     assert s2["collection"] == "sentinel-2-l2a" and s2["datetime"] == "2019-06-01/2023-08-31"
     assert s2["months"] == [6, 7, 8] and s2["max_cloud"] == 40
     assert {sources[s]["kind"] for s in sources} <= {"stac", "http", "file", "snap", "cells"}
-    # elevation: USGS 3DEP 1 arc-second cells, named by their north-west corner
+    # elevation: USGS 3DEP 1 arc-second cells, named by their north-west corner; where 1" has
+    # no file, 3DEP 2" (Alaska), then Copernicus GLO-30
+    tnm = "https://prd-tnm.s3.amazonaws.com/StagedProducts/Elevation"
     assert sources["dem"] == {
         "kind": "cells",
-        "url_template": "https://prd-tnm.s3.amazonaws.com/StagedProducts/Elevation/1/TIFF/"
-        "current/{n}{w}/USGS_1_{n}{w}.tif",
+        "url_template": f"{tnm}/1/TIFF/current/{{n}}{{w}}/USGS_1_{{n}}{{w}}.tif",
+        "fallback_templates": [
+            f"{tnm}/2/TIFF/current/{{n}}{{w}}/USGS_2_{{n}}{{w}}.tif",
+            "https://copernicus-dem-30m.s3.amazonaws.com/Copernicus_DSM_COG_10_{S}_00_{W}_00_DEM/"
+            "Copernicus_DSM_COG_10_{S}_00_{W}_00_DEM.tif",
+        ],
     }  # climate: tests/test_sources_climate.py
     assert sources["observations"]["path"] == "resources/alaska/sources/observations.csv"
 
@@ -221,6 +227,37 @@ def test_scene_blocks_must_divide_the_tile(tmp_path: Path) -> None:
     message = str(exc.value)
     assert str(tmp_path / "alaska.yaml") in message and "\n" not in message
     assert "key 'sources.sentinel2.block_px': 1024 does not divide tile_px 1536" in message
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "value", "expected"),
+    [
+        ("sentinel2", "datetime", "2019-06-01 to 2023-08-31",
+         "key 'sources.sentinel2.datetime': datetime '2019-06-01 to 2023-08-31': expected a "
+         "closed ISO interval"),
+        ("sentinel2", "datetime", "2023-08-31/2019-06-01", "the end is before the start"),
+        ("climate", "first_year", 2011,
+         "key 'sources.climate.first_year/last_year': climate normal period 2011-2010: last_year "
+         "precedes first_year"),
+        ("dem", "url_template", "https://x/{north}{w}.tif",
+         "sources.dem.url_template: url_template field(s) {north} unknown"),
+        ("dem", "fallback_templates", ["https://x/{w}.tif"],
+         "sources.dem.fallback_templates[0]: url_template 'https://x/{w}.tif' must name the cell"),
+    ],
+    ids=["datetime", "datetime-reversed", "period", "template", "fallback"],
+)
+def test_source_settings_a_fetch_would_refuse_stop_the_plan(
+    tmp_path: Path, source: str, key: str, value: object, expected: str
+) -> None:
+    """Checked when the config is read (a dry run), not in each fetch job of the state."""
+    region = shipped_region("alaska")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    region["sources"][source][key] = value
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region, name="alaska"))
+    message = str(exc.value)
+    assert str(tmp_path / "alaska.yaml") in message and "\n" not in message
+    assert expected in message, message
 
 
 def test_finetune_epochs_per_task(tmp_path: Path) -> None:

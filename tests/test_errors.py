@@ -11,6 +11,7 @@ demo-size MiSo checkpoints with random weights (what they predict does not matte
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -575,9 +576,27 @@ def test_bad_config_through_the_commands(region: dict, tmp_path: Path, capsys) -
 @pytest.mark.slow
 def test_bad_config_through_snakemake_dry_run(region: dict, tmp_path: Path) -> None:
     """``snakemake -n`` stops at parse time with the same one-line message (as Snakemake shows
-    errors: a title line, the message, the place in the Snakefile), not a schema dump."""
+    errors: a title line, the message, the place in the Snakefile), not a schema dump; and a
+    region's boundary that is missing or lies off the lattice (in another CRS than its file
+    says) is one line naming the file, not a failed input function."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for name, (cfg, expected) in bad_configs(region, tmp_path).items():
+    cases = bad_configs(region, tmp_path)
+    folder = tmp_path / "no_boundary"
+    cfg = changed_copy(region["config"], "tiny", folder,
+                       lambda s: s.update(boundary=str(folder / "nowhere.geojson")))
+    cases["a boundary file that is not there"] = (
+        cfg, f"error: {folder / 'nowhere.geojson'}: boundary file not found; check the region's "
+             "'boundary' key")  # fmt: skip
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    europe = {"type": "Polygon", "coordinates": [[[10, 50], [11, 50], [11, 51], [10, 51],
+                                                  [10, 50]]]}  # fmt: skip
+    (folder / "europe.geojson").write_text(json.dumps(europe))
+    cfg = changed_copy(region["config"], "tiny", folder,
+                       lambda s: s.update(boundary=str(folder / "europe.geojson")))
+    cases["a boundary off the lattice"] = (
+        cfg, f"error: {folder / 'europe.geojson'}: region 'tiny' meets no tile of the lattice")
+    for name, (cfg, expected) in cases.items():
         work = cfg.parent
         run = subprocess.run(
             [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
@@ -587,10 +606,10 @@ def test_bad_config_through_snakemake_dry_run(region: dict, tmp_path: Path) -> N
         )
         log = run.stdout + run.stderr
         assert run.returncode != 0, name
-        message = expected.removeprefix("error: ")
-        assert message in log.splitlines(), f"{name}:\n{log}"
+        errors = [line for line in log.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(expected), f"{name}:\n{log}"
         assert "Traceback" not in log and "Failed validating" not in log, f"{name}:\n{log}"
-        assert len(log.splitlines()) < 15, f"{name}: {len(log.splitlines())} lines:\n{log}"
+        assert len(log.splitlines()) <= 3, f"{name}: {len(log.splitlines())} lines:\n{log}"
 
 
 # -- checkpoints --------------------------------------------------------------------------------

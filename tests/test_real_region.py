@@ -28,7 +28,7 @@ import pytest
 import rasterio
 import yaml
 from affine import Affine
-from dem_cells import THREEDEP_TEMPLATE, serve, write_3dep
+from dem_cells import THREEDEP2_TEMPLATE, THREEDEP_TEMPLATE, serve, write_3dep
 from earth_search import BANDS, EarthSearch, Scene
 from httpserver import LoopbackServer
 from pyproj import Transformer
@@ -160,6 +160,7 @@ def make_real_project(root: Path, server: LoopbackServer, tile_px: int, urls: di
     sources = settings["sources"]
     sources["sentinel2"].update(api=urls["stac"], block_px=64)
     sources["dem"]["url_template"] = server.base_url + THREEDEP_TEMPLATE
+    sources["dem"]["fallback_templates"] = [server.base_url + THREEDEP2_TEMPLATE]  # unused
     sources["climate"].update(first_year=PERIOD[0], last_year=PERIOD[-1])
     for variable, url in urls["climate"].items():
         sources["climate"]["archives"][variable]["url"] = url

@@ -19,10 +19,12 @@ import yaml
 from conftest import system_tool
 from dem_cells import (
     GLO30_TEMPLATE,
+    THREEDEP2_TEMPLATE,
     THREEDEP_TEMPLATE,
     serve,
     surface,
     write_3dep,
+    write_3dep2,
     write_glo30,
 )
 from httpserver import LoopbackServer
@@ -37,7 +39,14 @@ from mapper.dem import warp_dem
 from mapper.errors import ConfigError, InputError, SourceError
 from mapper.grid import Lattice
 from mapper.sources import cells as C
-from mapper.sources.cells import Cell, cell_rasters, cell_url, cells_of_windows, region_cells
+from mapper.sources.cells import (
+    Cell,
+    cell_rasters,
+    cell_url,
+    cell_urls,
+    cells_of_windows,
+    region_cells,
+)
 from mapper.sources.lock import LockFile, lock_path
 from mapper.sources.manifest import read_manifest
 
@@ -46,6 +55,7 @@ TO_ALBERS = Transformer.from_crs("EPSG:4269", "EPSG:3338", always_xy=True)
 STACK = {"halo_px": 32, "hydro_block_px": 256, "hydro_halo_px": 64}
 CORNER = (-147.0, 65.0)  # where cells N64W148, N64W147, N65W148 and N65W147 meet
 CELLS = ["N64W147", "N64W148", "N65W147", "N65W148"]
+C_ARCSEC = 1.0 / 3600
 HOLE = (-146.98, 65.01)  # 3DEP nodata north-east of here (in the window's north-east quarter)
 
 
@@ -282,6 +292,90 @@ def test_a_land_cell_the_server_lacks_is_an_error_not_sea(cells_site: dict,
     assert read_manifest(C.fetch_cell(region, "dem", "N63W149", out))["absent"] is True
     lock.record(url, {"absent": True})  # the user's word: no land there
     assert read_manifest(C.fetch_cell(region, "dem", "N64W148", out))["absent"] is True
+
+
+def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
+    cells_site: dict, tmp_path: Path
+) -> None:
+    """3DEP 1" without one of the four cells (as it lacks the western Aleutians): that cell comes
+    from the first fallback (3DEP 2"), the 1" URL is pinned as absent in the lock file so that
+    every later fetch takes the same product, and its raster comes after the 1" cells' (the first
+    product wins where they overlap). A land cell no product has is one error naming each URL,
+    nothing recorded; a sea cell no product has is sea, each URL pinned absent."""
+    server, files = cells_site["server"], tmp_path / "files"
+    lacking = "N65W147"
+    written = [write_3dep(files / "partial", Cell.parse(c)) for c in CELLS if c != lacking]
+    written.append(write_3dep2(files / "partial", Cell.parse(lacking)))
+    serve(server, files, written)
+    base = server.base_url + "/partial"
+    region_file = write_region_file(
+        tmp_path / "regions", "partial", cells_site["bounds"], 256, stack=STACK,
+        sources={"dem": {"kind": "cells", "url_template": base + THREEDEP_TEMPLATE,
+                         "fallback_templates": [base + THREEDEP2_TEMPLATE,
+                                                base + "/glo" + GLO30_TEMPLATE]}})  # fmt: skip
+    config = write_config(tmp_path / "config.yaml", {"partial": region_file})
+    region = load_region(load_config(config), "partial")
+    settings, out = region.settings["sources"]["dem"], tmp_path / "sources"
+    first, second, third = cell_urls(settings, Cell.parse(lacking))
+    assert first.endswith("/USGS_1_n66w147.tif") and second.endswith("/USGS_2_n66w147.tif")
+
+    records = {c: C.fetch_cell(region, "dem", c, out) for c in CELLS}
+    manifest = read_manifest(records[lacking])
+    assert manifest["url"] == second and manifest["tried"] == [first]
+    assert manifest["rank"] == 1 and manifest["absent"] is False
+    with rasterio.open(manifest["items"][0]["path"]) as src:
+        assert src.width == 1812 and src.res[0] == pytest.approx(2 / 3600)
+    for c in CELLS:
+        if c != lacking:
+            assert read_manifest(records[c])["rank"] == 0
+            assert read_manifest(records[c])["tried"] == []
+    lock = LockFile(lock_path(region.path))
+    entries = lock.entries()
+    assert entries[first] == {"absent": True} and entries[second]["sha256"] == (
+        manifest["items"][0]["sha256"])
+    assert third not in entries and len(entries) == 5
+    rasters = cell_rasters([records[c] for c in sorted(CELLS, key=lambda c: c != lacking)])
+    assert rasters[-1].name == f"{lacking}.tif" and len(rasters) == 4
+    # fetched again (record deleted): the same product, nothing new in the lock
+    records[lacking].unlink()
+    Path(manifest["items"][0]["path"]).unlink()
+    assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == second
+    assert lock.entries() == entries
+    # the elevation of the mixed cells is the plane, seams included
+    window, bounds = region_window(cells_site)
+    got = warp_dem(rasters, LATTICE, window).astype(np.float64)
+    assert not np.isnan(got).any()
+    z, lon, lat = exact(bounds, "EPSG:4269")
+    err = np.abs(got - z)
+    # the 1" files reach 6" into the 2" cell; within a few pixels of where they stop, the cubic
+    # kernel of the 1" join is cut by its edge (the first product's pixels still win there)
+    edge_lon, edge_lat = -147.0 + 6 * C_ARCSEC, 65.0 + 6 * C_ARCSEC
+    seam = ((np.abs(lon - edge_lon) < 4 * C_ARCSEC) & (lat > 65.0 - C_ARCSEC)) | (
+        (np.abs(lat - edge_lat) < 4 * C_ARCSEC) & (lon > -147.0 - C_ARCSEC))
+    print(f"\n1\" + 2\" cells: |mapper - exact| {err[~seam].max():.2g} m, "
+          f"{err[seam].max():.2g} m along the seam ({seam.sum()} px)")
+    assert float(err[~seam].max()) < 0.01 and float(err[seam].max()) < 0.5
+
+    # a land cell that no product has: one error naming each URL, nothing recorded
+    moved = write_region_file(
+        tmp_path / "regions", "moved", cells_site["bounds"], 256, stack=STACK,
+        sources={"dem": {"kind": "cells", "url_template": base + "/no" + THREEDEP_TEMPLATE,
+                         "fallback_templates": [base + "/no" + THREEDEP2_TEMPLATE]}})  # fmt: skip
+    region = load_region(load_config(write_config(tmp_path / "c2.yaml", {"moved": moved})),
+                         "moved")  # fmt: skip
+    urls = cell_urls(region.settings["sources"]["dem"], Cell.parse("N64W148"))
+    with pytest.raises(SourceError) as exc:
+        C.fetch_cell(region, "dem", "N64W148", tmp_path / "moved")
+    message = str(exc.value)
+    assert f"{urls[0]}, {urls[1]}: HTTP 404 at each" in message and "\n" not in message
+    assert "fallback_templates" in message
+    lock = LockFile(lock_path(region.path))
+    assert lock.entries() == {} and not list((tmp_path / "moved").rglob("N64W148*"))
+    # a sea cell: sea, and each URL pinned absent
+    sea = read_manifest(C.fetch_cell(region, "dem", "N63W149", tmp_path / "moved"))
+    assert sea["absent"] is True and len(sea["tried"]) == 2
+    assert all(v == {"absent": True} for v in lock.entries().values())
+    assert len(lock.entries()) == 2
 
 
 def test_a_template_naming_the_wrong_corner_is_refused(cells_site: dict) -> None:

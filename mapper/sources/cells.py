@@ -151,8 +151,18 @@ def check_template(template: str, where: str) -> str:
 
 
 def cell_url(settings: dict[str, Any], cell: Cell, where: str = "region file") -> str:
-    """The URL of ``cell`` from a ``cells`` source's settings."""
+    """The URL of ``cell`` from a ``cells`` source's settings (its ``url_template``)."""
     return check_template(settings["url_template"], where).format(**cell.fields())
+
+
+def cell_urls(settings: dict[str, Any], cell: Cell, where: str = "region file") -> list[str]:
+    """The URLs of ``cell`` to try in order: its ``url_template``'s, then each of its
+    ``fallback_templates``' (a product that covers what the first lacks)."""
+    templates = [(settings["url_template"], f"{where}.url_template")] + [
+        (t, f"{where}.fallback_templates[{i}]")
+        for i, t in enumerate(settings.get("fallback_templates") or [])
+    ]
+    return [check_template(t, key).format(**cell.fields()) for t, key in templates]
 
 
 # -- the cells of each tile ---------------------------------------------------------------------
@@ -275,29 +285,57 @@ def check_cell_raster(path: Path, cell: Cell, url: str) -> None:
 def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path:
     """Fetch one cell of source ``name`` into ``out_dir/name/<cell>.tif`` (verified against, or
     recorded in, the region's lock file) and write its record ``<cell>.json``; return the
-    record's path. A cell the server does not have (404) is recorded as absent (sea)."""
+    record's path.
+
+    The cell's URLs (:func:`cell_urls`) are tried in order; the first server that has the file
+    gives it, and the URLs before it, which had none (HTTP 404), are recorded as absent in the
+    lock file, so that the same product serves the cell on every later fetch. A cell no server
+    has is sea (recorded as absent), unless it holds land of the region (:data:`LAND_KM2`): then
+    one error naming every URL tried, and nothing recorded (the lock file's word that one of its
+    URLs has no file, a user's "sea", stands).
+    """
     from mapper.sources.lock import LockFile, fetch_locked, lock_path
     from mapper.sources.manifest import make_manifest, write_manifest
 
     settings = region.settings["sources"][name]
     cell = Cell.parse(cell_name)
-    url = cell_url(settings, cell, f"{region.path}: sources.{name}")
+    urls = cell_urls(settings, cell, f"{region.path}: sources.{name}")
     dest = out_dir / name / f"{cell.name}.tif"
     lock = LockFile(lock_path(region.path))
     land = land_km2(region, cell)
-    try:  # a cell recorded as sea in the lock stays sea (fetch_locked)
-        entry = fetch_locked(url, dest, lock, absent_ok=land < LAND_KM2,
-                             check=lambda p: check_cell_raster(p, cell, url))
-    except NotFoundError:
+    said_sea = any((lock.get(url) or {}).get("absent") for url in urls)  # an earlier word
+    entry, tried = None, []
+    for url in urls:
+        try:  # a URL recorded as absent in the lock stays absent (fetch_locked)
+            entry = fetch_locked(url, dest, lock,
+                                 check=lambda p, u=url: check_cell_raster(p, cell, u))
+        except NotFoundError:
+            entry = None
+        if entry is not None:
+            break
+        tried.append(url)
+    if entry is None and land >= LAND_KM2 and not said_sea:
+        missing = f"{tried[0]}: HTTP 404" if len(tried) == 1 else (
+            f"{', '.join(tried)}: HTTP 404 at each")
         raise SourceError(
-            f"{url}: HTTP 404, but cell {cell.name} holds {land:.0f} km^2 of region "
-            f"{region.name}'s land: the source does not cover it; fix sources.{name}.url_template "
-            f"in {region.path} (or use a product that covers the cell), or, if the cell truly has "
-            f'no land, record it as sea in {lock.path}: "{url}": {{"absent": true}}'
-        ) from None
+            f"{missing}, but cell {cell.name} holds {land:.0f} km^2 of region {region.name}'s "
+            f"land: the source does not cover it; fix sources.{name}.url_template in "
+            f"{region.path} or add a product that covers the cell to its fallback_templates, or, "
+            f'if the cell truly has no land, record it as sea in {lock.path}: "{urls[0]}": '
+            '{"absent": true}'
+        )
+    for url in tried:
+        if lock.get(url) is None:
+            lock.record(url, {"absent": True})
+            logger.info("%s: no file on the server (HTTP 404): absent", url)
+    if entry is not None and tried:
+        logger.info("cell %s: from %s (no file at %s)", cell.name, urls[len(tried)],
+                    ", ".join(tried))  # fmt: skip
+    served = urls[len(tried)] if entry is not None else urls[0]
     record = make_manifest(
         region.name, name, "cells", [entry] if entry else [], synthetic=region.synthetic,
-        cell=cell.name, url=url, absent=entry is None, lock=str(lock.path),
+        cell=cell.name, url=served, absent=entry is None, lock=str(lock.path),
+        rank=len(tried) if entry is not None else None, tried=tried,
     )  # fmt: skip
     return write_manifest(out_dir / name / f"{cell.name}.json", record)
 
@@ -317,12 +355,16 @@ def land_km2(region: Region, cell: Cell) -> float:
 
 
 def cell_rasters(records: list[Path]) -> list[Path]:
-    """The local rasters of cell records (:func:`fetch_cell`), absent (sea) cells left out."""
+    """The local rasters of cell records (:func:`fetch_cell`), absent (sea) cells left out, those
+    of the source's first product before those of its fallbacks (in the order of the records
+    within each): where two products' cells overlap, the first product's pixels win in every
+    tile alike (:func:`mapper.dem.warp_dem`)."""
     from mapper.sources.manifest import read_manifest
 
+    manifests = [(record, read_manifest(record)) for record in records]
+    manifests.sort(key=lambda rm: rm[1].get("rank") or 0)
     paths = []
-    for record in records:
-        manifest = read_manifest(record)
+    for record, manifest in manifests:
         if manifest.get("absent"):
             continue
         for item in manifest["items"]:

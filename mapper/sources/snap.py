@@ -73,7 +73,10 @@ def period_years(settings: dict[str, Any]) -> list[int]:
     """The normal period's years, ``first_year..last_year`` inclusive."""
     first, last = int(settings["first_year"]), int(settings["last_year"])
     if last < first:
-        raise ConfigError(f"climate normal period {first}-{last}: last_year precedes first_year")
+        raise ConfigError(
+            f"climate normal period {first}-{last}: last_year precedes first_year; set last_year "
+            "to first_year or later"
+        )
     return list(range(first, last + 1))
 
 

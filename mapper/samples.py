@@ -2,12 +2,16 @@
 
 Input: an observation table (CSV or Parquet) with columns ``obs_id, lon, lat, date`` and the
 label column of every task (:mod:`mapper.tasks`; ``nsp, soil_order``): WGS84 longitude/latitude
-in degrees; a binary task's label 0/1 or empty (``nsp``: near-surface permafrost absent/present),
+in degrees; the date ISO 8601 (``2019-07-15``, ``2019-07-15T10:30:00Z``, also ``2019-07`` or
+``2019``; surrounding spaces ignored) or empty (unknown: the pipeline does not use the date);
+a binary task's label 0/1 or empty (``nsp``: near-surface permafrost absent/present),
 a multiclass task's label one of its class names or empty (``soil_order``: one of
 :data:`mapper.bands.SOIL_ORDERS`; names matched ignoring case and surrounding spaces).
+:func:`check_observations` runs every check that needs the table and the region only (not the
+stacks); the workflow runs it when it plans the samples job, so a bad table stops the plan.
 
 Output: one Parquet file, one row per kept point, with
-    obs_id, date, lon, lat        as given (obs_id and date as strings)
+    obs_id, date, lon, lat        as given (obs_id and date as strings; date stripped)
     x, y                          EPSG:3338 metres (the projected position, not the pixel centre)
     row, col, tile                the lattice pixel holding (x, y) and its tile id
     <label column> per task       nullable Int8: 0/1 (binary), class index (multiclass)
@@ -17,10 +21,11 @@ Output: one Parquet file, one row per kept point, with
                                   missing; the Sentinel-2 bands and elevation are always finite)
     fold_random, fold_sh1km, fold_sh10km   int8 fold per split (see :mod:`mapper.splits`)
 and file metadata (key ``mapper``, JSON): region, synthetic flag, folds, seed and the counts of
-dropped points. Points are dropped (and counted in the log) when they have no position, lie
-outside the region's mapped area (its boundary buffered by ``buffer_m``), or sit on a pixel that
-is not valid (:func:`mapper.normalise.valid`: no stack, or a Sentinel-2 band or the elevation
-missing).
+dropped points. Points are dropped when they have no position (lon or lat empty or not a
+number), lie outside the region's mapped area (its boundary buffered by ``buffer_m``), or sit on
+a pixel that is not valid (:func:`mapper.normalise.valid`: no stack, or a Sentinel-2 band or the
+elevation missing); any drop is logged as a WARNING (shown on the console) with the count per
+reason, and the log lists up to 10 obs_id per reason.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ SAMPLE_COLUMNS = (
     + [fold_column(s) for s in SPLITS]
 )
 METADATA_KEY = b"mapper"
+ISO_DATE = r"(?:\d{4}-\d{2}-\d{2}|\d{8})(?:[T ]\d{2}(?::|\d{2}|$)|$)|\d{4}(?:-\d{2})?$"
+"""The shape of an ISO 8601 date (YYYY-MM-DD or YYYYMMDD, optionally then a time; or YYYY-MM,
+YYYY); pandas' ISO 8601 parser, which checks the values, also takes 2019/07/15 or 2019 07 15."""
 
 
 # -- stacks ---------------------------------------------------------------------------------------
@@ -89,7 +97,8 @@ def read_observations(path: str | Path) -> pd.DataFrame:
     """Read and check an observation table; every task's label parsed to Int8 (module doc).
 
     Errors (InputError, naming the file): unreadable file, missing columns, duplicate obs_id,
-    binary labels other than 0/1, unknown class names (listing them and the allowed ones).
+    dates that are not ISO 8601 (count and up to 5 obs_id), binary labels other than 0/1, unknown
+    class names (listing them and the allowed ones). An empty date is allowed.
     """
     path = Path(path)
     if not path.is_file():
@@ -119,12 +128,12 @@ def read_observations(path: str | Path) -> pd.DataFrame:
         "obs_id": table["obs_id"].astype("string"),
         "lon": pd.to_numeric(table["lon"], errors="coerce").astype("float64"),
         "lat": pd.to_numeric(table["lat"], errors="coerce").astype("float64"),
-        "date": table["date"].astype("string"),
     })
     dup = out["obs_id"][out["obs_id"].duplicated()].dropna().unique()
     if len(dup) or out["obs_id"].isna().any():
         shown = ", ".join(map(str, dup[:5])) or "(empty)"
         raise InputError(f"{path}: obs_id must be unique and present; repeated or empty: {shown}")
+    out["date"] = _parse_dates(table["date"], out["obs_id"], path)
     for task in TASKS.values():
         column = task.label_column
         if task.binary:
@@ -132,6 +141,25 @@ def read_observations(path: str | Path) -> pd.DataFrame:
         else:
             out[column], out[f"{column}_name"] = _parse_classes(table[column], path, task)
     return out
+
+
+def _parse_dates(column: pd.Series, obs_id: pd.Series, path: Path) -> pd.Series:
+    """The date column as stripped text (empty -> NA), every value checked to be ISO 8601."""
+    text = column.astype("string").str.strip()
+    text = text.mask(text == "")
+    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    bad = text.notna() & (parsed.isna() | ~text.str.match(ISO_DATE).fillna(False))
+    if bad.any():
+        n = int(bad.sum())
+        shown = ", ".join(f"{i} ({d!r})" for i, d in zip(obs_id[bad].iloc[:5], text[bad].iloc[:5],
+                                                         strict=True))
+        more = f" and {n - 5} more" if n > 5 else ""
+        raise InputError(
+            f"{path}: {n} row(s) with a date that is not ISO 8601 (YYYY-MM-DD, optionally with a "
+            f"time, e.g. 2019-07-15 or 2019-07-15T10:30:00Z; or empty): obs_id {shown}{more}; "
+            "fix those rows"
+        )
+    return text
 
 
 def _parse_binary(column: pd.Series, path: Path, name: str) -> pd.Series:
@@ -188,6 +216,41 @@ def _inside(boundary: shapely.Geometry, x: np.ndarray, y: np.ndarray) -> np.ndar
     return out
 
 
+def locate(region: Region, observations: str | Path, obs: pd.DataFrame) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]:
+    """EPSG:3338 x, y of the points of ``obs`` and whether each lies in the region's mapped area.
+
+    Errors (InputError, naming the file): no point in the region, saying so when the points are
+    in it with lon and lat exchanged.
+    """
+    n_read = len(obs)
+    x, y = project(obs["lon"].to_numpy(), obs["lat"].to_numpy())
+    boundary = region.area()
+    inside = _inside(boundary, x, y)
+    if not inside.any() and n_read:
+        sx, sy = project(obs["lat"].to_numpy(), obs["lon"].to_numpy())
+        swapped = int(_inside(boundary, sx, sy).sum())
+        if swapped:
+            raise InputError(
+                f"{observations}: no point lies in region {region.name}, but {swapped} of "
+                f"{n_read} do with lon and lat exchanged; the lon and lat columns look swapped"
+            )
+        raise InputError(
+            f"{observations}: none of its {n_read} points lies in region {region.name}; check "
+            "the table is for this region (lon/lat in WGS84 degrees)"
+        )
+    return x, y, inside
+
+
+def check_observations(region: Region, observations: str | Path) -> pd.DataFrame:
+    """Every check of the samples job that needs no stack: :func:`read_observations` and
+    :func:`locate` (the workflow runs it when it plans the samples job); the table read."""
+    obs = read_observations(observations)
+    locate(region, observations, obs)
+    return obs
+
+
 # -- sampling -------------------------------------------------------------------------------------
 
 
@@ -216,22 +279,8 @@ def build_samples(
     out = Path(out)
     obs = read_observations(observations)
     n_read = len(obs)
-    x, y = project(obs["lon"].to_numpy(), obs["lat"].to_numpy())
+    x, y, inside = locate(region, observations, obs)
     has_pos = np.isfinite(x) & np.isfinite(y)
-    boundary = region.area()
-    inside = _inside(boundary, x, y)
-    if not inside.any() and n_read:
-        sx, sy = project(obs["lat"].to_numpy(), obs["lon"].to_numpy())
-        swapped = int(_inside(boundary, sx, sy).sum())
-        if swapped:
-            raise InputError(
-                f"{observations}: no point lies in region {region.name}, but {swapped} of "
-                f"{n_read} do with lon and lat exchanged; the lon and lat columns look swapped"
-            )
-        raise InputError(
-            f"{observations}: none of its {n_read} points lies in region {region.name}; check "
-            "the table is for this region (lon/lat in WGS84 degrees)"
-        )
     lattice = region.lattice
     rows, cols = pixel_of(lattice, np.where(inside, x, 0.0), np.where(inside, y, 0.0))
     values = np.full((n_read, len(STACK_BANDS)), np.nan, dtype=np.float32)
@@ -245,11 +294,19 @@ def build_samples(
         "nodata": int((inside & ~ok).sum()),
         "kept": int(ok.sum()),
     }
-    logger.info(
+    dropped = {"without position": ~has_pos, f"outside region {region.name}": has_pos & ~inside,
+               "on nodata": inside & ~ok}
+    logger.log(
+        logging.WARNING if counts["kept"] < n_read else logging.INFO,
         "%s: %d points read; dropped %d without position, %d outside region %s, %d on nodata; "
         "kept %d", observations, n_read, counts["no_position"], counts["outside"], region.name,
         counts["nodata"], counts["kept"],
     )
+    for reason, lost in dropped.items():
+        if lost.any():
+            ids = obs["obs_id"][lost]
+            logger.info("dropped %s: obs_id %s%s", reason, ", ".join(map(str, ids.iloc[:10])),
+                        f" and {len(ids) - 10} more" if len(ids) > 10 else "")
     if not ok.any():
         raise InputError(
             f"{observations}: every point in region {region.name} is on nodata (no stack, "

@@ -69,7 +69,7 @@ from rasterio.windows import Window
 from mapper import terrain
 from mapper.bands import CLIMATE_BANDS, S2_BANDS, STACK_BANDS, UNITS
 from mapper.config import Region
-from mapper.dem import grow, hydro_blocks, warp_dem
+from mapper.dem import CellProducts, grow, hydro_blocks, warp_dem
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
 from mapper.raster import (
@@ -79,7 +79,7 @@ from mapper.raster import (
     open_raster,
     warp_lattice_window,
 )
-from mapper.sources.cells import cell_rasters, is_record
+from mapper.sources.cells import cell_products, is_record
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def _mosaic(plans: list[_BandPlan], lattice: Lattice, window: Window) -> np.ndar
 
 
 def local_terrain(
-    dem: list[Path], lattice: Lattice, window: Window, settings: StackSettings
+    dem: list[Path] | CellProducts, lattice: Lattice, window: Window, settings: StackSettings
 ) -> dict[str, np.ndarray]:
     """elevation, slope, aspect, curvature, tpi on a lattice window (from the DEM with a halo)."""
     h = settings.halo_px
@@ -284,7 +284,7 @@ def local_terrain(
 
 
 def hydro_terrain(
-    dem: list[Path], lattice: Lattice, block: Window, settings: StackSettings
+    dem: list[Path] | CellProducts, lattice: Lattice, block: Window, settings: StackSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """TWI and SPI (float32) on one hydrology block, from its DEM grown by the hydro halo."""
     h = settings.hydro_halo_px
@@ -317,7 +317,7 @@ class _Sources:
     and whether any of them (or the region) is synthetic."""
 
     sentinel2: list[_BandPlan]
-    dem: list[Path]
+    dem: list[Path] | CellProducts
     climate: list[tuple[_BandPlan, list[int]]]
     synthetic: bool
 
@@ -344,9 +344,12 @@ def _check_sources(
     if not dems:
         raise InputError("no DEM file given; pass at least one with --dem")
     cells: list[Path] = []
+    dem_files: list[Path] | CellProducts = dems
     if any(is_record(p) for p in dems):  # elevation cells: their records name the rasters
-        cells = cell_rasters([p for p in dems if is_record(p)])
+        products = cell_products([p for p in dems if is_record(p)])
+        cells = products.paths
         dems = [p for p in dems if not is_record(p)] + cells
+        dem_files = products if dems == cells else dems
     # a source nowhere near the region (wrong CRS label, another place) would warp to nodata;
     # "near": the mapped area grown by the crops' reach, which the context tiles' stacks cover.
     # Not the elevation cells: each was checked against its own cell when it was fetched
@@ -361,7 +364,7 @@ def _check_sources(
             if path not in cells:
                 check_overlap(src, path, stacked, region.lattice.crs, f"region {region.name}")
     synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
-    return _Sources(s2_plans, dems, clim_plans, synthetic)
+    return _Sources(s2_plans, dem_files, clim_plans, synthetic)
 
 
 def _write_strips(
@@ -400,7 +403,7 @@ def _write_strips(
 
 def _write_hydrology(
     dst: DatasetWriter,
-    dem: list[Path],
+    dem: list[Path] | CellProducts,
     lattice: Lattice,
     tile_window: Window,
     settings: StackSettings,

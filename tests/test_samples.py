@@ -1,4 +1,5 @@
-"""The samples table: projection, pixel sampling, dropped points, labels, folds, input errors."""
+"""The samples table: projection, pixel sampling, dropped points, labels, dates, folds, input
+errors."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mapper.errors import InputError
 from mapper.samples import (
     SAMPLE_COLUMNS,
     build_samples,
+    check_observations,
     read_observations,
     read_samples,
     samples_metadata,
@@ -40,6 +42,11 @@ def test_outside_and_nodata_points_are_dropped_and_counted(
     out = tmp_path / "points.parquet"
     with caplog.at_level(logging.INFO, logger="mapper.samples"):
         table = build_samples(tiny["region"], tiny["observations"], tiny["stacks"], out)
+    # lost points are a WARNING (the console shows it), with the count per reason
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, caplog.text
+    assert "dropped 0 without position, 4 outside region tiny, 3 on nodata" in warned[0]
+    assert str(tiny["observations"]) in warned[0]
     n_obs = len(tiny["observed"])
     assert len(table) == n_obs - 4 - 3
     meta = samples_metadata(out)
@@ -49,6 +56,31 @@ def test_outside_and_nodata_points_are_dropped_and_counted(
     assert "4 outside region tiny, 3 on nodata" in caplog.text
     hy, hx, hr = T.HOLE
     assert (np.hypot(table["x"] - hx, table["y"] - hy) > hr - 15).all()
+
+
+def test_no_warning_when_no_point_is_dropped(tiny: dict, built: dict, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    df = pd.read_csv(tiny["observations"], dtype={"obs_id": str, "soil_order": str})
+    kept = df[df["obs_id"].isin(built["table"]["obs_id"])]
+    with caplog.at_level(logging.INFO, logger="mapper.samples"):
+        table = build_samples(tiny["region"], _write(tmp_path, kept), tiny["stacks"],
+                              tmp_path / "p.parquet")
+    assert len(table) == len(kept)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "dropped 0 without position, 0 outside region tiny, 0 on nodata" in caplog.text
+
+
+def test_dropped_points_are_named_in_the_log(tiny: dict, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    df = pd.read_csv(tiny["observations"], dtype={"obs_id": str, "soil_order": str})
+    df.loc[0, "lon"] = np.nan
+    df.loc[1, "lat"] = np.nan
+    with caplog.at_level(logging.INFO, logger="mapper.samples"):
+        build_samples(tiny["region"], _write(tmp_path, df), tiny["stacks"], tmp_path / "p.parquet")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "dropped 2 without position, 4 outside region tiny" in warned[0]
+    ids = ", ".join(df["obs_id"].iloc[:2])
+    assert f"dropped without position: obs_id {ids}" in caplog.messages
 
 
 def test_table_columns_pixels_and_values_match_the_stacks(tiny: dict, built: dict) -> None:
@@ -143,3 +175,54 @@ def test_points_elsewhere_and_badly_named_stacks_are_refused(tiny: dict, tmp_pat
                       tmp_path / "p.parquet")
     with pytest.raises(InputError, match="named <tile id>.tif"):
         stacks_by_tile([tmp_path / "stack_a.tif"])
+
+
+def test_dates_are_iso_8601_or_empty(tiny: dict, tmp_path: Path) -> None:
+    """Dates and date-times in ISO 8601 pass (kept as given, spaces stripped); an empty date is
+    allowed (unknown: nothing reads it)."""
+    df = pd.read_csv(tiny["observations"], dtype={"obs_id": str, "soil_order": str})
+    given = ["2019-07-15", " 2019-07-16 ", "2019-07-15T10:30:00Z", "2019-07-15T10:30:00-08:00",
+             "2019-07-15 10:30", "2019-07", "1952", None]
+    df.loc[: len(given) - 1, "date"] = given
+    table = read_observations(_write(tmp_path, df))
+    got = table["date"].iloc[: len(given)].tolist()
+    assert got == [*(g.strip() for g in given[:-1]), pd.NA]
+    assert str(table["date"].dtype) == "string"
+    df.to_parquet(tmp_path / "obs.parquet")  # and from Parquet, also a real date column
+    assert read_observations(tmp_path / "obs.parquet")["date"].iloc[1] == "2019-07-16"
+    df["date"] = pd.to_datetime("2020-07-01")
+    df.to_parquet(tmp_path / "dated.parquet")
+    read_observations(tmp_path / "dated.parquet")
+
+
+def test_dates_that_are_not_iso_8601_are_counted_and_named(tiny: dict, tmp_path: Path) -> None:
+    df = pd.read_csv(tiny["observations"], dtype={"obs_id": str, "soil_order": str})
+    bad = ["15/07/2019", "2018-13-45", "not-a-date", "2019-02-29", "07-15-2019", "2019/07/15",
+           "2019-07-15T25:00"]
+    rows = [2, 5, 7, 11, 13, 17, 19]
+    df.loc[rows, "date"] = bad
+    path = _write(tmp_path, df)
+    with pytest.raises(InputError) as err:
+        read_observations(path)
+    shown = ", ".join(f"{df.loc[r, 'obs_id']} ('{d}')" for r, d in zip(rows[:5], bad[:5],
+                                                                        strict=True))
+    assert str(err.value) == (
+        f"{path}: 7 row(s) with a date that is not ISO 8601 (YYYY-MM-DD, optionally with a time, "
+        f"e.g. 2019-07-15 or 2019-07-15T10:30:00Z; or empty): obs_id {shown} and 2 more; fix "
+        "those rows"
+    )
+    df = pd.read_csv(tiny["observations"], dtype={"obs_id": str, "soil_order": str})
+    df.loc[4, "date"] = "15/07/2019"
+    with pytest.raises(InputError, match=rf"1 row\(s\) .*: obs_id {df.loc[4, 'obs_id']} "
+                                         r"\('15/07/2019'\); fix those rows$"):
+        read_observations(_write(tmp_path, df))
+
+
+def test_check_observations_needs_no_stacks(tiny: dict, tmp_path: Path) -> None:
+    """What the plan runs: the table's checks and the region's (swapped lon/lat), no stack."""
+    table = check_observations(tiny["region"], tiny["observations"])
+    assert len(table) == len(tiny["observed"])
+    df = pd.read_csv(tiny["observations"])
+    df["lon"], df["lat"] = df["lat"].copy(), df["lon"].copy()
+    with pytest.raises(InputError, match="lon and lat columns look swapped"):
+        check_observations(tiny["region"], _write(tmp_path, df))

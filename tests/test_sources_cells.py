@@ -55,7 +55,6 @@ TO_ALBERS = Transformer.from_crs("EPSG:4269", "EPSG:3338", always_xy=True)
 STACK = {"halo_px": 32, "hydro_block_px": 256, "hydro_halo_px": 64}
 CORNER = (-147.0, 65.0)  # where cells N64W148, N64W147, N65W148 and N65W147 meet
 CELLS = ["N64W147", "N64W148", "N65W147", "N65W148"]
-C_ARCSEC = 1.0 / 3600
 HOLE = (-146.98, 65.01)  # 3DEP nodata north-east of here (in the window's north-east quarter)
 
 
@@ -341,20 +340,41 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
     Path(manifest["items"][0]["path"]).unlink()
     assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == second
     assert lock.entries() == entries
-    # the elevation of the mixed cells is the plane, seams included
+    # the elevation of the mixed cells: each pixel from its cell's product, the plane everywhere;
+    # the first product's pixels wherever it has any would be cut by its files' edge
     window, bounds = region_window(cells_site)
-    got = warp_dem(rasters, LATTICE, window).astype(np.float64)
-    assert not np.isnan(got).any()
     z, lon, lat = exact(bounds, "EPSG:4269")
-    err = np.abs(got - z)
-    # the 1" files reach 6" into the 2" cell; within a few pixels of where they stop, the cubic
-    # kernel of the 1" join is cut by its edge (the first product's pixels still win there)
-    edge_lon, edge_lat = -147.0 + 6 * C_ARCSEC, 65.0 + 6 * C_ARCSEC
-    seam = ((np.abs(lon - edge_lon) < 4 * C_ARCSEC) & (lat > 65.0 - C_ARCSEC)) | (
-        (np.abs(lat - edge_lat) < 4 * C_ARCSEC) & (lon > -147.0 - C_ARCSEC))
-    print(f"\n1\" + 2\" cells: |mapper - exact| {err[~seam].max():.2g} m, "
-          f"{err[seam].max():.2g} m along the seam ({seam.sum()} px)")
-    assert float(err[~seam].max()) < 0.01 and float(err[seam].max()) < 0.5
+    products = C.cell_products([records[c] for c in CELLS])
+    assert [len(paths) for paths, _ in products.products] == [3, 1]
+    assert products.products[1][1] == {(65, -147)}
+    got = warp_dem(products, LATTICE, window).astype(np.float64)
+    first_wins = warp_dem(rasters, LATTICE, window).astype(np.float64)
+    assert not np.isnan(got).any()
+    err, cut = np.abs(got - z), np.abs(first_wins - z)
+    print(f"\n1\" + 2\" cells: |mapper - exact| {err.max():.2g} m; the first product wherever it "
+          f"has pixels: {cut.max():.2g} m")
+    assert float(err.max()) < 0.01 and float(cut.max()) > 0.1
+    owner = dem_owner(window)
+    assert np.array_equal(owner == 1, (lat >= 65.0) & (lon >= -147.0))
+    # in any window: a pixel's owner and value do not depend on the window it is warped in
+    part = Window(window.col_off + 100, window.row_off + 37, 300, 200)
+    sub = (slice(37, 237), slice(100, 400))
+    assert np.array_equal(dem_owner(part), owner[sub])
+    assert np.array_equal(warp_dem(products, LATTICE, part), got[sub].astype(np.float32))
+    # the stack given the records: its elevation band is that warp
+    from mapper.bands import STACK_BANDS
+    from mapper.stack import build_stack
+
+    s2, climate = write_s2_and_climate(tmp_path, cells_site["bounds"])
+    for tile in region.tiles():
+        stack = build_stack(region, tile, [s2], list(records.values()), [climate],
+                            tmp_path / "stacks" / f"{tile}.tif")  # fmt: skip
+        with rasterio.open(stack) as ds:
+            elevation = ds.read(STACK_BANDS.index("elevation") + 1)
+        tile_window = LATTICE.tile_window(tile)
+        rows = slice(int(tile_window.row_off - window.row_off), None)
+        cols = slice(int(tile_window.col_off - window.col_off), None)
+        assert np.array_equal(elevation, got[rows, cols][:256, :256].astype(np.float32)), tile
 
     # a land cell that no product has: one error naming each URL, nothing recorded
     moved = write_region_file(
@@ -376,6 +396,13 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
     assert sea["absent"] is True and len(sea["tried"]) == 2
     assert all(v == {"absent": True} for v in lock.entries().values())
     assert len(lock.entries()) == 2
+
+
+def dem_owner(window: Window) -> np.ndarray:
+    from mapper.dem import cell_owner
+
+    return cell_owner(LATTICE, window, [frozenset({(64, -148), (64, -147), (65, -148)}),
+                                        frozenset({(65, -147)})])  # fmt: skip
 
 
 def test_a_template_naming_the_wrong_corner_is_refused(cells_site: dict) -> None:
@@ -610,7 +637,7 @@ def test_a_cell_beyond_the_crops_reach_is_read_without_complaint(
     far = fetch(cells_site, "glo", "N69W150")  # 4 degrees north of the region
     s2, climate = write_s2_and_climate(tmp_path, cells_site["bounds"])
     sources = _check_sources(region, [s2], [far], [climate])
-    assert [p.name for p in sources.dem] == ["N69W150.tif"]
+    assert [p.name for p in sources.dem.paths] == ["N69W150.tif"]
     with pytest.raises(InputError, match="does not overlap region glo"):  # a plain DEM file is
         _check_sources(region, [s2], cell_rasters([far]), [climate])  # still checked
 

@@ -246,6 +246,42 @@ def test_statewide_plan_stops_on_the_missing_observation_table(tmp_path: Path) -
     assert not (project.root / table).exists()
 
 
+def test_the_plan_checks_the_observation_table_as_the_samples_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table that is there is read when the samples job is planned: a bad one stops the plan,
+    before any download, with the one line the samples job would end with; a good one passes."""
+    from mapper.errors import InputError
+    from mapper.samples import check_observations
+
+    project = make_statewide_project(tmp_path)
+    table = f"resources/{project.region}/sources/observations.csv"
+    region = load_region(load_config(project.config), project.region)
+    monkeypatch.chdir(project.root)  # the job is given the path as the region file has it
+    header = "obs_id,lon,lat,date,nsp,soil_order\n"
+    good = "a,-147.7,64.8,2019-07-15,1,Gelisols\nb,-150.0,61.2,,0,\n"  # an empty date is allowed
+    bad = {  # case: rows, what the line says
+        "dates": ("a,-147.7,64.8,15/07/2019,1,Gelisols\nb,-150.0,61.2,2018-13-45,0,\n",
+                  "2 row(s) with a date that is not ISO 8601"),
+        "swapped": ("a,64.8,-147.7,2019-07-15,1,Gelisols\nb,61.2,-150.0,2019-07-15,0,\n",
+                    "the lon and lat columns look swapped"),
+    }
+    for case, (rows, says) in bad.items():
+        (project.root / table).write_text(header + rows)
+        with pytest.raises(InputError, match=re.escape(says)) as err:
+            check_observations(region, table)
+        result = run_snakemake(project, "-n", f"maps/nsp_{project.region}.tif", check=False)
+        out = result.stdout + result.stderr
+        assert result.returncode != 0, out
+        errors = [line for line in out.splitlines() if table in line]
+        assert errors == [str(err.value)], (case, out)
+        assert "Traceback" not in out and "Exception" not in out, out
+    (project.root / table).write_text(header + good)
+    check_observations(region, table)
+    jobs = planned_jobs(project, f"results/{project.region}/samples/points.parquet")
+    assert jobs["samples"] == 1
+
+
 def test_a_tile_the_region_does_not_have_stops_the_plan(tmp_path: Path) -> None:
     """Rerunning one tile with a mistyped id (or one from another tile size): one line naming the
     tile and how to list the region's own, for a stack and for a prediction."""

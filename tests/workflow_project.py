@@ -198,14 +198,24 @@ def make_project(
                            loaded.stacked_tiles())
 
 
+STATEWIDE_OBSERVATIONS = (
+    "obs_id,lon,lat,date,nsp,soil_order\n"
+    "p1,-147.72,64.86,2019-07-15,1,Gelisols\n"
+    "p2,-147.80,64.90,2019-07-16,0,Inceptisols\n"
+)
+"""A valid observation table (SYNTHETIC) of two points in both alaska and fairbanks."""
+
+
 def make_statewide_project(
     root: Path, region: str = "alaska", *, observations: bool = True
 ) -> WorkflowProject:
     """A project over the repository's statewide region file, for DAG dry runs.
 
     The region file is copied with its boundary made absolute; local (kind ``file``) sources are
-    empty placeholder files in the project, which is all a dry run looks at (existence). With
-    ``observations=False`` the observation table is left out, as on a fresh clone.
+    placeholder files in the project: the observation table a valid one of two points near
+    Fairbanks (a plan checks it as the samples job would), any other empty (a dry run only looks
+    at its existence). With ``observations=False`` the observation table is left out, as on a
+    fresh clone.
     """
     from mapper.config import load_config, load_region, read_yaml
 
@@ -221,7 +231,7 @@ def make_statewide_project(
         if source["kind"] == "file" and not Path(source["path"]).is_absolute():
             placeholder = root / source["path"]
             placeholder.parent.mkdir(parents=True, exist_ok=True)
-            placeholder.touch()
+            placeholder.write_text(STATEWIDE_OBSERVATIONS if name == "observations" else "")
     region_file = root / "config" / "regions" / f"{region}.yaml"
     region_file.write_text(yaml.safe_dump(settings, sort_keys=False))
     config = {"grid": repo_config.get("grid", {}), "regions": {region: str(region_file)}}

@@ -52,7 +52,7 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -60,6 +60,9 @@ import shapely
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError, NotFoundError, SourceError
 from mapper.grid import Lattice
+
+if TYPE_CHECKING:
+    from mapper.dem import CellProducts
 
 logger = logging.getLogger(__name__)
 
@@ -354,19 +357,21 @@ def land_km2(region: Region, cell: Cell) -> float:
     return float(shapely.intersection(projected, region.boundary()).area) / 1e6
 
 
-def cell_rasters(records: list[Path]) -> list[Path]:
-    """The local rasters of cell records (:func:`fetch_cell`), absent (sea) cells left out, those
-    of the source's first product before those of its fallbacks (in the order of the records
-    within each): where two products' cells overlap, the first product's pixels win in every
-    tile alike (:func:`mapper.dem.warp_dem`)."""
+def cell_products(records: list[Path]) -> CellProducts:
+    """The local rasters of cell records (:func:`fetch_cell`), absent (sea) cells left out, by the
+    product that served them (the source's ``url_template``, then each fallback), each with the
+    cells it serves: :func:`mapper.dem.warp_dem` takes each pixel from its cell's product."""
+    from mapper.dem import CellProducts
     from mapper.sources.manifest import read_manifest
 
-    manifests = [(record, read_manifest(record)) for record in records]
-    manifests.sort(key=lambda rm: rm[1].get("rank") or 0)
-    paths = []
-    for record, manifest in manifests:
+    by_rank: dict[int, tuple[list[Path], set[tuple[int, int]]]] = {}
+    for record in records:
+        manifest = read_manifest(record)
         if manifest.get("absent"):
             continue
+        paths, cells = by_rank.setdefault(int(manifest.get("rank") or 0), ([], set()))
+        cell = Cell.parse(manifest["cell"])
+        cells.add((cell.south, cell.west))
         for item in manifest["items"]:
             path = Path(item["path"])
             if not path.exists():
@@ -375,7 +380,14 @@ def cell_rasters(records: list[Path]) -> list[Path]:
                     "fetch the cell"
                 )
             paths.append(path)
-    return paths
+    return CellProducts(tuple((tuple(by_rank[k][0]), frozenset(by_rank[k][1]))
+                              for k in sorted(by_rank)))  # fmt: skip
+
+
+def cell_rasters(records: list[Path]) -> list[Path]:
+    """The local rasters of cell records, absent (sea) cells left out, the source's first
+    product's before its fallbacks' (in the order of the records within each)."""
+    return cell_products(records).paths
 
 
 def is_record(path: str | Path) -> bool:

@@ -196,17 +196,42 @@ def region_observations(wildcards):
 
     A table of kind ``file`` that is not there stops the plan with one line naming it, its
     columns and the README section (SystemExit: Snakemake prints it as it is, without wrapping
-    it in an InputFunctionException); only regions whose samples are planned are checked.
+    it in an InputFunctionException); one that is there is checked as the samples job would
+    check it (:func:`observation_table_error`) and a bad one stops the plan with the job's error
+    line. Only regions whose samples are planned are checked.
     """
     found = source_inputs(wildcards.region, "observations")
     kind = source_settings(wildcards.region, "observations")["kind"]
-    if kind == "file" and not os.path.exists(found[0]):
-        sys.exit(
-            f"{found[0]}: the field observation table of region '{wildcards.region}' is "
-            f"missing; place it there (CSV or Parquet, one row per observation, columns "
-            f"{', '.join(OBSERVATION_COLUMNS)}; see README section 'Statewide run')"
-        )
+    if kind == "file":
+        try:
+            stat = os.stat(found[0])
+        except FileNotFoundError:
+            sys.exit(
+                f"{found[0]}: the field observation table of region '{wildcards.region}' is "
+                f"missing; place it there (CSV or Parquet, one row per observation, columns "
+                f"{', '.join(OBSERVATION_COLUMNS)}; see README section 'Statewide run')"
+            )
+        error = observation_table_error(wildcards.region, found[0], stat.st_mtime_ns, stat.st_size)
+        if error:
+            sys.exit(error)
     return found
+
+
+@functools.cache
+def observation_table_error(region, path, mtime_ns, size):
+    """The samples job's error line for the table at ``path``, or None when it passes: every
+    check that needs no stack (mapper.samples.check_observations: columns, unique obs_id, ISO
+    8601 dates, labels, points in the region or lon/lat swapped). Cached per region, path, time
+    and size: the table is read once per plan however often the input function is called.
+    """
+    from mapper.errors import InputError
+    from mapper.samples import check_observations
+
+    try:
+        check_observations(REGIONS[region], path)
+    except InputError as exc:
+        return " ".join(str(exc).split())
+    return None
 
 
 def demo_products():

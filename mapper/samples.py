@@ -109,8 +109,11 @@ def read_observations(path: str | Path) -> pd.DataFrame:
         if parquet or path.suffix.lower() in (".parquet", ".pq"):
             table = pd.read_parquet(path)
         else:
-            text = {c: str for c in ("obs_id", "date", *(t.label_column for t in TASKS.values()
-                                                         if t.multiclass))}
+            columns = pd.read_csv(path, nrows=0).columns
+            names = _column_names(columns)
+            text = {raw: str for raw in columns
+                    if names.get(raw, raw) in ("obs_id", "date", *(
+                        t.label_column for t in TASKS.values() if t.multiclass))}  # fmt: skip
             table = pd.read_csv(path, dtype=text)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
         raise InputError(
@@ -118,11 +121,15 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             f"{' '.join(str(exc).split())}); "
             "fix or replace the file"
         ) from None
+    table = table.rename(columns=_column_names(table.columns))
     missing = [c for c in OBSERVATION_COLUMNS if c not in table.columns]
     if missing:
+        header = ",".join(map(str, table.columns))
+        hint = ("; the header looks separated by ';' or tabs: save the table as comma-separated "
+                "CSV" if len(table.columns) == 1 and any(c in header for c in ";\t") else "")
         raise InputError(
             f"{path}: missing column(s) {', '.join(missing)}; an observation table needs "
-            f"{', '.join(OBSERVATION_COLUMNS)}"
+            f"{', '.join(OBSERVATION_COLUMNS)}{hint}"
         )
     out = pd.DataFrame({
         "obs_id": table["obs_id"].astype("string"),
@@ -140,6 +147,18 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             out[column] = _parse_binary(table[column], path, column)
         else:
             out[column], out[f"{column}_name"] = _parse_classes(table[column], path, task)
+    return out
+
+
+def _column_names(columns: pd.Index) -> dict:
+    """Raw column name -> the name it is read as: a needed column's name matched ignoring case
+    and surrounding spaces (``Obs_ID``, `` lon``), unless the table has that name as it is."""
+    exact = set(columns)
+    out = {}
+    for raw in columns:
+        name = str(raw).strip().lower()
+        if raw not in OBSERVATION_COLUMNS and name in OBSERVATION_COLUMNS and name not in exact:
+            out[raw] = name
     return out
 
 

@@ -104,7 +104,7 @@ def main() -> int:
                     help="periods (px) whose phase profiles are printed (default 16 32)")
     args = ap.parse_args()
     if not args.map.is_file():
-        print(f"{args.map}: no such map; make it first (e.g. make demo)", file=sys.stderr)
+        print(f"error: {args.map}: no such map; make it first (e.g. make demo)", file=sys.stderr)
         return 2
     data, transform = read_band(args.map, args.band)
     origin = res = None

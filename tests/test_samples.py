@@ -133,6 +133,27 @@ def test_missing_columns_name_the_file_and_columns(tiny: dict, tmp_path: Path) -
         read_observations(path)
 
 
+def test_column_names_are_matched_ignoring_case_and_spaces(tiny: dict, tmp_path: Path) -> None:
+    """A spreadsheet's header (`Obs_ID, Lon, LAT, ...`) reads as the table it is, ids with their
+    leading zeros; a header separated by ';' (a European spreadsheet's CSV) is one error that
+    says so."""
+    from mapper.samples import read_observations
+
+    plain = tmp_path / "plain.csv"
+    plain.write_text("obs_id,lon,lat,date,nsp,soil_order\n007,-147.7,64.8,2019-07-15,1,Gelisols\n")
+    loose = tmp_path / "loose.csv"
+    loose.write_text("Obs_ID, Lon, LAT,Date , NSP,Soil_Order\n"
+                     "007,-147.7,64.8,2019-07-15,1,Gelisols\n")  # fmt: skip
+    pd.testing.assert_frame_equal(read_observations(loose), read_observations(plain))
+    assert read_observations(loose)["obs_id"].tolist() == ["007"]
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("obs_id;lon;lat;date;nsp;soil_order\n7;-147,7;64,8;2019-07-15;1;\n")
+    with pytest.raises(InputError) as exc:
+        read_observations(semicolons)
+    assert str(exc.value).endswith("the header looks separated by ';' or tabs: save the table as "
+                                   "comma-separated CSV")
+
+
 def test_unknown_soil_orders_are_listed_with_the_allowed_names(tiny: dict, tmp_path: Path) -> None:
     df = pd.read_csv(tiny["observations"])
     df.loc[3, "soil_order"] = "Vertisols"

@@ -274,7 +274,7 @@ def test_the_plan_checks_the_observation_table_as_the_samples_job(
         out = result.stdout + result.stderr
         assert result.returncode != 0, out
         errors = [line for line in out.splitlines() if table in line]
-        assert errors == [str(err.value)], (case, out)
+        assert errors == [f"error: {err.value}"], (case, out)
         assert "Traceback" not in out and "Exception" not in out, out
     (project.root / table).write_text(header + good)
     check_observations(region, table)
@@ -297,7 +297,7 @@ def test_a_tile_the_region_does_not_have_stops_the_plan(tmp_path: Path) -> None:
         result = run_snakemake(project, "-n", target, check=False)
         out = result.stdout + result.stderr
         assert result.returncode != 0, out
-        expected = (f"{tile}: not a {what} tile of region '{project.region}' (tile_px "
+        expected = (f"error: {tile}: not a {what} tile of region '{project.region}' (tile_px "
                     f"{project.tile_px}); list them with: python -m mapper tiles "
                     f"{project.region}{flag}")
         assert expected in out.splitlines(), out
@@ -330,7 +330,7 @@ def test_every_source_can_be_an_http_download(tmp_path: Path) -> None:
     project.region_file.write_text(yaml.safe_dump(settings))
     run = run_snakemake(project, "-n", project.stack(tile), check=False)
     assert run.returncode != 0
-    assert (f"source 'dem' of region '{project.region}' is of kind demo, which only a region "
+    assert (f"error: source 'dem' of region '{project.region}' is of kind demo, which only a region "
             "whose sources are all of kind demo has (they are synthesized together); give it "
             "kind file, http, cells or stac in the region file") in run.log.splitlines(), run.log
 

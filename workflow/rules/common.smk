@@ -67,7 +67,7 @@ def known_tile(region, tile, stacked):
     if tile not in tile_set(region, stacked):
         what, flag = ("stacked", " --stacked") if stacked else ("mapped", "")
         sys.exit(
-            f"{tile}: not a {what} tile of region '{region}' (tile_px "
+            f"error: {tile}: not a {what} tile of region '{region}' (tile_px "
             f"{REGIONS[region].settings['tile_px']}); list them with: python -m mapper tiles "
             f"{region}{flag}"
         )
@@ -104,7 +104,7 @@ def source_inputs(region, source, tile=None):
     if kind == "demo":
         if region not in SYNTHESIZED_REGIONS:
             sys.exit(
-                f"source '{source}' of region '{region}' is of kind demo, which only a region "
+                f"error: source '{source}' of region '{region}' is of kind demo, which only a region "
                 "whose sources are all of kind demo has (they are synthesized together); give "
                 "it kind file, http, cells or stac in the region file"
             )
@@ -207,13 +207,13 @@ def region_observations(wildcards):
             stat = os.stat(found[0])
         except FileNotFoundError:
             sys.exit(
-                f"{found[0]}: the field observation table of region '{wildcards.region}' is "
+                f"error: {found[0]}: the field observation table of region '{wildcards.region}' is "
                 f"missing; place it there (CSV or Parquet, one row per observation, columns "
                 f"{', '.join(OBSERVATION_COLUMNS)}; see README section 'Statewide run')"
             )
         error = observation_table_error(wildcards.region, found[0], stat.st_mtime_ns, stat.st_size)
         if error:
-            sys.exit(error)
+            sys.exit(f"error: {error}")
     return found
 
 
@@ -416,7 +416,7 @@ def zone_layer_inputs(wildcards):
     if s["kind"] == "demo":  # synthesized from the demo's climate (rule demo_zones)
         if wildcards.region not in SYNTHESIZED_REGIONS:
             sys.exit(
-                f"zone layer '{wildcards.layer}' of region '{wildcards.region}' is of kind demo, "
+                f"error: zone layer '{wildcards.layer}' of region '{wildcards.region}' is of kind demo, "
                 "which only a region whose sources are all of kind demo has; give it kind file "
                 "or http in the region file"
             )

@@ -226,3 +226,9 @@ def test_tiles_command_lists_mapped_or_stacked_tiles(tmp_path: Path,
     for extra, expected in (([], region.tiles()), (["--stacked"], region.stacked_tiles())):
         assert main(["tiles", "poly", "--config", config, *extra]) == 0
         assert capsys.readouterr().out.split() == expected
+        assert main(["tiles", "--region", "poly", "--config", config, *extra]) == 0
+        assert capsys.readouterr().out.split() == expected
+    assert main(["tiles", "--config", config]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: give one region: python -m mapper tiles <region> [--stacked] (or --region "
+        "<region>)")

@@ -7,7 +7,9 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("tiles", help="print the tile ids of a region, one per line")
-    p.add_argument("region", help="region name (a key of config 'regions')")
+    p.add_argument("region", nargs="?", help="region name (a key of config 'regions')")
+    p.add_argument("--region", dest="region_option", metavar="REGION",
+                   help="the region, as the other commands take it")
     p.add_argument("--config", default="config/config.yaml", help="config file")
     p.add_argument("--stacked", action="store_true",
                    help="also the context tiles (stacked, not mapped) within a crop's reach")
@@ -16,8 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_tiles(args: argparse.Namespace) -> int:
     from mapper.config import load_config, load_region
+    from mapper.errors import ConfigError
 
-    region = load_region(load_config(args.config), args.region)
+    name = args.region or args.region_option
+    if not name or (args.region and args.region_option and args.region != args.region_option):
+        raise ConfigError("give one region: python -m mapper tiles <region> [--stacked] (or "
+                          "--region <region>)")
+    region = load_region(load_config(args.config), name)
     for tile in region.stacked_tiles() if args.stacked else region.tiles():
         print(tile)
     return 0

@@ -164,6 +164,27 @@ def test_a_damaged_member_fails_its_crc_check(tmp_path):
     assert leftovers(tmp_path) == ["in"]
 
 
+def test_a_member_packed_with_a_method_zipfile_cannot_read_is_one_error(tmp_path):
+    """A member packed with Deflate64 (method 9, which some Windows tools write): one error
+    naming the member and the fix, not a traceback."""
+    raw = bytearray(archive_bytes("pr", compression=zipfile.ZIP_STORED))
+    name = f"pr/{PREFIXES['pr']}_06_2001.tif"
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as zf:
+        info = zf.getinfo(name)
+    raw[info.header_offset + 8:info.header_offset + 10] = (9).to_bytes(2, "little")
+    central = raw.index(b"PK\x01\x02")  # the central directory's entries
+    while raw[central + 46:central + 46 + len(name)] != name.encode():
+        central = raw.index(b"PK\x01\x02", central + 4)
+    raw[central + 10:central + 12] = (9).to_bytes(2, "little")
+    archives = write_archives(tmp_path / "in", pr=bytes(raw))
+    with pytest.raises(InputError) as exc:
+        derive_normals(archives, PREFIXES, PERIOD, tmp_path / "n.tif")
+    message = str(exc.value)
+    assert f"snap_pr.zip!{name}: cannot be unpacked" in message and "re-pack" in message
+    assert "\n" not in message
+    assert leftovers(tmp_path) == ["in"]
+
+
 def test_a_member_on_another_grid_is_one_error_naming_it(tmp_path):
     name = f"tas/{PREFIXES['tas']}_05_2001.tif"
     off_by_1m = Affine(2000.0, 0.0, 250_001.0, 0.0, -2000.0, 1_700_000.0)

@@ -243,6 +243,11 @@ class _Reader:
         try:
             with self.zf.open(member) as f:
                 data = f.read()
+        except NotImplementedError as exc:  # zipfile: a method it cannot read (Deflate64...)
+            raise InputError(
+                f"{where}: cannot be unpacked ({exc}); re-pack {self.archive.path} with Deflate "
+                "(e.g. unzip, then zip -r) and point the source at the copy"
+            ) from None
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise InputError(
                 f"{where}: cannot be unpacked ({exc}); the archive is damaged: delete "

@@ -330,8 +330,8 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
             assert read_manifest(records[c])["tried"] == []
     lock = LockFile(lock_path(region.path))
     entries = lock.entries()
-    assert entries[first] == {"absent": True} and entries[second]["sha256"] == (
-        manifest["items"][0]["sha256"])
+    assert entries[first] == {"absent": True, "served_by": second}
+    assert entries[second]["sha256"] == manifest["items"][0]["sha256"]
     assert third not in entries and len(entries) == 5
     rasters = cell_rasters([records[c] for c in sorted(CELLS, key=lambda c: c != lacking)])
     assert rasters[-1].name == f"{lacking}.tif" and len(rasters) == 4
@@ -340,6 +340,14 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
     Path(manifest["items"][0]["path"]).unlink()
     assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == second
     assert lock.entries() == entries
+    # the fallback taken out of the region file: the cell is not taken for sea
+    no_fallback = load_region(load_config(write_config(tmp_path / "c1.yaml", {"partial": (
+        write_region_file(tmp_path / "regions", "partial", cells_site["bounds"], 256, stack=STACK,
+                          sources={"dem": {"kind": "cells",
+                                           "url_template": base + THREEDEP_TEMPLATE}}))})),
+        "partial")  # fmt: skip
+    with pytest.raises(SourceError, match=f"{re.escape(first)}: HTTP 404, but cell {lacking}"):
+        C.fetch_cell(no_fallback, "dem", lacking, tmp_path / "nofallback")
     # the elevation of the mixed cells: each pixel from its cell's product, the plane everywhere;
     # the first product's pixels wherever it has any would be cut by its files' edge
     window, bounds = region_window(cells_site)

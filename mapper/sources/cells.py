@@ -292,7 +292,8 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
 
     The cell's URLs (:func:`cell_urls`) are tried in order; the first server that has the file
     gives it, and the URLs before it, which had none (HTTP 404), are recorded as absent in the
-    lock file, so that the same product serves the cell on every later fetch. A cell no server
+    lock file with the URL that served the cell (``served_by``), so that the same product serves
+    it on every later fetch. A cell no server
     has is sea (recorded as absent), unless it holds land of the region (:data:`LAND_KM2`): then
     one error naming every URL tried, and nothing recorded (the lock file's word that one of its
     URLs has no file, a user's "sea", stands).
@@ -306,7 +307,7 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     dest = out_dir / name / f"{cell.name}.tif"
     lock = LockFile(lock_path(region.path))
     land = land_km2(region, cell)
-    said_sea = any((lock.get(url) or {}).get("absent") for url in urls)  # an earlier word
+    said_sea = any(_said_sea(lock.get(url)) for url in urls)  # a user's word (or a sea cell's)
     entry, tried = None, []
     for url in urls:
         try:  # a URL recorded as absent in the lock stays absent (fetch_locked)
@@ -327,20 +328,26 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
             f'if the cell truly has no land, record it as sea in {lock.path}: "{urls[0]}": '
             '{"absent": true}'
         )
+    served = urls[len(tried)] if entry is not None else None
     for url in tried:
         if lock.get(url) is None:
-            lock.record(url, {"absent": True})
+            lock.record(url, {"absent": True, **({"served_by": served} if served else {})})
             logger.info("%s: no file on the server (HTTP 404): absent", url)
-    if entry is not None and tried:
-        logger.info("cell %s: from %s (no file at %s)", cell.name, urls[len(tried)],
-                    ", ".join(tried))  # fmt: skip
-    served = urls[len(tried)] if entry is not None else urls[0]
+    if served and tried:
+        logger.info("cell %s: from %s (no file at %s)", cell.name, served, ", ".join(tried))
+    served = served or urls[0]
     record = make_manifest(
         region.name, name, "cells", [entry] if entry else [], synthetic=region.synthetic,
         cell=cell.name, url=served, absent=entry is None, lock=str(lock.path),
         rank=len(tried) if entry is not None else None, tried=tried,
     )  # fmt: skip
     return write_manifest(out_dir / name / f"{cell.name}.json", record)
+
+
+def _said_sea(entry: dict[str, Any] | None) -> bool:
+    """A lock entry that says a URL has no file and no fallback served its cell instead: sea (a
+    sea cell's, or a user's word for a cell of the boundary that holds no land)."""
+    return bool(entry and entry.get("absent") and "served_by" not in entry)
 
 
 def land_km2(region: Region, cell: Cell) -> float:

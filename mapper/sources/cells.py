@@ -293,10 +293,10 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     The cell's URLs (:func:`cell_urls`) are tried in order; the first server that has the file
     gives it, and the URLs before it, which had none (HTTP 404), are recorded as absent in the
     lock file with the URL that served the cell (``served_by``), so that the same product serves
-    it on every later fetch. A cell no server
-    has is sea (recorded as absent), unless it holds land of the region (:data:`LAND_KM2`): then
-    one error naming every URL tried, and nothing recorded (the lock file's word that one of its
-    URLs has no file, a user's "sea", stands).
+    it on every later fetch. A cell no server has is sea (recorded as absent), unless it holds
+    land of the region (:data:`LAND_KM2`): then one error naming every URL tried, and nothing
+    recorded (the lock file's word that one of its URLs has no file, and no ``served_by``, a
+    user's "sea", stands).
     """
     from mapper.sources.lock import LockFile, fetch_locked, lock_path
     from mapper.sources.manifest import make_manifest, write_manifest

@@ -122,6 +122,12 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             "fix or replace the file"
         ) from None
     table = table.rename(columns=_column_names(table.columns))
+    repeated = sorted({str(c) for c in table.columns[table.columns.duplicated()]})
+    if repeated:
+        raise InputError(
+            f"{path}: column(s) {', '.join(repeated)} given more than once (names are matched "
+            "ignoring case and surrounding spaces); keep one of each"
+        )
     missing = [c for c in OBSERVATION_COLUMNS if c not in table.columns]
     if missing:
         header = ",".join(map(str, table.columns))

@@ -146,6 +146,10 @@ def test_column_names_are_matched_ignoring_case_and_spaces(tiny: dict, tmp_path:
                      "007,-147.7,64.8,2019-07-15,1,Gelisols\n")  # fmt: skip
     pd.testing.assert_frame_equal(read_observations(loose), read_observations(plain))
     assert read_observations(loose)["obs_id"].tolist() == ["007"]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("obs_id,Lon, LON,lat,date,nsp,soil_order\n7,-147.7,-147.7,64.8,,1,\n")
+    with pytest.raises(InputError, match=r"twice\.csv: column\(s\) lon given more than once"):
+        read_observations(twice)
     semicolons = tmp_path / "semicolons.csv"
     semicolons.write_text("obs_id;lon;lat;date;nsp;soil_order\n7;-147,7;64,8;2019-07-15;1;\n")
     with pytest.raises(InputError) as exc:

@@ -335,9 +335,18 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
     assert third not in entries and len(entries) == 5
     rasters = cell_rasters([records[c] for c in sorted(CELLS, key=lambda c: c != lacking)])
     assert rasters[-1].name == f"{lacking}.tif" and len(rasters) == 4
-    # fetched again (record deleted): the same product, nothing new in the lock
+    # fetched again (its record deleted, the job forced): the kept file is verified, not
+    # fetched again, and the 1" URL, pinned as standing in for the 2" one, is not asked
     records[lacking].unlink()
-    Path(manifest["items"][0]["path"]).unlink()
+    kept = Path(manifest["items"][0]["path"])
+    before = kept.stat().st_mtime_ns
+    asked = {u: len(server.requests_for(u.removeprefix(server.base_url))) for u in (first, second)}
+    assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == second
+    assert kept.stat().st_mtime_ns == before and lock.entries() == entries
+    assert {u: len(server.requests_for(u.removeprefix(server.base_url)))
+            for u in (first, second)} == asked  # fmt: skip
+    # deleted, it is fetched again from the same product
+    kept.unlink()
     assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == second
     assert lock.entries() == entries
     # the fallback taken out of the region file: the cell is not taken for sea

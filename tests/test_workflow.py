@@ -330,9 +330,9 @@ def test_every_source_can_be_an_http_download(tmp_path: Path) -> None:
     project.region_file.write_text(yaml.safe_dump(settings))
     run = run_snakemake(project, "-n", project.stack(tile), check=False)
     assert run.returncode != 0
-    assert (f"error: source 'dem' of region '{project.region}' is of kind demo, which only a region "
-            "whose sources are all of kind demo has (they are synthesized together); give it "
-            "kind file, http, cells or stac in the region file") in run.log.splitlines(), run.log
+    assert (f"error: source 'dem' of region '{project.region}' is of kind demo, which only a "
+            "region whose sources are all of kind demo has (they are synthesized together); give "
+            "it kind file, http, cells or stac in the region file") in run.log.splitlines(), run.log
 
 
 def test_a_synthetic_regions_report_lists_the_truth_it_reads(tmp_path: Path) -> None:

@@ -292,11 +292,12 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
 
     The cell's URLs (:func:`cell_urls`) are tried in order; the first server that has the file
     gives it, and the URLs before it, which had none (HTTP 404), are recorded as absent in the
-    lock file with the URL that served the cell (``served_by``), so that the same product serves
-    it on every later fetch. A cell no server has is sea (recorded as absent), unless it holds
-    land of the region (:data:`LAND_KM2`): then one error naming every URL tried, and nothing
-    recorded (the lock file's word that one of its URLs has no file, and no ``served_by``, a
-    user's "sea", stands).
+    lock file with the URL that served the cell (``served_by``): a later fetch does not ask them
+    again, so the same product serves the cell (delete those entries to look again). A cell no
+    server has is sea (recorded as absent), unless it holds land of the region
+    (:data:`LAND_KM2`): then one error naming every URL tried, and nothing recorded; the lock
+    file's word that one of its URLs has no file (without ``served_by``: a user's "sea") lets it
+    be sea, though a product that has the cell still serves it.
     """
     from mapper.sources.lock import LockFile, fetch_locked, lock_path
     from mapper.sources.manifest import make_manifest, write_manifest
@@ -310,8 +311,15 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     said_sea = any(_said_sea(lock.get(url)) for url in urls)  # a user's word (or a sea cell's)
     entry, tried = None, []
     for url in urls:
-        try:  # a URL recorded as absent in the lock stays absent (fetch_locked)
-            entry = fetch_locked(url, dest, lock,
+        known = lock.get(url) or {}
+        if known.get("served_by"):  # the lock pins another product for this cell: not asked
+            tried.append(url)
+            continue
+        # a URL the lock records as absent (sea) is asked again, a file there being an error
+        # (fetch_locked), into a scratch name: it must not touch a copy of the cell kept at dest
+        target = dest.with_name(dest.name + ".probe") if known.get("absent") else dest
+        try:
+            entry = fetch_locked(url, target, lock,
                                  check=lambda p, u=url: check_cell_raster(p, cell, u))
         except NotFoundError:
             entry = None
@@ -393,7 +401,8 @@ def cell_products(records: list[Path]) -> CellProducts:
 
 def cell_rasters(records: list[Path]) -> list[Path]:
     """The local rasters of cell records, absent (sea) cells left out, the source's first
-    product's before its fallbacks' (in the order of the records within each)."""
+    product's before its fallbacks' (in the order of the records within each): the files of
+    :func:`cell_products`, as a list (what ``gdalbuildvrt`` is given in the tests)."""
     return cell_products(records).paths
 
 

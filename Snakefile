@@ -20,15 +20,16 @@ configfile: "config/config.yaml"
 # The configuration of this run: the config files and --config merged, each region file read with
 # its region_overrides, validated against mapper's schemas (defaults filled; an error is one line
 # naming the file(s) and the key, as in every `python -m mapper` command). Jobs get it by value.
-# Each region's boundary is read and placed on the lattice too. A SystemExit's text is printed
-# as it is: one line, no traceback.
+# Each region (REGIONS, what the rules read) has its boundary read and placed on the lattice
+# too. A SystemExit's text is printed as it is: one line, no traceback.
 try:
     RUN_CONFIG = resolve_config(
         config,
         " + ".join(dict.fromkeys(map(os.path.abspath, workflow.configfiles))),
     )
-    for _region in RUN_CONFIG["regions"]:
-        check_places(load_region(RUN_CONFIG, _region))
+    REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
+    for _region in REGIONS.values():
+        check_places(_region)
 except MapperError as exc:
     sys.exit(f"error: {exc}")
 

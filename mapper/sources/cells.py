@@ -343,10 +343,9 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
             logger.info("%s: no file on the server (HTTP 404): absent", url)
     if served and tried:
         logger.info("cell %s: from %s (no file at %s)", cell.name, served, ", ".join(tried))
-    served = served or urls[0]
     record = make_manifest(
         region.name, name, "cells", [entry] if entry else [], synthetic=region.synthetic,
-        cell=cell.name, url=served, absent=entry is None, lock=str(lock.path),
+        cell=cell.name, url=served or urls[0], absent=entry is None, lock=str(lock.path),
         rank=len(tried) if entry is not None else None, tried=tried,
     )  # fmt: skip
     return write_manifest(out_dir / name / f"{cell.name}.json", record)

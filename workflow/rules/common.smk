@@ -6,10 +6,10 @@ import re
 import sys
 from pathlib import Path
 
-from mapper.config import load_region, resolve_config, write_run_config
+from mapper.config import resolve_config, write_run_config
 from mapper.tasks import OBSERVATION_COLUMNS, TASKS, task_names
 
-REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
+# REGIONS (name -> mapper.config.Region) comes from the Snakefile, which checks each one.
 # The file every job reads its settings from: RUN_CONFIG, named by its content (so a run with other
 # settings, or a dry run with an override, writes its own file), in the shared working directory.
 RUN_CONFIG_FILE = write_run_config(RUN_CONFIG, ".snakemake/mapper")

@@ -27,5 +27,11 @@ class NotFoundError(SourceError):
     """The server has no file at a source's URL (HTTP 404 or 410): sea, for a DEM cell."""
 
 
+class ChangedError(SourceError):
+    """The server no longer gives the bytes pinned for a URL (another size or sha256, a file where
+    a lock file records none, or none where it records one): an elevation cell of 3DEP is then
+    looked for among its dated versions (:mod:`mapper.sources.tnm`)."""
+
+
 class CheckpointError(MapperError):
     """A model checkpoint is unreadable or belongs to another model size, band list or task."""

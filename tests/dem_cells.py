@@ -9,9 +9,11 @@ keeps a 3612 x 3612 float32 3DEP cell (52 MB raw) at a few MB.
 - 3DEP: ``USGS_1_{n}{w}.tif`` (NORTH-WEST corner, lowercase), 3612 x 3612 px of 1/3600 degree
   with 6 px of overlap on every side, EPSG:4269, float32, nodata -999999; served at
   ``/StagedProducts/Elevation/1/TIFF/current/{n}{w}/USGS_1_{n}{w}.tif``.
-- 3DEP 2" (Alaska only): ``USGS_2_{n}{w}.tif``, named as the 1" files, at 2/3600 degree with
-  6 px of overlap on every side (1812 x 1812 px: the 1" layout at twice the spacing, its size not
-  confirmed here), served at ``/StagedProducts/Elevation/2/TIFF/current/{n}{w}/USGS_2_{n}{w}.tif``.
+- 3DEP 2" (Alaska only): ``USGS_2_{n}{w}_{date}.tif``, named as the 1" files with the date of
+  the version (the National Map's file lists name only these dated files, under ``historical/``),
+  at 2/3600 degree with 6 px of overlap on every side (1812 x 1812 px: the 1" layout at twice the
+  spacing, its size not confirmed here), served at
+  ``/StagedProducts/Elevation/2/TIFF/historical/{n}{w}/USGS_2_{n}{w}_{date}.tif``.
 - GLO-30: ``Copernicus_DSM_COG_10_{S}_00_{W}_00_DEM.tif`` (SOUTH-WEST corner, uppercase), 3600
   rows, 3600/2400/1800/1200 columns below 50/60/70/80 N, pixel centres on the cell's edges (the
   file reaches half a pixel past its north and west edges), EPSG:4326, float32, no nodata.
@@ -28,7 +30,9 @@ from affine import Affine
 from mapper.sources.cells import Cell
 
 THREEDEP_TEMPLATE = "/StagedProducts/Elevation/1/TIFF/current/{n}{w}/USGS_1_{n}{w}.tif"
-THREEDEP2_TEMPLATE = "/StagedProducts/Elevation/2/TIFF/current/{n}{w}/USGS_2_{n}{w}.tif"
+THREEDEP2_TEMPLATE = (
+    "/StagedProducts/Elevation/2/TIFF/historical/{n}{w}/USGS_2_{n}{w}_{date}.tif"
+)
 GLO30_TEMPLATE = (
     "/Copernicus_DSM_COG_10_{S}_00_{W}_00_DEM/Copernicus_DSM_COG_10_{S}_00_{W}_00_DEM.tif"
 )
@@ -78,12 +82,13 @@ def write_3dep(folder: Path, cell: Cell, hole: tuple[float, float] | None = None
     return _write(path, transform, 3612, 3612, "EPSG:4269", THREEDEP_NODATA, hole)
 
 
-def write_3dep2(folder: Path, cell: Cell) -> Path:
-    """The 3DEP 2" file of ``cell`` at ``folder`` + its path on the service; returns the file."""
+def write_3dep2(folder: Path, cell: Cell, date: str = "20210404") -> Path:
+    """The 3DEP 2" file of ``cell`` dated ``date`` at ``folder`` + its path on the service;
+    returns the file."""
     w, s, _, n = cell.bounds()
     step = 2 * ARCSEC
     transform = Affine(step, 0.0, w - 6 * step, 0.0, -step, n + 6 * step)
-    path = folder / THREEDEP2_TEMPLATE.format(**cell.fields()).lstrip("/")
+    path = folder / THREEDEP2_TEMPLATE.format(**cell.fields(), date=date).lstrip("/")
     return _write(path, transform, 1812, 1812, "EPSG:4269", THREEDEP_NODATA)
 
 

@@ -92,7 +92,7 @@ def test_alaska_sources_are_real() -> None:
         "kind": "cells",
         "url_template": f"{tnm}/1/TIFF/current/{{n}}{{w}}/USGS_1_{{n}}{{w}}.tif",
         "fallback_templates": [
-            f"{tnm}/2/TIFF/current/{{n}}{{w}}/USGS_2_{{n}}{{w}}.tif",
+            f"{tnm}/2/TIFF/historical/{{n}}{{w}}/USGS_2_{{n}}{{w}}_{{date}}.tif",
             "https://copernicus-dem-30m.s3.amazonaws.com/Copernicus_DSM_COG_10_{S}_00_{W}_00_DEM/"
             "Copernicus_DSM_COG_10_{S}_00_{W}_00_DEM.tif",
         ],

@@ -30,6 +30,7 @@ from dem_cells import (
 from httpserver import LoopbackServer
 from pyproj import Transformer
 from rasterio.windows import Window
+from s3_bucket import Bucket
 from tiny_region import write_config, write_region_file
 from workflow_project import REPO, WorkflowProject, planned_jobs, project_env, run_snakemake
 
@@ -306,7 +307,7 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
     written = [write_3dep(files / "partial", Cell.parse(c)) for c in CELLS if c != lacking]
     written.append(write_3dep2(files / "partial", Cell.parse(lacking)))
     serve(server, files, written)
-    base = server.base_url + "/partial"
+    base = Bucket(server, "partial").endpoint  # 2" is listed: its files are dated
     region_file = write_region_file(
         tmp_path / "regions", "partial", cells_site["bounds"], 256, stack=STACK,
         sources={"dem": {"kind": "cells", "url_template": base + THREEDEP_TEMPLATE,
@@ -316,11 +317,12 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
     region = load_region(load_config(config), "partial")
     settings, out = region.settings["sources"]["dem"], tmp_path / "sources"
     first, second, third = cell_urls(settings, Cell.parse(lacking))
-    assert first.endswith("/USGS_1_n66w147.tif") and second.endswith("/USGS_2_n66w147.tif")
+    assert first.endswith("/USGS_1_n66w147.tif") and second.endswith("/USGS_2_n66w147_{date}.tif")
+    version = second.replace("{date}", "20210404")  # the newest dated 2" file of the cell
 
     records = {c: C.fetch_cell(region, "dem", c, out) for c in CELLS}
     manifest = read_manifest(records[lacking])
-    assert manifest["url"] == second and manifest["tried"] == [first]
+    assert manifest["url"] == version and manifest["tried"] == [first]
     assert manifest["rank"] == 1 and manifest["absent"] is False
     with rasterio.open(manifest["items"][0]["path"]) as src:
         assert src.width == 1812 and src.res[0] == pytest.approx(2 / 3600)
@@ -330,25 +332,27 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
             assert read_manifest(records[c])["tried"] == []
     lock = LockFile(lock_path(region.path))
     entries = lock.entries()
-    assert entries[first] == {"absent": True, "served_by": second}
-    assert entries[second]["sha256"] == manifest["items"][0]["sha256"]
+    assert entries[first] == {"absent": True, "served_by": version}
+    assert entries[version]["sha256"] == manifest["items"][0]["sha256"]
     assert third not in entries and len(entries) == 5
     rasters = cell_rasters([records[c] for c in sorted(CELLS, key=lambda c: c != lacking)])
     assert rasters[-1].name == f"{lacking}.tif" and len(rasters) == 4
-    # fetched again (its record deleted, the job forced): the kept file is verified, not
-    # fetched again, and the 1" URL, pinned as standing in for the 2" one, is not asked
+    # fetched again (its record deleted, the job forced), a newer 2" version published since: the
+    # kept file is verified, not fetched again; the 1" URL, pinned as standing in for the 2" one,
+    # is not asked, nor is the 2" folder listed again: the lock pins the dated file
+    serve(server, files, [write_3dep2(files / "partial", Cell.parse(lacking), "20250101")])
     records[lacking].unlink()
     kept = Path(manifest["items"][0]["path"])
     before = kept.stat().st_mtime_ns
-    asked = {u: len(server.requests_for(u.removeprefix(server.base_url))) for u in (first, second)}
-    assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == second
+    paths = [u.removeprefix(server.base_url) for u in (first, version, base + "/")]
+    asked = [len(server.requests_for(p)) for p in paths]
+    assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == version
     assert kept.stat().st_mtime_ns == before and lock.entries() == entries
-    assert {u: len(server.requests_for(u.removeprefix(server.base_url)))
-            for u in (first, second)} == asked  # fmt: skip
-    # deleted, it is fetched again from the same product
+    assert [len(server.requests_for(p)) for p in paths] == asked
+    # deleted, it is fetched again: the same dated file
     kept.unlink()
-    assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == second
-    assert lock.entries() == entries
+    assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == version
+    assert lock.entries() == entries and len(server.requests_for(paths[1])) == asked[1] + 1
     # the fallback taken out of the region file: the cell is not taken for sea
     no_fallback = load_region(load_config(write_config(tmp_path / "c1.yaml", {"partial": (
         write_region_file(tmp_path / "regions", "partial", cells_site["bounds"], 256, stack=STACK,
@@ -400,11 +404,13 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
                          "fallback_templates": [base + "/no" + THREEDEP2_TEMPLATE]}})  # fmt: skip
     region = load_region(load_config(write_config(tmp_path / "c2.yaml", {"moved": moved})),
                          "moved")  # fmt: skip
+    Bucket(server, "partial/no")  # a bucket without the cells
     urls = cell_urls(region.settings["sources"]["dem"], Cell.parse("N64W148"))
     with pytest.raises(SourceError) as exc:
         C.fetch_cell(region, "dem", "N64W148", tmp_path / "moved")
     message = str(exc.value)
-    assert f"{urls[0]}, {urls[1]}: HTTP 404 at each" in message and "\n" not in message
+    assert f"{urls[0]}: HTTP 404, {urls[1]}: no dated file listed" in message
+    assert "\n" not in message
     assert "fallback_templates" in message
     lock = LockFile(lock_path(region.path))
     assert lock.entries() == {} and not list((tmp_path / "moved").rglob("N64W148*"))

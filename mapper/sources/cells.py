@@ -58,11 +58,12 @@ import numpy as np
 import shapely
 
 from mapper.config import Region
-from mapper.errors import ConfigError, InputError, NotFoundError, SourceError
+from mapper.errors import ChangedError, ConfigError, InputError, NotFoundError, SourceError
 from mapper.grid import Lattice
 
 if TYPE_CHECKING:
     from mapper.dem import CellProducts
+    from mapper.sources.lock import LockFile
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ holds land: the server must have its file, and HTTP 404 there is an error, not s
 EDGE_POINTS = 32
 """Points per edge of a window when it is taken to longitude/latitude (every ~1.6 km for a
 statewide tile with its halos; the curvature of an edge between two points is a few metres)."""
+
+DATE = "{date}"
+"""A ``{date}`` field left in a cell's URL: resolved at download (:mod:`mapper.sources.tnm`)."""
 
 _CELL = re.compile(r"^([NS])(\d{2})([EW])(\d{3})$")
 CELL_PATTERN = r"[NS]\d{2}[EW]\d{3}"
@@ -139,23 +143,31 @@ def check_template(template: str, where: str) -> str:
         raise ConfigError(
             f"{where}: bad url_template {template!r} ({exc}); fix the braces"
         ) from None
-    unknown = sorted(names - set(TEMPLATE_FIELDS))
+    unknown = sorted(names - set(TEMPLATE_FIELDS) - {"date"})
     if unknown:
         raise ConfigError(
             f"{where}: url_template field(s) {', '.join('{' + u + '}' for u in unknown)} unknown; "
-            f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+            f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)} (and {{date}}: a 3DEP "
+            "file's date, from its folder's listing)"
         )
     if not names & set("nNsS") or not names & set("wW"):
         raise ConfigError(
             f"{where}: url_template {template!r} must name the cell: a latitude field ({{n}} or "
             "{S}, ...) and a longitude field ({w} or {W}); fix it"
         )
+    if "date" in names:
+        from mapper.sources.tnm import dated
+
+        try:
+            dated(template)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return template
 
 
 def cell_url(settings: dict[str, Any], cell: Cell, where: str = "region file") -> str:
     """The URL of ``cell`` from a ``cells`` source's settings (its ``url_template``)."""
-    return check_template(settings["url_template"], where).format(**cell.fields())
+    return check_template(settings["url_template"], where).format(**cell.fields(), date=DATE)
 
 
 def cell_urls(settings: dict[str, Any], cell: Cell, where: str = "region file") -> list[str]:
@@ -165,7 +177,7 @@ def cell_urls(settings: dict[str, Any], cell: Cell, where: str = "region file") 
         (t, f"{where}.fallback_templates[{i}]")
         for i, t in enumerate(settings.get("fallback_templates") or [])
     ]
-    return [check_template(t, key).format(**cell.fields()) for t, key in templates]
+    return [check_template(t, key).format(**cell.fields(), date=DATE) for t, key in templates]
 
 
 # -- the cells of each tile ---------------------------------------------------------------------
@@ -298,8 +310,12 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     (:data:`LAND_KM2`): then one error naming every URL tried, and nothing recorded; the lock
     file's word that one of its URLs has no file (without ``served_by``: a user's "sea") lets it
     be sea, though a product that has the cell still serves it.
+
+    A 3DEP cell whose ``current/`` file is no longer the one the lock file pins (3DEP replaced
+    it) is fetched from its dated version of those bytes (:func:`mapper.sources.tnm.fetch_version`;
+    the record's item names that URL); any other changed file is an error.
     """
-    from mapper.sources.lock import LockFile, fetch_locked, lock_path
+    from mapper.sources.lock import LockFile, lock_path
     from mapper.sources.manifest import make_manifest, write_manifest
 
     settings = region.settings["sources"][name]
@@ -319,8 +335,7 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
         # (fetch_locked), into a scratch name: it must not touch a copy of the cell kept at dest
         target = dest.with_name(dest.name + ".probe") if known.get("absent") else dest
         try:
-            entry = fetch_locked(url, target, lock,
-                                 check=lambda p, u=url: check_cell_raster(p, cell, u))
+            entry = _fetch_url(url, target, lock, cell)
         except NotFoundError:
             entry = None
         if entry is not None:
@@ -329,6 +344,9 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     if entry is None and land >= LAND_KM2 and not said_sea:
         missing = f"{tried[0]}: HTTP 404" if len(tried) == 1 else (
             f"{', '.join(tried)}: HTTP 404 at each")
+        if any(DATE in u for u in tried):  # a {date} URL's miss is an empty listing
+            missing = ", ".join(f"{u}: {'no dated file listed' if DATE in u else 'HTTP 404'}"
+                                for u in tried)  # fmt: skip
         raise SourceError(
             f"{missing}, but cell {cell.name} holds {land:.0f} km^2 of region {region.name}'s "
             f"land: the source does not cover it; fix sources.{name}.url_template in "
@@ -336,7 +354,9 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
             f'if the cell truly has no land, record it as sea in {lock.path}: "{urls[0]}": '
             '{"absent": true}'
         )
-    served = urls[len(tried)] if entry is not None else None
+    served = None
+    if entry is not None:  # the URL the lock pins: a {date} template's, the dated file's
+        served = entry["url"] if DATE in urls[len(tried)] else urls[len(tried)]
     for url in tried:
         if lock.get(url) is None:
             lock.record(url, {"absent": True, **({"served_by": served} if served else {})})
@@ -349,6 +369,32 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
         rank=len(tried) if entry is not None else None, tried=tried,
     )  # fmt: skip
     return write_manifest(out_dir / name / f"{cell.name}.json", record)
+
+
+def _fetch_url(url: str, dest: Path, lock: LockFile, cell: Cell) -> dict[str, Any] | None:
+    """One URL of a cell (:func:`fetch_cell`): a ``{date}`` URL as the dated file the lock pins,
+    else the newest in the listing; a 3DEP ``current/`` file that changed as its pinned dated
+    version (:mod:`mapper.sources.tnm`); any other URL as it is (:func:`fetch_locked`).
+    NotFoundError where the product lacks the cell."""
+    from mapper.sources.lock import fetch_locked, refresh_advice
+    from mapper.sources.tnm import fetch_version, newest_version, pinned_version
+
+    known = lock.get(url) or {}
+    if DATE in url:
+        version = pinned_version(lock.entries(), url) or newest_version(url)
+        if known.get("absent"):  # the lock's word that no dated file was there
+            raise ChangedError(
+                f"{url}: {lock.path} records no dated file of the cell, and the listing now holds "
+                f"{version}; {refresh_advice(url, lock.path)}"
+            )
+        return fetch_locked(version, dest, lock,
+                            check=lambda p: check_cell_raster(p, cell, version))
+    try:
+        return fetch_locked(url, dest, lock, check=lambda p: check_cell_raster(p, cell, url))
+    except ChangedError as exc:  # a 3DEP cell replaced upstream: its pinned dated version
+        if not known.get("sha256"):
+            raise
+        return fetch_version(url, dest, known, exc)
 
 
 def _said_sea(entry: dict[str, Any] | None) -> bool:

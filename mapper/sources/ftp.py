@@ -136,7 +136,8 @@ def _retrieve(
     except (OSError, EOFError) as exc:
         raise _RetryableError(f"connection lost ({exc.__class__.__name__})") from None
     if size is not None and total is not None and total != size:
-        raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1])
+        raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1],
+                          changed=True)
     offset = part.stat().st_size if part.exists() else 0
     changed = "mdtm" in state and state["mdtm"] != modified
     if offset and (total is None or offset > total or changed):

@@ -40,7 +40,7 @@ import requests
 import urllib3
 
 from mapper import __version__
-from mapper.errors import NotFoundError, SourceError
+from mapper.errors import ChangedError, NotFoundError, SourceError
 from mapper.files import file_sha256
 from mapper.progress import bar as progress_bar
 
@@ -64,13 +64,15 @@ class _RetryableError(Exception):
 
 class _FatalError(Exception):
     """A failure that repeating will not fix; ``fix`` is the advice for the message;
-    ``missing`` when the server has no file at the URL (HTTP 404 or 410)."""
+    ``missing`` when the server has no file at the URL (HTTP 404 or 410), ``changed`` when it
+    reports another size than the one pinned."""
 
-    def __init__(self, cause: str, fix: str, missing: bool = False) -> None:
+    def __init__(self, cause: str, fix: str, missing: bool = False, changed: bool = False) -> None:
         super().__init__(cause)
         self.cause = cause
         self.fix = fix
         self.missing = missing
+        self.changed = changed
 
 
 _FIX_URL = "check the URL in the region file (or retry later if the server is down)"
@@ -197,7 +199,8 @@ def _attempt(
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         if size is not None and total is not None and total != size:
-            raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1])
+            raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1],
+                              changed=True)
 
         # read1 hands over whatever has arrived, so a cut loses no received byte (iter_content
         # would drop the partly filled chunk with the exception).
@@ -302,7 +305,8 @@ def download(
 
     Raises SourceError (naming the URL, ``dest``, the cause and the fix) on final failure, with
     neither ``dest`` nor ``<dest>.part`` left behind; NotFoundError (a SourceError) when the server
-    has no file at the URL (HTTP 404 or 410), which some callers expect (a DEM cell over sea).
+    has no file at the URL (HTTP 404 or 410), which some callers expect (a DEM cell over sea);
+    ChangedError (a SourceError) when it gives another size or sha256 than ``sha256``/``size``.
     """
     origin = origin or ("the region file", _FIX_CHECKSUM)
     dest = Path(dest)
@@ -352,7 +356,8 @@ def download(
                 continue
             except _FatalError as exc:
                 part.unlink(missing_ok=True)
-                error = NotFoundError if exc.missing else SourceError
+                error = (NotFoundError if exc.missing else ChangedError if exc.changed
+                         else SourceError)
                 raise error(f"{url} -> {dest}: {exc.cause}; {exc.fix}") from None
 
             problem = None
@@ -374,7 +379,7 @@ def download(
                 logger.warning("%s: %s after a resumed transfer; fetching it whole", url, problem)
                 state.clear()
                 continue
-            raise SourceError(f"{url} -> {dest}: {problem}; {origin[1]}")
+            raise ChangedError(f"{url} -> {dest}: {problem}; {origin[1]}")
     finally:
         if own_session:
             session.close()

@@ -43,7 +43,7 @@ from typing import Any
 
 import requests
 
-from mapper.errors import ConfigError, NotFoundError, SourceError
+from mapper.errors import ChangedError, ConfigError, NotFoundError, SourceError
 from mapper.files import atomic_path
 from mapper.sources.http import download
 
@@ -169,7 +169,9 @@ def fetch_locked(
 
     ``check(dest)`` vets a new download before its checksum is recorded (e.g. that a DEM cell is a
     raster of the right place); it raises a MapperError, and ``dest`` is then deleted. Every
-    failure is one SourceError naming the URL and the fix, with no partial ``dest`` left.
+    failure is one SourceError naming the URL and the fix, with no partial ``dest`` left: a
+    ChangedError where the server no longer gives what the lock pins (other bytes, a file where
+    it records none, or HTTP 404 where it records a file).
     """
     dest = Path(dest)
     known = lock.get(url)
@@ -182,7 +184,7 @@ def fetch_locked(
         )  # fmt: skip
     except NotFoundError:
         if pinned:
-            raise SourceError(
+            raise ChangedError(
                 f"{url}: HTTP 404, but {lock.path} records a file here ({_describe(pinned)}): "
                 "not sea but a missing file; retry later (the server may be under repair), or, if "
                 f"the file was withdrawn on purpose, {refresh_advice(url, lock.path)}"
@@ -197,7 +199,7 @@ def fetch_locked(
     got = {"sha256": entry["sha256"], "size": entry["size"]}
     if known is not None and known.get("absent"):
         dest.unlink(missing_ok=True)
-        raise SourceError(changed_message(url, lock.path, known, got))
+        raise ChangedError(changed_message(url, lock.path, known, got))
     if check is not None:
         try:
             check(dest)

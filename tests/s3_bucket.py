@@ -10,7 +10,8 @@ was given, ``NextContinuationToken`` while truncated (an opaque token), and one 
 continuation token is HTTP 400 ``InvalidArgument``; a listing without ``list-type=2`` is answered
 as S3's version 1 (``Marker``) would be, which the code under test must not ask for, so it is
 refused here (HTTP 400 ``InvalidArgument``). ``page`` (default 1000, S3's) may be set smaller so
-that a few objects span several pages; ``deny`` makes every request HTTP 403 ``AccessDenied``.
+that a few objects span several pages; ``deny`` makes every request HTTP 403 ``AccessDenied``;
+``fail(503, "SlowDown", retry_after="0")`` queues one error answer for the next listing request.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class Bucket:
     def __init__(self, server: Any, name: str, page: int = 1000) -> None:
         self.server, self.name, self.page, self.deny = server, name, page, False
         self.endpoint = server.add_route(f"/{name}/", self._list).rstrip("/")
+        self.failures: list[tuple[int, str, str | None]] = []
+
+    def fail(self, status: int, code: str, retry_after: str | None = None) -> None:
+        self.failures.append((status, code, retry_after))
 
     def put(self, key: str, data: bytes) -> str:
         """Store ``data`` as object ``key``; return its URL."""
@@ -45,6 +50,12 @@ class Bucket:
               ) -> tuple[int, dict[str, str], bytes]:
         if self.deny:
             return _error(403, "AccessDenied", "Access Denied")
+        if self.failures:
+            status, code, retry_after = self.failures.pop(0)
+            answer = _error(status, code, "Please reduce your request rate.")
+            if retry_after is not None:
+                answer[1]["Retry-After"] = retry_after
+            return answer
         if query.get("list-type") != ["2"]:
             return _error(400, "InvalidArgument", "only ListObjectsV2 is served here")
         prefix = (query.get("prefix") or [""])[0]

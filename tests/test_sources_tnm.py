@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from dem_cells import THREEDEP2_TEMPLATE, THREEDEP_TEMPLATE, write_3dep
-from httpserver import LoopbackServer
+from httpserver import LoopbackServer, status
 from pyproj import Transformer
 from s3_bucket import Bucket
 from tiny_region import write_config, write_region_file
@@ -216,3 +216,52 @@ def test_a_sea_cell_whose_dated_file_appears_is_an_error(bucket_region, tmp_path
                                                                             "20190101")}
     assert pinned_version(entries, url) == url.replace("{date}", "20210404")
     assert pinned_version({appeared: {"absent": True}}, url) is None
+
+
+def test_a_listing_is_retried_on_slow_down_and_its_failure_is_not_sea(bucket_region) -> None:
+    """S3's 503 SlowDown is retried as a download is; a listing that fails for good is one error
+    naming it, and the cell is not taken as lacking from the product (nothing recorded)."""
+    server, bucket, region, out = bucket_region
+    bucket.put(TWO.format(**CELL.fields(), date="20210404"), b"x")
+    bucket.fail(503, "SlowDown", retry_after="0")
+    assert [o.key for o in list_objects(bucket.endpoint, HISTORY.replace("/1/", "/2/"),
+                                        backoff=0.01)] == [
+        TWO.format(**CELL.fields(), date="20210404")]  # fmt: skip
+    assert len(server.requests_for("/prd-tnm/")) == 2
+    region.settings["sources"]["dem"]["url_template"] = bucket.endpoint + "/" + TWO
+    region.settings["sources"]["dem"]["fallback_templates"] = [
+        bucket.endpoint + "/glo/" + THREEDEP_TEMPLATE]  # fmt: skip
+    bucket.deny = True
+    for cell in (CELL, Cell.parse("N60W170")):  # land, and sea
+        with pytest.raises(SourceError, match="HTTP 403 AccessDenied") as exc:
+            C.fetch_cell(region, "dem", cell.name, out)
+        assert "\n" not in str(exc.value)
+    assert LockFile(lock_path(region.path)).entries() == {} and not out.exists()
+
+
+def test_a_current_file_gone_or_a_listed_file_not_served(bucket_region, tmp_path: Path) -> None:
+    """The pinned current/ file answering HTTP 404 is fetched from its dated version too. A
+    dated version listed but not served (HTTP 404) is never "the product lacks the cell": with
+    a fallback product configured, the cell is an error, not the fallback's, and nothing new is
+    recorded."""
+    server, bucket, region, out = bucket_region
+    first, _, _ = versions(tmp_path / "written")
+    current = bucket.put(CURRENT, first)
+    region.settings["sources"]["dem"]["fallback_templates"] = [
+        bucket.endpoint + "/glo" + THREEDEP_TEMPLATE]  # fmt: skip
+    bucket.put("glo/" + CURRENT, first)  # a fallback that has the cell
+    C.fetch_cell(region, "dem", CELL.name, out)
+    lock = LockFile(lock_path(region.path))
+    pinned = dict(lock.entries())
+    bucket.delete(CURRENT)
+    dated = bucket.put(f"{HISTORY}USGS_1_n65w148_20181107.tif", first)
+    tif = out / "dem" / f"{CELL.name}.tif"
+    tif.unlink()
+    manifest = read_manifest(C.fetch_cell(region, "dem", CELL.name, out))
+    assert manifest["url"] == current and manifest["items"][0]["url"] == dated
+    assert tif.read_bytes() == first and lock.entries() == pinned
+    tif.unlink()
+    server.add_faults("/prd-tnm/" + HISTORY + "USGS_1_n65w148_20181107.tif", status(404))
+    with pytest.raises(ChangedError, match="dates 20181107, 1 of the pinned size"):
+        C.fetch_cell(region, "dem", CELL.name, out)
+    assert lock.entries() == pinned and not tif.exists()

@@ -387,8 +387,14 @@ def _fetch_url(url: str, dest: Path, lock: LockFile, cell: Cell) -> dict[str, An
                 f"{url}: {lock.path} records no dated file of the cell, and the listing now holds "
                 f"{version}; {refresh_advice(url, lock.path)}"
             )
-        return fetch_locked(version, dest, lock,
-                            check=lambda p: check_cell_raster(p, cell, version))
+        try:
+            return fetch_locked(version, dest, lock,
+                                check=lambda p: check_cell_raster(p, cell, version))
+        except NotFoundError:  # listed (or pinned: fetch_locked raised ChangedError), not served
+            raise SourceError(
+                f"{version}: HTTP 404, though {url.rsplit('/', 1)[0]}/ lists it; retry later "
+                "(the server may be under repair)"
+            ) from None
     try:
         return fetch_locked(url, dest, lock, check=lambda p: check_cell_raster(p, cell, url))
     except ChangedError as exc:  # a 3DEP cell replaced upstream: its pinned dated version

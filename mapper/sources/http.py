@@ -88,6 +88,12 @@ def new_session() -> requests.Session:
     return session
 
 
+def backoff_wait(backoff: float, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt + 1``: ``backoff * 2**attempt`` plus up to 25 %
+    jitter, so that many jobs that failed together do not return together."""
+    return backoff * 2**attempt * (1.0 + 0.25 * random.random())
+
+
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
     if not value:
@@ -348,9 +354,7 @@ def download(
                 cause = exc.cause
                 if attempt == retries:
                     break
-                wait = exc.wait
-                if wait is None:
-                    wait = backoff * 2**attempt * (1.0 + 0.25 * random.random())
+                wait = backoff_wait(backoff, attempt) if exc.wait is None else exc.wait
                 logger.warning("%s: %s; retrying in %.2f s", url, cause, wait)
                 time.sleep(wait)
                 continue

@@ -6,8 +6,8 @@ answered with a ``ListBucketResult`` XML document (namespace
 ``LastModified``, ``ETag``, ``Size``, ``StorageClass``), ``IsTruncated``, and, while truncated,
 ``NextContinuationToken``, which the next page's request sends as ``continuation-token``. An
 error is an ``Error`` document with a ``Code`` (``AccessDenied``, ``NoSuchBucket``, ``SlowDown``)
-and a ``Message``. ``<endpoint>`` is the bucket's URL: ``https://<bucket>.s3.amazonaws.com``
-(virtual-hosted style) or ``https://s3.amazonaws.com/<bucket>`` (path style).
+and a ``Message``. ``<endpoint>`` is the bucket's URL, ``https://<bucket>.s3.amazonaws.com``
+(virtual-hosted style; a redirect to another region is an error naming the listing).
 
 A request is a few hundred bytes of XML; the standard library's ElementTree parses it and
 ``requests`` sends it, so no AWS SDK is needed for a public bucket.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import requests
 
 from mapper.errors import SourceError
-from mapper.sources.http import new_session, retry_after_seconds
+from mapper.sources.http import backoff_wait, new_session, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ def list_objects(
 ) -> list[S3Object]:
     """The objects whose key starts with ``prefix`` in the bucket at ``endpoint``, every page.
 
-    HTTP 5xx, 429 and connection failures are retried ``retries`` times (waiting ``backoff *
-    2**attempt`` s, or the ``Retry-After``); anything else is one SourceError naming the listing's
-    URL and S3's error code.
+    HTTP 5xx, 429 and connection failures are retried ``retries`` times, as downloads are
+    (:func:`mapper.sources.http.backoff_wait`, or the ``Retry-After``); anything else is one
+    SourceError naming the listing's URL and S3's error code.
     """
     url = endpoint.rstrip("/") + "/"
     own_session = session is None
@@ -104,11 +104,13 @@ def _get_page(
     where = f"{url}?list-type=2&prefix={params['prefix']}"
     cause = ""
     for attempt in range(retries + 1):
-        wait = backoff * 2**attempt
+        wait = backoff_wait(backoff, attempt)
         try:
             resp = session.get(url, params=params, timeout=(timeout, timeout))
         except (requests.ConnectionError, requests.Timeout) as exc:
             cause = f"connection failed ({exc.__class__.__name__})"
+        except requests.RequestException as exc:  # an invalid URL, a garbled answer, ...
+            raise SourceError(f"{where}: request failed ({exc}); check the bucket's URL") from None
         else:
             if resp.status_code == 200:
                 try:
@@ -120,7 +122,7 @@ def _get_page(
             code, message = _s3_error(resp.content)
             cause = f"HTTP {resp.status_code} {code or resp.reason}" + (
                 f": {message}" if message else "")
-            if resp.status_code not in (429, 503) and resp.status_code < 500:
+            if resp.status_code != 429 and resp.status_code < 500:
                 raise SourceError(
                     f"{where}: {cause}; check the bucket's URL (the listing of a public bucket "
                     "needs no credentials)"

@@ -35,7 +35,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mapper.errors import ChangedError, ConfigError, NotFoundError
+from mapper.errors import ChangedError, ConfigError, NotFoundError, SourceError
 from mapper.sources.http import download
 from mapper.sources.s3 import list_objects
 
@@ -120,7 +120,10 @@ def fetch_version(
         raise changed
     endpoint, prefix, name = history
     listing = {k: v for k, v in kwargs.items() if k in ("session", "retries", "backoff", "timeout")}
-    objects = list_objects(endpoint, prefix, **listing)
+    try:
+        objects = list_objects(endpoint, prefix, **listing)
+    except SourceError as exc:
+        raise SourceError(f"{changed} (its dated versions could not be listed: {exc})") from None
     dated = sorted(((m["date"], o) for o in objects if (m := name.match(o.key))),
                    key=lambda d: d[0], reverse=True)  # fmt: skip
     candidates = [o for _, o in dated if o.size == pinned["size"]]
@@ -133,10 +136,13 @@ def fetch_version(
         except ChangedError:
             logger.info("%s: same size as the pinned file, other bytes", version)
             continue
+        except NotFoundError:  # listed, yet not served: never "the product lacks the cell"
+            logger.warning("%s: listed, but HTTP 404", version)
+            continue
         logger.warning("%s: not the file the lock file pins (3DEP replaced it); fetched the pinned "
                        "file's dated version, %s", url, version)  # fmt: skip
         return entry
-    found = ", ".join(d for d, _ in dated) or "none"
+    found = ", ".join(d for d, _ in dated) or "none"  # a failed listing raised SourceError above
     raise ChangedError(
         f"{changed} (no dated version in {where} has the pinned bytes either: dates {found}, "
         f"{len(candidates)} of the pinned size)"

@@ -16,10 +16,17 @@ latitude and longitude at a URL made from a template (``url_template`` in the re
 
       https://copernicus-dem-30m.s3.amazonaws.com/Copernicus_DSM_COG_10_{S}_00_{W}_00_DEM/Copernicus_DSM_COG_10_{S}_00_{W}_00_DEM.tif
 
-Template fields (:data:`TEMPLATE_FIELDS`): ``{n}``/``{N}`` the north edge's latitude and
-``{s}``/``{S}`` the south edge's, as a hemisphere letter and 2 digits (``n65``/``N65``, ``s05``);
-``{w}``/``{W}`` the west edge's longitude as a letter and 3 digits (``w148``/``W148``, and east of
-180 W ``e172``/``E172``). Lowercase fields give lowercase letters, uppercase fields uppercase.
+- USGS 3DEP 2 arc-second (Alaska only), published as dated files only: ``{date}`` is the newest
+  date in the cell's folder at the first download, then the one the lock file records
+  (:mod:`mapper.sources.tnm`)::
+
+      https://prd-tnm.s3.amazonaws.com/StagedProducts/Elevation/2/TIFF/historical/{n}{w}/USGS_2_{n}{w}_{date}.tif
+
+Template fields (:data:`TEMPLATE_FIELDS`, and ``{date}``): ``{n}``/``{N}`` the north edge's
+latitude and ``{s}``/``{S}`` the south edge's, as a hemisphere letter and 2 digits
+(``n65``/``N65``, ``s05``); ``{w}``/``{W}`` the west edge's longitude as a letter and 3 digits
+(``w148``/``W148``, and east of 180 W ``e172``/``E172``). Lowercase fields give lowercase
+letters, uppercase fields uppercase.
 
 A cell is named here, whatever the service, by its south-west corner like SRTM: ``N64W148``
 covers 64-65 N and 148-147 W; ``N52E172`` covers 52-53 N and 172-173 E (the Near Islands, west of
@@ -311,9 +318,11 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     file's word that one of its URLs has no file (without ``served_by``: a user's "sea") lets it
     be sea, though a product that has the cell still serves it.
 
-    A 3DEP cell whose ``current/`` file is no longer the one the lock file pins (3DEP replaced
-    it) is fetched from its dated version of those bytes (:func:`mapper.sources.tnm.fetch_version`;
-    the record's item names that URL); any other changed file is an error.
+    A ``{date}`` URL is the dated file the lock file records, else the newest its folder lists
+    (then recorded; the record's ``url`` names it). A 3DEP cell whose ``current/`` file is no
+    longer the one the lock file pins (3DEP replaced it) is fetched from its dated version of
+    those bytes (:func:`mapper.sources.tnm.fetch_version`; the record's item names that URL); any
+    other changed file is an error.
     """
     from mapper.sources.lock import LockFile, lock_path
     from mapper.sources.manifest import make_manifest, write_manifest

@@ -39,6 +39,7 @@ from mapper.config import load_config, load_region
 from mapper.dem import warp_dem
 from mapper.errors import ConfigError, InputError, SourceError
 from mapper.grid import Lattice
+from mapper.products.mosaic import sources_summary
 from mapper.sources import cells as C
 from mapper.sources.cells import (
     Cell,
@@ -337,6 +338,14 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
     assert third not in entries and len(entries) == 5
     rasters = cell_rasters([records[c] for c in sorted(CELLS, key=lambda c: c != lacking)])
     assert rasters[-1].name == f"{lacking}.tif" and len(rasters) == 4
+    # the maps' provenance (MAPPER_SOURCES) says which product served how many cells
+    sea = C.fetch_cell(region, "dem", "N63W149", out)
+    assert sources_summary(region, out)["dem"]["cells"] == {
+        "by_product": [{"template": t, "cells": n} for t, n in zip(
+            [settings["url_template"], *settings["fallback_templates"]], [3, 1, 0], strict=True)],
+        "sea": 1, "from_dated_versions": 0}  # fmt: skip
+    sea.unlink()
+    entries = lock.entries()
     # fetched again (its record deleted, the job forced), a newer 2" version published since: the
     # kept file is verified, not fetched again; the 1" URL, pinned as standing in for the 2" one,
     # is not asked, nor is the 2" folder listed again: the lock pins the dated file

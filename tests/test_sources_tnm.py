@@ -16,6 +16,7 @@ from tiny_region import write_config, write_region_file
 
 from mapper.config import load_config, load_region
 from mapper.errors import ChangedError, ConfigError, SourceError
+from mapper.products.mosaic import sources_summary
 from mapper.sources import cells as C
 from mapper.sources.cells import Cell
 from mapper.sources.lock import LockFile, lock_path
@@ -140,6 +141,8 @@ def test_a_replaced_cell_is_fetched_from_its_dated_version(bucket_region, tmp_pa
     assert manifest["url"] == current and manifest["items"][0]["url"] == version
     assert tif.read_bytes() == first and lock.entries() == pinned
     assert f"{current}: not the file the lock file pins" in caplog.text and version in caplog.text
+    summary = sources_summary(region, out)["dem"]["cells"]
+    assert summary["by_product"][0]["cells"] == 1 and summary["from_dated_versions"] == 1
     get = [r["path"] for r in server.log if r["method"] == "GET"]
     assert get[-3:] == ["/prd-tnm/", f"/prd-tnm/{HISTORY}USGS_1_n65w148_20200110.tif",
                         f"/prd-tnm/{HISTORY}USGS_1_n65w148_20181107.tif"]  # fmt: skip

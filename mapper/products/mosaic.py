@@ -121,7 +121,8 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
     per-file or per-tile manifests (``<source>/*.json``) when present; a manifest of several
     sources (the demo's) names each item's source in its ``what``. A source with no manifest is
     described by its region settings alone. A statewide STAC source has one manifest per tile,
-    so items are summarised (count, digest) rather than listed.
+    so items are summarised (count, digest) rather than listed. A ``cells`` source's records
+    also say which product served how many cells (:func:`cells_by_product`).
     """
     base = Path(sources_dir) if sources_dir else Path("resources") / region.name / "sources"
     manifests: list[dict[str, Any]] = []
@@ -145,6 +146,10 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
                                                                    "path", "seed")})
         items: dict[str, dict[str, Any]] = {}
         synthetic = None
+        if settings["kind"] == "cells":
+            records = [m for m in manifests if m.get("source") == name and "cell" in m]
+            if records:
+                entry["cells"] = cells_by_product(settings, records)
         for m in manifests:
             # a manifest describes one source, or several whose items say which ("what")
             for item in m.get("items", []):
@@ -167,6 +172,27 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
             entry["manifest"] = "none found"
         out[name] = entry
     return out
+
+
+def cells_by_product(settings: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of a ``cells`` source's cell records (:func:`mapper.sources.cells.fetch_cell`): the cells
+    each product served (its template: ``url_template``, then each fallback, in order), the sea
+    cells, and the cells served by a dated version of their URL (a 3DEP file replaced since the
+    lock file pinned it)."""
+    templates = [settings["url_template"], *(settings.get("fallback_templates") or [])]
+    served = [0] * len(templates)
+    sea = dated = 0
+    for record in records:
+        if record.get("absent"):
+            sea += 1
+            continue
+        rank = int(record.get("rank") or 0)
+        if rank < len(served):
+            served[rank] += 1
+        dated += any(i.get("url") not in (None, record.get("url")) for i in record["items"])
+    return {"by_product": [{"template": t, "cells": n} for t, n in zip(templates, served,
+                                                                       strict=True)],
+            "sea": sea, "from_dated_versions": dated}  # fmt: skip
 
 
 def provenance_tags(

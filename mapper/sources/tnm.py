@@ -124,9 +124,9 @@ def fetch_version(
         objects = list_objects(endpoint, prefix, **listing)
     except SourceError as exc:
         raise SourceError(f"{changed} (its dated versions could not be listed: {exc})") from None
-    dated = sorted(((m["date"], o) for o in objects if (m := name.match(o.key))),
-                   key=lambda d: d[0], reverse=True)  # fmt: skip
-    candidates = [o for _, o in dated if o.size == pinned["size"]]
+    versions = sorted(((m["date"], o) for o in objects if (m := name.match(o.key))),
+                      key=lambda d: d[0], reverse=True)  # fmt: skip
+    candidates = [o for _, o in versions if o.size == pinned["size"]]
     where = f"{endpoint}/{prefix}"
     for obj in candidates:
         version = f"{endpoint}/{obj.key}"
@@ -142,7 +142,7 @@ def fetch_version(
         logger.warning("%s: not the file the lock file pins (3DEP replaced it); fetched the pinned "
                        "file's dated version, %s", url, version)  # fmt: skip
         return entry
-    found = ", ".join(d for d, _ in dated) or "none"  # a failed listing raised SourceError above
+    found = ", ".join(d for d, _ in versions) or "none"  # a failed listing raised SourceError above
     raise ChangedError(
         f"{changed} (no dated version in {where} has the pinned bytes either: dates {found}, "
         f"{len(candidates)} of the pinned size)"

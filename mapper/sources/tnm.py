@@ -22,9 +22,10 @@ in its file name (:data:`DATE`)::
 
 At a cell's first download the folder is listed and the newest dated file taken
 (:func:`newest_version`); the lock file records that file's URL, and every later fetch takes the
-URL it records (:func:`pinned_version`), without listing: a dated file is never replaced, so the
-cell is the same wherever and whenever it is fetched. A folder without a dated file of the cell
-is a cell the product lacks, as HTTP 404 is for a plain URL. The bucket's endpoint is what
+URL it records (:func:`pinned_version`), without listing: a dated file is never replaced, so with
+that lock file the cell is the same wherever and whenever it is fetched. A folder without a dated
+file of the cell is a cell the product lacks, as HTTP 404 is for a plain URL; a listing that
+fails is an error (:class:`mapper.errors.SourceError`). The bucket's endpoint is what
 precedes ``/StagedProducts/`` in the URL (any host laid out as the bucket is).
 """
 

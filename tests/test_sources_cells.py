@@ -39,7 +39,7 @@ from mapper.config import load_config, load_region
 from mapper.dem import warp_dem
 from mapper.errors import ConfigError, InputError, SourceError
 from mapper.grid import Lattice
-from mapper.products.mosaic import sources_summary
+from mapper.products.provenance import sources_summary
 from mapper.sources import cells as C
 from mapper.sources.cells import (
     Cell,

@@ -16,7 +16,7 @@ from tiny_region import write_config, write_region_file
 
 from mapper.config import load_config, load_region
 from mapper.errors import ChangedError, ConfigError, SourceError
-from mapper.products.mosaic import sources_summary
+from mapper.products.provenance import sources_summary
 from mapper.sources import cells as C
 from mapper.sources.cells import Cell
 from mapper.sources.lock import LockFile, lock_path

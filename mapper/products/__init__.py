@@ -1,7 +1,8 @@
 """Map products of a region, the files a user opens: each task's predicted tiles mosaicked into
 Cloud-Optimized GeoTIFFs with their colours, a quick-look PNG, a QGIS style and a STAC Item.
 
-- :mod:`mapper.products.mosaic`: tiles -> products, with provenance tags (:func:`make_products`);
+- :mod:`mapper.products.mosaic`: tiles -> products (:func:`make_products`);
+- :mod:`mapper.products.provenance`: what every product says of how it was made;
 - :mod:`mapper.products.cog`: the COG writer (blocks, compression, overviews);
 - :mod:`mapper.products.colours`: colour tables and QGIS styles (.qml);
 - :mod:`mapper.products.quicklook`: the PNG with legend;
@@ -15,8 +16,8 @@ from mapper.products.mosaic import (
     check_tiles,
     make_products,
     product_paths,
-    provenance_tags,
 )
+from mapper.products.provenance import provenance_tags
 from mapper.products.quicklook import write_quicklook
 
 __all__ = [

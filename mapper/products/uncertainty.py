@@ -43,11 +43,11 @@ from mapper.products.mosaic import (
     check_tiles,
     item_properties,
     percent_band,
-    provenance_tags,
     side_assets,
     source_period,
     to_percent,
 )
+from mapper.products.provenance import provenance_tags
 from mapper.products.quicklook import capital, write_ramp_quicklook
 from mapper.products.stac import ProductAsset, build_item, write_item
 from mapper.tasks import Task, get_task

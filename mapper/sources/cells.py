@@ -344,7 +344,7 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
         # (fetch_locked), into a scratch name: it must not touch a copy of the cell kept at dest
         target = dest.with_name(dest.name + ".probe") if known.get("absent") else dest
         try:
-            entry = _fetch_url(url, target, lock, cell)
+            entry = _fetch_url(url, known, target, lock, cell)
         except NotFoundError:
             entry = None
         if entry is not None:
@@ -380,15 +380,15 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     return write_manifest(out_dir / name / f"{cell.name}.json", record)
 
 
-def _fetch_url(url: str, dest: Path, lock: LockFile, cell: Cell) -> dict[str, Any] | None:
-    """One URL of a cell (:func:`fetch_cell`): a ``{date}`` URL as the dated file the lock pins,
-    else the newest in the listing; a 3DEP ``current/`` file that changed as its pinned dated
-    version (:mod:`mapper.sources.tnm`); any other URL as it is (:func:`fetch_locked`).
-    NotFoundError where the product lacks the cell."""
+def _fetch_url(url: str, known: dict[str, Any], dest: Path, lock: LockFile, cell: Cell
+               ) -> dict[str, Any] | None:  # fmt: skip
+    """One URL of a cell (:func:`fetch_cell`; ``known``: its lock entry, or empty): a ``{date}``
+    URL as the dated file the lock pins, else the newest in the listing; a 3DEP ``current/`` file
+    that changed as its pinned dated version (:mod:`mapper.sources.tnm`); any other URL as it is
+    (:func:`fetch_locked`). NotFoundError where the product lacks the cell."""
     from mapper.sources.lock import fetch_locked, refresh_advice
     from mapper.sources.tnm import fetch_version, newest_version, pinned_version
 
-    known = lock.get(url) or {}
     if DATE in url:
         version = pinned_version(lock.entries(), url) or newest_version(url)
         if known.get("absent"):  # the lock's word that no dated file was there

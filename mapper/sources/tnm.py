@@ -16,7 +16,7 @@ the very elevation of the first run, and says which dated file it took.
 
 Some products have no ``current/`` folder at all: the National Map's file lists of 3DEP 2
 arc-second (Alaska) name only dated files. A ``cells`` template may therefore hold ``{date}``
-in its file name (:data:`DATE`)::
+in its file name (:data:`mapper.sources.cells.DATE`)::
 
     .../StagedProducts/Elevation/2/TIFF/historical/{n}{w}/USGS_2_{n}{w}_{date}.tif
 
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mapper.errors import ChangedError, ConfigError, NotFoundError, SourceError
+from mapper.sources.cells import DATE  # the template field of a dated file's date (YYYYMMDD)
 from mapper.sources.http import download
 from mapper.sources.s3 import list_objects
 
@@ -61,12 +62,10 @@ def history_of(url: str) -> tuple[str, str, re.Pattern[str]] | None:
     return m["endpoint"], prefix, name
 
 
-DATE = "{date}"
-"""The template field of a dated file's date (``YYYYMMDD``), resolved from the bucket's listing."""
 
 
 def dated(url: str) -> tuple[str, str, re.Pattern[str]]:
-    """For a URL holding :data:`DATE` (a cell's fields filled in): the bucket's endpoint, the
+    """For a URL holding ``{date}`` (a cell's fields filled in): the bucket's endpoint, the
     prefix of the folder to list, and the pattern of the dated files' keys (group ``date``);
     ConfigError when the URL is not laid out as 3DEP's bucket."""
     endpoint, sep, key = url.partition("/StagedProducts/")

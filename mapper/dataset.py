@@ -45,6 +45,7 @@ is the same whether training ran straight through or resumed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -148,6 +149,15 @@ class Batch:
     @property
     def labelled(self) -> int:
         return int(self.mask.sum())
+
+    def to(self, device: torch.device) -> Batch:
+        """The batch with its tensors on ``device`` (itself on the CPU; pinned, asynchronous
+        copies to a GPU)."""
+        if device.type == "cpu":
+            return self
+        moved = {name: getattr(self, name).pin_memory().to(device, non_blocking=True)
+                 for name in ("s2", "cov", "coords", "xy", "valid", "mask", "target")}
+        return dataclasses.replace(self, **moved)
 
 
 def crop_coords(
@@ -416,6 +426,7 @@ def predict_points(
     rows = np.floor((lat.origin_y - xy[:, 1]) / lat.res).astype(np.int64) - crop_px // 2
     out = []
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(xy), batch_size):
             part = slice(start, start + batch_size)
@@ -428,8 +439,8 @@ def predict_points(
                 crop_coords(lat, int(r), int(c), crop_px, p[None])
                 for r, c, p in zip(rows[part], cols[part], xy[part], strict=True)
             ])  # [b, 1, 2]
-            feats = model.encode(torch.from_numpy(s2), torch.from_numpy(cov))
-            logits = model.predict(feats, torch.from_numpy(coords.astype(np.float32)))
-            out.append(logits[:, 0].numpy())
+            feats = model.encode(torch.from_numpy(s2).to(device), torch.from_numpy(cov).to(device))
+            logits = model.predict(feats, torch.from_numpy(coords.astype(np.float32)).to(device))
+            out.append(logits[:, 0].cpu().numpy())
     n_out = int(getattr(model, "n_out", 1))
     return np.concatenate(out) if out else np.zeros((0, n_out), dtype=np.float32)

@@ -35,3 +35,7 @@ class ChangedError(SourceError):
 
 class CheckpointError(MapperError):
     """A model checkpoint is unreadable or belongs to another model size, band list or task."""
+
+
+class TrainingError(MapperError):
+    """Training gave a model that cannot be used (non-finite outputs: the optimisation diverged)."""

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from mapper.bands import STACK_BANDS
 from mapper.config import Region
-from mapper.errors import ConfigError, InputError
+from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.files import atomic_path
 from mapper.samples import read_samples, samples_metadata, stacks_by_tile
 from mapper.splits import check_split, train_test_indices
@@ -98,9 +98,10 @@ def random_forest_probabilities(
 
 def miso_probabilities(
     region: Region, task: Task, table: pd.DataFrame, train: np.ndarray, test: np.ndarray,
-    stacks: list[str | Path], pretrained: str | Path | None,
+    stacks: list[str | Path], pretrained: str | Path | None, device: str | None = None,
 ) -> np.ndarray:
-    """Fine-tune MiSo on the training rows, then class probabilities at the test rows."""
+    """Fine-tune MiSo on the training rows (on ``device``: default CUDA when present), then class
+    probabilities at the test rows."""
     import torch
 
     from mapper.dataset import predict_points
@@ -109,7 +110,8 @@ def miso_probabilities(
 
     ev, training = region.settings["evaluation"], region.settings["training"]
     epochs = ev["epochs"] or finetune_epochs(training, task.name)
-    result = finetune(region, task.name, table, stacks, None, pretrained, train, int(epochs))
+    result = finetune(region, task.name, table, stacks, None, pretrained, train, int(epochs),
+                      device=device)
     with StackReader(stacks_by_tile(stacks), region.lattice) as reader:
         logits = predict_points(
             result.model, result.normaliser, reader, table[["x", "y"]].to_numpy()[test],
@@ -133,8 +135,10 @@ def cv_fold(
     stacks: list[str | Path],
     out: str | Path,
     pretrained: str | Path | None = None,
+    device: str | None = None,
 ) -> pd.DataFrame:
-    """Train the model of ``spec`` on its fold and write its test predictions (module doc)."""
+    """Train the model of ``spec`` on its fold and write its test predictions (module doc);
+    ``device``: MiSo's torch device (default: CUDA when present, else the CPU)."""
     task, model, split, fold = get_task(spec.task), spec.model, spec.split, spec.fold
     classes = list(task.classes)
     if model == "miso" and pretrained is None and region.settings["training"]["pretrain"]:
@@ -180,7 +184,14 @@ def cv_fold(
         )
     else:
         proba = miso_probabilities(region, task, table, train, test, stacks,
-                                   pretrained if model == "miso" else None)
+                                   pretrained if model == "miso" else None, device)
+        bad = int((~np.isfinite(proba).all(axis=1)).sum())
+        if bad:  # never an empty holdout: the fold's fine-tuning diverged
+            raise TrainingError(
+                f"{model} on {task.name}, {split} fold {fold}: {bad} of {len(test)} test points "
+                "have non-finite probabilities (the fine-tuning diverged; see its loss in the "
+                f"log); lower training.lr_max (or training.grad_clip) in {region.path}"
+            )
     y_pred = np.where(np.isfinite(proba).all(axis=1) & (len(classes) > 0),
                       np.nan_to_num(proba, nan=-1.0).argmax(axis=1), -1)
     result = pd.DataFrame({

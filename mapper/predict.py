@@ -119,7 +119,10 @@ def predict_tile(
     ow = crops.out_window(lattice.tile_window(tile))  # the out cells whose centre is in the tile
     transform = Affine(res, 0.0, lattice.origin_x + int(ow.col_off) * res, 0.0, -res,
                        lattice.origin_y - int(ow.row_off) * res)
-    if _is_empty(by_tile[tile]):
+    # An empty stack's out cells are all nodata when they lie in the tile; at an out_res that
+    # does not divide tile_px, edge cells reach into the neighbours, whose pixels may be valid:
+    # those tiles are predicted, so that a cell is the same at every tile size.
+    if _is_empty(by_tile[tile]) and lattice.tile_px % crops.factor == 0:
         logger.info("%s: stack marked empty; writing nodata without running the model", tile)
         data = np.full((len(names), int(ow.height), int(ow.width)), np.nan, dtype=np.float32)
         write_geotiff(out, data, transform, lattice.crs, nodata=np.nan, descriptions=names,

@@ -70,6 +70,7 @@ import torch
 from rasterio.windows import Window
 
 from mapper.blending import Blender, Crop, CropLattice
+from mapper.devices import choose_device
 from mapper.errors import InputError
 from mapper.grid import Lattice, cells_inside
 from mapper.normalise import Normaliser
@@ -141,13 +142,6 @@ def points_per_call(emb_dim: int, device_type: str = "cpu", precision: str = "fl
         return GPU_POINTS_PER_CALL
     low, high = CPU_POINTS_RANGE[precision]
     return min(high, max(low, CPU_POINTS_BUDGET[precision] // max(1, emb_dim)))
-
-
-def choose_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else CUDA when present, else the CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class TilePredictor:

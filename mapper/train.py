@@ -18,7 +18,8 @@ satellite encoder starts from SatlasPretrain weights; see :mod:`mapper.normalise
 
 Resuming. With an output path, the full state (model, optimiser, step of the schedule, epoch,
 loss history, normalisation) is saved atomically to ``<out>.partial`` after every epoch, with a
-fingerprint of the run (settings, task, training rows, starting checkpoint). A run finding a
+fingerprint of the run (settings, task, training rows, their positions and labels, the stacks'
+names, sizes and times, starting checkpoint). A run finding a
 partial with the same fingerprint continues after its last epoch; a partial of another run is
 ignored and overwritten. The final checkpoint (:func:`mapper.models.checkpoint.save_checkpoint`:
 config, bands, normalisation, classes, task, and the loss history in ``extra``) replaces it.
@@ -53,6 +54,7 @@ import torch
 from mapper.bands import STACK_BANDS
 from mapper.config import Region
 from mapper.dataset import CropDataset, CropSettings, PointSet
+from mapper.devices import choose_device, prepare_deterministic
 from mapper.errors import CheckpointError, InputError
 from mapper.files import file_sha256
 from mapper.losses import task_loss
@@ -118,14 +120,17 @@ class Optimisation:
 
 
 @contextlib.contextmanager
-def deterministic() -> Iterator[None]:
-    """``torch.use_deterministic_algorithms(True)`` for the block, restored afterwards."""
+def deterministic(device: torch.device | None = None) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` for the block, restored afterwards (on CUDA
+    with ``warn_only``: :func:`mapper.devices.prepare_deterministic`)."""
     before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    before_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    warn_only = prepare_deterministic(device or torch.device("cpu"))
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before)
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
 def _seed_epoch(seed: int, epoch: int) -> None:
@@ -152,6 +157,20 @@ def _plain(data: dict[str, Any]) -> dict[str, Any]:
 
 def _fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _data_digest(stacks: list[str | Path], points: PointSet | None = None) -> str:
+    """A digest of what a run reads besides its settings, for the resume fingerprint: the stacks
+    by name, size and modification time (a tile restacked since the partial was written starts
+    the run over), and the training points' positions and labels (so a fixed label does too)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(p) for p in stacks):
+        stat = path.stat()
+        h.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    if points is not None:
+        for array in (points.xy, points.rowcol, points.labels):
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
 
 
 def _load_partial(path: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -218,8 +237,10 @@ def _fit(
     seed: int,
     partial: Path | None,
     fingerprint: str,
+    device: torch.device,
 ) -> list[dict[str, float]]:
-    """Train ``model`` in place for ``opt.epochs`` epochs; returns the per-epoch history."""
+    """Train ``model`` (on ``device``) in place for ``opt.epochs`` epochs; returns the per-epoch
+    history."""
     counts = [dataset.n_batches(e, stream) for e in range(opt.epochs)]
     schedule = Schedule.of(sum(counts), opt.warmup_fraction, opt.warmup_lr, opt.lr_max,
                            opt.lr_min)
@@ -242,6 +263,7 @@ def _fit(
         sums: dict[str, float] = {}
         n_batches = crops = labelled = 0
         for batch in dataset.batches(epoch, stream):
+            batch = batch.to(device)
             lr = schedule.lr(step)
             for group in optimiser.param_groups:
                 group["lr"] = lr
@@ -309,12 +331,14 @@ def pretrain(
     stacks: list[str | Path],
     out: str | Path,
     epochs: int | None = None,
+    device: str | None = None,
 ) -> Path:
     """Contrastive pretraining on ``training.pretrain_crops`` random crops per epoch.
 
     Losses: InfoNCE(sat, cov) + InfoNCE(visual, geo) at every query point of unlabelled crops
     in the region. The normalisation is fitted on pixels of the first epoch's crops. ``samples``
-    is checked to be of this region (no label is used).
+    is checked to be of this region (no label is used). ``device``: a torch device name (default:
+    CUDA when present, else the CPU; :func:`mapper.devices.choose_device`).
     """
     out = Path(out)
     training = region.settings["training"]
@@ -325,18 +349,20 @@ def pretrain(
     opt = _optimisation(training, pretraining=True, epochs=epochs)
     seed = settings.seed
     cfg = model_config(region)
-    with deterministic(), _open_reader(region, stacks) as reader:
+    where = choose_device(device)
+    with deterministic(where), _open_reader(region, stacks) as reader:
         dataset = CropDataset(reader, None, settings, region.area(), PRETRAIN,
                               unlabelled_crops=int(training["pretrain_crops"]))
         normaliser = _fit_normaliser(dataset, cfg, seed)
         dataset.normaliser = normaliser
         torch.manual_seed(seed)
-        model = build_model(cfg, 1)
+        model = build_model(cfg, 1).to(where)
         fingerprint = _fingerprint({"stage": "pretrain", "training": training,
                                     "model": cfg.to_dict(), "epochs": opt.epochs,
-                                    "region": region.name})
+                                    "region": region.name, "data": _data_digest(stacks)})
         partial = out.with_name(out.name + ".partial")
-        history = _fit(model, dataset, PRETRAIN, "pretrain", opt, seed, partial, fingerprint)
+        history = _fit(model, dataset, PRETRAIN, "pretrain", opt, seed, partial, fingerprint,
+                       where)
         normaliser = dataset.normaliser
     save_checkpoint(out, model, task=PRETRAIN, bands=list(STACK_BANDS),
                     normalisation=_plain(normaliser.to_dict()), classes=[],
@@ -374,6 +400,7 @@ def finetune(
     pretrained: str | Path | None = None,
     train_idx: np.ndarray | None = None,
     epochs: int | None = None,
+    device: str | None = None,
 ) -> TrainResult:
     """Supervised fine-tuning for ``task`` (a name in :data:`mapper.tasks.TASKS`) on the samples'
     labelled points.
@@ -381,7 +408,8 @@ def finetune(
     ``train_idx``: row positions of the training points (default: every point labelled for the
     task; cross-validation passes a fold's training rows). ``epochs``: default
     ``training.finetune_epochs`` (:func:`finetune_epochs`). With ``out``, writes the checkpoint
-    (resumable, module doc); without, trains in memory only.
+    (resumable, module doc); without, trains in memory only. ``device``: as :func:`pretrain`'s;
+    the model returned is on it.
     """
     spec = get_task(task)
     training = region.settings["training"]
@@ -398,8 +426,10 @@ def finetune(
     seed = settings.seed
     cfg = model_config(region)
     model, normaliser = _start_model(cfg, spec, pretrained, seed)
+    where = choose_device(device)
+    model = model.to(where)
     points = _points(table, task, rows)
-    with deterministic(), _open_reader(region, stacks) as reader:
+    with deterministic(where), _open_reader(region, stacks) as reader:
         dataset = CropDataset(reader, normaliser, settings, region.area(), task, points)
         if normaliser is None:
             normaliser = _fit_normaliser(dataset, cfg, seed)
@@ -410,6 +440,7 @@ def finetune(
             "epochs": opt.epochs, "rows": hashlib.sha256(rows.tobytes()).hexdigest(),
             "obs": hashlib.sha256("\n".join(table["obs_id"].astype(str)).encode()).hexdigest(),
             "pretrained": file_sha256(pretrained) if pretrained else None,
+            "data": _data_digest(stacks, points),
         })
         if out is not None:
             out = Path(out)
@@ -417,7 +448,7 @@ def finetune(
         logger.info("fine-tuning %s on %d points (%s), %d epochs, from %s", task, len(rows),
                     _label_counts(points, spec), opt.epochs, pretrained or
                     (cfg.satlas_weights or "random weights"))
-        history = _fit(model, dataset, task, "finetune", opt, seed, partial, fingerprint)
+        history = _fit(model, dataset, task, "finetune", opt, seed, partial, fingerprint, where)
         normaliser = dataset.normaliser
     if out is not None:
         save_checkpoint(out, model, task=task, bands=list(STACK_BANDS),

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mapper.cli import main
-from mapper.errors import ConfigError, InputError
+from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.evaluate import FoldSpec, cv_fold, read_fold
 from mapper.samples import samples_metadata
 from mapper.splits import train_test_indices
@@ -69,6 +69,27 @@ def test_a_fold_without_training_points_keeps_its_test_rows(tiny: dict, tmp_path
     _, meta = read_fold(tmp_path / "cv" / "rf_sh10km_f0.parquet")
     assert len(df) > 0 and meta["n_train"] == 0 and "no training point" in meta["note"]
     assert df["p_present"].isna().all() and (df["y_pred"] == -1).all()
+
+
+def test_a_diverged_miso_fold_is_an_error_not_an_empty_fold(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Non-finite probabilities from a fold's model (a diverged fine-tuning) stop the job; the
+    report would otherwise drop the fold as it drops an empty holdout, and MiSo's means would be
+    those of the folds that trained."""
+    import mapper.evaluate as evaluate_module
+
+    def diverged(region, task, table, train, test, stacks, pretrained):
+        proba = np.full((len(test), len(task.classes)), 0.5)
+        proba[1] = np.nan
+        return proba
+
+    monkeypatch.setattr(evaluate_module, "miso_probabilities", diverged)
+    out = tmp_path / "cv" / "miso_nopretrain_random_f0.parquet"
+    with pytest.raises(TrainingError, match=r"random fold 0: 1 of \d+ test points .*lr_max"):
+        cv_fold(tiny["region"], FoldSpec("nsp", "miso_nopretrain", "random", 0),
+                samples=tiny["samples"], stacks=tiny["stacks"], out=out)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(("section", "key", "value"),

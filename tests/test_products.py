@@ -393,3 +393,41 @@ def test_uncertainty_refuses_a_member_missing_tiles(setup: tuple[Path, Path, str
         make_uncertainty_products(region, "nsp", model, tiles, root / "maps" / "u.tif",
                                   member_models=[member], member_tiles=member_tiles)
     assert not (root / "maps" / "u.tif").exists()
+
+
+class _Area:
+    """A region as :func:`area_window` reads it: a name and its mapped area."""
+
+    name = "box"
+
+    def __init__(self, left: float, bottom: float, right: float, top: float) -> None:
+        import shapely
+
+        self._area = shapely.box(left, bottom, right, top)
+
+    def area(self):
+        return self._area
+
+
+def test_area_window_takes_the_cells_whose_centre_is_in_the_area_box() -> None:
+    """At an out_res that does not divide tile_px (50 m on 2048 px tiles), the VRT of the mapped
+    tiles starts at a cell edge that is not the lattice's, and the area's box may cut a cell whose
+    centre lies in the unmapped tile beyond it: that cell is left out, not an error."""
+    from types import SimpleNamespace
+
+    from affine import Affine
+
+    from mapper.products.mosaic import area_window
+
+    res, x0, y0 = 50.0, 1000.0, 9000.0  # the VRT: 40 x 60 cells from (x0, y0)
+    vrt = SimpleNamespace(res=(res, res), transform=Affine(res, 0, x0, 0, -res, y0), width=40,
+                          height=60)
+    # left 10 m before the VRT (the cut cell's centre 15 m before it), right 20 m into its
+    # 40th cell (centre 5 m beyond: out), top on an edge, bottom 30 m into a cell (centre in)
+    window = area_window(_Area(x0 - 10, y0 - 60 * res + 20, x0 + 39 * res + 20, y0), vrt)
+    assert (window.col_off, window.row_off, window.width, window.height) == (0, 0, 39, 60)
+    # a box on the cells' edges is the box itself
+    window = area_window(_Area(x0 + 2 * res, y0 - 7 * res, x0 + 5 * res, y0 - 3 * res), vrt)
+    assert (window.col_off, window.row_off, window.width, window.height) == (2, 3, 3, 4)
+    with pytest.raises(InputError, match="do not cover its mapped area"):
+        area_window(_Area(x0 - 2 * res, y0 - 5 * res, x0 + 5 * res, y0), vrt)

@@ -7,7 +7,11 @@ plan again (dry runs on a copy of the completed project; 3 x 3 tiles of 128 px).
   as ``ancient``);
 - a stack file rewritten with new content plans the same predictions and mosaic;
 - a changed DEM source plans every stack (they all read it; the context tiles' too), every
-  prediction and the mosaic.
+  prediction and the mosaic;
+- a changed model setting retrains (pretraining, fine-tuning) and plans every prediction and the
+  mosaic, and no stack;
+- the boundary file is an input of every job that reads the mapped area (the demo sources,
+  samples, training, cross-validation, prediction, products), and an edited boundary plans them.
 
 Snakemake (8+) records checksums of inputs smaller than ``--max-checksum-file-size`` (1 MB), and
 a newer file with the recorded checksum does not trigger a rerun: a bare ``touch`` of a small
@@ -17,6 +21,7 @@ change; ``--max-checksum-file-size 0`` makes the tiny files behave the same.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -24,10 +29,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import yaml
 from workflow_project import (
     WorkflowProject,
     copy_project,
     planned_jobs,
+    rewrite_yaml,
     run_snakemake,
 )
 
@@ -147,3 +154,53 @@ def test_a_changed_dem_reruns_every_stack(project: WorkflowProject) -> None:
     changed = planned_jobs(project, nsp_map)
     print(f"rewritten {dem.name}: {changed}")
     assert changed == expected
+
+
+def test_a_changed_model_setting_retrains(project: WorkflowProject) -> None:
+    settings = yaml.safe_load(project.region_file.read_text())
+    model = settings.setdefault("model", {})
+    model["pixel_query"] = not model.get("pixel_query", False)
+    rewrite_yaml(project.region_file, settings)  # the file's time kept: the setting is the change
+    n = len(project.tiles)
+    nsp_map = f"maps/nsp_{project.region}.tif"
+    jobs = planned_jobs(project, nsp_map)
+    print(f"\nmodel.pixel_query -> {model['pixel_query']}: {jobs}")
+    assert jobs == {"pretrain": 1, "finetune": 1, "predict": n, "mosaic_probability": 1}
+
+
+def planned_inputs(project: WorkflowProject, *targets: str) -> dict[str, list[list[str]]]:
+    """Rule -> the input lists of the jobs a forced dry run plans (every job of the targets)."""
+    run = run_snakemake(project, *targets, extra_args=["--dry-run", "--forceall"])
+    plan: dict[str, list[list[str]]] = {}
+    rule = None
+    for line in run.log.splitlines():
+        if m := re.match(r"^\s*(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+        elif rule and (m := re.match(r"^\s+input: (.*)$", line)):
+            plan.setdefault(rule, []).append([p.strip() for p in m.group(1).split(",")])
+            rule = None
+    return plan
+
+
+def test_the_boundary_is_an_input_of_what_reads_the_area(project: WorkflowProject) -> None:
+    boundary = f"config/regions/{project.region}.geojson"  # relative to the project
+    assert project.path(boundary).is_file()
+    inputs = planned_inputs(project, *project.maps(), *project.reports())
+    readers = ["demo_sources", "samples", "pretrain", "finetune", "cv_fold", "predict",
+               "mosaic_probability", "mosaic_classes"]
+    for rule in readers:
+        assert inputs.get(rule), f"no {rule} job planned"
+        assert all(boundary in job for job in inputs[rule]), rule
+    assert not any(boundary in job for job in inputs["stack"])  # a stack does not read it
+
+    # an edited boundary (a corner moved 20 m inward: the same tiles) plans what reads it
+    path = project.path(boundary)
+    data = json.loads(path.read_text())
+    ring = data["features"][0]["geometry"]["coordinates"][0]
+    ring[0] = ring[-1] = [ring[0][0] + 20.0, ring[0][1] + 20.0]
+    path.write_text(json.dumps(data))
+    jobs = planned_jobs(project, f"maps/nsp_{project.region}.tif")
+    print(f"\nedited {boundary}: {jobs}")
+    assert {"demo_sources", "samples", "pretrain", "finetune", "predict",
+            "mosaic_probability"} <= set(jobs)
+    assert jobs["predict"] == len(project.tiles)

@@ -370,9 +370,26 @@ def test_fetch_file_source_errors_name_the_path(tmp_path, monkeypatch, fetch_con
         fetch_source(region, "dem", "out")
     with pytest.raises(InputError, match=r"bad.tif: cannot be read as a raster"):
         fetch_source(region, "climate", "out")
-    with pytest.raises(InputError, match=r"obs.csv: observations lack column\(s\) obs_id, date"):
+    with pytest.raises(InputError, match=r"obs.csv: missing column\(s\) obs_id, date"):
         fetch_source(region, "observations", "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.json"))
+
+
+def test_fetch_reads_observations_as_the_samples_stage_does(tmp_path, monkeypatch, fetch_config):
+    """Column names matched ignoring case and spaces, Parquet recognised under any name."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "obs.csv").write_text(
+        "OBS_ID, Lon ,Lat,Date,NSP,Soil_Order\nA1,-147.7,64.8,2019-07-01,1,Gelisols\n")
+    pd.DataFrame({"obs_id": ["A1"], "lon": [-147.7], "lat": [64.8], "date": ["2019-07-01"],
+                  "nsp": [1], "soil_order": ["Gelisols"]}).to_parquet(tmp_path / "table.csv")
+    for path in ("obs.csv", "table.csv"):
+        sources = {"observations": {"kind": "file", "path": path}}
+        region = load_region(load_config(fetch_config(sources)), "r")
+        m = read_manifest(fetch_source(region, "observations", f"out_{path}"))
+        assert m["table"]["rows"] == 1, path
+        assert m["table"]["columns"][:4] == ["obs_id", "lon", "lat", "date"], path
 
 
 def test_cli_fetch_prints_the_manifest(server, payload, tmp_path, capsys, fetch_config):

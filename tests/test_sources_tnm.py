@@ -265,6 +265,11 @@ def test_a_current_file_gone_or_a_listed_file_not_served(bucket_region, tmp_path
     assert tif.read_bytes() == first and lock.entries() == pinned
     tif.unlink()
     server.add_faults("/prd-tnm/" + HISTORY + "USGS_1_n65w148_20181107.tif", status(404))
-    with pytest.raises(ChangedError, match="dates 20181107, 1 of the pinned size"):
+    with pytest.raises(SourceError) as exc:  # a server fault: retry, not "record the new one"
         C.fetch_cell(region, "dem", CELL.name, out)
+    assert not isinstance(exc.value, ChangedError)
+    message = str(exc.value)
+    assert f"1 dated version(s) of the pinned size in {bucket.endpoint}/{HISTORY}" in message
+    assert dated in message and "retry later, and keep the lock entry" in message
+    assert "delete the entry" not in message
     assert lock.entries() == pinned and not tif.exists()

@@ -88,3 +88,25 @@ def test_the_workflow_fetches_weights_only_when_asked(tmp_path: Path) -> None:
     asked.region_file.write_text(text)
     jobs = planned_jobs(asked, f"results/{asked.region}/models/nsp.pt")
     assert jobs["fetch_weights"] == 1 and jobs["pretrain"] == 1 and jobs["finetune"] == 1
+
+
+def test_two_urls_of_one_file_name_are_refused(tmp_path: Path) -> None:
+    """Weights given by URL are kept under their file name: two regions giving the same URL share
+    the download; two URLs of one name (a mirror, another revision) would share one file, the
+    second region training on the first's download unchecked."""
+    from mapper.sources.weights import weights_by_name
+
+    def region(name: str, url: str | None):
+        config = write_tiny_region(tmp_path / name, (0.0, 0.0, 2560.0, 2560.0), 256, name=name,
+                                   model={"size": "demo", "satlas_weights": url})
+        return load_region(load_config(config), name)
+
+    url = f"https://huggingface.co/allenai/satlas-pretrain/resolve/main/{NAME}"
+    mirror = f"https://mirror.example.org/satlas/{NAME}"
+    a, b, c = region("a", url), region("b", url), region("c", None)
+    assert weights_by_name({"a": a, "b": b, "c": c}) == {NAME: "a"}
+    with pytest.raises(ConfigError) as exc:
+        weights_by_name({"a": a, "m": region("m", mirror)})
+    message = str(exc.value)
+    assert mirror in message and url in message and "region 'a'" in message
+    assert f"resources/weights/{NAME}" in message and "m.yaml" in message

@@ -127,3 +127,32 @@ def test_fine_tuning_refuses_rows_without_labels(tiny: dict) -> None:
     unlabelled = np.flatnonzero(tiny["table"]["nsp"].isna().to_numpy())[:3]
     with pytest.raises(InputError, match="without a nsp label"):
         finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], None, None, unlabelled)
+
+
+@pytest.mark.slow
+def test_a_partial_of_other_labels_is_not_resumed(
+    tiny: dict, pretrained: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job killed mid-way, then a label fixed (README "Rerunning after a data fix"): the rerun
+    starts over rather than continue from epochs trained on the wrong labels."""
+    root, rows = tiny["root"], tiny["rows"]
+    out = root / "fixed.pt"
+    save = train_module.save_torch
+
+    def save_then_stop(path: Path, state: dict) -> Path:
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows)
+    assert (root / "fixed.pt.partial").exists()
+    monkeypatch.setattr(train_module, "save_torch", save)
+    fixed = tiny["table"].copy()
+    fixed.loc[fixed.index[rows[0]], "nsp"] = 1 - fixed["nsp"].iloc[rows[0]]
+    with caplog.at_level("WARNING", logger="mapper.train"):
+        result = finetune(tiny["region"], "nsp", fixed, tiny["stacks"], out, pretrained, rows,
+                          epochs=1)
+    assert "belongs to another run" in caplog.text
+    assert "resuming" not in caplog.text
+    assert [h["epoch"] for h in result.history] == [1]

@@ -318,14 +318,14 @@ def copy_project(project: WorkflowProject, dest: Path) -> WorkflowProject:
                            dict(project.env), list(project.stacked))  # fmt: skip
     settings = yaml.safe_load(copy.region_file.read_text())
     settings["boundary"] = str(dest / Path(settings["boundary"]).relative_to(project.root))
-    _rewrite(copy.region_file, settings)
+    rewrite_yaml(copy.region_file, settings)
     config = yaml.safe_load(copy.config.read_text())
     config["regions"][copy.region] = str(copy.region_file)
-    _rewrite(copy.config, config)
+    rewrite_yaml(copy.config, config)
     return copy
 
 
-def _rewrite(path: Path, data: dict) -> None:
+def rewrite_yaml(path: Path, data: dict) -> None:
     """Write YAML keeping the file's modification time (config files are no rule's input)."""
     stat = path.stat()
     path.write_text(yaml.safe_dump(data, sort_keys=False))

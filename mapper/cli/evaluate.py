@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", metavar="P", help="pretrained checkpoint (model miso)")
     p.add_argument("--out", required=True, metavar="OUT", help="output Parquet table")
     p.add_argument("stacks", nargs="+", metavar="STACK", help="the region's stack GeoTIFFs")
+    p.add_argument("--device", default=None, help="MiSo's torch device (default: cuda if present)")
     p.set_defaults(func=run_cv_fold)
 
     r = subparsers.add_parser("report", help="metrics over CV folds: Markdown, JSON and plots")
@@ -44,7 +45,7 @@ def run_cv_fold(args: argparse.Namespace) -> int:
     region = load_region(load_config(args.config), args.region)
     spec = FoldSpec(task=args.task, model=args.model, split=args.split, fold=args.fold)
     df = cv_fold(region, spec, samples=args.samples, stacks=args.stacks, out=args.out,
-                 pretrained=args.pretrained)
+                 pretrained=args.pretrained, device=args.device)
     print(f"{args.out}: {len(df)} test points")
     return 0
 

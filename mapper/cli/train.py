@@ -13,6 +13,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, metavar="S", help="samples table (Parquet)")
     p.add_argument("--out", required=True, metavar="OUT", help="output checkpoint (.pt)")
     p.add_argument("stacks", nargs="+", metavar="STACK", help="the region's stack GeoTIFFs")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mapper.train import pretrain
 
     region = load_region(load_config(args.config), args.region)
-    print(pretrain(region, args.samples, args.stacks, args.out))
+    print(pretrain(region, args.samples, args.stacks, args.out, device=args.device))
     return 0
 
 
@@ -45,7 +46,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     from mapper.train import finetune
 
     region = load_region(load_config(args.config), args.region)
-    result = finetune(region, args.task, args.samples, args.stacks, args.out, args.pretrained)
+    result = finetune(region, args.task, args.samples, args.stacks, args.out, args.pretrained,
+                      device=args.device)
     loss = result.history[-1]["total"] if result.history else float("nan")
     print(f"{args.out}: {len(result.history)} epochs, final loss {loss:.4f}")
     return 0

@@ -87,10 +87,18 @@ def save_checkpoint(
         "bands": list(bands),
         "normalisation": normalisation,
         "classes": list(classes),
-        "state_dict": model.state_dict(),
+        "state_dict": _on_cpu(model.state_dict()),
         "extra": extra or {},
     }
     return save_torch(path, payload)
+
+
+def _on_cpu(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict with its tensors on the CPU (a model trained on a GPU), so that a checkpoint
+    reads the same on every machine; a CPU model's own state dict as it is."""
+    if all(v.device.type == "cpu" for v in state.values()):
+        return state
+    return type(state)((k, v.detach().cpu()) for k, v in state.items())
 
 
 def save_torch(path: str | Path, obj: dict[str, Any]) -> Path:

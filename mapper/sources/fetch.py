@@ -35,7 +35,6 @@ from mapper.errors import ConfigError, InputError
 from mapper.files import file_sha256
 from mapper.sources.http import check_stated_size, download
 from mapper.sources.manifest import make_manifest, write_manifest
-from mapper.tasks import OBSERVATION_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +262,15 @@ def check_raster(path: str | Path) -> dict[str, Any]:
 
 
 def check_table(path: Path, fmt: str, *, observations: bool = False) -> dict[str, Any]:
-    """Read a table's columns (and its first rows, for CSV); observations need their columns."""
+    """Read a table's columns (and its first rows, for CSV). Observations are read and checked as
+    the samples stage reads them (:func:`mapper.samples.read_observations`: Parquet under any
+    name, column names ignoring case and spaces, labels and dates), so that a table this accepts
+    is one the run accepts."""
+    if observations:
+        from mapper.samples import read_observations
+
+        table = read_observations(path)
+        return {"columns": [str(c) for c in table.columns], "rows": len(table)}
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -280,13 +287,6 @@ def check_table(path: Path, fmt: str, *, observations: bool = False) -> dict[str
             rows = None
     except Exception as exc:  # pandas/pyarrow parser errors have no common base
         raise InputError(f"{path}: cannot be read as {fmt} ({exc}); replace the file") from None
-    if observations:
-        missing = [c for c in OBSERVATION_COLUMNS if c not in columns]
-        if missing:
-            raise InputError(
-                f"{path}: observations lack column(s) {', '.join(missing)} "
-                f"(expected {', '.join(OBSERVATION_COLUMNS)}); fix the table"
-            )
     return {"columns": columns, "rows": rows}
 
 

@@ -128,6 +128,7 @@ def fetch_version(
                       key=lambda d: d[0], reverse=True)  # fmt: skip
     candidates = [o for _, o in versions if o.size == pinned["size"]]
     where = f"{endpoint}/{prefix}"
+    unserved = []
     for obj in candidates:
         version = f"{endpoint}/{obj.key}"
         try:
@@ -138,10 +139,17 @@ def fetch_version(
             continue
         except NotFoundError:  # listed, yet not served: never "the product lacks the cell"
             logger.warning("%s: listed, but HTTP 404", version)
+            unserved.append(version)
             continue
         logger.warning("%s: not the file the lock file pins (3DEP replaced it); fetched the pinned "
                        "file's dated version, %s", url, version)  # fmt: skip
         return entry
+    if unserved:  # the pinned version may be among them: a server fault, not a new version
+        raise SourceError(
+            f"{url}: no longer the file the lock file pins, and {len(unserved)} dated version(s) "
+            f"of the pinned size in {where} are listed but answer HTTP 404 (e.g. {unserved[0]}); "
+            "the server may be under repair: retry later, and keep the lock entry"
+        )
     found = ", ".join(d for d, _ in versions) or "none"  # a failed listing raised SourceError above
     raise ChangedError(
         f"{changed} (no dated version in {where} has the pinned bytes either: dates {found}, "

@@ -35,6 +35,28 @@ def weights_path(value: str | None) -> str | None:
     return str(WEIGHTS_DIR / name)
 
 
+def weights_by_name(regions: dict[str, Region]) -> dict[str, str]:
+    """Local file name (in ``resources/weights``) -> the first region whose
+    ``model.satlas_weights`` is a URL of that name (whose lock file records it). Two different URLs
+    of one file name would share one local file, and the second region would train on the
+    first's download unchecked: ConfigError naming both regions."""
+    regions_by_name: dict[str, str] = {}
+    urls: dict[str, str] = {}
+    for name, region in regions.items():
+        url = region.settings["model"]["satlas_weights"]
+        if not is_url(url):
+            continue
+        file_name = Path(str(weights_path(url))).name
+        first = regions_by_name.setdefault(file_name, name)
+        if urls.setdefault(file_name, url) != url:
+            raise ConfigError(
+                f"{region.path}: model.satlas_weights {url} and region '{first}''s "
+                f"{urls[file_name]} would both be kept as {WEIGHTS_DIR / file_name}; give the "
+                "same URL, or download one yourself and give its local path"
+            )
+    return regions_by_name
+
+
 def _check_torch_file(path: Path) -> None:
     """A torch checkpoint is a zip archive (torch.save since 1.6) or, older, a pickle (first byte
     0x80); anything else (an HTML error page, a truncated zip) is refused before its checksum is

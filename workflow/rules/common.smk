@@ -250,6 +250,30 @@ def region_stacks(wildcards):
     return all_stacks(wildcards.region)
 
 
+def boundary_file(wildcards):
+    """The region's boundary file, an input of every job whose output depends on the mapped area
+    (samples, training, evaluation, prediction, products; not the stacks: the boundary decides
+    which tiles are stacked, not what a stack holds). Relative to the working directory when it
+    lies under it, so that a project moved or copied whole keeps its records."""
+    path = Path(region_of(wildcards).settings["boundary"]).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def area_settings(wildcards):
+    """What, beside the boundary file, defines the mapped area: a change of it reruns the jobs
+    that read the area (params trigger)."""
+    return {"buffer_m": region_of(wildcards).settings["buffer_m"]}
+
+
+def model_settings(wildcards):
+    """The region's model section: a change of it (size, pixel_query, weights) retrains (params
+    trigger)."""
+    return region_of(wildcards).settings["model"]
+
+
 def training_settings(wildcards):
     """The region's training section: a change to it reruns training (params trigger)."""
     return region_of(wildcards).settings["training"]
@@ -350,7 +374,8 @@ def reports_of(region):
 # stack reads are a pure function of the lattice and the stack halos (mapper.sources.cells),
 # computed for all tiles of a region at once on first use and memoised.
 from mapper.sources.cells import CELL_PATTERN, region_cells
-from mapper.sources.weights import is_url, weights_path
+from mapper.errors import MapperError
+from mapper.sources.weights import weights_by_name, weights_path
 
 CELLS_REGIONS = [
     name
@@ -365,14 +390,10 @@ def dem_cell_records(region, source, tile):
     return [f"resources/{region}/sources/{source}/{cell}.json" for cell in cells]
 
 
-def weights_by_url():
-    """Local file name -> the first region whose model.satlas_weights is a URL of that name."""
-    found = {}
-    for name, r in REGIONS.items():
-        url = r.settings["model"]["satlas_weights"]
-        if is_url(url):
-            found.setdefault(os.path.basename(weights_path(url)), name)
-    return found
+try:  # local file name of weights given by URL -> the region whose lock file records them
+    WEIGHTS_REGIONS = weights_by_name(REGIONS)
+except MapperError as exc:
+    sys.exit(f"error: {exc}")
 
 
 def satlas_weights_file(wildcards):
@@ -384,7 +405,7 @@ def satlas_weights_file(wildcards):
 
 def weights_region(wildcards):
     """The region whose lock file records the weights file of the wildcards."""
-    return weights_by_url()[wildcards.filename]
+    return WEIGHTS_REGIONS[wildcards.filename]
 
 
 # -- zone layers: the polygons the reports break the results down by (mapper/zones.py) --------

@@ -14,6 +14,7 @@ rule cv_fold:
         # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
+        boundary=boundary_file,
     output:
         "results/{region}/cv/{task}/{model}_{split}_f{fold}.parquet",
     log:
@@ -28,7 +29,10 @@ rule cv_fold:
         gpu=cv_fold_gpus,
     params:
         config=run_config,
+        model=model_settings,
+        training=training_settings,
         evaluation=evaluation_settings,
+        area=area_settings,
         pretrained=cv_pretrained_option,
     shell:
         "python -m mapper cv-fold --config {params.config} --region {wildcards.region}"

@@ -8,6 +8,7 @@ rule mosaic_probability:
     input:
         tiles=task_tiles,
         model="results/{region}/models/{task}.pt",
+        boundary=boundary_file,
     output:
         cog="maps/{task}_{region}.tif",
         quicklook=report(
@@ -25,6 +26,7 @@ rule mosaic_probability:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
+        area=area_settings,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
@@ -35,6 +37,7 @@ rule mosaic_classes:
     input:
         tiles=task_tiles,
         model="results/{region}/models/{task}.pt",
+        boundary=boundary_file,
     output:
         cog="maps/{task}_{region}.tif",
         probabilities="maps/{task}_{region}_probabilities.tif",
@@ -53,6 +56,7 @@ rule mosaic_classes:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
+        area=area_settings,
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
@@ -68,6 +72,7 @@ rule mosaic_uncertainty:
         model="results/{region}/models/{task}.pt",
         member_models=member_models,
         member_tiles=member_tiles,
+        boundary=boundary_file,
     output:
         cog="maps/{task}_{region}_uncertainty.tif",
         quicklook=report(
@@ -83,6 +88,7 @@ rule mosaic_uncertainty:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
+        area=area_settings,
     shell:
         "python -m mapper uncertainty --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"

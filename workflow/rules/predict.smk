@@ -7,6 +7,7 @@ rule predict:
     input:
         model="results/{region}/models/{task}.pt",
         stacks=neighbour_stacks,
+        boundary=boundary_file,
     output:
         "results/{region}/predict/{task}/{tile}.tif",
     log:
@@ -19,6 +20,7 @@ rule predict:
     params:
         config=run_config,
         prediction=prediction_settings,
+        area=area_settings,
     shell:
         "python -m mapper predict --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --tile {wildcards.tile} --model {input.model}"
@@ -31,6 +33,7 @@ use rule predict as predict_member with:
     input:
         model="results/{region}/models/{task}_m{member}.pt",
         stacks=neighbour_stacks,
+        boundary=boundary_file,
     output:
         "results/{region}/predict/{task}_m{member}/{tile}.tif",
     log:
@@ -51,3 +54,4 @@ use rule predict as predict_at_res with:
     params:
         config=res_run_config,
         prediction=prediction_settings,
+        area=area_settings,

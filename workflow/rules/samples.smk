@@ -8,6 +8,7 @@ rule samples:
         # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
+        boundary=boundary_file,
     output:
         "results/{region}/samples/points.parquet",
     log:
@@ -16,6 +17,7 @@ rule samples:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
+        area=area_settings,
     shell:
         "python -m mapper samples --config {params.config} --region {wildcards.region}"
         " --observations {input.observations} --out {output} {input.stacks} --log {log}"

@@ -3,6 +3,8 @@
 
 rule demo_sources:
     # The demo region's sources, SYNTHETIC, made offline and deterministically from a seed.
+    input:
+        boundary=boundary_file,
     output:
         sentinel2="resources/{region}/sources/sentinel2.tif",
         dem="resources/{region}/sources/dem.tif",
@@ -146,7 +148,7 @@ rule fetch_weights:
     log:
         "logs/sources/weights_{filename}.log",
     wildcard_constraints:
-        filename=one_of(sorted(weights_by_url())),
+        filename=one_of(sorted(WEIGHTS_REGIONS)),
     conda:
         "../../envs/mapper.yaml"
     resources:

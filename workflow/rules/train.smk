@@ -11,6 +11,7 @@ rule pretrain:
         # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
+        boundary=boundary_file,
     output:
         "results/{region}/models/pretrain.pt",
     log:
@@ -22,7 +23,9 @@ rule pretrain:
         gpu=1,
     params:
         config=run_config,
+        model=model_settings,
         training=training_settings,
+        area=area_settings,
     shell:
         "python -m mapper pretrain --config {params.config} --region {wildcards.region}"
         " --samples {input.samples} --out {output} {input.stacks} --log {log}"
@@ -38,6 +41,7 @@ rule finetune:
         # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
+        boundary=boundary_file,
     output:
         "results/{region}/models/{task}.pt",
     log:
@@ -49,7 +53,9 @@ rule finetune:
         gpu=1,
     params:
         config=run_config,
+        model=model_settings,
         training=training_settings,
+        area=area_settings,
         pretrained=pretrained_option,
     shell:
         "python -m mapper finetune --config {params.config} --region {wildcards.region}"
@@ -69,5 +75,7 @@ use rule finetune as finetune_member with:
         member=r"[1-9]\d*",
     params:
         config=member_run_config,
+        model=model_settings,
         training=training_settings,
+        area=area_settings,
         pretrained=pretrained_option,

@@ -45,7 +45,8 @@ rule fetch_zone_file:
 rule zone_layer:
     # A zone layer in EPSG:3338, one (Multi)Polygon per value of its field, cut to the region.
     input:
-        zone_layer_inputs,
+        files=zone_layer_inputs,
+        boundary=boundary_file,
     output:
         "resources/{region}/zones/{layer}.geojson",
     log:
@@ -59,4 +60,4 @@ rule zone_layer:
         settings=zone_layer_settings,
     shell:
         "python -m mapper zone-layer --config {params.config} --region {wildcards.region}"
-        " --layer {wildcards.layer} --out {output} {input} --log {log}"
+        " --layer {wildcards.layer} --out {output} {input.files} --log {log}"

@@ -1,0 +1,50 @@
+"""The torch device a job computes on: CUDA when present, else the CPU, or the one asked for.
+
+Training and prediction take the same choice (``--device`` on their commands; default: CUDA when
+``torch.cuda.is_available()``), so a cluster job given a GPU by the SLURM profile uses it with no
+setting, and the same command runs on a laptop's CPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from mapper.errors import ConfigError
+
+CUBLAS_WORKSPACE = ":4096:8"
+"""cuBLAS's workspace setting under which its matrix products are deterministic (CUDA >= 10.2);
+without it, ``torch.use_deterministic_algorithms(True)`` stops at the first one."""
+
+
+def choose_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else the CPU. A CUDA device asked for on a
+    machine without one is one error, naming the option."""
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"--device {device}: not a torch device ({exc}); use cpu or cuda"
+        ) from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this machine has no CUDA device torch can use; "
+                          "leave --device out to compute on the CPU")
+    return chosen
+
+
+def prepare_deterministic(device: torch.device) -> bool:
+    """Set up deterministic algorithms for ``device``; returns ``warn_only`` for
+    ``torch.use_deterministic_algorithms``.
+
+    On the CPU every operation used has a deterministic implementation (strict: a new one without
+    would fail loudly). On CUDA, cuBLAS is told to use its deterministic workspace (before CUDA
+    starts, if the job's environment did not set it), and an operation without a deterministic
+    CUDA kernel warns instead of stopping the job: a GPU run is repeatable where CUDA allows.
+    """
+    if device.type != "cuda":
+        return False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    return True

@@ -1,0 +1,56 @@
+"""The device a job computes on: the default, a CUDA device asked for where there is none, and
+the deterministic settings per device."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from mapper.devices import CUBLAS_WORKSPACE, choose_device, prepare_deterministic
+from mapper.errors import ConfigError
+from mapper.train import deterministic
+
+
+def test_the_default_is_cuda_when_present_else_the_cpu() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert choose_device().type == expected
+    assert choose_device(None).type == expected
+    assert choose_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_asked_for_without_a_gpu_is_one_error_naming_the_option() -> None:
+    with pytest.raises(ConfigError, match=r"--device cuda:0: this machine has no CUDA device"):
+        choose_device("cuda:0")
+
+
+def test_an_unknown_device_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--device gpu0: not a torch device"):
+        choose_device("gpu0")
+
+
+def test_deterministic_is_strict_on_the_cpu_and_restored_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert prepare_deterministic(torch.device("cpu")) is False
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic(torch.device("cpu")):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_on_cuda_cublas_is_made_deterministic_unless_the_job_set_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert prepare_deterministic(torch.device("cuda")) is True  # warn_only on CUDA
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    prepare_deterministic(torch.device("cuda"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+

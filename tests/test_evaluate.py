@@ -79,7 +79,7 @@ def test_a_diverged_miso_fold_is_an_error_not_an_empty_fold(
     those of the folds that trained."""
     import mapper.evaluate as evaluate_module
 
-    def diverged(region, task, table, train, test, stacks, pretrained):
+    def diverged(region, task, table, train, test, *rest):
         proba = np.full((len(test), len(task.classes)), 0.5)
         proba[1] = np.nan
         return proba

@@ -409,10 +409,11 @@ class _Area:
         return self._area
 
 
-def test_area_window_takes_the_cells_whose_centre_is_in_the_area_box() -> None:
+def test_area_window_leaves_out_a_cell_beyond_the_tiles_whose_centre_is_outside() -> None:
     """At an out_res that does not divide tile_px (50 m on 2048 px tiles), the VRT of the mapped
     tiles starts at a cell edge that is not the lattice's, and the area's box may cut a cell whose
-    centre lies in the unmapped tile beyond it: that cell is left out, not an error."""
+    centre lies in the unmapped tile beyond it: that cell is left out, not an error. Within the
+    VRT the box is snapped outward, as at 10 m."""
     from types import SimpleNamespace
 
     from affine import Affine
@@ -422,10 +423,13 @@ def test_area_window_takes_the_cells_whose_centre_is_in_the_area_box() -> None:
     res, x0, y0 = 50.0, 1000.0, 9000.0  # the VRT: 40 x 60 cells from (x0, y0)
     vrt = SimpleNamespace(res=(res, res), transform=Affine(res, 0, x0, 0, -res, y0), width=40,
                           height=60)
-    # left 10 m before the VRT (the cut cell's centre 15 m before it), right 20 m into its
-    # 40th cell (centre 5 m beyond: out), top on an edge, bottom 30 m into a cell (centre in)
+    # left 10 m before the VRT (the cut cell's centre 15 m before it: left out), right 20 m into
+    # the VRT's last cell, top on an edge, bottom 30 m into the last row (both snapped outward)
     window = area_window(_Area(x0 - 10, y0 - 60 * res + 20, x0 + 39 * res + 20, y0), vrt)
-    assert (window.col_off, window.row_off, window.width, window.height) == (0, 0, 39, 60)
+    assert (window.col_off, window.row_off, window.width, window.height) == (0, 0, 40, 60)
+    # bottom 20 m beyond the VRT (the cut row's centre 5 m beyond it: left out)
+    window = area_window(_Area(x0, y0 - 60 * res - 20, x0 + 10 * res, y0 - res), vrt)
+    assert (window.col_off, window.row_off, window.width, window.height) == (0, 1, 10, 59)
     # a box on the cells' edges is the box itself
     window = area_window(_Area(x0 + 2 * res, y0 - 7 * res, x0 + 5 * res, y0 - 3 * res), vrt)
     assert (window.col_off, window.row_off, window.width, window.height) == (2, 3, 3, 4)

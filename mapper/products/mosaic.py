@@ -180,20 +180,27 @@ def block_windows(width: int, height: int) -> list[Window]:
 
 
 def area_window(region: Region, vrt: rasterio.DatasetReader) -> Window:
-    """The window of the tiles' VRT that the products cover: the out cells whose centre lies in
-    the mapped area's bounding box (every other cell's centre is outside the area: nodata).
+    """The window of the tiles' VRT that the products cover: the mapped area's bounding box
+    snapped outward to the VRT's (out) grid, which is aligned with the lattice.
 
-    At 10 m the box's edges are pixel edges of the lattice and this is the box itself; at an
-    ``out_res`` that does not divide ``tile_px``, cells straddle tile edges and the box's edge
-    may cut a cell whose centre lies in an unmapped tile, beyond the VRT: that cell is left out.
+    At an ``out_res`` that does not divide ``tile_px``, out cells straddle tile edges, and the
+    snapped box may take in a cell beyond the VRT whose centre lies in an unmapped tile (so
+    outside the area: nodata); such a cell is left out. A cell with its centre in the box that
+    lies beyond the VRT means tiles are missing: InputError.
     """
     left, bottom, right, top = region.area().bounds
     res = vrt.res[0]
     x0, y0 = vrt.transform.c, vrt.transform.f
-    c0 = math.ceil(round((left - x0) / res - 0.5, 9))
-    c1 = math.floor(round((right - x0) / res - 0.5, 9)) + 1
-    r0 = math.ceil(round((y0 - top) / res - 0.5, 9))
-    r1 = math.floor(round((y0 - bottom) / res - 0.5, 9)) + 1
+
+    def start(edge: float) -> int:  # outward, else the first cell whose centre is in the box
+        return math.floor(round(edge, 9)) if edge >= 0 else math.ceil(round(edge - 0.5, 9))
+
+    def stop(edge: float, size: int) -> int:  # outward, else the last one's end
+        out = math.ceil(round(edge, 9))
+        return out if out <= size else math.floor(round(edge - 0.5, 9)) + 1
+
+    c0, c1 = start((left - x0) / res), stop((right - x0) / res, vrt.width)
+    r0, r1 = start((y0 - top) / res), stop((y0 - bottom) / res, vrt.height)
     if c0 < 0 or r0 < 0 or c1 > vrt.width or r1 > vrt.height:
         raise InputError(
             f"mosaic of region {region.name}: the predicted tiles do not cover its mapped area "

@@ -38,7 +38,6 @@ from workflow_project import (  # noqa: E402
 
 from mapper.config import load_config, load_region, read_yaml  # noqa: E402
 from mapper.errors import ConfigError  # noqa: E402
-from mapper.grid import tiles_of  # noqa: E402
 
 
 def children_cpu() -> float:
@@ -70,12 +69,11 @@ def main() -> int:
         r = project.region
         tile = project.tiles[len(project.tiles) // 2]
         region = load_region(load_config(project.config), r)
-        boundary = region.boundary()
         start = time.perf_counter()
-        tiles = tiles_of(boundary, region.lattice)
+        mapped, stacked = region.tiles(), region.stacked_tiles()
         seconds = time.perf_counter() - start
-        print(f"region {r}: {len(tiles)} tiles of {project.tile_px} px "
-              f"(tile list from the boundary: {seconds:.2f} s)")
+        print(f"region {r}: {len(mapped)} mapped and {len(stacked)} stacked tiles of "
+              f"{project.tile_px} px (tile lists from the boundary and buffer_m: {seconds:.2f} s)")
         maps = [f"maps/nsp_{r}.tif"]
         cases = [
             ("dry run " + maps[0], maps, []),

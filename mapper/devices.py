@@ -18,11 +18,26 @@ CUBLAS_WORKSPACE = ":4096:8"
 without it, ``torch.use_deterministic_algorithms(True)`` stops at the first one."""
 
 
+GPU_ALLOCATION = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS")
+"""Variables SLURM sets in a job given GPUs (``--gpus``, ``--gres=gpu``)."""
+
+
 def choose_device(device: str | None = None) -> torch.device:
     """``device`` if given, else CUDA when present, else the CPU. A CUDA device asked for on a
-    machine without one is one error, naming the option."""
+    machine without one is one error, naming the option; so is a job that SLURM gave GPUs to
+    when torch sees none (an old driver, say), which would otherwise run for days on the CPU
+    past its time limit."""
     if not device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        given = [f"{v}={os.environ[v]}" for v in GPU_ALLOCATION if os.environ.get(v)]
+        if given:
+            raise ConfigError(
+                f"this job was given GPUs ({', '.join(given)}) but torch {torch.__version__} "
+                f"(CUDA {torch.version.cuda or 'none'}) sees no CUDA device; check the node's "
+                "NVIDIA driver against it, or pass --device cpu to compute on the CPU on purpose"
+            )
+        return torch.device("cpu")
     try:
         chosen = torch.device(device)
     except RuntimeError as exc:

@@ -229,8 +229,9 @@ def _markdown(figures: dict[str, Any]) -> str:
         "centre); each coarse map is compared with the 10 m map aggregated to its cells (mean of "
         "the 10 m probabilities over the cell), over the cells valid in both. NSP: class "
         "agreement at 0.5 and mean absolute probability difference; soil order: agreement of the "
-        "most probable class. Time: the sum of the predict jobs' logged seconds (one thread per "
-        "job here), with their crops and decoder queries.",
+        "most probable class. Time: the sum of the predict jobs' logged seconds (each with the "
+        "threads its profile gives predict: 2 in the default one, 4 in SLURM's), with their "
+        "crops and decoder queries.",
         "",
         "| out_res | NSP class agreement | NSP mean abs. prob. difference | soil order agreement "
         f"| cells | predict seconds (NSP + soil order) | queries | time vs {base_key or '10'} m |",

@@ -30,23 +30,53 @@ from mapper.errors import InputError
 from mapper.files import atomic_path
 from mapper.products.cog import PERCENT_NODATA
 from mapper.report import strict_json
+from mapper.resolution import block_mean
 from mapper.tasks import Task, get_task
 from mapper.uncertainty import error_by_decile, rank_correlation
 
 
-def read_on_grid(path: str | Path, like: rasterio.DatasetReader) -> np.ndarray:
-    """Band 1 of ``path`` over the grid of ``like`` (same CRS and pixel size, a window of it),
-    float64 with NaN for its nodata and outside it."""
+def read_on_grid(path: str | Path, like: rasterio.DatasetReader, classes: bool = False
+                 ) -> np.ndarray:
+    """Band 1 of ``path`` over the grid of ``like`` (same CRS; a window of it), float64 with NaN
+    for its nodata and outside it.
+
+    A map at a coarser ``prediction.out_res`` than the truth's 10 m (an integer multiple, on the
+    same lattice) is compared with the truth aggregated to its cells: the mean of each cell's
+    valid values, or for ``classes`` the most frequent class (the lowest on a tie).
+    """
     with rasterio.open(path) as ds:
-        if ds.crs != like.crs or ds.res != like.res:
-            raise InputError(f"{path}: not on the grid of {like.name} (CRS and pixel size); "
-                             "compare rasters of the same lattice and out_res")
+        factor = like.res[0] / ds.res[0]
+        k = round(factor)
+        if ds.crs != like.crs or ds.res[0] != ds.res[1] or k < 1 or abs(factor - k) > 1e-9:
+            raise InputError(f"{path}: not on the grid of {like.name} (CRS and pixel size, or a "
+                             "pixel size that divides the map's); compare rasters of the same "
+                             "lattice")
         win = from_bounds(*like.bounds, transform=ds.transform).round_offsets().round_lengths()
         nodata = ds.nodata if ds.nodata is not None else np.nan
         data = ds.read(1, window=win, boundless=True, fill_value=nodata).astype(np.float64)
     if np.isfinite(nodata):
         data[data == nodata] = np.nan
-    return data
+    if k == 1:
+        return data
+    if data.shape != (like.height * k, like.width * k):
+        raise InputError(f"{path}: its pixels do not nest in the cells of {like.name}; compare "
+                         "rasters of the same lattice")
+    return block_mode(data, k) if classes else block_mean(data, k)
+
+
+def block_mode(fine: np.ndarray, factor: int) -> np.ndarray:
+    """The most frequent finite value of each ``factor`` x ``factor`` block of ``fine`` (the lowest
+    on a tie), NaN where a block has none."""
+    h, w = fine.shape
+    blocks = fine.reshape(h // factor, factor, w // factor, factor)
+    values = np.unique(fine[np.isfinite(fine)])
+    out = np.full((h // factor, w // factor), np.nan)
+    best = np.zeros(out.shape, dtype=np.int64)
+    for value in values:
+        count = (blocks == value).sum(axis=(1, 3))
+        more = count > best
+        out[more], best[more] = value, count[more]
+    return out
 
 
 def task_deciles(task: Task, map_path: str | Path, uncertainty_path: str | Path,
@@ -59,7 +89,7 @@ def task_deciles(task: Task, map_path: str | Path, uncertainty_path: str | Path,
         mapped = m.read(1)
         scale = m.scales[0] or 1.0
         bands = {name: u.read(i) for i, name in enumerate(u.descriptions, start=1)}
-        truth = read_on_grid(truth_path, m)
+        truth = read_on_grid(truth_path, m, classes=task.multiclass)
     if task.binary:
         ok = mapped != PERCENT_NODATA
         p = np.where(ok, mapped * scale, np.nan)

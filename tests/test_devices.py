@@ -8,12 +8,14 @@ import os
 import pytest
 import torch
 
-from mapper.devices import CUBLAS_WORKSPACE, choose_device, prepare_deterministic
+from mapper.devices import CUBLAS_WORKSPACE, GPU_ALLOCATION, choose_device, prepare_deterministic
 from mapper.errors import ConfigError
 from mapper.train import deterministic
 
 
-def test_the_default_is_cuda_when_present_else_the_cpu() -> None:
+def test_the_default_is_cuda_when_present_else_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in GPU_ALLOCATION:
+        monkeypatch.delenv(name, raising=False)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert choose_device().type == expected
     assert choose_device(None).type == expected
@@ -54,3 +56,14 @@ def test_on_cuda_cublas_is_made_deterministic_unless_the_job_set_it(
     prepare_deterministic(torch.device("cuda"))
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
 
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_job_given_gpus_that_torch_cannot_see_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SLURM job given a GPU on a node whose driver torch cannot use would otherwise train and
+    predict on the CPU, for days, past its time limit."""
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0")
+    with pytest.raises(ConfigError, match=r"given GPUs \(SLURM_JOB_GPUS=0\) but torch .* sees no "
+                                          r"CUDA device; .*--device cpu"):
+        choose_device()
+    assert choose_device("cpu") == torch.device("cpu")  # on purpose

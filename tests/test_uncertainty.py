@@ -76,3 +76,41 @@ def test_deciles_leave_out_nodata_and_keep_equal_counts_through_ties() -> None:
     rows = error_by_decile(u, e)
     assert sum(r["pixels"] for r in rows) == 95
     assert max(r["pixels"] for r in rows) - min(r["pixels"] for r in rows) <= 1
+
+
+def test_the_truth_is_aggregated_to_a_coarser_maps_cells(tmp_path) -> None:
+    """A map at out_res 20 m is compared with the 10 m truth's cell means (NSP) or most frequent
+    class (soil order); a pixel size that does not divide the map's is refused."""
+    import rasterio
+    from affine import Affine
+
+    from mapper.errors import InputError
+    from mapper.raster import write_geotiff
+    from mapper.uncertainty_report import read_on_grid
+
+    x0, y0 = 1000.0, 5000.0
+    truth = np.array([[0.1, 0.3, 0.5, 0.5],
+                      [0.5, 0.7, np.nan, 0.9],
+                      [0.2, 0.2, 1.0, 0.0],
+                      [0.2, 0.6, 0.0, 1.0]], dtype=np.float32)  # fmt: skip
+    classes = np.array([[1, 1, 2, 3],
+                        [1, 4, 3, 255],
+                        [5, 5, 6, 6],
+                        [0, 0, 255, 255]], dtype=np.uint8)  # fmt: skip
+    crs = "EPSG:3338"
+    write_geotiff(tmp_path / "nsp.tif", truth[None], Affine(10, 0, x0, 0, -10, y0), crs,
+                  nodata=np.nan)
+    write_geotiff(tmp_path / "soil.tif", classes[None], Affine(10, 0, x0, 0, -10, y0), crs,
+                  nodata=255)
+    write_geotiff(tmp_path / "map.tif", np.zeros((1, 2, 2), np.uint8),
+                  Affine(20, 0, x0, 0, -20, y0), crs, nodata=255)
+    write_geotiff(tmp_path / "odd.tif", np.zeros((1, 2, 2), np.uint8),
+                  Affine(15, 0, x0, 0, -15, y0), crs, nodata=255)
+    with rasterio.open(tmp_path / "map.tif") as like:
+        np.testing.assert_allclose(read_on_grid(tmp_path / "nsp.tif", like),
+                                   [[0.4, 1.9 / 3], [0.3, 0.5]], atol=1e-6)
+        np.testing.assert_array_equal(read_on_grid(tmp_path / "soil.tif", like, classes=True),
+                                      [[1, 3], [0, 6]])  # ties: the lowest class
+    with rasterio.open(tmp_path / "odd.tif") as like, pytest.raises(InputError,
+                                                                    match="divides the map's"):
+        read_on_grid(tmp_path / "nsp.tif", like)

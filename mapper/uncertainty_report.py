@@ -113,6 +113,25 @@ def task_deciles(task: Task, map_path: str | Path, uncertainty_path: str | Path,
     return out
 
 
+def check_inputs(task: Task, map_path: str | Path, uncertainty_path: str | Path,
+                 truth_path: str | Path) -> None:
+    """Refuse an uncertainty product of another task than its map, and a truth raster of the other
+    kind (a probability for a binary task, a class index for a multiclass one): given out of order,
+    they would give figures of no meaning rather than an error."""
+    with rasterio.open(uncertainty_path) as ds:
+        other = ds.tags().get("MAPPER_TASK", task.name)
+    if other != task.name:
+        raise InputError(f"{uncertainty_path}: the uncertainty of {other}, not of {task.name} "
+                         f"({map_path}); give the uncertainty products in the order of the maps")
+    with rasterio.open(truth_path) as ds:
+        floating = np.issubdtype(np.dtype(ds.dtypes[0]), np.floating)
+    if floating != task.binary:
+        kind = "a probability" if floating else "a class index"
+        raise InputError(f"{truth_path}: {kind} raster, not the truth of {task.name} ({map_path}); "
+                         f"give the truth rasters in the order of the maps "
+                         f"(resources/<region>/truth/<task>.tif)")
+
+
 def write_uncertainty_report(region: Region, maps: list[str], uncertainty: list[str],
                              truth: list[str], out: str | Path) -> list[Path]:
     """The report of every task whose map, uncertainty product and truth are given (in the same
@@ -130,6 +149,7 @@ def write_uncertainty_report(region: Region, maps: list[str], uncertainty: list[
         with rasterio.open(m) as ds:
             name = ds.tags().get("MAPPER_TASK", "")
         task = get_task(name)
+        check_inputs(task, m, u, t)
         figures["tasks"][name] = task_deciles(task, m, u, t)
     out = Path(out)
     paths = [out, out.with_suffix(".json"), out.with_name(f"{out.stem}_deciles.png")]

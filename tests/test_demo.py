@@ -302,6 +302,23 @@ def test_cli_runs_the_synthesis(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert all((out / rel).exists() for rel in FILES.values())
 
 
+def test_fetch_of_a_demo_source_writes_into_the_sources_folder_given(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``fetch --out`` names the region's sources folder; a demo source, synthesized with the
+    truth beside it, refuses a folder of another name rather than writing next to it."""
+    config = _region_files(tmp_path, (250_000.0, 1_635_000.0, 251_000.0, 1_636_000.0))
+    mine = tmp_path / "run" / "mine"
+    args = ["fetch", "--config", str(config), "--region", "tiny", "--source", "dem", "--out"]
+    assert cli_main([*args, str(mine)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {mine}: a demo region's sources")
+    assert "give the sources folder, named sources" in err[0]
+    assert not (tmp_path / "run").exists()
+    assert cli_main([*args, str(tmp_path / "run" / "sources")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "run" / "sources" / "manifest.json")
+    assert all((tmp_path / "run" / rel).exists() for rel in FILES.values())
+
+
 @pytest.mark.slow
 def test_full_demo_holds_every_class() -> None:
     """On the demo region itself, every soil order covers >= 3 % of the land and of the

@@ -114,3 +114,46 @@ def test_the_truth_is_aggregated_to_a_coarser_maps_cells(tmp_path) -> None:
     with rasterio.open(tmp_path / "odd.tif") as like, pytest.raises(InputError,
                                                                     match="divides the map's"):
         read_on_grid(tmp_path / "nsp.tif", like)
+
+
+def test_inputs_out_of_order_are_refused_with_nothing_written(tmp_path) -> None:
+    """Truth rasters or uncertainty products given in another order than the maps would be read
+    as the wrong task's: one error naming the file, and no report."""
+    from pathlib import Path
+
+    from affine import Affine
+
+    from mapper.config import load_config, load_region
+    from mapper.errors import InputError
+    from mapper.raster import write_geotiff
+    from mapper.uncertainty_report import write_uncertainty_report
+
+    region = load_region(load_config(Path(__file__).resolve().parent.parent / "config"
+                                     / "config.yaml"), "demo")
+    at = (Affine(10, 0, 1000.0, 0, -10, 5000.0), "EPSG:3338")
+    rng = np.random.default_rng(0)
+    write_geotiff(tmp_path / "nsp.tif", rng.integers(0, 101, (1, 20, 20)).astype(np.uint8), *at,
+                  nodata=255, tags={"MAPPER_TASK": "nsp"})
+    for task in ("nsp", "soilorder"):
+        write_geotiff(tmp_path / f"{task}_uncertainty.tif",
+                      rng.integers(0, 101, (1, 20, 20)).astype(np.uint8), *at, nodata=255,
+                      descriptions=["entropy"], tags={"MAPPER_TASK": task})
+    write_geotiff(tmp_path / "truth_nsp.tif", rng.random((1, 20, 20)).astype(np.float32), *at,
+                  nodata=np.nan)
+    write_geotiff(tmp_path / "truth_soilorder.tif",
+                  rng.integers(0, 7, (1, 20, 20)).astype(np.uint8), *at, nodata=255)
+    out = tmp_path / "report" / "uncertainty.md"
+    out.parent.mkdir()
+    m = [str(tmp_path / "nsp.tif")]
+    with pytest.raises(InputError, match=r"truth_soilorder\.tif: a class index raster, not the "
+                                         r"truth of nsp .*in the order of the maps"):
+        write_uncertainty_report(region, m, [str(tmp_path / "nsp_uncertainty.tif")],
+                                 [str(tmp_path / "truth_soilorder.tif")], out)
+    with pytest.raises(InputError, match=r"soilorder_uncertainty\.tif: the uncertainty of "
+                                         r"soilorder, not of nsp"):
+        write_uncertainty_report(region, m, [str(tmp_path / "soilorder_uncertainty.tif")],
+                                 [str(tmp_path / "truth_nsp.tif")], out)
+    assert list(out.parent.iterdir()) == []
+    written = write_uncertainty_report(region, m, [str(tmp_path / "nsp_uncertainty.tif")],
+                                       [str(tmp_path / "truth_nsp.tif")], out)
+    assert all(p.is_file() for p in written)

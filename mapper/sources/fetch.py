@@ -128,6 +128,14 @@ def fetch_source(
         # Synthesis needs the region's folder (sources and truth): out_dir's parent.
         from mapper.demo.sources import synthesize_demo
 
+        if out_dir.name != "sources":
+            raise ConfigError(
+                f"{out_dir}: a demo region's sources are synthesized with its truth, into "
+                f"<folder>/sources and <folder>/truth; give the sources folder, named sources "
+                f"(default resources/{region.name}/sources), or run python -m mapper demo "
+                f"--region {region.name} --out <folder>"
+            )
+
         return synthesize_demo(region, out_dir.parent)["manifest"]
     raise ConfigError(f"{region.path}: source '{source_name}' has unknown kind {kind!r}")
 

@@ -426,8 +426,7 @@ def predict_points(
     rows = np.floor((lat.origin_y - xy[:, 1]) / lat.res).astype(np.int64) - crop_px // 2
     out = []
     model.eval()
-    params = getattr(model, "parameters", None)  # the model's device (the CPU for a plain one)
-    device = next(params(), torch.empty(0)).device if params else torch.device("cpu")
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(xy), batch_size):
             part = slice(start, start + batch_size)

@@ -152,6 +152,9 @@ class _EchoModel:
     def eval(self) -> None:
         pass
 
+    def parameters(self):  # the device predict_points computes on: the CPU
+        yield torch.empty(0)
+
     def encode(self, s2: torch.Tensor, cov: torch.Tensor) -> SimpleNamespace:
         return SimpleNamespace(s2=s2)
 

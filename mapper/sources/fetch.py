@@ -126,8 +126,6 @@ def fetch_source(
         return _fetch_stac(region, source_name, settings, out_dir, tile)
     if kind == "demo":
         # Synthesis needs the region's folder (sources and truth): out_dir's parent.
-        from mapper.demo.sources import synthesize_demo
-
         if out_dir.name != "sources":
             raise ConfigError(
                 f"{out_dir}: a demo region's sources are synthesized with its truth, into "
@@ -135,6 +133,7 @@ def fetch_source(
                 f"(default resources/{region.name}/sources), or run python -m mapper demo "
                 f"--region {region.name} --out <folder>"
             )
+        from mapper.demo.sources import synthesize_demo
 
         return synthesize_demo(region, out_dir.parent)["manifest"]
     raise ConfigError(f"{region.path}: source '{source_name}' has unknown kind {kind!r}")

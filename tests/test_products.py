@@ -227,6 +227,35 @@ def test_footprint_is_cut_at_the_antimeridian() -> None:
     assert geom["type"] == "Polygon" and bbox[0] < bbox[2]
 
 
+def test_footprint_covers_the_raster_to_its_edges() -> None:
+    """Points along the four edges of a statewide extent (across 180 degrees) are inside the
+    Item's geometry, and points 2.5 m beyond them are not: the straight lon/lat segments neither
+    cut into the raster nor stray from it (64 points per edge left up to 115 m of the top edge
+    outside)."""
+    import shapely
+    from pyproj import Transformer
+
+    from mapper.products.stac import EDGE_TOLERANCE_M
+
+    left, bottom, right, top = -1_500_000.0, 400_000.0, 1_500_000.0, 2_400_000.0
+    geom = shapely.geometry.shape(footprint_4326((left, bottom, right, top))[0])
+    to_lonlat = Transformer.from_crs("EPSG:3338", "EPSG:4326", always_xy=True)
+    t = np.linspace(0.0, 1.0, 5001)
+    for beyond in (0.0, 2.5 * EDGE_TOLERANCE_M):
+        edges = {
+            "top": (left + (right - left) * t, np.full_like(t, top + beyond)),
+            "bottom": (left + (right - left) * t, np.full_like(t, bottom - beyond)),
+            "left": (np.full_like(t, left - beyond), bottom + (top - bottom) * t),
+            "right": (np.full_like(t, right + beyond), bottom + (top - bottom) * t),
+        }
+        for side, (xs, ys) in edges.items():
+            lon, lat = to_lonlat.transform(xs, ys)
+            inside = np.zeros(t.size, bool)
+            for shift in (-360.0, 0.0, 360.0):  # the two sides of the cut at 180 degrees
+                inside |= shapely.covers(geom, shapely.points(np.column_stack([lon + shift, lat])))
+            assert inside.all() if beyond == 0.0 else not inside.any(), (side, beyond)
+
+
 def test_products_cover_the_mapped_area_and_the_quicklook_draws_it(
     setup: tuple[Path, Path, str], tmp_path: Path
 ) -> None:

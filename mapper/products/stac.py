@@ -40,7 +40,8 @@ from mapper.files import atomic_path
 logger = logging.getLogger(__name__)
 
 COG_MEDIA_TYPE = pystac.MediaType.COG
-EDGE_POINTS = 64
+EDGE_POINTS = 64  # the first split of each edge of a footprint
+EDGE_TOLERANCE_M = 1.0  # how far a footprint's straight lon/lat segments may stray from the edge
 
 
 @dataclass
@@ -60,19 +61,22 @@ def footprint_4326(bounds: tuple[float, float, float, float], crs: str = "EPSG:3
 ):
     """GeoJSON geometry and bbox in EPSG:4326 of ``bounds`` (left, bottom, right, top) in ``crs``.
 
-    Edges are densified (:data:`EDGE_POINTS` per edge) before projecting so the lon/lat outline
-    follows the curved image of the straight Albers edges; a footprint crossing 180 degrees is
+    The image of a straight edge is a curve in longitude/latitude, and GeoJSON joins vertices with
+    straight lines there, which cut inside the curve. So the bounds are first widened by
+    :data:`EDGE_TOLERANCE_M`, and each edge is split until no segment's midpoint in longitude/
+    latitude lies farther than that from the edge (:func:`_edge_points`): the outline covers the
+    raster and lies within twice the tolerance outside it. A footprint crossing 180 degrees is
     split there (module docstring).
     """
-    left, bottom, right, top = bounds
-    t = np.linspace(0.0, 1.0, EDGE_POINTS, endpoint=False)
-    xs = np.concatenate([left + (right - left) * t, np.full_like(t, right),
-                         right - (right - left) * t, np.full_like(t, left)])
-    ys = np.concatenate([np.full_like(t, top), top - (top - bottom) * t,
-                         np.full_like(t, bottom), bottom + (top - bottom) * t])
-    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
-    lon = np.unwrap(np.radians(lon))
-    lon = np.degrees(lon)
+    d = EDGE_TOLERANCE_M
+    left, bottom, right, top = bounds[0] - d, bounds[1] - d, bounds[2] + d, bounds[3] + d
+    corners = [(left, top), (right, top), (right, bottom), (left, bottom)]
+    fwd = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    back = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    ends = zip(corners, corners[1:] + corners[:1], strict=True)
+    xy = np.concatenate([_edge_points(a, b, fwd, back) for a, b in ends])
+    lon, lat = fwd.transform(xy[:, 0], xy[:, 1])
+    lon = np.degrees(np.unwrap(np.radians(lon)))
     ring = shapely.Polygon(np.column_stack([lon, lat]))
     if not ring.is_valid:
         ring = shapely.make_valid(ring)
@@ -91,6 +95,25 @@ def footprint_4326(bounds: tuple[float, float, float, float], crs: str = "EPSG:3
     bbox = [round(west, 7), round(south, 7), round(east, 7), round(north, 7)]
     # GeoJSON as plain lists (shapely gives tuples, which JSON schema does not take for arrays)
     return json.loads(shapely.to_geojson(geom)), bbox
+
+
+def _edge_points(a: tuple[float, float], b: tuple[float, float], fwd: Transformer,
+                 back: Transformer) -> np.ndarray:
+    """Points along the edge from ``a`` to ``b`` (``b`` left out), each segment split in two while
+    its midpoint in longitude/latitude, projected back, lies more than :data:`EDGE_TOLERANCE_M`
+    off the edge's line; (n, 2) in the projected CRS."""
+    start, step = np.asarray(a, dtype=float), np.subtract(b, a, dtype=float)
+    t = np.linspace(0.0, 1.0, EDGE_POINTS + 1)
+    for _ in range(32):  # each round halves the segments that stray; the sag falls 4-fold
+        lon, lat = fwd.transform(*(start + np.outer(t, step)).T)
+        lon = np.degrees(np.unwrap(np.radians(lon)))
+        x, y = back.transform((lon[:-1] + lon[1:]) / 2, (lat[:-1] + lat[1:]) / 2)
+        off_edge = np.abs(step[0] * (y - start[1]) - step[1] * (x - start[0])) / np.hypot(*step)
+        strays = off_edge > EDGE_TOLERANCE_M
+        if not strays.any():
+            break
+        t = np.sort(np.concatenate([t, ((t[:-1] + t[1:]) / 2)[strays]]))
+    return start + np.outer(t[:-1], step)
 
 
 def build_item(

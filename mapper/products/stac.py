@@ -65,8 +65,8 @@ def footprint_4326(bounds: tuple[float, float, float, float], crs: str = "EPSG:3
     straight lines there, which cut inside the curve. So the bounds are first widened by
     :data:`EDGE_TOLERANCE_M`, and each edge is split until no segment's midpoint in longitude/
     latitude lies farther than that from the edge (:func:`_edge_points`): the outline covers the
-    raster and lies within twice the tolerance outside it. A footprint crossing 180 degrees is
-    split there (module docstring).
+    raster and strays at most about twice the tolerance beyond it. A footprint crossing 180
+    degrees is split there (module docstring).
     """
     d = EDGE_TOLERANCE_M
     left, bottom, right, top = bounds[0] - d, bounds[1] - d, bounds[2] + d, bounds[3] + d

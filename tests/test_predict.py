@@ -188,6 +188,29 @@ def crop_start(i: int) -> int:
     return i * stride + (residue - i * stride) % stagger
 
 
+def support_queries(mapped: np.ndarray, left: float, top: float) -> int:
+    """Pairs (crop, cell) with the cell ``mapped`` (a 10 m grid whose corner is ``left``, ``top``)
+    and its centre inside the crop's support: the queries the decoder runs for those cells."""
+    crop, stride = PREDICTION["crop_px"], PREDICTION["stride_px"]
+    margin = (crop - PREDICTION["support_px"]) // 2
+    row0, col0 = round((ORIGIN[1] - top) / 10.0), round((left - ORIGIN[0]) / 10.0)
+    total = np.pad(mapped.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def spans(first: int, n: int) -> list[tuple[int, int]]:  # supports along an axis, clipped
+        out = []
+        for i in range(math.floor((first - crop) / stride) - 2,
+                       math.floor((first + n) / stride) + 2):
+            lo = max(crop_start(i) + margin - first, 0)
+            hi = min(crop_start(i) + margin + PREDICTION["support_px"] - first, n)
+            if lo < hi:
+                out.append((lo, hi))
+        return out
+
+    rows, cols = spans(row0, mapped.shape[0]), spans(col0, mapped.shape[1])
+    return sum(int(total[r1, c1] - total[r0, c1] - total[r1, c0] + total[r0, c0])
+               for r0, r1 in rows for c0, c1 in cols)
+
+
 def direct_blend(setup: dict, region: str, task: str, cell: tuple[int, int]) -> np.ndarray:
     """Blended probability at a global out cell, computed from direct queries of every crop
     whose support holds the cell's centre (independent of mapper.blending)."""
@@ -444,13 +467,13 @@ def test_polygon_region_is_the_square_map_clipped(setup: dict, nsp64: dict[str, 
     region = load_region(load_config(config), "poly")
     _, stacks = setup["stacks"]["tiny64"]
     assert set(region.stacked_tiles()) <= set(stacks)
-    outs, decoded = {}, 0
+    outs, decoded, queries = {}, 0, 0
     for tile in region.tiles():
         out = tmp_path / "poly" / f"{tile}.tif"
         stats = predict_tile(region, "nsp", tile, setup["models"]["nsp"],
                              [stacks[t] for t in region.tile_context(tile)], out,
                              options=quiet(8))
-        outs[tile], decoded = out, decoded + stats.valid_cells
+        outs[tile], decoded, queries = out, decoded + stats.valid_cells, queries + stats.queries
     poly, (left, bottom, right, top) = assemble(outs)
     square, square_bounds = assemble(nsp64)
     # the polygon's tiles are square tiles: cut the square's map to them
@@ -466,3 +489,7 @@ def test_polygon_region_is_the_square_map_clipped(setup: dict, nsp64: dict[str, 
     assert not (bad & inside).any(), (np.argwhere(bad & inside)[:5], (bad & inside).sum())
     np.testing.assert_allclose(poly[0][inside & ~hole], square[0][inside & ~hole], atol=1e-6)
     assert decoded == int((inside & ~hole).sum())  # only mapped valid cells are decoded
+    # the decoder's queries: one per crop and mapped cell of its support (counted here from the
+    # crop lattice written out), none for a cell outside
+    assert queries == support_queries(inside & ~hole, left, top)
+    assert queries < support_queries(np.ones_like(inside), left, top) / 2  # the tiles': 66,300

@@ -294,7 +294,12 @@ def test_products_cover_the_mapped_area_and_the_quicklook_draws_it(
         r0, c0 = round((TOP - ds.bounds.top) / 10), round((ds.bounds.left - LEFT) / 10)
     expected = np.where(np.isnan(p[0]), 255, np.rint(np.nan_to_num(p[0]) * 100)).astype(np.uint8)
     assert np.array_equal(data, expected[r0:r0 + data.shape[0], c0:c0 + data.shape[1]])
-    plain = write_quicklook(products.cog, tmp_path / "plain.png", get_task("nsp"), "t", True)
+    task = get_task("nsp")
+    title = f"{task.title}, {region.name}"  # the product's: only the outline may differ
+    plain = write_quicklook(products.cog, tmp_path / "plain.png", task, title, region.synthetic)
+    drawn = write_quicklook(products.cog, tmp_path / "drawn.png", task, title, region.synthetic,
+                            outline=region.boundary(), area=region.area())
+    assert drawn.read_bytes() == products.quicklook.read_bytes()  # the product's, made again
     assert plain.read_bytes() != products.quicklook.read_bytes()
     with pytest.raises(InputError, match="do not cover its mapped area"):
         make_products(region, "nsp", model, tiles[:1], tmp_path / "maps2" / "nsp_tiny.tif",

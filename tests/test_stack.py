@@ -138,8 +138,9 @@ def test_several_sentinel2_files_mosaic_first_valid_wins(
 ) -> None:
     tile = SMALL_TILES[0]
     ref = _read(stacks["small"][tile])
-    # a per-tile composite on the lattice, float reflectance, s2_* descriptions, with a gap
-    composite = ref[:9].copy()
+    # a per-tile composite on the lattice, float reflectance, s2_* descriptions, with a gap;
+    # brighter than file 2 by 0.01 everywhere, so that which file a pixel came from shows
+    composite = ref[:9] + np.float32(0.01)
     composite[:, 40:, :] = np.nan
     lattice = src["r64"].lattice
     comp_path = tmp_path / "composite.tif"
@@ -153,7 +154,7 @@ def test_several_sentinel2_files_mosaic_first_valid_wins(
     out = build_stack(src["r64"], tile, [comp_path, full], src["dem"], src["climate"],
                       tmp_path / "m.tif")
     got = _read(out)[:9]
-    np.testing.assert_array_equal(got[:, :40], ref[:9, :40])  # from the composite, unchanged
+    np.testing.assert_array_equal(got[:, :40], composite[:, :40])  # from the composite, unchanged
     nogap = build_stack(src["r64"], tile, [full], src["dem"], src["climate"], tmp_path / "n.tif")
     np.testing.assert_array_equal(got[:, 40:], _read(nogap)[:9, 40:])  # the rest from file 2
     assert np.isfinite(got).all()

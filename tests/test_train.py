@@ -134,25 +134,28 @@ def test_a_partial_of_other_labels_is_not_resumed(
     tiny: dict, pretrained: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A job killed mid-way, then a label fixed (README "Rerunning after a data fix"): the rerun
-    starts over rather than continue from epochs trained on the wrong labels."""
+    starts over rather than continue from epochs trained on the wrong labels; with the labels
+    as they were, the same rerun resumes (the control)."""
     root, rows = tiny["root"], tiny["rows"]
-    out = root / "fixed.pt"
+    fixed = tiny["table"].copy()
+    fixed.loc[fixed.index[rows[0]], "nsp"] = 1 - fixed["nsp"].iloc[rows[0]]
     save = train_module.save_torch
 
     def save_then_stop(path: Path, state: dict) -> Path:
         save(path, state)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows)
-    assert (root / "fixed.pt.partial").exists()
-    monkeypatch.setattr(train_module, "save_torch", save)
-    fixed = tiny["table"].copy()
-    fixed.loc[fixed.index[rows[0]], "nsp"] = 1 - fixed["nsp"].iloc[rows[0]]
-    with caplog.at_level("WARNING", logger="mapper.train"):
-        result = finetune(tiny["region"], "nsp", fixed, tiny["stacks"], out, pretrained, rows,
-                          epochs=1)
-    assert "belongs to another run" in caplog.text
-    assert "resuming" not in caplog.text
-    assert [h["epoch"] for h in result.history] == [1]
+    for name, table, resumes in (("same.pt", tiny["table"], True), ("fixed.pt", fixed, False)):
+        out = root / name
+        monkeypatch.setattr(train_module, "save_torch", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):  # killed after its first epoch's partial
+            finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained,
+                     rows)
+        assert out.with_name(f"{name}.partial").exists()
+        monkeypatch.setattr(train_module, "save_torch", save)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mapper.train"):  # the same epochs as the killed run
+            result = finetune(tiny["region"], "nsp", table, tiny["stacks"], out, pretrained, rows)
+        assert ("resuming from" in caplog.text) == resumes, name
+        assert ("belongs to another run" in caplog.text) == (not resumes), name
+        assert [h["epoch"] for h in result.history] == [1, 2], name  # resumed or not: both

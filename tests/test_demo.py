@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -284,12 +285,14 @@ def test_region_errors_name_the_file(tiny) -> None:
     settings = region.settings
     bad_kind = {**settings, "sources": {**settings["sources"], "dem": {"kind": "file",
                                                                         "path": "x.tif"}}}
-    with pytest.raises(ConfigError, match="kind"):
+    file = re.escape(str(region.path))
+    with pytest.raises(ConfigError, match=rf"^{file}: sources\.dem\.kind is 'file'; .* 'demo'$"):
         demo_seed(dataclasses.replace(region, settings=bad_kind))
     no_seed = {**settings, "sources": {**settings["sources"], "sentinel2": {"kind": "demo"}}}
-    with pytest.raises(ConfigError, match="seed"):
+    with pytest.raises(ConfigError, match=rf"^{file}: sources\.sentinel2 has no 'seed'; add "):
         demo_seed(dataclasses.replace(region, settings=no_seed))
-    with pytest.raises(ConfigError, match="synthetic: true"):
+    with pytest.raises(ConfigError, match=rf"^{file}: demo sources are synthetic; .*synthetic: "
+                                          "true"):
         demo_seed(dataclasses.replace(region, settings={**settings, "synthetic": False}))
 
 

@@ -241,12 +241,9 @@ def test_stack_source_without_crs(src: dict, tmp_path: Path, capsys) -> None:
 def test_stack_dem_in_metres_labelled_geographic(src: dict, tmp_path: Path, capsys) -> None:
     """A DEM whose coordinates are Alaska Albers metres but whose CRS says EPSG:4326: it lies
     nowhere near the region, which must be said rather than giving a stack without elevation."""
-    with rasterio.open(src["dem"]) as ds:
-        width, height = ds.width, ds.height
     metres = Affine(10.0, 0.0, S.LEFT - S.MARGIN, 0.0, -10.0, S.TOP + S.MARGIN)
     bad = rewrite(src["dem"], tmp_path / "dem_mislabelled.tif", crs="EPSG:4326",
                   transform=metres)
-    assert width and height
     out = tmp_path / "out" / f"{TILE64}.tif"
     rc, line = cli(capsys, *stack_args(src, out, dem=bad))
     assert rc == 1 and line.startswith(f"error: {bad}: ")

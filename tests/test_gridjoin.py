@@ -17,16 +17,16 @@ RES = 0.01
 
 
 def raster(path: Path, west: float, north: float, value: float, shape=(10, 10),
-           res: float = RES, nodata: float | None = -9999.0, hole: bool = False) -> Path:  # noqa: ANN001
+           res: float = RES, nodata: float | None = -9999.0, hole: tuple | None = None) -> Path:  # noqa: ANN001
     data = np.full(shape, value, dtype=np.float32)
-    if hole:
-        data[:5, :5] = nodata
+    if hole is not None:
+        data[hole] = nodata
     write_geotiff(path, data, Affine(res, 0, west, 0, -res, north), "EPSG:4326", nodata=nodata)
     return path
 
 
 def test_files_on_one_grid_are_joined_first_wins(tmp_path: Path) -> None:
-    a = raster(tmp_path / "a.tif", 10.0, 50.1, 1.0, hole=True)
+    a = raster(tmp_path / "a.tif", 10.0, 50.1, 1.0, hole=np.s_[:5, 3:8])  # 5:8 over b
     b = raster(tmp_path / "b.tif", 10.05, 50.1, 2.0)  # overlaps a's east half
     c = raster(tmp_path / "c.tif", 10.1, 50.1, 3.0)  # adjacent to a, overlapping b
     with joined_on_grids([a, b, c]) as joined:
@@ -35,8 +35,9 @@ def test_files_on_one_grid_are_joined_first_wins(tmp_path: Path) -> None:
             assert (ds.width, ds.height) == (20, 10)
             assert ds.transform.c == 10.0 and ds.transform.f == 50.1
             z = ds.read(1)
-    assert (z[5:, :10] == 1).all()  # a wins where it has data
-    assert (z[:5, :5] != z[:5, :5]).all()  # a's nodata hole, no file beneath: NaN
+    assert (z[5:, :10] == 1).all() and (z[:5, :3] == 1).all() and (z[:5, 8:10] == 1).all()
+    assert np.isnan(z[:5, 3:5]).all()  # a's nodata where no file lies beneath: NaN
+    assert (z[:5, 5:8] == 2).all()  # a's nodata over b: b shows through
     assert (z[:, 10:15] == 2).all() and (z[:, 15:] == 3).all()  # b over c where both
     assert not joined[0].exists()  # the VRT lives only in the with block
 

@@ -38,6 +38,7 @@ from mapper.cli import main
 from mapper.config import load_config, load_region
 from mapper.dem import warp_dem
 from mapper.errors import ConfigError, InputError, SourceError
+from mapper.files import file_sha256
 from mapper.grid import Lattice
 from mapper.products.provenance import sources_summary
 from mapper.sources import cells as C
@@ -713,12 +714,19 @@ def test_the_workflow_fetches_each_cell_once(cells_site: dict, tmp_path: Path) -
     records = sorted({f"resources/threedep/sources/dem/{c}.json"
                       for cs in region_cells(region).values() for c in cs})  # fmt: skip
     gets = len(cells_site["server"].log)
+    lock = LockFile(lock_path(region.path))
+    before = lock.entries()
     run_snakemake(project, *records, extra_args=["--cores", "2"]).check()
+    after = lock.entries()
     for record in records:
         manifest = read_manifest(tmp_path / record)
         assert manifest["absent"] is False
-        assert Path(manifest["items"][0]["path"]) == Path(record).with_suffix(".tif")
-        assert (tmp_path / record).with_suffix(".tif").exists()
+        item = manifest["items"][0]
+        assert Path(item["path"]) == Path(record).with_suffix(".tif")
+        cell = (tmp_path / record).with_suffix(".tif")
+        # the file fetched is the one the lock records (its first download's bytes)
+        assert after[item["url"]] == {"sha256": file_sha256(cell), "size": cell.stat().st_size}
+        assert item["sha256"] == after[item["url"]]["sha256"]
+    assert {url: after[url] for url in before} == before  # no recorded entry was changed
     cell_gets = [r for r in cells_site["server"].log[gets:] if r["method"] == "GET"]
     assert len(cell_gets) == len(records) == 4
-    assert len(LockFile(lock_path(region.path)).entries()) >= 4

@@ -15,7 +15,7 @@ from workflow_project import make_project, planned_jobs
 
 from mapper.cli import main
 from mapper.config import load_config, load_region
-from mapper.errors import ConfigError
+from mapper.errors import ChangedError, ConfigError, InputError
 from mapper.sources.lock import LockFile, lock_path
 from mapper.sources.weights import fetch_weights, weights_path
 from mapper.train import model_config
@@ -62,7 +62,7 @@ def test_fetch_weights_records_then_verifies(tmp_path: Path) -> None:
         # upstream changed: one line, nothing left
         out.unlink()
         server.add_file(f"/allenai/{NAME}", torch_like(2))
-        with pytest.raises(Exception, match="changed upstream") as exc:
+        with pytest.raises(ChangedError, match="changed upstream") as exc:
             fetch_weights(region, out)
         assert str(lock.path) in str(exc.value) and not out.exists()
         # an error page is not recorded as the weights
@@ -72,7 +72,7 @@ def test_fetch_weights_records_then_verifies(tmp_path: Path) -> None:
             model={"size": "demo", "satlas_weights": page},
         )  # fmt: skip
         bad_region = load_region(load_config(bad), "tiny")
-        with pytest.raises(Exception, match="not a torch checkpoint"):
+        with pytest.raises(InputError, match="not a torch checkpoint"):
             fetch_weights(bad_region, tmp_path / "page.pth")
         assert not (tmp_path / "page.pth").exists()
         assert LockFile(lock_path(bad_region.path)).entries() == {}

@@ -23,7 +23,7 @@ from workflow_project import make_project, make_statewide_project, planned_jobs
 
 from mapper.config import Region, load_config, load_region
 from mapper.demo.zones import THRESHOLDS, ZONES, synthesize_zones
-from mapper.errors import InputError, SourceError
+from mapper.errors import ConfigError, InputError, SourceError
 from mapper.evaluate import _write
 from mapper.raster import write_geotiff
 from mapper.report import report
@@ -120,7 +120,7 @@ def test_missing_layer_is_one_error_naming_the_file_and_the_fix(tmp_path: Path) 
 def test_a_field_the_layer_lacks_is_named(tmp_path: Path) -> None:
     source = _zones_geojson(tmp_path / "halves.geojson")
     region = _region(tmp_path / "r", [{**_layer_settings(source), "field": "AREA_SYM"}])
-    with pytest.raises(Exception, match="no field 'AREA_SYM'.*fields: area, code"):
+    with pytest.raises(ConfigError, match="no field 'AREA_SYM'.*fields: area, code"):
         prepare_zone_layer(region, "halves", [source], tmp_path / "o.geojson")
 
 

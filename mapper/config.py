@@ -85,11 +85,16 @@ def read_yaml(path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"{path}: config file not found; check the path")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as exc:
         reason = exc.__class__.__name__
         raise ConfigError(f"{path}: not valid YAML ({reason}); fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(f"{path}: not a readable file ({exc.strerror}); give the YAML file"
+                          ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
@@ -352,10 +357,15 @@ by under 1 cm, where a 2 degree edge's chord departs by about 350 m."""
 @lru_cache(maxsize=8)
 def _read_boundary_cached(path: str, _mtime: int) -> shapely.Geometry:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             gj = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable GeoJSON file ({exc}); replace it") from None
+    except UnicodeDecodeError:  # a shapefile, a GeoPackage, a zip, or Latin-1 text
+        raise ConfigError(
+            f"{path}: not UTF-8 GeoJSON; convert it: ogr2ogr -f GeoJSON -t_srs EPSG:4326 "
+            f"boundary.geojson {path}"
+        ) from None
     geom, crs = _boundary_geometry(path, gj)
     if not crs.equals(CRS.from_epsg(3338)):
         if crs.is_geographic:  # an edge is straight in degrees: keep its curve in Albers

@@ -7,6 +7,7 @@ Bad files are written to tmp_path from copies of the shipped ones, so each test 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -194,6 +195,8 @@ def test_unknown_key_in_config(tmp_path: Path) -> None:
         ("training", "batch_size", "32", "training.batch_size"),
         ("evaluation", "splits", "random", "evaluation.splits"),
         ("model", "size", "huge", "model.size"),
+        ("training", "seed", -1, "training.seed"),  # numpy's and sklearn's seeds: 0 .. 2^32 - 1
+        ("evaluation", "rf_max_depth", 0, "evaluation.rf_max_depth"),
     ],
 )
 def test_wrong_type_or_value(
@@ -304,6 +307,18 @@ def test_missing_or_broken_files(tmp_path: Path) -> None:
     broken.write_text('{"type": "FeatureCollection", "features": [')
     with pytest.raises(ConfigError, match=r"broken\.geojson: not a readable GeoJSON"):
         read_boundary(broken)
+    # a region file saved in cp1252, a folder given for a file, a shapefile given as a boundary
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("description: Tanana valley \u2013 Fairbanks\n".encode("cp1252"))
+    with pytest.raises(ConfigError, match=r"latin\.yaml: not UTF-8 text; save it as UTF-8$"):
+        load_config(latin)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: not a readable file"):
+        load_config(tmp_path)
+    shapefile = tmp_path / "alaska.shp"
+    shapefile.write_bytes(b"\x00\x00\x27\x0a" + bytes(range(256)) * 4)  # a .shp header's code
+    with pytest.raises(ConfigError, match=r"alaska\.shp: not UTF-8 GeoJSON; convert it: "
+                                          r"ogr2ogr -f GeoJSON -t_srs EPSG:4326 boundary\.geojson"):
+        read_boundary(shapefile)
 
 
 def test_unknown_region() -> None:

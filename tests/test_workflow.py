@@ -22,6 +22,7 @@ from workflow_project import (
     make_project,
     make_statewide_project,
     planned_jobs,
+    rewrite_yaml,
     run_snakemake,
     tiny_bounds,
 )
@@ -166,6 +167,41 @@ def test_overrides_reach_the_jobs(tmp_path: Path) -> None:
     region = job_region(project, job_commands(plain.log)["predict"])
     assert region.settings["prediction"]["out_res"] == 40.0
     assert region.settings["training"]["seed"] == 0
+
+
+@pytest.mark.workflow
+def test_user_files_with_spaces_and_brackets_reach_the_jobs_whole(tmp_path: Path) -> None:
+    """Files a user names in the region file (sources of kind ``file``, the observation table)
+    may have spaces and brackets in their paths: each job's command line gives them whole (a dry
+    run's commands, split as the shell splits them)."""
+    import shlex
+
+    from pyproj import Transformer
+
+    project = make_project(tmp_path / "project")
+    folder = project.path("field data (2024)")
+    folder.mkdir()
+    files = {name: folder / f"{name} v2 (fixed).tif" for name in ("sentinel2", "dem", "climate")}
+    for path in files.values():
+        path.write_bytes(b"")  # read by the stack job only
+    table = folder / "obs (1).csv"
+    left, bottom, right, top = tiny_bounds(project.tile_px, 3)
+    lon, lat = Transformer.from_crs("EPSG:3338", "EPSG:4326", always_xy=True).transform(
+        (left + right) / 2, (bottom + top) / 2)
+    table.write_text("obs_id,lon,lat,date,nsp,soil_order\n"
+                     f"p1,{lon:.6f},{lat:.6f},2019-07-15,1,Gelisols\n")  # SYNTHETIC point
+    settings = yaml.safe_load(project.region_file.read_text())
+    for name, path in {**files, "observations": table}.items():
+        settings["sources"][name] = {"kind": "file", "path": str(path)}
+    rewrite_yaml(project.region_file, settings)
+    run = run_snakemake(project, f"results/{project.region}/samples/points.parquet",
+                        extra_args=["--dry-run", "--printshellcmds"])
+    commands = {rule: shlex.split(command) for rule, command in job_commands(run.log).items()}
+    stack = commands["stack"]
+    for name, path in files.items():
+        assert stack[stack.index(f"--{name}") + 1] == str(path), name
+    samples = commands["samples"]
+    assert samples[samples.index("--observations") + 1] == str(table)
 
 
 @pytest.mark.slow

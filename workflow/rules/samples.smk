@@ -20,4 +20,4 @@ rule samples:
         area=area_settings,
     shell:
         "python -m mapper samples --config {params.config} --region {wildcards.region}"
-        " --observations {input.observations} --out {output} {input.stacks} --log {log}"
+        " --observations {input.observations:q} --out {output} {input.stacks} --log {log}"

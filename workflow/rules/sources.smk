@@ -93,7 +93,7 @@ rule snap_climate_normals:
         settings=snap_settings,
     shell:
         "python -m mapper climate-normals --config {params.config} --region {wildcards.region}"
-        " --pr {input.pr} --tas {input.tas} --tasmin {input.tasmin} --out {output} --log {log}"
+        " --pr {input.pr:q} --tas {input.tas:q} --tasmin {input.tasmin:q} --out {output} --log {log}"
 
 
 rule fetch_stac:

@@ -18,8 +18,8 @@ rule stack:
         config=run_config,
     shell:
         "python -m mapper stack --config {params.config} --region {wildcards.region}"
-        " --tile {wildcards.tile} --sentinel2 {input.sentinel2} --dem {input.dem}"
-        " --climate {input.climate} --out {output} --log {log}"
+        " --tile {wildcards.tile} --sentinel2 {input.sentinel2:q} --dem {input.dem:q}"
+        " --climate {input.climate:q} --out {output} --log {log}"
 
 
 rule stack_vrt:

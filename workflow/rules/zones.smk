@@ -60,4 +60,4 @@ rule zone_layer:
         settings=zone_layer_settings,
     shell:
         "python -m mapper zone-layer --config {params.config} --region {wildcards.region}"
-        " --layer {wildcards.layer} --out {output} {input.files} --log {log}"
+        " --layer {wildcards.layer} --out {output} {input.files:q} --log {log}"

@@ -137,6 +137,8 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             f"{path}: missing column(s) {', '.join(missing)}; an observation table needs "
             f"{', '.join(OBSERVATION_COLUMNS)}{hint}"
         )
+    if table.empty:
+        raise InputError(f"{path}: no rows (only a header); add the observations, one per row")
     out = pd.DataFrame({
         "obs_id": table["obs_id"].astype("string"),
         "lon": pd.to_numeric(table["lon"], errors="coerce").astype("float64"),
@@ -347,6 +349,13 @@ def build_samples(
     for b, name in enumerate(STACK_BANDS):
         table[name] = values[ok, b]
     evaluation, seed = region.settings["evaluation"], int(region.settings["training"]["seed"])
+    if counts["kept"] < int(evaluation["folds"]):
+        raise InputError(
+            f"{observations}: {counts['kept']} of {n_read} points kept (dropped "
+            f"{counts['no_position']} without position, {counts['outside']} outside region "
+            f"{region.name}, {counts['nodata']} on nodata) cannot fill evaluation.folds "
+            f"{evaluation['folds']} of {region.path}; add observations or lower it"
+        )
     folds = make_folds(table[["x", "y"]].to_numpy(), int(evaluation["folds"]), seed)
     for col, fold in folds.items():
         table[col] = fold

@@ -496,6 +496,27 @@ def test_observations_all_outside_the_region(region: dict, tmp_path: Path, capsy
     assert_nothing_written(out)
 
 
+def test_observations_of_a_header_only_or_too_few_points(region: dict, tmp_path: Path,
+                                                          capsys) -> None:
+    """A table with a header and no rows, and one whose kept points cannot fill the folds: one
+    line naming the table (and for the folds the counts and the region file), nothing written."""
+    out = tmp_path / "out" / "points.parquet"
+    empty = write_obs(region, tmp_path / "empty.csv", lambda t: t.head(0))
+    rc, line = cli(capsys, *samples_args(region, out, observations=empty))
+    assert rc == 1
+    assert line == f"error: {empty}: no rows (only a header); add the observations, one per row"
+    assert_nothing_written(out)
+    few = write_obs(region, tmp_path / "few.csv",
+                    lambda t: pd.concat([t.head(2), t[t["obs_id"] == "P0143"]]))  # 1 outside
+    rc, line = cli(capsys, *samples_args(region, out, observations=few))
+    folds = region["region"].settings["evaluation"]["folds"]
+    assert rc == 1 and folds == 3
+    assert line == (f"error: {few}: 2 of 3 points kept (dropped 0 without position, 1 outside "
+                    f"region tiny, 0 on nodata) cannot fill evaluation.folds 3 of "
+                    f"{region['region'].path}; add observations or lower it")
+    assert_nothing_written(out)
+
+
 def test_observations_some_outside_are_dropped_and_counted(region: dict, tmp_path: Path,
                                                            caplog) -> None:
     out = tmp_path / "out" / "points.parquet"

@@ -259,6 +259,12 @@ def _chosen_input(settings: dict[str, Any], inputs: list[Path]) -> tuple[Path, s
             return zips[0], layer
         raise ConfigError(f"zone layer '{settings['name']}': 'layer' {layer} is none of its "
                           f"files ({', '.join(p.name for p in inputs)}); fix it")
+    if not readable and len(inputs) == 1:  # a GeoPackage, a FileGDB, a KML
+        raise InputError(
+            f"{inputs[0]}: zone layer '{settings['name']}' is not GeoJSON or a (zipped) "
+            f"shapefile; convert it: ogr2ogr -f GeoJSON -t_srs EPSG:4326 zones.geojson "
+            f"{inputs[0]}"
+        )
     if len(readable) != 1:
         raise ConfigError(f"zone layer '{settings['name']}': {len(readable)} readable files "
                           f"among {', '.join(p.name for p in inputs) or 'none'}; name the one to "

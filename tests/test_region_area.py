@@ -238,3 +238,14 @@ def test_tiles_command_lists_mapped_or_stacked_tiles(tmp_path: Path,
     assert capsys.readouterr().err.strip() == (
         "error: give one region: python -m mapper tiles <region> [--stacked] (or --region "
         "<region>)")
+    # a boundary in lon/lat that lies west of the lattice (the CRS taken for the wrong one):
+    # one line naming it, not an empty list
+    far = {"type": "Polygon", "coordinates": [[[10.0, 50.0], [10.1, 50.0], [10.1, 50.1],
+                                               [10.0, 50.1], [10.0, 50.0]]]}
+    far_file = write_region_file(tmp_path / "far", "far", None, 64, geojson=far)
+    far_config = write_config(tmp_path / "far" / "config.yaml", {"far": far_file})
+    assert main(["tiles", "far", "--config", str(far_config)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: {far_file.with_suffix('.geojson')}: region 'far' "
+                                   "meets no tile of the lattice")

@@ -5,6 +5,7 @@ demo's synthetic climate zones, and the workflow's plan."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,19 @@ def test_missing_layer_is_one_error_naming_the_file_and_the_fix(tmp_path: Path) 
     # a source file that is not there, when the layer is prepared
     with pytest.raises(InputError, match="nowhere.geojson.*not found.*fix 'zones'"):
         prepare_zone_layer(region, "halves", [tmp_path / "nowhere.geojson"], tmp_path / "o.json")
+
+
+def test_a_layer_in_another_format_names_the_conversion(tmp_path: Path) -> None:
+    """A GeoPackage (any file neither GeoJSON nor a (zipped) shapefile) given as a zone layer:
+    one error naming the file and how to convert it, nothing written."""
+    gpkg = tmp_path / "zones.gpkg"
+    gpkg.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    region = _region(tmp_path / "r", [_layer_settings(gpkg)])
+    out = tmp_path / "o.geojson"
+    with pytest.raises(InputError, match=rf"^{re.escape(str(gpkg))}: zone layer 'halves' is not "
+                                         r"GeoJSON or a \(zipped\) shapefile; convert it: ogr2ogr"):
+        prepare_zone_layer(region, "halves", [gpkg], out)
+    assert not out.exists()
 
 
 def test_a_field_the_layer_lacks_is_named(tmp_path: Path) -> None:

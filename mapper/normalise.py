@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -222,18 +223,21 @@ class Normaliser:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Normaliser:
-        """Inverse of :meth:`to_dict`; refuses a dict of another format or band list.
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> Normaliser:
+        """Inverse of :meth:`to_dict`; refuses a dict of another format or band list (the error
+        names ``source``, the checkpoint the dict was read from, when given).
 
         A version-1 dict (no ``s2_scaling``) reads as the fixed SatlasPretrain scaling.
         """
+        where = f"{source}: " if source is not None else ""
         if not isinstance(data, dict) or data.get("format") not in FORMATS:
             raise CheckpointError(
-                f"normalisation is not a {FORMAT!r} dict; retrain the checkpoint with this mapper"
+                f"{where}normalisation is not a {FORMAT!r} dict; retrain the checkpoint with this "
+                "mapper"
             )
         if data.get("covariates") != COVARIATE_BANDS or data.get("s2_bands") != S2_NAMES:
             raise CheckpointError(
-                "normalisation was fitted for other bands "
+                f"{where}normalisation was fitted for other bands "
                 f"({data.get('s2_bands')} + {data.get('covariates')}); retrain on current stacks"
             )
         scaling = data.get("s2_scaling", "satlas")
@@ -241,11 +245,11 @@ class Normaliser:
         if scaling == "satlas" and (fixed != RGB_STRETCH
                                     or data.get("other_s2_divisor") != OTHER_S2_DIVISOR):
             raise CheckpointError(
-                "normalisation uses another Sentinel-2 scaling than this mapper's; retrain"
+                f"{where}normalisation uses another Sentinel-2 scaling than this mapper's; retrain"
             )
         if scaling not in S2_SCALINGS:
             raise CheckpointError(
-                f"normalisation has an unknown Sentinel-2 scaling {scaling!r}; retrain"
+                f"{where}normalisation has an unknown Sentinel-2 scaling {scaling!r}; retrain"
             )
 
         def floats(key: str) -> tuple[float, ...]:

@@ -134,7 +134,7 @@ def predict_tile(
     if meta.bands != STACK_BANDS:
         raise CheckpointError(f"{model_path}: trained on bands {meta.bands}, not the stack's "
                               f"{STACK_BANDS}; retrain on current stacks")
-    normaliser = Normaliser.from_dict(meta.normalisation)
+    normaliser = Normaliser.from_dict(meta.normalisation, model_path)
     predictor = TilePredictor(model, normaliser, lattice, crops, task, area=region.area(),
                               batch_size=options.batch_size, device=options.device,
                               precision=prediction["precision"],

@@ -253,7 +253,7 @@ def _fit(
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         start, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
-        dataset.normaliser = Normaliser.from_dict(state["normalisation"])
+        dataset.normaliser = Normaliser.from_dict(state["normalisation"], partial)
     bar = progress_bar(schedule.total, f"{stream} {task}", "step", initial=step)
     params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start, opt.epochs):
@@ -388,7 +388,7 @@ def _start_model(cfg: ModelConfig, task: Task, pretrained: str | Path | None,
     missing, unexpected = model.load_state_dict(carried, strict=False)
     if unexpected or any(not k.startswith(HEADS) for k in missing):
         raise CheckpointError(f"{pretrained}: tensors do not fit a {cfg.name} model; retrain")
-    return model, Normaliser.from_dict(meta.normalisation)
+    return model, Normaliser.from_dict(meta.normalisation, pretrained)
 
 
 def finetune(

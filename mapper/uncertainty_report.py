@@ -29,6 +29,7 @@ from mapper.config import Region
 from mapper.errors import InputError
 from mapper.files import atomic_path
 from mapper.products.cog import PERCENT_NODATA
+from mapper.raster import open_raster
 from mapper.report import strict_json
 from mapper.resolution import block_mean
 from mapper.tasks import Task, get_task
@@ -44,7 +45,7 @@ def read_on_grid(path: str | Path, like: rasterio.DatasetReader, classes: bool =
     same lattice) is compared with the truth aggregated to its cells: the mean of each cell's
     valid values, or for ``classes`` the most frequent class (the lowest on a tie).
     """
-    with rasterio.open(path) as ds:
+    with open_raster(path) as ds:
         factor = like.res[0] / ds.res[0]
         k = round(factor)
         if ds.crs != like.crs or ds.res[0] != ds.res[1] or k < 1 or abs(factor - k) > 1e-9:
@@ -82,7 +83,7 @@ def block_mode(fine: np.ndarray, factor: int) -> np.ndarray:
 def task_deciles(task: Task, map_path: str | Path, uncertainty_path: str | Path,
                  truth_path: str | Path) -> dict[str, Any]:
     """The decile tables of one task's map (see the module docstring)."""
-    with rasterio.open(map_path) as m, rasterio.open(uncertainty_path) as u:
+    with open_raster(map_path) as m, open_raster(uncertainty_path) as u:
         if (m.transform, m.shape, m.crs) != (u.transform, u.shape, u.crs):
             raise InputError(f"{uncertainty_path}: not on the grid of {map_path}; make both from "
                              "the same predicted tiles")
@@ -118,12 +119,12 @@ def check_inputs(task: Task, map_path: str | Path, uncertainty_path: str | Path,
     """Refuse an uncertainty product of another task than its map, and a truth raster of the other
     kind (a probability for a binary task, a class index for a multiclass one): given out of order,
     they would give figures of no meaning rather than an error."""
-    with rasterio.open(uncertainty_path) as ds:
+    with open_raster(uncertainty_path) as ds:
         other = ds.tags().get("MAPPER_TASK", task.name)
     if other != task.name:
         raise InputError(f"{uncertainty_path}: the uncertainty of {other}, not of {task.name} "
                          f"({map_path}); give the uncertainty products in the order of the maps")
-    with rasterio.open(truth_path) as ds:
+    with open_raster(truth_path) as ds:
         floating = np.issubdtype(np.dtype(ds.dtypes[0]), np.floating)
     if floating != task.binary:
         kind = "a probability" if floating else "a class index"
@@ -146,7 +147,7 @@ def write_uncertainty_report(region: Region, maps: list[str], uncertainty: list[
     for m, u, t in zip(maps, uncertainty, truth, strict=True):
         if not Path(t).is_file():
             raise InputError(f"{t}: no truth raster; run the demo's sources (rule demo_sources)")
-        with rasterio.open(m) as ds:
+        with open_raster(m) as ds:
             name = ds.tags().get("MAPPER_TASK", "")
         task = get_task(name)
         check_inputs(task, m, u, t)

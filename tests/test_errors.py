@@ -659,6 +659,43 @@ def test_predict_with_a_model_of_another_size(region: dict, tmp_path: Path, caps
     assert_nothing_written(out)
 
 
+def test_predict_with_a_model_of_another_scaling(region: dict, tmp_path: Path, capsys) -> None:
+    """A checkpoint whose normalisation uses another fixed Sentinel-2 scaling (an older mapper's):
+    one line naming the checkpoint, nothing written."""
+    torch.manual_seed(0)
+    norm = Normaliser(lo=(0.0,) * 10, hi=(800.0,) + (1.0,) * 9, mean=(0.5,) * 10,
+                      std=(0.2,) * 10).to_dict()
+    norm["other_s2_divisor"] = 2 * norm["other_s2_divisor"]
+    model = save_checkpoint(tmp_path / "old.pt", MiSo(ModelConfig.named("demo"), n_out=1),
+                            task="nsp", bands=STACK_BANDS, normalisation=norm, classes=["nsp"])
+    tile = inner_tile(region)
+    out = tmp_path / "out" / f"{tile}.tif"
+    rc, line = cli(capsys, *predict_args(region, tile, region["by_tile"], out, model=model))
+    assert rc == 1
+    assert line == (f"error: {model}: normalisation uses another Sentinel-2 scaling than this "
+                    "mapper's; retrain")
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--threads", "0", "0 is not at least 1"),
+    ("--batch-size", "-4", "-4 is not at least 1"),
+    ("--threads", "two", "'two' is not a whole number"),
+])
+def test_predict_counts_below_one_are_refused_by_the_parser(
+    region: dict, tmp_path: Path, capsys, option: str, value: str, says: str
+) -> None:
+    tile = inner_tile(region)
+    out = tmp_path / "out" / f"{tile}.tif"
+    args = [str(a) for a in predict_args(region, tile, region["by_tile"], out)]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, option, value])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"error: argument {option}: {says}")
+    assert_nothing_written(out)
+
+
 def test_load_checkpoint_checks_size_and_task(region: dict) -> None:
     model = region["models"]["nsp"]
     with pytest.raises(CheckpointError, match=r"nsp.pt: checkpoint is model size 'demo', "

@@ -357,6 +357,12 @@ def test_command_writes_the_normals_and_fails_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "snap_tasmin.zip: not a readable zip archive" in err
     assert not out.exists()
+    assert main([*args, "--source", "climat"]) == 1  # a source the region does not have
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith(
+        f"error: {region.path}: no source 'climat' (sources: "
+        f"{', '.join(region.settings['sources'])}); give --source one of them")
+    assert not out.exists()
 
 
 def snap_project(root: Path, urls: dict[str, str]):

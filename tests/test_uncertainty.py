@@ -153,6 +153,12 @@ def test_inputs_out_of_order_are_refused_with_nothing_written(tmp_path) -> None:
                                          r"soilorder, not of nsp"):
         write_uncertainty_report(region, m, [str(tmp_path / "soilorder_uncertainty.tif")],
                                  [str(tmp_path / "truth_nsp.tif")], out)
+    for maps, uncertainty in (([str(tmp_path / "absent.tif")], "nsp_uncertainty.tif"),
+                              (m, "absent_uncertainty.tif")):  # a missing file: one error
+        with pytest.raises(InputError, match=r"absent(_uncertainty)?\.tif: cannot be read as a "
+                                             "raster"):
+            write_uncertainty_report(region, maps, [str(tmp_path / uncertainty)],
+                                     [str(tmp_path / "truth_nsp.tif")], out)
     assert list(out.parent.iterdir()) == []
     written = write_uncertainty_report(region, m, [str(tmp_path / "nsp_uncertainty.tif")],
                                        [str(tmp_path / "truth_nsp.tif")], out)

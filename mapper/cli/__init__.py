@@ -33,6 +33,17 @@ LABEL_OPTIONS = ["region", "task", "model", "split", "fold", "tile", "source", "
 """Options whose values name a job on the console (as the rules' wildcards do)."""
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count of crops, threads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def _stage_rank(name: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER), name)
 

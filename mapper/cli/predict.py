@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import positive_int
 from mapper.tasks import TASKS
 
 
@@ -24,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", required=True, help="tile id, e.g. R0012C0034")
     p.add_argument("--model", required=True, help="checkpoint of the task (training output)")
     p.add_argument("--out", required=True, help="output GeoTIFF")
-    p.add_argument("--batch-size", type=int, default=16, help="crops per model call")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="crops per model call")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's, all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)

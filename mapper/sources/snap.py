@@ -341,6 +341,9 @@ def derive_region_normals(
     region: Region, name: str, archives: dict[str, str | Path], out: str | Path
 ) -> Path:
     """:func:`derive_normals` with the period and prefixes of the region's source ``name``."""
+    if name not in region.settings["sources"]:
+        raise ConfigError(f"{region.path}: no source '{name}' (sources: "
+                          f"{', '.join(region.settings['sources'])}); give --source one of them")
     settings = region.settings["sources"][name]
     if settings["kind"] != "snap":
         raise ConfigError(f"{region.path}: source '{name}' is of kind {settings['kind']}, not snap")

@@ -404,22 +404,25 @@ def _boundary_geometry(path: str, gj: Any) -> tuple[shapely.Geometry, CRS]:
         raise ConfigError(f"{path}: not a valid GeoJSON geometry ({exc}); {fix}") from None
     crs_member = gj.get("crs")
     if crs_member is None:
-        west, south, east, north = geom.bounds if not geom.is_empty else (0, 0, 0, 0)
-        if max(abs(west), abs(east)) > 360 or max(abs(south), abs(north)) > 90:
+        crs = CRS.from_epsg(4326)
+    else:
+        try:
+            crs = CRS.from_user_input(crs_member["properties"]["name"])
+        except (KeyError, TypeError, CRSError) as exc:
             raise ConfigError(
-                f"{path}: coordinates up to ({east:.0f}, {north:.0f}) are not longitude and "
-                "latitude, and the file names no CRS (GeoJSON without one is EPSG:4326); "
-                "reproject it to EPSG:4326, or name its CRS: \"crs\": {\"type\": \"name\", "
-                "\"properties\": {\"name\": \"EPSG:3338\"}}"
-            )
-        return geom, CRS.from_epsg(4326)
-    try:
-        return geom, CRS.from_user_input(crs_member["properties"]["name"])
-    except (KeyError, TypeError, CRSError) as exc:
+                f"{path}: its 'crs' member names no CRS that PROJ knows ({exc}); write it as "
+                "\"crs\": {\"type\": \"name\", \"properties\": {\"name\": \"EPSG:3338\"}}"
+            ) from None
+    west, south, east, north = geom.bounds if not geom.is_empty else (0, 0, 0, 0)
+    if crs.is_geographic and (max(abs(west), abs(east)) > 360 or max(abs(south), abs(north)) > 90):
+        said = ("the file names no CRS (GeoJSON without one is EPSG:4326)" if crs_member is None
+                else f"the file names {crs_member['properties']['name']}")
         raise ConfigError(
-            f"{path}: its 'crs' member names no CRS that PROJ knows ({exc}); write it as "
-            "\"crs\": {\"type\": \"name\", \"properties\": {\"name\": \"EPSG:3338\"}}"
-        ) from None
+            f"{path}: coordinates up to ({east:.0f}, {north:.0f}) are not longitude and "
+            f"latitude, and {said}; reproject it to EPSG:4326, or name its CRS: \"crs\": "
+            "{\"type\": \"name\", \"properties\": {\"name\": \"EPSG:3338\"}}"
+        )
+    return geom, crs
 
 
 def _project(transformer: Transformer, xy: Any) -> Any:

@@ -165,7 +165,11 @@ def _data_digest(stacks: list[str | Path], points: PointSet | None = None) -> st
     the run over), and the training points' positions and labels (so a fixed label does too)."""
     h = hashlib.sha256()
     for path in sorted(Path(p) for p in stacks):
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such stack; make it first (snakemake {path}) or fix "
+                             "the path") from None
         h.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     if points is not None:
         for array in (points.xy, points.rowcol, points.labels):

@@ -469,6 +469,9 @@ def test_boundary_crs_member_is_honoured(tmp_path: Path) -> None:
          "no polygon with an area"),
         ('{"type": "Polygon", "coordinates": [[[241600, 1627200], [262080, 1627200], '
          '[262080, 1647680], [241600, 1627200]]]}', "are not longitude and latitude"),
+        ('{"type": "Polygon", "crs": {"type": "name", "properties": {"name": "EPSG:4269"}}, '
+         '"coordinates": [[[241600, 1627200], [262080, 1627200], [262080, 1647680], '
+         '[241600, 1627200]]]}', "latitude, and the file names EPSG:4269"),  # metres in degrees
         ('{"type": "Polygon", "crs": {"type": "name", "properties": {"name": "EPSG:99999"}}, '
          '"coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}', "names no CRS that PROJ knows"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,17 @@ def test_a_partial_of_another_run_is_not_resumed(tiny: dict, pretrained: Path) -
     assert out.exists() and not partial.exists()
     model, meta = load_checkpoint(out, expect_task="soilorder")
     assert meta.n_out == 7 and len(meta.classes) == 7
+
+
+def test_a_missing_stack_is_one_error_naming_it(tiny: dict, pretrained: Path) -> None:
+    """A stack path given by hand that is not there (a typo, a tile not yet stacked): one error
+    naming it, not a traceback, and no checkpoint."""
+    missing = tiny["root"] / "stack" / "R9999C9999.tif"
+    out = tiny["root"] / "missing.pt"
+    with pytest.raises(InputError, match=rf"^{re.escape(str(missing))}: no such stack; make it"):
+        finetune(tiny["region"], "nsp", tiny["samples"], [*tiny["stacks"], missing], out,
+                 pretrained, tiny["rows"])
+    assert not out.exists()
 
 
 def test_fine_tuning_refuses_rows_without_labels(tiny: dict) -> None:

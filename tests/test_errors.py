@@ -138,12 +138,16 @@ def stack_args(src: dict, out: Path, tile: str = TILE64, **over: Path) -> list:
             "--out", out]
 
 
+def demo_normalisation() -> dict:
+    return Normaliser(lo=(0.0,) * 10, hi=(800.0,) + (1.0,) * 9, mean=(0.5,) * 10,
+                      std=(0.2,) * 10).to_dict()
+
+
 def demo_checkpoint(path: Path, task: str, size: str = "demo") -> Path:
     torch.manual_seed(0)
     n_out = 7 if task == "soilorder" else 1
     model = MiSo(ModelConfig.named(size), n_out=n_out)
-    norm = Normaliser(lo=(0.0,) * 10, hi=(800.0,) + (1.0,) * 9, mean=(0.5,) * 10,
-                      std=(0.2,) * 10).to_dict()
+    norm = demo_normalisation()
     classes = SOIL_ORDERS if task == "soilorder" else ["nsp"]
     return save_checkpoint(path, model, task=task, bands=STACK_BANDS, normalisation=norm,
                            classes=classes)
@@ -663,8 +667,7 @@ def test_predict_with_a_model_of_another_scaling(region: dict, tmp_path: Path, c
     """A checkpoint whose normalisation uses another fixed Sentinel-2 scaling (an older mapper's):
     one line naming the checkpoint, nothing written."""
     torch.manual_seed(0)
-    norm = Normaliser(lo=(0.0,) * 10, hi=(800.0,) + (1.0,) * 9, mean=(0.5,) * 10,
-                      std=(0.2,) * 10).to_dict()
+    norm = demo_normalisation()
     norm["other_s2_divisor"] = 2 * norm["other_s2_divisor"]
     model = save_checkpoint(tmp_path / "old.pt", MiSo(ModelConfig.named("demo"), n_out=1),
                             task="nsp", bands=STACK_BANDS, normalisation=norm, classes=["nsp"])

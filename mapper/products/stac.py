@@ -74,8 +74,7 @@ def footprint_4326(bounds: tuple[float, float, float, float], crs: str = "EPSG:3
     fwd = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     back = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     ends = zip(corners, corners[1:] + corners[:1], strict=True)
-    xy = np.concatenate([_edge_points(a, b, fwd, back) for a, b in ends])
-    lon, lat = fwd.transform(xy[:, 0], xy[:, 1])
+    lon, lat = np.concatenate([_edge_points(a, b, fwd, back) for a, b in ends]).T
     lon = np.degrees(np.unwrap(np.radians(lon)))
     ring = shapely.Polygon(np.column_stack([lon, lat]))
     if not ring.is_valid:
@@ -99,9 +98,9 @@ def footprint_4326(bounds: tuple[float, float, float, float], crs: str = "EPSG:3
 
 def _edge_points(a: tuple[float, float], b: tuple[float, float], fwd: Transformer,
                  back: Transformer) -> np.ndarray:
-    """Points along the edge from ``a`` to ``b`` (``b`` left out), each segment split in two while
-    its midpoint in longitude/latitude, projected back, lies more than :data:`EDGE_TOLERANCE_M`
-    off the edge's line; (n, 2) in the projected CRS."""
+    """Longitude/latitude of points along the edge from ``a`` to ``b`` (``b`` left out), each
+    segment split in two while its midpoint in longitude/latitude, projected back, lies more than
+    :data:`EDGE_TOLERANCE_M` off the edge's line; (n, 2)."""
     start, step = np.asarray(a, dtype=float), np.subtract(b, a, dtype=float)
     t = np.linspace(0.0, 1.0, EDGE_POINTS + 1)
     for _ in range(32):  # each round halves the segments that stray; the sag falls 4-fold
@@ -113,7 +112,9 @@ def _edge_points(a: tuple[float, float], b: tuple[float, float], fwd: Transforme
         if not strays.any():
             break
         t = np.sort(np.concatenate([t, ((t[:-1] + t[1:]) / 2)[strays]]))
-    return start + np.outer(t[:-1], step)
+    else:
+        lon, lat = fwd.transform(*(start + np.outer(t, step)).T)  # the points of the last split
+    return np.column_stack([lon, lat])[:-1]
 
 
 def build_item(

@@ -218,9 +218,8 @@ def main() -> int:
     from mapper.config import load_config, load_region
     from mapper.dataset import predict_points
     from mapper.evaluate import random_forest_probabilities
-    from mapper.samples import stacks_by_tile
     from mapper.train import finetune, pretrain
-    from mapper.windows import StackReader
+    from mapper.windows import StackReader, stacks_by_tile
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)

@@ -46,10 +46,10 @@ def main() -> None:
     from mapper.losses import task_loss
     from mapper.models.miso import MiSo
     from mapper.normalise import Normaliser
-    from mapper.samples import read_samples, stacks_by_tile
+    from mapper.samples import read_samples
     from mapper.splits import train_test_indices
     from mapper.train import _points, model_config
-    from mapper.windows import StackReader
+    from mapper.windows import StackReader, stacks_by_tile
 
     print(f"torch threads: {torch.get_num_threads()}")
     region = load_region(load_config(args.config), args.region)

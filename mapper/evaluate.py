@@ -39,7 +39,7 @@ from mapper.bands import STACK_BANDS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.files import atomic_path
-from mapper.samples import read_samples, samples_metadata, stacks_by_tile
+from mapper.samples import read_samples, samples_metadata
 from mapper.splits import check_split, train_test_indices
 from mapper.tasks import Task, get_task
 
@@ -106,7 +106,7 @@ def miso_probabilities(
 
     from mapper.dataset import predict_points
     from mapper.train import finetune, finetune_epochs
-    from mapper.windows import StackReader
+    from mapper.windows import StackReader, stacks_by_tile
 
     ev, training = region.settings["evaluation"], region.settings["training"]
     epochs = ev["epochs"] or finetune_epochs(training, task.name)

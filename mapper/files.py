@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,6 +86,40 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_paths(paths: Sequence[str | Path]) -> Iterator[list[Path]]:
+    """Yield a staging path for each of ``paths`` (the files of one product, in one folder), in a
+    work folder beside the first; when the block finishes, move each staged file over its output,
+    the first output last; if it raises, delete them all and leave every output as it was.
+
+    So a product of several files (a map, its quick-look, style and STAC Item) is written whole
+    or not at all, also when run by hand: a failure in a later file leaves no new earlier one
+    beside old ones. The work folder (``.<first name>.XXXXXXXX``) may also hold the writer's own
+    intermediate files; what a killed writer left there is removed the next time (see
+    :func:`remove_stale_temporaries`). Each output is replaced by a rename, as
+    :func:`atomic_path` does; a reader may see the new files appear one after the other, the
+    first one (the main file) last.
+    """
+    targets = [Path(p) for p in paths]
+    if not targets or len({t.parent.resolve() for t in targets}) != 1 \
+            or len({t.name for t in targets}) != len(targets):
+        raise ValueError(f"staged_paths needs distinct files in one folder, not {targets}")
+    first = targets[0]
+    first.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(first, directories=True)
+    for t in targets[1:]:
+        remove_stale_temporaries(t)
+    with tempfile.TemporaryDirectory(dir=first.parent, prefix=f".{first.name}.") as work:
+        staged = [Path(work) / "out" / t.name for t in targets]
+        staged[0].parent.mkdir()
+        yield staged
+        missing = [str(t) for t, s in zip(targets, staged, strict=True) if not s.is_file()]
+        if missing:
+            raise RuntimeError(f"staged_paths: nothing was written for {', '.join(missing)}")
+        for t, s in reversed(list(zip(targets, staged, strict=True))):
+            os.replace(s, t)
 
 
 def file_sha256(path: str | Path) -> str:

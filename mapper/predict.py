@@ -24,31 +24,13 @@ from mapper.blending import CropLattice
 from mapper.config import Region
 from mapper.errors import CheckpointError, InputError
 from mapper.files import file_sha256
-from mapper.grid import Lattice
 from mapper.normalise import Normaliser
 from mapper.predictor import PredictStats, TilePredictor
 from mapper.raster import open_raster, write_geotiff
 from mapper.tasks import get_task
-from mapper.windows import StackReader
+from mapper.windows import StackReader, stacks_by_tile
 
 logger = logging.getLogger(__name__)
-
-
-def stacks_by_tile(stacks: list[str | Path], lattice: Lattice) -> dict[str, Path]:
-    """Tile id -> stack path, from the file names ``<tile>.tif``."""
-    out: dict[str, Path] = {}
-    for s in stacks:
-        path = Path(s)
-        tile = path.name.removesuffix(".tif")
-        try:
-            lattice.parse(tile)
-        except ValueError:
-            raise InputError(
-                f"{path}: a stack must be named <tile id>.tif (e.g. R0012C0034.tif); pass the "
-                "stage's stack files"
-            ) from None
-        out[tile] = path
-    return out
 
 
 def _is_empty(path: Path) -> bool:
@@ -96,7 +78,7 @@ def predict_tile(
     lattice = region.lattice
     prediction = region.settings["prediction"]
     crops = CropLattice.from_settings(prediction, lattice.res)
-    by_tile = stacks_by_tile(stacks, lattice)
+    by_tile = stacks_by_tile(stacks)
     if tile not in by_tile:
         raise InputError(f"no stack for tile {tile} among the {len(by_tile)} given; pass "
                          f"results/{region.name}/stack/{tile}.tif")

@@ -45,7 +45,7 @@ import pandas as pd
 from mapper.config import Region
 from mapper.errors import InputError
 from mapper.evaluate import MODELS, read_fold
-from mapper.files import atomic_path
+from mapper.files import atomic_path, staged_paths
 from mapper.label_reliability import (
     bin_table,
     label_reliability,
@@ -453,15 +453,15 @@ def report(
     by_zone = [line for z in content["zones"].values()
                for line in zone_markdown(task, z, SPLIT_NAMES, MODEL_NAMES, LABELS)]
     base = out.with_suffix("")
-    with atomic_path(base.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(strict_json(content), indent=1, sort_keys=False))
-    _plot_splits(task, summary, base.parent / f"{base.name}_splits.png", region.synthetic)
-    _plot_confusion(task, preds, base.parent / f"{base.name}_confusion.png", region.synthetic)
-    _plot_reliability(task, label_rel, truth_info, base.parent / f"{base.name}_reliability.png",
-                      region.synthetic)
-    with atomic_path(out) as tmp:
-        tmp.write_text(_markdown(region, task, summary, records, truth_info, out, by_zone,
-                                 label_rel))
+    files = [out, base.with_suffix(".json")] + [base.parent / f"{base.name}_{kind}.png"
+                                                for kind in ("splits", "confusion", "reliability")]
+    with staged_paths(files) as (md, js, splits, confusion, reliability):  # all or none
+        js.write_text(json.dumps(strict_json(content), indent=1, sort_keys=False))
+        _plot_splits(task, summary, splits, region.synthetic)
+        _plot_confusion(task, preds, confusion, region.synthetic)
+        _plot_reliability(task, label_rel, truth_info, reliability, region.synthetic)
+        md.write_text(_markdown(region, task, summary, records, truth_info, out, by_zone,
+                                label_rel))
     logger.info("wrote %s (+ .json, _splits.png, _confusion.png, _reliability.png) from %d folds",
                 out, len(records))
     return content

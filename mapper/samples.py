@@ -52,7 +52,7 @@ from mapper.grid import Lattice
 from mapper.normalise import valid_pixels
 from mapper.splits import SPLITS, fold_column, make_folds
 from mapper.tasks import OBSERVATION_COLUMNS, TASKS, Task
-from mapper.windows import StackReader
+from mapper.windows import StackReader, stacks_by_tile
 
 logger = logging.getLogger(__name__)
 
@@ -68,26 +68,6 @@ METADATA_KEY = b"mapper"
 ISO_DATE = r"(?:\d{4}-\d{2}-\d{2}|\d{8})(?:[T ]\d{2}(?::|\d{2}|$)|$)|\d{4}(?:-\d{2})?$"
 """The shape of an ISO 8601 date (YYYY-MM-DD or YYYYMMDD, optionally then a time; or YYYY-MM,
 YYYY); pandas' ISO 8601 parser, which checks the values, also takes 2019/07/15 or 2019 07 15."""
-
-
-# -- stacks ---------------------------------------------------------------------------------------
-
-
-def stacks_by_tile(paths: Iterable[str | Path]) -> dict[str, Path]:
-    """``{tile id: path}`` from stack files named ``<tile id>.tif`` (the stack stage's naming)."""
-    out: dict[str, Path] = {}
-    for p in map(Path, paths):
-        try:
-            Lattice.parse(p.stem)
-        except ValueError:
-            raise InputError(
-                f"{p}: a stack file must be named <tile id>.tif (e.g. R0012C0034.tif); pass the "
-                "files the stack stage wrote"
-            ) from None
-        if p.stem in out and out[p.stem] != p:
-            raise InputError(f"{p}: tile {p.stem} given twice ({out[p.stem]}); pass one per tile")
-        out[p.stem] = p
-    return out
 
 
 # -- observations ---------------------------------------------------------------------------------

@@ -63,10 +63,10 @@ from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo, build_model
 from mapper.normalise import Normaliser, s2_scaling_for
 from mapper.progress import bar as progress_bar
-from mapper.samples import read_samples, stacks_by_tile
+from mapper.samples import read_samples
 from mapper.schedule import Schedule
 from mapper.tasks import PRETRAIN, Task, get_task
-from mapper.windows import StackReader
+from mapper.windows import StackReader, stacks_by_tile
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from rasterio.windows import from_bounds
 from mapper.bands import CLASS_NODATA
 from mapper.config import Region
 from mapper.errors import InputError
-from mapper.files import atomic_path
+from mapper.files import atomic_path, staged_paths
 from mapper.products.cog import PERCENT_NODATA
 from mapper.raster import open_raster
 from mapper.report import strict_json
@@ -154,11 +154,10 @@ def write_uncertainty_report(region: Region, maps: list[str], uncertainty: list[
         figures["tasks"][name] = task_deciles(task, m, u, t)
     out = Path(out)
     paths = [out, out.with_suffix(".json"), out.with_name(f"{out.stem}_deciles.png")]
-    with atomic_path(paths[1]) as tmp:
-        tmp.write_text(json.dumps(strict_json(figures), indent=2) + "\n")
-    _plot(figures, paths[2])
-    with atomic_path(paths[0]) as tmp:
-        tmp.write_text(_markdown(figures, paths[2].name))
+    with staged_paths(paths) as (md, js, png):  # all or none
+        js.write_text(json.dumps(strict_json(figures), indent=2) + "\n")
+        _plot(figures, png)
+        md.write_text(_markdown(figures, paths[2].name))
     return paths
 
 

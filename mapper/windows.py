@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -35,6 +35,25 @@ from mapper.grid import Lattice
 from mapper.raster import gdal_reason, open_raster
 
 logger = logging.getLogger(__name__)
+
+
+def stacks_by_tile(paths: Iterable[str | Path]) -> dict[str, Path]:
+    """``{tile id: path}`` from stack files named ``<tile id>.tif`` (the stack stage's naming),
+    as :class:`StackReader` takes them."""
+    out: dict[str, Path] = {}
+    for p in map(Path, paths):
+        tile = p.name.removesuffix(".tif")
+        try:
+            Lattice.parse(tile)
+        except ValueError:
+            raise InputError(
+                f"{p}: a stack file must be named <tile id>.tif (e.g. R0012C0034.tif); pass the "
+                "files the stack stage wrote"
+            ) from None
+        if tile in out and out[tile] != p:
+            raise InputError(f"{p}: tile {tile} given twice ({out[tile]}); pass one per tile")
+        out[tile] = p
+    return out
 
 
 def _band_indexes(bands: Sequence[str] | None) -> list[int]:

@@ -181,9 +181,8 @@ def across(region, values: np.ndarray, t, truth: Path, band: int, inner: int) ->
 
     from mapper.models.checkpoint import load_checkpoint
     from mapper.normalise import Normaliser
-    from mapper.predict import stacks_by_tile
     from mapper.predictor import TilePredictor
-    from mapper.windows import StackReader
+    from mapper.windows import StackReader, stacks_by_tile
 
     lat, res, reach = region.lattice, t.a, band + inner
     if abs(res - lat.res) > 1e-9:
@@ -201,7 +200,7 @@ def across(region, values: np.ndarray, t, truth: Path, band: int, inner: int) ->
                               region.crop_lattice(), "nsp", area=None, progress=False,
                               precision=prediction["precision"],
                               min_weight=prediction["min_weight"])
-    stacks = stacks_by_tile(sorted(Path(f"results/{region.name}/stack").glob("*.tif")), lat)
+    stacks = stacks_by_tile(sorted(Path(f"results/{region.name}/stack").glob("*.tif")))
     torch.set_num_threads(os.cpu_count() or 1)
     for tile in sorted(set(region.stacked_tiles()) - set(region.tiles())):
         b = lat.tile_bounds(tile)

@@ -23,10 +23,9 @@ from mapper.dataset import (
 )
 from mapper.losses import IGNORE_INDEX
 from mapper.normalise import Normaliser
-from mapper.samples import stacks_by_tile
 from mapper.splits import train_test_indices
 from mapper.train import _points, normaliser_crops
-from mapper.windows import StackReader
+from mapper.windows import StackReader, stacks_by_tile
 
 
 @pytest.fixture(scope="module")

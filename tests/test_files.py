@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from mapper.files import CHUNK_BYTES, atomic_path, file_sha256, remove_stale_temporaries
+from mapper.files import (
+    CHUNK_BYTES,
+    atomic_path,
+    file_sha256,
+    remove_stale_temporaries,
+    staged_paths,
+)
 
 
 def test_atomic_path_renames_on_success(tmp_path: Path) -> None:
@@ -58,6 +64,56 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path: Path) -> Non
     assert not stale.exists() and stale_dir.is_dir() and other.exists()
     assert remove_stale_temporaries(out, directories=True) == [stale_dir]
     assert not stale_dir.exists() and other.exists() and out.read_bytes() == b"whole"
+
+
+def test_staged_paths_move_every_file_into_place_the_first_last(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    targets = [tmp_path / "out" / name for name in ("map.tif", "map.png", "map.json")]
+    moved = []
+    real_replace = os.replace
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        moved.append(Path(dst).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with staged_paths(targets) as staged:
+        assert [s.name for s in staged] == [t.name for t in targets]
+        for s in staged:
+            s.write_text(f"new {s.name}")
+        assert not any(t.exists() for t in targets), "nothing is in place before the block ends"
+    assert [t.read_text() for t in targets] == [f"new {t.name}" for t in targets]
+    assert moved == ["map.json", "map.png", "map.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(t.name for t in targets)
+
+
+def test_staged_paths_leave_the_old_files_when_a_later_one_fails(tmp_path: Path) -> None:
+    targets = [tmp_path / name for name in ("map.tif", "map.png", "map.json")]
+    for t in targets:
+        t.write_text(f"old {t.name}")
+    with pytest.raises(OSError, match="disk full"), staged_paths(targets) as staged:
+        staged[0].write_text("new map")
+        staged[1].write_text("new quick-look")
+        raise OSError("disk full")
+    assert [t.read_text() for t in targets] == [f"old {t.name}" for t in targets]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(t.name for t in targets)
+
+
+def test_staged_paths_refuse_to_move_a_file_never_written(tmp_path: Path) -> None:
+    targets = [tmp_path / "map.tif", tmp_path / "map.png"]
+    with pytest.raises(RuntimeError, match="map.png"), staged_paths(targets) as staged:
+        staged[0].write_text("new map")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_paths_remove_what_a_killed_writer_staged(tmp_path: Path) -> None:
+    left = tmp_path / ".map.tif.abcd1234"
+    (left / "out").mkdir(parents=True)
+    (left / "out" / "map.tif").write_text("half")
+    with staged_paths([tmp_path / "map.tif"]) as (staged,):
+        staged.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif"]
 
 
 def test_file_sha256_across_chunks(tmp_path: Path) -> None:

@@ -196,6 +196,35 @@ def test_the_maps_folder_holds_exactly_the_listed_products(setup: tuple[Path, Pa
     assert sorted(p.name for p in maps.iterdir()) == sorted(listed)
 
 
+def test_a_product_that_fails_in_its_last_file_leaves_the_earlier_product_whole(
+        setup: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As when ``python -m mapper mosaic`` is run by hand (Snakemake would also delete a failed
+    job's outputs): the STAC Item, written last, fails; the COGs, quick-look and style already
+    made must not replace the earlier product's, nor appear where there was none."""
+    import mapper.products.mosaic as mosaic_module
+
+    maps = setup[0].parent / "maps"
+    maps.mkdir()
+    earlier = ["soilorder_tiny.tif", "soilorder_tiny_probabilities.tif", "soilorder_tiny.png"]
+    for name in earlier:
+        (maps / name).write_bytes(b"earlier " + name.encode())
+
+    def fail(item: object, path: Path) -> None:
+        raise OSError(f"{path}: No space left on device")
+
+    monkeypatch.setattr(mosaic_module, "write_item", fail)
+    with pytest.raises(OSError, match="No space left"):
+        mosaic(setup, "soilorder", soil_values())
+    assert sorted(p.name for p in maps.iterdir()) == sorted(earlier)
+    assert [(maps / n).read_bytes() for n in earlier] == [b"earlier " + n.encode()
+                                                         for n in earlier]
+    monkeypatch.undo()
+    products = mosaic(setup, "soilorder", soil_values())
+    assert sorted(p.name for p in maps.iterdir()) == sorted(p.name for p in products.all())
+    with rasterio.open(products.cog) as ds:
+        assert ds.tags()["MAPPER_TASK"] == "soilorder"
+
+
 def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> None:
     config, model, _ = setup
     tiles = write_tiles(config.parent, "nsp", nsp_values(), "0" * 64)

@@ -20,8 +20,8 @@ from mapper.samples import (
     read_observations,
     read_samples,
     samples_metadata,
-    stacks_by_tile,
 )
+from mapper.windows import stacks_by_tile
 
 
 @pytest.fixture
@@ -198,8 +198,11 @@ def test_points_elsewhere_and_badly_named_stacks_are_refused(tiny: dict, tmp_pat
     with pytest.raises(InputError, match="none of its .* points lies in region tiny"):
         build_samples(tiny["region"], _write(tmp_path, df), tiny["stacks"],
                       tmp_path / "p.parquet")
-    with pytest.raises(InputError, match="named <tile id>.tif"):
-        stacks_by_tile([tmp_path / "stack_a.tif"])
+    for name in ("stack_a.tif", "R0001C0002.vrt"):
+        with pytest.raises(InputError, match=rf"{name}: a stack file must be named <tile id>.tif"):
+            stacks_by_tile([tmp_path / name])
+    with pytest.raises(InputError, match="R0001C0002.tif: tile R0001C0002 given twice"):
+        stacks_by_tile([tmp_path / "a" / "R0001C0002.tif", tmp_path / "b" / "R0001C0002.tif"])
 
 
 def test_dates_are_iso_8601_or_empty(tiny: dict, tmp_path: Path) -> None:

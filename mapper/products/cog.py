@@ -119,7 +119,6 @@ def to_cog(
         "OVERVIEW_COUNT": levels,
         "NUM_THREADS": "ALL_CPUS",
     }
-    aux = dst.with_name(dst.name + ".aux.xml")
     with atomic_path(dst) as tmp:
         tmp.unlink()
         try:
@@ -130,10 +129,18 @@ def to_cog(
             ) from None
         finally:
             # GDAL may write PAM statistics beside the temporary file: the product is one file
-            Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
-        aux.unlink(missing_ok=True)
+            remove_aux(tmp)
+        remove_aux(dst)
     logger.info("wrote COG %s (%s overviews x%d, %s)", dst, resampling, levels, compress)
     return dst
+
+
+def remove_aux(*rasters: str | Path | None) -> None:
+    """Delete the ``<raster>.aux.xml`` that other software may have left beside each raster
+    about to be replaced: GDAL would lay its statistics or categories over the new file."""
+    for raster in rasters:
+        if raster is not None:
+            Path(f"{raster}.aux.xml").unlink(missing_ok=True)
 
 
 def class_name_tags(names: list[str]) -> dict[str, str]:

@@ -17,7 +17,9 @@ task's kind (:mod:`mapper.tasks`):
 The products' grid is the region's mapped area (its boundary buffered by ``buffer_m``): its bounding
 box snapped outward to the out grid, whatever the tiles' size; cells whose centre lies outside the
 area are nodata (prediction never decodes them), and the quick-look draws the boundary's outline.
-Every file is written to a temporary name and renamed. Metadata tags on every COG: its
+The files are written together (:func:`mapper.files.staged_paths`): staged beside the
+main COG and renamed into place once all are written, so a failure leaves the earlier product
+whole. Metadata tags on every COG: its
 provenance (:mod:`mapper.products.provenance`). The conversion streams over the tiles' VRT in
 blocks of 512 rows, so memory does not grow with the region.
 """
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,12 +40,13 @@ from rasterio.windows import Window
 from mapper.bands import CLASS_NODATA
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
-from mapper.files import atomic_path, file_sha256, remove_stale_temporaries
+from mapper.files import file_sha256, staged_paths
 from mapper.products.cog import (
     BLOCKSIZE,
     PERCENT_NODATA,
     class_name_tags,
     raster_writer,
+    remove_aux,
     to_cog,
 )
 from mapper.products.colours import colour_table, hex_colour, style_qml
@@ -290,27 +292,26 @@ def make_products(
              if spec.binary else f"{spec.subject} class index (CLASS_NAMES); probabilities in "
              f"{paths.get('probabilities', Path()).name} as percent (value x 0.01)")
     tags = provenance_tags(region, task, model_sha, units, sources_dir)
-    out = paths["cog"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out, directories=True)  # what a killed mosaic job left
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        workdir = Path(tmp)
+    keys = list(paths)  # the main COG first: it is renamed into place last
+    with staged_paths([paths[k] for k in keys]) as staged_list:
+        staged = dict(zip(keys, staged_list, strict=True))
+        workdir = staged["cog"].parent.parent
         vrt = write_vrt(tileset.paths, workdir / "tiles.vrt")
         raw = _write_raw(vrt, spec, tags, workdir, region)
         if spec.binary:
-            to_cog(raw["cog"], paths["cog"], resampling="AVERAGE")
+            to_cog(raw["cog"], staged["cog"], resampling="AVERAGE")
         else:
-            to_cog(raw["probabilities"], paths["probabilities"], resampling="AVERAGE")
-            to_cog(raw["cog"], paths["cog"], resampling="MODE")
-    with rasterio.open(paths["cog"]) as ds:
-        bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
-    write_quicklook(paths["cog"], paths["quicklook"], spec, f"{spec.title}, {region.name}",
-                    region.synthetic, outline=region.boundary(),
-                    area=region.area() if region.settings["buffer_m"] > 0 else None)
-    with atomic_path(paths["style"]) as tmp_style:
-        tmp_style.write_text(style_qml(spec))
-    item = _item(region, spec, paths, bounds, shape, transform, res, model_sha)
-    write_item(item, paths["item"])
+            to_cog(raw["probabilities"], staged["probabilities"], resampling="AVERAGE")
+            to_cog(raw["cog"], staged["cog"], resampling="MODE")
+        with rasterio.open(staged["cog"]) as ds:
+            bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
+        write_quicklook(staged["cog"], staged["quicklook"], spec, f"{spec.title}, {region.name}",
+                        region.synthetic, outline=region.boundary(),
+                        area=region.area() if region.settings["buffer_m"] > 0 else None)
+        staged["style"].write_text(style_qml(spec))
+        item = _item(region, spec, paths, bounds, shape, transform, res, model_sha)
+        write_item(item, staged["item"])
+        remove_aux(paths["cog"], paths.get("probabilities"))
     extra = {"probabilities": paths["probabilities"]} if spec.multiclass else {}
     products = Products(paths["cog"], paths["quicklook"], paths["style"], paths["item"], extra)
     logger.info("wrote %s", ", ".join(str(p) for p in products.all()))

@@ -13,7 +13,8 @@ nodata 255 wherever the map is nodata, AVERAGE overviews (measures of :mod:`mapp
 The dataset tags say which bands there are and what each holds (``MAPPER_UNCERTAINTY``), with the
 map's provenance tags and the members' model checksums. Members' tiles are told apart by the
 model checksum each tile carries (``MAPPER_MODEL_SHA256``); every member must have predicted every
-tile of the map. Files are written to temporary names and renamed; the conversion streams over
+tile of the map. The files are written together, as the map's are (staged, then renamed once all
+are written); the conversion streams over
 the tiles' VRTs in blocks of 512 rows.
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,8 @@ from rasterio.windows import Window
 
 from mapper.config import Region
 from mapper.errors import InputError
-from mapper.files import atomic_path, file_sha256, remove_stale_temporaries
-from mapper.products.cog import PERCENT_NODATA, raster_writer, to_cog
+from mapper.files import file_sha256, staged_paths
+from mapper.products.cog import PERCENT_NODATA, raster_writer, remove_aux, to_cog
 from mapper.products.colours import UNCERTAINTY_RAMP, ramp_qml
 from mapper.products.mosaic import (
     Products,
@@ -151,27 +151,28 @@ def make_uncertainty_products(
         "MAPPER_VALUES": "percent 0..100 (scale 0.01, so 0..1), 255 nodata",
     })
     cog = paths["cog"]
-    cog.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(cog, directories=True)
-    with tempfile.TemporaryDirectory(dir=cog.parent, prefix=f".{cog.name}.") as tmp:
-        workdir = Path(tmp)
+    keys = list(paths)  # the COG first: it is renamed into place last
+    with staged_paths([paths[k] for k in keys]) as staged_list:
+        staged = dict(zip(keys, staged_list, strict=True))
+        workdir = staged["cog"].parent.parent
         vrts = [write_vrt(main.paths, workdir / "map.vrt")]
         vrts += [write_vrt(m.paths, workdir / f"member{k}.vrt")
                  for k, m in enumerate(members, start=1)]
         raw = _write_raw(vrts, spec, bands, tags, workdir / "raw.tif", region)
-        to_cog(raw, cog, resampling="AVERAGE")
-    with rasterio.open(cog) as ds:
-        bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
-    write_ramp_quicklook(
-        cog, paths["quicklook"], [f"{name.replace('_', ' ')} (%)" for name, _ in bands],
-        UNCERTAINTY_RAMP, f"Uncertainty of the {spec.title.lower()} map, {region.name}",
-        region.synthetic, outline=region.boundary(),
-        area=region.area() if region.settings["buffer_m"] > 0 else None)
-    with atomic_path(paths["style"]) as tmp_style:
-        tmp_style.write_text(ramp_qml(UNCERTAINTY_RAMP))
-    item = _item(region, spec, paths, bands, (bounds, shape, transform, res), model_sha,
-                 member_shas)
-    write_item(item, paths["item"])
+        to_cog(raw, staged["cog"], resampling="AVERAGE")
+        with rasterio.open(staged["cog"]) as ds:
+            bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
+        write_ramp_quicklook(
+            staged["cog"], staged["quicklook"],
+            [f"{name.replace('_', ' ')} (%)" for name, _ in bands], UNCERTAINTY_RAMP,
+            f"Uncertainty of the {spec.title.lower()} map, {region.name}", region.synthetic,
+            outline=region.boundary(),
+            area=region.area() if region.settings["buffer_m"] > 0 else None)
+        staged["style"].write_text(ramp_qml(UNCERTAINTY_RAMP))
+        item = _item(region, spec, paths, bands, (bounds, shape, transform, res), model_sha,
+                     member_shas)
+        write_item(item, staged["item"])
+        remove_aux(cog)
     products = Products(cog, paths["quicklook"], paths["style"], paths["item"])
     logger.info("wrote %s", ", ".join(str(p) for p in products.all()))
     return products

@@ -106,10 +106,15 @@ def predict_tile(
     # those tiles are predicted, so that a cell is the same at every tile size.
     if _is_empty(by_tile[tile]) and lattice.tile_px % crops.factor == 0:
         logger.info("%s: stack marked empty; writing nodata without running the model", tile)
+        t0 = time.perf_counter()
         data = np.full((len(names), int(ow.height), int(ow.width)), np.nan, dtype=np.float32)
         write_geotiff(out, data, transform, lattice.crs, nodata=np.nan, descriptions=names,
                       tags={**tags, "MAPPER_EMPTY": "true"})
-        return PredictStats(tile=tile, cells=int(ow.height * ow.width))
+        stats = PredictStats(tile=tile, cells=int(ow.height * ow.width))
+        stats.add("write", time.perf_counter() - t0)
+        stats.add("total", stats.seconds["write"])
+        _log_done(stats)
+        return stats
 
     model, meta = load_checkpoint(model_path, expect_task=task,
                                   expect_size=region.settings["model"]["size"])
@@ -128,13 +133,19 @@ def predict_tile(
     write_geotiff(out, data, transform, lattice.crs, nodata=np.nan, descriptions=names,
                   tags={**tags, "MAPPER_EMPTY": str(stats.valid_cells == 0).lower()})
     stats.add("write", time.perf_counter() - t0)
+    _log_done(stats)
+    return stats
+
+
+def _log_done(stats: PredictStats) -> None:
+    """The line every predict job logs once its tile is written, empty tiles included (the
+    resolution report reads the cost from it: :data:`mapper.resolution.PREDICT_LINE`)."""
     logger.info(
         "%s: %d crops (%d skipped), %d queries, %.1f s (%s); %d of %d cells valid",
-        tile, stats.crops, stats.crops_skipped, stats.queries, stats.total,
+        stats.tile, stats.crops, stats.crops_skipped, stats.queries, stats.total,
         ", ".join(f"{k} {v:.1f}" for k, v in sorted(stats.seconds.items()) if k != "total"),
         stats.valid_cells, stats.cells,
     )
-    return stats
 
 
 def _check_neighbours(predictor: TilePredictor, tile: str, given: dict[str, Path],

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from rasterio.windows import Window
 
 from mapper.config import Region
 from mapper.errors import InputError
-from mapper.files import atomic_path
+from mapper.files import staged_paths
 from mapper.report import strict_json
 from mapper.tasks import get_task
 from mapper.uncertainty import most_probable
@@ -204,15 +203,12 @@ def write_resolution_report(region: Region, tiles: list[str | Path], logs: list[
                             out: str | Path) -> list[Path]:
     """``<out>.md`` (the table) and ``<out>.json`` (every figure); returns the files written."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        figures = resolution_figures(tiles, logs, Path(tmp))
-    figures = {"region": region.name, "synthetic": region.synthetic, **figures}
     paths = [out, out.with_suffix(".json")]
-    with atomic_path(paths[1]) as tmp_json:
-        tmp_json.write_text(json.dumps(strict_json(figures), indent=2) + "\n")
-    with atomic_path(paths[0]) as tmp_md:
-        tmp_md.write_text(_markdown(figures))
+    with staged_paths(paths) as (md, js):  # both or neither
+        figures = resolution_figures(tiles, logs, md.parent.parent)
+        figures = {"region": region.name, "synthetic": region.synthetic, **figures}
+        js.write_text(json.dumps(strict_json(figures), indent=2) + "\n")
+        md.write_text(_markdown(figures))
     return paths
 
 

@@ -3,6 +3,7 @@ the empty-tile fast path, determinism and the neighbour check, on tiny stacks an
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mapper.models.miso import MiSo
 from mapper.normalise import Normaliser
 from mapper.predict import PredictOptions, predict_tile
 from mapper.raster import write_geotiff
+from mapper.resolution import logged_costs
 from mapper.windows import StackReader
 
 LEFT, TOP = 241_600.0, 1_646_400.0  # on the 64, 128 and 160 px tile lattices alike
@@ -403,7 +405,8 @@ def test_a_min_weight_that_leaves_cells_undecoded_is_an_error(setup: dict,
     assert not out.exists()
 
 
-def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path) -> None:
+def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     lattice, stacks = setup["stacks"]["tiny64"]
     tile = first_tile(setup, "tiny64")
     empty = tmp_path / f"{tile}.tif"
@@ -414,10 +417,16 @@ def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path) -> 
     not_a_model.write_bytes(b"loading this would fail")
     out = tmp_path / "out.tif"
     # an empty tile never loads the model (this one would fail)
-    predict_tile(region_of(setup, "tiny64"), "soilorder", tile, not_a_model, [empty], out,
-                 options=quiet())
+    with caplog.at_level(logging.INFO, logger="mapper.predict"):
+        predict_tile(region_of(setup, "tiny64"), "soilorder", tile, not_a_model, [empty], out,
+                     options=quiet())
     with rasterio.open(out) as ds:
         assert ds.count == 7 and np.isnan(ds.read()).all() and ds.tags()["MAPPER_EMPTY"] == "true"
+    # its job logs the cost line every predict job logs, which the resolution report reads
+    log = tmp_path / "predict.log"
+    log.write_text(caplog.text)
+    assert logged_costs([log]) == [{"tile": tile, "crops": 0, "queries": 0,
+                                    "seconds": pytest.approx(0.0, abs=0.1)}]
 
 
 def test_missing_region_neighbour_is_an_error(setup: dict, tmp_path: Path) -> None:

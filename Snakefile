@@ -36,6 +36,7 @@ except MapperError as exc:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/variants.smk"
+include: "workflow/rules/settings.smk"
 include: "workflow/rules/sources.smk"
 include: "workflow/rules/stack.smk"
 include: "workflow/rules/samples.smk"

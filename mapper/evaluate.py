@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from mapper.bands import STACK_BANDS
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError, TrainingError
+from mapper.experiment import MODELS
 from mapper.files import atomic_path
 from mapper.samples import read_samples, samples_metadata
 from mapper.splits import check_split, train_test_indices
@@ -45,7 +46,6 @@ from mapper.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("rf", "miso", "miso_nopretrain")
 METADATA_KEY = b"mapper"
 
 

@@ -29,7 +29,12 @@ from rasterio.windows import Window
 from mapper.errors import ConfigError
 
 CRS = "EPSG:3338"
-_TILE_ID = re.compile(r"^R(\d{4,})C(\d{4,})$")
+_INDEX = r"\d{4}\d*"  # a tile row or column: at least 4 digits
+TILE_PATTERN = rf"R{_INDEX}C{_INDEX}"
+"""A tile id (:meth:`Lattice.tile_id`: rows and columns of at least 4 digits), as a regular
+expression without anchors: the workflow's ``tile`` wildcard and the predict log's line use it
+(Snakemake's wildcard constraints take ``{4}`` but not ``{4,}``)."""
+_TILE_ID = re.compile(rf"^R({_INDEX})C({_INDEX})$")
 
 Bounds = tuple[float, float, float, float]  # (left, bottom, right, top) in metres
 

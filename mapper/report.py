@@ -44,7 +44,8 @@ import pandas as pd
 
 from mapper.config import Region
 from mapper.errors import InputError
-from mapper.evaluate import MODELS, read_fold
+from mapper.evaluate import read_fold
+from mapper.experiment import MODEL_NAMES, MODELS, SPLIT_NAMES, SPLITS
 from mapper.files import atomic_path, staged_paths
 from mapper.label_reliability import (
     bin_table,
@@ -53,7 +54,6 @@ from mapper.label_reliability import (
     what_is_binned,
 )
 from mapper.metrics import classification_metrics, confusion
-from mapper.splits import SPLITS
 from mapper.tasks import get_task
 from mapper.truth import RELIABILITY_BINS, plot_reliability, truth_agreement, truth_path
 from mapper.zonal import zone_markdown, zone_results
@@ -63,8 +63,6 @@ logger = logging.getLogger(__name__)
 
 THIN_FOLD = 20
 """Folds with fewer training points than this are flagged in the report."""
-MODEL_NAMES = {"rf": "Random Forest", "miso": "MiSo", "miso_nopretrain": "MiSo (no pretraining)"}
-SPLIT_NAMES = {"random": "Random", "sh1km": "SH-1km", "sh10km": "SH-10km"}
 SUMMARY = {
     "binary": ["accuracy", "auc", "r1", "macro_precision", "macro_recall", "macro_f1",
                "weighted_precision", "weighted_recall", "weighted_f1"],

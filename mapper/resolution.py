@@ -42,6 +42,7 @@ from rasterio.windows import Window
 from mapper.config import Region
 from mapper.errors import InputError
 from mapper.files import staged_paths
+from mapper.grid import TILE_PATTERN
 from mapper.report import strict_json
 from mapper.tasks import get_task
 from mapper.uncertainty import most_probable
@@ -52,7 +53,7 @@ COMPARED_RES = (20, 50)
 paper's experiment: 10, 20 and 50 m)."""
 
 PREDICT_LINE = re.compile(
-    r"(?P<tile>R\d{4}C\d{4}): (?P<crops>\d+) crops \((?P<skipped>\d+) skipped\), "
+    rf"(?P<tile>{TILE_PATTERN}): (?P<crops>\d+) crops \((?P<skipped>\d+) skipped\), "
     r"(?P<queries>\d+) queries, (?P<seconds>[\d.]+) s"
 )
 """The line a predict job logs once its tile is written (:func:`mapper.predict.predict_tile`)."""

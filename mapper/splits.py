@@ -40,12 +40,10 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from mapper.errors import ConfigError, InputError
+from mapper.experiment import SPLITS
 from mapper.tasks import get_task
 
 logger = logging.getLogger(__name__)
-
-SPLITS: dict[str, float | None] = {"random": None, "sh1km": 1_000.0, "sh10km": 10_000.0}
-"""Split name -> holdout distance in metres (None: no spatial holdout)."""
 
 
 def fold_column(split: str) -> str:

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mapper.evaluate import MODELS
+from mapper.experiment import MODELS, SPLITS
 from mapper.metrics import classification_metrics
-from mapper.splits import SPLITS
 from mapper.tasks import get_task
 from mapper.zones import OUTSIDE, ZoneLayer
 

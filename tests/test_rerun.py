@@ -10,6 +10,9 @@ plan again (dry runs on a copy of the completed project; 3 x 3 tiles of 128 px).
   prediction and the mosaic;
 - a changed model setting retrains (pretraining, fine-tuning) and plans every prediction and the
   mosaic, and no stack;
+- a changed stack setting plans every stack and the samples (their covariates are read from the
+  stacks), so training, every prediction and the mosaic;
+- a changed demo seed makes the demo's sources again;
 - the boundary file is an input of every job that reads the mapped area (the demo sources,
   samples, training, cross-validation, prediction, products), and an edited boundary plans them.
 
@@ -165,7 +168,52 @@ def test_a_changed_model_setting_retrains(project: WorkflowProject) -> None:
     nsp_map = f"maps/nsp_{project.region}.tif"
     jobs = planned_jobs(project, nsp_map)
     print(f"\nmodel.pixel_query -> {model['pixel_query']}: {jobs}")
-    assert jobs == {"pretrain": 1, "finetune": 1, "predict": n, "mosaic_probability": 1}
+    assert jobs == {"region_settings": 1, "pretrain": 1, "finetune": 1, "predict": n,
+                    "mosaic_probability": 1}
+
+
+def test_a_changed_training_setting_with_a_corrected_dem_retrains(project: WorkflowProject
+                                                                  ) -> None:
+    """Both in one run: the stacks rerun for the DEM, and training, which reads them as
+    ``ancient``, still reruns for its setting (it reads the settings as a file, not as params,
+    which Snakemake does not compare downstream of a rerun ancient input)."""
+    dem = project.path(f"resources/{project.region}/sources/dem.tif")
+    with rasterio.open(dem, "r+") as dst:
+        data = dst.read(1)
+        dst.write(np.where(data != dst.nodata, data + 0.5, data), 1)
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings["training"]["pretrain_epochs"] += 1
+    rewrite_yaml(project.region_file, settings)
+    n = len(project.tiles)
+    jobs = planned_jobs(project, f"maps/nsp_{project.region}.tif")
+    print(f"\ncorrected DEM and training.pretrain_epochs: {jobs}")
+    assert jobs == {"region_settings": 1, "stack": len(project.stacked), "pretrain": 1,
+                    "finetune": 1, "predict": n, "mosaic_probability": 1}
+
+
+def test_a_changed_stack_setting_remakes_the_stacks_and_retrains(project: WorkflowProject
+                                                                 ) -> None:
+    """The stacks list the stack settings among their params, and so do the samples (their
+    covariates are read from the stacks): the models then train on stacks made as the maps'."""
+    settings = yaml.safe_load(project.region_file.read_text())
+    stack = settings.setdefault("stack", {})
+    stack["aspect_from"] = "true_north" if stack.get("aspect_from") == "grid_north" \
+        else "grid_north"
+    rewrite_yaml(project.region_file, settings)
+    n = len(project.tiles)
+    jobs = planned_jobs(project, f"maps/nsp_{project.region}.tif")
+    print(f"\nstack.aspect_from -> {stack['aspect_from']}: {jobs}")
+    assert jobs == {"region_settings": 1, "stack": len(project.stacked), "samples": 1,
+                    "pretrain": 1, "finetune": 1, "predict": n, "mosaic_probability": 1}
+
+
+def test_a_changed_demo_seed_makes_the_demo_sources_again(project: WorkflowProject) -> None:
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings["sources"]["sentinel2"]["seed"] = settings["sources"]["sentinel2"].get("seed", 1) + 1
+    rewrite_yaml(project.region_file, settings)
+    jobs = planned_jobs(project, f"maps/nsp_{project.region}.tif")
+    print(f"\nsources.sentinel2.seed changed: {jobs}")
+    assert jobs.get("demo_sources") == 1 and jobs.get("stack") == len(project.stacked)
 
 
 def planned_inputs(project: WorkflowProject, *targets: str) -> dict[str, list[list[str]]]:

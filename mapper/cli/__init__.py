@@ -25,11 +25,12 @@ from mapper import __version__
 from mapper.errors import MapperError
 from mapper.progress import LOG_FORMAT, job_output
 
-STAGE_ORDER = ["demo", "sources", "climate", "stack", "samples", "train", "evaluate", "predict",
-               "mosaic", "uncertainty", "resolution", "grid", "model"]
+STAGE_ORDER = ["demo", "sources", "climate", "zones", "stack", "samples", "train", "evaluate",
+               "predict", "mosaic", "uncertainty", "resolution", "grid", "model"]
 """Command modules in the order of the workflow's stages, then the tools; others follow."""
 
-LABEL_OPTIONS = ["region", "task", "model", "split", "fold", "tile", "source", "file"]
+LABEL_OPTIONS = ["region", "task", "model", "split", "fold", "tile", "source", "file", "cell",
+                 "layer"]
 """Options whose values name a job on the console (as the rules' wildcards do)."""
 
 

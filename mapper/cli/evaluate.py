@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.experiment import MODELS, SPLITS
 from mapper.tasks import TASKS
 
 
@@ -14,8 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="config/config.yaml", help="config file")
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--task", required=True, choices=list(TASKS), help="task")
-    p.add_argument("--model", required=True, choices=["rf", "miso", "miso_nopretrain"])
-    p.add_argument("--split", required=True, choices=["random", "sh1km", "sh10km"])
+    p.add_argument("--model", required=True, choices=list(MODELS))
+    p.add_argument("--split", required=True, choices=list(SPLITS))
     p.add_argument("--fold", required=True, type=int, help="fold number (0-based)")
     p.add_argument("--samples", required=True, metavar="S", help="samples table (Parquet)")
     p.add_argument("--pretrained", metavar="P", help="pretrained checkpoint (model miso)")

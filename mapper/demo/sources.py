@@ -32,7 +32,7 @@ from pathlib import Path
 
 from rasterio.windows import Window
 
-from mapper.bands import CLASS_NODATA, SOIL_ORDERS
+from mapper.bands import CLASS_NODATA, CLIMATE_BANDS, SOIL_ORDERS
 from mapper.config import Region
 from mapper.demo.fields import Layout
 from mapper.demo.grids import (
@@ -52,7 +52,7 @@ from mapper.demo.render import (
     render_sentinel2,
 )
 from mapper.demo.survey import survey, write_observations
-from mapper.demo.world import CLIMATE_BANDS, World, build_world
+from mapper.demo.world import World, build_world
 from mapper.errors import ConfigError
 from mapper.files import file_sha256
 from mapper.raster import write_geotiff
@@ -72,7 +72,7 @@ FILES = {
     "truth_nsp": "truth/nsp.tif",
     "truth_soilorder": "truth/soilorder.tif",
 }
-NOTICE = "SYNTHETIC demo data made by mapper.sources.demo; it describes no real place"
+NOTICE = "SYNTHETIC demo data made by mapper.demo.sources; it describes no real place"
 
 
 def demo_seed(region: Region) -> int:
@@ -267,7 +267,7 @@ def _write_manifest(region: Region, seed: int, out_dir: Path, paths: dict[str, P
     ]
     manifest = make_manifest(
         region.name, "demo", "demo", items, synthetic=True, seed=seed,
-        generator="mapper.sources.demo", notice=NOTICE,
+        generator="mapper.demo.sources", notice=NOTICE,
     )  # fmt: skip
     manifest["created"] = None  # no timestamp: reruns are byte-identical
     return write_manifest(out_dir / "sources" / "manifest.json", manifest)

@@ -43,7 +43,6 @@ RIVER, POND, GRAVEL, SPRUCE, BIRCH, SHRUB, TUNDRA, FEN, GRASS, ASH = range(len(C
 (ANDISOLS, ENTISOLS, GELISOLS, HISTOSOLS, INCEPTISOLS, MOLLISOLS, SPODOSOLS) = range(
     len(SOIL_ORDERS)
 )
-CLIMATE_BANDS = ("precip_annual", "summer_warmth", "jan_tmin")
 
 # Effect of land cover on the log-odds of permafrost (index = cover code).
 COVER_LOGIT = np.array([0.0, 0.0, -2.5, 0.6, -1.2, -0.6, -0.5, -1.5, -2.5, -1.0], dtype="float32")

@@ -52,7 +52,7 @@ from mapper.products.cog import (
 from mapper.products.colours import colour_table, hex_colour, style_qml
 from mapper.products.provenance import SYNTHETIC_STATEMENT, provenance_tags, software_versions
 from mapper.products.quicklook import capital, write_quicklook
-from mapper.products.stac import ProductAsset, build_item, write_item
+from mapper.products.stac import COG_MEDIA_TYPE, ProductAsset, build_item, write_item
 from mapper.raster import open_raster
 from mapper.sources.stac import parse_interval
 from mapper.tasks import Task, get_task
@@ -61,7 +61,7 @@ from mapper.vrt import write_vrt
 logger = logging.getLogger(__name__)
 
 COLUMN_CHUNK = 16 * BLOCKSIZE
-"""Columns converted at once (x 512 rows x bands x 4 bytes: 29 MB per band)."""
+"""Columns converted at once (8192 x 512 rows x 4 bytes: 16.8 MB per float32 band)."""
 
 
 @dataclass
@@ -91,9 +91,6 @@ def product_paths(out: str | Path, task: str) -> dict[str, Path]:
     if get_task(task).multiclass:
         paths["probabilities"] = out.with_name(f"{stem}_probabilities.tif")
     return paths
-
-
-# -- provenance -----------------------------------------------------------------------------------
 
 
 # -- tiles -> raw rasters -------------------------------------------------------------------------
@@ -329,8 +326,7 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
     assets: dict[str, ProductAsset] = {}
     if task.binary:
         assets["data"] = ProductAsset(paths["cog"], task.title + " (percent, scale 0.01)",
-                                      ["data"], "image/tiff; application=geotiff; "
-                                      "profile=cloud-optimized", bands=[percent_band(res)])
+                                      ["data"], COG_MEDIA_TYPE, bands=[percent_band(res)])
     else:
         class_entries = [
             {"value": i, "name": name, "description": f"{task.subject} {name}",
@@ -339,14 +335,14 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
         ]
         assets["data"] = ProductAsset(
             paths["cog"], f"{capital(task.subject)} (class index)", ["data"],
-            "image/tiff; application=geotiff; profile=cloud-optimized",
+            COG_MEDIA_TYPE,
             bands=[{"nodata": CLASS_NODATA, "data_type": "uint8", "spatial_resolution": res}],
             classes=class_entries + [{"value": CLASS_NODATA, "name": "nodata", "nodata": True}],
         )
         assets["probabilities"] = ProductAsset(
             paths["probabilities"],
             f"{capital(task.subject)} class probabilities (percent, scale 0.01)",
-            ["data"], "image/tiff; application=geotiff; profile=cloud-optimized",
+            ["data"], COG_MEDIA_TYPE,
             bands=[percent_band(res) for _ in task.classes],
         )
     assets.update(side_assets(paths))

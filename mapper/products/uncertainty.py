@@ -49,7 +49,7 @@ from mapper.products.mosaic import (
 )
 from mapper.products.provenance import provenance_tags
 from mapper.products.quicklook import capital, write_ramp_quicklook
-from mapper.products.stac import ProductAsset, build_item, write_item
+from mapper.products.stac import COG_MEDIA_TYPE, ProductAsset, build_item, write_item
 from mapper.tasks import Task, get_task
 from mapper.uncertainty import (
     class_probabilities,
@@ -62,7 +62,6 @@ from mapper.vrt import write_vrt
 
 logger = logging.getLogger(__name__)
 
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
 def uncertainty_paths(out: str | Path) -> dict[str, Path]:

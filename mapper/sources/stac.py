@@ -45,7 +45,6 @@ from mapper.errors import ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
 
-EARTH_SEARCH_V1 = "https://earth-search.aws.element84.com/v1"
 BBox = tuple[float, float, float, float]  # (west, south, east, north) in degrees
 PAGE_LIMIT = 100
 

@@ -1,13 +1,21 @@
 # Helpers that compute file lists. Parse-time work stays cheap: every SLURM job parses this again.
 # Tile lists are a pure function of each region's boundary and the lattice (no checkpoints).
 import functools
+import json
 import os
 import re
 import sys
 from pathlib import Path
 
 from mapper.config import resolve_config, write_run_config
+from mapper.errors import MapperError
+from mapper.experiment import MODELS, SPLITS
+from mapper.grid import TILE_PATTERN
+from mapper.sources.fetch import http_file_name as fetch_file_name
+from mapper.sources.snap import VARIABLES as SNAP_VARIABLES
+from mapper.sources.snap import archive_path as snap_archive_file
 from mapper.tasks import OBSERVATION_COLUMNS, TASKS, task_names
+from mapper.zones import zone_layer_path as zone_layer_file
 
 # REGIONS (name -> mapper.config.Region) comes from the Snakefile, which checks each one.
 # The file every job reads its settings from: RUN_CONFIG, named by its content (so a run with other
@@ -25,7 +33,7 @@ SYNTHESIZED_REGIONS = [
 
 wildcard_constraints:
     region="|".join(REGIONS),
-    tile=r"R\d{4}C\d{4}",
+    tile=TILE_PATTERN,
     task="|".join(TASKS),
 
 
@@ -34,7 +42,8 @@ def run_config(wildcards, input):
 
     A params function of ``input``: Snakemake takes it as derived from the inputs and does not
     compare it with the last run's, so a change of settings reruns only the rules that have the
-    changed section among their params (training_settings, ...), not every job.
+    changed section among their params (prediction_settings, ...) or its settings file among
+    their inputs (settings_files), not every job.
     """
     return RUN_CONFIG_FILE
 
@@ -81,6 +90,38 @@ def stacked_tile(wildcards):
 
 def source_settings(region, source):
     return REGIONS[region].settings["sources"][source]
+
+
+def source_section(wildcards):
+    """The region file's section of the wildcards' source (``sentinel2`` when the rule has no
+    source wildcard): a params trigger of its fetch jobs, so that a change of URL, template,
+    period, filters or blocks fetches again (the run config, a params function of the input, is
+    not compared)."""
+    return source_settings(wildcards.region, getattr(wildcards, "source", "sentinel2"))
+
+
+def region_sources(wildcards):
+    """Every source section of the region (a params trigger of the demo's synthesis: a change
+    of its seed makes the demo's sources again)."""
+    return REGIONS[wildcards.region].settings["sources"]
+
+
+def http_entry(wildcards):
+    """The entry (URL, sha256, size) of the file of an http source that the wildcards name: a
+    params trigger, so that a new URL or checksum under the same file name downloads again."""
+    for entry in source_settings(wildcards.region, wildcards.source).get("files", []):
+        if http_file_name(entry) == wildcards.filename:
+            return entry
+    raise ValueError(
+        f"region {wildcards.region}: source {wildcards.source} has no file {wildcards.filename!r}"
+    )
+
+
+def stack_settings(wildcards):
+    """The region's stack section: a params trigger of the stacks, and of the samples (their
+    covariates are read from the stacks), so that the models train on stacks made as the maps'
+    are."""
+    return region_of(wildcards).settings["stack"]
 
 
 def stack_path(region, tile):
@@ -144,11 +185,15 @@ def one_of(names):
 
 
 def http_file_name(entry):
-    return entry.get("name") or os.path.basename(entry["url"].split("?")[0])
+    """The local name of an http entry, by the rule the fetch job names it
+    (``mapper.sources.fetch.http_file_name``)."""
+    try:
+        return fetch_file_name(entry)
+    except MapperError as exc:
+        sys.exit(f"error: {exc}")
 
 
 # -- climate normals from SNAP's monthly archives (kind snap; mapper/sources/snap.py) ----------
-SNAP_VARIABLES = ("pr", "tas", "tasmin")
 SNAP_REGIONS = [n for n, r in REGIONS.items() if r.settings["sources"]["climate"]["kind"] == "snap"]
 
 
@@ -158,7 +203,7 @@ def snap_normals_path(region, source="climate"):
 
 
 def snap_archive_path(region, variable, source="climate"):
-    return f"resources/{region}/sources/{source}/snap_{variable}.zip"
+    return str(snap_archive_file(f"resources/{region}/sources", source, variable))
 
 
 def snap_archives(wildcards):
@@ -262,16 +307,41 @@ def boundary_file(wildcards):
         return str(path)
 
 
+SETTINGS_SECTIONS = ("area", "stack", "model", "training", "evaluation")
+"""The sections written out by rule region_settings (workflow/rules/settings.smk)."""
+
+
+def section_settings(wildcards):
+    """The region's settings section of the wildcards (``area``: what beside the boundary file
+    defines the mapped area)."""
+    if wildcards.section == "area":
+        return area_settings(wildcards)
+    return region_of(wildcards).settings[wildcards.section]
+
+
+def settings_files(*sections):
+    """An input function: the region's files of ``sections`` (rule region_settings)."""
+
+    def files(wildcards):
+        return [f"results/{wildcards.region}/settings/{s}.json" for s in sections]
+
+    return files
+
+
+def write_settings_file(value, path, log):
+    """Write one settings section as JSON (sorted keys), atomically; say so in ``log``."""
+    from mapper.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    Path(log).write_text(f"wrote {path}: the settings its readers are computed with\n")
+
+
 def area_settings(wildcards):
     """What, beside the boundary file, defines the mapped area: a change of it reruns the jobs
     that read the area (params trigger)."""
     return {"buffer_m": region_of(wildcards).settings["buffer_m"]}
-
-
-def model_settings(wildcards):
-    """The region's model section: a change of it (size, pixel_query, weights) retrains (params
-    trigger)."""
-    return region_of(wildcards).settings["model"]
 
 
 def training_settings(wildcards):
@@ -374,7 +444,6 @@ def reports_of(region):
 # stack reads are a pure function of the lattice and the stack halos (mapper.sources.cells),
 # computed for all tiles of a region at once on first use and memoised.
 from mapper.sources.cells import CELL_PATTERN, region_cells
-from mapper.errors import MapperError
 from mapper.sources.weights import weights_by_name, weights_path
 
 CELLS_REGIONS = [
@@ -408,6 +477,12 @@ def weights_region(wildcards):
     return WEIGHTS_REGIONS[wildcards.filename]
 
 
+def weights_url(wildcards):
+    """The URL of the weights file of the wildcards (a params trigger: another URL of the same
+    file name downloads again)."""
+    return REGIONS[weights_region(wildcards)].settings["model"]["satlas_weights"]
+
+
 # -- zone layers: the polygons the reports break the results down by (mapper/zones.py) --------
 def region_zones(region):
     return REGIONS[region].settings.get("zones", [])
@@ -415,7 +490,7 @@ def region_zones(region):
 
 def zone_layer_path(region, name):
     """A prepared zone layer: EPSG:3338, one polygon per zone (what the report reads)."""
-    return f"resources/{region}/zones/{name}.geojson"
+    return str(zone_layer_file(region, name))
 
 
 def zone_layers(wildcards):
@@ -448,6 +523,15 @@ def zone_layer_inputs(wildcards):
         f"resources/{wildcards.region}/zones/{wildcards.layer}/{http_file_name(f)}"
         for f in s["files"]
     ]
+
+
+def zone_file_entry(wildcards):
+    """The entry (URL, sha256) of the file of an http zone layer that the wildcards name: a
+    params trigger, so that a new URL or checksum under the same file name downloads again."""
+    for entry in zone_layer_settings(wildcards).get("files", []):
+        if http_file_name(entry) == wildcards.filename:
+            return entry
+    raise ValueError(f"zone layer {wildcards.layer} has no file {wildcards.filename!r}")
 
 
 def zone_layer_names():

@@ -15,13 +15,14 @@ rule cv_fold:
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
         boundary=boundary_file,
+        settings=settings_files("model", "training", "evaluation", "area"),
     output:
         "results/{region}/cv/{task}/{model}_{split}_f{fold}.parquet",
     log:
         "logs/evaluate/{region}_{task}_{model}_{split}_f{fold}.log",
     wildcard_constraints:
-        model="rf|miso|miso_nopretrain",
-        split="random|sh1km|sh10km",
+        model=one_of(MODELS),
+        split=one_of(SPLITS),
         fold=r"\d+",
     conda:
         "../../envs/mapper.yaml"
@@ -29,10 +30,6 @@ rule cv_fold:
         gpu=cv_fold_gpus,
     params:
         config=run_config,
-        model=model_settings,
-        training=training_settings,
-        evaluation=evaluation_settings,
-        area=area_settings,
         pretrained=cv_pretrained_option,
     shell:
         "python -m mapper cv-fold --config {params.config} --region {wildcards.region}"

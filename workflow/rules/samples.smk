@@ -9,6 +9,7 @@ rule samples:
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
         boundary=boundary_file,
+        settings=settings_files("area", "stack"),
     output:
         "results/{region}/samples/points.parquet",
     log:
@@ -17,7 +18,6 @@ rule samples:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
-        area=area_settings,
     shell:
         "python -m mapper samples --config {params.config} --region {wildcards.region}"
         " --observations {input.observations:q} --out {output} {input.stacks} --log {log}"

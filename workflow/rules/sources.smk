@@ -22,6 +22,7 @@ rule demo_sources:
     params:
         config=run_config,
         out="resources/{region}",
+        sources=region_sources,
     shell:
         "python -m mapper demo --config {params.config} --region {wildcards.region}"
         " --out {params.out} --log {log}"
@@ -43,6 +44,7 @@ rule fetch_http:
         downloads=1,
     params:
         config=run_config,
+        entry=http_entry,
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source {wildcards.source} --file {wildcards.filename} --out {output.file}"
@@ -111,6 +113,7 @@ rule fetch_stac:
         downloads=1,
     params:
         config=run_config,
+        settings=source_section,
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source sentinel2 --tile {wildcards.tile} --out {output.composite} --log {log}"
@@ -134,6 +137,7 @@ rule fetch_dem_cell:
         downloads=1,
     params:
         config=run_config,
+        settings=source_section,
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source {wildcards.source} --cell {wildcards.cell} --out {output.record}"
@@ -156,6 +160,7 @@ rule fetch_weights:
     params:
         config=run_config,
         region=weights_region,
+        url=weights_url,
     shell:
         "python -m mapper fetch-weights --config {params.config} --region {params.region}"
         " --out {output} --log {log}"

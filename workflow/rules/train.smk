@@ -12,6 +12,7 @@ rule pretrain:
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
         boundary=boundary_file,
+        settings=settings_files("model", "training", "area"),
     output:
         "results/{region}/models/pretrain.pt",
     log:
@@ -23,9 +24,6 @@ rule pretrain:
         gpu=1,
     params:
         config=run_config,
-        model=model_settings,
-        training=training_settings,
-        area=area_settings,
     shell:
         "python -m mapper pretrain --config {params.config} --region {wildcards.region}"
         " --samples {input.samples} --out {output} {input.stacks} --log {log}"
@@ -42,6 +40,7 @@ rule finetune:
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
         boundary=boundary_file,
+        settings=settings_files("model", "training", "area"),
     output:
         "results/{region}/models/{task}.pt",
     log:
@@ -53,9 +52,6 @@ rule finetune:
         gpu=1,
     params:
         config=run_config,
-        model=model_settings,
-        training=training_settings,
-        area=area_settings,
         pretrained=pretrained_option,
     shell:
         "python -m mapper finetune --config {params.config} --region {wildcards.region}"
@@ -75,7 +71,4 @@ use rule finetune as finetune_member with:
         member=r"[1-9]\d*",
     params:
         config=member_run_config,
-        model=model_settings,
-        training=training_settings,
-        area=area_settings,
         pretrained=pretrained_option,

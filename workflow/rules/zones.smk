@@ -37,6 +37,7 @@ rule fetch_zone_file:
         downloads=1,
     params:
         config=run_config,
+        entry=zone_file_entry,
     shell:
         "python -m mapper fetch-zone --config {params.config} --region {wildcards.region}"
         " --layer {wildcards.layer} --file {wildcards.filename} --out {output.file} --log {log}"

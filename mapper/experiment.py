@@ -1,0 +1,21 @@
+"""What the cross-validation compares: its models and its splits, each defined once.
+
+The command line's ``cv-fold`` choices, the workflow's ``{model}`` and ``{split}`` wildcards, the
+samples' fold columns (:mod:`mapper.splits`), the folds' training (:mod:`mapper.evaluate`) and
+the report's tables and figures (:mod:`mapper.report`) all read them from here. A light module
+(no third-party import), as every ``python -m mapper`` command and every workflow parse loads it.
+"""
+
+from __future__ import annotations
+
+MODELS: tuple[str, ...] = ("rf", "miso", "miso_nopretrain")
+"""Random Forest on the points' stack values; MiSo fine-tuned from the pretrained checkpoint;
+MiSo without it (the ablation)."""
+
+MODEL_NAMES: dict[str, str] = {"rf": "Random Forest", "miso": "MiSo",
+                               "miso_nopretrain": "MiSo (no pretraining)"}
+
+SPLITS: dict[str, float | None] = {"random": None, "sh1km": 1_000.0, "sh10km": 10_000.0}
+"""Split name -> holdout distance in metres (``None``: random folds)."""
+
+SPLIT_NAMES: dict[str, str] = {"random": "Random", "sh1km": "SH-1km", "sh10km": "SH-10km"}

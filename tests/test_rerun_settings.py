@@ -1,0 +1,155 @@
+"""A changed setting of a fetched source fetches again what it touches, and only that.
+
+The fetch jobs list their source's section of the region file among their params (an ``http``
+or zone file its own entry, the weights their URL), so Snakemake compares them with those of
+the last run: a new search period or cloud limit fetches every composite, a new URL template
+every elevation cell, a new URL or checksum under the same file name that file. The run config
+itself is a params function of the input, which Snakemake does not compare.
+
+A finished run is recorded without running anything: empty placeholders at every output of the
+plan, then ``snakemake --touch --forceall`` (which records each job's params as a run does).
+Dry runs only: nothing is fetched (the URLs name no reachable host).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+from workflow_project import (
+    WorkflowProject,
+    make_statewide_project,
+    planned_jobs,
+    rewrite_yaml,
+    run_snakemake,
+)
+
+from mapper.config import read_yaml
+from mapper.sources.cells import CELL_PATTERN
+
+OBSERVATIONS_URL = "http://127.0.0.1:9/survey/v1/observations.csv"
+ZONE_URL = "http://127.0.0.1:9/zones/v1/units.geojson"
+WEIGHTS_URL = "http://127.0.0.1:9/weights/v1/sentinel2_swinb_si_ms.pth"
+
+
+def planned_output_files(project: WorkflowProject, *targets: str) -> list[str]:
+    """Every output of every job a forced dry run of ``targets`` plans."""
+    run = run_snakemake(project, *targets,
+                        extra_args=["--dry-run", "--forceall", "--cores", "1"])
+    files = []
+    for block in re.findall(r"^\s+output: (.+)$", run.log, flags=re.MULTILINE):
+        files += [f.strip() for f in block.split(",")]
+    return files
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[WorkflowProject, list[str]]:
+    """The fairbanks region file, its observations and a zone layer given by URL, recorded as
+    run for one tile's stack, the observation file and the prepared zone layer."""
+    project = make_statewide_project(tmp_path_factory.mktemp("settings"), "fairbanks")
+    settings = read_yaml(project.region_file)
+    settings["sources"]["observations"] = {
+        "kind": "http", "files": [{"url": OBSERVATIONS_URL, "sha256": "a" * 64}]}
+    settings["zones"] = [{"name": "units", "kind": "http", "field": "unit",
+                          "files": [{"url": ZONE_URL, "sha256": "b" * 64}]}]
+    settings["model"].update(size="swinv2_b", satlas_weights=WEIGHTS_URL)
+    rewrite_yaml(project.region_file, settings)
+    targets = [project.stack(project.tiles[0]),
+               "resources/fairbanks/sources/observations/observations.csv",
+               "resources/fairbanks/zones/units.geojson",
+               "resources/weights/sentinel2_swinb_si_ms.pth"]
+    for f in planned_output_files(project, *targets):
+        project.path(f).parent.mkdir(parents=True, exist_ok=True)
+        project.path(f).touch()
+    run_snakemake(project, *targets, extra_args=["--touch", "--forceall", "--cores", "1"])
+    return project, targets
+
+
+def plan_with(recorded: tuple[WorkflowProject, list[str]], change) -> dict[str, int]:  # noqa: ANN001
+    """Jobs planned after ``change(settings)`` edits the region file (restored afterwards)."""
+    project, targets = recorded
+    original = read_yaml(project.region_file)
+    settings = copy.deepcopy(original)
+    change(settings)
+    rewrite_yaml(project.region_file, settings)
+    try:
+        return planned_jobs(project, *targets)
+    finally:
+        rewrite_yaml(project.region_file, original)
+
+
+def test_the_recorded_run_plans_nothing(recorded: tuple[WorkflowProject, list[str]]) -> None:
+    assert plan_with(recorded, lambda s: None) == {}
+
+
+def test_a_changed_scene_search_fetches_the_composite_again(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    def change(s: dict) -> None:
+        s["sources"]["sentinel2"]["max_cloud"] = 20
+
+    assert plan_with(recorded, change) == {"fetch_stac": 1, "stack": 1}
+
+
+def test_a_changed_cell_template_fetches_the_cells_again(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    project, _ = recorded
+    cells = len(list(project.path("resources/fairbanks/sources/dem").glob("*.json")))
+
+    def change(s: dict) -> None:
+        dem = s["sources"]["dem"]
+        dem["url_template"] = dem["url_template"].replace("/current/", "/historical/")
+
+    assert cells > 1
+    assert plan_with(recorded, change) == {"fetch_dem_cell": cells, "stack": 1}
+
+
+def test_a_new_url_under_the_same_file_name_downloads_it_again(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    def change(s: dict) -> None:
+        s["sources"]["observations"]["files"][0] = {
+            "url": OBSERVATIONS_URL.replace("/v1/", "/v2/"), "sha256": "c" * 64}
+
+    assert plan_with(recorded, change) == {"fetch_http": 1}
+
+
+def test_a_new_zone_file_url_downloads_it_again_and_prepares_the_layer(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    def change(s: dict) -> None:
+        s["zones"][0]["files"][0]["url"] = ZONE_URL.replace("/v1/", "/v2/")
+
+    assert plan_with(recorded, change) == {"fetch_zone_file": 1, "zone_layer": 1}
+
+
+def test_a_new_weights_url_under_the_same_file_name_downloads_it_again(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    def change(s: dict) -> None:
+        s["model"]["satlas_weights"] = WEIGHTS_URL.replace("/v1/", "/v2/")
+
+    assert plan_with(recorded, change) == {"fetch_weights": 1}
+
+
+def test_a_changed_stack_setting_remakes_the_stack(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    def change(s: dict) -> None:
+        s["stack"]["dem_resampling"] = "bilinear"
+
+    assert plan_with(recorded, change) == {"stack": 1}
+
+
+def test_a_changed_climate_period_derives_the_normals_again(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    def change(s: dict) -> None:
+        s["sources"]["climate"]["first_year"] = 1982
+
+    assert plan_with(recorded, change) == {"snap_climate_normals": 1, "stack": 1}
+
+
+def test_the_placeholders_are_the_plan(recorded: tuple[WorkflowProject, list[str]]) -> None:
+    """The fixture's record covers the jobs the tests count (else a test could pass on a plan
+    that never had those jobs)."""
+    project, _ = recorded
+    names = {p.name for p in Path(project.path("resources/fairbanks/sources")).rglob("*")}
+    assert {"observations.csv", "snap_normals.tif"} <= names
+    assert any(re.fullmatch(CELL_PATTERN, n.removesuffix(".json")) for n in names)  # cells

@@ -207,6 +207,24 @@ def test_a_changed_stack_setting_remakes_the_stacks_and_retrains(project: Workfl
                     "pretrain": 1, "finetune": 1, "predict": n, "mosaic_probability": 1}
 
 
+def test_new_observations_with_a_corrected_dem_retrain(project: WorkflowProject) -> None:
+    """The observation table reaches the samples through its settings file (rule
+    region_settings records its checksum), so a new table retrains also when the stacks rerun
+    in the same run, when Snakemake does not look at the samples' own inputs."""
+    dem = project.path(f"resources/{project.region}/sources/dem.tif")
+    with rasterio.open(dem, "r+") as dst:
+        data = dst.read(1)
+        dst.write(np.where(data != dst.nodata, data + 0.5, data), 1)
+    table = project.path(f"resources/{project.region}/sources/observations.csv")
+    lines = table.read_text().splitlines(keepends=True)
+    table.write_text("".join(lines[:-1]))  # the last observation withdrawn
+    n = len(project.tiles)
+    jobs = planned_jobs(project, f"maps/nsp_{project.region}.tif")
+    print(f"\ncorrected DEM and a new observation table: {jobs}")
+    assert jobs == {"region_settings": 1, "stack": len(project.stacked), "samples": 1,
+                    "pretrain": 1, "finetune": 1, "predict": n, "mosaic_probability": 1}
+
+
 def test_a_changed_demo_seed_makes_the_demo_sources_again(project: WorkflowProject) -> None:
     settings = yaml.safe_load(project.region_file.read_text())
     settings["sources"]["sentinel2"]["seed"] = settings["sources"]["sentinel2"].get("seed", 1) + 1

@@ -26,7 +26,7 @@ rule mosaic_probability:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
-        area=area_settings,
+        area=canonical(area_settings),
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
@@ -56,7 +56,7 @@ rule mosaic_classes:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
-        area=area_settings,
+        area=canonical(area_settings),
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
@@ -88,7 +88,7 @@ rule mosaic_uncertainty:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
-        area=area_settings,
+        area=canonical(area_settings),
     shell:
         "python -m mapper uncertainty --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"

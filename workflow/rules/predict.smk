@@ -19,8 +19,8 @@ rule predict:
         batch_size=16,
     params:
         config=run_config,
-        prediction=prediction_settings,
-        area=area_settings,
+        prediction=canonical(prediction_settings),
+        area=canonical(area_settings),
     shell:
         "python -m mapper predict --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --tile {wildcards.tile} --model {input.model}"
@@ -53,5 +53,5 @@ use rule predict as predict_at_res with:
         res=r"[1-9]\d*",
     params:
         config=res_run_config,
-        prediction=prediction_settings,
-        area=area_settings,
+        prediction=canonical(prediction_settings),
+        area=canonical(area_settings),

@@ -9,7 +9,7 @@ rule samples:
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
         boundary=boundary_file,
-        settings=settings_files("area", "stack"),
+        settings=settings_files("area", "observations", "stack"),
     output:
         "results/{region}/samples/points.parquet",
     log:

@@ -22,7 +22,7 @@ rule demo_sources:
     params:
         config=run_config,
         out="resources/{region}",
-        sources=region_sources,
+        sources=canonical(region_sources),
     shell:
         "python -m mapper demo --config {params.config} --region {wildcards.region}"
         " --out {params.out} --log {log}"
@@ -44,7 +44,7 @@ rule fetch_http:
         downloads=1,
     params:
         config=run_config,
-        entry=http_entry,
+        entry=canonical(http_entry),
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source {wildcards.source} --file {wildcards.filename} --out {output.file}"
@@ -71,7 +71,7 @@ rule fetch_snap_archive:
         downloads=1,
     params:
         config=run_config,
-        archive=snap_archive_settings,
+        archive=canonical(snap_archive_settings),
         out="resources/{region}/sources",
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
@@ -92,7 +92,7 @@ rule snap_climate_normals:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
-        settings=snap_settings,
+        settings=canonical(snap_settings),
     shell:
         "python -m mapper climate-normals --config {params.config} --region {wildcards.region}"
         " --pr {input.pr:q} --tas {input.tas:q} --tasmin {input.tasmin:q} --out {output} --log {log}"
@@ -113,7 +113,7 @@ rule fetch_stac:
         downloads=1,
     params:
         config=run_config,
-        settings=source_section,
+        settings=canonical(source_section),
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source sentinel2 --tile {wildcards.tile} --out {output.composite} --log {log}"
@@ -137,7 +137,7 @@ rule fetch_dem_cell:
         downloads=1,
     params:
         config=run_config,
-        settings=source_section,
+        settings=canonical(source_section),
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source {wildcards.source} --cell {wildcards.cell} --out {output.record}"

@@ -16,7 +16,7 @@ rule stack:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
-        settings=stack_settings,
+        settings=canonical(stack_settings),
     shell:
         "python -m mapper stack --config {params.config} --region {wildcards.region}"
         " --tile {wildcards.tile} --sentinel2 {input.sentinel2:q} --dem {input.dem:q}"

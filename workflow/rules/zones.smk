@@ -37,7 +37,7 @@ rule fetch_zone_file:
         downloads=1,
     params:
         config=run_config,
-        entry=zone_file_entry,
+        entry=canonical(zone_file_entry),
     shell:
         "python -m mapper fetch-zone --config {params.config} --region {wildcards.region}"
         " --layer {wildcards.layer} --file {wildcards.filename} --out {output.file} --log {log}"
@@ -58,7 +58,7 @@ rule zone_layer:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
-        settings=zone_layer_settings,
+        settings=canonical(zone_layer_settings),
     shell:
         "python -m mapper zone-layer --config {params.config} --region {wildcards.region}"
         " --layer {wildcards.layer} --out {output} {input.files:q} --log {log}"

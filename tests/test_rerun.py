@@ -151,9 +151,7 @@ def test_a_changed_dem_reruns_every_stack(project: WorkflowProject) -> None:
     print(f"\ntouched {dem.name}: {touched}")
     assert touched == expected
 
-    with rasterio.open(dem, "r+") as dst:  # a corrected DEM
-        data = dst.read(1)
-        dst.write(np.where(data != dst.nodata, data + 0.5, data), 1)
+    correct_dem(project)
     changed = planned_jobs(project, nsp_map)
     print(f"rewritten {dem.name}: {changed}")
     assert changed == expected
@@ -172,15 +170,21 @@ def test_a_changed_model_setting_retrains(project: WorkflowProject) -> None:
                     "mosaic_probability": 1}
 
 
+def correct_dem(project: WorkflowProject) -> Path:
+    """Raise the project's DEM by 0.5 m where it has data (a corrected DEM); returns it."""
+    dem = project.path(f"resources/{project.region}/sources/dem.tif")
+    with rasterio.open(dem, "r+") as dst:
+        data = dst.read(1)
+        dst.write(np.where(data != dst.nodata, data + 0.5, data), 1)
+    return dem
+
+
 def test_a_changed_training_setting_with_a_corrected_dem_retrains(project: WorkflowProject
                                                                   ) -> None:
     """Both in one run: the stacks rerun for the DEM, and training, which reads them as
     ``ancient``, still reruns for its setting (it reads the settings as a file, not as params,
     which Snakemake does not compare downstream of a rerun ancient input)."""
-    dem = project.path(f"resources/{project.region}/sources/dem.tif")
-    with rasterio.open(dem, "r+") as dst:
-        data = dst.read(1)
-        dst.write(np.where(data != dst.nodata, data + 0.5, data), 1)
+    correct_dem(project)
     settings = yaml.safe_load(project.region_file.read_text())
     settings["training"]["pretrain_epochs"] += 1
     rewrite_yaml(project.region_file, settings)
@@ -193,8 +197,9 @@ def test_a_changed_training_setting_with_a_corrected_dem_retrains(project: Workf
 
 def test_a_changed_stack_setting_remakes_the_stacks_and_retrains(project: WorkflowProject
                                                                  ) -> None:
-    """The stacks list the stack settings among their params, and so do the samples (their
-    covariates are read from the stacks): the models then train on stacks made as the maps'."""
+    """The stacks list the stack settings among their params, and the samples read them as
+    their settings file (their covariates come from the stacks): the models then train on
+    stacks made as the maps' are."""
     settings = yaml.safe_load(project.region_file.read_text())
     stack = settings.setdefault("stack", {})
     stack["aspect_from"] = "true_north" if stack.get("aspect_from") == "grid_north" \
@@ -211,10 +216,7 @@ def test_new_observations_with_a_corrected_dem_retrain(project: WorkflowProject)
     """The observation table reaches the samples through its settings file (rule
     region_settings records its checksum), so a new table retrains also when the stacks rerun
     in the same run, when Snakemake does not look at the samples' own inputs."""
-    dem = project.path(f"resources/{project.region}/sources/dem.tif")
-    with rasterio.open(dem, "r+") as dst:
-        data = dst.read(1)
-        dst.write(np.where(data != dst.nodata, data + 0.5, data), 1)
+    correct_dem(project)
     table = project.path(f"resources/{project.region}/sources/observations.csv")
     lines = table.read_text().splitlines(keepends=True)
     table.write_text("".join(lines[:-1]))  # the last observation withdrawn

@@ -9,6 +9,7 @@ import sys
 from snakemake.utils import min_version
 
 from mapper.config import check_places, load_region, resolve_config
+from mapper.sources.exclusions import check_exclusions
 from mapper.errors import MapperError
 
 min_version("9.0")
@@ -30,6 +31,7 @@ try:
     REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
     for _region in REGIONS.values():
         check_places(_region)
+        check_exclusions(_region)
 except MapperError as exc:
     sys.exit(f"error: {exc}")
 

@@ -76,6 +76,8 @@ def validate(data: dict, schema_name: str, source: str | Path) -> dict:
         message = err.message
         if err.validator == "additionalProperties":
             message = f"{message}; remove it or check its spelling"
+        elif err.validator == "anyOf" and "description" in err.schema:
+            message = f"{err.instance!r} is not {err.schema['description']}"
         raise ConfigError(f"{source}: key '{key}': {message}")
     return data
 

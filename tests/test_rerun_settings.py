@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,10 @@ from mapper.sources.cells import CELL_PATTERN
 OBSERVATIONS_URL = "http://127.0.0.1:9/survey/v1/observations.csv"
 ZONE_URL = "http://127.0.0.1:9/zones/v1/units.geojson"
 WEIGHTS_URL = "http://127.0.0.1:9/weights/v1/sentinel2_swinb_si_ms.pth"
+HERE = "S2B_6WVC_20220714_0_L2A"
+"""A Sentinel-2 item the recorded run leaves out of the first tile's composite and another's."""
+ELSEWHERE = "S2A_6WVD_20210711_0_L2A"
+"""An item the recorded run leaves out of another tile's composite only."""
 
 
 def planned_output_files(project: WorkflowProject, *targets: str) -> list[str]:
@@ -46,8 +51,9 @@ def planned_output_files(project: WorkflowProject, *targets: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[WorkflowProject, list[str]]:
-    """The fairbanks region file, its observations and a zone layer given by URL, recorded as
-    run for one tile's stack, the observation file and the prepared zone layer."""
+    """The fairbanks region file, its observations and a zone layer given by URL, two
+    Sentinel-2 items left out (:data:`HERE` of the first tile), recorded as run for the first
+    tile's stack, the observation file and the prepared zone layer."""
     project = make_statewide_project(tmp_path_factory.mktemp("settings"), "fairbanks")
     settings = read_yaml(project.region_file)
     settings["sources"]["observations"] = {
@@ -55,6 +61,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[WorkflowProject,
     settings["zones"] = [{"name": "units", "kind": "http", "field": "unit",
                           "files": [{"url": ZONE_URL, "sha256": "b" * 64}]}]
     settings["model"].update(size="swinv2_b", satlas_weights=WEIGHTS_URL)
+    settings["sources"]["sentinel2"]["exclude"] = {
+        ELSEWHERE: [project.tiles[1]], HERE: [project.tiles[1], project.tiles[0]]}
     rewrite_yaml(project.region_file, settings)
     targets = [project.stack(project.tiles[0]),
                "resources/fairbanks/sources/observations/observations.csv",
@@ -89,10 +97,12 @@ def test_the_same_settings_in_another_order_plan_nothing(
     """Snakemake compares params by their repr, in which a dict's key order counts: the rules
     give their sections as JSON with sorted keys."""
     def change(s: dict) -> None:
-        for section in (s["sources"]["sentinel2"], s["sources"]["dem"], s["stack"]):
+        exclude = s["sources"]["sentinel2"]["exclude"]
+        for section in (s["sources"]["sentinel2"], s["sources"]["dem"], s["stack"], exclude):
             items = list(section.items())
             section.clear()
             section.update(reversed(items))
+        exclude[HERE].reverse()
 
     assert plan_with(recorded, change) == {}
 
@@ -103,6 +113,43 @@ def test_a_changed_scene_search_fetches_the_composite_again(
         s["sources"]["sentinel2"]["max_cloud"] = 20
 
     assert plan_with(recorded, change) == {"fetch_stac": 1, "stack": 1}
+
+
+def test_an_exclusion_fetches_again_only_the_composites_of_the_tiles_it_names(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    """The composite's params hold the ``exclude`` entries that name its tile: a new entry, or
+    one no longer naming it, fetches it again; an entry of other tiles only, nothing."""
+    project, _ = recorded
+    here, other = project.tiles[0], project.tiles[1]
+
+    def exclude(entries: dict) -> Callable[[dict], None]:
+        return lambda s: s["sources"]["sentinel2"].update(exclude=entries)
+
+    again = {"fetch_stac": 1, "stack": 1}
+    assert plan_with(recorded, exclude({HERE: [here, other]})) == {}  # ELSEWHERE: not here
+    assert plan_with(recorded, exclude({HERE: [here], "S2A_NEW": [other]})) == {}
+    assert plan_with(recorded, exclude({HERE: [other], ELSEWHERE: [other]})) == again
+    assert plan_with(recorded, exclude({HERE: [here], "S2A_NEW": [here]})) == again
+    assert plan_with(recorded, exclude({HERE: "all"})) == {}
+    assert plan_with(recorded, exclude({HERE: [here], "S2A_NEW": "all"})) == again
+    assert plan_with(recorded, lambda s: s["sources"]["sentinel2"].pop("exclude")) == again
+
+
+def test_an_exclusion_naming_no_tile_of_the_region_is_an_error(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    project, targets = recorded
+    original = read_yaml(project.region_file)
+    settings = copy.deepcopy(original)
+    settings["sources"]["sentinel2"]["exclude"][HERE].append("R0000C0000")
+    rewrite_yaml(project.region_file, settings)
+    try:
+        run = run_snakemake(project, *targets, extra_args=["--dry-run"], check=False)
+    finally:
+        rewrite_yaml(project.region_file, original)
+    assert run.returncode != 0
+    assert (f"{project.region_file}: key 'sources.sentinel2.exclude.{HERE}': R0000C0000 is not a "
+            "tile of region 'fairbanks'") in run.log
+    assert f"python -m mapper scenes --region fairbanks --item {HERE}" in run.log
 
 
 def test_a_changed_cell_template_fetches_the_cells_again(

@@ -83,6 +83,13 @@ def overlapping_pass(tmp_path, fetch_config):
     reflectance, 5 % cloud; east one 0.11, 6 %), a second pass over all of it (0.30) and a third,
     cloudier one (0.90) that the cap of 2 acquisitions leaves out; the tile's pixel centres in
     UTM x, less the band's middle."""
+    return fetch_passes(tmp_path, fetch_config)
+
+
+def fetch_passes(tmp_path, fetch_config, exclude=None):  # noqa: ANN001, ANN201
+    """:func:`overlapping_pass`'s composite, the source's ``exclude`` setting ``exclude``: the
+    manifest, the composite's path and the pixels' UTM x less the band's middle; the config
+    beside them."""
     left, bottom, right, top = LATTICE.tile_bounds(TILE)
     to_utm = Transformer.from_crs(3338, 32606, always_xy=True)
     cx, cy = to_utm.transform([left, right, left, right], [top, top, bottom, bottom])
@@ -105,7 +112,8 @@ def overlapping_pass(tmp_path, fetch_config):
             api.add_scene(scene, _flat(value), clear)
         config = fetch_config({"sentinel2": {
             "kind": "stac", "api": api.url, "datetime": "2021-06-01/2021-08-31",
-            "max_cloud": 40, "max_items": 2, "block_px": 32}})
+            "max_cloud": 40, "max_items": 2, "block_px": 32,
+            **({"exclude": exclude} if exclude else {})}})
         region = load_region(load_config(config), "r")
         out = tmp_path / "sources"
         manifest = read_manifest(fetch_source(region, "sentinel2", out, tile=TILE))
@@ -133,3 +141,48 @@ def test_a_pass_seen_in_two_granules_counts_once(overlapping_pass):
     for b, (name, _) in enumerate(S2_BANDS):
         np.testing.assert_allclose(data[b][west | overlap], 0.20, atol=1e-5, err_msg=name)
         np.testing.assert_allclose(data[b][east], 0.205, atol=1e-5, err_msg=name)
+
+
+SECOND_PASS = "S2B_6WVC_20210704_0_L2A"
+
+
+def test_an_excluded_item_is_left_out_and_the_next_pass_takes_its_place(tmp_path, fetch_config):
+    """Left out of this tile, the second pass (0.30) gives way to the third (0.90), which the
+    cap had left out: the medians become 0.50 and 0.505, and the manifest says what was left
+    out. An entry of another tile changes nothing here."""
+    manifest, dest, dx = fetch_passes(tmp_path / "one", fetch_config, {SECOND_PASS: [TILE]})
+    used = {i["id"] for c in manifest["stac_blocks"].values() for i in c}
+    assert SECOND_PASS not in used and "S2A_6WVC_20210711_0_L2A" in used
+    assert manifest["stac"]["exclude"] == manifest["stac"]["left_out"] == [SECOND_PASS]
+    with rasterio.open(dest) as src:
+        data = src.read()
+    west, east = dx < -150, dx > 150
+    np.testing.assert_allclose(data[0][west], 0.50, atol=1e-5)
+    np.testing.assert_allclose(data[0][east], 0.505, atol=1e-5)
+
+    other, other_dest, _ = fetch_passes(tmp_path / "other", fetch_config,
+                                        {SECOND_PASS: ["R1500C4454"], "S2X_absent": "all"})
+    assert other["stac"]["exclude"] == ["S2X_absent"] and other["stac"]["left_out"] == []
+    assert SECOND_PASS in {i["id"] for c in other["stac_blocks"].values() for i in c}
+    with rasterio.open(other_dest) as src:
+        data = src.read()
+    np.testing.assert_allclose(data[0][west], 0.20, atol=1e-5)
+    np.testing.assert_allclose(data[0][east], 0.205, atol=1e-5)
+
+
+def test_scenes_lists_a_tiles_items_and_the_tiles_that_used_an_item(
+        overlapping_pass, tmp_path, capsys):
+    """``python -m mapper scenes``: a tile's items by cloud cover with their blocks; per item
+    the tiles whose composites used it, as an ``exclude`` entry (a comment when none did)."""
+    from mapper.cli import main
+
+    config = tmp_path / "config.yaml"
+    sources = ["--config", str(config), "--region", "r", "--sources", str(tmp_path / "sources")]
+    assert main(["scenes", *sources, "--tile", TILE]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "S2A_6WVC_20210701_0_L2A", "S2A_6WVD_20210701_0_L2A", SECOND_PASS]
+    assert lines[0].split()[1:4] == ["2021-07-01T21:00:03+00:00", "cloud", "5"]
+    assert main(["scenes", *sources, "--item", SECOND_PASS, "S2A_6WVC_20210711_0_L2A"]) == 0
+    assert capsys.readouterr().out == (f'{SECOND_PASS}: ["{TILE}"]\n'
+                                       "# S2A_6WVC_20210711_0_L2A: used by no fetched composite\n")

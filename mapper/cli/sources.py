@@ -41,6 +41,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("--out", required=True, metavar="OUT", help="where to write the weights")
     w.set_defaults(func=run_fetch_weights)
 
+    s = subparsers.add_parser(
+        "scenes",
+        help="the Sentinel-2 items a region's composites used (to leave one out: 'exclude')",
+        description=(
+            "From the manifests of a region's fetched Sentinel-2 composites: with --tile, the "
+            "items a tile's composite used (id, date, cloud cover, the scene-selection blocks "
+            "it gave clear pixels to); with --item, the tiles whose composites used each item, "
+            "printed as entries of the source's 'exclude' setting, to paste into the region file."
+        ),
+    )
+    s.add_argument("--config", default="config/config.yaml", help="config file")
+    s.add_argument("--region", required=True, help="region name (a key of config 'regions')")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tile", help="a tile id: list the items its composite used")
+    which.add_argument("--item", nargs="+", help="STAC item ids: list the tiles that used them")
+    s.add_argument("--sources", metavar="DIR",
+                   help="the region's sources folder (default resources/<region>/sources)")
+    s.set_defaults(func=run_scenes)
+
 
 def run_fetch(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -65,4 +84,25 @@ def run_fetch_weights(args: argparse.Namespace) -> int:
     from mapper.sources.weights import fetch_weights
 
     print(fetch_weights(load_region(load_config(args.config), args.region), args.out))
+    return 0
+
+
+def run_scenes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mapper.config import load_config, load_region
+    from mapper.sources.exclusions import exclusion_entry, tiles_using, used_items
+    from mapper.sources.fetch import default_out_dir
+    from mapper.sources.manifest import read_manifest
+
+    load_region(load_config(args.config), args.region)  # a known region, its file valid
+    folder = Path(args.sources or default_out_dir(args.region)) / "sentinel2"
+    if args.item:
+        print(exclusion_entry(tiles_using(folder, args.item)), end="")
+        return 0
+    manifest = read_manifest(folder / f"{args.tile}.json")
+    for item, entry in used_items(manifest).items():
+        cloud = entry["cloud_cover"]
+        print(f"{item}  {entry['datetime'] or '-'}  cloud {'-' if cloud is None else f'{cloud:g}'}"
+              f" %  blocks {' '.join(entry['blocks'])}")
     return 0

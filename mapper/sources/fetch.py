@@ -302,6 +302,7 @@ def _fetch_stac(
     region: Region, name: str, settings: dict[str, Any], out_dir: Path, tile: str | None
 ) -> Path:
     from mapper.sources.composite import block_lattice, composite_tile, scene_blocks
+    from mapper.sources.exclusions import excluded_items
     from mapper.sources.stac import items_by_block, lonlat_bbox, search_items, split_antimeridian
 
     if tile is None:
@@ -341,6 +342,13 @@ def _fetch_stac(
         max_items=None,
         crs=lattice.crs,
     )
+    excluded = excluded_items(settings, tile)
+    if excluded:
+        left_out = sorted({it.id for it in found} & set(excluded))
+        found = [it for it in found if it.id not in excluded]
+        query["exclude"], query["left_out"] = excluded, left_out
+        logger.info("%s: %d of the %d excluded item(s) found by the search left out: %s",
+                    tile, len(left_out), len(excluded), ", ".join(left_out) or "none")
     chosen = items_by_block(
         found,
         {b: grid.tile_bounds(b) for b, _ in blocks},

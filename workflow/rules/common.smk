@@ -11,6 +11,7 @@ from mapper.config import resolve_config, write_run_config
 from mapper.errors import MapperError
 from mapper.experiment import MODELS, SPLITS
 from mapper.grid import TILE_PATTERN
+from mapper.sources.exclusions import composite_settings
 from mapper.sources.fetch import http_file_name as fetch_file_name
 from mapper.sources.snap import VARIABLES as SNAP_VARIABLES
 from mapper.sources.snap import archive_path as snap_archive_file
@@ -93,11 +94,17 @@ def source_settings(region, source):
 
 
 def source_section(wildcards):
-    """The region file's section of the wildcards' source (``sentinel2`` when the rule has no
-    source wildcard): a params trigger of its fetch jobs, so that a change of URL, template,
-    period, filters or blocks fetches again (the run config, a params function of the input, is
-    not compared)."""
-    return source_settings(wildcards.region, getattr(wildcards, "source", "sentinel2"))
+    """The region file's section of the wildcards' source: a params trigger of its fetch jobs,
+    so that a change of URL or template fetches again (the run config, a params function of the
+    input, is not compared)."""
+    return source_settings(wildcards.region, wildcards.source)
+
+
+def composite_section(wildcards):
+    """The settings a tile's Sentinel-2 composite is made with (its fetch job's params): the
+    source's section with only the ``exclude`` entries that name this tile, so that a new entry
+    fetches again the composites of the tiles it names and nothing else."""
+    return composite_settings(source_settings(wildcards.region, "sentinel2"), wildcards.tile)
 
 
 def region_sources(wildcards):

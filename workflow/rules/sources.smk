@@ -113,7 +113,7 @@ rule fetch_stac:
         downloads=1,
     params:
         config=run_config,
-        settings=canonical(source_section),
+        settings=canonical(composite_section),
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source sentinel2 --tile {wildcards.tile} --out {output.composite} --log {log}"

@@ -67,6 +67,11 @@ from rasterio.windows import Window
 
 from mapper.errors import ConfigError
 
+BATCH_SIZE = 16
+"""Prediction crops per model call by default: the predict rule's ``batch_size`` resource (a
+profile may set it per machine), ``python -m mapper predict --batch-size`` and the predictor's.
+Speed and memory only: a cell's value does not depend on it (mapper/predictor.py)."""
+
 MODEL_MULTIPLE = 32
 """Crops must be a multiple of the encoders' coarsest stride (Swin stage 4: 32 px)."""
 

@@ -20,7 +20,7 @@ import numpy as np
 from affine import Affine
 
 from mapper.bands import STACK_BANDS
-from mapper.blending import CropLattice
+from mapper.blending import BATCH_SIZE, CropLattice
 from mapper.config import Region
 from mapper.errors import CheckpointError, InputError
 from mapper.files import file_sha256
@@ -48,7 +48,7 @@ class PredictOptions:
     on stderr. Precision and ``min_weight`` are the region's ``prediction`` settings.
     """
 
-    batch_size: int = 16
+    batch_size: int = BATCH_SIZE
     device: str | None = None
     progress: bool = True
 

@@ -69,7 +69,7 @@ import shapely
 import torch
 from rasterio.windows import Window
 
-from mapper.blending import Blender, Crop, CropLattice
+from mapper.blending import BATCH_SIZE, Blender, Crop, CropLattice
 from mapper.devices import choose_device
 from mapper.errors import InputError
 from mapper.grid import Lattice, cells_inside
@@ -163,7 +163,7 @@ class TilePredictor:
         task: str,
         *,
         area: shapely.Geometry | None = None,
-        batch_size: int = 16,
+        batch_size: int = BATCH_SIZE,
         device: torch.device | str | None = None,
         precision: str = "float32",
         min_weight: float = 0.0,

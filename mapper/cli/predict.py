@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", required=True, help="tile id, e.g. R0012C0034")
     p.add_argument("--model", required=True, help="checkpoint of the task (training output)")
     p.add_argument("--out", required=True, help="output GeoTIFF")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="crops per model call")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="crops per model call (default: mapper.blending.BATCH_SIZE)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's, all cores)")
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from mapper.blending import BATCH_SIZE
     from mapper.config import load_config, load_region
     from mapper.predict import PredictOptions, predict_tile
 
@@ -42,7 +44,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     region = load_region(load_config(args.config), args.region)
-    options = PredictOptions(batch_size=args.batch_size, device=args.device,
+    options = PredictOptions(batch_size=args.batch_size or BATCH_SIZE, device=args.device,
                              progress=not args.no_progress)
     stats = predict_tile(region, args.task, args.tile, args.model, args.stacks, args.out,
                          options=options)

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from mapper.blending import BATCH_SIZE as PREDICT_BATCH_SIZE
 from mapper.config import resolve_config, write_run_config
 from mapper.errors import MapperError
 from mapper.experiment import MODELS, SPLITS

@@ -16,7 +16,7 @@ rule predict:
         "../../envs/mapper.yaml"
     resources:
         gpu=1,
-        batch_size=16,
+        batch_size=PREDICT_BATCH_SIZE,
     params:
         config=run_config,
         prediction=canonical(prediction_settings),

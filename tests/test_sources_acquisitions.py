@@ -19,6 +19,7 @@ from pyproj import Transformer
 from mapper.bands import S2_BANDS
 from mapper.config import load_config, load_region
 from mapper.grid import Lattice
+from mapper.sources.exclusions import tiles_using
 from mapper.sources.fetch import fetch_source
 from mapper.sources.manifest import read_manifest
 from mapper.sources.stac import acquisition, items_by_block
@@ -153,6 +154,8 @@ def test_an_excluded_item_is_left_out_and_the_next_pass_takes_its_place(tmp_path
     manifest, dest, dx = fetch_passes(tmp_path / "one", fetch_config, {SECOND_PASS: [TILE]})
     used = {i["id"] for c in manifest["stac_blocks"].values() for i in c}
     assert SECOND_PASS not in used and "S2A_6WVC_20210711_0_L2A" in used
+    assert tiles_using(tmp_path / "one" / "sources" / "sentinel2", [SECOND_PASS]) == {
+        SECOND_PASS: [TILE]}  # the entry to give again keeps the tile it leaves the item out of
     assert manifest["stac"]["exclude"] == manifest["stac"]["left_out"] == [SECOND_PASS]
     with rasterio.open(dest) as src:
         data = src.read()

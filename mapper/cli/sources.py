@@ -47,8 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "From the manifests of a region's fetched Sentinel-2 composites: with --tile, the "
             "items a tile's composite used (id, date, cloud cover, the scene-selection blocks "
-            "it gave clear pixels to); with --item, the tiles whose composites used each item, "
-            "printed as entries of the source's 'exclude' setting, to paste into the region file."
+            "it gave clear pixels to); with --item, the tiles whose composites used each item "
+            "or were made without it, printed as entries of the source's 'exclude' setting "
+            "to paste into the region file."
         ),
     )
     s.add_argument("--config", default="config/config.yaml", help="config file")

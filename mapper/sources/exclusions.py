@@ -13,8 +13,8 @@ A tile's composite is then made as if the search had not returned those items: t
 acquisitions in order of cloud cover take their place in each block. The fetch job of a tile
 lists among its params only the ids left out of that tile (:func:`composite_settings`), so a new
 entry fetches again the composites of the tiles it names and nothing else (``all``: every tile).
-``python -m mapper scenes --item ID`` lists the tiles whose composites used an item, from their
-manifests, as an entry to paste.
+``python -m mapper scenes --item ID`` lists the tiles whose composites used an item (or were
+made without it), from their manifests, as an entry to paste.
 """
 
 from __future__ import annotations
@@ -110,15 +110,18 @@ def _cloud(entry: dict[str, Any]) -> float:
 
 
 def tiles_using(folder: str | Path, items: Iterable[str]) -> dict[str, list[str]]:
-    """Per item id, the tiles whose composites in ``folder`` used it, sorted."""
+    """Per item id, the tiles whose composites in ``folder`` used it or were made without it by
+    an ``exclude`` entry, sorted: the whole entry to give, so that pasting it again after more
+    composites are fetched keeps the tiles it already leaves the item out of."""
     manifests = composite_manifests(folder)
     if not manifests:
         raise InputError(
             f"{folder}: no composite manifest (<tile>.json); fetch the composites first "
             "(snakemake resources/<region>/sources/sentinel2/<tile>.tif)"
         )
-    used = {tile: used_items(m) for tile, m in manifests.items()}
-    return {item: sorted(t for t, ids in used.items() if item in ids) for item in items}
+    named = {tile: set(used_items(m)) | set(m.get("stac", {}).get("exclude", []))
+             for tile, m in manifests.items()}
+    return {item: sorted(t for t, ids in named.items() if item in ids) for item in items}
 
 
 def exclusion_entry(tiles_by_item: dict[str, list[str]]) -> str:

@@ -52,7 +52,17 @@ def test_an_entry_must_name_tiles_the_region_fetches(fairbanks) -> None:  # noqa
 
 
 def test_only_a_stac_source_can_leave_items_out(fairbanks) -> None:  # noqa: ANN001
-    demo = with_source(fairbanks, kind="demo", exclude={"S2A_X": "all"})
-    with pytest.raises(ConfigError, match=r"exclude': only a stac source's items can be left "
-                                          r"out \(this source is demo\); remove the key"):
-        check_exclusions(demo)
+    settings = copy.deepcopy(fairbanks.settings)
+    settings["sources"]["dem"]["exclude"] = {"S2A_X": "all"}
+    with pytest.raises(ConfigError, match=r"key 'sources.dem.exclude': only a stac source's items "
+                                          r"can be left out \(this source is cells\); remove the"):
+        check_exclusions(dataclasses.replace(fairbanks, settings=settings))
+
+
+def test_scenes_of_a_region_without_a_stac_source_is_an_error(capsys) -> None:  # noqa: ANN001
+    from mapper.cli import main
+
+    assert main(["scenes", "--region", "demo", "--item", "S2A_X"]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "region 'demo''s sentinel2 source is demo, not a STAC search: its composites hold no "
+        "scenes to list")

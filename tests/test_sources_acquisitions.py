@@ -150,7 +150,8 @@ SECOND_PASS = "S2B_6WVC_20210704_0_L2A"
 def test_an_excluded_item_is_left_out_and_the_next_pass_takes_its_place(tmp_path, fetch_config):
     """Left out of this tile, the second pass (0.30) gives way to the third (0.90), which the
     cap had left out: the medians become 0.50 and 0.505, and the manifest says what was left
-    out. An entry of another tile changes nothing here."""
+    out. One granule of the first pass leaves out the whole pass (its other granule too). An
+    entry of another tile changes nothing here."""
     manifest, dest, dx = fetch_passes(tmp_path / "one", fetch_config, {SECOND_PASS: [TILE]})
     used = {i["id"] for c in manifest["stac_blocks"].values() for i in c}
     assert SECOND_PASS not in used and "S2A_6WVC_20210711_0_L2A" in used
@@ -162,6 +163,14 @@ def test_an_excluded_item_is_left_out_and_the_next_pass_takes_its_place(tmp_path
     west, east = dx < -150, dx > 150
     np.testing.assert_allclose(data[0][west], 0.50, atol=1e-5)
     np.testing.assert_allclose(data[0][east], 0.505, atol=1e-5)
+
+    whole, whole_dest, _ = fetch_passes(tmp_path / "pass", fetch_config,
+                                        {"S2A_6WVC_20210701_0_L2A": "all"})
+    assert whole["stac"]["left_out"] == ["S2A_6WVC_20210701_0_L2A", "S2A_6WVD_20210701_0_L2A"]
+    with rasterio.open(whole_dest) as src:  # the whole first pass gives way: 0.30 and 0.90
+        np.testing.assert_allclose(src.read()[0][west | east], 0.60, atol=1e-5)
+    assert tiles_using(tmp_path / "pass" / "sources" / "sentinel2",
+                       ["S2A_6WVD_20210701_0_L2A"]) == {"S2A_6WVD_20210701_0_L2A": [TILE]}
 
     other, other_dest, _ = fetch_passes(tmp_path / "other", fetch_config,
                                         {SECOND_PASS: ["R1500C4454"], "S2X_absent": "all"})
@@ -186,6 +195,12 @@ def test_scenes_lists_a_tiles_items_and_the_tiles_that_used_an_item(
     assert [line.split()[0] for line in lines] == [
         "S2A_6WVC_20210701_0_L2A", "S2A_6WVD_20210701_0_L2A", SECOND_PASS]
     assert lines[0].split()[1:4] == ["2021-07-01T21:00:03+00:00", "cloud", "5"]
+    assert lines[0].split()[6] == lines[1].split()[6]  # the two granules of the first pass
     assert main(["scenes", *sources, "--item", SECOND_PASS, "S2A_6WVC_20210711_0_L2A"]) == 0
     assert capsys.readouterr().out == (f'{SECOND_PASS}: ["{TILE}"]\n'
                                        "# S2A_6WVC_20210711_0_L2A: used by no fetched composite\n")
+    assert main(["scenes", *sources, "--tile", "R1500C4454"]) == 1
+    missing = tmp_path / "sources" / "sentinel2" / "R1500C4454"
+    assert capsys.readouterr().err.strip().endswith(
+        f"{missing}.json: no composite manifest of tile R1500C4454; fetch its composite first: "
+        f"snakemake {missing}.tif")

@@ -46,10 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the Sentinel-2 items a region's composites used (to leave one out: 'exclude')",
         description=(
             "From the manifests of a region's fetched Sentinel-2 composites: with --tile, the "
-            "items a tile's composite used (id, date, cloud cover, the scene-selection blocks "
-            "it gave clear pixels to); with --item, the tiles whose composites used each item "
-            "or were made without it, printed as entries of the source's 'exclude' setting "
-            "to paste into the region file."
+            "items a tile's composite used (id, date, cloud cover, acquisition, the "
+            "scene-selection blocks it gave clear pixels to); with --item, the tiles whose "
+            "composites used each item's acquisition or were made without it, printed as "
+            "entries of the source's 'exclude' setting to paste into the region file."
         ),
     )
     s.add_argument("--config", default="config/config.yaml", help="config file")
@@ -92,18 +92,26 @@ def run_scenes(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mapper.config import load_config, load_region
+    from mapper.errors import ConfigError, InputError
     from mapper.sources.exclusions import exclusion_entry, tiles_using, used_items
     from mapper.sources.fetch import default_out_dir
     from mapper.sources.manifest import read_manifest
 
-    load_region(load_config(args.config), args.region)  # a known region, its file valid
+    region = load_region(load_config(args.config), args.region)
+    kind = region.settings["sources"]["sentinel2"]["kind"]
+    if kind != "stac":
+        raise ConfigError(f"{region.path}: region '{region.name}''s sentinel2 source is {kind}, "
+                          "not a STAC search: its composites hold no scenes to list")
     folder = Path(args.sources or default_out_dir(args.region)) / "sentinel2"
     if args.item:
         print(exclusion_entry(tiles_using(folder, args.item)), end="")
         return 0
-    manifest = read_manifest(folder / f"{args.tile}.json")
-    for item, entry in used_items(manifest).items():
+    path = folder / f"{args.tile}.json"
+    if not path.is_file():
+        raise InputError(f"{path}: no composite manifest of tile {args.tile}; fetch its "
+                         f"composite first: snakemake {folder / args.tile}.tif")
+    for item, entry in used_items(read_manifest(path)).items():
         cloud = entry["cloud_cover"]
         print(f"{item}  {entry['datetime'] or '-'}  cloud {'-' if cloud is None else f'{cloud:g}'}"
-              f" %  blocks {' '.join(entry['blocks'])}")
+              f" %  acquisition {entry['acquisition']}  blocks {' '.join(entry['blocks'])}")
     return 0

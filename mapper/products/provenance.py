@@ -70,7 +70,7 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
     for name, settings in region.settings["sources"].items():
         entry: dict[str, Any] = {"kind": settings["kind"]}
         entry.update({k: v for k, v in settings.items() if k in ("api", "collection", "datetime",
-                                                                   "path", "seed")})
+                                                                   "path", "seed", "exclude")})
         items: dict[str, dict[str, Any]] = {}
         synthetic = None
         if settings["kind"] == "cells":

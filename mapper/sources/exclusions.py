@@ -9,12 +9,16 @@ composite that used it. The region file names it with the tiles to leave it out 
         S2B_6VWP_20220714_0_L2A: [R0187C0556, R0187C0557]
         S2A_6WVC_20210711_0_L2A: all
 
-A tile's composite is then made as if the search had not returned those items: the next
-acquisitions in order of cloud cover take their place in each block. The fetch job of a tile
+An item stands for its acquisition (:func:`mapper.sources.stac.acquisition`: one satellite
+pass), as in the composite, which gives each acquisition one vote: every granule of the pass
+that the search returns, and any reprocessed copy, is left out with it (the neighbouring
+granule of a spoilt pass holds the same spoilt pixels where the two overlap). A tile's
+composite is then made as if the search had not returned them: the next acquisitions in order
+of cloud cover take their place in each block. The fetch job of a tile
 lists among its params only the ids left out of that tile (:func:`composite_settings`), so a new
 entry fetches again the composites of the tiles it names and nothing else (``all``: every tile).
-``python -m mapper scenes --item ID`` lists the tiles whose composites used an item (or were
-made without it), from their manifests, as an entry to paste.
+``python -m mapper scenes --item ID`` lists the tiles whose composites used the item's
+acquisition (or were made without it), from their manifests, as an entry to paste.
 """
 
 from __future__ import annotations
@@ -50,29 +54,30 @@ def composite_settings(settings: dict[str, Any], tile: str) -> dict[str, Any]:
     return out
 
 
-def check_exclusions(region: Any, source: str = "sentinel2") -> None:
-    """Every tile an ``exclude`` entry names is one whose composite the region fetches (a
-    mapped or context tile): a tile id of another lattice or a typo would leave the item in."""
-    settings = region.settings["sources"][source]
-    if settings.get("exclude") and settings["kind"] != "stac":
-        raise ConfigError(
-            f"{region.path}: key 'sources.{source}.exclude': only a stac source's items can be "
-            f"left out (this source is {settings['kind']}); remove the key"
-        )
-    entries = {item: tiles for item, tiles in (settings.get("exclude") or {}).items()
-               if tiles != ALL}
-    if not entries:
-        return
-    stacked = set(region.stacked_tiles())
-    for item, tiles in entries.items():
-        unknown = [t for t in tiles if t not in stacked]
-        if unknown:
+def check_exclusions(region: Any) -> None:
+    """Only a stac source leaves items out, and every tile an ``exclude`` entry names is one
+    whose composite the region fetches (a mapped or context tile): a tile id of another lattice
+    or a typo would leave the item in."""
+    for source, settings in region.settings["sources"].items():
+        if settings.get("exclude") is None:
+            continue
+        if settings["kind"] != "stac":
             raise ConfigError(
-                f"{region.path}: key 'sources.{source}.exclude.{item}': {', '.join(unknown)} "
-                f"{'is' if len(unknown) == 1 else 'are'} not a tile of region '{region.name}' "
-                f"(tile_px {region.settings['tile_px']}); list the tiles whose composites used "
-                f"the item with: python -m mapper scenes --region {region.name} --item {item}"
+                f"{region.path}: key 'sources.{source}.exclude': only a stac source's items can "
+                f"be left out (this source is {settings['kind']}); remove the key"
             )
+        entries = {item: tiles for item, tiles in settings["exclude"].items() if tiles != ALL}
+        stacked = set(region.stacked_tiles()) if entries else set()
+        for item, tiles in entries.items():
+            unknown = [t for t in tiles if t not in stacked]
+            if unknown:
+                raise ConfigError(
+                    f"{region.path}: key 'sources.{source}.exclude.{item}': {', '.join(unknown)} "
+                    f"{'is' if len(unknown) == 1 else 'are'} not a tile of region "
+                    f"'{region.name}' (tile_px {region.settings['tile_px']}); list the tiles "
+                    "whose composites used the item with: python -m mapper scenes --region "
+                    f"{region.name} --item {item}"
+                )
 
 
 def composite_manifests(folder: str | Path) -> dict[str, dict[str, Any]]:
@@ -92,14 +97,15 @@ def composite_manifests(folder: str | Path) -> dict[str, dict[str, Any]]:
 
 def used_items(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The items a composite used (a clear pixel in at least one block), by id, in the order
-    the search ranked them: each item's date and cloud cover, and the blocks it was used in."""
+    the search ranked them: each item's date, cloud cover and acquisition, and the blocks it was
+    used in."""
     used: dict[str, dict[str, Any]] = {}
     for block, records in manifest.get("stac_blocks", {}).items():
         for record in records:
             if record.get("clear_fraction", 0) > 0:
                 entry = used.setdefault(record["id"], {
                     "datetime": record.get("datetime"), "cloud_cover": record.get("cloud_cover"),
-                    "blocks": []})
+                    "acquisition": record.get("acquisition", record["id"]), "blocks": []})
                 entry["blocks"].append(block)
     return dict(sorted(used.items(), key=lambda kv: (_cloud(kv[1]), kv[1]["datetime"] or "",
                                                      kv[0])))
@@ -110,18 +116,31 @@ def _cloud(entry: dict[str, Any]) -> float:
 
 
 def tiles_using(folder: str | Path, items: Iterable[str]) -> dict[str, list[str]]:
-    """Per item id, the tiles whose composites in ``folder`` used it or were made without it by
-    an ``exclude`` entry, sorted: the whole entry to give, so that pasting it again after more
-    composites are fetched keeps the tiles it already leaves the item out of."""
+    """Per item id, the tiles whose composites in ``folder`` used its acquisition (any of its
+    granules) or were made without it by an ``exclude`` entry, sorted: the whole entry to give,
+    so that pasting it again after more composites are fetched keeps the tiles it already
+    leaves the item out of."""
     manifests = composite_manifests(folder)
     if not manifests:
         raise InputError(
             f"{folder}: no composite manifest (<tile>.json); fetch the composites first "
-            "(snakemake resources/<region>/sources/sentinel2/<tile>.tif)"
+            f"(snakemake {Path(folder) / '<tile>.tif'})"
         )
-    named = {tile: set(used_items(m)) | set(m.get("stac", {}).get("exclude", []))
-             for tile, m in manifests.items()}
-    return {item: sorted(t for t, ids in named.items() if item in ids) for item in items}
+    used = {tile: used_items(m) for tile, m in manifests.items()}
+    passes = {item: e["acquisition"] for u in used.values() for item, e in u.items()}
+    out = {}
+    for item in items:
+        out[item] = sorted(
+            tile for tile, u in used.items()
+            if item in _made_without(manifests[tile])
+            or any(e["acquisition"] == passes.get(item, item) for e in u.values()))
+    return out
+
+
+def _made_without(manifest: dict[str, Any]) -> set[str]:
+    """The items a composite was made without: its ``exclude`` entries and what they left out."""
+    query = manifest.get("stac", {})
+    return set(query.get("exclude", [])) | set(query.get("left_out", []))
 
 
 def exclusion_entry(tiles_by_item: dict[str, list[str]]) -> str:

@@ -303,7 +303,13 @@ def _fetch_stac(
 ) -> Path:
     from mapper.sources.composite import block_lattice, composite_tile, scene_blocks
     from mapper.sources.exclusions import excluded_items
-    from mapper.sources.stac import items_by_block, lonlat_bbox, search_items, split_antimeridian
+    from mapper.sources.stac import (
+        acquisition,
+        items_by_block,
+        lonlat_bbox,
+        search_items,
+        split_antimeridian,
+    )
 
     if tile is None:
         raise ConfigError(
@@ -344,11 +350,14 @@ def _fetch_stac(
     )
     excluded = excluded_items(settings, tile)
     if excluded:
-        left_out = sorted({it.id for it in found} & set(excluded))
-        found = [it for it in found if it.id not in excluded]
+        # an item stands for its acquisition: every granule of the pass, and reprocessed copies
+        passes = {acquisition(it) for it in found if it.id in excluded}
+        left_out = sorted(it.id for it in found if acquisition(it) in passes)
+        found = [it for it in found if acquisition(it) not in passes]
         query["exclude"], query["left_out"] = excluded, left_out
-        logger.info("%s: %d of the %d excluded item(s) found by the search left out: %s",
-                    tile, len(left_out), len(excluded), ", ".join(left_out) or "none")
+        logger.info("%s: %d excluded item(s) (%d found by the search): %d item(s) of their "
+                    "acquisitions left out: %s", tile, len(excluded), len(passes),
+                    len(left_out), ", ".join(left_out) or "none")
     chosen = items_by_block(
         found,
         {b: grid.tile_bounds(b) for b, _ in blocks},

@@ -14,9 +14,11 @@ The measures, each in [0, 1], NaN where the probabilities are nodata (NaN):
   excluded, it always agrees with itself) whose most probable class differs from the map's class.
 
 Error by decile (:func:`error_by_decile`): the pixels sorted by uncertainty and cut into ten groups
-of equal count (ties broken by pixel order, so each decile holds a tenth of the pixels even where
-the stored percent values repeat), with each group's uncertainty range and mean and its error rate
-(mean error). An uncertainty that means something has an error rate that rises across the deciles.
+of equal count, with each group's uncertainty range and mean and its error rate (mean error). The
+stored percent values repeat, so an edge often cuts a run of equal values: each side takes its
+share of the run's pixels at the run's mean error, not the pixels that come first in raster order
+(each decile still holds a tenth of the pixels). An uncertainty that means something has an error
+rate that rises across the deciles.
 """
 
 from __future__ import annotations
@@ -89,23 +91,36 @@ def error_by_decile(uncertainty: np.ndarray, error: np.ndarray,
                     n: int = DECILES) -> list[dict[str, Any]]:
     """Per decile of ``uncertainty`` (equal-count groups of the pixels sorted by it, the least
     uncertain first): pixel count, uncertainty min, max and mean, and mean ``error`` (an error
-    rate for 0/1 errors). Pixels where either is NaN are left out."""
+    rate for 0/1 errors). Pixels where either is NaN are left out.
+
+    Pixels of one uncertainty value are alike to the table, wherever they lie: a run of equal
+    values that a decile edge cuts gives each side its share of the run's pixels at the run's
+    mean error, so the table does not depend on the pixels' order (a raster's rows)."""
     u = np.asarray(uncertainty, dtype=np.float64).ravel()
     e = np.asarray(error, dtype=np.float64).ravel()
     ok = np.isfinite(u) & np.isfinite(e)
     u, e = u[ok], e[ok]
-    order = np.argsort(u, kind="stable")
+    values, run, counts = np.unique(u, return_inverse=True, return_counts=True)
+    run_error = np.bincount(run, weights=e, minlength=len(values))
+    starts = np.concatenate([[0], np.cumsum(counts)])  # run g holds sorted places starts[g]..
+    sizes = [len(part) for part in np.array_split(np.arange(len(u)), n)]
+    edges = np.concatenate([[0], np.cumsum(sizes)])
     rows = []
-    for k, idx in enumerate(np.array_split(order, n), start=1):
-        if not len(idx):
+    for k in range(n):
+        lo, hi = edges[k], edges[k + 1]
+        if hi == lo:
             continue
+        first = np.searchsorted(starts, lo, side="right") - 1
+        last = np.searchsorted(starts, hi, side="left")  # runs first..last-1 meet the decile
+        g = np.arange(first, last)
+        share = np.minimum(starts[g + 1], hi) - np.maximum(starts[g], lo)
         rows.append({
-            "decile": k,
-            "pixels": int(len(idx)),
-            "uncertainty_min": float(u[idx].min()),
-            "uncertainty_max": float(u[idx].max()),
-            "uncertainty_mean": float(u[idx].mean()),
-            "error": float(e[idx].mean()),
+            "decile": k + 1,
+            "pixels": int(hi - lo),
+            "uncertainty_min": float(values[first]),
+            "uncertainty_max": float(values[last - 1]),
+            "uncertainty_mean": float((share * values[g]).sum() / (hi - lo)),
+            "error": float((share * run_error[g] / counts[g]).sum() / (hi - lo)),
         })
     return rows
 

@@ -163,3 +163,23 @@ def test_inputs_out_of_order_are_refused_with_nothing_written(tmp_path) -> None:
     written = write_uncertainty_report(region, m, [str(tmp_path / "nsp_uncertainty.tif")],
                                        [str(tmp_path / "truth_nsp.tif")], out)
     assert all(p.is_file() for p in written)
+
+
+def test_a_run_of_equal_values_cut_by_a_decile_edge_is_shared_at_its_mean_error() -> None:
+    """Ten pixels, deciles of one: the three of value 0.2 (errors 1, 0, 0) straddle three
+    deciles, each taking a third of an error; any order of the pixels gives the same table."""
+    u = np.array([0.1, 0.2, 0.2, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    e = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    rows = error_by_decile(u, e)
+    assert [r["error"] for r in rows] == pytest.approx([0, 1 / 3, 1 / 3, 1 / 3, 1, 0, 0, 1, 1, 1])
+    assert [r["uncertainty_mean"] for r in rows] == pytest.approx(np.sort(u))
+    rng = np.random.default_rng(1)
+    u = np.round(rng.beta(2, 5, 5000), 2)  # stored percent: long runs of equal values
+    e = (rng.random(5000) < u).astype(float)
+    table = error_by_decile(u, e)
+    order = rng.permutation(5000)
+    shuffled = error_by_decile(u[order], e[order])
+    for key in table[0]:
+        assert [r[key] for r in shuffled] == pytest.approx([r[key] for r in table], abs=1e-12)
+    assert [r["pixels"] for r in table] == [500] * 10
+    assert sum(r["error"] * r["pixels"] for r in table) == pytest.approx(e.sum())

@@ -12,7 +12,6 @@ from mapper.config import resolve_config, write_run_config
 from mapper.errors import MapperError
 from mapper.experiment import MODELS, SPLITS
 from mapper.grid import TILE_PATTERN
-from mapper.sources.exclusions import composite_settings
 from mapper.sources.fetch import http_file_name as fetch_file_name
 from mapper.sources.snap import VARIABLES as SNAP_VARIABLES
 from mapper.sources.snap import archive_path as snap_archive_file
@@ -92,44 +91,6 @@ def stacked_tile(wildcards):
 
 def source_settings(region, source):
     return REGIONS[region].settings["sources"][source]
-
-
-def source_section(wildcards):
-    """The region file's section of the wildcards' source: a params trigger of its fetch jobs,
-    so that a change of URL or template fetches again (the run config, a params function of the
-    input, is not compared)."""
-    return source_settings(wildcards.region, wildcards.source)
-
-
-def composite_section(wildcards):
-    """The settings a tile's Sentinel-2 composite is made with (its fetch job's params): the
-    source's section with only the ``exclude`` entries that name this tile, so that a new entry
-    fetches again the composites of the tiles it names and nothing else."""
-    return composite_settings(source_settings(wildcards.region, "sentinel2"), wildcards.tile)
-
-
-def region_sources(wildcards):
-    """Every source section of the region (a params trigger of the demo's synthesis: a change
-    of its seed makes the demo's sources again)."""
-    return REGIONS[wildcards.region].settings["sources"]
-
-
-def http_entry(wildcards):
-    """The entry (URL, sha256, size) of the file of an http source that the wildcards name: a
-    params trigger, so that a new URL or checksum under the same file name downloads again."""
-    for entry in source_settings(wildcards.region, wildcards.source).get("files", []):
-        if http_file_name(entry) == wildcards.filename:
-            return entry
-    raise ValueError(
-        f"region {wildcards.region}: source {wildcards.source} has no file {wildcards.filename!r}"
-    )
-
-
-def stack_settings(wildcards):
-    """The region's stack section: a params trigger of the stacks, and of the samples (their
-    covariates are read from the stacks), so that the models train on stacks made as the maps'
-    are."""
-    return region_of(wildcards).settings["stack"]
 
 
 def stack_path(region, tile):

@@ -1,6 +1,9 @@
-# Helpers of the settings each job is computed with: params given as canonical JSON, and the
-# settings files of rule region_settings (workflow/rules/settings.smk). Included after common.smk.
+# Helpers of the settings each job is computed with: params given as canonical JSON, the settings
+# files of rule region_settings (workflow/rules/settings.smk), and the source and stack sections
+# the fetch and stack jobs list among their params. Included after common.smk.
 
+
+from mapper.sources.exclusions import composite_settings
 
 SETTINGS_SECTIONS = ("area", "observations", "stack", "model", "training", "evaluation")
 """The sections written out by rule region_settings (workflow/rules/settings.smk)."""
@@ -59,3 +62,44 @@ def write_settings_file(text, inputs, path, log):
         tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     Path(log).write_text(f"wrote {path}: the settings its readers are computed with\n")
+
+
+# -- the source and stack sections given as params of the fetch and stack jobs --
+
+
+def source_section(wildcards):
+    """The region file's section of the wildcards' source: a params trigger of its fetch jobs,
+    so that a change of URL or template fetches again (the run config, a params function of the
+    input, is not compared)."""
+    return source_settings(wildcards.region, wildcards.source)
+
+
+def composite_section(wildcards):
+    """The settings a tile's Sentinel-2 composite is made with (its fetch job's params): the
+    source's section with only the ``exclude`` entries that name this tile, so that a new entry
+    fetches again the composites of the tiles it names and nothing else."""
+    return composite_settings(source_settings(wildcards.region, "sentinel2"), wildcards.tile)
+
+
+def region_sources(wildcards):
+    """Every source section of the region (a params trigger of the demo's synthesis: a change
+    of its seed makes the demo's sources again)."""
+    return REGIONS[wildcards.region].settings["sources"]
+
+
+def http_entry(wildcards):
+    """The entry (URL, sha256, size) of the file of an http source that the wildcards name: a
+    params trigger, so that a new URL or checksum under the same file name downloads again."""
+    for entry in source_settings(wildcards.region, wildcards.source).get("files", []):
+        if http_file_name(entry) == wildcards.filename:
+            return entry
+    raise ValueError(
+        f"region {wildcards.region}: source {wildcards.source} has no file {wildcards.filename!r}"
+    )
+
+
+def stack_settings(wildcards):
+    """The region's stack section: a params trigger of the stacks, and of the samples (their
+    covariates are read from the stacks), so that the models train on stacks made as the maps'
+    are."""
+    return region_of(wildcards).settings["stack"]

@@ -61,6 +61,22 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
         ) from None
 
 
+@contextmanager
+def reading(name: object, fix: str, files: list[Path] | tuple[()] = ()) -> Iterator[None]:
+    """Reads of a raster opened before (its header was fine) whose blocks turn out damaged or
+    truncated: one InputError with GDAL's reason and ``fix``, naming the file of ``files`` (those
+    behind a VRT) whose name GDAL's reason gives, else ``name``."""
+    try:
+        yield
+    except RasterioIOError as exc:
+        reason = gdal_reason(exc, 240)
+        named = [str(f) for f in files if f"{Path(f).name}, band" in reason]  # GDAL: base name
+        if len(named) > 1:  # tiles of one id from several models or resolutions
+            named = [f"{name}, one of {' and '.join(named)}"]
+        raise InputError(f"{named[0] if named else name}: damaged or truncated, read failed "
+                         f"({reason}); {fix}") from None
+
+
 NOMINAL_SCALE_SNAP = 0.02
 """Measured resolution ratios within this fraction of 1 count as equal resolution (scale 1)."""
 

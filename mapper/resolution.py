@@ -43,8 +43,10 @@ from mapper.config import Region
 from mapper.errors import InputError
 from mapper.files import staged_paths
 from mapper.grid import TILE_PATTERN
+from mapper.products.mosaic import TILE_FIX
+from mapper.raster import open_raster, reading
 from mapper.report import strict_json
-from mapper.tasks import get_task
+from mapper.tasks import get_task, tagged_task
 from mapper.uncertainty import most_probable
 from mapper.vrt import write_vrt
 
@@ -171,11 +173,11 @@ def resolution_figures(tiles: list[str | Path], logs: list[str | Path],
     groups: dict[tuple[str, float], list[Path]] = defaultdict(list)
     cost: dict[tuple[str, float], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for path, c in zip(map(Path, tiles), logged_costs(logs), strict=True):
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             tags = ds.tags()
         if path.stem != c["tile"]:
             raise InputError(f"{path}: its log names tile {c['tile']}; give each tile's own log")
-        key = (tags.get("MAPPER_TASK", ""), float(tags.get("MAPPER_OUT_RES", "nan")))
+        key = (tagged_task(path, tags).name, float(tags.get("MAPPER_OUT_RES", "nan")))
         groups[key].append(path)
         for k in ("crops", "queries", "seconds"):
             cost[key][k] += c[k]
@@ -194,7 +196,9 @@ def resolution_figures(tiles: list[str | Path], logs: list[str | Path],
             figures: dict[str, Any] = {k: v for k, v in cost[(task, res)].items()}
             if res != reference:
                 coarse = write_vrt(sorted(groups[(task, res)]), workdir / f"{task}_{res:g}m.vrt")
-                figures.update(compare(fine, coarse, spec.binary))
+                with reading(f"a predicted {task} tile", TILE_FIX,
+                             groups[(task, reference)] + groups[(task, res)]):
+                    figures.update(compare(fine, coarse, spec.binary))
             entry[f"{res:g}"] = figures
         out["tasks"][task] = entry
     return out

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mapper.bands import SOIL_ORDERS
-from mapper.errors import ConfigError
+from mapper.errors import ConfigError, InputError
 
 Kind = Literal["binary", "multiclass"]
 RGB = tuple[int, int, int]
@@ -210,6 +210,17 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except (KeyError, TypeError):
         raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
+
+
+def tagged_task(path: object, tags: dict[str, str]) -> Task:
+    """The task a raster of the workflow (a predicted tile, a map) was made for: its
+    ``MAPPER_TASK`` tag; one InputError naming the file when the tag is missing or unknown."""
+    name = tags.get("MAPPER_TASK", "")
+    if name not in TASKS:
+        told = f"MAPPER_TASK {name!r} is not a task" if name else "no MAPPER_TASK tag"
+        raise InputError(f"{path}: {told}: not a raster the workflow's predict or mosaic made; "
+                         f"give those (tasks: {', '.join(TASKS)})")
+    return TASKS[name]
 
 
 def task_names(kind: Kind | None = None) -> list[str]:

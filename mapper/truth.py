@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rasterio.crs import CRS
 
 from mapper.bands import CLASS_NODATA
 from mapper.config import Region
+from mapper.errors import InputError
 from mapper.files import atomic_path
 from mapper.metrics import auc, reliability
-from mapper.raster import open_raster
+from mapper.raster import open_raster, reading
 from mapper.tasks import get_task
 
 RELIABILITY_BINS = 10
@@ -41,12 +43,18 @@ def truth_path(region: Region, task: str) -> Path:
 
 
 def truth_at(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Truth raster values at EPSG:3338 points (NaN outside it or on its nodata)."""
+    """Truth raster values at EPSG:3338 points (NaN outside it or on its nodata); a raster in
+    another CRS is one InputError (its pixels would hold no point: an empty comparison)."""
     with open_raster(path) as ds:
+        if ds.crs is None or ds.crs != CRS.from_epsg(3338):
+            raise InputError(f"{path}: a truth raster in {ds.crs or 'no CRS'}, not EPSG:3338 (the "
+                             "lattice's); give the truth the demo's sources wrote "
+                             "(resources/<region>/truth/<task>.tif)")
         t = ds.transform  # north-up: pixel (row, col) holds x in [c + col a, c + (col+1) a)
         cols = np.floor((np.asarray(x) - t.c) / t.a).astype(np.int64)
         rows = np.floor((np.asarray(y) - t.f) / t.e).astype(np.int64)
-        data = ds.read(1)
+        with reading(path, "make the demo's sources again (rule demo_sources)"):
+            data = ds.read(1)
         nodata = ds.nodata
     ok = (rows >= 0) & (rows < data.shape[0]) & (cols >= 0) & (cols < data.shape[1])
     out = np.full(len(x), np.nan)
@@ -60,6 +68,12 @@ def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any
     """Agreement of pooled held-out predictions with the truth raster, per split and model."""
     out: dict[str, Any] = {"path": str(path), "splits": {}}
     spec = get_task(task)
+    with open_raster(path) as ds:
+        floating = np.issubdtype(np.dtype(ds.dtypes[0]), np.floating)
+    if floating != spec.binary:
+        kind = "a probability" if floating else "a class index"
+        raise InputError(f"{path}: {kind} raster, not the truth of {task}; give its own truth "
+                         f"(resources/<region>/truth/{task}.tif)")
     values = truth_at(path, preds["x"].to_numpy(), preds["y"].to_numpy())
     if spec.multiclass:
         values[values == CLASS_NODATA] = np.nan

@@ -32,7 +32,7 @@ from mapper.products.cog import PERCENT_NODATA
 from mapper.raster import open_raster
 from mapper.report import strict_json
 from mapper.resolution import block_mean
-from mapper.tasks import Task, get_task
+from mapper.tasks import Task, get_task, tagged_task
 from mapper.uncertainty import error_by_decile, rank_correlation
 
 
@@ -148,8 +148,8 @@ def write_uncertainty_report(region: Region, maps: list[str], uncertainty: list[
         if not Path(t).is_file():
             raise InputError(f"{t}: no truth raster; run the demo's sources (rule demo_sources)")
         with open_raster(m) as ds:
-            name = ds.tags().get("MAPPER_TASK", "")
-        task = get_task(name)
+            task = tagged_task(m, ds.tags())
+        name = task.name
         check_inputs(task, m, u, t)
         figures["tasks"][name] = task_deciles(task, m, u, t)
     out = Path(out)

@@ -29,6 +29,7 @@ import stack_sources as S
 import torch
 import yaml
 from affine import Affine
+from damage import truncate, zero_blocks
 from tiny_region import changed_copy
 
 from mapper.bands import SOIL_ORDERS, STACK_BANDS
@@ -69,29 +70,6 @@ def assert_nothing_written(out: Path) -> None:
         left = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")
                 or p.name.endswith((".tmp", ".part"))]
         assert not left, f"temporary files left beside {out}: {left}"
-
-
-def truncate(src: Path, dest: Path, fraction: float) -> Path:
-    data = src.read_bytes()
-    dest.write_bytes(data[: int(len(data) * fraction)])
-    return dest
-
-
-def zero_blocks(src: Path, dest: Path) -> Path:
-    """A copy of a tiled GeoTIFF with the bytes of every data block overwritten (headers kept)."""
-    data = bytearray(src.read_bytes())
-    with rasterio.open(src) as ds:
-        bh, bw = ds.block_shapes[0]
-        for b in range(1, ds.count + 1):
-            for r in range((ds.height + bh - 1) // bh):
-                for c in range((ds.width + bw - 1) // bw):
-                    offset = ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=b)
-                    size = ds.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=b)
-                    if offset and size and int(size) > 8:
-                        o = int(offset)
-                        data[o:o + int(size)] = bytes([0xA5]) * int(size)
-    dest.write_bytes(bytes(data))
-    return dest
 
 
 def rewrite(src: Path, dest: Path, *, crs: object = "keep", transform: Affine | None = None,

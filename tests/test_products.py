@@ -498,3 +498,29 @@ def test_area_window_leaves_out_a_cell_beyond_the_tiles_whose_centre_is_outside(
     assert (window.col_off, window.row_off, window.width, window.height) == (2, 3, 3, 4)
     with pytest.raises(InputError, match="do not cover its mapped area"):
         area_window(_Area(x0 - 2 * res, y0 - 5 * res, x0 + 5 * res, y0), vrt)
+
+
+@pytest.mark.parametrize("product", ["map", "uncertainty"])
+def test_a_tile_whose_blocks_fail_to_read_is_named_and_nothing_is_written(
+        setup: tuple[Path, Path, str], product: str) -> None:
+    """A predicted tile whose header opens but whose blocks are damaged (a disk error, a copy
+    cut short) fails the mosaic with one error naming that tile and the fix, and no product."""
+    from damage import zero_blocks
+
+    from mapper.products.uncertainty import make_uncertainty_products
+
+    config, model, sha = setup
+    root = config.parent
+    tiles = write_tiles(root, "nsp", nsp_values(), sha)
+    zero_blocks(tiles[1], tiles[1])
+    region = load_region(load_config(config), "tiny")
+    out = root / "maps" / "nsp_tiny.tif"
+    make = make_products if product == "map" else make_uncertainty_products
+    with pytest.raises(InputError) as info:
+        make(region, "nsp", model, tiles, out)
+    message = str(info.value)
+    assert message.startswith(f"{tiles[1]}: damaged or truncated, read failed (")
+    assert f"({tiles[1].name}, band 1: IReadBlock failed" in message
+    assert message.endswith("delete that tile and run the same target again (its predict job "
+                            "makes it again)")
+    assert not out.parent.exists() or not list(out.parent.iterdir())

@@ -164,3 +164,37 @@ def test_logs_must_hold_the_predict_line(tmp_path: Path) -> None:
     (tmp_path / "cut.log").write_text("predict R: 10%|#\n")
     with pytest.raises(InputError, match=r"cut.log: no '<tile>: N crops"):
         logged_costs([tmp_path / "cut.log"])
+
+
+def test_a_tile_that_is_not_a_predicted_tile_is_named(tmp_path: Path) -> None:
+    """A raster without predict's tags, or no raster at all, is one InputError naming it."""
+    tiles = write_tiles(tmp_path, "nsp", 10.0, np.zeros((1, 64, 128)))
+    logs = [write_log(tmp_path / "logs" / f"{i}.log", p.stem, 10, 1.0)
+            for i, p in enumerate(tiles)]
+    untagged = tmp_path / "other" / tiles[0].name
+    untagged.parent.mkdir()
+    write_geotiff(untagged, np.zeros((1, 64, 64), np.float32),
+                  Affine(10.0, 0, 0, 0, -10.0, 0), "EPSG:3338")
+    with pytest.raises(InputError, match=rf"{untagged}: no MAPPER_TASK tag: not a raster the "
+                                         r"workflow's predict or mosaic made"):
+        resolution_figures([untagged, tiles[1]], logs, tmp_path)
+    tiles[0].write_bytes(b"not a raster")
+    with pytest.raises(InputError, match=rf"{tiles[0]}: cannot be read as a raster"):
+        resolution_figures(tiles, logs, tmp_path)
+
+
+def test_a_tile_whose_blocks_fail_to_read_is_named(tmp_path: Path) -> None:
+    """GDAL names a failed block's file by its base name, which the 10 m and coarse tiles
+    share: the error lists both paths."""
+    from damage import zero_blocks
+
+    fine = write_tiles(tmp_path, "nsp", 10.0, np.full((1, 64, 128), 0.25))
+    coarse = write_tiles(tmp_path, "nsp", 20.0, np.full((1, 32, 64), 0.25))
+    logs = [write_log(tmp_path / "logs" / f"{i}.log", p.stem, 10, 1.0)
+            for i, p in enumerate(fine + coarse)]
+    zero_blocks(coarse[0], coarse[0])
+    with pytest.raises(InputError) as info:
+        resolution_figures(fine + coarse, logs, tmp_path)
+    assert str(info.value).startswith(
+        f"a predicted nsp tile, one of {fine[0]} and {coarse[0]}: damaged or truncated, read "
+        f"failed ({coarse[0].name}, band 1: IReadBlock failed")

@@ -219,3 +219,14 @@ def test_a_bad_task_definition_is_refused_where_it_is_written() -> None:
         with pytest.raises(ConfigError, match=problem) as exc:
             dataclasses.replace(soil, **change)
         assert str(exc.value).startswith("task ") and "mapper/tasks.py" in str(exc.value)
+
+
+def test_tagged_task_names_the_raster_when_its_tag_is_missing_or_unknown() -> None:
+    from mapper.errors import InputError
+    from mapper.tasks import tagged_task
+
+    assert tagged_task("maps/nsp_demo.tif", {"MAPPER_TASK": "nsp"}).name == "nsp"
+    with pytest.raises(InputError, match=r"^x.tif: no MAPPER_TASK tag: not a raster"):
+        tagged_task("x.tif", {})
+    with pytest.raises(InputError, match=r"^y.tif: MAPPER_TASK 'ice' is not a task"):
+        tagged_task("y.tif", {"MAPPER_TASK": "ice"})

@@ -53,7 +53,7 @@ from mapper.products.colours import colour_table, hex_colour, style_qml
 from mapper.products.provenance import SYNTHETIC_STATEMENT, provenance_tags, software_versions
 from mapper.products.quicklook import capital, write_quicklook
 from mapper.products.stac import COG_MEDIA_TYPE, ProductAsset, build_item, write_item
-from mapper.raster import open_raster
+from mapper.raster import open_raster, reading
 from mapper.sources.stac import parse_interval
 from mapper.tasks import Task, get_task
 from mapper.vrt import write_vrt
@@ -76,6 +76,10 @@ class Products:
 
     def all(self) -> list[Path]:
         return [self.cog, *self.extra.values(), self.quicklook, self.style, self.item]
+
+
+TILE_FIX = "delete that tile and run the same target again (its predict job makes it again)"
+"""The fix of a predicted tile whose blocks fail to read (named by GDAL's reason)."""
 
 
 def product_paths(out: str | Path, task: str) -> dict[str, Path]:
@@ -294,7 +298,8 @@ def make_products(
         staged = dict(zip(keys, staged_list, strict=True))
         workdir = staged["cog"].parent.parent
         vrt = write_vrt(tileset.paths, workdir / "tiles.vrt")
-        raw = _write_raw(vrt, spec, tags, workdir, region)
+        with reading(f"a predicted {task} tile", TILE_FIX, tileset.paths):
+            raw = _write_raw(vrt, spec, tags, workdir, region)
         if spec.binary:
             to_cog(raw["cog"], staged["cog"], resampling="AVERAGE")
         else:

@@ -35,6 +35,7 @@ from mapper.files import file_sha256, staged_paths
 from mapper.products.cog import PERCENT_NODATA, raster_writer, remove_aux, to_cog
 from mapper.products.colours import UNCERTAINTY_RAMP, ramp_qml
 from mapper.products.mosaic import (
+    TILE_FIX,
     Products,
     TileSet,
     area_window,
@@ -50,6 +51,7 @@ from mapper.products.mosaic import (
 from mapper.products.provenance import provenance_tags
 from mapper.products.quicklook import capital, write_ramp_quicklook
 from mapper.products.stac import COG_MEDIA_TYPE, ProductAsset, build_item, write_item
+from mapper.raster import open_raster, reading
 from mapper.tasks import Task, get_task
 from mapper.uncertainty import (
     class_probabilities,
@@ -87,7 +89,7 @@ def member_tilesets(tiles: list[str | Path], task: str, main: TileSet,
     spec = get_task(task)
     by_sha: dict[str, list[Path]] = {}
     for path in map(Path, tiles):
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             sha = ds.tags().get("MAPPER_MODEL_SHA256", "")
         by_sha.setdefault(sha, []).append(path)
     names = sorted(p.name for p in main.paths)
@@ -157,7 +159,9 @@ def make_uncertainty_products(
         vrts = [write_vrt(main.paths, workdir / "map.vrt")]
         vrts += [write_vrt(m.paths, workdir / f"member{k}.vrt")
                  for k, m in enumerate(members, start=1)]
-        raw = _write_raw(vrts, spec, bands, tags, workdir / "raw.tif", region)
+        with reading(f"a predicted {task} tile", TILE_FIX,
+                     [p for tileset in (main, *members) for p in tileset.paths]):
+            raw = _write_raw(vrts, spec, bands, tags, workdir / "raw.tif", region)
         to_cog(raw, staged["cog"], resampling="AVERAGE")
         with rasterio.open(staged["cog"]) as ds:
             bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]

@@ -47,19 +47,38 @@ CODE = ("Snakefile", "workflow", "config", "envs", "mapper", "pyproject.toml")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def copy_whole(src: Path, dst: Path) -> None:
+    """Copy a file or folder under a temporary name, then rename it into place: a copy cut short
+    (a killed run) is never taken for a whole one by the next run, which skips what exists."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    tmp.unlink(missing_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():  # copy2: modification times kept
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("__pycache__"),
+                        copy_function=shutil.copy2)
+    else:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` under a temporary name, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def prepare(project: Path, work: Path, region: str, tile_px: int) -> None:
     work.mkdir(parents=True, exist_ok=True)
     for name in CODE:
         src, dst = project / name, work / name
-        if dst.exists() or not src.exists():
-            continue
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
+        if not dst.exists() and src.exists():
+            copy_whole(src, dst)
     for rel in (f"resources/{region}", f"results/{region}/samples", f"results/{region}/models"):
         if not (work / rel).exists():
-            shutil.copytree(project / rel, work / rel)  # copy2: modification times kept
+            copy_whole(project / rel, work / rel)
     config_file = work / "config/config.yaml"
     config = yaml.safe_load(config_file.read_text())
     named = Path(config["regions"][region])
@@ -67,12 +86,12 @@ def prepare(project: Path, work: Path, region: str, tile_px: int) -> None:
         settings = yaml.safe_load(named.read_text())
         named = Path("config/regions") / f"{region}.yaml"
         config["regions"][region] = str(work / named)
-        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        write_whole(config_file, yaml.safe_dump(config, sort_keys=False))
     else:
         settings = yaml.safe_load((work / named).read_text())
     settings["tile_px"] = tile_px
     (work / named).parent.mkdir(parents=True, exist_ok=True)
-    (work / named).write_text(yaml.safe_dump(settings, sort_keys=False))
+    write_whole(work / named, yaml.safe_dump(settings, sort_keys=False))
 
 
 def run(work: Path, region: str, cores: int) -> float:

@@ -125,6 +125,7 @@ def load_script(name: str) -> ModuleType:
     """scripts/<name> as a module (its ``main`` not run)."""
     spec = importlib.util.spec_from_file_location(Path(name).stem, ROOT / "scripts" / name)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -192,3 +193,31 @@ def test_clean_demo_removes_the_demo_files_and_no_other_region(tmp_path: Path) -
     assert run.returncode == 0, run.stderr
     removed = sorted(str(p) for p, demo in made.items() if demo)
     assert sorted(str(p) for p in made if not (tmp_path / p).exists()) == removed
+
+
+def test_compare_tilings_copies_a_folder_whole_or_not_at_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy skips what exists, so a copy cut short must not sit under the final name; the
+    next run replaces what the cut one left under the temporary name."""
+    module = load_script("compare_tilings.py")
+    src = tmp_path / "project" / "results" / "demo" / "models"
+    src.mkdir(parents=True)
+    for name in ("nsp.pt", "soilorder.pt"):
+        (src / name).write_bytes(name.encode())
+    dst = tmp_path / "work" / "results" / "demo" / "models"
+    copied = []
+
+    def cut(a: str, b: str, **kw: object) -> str:
+        if copied:
+            raise KeyboardInterrupt  # the run killed after the first file
+        copied.append(b)
+        return shutil.copy2(a, b)
+
+    monkeypatch.setattr(module.shutil, "copy2", cut)
+    with pytest.raises(KeyboardInterrupt):
+        module.copy_whole(src, dst)
+    assert not dst.exists() and len(copied) == 1
+    monkeypatch.undo()
+    module.copy_whole(src, dst)
+    assert sorted(p.name for p in dst.iterdir()) == ["nsp.pt", "soilorder.pt"]
+    assert [p.name for p in dst.parent.iterdir()] == ["models"]

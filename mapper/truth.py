@@ -30,7 +30,7 @@ from mapper.errors import InputError
 from mapper.files import atomic_path
 from mapper.metrics import auc, reliability
 from mapper.raster import open_raster, reading
-from mapper.tasks import get_task
+from mapper.tasks import Task, get_task
 
 RELIABILITY_BINS = 10
 """Equal-width probability bins of the reliability curve and its ECE."""
@@ -64,16 +64,22 @@ def truth_at(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_truth_kind(path: str | Path, task: Task, hint: str) -> None:
+    """Refuse a truth raster of the other kind than ``task`` (a class index for a binary task, a
+    probability for a multiclass one): read anyway, it would give figures of no meaning.
+    ``hint`` ends the message (what was given with it, the fix)."""
+    with open_raster(path) as ds:
+        floating = np.issubdtype(np.dtype(ds.dtypes[0]), np.floating)
+    if floating != task.binary:
+        kind = "a probability" if floating else "a class index"
+        raise InputError(f"{path}: {kind} raster, not the truth of {task.name}{hint}")
+
+
 def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any]:
     """Agreement of pooled held-out predictions with the truth raster, per split and model."""
     out: dict[str, Any] = {"path": str(path), "splits": {}}
     spec = get_task(task)
-    with open_raster(path) as ds:
-        floating = np.issubdtype(np.dtype(ds.dtypes[0]), np.floating)
-    if floating != spec.binary:
-        kind = "a probability" if floating else "a class index"
-        raise InputError(f"{path}: {kind} raster, not the truth of {task}; give its own truth "
-                         f"(resources/<region>/truth/{task}.tif)")
+    check_truth_kind(path, spec, f"; give its own truth (resources/<region>/truth/{task}.tif)")
     values = truth_at(path, preds["x"].to_numpy(), preds["y"].to_numpy())
     if spec.multiclass:
         values[values == CLASS_NODATA] = np.nan

@@ -33,6 +33,7 @@ from mapper.raster import open_raster
 from mapper.report import strict_json
 from mapper.resolution import block_mean
 from mapper.tasks import Task, get_task, tagged_task
+from mapper.truth import check_truth_kind
 from mapper.uncertainty import error_by_decile, rank_correlation
 
 
@@ -124,13 +125,8 @@ def check_inputs(task: Task, map_path: str | Path, uncertainty_path: str | Path,
     if other != task.name:
         raise InputError(f"{uncertainty_path}: the uncertainty of {other}, not of {task.name} "
                          f"({map_path}); give the uncertainty products in the order of the maps")
-    with open_raster(truth_path) as ds:
-        floating = np.issubdtype(np.dtype(ds.dtypes[0]), np.floating)
-    if floating != task.binary:
-        kind = "a probability" if floating else "a class index"
-        raise InputError(f"{truth_path}: {kind} raster, not the truth of {task.name} ({map_path}); "
-                         f"give the truth rasters in the order of the maps "
-                         f"(resources/<region>/truth/<task>.tif)")
+    check_truth_kind(truth_path, task, f" ({map_path}); give the truth rasters in the order of "
+                     "the maps (resources/<region>/truth/<task>.tif)")
 
 
 def write_uncertainty_report(region: Region, maps: list[str], uncertainty: list[str],

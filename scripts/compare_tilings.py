@@ -63,14 +63,9 @@ def copy_whole(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def write_whole(path: Path, text: str) -> None:
-    """Write ``text`` under a temporary name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def prepare(project: Path, work: Path, region: str, tile_px: int) -> None:
+    from mapper.files import atomic_path
+
     work.mkdir(parents=True, exist_ok=True)
     for name in CODE:
         src, dst = project / name, work / name
@@ -86,12 +81,13 @@ def prepare(project: Path, work: Path, region: str, tile_px: int) -> None:
         settings = yaml.safe_load(named.read_text())
         named = Path("config/regions") / f"{region}.yaml"
         config["regions"][region] = str(work / named)
-        write_whole(config_file, yaml.safe_dump(config, sort_keys=False))
+        with atomic_path(config_file) as tmp:
+            tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     else:
         settings = yaml.safe_load((work / named).read_text())
     settings["tile_px"] = tile_px
-    (work / named).parent.mkdir(parents=True, exist_ok=True)
-    write_whole(work / named, yaml.safe_dump(settings, sort_keys=False))
+    with atomic_path(work / named) as tmp:  # folders made
+        tmp.write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 def run(work: Path, region: str, cores: int) -> float:

@@ -200,6 +200,31 @@ def test_a_verified_existing_file_is_not_downloaded_again(server, payload, tmp_p
     assert server.requests_for("/a.bin") == []
 
 
+def test_a_download_is_vetted_before_it_takes_its_name(server, payload, tmp_path):
+    url = server.add_file("/a.tif", payload)
+    dest = tmp_path / "a.tif"
+    seen = []
+
+    def vet(path: Path) -> None:
+        seen.append((path, path.read_bytes() == payload, dest.exists()))
+
+    download(url, dest, vet=vet, **FAST)
+    assert seen == [(tmp_path / "a.tif.part", True, False)]
+    assert dest.read_bytes() == payload and leftovers(dest) == [dest]
+
+    def refuse(path: Path) -> None:
+        raise InputError(f"{path}: not a raster")
+
+    other = tmp_path / "b.tif"
+    with pytest.raises(InputError, match=r"b\.tif\.part: not a raster"):
+        download(url, other, vet=refuse, **FAST)
+    assert leftovers(other) == []
+    # a present file that matches its checksum is vetted in place, and deleted when refused
+    with pytest.raises(InputError, match=r"a\.tif: not a raster"):
+        download(url, dest, sha256=sha(payload), vet=refuse, **FAST)
+    assert leftovers(dest) == [] and len(server.requests_for("/a.tif")) == 2
+
+
 def test_header_parsing():
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds("100000") == 300.0  # capped

@@ -170,6 +170,12 @@ def test_a_file_refused_by_its_check_is_neither_kept_nor_recorded(server, lock, 
     with pytest.raises(InputError):
         fetch_locked(url, dest, lock, check=not_a_raster, **FAST)
     assert leftovers(dest) == [] and lock.entries() == {}
+    # the check sees the download before it takes its name: a job killed meanwhile leaves no
+    # unvetted file at dest
+    seen = []
+    fetch_locked(url, dest, lock, check=lambda path: seen.append((path.name, dest.exists())),
+                 **FAST)  # fmt: skip
+    assert seen == [("html.tif.part", False)] and dest.exists() and url in lock.entries()
 
 
 def test_an_unreadable_lock_file_names_itself(lock) -> None:

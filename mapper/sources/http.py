@@ -272,6 +272,17 @@ def write_body(
     return hasher.hexdigest(), received
 
 
+def _vetted(path: Path, vet: Callable[[Path], None] | None) -> None:
+    """Run ``vet`` on ``path``; delete the file when it refuses it (and re-raise)."""
+    if vet is None:
+        return
+    try:
+        vet(path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def check_stated_size(path: str | Path, url: str, size: int | None) -> None:
     """SourceError naming ``url`` when the file at ``path`` is not the ``size`` bytes the region
     file states (None: nothing to check); for a download the region file gives no sha256 for."""
@@ -293,6 +304,7 @@ def download(
     timeout: float = 30,
     session: requests.Session | None = None,
     origin: tuple[str, str] | None = None,
+    vet: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Download ``url`` to ``dest``, verified; return its manifest entry.
 
@@ -309,6 +321,13 @@ def download(
     for the messages: ``("the lock file x.lock.json", "to accept ...")``; by default the region
     file and its fix.
 
+    ``vet(path)`` checks what the file holds (that it is a raster of the right place, a zip
+    archive, ...) and raises to refuse it. A new download is vetted as ``<dest>.part``, before
+    it takes ``dest``'s name, so a refused or half-vetted file never stands at ``dest`` (a job
+    killed meanwhile leaves only the ``.part``, discarded or checked by the next run); a present
+    ``dest`` that matches ``sha256`` is vetted in place. A refused file is deleted and the error
+    propagates.
+
     Raises SourceError (naming the URL, ``dest``, the cause and the fix) on final failure, with
     neither ``dest`` nor ``<dest>.part`` left behind; NotFoundError (a SourceError) when the server
     has no file at the URL (HTTP 404 or 410), which some callers expect (a DEM cell over sea);
@@ -323,6 +342,7 @@ def download(
     if expected and dest.exists() and (size is None or dest.stat().st_size == size):
         if file_sha256(dest) == expected:
             logger.info("%s: present and verified (sha256 %s...)", dest, expected[:12])
+            _vetted(dest, vet)
             return _entry(url, dest, dest.stat().st_size, expected, None)
         logger.warning("%s: present but its sha256 differs; downloading it again", dest)
 
@@ -370,6 +390,7 @@ def download(
             elif expected and digest != expected:
                 problem = f"sha256 {digest} differs from {origin[0]}'s {expected}"
             if problem is None:
+                _vetted(part, vet)
                 os.replace(part, dest)
                 if not expected:
                     # a file pinned by a lock file is recorded there by the caller

@@ -44,7 +44,7 @@ from typing import Any
 import requests
 
 from mapper.errors import ChangedError, ConfigError, NotFoundError, SourceError
-from mapper.files import atomic_path
+from mapper.files import atomic_path, file_sha256
 from mapper.sources.http import download
 
 logger = logging.getLogger(__name__)
@@ -167,20 +167,30 @@ def fetch_locked(
     the server has no file there (HTTP 404/410) and ``absent_ok`` (recorded as absent), or the lock
     already records it as absent.
 
-    ``check(dest)`` vets a new download before its checksum is recorded (e.g. that a DEM cell is a
-    raster of the right place); it raises a MapperError, and ``dest`` is then deleted. Every
-    failure is one SourceError naming the URL and the fix, with no partial ``dest`` left: a
-    ChangedError where the server no longer gives what the lock pins (other bytes, a file where
-    it records none, or HTTP 404 where it records a file).
+    ``check(path)`` vets a download before it takes ``dest``'s name and its checksum is recorded
+    (e.g. that a DEM cell is a raster of the right place; :func:`download`'s ``vet``): it raises
+    a MapperError, and the file is then deleted. Every failure is one SourceError naming the URL
+    and the fix, with no partial ``dest`` left: a ChangedError where the server no longer gives
+    what the lock pins (other bytes, a file where it records none, or HTTP 404 where it records
+    a file).
     """
     dest = Path(dest)
     known = lock.get(url)
     pinned = known if known and not known.get("absent") else None
     origin = lock.origin(url)
+
+    def vet(path: Path) -> None:
+        if known is not None and known.get("absent"):
+            got = {"sha256": file_sha256(path), "size": path.stat().st_size}
+            raise ChangedError(changed_message(url, lock.path, known, got))
+        if check is not None:
+            check(path)
+
     try:
         entry = download(
             url, dest, sha256=pinned and pinned["sha256"], size=pinned and pinned["size"],
             retries=retries, backoff=backoff, timeout=timeout, session=session, origin=origin,
+            vet=vet,
         )  # fmt: skip
     except NotFoundError:
         if pinned:
@@ -197,15 +207,6 @@ def fetch_locked(
         dest.unlink(missing_ok=True)
         return None
     got = {"sha256": entry["sha256"], "size": entry["size"]}
-    if known is not None and known.get("absent"):
-        dest.unlink(missing_ok=True)
-        raise ChangedError(changed_message(url, lock.path, known, got))
-    if check is not None:
-        try:
-            check(dest)
-        except Exception:
-            dest.unlink(missing_ok=True)
-            raise
     if pinned is None:
         try:
             lock.record(url, got)

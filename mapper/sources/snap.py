@@ -137,16 +137,14 @@ def fetch_snap(
         counts.append(check_archive(path, url))
 
     if entry.get("sha256"):  # the region file pins it; download() reuses a matching archive
-        item = download(url, dest, sha256=entry["sha256"], size=entry.get("size"))
-        check(dest)
+        item = download(url, dest, sha256=entry["sha256"], size=entry.get("size"), vet=check)
     elif lock is not None:  # the lock's checksum; download() reuses a matching archive
         item = fetch_locked(url, dest, lock, check=check)
     elif (prior := _reuse(dest, url, per_file)) is not None:
         item = prior
         check(dest)
     else:
-        item = download(url, dest, size=entry.get("size"))
-        check(dest)
+        item = download(url, dest, size=entry.get("size"), vet=check)
     item["path"] = str(dest)
     logger.info("%s: zip archive of %d members", dest, counts[-1])
     return write_manifest(

@@ -246,13 +246,13 @@ def _warn_random_satellite_encoder() -> None:
     )
 
 
-def build_model(cfg: ModelConfig, n_out: int, decoder: Decoder = "fast") -> MiSo:
+def build_model(cfg: ModelConfig, n_out: int) -> MiSo:
     """A new MiSo for training: the satellite encoder from ``cfg.satlas_weights`` when set.
 
     The covariate encoder and everything else start from random weights. The SatlasPretrain
     file must match the size (CheckpointError naming it otherwise).
     """
-    model = MiSo(cfg, n_out, decoder=decoder)
+    model = MiSo(cfg, n_out)
     if cfg.satlas_weights:
         load_satlas(model.sat_encoder, cfg.satlas_weights, cfg)
     else:

@@ -12,8 +12,9 @@ native CRSs and resolutions (UTM 6N 10 m uint16 Sentinel-2 with 9 described band
 1-arc-second DEM of hills and hollows, a 1 km climate grid), covering the tile's hydrology window.
 Settings are the demo region's (``config/regions/demo.yaml``, defaults filled).
 
-Figures printed: wall time of ``build_stack`` for the first tile (a cold run includes numba's
-compilation of xarray-spatial kernels, so a second, warm run is timed too), pixels per second,
+Figures printed: wall time of ``build_stack`` for the first tile (a cold run with the region's
+settings, then warm runs with ``stack.distances`` grid and ground, the cost of the ground frame
+of :mod:`mapper.ground` being their difference), pixels per second,
 peak Python/numpy memory (tracemalloc) and the process's peak resident set (getrusage; includes
 GDAL's caches), and the time of each part (Sentinel-2 warp, local terrain, hydrology, the rest).
 """
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -170,11 +172,16 @@ def main() -> int:
     timer.wrap(stack_mod, "local_terrain", "local terrain (DEM warp + derivatives)")
     timer.wrap(stack_mod, "hydro_terrain", "hydrology (DEM warp + fill/route/accumulate)")
     out = Path(tmp.name) / "stack.tif"
-    for run in ("cold", "warm"):
+    runs = [("cold", region)] + [
+        (f"warm, distances {d}", replace(region, settings={
+            **region.settings, "stack": {**region.settings["stack"], "distances": d}}))
+        for d in ("grid", "ground")
+    ]  # fmt: skip
+    for run, variant in runs:
         timer.totals.clear()
         tracemalloc.start()
         t0 = time.perf_counter()
-        stack_mod.build_stack(region, tile, [sources["sentinel2"]], sources["dem"],
+        stack_mod.build_stack(variant, tile, [sources["sentinel2"]], sources["dem"],
                               sources["climate"], out)
         dt = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()

@@ -35,7 +35,9 @@ Sources:
 - DEM: one raster (e.g. a VRT over IfSAR tiles) or several, metres, band 1, cubic by default
   (``stack.dem_resampling``; XSCALE at the nominal ratio, e.g. 0.5 for a 5 m DEM). The aspect band
   is from true north by default (``stack.aspect_from``: the grid aspect plus the meridian
-  convergence, :func:`mapper.terrain.true_aspect`). Several files on one grid (the 1 x 1 degree
+  convergence, :func:`mapper.terrain.true_aspect`), and slope, aspect and curvature are those of
+  the ground (``stack.distances``: the grid's derivatives through EPSG:3338's scale and
+  convergence at each pixel, :mod:`mapper.ground`). Several files on one grid (the 1 x 1 degree
   cells of a ``cells`` source, fetched per tile by the workflow: see :mod:`mapper.sources.cells`)
   are joined before resampling, so there is no seam between adjacent cells; files on different
   grids are resampled one by one and the first with a value wins. A cell record (``.json``) may
@@ -72,6 +74,7 @@ from mapper.config import Region
 from mapper.dem import CellProducts, grow, hydro_blocks, warp_dem
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
+from mapper.ground import GroundFrame, ground_frame
 from mapper.raster import (
     check_crs,
     check_overlap,
@@ -101,6 +104,7 @@ class StackSettings:
     res: float
     dem_resampling: str = "cubic"
     aspect_from: str = "true_north"
+    distances: str = "ground"
 
     @property
     def tpi_radius_px(self) -> float:
@@ -119,6 +123,7 @@ def stack_settings(region: Region) -> StackSettings:
         res=region.lattice.res,
         dem_resampling=section["dem_resampling"],
         aspect_from=section["aspect_from"],
+        distances=section["distances"],
     )
 
 
@@ -268,19 +273,32 @@ def local_terrain(
     h = settings.halo_px
     z = warp_dem(dem, lattice, grow(window, h), settings.dem_resampling)
     inner = (slice(h, h + int(window.height)), slice(h, h + int(window.width)))
-    aspect = terrain.aspect(z)[inner]
-    if settings.aspect_from == "true_north":
-        left, _, _, top = lattice.window_bounds(window)
-        x = left + (np.arange(int(window.width)) + 0.5) * lattice.res
-        y = top - (np.arange(int(window.height)) + 0.5) * lattice.res
-        aspect = terrain.true_aspect(aspect, terrain.grid_convergence(x[None, :], y[:, None]))
+    frame = _frame(lattice, grow(window, h), settings)
+    aspect = terrain.aspect(z, frame)[inner]  # from true north with a frame, else grid north
+    if (frame is None) == (settings.aspect_from == "true_north"):
+        x, y = _centres(lattice, window)
+        turn = terrain.grid_convergence(x, y)
+        aspect = terrain.true_aspect(aspect, turn if frame is None else -turn)
     return {
         "elevation": z[inner],
-        "slope": terrain.slope(z, lattice.res)[inner],
+        "slope": terrain.slope(z, lattice.res, frame)[inner],
         "aspect": aspect,
-        "curvature": terrain.max_curvature(z, lattice.res)[inner],
+        "curvature": terrain.max_curvature(z, lattice.res, frame)[inner],
         "tpi": terrain.tpi(z, settings.tpi_radius_px)[inner],
     }
+
+
+def _centres(lattice: Lattice, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre x (a row) and y (a column) of a lattice window, metres."""
+    left, _, _, top = lattice.window_bounds(window)
+    x = left + (np.arange(int(window.width)) + 0.5) * lattice.res
+    y = top - (np.arange(int(window.height)) + 0.5) * lattice.res
+    return x[None, :], y[:, None]
+
+
+def _frame(lattice: Lattice, window: Window, settings: StackSettings) -> GroundFrame | None:
+    """The ground frame of a lattice window (``stack.distances: ground``), else None (grid)."""
+    return ground_frame(*_centres(lattice, window)) if settings.distances == "ground" else None
 
 
 def hydro_terrain(
@@ -291,7 +309,7 @@ def hydro_terrain(
     z = warp_dem(dem, lattice, grow(block, h), settings.dem_resampling)
     inner = (slice(h, h + int(block.height)), slice(h, h + int(block.width)))
     sca = terrain.specific_catchment_area(z, lattice.res)[inner]
-    slope = terrain.slope(z, lattice.res)[inner]
+    slope = terrain.slope(z, lattice.res, _frame(lattice, grow(block, h), settings))[inner]
     return terrain.wetness_and_stream_power(sca, slope)
 
 
@@ -474,6 +492,7 @@ def build_stack(
             MAPPER_HYDRO_HALO_PX=str(settings.hydro_halo_px),
             MAPPER_DEM_RESAMPLING=settings.dem_resampling,
             MAPPER_ASPECT_FROM=settings.aspect_from,
+            MAPPER_DISTANCES=settings.distances,
         )
     logger.info("stack %s -> %s%s", tile_id, out_path, " (empty)" if not has_data else "")
     return Path(out_path)

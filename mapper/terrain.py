@@ -17,11 +17,15 @@ Covariates and their definitions:
 - aspect: the compass direction the slope faces (downslope), degrees clockwise from grid north in
   [0, 360); a plane rising to the east faces west: 270. Flat pixels (zero gradient) have no aspect
   and are NaN (xarray-spatial flags them -1, which would read as an angle). The stack's band is
-  from true north by default (:func:`true_aspect`; ``stack.aspect_from``): grid north of
-  EPSG:3338 departs from it by the meridian convergence, -29 to +19 degrees across the state.
+  from true north by default (``stack.aspect_from``): grid north of EPSG:3338 departs from it by
+  the meridian convergence, -29 to +19 degrees across the state.
   Slope and aspect are xarray-spatial's Horn formulas and conventions, computed here in float64
   numpy: its numba kernels compile at the first call in every process, about 6 s per tile job
   (measured), more than the derivatives of a whole 512 px tile; the tests check agreement.
+- Ground or grid: with a ``frame`` (:mod:`mapper.ground`; ``stack.distances: ground``, the
+  default), slope, aspect (then from true north) and curvature are those of the ground, whose
+  metres EPSG:3338 scales by k east-west and 1/k north-south (k = 1 on 55 and 65 N, 1.025 at
+  Utqiagvik); without, of the grid's metres (and :func:`true_aspect` turns the aspect).
 - curvature: maximal principal curvature k_max = H + sqrt(H^2 - K) of the surface (Shary 1995;
   Florinsky 2016), from Evans-Young 3x3 derivatives, 1/m, positive on convex forms (ridges), 0 along
   valley floors. xarray-spatial's ``curvature`` is the ArcGIS standard (Laplacian) curvature in
@@ -47,12 +51,16 @@ from __future__ import annotations
 import logging
 import math
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pyproj import Transformer
 from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order, dijkstra, minimum_spanning_tree
 from scipy.sparse.linalg import spsolve_triangular
+
+if TYPE_CHECKING:
+    from mapper.ground import GroundFrame
 
 logger = logging.getLogger(__name__)
 
@@ -84,20 +92,27 @@ def horn_gradient(dem: np.ndarray, res: float) -> tuple[np.ndarray, np.ndarray]:
     return dzdx, dzdy
 
 
-def slope(dem: np.ndarray, res: float) -> np.ndarray:
-    """Horn slope in degrees (float32); outermost rows/columns and NaN neighbourhoods are NaN."""
+def slope(dem: np.ndarray, res: float, frame: GroundFrame | None = None) -> np.ndarray:
+    """Horn slope in degrees (float32); outermost rows/columns and NaN neighbourhoods are NaN.
+    With ``frame`` (:func:`mapper.ground.ground_frame`, the array's shape), of the ground."""
     out = np.full(np.shape(dem), np.nan, dtype=np.float32)
     if min(out.shape) >= 3:
         dzdx, dzdy = horn_gradient(dem, res)
+        if frame is not None:
+            dzdx, dzdy = frame.interior().gradient(dzdx, dzdy)
         out[1:-1, 1:-1] = np.degrees(np.arctan(np.hypot(dzdx, dzdy)))
     return out
 
 
-def aspect(dem: np.ndarray) -> np.ndarray:
-    """Horn aspect, degrees clockwise from north the slope faces (float32); flat and edges NaN."""
+def aspect(dem: np.ndarray, frame: GroundFrame | None = None) -> np.ndarray:
+    """Horn aspect, degrees clockwise from north the slope faces (float32); flat and edges NaN.
+    From grid north; with ``frame`` (the array's shape), from true north, of the ground (the
+    grid's scale differs east-west and north-south, which turns a diagonal slope's direction)."""
     out = np.full(np.shape(dem), np.nan, dtype=np.float32)
     if min(out.shape) >= 3:
         dzdx, dzdy = horn_gradient(dem, 1.0)
+        if frame is not None:
+            dzdx, dzdy = frame.interior().gradient(dzdx, dzdy)
         azimuth = np.degrees(np.arctan2(-dzdx, -dzdy)) % 360.0  # the downslope direction
         azimuth[(dzdx == 0) & (dzdy == 0)] = np.nan
         out[1:-1, 1:-1] = azimuth
@@ -132,8 +147,9 @@ def true_aspect(grid_aspect: np.ndarray, convergence: np.ndarray) -> np.ndarray:
     return out
 
 
-def max_curvature(dem: np.ndarray, res: float) -> np.ndarray:
-    """Maximal principal curvature (1/m, float32; positive on ridges), Evans-Young derivatives."""
+def max_curvature(dem: np.ndarray, res: float, frame: GroundFrame | None = None) -> np.ndarray:
+    """Maximal principal curvature (1/m, float32; positive on ridges), Evans-Young derivatives;
+    with ``frame`` (the array's shape), of the ground."""
     z = np.asarray(dem, dtype=np.float64)
     out = np.full(z.shape, np.nan, dtype=np.float32)
     if min(z.shape) < 3:
@@ -145,6 +161,10 @@ def max_curvature(dem: np.ndarray, res: float) -> np.ndarray:
     r = (z1 + z3 + z4 + z6 + z7 + z9 - 2 * (z2 + z5 + z8)) / (3 * w * w)
     t = (z1 + z2 + z3 + z7 + z8 + z9 - 2 * (z4 + z5 + z6)) / (3 * w * w)
     s = (z3 + z7 - z1 - z9) / (4 * w * w)
+    if frame is not None:
+        inner = frame.interior()
+        p, q = inner.gradient(p, q)
+        r, s, t = inner.hessian(r, s, t)
     g = 1 + p * p + q * q
     mean = -((1 + q * q) * r - 2 * p * q * s + (1 + p * p) * t) / (2 * g**1.5)
     gauss = (r * t - s * s) / (g * g)

@@ -20,6 +20,7 @@ from mapper.bands import STACK_BANDS
 from mapper.cli import main
 from mapper.config import load_config, load_region
 from mapper.errors import ConfigError, InputError
+from mapper.ground import ground_frame
 from mapper.stack import build_stack, stack_settings
 
 BIG_TILE, SMALL_TILES = S.BIG_TILE, S.SMALL_TILES
@@ -104,14 +105,29 @@ def test_plane_dem_gives_analytic_slope_aspect_and_zero_tpi(src: dict, tmp_path:
     with rasterio.open(out) as ds:
         assert ds.tags()["MAPPER_ASPECT_FROM"] == "true_north"
         assert ds.tags()["MAPPER_DEM_RESAMPLING"] == "cubic"
+        assert ds.tags()["MAPPER_DISTANCES"] == "ground"
     # from grid north (a region whose aspect_from is grid_north, as the demo's): 270 itself
     region = src["r64"]
-    grid = replace(region, settings={**region.settings, "stack": {
-        **region.settings["stack"], "aspect_from": "grid_north"}})
-    out = build_stack(grid, SMALL_TILES[0], [src["s2"]], src["plane"], src["climate"],
-                      tmp_path / "g.tif")
-    aspect = _read(out)[STACK_BANDS.index("aspect")]
-    assert np.nanmax(np.abs(aspect - 270.0)) < 0.05  # rises to the east: faces west
+
+    def variant(name: str, **stack: str) -> dict[str, np.ndarray]:
+        changed = replace(region, settings={**region.settings, "stack": {
+            **region.settings["stack"], **stack}})
+        out = build_stack(changed, SMALL_TILES[0], [src["s2"]], src["plane"], src["climate"],
+                          tmp_path / f"{name}.tif")
+        return {n: b for n, b in zip(STACK_BANDS, _read(out), strict=True)}
+
+    grid_north = variant("g", aspect_from="grid_north")
+    assert np.nanmax(np.abs(grid_north["aspect"] - 270.0)) < 0.05  # rises to the east: faces west
+    # in the grid's metres (the demo's distances): the same DEM, the gradient without the ground
+    # frame, so tan(slope) differs by |J.T (1, 0)| = hypot(k cos g, -h sin g) at every pixel
+    grid = variant("m", distances="grid")
+    frame = ground_frame(x, y)
+    scale = np.hypot(frame.a, frame.b)
+    ratio = np.tan(np.radians(band["slope"].astype(np.float64))) / np.tan(
+        np.radians(grid["slope"].astype(np.float64)))
+    assert np.nanmax(np.abs(ratio - scale)) < 2e-5
+    assert np.nanmin(np.abs(scale - 1.0)) > 2e-4  # k is not 1 here
+    assert np.nanmax(np.abs(grid["aspect"] - (270.0 + convergence))) < 0.05
 
 
 def test_tile_at_sea_is_written_empty(src: dict, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ Alaska Albers (EPSG:3338) keeps area, not distance or direction. At a point, a s
 
 with ``k`` the scale along the parallel, ``h`` along the meridian (``k * h = 1``: equal area) and
 ``gamma`` the meridian convergence, the angle clockwise from true north to grid north
-(:func:`mapper.terrain.grid_convergence`). ``k`` is 1 on the standard parallels (55 and 65 N),
+(:func:`grid_convergence`). ``k`` is 1 on the standard parallels (55 and 65 N),
 0.9962 at 60 N, 1.0032 at Attu (52.9 N) and 1.0251 at Utqiagvik (71.3 N).
 
 A :class:`GroundFrame` holds that Jacobian ``J`` for every pixel of an array, so that the terrain
@@ -29,12 +29,29 @@ from functools import cache
 import numpy as np
 from pyproj import Proj, Transformer
 
-from mapper.terrain import _albers_apex_y, grid_convergence
-
 _LAT_RANGE = (40.0, 89.0)
 """Latitudes of the scale table (degrees): Alaska's 51 to 71.5 N with a wide margin."""
 _CENTRAL_LON = -154.0
 """EPSG:3338's central meridian (lon_0)."""
+
+
+@cache
+def _albers_apex_y() -> float:
+    """y (m) of the apex of EPSG:3338's cone, where its meridians meet (x = 0, on lon_0): the
+    meridian 10 degrees east of lon_0, through its points at 55 and 65 N, extended to x = 0."""
+    to_albers = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True)
+    (x1, x2), (y1, y2) = to_albers.transform([-144.0, -144.0], [55.0, 65.0])
+    return float(y1 - x1 * (y2 - y1) / (x2 - x1))
+
+
+def grid_convergence(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Meridian convergence of EPSG:3338 at (x, y) (metres): the angle, degrees clockwise, from
+    true north to grid north (float64). +5.4 at Fairbanks, -9.8 at Nome, -28.6 at Attu; 0 on
+    154 W. The meridians of a conic projection are straight lines through the cone's apex, so it
+    is the angle of the line from the apex to the point (pyproj's ``get_factors`` gives the same
+    to 1e-5 degrees)."""
+    return np.degrees(np.arctan2(np.asarray(x, dtype=np.float64),
+                                 _albers_apex_y() - np.asarray(y, dtype=np.float64)))
 
 
 @cache

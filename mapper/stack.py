@@ -74,7 +74,7 @@ from mapper.config import Region
 from mapper.dem import CellProducts, grow, hydro_blocks, warp_dem
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
-from mapper.ground import GroundFrame, ground_frame
+from mapper.ground import GroundFrame, grid_convergence, ground_frame
 from mapper.raster import (
     check_crs,
     check_overlap,
@@ -277,7 +277,7 @@ def local_terrain(
     aspect = terrain.aspect(z, frame)[inner]  # from true north with a frame, else grid north
     if (frame is None) == (settings.aspect_from == "true_north"):
         x, y = _centres(lattice, window)
-        turn = terrain.grid_convergence(x, y)
+        turn = grid_convergence(x, y)
         aspect = terrain.true_aspect(aspect, turn if frame is None else -turn)
     return {
         "elevation": z[inner],

@@ -50,11 +50,9 @@ from __future__ import annotations
 
 import logging
 import math
-from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pyproj import Transformer
 from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order, dijkstra, minimum_spanning_tree
 from scipy.sparse.linalg import spsolve_triangular
@@ -120,28 +118,9 @@ def aspect(dem: np.ndarray, frame: GroundFrame | None = None) -> np.ndarray:
     return out
 
 
-@cache
-def _albers_apex_y() -> float:
-    """y (m) of the apex of EPSG:3338's cone, where its meridians meet (x = 0, on lon_0): the
-    meridian 10 degrees east of lon_0, through its points at 55 and 65 N, extended to x = 0."""
-    to_albers = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True)
-    (x1, x2), (y1, y2) = to_albers.transform([-144.0, -144.0], [55.0, 65.0])
-    return float(y1 - x1 * (y2 - y1) / (x2 - x1))
-
-
-def grid_convergence(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Meridian convergence of EPSG:3338 at (x, y) (metres): the angle, degrees clockwise, from
-    true north to grid north (float64). +5.4 at Fairbanks, -9.8 at Nome, -28.6 at Attu; 0 on
-    154 W. The meridians of a conic projection are straight lines through the cone's apex, so it
-    is the angle of the line from the apex to the point (pyproj's ``get_factors`` gives the same
-    to 1e-5 degrees)."""
-    return np.degrees(np.arctan2(np.asarray(x, dtype=np.float64),
-                                 _albers_apex_y() - np.asarray(y, dtype=np.float64)))
-
-
 def true_aspect(grid_aspect: np.ndarray, convergence: np.ndarray) -> np.ndarray:
     """Aspect from true north (degrees in [0, 360), float32) from the aspect on the EPSG:3338 grid
-    (:func:`aspect`) and the :func:`grid_convergence` at each pixel; NaN stays NaN."""
+    (:func:`aspect`) and :func:`mapper.ground.grid_convergence` at each pixel; NaN stays NaN."""
     out = ((np.asarray(grid_aspect, dtype=np.float64) + convergence) % 360.0).astype(np.float32)
     out[out >= 360.0] = 0.0
     return out

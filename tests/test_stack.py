@@ -15,12 +15,11 @@ import rasterio
 import stack_sources as S
 from rasterio.windows import Window
 
-from mapper import terrain
 from mapper.bands import STACK_BANDS
 from mapper.cli import main
 from mapper.config import load_config, load_region
 from mapper.errors import ConfigError, InputError
-from mapper.ground import ground_frame
+from mapper.ground import grid_convergence, ground_frame
 from mapper.stack import build_stack, stack_settings
 
 BIG_TILE, SMALL_TILES = S.BIG_TILE, S.SMALL_TILES
@@ -96,7 +95,7 @@ def test_plane_dem_gives_analytic_slope_aspect_and_zero_tpi(src: dict, tmp_path:
     # north by default, so 270 plus the meridian convergence at each pixel (+4.4 degrees here)
     left, bottom, right, top = src["r64"].lattice.tile_bounds(SMALL_TILES[0])
     x, y = np.meshgrid(np.arange(left + 5, right, 10.0), np.arange(top - 5, bottom, -10.0))
-    convergence = terrain.grid_convergence(x, y)
+    convergence = grid_convergence(x, y)
     assert 4.0 < convergence.mean() < 4.8
     assert np.nanmax(np.abs(band["aspect"] - (270.0 + convergence))) < 0.05
     assert np.nanmax(np.abs(band["tpi"])) < 1e-3

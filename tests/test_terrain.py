@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mapper import terrain
+from mapper.ground import grid_convergence
 
 RES = 10.0
 
@@ -158,7 +159,7 @@ def test_aspect_from_true_north_across_the_state() -> None:
     for lon, lat, expected in [(-131.6, 55.3, 19.3), (-147.7, 64.8, 5.4), (-154.0, 60.0, 0.0),
                                (-165.4, 64.5, -9.8), (172.9, 52.9, -28.6)]:
         x, y = to_albers.transform(lon, lat)
-        convergence = float(terrain.grid_convergence(x, y))
+        convergence = float(grid_convergence(x, y))
         assert convergence == pytest.approx(expected, abs=0.05)
         assert convergence == pytest.approx(
             factors.get_factors(lon, lat).meridian_convergence, abs=1e-4)

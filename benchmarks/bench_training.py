@@ -76,7 +76,8 @@ def main() -> None:
     t0 = time.perf_counter()
     pixels = [ds.read(p) for p in plans[:200]]
     warm = (time.perf_counter() - t0) / len(pixels)
-    norm = Normaliser.fit(np.stack(pixels[:64]))
+    cfg = model_config(region)
+    norm = Normaliser.fit(np.stack(pixels[:64]), aspect=cfg.aspect)
     ds.normaliser = norm
     t0 = time.perf_counter()
     for px in pixels[:200]:
@@ -85,7 +86,7 @@ def main() -> None:
     print(f"read one {settings.crop_px} px crop: cold {cold * 1e3:.1f} ms, warm {warm * 1e3:.1f} "
           f"ms; normalise {normalise * 1e3:.2f} ms")
 
-    model = MiSo(model_config(region), 1)
+    model = MiSo(cfg, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     rng = np.random.default_rng(0)
     batch = ds.make_batch(plans[: settings.batch_size], rng)

@@ -27,11 +27,36 @@ COVARIATE_BANDS: list[str] = TERRAIN_BANDS + CLIMATE_BANDS
 
 STACK_BANDS: list[str] = [name for name, _ in S2_BANDS] + COVARIATE_BANDS
 
+ASPECT_ENCODINGS: tuple[str, ...] = ("number", "components")
+"""How the models take the aspect band (``model.aspect``): ``number``, the degrees as one input (the
+reference's); ``components``, its north and east components ``cos`` and ``sin`` (0 on flat
+ground) as two inputs in its place."""
+ASPECT_COMPONENTS: list[str] = ["aspect_north", "aspect_east"]
+
+
+def model_covariates(aspect: str = "number") -> list[str]:
+    """The models' covariate inputs, in order: the stack's covariates, with the aspect band as one
+    number or as its two components (:data:`ASPECT_ENCODINGS`)."""
+    if aspect not in ASPECT_ENCODINGS:
+        raise ValueError(f"aspect encoding must be one of {ASPECT_ENCODINGS}, got {aspect!r}")
+    if aspect == "number":
+        return list(COVARIATE_BANDS)
+    i = COVARIATE_BANDS.index("aspect")
+    return COVARIATE_BANDS[:i] + ASPECT_COMPONENTS + COVARIATE_BANDS[i + 1:]
+
+
+def input_bands(aspect: str = "number") -> list[str]:
+    """The models' input bands in tensor order: the 9 Sentinel-2 bands, then
+    :func:`model_covariates` (the stack's bands when aspect is a number)."""
+    return [name for name, _ in S2_BANDS] + model_covariates(aspect)
+
 UNITS: dict[str, str] = {
     **{name: "reflectance (0-1)" for name, _ in S2_BANDS},
     "elevation": "m",
     "slope": "degrees",
     "aspect": "degrees clockwise from north",
+    "aspect_north": "cos(aspect) (0 on flat ground; model input only)",
+    "aspect_east": "sin(aspect) (0 on flat ground; model input only)",
     "curvature": "1/m (maximum curvature)",
     "tpi": "m (topographic position index)",
     "twi": "ln(m) (topographic wetness index)",

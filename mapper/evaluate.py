@@ -40,6 +40,7 @@ from mapper.config import Region
 from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.experiment import MODELS
 from mapper.files import atomic_path
+from mapper.normalise import point_features
 from mapper.samples import read_samples, samples_metadata
 from mapper.splits import check_split, train_test_indices
 from mapper.tasks import Task, get_task
@@ -177,7 +178,8 @@ def cv_fold(
         logger.warning("%s fold %d (%s): %s; predictions left empty", split, fold, task.name,
                        note)
     elif model == "rf":
-        feats = table[STACK_BANDS].to_numpy(np.float64)
+        feats = point_features(table[STACK_BANDS].to_numpy(np.float64),
+                               region.settings["model"]["aspect"])
         proba = random_forest_probabilities(
             feats[train], np.asarray(labels[train], dtype=np.int64), feats[test], len(classes),
             region.settings["evaluation"], seed,

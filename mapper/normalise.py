@@ -2,9 +2,9 @@
 
 Input: a stack array ``[..., 19, H, W]`` float32 in physical units (band order
 :data:`mapper.bands.STACK_BANDS`; reflectance as 0..1 floats; NaN = nodata). Output: ``s2``
-``[..., 9, H, W]`` and ``cov`` ``[..., 10, H, W]``, float32 with every nodata value set to 0
-(the model's convention: a missing value looks like the darkest / lowest input, or, for
-standardised Sentinel-2, like the band's mean).
+``[..., 9, H, W]`` and ``cov`` ``[..., 10, H, W]`` (11 with the aspect as components, below),
+float32 with every nodata value set to 0 (the model's convention: a missing value looks like the
+darkest / lowest input, or, for standardised Sentinel-2, like the band's mean).
 
 Sentinel-2, one of two scalings (``s2_scaling``):
 
@@ -30,6 +30,16 @@ compose exactly to ``(clip(v, p1, p99) - p1) / (p99 - p1)``, which is what is co
 standard deviation are kept in the stored dict for the record. A band whose percentiles coincide
 (constant over the training pixels) maps to 0.5 where it has data (standardised Sentinel-2: 0).
 
+Aspect, one of two encodings (``aspect``, the region's ``model.aspect``;
+:data:`mapper.bands.ASPECT_ENCODINGS`):
+
+- ``"number"`` (the reference's): the degrees, scaled as every covariate. 359 and 1 degrees then
+  lie at opposite ends, and flat ground (aspect NaN) takes the nodata value 0, next to north.
+- ``"components"``: in the aspect band's place, its north and east components ``cos(aspect)``
+  and ``sin(aspect)``, 0 on flat ground (a finite slope without an aspect), mapped from -1..1
+  to 0..1 as ``(c + 1) / 2`` (no fitting: the range is fixed); nodata 0 as for every covariate.
+  :func:`point_features` gives the same components, unscaled, for Random Forest.
+
 Validity: a pixel is *valid* (usable as a sample, a query point or a prediction) where all 9
 Sentinel-2 bands and the DEM elevation are finite. Other covariates may be missing on their own
 (e.g. hydrology at a truncated catchment, climate at a coast) and are then just set to 0; a pixel
@@ -45,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from mapper.bands import COVARIATE_BANDS, S2_BANDS, STACK_BANDS
+from mapper.bands import ASPECT_ENCODINGS, COVARIATE_BANDS, S2_BANDS, STACK_BANDS, model_covariates
 from mapper.errors import CheckpointError, InputError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +64,8 @@ N_S2 = len(S2_BANDS)
 N_COV = len(COVARIATE_BANDS)
 S2_NAMES = [name for name, _ in S2_BANDS]
 ELEVATION = STACK_BANDS.index("elevation")
+ASPECT = COVARIATE_BANDS.index("aspect")
+SLOPE = COVARIATE_BANDS.index("slope")
 
 # Reference scaling of SatlasPretrain's multispectral Sentinel-2 models (reflectance x 1e4).
 RGB_STRETCH: dict[str, tuple[float, float]] = {
@@ -64,9 +76,10 @@ RGB_STRETCH: dict[str, tuple[float, float]] = {
 OTHER_S2_DIVISOR = 8160.0
 REFLECTANCE_SCALE = 1e4
 PERCENTILES = (1.0, 99.0)
-FORMAT = "mapper.normaliser/2"
-FORMATS = ("mapper.normaliser/1", FORMAT)
-"""Stored formats read back; version 1 (before ``s2_scaling``) always used the fixed scaling."""
+FORMAT = "mapper.normaliser/3"
+FORMATS = ("mapper.normaliser/1", "mapper.normaliser/2", FORMAT)
+"""Stored formats read back; version 1 (before ``s2_scaling``) always used the fixed scaling,
+versions 1 and 2 (before ``aspect``) the aspect as a number."""
 S2_SCALINGS = ("satlas", "standardised")
 
 
@@ -101,6 +114,34 @@ def _check_stack(stack: np.ndarray) -> None:
         )
 
 
+def aspect_components(aspect: np.ndarray, slope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """North and east components (``cos``, ``sin``) of an aspect in degrees: 0 on flat ground
+    (aspect NaN where the slope is finite), NaN where the slope is missing too (no DEM)."""
+    with np.errstate(invalid="ignore"):
+        turn = np.radians(aspect)
+        flat = ~np.isfinite(aspect) & np.isfinite(slope)
+        north = np.where(flat, 0.0, np.cos(turn))
+        east = np.where(flat, 0.0, np.sin(turn))
+    return north.astype(aspect.dtype, copy=False), east.astype(aspect.dtype, copy=False)
+
+
+def point_features(values: np.ndarray, aspect: str = "number") -> np.ndarray:
+    """Random Forest's features from a table of stack values ``[N, 19]``: the values as they are
+    (physical units, NaN = nodata), with the aspect column replaced by its two components when
+    ``aspect`` is ``"components"`` (``[N, 20]``, in :func:`mapper.bands.input_bands` order)."""
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[1] != len(STACK_BANDS):
+        raise InputError(f"point values of shape {values.shape} are not [N, {len(STACK_BANDS)}] "
+                         "in the stack's band order")
+    model_covariates(aspect)  # refuses an unknown encoding
+    if aspect == "number":
+        return values
+    i = N_S2 + ASPECT
+    north, east = aspect_components(values[:, i], values[:, N_S2 + SLOPE])
+    return np.concatenate([values[:, :i], north[:, None], east[:, None], values[:, i + 1:]],
+                          axis=1)
+
+
 def valid(stack: np.ndarray) -> np.ndarray:
     """Bool mask ``[..., H, W]``: all 9 Sentinel-2 bands and the elevation are finite."""
     _check_stack(stack)
@@ -120,7 +161,9 @@ class Normaliser:
     ``lo`` / ``hi``: per covariate band the 1st / 99th percentile (physical units), ``mean`` /
     ``std`` of the clipped values (recorded, see the module doc). ``s2_scaling``: ``"satlas"``
     or ``"standardised"``; for the latter ``s2_lo`` / ``s2_hi`` / ``s2_mean`` / ``s2_std`` hold the
-    same statistics of the 9 Sentinel-2 bands (reflectance 0..1), else they are empty. Build with
+    same statistics of the 9 Sentinel-2 bands (reflectance 0..1), else they are empty.
+    ``aspect``: ``"number"`` or ``"components"`` (module doc; the aspect band's fitted limits are
+    then kept but not used). Build with
     :meth:`fit`; store with :meth:`to_dict` (plain lists and floats, fit for checkpoints);
     restore with :meth:`from_dict`.
     """
@@ -135,8 +178,12 @@ class Normaliser:
     s2_hi: tuple[float, ...] = ()
     s2_mean: tuple[float, ...] = ()
     s2_std: tuple[float, ...] = ()
+    aspect: str = "number"
 
     def __post_init__(self) -> None:
+        if self.aspect not in ASPECT_ENCODINGS:
+            raise ValueError(f"Normaliser.aspect must be one of {ASPECT_ENCODINGS}, "
+                             f"got {self.aspect!r}")
         for name in ("lo", "hi", "mean", "std"):
             if len(getattr(self, name)) != N_COV:
                 raise ValueError(f"Normaliser.{name} needs {N_COV} values (one per covariate)")
@@ -152,7 +199,7 @@ class Normaliser:
     # -- fitting --------------------------------------------------------------------------------
     @classmethod
     def fit(cls, pixels: np.ndarray, max_pixels: int = 1_000_000, seed: int = 0,
-            s2_scaling: str = "satlas") -> Normaliser:
+            s2_scaling: str = "satlas", aspect: str = "number") -> Normaliser:
         """Fit the covariate limits (and, standardised, the Sentinel-2 ones) on training pixels.
 
         ``pixels``: stack values, either ``[..., 19, H, W]`` crops or a ``[N, 19]`` table.
@@ -188,7 +235,7 @@ class Normaliser:
                                   for b in range(N_S2)), strict=True))
         lo, hi, mean, std = (tuple(column) for column in zip(*stats, strict=True))
         return cls(lo, hi, mean, std, int(table.shape[0]), s2_scaling,
-                   *(tuple(column) for column in s2_stats))
+                   *(tuple(column) for column in s2_stats), aspect=aspect)
 
     @staticmethod
     def _as_table(pixels: np.ndarray) -> np.ndarray:
@@ -220,6 +267,8 @@ class Normaliser:
             "s2_hi": list(self.s2_hi),
             "s2_mean": list(self.s2_mean),
             "s2_std": list(self.s2_std),
+            "aspect": self.aspect,
+            "inputs": model_covariates(self.aspect),
         }
 
     @classmethod
@@ -251,17 +300,28 @@ class Normaliser:
             raise CheckpointError(
                 f"{where}normalisation has an unknown Sentinel-2 scaling {scaling!r}; retrain"
             )
+        aspect = data.get("aspect", "number")
+        if aspect not in ASPECT_ENCODINGS:
+            raise CheckpointError(
+                f"{where}normalisation has an unknown aspect encoding {aspect!r}; retrain"
+            )
 
         def floats(key: str) -> tuple[float, ...]:
             return tuple(float(v) for v in data.get(key, ()))
 
         return cls(floats("lo"), floats("hi"), floats("mean"), floats("std"),
                    int(data.get("n_pixels", 0)), scaling, floats("s2_lo"), floats("s2_hi"),
-                   floats("s2_mean"), floats("s2_std"))
+                   floats("s2_mean"), floats("s2_std"), aspect)
 
     # -- applying -------------------------------------------------------------------------------
+    @property
+    def n_covariates(self) -> int:
+        """Covariate inputs it gives: 10, or 11 with the aspect as components."""
+        return len(model_covariates(self.aspect))
+
     def __call__(self, stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``stack [..., 19, H, W]`` -> ``(s2 [..., 9, H, W], cov [..., 10, H, W])`` float32."""
+        """``stack [..., 19, H, W]`` -> ``(s2 [..., 9, H, W], cov [..., C, H, W])`` float32, with
+        C = :attr:`n_covariates`."""
         _check_stack(stack)
         stack = np.asarray(stack, dtype=np.float32)
         shape = (1,) * (stack.ndim - 3)
@@ -277,7 +337,17 @@ class Normaliser:
             cov = np.where(span > 0, (np.clip(cov, lo, hi) - lo) / np.where(span > 0, span, 1), 0.5)
         cov = np.where(np.isfinite(stack[..., N_S2:, :, :]), cov, np.nan)
         cov = np.nan_to_num(np.clip(cov, 0.0, 1.0), nan=0.0)
+        if self.aspect == "components":
+            cov = self._components(cov, stack[..., N_S2:, :, :])
         return s2.astype(np.float32, copy=False), cov.astype(np.float32, copy=False)
+
+    @staticmethod
+    def _components(cov: np.ndarray, physical: np.ndarray) -> np.ndarray:
+        """``cov`` with its aspect channel replaced by the two components, mapped to 0..1."""
+        north, east = aspect_components(physical[..., ASPECT, :, :], physical[..., SLOPE, :, :])
+        parts = [np.nan_to_num((c + 1.0) / 2.0, nan=0.0)[..., None, :, :] for c in (north, east)]
+        return np.concatenate([cov[..., :ASPECT, :, :], *parts, cov[..., ASPECT + 1:, :, :]],
+                              axis=-3)
 
     @staticmethod
     def _satlas(v: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from mapper.bands import STACK_BANDS
+from mapper.bands import input_bands
 from mapper.blending import BATCH_SIZE, CropLattice
 from mapper.config import Region
 from mapper.errors import CheckpointError, InputError
@@ -118,9 +118,9 @@ def predict_tile(
 
     model, meta = load_checkpoint(model_path, expect_task=task,
                                   expect_size=region.settings["model"]["size"])
-    if meta.bands != STACK_BANDS:
+    if meta.bands != input_bands(model.cfg.aspect):
         raise CheckpointError(f"{model_path}: trained on bands {meta.bands}, not the stack's "
-                              f"{STACK_BANDS}; retrain on current stacks")
+                              f"{input_bands(model.cfg.aspect)}; retrain on current stacks")
     normaliser = Normaliser.from_dict(meta.normalisation, model_path)
     predictor = TilePredictor(model, normaliser, lattice, crops, task, area=region.area(),
                               batch_size=options.batch_size, device=options.device,

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mapper.bands import STACK_BANDS
+from mapper.bands import input_bands, model_covariates
 from mapper.config import Region
 from mapper.dataset import CropDataset, CropSettings, PointSet
 from mapper.devices import choose_device, prepare_deterministic
@@ -146,7 +146,8 @@ def model_config(region: Region) -> ModelConfig:
     cfg = ModelConfig.named(m["size"], satlas_weights=weights_path(m["satlas_weights"]))
     if m["pixel_query"]:  # with the stage-1 query's widths (README "The model: ...")
         cfg = dataclasses.replace(cfg, pixel_query=cfg.query_hidden[0])
-    return cfg
+    aspect = m["aspect"]
+    return dataclasses.replace(cfg, aspect=aspect, n_cov_bands=len(model_covariates(aspect)))
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
@@ -312,7 +313,8 @@ def _fit_normaliser(dataset: CropDataset, cfg: ModelConfig, seed: int) -> Normal
     :mod:`mapper.normalise`)."""
     n_crops = normaliser_crops(dataset.boundary.area / 1e6)
     pixels = dataset.normaliser_pixels(n_crops, NORMALISER_PIXELS, seed)
-    normaliser = Normaliser.fit(pixels, seed=seed, s2_scaling=s2_scaling_for(cfg.satlas_weights))
+    normaliser = Normaliser.fit(pixels, seed=seed, s2_scaling=s2_scaling_for(cfg.satlas_weights),
+                                aspect=cfg.aspect)
     logger.info("normalisation fitted on %d valid pixels of up to %d crops", normaliser.n_pixels,
                 n_crops)
     return normaliser
@@ -368,7 +370,7 @@ def pretrain(
         history = _fit(model, dataset, PRETRAIN, "pretrain", opt, seed, partial, fingerprint,
                        where)
         normaliser = dataset.normaliser
-    save_checkpoint(out, model, task=PRETRAIN, bands=list(STACK_BANDS),
+    save_checkpoint(out, model, task=PRETRAIN, bands=input_bands(cfg.aspect),
                     normalisation=_plain(normaliser.to_dict()), classes=[],
                     extra=_plain({"history": history, "training": training, "epochs": opt.epochs,
                                   "region": region.name, "synthetic": region.synthetic}))
@@ -387,6 +389,11 @@ def _start_model(cfg: ModelConfig, task: Task, pretrained: str | Path | None,
     if pretrained is None:
         return build_model(cfg, task.n_outputs), None
     source, meta = load_checkpoint(pretrained, expect_task=PRETRAIN, expect_size=cfg.name)
+    if source.cfg.aspect != cfg.aspect:
+        raise CheckpointError(
+            f"{pretrained}: pretrained with the aspect as {source.cfg.aspect}, but model.aspect "
+            f"is {cfg.aspect}; pretrain again with the region's settings"
+        )
     model = MiSo(cfg, task.n_outputs)
     carried = {k: v for k, v in source.state_dict().items() if not k.startswith(HEADS)}
     missing, unexpected = model.load_state_dict(carried, strict=False)
@@ -455,7 +462,7 @@ def finetune(
         history = _fit(model, dataset, task, "finetune", opt, seed, partial, fingerprint, where)
         normaliser = dataset.normaliser
     if out is not None:
-        save_checkpoint(out, model, task=task, bands=list(STACK_BANDS),
+        save_checkpoint(out, model, task=task, bands=input_bands(cfg.aspect),
                         normalisation=_plain(normaliser.to_dict()), classes=spec.output_names,
                         extra=_plain({"history": history, "training": training,
                                       "epochs": opt.epochs, "points": len(rows),

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import mapper.evaluate as evaluate_module
+from mapper.bands import STACK_BANDS
 from mapper.cli import main
 from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.evaluate import FoldSpec, cv_fold, read_fold
@@ -44,6 +46,41 @@ def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict, tmp_path: 
                     samples=tiny["samples"], stacks=tiny["stacks"],
                     out=tmp_path / "cv" / "again.parquet")
     pd.testing.assert_frame_equal(df, again)
+
+
+def test_random_forest_takes_the_aspect_as_the_region_says(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model.aspect`` is one setting for both models: with ``components`` the forest's
+    features hold cos and sin of the aspect (0 on flat ground) in its place, the other columns
+    as they were."""
+    seen: list[np.ndarray] = []
+    forest = evaluate_module.random_forest_probabilities
+
+    def spy(features: np.ndarray, *args: object, **kwargs: object) -> np.ndarray:
+        seen.append(features)
+        return forest(features, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "random_forest_probabilities", spy)
+    region = copy.deepcopy(tiny["region"])
+    for aspect in ("number", "components"):
+        region.settings["model"]["aspect"] = aspect
+        df = cv_fold(region, FoldSpec("nsp", "rf", "random", 0), samples=tiny["samples"],
+                     stacks=tiny["stacks"], out=tmp_path / f"{aspect}.parquet")
+        assert np.isfinite(df[["p_absent", "p_present"]].to_numpy()).all()
+    number, components = seen
+    i = STACK_BANDS.index("aspect")
+    train, _ = train_test_indices(tiny["table"], "random", 0, "nsp")
+    degrees = tiny["table"]["aspect"].to_numpy()[train]
+    assert number.shape[1] == 19 and components.shape[1] == 20
+    np.testing.assert_array_equal(number[:, i], degrees)
+    sloped = np.isfinite(degrees)
+    np.testing.assert_allclose(components[sloped, i], np.cos(np.radians(degrees[sloped])),
+                               atol=1e-6)
+    np.testing.assert_allclose(components[sloped, i + 1], np.sin(np.radians(degrees[sloped])),
+                               atol=1e-6)
+    np.testing.assert_array_equal(np.delete(components, [i, i + 1], axis=1),
+                                  np.delete(number, [i], axis=1))
 
 
 @pytest.mark.slow

@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from mapper.bands import STACK_BANDS
+from mapper.bands import STACK_BANDS, input_bands, model_covariates
 from mapper.errors import CheckpointError, InputError
-from mapper.normalise import Normaliser, valid, valid_pixels
+from mapper.normalise import Normaliser, point_features, valid, valid_pixels
 
 ELEV = STACK_BANDS.index("elevation")
+ASPECT = STACK_BANDS.index("aspect")
+SLOPE = STACK_BANDS.index("slope")
 
 
 def _stack(seed: int = 0, shape: tuple = (2, 19, 16, 16)) -> np.ndarray:
@@ -129,3 +131,76 @@ def test_the_scaling_is_stored_and_a_version_1_dict_reads_as_the_fixed_scaling()
     assert Normaliser.from_dict(old) == Normaliser.fit(stack)
     with pytest.raises(ValueError, match="s2_scaling must be one of"):
         Normaliser.fit(stack, s2_scaling="minmax")
+
+
+def _aspects(degrees: list[float], slope: list[float]) -> np.ndarray:
+    """A one-row stack with the given aspects and slopes (the other bands from ``_stack``)."""
+    stack = _stack(7, (19, 1, len(degrees)))
+    stack[ASPECT, 0] = degrees
+    stack[SLOPE, 0] = slope
+    return stack
+
+
+def test_aspect_as_components_has_no_seam_at_north_and_puts_flat_ground_between() -> None:
+    """With ``aspect: components`` the aspect band becomes cos and sin in its place: 359 and 1
+    degrees are neighbours (as a number they lie at opposite ends), flat ground (no aspect, a
+    finite slope) is 0 in both, between every direction, and a pixel without a DEM is nodata
+    (0). The other covariates are those of the number encoding, channel for channel."""
+    degrees = [359.0, 1.0, 90.0, 180.0, 270.0, np.nan, np.nan]
+    stack = _aspects(degrees, [5.0, 5.0, 5.0, 5.0, 5.0, 0.0, np.nan])
+    fitted = Normaliser.fit(_stack(8))
+    number = fitted
+    components = Normaliser(**{**fitted.__dict__, "aspect": "components"})
+    assert (number.n_covariates, components.n_covariates) == (10, 11)
+    _, by_number = number(stack)
+    _, by_components = components(stack)
+    assert by_number.shape == (10, 1, 7) and by_components.shape == (11, 1, 7)
+    i = ASPECT - 9
+    north, east = by_components[i, 0], by_components[i + 1, 0]
+    c, s = (np.cos(np.radians(1)) + 1) / 2, np.sin(np.radians(1)) / 2
+    np.testing.assert_allclose(north, [c, c, 0.5, 0, 0.5, 0.5, 0], atol=1e-6)
+    np.testing.assert_allclose(east, [0.5 - s, 0.5 + s, 1, 0.5, 0, 0.5, 0], atol=1e-6)
+    assert abs(by_number[i, 0, 0] - by_number[i, 0, 1]) > 0.9  # the number's seam at north
+    assert by_number[i, 0, 5] == by_number[i, 0, 6] == 0  # flat reads as nodata, as north
+    np.testing.assert_array_equal(np.delete(by_components, [i, i + 1], axis=0),
+                                  np.delete(by_number, [i], axis=0))
+    assert model_covariates("components")[i:i + 2] == ["aspect_north", "aspect_east"]
+    assert input_bands("number") == STACK_BANDS and len(input_bands("components")) == 20
+    with pytest.raises(ValueError, match="aspect must be one of"):
+        Normaliser(**{**fitted.__dict__, "aspect": "radians"})
+
+
+def test_random_forest_features_hold_the_same_components_unscaled() -> None:
+    stack = _aspects([359.0, 1.0, 90.0, np.nan, np.nan], [5.0, 5.0, 5.0, 0.0, np.nan])
+    table = stack.reshape(19, -1).T
+    np.testing.assert_array_equal(point_features(table), table)  # as a number: as they are
+    feats = point_features(table, "components")
+    assert feats.shape == (5, 20)
+    _, cov = Normaliser(**{**Normaliser.fit(_stack(8)).__dict__, "aspect": "components"})(stack)
+    i = ASPECT
+    for k in (0, 1):  # the model's inputs are (c + 1) / 2 of the forest's, nodata 0
+        np.testing.assert_allclose(np.nan_to_num((feats[:, i + k] + 1) / 2), cov[i - 9 + k, 0],
+                                   atol=1e-6)
+    assert np.isnan(feats[4, i:i + 2]).all() and (feats[3, i:i + 2] == 0).all()
+    np.testing.assert_array_equal(np.delete(feats, [i, i + 1], axis=1),
+                                  np.delete(table, [i], axis=1))
+    with pytest.raises(ValueError, match="aspect encoding must be one of"):
+        point_features(table, "radians")
+
+
+def test_the_aspect_encoding_is_stored_and_a_version_2_dict_reads_as_a_number() -> None:
+    stack = _stack(9)
+    norm = Normaliser.fit(stack, aspect="components")
+    data = json.loads(json.dumps(norm.to_dict()))
+    assert data["aspect"] == "components" and data["inputs"] == model_covariates("components")
+    again = Normaliser.from_dict(data)
+    assert again == norm
+    for a, b in zip(norm(stack), again(stack), strict=True):
+        np.testing.assert_array_equal(a, b)
+    old = Normaliser.fit(stack).to_dict()
+    old["format"] = "mapper.normaliser/2"
+    del old["aspect"], old["inputs"]
+    assert Normaliser.from_dict(old) == Normaliser.fit(stack)
+    data["aspect"] = "radians"
+    with pytest.raises(CheckpointError, match=r"^ckpt.pt: normalisation has an unknown aspect"):
+        Normaliser.from_dict(data, "ckpt.pt")

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 
 import mapper.train as train_module
-from mapper.bands import STACK_BANDS
+from mapper.bands import input_bands
 from mapper.errors import CheckpointError, InputError
 from mapper.models.checkpoint import load_checkpoint
 from mapper.normalise import Normaliser
+from mapper.predict import PredictOptions, predict_tile
 from mapper.schedule import Schedule
 from mapper.train import finetune, pretrain
 
@@ -60,7 +63,7 @@ def test_pretraining_twice_with_the_same_seed_gives_the_same_file(tiny: dict,
         assert torch.equal(v, b["state_dict"][k]), k
     assert pretrained.read_bytes() == again.read_bytes()
     model, meta = load_checkpoint(pretrained, expect_task="pretrain")
-    assert meta.bands == STACK_BANDS
+    assert meta.bands == input_bands(model.cfg.aspect)
     norm = Normaliser.from_dict(meta.normalisation)
     assert norm.n_pixels > 0
     assert norm.s2_scaling == "standardised"  # no SatlasPretrain weights in the tiny region
@@ -102,7 +105,8 @@ def test_resumed_fine_tuning_equals_an_uninterrupted_run(
     assert straight.read_bytes() == resumed.read_bytes()
 
     model, meta = load_checkpoint(straight, expect_task="nsp", expect_size="demo")
-    assert meta.classes == ["nsp"] and meta.n_out == 1 and meta.bands == STACK_BANDS
+    assert meta.classes == ["nsp"] and meta.n_out == 1
+    assert meta.bands == input_bands(tiny["region"].settings["model"]["aspect"])
     # the pretrained normalisation is carried, the encoders start from the pretrained tensors
     assert meta.normalisation == load_checkpoint(pretrained)[1].normalisation
     with pytest.raises(CheckpointError, match="task 'nsp', expected 'soilorder'"):
@@ -171,3 +175,38 @@ def test_a_partial_of_other_labels_is_not_resumed(
         assert ("resuming from" in caplog.text) == resumes, name
         assert ("belongs to another run" in caplog.text) == (not resumes), name
         assert [h["epoch"] for h in result.history] == [1, 2], name  # resumed or not: both
+
+
+def test_aspect_as_components_trains_and_predicts_with_eleven_covariates(
+    tiny: dict, pretrained: Path, tmp_path: Path
+) -> None:
+    """``model.aspect: components``: the covariate encoder takes 11 bands, the checkpoint names
+    them and carries the encoding, and a tile is predicted from it. A checkpoint pretrained with
+    the other encoding is refused by name, before any tensor is loaded."""
+    region = copy.deepcopy(tiny["region"])
+    region.settings["model"]["aspect"] = "components"
+    out = tmp_path / "nsp.pt"
+    finetune(region, "nsp", tiny["samples"], tiny["stacks"], out, None, tiny["rows"], epochs=1)
+    model, meta = load_checkpoint(out, expect_task="nsp", expect_size="demo")
+    assert model.cfg.aspect == "components" and model.cfg.n_cov_bands == 11
+    assert meta.bands == input_bands("components") and meta.bands[11:13] == [
+        "aspect_north", "aspect_east"]
+    assert Normaliser.from_dict(meta.normalisation).aspect == "components"
+    have = {Path(p).stem: p for p in tiny["stacks"]}
+    tile = next(t for t in region.stacked_tiles() if have.keys() >= {t, *region.tile_context(t)})
+    stacks = [have[t] for t in sorted({tile, *region.tile_context(tile)})]
+    predicted = tmp_path / f"{tile}.tif"
+    predict_tile(region, "nsp", tile, out, stacks, predicted,
+                 options=PredictOptions(batch_size=16, progress=False))
+    with rasterio.open(predicted) as src:
+        p = src.read(1)
+    assert np.isfinite(p).any() and ((p[np.isfinite(p)] >= 0) & (p[np.isfinite(p)] <= 1)).all()
+    made = load_checkpoint(pretrained)[0].cfg.aspect
+    other = {"number": "components", "components": "number"}[made]
+    region.settings["model"]["aspect"] = other
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(pretrained))}: pretrained with "
+                                              f"the aspect as {made}, but model.aspect is "
+                                              f"{other}; pretrain again"):
+        finetune(region, "nsp", tiny["samples"], tiny["stacks"], tmp_path / "no.pt", pretrained,
+                 tiny["rows"], epochs=1)
+    assert not (tmp_path / "no.pt").exists()

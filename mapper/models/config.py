@@ -20,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mapper.bands import ASPECT_ENCODINGS, model_covariates
 from mapper.errors import ConfigError
 
 ALASKA_EXTENT = (-2_200_000.0, 0.0, 1_500_000.0, 2_400_000.0)  # xmin, ymin, xmax, ymax (m)
@@ -51,6 +52,8 @@ class ModelConfig:
     query that reads the input crop itself at its own 10 m pixels (stride 1) beside the 4
     stages, or None for the reference's 4 stages alone (README "The model: the pixel query and
     geo alignment").
+    ``aspect``: how the covariate encoder takes the aspect band (``"number"``, the reference's,
+    or ``"components"``; :mod:`mapper.normalise`), which fixes ``n_cov_bands`` (10 or 11).
     ``satlas_weights``: path of a SatlasPretrain Sentinel-2 multispectral single-image checkpoint
     that initialises the satellite encoder, or None for a random start.
     """
@@ -70,6 +73,7 @@ class ModelConfig:
     geo_extent: tuple[float, float, float, float] = ALASKA_EXTENT
     dropout: float = 0.1
     pixel_query: tuple[int, int] | None = None
+    aspect: str = "number"
     satlas_weights: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +101,16 @@ class ModelConfig:
             raise ConfigError(
                 f"model config {self.name!r}: pixel_query must be two positive hidden widths "
                 f"(h1, h2) or null, got {self.pixel_query}"
+            )
+        if self.aspect not in ASPECT_ENCODINGS:
+            raise ConfigError(
+                f"model config {self.name!r}: aspect must be one of {ASPECT_ENCODINGS}, "
+                f"got {self.aspect!r}"
+            )
+        if self.n_cov_bands != len(model_covariates(self.aspect)):
+            raise ConfigError(
+                f"model config {self.name!r}: {self.n_cov_bands} covariate bands with the aspect "
+                f"as {self.aspect}, which gives {len(model_covariates(self.aspect))}"
             )
         xmin, ymin, xmax, ymax = self.geo_extent
         if not (xmax > xmin and ymax > ymin):

@@ -119,8 +119,9 @@ def predict_tile(
     model, meta = load_checkpoint(model_path, expect_task=task,
                                   expect_size=region.settings["model"]["size"])
     if meta.bands != input_bands(model.cfg.aspect):
-        raise CheckpointError(f"{model_path}: trained on bands {meta.bands}, not the stack's "
-                              f"{input_bands(model.cfg.aspect)}; retrain on current stacks")
+        raise CheckpointError(f"{model_path}: trained on bands {meta.bands}, not the stack's as "
+                              f"its model takes them, {input_bands(model.cfg.aspect)}; retrain on "
+                              "current stacks")
     normaliser = Normaliser.from_dict(meta.normalisation, model_path)
     predictor = TilePredictor(model, normaliser, lattice, crops, task, area=region.area(),
                               batch_size=options.batch_size, device=options.device,

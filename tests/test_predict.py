@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from tiny_region import ORIGIN, changed_copy, write_config, write_region_file
 from mapper.bands import SOIL_ORDERS, STACK_BANDS
 from mapper.cli import main
 from mapper.config import Region, load_config, load_region
-from mapper.errors import ConfigError, InputError
+from mapper.errors import CheckpointError, ConfigError, InputError
 from mapper.grid import Lattice
 from mapper.models.checkpoint import save_checkpoint
 from mapper.models.config import ModelConfig
@@ -427,6 +428,23 @@ def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path,
     log.write_text(caplog.text)
     assert logged_costs([log]) == [{"tile": tile, "crops": 0, "queries": 0,
                                     "seconds": pytest.approx(0.0, abs=0.1)}]
+
+
+def test_a_checkpoint_of_other_bands_is_refused_by_name(setup: dict, tmp_path: Path) -> None:
+    """A checkpoint whose input bands are not the stack's as its model takes them (a stack of
+    another band order, when it was trained): one error naming it, and no map."""
+    payload = torch.load(setup["models"]["nsp"], map_location="cpu", weights_only=True)
+    payload["bands"] = [*payload["bands"][1:], payload["bands"][0]]
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    tile = first_tile(setup, "tiny64")
+    out = tmp_path / "x.tif"
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(other))}: trained on bands "
+                                              r"\['s2_green'.*, not the stack's as its model "
+                                              r"takes them, \['s2_red'.*; retrain"):
+        predict_tile(region_of(setup, "tiny64"), "nsp", tile, other,
+                     context(setup, "tiny64", tile), out, options=quiet())
+    assert not out.exists()
 
 
 def test_missing_region_neighbour_is_an_error(setup: dict, tmp_path: Path) -> None:

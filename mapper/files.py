@@ -4,7 +4,10 @@ Every output of the package (rasters, VRTs, tables, JSON, figures, checkpoints) 
 :func:`atomic_path`: to a temporary name beside the target, renamed over it when the writer
 finishes. A reader therefore sees the old file or the whole new one, never a partial file, even
 when a job is killed mid-write; what a killed writer left behind is removed the next time the
-same output is written (:func:`remove_stale_temporaries`). Outputs get the permissions of any
+same output is written (:func:`remove_stale_temporaries`). The file's bytes reach the disk
+(``fsync``) before the rename, and the folder's entry after it, so a machine that loses power or a
+cluster node that fails just after a job finished cannot leave an empty or truncated file under
+the output's name, which Snakemake would take as made. Outputs get the permissions of any
 file the user creates (``0o666`` less the umask: 0644 under the usual umask 022), so a
 group-shared project can read every product, model included.
 """
@@ -58,6 +61,30 @@ def remove_stale_temporaries(path: str | Path, directories: bool = False) -> lis
     return removed
 
 
+def _sync(path: Path) -> None:
+    """Flush a written file's bytes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to the disk, where the file system can; some
+    (network file systems among them) refuse ``fsync`` on a folder, and are left to their own."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _umask() -> int:
     """The process's umask (reading it means setting it: set it straight back)."""
     umask = os.umask(0)
@@ -67,7 +94,8 @@ def _umask() -> int:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
+    """Yield a temporary path beside ``path``; on success flush it to the disk and rename it to
+    ``path``, else delete it.
 
     The caller writes the temporary path by name (GDAL, matplotlib, ``Path.write_text``) or opens
     it. Parent folders are created. The file has the mode of an ordinary new file (``0o666`` less
@@ -82,10 +110,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            _sync(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
 
 
 @contextmanager
@@ -118,8 +149,11 @@ def staged_paths(paths: Sequence[str | Path]) -> Iterator[list[Path]]:
         missing = [str(t) for t, s in zip(targets, staged, strict=True) if not s.is_file()]
         if missing:
             raise RuntimeError(f"staged_paths: nothing was written for {', '.join(missing)}")
+        for s in staged:
+            _sync(s)
         for t, s in reversed(list(zip(targets, staged, strict=True))):
             os.replace(s, t)
+        _sync_folder(first.parent)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -51,6 +51,47 @@ def test_atomic_path_gives_the_mode_of_any_new_file(tmp_path: Path, umask: int) 
     assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
 
 
+def _record_syncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record, in order, each ``fsync`` (the path its descriptor is open on) and each rename."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append(("rename", f"{src} -> {dst}"))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+def test_written_bytes_reach_the_disk_before_the_file_takes_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that fails just after a job finished must not leave an empty file under the
+    output's name (Snakemake would take it as made): the file is flushed before its rename, and
+    the folder's entry after it; the same for every file of a staged product."""
+    events = _record_syncs(monkeypatch)
+    out = tmp_path / "table.csv"
+    with atomic_path(out) as tmp:
+        tmp.write_text("a,b\n")
+    assert events == [("fsync", str(tmp)), ("rename", f"{tmp} -> {out}"),
+                      ("fsync", str(tmp_path))]
+    events.clear()
+    targets = [tmp_path / "map.tif", tmp_path / "map.png"]
+    with staged_paths(targets) as staged:
+        for s in staged:
+            s.write_text("new")
+    assert events[:2] == [("fsync", str(s)) for s in staged]
+    assert [kind for kind, _ in events[2:]] == ["rename", "rename", "fsync"]
+    assert events[-1] == ("fsync", str(tmp_path))
+
+
 def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
     out = tmp_path / "map.tif"
     stale = tmp_path / ".map.tif.k2x9q0ab.tmp"  # mkstemp's name, as a killed job left it

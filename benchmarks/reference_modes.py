@@ -50,10 +50,12 @@ MEMORY_PATCH_PX = 128
 
 
 def reference_prediction() -> dict:
-    """The statewide prediction settings (alaska.yaml), precision and min_weight left out."""
-    import yaml
+    """The statewide prediction settings (alaska.yaml, validated), precision and min_weight
+    left out."""
+    from mapper.config import load_config, load_region
 
-    settings = yaml.safe_load((ROOT / "config/regions/alaska.yaml").read_text())["prediction"]
+    region = load_region(load_config(ROOT / "config/config.yaml"), "alaska")
+    settings = region.settings["prediction"]
     return {k: v for k, v in settings.items() if k not in ("precision", "min_weight")}
 
 

@@ -165,7 +165,7 @@ class CropLattice:
         ``out_res`` must be a whole multiple of ``res`` (out cells are blocks of lattice pixels);
         it need not divide the tile size (:meth:`out_window`).
         """
-        out_res = float(prediction.get("out_res", res))
+        out_res = float(prediction["out_res"])
         ratio = out_res / res
         factor = round(ratio)
         if factor < 1 or abs(ratio - factor) > 1e-9:
@@ -173,14 +173,14 @@ class CropLattice:
                 f"prediction.out_res {out_res:g} m is not a whole multiple of the lattice's "
                 f"{res:g} m; use e.g. {res:g}, {2 * res:g} or {5 * res:g}"
             )
-        support = prediction.get("support_px")
+        support = prediction["support_px"]
         return cls(
             crop_px=int(prediction["crop_px"]),
             stride_px=int(prediction["stride_px"]),
             sigma_scale=float(prediction["sigma_scale"]),
             factor=factor,
             support_px=None if support is None else int(support),
-            stagger_px=int(prediction.get("stagger_px", 0)),
+            stagger_px=int(prediction["stagger_px"]),
         )
 
     @property

@@ -98,7 +98,7 @@ class CropSettings:
             unlabelled_fraction=float(training["unlabelled_fraction"]),
             batch_size=int(training["batch_size"]),
             seed=int(training["seed"]),
-            augment=bool(training.get("augment", False)),
+            augment=bool(training["augment"]),
         )
 
     @property

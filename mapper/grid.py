@@ -59,7 +59,7 @@ class Lattice:
     def from_config(cls, grid: dict, tile_px: int) -> Lattice:
         """Build from the validated ``grid`` section of config and a region's ``tile_px``."""
         ox, oy = grid["origin"]
-        return cls(float(ox), float(oy), float(grid["res"]), int(tile_px), grid.get("crs", CRS))
+        return cls(float(ox), float(oy), float(grid["res"]), int(tile_px), grid["crs"])
 
     # -- tile ids -------------------------------------------------------------------------------
     @staticmethod

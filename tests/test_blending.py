@@ -173,7 +173,9 @@ def test_blending_is_the_weighted_mean_and_masks_nodata() -> None:
 
 
 def test_out_res_must_be_a_multiple_and_settings_checked() -> None:
-    base = {"crop_px": 64, "stride_px": 32, "sigma_scale": 0.125}
+    base = {"crop_px": 64, "stride_px": 32, "sigma_scale": 0.125, "support_px": None,
+            "stagger_px": 0, "out_res": 10.0}
+    assert CropLattice.from_settings(base, 10.0).factor == 1
     assert CropLattice.from_settings({**base, "out_res": 20.0}, 10.0).factor == 2
     assert CropLattice.from_settings({**base, "out_res": 50.0}, 10.0).factor == 5
     with pytest.raises(ConfigError, match="not a whole multiple"):

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mapper.bands import STACK_BANDS
-from mapper.config import Region
+from mapper.config import Region, finetune_epochs
 from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.experiment import MODELS
 from mapper.files import atomic_path
@@ -106,7 +106,7 @@ def miso_probabilities(
     import torch
 
     from mapper.dataset import predict_points
-    from mapper.train import finetune, finetune_epochs
+    from mapper.train import finetune
     from mapper.windows import StackReader, stacks_by_tile
 
     ev, training = region.settings["evaluation"], region.settings["training"]

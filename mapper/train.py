@@ -52,7 +52,7 @@ import pandas as pd
 import torch
 
 from mapper.bands import input_bands, model_covariates
-from mapper.config import Region
+from mapper.config import Region, finetune_epochs
 from mapper.dataset import CropDataset, CropSettings, PointSet
 from mapper.devices import choose_device, prepare_deterministic
 from mapper.errors import CheckpointError, InputError
@@ -202,13 +202,6 @@ def _points(table: pd.DataFrame, task: str, rows: np.ndarray) -> PointSet:
         rowcol=table[["row", "col"]].to_numpy(np.int64)[rows],
         labels=np.asarray(labels, dtype=spec.label_dtype),
     )
-
-
-def finetune_epochs(training: dict[str, Any], task: str) -> int:
-    """``training.finetune_epochs`` for ``task``: one number for every task, or a number per task
-    (checked to name every task when the region is loaded)."""
-    value = training["finetune_epochs"]
-    return int(value[task]) if isinstance(value, dict) else int(value)
 
 
 def _optimisation(training: dict[str, Any], pretraining: bool, epochs: int | None,

@@ -266,8 +266,8 @@ def test_source_settings_a_fetch_would_refuse_stop_the_plan(
 def test_finetune_epochs_per_task(tmp_path: Path) -> None:
     """One number for every task, or one per task of the registry; a mapping that misses a task
     or names an unknown one is one error naming the file and the key."""
+    from mapper.config import finetune_epochs
     from mapper.tasks import TASKS
-    from mapper.train import finetune_epochs
 
     region = shipped_region("demo")
     region["training"]["finetune_epochs"] = {"nsp": 16, "soilorder": 24}
@@ -285,6 +285,25 @@ def test_finetune_epochs_per_task(tmp_path: Path) -> None:
     region["training"]["finetune_epochs"] = {"nsp": 0, "soilorder": 24}
     with pytest.raises(ConfigError, match="finetune_epochs"):
         load_config(write_config(tmp_path, region))
+
+
+def test_training_settings_files_hold_each_tasks_epochs_apart() -> None:
+    """The settings files of the training section: every key but the epochs in ``training``, and
+    each task's epochs in its own file, the same whether the epochs are one number or per task."""
+    from mapper.config import training_sections
+    from mapper.tasks import TASKS
+
+    training = load_region(load_config(CONFIG), "demo").settings["training"]
+    sections = training_sections(training)
+    assert set(sections) == {"training", *(f"finetune_{t}" for t in TASKS)}
+    assert "finetune_epochs" not in sections["training"]
+    assert {k: v for k, v in training.items() if k != "finetune_epochs"} == sections["training"]
+    assert sections["finetune_nsp"] == {"epochs": 12}
+    assert sections["finetune_soilorder"] == {"epochs": 24}
+    same = training_sections({**training, "finetune_epochs": 24})
+    assert same["training"] == sections["training"]
+    assert same["finetune_soilorder"] == sections["finetune_soilorder"]
+    assert same["finetune_nsp"] == {"epochs": 24}
 
 
 def test_missing_boundary_file(tmp_path: Path) -> None:

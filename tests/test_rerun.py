@@ -170,6 +170,30 @@ def test_a_changed_model_setting_retrains(project: WorkflowProject) -> None:
                     "mosaic_probability": 1}
 
 
+def test_one_tasks_epochs_retrain_that_task_alone(project: WorkflowProject) -> None:
+    """Each task's fine-tuning epochs are a settings file of their own: giving the soil-order
+    model more epochs retrains it alone (not pretraining, nor the NSP model, nor any fold: the
+    tiny region's folds take evaluation.epochs), and the same epochs written per task instead of
+    as one number plan nothing."""
+    settings = yaml.safe_load(project.region_file.read_text())
+    epochs = settings["training"]["finetune_epochs"]
+    assert isinstance(epochs, int)
+    targets = [*project.maps(), *project.reports()]
+    settings["training"]["finetune_epochs"] = {"nsp": epochs, "soilorder": epochs}
+    rewrite_yaml(project.region_file, settings)
+    assert planned_jobs(project, *targets) == {}
+    settings["training"]["finetune_epochs"] = {"nsp": epochs, "soilorder": epochs + 1}
+    rewrite_yaml(project.region_file, settings)
+    jobs = planned_jobs(project, *targets)
+    print(f"\ntraining.finetune_epochs.soilorder -> {epochs + 1}: {jobs}")
+    assert jobs == {"region_settings": 1, "finetune": 1, "predict": len(project.tiles),
+                    "mosaic_classes": 1}
+    plan = run_snakemake(project, *targets, extra_args=["--dry-run"]).log
+    assert f"results/{project.region}/settings/finetune_soilorder.json" in plan
+    assert f"results/{project.region}/models/soilorder.pt" in plan
+    assert f"results/{project.region}/models/nsp.pt" not in plan
+
+
 def correct_dem(project: WorkflowProject) -> Path:
     """Raise the project's DEM by 0.5 m where it has data (a corrected DEM); returns it."""
     dem = project.path(f"resources/{project.region}/sources/dem.tif")
@@ -272,3 +296,22 @@ def test_the_boundary_is_an_input_of_what_reads_the_area(project: WorkflowProjec
     assert {"demo_sources", "samples", "pretrain", "finetune", "predict",
             "mosaic_probability"} <= set(jobs)
     assert jobs["predict"] == len(project.tiles)
+
+
+def test_folds_take_the_fine_tuning_epochs_only_when_theirs_are_null(project: WorkflowProject
+                                                                     ) -> None:
+    """A MiSo fold takes its task's fine-tuning epochs file when ``evaluation.epochs`` is null
+    (it then trains that many epochs), a forest's fold never; with ``evaluation.epochs`` given,
+    no fold takes it (changing a task's epochs reruns no fold)."""
+    epochs_file = f"results/{project.region}/settings/finetune_"
+    folds = planned_inputs(project, *project.reports())["cv_fold"]
+    assert folds and not any(epochs_file in p for job in folds for p in job)
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings["evaluation"]["epochs"] = None
+    rewrite_yaml(project.region_file, settings)
+    folds = planned_inputs(project, *project.reports())["cv_fold"]
+    miso = [job for job in folds if f"results/{project.region}/models/pretrain.pt" in job]
+    assert miso and len(miso) < len(folds)
+    for job in folds:
+        taken = [p for p in job if p.startswith(epochs_file)]
+        assert len(taken) == (1 if job in miso else 0), job

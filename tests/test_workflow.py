@@ -61,7 +61,8 @@ def test_tiny_plan_has_every_stage(tmp_path: Path) -> None:
     assert jobs == {
         "demo_sources": 1, "stack": len(project.stacked), "samples": 1, "pretrain": 1,
         "finetune": 2,
-        "region_settings": 6,  # area, observations, stack, model, training, evaluation
+        # area, observations, stack, model, training, finetune_nsp, finetune_soilorder, evaluation
+        "region_settings": 8,
         "cv_fold": 2 * 2 * 2,  # tasks x models (rf, miso) x folds, one split
         "report": 2, "predict": 2 * n, "mosaic_probability": 1, "mosaic_classes": 1,
     }  # fmt: skip

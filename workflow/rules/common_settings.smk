@@ -3,9 +3,13 @@
 # the fetch and stack jobs list among their params. Included after common.smk.
 
 
+from mapper.config import training_sections
 from mapper.sources.exclusions import composite_settings
 
-SETTINGS_SECTIONS = ("area", "observations", "stack", "model", "training", "evaluation")
+TRAINING_SECTIONS = ("training", *(f"finetune_{task}" for task in TASKS))
+"""The training section's files (mapper.config.training_sections): what every training job
+reads, and each task's fine-tuning epochs, so that one task's epochs retrain that task alone."""
+SETTINGS_SECTIONS = ("area", "observations", "stack", "model", *TRAINING_SECTIONS, "evaluation")
 """The sections written out by rule region_settings (workflow/rules/settings.smk)."""
 
 
@@ -23,12 +27,16 @@ def canonical(settings):
 
 def section_settings(wildcards):
     """The region's settings section of the wildcards (``area``: what beside the boundary file
-    defines the mapped area; ``observations``: the observation source's section)."""
+    defines the mapped area; ``observations``: the observation source's section; ``training``
+    and ``finetune_<task>``: TRAINING_SECTIONS)."""
     if wildcards.section == "area":
         return area_settings(wildcards)
     if wildcards.section == "observations":
         return source_settings(wildcards.region, "observations")
-    return region_of(wildcards).settings[wildcards.section]
+    settings = region_of(wildcards).settings
+    if wildcards.section in TRAINING_SECTIONS:
+        return training_sections(settings["training"])[wildcards.section]
+    return settings[wildcards.section]
 
 
 def section_inputs(wildcards):
@@ -50,6 +58,19 @@ def settings_files(*sections):
         return [f"results/{wildcards.region}/settings/{s}.json" for s in sections]
 
     return files
+
+
+def finetune_settings_file(wildcards):
+    """The fine-tuning epochs of the job's task (rule region_settings)."""
+    return f"results/{wildcards.region}/settings/finetune_{wildcards.task}.json"
+
+
+def cv_epochs_settings(wildcards):
+    """A MiSo fold's epochs when ``evaluation.epochs`` is null: its task's fine-tuning epochs
+    (mapper.evaluate); otherwise none (the evaluation section gives them; a forest has none)."""
+    if wildcards.model == "rf" or region_of(wildcards).settings["evaluation"]["epochs"]:
+        return []
+    return finetune_settings_file(wildcards)
 
 
 def write_settings_file(text, inputs, path, log):

@@ -16,6 +16,7 @@ rule cv_fold:
         stacks=ancient(region_stacks),
         boundary=boundary_file,
         settings=settings_files("model", "training", "evaluation", "area"),
+        epochs=cv_epochs_settings,
     output:
         "results/{region}/cv/{task}/{model}_{split}_f{fold}.parquet",
     log:

@@ -41,6 +41,7 @@ rule finetune:
         stacks=ancient(region_stacks),
         boundary=boundary_file,
         settings=settings_files("model", "training", "area"),
+        epochs=finetune_settings_file,
     output:
         "results/{region}/models/{task}.pt",
     log:

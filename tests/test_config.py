@@ -127,7 +127,8 @@ def test_defaults_are_filled() -> None:
 
 def test_alaska_uses_the_reference_settings() -> None:
     """The statewide region spells out the schema's defaults (the reference settings), but for
-    the prediction mode (bfloat16 implicit queries, min_weight 0.02; README)."""
+    the prediction mode (bfloat16 implicit queries, min_weight 0.02) and the aspect's
+    components (README)."""
     alaska = load_region(load_config(CONFIG), "alaska").settings
     raw = shipped_region("alaska")
     # the reference starts the satellite encoder from SatlasPretrain (fetched by the workflow)
@@ -135,8 +136,9 @@ def test_alaska_uses_the_reference_settings() -> None:
     assert alaska["model"]["satlas_weights"] == raw["model"]["satlas_weights"] == satlas
     for section in ("stack", "model", "training", "evaluation", "prediction"):
         defaults = schema_defaults(section)
-        if section == "model":
-            defaults = {**defaults, "satlas_weights": satlas}
+        if section == "model":  # the aspect's components (README "The model: aspect as ...")
+            assert defaults["aspect"] == "number"
+            defaults = {**defaults, "satlas_weights": satlas, "aspect": "components"}
         if section == "prediction":  # the fast mode; a region that says nothing is exact
             assert defaults["precision"] == "float32" and defaults["min_weight"] == 0.0
             defaults = {**defaults, "precision": "bfloat16", "min_weight": 0.02}

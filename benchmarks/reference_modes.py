@@ -3,7 +3,8 @@
 Setup (every input SYNTHETIC): the reference model (``swinv2_b``: Swin-V2-B encoders, 1024-wide
 embeddings, random weights, 7 classes as soil order; its last layer scaled so that the logits
 have a standard deviation of 2, as a trained model's, not the ~0.1 of random weights that would
-put every probability near 1/7 and hide the differences), the statewide prediction settings of
+put every probability near 1/7 and hide the differences; the aspect taken as ``alaska.yaml``'s
+``model.aspect`` gives it), the statewide prediction settings of
 ``config/regions/alaska.yaml`` (256 px crops, stride 128, sigma 0.125) and smooth random stacks
 around one 512 px tile. Each mode runs :class:`mapper.predictor.TilePredictor` on that tile as the
 workflow does (crop plan, reads, normalisation, encoders, packed decoding, blending, negligible
@@ -60,20 +61,28 @@ def reference_prediction() -> dict:
 
 
 def reference_checkpoint(folder: Path, stacks: dict, lattice, tile: str) -> Path:  # noqa: ANN001
-    """A swinv2_b soil-order checkpoint with random weights, normaliser fitted on the stacks."""
+    """A swinv2_b soil-order checkpoint with random weights, normaliser fitted on the stacks,
+    taking the aspect as alaska.yaml's ``model.aspect`` gives it."""
+    import dataclasses
+
     import torch
 
-    from mapper.bands import SOIL_ORDERS, STACK_BANDS
+    from mapper.bands import SOIL_ORDERS, input_bands, model_covariates
+    from mapper.config import load_config, load_region
     from mapper.models.checkpoint import save_checkpoint
     from mapper.models.config import ModelConfig
     from mapper.models.miso import MiSo
     from mapper.normalise import Normaliser
     from mapper.windows import read_window
 
+    aspect = load_region(load_config(ROOT / "config/config.yaml"), "alaska").settings["model"][
+        "aspect"]
     torch.manual_seed(0)
     sample = read_window(stacks, lattice, lattice.tile_window(tile))
-    norm = Normaliser.fit(sample[:, ::4, ::4])
-    model = MiSo(ModelConfig.named("swinv2_b"), n_out=len(SOIL_ORDERS)).eval()
+    norm = Normaliser.fit(sample[:, ::4, ::4], aspect=aspect)
+    cfg = dataclasses.replace(ModelConfig.named("swinv2_b"), aspect=aspect,
+                              n_cov_bands=len(model_covariates(aspect)))
+    model = MiSo(cfg, n_out=len(SOIL_ORDERS)).eval()
     # Random weights give logits of std ~0.1: probabilities near 1/7 everywhere, which would
     # hide any error. Scale the last layer so that the logits spread like a trained model's.
     s2, cov = norm(sample[None, :, :256, :256])
@@ -85,7 +94,8 @@ def reference_checkpoint(folder: Path, stacks: dict, lattice, tile: str) -> Path
         last.weight *= LOGIT_STD / spread
         last.bias *= LOGIT_STD / spread
     return save_checkpoint(folder / "soilorder_swinv2_b.pt", model, task="soilorder",
-                           bands=STACK_BANDS, normalisation=norm.to_dict(), classes=SOIL_ORDERS,
+                           bands=input_bands(aspect), normalisation=norm.to_dict(),
+                           classes=SOIL_ORDERS,
                            extra={"note": "random weights (benchmark)"})
 
 

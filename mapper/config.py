@@ -157,25 +157,6 @@ def _check_prediction(settings: dict, origin: str | Path, res: float) -> None:
         raise ConfigError(f"{origin}: {exc}") from None
 
 
-def finetune_epochs(training: dict[str, Any], task: str) -> int:
-    """``training.finetune_epochs`` for ``task``: one number for every task, or a number per task
-    (checked to name every task when the region is loaded)."""
-    value = training["finetune_epochs"]
-    return int(value[task]) if isinstance(value, dict) else int(value)
-
-
-def training_sections(training: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The validated ``training`` section as the settings files the training jobs take (rule
-    ``region_settings``): ``training``, what pretraining, fine-tuning and the folds all read
-    (every key but the fine-tuning epochs), and ``finetune_<task>``, the epochs of one task's
-    fine-tuning. So a task's epochs, one number or per task, retrain that task alone."""
-    from mapper.tasks import TASKS
-
-    shared = {k: v for k, v in training.items() if k != "finetune_epochs"}
-    return {"training": shared,
-            **{f"finetune_{task}": {"epochs": finetune_epochs(training, task)} for task in TASKS}}
-
-
 def _check_task_epochs(settings: dict, origin: str | Path) -> None:
     """Epochs given per task must name every task of the registry, and nothing else."""
     from mapper.tasks import TASKS

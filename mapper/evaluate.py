@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mapper.bands import STACK_BANDS
-from mapper.config import Region, finetune_epochs
+from mapper.config import Region
 from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.experiment import MODELS
 from mapper.files import atomic_path
@@ -44,6 +44,7 @@ from mapper.normalise import point_features
 from mapper.samples import read_samples, samples_metadata
 from mapper.splits import check_split, train_test_indices
 from mapper.tasks import Task, get_task
+from mapper.training_settings import finetune_epochs
 
 logger = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ import pandas as pd
 import torch
 
 from mapper.bands import input_bands, model_covariates
-from mapper.config import Region, finetune_epochs
+from mapper.config import Region
 from mapper.dataset import CropDataset, CropSettings, PointSet
 from mapper.devices import choose_device, prepare_deterministic
 from mapper.errors import CheckpointError, InputError
@@ -66,6 +66,7 @@ from mapper.progress import bar as progress_bar
 from mapper.samples import read_samples
 from mapper.schedule import Schedule
 from mapper.tasks import PRETRAIN, Task, get_task
+from mapper.training_settings import finetune_epochs
 from mapper.windows import StackReader, stacks_by_tile
 
 logger = logging.getLogger(__name__)

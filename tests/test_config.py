@@ -268,8 +268,8 @@ def test_source_settings_a_fetch_would_refuse_stop_the_plan(
 def test_finetune_epochs_per_task(tmp_path: Path) -> None:
     """One number for every task, or one per task of the registry; a mapping that misses a task
     or names an unknown one is one error naming the file and the key."""
-    from mapper.config import finetune_epochs
     from mapper.tasks import TASKS
+    from mapper.training_settings import finetune_epochs
 
     region = shipped_region("demo")
     region["training"]["finetune_epochs"] = {"nsp": 16, "soilorder": 24}
@@ -292,8 +292,8 @@ def test_finetune_epochs_per_task(tmp_path: Path) -> None:
 def test_training_settings_files_hold_each_tasks_epochs_apart() -> None:
     """The settings files of the training section: every key but the epochs in ``training``, and
     each task's epochs in its own file, the same whether the epochs are one number or per task."""
-    from mapper.config import training_sections
     from mapper.tasks import TASKS
+    from mapper.training_settings import training_sections
 
     training = load_region(load_config(CONFIG), "demo").settings["training"]
     sections = training_sections(training)

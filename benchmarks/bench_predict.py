@@ -355,23 +355,29 @@ def cost_per_km2(args: argparse.Namespace) -> None:
 
 def state_projection(args: argparse.Namespace) -> None:
     import torch
+    from reference_modes import reference_model_config
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mapper.models.config import ModelConfig
+    from mapper.bands import ASPECT_ENCODINGS
     from mapper.models.flops import decoder_flops
     from mapper.models.miso import MiSo
 
-    torch.manual_seed(0)
-    cfg = ModelConfig.named("swinv2_b")
-    model = MiSo(cfg, n_out=1).eval()
     crop, stride, n_q = 256, 128, args.queries
-    s2, cov = torch.rand(1, 9, crop, crop), torch.rand(1, 10, crop, crop)
-    coords = torch.rand(1, n_q, 2) * 2 - 1
-    with torch.inference_mode():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            feats = model.encode(s2, cov)
-        enc_flops = counter.get_total_flops()
+    coords = torch.rand(1, n_q, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    enc_by_aspect = {}
+    with torch.inference_mode():  # the encoders with each aspect encoding, alaska.yaml's last
+        alaska = reference_model_config().aspect
+        for aspect in sorted(ASPECT_ENCODINGS, key=lambda a: a == alaska):
+            torch.manual_seed(0)
+            cfg = reference_model_config(aspect)
+            model = MiSo(cfg, n_out=1).eval()
+            s2 = torch.rand(1, 9, crop, crop)
+            cov = torch.rand(1, cfg.n_cov_bands, crop, crop)
+            counter = FlopCounterMode(display=False)
+            with counter:
+                feats = model.encode(s2, cov)
+            enc_by_aspect[aspect] = (cfg.n_cov_bands, counter.get_total_flops())
+        enc_flops = enc_by_aspect[alaska][1]
         per_query, per_call = {}, {}
         for decoder in ("fast", "plain"):
             model.set_decoder(decoder)
@@ -402,7 +408,11 @@ def state_projection(args: argparse.Namespace) -> None:
     per_px = decodes * fast_q + per_crop / stride**2
     per_px_authors = 25 * per_query["plain"] + (enc_flops + per_call["plain"]) / 50**2
     total = STATE_PIXELS * per_px
-    print(f"  swinv2_b, 256 px crop (counted): encoders {enc_flops / 1e9:.0f} GFLOP/crop; fast "
+    print("  encoders by aspect encoding (counted, 256 px crop): " + "; ".join(
+        f"{a} ({n} covariates{', alaska.yaml' if a == alaska else ''}) {f / 1e9:,.3f} GFLOP"
+        for a, (n, f) in enc_by_aspect.items()))
+    print(f"  swinv2_b ({alaska}), 256 px crop (counted): encoders {enc_flops / 1e9:.0f} "
+          f"GFLOP/crop; fast "
           f"decoder {fast_q / 1e6:.1f} MFLOP/query (analytic {analytic.per_query / 1e6:.1f}) + "
           f"{per_call['fast'] / 1e9:.1f} GFLOP/crop (analytic "
           f"{(analytic.per_crop + analytic.per_call) / 1e9:.1f}); plain "

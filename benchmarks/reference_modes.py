@@ -60,28 +60,38 @@ def reference_prediction() -> dict:
     return {k: v for k, v in settings.items() if k not in ("precision", "min_weight")}
 
 
+def reference_model_config(aspect: str | None = None):  # noqa: ANN201
+    """The reference model's config (``swinv2_b``) taking the aspect as ``aspect`` says, by default
+    as alaska.yaml's ``model.aspect`` gives it (10 covariates as a number, 11 as components)."""
+    import dataclasses
+
+    from mapper.bands import model_covariates
+    from mapper.config import load_config, load_region
+    from mapper.models.config import ModelConfig
+
+    if aspect is None:
+        aspect = load_region(load_config(ROOT / "config/config.yaml"), "alaska").settings[
+            "model"]["aspect"]
+    return dataclasses.replace(ModelConfig.named("swinv2_b"), aspect=aspect,
+                               n_cov_bands=len(model_covariates(aspect)))
+
+
 def reference_checkpoint(folder: Path, stacks: dict, lattice, tile: str) -> Path:  # noqa: ANN001
     """A swinv2_b soil-order checkpoint with random weights, normaliser fitted on the stacks,
     taking the aspect as alaska.yaml's ``model.aspect`` gives it."""
-    import dataclasses
-
     import torch
 
-    from mapper.bands import SOIL_ORDERS, input_bands, model_covariates
-    from mapper.config import load_config, load_region
+    from mapper.bands import SOIL_ORDERS, input_bands
     from mapper.models.checkpoint import save_checkpoint
-    from mapper.models.config import ModelConfig
     from mapper.models.miso import MiSo
     from mapper.normalise import Normaliser
     from mapper.windows import read_window
 
-    aspect = load_region(load_config(ROOT / "config/config.yaml"), "alaska").settings["model"][
-        "aspect"]
+    cfg = reference_model_config()
+    aspect = cfg.aspect
     torch.manual_seed(0)
     sample = read_window(stacks, lattice, lattice.tile_window(tile))
     norm = Normaliser.fit(sample[:, ::4, ::4], aspect=aspect)
-    cfg = dataclasses.replace(ModelConfig.named("swinv2_b"), aspect=aspect,
-                              n_cov_bands=len(model_covariates(aspect)))
     model = MiSo(cfg, n_out=len(SOIL_ORDERS)).eval()
     # Random weights give logits of std ~0.1: probabilities near 1/7 everywhere, which would
     # hide any error. Scale the last layer so that the logits spread like a trained model's.

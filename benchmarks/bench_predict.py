@@ -27,9 +27,10 @@ Figures printed:
    128: 4 decodes per pixel) against the authors' README setting (250 px windows, 50 px stride: 25
    decodes per pixel; windows resized to 256 as the authors do), from measured time per window and
    window counts per km^2.
-4. Projected model time for Alaska at 10 m with the reference size (swinv2_b): FLOPs per pixel
-   counted with torch's FlopCounterMode on one 256 px crop and a sample of queries, achieved FLOP/s
-   measured on this CPU on the same work; assumptions printed with the figures.
+4. Projected model time for Alaska at 10 m with the reference size (swinv2_b, as alaska.yaml
+   defines the model): FLOPs per pixel counted with torch's FlopCounterMode on one 256 px crop and
+   a sample of queries (the encoders counted with each aspect encoding), achieved FLOP/s measured
+   on this CPU on the same work; assumptions printed with the figures.
 5. Peak memory of one tile job against how much of the region is around it: the same tile
    predicted in a one-tile region (no neighbour stacks) and with its 8 neighbours.
 6. The prediction modes (``prediction.precision`` and ``min_weight``) at the reference size, end
@@ -411,9 +412,9 @@ def state_projection(args: argparse.Namespace) -> None:
     print("  encoders by aspect encoding (counted, 256 px crop): " + "; ".join(
         f"{a} ({n} covariates{', alaska.yaml' if a == alaska else ''}) {f / 1e9:,.3f} GFLOP"
         for a, (n, f) in enc_by_aspect.items()))
-    print(f"  swinv2_b ({alaska}), 256 px crop (counted): encoders {enc_flops / 1e9:.0f} "
-          f"GFLOP/crop; fast "
-          f"decoder {fast_q / 1e6:.1f} MFLOP/query (analytic {analytic.per_query / 1e6:.1f}) + "
+    print(f"  {cfg.name} (aspect as {alaska}), 256 px crop (counted): encoders "
+          f"{enc_flops / 1e9:.0f} GFLOP/crop; fast decoder {fast_q / 1e6:.1f} MFLOP/query "
+          f"(analytic {analytic.per_query / 1e6:.1f}) + "
           f"{per_call['fast'] / 1e9:.1f} GFLOP/crop (analytic "
           f"{(analytic.per_crop + analytic.per_call) / 1e9:.1f}); plain "
           f"{per_query['plain'] / 1e6:.1f} MFLOP/query")

@@ -61,19 +61,19 @@ def reference_prediction() -> dict:
 
 
 def reference_model_config(aspect: str | None = None):  # noqa: ANN201
-    """The reference model's config (``swinv2_b``) taking the aspect as ``aspect`` says, by default
-    as alaska.yaml's ``model.aspect`` gives it (10 covariates as a number, 11 as components)."""
+    """The statewide model as alaska.yaml defines it (:func:`mapper.train.model_config`: its size,
+    pixel query and aspect encoding), for a model of random weights; ``aspect`` takes the aspect
+    another way instead (10 covariates as a number, 11 as components)."""
     import dataclasses
 
     from mapper.bands import model_covariates
     from mapper.config import load_config, load_region
-    from mapper.models.config import ModelConfig
+    from mapper.train import model_config
 
-    if aspect is None:
-        aspect = load_region(load_config(ROOT / "config/config.yaml"), "alaska").settings[
-            "model"]["aspect"]
-    return dataclasses.replace(ModelConfig.named("swinv2_b"), aspect=aspect,
-                               n_cov_bands=len(model_covariates(aspect)))
+    cfg = model_config(load_region(load_config(ROOT / "config/config.yaml"), "alaska"))
+    if aspect is not None and aspect != cfg.aspect:
+        cfg = dataclasses.replace(cfg, aspect=aspect, n_cov_bands=len(model_covariates(aspect)))
+    return cfg
 
 
 def reference_checkpoint(folder: Path, stacks: dict, lattice, tile: str) -> Path:  # noqa: ANN001

@@ -366,11 +366,12 @@ def state_projection(args: argparse.Namespace) -> None:
     crop, stride, n_q = 256, 128, args.queries
     coords = torch.rand(1, n_q, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
     enc_by_aspect = {}
+    reference = reference_model_config()
+    alaska = reference.aspect
     with torch.inference_mode():  # the encoders with each aspect encoding, alaska.yaml's last
-        alaska = reference_model_config().aspect
         for aspect in sorted(ASPECT_ENCODINGS, key=lambda a: a == alaska):
             torch.manual_seed(0)
-            cfg = reference_model_config(aspect)
+            cfg = reference.with_aspect(aspect)
             model = MiSo(cfg, n_out=1).eval()
             s2 = torch.rand(1, 9, crop, crop)
             cov = torch.rand(1, cfg.n_cov_bands, crop, crop)

@@ -60,20 +60,13 @@ def reference_prediction() -> dict:
     return {k: v for k, v in settings.items() if k not in ("precision", "min_weight")}
 
 
-def reference_model_config(aspect: str | None = None):  # noqa: ANN201
+def reference_model_config():  # noqa: ANN201
     """The statewide model as alaska.yaml defines it (:func:`mapper.train.model_config`: its size,
-    pixel query and aspect encoding), for a model of random weights; ``aspect`` takes the aspect
-    another way instead (10 covariates as a number, 11 as components)."""
-    import dataclasses
-
-    from mapper.bands import model_covariates
+    pixel query and aspect encoding), for a model of random weights."""
     from mapper.config import load_config, load_region
     from mapper.train import model_config
 
-    cfg = model_config(load_region(load_config(ROOT / "config/config.yaml"), "alaska"))
-    if aspect is not None and aspect != cfg.aspect:
-        cfg = dataclasses.replace(cfg, aspect=aspect, n_cov_bands=len(model_covariates(aspect)))
-    return cfg
+    return model_config(load_region(load_config(ROOT / "config/config.yaml"), "alaska"))
 
 
 def reference_checkpoint(folder: Path, stacks: dict, lattice, tile: str) -> Path:  # noqa: ANN001

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mapper.bands import input_bands, model_covariates
+from mapper.bands import input_bands
 from mapper.config import Region
 from mapper.dataset import CropDataset, CropSettings, PointSet
 from mapper.devices import choose_device, prepare_deterministic
@@ -147,8 +147,7 @@ def model_config(region: Region) -> ModelConfig:
     cfg = ModelConfig.named(m["size"], satlas_weights=weights_path(m["satlas_weights"]))
     if m["pixel_query"]:  # with the stage-1 query's widths (README "The model: ...")
         cfg = dataclasses.replace(cfg, pixel_query=cfg.query_hidden[0])
-    aspect = m["aspect"]
-    return dataclasses.replace(cfg, aspect=aspect, n_cov_bands=len(model_covariates(aspect)))
+    return cfg.with_aspect(m["aspect"])
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:

@@ -124,6 +124,10 @@ class ModelConfig:
         """Channels of the 4 stage feature maps (strides 4, 8, 16, 32)."""
         return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
 
+    def with_aspect(self, aspect: str) -> ModelConfig:
+        """This config taking the aspect as ``aspect`` says, with the covariate count it gives."""
+        return dataclasses.replace(self, aspect=aspect, n_cov_bands=len(model_covariates(aspect)))
+
     @classmethod
     def named(cls, name: str, **overrides: Any) -> ModelConfig:
         """One of the named sizes ("swinv2_t", "swinv2_b", "demo"), fields overridable."""

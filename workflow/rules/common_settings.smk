@@ -7,8 +7,8 @@ from mapper.training_settings import training_sections
 from mapper.sources.exclusions import composite_settings
 
 TRAINING_SECTIONS = ("training", *(f"finetune_{task}" for task in TASKS))
-"""The training section's files (mapper.training_settings.training_sections): what every training job
-reads, and each task's fine-tuning epochs, so that one task's epochs retrain that task alone."""
+"""The training section's files (mapper.training_settings.training_sections): what every training
+job reads, and each task's fine-tuning epochs, so that one task's epochs retrain that task alone."""
 SETTINGS_SECTIONS = ("area", "observations", "stack", "model", *TRAINING_SECTIONS, "evaluation")
 """The sections written out by rule region_settings (workflow/rules/settings.smk)."""
 

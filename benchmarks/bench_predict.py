@@ -365,21 +365,25 @@ def state_projection(args: argparse.Namespace) -> None:
 
     crop, stride, n_q = 256, 128, args.queries
     coords = torch.rand(1, n_q, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    enc_by_aspect = {}
-    reference = reference_model_config()
-    alaska = reference.aspect
+
+    def counted_encode(cfg):  # noqa: ANN001, ANN202
+        """A random-weight model of ``cfg``, its inputs, features and encoder FLOPs on one crop."""
+        torch.manual_seed(0)
+        model = MiSo(cfg, n_out=1).eval()
+        s2, cov = torch.rand(1, 9, crop, crop), torch.rand(1, cfg.n_cov_bands, crop, crop)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            feats = model.encode(s2, cov)
+        return model, s2, cov, feats, counter.get_total_flops()
+
+    cfg = reference_model_config()
+    alaska = cfg.aspect
     with torch.inference_mode():  # the encoders with each aspect encoding, alaska.yaml's last
-        for aspect in sorted(ASPECT_ENCODINGS, key=lambda a: a == alaska):
-            torch.manual_seed(0)
-            cfg = reference.with_aspect(aspect)
-            model = MiSo(cfg, n_out=1).eval()
-            s2 = torch.rand(1, 9, crop, crop)
-            cov = torch.rand(1, cfg.n_cov_bands, crop, crop)
-            counter = FlopCounterMode(display=False)
-            with counter:
-                feats = model.encode(s2, cov)
-            enc_by_aspect[aspect] = (cfg.n_cov_bands, counter.get_total_flops())
-        enc_flops = enc_by_aspect[alaska][1]
+        enc_by_aspect = {}
+        for other in (cfg.with_aspect(a) for a in ASPECT_ENCODINGS if a != alaska):
+            enc_by_aspect[other.aspect] = (other.n_cov_bands, counted_encode(other)[-1])
+        model, s2, cov, feats, enc_flops = counted_encode(cfg)
+        enc_by_aspect[alaska] = (cfg.n_cov_bands, enc_flops)
         per_query, per_call = {}, {}
         for decoder in ("fast", "plain"):
             model.set_decoder(decoder)

@@ -36,7 +36,8 @@ Conventions:
   ``[start + m, start + m + support)`` with ``m = (crop - support) / 2`` (half-open, like pixel
   coverage); the outer ``m`` pixels are context only (default: ``support = crop``). With
   ``stride + stagger <= support`` the supports of consecutive crops leave no gap, so every cell
-  is answered with a positive weight.
+  is answered with a positive weight (where they abut, ``stride = support`` without stagger, an
+  out cell centred on the edge between two would get none: such settings are refused).
 - Crop-normalised coordinates are those of :mod:`mapper.models.implicit`: ``-1 + 2 (p - start) /
   crop``, -1 and +1 the crop's outer edges (pixel centre ``j`` of the crop at ``-1 + (2j+1)/P``).
 - Weights: per axis a Gaussian of the distance ``d`` of the cell centre from the crop centre
@@ -157,6 +158,25 @@ class CropLattice:
                 f"output factor {self.factor} (out_res / res) must be between 1 and the support "
                 f"{support} px; choose a finer prediction.out_res"
             )
+        if self._cells_on_abutting_supports():
+            raise ConfigError(
+                f"prediction.stride_px {self.stride_px} equals the support {support} px with no "
+                f"stagger, and out cells of {self.factor} px are then centred on the edge between "
+                "two crops' supports, where both weights are zero (cells left unpredicted); use a "
+                "smaller stride_px, a stagger_px, or another out_res"
+            )
+
+    def _cells_on_abutting_supports(self) -> bool:
+        """Whether consecutive supports abut (stride = support, no stagger: the one case
+        ``stride + stagger <= support`` allows without overlap) and an out cell's centre
+        ``(2R + 1) k / 2`` falls on a support's first pixel ``a = i stride + m``: the taper is zero
+        there and the previous support ends just before it. ``a`` modulo ``2k`` repeats within
+        ``2k`` crops."""
+        if self.stagger_px or self.stride_px != self.support:
+            return False
+        k, m = self.factor, (self.crop_px - self.support) // 2
+        return any(2 * a % k == 0 and (2 * a // k) % 2 == 1
+                   for a in (i * self.stride_px + m for i in range(2 * k)))
 
     @classmethod
     def from_settings(cls, prediction: dict, res: float) -> CropLattice:

@@ -31,10 +31,15 @@ from mapper.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
-# GDAL settings for reading over HTTP: bounded retries, no directory listing per open.
+# GDAL settings for reading over HTTP: bounded retries, no directory listing per open, and no
+# wait without end: a connection must open within 30 s, and a transfer that stalls (under 1 byte/s
+# for 60 s) is aborted as a failed read (libcurl's own defaults wait forever).
 GDAL_HTTP_ENV = {
     "GDAL_HTTP_MAX_RETRY": "4",
     "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_CONNECTTIMEOUT": "30",
+    "GDAL_HTTP_LOW_SPEED_TIME": "60",
+    "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.vrt,.jp2",
 }

@@ -96,6 +96,7 @@ def test_weights_vanish_at_every_crop_border() -> None:
     (64, 32, 2, 64, None, 0), (32, 16, 5, 160, None, 0), (64, 16, 4, 64, None, 0),
     (64, 64, 4, 128, None, 0), (64, 24, 1, 512, 48, 16), (64, 24, 2, 64, 48, 16),
     (64, 20, 5, 160, 40, 20), (256, 128, 1, 512, None, 32),
+    (64, 62, 1, 124, 62, 0), (64, 62, 3, 186, 62, 0), (64, 60, 2, 120, 60, 0),
 ])
 def test_crop_lattice_covers_each_tile(crop: int, stride: int, factor: int, tile: int,
                                        support: int | None, stagger: int) -> None:
@@ -188,6 +189,11 @@ def test_out_res_must_be_a_multiple_and_settings_checked() -> None:
         CropLattice.from_settings({**base, "stagger_px": 40}, 10.0)
     with pytest.raises(ConfigError, match="support_px 47 must be even"):
         CropLattice.from_settings({**base, "support_px": 47}, 10.0)
+    # abutting supports (stride = support, no stagger) with 20 m cells centred on their edges
+    # (m = 1 px of context on each side): refused, not left as lines of nodata
+    with pytest.raises(ConfigError, match="stride_px 62 equals the support 62 px with no stagger"):
+        CropLattice.from_settings({**base, "support_px": 62, "stride_px": 62, "out_res": 20.0},
+                                  10.0)  # fmt: skip
     lat = CropLattice.from_settings({**base, "support_px": 48, "stagger_px": 16}, 10.0)
     assert (lat.support, lat.stagger_px) == (48, 16)
     with pytest.raises(ConfigError, match="crop_px 40"):

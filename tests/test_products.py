@@ -524,3 +524,31 @@ def test_a_tile_whose_blocks_fail_to_read_is_named_and_nothing_is_written(
     assert message.endswith("delete that tile and run the same target again (its predict job "
                             "makes it again)")
     assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def test_cog_compression_uses_the_jobs_threads(tmp_path: Path, monkeypatch) -> None:
+    """Snakemake sets OMP_NUM_THREADS to the rule's threads: GDAL compresses with that many, not
+    with every CPU of a machine shared with other jobs; run by hand, with every CPU."""
+    from mapper.products.cog import to_cog
+
+    asked: list[str] = []
+    copy = rasterio.shutil.copy
+
+    def spy(src, dst, **options):
+        asked.append(options["NUM_THREADS"])
+        return copy(src, dst, **options)
+
+    monkeypatch.setattr(rasterio.shutil, "copy", spy)
+    src = tmp_path / "src.tif"
+    grid = Lattice(ORIGIN[0], ORIGIN[1], 10.0, 64)
+    data = np.arange(64 * 64, dtype="uint8").reshape(1, 64, 64)
+    write_geotiff(src, data, grid.transform, grid.crs, nodata=255)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    to_cog(src, tmp_path / "job.tif", resampling="AVERAGE")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    to_cog(src, tmp_path / "by_hand.tif", resampling="AVERAGE")
+    assert asked == ["3", "ALL_CPUS"]
+    for name in ("job.tif", "by_hand.tif"):
+        assert cog_validate(str(tmp_path / name))[0]
+        with rasterio.open(tmp_path / name) as ds:
+            np.testing.assert_array_equal(ds.read(), data)

@@ -266,9 +266,10 @@ def test_a_truncated_file_served_whole_is_refused_at_download(server, tmp_path):
     urls = serve_archives(server, pr=good[:-5000])  # the server itself holds a cut copy
     region = snap_region(tmp_path, snap_source(urls))
     out = tmp_path / "sources"
-    # refused as the download (.part), before it takes the archive's name
+    # refused as the download (.part), before it takes the archive's name; the message names
+    # the archive asked for, not the deleted .part
     with pytest.raises(SourceError,
-                       match=rf"^{urls['pr']} -> .*snap_pr\.zip\.part: not a readable zip"):
+                       match=rf"^{urls['pr']} -> .*/snap_pr\.zip: not a readable zip"):
         fetch_source(region, "climate", out, file="pr")
     assert not list((out / "climate").glob("snap_pr.zip*"))
     assert LockFile(lock_path(region.path)).entries() == {}  # its checksum is not recorded

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,20 @@ def test_a_busy_reply_is_retried(ftp, payload, tmp_path):
     ftp.busy(SHP)
     download(url, tmp_path / "permaice.shp", sha256=sha(payload), **FAST)
     assert len([c for c in ftp.commands if c.startswith("RETR")]) == 2
+
+
+def test_a_server_that_refuses_the_connection_is_retried_then_one_error(tmp_path):
+    with socket.socket() as s:  # a loopback port with nobody listening on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"ftp://127.0.0.1:{port}{SHP}"
+    dest = tmp_path / "permaice.shp"
+    with pytest.raises(SourceError) as exc:
+        download(url, dest, retries=2, **FAST)
+    message = str(exc.value)
+    assert message.startswith(f"{url} -> {dest}: connection failed (ConnectionRefusedError")
+    assert "gave up after 3 attempts" in message and "\n" not in message
+    assert leftovers(dest) == []
 
 
 def test_a_missing_file_is_one_error_and_not_retried(ftp, tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ import pytest
 import rasterio
 from affine import Affine
 from earth_search import cog_bytes
-from httpserver import LoopbackServer
+from httpserver import LoopbackServer, stall
 from pyproj import Transformer
 
 from mapper.bands import S2_BANDS
@@ -595,8 +596,33 @@ def test_an_unreadable_asset_names_the_item_and_leaves_no_composite(scene, tmp_p
         region = load_region(load_config(config), "r")
         with pytest.raises(
             SourceError, match=r"STAC item gone SCL \(http://.*/cogs/gone/scl.tif\)"
-        ):
+        ) as exc:
             fetch_source(region, "sentinel2", tmp_path / "s", tile=TILE)
+    message = str(exc.value)
+    assert "'gone: [<tile>, ...]'" in message and "'exclude'" in message and "\n" not in message
+    assert not list((tmp_path / "s").rglob("*.tif")) and not list((tmp_path / "s").rglob("*.json"))
+
+
+def test_a_stalled_asset_read_fails_instead_of_waiting(scene, tmp_path, fetch_config, monkeypatch):
+    """Every asset read stalls after its headers: with GDAL_HTTP_ENV's low-speed limit (cut to
+    1 s here, 60 s in use) the fetch fails with one error naming an item, long before the server
+    would send the bytes (libcurl's defaults would wait for them)."""
+    from mapper.raster import GDAL_HTTP_ENV
+
+    monkeypatch.setitem(GDAL_HTTP_ENV, "GDAL_HTTP_LOW_SPEED_TIME", "1")
+    stalled_s = 60.0
+    with serve_items(scene, harmonized=True) as api:
+        server = api.server
+        for path in [p for p in server.files if p.startswith("/cogs/")]:
+            server.add_faults(path, *[stall(0, stalled_s) for _ in range(12)])
+        config = fetch_config(_sentinel2(api.url))
+        region = load_region(load_config(config), "r")
+        began = time.monotonic()
+        with pytest.raises(SourceError, match=r"^STAC item it\d .*retry later") as exc:
+            fetch_source(region, "sentinel2", tmp_path / "s", tile=TILE)
+        took = time.monotonic() - began
+    assert took < stalled_s / 2, f"waited {took:.0f} s for a stalled read"
+    assert "\n" not in str(exc.value)
     assert not list((tmp_path / "s").rglob("*.tif")) and not list((tmp_path / "s").rglob("*.json"))
 
 

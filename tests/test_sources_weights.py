@@ -72,8 +72,9 @@ def test_fetch_weights_records_then_verifies(tmp_path: Path) -> None:
             model={"size": "demo", "satlas_weights": page},
         )  # fmt: skip
         bad_region = load_region(load_config(bad), "tiny")
-        with pytest.raises(InputError, match="not a torch checkpoint"):
+        with pytest.raises(InputError, match="not a torch checkpoint") as exc:
             fetch_weights(bad_region, tmp_path / "page.pth")
+        assert str(exc.value).startswith(f"{page} -> {tmp_path / 'page.pth'}: ")
         assert not (tmp_path / "page.pth").exists()
         assert LockFile(lock_path(bad_region.path)).entries() == {}
 

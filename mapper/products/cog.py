@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,6 +93,14 @@ def overview_count(width: int, height: int, min_px: int = MIN_OVERVIEW_PX) -> in
     return max(1, math.ceil(math.log2(largest / min_px))) if largest > min_px else 1
 
 
+def gdal_threads() -> str:
+    """GDAL's ``NUM_THREADS`` for compressing a COG: the job's threads (``OMP_NUM_THREADS``, which
+    Snakemake sets to the rule's threads, so that a mosaic job uses the CPUs it was scheduled
+    with), else every CPU (a command run by hand)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return value if value.isdigit() and int(value) > 0 else "ALL_CPUS"
+
+
 def to_cog(
     src: str | Path,
     dst: str | Path,
@@ -117,7 +126,7 @@ def to_cog(
         "BIGTIFF": "YES",
         "OVERVIEW_RESAMPLING": resampling,
         "OVERVIEW_COUNT": levels,
-        "NUM_THREADS": "ALL_CPUS",
+        "NUM_THREADS": gdal_threads(),
     }
     with atomic_path(dst) as tmp:
         tmp.unlink()

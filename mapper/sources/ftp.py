@@ -94,10 +94,11 @@ def attempt(
             raise _RetryableError(f"connection failed ({exc.__class__.__name__}: {exc})") from None
         return _retrieve(ftp, url, path, part, size, state, origin)
     finally:
-        try:
-            ftp.quit()
-        except (ftplib.Error, OSError, EOFError):
-            ftp.close()
+        if ftp.sock is not None:  # None when the connection itself failed: nothing to close
+            try:
+                ftp.quit()
+            except (ftplib.Error, OSError, EOFError):
+                ftp.close()
 
 
 def _size(ftp: ftplib.FTP, path: str) -> int | None:

@@ -259,7 +259,8 @@ def write_body(
                 bar.update(len(chunk))
                 if size is not None and received > size:
                     raise _FatalError(
-                        f"received more than the {size} bytes {origin[0]} states", origin[1]
+                        f"received more than the {size} bytes {origin[0]} states", origin[1],
+                        changed=True,
                     )
             f.flush()
             os.fsync(f.fileno())
@@ -283,13 +284,21 @@ def _vetted(path: Path, vet: Callable[[Path], None] | None) -> None:
         raise
 
 
+def download_target(path: str | Path) -> Path:
+    """The file a download is for: ``dest`` for the ``<dest>.part`` that :func:`download` vets a
+    new download as (deleted when refused), so that messages name the file the user asked for."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".part"))
+
+
 def check_stated_size(path: str | Path, url: str, size: int | None) -> None:
     """SourceError naming ``url`` when the file at ``path`` is not the ``size`` bytes the region
     file states (None: nothing to check); for a download the region file gives no sha256 for."""
     got = Path(path).stat().st_size
     if size is not None and got != size:
         raise SourceError(
-            f"{url} -> {path}: got {got} bytes, the region file states {size}; {_FIX_CHECKSUM}"
+            f"{url} -> {download_target(path)}: got {got} bytes, the region file states {size}; "
+            f"{_FIX_CHECKSUM}"
         )
 
 

@@ -221,5 +221,7 @@ def gdal_path(href: str) -> str:
 def source_error(item: pystac.Item, what: str, href: str, exc: Exception) -> SourceError:
     return SourceError(
         f"STAC item {item.id} {what} ({href}): {exc}; retry later (HTTP reads failed after "
-        "GDAL's retries) or lower max_items to skip the item"
+        "GDAL's retries), or if the asset stays unreadable leave the item out: an entry "
+        f"'{item.id}: [<tile>, ...]' (or 'all') under the stac source's 'exclude' in the region "
+        "file"
     )

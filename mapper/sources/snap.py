@@ -50,7 +50,7 @@ from mapper.config import Region
 from mapper.errors import ConfigError, InputError, SourceError
 from mapper.files import file_sha256
 from mapper.raster import GridSpec, decode_single_band, write_geotiff
-from mapper.sources.http import check_stated_size, download
+from mapper.sources.http import check_stated_size, download, download_target
 from mapper.sources.lock import LockFile, fetch_locked
 from mapper.sources.manifest import make_manifest, read_manifest, write_manifest
 
@@ -91,7 +91,7 @@ def check_archive(path: str | Path, url: str | None = None) -> int:
             return len(zf.infolist())
     except (zipfile.BadZipFile, OSError) as exc:
         path.unlink(missing_ok=True)
-        where = f"{url} -> {path}" if url else str(path)
+        where = f"{url} -> {download_target(path)}" if url else str(path)
         raise SourceError(
             f"{where}: not a readable zip archive ({exc}): the download is truncated or the URL "
             "serves something else; check the URL in the region file and fetch again"

@@ -57,16 +57,18 @@ def weights_by_name(regions: dict[str, Region]) -> dict[str, str]:
     return regions_by_name
 
 
-def _check_torch_file(path: Path) -> None:
+def _check_torch_file(path: Path, url: str) -> None:
     """A torch checkpoint is a zip archive (torch.save since 1.6) or, older, a pickle (first byte
     0x80); anything else (an HTML error page, a truncated zip) is refused before its checksum is
     recorded."""
+    from mapper.sources.http import download_target
+
     with open(path, "rb") as fh:
         legacy = fh.read(1) == b"\x80"
     if not (legacy or zipfile.is_zipfile(path)):
         raise InputError(
-            f"{path}: not a torch checkpoint (neither a zip archive nor a pickle); check "
-            "model.satlas_weights"
+            f"{url} -> {download_target(path)}: not a torch checkpoint (neither a zip archive nor "
+            "a pickle); check model.satlas_weights"
         )
 
 
@@ -81,5 +83,6 @@ def fetch_weights(region: Region, out: str | Path) -> Path:
             f"{region.path}: model.satlas_weights is {url!r}, not a URL: nothing to fetch"
         )
     out = Path(out)
-    fetch_locked(url, out, LockFile(lock_path(region.path)), check=_check_torch_file)
+    fetch_locked(url, out, LockFile(lock_path(region.path)),
+                 check=lambda path: _check_torch_file(path, url))
     return out

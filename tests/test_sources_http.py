@@ -169,11 +169,26 @@ def test_bounded_retries_then_a_clear_error(server, payload, tmp_path):
 
 def test_repeated_cuts_exhaust_retries_and_remove_the_part_file(server, payload, tmp_path):
     url = server.add_file("/a.bin", payload)
-    server.add_faults("/a.bin", *[cut(10_000)] * 3)
+    # the first attempt keeps 10 kB; the next two add nothing: retries=1 is spent
+    server.add_faults("/a.bin", cut(10_000), cut(0), cut(0))
     dest = tmp_path / "a.bin"
-    with pytest.raises(SourceError, match="transfer cut|closed after"):
+    with pytest.raises(SourceError, match=r"(transfer cut|closed after).*gave up after 3 attempts"):
         download(url, dest, retries=1, **FAST)
     assert leftovers(dest) == []
+    assert [r["headers"].get("Range") for r in server.requests_for("/a.bin")] == [
+        None, "bytes=10000-", "bytes=10000-"]
+
+
+def test_cuts_that_each_add_bytes_do_not_spend_the_retries(server, payload, tmp_path):
+    """A long file on a link that drops now and then: every attempt resumes further on, so five
+    cuts with retries=1 still end in the whole, verified file."""
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", *[cut(10_000)] * 5)
+    dest = tmp_path / "a.bin"
+    download(url, dest, sha256=sha(payload), retries=1, **FAST)
+    assert dest.read_bytes() == payload and leftovers(dest) == [dest]
+    ranges = [r["headers"].get("Range") for r in server.requests_for("/a.bin")]
+    assert ranges == [None] + [f"bytes={10_000 * k}-" for k in range(1, 6)]
 
 
 def test_404_is_not_retried(server, tmp_path):

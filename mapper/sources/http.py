@@ -75,6 +75,10 @@ class _FatalError(Exception):
         self.changed = changed
 
 
+MAX_ATTEMPTS_PER_RETRY = 10
+"""All attempts of one download, attempts that got further included, are at most this many times
+``retries + 1``."""
+
 _FIX_URL = "check the URL in the region file (or retry later if the server is down)"
 _FIX_CHECKSUM = (
     "check the sha256/size in the region file (or the URL, if the file changed upstream)"
@@ -319,7 +323,9 @@ def download(
 
     ``timeout`` (s) bounds the connection and every wait between two reads of the body, so a
     server that stalls mid-body counts as a cut connection. ``retries`` is the number of attempts
-    after the first. If ``dest`` already exists and matches ``sha256`` (and ``size``), nothing is
+    after the first that may fail without getting further: an attempt cut after new bytes (kept
+    and resumed from) does not count, up to :data:`MAX_ATTEMPTS_PER_RETRY` ``* (retries + 1)``
+    attempts in all. If ``dest`` already exists and matches ``sha256`` (and ``size``), nothing is
     downloaded. The entry has ``url``, ``path``, ``size`` (bytes), ``sha256`` and, when the
     server sent them, ``etag`` and ``last_modified``.
 
@@ -364,10 +370,17 @@ def download(
     session = session or new_session()
     state: dict[str, Any] = {}
     cause = ""
+    # Retries are counted in attempts that got no further: one cut after new bytes (kept in
+    # ``part`` and resumed) starts the count again, so a long file on a link that drops now and
+    # then still arrives; a cap on all attempts bounds a server that sends a trickle each time.
+    furthest = part.stat().st_size if part.exists() else 0
+    attempt = failures = 0
     try:
-        for attempt in range(retries + 1):
+        for _ in range(MAX_ATTEMPTS_PER_RETRY * (retries + 1)):
             if attempt:
-                logger.info("%s: attempt %d of %d", url, attempt + 1, retries + 1)
+                logger.info("%s: attempt %d (retry %d of %d)", url, attempt + 1, failures,
+                            retries)  # fmt: skip
+            attempt += 1
             try:
                 if url.startswith("ftp://"):
                     from mapper.sources import ftp
@@ -381,9 +394,16 @@ def download(
                     )
             except _RetryableError as exc:
                 cause = exc.cause
-                if attempt == retries:
+                reached = part.stat().st_size if part.exists() else 0
+                if reached > furthest:
+                    furthest, failures = reached, 0
+                    logger.info("%s: %d bytes kept to resume from", url, reached)
+                else:
+                    failures += 1
+                if failures > retries:
                     break
-                wait = backoff_wait(backoff, attempt) if exc.wait is None else exc.wait
+                wait = (backoff_wait(backoff, max(failures - 1, 0)) if exc.wait is None
+                        else exc.wait)  # fmt: skip
                 logger.warning("%s: %s; retrying in %.2f s", url, cause, wait)
                 time.sleep(wait)
                 continue
@@ -408,8 +428,10 @@ def download(
                 logger.info("%s -> %s (%d bytes)", url, dest, nbytes)
                 return _entry(url, dest, nbytes, digest, headers)
             part.unlink(missing_ok=True)
-            if resumed and attempt < retries:
+            if resumed and failures < retries:
                 cause = problem
+                failures += 1
+                furthest = 0
                 logger.warning("%s: %s after a resumed transfer; fetching it whole", url, problem)
                 state.clear()
                 continue
@@ -419,5 +441,5 @@ def download(
             session.close()
     part.unlink(missing_ok=True)
     raise SourceError(
-        f"{url} -> {dest}: {cause} (gave up after {retries + 1} attempts); {_FIX_URL}"
+        f"{url} -> {dest}: {cause} (gave up after {attempt} attempts); {_FIX_URL}"
     )

@@ -55,7 +55,7 @@ from mapper.bands import input_bands
 from mapper.config import Region
 from mapper.dataset import CropDataset, CropSettings, PointSet
 from mapper.devices import choose_device, prepare_deterministic
-from mapper.errors import CheckpointError, InputError
+from mapper.errors import CheckpointError, InputError, TrainingError
 from mapper.files import file_sha256
 from mapper.losses import task_loss
 from mapper.models.checkpoint import load_checkpoint, save_checkpoint, save_torch
@@ -63,7 +63,7 @@ from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo, build_model
 from mapper.normalise import Normaliser, s2_scaling_for
 from mapper.progress import bar as progress_bar
-from mapper.samples import read_samples
+from mapper.samples import read_samples, samples_metadata
 from mapper.schedule import Schedule
 from mapper.tasks import PRETRAIN, Task, get_task
 from mapper.training_settings import finetune_epochs
@@ -268,6 +268,12 @@ def _fit(
             out = model(batch.s2, batch.cov, batch.coords, batch.xy)
             loss, terms = task_loss(task, out, batch.target, batch.mask, batch.valid,
                                     geo_alignment=opt.geo_alignment)
+            if not math.isfinite(terms["total"]):  # diverged: NaN weights would map nodata
+                raise TrainingError(
+                    f"{stream if task == stream else f'{stream} {task}'}: non-finite loss at "
+                    f"epoch {epoch + 1}, step {step + 1} (the training diverged); lower "
+                    "training.lr_max (or training.grad_clip) in the region file"
+                )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
@@ -317,8 +323,18 @@ def _open_reader(region: Region, stacks: list[str | Path]) -> StackReader:
     return StackReader(stacks_by_tile(stacks), region.lattice)
 
 
-def _table(samples: str | Path | pd.DataFrame) -> pd.DataFrame:
-    return samples if isinstance(samples, pd.DataFrame) else read_samples(samples)
+def _table(samples: str | Path | pd.DataFrame, region: Region) -> pd.DataFrame:
+    """The samples table; a file must hold ``region``'s samples (their rows and columns are
+    positions on that region's stacks)."""
+    if isinstance(samples, pd.DataFrame):
+        return samples
+    made_for = samples_metadata(samples).get("region")
+    if made_for not in (None, region.name):
+        raise InputError(
+            f"{samples}: samples of region {made_for}, not {region.name}; give "
+            f"results/{region.name}/samples/points.parquet"
+        )
+    return read_samples(samples)
 
 
 # -- pretraining ----------------------------------------------------------------------------------
@@ -341,7 +357,7 @@ def pretrain(
     """
     out = Path(out)
     training = region.settings["training"]
-    table = _table(samples)
+    table = _table(samples, region)
     if len(table) == 0:
         raise InputError(f"{samples}: empty samples table; check the observations")
     settings = CropSettings.from_training(training)
@@ -387,9 +403,23 @@ def _start_model(cfg: ModelConfig, task: Task, pretrained: str | Path | None,
             f"{pretrained}: pretrained with the aspect as {source.cfg.aspect}, but model.aspect "
             f"is {cfg.aspect}; pretrain again with the region's settings"
         )
+    differ = [f"{f.name} {getattr(source.cfg, f.name)!r} (now {getattr(cfg, f.name)!r})"
+              for f in dataclasses.fields(cfg)
+              if f.compare and getattr(source.cfg, f.name) != getattr(cfg, f.name)]
+    if differ:
+        raise CheckpointError(
+            f"{pretrained}: pretrained with other model settings: {'; '.join(differ)}; pretrain "
+            "again with the region's settings"
+        )
     model = MiSo(cfg, task.n_outputs)
     carried = {k: v for k, v in source.state_dict().items() if not k.startswith(HEADS)}
-    missing, unexpected = model.load_state_dict(carried, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(carried, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(
+            f"{pretrained}: tensors do not fit a {cfg.name} model ({reason}); retrain"
+        ) from None
     if unexpected or any(not k.startswith(HEADS) for k in missing):
         raise CheckpointError(f"{pretrained}: tensors do not fit a {cfg.name} model; retrain")
     return model, Normaliser.from_dict(meta.normalisation, pretrained)
@@ -417,7 +447,7 @@ def finetune(
     """
     spec = get_task(task)
     training = region.settings["training"]
-    table = _table(samples)
+    table = _table(samples, region)
     label = table[spec.label_column]
     rows = np.flatnonzero(label.notna().to_numpy()) if train_idx is None else np.asarray(
         train_idx, dtype=np.int64)

@@ -13,7 +13,7 @@ import torch
 
 import mapper.train as train_module
 from mapper.bands import input_bands
-from mapper.errors import CheckpointError, InputError
+from mapper.errors import CheckpointError, InputError, TrainingError
 from mapper.models.checkpoint import load_checkpoint
 from mapper.normalise import Normaliser
 from mapper.predict import PredictOptions, predict_tile
@@ -210,3 +210,58 @@ def test_aspect_as_components_trains_and_predicts_with_eleven_covariates(
         finetune(region, "nsp", tiny["samples"], tiny["stacks"], tmp_path / "no.pt", pretrained,
                  tiny["rows"], epochs=1)
     assert not (tmp_path / "no.pt").exists()
+
+
+def test_a_checkpoint_pretrained_with_other_model_settings_is_refused_by_name(
+    tiny: dict, pretrained: Path, tmp_path: Path
+) -> None:
+    """Other pixel-query settings shift every stage's tensors: one error naming the checkpoint,
+    the setting and the fix, not PyTorch's size-mismatch traceback."""
+    region = copy.deepcopy(tiny["region"])
+    made = bool(load_checkpoint(pretrained)[0].cfg.pixel_query)
+    region.settings["model"]["pixel_query"] = not made
+    out = tmp_path / "no.pt"
+    with pytest.raises(CheckpointError) as exc:
+        finetune(region, "nsp", tiny["samples"], tiny["stacks"], out, pretrained, tiny["rows"],
+                 epochs=1)  # fmt: skip
+    message = str(exc.value)
+    assert message.startswith(f"{pretrained}: pretrained with other model settings: pixel_query ")
+    assert message.endswith("pretrain again with the region's settings") and "\n" not in message
+    assert not out.exists()
+
+
+def test_a_diverged_training_stops_without_a_checkpoint(tiny: dict, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """A non-finite loss (too high a learning rate) would leave NaN weights that map nothing:
+    the job stops at that step with the fix, and writes no checkpoint."""
+    real = train_module.task_loss
+    calls = []
+
+    def diverging(*args, **kwargs):
+        loss, terms = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) < 2:
+            return loss, terms
+        return loss * float("nan"), {**terms, "total": float("nan")}
+
+    monkeypatch.setattr(train_module, "task_loss", diverging)
+    out = tmp_path / "nsp.pt"
+    with pytest.raises(TrainingError, match=r"^finetune nsp: non-finite loss at epoch 1, step 2 "
+                                            r".*lower training\.lr_max"):
+        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, None, tiny["rows"],
+                 epochs=1)  # fmt: skip
+    assert not out.exists()
+
+
+def test_samples_of_another_region_are_refused(tiny: dict, tmp_path: Path) -> None:
+    """Samples are positions on their region's stacks: another region's table would train on
+    blank crops."""
+    region = copy.deepcopy(tiny["region"])
+    object.__setattr__(region, "name", "elsewhere")
+    for run in (lambda: pretrain(region, tiny["samples"], tiny["stacks"], tmp_path / "p.pt"),
+                lambda: finetune(region, "nsp", tiny["samples"], tiny["stacks"],
+                                 tmp_path / "f.pt")):  # fmt: skip
+        with pytest.raises(InputError, match=rf"^{re.escape(str(tiny['samples']))}: samples of "
+                                             r"region \w+, not elsewhere; give results/elsewhere/"):
+            run()
+    assert not list(tmp_path.iterdir())

@@ -34,7 +34,9 @@ from tiny_region import changed_copy
 
 from mapper.bands import SOIL_ORDERS, STACK_BANDS
 from mapper.cli import main
+from mapper.config import load_config, load_region
 from mapper.errors import CheckpointError
+from mapper.grid import Lattice
 from mapper.models.checkpoint import load_checkpoint, save_checkpoint
 from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo
@@ -278,9 +280,14 @@ def test_stack_dem_with_nan_and_no_nodata_value(src: dict, tmp_path: Path) -> No
 def test_ocean_tile_gives_an_empty_stack_and_a_nodata_prediction(
     src: dict, tmp_path: Path, capsys
 ) -> None:
+    """A tile where no source has data (at sea, beyond them all) stacks empty and predicts
+    nodata. It lies outside the test region, so it is stacked through the library: the
+    command refuses a tile that is not the region's (the next test)."""
+    from mapper.stack import build_stack
+
     stack = tmp_path / "stack" / f"{S.OCEAN_TILE_64}.tif"
-    rc, _ = cli(capsys, *stack_args(src, stack, tile=S.OCEAN_TILE_64))
-    assert rc == 0
+    region = load_region(load_config(src["config"]), "t64")
+    build_stack(region, S.OCEAN_TILE_64, [src["s2"]], [src["dem"]], [src["climate"]], stack)
     with rasterio.open(stack) as ds:
         assert ds.tags()["MAPPER_EMPTY"] == "true" and np.isnan(ds.read()).all()
     model = demo_checkpoint(tmp_path / "nsp.pt", "nsp")
@@ -292,6 +299,23 @@ def test_ocean_tile_gives_an_empty_stack_and_a_nodata_prediction(
     with rasterio.open(out) as ds:
         assert ds.tags()["MAPPER_EMPTY"] == "true" and ds.count == 1
         assert np.isnan(ds.read()).all() and np.isnan(ds.nodata)
+
+
+def test_stack_of_a_tile_outside_the_region_is_one_error(src: dict, tmp_path: Path,
+                                                          capsys) -> None:
+    """A mistyped tile id is refused before any source is read, naming the region file and the
+    command that lists the region's tiles; nothing is written."""
+    region = load_region(load_config(src["config"]), "t64")
+    assert S.OCEAN_TILE_64 not in region.stacked_tiles()
+    row, col = Lattice.parse(S.SMALL_TILES[0])
+    typo = f"R{col:04d}C{row:04d}"  # row and column swapped
+    for tile in (typo, S.OCEAN_TILE_64):
+        out = tmp_path / "out" / f"{tile}.tif"
+        rc, line = cli(capsys, *stack_args(src, out, tile=tile))
+        assert rc == 1
+        assert line == (f"error: tile {tile} is not a stacked tile of region t64 "
+                        f"({region.path}); list them with: python -m mapper tiles t64 --stacked")
+        assert_nothing_written(out)
 
 
 def test_all_nodata_stack_not_marked_empty_predicts_nodata(region: dict, tmp_path: Path,

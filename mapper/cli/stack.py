@@ -38,9 +38,15 @@ def run_stack(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mapper.config import load_config, load_region
+    from mapper.errors import ConfigError
     from mapper.stack import build_stack
 
     region = load_region(load_config(args.config), args.region)
+    if args.tile not in set(region.stacked_tiles()):  # a typo would stack open sea, or fail late
+        raise ConfigError(
+            f"tile {args.tile} is not a stacked tile of region {region.name} ({region.path}); "
+            f"list them with: python -m mapper tiles {region.name} --stacked"
+        )
     out = build_stack(
         region, args.tile, [Path(f) for f in args.sentinel2], [Path(f) for f in args.dem],
         [Path(f) for f in args.climate], Path(args.out),

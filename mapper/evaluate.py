@@ -41,7 +41,7 @@ from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.experiment import MODELS
 from mapper.files import atomic_path
 from mapper.normalise import point_features
-from mapper.samples import read_samples, samples_metadata
+from mapper.samples import read_samples, region_samples_metadata
 from mapper.splits import check_split, train_test_indices
 from mapper.tasks import Task, get_task
 from mapper.training_settings import finetune_epochs
@@ -152,9 +152,7 @@ def cv_fold(
         logger.warning("model %s ignores the pretrained checkpoint %s", model, pretrained)
         pretrained = None
     table = read_samples(samples)
-    meta = samples_metadata(samples)
-    if meta.get("region") not in (None, region.name):
-        raise InputError(f"{samples}: samples of region {meta['region']}, not {region.name}")
+    meta = region_samples_metadata(samples, region.name)
     settings = {"folds": int(region.settings["evaluation"]["folds"]),
                 "seed": int(region.settings["training"]["seed"])}  # fmt: skip
     made = {key: meta.get(key, value) for key, value in settings.items()}

@@ -389,6 +389,18 @@ def samples_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
 
 
+def region_samples_metadata(path: str | Path, region: str) -> dict[str, Any]:
+    """:func:`samples_metadata` of a table that must hold ``region``'s samples (their rows and
+    columns are positions on that region's stacks): InputError for another region's."""
+    meta = samples_metadata(path)
+    if meta.get("region") not in (None, region):
+        raise InputError(
+            f"{path}: samples of region {meta['region']}, not {region}; give "
+            f"results/{region}/samples/points.parquet"
+        )
+    return meta
+
+
 def _label_summary(table: pd.DataFrame, task: Task) -> str:
     """``<n> <task> (<count> per class)`` for the log."""
     labels = table[task.label_column]

@@ -63,7 +63,7 @@ from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo, build_model
 from mapper.normalise import Normaliser, s2_scaling_for
 from mapper.progress import bar as progress_bar
-from mapper.samples import read_samples, samples_metadata
+from mapper.samples import read_samples, region_samples_metadata
 from mapper.schedule import Schedule
 from mapper.tasks import PRETRAIN, Task, get_task
 from mapper.training_settings import finetune_epochs
@@ -324,16 +324,9 @@ def _open_reader(region: Region, stacks: list[str | Path]) -> StackReader:
 
 
 def _table(samples: str | Path | pd.DataFrame, region: Region) -> pd.DataFrame:
-    """The samples table; a file must hold ``region``'s samples (their rows and columns are
-    positions on that region's stacks)."""
     if isinstance(samples, pd.DataFrame):
         return samples
-    made_for = samples_metadata(samples).get("region")
-    if made_for not in (None, region.name):
-        raise InputError(
-            f"{samples}: samples of region {made_for}, not {region.name}; give "
-            f"results/{region.name}/samples/points.parquet"
-        )
+    region_samples_metadata(samples, region.name)
     return read_samples(samples)
 
 

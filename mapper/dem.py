@@ -27,12 +27,18 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.gridjoin import joined_on_grids
-from mapper.raster import warp_lattice_window
+from mapper.raster import open_raster, warp_lattice_window
 
 RESAMPLING = {"cubic": Resampling.cubic, "bilinear": Resampling.bilinear}
 """The values of ``stack.dem_resampling``."""
+
+LOWEST_ELEVATION_M = -1000.0
+"""Below every land surface (the Dead Sea's shore, the lowest, lies at about -430 m): a DEM value
+under it is a fill value its file does not declare as nodata (-9999, -32768, -3.4e38 are common),
+which would otherwise be warped as an elevation into the terrain of every pixel near it."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,48 @@ def warp_dem(dem: Sequence[Path] | CellProducts, lattice: Lattice, window: Windo
                 out[gaps] = z[gaps]
             if not np.isnan(out).any():
                 break
+    _refuse_fill_values(out, paths)
     return out
+
+
+def _refuse_fill_values(z: np.ndarray, paths: Sequence[Path]) -> None:
+    """One :class:`InputError` naming the file and the fix if the warp of ``paths`` holds values
+    below :data:`LOWEST_ELEVATION_M` (undeclared fill values); the files are read only then."""
+    if not (np.isfinite(z).any() and np.nanmin(z) < LOWEST_ELEVATION_M):
+        return
+    for path in paths:
+        lowest, declared = _undeclared_fill(path)
+        if lowest is None:
+            continue
+        if declared is None:
+            said = "declares no nodata value"
+            fix = (f"declare the fill value as nodata (e.g. rio edit-info --nodata {lowest:g} "
+                   f"{path}) and run the stack again")
+        else:
+            said = f"declares nodata {declared:g} but holds another fill value"
+            fix = (f"set the file's nodata to the fill value (rio edit-info --nodata {lowest:g} "
+                   f"{path}), or mask those cells, and run the stack again")
+        raise InputError(
+            f"{path}: holds elevations of {lowest:g} m, below any land surface "
+            f"({LOWEST_ELEVATION_M:g} m): the file {said}; {fix}"
+        )
+    raise InputError(  # the warp reached below it with no file that does (not expected)
+        f"{', '.join(map(str, paths))}: the warped DEM goes down to {np.nanmin(z):g} m, below any "
+        f"land surface ({LOWEST_ELEVATION_M:g} m); check the files' nodata values"
+    )
+
+
+def _undeclared_fill(path: Path) -> tuple[float | None, float | None]:
+    """The lowest value below :data:`LOWEST_ELEVATION_M` in the first block of ``path`` that has
+    one (None if none: read block by block, so a DEM of any size is read in bounded memory), and
+    the file's declared nodata."""
+    with open_raster(path) as src:
+        for _, block in src.block_windows(1):
+            values = src.read(1, window=block, masked=True).compressed()
+            low = values[values < LOWEST_ELEVATION_M]
+            if low.size:
+                return float(low.min()), src.nodata
+        return None, src.nodata
 
 
 def _warp_products(dem: CellProducts, lattice: Lattice, window: Window,

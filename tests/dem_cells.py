@@ -39,8 +39,10 @@ GLO30_TEMPLATE = (
 THREEDEP_NODATA = -999999.0
 ARCSEC = 1.0 / 3600.0
 
-# the plane: 100 m at (148 W, 64 N), rising 2000 m per degree north and 700 m per degree east
-Z0, DZ_DLAT, DZ_DLON = 100.0, 2000.0, 700.0
+# the plane: 2000 m at (148 W, 64 N), rising 2000 m per degree north and 900 m per degree west, so
+# that it stays above any land surface's lowest (mapper.dem.LOWEST_ELEVATION_M) at every cell the
+# tests write, from Fairbanks (200 m and up) to the Aleutians across 180 degrees (4800 m at 51 N)
+Z0, DZ_DLAT, DZ_DLON = 2000.0, 2000.0, -900.0
 
 
 def surface(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from rasterio.crs import CRS
 
 from mapper.errors import InputError
 from mapper.files import atomic_path
-from mapper.raster import open_raster
+from mapper.raster import check_crs, open_raster
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ class _Tile:
 
 def _read_tile(path: Path) -> _Tile:
     with open_raster(path) as ds:
+        check_crs(ds, path)
         return _Tile(
             path=path,
             crs=ds.crs,

@@ -206,6 +206,23 @@ def test_a_changed_climate_period_derives_the_normals_again(
     assert plan_with(recorded, change) == {"snap_climate_normals": 1, "stack": 1}
 
 
+def test_a_tile_id_naming_another_area_fetches_and_stacks_it_again(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    """Tile ids count tiles from the grid's origin in ``tile_px`` steps: with another grid (or
+    tile size) the recorded tile's id names another area, so its composite and its stack, whose
+    files the id names, are made again rather than kept as up to date."""
+    project, targets = recorded
+    original = read_yaml(project.config)
+    config = copy.deepcopy(original)
+    config["grid"]["origin"][1] -= project.tile_px * config["grid"]["res"]  # one tile south
+    rewrite_yaml(project.config, config)
+    try:
+        plan = planned_jobs(project, *targets)
+    finally:
+        rewrite_yaml(project.config, original)
+    assert plan.get("fetch_stac") == 1 and plan.get("stack") == 1
+
+
 def test_the_placeholders_are_the_plan(recorded: tuple[WorkflowProject, list[str]]) -> None:
     """The fixture's record covers the jobs the tests count (else a test could pass on a plan
     that never had those jobs)."""

@@ -269,7 +269,7 @@ def test_sentinel2_warp_matches_gdalwarp(src: dict, stacks: dict, gdalwarp: str,
     assert diff < 1e-6
 
 
-def test_cli_stack_and_vrt(src: dict, tmp_path: Path) -> None:
+def test_cli_stack_and_vrt(src: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli" / f"{SMALL_TILES[1]}.tif"
     rc = main(["stack", "--config", str(src["config"]), "--region", "t64", "--tile",
                SMALL_TILES[1], "--sentinel2", str(src["s2"]), "--dem", str(src["dem"]),
@@ -280,6 +280,18 @@ def test_cli_stack_and_vrt(src: dict, tmp_path: Path) -> None:
     with rasterio.open(vrt) as ds, rasterio.open(out) as tif:
         assert list(ds.descriptions) == STACK_BANDS
         assert np.array_equal(ds.read(window=Window(0, 0, 64, 64)), tif.read(), equal_nan=True)
+    nocrs = tmp_path / "cli" / "nocrs.tif"  # a stack whose CRS was lost (copied by hand)
+    with rasterio.open(out) as ds:
+        data, profile, names = ds.read(), ds.profile, ds.descriptions
+    with rasterio.open(nocrs, "w", **{**profile, "crs": None}) as dst:
+        dst.write(data)
+        dst.descriptions = names
+    again = tmp_path / "cli" / "again.vrt"
+    capsys.readouterr()
+    assert main(["stack-vrt", "--out", str(again), str(out), str(nocrs)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {nocrs}: has no coordinate reference system; " in err
+    assert "Traceback" not in err and not again.exists()
     rc = main(["stack", "--config", str(src["config"]), "--region", "t64", "--tile", "nope",
                "--sentinel2", str(src["s2"]), "--dem", str(src["dem"]),
                "--climate", str(src["climate"]), "--out", str(out)])

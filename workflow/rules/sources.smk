@@ -114,6 +114,7 @@ rule fetch_stac:
     params:
         config=run_config,
         settings=canonical(composite_section),
+        tile=tile_footprint,
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
         " --source sentinel2 --tile {wildcards.tile} --out {output.composite} --log {log}"

@@ -17,6 +17,7 @@ rule stack:
     params:
         config=run_config,
         settings=canonical(stack_settings),
+        tile=tile_footprint,
     shell:
         "python -m mapper stack --config {params.config} --region {wildcards.region}"
         " --tile {wildcards.tile} --sentinel2 {input.sentinel2:q} --dem {input.dem:q}"

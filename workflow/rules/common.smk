@@ -282,8 +282,11 @@ def area_settings(wildcards):
     jobs that read the area (params trigger)."""
     region = region_of(wildcards)
     lattice = region.lattice
-    return {"buffer_m": region.settings["buffer_m"], "tile_px": lattice.tile_px,
-            "grid": [lattice.crs, lattice.origin_x, lattice.origin_y, lattice.res]}
+    return {
+        "buffer_m": region.settings["buffer_m"],
+        "tile_px": lattice.tile_px,
+        "grid": [lattice.crs, lattice.origin_x, lattice.origin_y, lattice.res],
+    }
 
 
 def tile_footprint(wildcards):

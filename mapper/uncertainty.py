@@ -127,9 +127,12 @@ def error_by_decile(uncertainty: np.ndarray, error: np.ndarray,
 
 def rank_correlation(rows: list[dict[str, Any]]) -> float:
     """Spearman correlation of decile rank and error rate over a decile table: 1 when the error
-    rises at every decile (NaN for fewer than 2 deciles or a constant error)."""
+    rises at every decile (NaN for fewer than 2 deciles or a constant error). Equal errors share
+    their average rank: deciles inside one run of equal stored values all take the run's mean
+    error, and ranking them in decile order would read a flat error as a rising one."""
+    from scipy.stats import rankdata
+
     err = np.array([r["error"] for r in rows], dtype=np.float64)
     if len(err) < 2 or np.all(err == err[0]):
         return float("nan")
-    ranks = np.argsort(np.argsort(err, kind="stable"), kind="stable").astype(np.float64)
-    return float(np.corrcoef(np.arange(len(err), dtype=np.float64), ranks)[0, 1])
+    return float(np.corrcoef(np.arange(len(err), dtype=np.float64), rankdata(err))[0, 1])

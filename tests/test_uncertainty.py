@@ -70,6 +70,23 @@ def test_error_rises_by_decile_only_where_it_is_made_to() -> None:
     assert math.isnan(rank_correlation(error_by_decile(u, np.zeros_like(u))))
 
 
+def test_deciles_of_equal_error_share_their_rank() -> None:
+    """Deciles inside one run of equal stored values take the run's mean error: a flat error
+    then a rise is not a rise at every decile, and a flat error then a fall is a fall
+    (scipy.stats.spearmanr, which averages tied ranks, gives the same)."""
+    from scipy.stats import spearmanr
+
+    def table(errors: list[float]) -> list[dict]:
+        return [{"error": e} for e in errors]
+
+    flat_then_rise = [0.217] * 8 + [0.2333, 0.5135]
+    flat_then_fall = [0.2] * 9 + [0.1]
+    for errors in (flat_then_rise, flat_then_fall):
+        assert rank_correlation(table(errors)) == pytest.approx(spearmanr(range(10), errors)[0])
+    assert rank_correlation(table(flat_then_rise)) == pytest.approx(0.701, abs=1e-3)
+    assert rank_correlation(table(flat_then_fall)) < 0
+
+
 def test_deciles_leave_out_nodata_and_keep_equal_counts_through_ties() -> None:
     u = np.array([0.5] * 95 + [np.nan] * 5)  # every stored value the same
     e = np.r_[np.zeros(50), np.ones(45), np.ones(5)]

@@ -94,17 +94,19 @@ def warp_dem(dem: Sequence[Path] | CellProducts, lattice: Lattice, window: Windo
                 out[gaps] = z[gaps]
             if not np.isnan(out).any():
                 break
-    _refuse_fill_values(out, paths)
+    _refuse_fill_values(out, paths, lattice, window)
     return out
 
 
-def _refuse_fill_values(z: np.ndarray, paths: Sequence[Path]) -> None:
-    """One :class:`InputError` naming the file and the fix if the warp of ``paths`` holds values
-    below :data:`LOWEST_ELEVATION_M` (undeclared fill values); the files are read only then."""
+def _refuse_fill_values(z: np.ndarray, paths: Sequence[Path], lattice: Lattice,
+                        window: Window) -> None:
+    """One :class:`InputError` naming the file and the fix if the warp of ``paths`` onto
+    ``window`` holds values below :data:`LOWEST_ELEVATION_M` (undeclared fill values); the
+    files are read only then, and only where they meet the window."""
     if not (np.isfinite(z).any() and np.nanmin(z) < LOWEST_ELEVATION_M):
         return
     for path in paths:
-        lowest, declared = _undeclared_fill(path)
+        lowest, declared = _undeclared_fill(path, lattice, window)
         if lowest is None:
             continue
         if declared is None:
@@ -125,17 +127,32 @@ def _refuse_fill_values(z: np.ndarray, paths: Sequence[Path]) -> None:
     )
 
 
-def _undeclared_fill(path: Path) -> tuple[float | None, float | None]:
-    """The lowest value below :data:`LOWEST_ELEVATION_M` in the first block of ``path`` that has
-    one (None if none: read block by block, so a DEM of any size is read in bounded memory), and
-    the file's declared nodata."""
+def _undeclared_fill(path: Path, lattice: Lattice,
+                     window: Window) -> tuple[float | None, float | None]:
+    """The lowest value below :data:`LOWEST_ELEVATION_M` in the part of ``path`` that meets the
+    lattice ``window`` (grown by a few source pixels for the kernel; None if none there), read a
+    strip of rows at a time, and the file's declared nodata."""
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import from_bounds
+
     with open_raster(path) as src:
-        for _, block in src.block_windows(1):
-            values = src.read(1, window=block, masked=True).compressed()
+        bounds = transform_bounds(lattice.crs, src.crs, *lattice.window_bounds(window),
+                                  densify_pts=21)
+        part = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
+        col0, row0 = max(int(part.col_off) - 4, 0), max(int(part.row_off) - 4, 0)
+        col1 = min(int(part.col_off + part.width) + 4, src.width)
+        row1 = min(int(part.row_off + part.height) + 4, src.height)
+        for r in range(row0, row1, FILL_SCAN_ROWS):
+            strip = Window(col0, r, max(col1 - col0, 0), min(FILL_SCAN_ROWS, row1 - r))
+            values = src.read(1, window=strip, masked=True).compressed()
             low = values[values < LOWEST_ELEVATION_M]
             if low.size:
                 return float(low.min()), src.nodata
         return None, src.nodata
+
+
+FILL_SCAN_ROWS = 512
+"""Rows of a DEM file read at a time when looking for its fill value (error path only)."""
 
 
 def _warp_products(dem: CellProducts, lattice: Lattice, window: Window,

@@ -194,7 +194,8 @@ def _check_stack(settings: dict, origin: str | Path, res: float) -> None:
 def _check_sources(settings: dict, origin: str | Path) -> None:
     """What a source's fetch job would refuse, checked when the config is read so that a dry run
     names the file and the key (not one failed job per tile): a STAC source's ``datetime``, a
-    cells source's URL templates, a SNAP source's normal period."""
+    cells source's URL templates, a SNAP source's normal period; and what no job could take (a
+    STAC source other than Sentinel-2, observations in several files)."""
     from mapper.sources.cells import Cell, cell_urls
     from mapper.sources.snap import period_years
     from mapper.sources.stac import parse_interval
@@ -211,6 +212,18 @@ def _check_sources(settings: dict, origin: str | Path) -> None:
             raise ConfigError(f"{key}.{field}': {exc}") from None
         if kind == "cells":
             cell_urls(source, Cell(64, -148), f"{origin}: sources.{name}")
+        if kind == "stac" and name != "sentinel2":
+            raise ConfigError(
+                f"{key}.kind': stac makes per-tile Sentinel-2 composites, which only the "
+                f"sentinel2 source is; give {name} kind file, http"
+                + (" or cells" if name == "dem" else "")
+            )
+    observations = settings["sources"]["observations"]
+    if len(observations.get("files", [])) > 1:
+        raise ConfigError(
+            f"{origin}: key 'sources.observations.files': {len(observations['files'])} files, "
+            "but the observations are one table (CSV or Parquet); join them into one file"
+        )
 
 
 def _check_scene_blocks(settings: dict, origin: str | Path) -> None:

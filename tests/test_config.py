@@ -265,6 +265,34 @@ def test_source_settings_a_fetch_would_refuse_stop_the_plan(
     assert expected in message, message
 
 
+@pytest.mark.parametrize(
+    ("source", "settings", "expected"),
+    [
+        ("dem", {"kind": "stac"}, "key 'sources.dem.kind': stac makes per-tile Sentinel-2 "
+         "composites, which only the sentinel2 source is; give dem kind file, http or cells"),
+        ("observations", {"kind": "stac"}, "give observations kind file, http"),
+        ("observations", {"kind": "http", "files": [{"url": f"https://x/{n}.csv"} for n in "ab"]},
+         "key 'sources.observations.files': 2 files, but the observations are one table (CSV or "
+         "Parquet); join them into one file"),
+    ],
+    ids=["stac-dem", "stac-observations", "observations-in-two-files"],
+)
+def test_sources_no_job_could_take_stop_the_plan(tmp_path: Path, source: str, settings: dict,
+                                                 expected: str) -> None:
+    """The samples command takes one observation table, and only Sentinel-2 is fetched by STAC:
+    said when the config is read, not by a missing rule or a table read as a stack."""
+    region = shipped_region("alaska")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    region["sources"][source] = {**region["sources"]["sentinel2"], **settings}
+    if settings["kind"] == "http":
+        region["sources"][source] = settings
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region, name="alaska"))
+    message = str(exc.value)
+    assert str(tmp_path / "alaska.yaml") in message and "\n" not in message
+    assert expected in message, message
+
+
 def test_finetune_epochs_per_task(tmp_path: Path) -> None:
     """One number for every task, or one per task of the registry; a mapping that misses a task
     or names an unknown one is one error naming the file and the key."""

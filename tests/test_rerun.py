@@ -170,6 +170,26 @@ def test_a_changed_model_setting_retrains(project: WorkflowProject) -> None:
                     "mosaic_probability": 1}
 
 
+def test_local_weights_replaced_in_place_retrain(project: WorkflowProject) -> None:
+    """SatlasPretrain weights given as a local file: the model settings file records the file's
+    checksum (rule region_settings), so new weights under the same name retrain, as another
+    file name would; the same bytes again retrain nothing."""
+    weights = project.path("weights/satlas.pth")
+    weights.parent.mkdir()
+    weights.write_bytes(b"first weights")
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings.setdefault("model", {})["satlas_weights"] = "weights/satlas.pth"
+    rewrite_yaml(project.region_file, settings)
+    nsp_map = f"maps/nsp_{project.region}.tif"
+    run_snakemake(project, nsp_map, extra_args=["--touch", "--cores", "1"])  # recorded as run
+    assert planned_jobs(project, nsp_map) == {}
+    weights.write_bytes(b"second weights")
+    jobs = planned_jobs(project, nsp_map)
+    print(f"\nlocal weights replaced: {jobs}")
+    assert jobs == {"region_settings": 1, "pretrain": 1, "finetune": 1,
+                    "predict": len(project.tiles), "mosaic_probability": 1}
+
+
 def test_one_tasks_epochs_retrain_that_task_alone(project: WorkflowProject) -> None:
     """Each task's fine-tuning epochs are a settings file of their own: giving the soil-order
     model more epochs retrains it alone (not pretraining, nor the NSP model, nor any fold: the

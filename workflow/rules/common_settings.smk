@@ -5,6 +5,7 @@
 
 from mapper.training_settings import training_sections
 from mapper.sources.exclusions import composite_settings
+from mapper.sources.weights import is_url
 
 TRAINING_SECTIONS = ("training", *(f"finetune_{task}" for task in TASKS))
 """The training section's files (mapper.training_settings.training_sections): what every training
@@ -41,13 +42,18 @@ def section_settings(wildcards):
 
 def section_inputs(wildcards):
     """The files a section's readers are computed from beside the stacks, whose checksums its
-    settings file records: the boundary (``area``) and the observation table
-    (``observations``). A changed one rewrites the file, so its readers rerun also when a stack
-    reruns in the same run (the readers' own inputs are not looked at then: settings.smk)."""
+    settings file records: the boundary (``area``), the observation table (``observations``) and
+    SatlasPretrain weights given as a local file (``model``; weights given by URL are pinned by
+    the lock file, and another URL is another section). A changed one rewrites the file, so its
+    readers rerun also when a stack reruns in the same run (the readers' own inputs are not
+    looked at then: settings.smk), and weights replaced in place retrain."""
     if wildcards.section == "area":
         return [boundary_file(wildcards)]
     if wildcards.section == "observations":
         return region_observations(wildcards)
+    if wildcards.section == "model":
+        weights = region_of(wildcards).settings["model"]["satlas_weights"]
+        return [weights] if weights and not is_url(weights) else []
     return []
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,13 @@ class FoldSpec:
 # -- models ---------------------------------------------------------------------------------------
 
 
+def job_threads() -> int:
+    """The job's threads: ``OMP_NUM_THREADS``, which Snakemake sets to the rule's threads (the
+    CPUs SLURM gave the job), else every CPU (a command run by hand)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
+
+
 def random_forest_probabilities(
     features: np.ndarray, labels: np.ndarray, test: np.ndarray, n_classes: int,
     evaluation: dict[str, Any], seed: int,
@@ -90,9 +98,12 @@ def random_forest_probabilities(
         max_depth=evaluation["rf_max_depth"],
         min_samples_split=int(evaluation["rf_min_samples_split"]),
         random_state=seed,
-        n_jobs=1,
+        n_jobs=job_threads(),
     )
     rf.fit(impute(features), labels)
+    # the trees are the same at any n_jobs (each draws from its own seed), but predict_proba
+    # sums them in the order the threads finish: one thread keeps the sum, and the fold, exact
+    rf.set_params(n_jobs=1)
     proba = np.zeros((len(test), n_classes))
     proba[:, rf.classes_.astype(np.int64)] = rf.predict_proba(impute(test))
     return proba

@@ -48,6 +48,34 @@ def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict, tmp_path: 
     pd.testing.assert_frame_equal(df, again)
 
 
+def test_random_forest_fits_on_the_jobs_threads_with_the_same_probabilities(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forest is grown on the job's threads (OMP_NUM_THREADS, the rule's threads) and gives
+    the same probabilities, to the bit, as grown on one."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(400, 6))
+    labels = (features[:, 0] + 0.5 * rng.normal(size=400) > 0).astype(np.int64)
+    test = rng.normal(size=(300, 6))
+    evaluation = {"rf_trees": 64, "rf_max_depth": None, "rf_min_samples_split": 2}
+    seen = []
+    from sklearn.ensemble import RandomForestClassifier
+
+    original = RandomForestClassifier.fit
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(self.n_jobs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RandomForestClassifier, "fit", spy)
+    got = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        got[threads] = evaluate_module.random_forest_probabilities(
+            features, labels, test, 2, evaluation, seed=7)
+    assert seen == [1, 2]
+    np.testing.assert_array_equal(got["1"], got["2"])
+
+
 def test_random_forest_takes_the_aspect_as_the_region_says(
     tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

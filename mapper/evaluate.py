@@ -5,9 +5,11 @@
 
 Models, all on the rows given by :func:`mapper.splits.train_test_indices` (identical folds):
 
-- ``rf``: scikit-learn's RandomForestClassifier on the 19 stack values at each point
-  (``evaluation.rf_trees``, ``rf_max_depth``, ``rf_min_samples_split``; ``random_state`` =
-  ``training.seed``, one job), missing values imputed with the training median of the band.
+- ``rf``: scikit-learn's RandomForestClassifier on the stack's values at each point
+  (:func:`mapper.normalise.point_features`: 19, or 20 with ``model.aspect: components``;
+  ``evaluation.rf_trees``, ``rf_max_depth``, ``rf_min_samples_split``; ``random_state`` =
+  ``training.seed``; grown on the job's threads, queried on one), missing values imputed with
+  the training median of the band.
 - ``miso``: fine-tuned on the fold from the pretrained checkpoint (``evaluation.epochs``, or
   ``training.finetune_epochs`` when null), then queried at each test point in a crop centred on
   it (:func:`mapper.dataset.predict_points`).

@@ -128,6 +128,18 @@ def read_observations(path: str | Path) -> pd.DataFrame:
     if len(dup) or out["obs_id"].isna().any():
         shown = ", ".join(map(str, dup[:5])) or "(empty)"
         raise InputError(f"{path}: obs_id must be unique and present; repeated or empty: {shown}")
+    off_earth = out["lat"].abs() > 90.0
+    if off_earth.any() and not off_earth[out["lon"].notna() & out["lat"].notna()].all():
+        # some rows (a typo); every row is the columns swapped, which locate() says as such
+        n = int(off_earth.sum())
+        shown = ", ".join(f"{i} ({v:g})" for i, v in zip(out["obs_id"][off_earth].iloc[:5],
+                                                        out["lat"][off_earth].iloc[:5],
+                                                        strict=True))
+        raise InputError(
+            f"{path}: {n} row(s) with a latitude outside -90..90: obs_id {shown}"
+            f"{f' and {n - 5} more' if n > 5 else ''}; fix those rows (lat and lon are WGS84 "
+            "degrees)"
+        )
     out["date"] = _parse_dates(table["date"], out["obs_id"], path)
     for task in TASKS.values():
         column = task.label_column
@@ -384,9 +396,17 @@ def read_samples(path: str | Path) -> pd.DataFrame:
 
 
 def samples_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``mapper`` metadata dict of a samples table (empty if absent)."""
-    meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+    """The ``mapper`` metadata dict of a samples table (empty if absent); InputError for a
+    missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: samples table not found; run `python -m mapper samples` first")
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+    except (OSError, ValueError, pa.ArrowException) as exc:  # not Parquet, damaged metadata
+        raise InputError(f"{path}: not a readable Parquet table ({exc}); rebuild it with "
+                         "`python -m mapper samples`") from None
 
 
 def region_samples_metadata(path: str | Path, region: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from mapper.samples import (
     check_observations,
     read_observations,
     read_samples,
+    region_samples_metadata,
     samples_metadata,
 )
 from mapper.windows import stacks_by_tile
@@ -190,6 +191,27 @@ def test_swapped_lon_lat_is_detected(tiny: dict, tmp_path: Path) -> None:
         build_samples(tiny["region"], _write(tmp_path, df), tiny["stacks"],
                       tmp_path / "p.parquet")
     assert not (tmp_path / "p.parquet").exists()
+
+
+def test_a_latitude_off_the_earth_is_named_not_dropped(tiny: dict, tmp_path: Path) -> None:
+    """A typo (95.1 for 65.1) would project to infinity and be dropped as "without position"."""
+    df = pd.read_csv(tiny["observations"])
+    df.loc[3, "lat"] = 95.1
+    with pytest.raises(InputError, match=rf"1 row\(s\) with a latitude outside -90..90: obs_id "
+                                         rf"{df.loc[3, 'obs_id']} \(95.1\); fix those rows"):
+        build_samples(tiny["region"], _write(tmp_path, df), tiny["stacks"],
+                      tmp_path / "p.parquet")
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_a_samples_table_that_is_missing_or_not_parquet_is_one_error(tmp_path: Path) -> None:
+    """Training reads the table's metadata first: a wrong --samples is named, not a traceback."""
+    with pytest.raises(InputError, match=r"absent.parquet: samples table not found; run "):
+        region_samples_metadata(tmp_path / "absent.parquet", "tiny")
+    (tmp_path / "points.parquet").write_bytes(b"PAR1")
+    with pytest.raises(InputError, match=r"points.parquet: not a readable Parquet table .*; "
+                                         r"rebuild it with `python -m mapper samples`"):
+        region_samples_metadata(tmp_path / "points.parquet", "tiny")
 
 
 def test_points_elsewhere_and_badly_named_stacks_are_refused(tiny: dict, tmp_path: Path) -> None:

@@ -293,6 +293,21 @@ def test_sources_no_job_could_take_stop_the_plan(tmp_path: Path, source: str, se
     assert expected in message, message
 
 
+def test_a_stac_source_must_say_whether_its_files_are_harmonized(tmp_path: Path) -> None:
+    """A default would be wrong for one catalog or another (Earth Search's sentinel-2-l2a has the
+    offset removed, Planetary Computer's collection of that name keeps it): 0.1 of reflectance
+    off in every item of 2022 on, without a word."""
+    region = shipped_region("alaska")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    del region["sources"]["sentinel2"]["harmonized"]
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region, name="alaska"))
+    assert str(exc.value) == (
+        f"{tmp_path / 'alaska.yaml'}: key 'sources.sentinel2.harmonized': not set; say whether "
+        "the collection's files have the processing-baseline 04.00 offset removed: true for "
+        "Earth Search's sentinel-2-l2a, false for DNs as ESA delivers them (sentinel-2-c1-l2a)")
+
+
 def test_finetune_epochs_per_task(tmp_path: Path) -> None:
     """One number for every task, or one per task of the registry; a mapping that misses a task
     or names an unknown one is one error naming the file and the key."""

@@ -113,7 +113,7 @@ def fetch_passes(tmp_path, fetch_config, exclude=None):  # noqa: ANN001, ANN201
             api.add_scene(scene, _flat(value), clear)
         config = fetch_config({"sentinel2": {
             "kind": "stac", "api": api.url, "datetime": "2021-06-01/2021-08-31",
-            "max_cloud": 40, "max_items": 2, "block_px": 32,
+            "max_cloud": 40, "max_items": 2, "block_px": 32, "harmonized": False,
             **({"exclude": exclude} if exclude else {})}})
         region = load_region(load_config(config), "r")
         out = tmp_path / "sources"

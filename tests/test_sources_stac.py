@@ -336,6 +336,7 @@ def _sentinel2(api_url: str, **over) -> dict:
             "max_cloud": 40,
             "max_items": 10,
             "block_px": 32,
+            "harmonized": False,  # the server's items keep ESA's offset unless told otherwise
             **over,
         }
     }

@@ -309,9 +309,12 @@ class Normaliser:
         def floats(key: str) -> tuple[float, ...]:
             return tuple(float(v) for v in data.get(key, ()))
 
-        return cls(floats("lo"), floats("hi"), floats("mean"), floats("std"),
-                   int(data.get("n_pixels", 0)), scaling, floats("s2_lo"), floats("s2_hi"),
-                   floats("s2_mean"), floats("s2_std"), aspect)
+        try:
+            return cls(floats("lo"), floats("hi"), floats("mean"), floats("std"),
+                       int(data.get("n_pixels", 0)), scaling, floats("s2_lo"), floats("s2_hi"),
+                       floats("s2_mean"), floats("s2_std"), aspect)
+        except (TypeError, ValueError) as exc:  # missing, short or non-numeric statistics
+            raise CheckpointError(f"{where}normalisation is damaged ({exc}); retrain") from None
 
     # -- applying -------------------------------------------------------------------------------
     @property

@@ -86,6 +86,11 @@ def test_round_trip_through_a_plain_dict() -> None:
         Normaliser.from_dict(data)
     with pytest.raises(CheckpointError, match="normalisation is not"):
         Normaliser.from_dict({"lo": []})
+    data["covariates"] = list(reversed(data["covariates"]))
+    for damaged in ({**data, "lo": data["lo"][:-1]}, {**data, "std": data["std"] + [1.0]},
+                    {**data, "mean": ["x"] * len(data["mean"])}):
+        with pytest.raises(CheckpointError, match=r"^m.pt: normalisation is damaged .*; retrain$"):
+            Normaliser.from_dict(damaged, "m.pt")
 
 
 def test_fit_ignores_invalid_pixels_and_refuses_no_data() -> None:

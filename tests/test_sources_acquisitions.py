@@ -27,6 +27,8 @@ from mapper.sources.stac import acquisition, items_by_block
 TILE = "R1500C4453"  # 64 px at 10 m near Nenana (EPSG:3338), the fetch_config region's tile
 LATTICE = Lattice(-2_600_000.0, 2_600_000.0, 10.0, 64)
 PASS_START = datetime(2021, 7, 1, 20, 58, 19, tzinfo=UTC)
+FAR_GRANULE = "S2A_6UUC_20210701_0_L2A"
+"""A granule of the first pass that the tile's search does not find."""
 
 
 def _item(item_id: str, **properties) -> pystac.Item:
@@ -108,8 +110,11 @@ def fetch_passes(tmp_path, fetch_config, exclude=None):  # noqa: ANN001, ANN201
                   "03.01", 32606, xmid - 1500, ytop, 3000.0),
             Scene("S2A_6WVC_20210711_0_L2A", datetime(2021, 7, 11, 21, tzinfo=UTC), 20.0,
                   "03.01", 32606, xmid - 1500, ytop, 3000.0),
+            # the first pass's granule 200 km south: it reaches no block of the tile
+            Scene(FAR_GRANULE, datetime(2021, 7, 1, 20, 59, 40, tzinfo=UTC), 30.0, "03.01",
+                  32606, xmid - 2320, ytop - 200_000, 2440.0, "UC", PASS_START),
         ]
-        for scene, value in zip(granules, (0.10, 0.11, 0.30, 0.90), strict=True):
+        for scene, value in zip(granules, (0.10, 0.11, 0.30, 0.90, 0.50), strict=True):
             api.add_scene(scene, _flat(value), clear)
         config = fetch_config({"sentinel2": {
             "kind": "stac", "api": api.url, "datetime": "2021-06-01/2021-08-31",
@@ -171,6 +176,13 @@ def test_an_excluded_item_is_left_out_and_the_next_pass_takes_its_place(tmp_path
         np.testing.assert_allclose(src.read()[0][west | east], 0.60, atol=1e-5)
     assert tiles_using(tmp_path / "pass" / "sources" / "sentinel2",
                        ["S2A_6WVD_20210701_0_L2A"]) == {"S2A_6WVD_20210701_0_L2A": [TILE]}
+
+    # the entry names the pass's granule far away (as `scenes --item` lists the tiles its pass
+    # reached): it is looked up by id, and its pass left out here too
+    far, far_dest, _ = fetch_passes(tmp_path / "far", fetch_config, {FAR_GRANULE: [TILE]})
+    assert far["stac"]["left_out"] == ["S2A_6WVC_20210701_0_L2A", "S2A_6WVD_20210701_0_L2A"]
+    with rasterio.open(far_dest) as src:
+        np.testing.assert_allclose(src.read()[0][west | east], 0.60, atol=1e-5)
 
     other, other_dest, _ = fetch_passes(tmp_path / "other", fetch_config,
                                         {SECOND_PASS: ["R1500C4454"], "S2X_absent": "all"})

@@ -306,6 +306,7 @@ def _fetch_stac(
     from mapper.sources.stac import (
         acquisition,
         items_by_block,
+        items_by_id,
         lonlat_bbox,
         search_items,
         split_antimeridian,
@@ -350,8 +351,12 @@ def _fetch_stac(
     )
     excluded = excluded_items(settings, tile)
     if excluded:
-        # an item stands for its acquisition: every granule of the pass, and reprocessed copies
-        passes = {acquisition(it) for it in found if it.id in excluded}
+        # an item stands for its acquisition: every granule of the pass, and reprocessed copies,
+        # also where the named granule itself does not reach this tile (looked up by id)
+        unseen = set(excluded) - {it.id for it in found}
+        named = [it for it in found if it.id in excluded]
+        named += items_by_id(settings["api"], settings["collection"], unseen)
+        passes = {acquisition(it) for it in named}
         left_out = sorted(it.id for it in found if acquisition(it) in passes)
         found = [it for it in found if acquisition(it) not in passes]
         query["exclude"], query["left_out"] = excluded, left_out

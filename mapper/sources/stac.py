@@ -243,11 +243,7 @@ def search_items(
         client = open_client(api, timeout)
         use_query = client.conforms_to(ConformanceClasses.QUERY)
         use_sort = client.conforms_to(ConformanceClasses.SORT)
-        methods = {
-            (link.extra_fields.get("method") or "GET").upper()
-            for link in client.get_links("search")
-        }
-        method = "POST" if "POST" in methods or not methods else "GET"
+        method = _search_method(client)
         for bbox in bboxes:
             for interval in intervals:
                 kwargs: dict[str, Any] = {
@@ -285,6 +281,34 @@ def search_items(
         max_items,
     )
     return items
+
+
+def _search_method(client: Any) -> str:
+    """POST where the catalog's search link offers it (or names no method), else GET."""
+    methods = {(link.extra_fields.get("method") or "GET").upper()
+               for link in client.get_links("search")}
+    return "POST" if "POST" in methods or not methods else "GET"
+
+
+def items_by_id(api: str, collection: str, ids: Iterable[str],
+                timeout: float = 60.0) -> list[pystac.Item]:
+    """The items of ``collection`` with these ids that the catalog has (one item search by
+    ``ids``): what an ``exclude`` entry names but a tile's search did not find, whose
+    acquisition the tile must still leave out (another granule of the pass may reach it)."""
+    ids = sorted(set(ids))
+    if not ids:
+        return []
+    try:
+        client = open_client(api, timeout)
+        return list(client.search(collections=[collection], ids=ids, limit=PAGE_LIMIT,
+                                  method=_search_method(client)).items())
+    except (ConfigError, SourceError):
+        raise
+    except Exception as exc:  # pystac-client's APIError, requests errors, bad JSON, ...
+        raise SourceError(
+            f"{api}: STAC search for the excluded items {', '.join(ids[:5])} failed "
+            f"({exc.__class__.__name__}: {str(exc)[:200]}); retry later"
+        ) from None
 
 
 DATATAKE_ID = re.compile(r"^(GS2[A-D]_\d{8}T\d{6}_\d{6})_N\d{2}\.\d{2}$")

@@ -122,6 +122,12 @@ def cells_by_product(settings: dict[str, Any], records: list[dict[str, Any]]) ->
             "sea": sea, "from_dated_versions": dated}  # fmt: skip
 
 
+NOT_THE_MAPS = ("description", "evaluation", "zones")
+"""Region settings no pixel of a map depends on (with ``prediction.ensemble``, recorded by the
+uncertainty products' ``MAPPER_ENSEMBLE``): they rerun no mosaic, so ``MAPPER_CONFIG`` leaves
+them out rather than record values a later run may have changed."""
+
+
 def provenance_tags(
     region: Region, task: str, model_sha256: str, units: str,
     sources_dir: str | Path | None = None,
@@ -130,8 +136,13 @@ def provenance_tags(
 
     The boundary is recorded by file name and sha256 of its content, not by its path: the same
     region run in another folder (or on another machine) makes byte-identical products.
+    ``MAPPER_CONFIG`` holds the settings the map is computed from (:data:`NOT_THE_MAPS`
+    left out): a change of any of them remakes the map, so the tag is never older than the map.
     """
-    settings = {"region": region.name, "grid": region.grid, **region.settings}
+    settings = {"region": region.name, "grid": region.grid,
+                **{k: v for k, v in region.settings.items() if k not in NOT_THE_MAPS}}
+    settings["prediction"] = {k: v for k, v in region.settings["prediction"].items()
+                              if k != "ensemble"}
     boundary = Path(region.settings["boundary"])
     settings["boundary"] = {"file": boundary.name, "sha256": file_sha256(boundary)}
     title = get_task(task).title

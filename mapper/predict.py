@@ -26,7 +26,7 @@ from mapper.errors import CheckpointError, InputError
 from mapper.files import file_sha256
 from mapper.normalise import Normaliser
 from mapper.predictor import PredictStats, TilePredictor
-from mapper.raster import open_raster, write_geotiff
+from mapper.raster import check_written, open_raster, write_geotiff, writing
 from mapper.tasks import get_task
 from mapper.windows import StackReader, stacks_by_tile
 
@@ -108,8 +108,7 @@ def predict_tile(
         logger.info("%s: stack marked empty; writing nodata without running the model", tile)
         t0 = time.perf_counter()
         data = np.full((len(names), int(ow.height), int(ow.width)), np.nan, dtype=np.float32)
-        write_geotiff(out, data, transform, lattice.crs, nodata=np.nan, descriptions=names,
-                      tags={**tags, "MAPPER_EMPTY": "true"})
+        _write_tile(out, data, transform, lattice.crs, names, {**tags, "MAPPER_EMPTY": "true"})
         stats = PredictStats(tile=tile, cells=int(ow.height * ow.width))
         stats.add("write", time.perf_counter() - t0)
         stats.add("total", stats.seconds["write"])
@@ -131,11 +130,20 @@ def predict_tile(
     with StackReader(by_tile, lattice) as reader:
         data, stats = predictor.predict(reader, tile)
     t0 = time.perf_counter()
-    write_geotiff(out, data, transform, lattice.crs, nodata=np.nan, descriptions=names,
-                  tags={**tags, "MAPPER_EMPTY": str(stats.valid_cells == 0).lower()})
+    _write_tile(out, data, transform, lattice.crs, names,
+                {**tags, "MAPPER_EMPTY": str(stats.valid_cells == 0).lower()})
     stats.add("write", time.perf_counter() - t0)
     _log_done(stats)
     return stats
+
+
+def _write_tile(out: str | Path, data: np.ndarray, transform: Affine, crs: str,
+                names: list[str], tags: dict[str, str]) -> None:
+    """The predicted tile's GeoTIFF; a failed write (a full disk) is one InputError naming
+    ``out`` (:func:`mapper.raster.writing`) and leaves no file there."""
+    with writing(out):
+        write_geotiff(out, data, transform, crs, nodata=np.nan, descriptions=names, tags=tags)
+    check_written(out)
 
 
 def _log_done(stats: PredictStats) -> None:

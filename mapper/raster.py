@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
@@ -80,6 +81,39 @@ def reading(name: object, fix: str, files: list[Path] | tuple[()] = ()) -> Itera
             named = [f"{name}, one of {' and '.join(named)}"]
         raise InputError(f"{named[0] if named else name}: damaged or truncated, read failed "
                          f"({reason}); {fix}") from None
+
+
+WRITE_ERRORS = (RasterioIOError, CPLE_BaseError)
+"""What a failed GDAL write raises (a full disk: "TIFFAppendToStrip:Write error"; a folder not
+writable): rasterio's RasterioIOError around GDAL's error, or GDAL's own ``CPLE_*`` error
+(``rasterio.shutil.copy``), which is no RasterioIOError."""
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Writes of the raster ``path`` (or of the files that become it): a GDAL write failure is one
+    InputError naming ``path`` and the fix, not a traceback, nor a read failure of the inputs
+    (:func:`reading` around the writes would blame an input file)."""
+    try:
+        yield
+    except WRITE_ERRORS as exc:
+        raise InputError(
+            f"{path}: write failed ({gdal_reason(exc)}); free disk space in {Path(path).parent} "
+            "(or make that folder writable) and run the same target again"
+        ) from None
+
+
+def check_written(path: str | Path, name: str | Path | None = None) -> None:
+    """Open the raster ``path`` just written: rasterio does not report a write that GDAL fails
+    when it closes the file (it writes the last cached blocks and the header then), so a full
+    disk may leave a file whose header does not read. Such a file is deleted, and is one
+    InputError as :func:`writing` words it, naming ``name`` (default ``path``)."""
+    try:
+        with writing(name or path):
+            rasterio.open(path).close()
+    except InputError:
+        Path(path).unlink(missing_ok=True)
+        raise
 
 
 NOMINAL_SCALE_SNAP = 0.02

@@ -206,12 +206,15 @@ def read_zone_layer(path: str | Path) -> ZoneLayer:
                        for f in gj["features"])
         labels = tuple(sorted((str(f["properties"]["zone"]), str(f["properties"]["label"]))
                               for f in gj["features"] if f["properties"].get("label")))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        return ZoneLayer(info["name"], info.get("title") or info["name"], str(path),
+                         tuple(z for z, _ in pairs), tuple(g for _, g in pairs),
+                         bool(info.get("synthetic")), info.get("source", ""), labels)
+    # a damaged feature: a null geometry (AttributeError), an unknown type (shapely's
+    # GeometryTypeError), coordinates that make no geometry (ValueError, GEOSException)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError,
+            shapely.errors.ShapelyError) as exc:
         raise InputError(f"{path}: not a prepared zone layer ({exc!r}); delete it and make it "
                          f"again with `snakemake {path}`") from None
-    return ZoneLayer(info["name"], info.get("title") or info["name"], str(path),
-                     tuple(z for z, _ in pairs), tuple(g for _, g in pairs),
-                     bool(info.get("synthetic")), info.get("source", ""), labels)
 
 
 # -- preparing --------------------------------------------------------------------------------

@@ -403,6 +403,57 @@ def test_predict_with_a_damaged_neighbour_stack(region: dict, tmp_path: Path, ca
     assert_nothing_written(out)
 
 
+FULL_DISK = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv.pop(1)), "
+             "resource.getrlimit(resource.RLIMIT_FSIZE)[1])); "
+             "runpy.run_module('mapper', run_name='__main__')")
+"""``python -c FULL_DISK <bytes> <command> ...``: ``python -m mapper <command> ...`` where no file
+may grow beyond <bytes> (RLIMIT_FSIZE: GDAL's writes fail as on a full disk)."""
+
+
+def test_predict_on_a_full_disk_is_one_error_line_and_no_tile(region: dict, tmp_path: Path
+                                                              ) -> None:
+    """The predicted tile cannot grow beyond 2 kB. GDAL writes a small tile when it closes the
+    file, where rasterio reports no failure: the tile that does not read back is the error (it
+    was published as a finished, unreadable tile)."""
+    tile = inner_tile(region)
+    out = tmp_path / "out" / f"{tile}.tif"
+    run = subprocess.run([sys.executable, "-c", FULL_DISK, "2000",
+                          *map(str, predict_args(region, tile, region["by_tile"], out))],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {out}: write failed ("), run.stderr
+    assert errors[0].endswith(f"; free disk space in {out.parent} (or make that folder "
+                              "writable) and run the same target again")
+    assert_nothing_written(out)
+
+
+def test_predict_whose_tile_fails_to_write_is_one_error_line(region: dict, tmp_path: Path,
+                                                             capsys, monkeypatch) -> None:
+    """GDAL fails to write a block of the tile (a full disk: "TIFFAppendToStrip:Write error"):
+    one error line naming the tile and the fix, not rasterio's traceback."""
+    from rasterio._err import CPLE_AppDefinedError
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        try:
+            raise CPLE_AppDefinedError(3, 1, "TIFFAppendToStrip:Write error at scanline 0")
+        except CPLE_AppDefinedError as exc:
+            raise rasterio.errors.RasterioIOError(
+                "Write failed. See previous exception for details.") from exc
+
+    monkeypatch.setattr(rasterio.io.DatasetWriter, "write", full_disk)
+    tile = inner_tile(region)
+    out = tmp_path / "out" / f"{tile}.tif"
+    rc, line = cli(capsys, *predict_args(region, tile, region["by_tile"], out))
+    assert rc == 1
+    assert line == (f"error: {out}: write failed (TIFFAppendToStrip:Write error at scanline 0); "
+                    f"free disk space in {out.parent} (or make that folder writable) and run "
+                    "the same target again")
+    assert_nothing_written(out)
+
+
 def test_samples_with_a_damaged_stack(region: dict, tmp_path: Path, capsys) -> None:
     tile = inner_tile(region)
     bad = zero_blocks(region["by_tile"][tile], tmp_path / "bad.tif")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -111,7 +113,11 @@ def test_nsp_products(setup: tuple[Path, Path, str]) -> None:
     assert over[0, 0] == 25  # AVERAGE of 10, 20, 30, 40 (NEAREST would give 10)
     assert over[-1, -1] == 255  # nodata stays nodata
     assert tags["MAPPER_MODEL_SHA256"] == setup[2]
-    assert json.loads(tags["MAPPER_CONFIG"])["prediction"]["stride_px"] == 32
+    recorded = json.loads(tags["MAPPER_CONFIG"])
+    assert recorded["prediction"]["stride_px"] == 32
+    # what remakes no map is not recorded: the tag could be older than it
+    assert not {"description", "evaluation", "zones"} & set(recorded)
+    assert "ensemble" not in recorded["prediction"] and "training" in recorded
     sources = json.loads(tags["MAPPER_SOURCES"])
     assert sources["dem"]["files"] == 1 and sources["sentinel2"]["manifest"] == "none found"
     assert "SYNTHETIC" in tags["MAPPER_SYNTHETIC_STATEMENT"] and tags["MAPPER_SYNTHETIC"] == "true"
@@ -330,7 +336,7 @@ def test_products_cover_the_mapped_area_and_the_quicklook_draws_it(
                             outline=region.boundary(), area=region.area())
     assert drawn.read_bytes() == products.quicklook.read_bytes()  # the product's, made again
     assert plain.read_bytes() != products.quicklook.read_bytes()
-    with pytest.raises(InputError, match="do not cover its mapped area"):
+    with pytest.raises(InputError, match="3 of its 4 mapped tiles not given"):
         make_products(region, "nsp", model, tiles[:1], tmp_path / "maps2" / "nsp_tiny.tif",
                       sources_dir=tmp_path)
 
@@ -552,3 +558,132 @@ def test_cog_compression_uses_the_jobs_threads(tmp_path: Path, monkeypatch) -> N
         assert cog_validate(str(tmp_path / name))[0]
         with rasterio.open(tmp_path / name) as ds:
             np.testing.assert_array_equal(ds.read(), data)
+
+
+def test_percent_is_the_float64_probability_rounded_half_to_even() -> None:
+    """A float32 probability x 100 rounds as in float64: NumPy 2 computes float32 x 100 in
+    float32, where 0.165 (0.16500000655 as float32) is 16.5 exactly, rounded to 16, not 17, and
+    0.575 (0.57499998808) is 57.5, rounded to 58, not 57. Exact halves still go to the even
+    percent, NaN is nodata and values beyond 0..1 are clipped."""
+    from mapper.products.mosaic import to_percent
+
+    p = np.array([0.165, 0.575, 0.125, 0.375, 0.005, 1.0, 1.2, -0.1, np.nan], dtype=np.float32)
+    expected = np.rint(p[:-1].astype(np.float64) * 100.0)
+    assert list(expected[:4]) == [17, 57, 12, 38]
+    got = to_percent(p)
+    assert got.dtype == np.uint8
+    assert list(got) == [*np.clip(expected, 0, 100).astype(int), 255]
+
+
+@pytest.mark.parametrize("product", ["map", "uncertainty"])
+def test_a_mosaic_missing_a_mapped_tile_is_one_error_naming_it(
+        setup: tuple[Path, Path, str], product: str) -> None:
+    """``python -m mapper mosaic`` run by hand with every predicted tile but one (its predict job
+    failed): one error naming the missing tile and the command that makes it, and no product
+    with a nodata square where the tile is."""
+    from mapper.products.uncertainty import make_uncertainty_products
+
+    config, model, sha = setup
+    root = config.parent
+    tiles = write_tiles(root, "nsp", nsp_values(), sha)
+    region = load_region(load_config(config), "tiny")
+    out = root / "maps" / "nsp_tiny.tif"
+    make = make_products if product == "map" else make_uncertainty_products
+    given = [t for t in tiles if t.stem != "R1489C4440"]
+    with pytest.raises(InputError) as info:
+        make(region, "nsp", model, given, out, sources_dir=root / "sources")
+    assert str(info.value) == (
+        "mosaic nsp of region tiny: 1 of its 4 mapped tiles not given (R1489C4440); make each "
+        "with `snakemake results/tiny/predict/nsp/<tile>.tif` and pass every mapped tile")
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def gdal_write_error(*args: object, **kwargs: object) -> None:
+    """What rasterio raises when GDAL fails to write a block (a full disk)."""
+    from rasterio._err import CPLE_AppDefinedError
+
+    try:
+        raise CPLE_AppDefinedError(3, 1, "TIFFAppendToStrip:Write error at scanline 512")
+    except CPLE_AppDefinedError as exc:
+        raise rasterio.errors.RasterioIOError(
+            "Write failed. See previous exception for details.") from exc
+
+
+@pytest.mark.parametrize("product", ["map", "uncertainty"])
+def test_a_failed_write_of_the_raw_raster_names_the_product_and_not_a_tile(
+        setup: tuple[Path, Path, str], product: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while the raw raster is written (GDAL's "TIFFAppendToStrip:Write error",
+    raised as the RasterioIOError that a damaged tile's read raises too): one error naming the
+    product and saying to free disk space, not "damaged or truncated" blaming a good tile; no
+    file is left."""
+    from mapper.products.uncertainty import make_uncertainty_products
+
+    config, model, sha = setup
+    root = config.parent
+    tiles = write_tiles(root, "nsp", nsp_values(), sha)
+    region = load_region(load_config(config), "tiny")
+    out = root / "maps" / ("nsp_tiny.tif" if product == "map" else "nsp_tiny_uncertainty.tif")
+    make = make_products if product == "map" else make_uncertainty_products
+    monkeypatch.setattr(rasterio.io.DatasetWriter, "write", gdal_write_error)
+    with pytest.raises(InputError) as info:
+        make(region, "nsp", model, tiles, out, sources_dir=root / "sources")
+    assert str(info.value) == (
+        f"{out}: write failed (TIFFAppendToStrip:Write error at scanline 512); free disk space "
+        f"in {out.parent} (or make that folder writable) and run the same target again")
+    assert not list(out.parent.iterdir())
+
+
+FULL_DISK = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv.pop(1)), "
+             "resource.getrlimit(resource.RLIMIT_FSIZE)[1])); "
+             "runpy.run_module('mapper', run_name='__main__')")
+"""``python -c FULL_DISK <bytes> <command> ...``: ``python -m mapper <command> ...`` where no file
+may grow beyond <bytes> (RLIMIT_FSIZE: GDAL's writes fail as on a full disk)."""
+
+
+@pytest.mark.parametrize("command", ["mosaic", "uncertainty"])
+def test_the_commands_on_a_full_disk_give_one_error_line_and_no_product(
+        setup: tuple[Path, Path, str], command: str) -> None:
+    """The real failure: the raw raster (22 kB) cannot grow beyond 10 kB, the tiles' VRT (3 kB)
+    can. rasterio reports no failure when the file is closed (GDAL writes the last blocks and
+    the header then); the file that does not read back is the error, not a traceback later."""
+    config, model, sha = setup
+    root = config.parent
+    tiles = write_tiles(root, "nsp", nsp_values(), sha)
+    out = root / "maps" / ("nsp_tiny.tif" if command == "mosaic" else "nsp_tiny_uncertainty.tif")
+    run = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "10000", command, "--config", str(config), "--region",
+         "tiny", "--task", "nsp", "--model", str(model), "--out", str(out), *map(str, tiles)],
+        capture_output=True, text=True, timeout=300, cwd=root,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {out}: write failed ("), run.stderr
+    assert errors[0].endswith(f"; free disk space in {out.parent} (or make that folder "
+                              "writable) and run the same target again")
+    assert not list(out.parent.iterdir())
+
+
+def test_a_failed_cog_conversion_is_one_error(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """GDAL's COG driver fails with its own CPLE_* error (a full disk), which is no
+    RasterioIOError: one error saying to check the disk space, and no COG left."""
+    from rasterio._err import CPLE_AppDefinedError
+
+    from mapper.products.cog import to_cog
+
+    src = tmp_path / "src.tif"
+    grid = Lattice(ORIGIN[0], ORIGIN[1], 10.0, 64)
+    write_geotiff(src, np.zeros((1, 64, 64), "uint8"), grid.transform, grid.crs, nodata=255)
+
+    def full_disk(source: str, dest: str, **options: object) -> None:
+        Path(dest).write_bytes(b"half a COG")
+        raise CPLE_AppDefinedError(3, 1, "TIFFAppendToStrip:Write error at scanline 4294967295")
+
+    monkeypatch.setattr(rasterio.shutil, "copy", full_disk)
+    out = tmp_path / "maps" / "cog.tif"
+    with pytest.raises(InputError) as info:
+        to_cog(src, out, resampling="AVERAGE")
+    assert str(info.value) == (f"{src}: COG conversion to {out} failed (TIFFAppendToStrip:Write "
+                               "error at scanline 4294967295); check the disk space")
+    assert not list(out.parent.iterdir())

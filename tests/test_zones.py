@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,6 +117,44 @@ def test_missing_layer_is_one_error_naming_the_file_and_the_fix(tmp_path: Path) 
     # a source file that is not there, when the layer is prepared
     with pytest.raises(InputError, match="nowhere.geojson.*not found.*fix 'zones'"):
         prepare_zone_layer(region, "halves", [tmp_path / "nowhere.geojson"], tmp_path / "o.json")
+
+
+def _null_geometry(gj: dict) -> None:
+    gj["features"][0]["geometry"] = None
+
+
+def _unknown_type(gj: dict) -> None:
+    gj["features"][0]["geometry"]["type"] = "Blob"
+
+
+def _two_points_ring(gj: dict) -> None:
+    gj["features"][0]["geometry"] = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}
+
+
+def _one_point_line(gj: dict) -> None:
+    gj["features"][0]["geometry"] = {"type": "LineString", "coordinates": [[0, 0]]}
+
+
+def _no_name(gj: dict) -> None:
+    del gj["mapper"]["name"]
+
+
+@pytest.mark.parametrize("damage", [_null_geometry, _unknown_type, _two_points_ring,
+                                    _one_point_line, _no_name])
+def test_a_damaged_prepared_layer_is_one_error_naming_the_file_and_the_fix(
+        halves: tuple[Region, Path], damage: Callable[[dict], None]) -> None:
+    """A prepared layer edited or cut by hand: a null geometry, an unknown geometry type,
+    coordinates that make no geometry (shapely's ValueError, GEOS's exception), no layer name:
+    each is the one error of a damaged layer (delete it, make it again), not a traceback."""
+    _, path = halves
+    gj = json.loads(path.read_text())
+    damage(gj)
+    path.write_text(json.dumps(gj))
+    with pytest.raises(InputError) as err:
+        read_zone_layer(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a prepared zone layer (")
+    assert message.endswith(f"); delete it and make it again with `snakemake {path}`")
 
 
 def test_a_layer_in_another_format_names_the_conversion(tmp_path: Path) -> None:

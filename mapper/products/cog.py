@@ -29,12 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import rasterio
-import rasterio.errors
 import rasterio.shutil
 from affine import Affine
 
 from mapper.errors import InputError
 from mapper.files import atomic_path
+from mapper.raster import WRITE_ERRORS, check_written, gdal_reason, writing
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,14 @@ def raster_writer(
     crs: str,
     nodata: float | None,
     blocksize: int = BLOCKSIZE,
+    name: str | Path | None = None,
 ) -> Iterator[rasterio.io.DatasetWriter]:
     """A new tiled DEFLATE BigTIFF written piece by piece; appears at ``path`` only when complete.
 
     Tiles are ``blocksize`` square, so writing whole blocks of rows never rewrites a block.
-    Integer data use horizontal differencing (predictor 2), floats predictor 3.
+    Integer data use horizontal differencing (predictor 2), floats predictor 3. A failure to
+    create or close the file (a full disk) is one InputError naming ``name`` (default ``path``;
+    :func:`mapper.raster.writing`); the caller puts its ``dst.write`` calls in ``writing(name)``.
     """
     predictor = 3 if dtype.startswith("float") else 2
     profile = {
@@ -83,8 +86,11 @@ def raster_writer(
         "interleave": "band",
     }
     with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with writing(name or path):
+            dst = rasterio.open(tmp, "w", **profile)
+        with dst:
             yield dst
+        check_written(tmp, name or path)
 
 
 def overview_count(width: int, height: int, min_px: int = MIN_OVERVIEW_PX) -> int:
@@ -132,9 +138,9 @@ def to_cog(
         tmp.unlink()
         try:
             rasterio.shutil.copy(str(src), str(tmp), driver="COG", **options)
-        except rasterio.errors.RasterioIOError as exc:
+        except WRITE_ERRORS as exc:  # GDAL's CPLE_* errors (a full disk) are no RasterioIOError
             raise InputError(
-                f"{src}: COG conversion to {dst} failed ({exc}); check the disk space"
+                f"{src}: COG conversion to {dst} failed ({gdal_reason(exc)}); check the disk space"
             ) from None
         finally:
             # GDAL may write PAM statistics beside the temporary file: the product is one file

@@ -53,7 +53,7 @@ from mapper.products.colours import colour_table, hex_colour, style_qml
 from mapper.products.provenance import SYNTHETIC_STATEMENT, provenance_tags, software_versions
 from mapper.products.quicklook import capital, write_quicklook
 from mapper.products.stac import COG_MEDIA_TYPE, ProductAsset, build_item, write_item
-from mapper.raster import open_raster, reading
+from mapper.raster import open_raster, reading, writing
 from mapper.sources.stac import parse_interval
 from mapper.tasks import Task, get_task
 from mapper.vrt import write_vrt
@@ -146,6 +146,21 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
     return TileSet(paths, n_bands, float(res), descriptions, shas.pop() if shas else None)
 
 
+def check_mapped_tiles(region: Region, task: str, tileset: TileSet) -> None:
+    """Every mapped tile of ``region`` (:meth:`Region.tiles`) must be among the tiles given (told
+    by their file names, ``<tile>.tif``): a missing one would be a nodata square in the map."""
+    given = {path.stem for path in tileset.paths}
+    mapped = region.tiles()
+    missing = [tile for tile in mapped if tile not in given]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise InputError(
+            f"mosaic {task} of region {region.name}: {len(missing)} of its {len(mapped)} mapped "
+            f"tiles not given ({', '.join(missing[:5])}{more}); make each with `snakemake "
+            f"results/{region.name}/predict/{task}/<tile>.tif` and pass every mapped tile"
+        )
+
+
 def check_model(tileset: TileSet, model_path: str | Path) -> str:
     """The SHA-256 of the checkpoint ``model_path``, which must be the one ``tileset`` was
     predicted with."""
@@ -165,7 +180,8 @@ def to_percent(p: np.ndarray) -> np.ndarray:
     """Probabilities (NaN nodata) -> uint8 percent 0..100, 255 nodata (round half to even)."""
     out = np.full(p.shape, PERCENT_NODATA, dtype=np.uint8)
     ok = np.isfinite(p)
-    out[ok] = np.clip(np.rint(p[ok] * 100.0), 0, 100).astype(np.uint8)
+    # in float64: NumPy 2 keeps float32 x 100 in float32, where 0.165 gives 16.5 (so 16, not 17)
+    out[ok] = np.clip(np.rint(p[ok].astype(np.float64) * 100.0), 0, 100).astype(np.uint8)
     return out
 
 
@@ -212,10 +228,11 @@ def area_window(region: Region, vrt: rasterio.DatasetReader) -> Window:
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path,
-               region: Region) -> dict[str, Path]:
+def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path, region: Region,
+               paths: dict[str, Path]) -> dict[str, Path]:
     """The raw (not yet COG) product rasters from the tiles' VRT over the mapped area's
-    bounding box (:func:`area_window`), streamed block row by row."""
+    bounding box (:func:`area_window`), streamed block row by row. A failed write (a full disk)
+    names the product of ``paths`` it was for, not a tile (:func:`mapper.raster.writing`)."""
     raw = {"cog": workdir / "main.tif"}
     classes = list(task.classes)
     if task.multiclass:
@@ -233,20 +250,25 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path,
             return src.read(*band, window=at)
 
         if task.binary:
-            with raster_writer(raw["cog"], count=1, **grid) as dst:
+            with raster_writer(raw["cog"], name=paths["cog"], count=1, **grid) as dst:
                 for win in windows:
-                    dst.write(to_percent(read(win, 1)), 1, window=win)
+                    percent = to_percent(read(win, 1))
+                    with writing(paths["cog"]):
+                        dst.write(percent, 1, window=win)
                 _describe_percent(dst, [f"{task.name}_probability"], tags,
                                   f"probability of {task.subject} ({task.definition})")
             return raw
-        with raster_writer(raw["cog"], count=1, **grid) as cls_dst, \
-                raster_writer(raw["probabilities"], count=len(classes), **grid) as prob_dst:
+        with raster_writer(raw["cog"], name=paths["cog"], count=1, **grid) as cls_dst, \
+                raster_writer(raw["probabilities"], name=paths["probabilities"],
+                              count=len(classes), **grid) as prob_dst:
             # the colour table goes in before any pixel: TIFF fixes the photometric tag then
             cls_dst.write_colormap(1, colour_table(task.colours))
             for win in windows:
                 p = read(win)  # [n_classes, h, w] float32, NaN nodata
-                cls_dst.write(_argmax_classes(p), 1, window=win)
-                prob_dst.write(to_percent(p), window=win)
+                with writing(paths["cog"]):
+                    cls_dst.write(_argmax_classes(p), 1, window=win)
+                with writing(paths["probabilities"]):
+                    prob_dst.write(to_percent(p), window=win)
             cls_dst.set_band_description(1, task.label_column)
             cls_dst.update_tags(1, **class_name_tags(classes))
             cls_dst.units = ("class index",)
@@ -287,6 +309,7 @@ def make_products(
     """
     spec = get_task(task)
     tileset = check_tiles(tiles, task, spec.n_outputs)
+    check_mapped_tiles(region, task, tileset)
     model_sha = check_model(tileset, model_path)
     paths = product_paths(out, task)
     units = (f"probability of {spec.subject}, stored as percent (value x 0.01)"
@@ -299,7 +322,7 @@ def make_products(
         workdir = staged["cog"].parent.parent
         vrt = write_vrt(tileset.paths, workdir / "tiles.vrt")
         with reading(f"a predicted {task} tile", TILE_FIX, tileset.paths):
-            raw = _write_raw(vrt, spec, tags, workdir, region)
+            raw = _write_raw(vrt, spec, tags, workdir, region, paths)
         if spec.binary:
             to_cog(raw["cog"], staged["cog"], resampling="AVERAGE")
         else:

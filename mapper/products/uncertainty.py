@@ -40,6 +40,7 @@ from mapper.products.mosaic import (
     TileSet,
     area_window,
     block_windows,
+    check_mapped_tiles,
     check_model,
     check_tiles,
     item_properties,
@@ -51,7 +52,7 @@ from mapper.products.mosaic import (
 from mapper.products.provenance import provenance_tags
 from mapper.products.quicklook import capital, write_ramp_quicklook
 from mapper.products.stac import COG_MEDIA_TYPE, ProductAsset, build_item, write_item
-from mapper.raster import open_raster, reading
+from mapper.raster import open_raster, reading, writing
 from mapper.tasks import Task, get_task
 from mapper.uncertainty import (
     class_probabilities,
@@ -131,6 +132,7 @@ def make_uncertainty_products(
     (their predictions of the same tiles in ``member_tiles``)."""
     spec = get_task(task)
     main = check_tiles(tiles, task, spec.n_outputs)
+    check_mapped_tiles(region, task, main)
     model_sha = check_model(main, model_path)
     members = member_tilesets(list(member_tiles), task, main, list(member_models))
     member_shas = [m.model_sha256 or "" for m in members]
@@ -161,7 +163,7 @@ def make_uncertainty_products(
                  for k, m in enumerate(members, start=1)]
         with reading(f"a predicted {task} tile", TILE_FIX,
                      [p for tileset in (main, *members) for p in tileset.paths]):
-            raw = _write_raw(vrts, spec, bands, tags, workdir / "raw.tif", region)
+            raw = _write_raw(vrts, spec, bands, tags, workdir / "raw.tif", region, cog)
         to_cog(raw, staged["cog"], resampling="AVERAGE")
         with rasterio.open(staged["cog"]) as ds:
             bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
@@ -182,9 +184,10 @@ def make_uncertainty_products(
 
 
 def _write_raw(vrts: list[Path], task: Task, bands: list[tuple[str, str]],
-               tags: dict[str, str], raw: Path, region: Region) -> Path:
+               tags: dict[str, str], raw: Path, region: Region, cog: Path) -> Path:
     """The raw (not yet COG) product over the mapped area's bounding box, block row by block
-    row: band 1 from the map's tiles, band 2 from the map's and the members' tiles."""
+    row: band 1 from the map's tiles, band 2 from the map's and the members' tiles. A failed
+    write (a full disk) names the product ``cog``, not a tile (:func:`mapper.raster.writing`)."""
     sources = [rasterio.open(v) for v in vrts]
     try:
         src = sources[0]
@@ -196,12 +199,14 @@ def _write_raw(vrts: list[Path], task: Task, bands: list[tuple[str, str]],
         width, height = int(area.width), int(area.height)
         grid = {"width": width, "height": height, "transform": src.window_transform(area),
                 "crs": src.crs.to_string(), "dtype": "uint8", "nodata": PERCENT_NODATA}
-        with raster_writer(raw, count=len(bands), **grid) as dst:
+        with raster_writer(raw, name=cog, count=len(bands), **grid) as dst:
             for win in block_windows(width, height):
                 at = Window(win.col_off + area.col_off, win.row_off + area.row_off, win.width,
                             win.height)
                 probs = [s.read(window=at) for s in sources]  # each [n_out, h, w], NaN nodata
-                dst.write(to_percent(_measures(probs, task)), window=win)
+                percent = to_percent(_measures(probs, task))
+                with writing(cog):
+                    dst.write(percent, window=win)
             for i, (name, what) in enumerate(bands, start=1):
                 dst.set_band_description(i, name)
                 dst.update_tags(i, STORED="percent 0..100; value x 0.01 = the measure (0..1); "

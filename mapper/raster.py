@@ -373,8 +373,11 @@ def geotiff_writer(
     if tiled:
         profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
     with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with writing(path):
+            dst = rasterio.open(tmp, "w", **profile)
+        with dst:
             yield dst
+        check_written(tmp, path)  # GDAL writes the header at close and does not say if it failed
 
 
 def write_geotiff(
@@ -389,7 +392,8 @@ def write_geotiff(
     blocksize: int = 256,
     predictor: int | None = None,
 ) -> None:
-    """Write a tiled, DEFLATE-compressed GeoTIFF atomically. ``data`` is [bands, rows, cols]."""
+    """Write a tiled, DEFLATE-compressed GeoTIFF atomically. ``data`` is [bands, rows, cols]. A
+    failed write (a full disk) is one InputError naming ``path`` and leaves no file there."""
     if data.ndim == 2:
         data = data[None]
     count, height, width = data.shape
@@ -404,7 +408,7 @@ def write_geotiff(
         nodata=nodata,
         blocksize=blocksize,
         predictor=predictor,
-    ) as dst:
+    ) as dst, writing(path):  # a full disk: one error naming the file, not a traceback
         dst.write(data)
         if descriptions:
             for i, d in enumerate(descriptions, start=1):

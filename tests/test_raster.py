@@ -79,3 +79,40 @@ def test_a_damaged_source_names_the_file(coarse: Path, tmp_path: Path) -> None:
     bad.write_bytes(coarse.read_bytes()[:600])
     with pytest.raises(InputError, match=r"cut\.tif: .*(damaged or truncated)"):
         warp_lattice_window(bad, "EPSG:3338", LATTICE, Window(COL0, ROW0, 64, 64))
+
+
+FILL_TO = """
+import resource, signal, sys
+import numpy as np
+from affine import Affine
+from mapper.errors import InputError
+from mapper.raster import write_geotiff
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit, side, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+data = np.random.default_rng(0).random((3, side, side), dtype=np.float32)
+try:
+    write_geotiff(out, data, Affine(10, 0, 0, 0, -10, 0), "EPSG:3338", nodata=float("nan"))
+except InputError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("side", [16, 1024], ids=["written-at-close", "written-block-by-block"])
+def test_a_geotiff_that_does_not_fit_on_the_disk_is_one_error_and_no_file(
+        tmp_path: Path, side: int) -> None:
+    """No file may grow beyond 2 kB (RLIMIT_FSIZE, as a full disk): a raster GDAL writes block by
+    block fails in a write, a small one when GDAL closes it, which rasterio does not report.
+    Either is one error naming the file and the fix, and no file (a Sentinel-2 composite, a
+    predicted tile, a demo source: every writer of mapper.raster.write_geotiff)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out" / "composite.tif"
+    run = subprocess.run([sys.executable, "-c", FILL_TO, "2000", str(side), str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert run.stdout.startswith(f"{out}: write failed ("), run.stdout
+    assert run.stdout.rstrip().endswith(f"; free disk space in {out.parent} (or make that folder "
+                                        "writable) and run the same target again")
+    assert not out.exists() and list(out.parent.iterdir()) == []

@@ -81,6 +81,7 @@ from mapper.raster import (
     geotiff_writer,
     open_raster,
     warp_lattice_window,
+    writing,
 )
 from mapper.sources.cells import cell_products, is_record
 
@@ -387,6 +388,7 @@ def _check_sources(
 
 def _write_strips(
     dst: DatasetWriter,
+    out: Path,
     sources: _Sources,
     lattice: Lattice,
     tile_window: Window,
@@ -405,15 +407,15 @@ def _write_strips(
         win = Window(tile_window.col_off, tile_window.row_off + r, p, rows)
         local = Window(0, r, p, rows)
         s2 = _mosaic(sources.sentinel2, lattice, win)
-        dst.write(s2, indexes=s2_idx, window=local)
+        _write(dst, out, s2, s2_idx, local)
         has_data |= bool(np.isfinite(s2).any())
         del s2
         for name, arr in local_terrain(sources.dem, lattice, win, settings).items():
-            dst.write(arr.astype(np.float32), indexes=_BAND[name], window=local)
+            _write(dst, out, arr.astype(np.float32), _BAND[name], local)
             has_data |= bool(np.isfinite(arr).any())
             has_dem |= name == "elevation" and bool(np.isfinite(arr).any())
         clim = _climate(sources.climate, lattice, win)
-        dst.write(clim, indexes=clim_idx, window=local)
+        _write(dst, out, clim, clim_idx, local)
         has_data |= bool(np.isfinite(clim).any())
         del clim
     return has_data, has_dem
@@ -421,6 +423,7 @@ def _write_strips(
 
 def _write_hydrology(
     dst: DatasetWriter,
+    out: Path,
     dem: list[Path] | CellProducts,
     lattice: Lattice,
     tile_window: Window,
@@ -438,8 +441,16 @@ def _write_hydrology(
             part.col_off - tile_window.col_off, part.row_off - tile_window.row_off,
             part.width, part.height,
         )
-        dst.write(twi[sub], indexes=_BAND["twi"], window=local)
-        dst.write(spi[sub], indexes=_BAND["spi"], window=local)
+        _write(dst, out, twi[sub], _BAND["twi"], local)
+        _write(dst, out, spi[sub], _BAND["spi"], local)
+
+
+def _write(dst: DatasetWriter, out: Path, data: np.ndarray, indexes: int | list[int],
+           window: Window) -> None:
+    """``dst.write``; a failed write (a full disk) is one InputError naming the stack ``out``
+    and the fix (:func:`mapper.raster.writing`)."""
+    with writing(out):
+        dst.write(data, indexes=indexes, window=window)
 
 
 def build_stack(
@@ -479,9 +490,10 @@ def build_stack(
         for i, name in enumerate(STACK_BANDS, start=1):
             dst.set_band_description(i, name)
         dst.units = tuple(UNITS[name] for name in STACK_BANDS)
-        has_data, has_dem = _write_strips(dst, sources, lattice, tile_window, settings, strip_px)
+        has_data, has_dem = _write_strips(dst, Path(out_path), sources, lattice, tile_window,
+                                          settings, strip_px)
         if has_dem:  # TWI/SPI exist only where the elevation does
-            _write_hydrology(dst, sources.dem, lattice, tile_window, settings)
+            _write_hydrology(dst, Path(out_path), sources.dem, lattice, tile_window, settings)
         dst.update_tags(
             MAPPER_TILE=tile_id,
             MAPPER_EMPTY=str(not has_data).lower(),

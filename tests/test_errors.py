@@ -430,6 +430,21 @@ def test_predict_on_a_full_disk_is_one_error_line_and_no_tile(region: dict, tmp_
     assert_nothing_written(out)
 
 
+def test_stack_on_a_full_disk_is_one_error_line_and_no_stack(src: dict, tmp_path: Path) -> None:
+    """The stack cannot grow beyond 20 kB: one error line naming it and the fix, no stack."""
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    run = subprocess.run([sys.executable, "-c", FULL_DISK, "20000",
+                          *map(str, stack_args(src, out))],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {out}: write failed ("), run.stderr
+    assert errors[0].endswith(f"; free disk space in {out.parent} (or make that folder "
+                              "writable) and run the same target again")
+    assert_nothing_written(out)
+
+
 def test_predict_whose_tile_fails_to_write_is_one_error_line(region: dict, tmp_path: Path,
                                                              capsys, monkeypatch) -> None:
     """GDAL fails to write a block of the tile (a full disk: "TIFFAppendToStrip:Write error"):

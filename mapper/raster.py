@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,9 @@ GDAL_HTTP_ENV = {
     "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.vrt,.jp2",
+    # s3:// asset hrefs (/vsis3/) of public buckets are read unsigned: without credentials GDAL
+    # refuses them otherwise; a private bucket's reader sets AWS_NO_SIGN_REQUEST=NO and its keys
+    "AWS_NO_SIGN_REQUEST": os.environ.get("AWS_NO_SIGN_REQUEST", "YES"),
 }
 
 

@@ -116,3 +116,27 @@ def test_a_geotiff_that_does_not_fit_on_the_disk_is_one_error_and_no_file(
     assert run.stdout.rstrip().endswith(f"; free disk space in {out.parent} (or make that folder "
                                         "writable) and run the same target again")
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_an_s3_asset_of_a_public_bucket_is_read_without_credentials(
+        coarse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A STAC asset given as ``s3://bucket/key`` is read through GDAL's /vsis3/; a public bucket
+    needs no credentials (here a bucket on the loopback server, path-style, over HTTP)."""
+    from httpserver import LoopbackServer
+    from s3_bucket import Bucket
+
+    from mapper.raster import GDAL_HTTP_ENV
+    from mapper.sources.s2_items import gdal_path
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(coarse.parent / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(coarse.parent / "none"))
+    with LoopbackServer() as server:
+        Bucket(server, "sentinel-cogs").put("tiles/B04.tif", coarse.read_bytes())
+        endpoint = server.url("/").removeprefix("http://").rstrip("/")
+        with rasterio.Env(**GDAL_HTTP_ENV, AWS_S3_ENDPOINT=endpoint, AWS_HTTPS="NO",
+                          AWS_VIRTUAL_HOSTING="FALSE"):
+            with rasterio.open(gdal_path("s3://sentinel-cogs/tiles/B04.tif")) as src, \
+                    rasterio.open(coarse) as ref:
+                np.testing.assert_array_equal(src.read(), ref.read())

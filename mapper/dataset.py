@@ -314,9 +314,7 @@ class CropDataset:
         f = s.unlabelled_fraction
         if not len(self.points):
             n_unlabelled = self.unlabelled_crops
-        elif f >= 1.0:
-            n_unlabelled = len(plans)
-        else:
+        else:  # f < 1 (the schema's limit): f of all crops are unlabelled
             n_unlabelled = int(round(len(plans) * f / (1.0 - f)))
         for r0, c0 in self.random_windows(n_unlabelled, rng):
             plans.append(CropPlan(r0, c0, self._points_in(r0, c0, None)))

@@ -200,6 +200,7 @@ def test_unknown_key_in_config(tmp_path: Path) -> None:
         ("training", "seed", -1, "training.seed"),  # numpy's and sklearn's seeds: 0 .. 2^32 - 1
         ("evaluation", "rf_max_depth", 0, "evaluation.rf_max_depth"),
         ("evaluation", "folds", 128, "evaluation.folds"),  # the samples' fold columns are int8
+        ("training", "unlabelled_fraction", 1, "training.unlabelled_fraction"),  # no labelled crop
     ],
 )
 def test_wrong_type_or_value(

@@ -74,6 +74,35 @@ def test_the_block_cap_counts_acquisitions_and_keeps_their_granules():
         "p1-west", "p2", "p1-east", "p3"]
 
 
+def test_a_granule_meeting_only_the_blocks_lonlat_box_takes_no_place():
+    """In the Aleutians a block's lon/lat box is much larger than the block (Alaska Albers is
+    rotated against the meridians there): a granule that meets only the box's corner adds no
+    pixel, so it must not spend the block's one place (``max_items`` 1) that a granule over the
+    block takes."""
+    from mapper.sources.stac import lonlat_bbox
+
+    x, y = Transformer.from_crs(4326, 3338, always_xy=True).transform(-172.0, 52.5)
+    block = (x - 5120, y - 5120, x + 5120, y + 5120)
+    west, south, east, north = lonlat_bbox(block)
+    to_albers = Transformer.from_crs(4326, 3338, always_xy=True)
+    corners = [(lon, lat) for lon in (west + 0.004, east - 0.004)
+               for lat in (south + 0.004, north - 0.004)]
+    outside = [(lon, lat) for lon, lat in corners
+               if not shapely.box(*block).contains(shapely.Point(to_albers.transform(lon, lat)))]
+    assert outside  # a corner of the box beyond the block
+
+    def square(item_id: str, lon: float, lat: float, cloud: float) -> pystac.Item:
+        box = (lon - 0.003, lat - 0.003, lon + 0.003, lat + 0.003)
+        return pystac.Item(item_id, shapely.geometry.mapping(shapely.box(*box)), list(box),
+                           datetime(2021, 7, 1, 21, tzinfo=UTC), {"eo:cloud_cover": cloud})
+
+    lon, lat = Transformer.from_crs(3338, 4326, always_xy=True).transform(x, y)
+    corner = square("corner-only", *outside[0], 1.0)  # the least cloudy
+    over = square("over-the-block", lon, lat, 30.0)
+    assert [it.id for it in items_by_block([corner, over], {"b": block}, max_items=1)["b"]] == [
+        "over-the-block"]
+
+
 def _flat(value: float):
     return {key: (lambda x, y, v=value: np.full(x.shape, round(v * 10000)))
             for key in ("red", "green", "blue", "rededge1", "rededge2", "rededge3", "nir",

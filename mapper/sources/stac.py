@@ -343,6 +343,21 @@ def footprint(item: pystac.Item) -> shapely.Geometry:
     return shapely.box(*item.bbox)
 
 
+FOOTPRINT_STEP_DEG = 0.01
+"""Longest footprint edge (degrees) projected as a straight line by :func:`projected_footprint`
+(about 1 km: a granule edge, straight in UTM, bends by well under a metre over it)."""
+
+
+def projected_footprint(shape: shapely.Geometry, crs: str) -> shapely.Geometry:
+    """A lon/lat footprint in ``crs``, its edges densified; parts on both sides of 180 degrees
+    (RFC 7946 splits them) project side by side."""
+    to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    dense = shapely.segmentize(shape, FOOTPRINT_STEP_DEG)
+    out = shapely.transform(dense, lambda xy: np.column_stack(to_crs.transform(xy[:, 0],
+                                                                                xy[:, 1])))
+    return out if out.is_valid else shapely.make_valid(out)
+
+
 def items_by_block(
     items: Sequence[pystac.Item],
     blocks: dict[str, Sequence[float]],
@@ -352,17 +367,26 @@ def items_by_block(
 ) -> dict[str, list[pystac.Item]]:
     """Per block id (``blocks`` maps it to its projected bounds in ``crs``), the items of the
     first ``max_items`` acquisitions (:func:`acquisition`) among ``items`` (already filtered and
-    ranked by :func:`select_items`) whose footprint meets the block's lon/lat box(es): every
-    granule of a chosen acquisition that meets the block, in the items' order. An acquisition
-    ranks as its least cloudy granule."""
+    ranked by :func:`select_items`) whose footprint meets the block: every granule of a chosen
+    acquisition that meets the block, in the items' order. An acquisition ranks as its least
+    cloudy granule. A footprint is tested against the block itself, in ``crs`` (its edges
+    densified), not against the block's lon/lat box: away from the projection's central meridian
+    that box is up to 1.6 times the block (Aleutians), and a granule meeting only the box's
+    corners would spend one of the ``max_items`` places and add no pixel."""
     shapes = [footprint(item) for item in items]
+    projected: dict[int, shapely.Geometry] = {}
     out = {}
     for block, bounds in blocks.items():
         boxes = [shapely.box(*b) for b in split_antimeridian(lonlat_bbox(bounds, crs))]
+        area = shapely.box(*bounds)
         chosen: list[pystac.Item] = []
         passes: set[str] = set()
-        for it, shp in zip(items, shapes, strict=True):
+        for k, (it, shp) in enumerate(zip(items, shapes, strict=True)):
             if not any(shp.intersects(b) for b in boxes):
+                continue
+            if k not in projected:
+                projected[k] = projected_footprint(shp, crs)
+            if not projected[k].intersects(area):
                 continue
             key = acquisition(it)
             if key not in passes:

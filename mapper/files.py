@@ -14,6 +14,7 @@ group-shared project can read every product, model included.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import logging
@@ -24,6 +25,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from mapper.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +95,10 @@ def _umask() -> int:
     return umask
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""The errors of a write that did not fit: no space left, a quota, a file-size limit."""
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success flush it to the disk and rename it to
@@ -113,10 +120,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if tmp_path.is_file():
             _sync(tmp_path)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        _raise_if_disk_full(exc, path)
         raise
     _sync_folder(path.parent)
+
+
+def _raise_if_disk_full(exc: BaseException, path: Path) -> None:
+    """A write of ``path`` that did not fit (:data:`DISK_FULL`) as one InputError naming it and
+    the fix, not a traceback."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        raise InputError(
+            f"{path}: write failed ({os.strerror(exc.errno)}); free disk space in {path.parent} "
+            "and run the same target again"
+        ) from None
 
 
 @contextmanager
@@ -142,18 +160,22 @@ def staged_paths(paths: Sequence[str | Path]) -> Iterator[list[Path]]:
     remove_stale_temporaries(first, directories=True)
     for t in targets[1:]:
         remove_stale_temporaries(t)
-    with tempfile.TemporaryDirectory(dir=first.parent, prefix=f".{first.name}.") as work:
-        staged = [Path(work) / "out" / t.name for t in targets]
-        staged[0].parent.mkdir()
-        yield staged
-        missing = [str(t) for t, s in zip(targets, staged, strict=True) if not s.is_file()]
-        if missing:
-            raise RuntimeError(f"staged_paths: nothing was written for {', '.join(missing)}")
-        for s in staged:
-            _sync(s)
-        for t, s in reversed(list(zip(targets, staged, strict=True))):
-            os.replace(s, t)
-        _sync_folder(first.parent)
+    try:
+        with tempfile.TemporaryDirectory(dir=first.parent, prefix=f".{first.name}.") as work:
+            staged = [Path(work) / "out" / t.name for t in targets]
+            staged[0].parent.mkdir()
+            yield staged
+            missing = [str(t) for t, s in zip(targets, staged, strict=True) if not s.is_file()]
+            if missing:
+                raise RuntimeError(f"staged_paths: nothing was written for {', '.join(missing)}")
+            for s in staged:
+                _sync(s)
+            for t, s in reversed(list(zip(targets, staged, strict=True))):
+                os.replace(s, t)
+            _sync_folder(first.parent)
+    except OSError as exc:
+        _raise_if_disk_full(exc, first)
+        raise
 
 
 def file_sha256(path: str | Path) -> str:

@@ -166,3 +166,41 @@ def test_file_sha256_across_chunks(tmp_path: Path) -> None:
     assert file_sha256(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
     with pytest.raises(FileNotFoundError):
         file_sha256(tmp_path / "missing.bin")
+
+
+FILL_TO = """
+import resource, signal, sys
+from pathlib import Path
+from mapper.errors import InputError
+from mapper.files import atomic_path, staged_paths
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit, how, out = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    if how == "atomic":
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(bytes(10_000))
+    else:
+        with staged_paths([out, out.with_suffix(".png")]) as (main, look):
+            main.write_bytes(b"small")
+            look.write_bytes(bytes(10_000))
+except InputError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("how", ["atomic", "staged"])
+def test_a_file_that_does_not_fit_is_one_error_and_nothing_written(tmp_path: Path,
+                                                                   how: str) -> None:
+    """No file may grow beyond 2 kB (RLIMIT_FSIZE: the write fails with EFBIG, as with ENOSPC on
+    a full disk): one error naming the output and the fix, no output, no temporary file."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out" / "map.tif"
+    run = subprocess.run([sys.executable, "-c", FILL_TO, "2000", how, str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert run.stdout.strip() == (f"{out}: write failed (File too large); free disk space in "
+                                  f"{out.parent} and run the same target again"), run.stdout
+    assert list(out.parent.iterdir()) == []

@@ -39,10 +39,11 @@ GLO30_TEMPLATE = (
 THREEDEP_NODATA = -999999.0
 ARCSEC = 1.0 / 3600.0
 
-# the plane: 2000 m at (148 W, 64 N), rising 2000 m per degree north and 900 m per degree west, so
-# that it stays above any land surface's lowest (mapper.dem.LOWEST_ELEVATION_M) at every cell the
-# tests write, from Fairbanks (200 m and up) to the Aleutians across 180 degrees (4800 m at 51 N)
-Z0, DZ_DLAT, DZ_DLON = 2000.0, 2000.0, -900.0
+# the plane: 1000 m at (148 W, 64 N), rising 1000 m per degree north and 450 m per degree west, so
+# that it stays within the land surface's range (mapper.dem.LOWEST_ELEVATION_M to
+# HIGHEST_ELEVATION_M, outside which values are fills) at every cell the tests write: 85 m
+# (Fairbanks) to 8915 m (N70W150), 2400 m across 180 degrees at 51 N
+Z0, DZ_DLAT, DZ_DLON = 1000.0, 1000.0, -450.0
 
 
 def surface(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:

@@ -277,12 +277,13 @@ def test_stack_dem_with_nan_and_no_nodata_value(src: dict, tmp_path: Path) -> No
     assert np.isnan(slope[np.isnan(elev)]).all()
 
 
-@pytest.mark.parametrize("declared", [None, -32768.0])
+@pytest.mark.parametrize(("fill", "declared"), [(-9999.0, None), (-9999.0, -32768.0),
+                                               (32767.0, None)])
 def test_stack_dem_with_an_undeclared_fill_value(src: dict, tmp_path: Path, capsys,
-                                                 declared: float | None) -> None:
-    """-9999 fill in a DEM that declares no nodata (or another one) would be warped as an
-    elevation 10 km deep into the slope and curvature of every pixel near it: one error naming
-    the file, the value and the fix, and no stack."""
+                                                 fill: float, declared: float | None) -> None:
+    """-9999 (or 32767) fill in a DEM that declares no nodata (or another one) would be warped as
+    an elevation 10 km deep (or 33 km high) into the slope and curvature of every pixel near it:
+    one error naming the file, the value and the fix, and no stack."""
     from pyproj import Transformer
 
     x, y = S.LEFT + 320.0, S.TOP - 320.0  # the centre of the tile
@@ -291,7 +292,7 @@ def test_stack_dem_with_an_undeclared_fill_value(src: dict, tmp_path: Path, caps
         z = ds.read(1)
         profile = ds.profile
         row, col = ds.index(lon, lat)
-    z[row - 5:row + 5, col - 5:col + 5] = -9999.0  # a fill of 10 x 10 arc-seconds
+    z[row - 5:row + 5, col - 5:col + 5] = fill  # a fill of 10 x 10 arc-seconds
     profile["nodata"] = declared
     bad = tmp_path / "dem_fill.tif"
     with rasterio.open(bad, "w", **profile) as dst:
@@ -301,16 +302,16 @@ def test_stack_dem_with_an_undeclared_fill_value(src: dict, tmp_path: Path, caps
     assert rc == 1
     said = ("declares no nodata value" if declared is None
             else "declares nodata -32768 but holds another fill value")
-    assert line.startswith(f"error: {bad}: holds elevations of -9999 m, below any land surface "
-                           f"(-1000 m): the file {said}; ")
-    assert f"rio edit-info --nodata -9999 {bad}" in line
+    assert line.startswith(f"error: {bad}: holds elevations of {fill:g} m, outside any land "
+                           f"surface (-1000 to 9000 m): the file {said}; ")
+    assert f"rio edit-info --nodata {fill:g} {bad}" in line
     assert_nothing_written(out)
     with rasterio.open(bad, "r+") as ds:  # the fix the message gives
-        ds.nodata = -9999.0
+        ds.nodata = fill
     assert main([str(a) for a in stack_args(src, out, dem=bad)]) == 0
     with rasterio.open(out) as ds:
         elev = ds.read(STACK_BANDS.index("elevation") + 1)
-    assert np.isnan(elev).any() and np.nanmin(elev) > -1000.0
+    assert np.isnan(elev).any() and -1000.0 < np.nanmin(elev) < np.nanmax(elev) < 9000.0
 
 
 def test_ocean_tile_gives_an_empty_stack_and_a_nodata_prediction(

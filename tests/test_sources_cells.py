@@ -18,6 +18,7 @@ import rasterio
 import yaml
 from conftest import system_tool
 from dem_cells import (
+    DZ_DLAT,
     GLO30_TEMPLATE,
     THREEDEP2_TEMPLATE,
     THREEDEP_TEMPLATE,
@@ -609,7 +610,7 @@ def test_cells_join_across_180_degrees(tmp_path: Path, writer) -> None:  # noqa:
         assert gap.any()
 
 
-DZ_DLAT_PER_PIXEL = 2000.0 / 3600  # the plane's rise over one GLO-30 row (m)
+DZ_DLAT_PER_PIXEL = DZ_DLAT / 3600  # the plane's rise over one GLO-30 row (m)
 
 
 def write_s2_and_climate(folder: Path, bounds: tuple) -> tuple[Path, Path]:

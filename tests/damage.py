@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import rasterio
+
+FULL_DISK = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv.pop(1)), "
+             "resource.getrlimit(resource.RLIMIT_FSIZE)[1])); "
+             "runpy.run_module('mapper', run_name='__main__')")
+"""``python -c FULL_DISK <bytes> <command> ...``: ``python -m mapper <command> ...`` where no file
+may grow beyond <bytes> (RLIMIT_FSIZE: GDAL's writes fail as on a full disk)."""
+
+
+def assert_one_write_failure(limit: int, args: list, cwd: Path, out: Path) -> None:
+    """``python -m mapper <args>`` where no file may grow beyond ``limit`` bytes exits 1 with one
+    error line, no traceback, naming ``out`` as the write that failed and the fix."""
+    run = subprocess.run([sys.executable, "-c", FULL_DISK, str(limit), *map(str, args)],
+                         capture_output=True, text=True, timeout=300, cwd=cwd,
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {out}: write failed ("), run.stderr
+    assert errors[0].endswith(f"; free disk space in {out.parent} (or make that folder "
+                              "writable) and run the same target again")
 
 
 def truncate(src: Path, dest: Path, fraction: float) -> Path:

@@ -29,7 +29,7 @@ import stack_sources as S
 import torch
 import yaml
 from affine import Affine
-from damage import truncate, zero_blocks
+from damage import assert_one_write_failure, truncate, zero_blocks
 from tiny_region import changed_copy
 
 from mapper.bands import SOIL_ORDERS, STACK_BANDS
@@ -404,14 +404,6 @@ def test_predict_with_a_damaged_neighbour_stack(region: dict, tmp_path: Path, ca
     assert_nothing_written(out)
 
 
-FULL_DISK = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-             "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv.pop(1)), "
-             "resource.getrlimit(resource.RLIMIT_FSIZE)[1])); "
-             "runpy.run_module('mapper', run_name='__main__')")
-"""``python -c FULL_DISK <bytes> <command> ...``: ``python -m mapper <command> ...`` where no file
-may grow beyond <bytes> (RLIMIT_FSIZE: GDAL's writes fail as on a full disk)."""
-
-
 def test_predict_on_a_full_disk_is_one_error_line_and_no_tile(region: dict, tmp_path: Path
                                                               ) -> None:
     """The predicted tile cannot grow beyond 2 kB. GDAL writes a small tile when it closes the
@@ -419,30 +411,15 @@ def test_predict_on_a_full_disk_is_one_error_line_and_no_tile(region: dict, tmp_
     was published as a finished, unreadable tile)."""
     tile = inner_tile(region)
     out = tmp_path / "out" / f"{tile}.tif"
-    run = subprocess.run([sys.executable, "-c", FULL_DISK, "2000",
-                          *map(str, predict_args(region, tile, region["by_tile"], out))],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: {out}: write failed ("), run.stderr
-    assert errors[0].endswith(f"; free disk space in {out.parent} (or make that folder "
-                              "writable) and run the same target again")
+    assert_one_write_failure(2000, predict_args(region, tile, region["by_tile"], out), tmp_path,
+                             out)
     assert_nothing_written(out)
 
 
 def test_stack_on_a_full_disk_is_one_error_line_and_no_stack(src: dict, tmp_path: Path) -> None:
     """The stack cannot grow beyond 20 kB: one error line naming it and the fix, no stack."""
     out = tmp_path / "out" / f"{TILE64}.tif"
-    run = subprocess.run([sys.executable, "-c", FULL_DISK, "20000",
-                          *map(str, stack_args(src, out))],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: {out}: write failed ("), run.stderr
-    assert errors[0].endswith(f"; free disk space in {out.parent} (or make that folder "
-                              "writable) and run the same target again")
+    assert_one_write_failure(20000, stack_args(src, out), tmp_path, out)
     assert_nothing_written(out)
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+from damage import assert_one_write_failure
 from rio_cogeo.cogeo import cog_validate
 from tiny_region import ORIGIN, write_tiny_region
 
@@ -633,14 +632,6 @@ def test_a_failed_write_of_the_raw_raster_names_the_product_and_not_a_tile(
     assert not list(out.parent.iterdir())
 
 
-FULL_DISK = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-             "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv.pop(1)), "
-             "resource.getrlimit(resource.RLIMIT_FSIZE)[1])); "
-             "runpy.run_module('mapper', run_name='__main__')")
-"""``python -c FULL_DISK <bytes> <command> ...``: ``python -m mapper <command> ...`` where no file
-may grow beyond <bytes> (RLIMIT_FSIZE: GDAL's writes fail as on a full disk)."""
-
-
 @pytest.mark.parametrize("command", ["mosaic", "uncertainty"])
 def test_the_commands_on_a_full_disk_give_one_error_line_and_no_product(
         setup: tuple[Path, Path, str], command: str) -> None:
@@ -651,16 +642,8 @@ def test_the_commands_on_a_full_disk_give_one_error_line_and_no_product(
     root = config.parent
     tiles = write_tiles(root, "nsp", nsp_values(), sha)
     out = root / "maps" / ("nsp_tiny.tif" if command == "mosaic" else "nsp_tiny_uncertainty.tif")
-    run = subprocess.run(
-        [sys.executable, "-c", FULL_DISK, "10000", command, "--config", str(config), "--region",
-         "tiny", "--task", "nsp", "--model", str(model), "--out", str(out), *map(str, tiles)],
-        capture_output=True, text=True, timeout=300, cwd=root,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: {out}: write failed ("), run.stderr
-    assert errors[0].endswith(f"; free disk space in {out.parent} (or make that folder "
-                              "writable) and run the same target again")
+    assert_one_write_failure(10000, [command, "--config", config, "--region", "tiny", "--task",
+                                     "nsp", "--model", model, "--out", out, *tiles], root, out)
     assert not list(out.parent.iterdir())
 
 

@@ -33,6 +33,7 @@ from pyproj.exceptions import CRSError
 from mapper.blending import CropLattice
 from mapper.errors import ConfigError
 from mapper.grid import Lattice, tiles_of
+from mapper.sources.settings_checks import check_source_settings
 
 RUN_CONFIG_HEADER = (
     "# The configuration a Snakemake run built its DAG from, written for its jobs: config files\n"
@@ -140,8 +141,7 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
         settings = merge_settings(settings, override)
         origin = f"{origin} + region_overrides.{name} of {source}"
     settings = validate(settings, "region.schema.yaml", origin)
-    _check_scene_blocks(settings, origin)
-    _check_sources(settings, origin)
+    check_source_settings(settings, origin)
     _check_stack(settings, origin, float(config["grid"]["res"]))
     _check_task_epochs(settings, origin)
     _check_prediction(settings, origin, float(config["grid"]["res"]))
@@ -188,57 +188,6 @@ def _check_stack(settings: dict, origin: str | Path, res: float) -> None:
         raise ConfigError(
             f"{origin}: key 'stack.hydro_block_px' ({block}) and tile_px ({tile}) must nest "
             f"(one divides the other); set hydro_block_px to a divisor or multiple of {tile}"
-        )
-
-
-def _check_sources(settings: dict, origin: str | Path) -> None:
-    """What a source's fetch job would refuse, checked when the config is read so that a dry run
-    names the file and the key (not one failed job per tile): a STAC source's ``datetime``, a
-    cells source's URL templates, a SNAP source's normal period; and what no job could take (a
-    STAC source other than Sentinel-2, observations in several files)."""
-    from mapper.sources.cells import Cell, cell_urls
-    from mapper.sources.snap import period_years
-    from mapper.sources.stac import parse_interval
-
-    for name, source in settings["sources"].items():
-        kind, key = source["kind"], f"{origin}: key 'sources.{name}"
-        try:
-            if kind == "stac":
-                parse_interval(source["datetime"])
-            elif kind == "snap":
-                period_years(source)
-        except ConfigError as exc:
-            field = "datetime" if kind == "stac" else "first_year/last_year"
-            raise ConfigError(f"{key}.{field}': {exc}") from None
-        if kind == "cells":
-            cell_urls(source, Cell(64, -148), f"{origin}: sources.{name}")
-        if kind == "stac" and "harmonized" not in source:
-            raise ConfigError(
-                f"{key}.harmonized': not set; say whether the collection's files have the "
-                "processing-baseline 04.00 offset removed: true for Earth Search's "
-                "sentinel-2-l2a, false for DNs as ESA delivers them (sentinel-2-c1-l2a)"
-            )
-        if kind == "stac" and name != "sentinel2":
-            raise ConfigError(
-                f"{key}.kind': stac makes per-tile Sentinel-2 composites, which only the "
-                f"sentinel2 source is; give {name} kind file, http"
-                + (" or cells" if name == "dem" else "")
-            )
-    observations = settings["sources"]["observations"]
-    if len(observations.get("files", [])) > 1:
-        raise ConfigError(
-            f"{origin}: key 'sources.observations.files': {len(observations['files'])} files, "
-            "but the observations are one table (CSV or Parquet); join them into one file"
-        )
-
-
-def _check_scene_blocks(settings: dict, origin: str | Path) -> None:
-    """A STAC Sentinel-2 source's scene-selection blocks must tile each tile exactly."""
-    s2 = settings["sources"]["sentinel2"]
-    if s2["kind"] == "stac" and settings["tile_px"] % s2["block_px"]:
-        raise ConfigError(
-            f"{origin}: key 'sources.sentinel2.block_px': {s2['block_px']} does not divide "
-            f"tile_px {settings['tile_px']}; set it to a divisor of tile_px"
         )
 
 

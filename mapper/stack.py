@@ -64,7 +64,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rasterio.enums import Resampling
 from rasterio.io import DatasetWriter
 from rasterio.windows import Window
 
@@ -80,10 +79,10 @@ from mapper.raster import (
     check_overlap,
     geotiff_writer,
     open_raster,
-    warp_lattice_window,
     writing,
 )
 from mapper.sources.cells import cell_products, is_record
+from mapper.stack_bands import BandPlan, climate_bands, climate_plans, mosaic, sentinel2_plans
 
 logger = logging.getLogger(__name__)
 
@@ -131,98 +130,6 @@ def stack_settings(region: Region) -> StackSettings:
 # -- sources ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _BandPlan:
-    """Which bands of a file to read, in output order, and how to turn them into physical values."""
-
-    path: Path
-    indexes: list[int]
-    scales: list[float]
-    offsets: list[float]
-    src_nodata: float | None = None
-    """Nodata of the file's bands where the file declares none (else the file's own)."""
-
-
-def _find_bands(path: Path, wanted: list[tuple[str, ...]], kind: str) -> _BandPlan:
-    """Select bands by description: ``wanted[i]`` lists the accepted names of output band i."""
-    src = open_raster(path)
-    with src:
-        check_crs(src, path)
-        found = {(d or "").strip().lower(): i for i, d in enumerate(src.descriptions, start=1)}
-        indexes = []
-        for names in wanted:
-            hit = next((found[n.lower()] for n in names if n.lower() in found), None)
-            if hit is None:
-                have = ", ".join(repr(d) for d in src.descriptions)
-                raise InputError(
-                    f"{path}: no {kind} band described {' or '.join(repr(n) for n in names)} "
-                    f"(band descriptions: {have}); set the band descriptions or pass the right file"
-                )
-            indexes.append(hit)
-        dtypes = [src.dtypes[i - 1] for i in indexes]
-        scales = [float(src.scales[i - 1]) for i in indexes]
-        offsets = [float(src.offsets[i - 1]) for i in indexes]
-        declared_nodata = src.nodata
-    src_nodata = None
-    if kind == "Sentinel-2":
-        for j, dt in enumerate(dtypes):
-            declared = (scales[j], offsets[j]) != (1.0, 0.0)
-            if not declared and np.issubdtype(np.dtype(dt), np.integer):
-                scales[j] = 1e-4  # L2A digital numbers: reflectance x 10000
-        if declared_nodata is None and all(np.issubdtype(np.dtype(d), np.integer) for d in dtypes):
-            src_nodata = 0.0  # L2A's NO_DATA value, in a file that does not declare it
-    return _BandPlan(path, indexes, scales, offsets, src_nodata)
-
-
-def _sentinel2_plans(paths: list[Path]) -> list[_BandPlan]:
-    if not paths:
-        raise InputError("no Sentinel-2 file given; pass at least one with --sentinel2")
-    wanted = [(name, code) for name, code in S2_BANDS]
-    return [_find_bands(Path(p), wanted, "Sentinel-2") for p in paths]
-
-
-def _climate_plans(paths: list[Path]) -> list[tuple[_BandPlan, list[int]]]:
-    """Where each climate band is: ``(plan of one file, output positions of its bands)`` pairs."""
-    if not paths:
-        raise InputError("no climate file given; pass one 3-band raster or three 1-band rasters")
-    bands: list[tuple[Path, int, str]] = []
-    for path in paths:
-        with open_raster(path) as src:
-            check_crs(src, path)
-            bands += [(path, i, (d or "").strip().lower())
-                      for i, d in enumerate(src.descriptions, start=1)]
-    wanted = [name.lower() for name in CLIMATE_BANDS]
-    chosen = [next((b for b in bands if b[2] == name), None) for name in wanted]
-    if any(c is None for c in chosen):
-        if len(bands) == len(wanted) and not any(b[2] in wanted for b in bands):
-            logger.info("climate bands have no names: taking them in the order %s", CLIMATE_BANDS)
-            chosen = bands
-        else:
-            missing = [CLIMATE_BANDS[i] for i, c in enumerate(chosen) if c is None]
-            have = ", ".join(f"{p.name}:{i}={d!r}" for p, i, d in bands)
-            raise InputError(
-                f"{', '.join(map(str, paths))}: no climate band described {missing} (bands: "
-                f"{have}); set the band descriptions or give exactly 3 unnamed bands in the order "
-                f"{CLIMATE_BANDS}"
-            )
-    plans = []
-    for path in dict.fromkeys(c[0] for c in chosen):
-        positions = [k for k, c in enumerate(chosen) if c[0] == path]
-        indexes = [chosen[k][1] for k in positions]
-        plans.append((_BandPlan(path, indexes, [1.0] * len(indexes), [0.0] * len(indexes)),
-                      positions))
-    return plans
-
-
-def _climate(plans: list[tuple[_BandPlan, list[int]]], lattice: Lattice, window: Window
-             ) -> np.ndarray:
-    """The 3 climate bands (CLIMATE_BANDS order) on a lattice window, float32."""
-    out = np.empty((len(CLIMATE_BANDS), int(window.height), int(window.width)), dtype=np.float32)
-    for plan, positions in plans:
-        out[positions] = _warp(plan, lattice, window)
-    return out
-
-
 def _paths(value: str | Path | Sequence[str | Path]) -> list[Path]:
     """One path or several, as a list of paths."""
     if isinstance(value, (str, Path)):
@@ -237,31 +144,6 @@ def _is_synthetic(paths: list[Path]) -> bool:
             if str(src.tags().get("MAPPER_SYNTHETIC", "")).lower() == "true":
                 return True
     return False
-
-
-def _warp(plan: _BandPlan, lattice: Lattice, window: Window) -> np.ndarray:
-    """The plan's bands warped (bilinear) onto a lattice window, in physical units, float32."""
-    data = warp_lattice_window(
-        plan.path, lattice.crs, lattice.transform, window, Resampling.bilinear, plan.indexes,
-        plan.src_nodata,
-    )
-    if any((s, o) != (1.0, 0.0) for s, o in zip(plan.scales, plan.offsets, strict=True)):
-        out = np.empty(data.shape, dtype=np.float32)
-        for j, (s, o) in enumerate(zip(plan.scales, plan.offsets, strict=True)):
-            out[j] = data[j].astype(np.float64) * s + o
-        return out
-    return data
-
-
-def _mosaic(plans: list[_BandPlan], lattice: Lattice, window: Window) -> np.ndarray:
-    """First-valid-wins mosaic of several files' bands on a lattice window."""
-    out = _warp(plans[0], lattice, window)
-    for plan in plans[1:]:
-        gaps = np.isnan(out)
-        if not gaps.any():
-            break
-        out[gaps] = _warp(plan, lattice, window)[gaps]
-    return out
 
 
 # -- terrain ------------------------------------------------------------------------------------
@@ -335,9 +217,9 @@ class _Sources:
     """A stack's inputs, checked: band plans of the Sentinel-2 and climate files, the DEM files,
     and whether any of them (or the region) is synthetic."""
 
-    sentinel2: list[_BandPlan]
+    sentinel2: list[BandPlan]
     dem: list[Path] | CellProducts
-    climate: list[tuple[_BandPlan, list[int]]]
+    climate: list[tuple[BandPlan, list[int]]]
     synthetic: bool
 
 
@@ -357,9 +239,9 @@ def _check_sources(
     climate: Path | Sequence[Path],
 ) -> _Sources:
     """Find the bands of every source file and check that each overlaps the region."""
-    s2_plans = _sentinel2_plans([Path(p) for p in sentinel2])
+    s2_plans = sentinel2_plans([Path(p) for p in sentinel2])
     dems, climates = _paths(dem), _paths(climate)
-    clim_plans = _climate_plans(climates)
+    clim_plans = climate_plans(climates)
     if not dems:
         raise InputError("no DEM file given; pass at least one with --dem")
     cells: list[Path] = []
@@ -406,7 +288,7 @@ def _write_strips(
         rows = min(step, p - r)
         win = Window(tile_window.col_off, tile_window.row_off + r, p, rows)
         local = Window(0, r, p, rows)
-        s2 = _mosaic(sources.sentinel2, lattice, win)
+        s2 = mosaic(sources.sentinel2, lattice, win)
         _write(dst, out, s2, s2_idx, local)
         has_data |= bool(np.isfinite(s2).any())
         del s2
@@ -414,7 +296,7 @@ def _write_strips(
             _write(dst, out, arr.astype(np.float32), _BAND[name], local)
             has_data |= bool(np.isfinite(arr).any())
             has_dem |= name == "elevation" and bool(np.isfinite(arr).any())
-        clim = _climate(sources.climate, lattice, win)
+        clim = climate_bands(sources.climate, lattice, win)
         _write(dst, out, clim, clim_idx, local)
         has_data |= bool(np.isfinite(clim).any())
         del clim

@@ -101,6 +101,27 @@ def source_section(wildcards):
     return source_settings(wildcards.region, wildcards.source)
 
 
+def area_settings(wildcards):
+    """What, beside the boundary file, defines the mapped area and the tiles it is cut into (the
+    buffer, the lattice and ``tile_px``, which name a tile id's area): a change of it reruns the
+    jobs that read the area (params trigger)."""
+    region = region_of(wildcards)
+    lattice = region.lattice
+    return {
+        "buffer_m": region.settings["buffer_m"],
+        "tile_px": lattice.tile_px,
+        "grid": [lattice.crs, lattice.origin_x, lattice.origin_y, lattice.res],
+    }
+
+
+def tile_footprint(wildcards):
+    """The area the wildcards' tile id names (left, bottom, right, top, in the lattice's CRS): a
+    params trigger of the jobs whose output is named by the tile id (its composite, its stack),
+    since the same id names another area when ``tile_px`` or the grid changes."""
+    lattice = region_of(wildcards).lattice
+    return [lattice.crs, *map(float, lattice.window_bounds(lattice.tile_window(wildcards.tile)))]
+
+
 def composite_section(wildcards):
     """The settings a tile's Sentinel-2 composite is made with (its fetch job's params): the
     source's section with only the ``exclude`` entries that name this tile, so that a new entry

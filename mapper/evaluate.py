@@ -47,6 +47,7 @@ from mapper.normalise import point_features
 from mapper.samples import read_samples, region_samples_metadata
 from mapper.splits import check_split, train_test_indices
 from mapper.tasks import Task, get_task
+from mapper.threads import job_threads
 from mapper.training_settings import finetune_epochs
 
 logger = logging.getLogger(__name__)
@@ -75,13 +76,6 @@ class FoldSpec:
 # -- models ---------------------------------------------------------------------------------------
 
 
-def job_threads() -> int:
-    """The job's threads: ``OMP_NUM_THREADS``, which Snakemake sets to the rule's threads (the
-    CPUs SLURM gave the job), else every CPU (a command run by hand)."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
-
-
 def random_forest_probabilities(
     features: np.ndarray, labels: np.ndarray, test: np.ndarray, n_classes: int,
     evaluation: dict[str, Any], seed: int,
@@ -100,7 +94,7 @@ def random_forest_probabilities(
         max_depth=evaluation["rf_max_depth"],
         min_samples_split=int(evaluation["rf_min_samples_split"]),
         random_state=seed,
-        n_jobs=job_threads(),
+        n_jobs=job_threads() or os.cpu_count() or 1,  # by hand: every CPU
     )
     rf.fit(impute(features), labels)
     # the trees are the same at any n_jobs (each draws from its own seed), but predict_proba

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +34,7 @@ from affine import Affine
 from mapper.errors import InputError
 from mapper.files import atomic_path
 from mapper.raster import WRITE_ERRORS, check_written, gdal_reason, writing
+from mapper.threads import job_threads
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ def gdal_threads() -> str:
     """GDAL's ``NUM_THREADS`` for compressing a COG: the job's threads (``OMP_NUM_THREADS``, which
     Snakemake sets to the rule's threads, so that a mosaic job uses the CPUs it was scheduled
     with), else every CPU (a command run by hand)."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return value if value.isdigit() and int(value) > 0 else "ALL_CPUS"
+    threads = job_threads()
+    return str(threads) if threads else "ALL_CPUS"
 
 
 def to_cog(

@@ -29,6 +29,9 @@ scaled to 0..1 over the z-scored range. The three steps are affine on the clippe
 compose exactly to ``(clip(v, p1, p99) - p1) / (p99 - p1)``, which is what is computed; mean and
 standard deviation are kept in the stored dict for the record. A band whose percentiles coincide
 (constant over the training pixels) maps to 0.5 where it has data (standardised Sentinel-2: 0).
+A band with no value at all in the training pixels (``unseen``) maps to 0 everywhere, its nodata
+value: the model was trained on 0 there, and a value it never saw would be an input outside its
+training (stored dicts before format 4 did not record such bands and map them as constant).
 
 Aspect, one of two encodings (``aspect``, the region's ``model.aspect``;
 :data:`mapper.bands.ASPECT_ENCODINGS`):
@@ -76,10 +79,11 @@ RGB_STRETCH: dict[str, tuple[float, float]] = {
 OTHER_S2_DIVISOR = 8160.0
 REFLECTANCE_SCALE = 1e4
 PERCENTILES = (1.0, 99.0)
-FORMAT = "mapper.normaliser/3"
-FORMATS = ("mapper.normaliser/1", "mapper.normaliser/2", FORMAT)
+FORMAT = "mapper.normaliser/4"
+FORMATS = ("mapper.normaliser/1", "mapper.normaliser/2", "mapper.normaliser/3", FORMAT)
 """Stored formats read back; version 1 (before ``s2_scaling``) always used the fixed scaling,
-versions 1 and 2 (before ``aspect``) the aspect as a number."""
+versions 1 and 2 (before ``aspect``) the aspect as a number, versions 1 to 3 (before ``unseen``)
+recorded no band as unseen."""
 S2_SCALINGS = ("satlas", "standardised")
 
 
@@ -163,7 +167,8 @@ class Normaliser:
     or ``"standardised"``; for the latter ``s2_lo`` / ``s2_hi`` / ``s2_mean`` / ``s2_std`` hold the
     same statistics of the 9 Sentinel-2 bands (reflectance 0..1), else they are empty.
     ``aspect``: ``"number"`` or ``"components"`` (module doc; the aspect band's fitted limits are
-    then kept but not used). Build with
+    then kept but not used). ``unseen``: the covariates (names) without a value in any training
+    pixel; they map to 0, their nodata value, wherever they have data. Build with
     :meth:`fit`; store with :meth:`to_dict` (plain lists and floats, fit for checkpoints);
     restore with :meth:`from_dict`.
     """
@@ -179,6 +184,7 @@ class Normaliser:
     s2_mean: tuple[float, ...] = ()
     s2_std: tuple[float, ...] = ()
     aspect: str = "number"
+    unseen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.aspect not in ASPECT_ENCODINGS:
@@ -195,6 +201,9 @@ class Normaliser:
             if len(getattr(self, name)) != want:
                 raise ValueError(f"Normaliser.{name} needs {want} values with s2_scaling "
                                  f"{self.s2_scaling!r}")
+        unknown = [name for name in self.unseen if name not in COVARIATE_BANDS]
+        if unknown:
+            raise ValueError(f"Normaliser.unseen names no covariate: {unknown}")
 
     # -- fitting --------------------------------------------------------------------------------
     @classmethod
@@ -220,6 +229,7 @@ class Normaliser:
             pick = np.random.default_rng(seed).choice(table.shape[0], max_pixels, replace=False)
             table = table[np.sort(pick)]
         stats = []
+        unseen = []
         for b in range(N_S2, len(STACK_BANDS)):
             v = table[:, b].astype(np.float64)
             v = v[np.isfinite(v)]
@@ -227,6 +237,7 @@ class Normaliser:
                 logger.warning("covariate %s has no value in the training pixels; it maps to 0",
                                STACK_BANDS[b])
                 stats.append((0.0, 0.0, 0.0, 0.0))
+                unseen.append(STACK_BANDS[b])
                 continue
             stats.append(_percentile_stats(v))
         s2_stats: list[tuple[float, ...]] = [(), (), (), ()]
@@ -235,7 +246,8 @@ class Normaliser:
                                   for b in range(N_S2)), strict=True))
         lo, hi, mean, std = (tuple(column) for column in zip(*stats, strict=True))
         return cls(lo, hi, mean, std, int(table.shape[0]), s2_scaling,
-                   *(tuple(column) for column in s2_stats), aspect=aspect)
+                   *(tuple(column) for column in s2_stats), aspect=aspect,
+                   unseen=tuple(unseen))
 
     @staticmethod
     def _as_table(pixels: np.ndarray) -> np.ndarray:
@@ -269,6 +281,7 @@ class Normaliser:
             "s2_std": list(self.s2_std),
             "aspect": self.aspect,
             "inputs": model_covariates(self.aspect),
+            "unseen": list(self.unseen),
         }
 
     @classmethod
@@ -312,7 +325,8 @@ class Normaliser:
         try:
             return cls(floats("lo"), floats("hi"), floats("mean"), floats("std"),
                        int(data.get("n_pixels", 0)), scaling, floats("s2_lo"), floats("s2_hi"),
-                       floats("s2_mean"), floats("s2_std"), aspect)
+                       floats("s2_mean"), floats("s2_std"), aspect,
+                       tuple(str(name) for name in data.get("unseen", ())))
         except (TypeError, ValueError) as exc:  # missing, short or non-numeric statistics
             raise CheckpointError(f"{where}normalisation is damaged ({exc}); retrain") from None
 
@@ -338,7 +352,9 @@ class Normaliser:
         cov = stack[..., N_S2:, :, :]
         with np.errstate(invalid="ignore", divide="ignore"):
             cov = np.where(span > 0, (np.clip(cov, lo, hi) - lo) / np.where(span > 0, span, 1), 0.5)
-        cov = np.where(np.isfinite(stack[..., N_S2:, :, :]), cov, np.nan)
+        seen = np.asarray([name not in self.unseen for name in COVARIATE_BANDS]).reshape(
+            *shape, N_COV, 1, 1)
+        cov = np.where(np.isfinite(stack[..., N_S2:, :, :]) & seen, cov, np.nan)
         cov = np.nan_to_num(np.clip(cov, 0.0, 1.0), nan=0.0)
         if self.aspect == "components":
             cov = self._components(cov, stack[..., N_S2:, :, :])

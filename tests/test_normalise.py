@@ -209,3 +209,27 @@ def test_the_aspect_encoding_is_stored_and_a_version_2_dict_reads_as_a_number() 
     data["aspect"] = "radians"
     with pytest.raises(CheckpointError, match=r"^ckpt.pt: normalisation has an unknown aspect"):
         Normaliser.from_dict(data, "ckpt.pt")
+
+
+def test_a_covariate_unseen_in_training_maps_to_its_nodata_value_not_to_a_constant() -> None:
+    stack = _stack(10)
+    climate = STACK_BANDS.index("jan_tmin")
+    name = "jan_tmin"
+    flat = SLOPE
+    training = stack.copy()
+    training[:, climate] = np.nan  # no value in any training pixel
+    training[:, flat] = 7.0  # constant in every training pixel
+    norm = Normaliser.fit(training)
+    assert norm.unseen == (name,)
+    _, cov = norm(stack)  # the band has values where the map is made
+    assert (cov[:, climate - 9] == 0).all()  # as in training: its nodata value
+    assert (cov[:, flat - 9] == 0.5).all()  # a constant band where it has data, by design
+    again = Normaliser.from_dict(json.loads(json.dumps(norm.to_dict())))
+    assert again == norm and again.unseen == (name,)
+    np.testing.assert_array_equal(again(stack)[1], cov)
+    old = norm.to_dict()
+    old["format"] = "mapper.normaliser/3"
+    del old["unseen"]  # stored before the field: read as it was then made
+    assert Normaliser.from_dict(old).unseen == ()
+    with pytest.raises(CheckpointError, match="normalisation is damaged"):
+        Normaliser.from_dict({**norm.to_dict(), "unseen": ["no_such_band"]})

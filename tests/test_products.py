@@ -670,3 +670,44 @@ def test_a_failed_cog_conversion_is_one_error(tmp_path: Path,
     assert str(info.value) == (f"{src}: COG conversion to {out} failed (TIFFAppendToStrip:Write "
                                "error at scanline 4294967295); check the disk space")
     assert not list(out.parent.iterdir())
+
+
+def test_the_sources_tag_describes_only_the_files_the_settings_name_now(tmp_path: Path) -> None:
+    from mapper.products.provenance import sources_summary
+
+    stac = {"kind": "stac", "api": "https://earth-search.aws.element84.com/v1",
+            "collection": "sentinel-2-l2a", "datetime": "2021-06-01/2021-08-31",
+            "harmonized": True, "block_px": 32}
+    dem = {"kind": "http", "files": [{"url": "https://x.test/dem/a.tif"}]}
+    config = write_tiny_region(tmp_path, (LEFT, TOP - SIZE, LEFT + SIZE, TOP), TILE,
+                               sources={"sentinel2": stac, "dem": dem})
+    region = load_region(load_config(config), "tiny")
+    stacked = region.stacked_tiles()
+    sources = tmp_path / "sources"
+
+    def manifest(path: str, source: str, kind: str, files: list[str], **extra: str) -> None:
+        out = sources / path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        items = [{"path": f"resources/tiny/sources/{source}/{f}", "sha256": f[0] * 64,
+                  "url": f"https://x.test/{f}"} for f in files]
+        out.write_text(json.dumps({"what": "mapper source manifest", "version": 1,
+                                   "region": "tiny", "source": source, "kind": kind,
+                                   "synthetic": False, "items": items, **extra}))
+
+    manifest(f"sentinel2/{stacked[0]}.json", "sentinel2", "stac", [f"{stacked[0]}.tif"],
+             tile=stacked[0])
+    far = "R0001C0001"  # a tile of an earlier boundary or tile size
+    assert far not in stacked
+    manifest(f"sentinel2/{far}.json", "sentinel2", "stac", [f"{far}.tif"], tile=far)
+    manifest("dem/a.tif.json", "dem", "http", ["a.tif"])
+    manifest("dem/old.tif.json", "dem", "http", ["old.tif"])  # a file no longer listed
+    manifest("dem/manifest.json", "dem", "http", ["a.tif", "old.tif"])
+    manifest("observations/manifest.json", "observations", "demo", ["obs.csv"])
+    summary = sources_summary(region, sources)
+    assert summary["sentinel2"]["files"] == 1
+    assert summary["sentinel2"]["first_files"][0]["path"].endswith(f"/{stacked[0]}.tif")
+    assert summary["dem"]["files"] == 1 and summary["dem"]["urls"] == ["https://x.test/a.tif"]
+    assert summary["observations"]["files"] == 1  # kind demo: as configured
+    region.settings["sources"]["observations"] = {"kind": "file", "path": "obs.parquet"}
+    summary = sources_summary(region, sources)  # the demo manifest is of another kind now
+    assert summary["observations"]["manifest"] == "none found"

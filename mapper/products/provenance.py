@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,10 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
     described by its region settings alone. A statewide STAC source has one manifest per tile,
     so items are summarised (count, digest) rather than listed. A ``cells`` source's records
     also say which product served how many cells (:func:`cells_by_product`).
+
+    Only files the region's settings name now are counted (:class:`_Configured`): a manifest left
+    from an earlier setting (a file no longer listed, a tile of another ``tile_px`` or boundary,
+    a cell no stack reads now, a source of another kind) stays on disk but is not described.
     """
     base = Path(sources_dir) if sources_dir else Path("resources") / region.name / "sources"
     manifests: list[dict[str, Any]] = []
@@ -66,6 +71,8 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
             continue
         if isinstance(data, dict) and data.get("what") == "mapper source manifest":
             manifests.append(data)
+    configured = _Configured(region)
+    manifests = [m for m in manifests if configured.manifest(m)]
     out: dict[str, Any] = {}
     for name, settings in region.settings["sources"].items():
         entry: dict[str, Any] = {"kind": settings["kind"]}
@@ -82,7 +89,7 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
             for item in m.get("items", []):
                 owner = m.get("source") if m.get("source") in region.settings["sources"] \
                     else item.get("what")
-                if owner != name:
+                if owner != name or not configured.item(name, item):
                     continue
                 synthetic = bool(item.get("synthetic", m.get("synthetic")))
                 items[str(item.get("path"))] = item
@@ -99,6 +106,50 @@ def sources_summary(region: Region, sources_dir: str | Path | None = None) -> di
             entry["manifest"] = "none found"
         out[name] = entry
     return out
+
+
+class _Configured:
+    """Whether a source manifest (or one of its items) describes a file the region's settings
+    name now; the tiles and cells are worked out only for a source that has them."""
+
+    def __init__(self, region: Region) -> None:
+        self.region = region
+        self.sources = region.settings["sources"]
+
+    @cached_property
+    def tiles(self) -> set[str]:
+        """The tiles a stack is made for: the mapped tiles and their context."""
+        return set(self.region.stacked_tiles())
+
+    @cached_property
+    def cells(self) -> set[str]:
+        from mapper.sources.cells import region_cells
+
+        return {c for cells in region_cells(self.region).values() for c in cells}
+
+    def manifest(self, m: dict[str, Any]) -> bool:
+        settings = self.sources.get(m.get("source"))
+        if settings is None:
+            return m.get("kind") == "demo"  # several sources: its items say which
+        if m.get("kind") not in (settings["kind"], "demo"):
+            return False
+        if "tile" in m:
+            return m["tile"] in self.tiles
+        if "cell" in m:
+            return m["cell"] in self.cells
+        return True
+
+    def item(self, name: str, item: dict[str, Any]) -> bool:
+        settings = self.sources[name]
+        if settings["kind"] == "http":
+            from mapper.sources.fetch import http_file_name
+
+            names = {http_file_name(entry) for entry in settings.get("files") or []}
+            return Path(str(item.get("path"))).name in names
+        if settings["kind"] == "file":  # a local path is recorded as pathlib writes it
+            path = str(settings.get("path"))
+            return str(item.get("path")) in (path, str(Path(path)))
+        return True
 
 
 def cells_by_product(settings: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 Data that costs time to make is made once per session from fixed seeds, in a folder of its own
 that tests only read: the training tests' region (tests/training_data.py) and its samples table,
 the stack tests' sources (tests/stack_sources.py) and four stacks built from them, and the tiny
-workflow project run to its maps (tests/workflow_project.py). A test that writes does so under
-its own ``tmp_path`` (or a module folder), so no test sees another's output and the order in
-which tests run does not matter.
+workflow project run to its maps (tests/workflow_project.py), and run a second time from
+nothing in another folder (through SLURM where a local cluster can start). A test that writes
+does so under its own ``tmp_path`` (or a module folder), so no test sees another's output and
+the order in which tests run does not matter.
 
 Tools that are not Python packages (GDAL's command-line programs) are looked up, not installed:
 when one is missing, the tests that need it are skipped and say which Debian package provides
@@ -23,8 +24,9 @@ import pytest
 import stack_sources as S
 import torch
 import training_data as T
+from slurm_cluster import SlurmCluster, cluster_unavailable, start_cluster, stop_cluster
 from tiny_region import write_tiny_region
-from workflow_project import WorkflowProject, run_tiny_project
+from workflow_project import SecondRun, WorkflowProject, run_second_tiny, run_tiny_project
 
 from mapper.config import load_config, load_region
 from mapper.samples import build_samples
@@ -125,3 +127,30 @@ def completed_tiny(tmp_path_factory: pytest.TempPathFactory) -> WorkflowProject:
     session. Tests may add files (a report) but change none; a test that changes files works on
     a :func:`workflow_project.copy_project`."""
     return run_tiny_project(tmp_path_factory.mktemp("tiny-complete"))
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> SlurmCluster:
+    """A one-node SLURM cluster on localhost (tests/slurm_cluster.py), started at first use and
+    stopped, node daemon first, when the session ends; skips the test, naming the missing
+    programs and their Debian packages, where it cannot start."""
+    reason = cluster_unavailable()
+    if reason is not None:
+        pytest.skip(f"no local SLURM cluster: {reason}")
+    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster
+    finally:
+        stop_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def second_tiny(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> SecondRun:
+    """The tiny project run from nothing a second time, in another folder, to its maps: through
+    the workflow's SLURM profile on the local cluster where one can start (as ``make test`` as
+    root sets up), else locally. One run serves two claims: the SLURM profile makes the local
+    maps (test_cluster), and two runs from nothing make byte-identical maps
+    (test_reproducible)."""
+    cluster = request.getfixturevalue("slurm") if cluster_unavailable() is None else None
+    return run_second_tiny(tmp_path_factory.mktemp("tiny-second"), cluster)

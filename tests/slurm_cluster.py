@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -166,6 +167,25 @@ def format_listing(rows: list[dict[str, str]]) -> str:
     lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
     lines += ["  ".join(r.get(c, "").ljust(widths[c]) for c in cols) for r in rows]
     return "\n".join(lines)
+
+
+def cluster_env(cluster: SlurmCluster, base: dict[str, str]) -> dict[str, str]:
+    """``base`` with the cluster's SLURM_CONF and its srun wrapper, then this Python, on PATH."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.pathsep.join([str(cluster.root / "bin"), bindir, os.environ.get("PATH", "")])
+    return {**base, "SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": path}
+
+
+def list_jobs(cluster: SlurmCluster, snakemake_log: str, out: Path) -> list[dict[str, str]]:
+    """The jobs a Snakemake run submitted, as SLURM saw them: written to ``out`` as a table and
+    printed (``pytest -s``); call it right after the run (finished jobs stay listed for
+    ``MinJobAge`` seconds)."""
+    jobs = submitted_jobs(snakemake_log)
+    rows = job_listing(cluster, sorted(jobs, key=int), jobs)
+    text = format_listing(rows)
+    out.write_text(text + "\n")
+    print(f"\nSLURM jobs ({out}):\n{text}")
+    return rows
 
 
 def submitted_job_ids(snakemake_log: str) -> list[str]:

@@ -3,8 +3,9 @@
 SLURM and munge must be installed (``make test`` installs Debian's slurm-wlm and munge when it
 runs as root: scripts/system-packages.sh); without them the tests are skipped with the reason.
 The tests start their own munged, slurmctld and slurmd (no system service is used) and stop
-them (slurmd first) when the module's tests end, whatever happens. The jobs as SLURM saw them
-are printed (``pytest -s``) and written next to each run as ``slurm_jobs.txt``.
+them (slurmd first) when the session ends, whatever happens (conftest's ``slurm`` fixture). The
+jobs as SLURM saw them are printed (``pytest -s``) and written next to each run as
+``slurm_jobs.txt``.
 """
 
 from __future__ import annotations
@@ -18,24 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from slurm_cluster import (
-    SlurmCluster,
-    cluster_unavailable,
-    format_listing,
-    job_listing,
-    start_cluster,
-    stop_cluster,
-    submitted_jobs,
-)
-from workflow_project import (
-    PROFILES,
-    WorkflowProject,
-    local_slurm_profile,
-    make_project,
-    render_profile,
-    run_snakemake,
-    tail,
-)
+from slurm_cluster import SlurmCluster, cluster_env, cluster_unavailable, list_jobs
+from workflow_project import PROFILES, SecondRun, WorkflowProject, render_profile, tail
 
 from mapper.config import load_config, load_region
 
@@ -66,31 +51,6 @@ rule hello:
 """
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> SlurmCluster:
-    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield cluster
-    finally:
-        stop_cluster(cluster)
-
-
-def cluster_env(cluster: SlurmCluster, base: dict[str, str]) -> dict[str, str]:
-    """``base`` with the cluster's SLURM_CONF and its srun wrapper, then this Python, on PATH."""
-    bindir = str(Path(sys.executable).parent)
-    path = os.pathsep.join([str(cluster.root / "bin"), bindir, os.environ.get("PATH", "")])
-    return {**base, "SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": path}
-
-
-def listing(cluster: SlurmCluster, log: str, out: Path) -> list[dict[str, str]]:
-    jobs = submitted_jobs(log)
-    rows = job_listing(cluster, sorted(jobs, key=int), jobs)
-    text = format_listing(rows)
-    out.write_text(text + "\n")
-    print(f"\nSLURM jobs ({out}):\n{text}")
-    return rows
-
-
 def test_two_jobs_run_as_slurm_jobs(slurm: SlurmCluster, tmp_path: Path) -> None:
     (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
     cmd = [
@@ -107,7 +67,7 @@ def test_two_jobs_run_as_slurm_jobs(slurm: SlurmCluster, tmp_path: Path) -> None
     )  # fmt: skip
     log = run.stdout + run.stderr
     assert run.returncode == 0, tail(log, 40)
-    rows = listing(slurm, log, tmp_path / "slurm_jobs.txt")
+    rows = list_jobs(slurm, log, tmp_path / "slurm_jobs.txt")
     assert len(rows) == 2
     assert {r["JobState"] for r in rows} == {"COMPLETED"}
     assert {r["ExitCode"] for r in rows} == {"0:0"}
@@ -128,20 +88,16 @@ def read_map(path: Path) -> tuple[dict, np.ndarray]:
 
 @pytest.mark.workflow
 def test_tiny_demo_through_slurm_profile_makes_the_local_maps(
-    slurm: SlurmCluster, completed_tiny: WorkflowProject,
-    tmp_path_factory: pytest.TempPathFactory,
+    completed_tiny: WorkflowProject, second_tiny: SecondRun,
 ) -> None:
-    local = completed_tiny
-    project = make_project(tmp_path_factory.mktemp("tiny-slurm"))
-    profile = local_slurm_profile(project.root / "profile", slurm.cpus, slurm.memory_mb)
+    """The second run of the tiny project (conftest's ``second_tiny``: through the workflow's
+    SLURM profile, on the session's cluster) makes the local run's maps, pixel for pixel; its
+    per-tile jobs went to SLURM in the profile's groups."""
+    local, project, run = completed_tiny, second_tiny.project, second_tiny.run
+    rows = second_tiny.jobs
+    assert second_tiny.via == "slurm"
     maps = project.maps()  # both products, as the demo's main command makes them
-    run = run_snakemake(
-        project, *maps, extra_args=["--profile", str(profile)], timeout=1500,
-        env=cluster_env(slurm, project.env), check=False,
-    )  # fmt: skip
-    (project.root / "run.log").write_text(run.log)
     print(f"\nslurm run: {run.seconds:.0f} s")
-    rows = listing(slurm, run.log, project.root / "slurm_jobs.txt")
     assert run.returncode == 0, tail(run.log, 60)
     assert rows and {r["JobState"] for r in rows} == {"COMPLETED"}
     whats = [r["What"] for r in rows]

@@ -3,7 +3,10 @@ byte-identical maps (sha256 of every ``maps/*.tif``), and the same quick-looks, 
 Items (but for the time an Item was written).
 
 The first run is the session's completed tiny project (shared with the workflow tests); the
-second is a new project with the same settings run to the maps only. When the maps differ, the
+second is a new project with the same settings run to the maps only (conftest's
+``second_tiny``: through the workflow's SLURM profile where a local cluster can start, as under
+``make test`` as root, so the maps are also the same whether the jobs ran locally or as SLURM
+jobs; else locally). When the maps differ, the
 message says where: which intermediate files differ (sources, stacks, samples, checkpoints,
 predicted tiles) and, for the maps, which metadata tags or pixels.
 """
@@ -17,13 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from workflow_project import (
-    WorkflowProject,
-    copy_project,
-    make_project,
-    run_snakemake,
-    tiny_local_args,
-)
+from workflow_project import SecondRun, WorkflowProject, copy_project, make_project
 
 from mapper.config import load_config, load_region
 from mapper.products import provenance_tags
@@ -86,9 +83,10 @@ def raster_differences(a: Path, b: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_two_runs_from_nothing_give_identical_maps(completed_tiny: WorkflowProject,
-                                                   tmp_path: Path) -> None:
-    second = make_project(tmp_path / "second")
-    run_snakemake(second, *second.maps(), extra_args=tiny_local_args(), timeout=1800)
+                                                   second_tiny: SecondRun) -> None:
+    second = second_tiny.project
+    print(f"\nsecond run ({second_tiny.via}): {second_tiny.run.seconds:.0f} s")
+    second_tiny.run.check()
 
     first_maps = digests(completed_tiny.root, "maps/*.tif")
     second_maps = digests(second.root, "maps/*.tif")

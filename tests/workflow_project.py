@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from slurm_cluster import SlurmCluster, cluster_env, list_jobs
 from tiny_region import ORIGIN, RES, demo_sources, write_config, write_region_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -358,6 +359,38 @@ def run_tiny_project(base: Path, timeout: float = 2400) -> WorkflowProject:
     run.check()
     project.path("run.seconds").write_text(f"{run.seconds:.1f}\n")
     return project
+
+
+@dataclass
+class SecondRun:
+    """The tiny project run from nothing a second time, in a folder of its own, to its maps
+    (:func:`run_second_tiny`): ``run`` (not checked: each test asserts it and shows its log),
+    ``via`` ``"slurm"`` or ``"local"``, and through SLURM the jobs as SLURM listed them."""
+
+    project: WorkflowProject
+    run: SnakemakeRun
+    via: str
+    jobs: list[dict[str, str]] = field(default_factory=list)
+
+
+def run_second_tiny(base: Path, cluster: SlurmCluster | None = None) -> SecondRun:
+    """The tiny project in ``base`` run from nothing to its maps: through the workflow's SLURM
+    profile (:func:`local_slurm_profile`) on ``cluster`` when given, else locally with the
+    cluster run's thread counts (:func:`tiny_local_args`). Its log is ``base/run.log``."""
+    project = make_project(Path(base).resolve())
+    if cluster is None:
+        run = run_snakemake(project, *project.maps(), extra_args=tiny_local_args(),
+                            timeout=1800, check=False)
+        project.path("run.log").write_text(run.log)
+        return SecondRun(project, run, "local")
+    profile = local_slurm_profile(project.root / "profile", cluster.cpus, cluster.memory_mb)
+    run = run_snakemake(
+        project, *project.maps(), extra_args=["--profile", str(profile)], timeout=1500,
+        env=cluster_env(cluster, project.env), check=False,
+    )  # fmt: skip
+    project.path("run.log").write_text(run.log)
+    jobs = list_jobs(cluster, run.log, project.path("slurm_jobs.txt"))
+    return SecondRun(project, run, "slurm", jobs)
 
 
 def snakemake_command(

@@ -2,7 +2,8 @@
 
 Files are served like a static object store: ``HEAD`` and ``GET``, single byte ranges
 (``bytes=a-b``, ``a-``, ``-n``) answered ``206`` with ``Content-Range``, ``If-Range`` against
-the file's ETag, ``Accept-Ranges``, ``Last-Modified``, keep-alive (GDAL's ``/vsicurl`` needs
+the file's ETag, ``Accept-Ranges``, ``Last-Modified`` (both left out for a file added with
+``validators=False``), keep-alive (GDAL's ``/vsicurl`` needs
 ranges and HEAD).
 Faults are queued per path and consumed one per GET, in order, before normal service resumes:
 
@@ -66,6 +67,7 @@ class LoopbackServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.etags: dict[str, str] = {}
+        self.bare: set[str] = set()
         self.faults: dict[str, list[Fault]] = defaultdict(list)
         self.routes: dict[str, Route] = {}
         self.log: list[dict[str, Any]] = []
@@ -75,10 +77,16 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
-    def add_file(self, path: str, data: bytes) -> str:
-        """Serve ``data`` at ``path``; return its URL."""
+    def add_file(self, path: str, data: bytes, validators: bool = True) -> str:
+        """Serve ``data`` at ``path``; return its URL. ``validators=False`` serves it without
+        ``ETag`` and ``Last-Modified`` (as a server that generates its answers may), so an
+        ``If-Range`` never matches."""
         self.files[path] = data
         self.etags[path] = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        if validators:
+            self.bare.discard(path)
+        else:
+            self.bare.add(path)
         return self.url(path)
 
     def add_faults(self, path: str, *faults: Fault) -> None:
@@ -201,12 +209,14 @@ class _Handler(BaseHTTPRequestHandler):
             "ETag": etag,
             "Last-Modified": formatdate(0, usegmt=True),
         }
+        if path in state.bare:
+            del headers["ETag"], headers["Last-Modified"]
         code, start, end = 200, 0, len(data) - 1
         wanted = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
         # A multi-range request may be answered whole, as many object stores do.
         honour = wanted and "," not in wanted and not (fault and fault.kind == "ignore_range")
-        if honour and (if_range is None or if_range == etag):
+        if honour and (if_range is None or (if_range == etag and path not in state.bare)):
             parsed = _parse_range(wanted, len(data))
             if parsed is None:
                 self._send(416, {"Content-Range": f"bytes */{len(data)}"}, b"", head)

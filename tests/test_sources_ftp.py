@@ -206,3 +206,25 @@ def test_a_zone_layer_of_loose_shapefile_parts_over_anonymous_ftp(ftp, tmp_path)
                       for ext, data in parts.items()}
     assert prepare_zone_layer(region, "permafrost_zone", paths, tmp_path / "zones.geojson") == {
         "C": 1, "D": 1}
+
+
+def test_without_mdtm_a_cut_transfer_is_resumed_only_with_a_checksum(tmp_path, payload,
+                                                                      monkeypatch):
+    """No modification time to guard a resume (SIZE only): without a checksum the rest could be
+    another version's bytes, so the file is read again from byte 0; with one, it is resumed."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with LoopbackFTP(tmp_path / "root", without=("MDTM",)) as ftp:
+        url = ftp.add_file(SHP, payload)
+
+        def replace() -> None:
+            (ftp.root / SHP.lstrip("/")).write_bytes(payload[::-1])
+
+        ftp.cut(SHP, 100_000, then=replace)
+        download(url, tmp_path / "a.shp", **FAST)
+        assert (tmp_path / "a.shp").read_bytes() == payload[::-1]
+        assert not any(c.startswith("REST") for c in ftp.commands)
+
+        ftp.commands.clear()
+        ftp.cut(SHP, 100_000)
+        download(url, tmp_path / "b.shp", sha256=sha(payload[::-1]), **FAST)
+        assert "REST 100000" in ftp.commands

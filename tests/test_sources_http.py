@@ -496,3 +496,52 @@ def test_a_part_file_from_an_earlier_run_is_resumed_only_with_a_checksum(server,
     download(url, dest, sha256=sha(payload), **FAST)
     assert dest.read_bytes() == payload
     assert [r["status"] for r in server.requests_for("/a.bin")[2:]] == [206, 200]
+
+
+def test_without_etag_or_last_modified_a_cut_download_is_fetched_whole(
+    server, payload, tmp_path, monkeypatch
+):
+    """Nothing to send as If-Range: the rest of a cut transfer could be another version's bytes,
+    so the file is fetched whole again, unless its sha256 is known to catch a mix."""
+    import mapper.sources.http as http_module
+
+    url = server.add_file("/a.bin", payload, validators=False)
+    server.add_faults("/a.bin", cut(1000))
+    real_sleep = time.sleep
+
+    def replace_while_waiting(seconds: float) -> None:  # the file changes before the retry
+        server.add_file("/a.bin", payload[::-1], validators=False)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(http_module.time, "sleep", replace_while_waiting)
+    dest = tmp_path / "a.bin"
+    entry = download(url, dest, **FAST)
+    assert dest.read_bytes() == payload[::-1]  # not 1000 old bytes and the new file's rest
+    assert entry["sha256"] == sha(payload[::-1]) and "etag" not in entry
+    assert "Range" not in server.requests_for("/a.bin")[1]["headers"]
+
+    monkeypatch.setattr(http_module.time, "sleep", real_sleep)
+    server.add_faults("/a.bin", cut(1000))
+    dest.unlink()
+    download(url, dest, sha256=sha(payload[::-1]), **FAST)  # a checksum to check the whole
+    assert server.requests_for("/a.bin")[-1]["headers"]["Range"] == "bytes=1000-"
+
+
+def test_a_complete_part_file_is_checked_not_fetched_again(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    dest, part = tmp_path / "a.bin", tmp_path / "a.bin.part"
+    part.write_bytes(payload)  # a job killed between the last byte and the rename
+    download(url, dest, sha256=sha(payload), size=len(payload), **FAST)
+    assert dest.read_bytes() == payload and server.requests_for("/a.bin") == []
+    dest.unlink()
+    part.write_bytes(payload)
+    download(url, dest, sha256=sha(payload), **FAST)  # size unknown: the server says 416
+    assert dest.read_bytes() == payload and leftovers(dest) == [dest]
+    assert [r["status"] for r in server.requests_for("/a.bin")] == [416]
+
+
+def test_408_request_timeout_is_retried(server, payload, tmp_path):
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", status(408))
+    download(url, tmp_path / "a.bin", sha256=sha(payload), **FAST)
+    assert [r["status"] for r in server.requests_for("/a.bin")] == [408, 200]

@@ -141,10 +141,15 @@ def _retrieve(
                           changed=True)
     offset = part.stat().st_size if part.exists() else 0
     changed = "mdtm" in state and state["mdtm"] != modified
-    if offset and (total is None or offset > total or changed):
+    # without a modification time (no MDTM) only a known checksum would reveal a mix of versions
+    blind = modified is None and not state.get("checked")
+    if offset and (total is None or offset > total or changed or blind):
         if changed:
             logger.info("%s: changed on the server since the cut transfer; downloading it whole",
                         url)
+        elif blind:
+            logger.info("%s: no modification time (MDTM) to resume against; downloading it "
+                        "whole", url)
         part.unlink()
         offset = 0
     state["mdtm"] = modified

@@ -5,15 +5,18 @@ A source file is written to ``<dest>.part`` and renamed onto ``dest`` only once 
 sha256 match what the region file declares, so ``dest`` either holds the verified file or does not
 exist. What is retried, and how:
 
-- timeouts, refused or reset connections, HTTP 5xx and 429: up to ``retries`` more attempts after
-  the first, waiting ``backoff * 2**attempt`` seconds (plus up to 25 % jitter, so that many jobs
-  that failed together do not return together), or what the server's ``Retry-After`` asks
-  (capped at :data:`MAX_RETRY_AFTER`);
+- timeouts, refused or reset connections, HTTP 5xx, 408 and 429: up to ``retries`` more attempts
+  after the first, waiting ``backoff * 2**attempt`` seconds (plus up to 25 % jitter, so that
+  many jobs that failed together do not return together), or what the server's ``Retry-After``
+  asks (capped at :data:`MAX_RETRY_AFTER`);
 - a connection cut mid-body (or a server that stalls longer than ``timeout`` between two reads):
   the bytes already received stay in ``.part`` and the next attempt asks for the rest with
   ``Range: bytes=<n>-`` and ``If-Range: <etag>`` (so a file that changed upstream is fetched whole
   again). A ``206`` answer must carry a ``Content-Range`` starting at ``n``; a ``200`` answer means
-  the server ignored the range and the file is written again from its start;
+  the server ignored the range and the file is written again from its start. A server that sends
+  neither an ETag nor a Last-Modified gives nothing to resume against: the file is then fetched
+  whole again, unless its sha256 is known (given, or pinned by a lock file), which catches a mix;
+  a ``.part`` that already holds the stated size is checked, not fetched again;
 - other 4xx answers (404, 403, ...) are not retried.
 
 A sha256 mismatch is final (the region file or the URL is wrong), except when the file was put
@@ -51,6 +54,7 @@ MAX_RETRY_AFTER = 300.0
 """Longest wait (s) we accept from a ``Retry-After`` header."""
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+_UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")  # a 416's Content-Range: the length
 
 
 class _RetryableError(Exception):
@@ -163,6 +167,14 @@ def _attempt(
     if size is not None and offset > size:
         part.unlink()
         offset = 0
+    if offset and not validator and not state.get("checked"):
+        # Neither an ETag/Last-Modified for If-Range nor a checksum to check the whole with:
+        # the rest could come from another version of the file, and nothing would tell.
+        logger.info("%s: no ETag or Last-Modified to resume against; downloading it whole", url)
+        part.unlink()
+        offset = 0
+    if offset and offset == size and state.get("checked"):  # complete already: check it
+        return file_sha256(part), offset, {}, True
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -177,10 +189,13 @@ def _attempt(
 
     with resp:
         status = resp.status_code
-        if status == 429 or status >= 500:
+        if status in (408, 429) or status >= 500:
             wait = retry_after_seconds(resp.headers.get("Retry-After"))
             raise _RetryableError(f"HTTP {status} {resp.reason}", wait=wait)
         if status == 416 and offset:
+            length = _UNSATISFIED_RANGE.fullmatch(resp.headers.get("Content-Range") or "")
+            if state.get("checked") and length and int(length.group(1)) == offset:
+                return file_sha256(part), offset, resp.headers, True  # complete: check it
             part.unlink(missing_ok=True)
             raise _RetryableError(
                 f"HTTP 416 for bytes {offset}- (the file shrank?); restarting", wait=0.0
@@ -368,7 +383,7 @@ def download(
         part.unlink()
     own_session = session is None
     session = session or new_session()
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"checked": expected is not None}
     cause = ""
     # Retries are counted in attempts that got no further: one cut after new bytes (kept in
     # ``part`` and resumed) starts the count again, so a long file on a link that drops now and
@@ -433,7 +448,7 @@ def download(
                 failures += 1
                 furthest = 0
                 logger.warning("%s: %s after a resumed transfer; fetching it whole", url, problem)
-                state.clear()
+                state = {"checked": expected is not None}
                 continue
             raise ChangedError(f"{url} -> {dest}: {problem}; {origin[1]}")
     finally:

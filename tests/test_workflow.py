@@ -351,7 +351,7 @@ def test_every_source_can_be_an_http_download(tmp_path: Path) -> None:
     settings["sources"] = {
         source: {"kind": "http", "files": [{"url": f"http://127.0.0.1:9/{source}/{name}"}
                                            for name in names]}
-        for source, names in [("sentinel2", ["composite_a.tif", "composite_b.tif"]),
+        for source, names in [("sentinel2", ["composite_a.tif", "composite_b(2019).tif"]),
                               ("dem", ["dem.tif"]), ("climate", ["normals.tif"]),
                               ("observations", ["points.csv"])]
     }  # fmt: skip
@@ -359,10 +359,17 @@ def test_every_source_can_be_an_http_download(tmp_path: Path) -> None:
     tile = project.tiles[0]
     run = run_snakemake(project, project.stack(tile),
                         extra_args=["--dry-run", "--printshellcmds"])  # fmt: skip
-    stack = job_commands(run.log)["stack"]
+    commands = job_commands(run.log)
     folder = f"resources/{project.region}/sources/sentinel2"
-    assert f"--sentinel2 {folder}/composite_a.tif {folder}/composite_b.tif --dem" in stack
+    assert f"--sentinel2 {folder}/composite_a.tif '{folder}/composite_b(2019).tif' --dem" in (
+        commands["stack"])
     assert planned_jobs(project, project.stack(tile)).get("fetch_http") == 4
+    # a URL's file name may hold what the shell reads (brackets): every command parses
+    for rule, command in commands.items():
+        check = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True)
+        assert check.returncode == 0, (rule, command, check.stderr)
+    fetched = [line for line in run.log.splitlines() if "--file 'composite_b(2019).tif'" in line]
+    assert fetched and "--log 'logs/sources/" in fetched[0], run.log
 
     # a demo source in a region that is not all demo: nothing makes it; one line says so
     settings["sources"]["dem"] = {"kind": "demo", "seed": 1}

@@ -47,8 +47,8 @@ rule fetch_http:
         entry=canonical(http_entry),
     shell:
         "python -m mapper fetch --config {params.config} --region {wildcards.region}"
-        " --source {wildcards.source} --file {wildcards.filename} --out {output.file}"
-        " --log {log}"
+        " --source {wildcards.source} --file {wildcards.filename:q} --out {output.file:q}"
+        " --log {log:q}"
 
 
 # -- climate normals from SNAP's monthly archives (kind snap) ----------------------------------
@@ -164,4 +164,4 @@ rule fetch_weights:
         url=weights_url,
     shell:
         "python -m mapper fetch-weights --config {params.config} --region {params.region}"
-        " --out {output} --log {log}"
+        " --out {output:q} --log {log:q}"

@@ -40,7 +40,8 @@ rule fetch_zone_file:
         entry=canonical(zone_file_entry),
     shell:
         "python -m mapper fetch-zone --config {params.config} --region {wildcards.region}"
-        " --layer {wildcards.layer} --file {wildcards.filename} --out {output.file} --log {log}"
+        " --layer {wildcards.layer} --file {wildcards.filename:q} --out {output.file:q}"
+        " --log {log:q}"
 
 
 rule zone_layer:

@@ -206,6 +206,14 @@ def test_a_changed_climate_period_derives_the_normals_again(
     assert plan_with(recorded, change) == {"snap_climate_normals": 1, "stack": 1}
 
 
+def test_a_corrected_archive_prefix_derives_the_normals_again_from_the_same_archive(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    def change(s: dict) -> None:
+        s["sources"]["climate"]["archives"]["tasmin"]["prefix"] = "tasmin_mean_C_CRU_TS41_historical"
+
+    assert plan_with(recorded, change) == {"snap_climate_normals": 1, "stack": 1}
+
+
 def test_a_tile_id_naming_another_area_fetches_and_stacks_it_again(
         recorded: tuple[WorkflowProject, list[str]]) -> None:
     """Tile ids count tiles from the grid's origin in ``tile_px`` steps: with another grid (or

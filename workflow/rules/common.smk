@@ -181,8 +181,11 @@ def snap_archives(wildcards):
 
 
 def snap_archive_settings(wildcards):
-    """One archive's entry (URL, sha256, prefix): a change of URL downloads it again."""
-    return source_settings(wildcards.region, "climate")["archives"][wildcards.variable]
+    """One archive's entry but its ``prefix`` (URL, sha256, size): a change of URL downloads it
+    again; the prefix names its members, read by the derivation (snap_settings) alone, so
+    correcting it keeps the archive."""
+    entry = source_settings(wildcards.region, "climate")["archives"][wildcards.variable]
+    return {k: v for k, v in entry.items() if k != "prefix"}
 
 
 def snap_settings(wildcards):

@@ -209,7 +209,8 @@ def test_a_changed_climate_period_derives_the_normals_again(
 def test_a_corrected_archive_prefix_derives_the_normals_again_from_the_same_archive(
         recorded: tuple[WorkflowProject, list[str]]) -> None:
     def change(s: dict) -> None:
-        s["sources"]["climate"]["archives"]["tasmin"]["prefix"] = "tasmin_mean_C_CRU_TS41_historical"
+        archive = s["sources"]["climate"]["archives"]["tasmin"]
+        archive["prefix"] = "tasmin_mean_C_CRU_TS41_historical"
 
     assert plan_with(recorded, change) == {"snap_climate_normals": 1, "stack": 1}
 

@@ -298,7 +298,7 @@ def test_a_land_cell_the_server_lacks_is_an_error_not_sea(cells_site: dict,
 
 
 def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
-    cells_site: dict, tmp_path: Path
+    cells_site: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """3DEP 1" without one of the four cells (as it lacks the western Aleutians): that cell comes
     from the first fallback (3DEP 2"), the 1" URL is pinned as absent in the lock file so that
@@ -342,10 +342,17 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
     assert rasters[-1].name == f"{lacking}.tif" and len(rasters) == 4
     # the maps' provenance (MAPPER_SOURCES) says which product served how many cells
     sea = C.fetch_cell(region, "dem", "N63W149", out)
+    by_product = [{"template": t, "cells": n} for t, n in zip(
+        [settings["url_template"], *settings["fallback_templates"]], [3, 1, 0], strict=True)]
+    # N63W149 is a cell no stack of the region reads: its record is not counted ...
     assert sources_summary(region, out)["dem"]["cells"] == {
-        "by_product": [{"template": t, "cells": n} for t, n in zip(
-            [settings["url_template"], *settings["fallback_templates"]], [3, 1, 0], strict=True)],
-        "sea": 1, "from_dated_versions": 0}  # fmt: skip
+        "by_product": by_product, "sea": 0, "from_dated_versions": 0}  # fmt: skip
+    # ... and counted as sea when a stack reads it (the region's stacks read land cells only)
+    reads = {**C.region_cells(region)}
+    reads[next(iter(reads))] = [*reads[next(iter(reads))], "N63W149"]
+    monkeypatch.setattr(C, "region_cells", lambda _: reads)
+    assert sources_summary(region, out)["dem"]["cells"] == {
+        "by_product": by_product, "sea": 1, "from_dated_versions": 0}  # fmt: skip
     sea.unlink()
     entries = lock.entries()
     # fetched again (its record deleted, the job forced), a newer 2" version published since: the

@@ -268,6 +268,24 @@ def test_fetch_records_cells_and_sea_in_the_lock(cells_site: dict) -> None:
     gone.write_text(__import__("json").dumps(manifest))
     with pytest.raises(InputError, match="delete .*gone.json and run again"):
         cell_rasters([gone])
+    # a cell file replaced or damaged since its record was written is not read unnoticed: the
+    # workflow tracks the record, not the file
+    raster = Path(read_manifest(records[1])["items"][0]["path"])
+    original = raster.read_bytes()
+    try:
+        raster.write_bytes(original[:-1000])  # truncated
+        with pytest.raises(InputError) as caught:
+            cell_rasters(records)
+        assert str(caught.value) == (
+            f"{raster}: differs from the cell file its record {records[1]} pins "
+            f"({len(original) - 1000} bytes, its record {len(original)}); delete {records[1]} "
+            "and run again to fetch the cell again")
+        raster.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # same size
+        with pytest.raises(InputError, match=r"sha256 .* its record .*; delete .* and run again"):
+            cell_rasters(records)
+    finally:
+        raster.write_bytes(original)
+    assert cell_rasters(records) == rasters[:len(records)]
 
 
 def test_a_land_cell_the_server_lacks_is_an_error_not_sea(cells_site: dict,

@@ -66,6 +66,7 @@ import shapely
 
 from mapper.config import Region
 from mapper.errors import ChangedError, ConfigError, InputError, NotFoundError, SourceError
+from mapper.files import file_sha256
 from mapper.grid import Lattice
 
 if TYPE_CHECKING:
@@ -454,9 +455,27 @@ def cell_products(records: list[Path]) -> CellProducts:
                     f"{record}: names {path}, which is missing; delete {record} and run again to "
                     "fetch the cell"
                 )
+            _check_cell_file(path, item, record)
             paths.append(path)
     return CellProducts(tuple((tuple(by_rank[k][0]), frozenset(by_rank[k][1]))
                               for k in sorted(by_rank)))  # fmt: skip
+
+
+def _check_cell_file(path: Path, item: dict[str, Any], record: Path) -> None:
+    """A cell file must hold the bytes its record (and the lock) pin: Snakemake tracks the
+    record, not the file, so a file replaced or damaged since would be read unnoticed."""
+    size, sha256 = item.get("size"), item.get("sha256")
+    found = path.stat().st_size
+    if size is not None and found != size:
+        differs = f"{found} bytes, its record {size}"
+    elif sha256 and (digest := file_sha256(path)) != sha256:
+        differs = f"sha256 {digest[:12]}..., its record {sha256[:12]}..."
+    else:
+        return
+    raise InputError(
+        f"{path}: differs from the cell file its record {record} pins ({differs}); delete "
+        f"{record} and run again to fetch the cell again"
+    )
 
 
 def cell_rasters(records: list[Path]) -> list[Path]:

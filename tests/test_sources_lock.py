@@ -185,6 +185,36 @@ def test_an_unreadable_lock_file_names_itself(lock) -> None:
         lock.get("http://x")
 
 
+@pytest.mark.parametrize(("entry", "damage"), [
+    ({"sha256": "a" * 64}, "no size in bytes"),  # a hand edit, a merge
+    ({"absent": False}, "no sha256 of 64 hex digits"),
+    ({"sha256": "a" * 63, "size": 3}, "no sha256 of 64 hex digits"),
+    ("a" * 64, "str, not an object"),
+])
+def test_a_damaged_lock_entry_is_one_error_naming_it(server, lock, tmp_path, entry,
+                                                     damage) -> None:
+    url = server.add_file("/a.bin", payload(1))
+    lock.path.parent.mkdir(parents=True)
+    lock.path.write_text(json.dumps({"files": {url: entry}}))
+    with pytest.raises(SourceError) as caught:
+        fetch_locked(url, tmp_path / "a.bin", lock, backoff=0.001)
+    assert str(caught.value) == (
+        f"{lock.path}: the entry of {url} is damaged ({damage}); restore the file from version "
+        "control, or delete that entry to record it again at the next download")
+    assert leftovers(tmp_path / "a.bin") == []
+
+
+def test_a_lock_file_that_cannot_be_written_is_one_error(server, tmp_path) -> None:
+    lock = LockFile(tmp_path / "regions" / "tiny.lock.json")
+    (tmp_path / "regions" / ".tiny.lock.json.lck").mkdir(parents=True)  # its guard cannot open
+    url = server.add_file("/a.bin", payload(1))
+    with pytest.raises(SourceError) as caught:
+        fetch_locked(url, tmp_path / "a.bin", lock, backoff=0.001)
+    one_line_naming(caught, f"{lock.path}: cannot record checksums beside the region file",
+                    f"make {lock.path.parent} writable")
+    assert leftovers(tmp_path / "a.bin") == []
+
+
 def _record_many(path: str, worker: int, n: int) -> None:
     lock = LockFile(path)
     for i in range(n):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,6 +90,13 @@ class LockFile:
             raise SourceError(
                 f"{self.path}: not a mapper lock file (no 'files'); restore or delete it"
             )
+        for url, entry in files.items():
+            if (damage := _entry_damage(entry)) is not None:
+                raise SourceError(
+                    f"{self.path}: the entry of {url} is damaged ({damage}); restore the file "
+                    "from version control, or delete that entry to record it again at the next "
+                    "download"
+                )
         return files
 
     def get(self, url: str) -> dict[str, Any] | None:
@@ -104,9 +112,16 @@ class LockFile:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         guard = self.path.with_name(f".{self.path.name}.lck")
-        with open(guard, "a") as fh:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(guard, "a")  # noqa: SIM115 (closed below, after the lock is released)
+        except OSError as exc:
+            raise SourceError(
+                f"{self.path}: cannot record checksums beside the region file ({exc.strerror}: "
+                f"{guard}); make {self.path.parent} writable"
+            ) from None
+        with fh:
             fcntl.lockf(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -128,6 +143,21 @@ class LockFile:
             with atomic_path(self.path) as tmp:
                 tmp.write_text(text)
         logger.info("%s: recorded %s", self.path, url)
+
+
+def _entry_damage(entry: Any) -> str | None:
+    """What is wrong with one lock entry, or None: an entry is ``{"absent": true, ...}`` or
+    holds the file's ``sha256`` (64 hex digits) and ``size`` (bytes)."""
+    if not isinstance(entry, dict):
+        return f"{type(entry).__name__}, not an object"
+    if entry.get("absent") is True:
+        return None
+    sha256, size = entry.get("sha256"), entry.get("size")
+    if not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+        return "no sha256 of 64 hex digits"
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return "no size in bytes"
+    return None
 
 
 def _describe(entry: dict[str, Any]) -> str:

@@ -144,6 +144,7 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
     check_source_settings(settings, origin)
     _check_stack(settings, origin, float(config["grid"]["res"]))
     _check_task_epochs(settings, origin)
+    _check_training(settings, origin)
     _check_prediction(settings, origin, float(config["grid"]["res"]))
     return {"origin": origin, "settings": settings}
 
@@ -168,6 +169,25 @@ def _check_task_epochs(settings: dict, origin: str | Path) -> None:
             f"{', '.join(sorted(epochs)) or 'no task'}; give one number, or one per task: "
             f"{', '.join(TASKS)}"
         )
+
+
+def _check_training(settings: dict, origin: str | Path) -> None:
+    """Training settings the schema cannot relate: a crop needs query points beyond its labelled
+    ones (pretraining has no other), and the learning rates must fall from the peak."""
+    training = settings["training"]
+    if int(training["random_points"]) + int(training["grid_points"]) < 1:
+        raise ConfigError(
+            f"{origin}: keys 'training.random_points' and 'training.grid_points' are both 0, "
+            "which leaves pretraining and every crop without a labelled point no query point; "
+            "set one of them to at least 1 (the reference: 16 and 16)"
+        )
+    peak = float(training["lr_max"])
+    for key in ("lr_min", "warmup_lr"):
+        if float(training[key]) > peak:
+            raise ConfigError(
+                f"{origin}: key 'training.{key}' ({training[key]}) is above 'training.lr_max' "
+                f"({training['lr_max']}), the schedule's peak; set it to at most {peak}"
+            )
 
 
 def _check_stack(settings: dict, origin: str | Path, res: float) -> None:

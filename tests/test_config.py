@@ -334,6 +334,31 @@ def test_finetune_epochs_per_task(tmp_path: Path) -> None:
         load_config(write_config(tmp_path, region))
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"random_points": 0, "grid_points": 0},
+     "keys 'training.random_points' and 'training.grid_points' are both 0, which leaves "
+     "pretraining and every crop without a labelled point no query point; set one of them to at "
+     "least 1 (the reference: 16 and 16)"),
+    ({"lr_min": 1e-3}, "key 'training.lr_min' (0.001) is above 'training.lr_max' (0.0005), the "
+     "schedule's peak; set it to at most 0.0005"),
+    ({"warmup_lr": 1e-3}, "key 'training.warmup_lr' (0.001) is above 'training.lr_max' "
+     "(0.0005), the schedule's peak; set it to at most 0.0005"),
+])
+def test_training_settings_the_schedule_or_the_crops_cannot_use(
+        tmp_path: Path, change: dict, message: str) -> None:
+    """Both point counts 0 would stop pretraining at its first step with a PyTorch error; a floor
+    or warm-up above the peak would make the schedule rise without a word."""
+    region = shipped_region("demo")
+    assert region["training"]["lr_max"] == 5.0e-4
+    region["training"].update(change)
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region))
+    assert str(exc.value) == f"{tmp_path / 'demo.yaml'}: {message}"
+    region["training"].update({"random_points": 1} if "grid_points" in change else
+                              {"lr_max": 1e-3})
+    load_config(write_config(tmp_path, region))  # one query point, or the peak raised, will do
+
+
 def test_training_settings_files_hold_each_tasks_epochs_apart() -> None:
     """The settings files of the training section: every key but the epochs in ``training``, and
     each task's epochs in its own file, the same whether the epochs are one number or per task."""
@@ -434,7 +459,7 @@ def test_the_run_config_file_gives_back_the_same_regions(tmp_path: Path) -> None
     """What a job loads from the written file is what the DAG was built from, value for value
     (the products record the settings as JSON: the same text)."""
     raw = raw_config()
-    raw["region_overrides"] = {"demo": {"training": {"lr_max": 3.0e-5, "seed": 7}}}
+    raw["region_overrides"] = {"demo": {"training": {"lr_max": 3.0e-4, "seed": 7}}}
     config = resolve_config(raw, "site.yaml")
     path = write_run_config(config, tmp_path / "runs")
     assert load_config(path) == config
@@ -443,7 +468,7 @@ def test_the_run_config_file_gives_back_the_same_regions(tmp_path: Path) -> None
         assert json.dumps(job.settings, sort_keys=True) == json.dumps(built.settings,
                                                                       sort_keys=True)
         assert (job.path, job.grid, job.lattice) == (built.path, built.grid, built.lattice)
-    assert load_region(load_config(path), "demo").settings["training"]["lr_max"] == 3.0e-5
+    assert load_region(load_config(path), "demo").settings["training"]["lr_max"] == 3.0e-4
 
 
 def test_the_run_config_file_is_named_by_its_content(tmp_path: Path) -> None:

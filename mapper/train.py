@@ -226,6 +226,15 @@ def _optimisation(training: dict[str, Any], pretraining: bool, epochs: int | Non
 # -- the loop -------------------------------------------------------------------------------------
 
 
+def _diverged(what: str, stream: str, task: str, epoch: int, step: int) -> TrainingError:
+    """The error of a non-finite loss or gradient: NaN weights would map nodata everywhere."""
+    return TrainingError(
+        f"{stream if task == stream else f'{stream} {task}'}: non-finite {what} at epoch "
+        f"{epoch + 1}, step {step + 1} (the training diverged); lower training.lr_max (or "
+        "training.grad_clip) in the region file"
+    )
+
+
 def _fit(
     model: MiSo,
     dataset: CropDataset,
@@ -269,14 +278,12 @@ def _fit(
             loss, terms = task_loss(task, out, batch.target, batch.mask, batch.valid,
                                     geo_alignment=opt.geo_alignment)
             if not math.isfinite(terms["total"]):  # diverged: NaN weights would map nodata
-                raise TrainingError(
-                    f"{stream if task == stream else f'{stream} {task}'}: non-finite loss at "
-                    f"epoch {epoch + 1}, step {step + 1} (the training diverged); lower "
-                    "training.lr_max (or training.grad_clip) in the region file"
-                )
+                raise _diverged("loss", stream, task, epoch, step)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
+            if not math.isfinite(float(norm)):  # a finite loss, but the step would write NaN
+                raise _diverged("gradient", stream, task, epoch, step)
             optimiser.step()
             step += 1
             n_batches += 1

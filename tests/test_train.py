@@ -253,6 +253,30 @@ def test_a_diverged_training_stops_without_a_checkpoint(tiny: dict, tmp_path: Pa
     assert not out.exists()
 
 
+def test_a_non_finite_gradient_stops_training_before_the_step(tiny: dict, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A finite loss whose gradient is not (an overflow in the backward pass) would write NaN
+    weights at that step, unseen on the last one: the job stops there and writes nothing."""
+    real = train_module.task_loss
+    calls = []
+
+    def overflowing(*args, **kwargs):
+        loss, terms = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) < 2:
+            return loss, terms
+        # sqrt at 0: the value 0, the gradient 0 * inf = NaN
+        return loss + torch.sqrt(loss * 0.0), terms
+
+    monkeypatch.setattr(train_module, "task_loss", overflowing)
+    out = tmp_path / "nsp.pt"
+    with pytest.raises(TrainingError, match=r"^finetune nsp: non-finite gradient at epoch 1, "
+                                            r"step 2 .*lower training\.lr_max"):
+        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, None, tiny["rows"],
+                 epochs=1)  # fmt: skip
+    assert not out.exists()
+
+
 def test_samples_of_another_region_are_refused(tiny: dict, tmp_path: Path) -> None:
     """Samples are positions on their region's stacks: another region's table would train on
     blank crops."""

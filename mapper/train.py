@@ -36,6 +36,7 @@ across thread counts or CPU types (floating-point summation order).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -257,10 +258,24 @@ def _fit(
     start, step, history = 0, 0, []
     state = _load_partial(partial, fingerprint) if partial else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        start, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
-        dataset.normaliser = Normaliser.from_dict(state["normalisation"], partial)
+        initial = copy.deepcopy(model.state_dict())
+        try:
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            start, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
+            normaliser = Normaliser.from_dict(state["normalisation"], partial)
+        except (KeyError, TypeError, ValueError, RuntimeError, CheckpointError) as exc:
+            # same settings and data, but tensors this code does not take (a mapper or
+            # torchvision updated in between): the run starts over from the initial weights
+            logger.warning("%s: does not fit this model (%s); starting over", partial,
+                           str(exc).splitlines()[0][:200])
+            model.load_state_dict(initial)
+            optimiser = torch.optim.AdamW(model.parameters(), lr=opt.lr_max,
+                                          weight_decay=opt.weight_decay, fused=True)
+            start, step, history = 0, 0, []
+        else:
+            dataset.normaliser = normaliser
+        del initial
     bar = progress_bar(schedule.total, f"{stream} {task}", "step", initial=step)
     params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start, opt.epochs):

@@ -114,6 +114,42 @@ def test_resumed_fine_tuning_equals_an_uninterrupted_run(
 
 
 @pytest.mark.slow
+def test_a_partial_whose_tensors_do_not_fit_starts_over(
+    tiny: dict, pretrained: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """The same settings and data, but weights this code does not take (a mapper or torchvision
+    updated between the interruption and the rerun): a warning, then the run from its start,
+    the same model as an uninterrupted run, not a load_state_dict traceback."""
+    root, rows = tiny["root"], tiny["rows"][:12]
+    straight = root / "fit_straight.pt"
+    finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], straight, pretrained, rows,
+             epochs=2)
+    out = root / "fit.pt"
+    save = train_module.save_torch
+
+    def save_then_stop(path: Path, state: dict) -> Path:
+        save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows,
+                 epochs=2)
+    partial = root / "fit.pt.partial"
+    state = _state(partial)
+    name = next(iter(state["model"]))
+    state["model"][name + "_renamed"] = state["model"].pop(name)
+    torch.save(state, partial)
+    monkeypatch.setattr(train_module, "save_torch", save)
+    with caplog.at_level("WARNING", logger="mapper.train"):
+        result = finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out,
+                          pretrained, rows, epochs=2)
+    assert f"{partial}: does not fit this model" in caplog.text
+    assert [h["epoch"] for h in result.history] == [1, 2] and not partial.exists()
+    assert out.read_bytes() == straight.read_bytes()
+
+
 def test_a_partial_of_another_run_is_not_resumed(tiny: dict, pretrained: Path) -> None:
     root = tiny["root"]
     out = root / "other.pt"

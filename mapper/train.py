@@ -179,6 +179,15 @@ def _data_digest(stacks: list[str | Path], points: PointSet | None = None) -> st
     return h.hexdigest()
 
 
+def _inputs_digest(region: Region, cfg: ModelConfig) -> dict[str, str | None]:
+    """The rest of what a run reads, for the resume fingerprint: the mapped area (the boundary's
+    geometry and its buffer place the crops and the normaliser's sample) and the content of the
+    SatlasPretrain weights it starts from (a file replaced under the same path)."""
+    weights = cfg.satlas_weights
+    return {"area": hashlib.sha256(region.area().wkb).hexdigest(),
+            "weights": file_sha256(weights) if weights and Path(weights).is_file() else None}
+
+
 def _load_partial(path: Path, fingerprint: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -389,7 +398,8 @@ def pretrain(
         model = build_model(cfg, 1).to(where)
         fingerprint = _fingerprint({"stage": "pretrain", "training": training,
                                     "model": cfg.to_dict(), "epochs": opt.epochs,
-                                    "region": region.name, "data": _data_digest(stacks)})
+                                    "region": region.name, "data": _data_digest(stacks),
+                                    **_inputs_digest(region, cfg)})
         partial = out.with_name(out.name + ".partial")
         history = _fit(model, dataset, PRETRAIN, "pretrain", opt, seed, partial, fingerprint,
                        where)
@@ -489,7 +499,7 @@ def finetune(
             "epochs": opt.epochs, "rows": hashlib.sha256(rows.tobytes()).hexdigest(),
             "obs": hashlib.sha256("\n".join(table["obs_id"].astype(str)).encode()).hexdigest(),
             "pretrained": file_sha256(pretrained) if pretrained else None,
-            "data": _data_digest(stacks, points),
+            "data": _data_digest(stacks, points), **_inputs_digest(region, cfg),
         })
         if out is not None:
             out = Path(out)

@@ -150,6 +150,34 @@ def test_a_partial_whose_tensors_do_not_fit_starts_over(
     assert out.read_bytes() == straight.read_bytes()
 
 
+def test_a_partial_made_for_another_mapped_area_is_not_resumed(
+    tiny: dict, pretrained: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """The boundary (or its buffer) places the crops: a partial written before it changed, from
+    the same stacks, belongs to another run."""
+    root, rows = tiny["root"], tiny["rows"][:12]
+    out = root / "area.pt"
+    save = train_module.save_torch
+
+    def save_then_stop(path: Path, state: dict) -> Path:
+        save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows,
+                 epochs=2)
+    monkeypatch.setattr(train_module, "save_torch", save)
+    region = copy.deepcopy(tiny["region"])
+    region.settings["buffer_m"] = float(region.settings["buffer_m"]) + 20.0
+    with caplog.at_level("WARNING", logger="mapper.train"):
+        result = finetune(region, "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows,
+                          epochs=2)
+    assert "belongs to another run" in caplog.text
+    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
 def test_a_partial_of_another_run_is_not_resumed(tiny: dict, pretrained: Path) -> None:
     root = tiny["root"]
     out = root / "other.pt"

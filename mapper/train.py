@@ -351,7 +351,19 @@ def _fit_normaliser(dataset: CropDataset, cfg: ModelConfig, seed: int) -> Normal
 
 
 def _open_reader(region: Region, stacks: list[str | Path]) -> StackReader:
-    return StackReader(stacks_by_tile(stacks), region.lattice)
+    """The reader of the given stacks, which must hold every mapped tile's: a tile not given
+    reads as nodata, so its crops (and the labelled points in it) would train on blank input.
+    Context tiles may be left out (their pixels only widen the crops at the area's edge)."""
+    given = stacks_by_tile(stacks)
+    missing = [t for t in region.tiles() if t not in given]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise InputError(
+            f"region {region.name}: no stack given for its mapped tiles "
+            f"{', '.join(missing[:5])}{more}; pass every stack of the region (the workflow "
+            f"passes them all), e.g. results/{region.name}/stack/*.tif"
+        )
+    return StackReader(given, region.lattice)
 
 
 def _table(samples: str | Path | pd.DataFrame, region: Region) -> pd.DataFrame:

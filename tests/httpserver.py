@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -116,7 +117,7 @@ class LoopbackServer:
     # -- life cycle -----------------------------------------------------------------------------
     def start(self) -> LoopbackServer:
         handler = type("Handler", (_Handler,), {"server_state": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -135,6 +136,16 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    """A connection the client resets (a download that gives up mid-body, a cut it asked for)
+    ends that request quietly; any other error in a handler is printed as socketserver does."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

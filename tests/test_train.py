@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from tiny_region import square_boundary
 
 import mapper.train as train_module
 from mapper.bands import input_bands
@@ -170,7 +172,11 @@ def test_a_partial_made_for_another_mapped_area_is_not_resumed(
                  epochs=2)
     monkeypatch.setattr(train_module, "save_torch", save)
     region = copy.deepcopy(tiny["region"])
-    region.settings["buffer_m"] = float(region.settings["buffer_m"]) + 20.0
+    left, bottom, right, top = tiny["region"].area().bounds
+    inset = root / "inset.geojson"  # the boundary 50 m in on every side: the same tiles
+    inset.write_text(json.dumps(square_boundary(left + 50, bottom + 50, right - 50, top - 50)))
+    region.settings["boundary"] = str(inset)
+    assert region.tiles() == tiny["region"].tiles()
     with caplog.at_level("WARNING", logger="mapper.train"):
         result = finetune(region, "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows,
                           epochs=2)
@@ -201,6 +207,26 @@ def test_a_missing_stack_is_one_error_naming_it(tiny: dict, pretrained: Path) ->
         finetune(tiny["region"], "nsp", tiny["samples"], [*tiny["stacks"], missing], out,
                  pretrained, tiny["rows"])
     assert not out.exists()
+
+
+def test_training_refuses_stacks_that_leave_out_a_mapped_tile(tiny: dict, tmp_path: Path
+                                                              ) -> None:
+    """A mapped tile given no stack would read as nodata: its crops, and the labelled points in
+    it, would train on blank input (prediction refuses the same case)."""
+    region, stacks = tiny["region"], tiny["stacks"]
+    by_tile = {Path(p).stem: p for p in stacks}
+    left_out = sorted(by_tile)[1]
+    some = [p for t, p in by_tile.items() if t != left_out]
+    for run in (lambda: pretrain(region, tiny["samples"], some, tmp_path / "p.pt", epochs=1),
+                lambda: finetune(region, "nsp", tiny["samples"], some, tmp_path / "n.pt", None,
+                                 tiny["rows"], epochs=1)):
+        with pytest.raises(InputError) as caught:
+            run()
+        assert str(caught.value) == (
+            f"region {region.name}: no stack given for its mapped tiles {left_out}; pass every "
+            f"stack of the region (the workflow passes them all), e.g. "
+            f"results/{region.name}/stack/*.tif")
+    assert not list(tmp_path.glob("*.pt*"))
 
 
 def test_fine_tuning_refuses_rows_without_labels(tiny: dict) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib.resources import files
@@ -282,6 +283,11 @@ class Region:
         """The mapped tiles: those that meet the mapped area (each predicted and mosaicked)."""
         return region_tiles(self.settings["boundary"], self.lattice,
                             float(self.settings["buffer_m"]))
+
+    def missing_tiles(self, given: Iterable[str]) -> list[str]:
+        """The mapped tiles (:meth:`tiles`) not among ``given`` tile ids, in lattice order."""
+        given = set(given)
+        return [tile for tile in self.tiles() if tile not in given]
 
     @property
     def context_px(self) -> int:

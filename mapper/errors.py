@@ -6,6 +6,15 @@ person reading it is usually looking at a failed cluster job's log, not at the c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+
+def first_few(items: Iterable[object], n: int = 5) -> str:
+    """``"a, b, c and 4 more"``: the first ``n`` of ``items`` for a message, and how many more."""
+    items = [str(i) for i in items]
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
 
 class MapperError(Exception):
     """Base of every error mapper raises on purpose; the CLI prints it on one line and exits 1."""

@@ -46,7 +46,7 @@ from rasterio.windows import Window
 
 from mapper.bands import STACK_BANDS
 from mapper.config import Region
-from mapper.errors import InputError
+from mapper.errors import InputError, first_few
 from mapper.files import atomic_path
 from mapper.grid import Lattice
 from mapper.normalise import valid_pixels
@@ -324,8 +324,7 @@ def build_samples(
     for reason, lost in dropped.items():
         if lost.any():
             ids = obs["obs_id"][lost]
-            logger.info("dropped %s: obs_id %s%s", reason, ", ".join(map(str, ids.iloc[:10])),
-                        f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+            logger.info("dropped %s: obs_id %s", reason, first_few(ids, 10))
     if not ok.any():
         raise InputError(
             f"{observations}: every point in region {region.name} is on nodata (no stack, "

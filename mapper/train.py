@@ -19,7 +19,8 @@ satellite encoder starts from SatlasPretrain weights; see :mod:`mapper.normalise
 Resuming. With an output path, the full state (model, optimiser, step of the schedule, epoch,
 loss history, normalisation) is saved atomically to ``<out>.partial`` after every epoch, with a
 fingerprint of the run (settings, task, training rows, their positions and labels, the stacks'
-names, sizes and times, starting checkpoint). A run finding a
+names, sizes and times, the mapped area, starting checkpoint or weights:
+:mod:`mapper.training_resume`). A run finding a
 partial with the same fingerprint continues after its last epoch; a partial of another run is
 ignored and overwritten. The final checkpoint (:func:`mapper.models.checkpoint.save_checkpoint`:
 config, bands, normalisation, classes, task, and the loss history in ``extra``) replaces it.
@@ -56,7 +57,7 @@ from mapper.bands import input_bands
 from mapper.config import Region
 from mapper.dataset import CropDataset, CropSettings, PointSet
 from mapper.devices import choose_device, prepare_deterministic
-from mapper.errors import CheckpointError, InputError, TrainingError
+from mapper.errors import CheckpointError, InputError, TrainingError, first_few
 from mapper.files import file_sha256
 from mapper.losses import task_loss
 from mapper.models.checkpoint import load_checkpoint, save_checkpoint, save_torch
@@ -67,6 +68,8 @@ from mapper.progress import bar as progress_bar
 from mapper.samples import read_samples, region_samples_metadata
 from mapper.schedule import Schedule
 from mapper.tasks import PRETRAIN, Task, get_task
+from mapper.training_resume import data_digest, inputs_digest, load_partial
+from mapper.training_resume import fingerprint as run_fingerprint
 from mapper.training_settings import finetune_epochs
 from mapper.windows import StackReader, stacks_by_tile
 
@@ -157,53 +160,6 @@ def _plain(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, sort_keys=True))
 
 
-def _fingerprint(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _data_digest(stacks: list[str | Path], points: PointSet | None = None) -> str:
-    """A digest of what a run reads besides its settings, for the resume fingerprint: the stacks
-    by name, size and modification time (a tile restacked since the partial was written starts
-    the run over), and the training points' positions and labels (so a fixed label does too)."""
-    h = hashlib.sha256()
-    for path in sorted(Path(p) for p in stacks):
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such stack; make it first (snakemake {path}) or fix "
-                             "the path") from None
-        h.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    if points is not None:
-        for array in (points.xy, points.rowcol, points.labels):
-            h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
-
-
-def _inputs_digest(region: Region, cfg: ModelConfig) -> dict[str, str | None]:
-    """The rest of what a run reads, for the resume fingerprint: the mapped area (the boundary's
-    geometry and its buffer place the crops and the normaliser's sample) and the content of the
-    SatlasPretrain weights it starts from (a file replaced under the same path)."""
-    weights = cfg.satlas_weights
-    return {"area": hashlib.sha256(region.area().wkb).hexdigest(),
-            "weights": file_sha256(weights) if weights and Path(weights).is_file() else None}
-
-
-def _load_partial(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged partial is just not resumed
-        logger.warning("%s: unreadable (%s); starting over", path, type(exc).__name__)
-        return None
-    if state.get("fingerprint") != fingerprint:
-        logger.warning("%s belongs to another run (settings, data or start differ); starting "
-                       "over", path)
-        return None
-    logger.info("resuming from %s after epoch %d", path, state["epoch"])
-    return state
-
-
 def _points(table: pd.DataFrame, task: str, rows: np.ndarray) -> PointSet:
     spec = get_task(task)
     labels = table[spec.label_column].to_numpy()[rows]
@@ -265,7 +221,7 @@ def _fit(
     optimiser = torch.optim.AdamW(model.parameters(), lr=opt.lr_max,
                                   weight_decay=opt.weight_decay, fused=True)
     start, step, history = 0, 0, []
-    state = _load_partial(partial, fingerprint) if partial else None
+    state = load_partial(partial, fingerprint) if partial else None
     if state is not None:
         initial = copy.deepcopy(model.state_dict())
         try:
@@ -355,13 +311,12 @@ def _open_reader(region: Region, stacks: list[str | Path]) -> StackReader:
     reads as nodata, so its crops (and the labelled points in it) would train on blank input.
     Context tiles may be left out (their pixels only widen the crops at the area's edge)."""
     given = stacks_by_tile(stacks)
-    missing = [t for t in region.tiles() if t not in given]
+    missing = region.missing_tiles(given)
     if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise InputError(
-            f"region {region.name}: no stack given for its mapped tiles "
-            f"{', '.join(missing[:5])}{more}; pass every stack of the region (the workflow "
-            f"passes them all), e.g. results/{region.name}/stack/*.tif"
+            f"region {region.name}: no stack given for its mapped tiles {first_few(missing)}; "
+            "pass every stack of the region (the workflow passes them all), e.g. "
+            f"results/{region.name}/stack/*.tif"
         )
     return StackReader(given, region.lattice)
 
@@ -408,10 +363,10 @@ def pretrain(
         dataset.normaliser = normaliser
         torch.manual_seed(seed)
         model = build_model(cfg, 1).to(where)
-        fingerprint = _fingerprint({"stage": "pretrain", "training": training,
-                                    "model": cfg.to_dict(), "epochs": opt.epochs,
-                                    "region": region.name, "data": _data_digest(stacks),
-                                    **_inputs_digest(region, cfg)})
+        fingerprint = run_fingerprint({"stage": "pretrain", "training": training,
+                                       "model": cfg.to_dict(), "epochs": opt.epochs,
+                                       "region": region.name, "data": data_digest(stacks),
+                                       **inputs_digest(region, cfg)})
         partial = out.with_name(out.name + ".partial")
         history = _fit(model, dataset, PRETRAIN, "pretrain", opt, seed, partial, fingerprint,
                        where)
@@ -506,12 +461,12 @@ def finetune(
             normaliser = _fit_normaliser(dataset, cfg, seed)
             dataset.normaliser = normaliser
         partial = None
-        fingerprint = _fingerprint({
+        fingerprint = run_fingerprint({
             "stage": "finetune", "task": task, "training": training, "model": cfg.to_dict(),
             "epochs": opt.epochs, "rows": hashlib.sha256(rows.tobytes()).hexdigest(),
             "obs": hashlib.sha256("\n".join(table["obs_id"].astype(str)).encode()).hexdigest(),
             "pretrained": file_sha256(pretrained) if pretrained else None,
-            "data": _data_digest(stacks, points), **_inputs_digest(region, cfg),
+            "data": data_digest(stacks, points), **inputs_digest(region, cfg),
         })
         if out is not None:
             out = Path(out)

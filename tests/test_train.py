@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,22 @@ def _state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _killed_after_first_epoch(monkeypatch: pytest.MonkeyPatch,
+                              run: Callable[[], object]) -> None:
+    """``run()`` as a job killed right after it wrote its first epoch's partial."""
+    save = train_module.save_torch  # writes the partial after every epoch
+
+    def save_then_stop(path: Path, state: dict) -> Path:
+        save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(train_module, "save_torch", save)
+
+
 @pytest.mark.slow
 def test_pretraining_twice_with_the_same_seed_gives_the_same_file(tiny: dict,
                                                                   pretrained: Path) -> None:
@@ -82,20 +99,11 @@ def test_resumed_fine_tuning_equals_an_uninterrupted_run(
     finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], straight, pretrained, rows)
 
     resumed = root / "resumed.pt"
-    save = train_module.save_torch  # writes the partial after every epoch
-
-    def save_then_stop(path: Path, state: dict) -> Path:
-        save(path, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt  # the job is killed after its first epoch
-
-    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], resumed, pretrained, rows)
+    _killed_after_first_epoch(monkeypatch, lambda: finetune(
+        tiny["region"], "nsp", tiny["samples"], tiny["stacks"], resumed, pretrained, rows))
     partial = root / "resumed.pt.partial"
     assert partial.exists() and not resumed.exists()
     assert _state(partial)["epoch"] == 1
-    monkeypatch.setattr(train_module, "save_torch", save)
     result = finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], resumed,
                       pretrained, rows)
     assert not partial.exists()
@@ -127,23 +135,13 @@ def test_a_partial_whose_tensors_do_not_fit_starts_over(
     finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], straight, pretrained, rows,
              epochs=2)
     out = root / "fit.pt"
-    save = train_module.save_torch
-
-    def save_then_stop(path: Path, state: dict) -> Path:
-        save(path, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows,
-                 epochs=2)
+    _killed_after_first_epoch(monkeypatch, lambda: finetune(
+        tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows, epochs=2))
     partial = root / "fit.pt.partial"
     state = _state(partial)
     name = next(iter(state["model"]))
     state["model"][name + "_renamed"] = state["model"].pop(name)
     torch.save(state, partial)
-    monkeypatch.setattr(train_module, "save_torch", save)
     with caplog.at_level("WARNING", logger="mapper.train"):
         result = finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out,
                           pretrained, rows, epochs=2)
@@ -159,18 +157,8 @@ def test_a_partial_made_for_another_mapped_area_is_not_resumed(
     the same stacks, belongs to another run."""
     root, rows = tiny["root"], tiny["rows"][:12]
     out = root / "area.pt"
-    save = train_module.save_torch
-
-    def save_then_stop(path: Path, state: dict) -> Path:
-        save(path, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows,
-                 epochs=2)
-    monkeypatch.setattr(train_module, "save_torch", save)
+    _killed_after_first_epoch(monkeypatch, lambda: finetune(
+        tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows, epochs=2))
     region = copy.deepcopy(tiny["region"])
     left, bottom, right, top = tiny["region"].area().bounds
     inset = root / "inset.geojson"  # the boundary 50 m in on every side: the same tiles

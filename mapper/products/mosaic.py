@@ -39,7 +39,7 @@ from rasterio.windows import Window
 
 from mapper.bands import CLASS_NODATA
 from mapper.config import Region
-from mapper.errors import ConfigError, InputError
+from mapper.errors import ConfigError, InputError, first_few
 from mapper.files import file_sha256, staged_paths
 from mapper.products.cog import (
     BLOCKSIZE,
@@ -149,15 +149,13 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
 def check_mapped_tiles(region: Region, task: str, tileset: TileSet) -> None:
     """Every mapped tile of ``region`` (:meth:`Region.tiles`) must be among the tiles given (told
     by their file names, ``<tile>.tif``): a missing one would be a nodata square in the map."""
-    given = {path.stem for path in tileset.paths}
-    mapped = region.tiles()
-    missing = [tile for tile in mapped if tile not in given]
+    missing = region.missing_tiles(path.stem for path in tileset.paths)
     if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise InputError(
-            f"mosaic {task} of region {region.name}: {len(missing)} of its {len(mapped)} mapped "
-            f"tiles not given ({', '.join(missing[:5])}{more}); make each with `snakemake "
-            f"results/{region.name}/predict/{task}/<tile>.tif` and pass every mapped tile"
+            f"mosaic {task} of region {region.name}: {len(missing)} of its "
+            f"{len(region.tiles())} mapped tiles not given ({first_few(missing)}); make each "
+            f"with `snakemake results/{region.name}/predict/{task}/<tile>.tif` and pass every "
+            "mapped tile"
         )
 
 

@@ -284,10 +284,12 @@ class Region:
         return region_tiles(self.settings["boundary"], self.lattice,
                             float(self.settings["buffer_m"]))
 
-    def missing_tiles(self, given: Iterable[str]) -> list[str]:
-        """The mapped tiles (:meth:`tiles`) not among ``given`` tile ids, in lattice order."""
+    def missing_tiles(self, given: Iterable[str], stacked: bool = False) -> list[str]:
+        """The mapped tiles (:meth:`tiles`; with ``stacked``, the mapped and context tiles of
+        :meth:`stacked_tiles`) not among ``given`` tile ids, in lattice order."""
         given = set(given)
-        return [tile for tile in self.tiles() if tile not in given]
+        tiles = self.stacked_tiles() if stacked else self.tiles()
+        return [tile for tile in tiles if tile not in given]
 
     @property
     def context_px(self) -> int:

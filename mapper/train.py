@@ -307,16 +307,18 @@ def _fit_normaliser(dataset: CropDataset, cfg: ModelConfig, seed: int) -> Normal
 
 
 def _open_reader(region: Region, stacks: list[str | Path]) -> StackReader:
-    """The reader of the given stacks, which must hold every mapped tile's: a tile not given
-    reads as nodata, so its crops (and the labelled points in it) would train on blank input.
-    Context tiles may be left out (their pixels only widen the crops at the area's edge)."""
+    """The reader of the given stacks, which must hold every stacked tile's, mapped or context
+    (:meth:`mapper.config.Region.stacked_tiles`), as prediction's must: a tile not given reads as
+    nodata, so its crops (and the labelled points in it) would train on blank input, and a crop
+    at the area's edge would see nodata where the sources have data (what prediction's crops of
+    the same pixels see instead)."""
     given = stacks_by_tile(stacks)
-    missing = region.missing_tiles(given)
+    missing = region.missing_tiles(given, stacked=True)
     if missing:
         raise InputError(
-            f"region {region.name}: no stack given for its mapped tiles {first_few(missing)}; "
-            "pass every stack of the region (the workflow passes them all), e.g. "
-            f"results/{region.name}/stack/*.tif"
+            f"region {region.name}: no stack given for its stacked tiles {first_few(missing)} "
+            "(mapped tiles and the context tiles within the crops' reach); pass every stack of "
+            f"the region (the workflow passes them all), e.g. results/{region.name}/stack/*.tif"
         )
     return StackReader(given, region.lattice)
 

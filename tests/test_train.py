@@ -197,13 +197,17 @@ def test_a_missing_stack_is_one_error_naming_it(tiny: dict, pretrained: Path) ->
     assert not out.exists()
 
 
-def test_training_refuses_stacks_that_leave_out_a_mapped_tile(tiny: dict, tmp_path: Path
-                                                              ) -> None:
+@pytest.mark.parametrize("kind", ["mapped", "context"])
+def test_training_refuses_stacks_that_leave_out_a_stacked_tile(tiny: dict, tmp_path: Path,
+                                                               kind: str) -> None:
     """A mapped tile given no stack would read as nodata: its crops, and the labelled points in
-    it, would train on blank input (prediction refuses the same case)."""
+    it, would train on blank input; a context tile left out, the crops at the area's edge would
+    see nodata where prediction's crops of the same pixels see the sources (prediction refuses
+    both)."""
     region, stacks = tiny["region"], tiny["stacks"]
     by_tile = {Path(p).stem: p for p in stacks}
-    left_out = sorted(by_tile)[1]
+    mapped = set(region.tiles())
+    left_out = sorted(t for t in by_tile if (t in mapped) == (kind == "mapped"))[1]
     some = [p for t, p in by_tile.items() if t != left_out]
     for run in (lambda: pretrain(region, tiny["samples"], some, tmp_path / "p.pt", epochs=1),
                 lambda: finetune(region, "nsp", tiny["samples"], some, tmp_path / "n.pt", None,
@@ -211,8 +215,9 @@ def test_training_refuses_stacks_that_leave_out_a_mapped_tile(tiny: dict, tmp_pa
         with pytest.raises(InputError) as caught:
             run()
         assert str(caught.value) == (
-            f"region {region.name}: no stack given for its mapped tiles {left_out}; pass every "
-            f"stack of the region (the workflow passes them all), e.g. "
+            f"region {region.name}: no stack given for its stacked tiles {left_out} (mapped "
+            "tiles and the context tiles within the crops' reach); pass every stack of the "
+            "region (the workflow passes them all), e.g. "
             f"results/{region.name}/stack/*.tif")
     assert not list(tmp_path.glob("*.pt*"))
 
@@ -271,7 +276,7 @@ def test_aspect_as_components_trains_and_predicts_with_eleven_covariates(
         "aspect_north", "aspect_east"]
     assert Normaliser.from_dict(meta.normalisation).aspect == "components"
     have = {Path(p).stem: p for p in tiny["stacks"]}
-    tile = next(t for t in region.stacked_tiles() if have.keys() >= {t, *region.tile_context(t)})
+    tile = next(t for t in region.tiles() if have.keys() >= {t, *region.tile_context(t)})
     stacks = [have[t] for t in sorted({tile, *region.tile_context(tile)})]
     predicted = tmp_path / f"{tile}.tif"
     predict_tile(region, "nsp", tile, out, stacks, predicted,

@@ -1,11 +1,12 @@
 """A tiny SYNTHETIC region for the samples, training, evaluation, report and error tests.
 
-4 x 4 tiles of 64 px (2.56 km square) on the project lattice, stacks written per the stack
-contract (19 float32 bands, NaN nodata, band descriptions STACK_BANDS, MAPPER_* tags) from smooth
-seeded fields, with a cloud hole (Sentinel-2 NaN) in one tile. Observations: clustered and
-scattered points with NSP from a rule on the fields (so a model can learn something), soil orders
-from elevation bands, a few points outside the region and a few in the hole. The fixture
-``training_region`` (tests/conftest.py) writes it once per test session.
+4 x 4 tiles of 64 px (2.56 km square) on the project lattice, and the ring of 20 context tiles
+the crops reach around them (their fields the mapped tiles' mirrored at the edge), stacks written
+per the stack contract (19 float32 bands, NaN nodata, band descriptions STACK_BANDS, MAPPER_*
+tags) from smooth seeded fields, with a cloud hole (Sentinel-2 NaN) in one tile. Observations:
+clustered and scattered points with NSP from a rule on the fields (so a model can learn
+something), soil orders from elevation bands, a few points outside the region and a few in the
+hole. The fixture ``training_region`` (tests/conftest.py) writes it once per test session.
 """
 
 from __future__ import annotations
@@ -78,14 +79,18 @@ def nsp_truth(f: np.ndarray) -> np.ndarray:
 
 
 def write_stacks(root: Path, seed: int = 0) -> list[Path]:
+    """The stacks of the region's mapped tiles and of its ring of context tiles (the fields
+    mirrored past the area's edge, so the mapped tiles' pixels are :func:`fields`')."""
     lat = lattice()
-    data = fields(seed)
-    c0 = int((LEFT - ORIGIN[0]) / RES) // TILE_PX
-    r0 = int((ORIGIN[1] - TOP) / RES) // TILE_PX
+    ring = 1  # the crops (32 px) reach one 64 px tile beyond the area
+    data = np.pad(fields(seed), ((0, 0), (ring * TILE_PX,) * 2, (ring * TILE_PX,) * 2),
+                  mode="reflect")
+    c0 = int((LEFT - ORIGIN[0]) / RES) // TILE_PX - ring
+    r0 = int((ORIGIN[1] - TOP) / RES) // TILE_PX - ring
     (root / "stack").mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(N_TILES):
-        for j in range(N_TILES):
+    for i in range(N_TILES + 2 * ring):
+        for j in range(N_TILES + 2 * ring):
             tile = lat.tile_id(r0 + i, c0 + j)
             block = data[:, i * TILE_PX : (i + 1) * TILE_PX, j * TILE_PX : (j + 1) * TILE_PX]
             path = root / "stack" / f"{tile}.tif"

@@ -29,8 +29,11 @@ from functools import cache
 import numpy as np
 from pyproj import Proj, Transformer
 
-_LAT_RANGE = (40.0, 89.0)
-"""Latitudes of the scale table (degrees): Alaska's 51 to 71.5 N with a wide margin."""
+from mapper.errors import ConfigError
+
+_LAT_RANGE = (0.0, 89.0)
+"""Latitudes of the scale table (degrees): the northern hemisphere to 1 degree from the pole
+(Alaska is 51 to 71.5 N; the lattice reaches 73.5 N at most)."""
 _CENTRAL_LON = -154.0
 """EPSG:3338's central meridian (lon_0)."""
 
@@ -71,8 +74,12 @@ def scale_factors(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """EPSG:3338's scale factors (k along the parallel, h along the meridian) at (x, y) metres."""
     rho_table, k_table, h_table = _scale_table()
     rho = np.hypot(np.asarray(x, dtype=np.float64), _albers_apex_y() - np.asarray(y, np.float64))
-    if rho.size and (rho.min() < rho_table[0] or rho.max() > rho_table[-1]):
-        raise ValueError(f"EPSG:3338 scale factors are tabled for {_LAT_RANGE} degrees N only")
+    if rho.size and not (rho_table[0] <= rho.min() and rho.max() <= rho_table[-1]):
+        raise ConfigError(
+            f"EPSG:3338 ground distances (stack.distances: ground) are tabled for "
+            f"{_LAT_RANGE[0]:g} to {_LAT_RANGE[1]:g} degrees N, and this window reaches beyond; "
+            "map a region inside that band, or set stack.distances: grid in its region file"
+        )
     return np.interp(rho, rho_table, k_table), np.interp(rho, rho_table, h_table)
 
 

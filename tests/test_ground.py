@@ -11,6 +11,7 @@ import pytest
 from pyproj import Proj, Transformer
 
 from mapper import terrain
+from mapper.errors import ConfigError
 from mapper.ground import ground_frame, scale_factors
 
 RES = 10.0
@@ -105,6 +106,21 @@ def test_the_frame_depends_on_the_pixel_only() -> None:
         assert np.array_equal(getattr(whole, name)[11:30, 5:20], getattr(part, name))
 
 
-def test_outside_the_table_is_an_error() -> None:
-    with pytest.raises(ValueError, match="tabled for"):
-        scale_factors(np.array([0.0]), np.array([-9.0e6]))
+def test_outside_the_table_is_one_error_naming_the_setting() -> None:
+    """South of the equator (y = -6,000 km on the central meridian is 13.4 S) or off the
+    projection (-9,000 km): one error naming the setting to change, not a traceback."""
+    for y in (-6.0e6, -9.0e6):
+        with pytest.raises(ConfigError, match=r"^EPSG:3338 ground distances \(stack.distances: "
+                           r"ground\) are tabled for 0 to 89 degrees N, .* set stack.distances: "
+                           r"grid in its region file$"):
+            scale_factors(np.array([0.0]), np.array([y]))
+
+
+def test_the_table_holds_low_latitudes_too() -> None:
+    """A region south of Alaska (20 N here) gets pyproj's factors, as Alaska does."""
+    lon, lat = -154.0 + 10.0, 20.0
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True).transform(lon, lat)
+    factors = Proj("EPSG:3338").get_factors(lon, lat)
+    k, h = scale_factors(np.array([x]), np.array([y]))
+    assert abs(k[0] - factors.parallel_scale) < 1e-7
+    assert abs(h[0] - factors.meridional_scale) < 1e-7

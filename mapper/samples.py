@@ -4,11 +4,13 @@ Input: an observation table (CSV or Parquet) with columns ``obs_id, lon, lat, da
 label column of every task (:mod:`mapper.tasks`; ``nsp, soil_order``): WGS84 longitude/latitude
 in degrees; the date ISO 8601 (``2019-07-15``, ``2019-07-15T10:30:00Z``, also ``2019-07`` or
 ``2019``; surrounding spaces ignored) or empty (unknown: the pipeline does not use the date);
-a binary task's label 0/1 or empty (``nsp``: near-surface permafrost absent/present),
+a binary task's label 0/1, true/false or empty (``nsp``: near-surface permafrost
+absent/present),
 a multiclass task's label one of its class names or empty (``soil_order``: one of
 :data:`mapper.bands.SOIL_ORDERS`; names matched ignoring case and surrounding spaces).
 :func:`check_observations` runs every check that needs the table and the region only (not the
 stacks); the workflow runs it when it plans the samples job, so a bad table stops the plan.
+Blank rows (every column empty, as spreadsheet exports leave them) are skipped.
 
 Output: one Parquet file, one row per kept point, with
     obs_id, date, lon, lat        as given (obs_id and date as strings; date stripped)
@@ -65,6 +67,7 @@ SAMPLE_COLUMNS = (
     + [fold_column(s) for s in SPLITS]
 )
 METADATA_KEY = b"mapper"
+WEST_HINT = "west longitudes must be negative (-147.7 for 147.7 W)"
 ISO_DATE = r"(?:\d{4}-\d{2}-\d{2}|\d{8})(?:[T ]\d{2}(?::|\d{2}|$)|$)|\d{4}(?:-\d{2})?$"
 """The shape of an ISO 8601 date (YYYY-MM-DD or YYYYMMDD, optionally then a time; or YYYY-MM,
 YYYY); pandas' ISO 8601 parser, which checks the values, also takes 2019/07/15 or 2019 07 15."""
@@ -76,9 +79,11 @@ YYYY); pandas' ISO 8601 parser, which checks the values, also takes 2019/07/15 o
 def read_observations(path: str | Path) -> pd.DataFrame:
     """Read and check an observation table; every task's label parsed to Int8 (module doc).
 
-    Errors (InputError, naming the file): unreadable file, missing columns, duplicate obs_id,
-    dates that are not ISO 8601 (count and up to 5 obs_id), binary labels other than 0/1, unknown
-    class names (listing them and the allowed ones). An empty date is allowed.
+    Rows with every column empty are dropped (their count logged). Errors (InputError, naming
+    the file): unreadable file, missing columns, an empty obs_id (data row numbers, counted from
+    1 after the header), duplicate obs_id, dates that are not ISO 8601 (count and up to 5
+    obs_id), binary labels other than 0/1 or true/false, unknown class names (listing them and
+    the allowed ones). An empty date is allowed.
     """
     path = Path(path)
     if not path.is_file():
@@ -117,17 +122,30 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             f"{path}: missing column(s) {', '.join(missing)}; an observation table needs "
             f"{', '.join(OBSERVATION_COLUMNS)}{hint}"
         )
+    blank = _blank_rows(table)
+    number = np.flatnonzero(~blank) + 1  # data row number of each kept row, from 1
+    if blank.any():
+        logger.info("%s: skipped %d blank row(s)", path, int(blank.sum()))
+        table = table[~blank].reset_index(drop=True)
     if table.empty:
-        raise InputError(f"{path}: no rows (only a header); add the observations, one per row")
+        only = "a header and blank rows" if blank.any() else "a header"
+        raise InputError(f"{path}: no rows (only {only}); add the observations, one per row")
     out = pd.DataFrame({
         "obs_id": table["obs_id"].astype("string"),
         "lon": pd.to_numeric(table["lon"], errors="coerce").astype("float64"),
         "lat": pd.to_numeric(table["lat"], errors="coerce").astype("float64"),
     })
-    dup = out["obs_id"][out["obs_id"].duplicated()].dropna().unique()
-    if len(dup) or out["obs_id"].isna().any():
-        shown = ", ".join(map(str, dup[:5])) or "(empty)"
-        raise InputError(f"{path}: obs_id must be unique and present; repeated or empty: {shown}")
+    no_id = out["obs_id"].str.strip().fillna("").eq("").to_numpy(bool)
+    if no_id.any():
+        raise InputError(
+            f"{path}: {int(no_id.sum())} row(s) without an obs_id: data row(s) "
+            f"{first_few(number[no_id])} (counted from 1 after the header); fill obs_id or "
+            "delete the row(s)"
+        )
+    dup = out["obs_id"][out["obs_id"].duplicated()].unique()
+    if len(dup):
+        raise InputError(f"{path}: obs_id must be unique; repeated: {first_few(dup)}; give each "
+                         "row its own obs_id")
     off_earth = out["lat"].abs() > 90.0
     if off_earth.any() and not off_earth[out["lon"].notna() & out["lat"].notna()].all():
         # some rows (a typo); every row is the columns swapped, which locate() says as such
@@ -162,6 +180,12 @@ def _column_names(columns: pd.Index) -> dict:
     return out
 
 
+def _blank_rows(table: pd.DataFrame) -> np.ndarray:
+    """Whether each row has every column empty (NaN, or text of spaces only)."""
+    text = table.astype("string").apply(lambda c: c.str.strip())
+    return text.fillna("").eq("").all(axis=1).to_numpy(bool)
+
+
 def _parse_dates(column: pd.Series, obs_id: pd.Series, path: Path) -> pd.Series:
     """The date column as stripped text (empty -> NA), every value checked to be ISO 8601."""
     text = column.astype("string").str.strip()
@@ -182,9 +206,10 @@ def _parse_dates(column: pd.Series, obs_id: pd.Series, path: Path) -> pd.Series:
 
 
 def _parse_binary(column: pd.Series, path: Path, name: str) -> pd.Series:
+    """0/1 (numbers or text), true/false (booleans or text, any case) or empty -> Int8."""
     text = column.astype("string").str.strip()
     text = text.mask(text == "")
-    num = pd.to_numeric(text, errors="coerce")
+    num = pd.to_numeric(text.str.lower().replace({"true": "1", "false": "0"}), errors="coerce")
     bad = text.notna() & ~num.isin([0, 1])
     if bad.any():
         shown = ", ".join(sorted(map(str, text[bad].unique()))[:8])
@@ -241,7 +266,7 @@ def locate(region: Region, observations: str | Path, obs: pd.DataFrame) -> tuple
     """EPSG:3338 x, y of the points of ``obs`` and whether each lies in the region's mapped area.
 
     Errors (InputError, naming the file): no point in the region, saying so when the points are
-    in it with lon and lat exchanged.
+    in it with lon and lat exchanged, or with the longitude negated (:func:`negated_inside`).
     """
     n_read = len(obs)
     x, y = project(obs["lon"].to_numpy(), obs["lat"].to_numpy())
@@ -255,11 +280,27 @@ def locate(region: Region, observations: str | Path, obs: pd.DataFrame) -> tuple
                 f"{observations}: no point lies in region {region.name}, but {swapped} of "
                 f"{n_read} do with lon and lat exchanged; the lon and lat columns look swapped"
             )
+        negated = int(negated_inside(region, obs).sum())
+        if negated:
+            raise InputError(
+                f"{observations}: no point lies in region {region.name}, but {negated} of "
+                f"{n_read} do with the longitude negated; {WEST_HINT}: fix the lon column"
+            )
         raise InputError(
             f"{observations}: none of its {n_read} points lies in region {region.name}; check "
             "the table is for this region (lon/lat in WGS84 degrees)"
         )
     return x, y, inside
+
+
+def negated_inside(region: Region, obs: pd.DataFrame) -> np.ndarray:
+    """Whether each point has a positive longitude and would lie in the region's mapped area with
+    it negated (degrees west given as positive). A hint for messages only: a longitude past 180
+    (212.5 for -147.5) is valid and nothing is ever negated."""
+    lon = obs["lon"].to_numpy()
+    east = np.nan_to_num(lon) > 0
+    x, y = project(np.where(east, -lon, np.nan), obs["lat"].to_numpy())
+    return _inside(region.area(), x, y)
 
 
 def check_observations(region: Region, observations: str | Path) -> pd.DataFrame:
@@ -315,11 +356,14 @@ def build_samples(
     }
     dropped = {"without position": ~has_pos, f"outside region {region.name}": has_pos & ~inside,
                "on nodata": inside & ~ok}
+    west = int((negated_inside(region, obs) & ~inside).sum()) if counts["outside"] else 0
     logger.log(
         logging.WARNING if counts["kept"] < n_read else logging.INFO,
         "%s: %d points read; dropped %d without position, %d outside region %s, %d on nodata; "
-        "kept %d", observations, n_read, counts["no_position"], counts["outside"], region.name,
+        "kept %d%s", observations, n_read, counts["no_position"], counts["outside"], region.name,
         counts["nodata"], counts["kept"],
+        f"; {west} of those outside would lie in it with the longitude negated: {WEST_HINT}, "
+        "fix those rows" if west else "",
     )
     for reason, lost in dropped.items():
         if lost.any():

@@ -55,6 +55,7 @@ def test_outside_and_nodata_points_are_dropped_and_counted(
                               "kept": n_obs - 7}
     assert meta["synthetic"] is True and meta["region"] == "tiny"
     assert "4 outside region tiny, 3 on nodata" in caplog.text
+    assert "negated" not in warned[0]  # none of the 4 is in the region with its longitude negated
     hy, hx, hr = T.HOLE
     assert (np.hypot(table["x"] - hx, table["y"] - hy) > hr - 15).all()
 
@@ -276,3 +277,77 @@ def test_check_observations_needs_no_stacks(tiny: dict, tmp_path: Path) -> None:
     df["lon"], df["lat"] = df["lat"].copy(), df["lon"].copy()
     with pytest.raises(InputError, match="lon and lat columns look swapped"):
         check_observations(tiny["region"], _write(tmp_path, df))
+
+
+def test_blank_rows_are_skipped_and_rows_without_obs_id_are_numbered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A spreadsheet export's blank rows (``,,,,,``) are not observations; a row with values but
+    no obs_id is one, and is named by its data row number (counted from 1 after the header)."""
+    header = "obs_id,lon,lat,date,nsp,soil_order\n"
+    rows = "a,-147.7,64.8,2019-07-15,1,Gelisols\nb,-147.6,64.9,,0,\n"
+    plain = tmp_path / "plain.csv"
+    plain.write_text(header + rows)
+    padded = tmp_path / "padded.csv"
+    padded.write_text(header + ",,,,,\n" + rows + ",,,,,\n , ,,,,\n")
+    with caplog.at_level(logging.INFO, logger="mapper.samples"):
+        table = read_observations(padded)
+    pd.testing.assert_frame_equal(table, read_observations(plain))
+    assert f"{padded}: skipped 3 blank row(s)" in caplog.messages
+    only_blank = tmp_path / "only_blank.csv"
+    only_blank.write_text(header + ",,,,,\n,,,,,\n")
+    with pytest.raises(InputError, match=r"no rows \(only a header and blank rows\)"):
+        read_observations(only_blank)
+    no_id = tmp_path / "no_id.csv"
+    no_id.write_text(header + ",,,,,\n" + rows + ",-147.5,64.7,,1,\n , -147.4,64.6,,,\n,,,,,\n")
+    with pytest.raises(InputError) as err:
+        read_observations(no_id)
+    assert str(err.value) == (
+        f"{no_id}: 2 row(s) without an obs_id: data row(s) 4, 5 (counted from 1 after the "
+        "header); fill obs_id or delete the row(s)"
+    )
+
+
+def test_nsp_may_be_true_or_false(tmp_path: Path) -> None:
+    """A boolean nsp (Parquet True/False, or text true/false in any case) reads as 1/0."""
+    csv = tmp_path / "obs.csv"
+    csv.write_text("obs_id,lon,lat,date,nsp,soil_order\n"
+                   "a,-147.7,64.8,,true,\nb,-147.6,64.9,,FALSE,\nc,-147.5,64.7,,,\n"
+                   "d,-147.4,64.6,,1,\n")  # fmt: skip
+    assert read_observations(csv)["nsp"].tolist() == [1, 0, pd.NA, 1]
+    df = pd.DataFrame({"obs_id": ["a", "b"], "lon": [-147.7, -147.6], "lat": [64.8, 64.9],
+                       "date": [None, None], "nsp": [True, False], "soil_order": [None, None]})
+    df.to_parquet(tmp_path / "obs.parquet")
+    nsp = read_observations(tmp_path / "obs.parquet")["nsp"]
+    assert nsp.tolist() == [1, 0] and str(nsp.dtype) == "Int8"
+    df["nsp"] = pd.array([True, None], dtype="boolean")
+    df.to_parquet(tmp_path / "nullable.parquet")
+    assert read_observations(tmp_path / "nullable.parquet")["nsp"].tolist() == [1, pd.NA]
+
+
+def test_longitudes_given_as_positive_degrees_west_are_named(
+    tiny: dict, built: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """147.7 meant as 147.7 W: the error (every row) or the warning (some rows) says west
+    longitudes are negative; 212.3 (the same place as -147.7) is read as it is."""
+    df = pd.read_csv(tiny["observations"], dtype={"obs_id": str, "soil_order": str})
+    df["lon"] = -df["lon"]
+    with pytest.raises(InputError, match=rf"no point lies in region tiny, but {len(df) - 4} of "
+                                         rf"{len(df)} do with the longitude negated; west "
+                                         r"longitudes must be negative \(-147.7 for 147.7 W\)"):
+        check_observations(tiny["region"], _write(tmp_path, df))
+    df["lon"] = 360 - df["lon"]  # past 180: valid as given
+    assert len(check_observations(tiny["region"], _write(tmp_path, df))) == len(df)
+    df = pd.read_csv(tiny["observations"], dtype={"obs_id": str, "soil_order": str})
+    flipped = df.index[df["obs_id"].isin(built["table"]["obs_id"])][:3]
+    df.loc[flipped, "lon"] = -df.loc[flipped, "lon"]
+    with caplog.at_level(logging.INFO, logger="mapper.samples"):
+        table = build_samples(tiny["region"], _write(tmp_path, df), tiny["stacks"],
+                              tmp_path / "p.parquet")
+    assert len(table) == len(built["table"]) - 3  # named, never negated
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "7 outside region tiny" in warned[0], caplog.text
+    assert warned[0].endswith("; 3 of those outside would lie in it with the longitude negated: "
+                              "west longitudes must be negative (-147.7 for 147.7 W), fix those "
+                              "rows")
+

@@ -245,6 +245,7 @@ def warp_lattice_window(
     indexes: list[int] | None = None,
     src_nodata: float | None = None,
     block_px: int = WARP_BLOCK_PX,
+    band_nodata: bool = False,
 ) -> np.ndarray:
     """Warp ``path`` onto ``window`` of a grid (``grid_transform``: the transform of the grid's
     pixel (0, 0), e.g. the lattice's); float32, NaN nodata, shape (bands, height, width).
@@ -256,6 +257,12 @@ def warp_lattice_window(
     aligned to pixel (0, 0)): the blocks meeting ``window`` are warped one by one and cut to it.
     A pixel's value is then a function of the pixel alone, whatever the tile size, strip or
     halo; the cost is the blocks' overhang at the window's edges. The source is opened once.
+
+    GDAL counts a source pixel as nodata where all its bands are (its default for files whose
+    bands all declare nodata), so a band's own hole is warped in as its fill value (-9999 into
+    its neighbours). ``band_nodata`` makes each band's nodata its own (``UNIFIED_SRC_NODATA=NO``)
+    for files whose bands miss different pixels; where they miss the same ones the default is
+    kept (as ``gdalwarp`` does it: the two differ by a few pixels at the edge of a hole).
     """
     b = block_px
     row0, col0 = int(window.row_off), int(window.col_off)
@@ -267,7 +274,7 @@ def warp_lattice_window(
             for bc in range(math.floor(col0 / b), math.ceil((col0 + width) / b)):
                 block = _warp_open(
                     src, path, crs, scale, grid_transform @ Affine.translation(bc * b, br * b),
-                    (b, b), resampling, indexes, src_nodata,
+                    (b, b), resampling, indexes, src_nodata, band_nodata,
                 )  # fmt: skip
                 if out is None:
                     out = np.full((block.shape[0], height, width), np.nan, dtype=np.float32)
@@ -307,11 +314,14 @@ def _warp_open(
     resampling: Resampling,
     indexes: list[int] | None,
     src_nodata: float | None,
+    band_nodata: bool = False,
 ) -> np.ndarray:
     """One WarpedVRT of the open ``src`` onto one grid (see the module docstring)."""
     nodata = src_nodata if src_nodata is not None else src.nodata
     height, width = dst_shape
-    vrt_opts = {"src_nodata": nodata} if nodata is not None else {}
+    vrt_opts: dict[str, object] = {"src_nodata": nodata} if nodata is not None else {}
+    if band_nodata:
+        vrt_opts["UNIFIED_SRC_NODATA"] = "NO"
     try:
         with WarpedVRT(
             src,

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rasterio.io import DatasetWriter
+from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.windows import Window
 
 from mapper import terrain
@@ -264,8 +264,23 @@ def _check_sources(
             check_crs(src, path)
             if path not in cells:
                 check_overlap(src, path, stacked, region.lattice.crs, f"region {region.name}")
+            if path in dems:
+                _check_unpacked_dem(src, path)
     synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
     return _Sources(s2_plans, dem_files, clim_plans, synthetic)
+
+
+def _check_unpacked_dem(src: DatasetReader, path: Path) -> None:
+    """A DEM must hold metres as they are: one :class:`InputError` naming the file and the fix
+    if its band declares a scale or offset (packed integers, which would read 10 or 100 times
+    too high)."""
+    scale, offset = float(src.scales[0]), float(src.offsets[0])
+    if (scale, offset) != (1.0, 0.0):
+        raise InputError(
+            f"{path}: the DEM declares scale {scale:g} and offset {offset:g} (packed values); "
+            "elevations are read as metres as stored, so unpack it (gdal_translate -unscale -ot "
+            f"Float32 {path} <unpacked.tif>) and pass that file"
+        )
 
 
 def _write_strips(

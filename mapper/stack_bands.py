@@ -1,7 +1,13 @@
 """How a stack reads its Sentinel-2 and climate files: bands chosen by their descriptions,
 turned into physical values (a file's declared scale and offset; L2A digital numbers x 1e-4, 0
 their nodata where the file declares none), warped onto a lattice window (bilinear), several
-files mosaicked first-valid-wins. The DEM is read by :mod:`mapper.dem`."""
+files mosaicked first-valid-wins. The DEM is read by :mod:`mapper.dem`.
+
+Values no such source can hold stop the stack with one error naming the file and the fix, rather
+than go into it: Sentinel-2 reflectance whose median is above :data:`REFLECTANCE_MEDIAN_MAX`
+(digital numbers in a float file that declares no scale), and climate values outside
+:data:`CLIMATE_RANGES` (an undeclared fill value, which the bilinear warp spreads into its
+neighbours, or other units)."""
 
 from __future__ import annotations
 
@@ -13,12 +19,22 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from mapper.bands import CLIMATE_BANDS, S2_BANDS
+from mapper.bands import CLIMATE_BANDS, S2_BANDS, UNITS
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.raster import check_crs, open_raster, warp_lattice_window
 
 logger = logging.getLogger(__name__)
+
+REFLECTANCE_MEDIAN_MAX = 2.0
+"""Above this median a band is not reflectance (snow and cloud reach about 1.5 in some pixels;
+L2A digital numbers are reflectance x 10000)."""
+CLIMATE_RANGES: dict[str, tuple[float, float]] = {
+    "precip_annual": (0.0, 15_000.0),  # mm/year; the wettest places on Earth get about 12,000
+    "summer_warmth": (0.0, 11_000.0),  # degree-days above 0 C; 30 C all year is 10,950
+    "jan_tmin": (-75.0, 35.0),  # degrees C
+}
+"""What each climate band (its units: :data:`mapper.bands.UNITS`) can hold anywhere."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,9 @@ class BandPlan:
     offsets: list[float]
     src_nodata: float | None = None
     """Nodata of the file's bands where the file declares none (else the file's own)."""
+    band_nodata: bool = False
+    """Each band's holes its own (:func:`mapper.raster.warp_lattice_window`): climate files,
+    whose normals each miss their own pixels; a Sentinel-2 file's bands miss the same ones."""
 
 
 def find_bands(path: Path, wanted: list[tuple[str, ...]], kind: str) -> BandPlan:
@@ -76,11 +95,14 @@ def climate_plans(paths: list[Path]) -> list[tuple[BandPlan, list[int]]]:
     if not paths:
         raise InputError("no climate file given; pass one 3-band raster or three 1-band rasters")
     bands: list[tuple[Path, int, str]] = []
+    packing: dict[tuple[Path, int], tuple[float, float]] = {}  # (scale, offset) of each band
     for path in paths:
         with open_raster(path) as src:
             check_crs(src, path)
             bands += [(path, i, (d or "").strip().lower())
                       for i, d in enumerate(src.descriptions, start=1)]
+            packing.update({(path, i): (float(src.scales[i - 1]), float(src.offsets[i - 1]))
+                            for i in range(1, src.count + 1)})
     wanted = [name.lower() for name in CLIMATE_BANDS]
     chosen = [next((b for b in bands if b[2] == name), None) for name in wanted]
     if any(c is None for c in chosen):
@@ -99,7 +121,8 @@ def climate_plans(paths: list[Path]) -> list[tuple[BandPlan, list[int]]]:
     for path in dict.fromkeys(c[0] for c in chosen):
         positions = [k for k, c in enumerate(chosen) if c[0] == path]
         indexes = [chosen[k][1] for k in positions]
-        plans.append((BandPlan(path, indexes, [1.0] * len(indexes), [0.0] * len(indexes)),
+        scales, offsets = zip(*(packing[path, i] for i in indexes), strict=True)
+        plans.append((BandPlan(path, indexes, list(scales), list(offsets), band_nodata=True),
                       positions))
     return plans
 
@@ -110,14 +133,32 @@ def climate_bands(plans: list[tuple[BandPlan, list[int]]], lattice: Lattice,
     out = np.empty((len(CLIMATE_BANDS), int(window.height), int(window.width)), dtype=np.float32)
     for plan, positions in plans:
         out[positions] = warp_plan(plan, lattice, window)
+        for k in positions:
+            _check_climate(out[k], CLIMATE_BANDS[k], plan)
     return out
+
+
+def _check_climate(values: np.ndarray, name: str, plan: BandPlan) -> None:
+    """One :class:`InputError` naming the file and the fix if a warped climate band holds values
+    outside :data:`CLIMATE_RANGES`."""
+    finite = values[np.isfinite(values)]
+    low, high = CLIMATE_RANGES[name]
+    if not finite.size or (low <= finite.min() and finite.max() <= high):
+        return
+    raise InputError(
+        f"{plan.path}: its {name} band ({UNITS[name]}) reads {finite.min():g} to "
+        f"{finite.max():g}, outside {low:g} to {high:g}: an undeclared fill value (declare it: "
+        f"rio edit-info --nodata <value> {plan.path}) or other units or packing (declare the "
+        f"scale and offset, gdal_edit.py -scale <s> -offset <o>, or convert the file); then run "
+        "the stack again"
+    )
 
 
 def warp_plan(plan: BandPlan, lattice: Lattice, window: Window) -> np.ndarray:
     """The plan's bands warped (bilinear) onto a lattice window, in physical units, float32."""
     data = warp_lattice_window(
         plan.path, lattice.crs, lattice.transform, window, Resampling.bilinear, plan.indexes,
-        plan.src_nodata,
+        plan.src_nodata, band_nodata=plan.band_nodata,
     )
     if any((s, o) != (1.0, 0.0) for s, o in zip(plan.scales, plan.offsets, strict=True)):
         out = np.empty(data.shape, dtype=np.float32)
@@ -128,11 +169,29 @@ def warp_plan(plan: BandPlan, lattice: Lattice, window: Window) -> np.ndarray:
 
 
 def mosaic(plans: list[BandPlan], lattice: Lattice, window: Window) -> np.ndarray:
-    """First-valid-wins mosaic of several files' bands on a lattice window."""
-    out = warp_plan(plans[0], lattice, window)
+    """First-valid-wins mosaic of several Sentinel-2 files' bands on a lattice window
+    (reflectance, each file's checked: :func:`_check_reflectance`)."""
+    out = _check_reflectance(warp_plan(plans[0], lattice, window), plans[0])
     for plan in plans[1:]:
         gaps = np.isnan(out)
         if not gaps.any():
             break
-        out[gaps] = warp_plan(plan, lattice, window)[gaps]
+        out[gaps] = _check_reflectance(warp_plan(plan, lattice, window), plan)[gaps]
     return out
+
+
+def _check_reflectance(data: np.ndarray, plan: BandPlan) -> np.ndarray:
+    """``data``, or one :class:`InputError` naming the file and the fix if a band's median is
+    above :data:`REFLECTANCE_MEDIAN_MAX`."""
+    for j, band in enumerate(data):
+        finite = band[np.isfinite(band)]
+        median = float(np.median(finite)) if finite.size else 0.0
+        if median > REFLECTANCE_MEDIAN_MAX:
+            raise InputError(
+                f"{plan.path}: band {plan.indexes[j]} ({S2_BANDS[j][0]}) reads as reflectance "
+                f"{median:g} (median), "
+                "not 0 to 1: digital numbers (reflectance x 10000) in a file that declares no "
+                f"scale; declare it (gdal_edit.py -scale 0.0001 {plan.path}) or pass "
+                "reflectance, then run the stack again"
+            )
+    return data

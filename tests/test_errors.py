@@ -32,7 +32,7 @@ from affine import Affine
 from damage import assert_one_write_failure, truncate, zero_blocks
 from tiny_region import changed_copy
 
-from mapper.bands import SOIL_ORDERS, STACK_BANDS
+from mapper.bands import CLIMATE_BANDS, S2_BANDS, SOIL_ORDERS, STACK_BANDS
 from mapper.cli import main
 from mapper.config import load_config, load_region
 from mapper.errors import CheckpointError
@@ -312,6 +312,104 @@ def test_stack_dem_with_an_undeclared_fill_value(src: dict, tmp_path: Path, caps
     with rasterio.open(out) as ds:
         elev = ds.read(STACK_BANDS.index("elevation") + 1)
     assert np.isnan(elev).any() and -1000.0 < np.nanmin(elev) < np.nanmax(elev) < 9000.0
+
+
+def _stack_bands(path: Path, names: list[str]) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read([STACK_BANDS.index(n) + 1 for n in names])
+
+
+def _copy_raster(source: Path, dest: Path, data: np.ndarray | None = None, **profile) -> Path:
+    """A copy of ``source`` with its band descriptions, other ``data`` and ``profile`` keys."""
+    with rasterio.open(source) as ds:
+        full = {**ds.profile, **profile}
+        data = ds.read() if data is None else data
+        names = ds.descriptions
+    with rasterio.open(dest, "w", **full) as dst:
+        dst.write(data.astype(full["dtype"]))
+        for i, name in enumerate(names, start=1):
+            dst.set_band_description(i, name or "")
+    return dest
+
+
+def test_stack_sentinel2_digital_numbers_in_a_float_file(src: dict, tmp_path: Path,
+                                                          capsys) -> None:
+    """L2A digital numbers saved as float32 with no scale declared (as a composite exported from
+    a cloud platform often is) would enter the stack as reflectance of thousands: one error
+    naming the file and the fix, and no stack; with the scale declared, the stack equals the
+    one from the integer file."""
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    bad = _copy_raster(src["s2"], tmp_path / "s2_float_dn.tif", dtype="float32")
+    rc, line = cli(capsys, *stack_args(src, out, s2=bad))
+    with rasterio.open(bad) as ds:
+        first = ds.descriptions.index(S2_BANDS[0][1]) + 1  # the file's band of the first input
+    assert rc == 1 and line.startswith(
+        f"error: {bad}: band {first} ({S2_BANDS[0][0]}) reads as reflectance ")
+    assert line.endswith(f"declare it (gdal_edit.py -scale 0.0001 {bad}) or pass reflectance, "
+                         "then run the stack again")
+    assert_nothing_written(out)
+    with rasterio.open(bad, "r+") as ds:  # the fix the message gives
+        ds.scales = [1e-4] * ds.count
+    assert main([str(a) for a in stack_args(src, out, s2=bad)]) == 0
+    reference = tmp_path / "reference" / f"{TILE64}.tif"
+    assert main([str(a) for a in stack_args(src, reference)]) == 0
+    names = [name for name, _ in S2_BANDS]
+    np.testing.assert_allclose(_stack_bands(out, names), _stack_bands(reference, names),
+                               atol=1e-6)
+
+
+def test_stack_climate_packed_with_a_scale(src: dict, tmp_path: Path) -> None:
+    """A climate file of Int16 tenths that declares scale 0.1 stacks as the physical values (as
+    the float file does, to the 0.05 of its rounding), not 10 times them."""
+    with rasterio.open(src["climate"]) as ds:
+        data = ds.read()
+    packed = np.where(data == -9999.0, -32768, np.round(data * 10.0))
+    path = _copy_raster(src["climate"], tmp_path / "climate_int16.tif", packed, dtype="int16",
+                        nodata=-32768)
+    with rasterio.open(path, "r+") as ds:
+        ds.scales = [0.1] * ds.count
+    out, reference = tmp_path / "packed" / f"{TILE64}.tif", tmp_path / "float" / f"{TILE64}.tif"
+    assert main([str(a) for a in stack_args(src, out, climate=path)]) == 0
+    assert main([str(a) for a in stack_args(src, reference)]) == 0
+    got, want = _stack_bands(out, CLIMATE_BANDS), _stack_bands(reference, CLIMATE_BANDS)
+    assert np.isfinite(want).any() and np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.nanmax(np.abs(got - want)) <= 0.05 + 1e-3
+
+
+def test_stack_climate_with_an_undeclared_fill_value(src: dict, tmp_path: Path,
+                                                     capsys) -> None:
+    """-9999 in a climate file that declares no nodata would be warped (bilinear) into its
+    neighbours as thousands of millimetres below zero: one error naming the file, the band and
+    the fix, and no stack; with the nodata declared, the stack is made."""
+    with rasterio.open(src["climate"]) as ds:
+        data = ds.read()
+        row, col = ds.index(S.LEFT + 320.0, S.TOP - 320.0)  # the centre of the tile
+    data[:, row, col + 1] = -9999.0  # 1 km east of the centre: its warp reaches the tile
+    bad = _copy_raster(src["climate"], tmp_path / "climate_fill.tif", data, nodata=None)
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, climate=bad))
+    assert rc == 1 and line.startswith(f"error: {bad}: its ")
+    assert ", outside " in line and f"rio edit-info --nodata <value> {bad}" in line
+    assert_nothing_written(out)
+    with rasterio.open(bad, "r+") as ds:  # the fix the message gives
+        ds.nodata = -9999.0
+    assert main([str(a) for a in stack_args(src, out, climate=bad)]) == 0
+    assert np.nanmin(_stack_bands(out, ["precip_annual"])) > 0
+
+
+def test_stack_dem_packed_with_a_scale(src: dict, tmp_path: Path, capsys) -> None:
+    """A DEM that declares a scale (packed integers) would read 10 times too high: one error
+    naming the file and the fix, and no stack."""
+    bad = _copy_raster(src["dem"], tmp_path / "dem_packed.tif")
+    with rasterio.open(bad, "r+") as ds:
+        ds.scales = [0.1]
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, dem=bad))
+    assert rc == 1 and line == (
+        f"error: {bad}: the DEM declares scale 0.1 and offset 0 (packed values); elevations are "
+        f"read as metres as stored, so unpack it (gdal_translate -unscale -ot Float32 {bad} "
+        "<unpacked.tif>) and pass that file")
+    assert_nothing_written(out)
 
 
 def test_ocean_tile_gives_an_empty_stack_and_a_nodata_prediction(

@@ -123,8 +123,13 @@ def test_the_stack_reads_the_normals_by_band_name(tmp_path, stack_sources):
     with rasterio.open(out) as stack:
         precip = stack.read(STACK_BANDS.index("precip_annual") + 1, masked=True)
         tmin = stack.read(STACK_BANDS.index("jan_tmin") + 1, masked=True)
+        warmth = stack.read(STACK_BANDS.index("summer_warmth") + 1, masked=True)
     assert precip.count() > 0 and tmin.count() > 0
     assert np.allclose(precip.compressed(), 138.0) and np.allclose(tmin.compressed(), -25.5)
+    # each band's own nodata: the summer_warmth hole within the tile's reach, where the other
+    # bands have values, is not warped in as -9999 (GDAL's default counts a pixel as nodata only
+    # where all its bands are)
+    assert warmth.count() > 0 and 551.0 <= warmth.min() and warmth.max() <= 731.0
 
 
 # -- errors: one line naming the file and the fix, nothing left at the output -------------------

@@ -115,6 +115,7 @@ def predict_tile(
         _log_done(stats)
         return stats
 
+    _check_neighbours(region, tile, by_tile)  # before the model is loaded: a cheap check first
     model, meta = load_checkpoint(model_path, expect_task=task,
                                   expect_size=region.settings["model"]["size"])
     if meta.bands != input_bands(model.cfg.aspect):
@@ -126,7 +127,6 @@ def predict_tile(
                               batch_size=options.batch_size, device=options.device,
                               precision=prediction["precision"],
                               min_weight=prediction["min_weight"], progress=options.progress)
-    _check_neighbours(predictor, tile, by_tile, set(region.stacked_tiles()))
     with StackReader(by_tile, lattice) as reader:
         data, stats = predictor.predict(reader, tile)
     t0 = time.perf_counter()
@@ -157,12 +157,10 @@ def _log_done(stats: PredictStats) -> None:
     )
 
 
-def _check_neighbours(predictor: TilePredictor, tile: str, given: dict[str, Path],
-                      stacked: set[str]) -> None:
+def _check_neighbours(region: Region, tile: str, given: dict[str, Path]) -> None:
     """Every stacked tile (mapped or context) the crops reach must be given (a missing one would
-    change the tile)."""
-    needed = predictor.lattice.tiles_in_window(predictor.context_window(tile))
-    missing = sorted(t for t in needed if t in stacked and t not in given)
+    change the tile): :meth:`mapper.config.Region.tile_context`."""
+    missing = sorted(t for t in region.tile_context(tile) if t not in given)
     if missing:
         raise InputError(
             f"tile {tile}: its crops read the region's stacked tiles {', '.join(missing)} but "

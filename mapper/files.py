@@ -109,9 +109,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     the umask), not ``mkstemp``'s private 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _creating_in(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())
@@ -125,6 +126,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _raise_if_disk_full(exc, path)
         raise
     _sync_folder(path.parent)
+
+
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOENT)
+"""The errors of creating a file or folder where this user cannot: permissions, a read-only file
+system, a file where a folder should be, a folder that cannot be made."""
+
+
+@contextmanager
+def _creating_in(folder: Path) -> Iterator[None]:
+    """Creating an output's folder and its temporary file: one InputError naming the folder and
+    the fix where this user cannot write (:data:`UNWRITABLE`) or the disk is full, not a
+    traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in UNWRITABLE:
+            raise InputError(
+                f"{folder}: cannot write there ({os.strerror(exc.errno)}); make the folder "
+                "writable by this user (or run in a project folder of your own) and run the same "
+                "target again"
+            ) from None
+        _raise_if_disk_full(exc, folder / "*")
+        raise
 
 
 def _raise_if_disk_full(exc: BaseException, path: Path) -> None:
@@ -156,26 +180,29 @@ def staged_paths(paths: Sequence[str | Path]) -> Iterator[list[Path]]:
             or len({t.name for t in targets}) != len(targets):
         raise ValueError(f"staged_paths needs distinct files in one folder, not {targets}")
     first = targets[0]
-    first.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(first, directories=True)
-    for t in targets[1:]:
-        remove_stale_temporaries(t)
+    with _creating_in(first.parent):
+        first.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(first, directories=True)
+        for t in targets[1:]:
+            remove_stale_temporaries(t)
+        work = tempfile.mkdtemp(dir=first.parent, prefix=f".{first.name}.")
     try:
-        with tempfile.TemporaryDirectory(dir=first.parent, prefix=f".{first.name}.") as work:
-            staged = [Path(work) / "out" / t.name for t in targets]
-            staged[0].parent.mkdir()
-            yield staged
-            missing = [str(t) for t, s in zip(targets, staged, strict=True) if not s.is_file()]
-            if missing:
-                raise RuntimeError(f"staged_paths: nothing was written for {', '.join(missing)}")
-            for s in staged:
-                _sync(s)
-            for t, s in reversed(list(zip(targets, staged, strict=True))):
-                os.replace(s, t)
-            _sync_folder(first.parent)
+        staged = [Path(work) / "out" / t.name for t in targets]
+        staged[0].parent.mkdir()
+        yield staged
+        missing = [str(t) for t, s in zip(targets, staged, strict=True) if not s.is_file()]
+        if missing:
+            raise RuntimeError(f"staged_paths: nothing was written for {', '.join(missing)}")
+        for s in staged:
+            _sync(s)
+        for t, s in reversed(list(zip(targets, staged, strict=True))):
+            os.replace(s, t)
+        _sync_folder(first.parent)
     except OSError as exc:
         _raise_if_disk_full(exc, first)
         raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def file_sha256(path: str | Path) -> str:

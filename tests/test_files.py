@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from mapper.errors import InputError
 from mapper.files import (
     CHUNK_BYTES,
     atomic_path,
@@ -139,6 +142,48 @@ def test_staged_paths_leave_the_old_files_when_a_later_one_fails(tmp_path: Path)
         raise OSError("disk full")
     assert [t.read_text() for t in targets] == [f"old {t.name}" for t in targets]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(t.name for t in targets)
+
+
+@pytest.mark.parametrize("writer", ["atomic_path", "staged_paths"])
+def test_an_output_folder_that_cannot_be_made_is_one_error_naming_it(tmp_path: Path,
+                                                                     writer: str) -> None:
+    """A file where the output's folder should be (a path typo, a name taken): one error naming
+    the folder and the fix, not a traceback, and the file left as it was."""
+    (tmp_path / "maps").write_text("a file")
+    out = tmp_path / "maps" / "sub" / "nsp.tif"
+    with pytest.raises(InputError) as caught:
+        _write_one(writer, out)
+    assert str(caught.value) == (
+        f"{out.parent}: cannot write there (Not a directory); make the folder writable by this "
+        "user (or run in a project folder of your own) and run the same target again")
+    assert (tmp_path / "maps").read_text() == "a file"
+
+
+@pytest.mark.parametrize("writer", ["atomic_path", "staged_paths"])
+def test_an_output_folder_this_user_cannot_write_is_one_error_naming_it(
+    tmp_path: Path, writer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared folder owned by another user (EACCES; the tests run as root, which may write
+    anywhere, so the refusal is the operating system's answer replayed): one error naming it."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    out = tmp_path / "maps" / "nsp.tif"
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'maps'}: cannot write there "
+                       r"\(Permission denied\); make the folder writable"):
+        _write_one(writer, out)
+    assert not out.exists()
+
+
+def _write_one(writer: str, out: Path) -> None:
+    if writer == "atomic_path":
+        with atomic_path(out) as tmp:
+            tmp.write_text("map")
+    else:
+        with staged_paths([out]) as staged:
+            staged[0].write_text("map")
 
 
 def test_staged_paths_refuse_to_move_a_file_never_written(tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ def _same_nodata(a: float | None, b: float | None) -> bool:
     return (np.isnan(a) and np.isnan(b)) or a == b
 
 
-def _check_tiles_agree(tiles: list[_Tile]) -> None:
+def _check_tiles_agree(tiles: list[_Tile], fix: str) -> None:
     """InputError naming the first tile whose CRS, pixel size, bands, type or nodata differ
     from the first tile's, or whose data type a VRT cannot hold."""
     first = tiles[0]
@@ -213,11 +213,12 @@ def _check_tiles_agree(tiles: list[_Tile]) -> None:
         if not same:
             raise InputError(
                 f"{tile.path}: CRS, pixel size, bands, data type or nodata differ from "
-                f"{first.path}; a VRT needs stacks of one region and lattice"
+                f"{first.path}; {fix}"
             )
 
 
-def _mosaic_grid(tiles: list[_Tile]) -> tuple[Affine, int, int, list[tuple[int, int]]]:
+def _mosaic_grid(tiles: list[_Tile],
+                 fix: str) -> tuple[Affine, int, int, list[tuple[int, int]]]:
     """The grid of the tiles' bounding box (transform, width, height) and each tile's pixel
     offset (column, row) in it; InputError for a tile off the first tile's pixel lattice."""
     first = tiles[0]
@@ -234,8 +235,7 @@ def _mosaic_grid(tiles: list[_Tile]) -> tuple[Affine, int, int, list[tuple[int, 
         yoff = (top - tile.transform.f) / res
         if abs(xoff - round(xoff)) > 1e-6 or abs(yoff - round(yoff)) > 1e-6:
             raise InputError(
-                f"{tile.path}: not aligned on the pixel lattice of {first.path}; "
-                "a VRT needs stacks of one lattice"
+                f"{tile.path}: not aligned on the pixel lattice of {first.path}; {fix}"
             )
         offsets.append((int(round(xoff)), int(round(yoff))))
     return Affine(res, 0.0, left, 0.0, -res, top), width, height, offsets
@@ -276,8 +276,13 @@ def _stack_paths(stacks: Mapping[str, str | Path] | Iterable[str | Path]) -> lis
     return sorted({Path(p) for p in items})
 
 
+STACKS_FIX = "a VRT needs stacks of one region and lattice"
+"""What to do when the files of :func:`write_vrt` disagree, for stacks (its default)."""
+
+
 def write_vrt(
-    stacks: Mapping[str, str | Path] | Iterable[str | Path], out_path: str | Path
+    stacks: Mapping[str, str | Path] | Iterable[str | Path], out_path: str | Path,
+    fix: str = STACKS_FIX,
 ) -> Path:
     """Write a GDAL VRT mosaic of stack files (any lattice-aligned tiles of one region).
 
@@ -286,15 +291,16 @@ def write_vrt(
     without a stack are the files' nodata (NaN for stacks). Band descriptions, units, nodata and a
     colour table of band 1 come from the files, which must agree. Written as XML directly from the
     files' known geometry (no GDAL ``BuildVRT`` needed), atomically. Works for any set of aligned
-    single-grid tiles (e.g. predicted map tiles), not only stacks.
+    single-grid tiles (e.g. predicted map tiles), not only stacks; ``fix`` ends the error of
+    files that disagree (what the caller's user should do).
     """
     out_path = Path(out_path)
     paths = _stack_paths(stacks)
     if not paths:
         raise InputError(f"{out_path}: no stack files given; pass at least one stack GeoTIFF")
     tiles = [_read_tile(path) for path in paths]
-    _check_tiles_agree(tiles)
-    transform, width, height, offsets = _mosaic_grid(tiles)
+    _check_tiles_agree(tiles, fix)
+    transform, width, height, offsets = _mosaic_grid(tiles, fix)
     first = tiles[0]
     if first.dtype not in GDAL_TYPES:
         raise InputError(f"{first.path}: data type {first.dtype} is not supported in a VRT")

@@ -239,6 +239,26 @@ def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> No
     assert not (config.parent / "maps" / "nsp_tiny.tif").exists()
 
 
+def test_a_tile_that_does_not_match_the_others_is_named_with_the_fix(
+    setup: tuple[Path, Path, str]
+) -> None:
+    """A predicted tile of another version or copied in by hand (here another nodata value)
+    passes the tile checks but cannot join the others' mosaic: one error naming it and what to
+    do about a predicted tile (not about stacks), and no map."""
+    config, model, sha = setup
+    tiles = write_tiles(config.parent, "nsp", nsp_values(), sha)
+    odd = sorted(tiles)[-1]
+    with rasterio.open(odd, "r+") as ds:
+        ds.nodata = -1.0
+    out = config.parent / "maps" / "nsp_tiny.tif"
+    with pytest.raises(InputError) as caught:
+        make_products(load_region(load_config(config), "tiny"), "nsp", model, tiles, out)
+    assert str(caught.value) == (
+        f"{odd}: CRS, pixel size, bands, data type or nodata differ from {sorted(tiles)[0]}; "
+        "delete that tile and run the same target again (its predict job makes it again)")
+    assert not out.exists()
+
+
 def test_the_items_period_is_the_scene_searchs() -> None:
     """The STAC Item's end_datetime is the end of the period's last day, as the scene search
     takes it (2023-08-31T23:59:59.999999Z), not its first instant."""

@@ -79,7 +79,8 @@ class Products:
 
 
 TILE_FIX = "delete that tile and run the same target again (its predict job makes it again)"
-"""The fix of a predicted tile whose blocks fail to read (named by GDAL's reason)."""
+"""The fix of a predicted tile whose blocks fail to read (named by GDAL's reason), or that does
+not match the others (another version's, or copied in by hand)."""
 
 
 def product_paths(out: str | Path, task: str) -> dict[str, Path]:
@@ -318,7 +319,7 @@ def make_products(
     with staged_paths([paths[k] for k in keys]) as staged_list:
         staged = dict(zip(keys, staged_list, strict=True))
         workdir = staged["cog"].parent.parent
-        vrt = write_vrt(tileset.paths, workdir / "tiles.vrt")
+        vrt = write_vrt(tileset.paths, workdir / "tiles.vrt", TILE_FIX)
         with reading(f"a predicted {task} tile", TILE_FIX, tileset.paths):
             raw = _write_raw(vrt, spec, tags, workdir, region, paths)
         if spec.binary:

@@ -20,6 +20,7 @@ the tiles' VRTs in blocks of 512 rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -158,8 +159,8 @@ def make_uncertainty_products(
     with staged_paths([paths[k] for k in keys]) as staged_list:
         staged = dict(zip(keys, staged_list, strict=True))
         workdir = staged["cog"].parent.parent
-        vrts = [write_vrt(main.paths, workdir / "map.vrt")]
-        vrts += [write_vrt(m.paths, workdir / f"member{k}.vrt")
+        vrts = [write_vrt(main.paths, workdir / "map.vrt", TILE_FIX)]
+        vrts += [write_vrt(m.paths, workdir / f"member{k}.vrt", TILE_FIX)
                  for k, m in enumerate(members, start=1)]
         with reading(f"a predicted {task} tile", TILE_FIX,
                      [p for tileset in (main, *members) for p in tileset.paths]):
@@ -188,8 +189,8 @@ def _write_raw(vrts: list[Path], task: Task, bands: list[tuple[str, str]],
     """The raw (not yet COG) product over the mapped area's bounding box, block row by block
     row: band 1 from the map's tiles, band 2 from the map's and the members' tiles. A failed
     write (a full disk) names the product ``cog``, not a tile (:func:`mapper.raster.writing`)."""
-    sources = [rasterio.open(v) for v in vrts]
-    try:
+    with contextlib.ExitStack() as opened:
+        sources = [opened.enter_context(rasterio.open(v)) for v in vrts]
         src = sources[0]
         area = area_window(region, src)
         for other in sources[1:]:
@@ -215,9 +216,6 @@ def _write_raw(vrts: list[Path], task: Task, bands: list[tuple[str, str]],
             dst.offsets = (0.0,) * len(bands)
             dst.units = tuple(_unit(name) for name, _ in bands)
             dst.update_tags(**tags)
-    finally:
-        for s in sources:
-            s.close()
     return raw
 
 

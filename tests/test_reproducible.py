@@ -45,6 +45,24 @@ def test_provenance_does_not_depend_on_the_project_folder(tmp_path: Path) -> Non
     assert boundary == {"file": "tiny.geojson", "sha256": digest}
 
 
+def test_a_maps_provenance_records_its_own_tasks_epochs_only(tmp_path: Path) -> None:
+    """Another task's fine-tuning epochs retrain and remake that task's map alone, so this map's
+    MAPPER_CONFIG holds this task's number: an edit of the other's leaves it true."""
+    region = load_region(load_config(), "demo")
+    epochs = region.settings["training"]["finetune_epochs"]
+    assert isinstance(epochs, dict) and epochs["nsp"] != epochs["soilorder"]
+
+    def recorded(task: str) -> dict:
+        tags = provenance_tags(region, task, "0" * 64, "x", tmp_path / "no-sources")
+        return json.loads(tags["MAPPER_CONFIG"])
+
+    before = recorded("soilorder")
+    assert before["training"]["finetune_epochs"] == epochs["soilorder"]
+    assert recorded("nsp")["training"]["finetune_epochs"] == epochs["nsp"]
+    region.settings["training"]["finetune_epochs"] = {**epochs, "nsp": epochs["nsp"] + 1}
+    assert recorded("soilorder") == before
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -396,6 +396,10 @@ def build_samples(
         table[col] = fold
     table = table[SAMPLE_COLUMNS]
     logger.info("labels: %s", "; ".join(_label_summary(table, t) for t in TASKS.values()))
+    for task in TASKS.values():
+        if table[task.label_column].isna().all():
+            logger.warning("%s: no point kept in region %s has a %s label: the %s map cannot be "
+                           "trained", observations, region.name, task.label_column, task.name)
     meta = {
         "region": region.name,
         "synthetic": region.synthetic,

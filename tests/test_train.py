@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 import torch
@@ -20,6 +21,7 @@ from mapper.errors import CheckpointError, InputError, TrainingError
 from mapper.models.checkpoint import load_checkpoint
 from mapper.normalise import Normaliser
 from mapper.predict import PredictOptions, predict_tile
+from mapper.samples import build_samples
 from mapper.schedule import Schedule
 from mapper.train import finetune, pretrain
 
@@ -220,6 +222,30 @@ def test_training_refuses_stacks_that_leave_out_a_stacked_tile(tiny: dict, tmp_p
             "region (the workflow passes them all), e.g. "
             f"results/{region.name}/stack/*.tif")
     assert not list(tmp_path.glob("*.pt*"))
+
+
+def test_a_task_without_labels_is_one_error_naming_the_observation_table(
+    tiny: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An observation table whose soil_order column is empty in the region: the samples job
+    warns, and the task's fine-tuning stops with one error naming the column, the observation
+    table and the fix, before any epoch."""
+    observed = pd.read_csv(tiny["observations"], dtype={"soil_order": str})
+    observed["soil_order"] = ""
+    table_path = tmp_path / "observations.csv"
+    observed.to_csv(table_path, index=False)
+    samples = tmp_path / "points.parquet"
+    with caplog.at_level("WARNING", logger="mapper.samples"):
+        build_samples(tiny["region"], table_path, tiny["stacks"], samples)
+    assert (f"{table_path}: no point kept in region tiny has a soil_order label: the soilorder "
+            "map cannot be trained") in caplog.text
+    with pytest.raises(InputError) as caught:
+        finetune(tiny["region"], "soilorder", samples, tiny["stacks"], tmp_path / "s.pt", None)
+    assert str(caught.value) == (
+        f"{samples}: no training point has a soil_order label (observation table "
+        f"{table_path}); add soilorder labels to the observation table and run the same target "
+        "again, or make only the other tasks' maps")
+    assert not list(tmp_path.glob("s.pt*"))
 
 
 def test_fine_tuning_refuses_rows_without_labels(tiny: dict) -> None:

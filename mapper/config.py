@@ -147,6 +147,7 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
     _check_task_epochs(settings, origin)
     _check_training(settings, origin)
     _check_prediction(settings, origin, float(config["grid"]["res"]))
+    _check_zone_names(settings, origin)
     return {"origin": origin, "settings": settings}
 
 
@@ -169,6 +170,17 @@ def _check_task_epochs(settings: dict, origin: str | Path) -> None:
             f"{origin}: key 'training.finetune_epochs' gives epochs for "
             f"{', '.join(sorted(epochs)) or 'no task'}; give one number, or one per task: "
             f"{', '.join(TASKS)}"
+        )
+
+
+def _check_zone_names(settings: dict, origin: str | Path) -> None:
+    """Each zone layer's ``name`` is its file and its key in the reports: one name, one layer."""
+    names = [layer["name"] for layer in settings["zones"]]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{origin}: zones: the name {', '.join(repeated)} is given to more than one layer; "
+            "give each layer its own name"
         )
 
 

@@ -359,6 +359,21 @@ def test_training_settings_the_schedule_or_the_crops_cannot_use(
     load_config(write_config(tmp_path, region))  # one query point, or the peak raised, will do
 
 
+def test_two_zone_layers_of_one_name_are_refused(tmp_path: Path) -> None:
+    """A layer's name is its file and its key in the reports: a second layer of the same name
+    would vanish from them, the first shown twice."""
+    region = shipped_region("demo")
+    assert region["zones"], "the demo has zone layers"
+    region["zones"] = [region["zones"][0], {**region["zones"][0], "title": "Another"}]
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region))
+    assert str(exc.value) == (
+        f"{tmp_path / 'demo.yaml'}: zones: the name {region['zones'][0]['name']} is given to "
+        "more than one layer; give each layer its own name")
+    region["zones"][1]["name"] = "another"
+    load_config(write_config(tmp_path, region))
+
+
 def test_training_settings_files_hold_each_tasks_epochs_apart() -> None:
     """The settings files of the training section: every key but the epochs in ``training``, and
     each task's epochs in its own file, the same whether the epochs are one number or per task."""

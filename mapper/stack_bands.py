@@ -182,9 +182,11 @@ def mosaic(plans: list[BandPlan], lattice: Lattice, window: Window) -> np.ndarra
 
 def _check_reflectance(data: np.ndarray, plan: BandPlan) -> np.ndarray:
     """``data``, or one :class:`InputError` naming the file and the fix if a band's median is
-    above :data:`REFLECTANCE_MEDIAN_MAX`."""
+    above :data:`REFLECTANCE_MEDIAN_MAX` (taken on every 4th row and column: 0.1 s rather than
+    1.8 s for a 4096 px tile's 9 bands)."""
     for j, band in enumerate(data):
-        finite = band[np.isfinite(band)]
+        sample = band[::4, ::4]
+        finite = sample[np.isfinite(sample)]
         median = float(np.median(finite)) if finite.size else 0.0
         if median > REFLECTANCE_MEDIAN_MAX:
             raise InputError(

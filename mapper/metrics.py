@@ -70,8 +70,10 @@ def classification_metrics(
         "accuracy": float(tp.sum() / n) if n else float("nan"),
         "per_class": {
             name: {
-                "precision": float(precision[i]) if present[i] else float("nan"),
-                "recall": float(recall[i]) if present[i] else float("nan"),
+                # undefined, not 0, where the class is never predicted (precision) or not in
+                # the test points (recall): a fold without it says nothing of its recall
+                "precision": float(precision[i]) if predicted[i] else float("nan"),
+                "recall": float(recall[i]) if support[i] else float("nan"),
                 "f1": float(f1[i]) if present[i] else float("nan"),
                 "support": int(support[i]),
             }

@@ -55,6 +55,23 @@ def test_multiclass_agrees_with_sklearn() -> None:
     assert "auc" not in m and "r1" not in m
 
 
+def test_per_class_recall_and_precision_are_undefined_without_support_or_prediction() -> None:
+    """A spatial fold without a present point: its recall of present is undefined (NaN, as R1),
+    not 0, so the per-class table's mean over folds leaves it out as the summary's R1 does; a
+    class never predicted has no precision."""
+    y_true = np.zeros(100, dtype=int)
+    y_pred = np.zeros(100, dtype=int)
+    y_pred[0] = 1  # one false "present"
+    m = classification_metrics(y_true, y_pred, ["absent", "present"])
+    present, absent = m["per_class"]["present"], m["per_class"]["absent"]
+    assert math.isnan(present["recall"]) and math.isnan(m["r1"])
+    assert present["precision"] == 0.0 and present["f1"] == 0.0 and present["support"] == 0
+    assert (absent["precision"], absent["recall"]) == (1.0, pytest.approx(0.99))
+    never = classification_metrics(np.array([0, 1, 1]), np.array([0, 0, 0]), ["absent", "present"])
+    assert math.isnan(never["per_class"]["present"]["precision"])
+    assert never["per_class"]["present"]["recall"] == 0.0
+
+
 def test_auc_undefined_with_one_class() -> None:
     assert math.isnan(auc(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])))
     m = classification_metrics(np.array([0, 0]), np.array([0, 1]), ["a", "p"], np.array([.1, .7]))

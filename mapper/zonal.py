@@ -8,7 +8,10 @@ Predictions of folds without training points are left out, as in the summary tab
 
 Per zone: points (distinct observations), for a binary task the share of present, and per split
 and model: n, accuracy, AUC and R1 (binary) or macro F1 (multiclass) (:mod:`mapper.metrics`).
-A zone with fewer than :data:`THIN_ZONE` points is marked: its figures say little.
+A zone with fewer than :data:`THIN_ZONE` points is marked in the points table, and in a split's
+table a zone whose figures rest on fewer than :data:`THIN_ZONE` scored predictions (a split whose
+folds left out most of the zone's points, having no training point, scores fewer): its figures
+say little.
 """
 
 from __future__ import annotations
@@ -91,8 +94,8 @@ def zone_markdown(task: str, results: dict[str, Any], split_names: dict[str, str
         f"`{results['path']}` (from `{results['source']}`); a point in none is counted as "
         f"*{OUTSIDE}*. Figures are pooled over the folds: within a split every point is "
         "predicted once, by the model of the fold that held it out (folds without training "
-        f"points left out). Zones with fewer than {THIN_ZONE} points are marked *; their "
-        "figures say little.", "",
+        f"points left out). Zones with fewer than {THIN_ZONE} points (in a split's table: "
+        f"scored predictions, n) are marked *; their figures say little.", "",
     ]
     zones = results["zones"]
     named = {z: f"{z} ({results['labels'][z]})" if z in results.get("labels", {}) else z
@@ -117,8 +120,8 @@ def zone_markdown(task: str, results: dict[str, Any], split_names: dict[str, str
                   "|" + "---|" * (2 + len(cols))]
         for zone, z in zones.items():
             cells = z["splits"][split]
-            n = max((cells[m]["n"] for m in shown if m in cells), default=0)
+            n = min((cells[m]["n"] for m in shown if m in cells), default=0)
             values = [_cell(cells[m][k]) if m in cells else "–" for k in metrics for m in shown]
-            lines.append(f"| {named[zone]}{' *' if z['points'] < THIN_ZONE else ''} | {n} | "
+            lines.append(f"| {named[zone]}{' *' if n < THIN_ZONE else ''} | {n} | "
                          + " | ".join(values) + " |")
     return lines

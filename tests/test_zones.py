@@ -434,6 +434,26 @@ def _auc_by_pairs(y: np.ndarray, p: np.ndarray) -> float:
     return wins / (len(pos) * len(neg))
 
 
+def test_a_zone_is_marked_thin_by_the_predictions_its_figures_rest_on(
+    halves: tuple[Region, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """East has 5 points, but SH-1km's fold without training points leaves 1 scored there: its
+    SH-1km row is marked, its Random row (5 scored) and its points row are not."""
+    import mapper.zonal
+
+    monkeypatch.setattr(mapper.zonal, "THIN_ZONE", 3)
+    region, layer = halves
+    out = tmp_path / "reports" / "nsp.md"
+    report(region, "nsp", _fold_files(tmp_path), out, zones=[layer])
+    by_zone = out.read_text().split("## Results by zone")[1]
+    assert "| east | 5 | 50.0% |" in by_zone and f"| {OUTSIDE} * | 1 |" in by_zone
+    random_rows = by_zone.split("Random:")[1].split("SH-1km:")[0]
+    holdout_rows = by_zone.split("SH-1km:")[1]
+    assert any(r.startswith("| east | 5 |") for r in random_rows.splitlines())
+    assert any(r.startswith("| east * | 1 |") for r in holdout_rows.splitlines())
+    assert any(r.startswith("| west (the west) | 4 |") for r in holdout_rows.splitlines())
+
+
 def test_report_gives_per_zone_counts_and_metrics(halves: tuple[Region, Path],
                                                   tmp_path: Path) -> None:
     region, layer = halves

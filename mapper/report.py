@@ -122,15 +122,29 @@ def calibration(y_true: np.ndarray, p: np.ndarray, train_counts: list[int]) -> d
     }
 
 
-def collect(task: str, fold_files: list[str | Path]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
-    """Per-fold metric records and all predictions (pooled) of the fold files."""
+def collect(task: str, fold_files: list[str | Path], region: str | None = None
+            ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Per-fold metric records and all predictions (pooled) of the fold files, each checked to
+    be of ``task`` (its classes, in order) and ``region`` (when given), and given once."""
     spec = get_task(task)
     classes = list(spec.classes)
     records, frames = [], []
+    seen: dict[tuple[str, str, int], str | Path] = {}
     for path in fold_files:
         df, meta = read_fold(path)
         if meta.get("task") != task:
             raise InputError(f"{path}: a {meta.get('task')} fold, not {task}; pass {task} folds")
+        if region is not None and meta.get("region") not in (None, region):
+            raise InputError(f"{path}: a fold of region {meta['region']}, not {region}; pass "
+                             f"region {region}'s folds")
+        if meta.get("classes") and list(meta["classes"]) != classes:
+            raise InputError(f"{path}: a fold of the classes {meta['classes']}, not {task}'s "
+                             f"{classes}; delete it and run the same target again")
+        key = (meta["split"], meta["model"], int(meta["fold"]))
+        if key in seen:
+            raise InputError(f"{path}: {key[1]} {key[0]} fold {key[2]} is given twice (also "
+                             f"{seen[key]}); pass each fold once")
+        seen[key] = path
         rec = {k: meta[k] for k in ("model", "split", "fold", "n_train", "n_test", "note")}
         rec["train_counts"] = meta.get("train_counts")
         rec["path"] = str(path)
@@ -432,7 +446,7 @@ def report(
     if zones is None:
         zones = [zone_layer_path(region.name, z["name"]) for z in region.settings.get("zones", [])]
     layers = [read_zone_layer(p) for p in zones]  # a missing layer fails before any work
-    records, preds = collect(task, fold_files)
+    records, preds = collect(task, fold_files, region.name)
     summary = summarise(task, records)
     truth_info = None
     tpath = Path(truth) if truth else truth_path(region, task)

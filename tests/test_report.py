@@ -12,6 +12,7 @@ import pytest
 import training_data as T
 
 from mapper.bands import SOIL_ORDERS
+from mapper.errors import InputError
 from mapper.evaluate import _write
 from mapper.metrics import classification_metrics
 from mapper.raster import write_geotiff
@@ -147,6 +148,38 @@ def test_nsp_report_files_figures_and_truth(region, tmp_path: Path) -> None:  # 
     assert cal["r1_at_prior"]["mean"] == pytest.approx(np.mean(fold_r1))
     assert cal["mean_p_present"]["mean"] > cal["mean_p_absent"]["mean"]
     assert "## Calibration (NSP)" in md
+
+
+def _rewrite_fold(source: Path, dest: Path, **meta: object) -> Path:
+    from mapper.evaluate import read_fold
+
+    df, info = read_fold(source)
+    _write(df, dest, {**info, **meta})
+    return dest
+
+
+@pytest.mark.parametrize("case", ["region", "classes", "twice"])
+def test_a_fold_of_another_region_or_classes_or_given_twice_is_one_error(
+    region, tmp_path: Path, case: str  # noqa: ANN001
+) -> None:
+    """A fold file of another region, of another class order, or one fold given twice would be
+    mislabelled or counted twice in every figure: one error naming the file, and no report."""
+    files = _fold_files(tmp_path, "nsp", 2)
+    odd = tmp_path / "odd" / files[0].name
+    meta = {"region": {"region": "elsewhere"},
+            "classes": {"classes": ["present", "absent"]}, "twice": {}}[case]
+    files = [*files, _rewrite_fold(files[0], odd, **meta)]
+    expected = {
+        "region": f"{odd}: a fold of region elsewhere, not tiny; pass region tiny's folds",
+        "classes": f"{odd}: a fold of the classes ['present', 'absent'], not nsp's ['absent', "
+                   "'present']; delete it and run the same target again",
+        "twice": f"{odd}: rf random fold 0 is given twice (also {files[0]}); pass each fold once",
+    }[case]
+    out = tmp_path / "reports" / "nsp.md"
+    with pytest.raises(InputError) as caught:
+        report(region, "nsp", files, out)
+    assert str(caught.value) == expected
+    assert not out.exists()
 
 
 @pytest.mark.slow

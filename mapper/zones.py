@@ -33,7 +33,7 @@ import shapely
 from pyproj import CRS, Transformer
 
 from mapper.config import Region
-from mapper.errors import ConfigError, InputError
+from mapper.errors import ConfigError, InputError, first_few
 from mapper.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -183,9 +183,13 @@ def read_vector(
 
 
 def _zone_name(value: Any) -> str | None:
-    """A field value as a zone name; None when empty (null, NaN, blank)."""
+    """A field value (or a ``labels`` key) as a zone name; None when empty (null, NaN, blank).
+    A whole number stored as a float (a shapefile's numeric field: 120.0) is named as the
+    integer (``120``), as a label key ``120:`` in YAML (an int) is."""
     if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
         return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        value = int(value)
     return str(value).strip() or None
 
 
@@ -317,14 +321,18 @@ def prepare_zone_layer(
     if not by_zone:
         raise InputError(f"{path}: no polygon of zone layer '{name}' meets region "
                          f"'{region.name}'; check the file and its CRS")
-    labels = settings.get("labels") or {}
+    labels = {_zone_name(k): v for k, v in (settings.get("labels") or {}).items()}
+    unmatched = sorted(str(k) for k in labels if k not in by_zone)
+    if unmatched:
+        logger.info("zone layer '%s' of region %s: labels given for zones it has none of "
+                    "in the region: %s", name, region.name, first_few(unmatched))
     feats = []
     for zone in sorted(by_zone):
         merged = shapely.make_valid(shapely.union_all(by_zone[zone]))
         merged = shapely.set_precision(merged, 0.01)  # centimetres: ample, and a smaller file
         props = {"zone": zone, "polygons": len(by_zone[zone])}
-        if str(zone) in labels:
-            props["label"] = labels[str(zone)]
+        if zone in labels:
+            props["label"] = labels[zone]
         feats.append({"type": "Feature", "properties": props,
                       "geometry": json.loads(shapely.to_geojson(merged))})
     doc = {

@@ -88,6 +88,24 @@ def halves(tmp_path: Path) -> tuple[Region, Path]:
 # -- layers ------------------------------------------------------------------------------------
 
 
+def test_a_numeric_zone_field_is_named_and_labelled_by_its_number(tmp_path: Path) -> None:
+    """A shapefile's numeric field reads as floats (120.0) and a YAML label key ``120:`` as an
+    int: both name zone 120, so the label is kept (it was lost without a word)."""
+    features = [{"type": "Feature", "properties": {"mlra": code},
+                 "geometry": json.loads(shapely.to_geojson(_lonlat(g)))}
+                for code, g in ((120.0, WEST), (7.5, EAST))]
+    source = tmp_path / "mlra.geojson"
+    source.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    settings = {"name": "mlra", "kind": "file", "field": "mlra", "path": str(source),
+                "labels": {120: "one twenty"}}
+    region = _region(tmp_path / "region", [settings])
+    out = tmp_path / "zones" / "mlra.geojson"
+    prepare_zone_layer(region, "mlra", [source], out)
+    layer = read_zone_layer(out)
+    assert layer.zones == ("120", "7.5") and dict(layer.labels) == {"120": "one twenty"}
+
+
+
 def test_prepared_layer_is_in_albers_and_assigns_points(halves: tuple[Region, Path]) -> None:
     region, path = halves
     layer = read_zone_layer(path)

@@ -207,6 +207,35 @@ def test_user_files_with_spaces_and_brackets_reach_the_jobs_whole(tmp_path: Path
     assert samples[samples.index("--observations") + 1] == str(table)
 
 
+@pytest.mark.parametrize("what", ["dem", "weights"])
+def test_a_local_file_that_is_not_there_stops_the_plan_naming_it(tmp_path: Path,
+                                                                   what: str) -> None:
+    """A source or weights file the region file names by path, not there (a typo in a corrected
+    file's path): one line naming it, not a silent "Nothing to be done" once the outputs made
+    from it exist (Snakemake would take them as source files) or a MissingInputException."""
+    project = make_project(tmp_path / "project")
+    settings = yaml.safe_load(project.region_file.read_text())
+    missing = project.path("fixed/dem v2.tif" if what == "dem" else "fixed/satlas.pth")
+    if what == "dem":
+        for name in ("sentinel2", "climate"):
+            present = project.path(f"{name}.tif")
+            present.write_bytes(b"")  # read by the stack job only
+            settings["sources"][name] = {"kind": "file", "path": str(present)}
+        settings["sources"]["dem"] = {"kind": "file", "path": str(missing)}
+        kind = f"the dem file of region '{project.region}'"
+    else:
+        settings["model"]["satlas_weights"] = str(missing)
+        kind = f"the SatlasPretrain weights of region '{project.region}'"
+    rewrite_yaml(project.region_file, settings)
+    run = run_snakemake(project, *project.maps(), extra_args=["--dry-run"], check=False)
+    assert run.returncode != 0
+    out = run.log
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {missing}: {kind} is not there; put the file there or fix its "
+                      f"path in {project.region_file}"], out
+    assert "Traceback" not in out and "Exception" not in out, out
+
+
 @pytest.mark.slow
 @pytest.mark.workflow
 def test_an_override_changes_what_a_job_makes(tmp_path: Path) -> None:

@@ -105,6 +105,19 @@ def demo_source(region, name):
     return f"resources/{region}/sources/{name}"
 
 
+def local_file(path, what, region):
+    """``path``, a file the region file names by path (a source, weights or zone layer of kind
+    file), when it is there; else stop the plan with one line naming it (SystemExit: Snakemake
+    prints it as it is). Snakemake itself would, once the outputs made from it exist, take them
+    as source files and plan nothing: a typo in a corrected file's path would be a silent no-op."""
+    if not os.path.exists(path):
+        sys.exit(
+            f"error: {path}: {what} is not there; put the file there or fix its path in "
+            f"{REGIONS[region].path}"
+        )
+    return path
+
+
 def source_inputs(region, source, tile=None):
     """Local files the stack of ``tile`` reads for ``source`` (per the source's kind)."""
     s = source_settings(region, source)
@@ -125,8 +138,10 @@ def source_inputs(region, source, tile=None):
             "observations": "observations.csv",
         }
         return [demo_source(region, names[source])]
-    if kind == "file":
-        return [s["path"]]
+    if kind == "file":  # the observation table is checked by region_observations
+        if source == "observations":
+            return [s["path"]]
+        return [local_file(s["path"], f"the {source} file of region '{region}'", region)]
     if kind == "http":
         return [f"resources/{region}/sources/{source}/{http_file_name(f)}" for f in s["files"]]
     if kind == "stac":
@@ -404,6 +419,10 @@ def satlas_weights_file(wildcards):
     """The SatlasPretrain weights training reads: fetched by rule fetch_weights when the region
     gives a URL, the region's local file when it gives a path, none for a random start."""
     value = region_of(wildcards).settings["model"]["satlas_weights"]
+    if value and not is_url(value):
+        local_file(
+            value, f"the SatlasPretrain weights of region '{wildcards.region}'", wildcards.region
+        )
     return weights_path(value) or []
 
 
@@ -453,7 +472,13 @@ def zone_layer_inputs(wildcards):
             )
         return [demo_source(wildcards.region, "zones.geojson")]
     if s["kind"] == "file":
-        return [s["path"]]
+        return [
+            local_file(
+                s["path"],
+                f"the file of zone layer '{wildcards.layer}' of region '{wildcards.region}'",
+                wildcards.region,
+            )
+        ]
     return [
         f"resources/{wildcards.region}/zones/{wildcards.layer}/{http_file_name(f)}"
         for f in s["files"]

@@ -232,6 +232,26 @@ def test_a_tile_id_naming_another_area_fetches_and_stacks_it_again(
     assert plan.get("fetch_stac") == 1 and plan.get("stack") == 1
 
 
+def test_the_maps_out_res_reruns_no_prediction_at_another_res(
+        tmp_path: Path) -> None:
+    """A tile predicted for the resolution report at 50 m is computed at 50 m whatever the map's
+    own out_res: a change of that reruns none of them (each was a GPU job)."""
+    project = make_statewide_project(tmp_path, "fairbanks")
+    target = f"results/fairbanks/predict_50m/nsp/{project.tiles[0]}.tif"
+    for f in planned_output_files(project, target):
+        project.path(f).parent.mkdir(parents=True, exist_ok=True)
+        project.path(f).touch()
+    run_snakemake(project, target, extra_args=["--touch", "--forceall", "--cores", "1"])
+    settings = read_yaml(project.region_file)
+    assert settings["prediction"].get("out_res", 10.0) != 20.0
+    settings["prediction"]["out_res"] = 20.0
+    rewrite_yaml(project.region_file, settings)
+    assert planned_jobs(project, target) == {}
+    settings["prediction"]["sigma_scale"] = 0.3
+    rewrite_yaml(project.region_file, settings)  # the control: a setting it reads reruns it
+    assert planned_jobs(project, target) == {"predict_at_res": 1}
+
+
 def test_the_placeholders_are_the_plan(recorded: tuple[WorkflowProject, list[str]]) -> None:
     """The fixture's record covers the jobs the tests count (else a test could pass on a plan
     that never had those jobs)."""

@@ -314,6 +314,21 @@ def test_statewide_plan_stops_on_the_missing_observation_table(tmp_path: Path) -
     assert not (project.root / table).exists()
 
 
+def test_a_composite_of_a_tile_outside_the_region_stops_the_plan(tmp_path: Path) -> None:
+    """A typo in the tile id of README case 1 (``-R resources/<region>/sources/sentinel2/<tile>
+    .tif``) would download a composite of a tile the region does not stack (gigabytes at 4096
+    px) and fetch nothing the user meant: one line naming it, as for a stack."""
+    project = make_statewide_project(tmp_path)
+    target = f"resources/{project.region}/sources/sentinel2/R9999C9999.tif"
+    result = run_snakemake(project, "-n", target, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: R9999C9999: not a stacked tile of region '{project.region}'"), out
+    assert "Traceback" not in out, out
+
+
 def test_the_plan_checks_the_observation_table_as_the_samples_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,9 +117,11 @@ def area_settings(wildcards):
 def tile_footprint(wildcards):
     """The area the wildcards' tile id names (left, bottom, right, top, in the lattice's CRS): a
     params trigger of the jobs whose output is named by the tile id (its composite, its stack),
-    since the same id names another area when ``tile_px`` or the grid changes."""
+    since the same id names another area when ``tile_px`` or the grid changes. A tile that is
+    not one of the region's stacked tiles (a typo in ``-R <its composite>``) stops the plan."""
     lattice = region_of(wildcards).lattice
-    return [lattice.crs, *map(float, lattice.window_bounds(lattice.tile_window(wildcards.tile)))]
+    tile = stacked_tile(wildcards)
+    return [lattice.crs, *map(float, lattice.window_bounds(lattice.tile_window(tile)))]
 
 
 def composite_section(wildcards):

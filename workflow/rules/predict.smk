@@ -53,5 +53,5 @@ use rule predict as predict_at_res with:
         res=r"[1-9]\d*",
     params:
         config=res_run_config,
-        prediction=canonical(prediction_settings),
+        prediction=canonical(res_prediction_settings),
         area=canonical(area_settings),

@@ -36,6 +36,13 @@ def res_run_config(wildcards, input):
     return variant_config(wildcards.region, "prediction", "out_res", res, why)
 
 
+def res_prediction_settings(wildcards):
+    """The prediction settings of a tile at the resolution report's {res}: the region's (as
+    prediction_settings) with out_res = {res}, so a change of the map's own out_res reruns none
+    of these (params trigger)."""
+    return {**prediction_settings(wildcards), "out_res": float(wildcards.res)}
+
+
 def member_tiles(wildcards):
     """Every ensemble member's predicted tiles of the region and task (prediction.ensemble
     members; none when it is 0)."""

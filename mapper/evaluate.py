@@ -167,8 +167,8 @@ def cv_fold(
         raise InputError(
             f"{samples}: its folds were drawn with folds {made['folds']}, seed {made['seed']}; "
             f"the run's settings say folds {settings['folds']}, seed {settings['seed']}; remake "
-            f"it (the models that read it are retrained too): snakemake -R {samples}, or set "
-            "the settings back"
+            "it (the models that read it are retrained too): "
+            f"snakemake --cores 1 -R {samples}, or set the settings back"
         )
     train, test = train_test_indices(table, split, fold, task.name)
     labels = table[task.label_column].to_numpy()

@@ -151,7 +151,7 @@ def logged_costs(logs: list[str | Path]) -> list[dict[str, Any]]:
     for log in map(Path, logs):
         if not log.is_file():
             raise InputError(f"{log}: no such predict log; rerun that predict job (snakemake "
-                             "-R <its tile>) so that its time is logged")
+                             "--cores 1 -R <its tile>) so that its time is logged")
         found = PREDICT_LINE.findall(log.read_text(errors="replace"))
         if not found:
             raise InputError(f"{log}: no '<tile>: N crops (K skipped), M queries, T s' line; "

@@ -41,8 +41,8 @@ def data_digest(stacks: list[str | Path], points: PointSet | None = None) -> str
         try:
             stat = path.stat()
         except FileNotFoundError:
-            raise InputError(f"{path}: no such stack; make it first (snakemake {path}) or fix "
-                             "the path") from None
+            raise InputError(f"{path}: no such stack; make it first (snakemake --cores 1 "
+                             f"{path}) or fix the path") from None
         h.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     if points is not None:
         for array in (points.xy, points.rowcol, points.labels):

@@ -198,8 +198,8 @@ def read_zone_layer(path: str | Path) -> ZoneLayer:
     path = Path(path)
     if not path.is_file():
         raise InputError(
-            f"{path}: zone layer not found; make it with `snakemake {path}` (rule zone_layer), "
-            "or remove the layer from the region's 'zones'"
+            f"{path}: zone layer not found; make it with `snakemake --cores 1 {path}` (rule "
+            "zone_layer), or remove the layer from the region's 'zones'"
         )
     try:
         gj = json.loads(path.read_text())
@@ -218,7 +218,7 @@ def read_zone_layer(path: str | Path) -> ZoneLayer:
     except (OSError, ValueError, KeyError, TypeError, AttributeError,
             shapely.errors.ShapelyError) as exc:
         raise InputError(f"{path}: not a prepared zone layer ({exc!r}); delete it and make it "
-                         f"again with `snakemake {path}`") from None
+                         f"again with `snakemake --cores 1 {path}`") from None
 
 
 # -- preparing --------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ def test_folds_drawn_with_other_settings_are_refused(
     assert made[key] != value
     assert message.startswith(f"{tiny['samples']}: its folds were drawn with folds "
                               f"{made['folds']}, seed {made['seed']}; ")
-    assert f"{key} {value}" in message and f"snakemake -R {tiny['samples']}" in message
+    assert f"{key} {value}" in message and f"snakemake --cores 1 -R {tiny['samples']}" in message
     assert not out.exists() and not out.parent.exists()
 
 

@@ -613,7 +613,7 @@ def test_a_mosaic_missing_a_mapped_tile_is_one_error_naming_it(
         make(region, "nsp", model, given, out, sources_dir=root / "sources")
     assert str(info.value) == (
         "mosaic nsp of region tiny: 1 of its 4 mapped tiles not given (R1489C4440); make each "
-        "with `snakemake results/tiny/predict/nsp/<tile>.tif` and pass every mapped tile")
+        "with `snakemake --cores 1 results/tiny/predict/nsp/<tile>.tif` and pass every mapped tile")
     assert not out.parent.exists() or not list(out.parent.iterdir())
 
 

@@ -244,4 +244,4 @@ def test_scenes_lists_a_tiles_items_and_the_tiles_that_used_an_item(
     missing = tmp_path / "sources" / "sentinel2" / "R1500C4454"
     assert capsys.readouterr().err.strip().endswith(
         f"{missing}.json: no composite manifest of tile R1500C4454; fetch its composite first: "
-        f"snakemake {missing}.tif")
+        f"snakemake --cores 1 {missing}.tif")

@@ -129,7 +129,7 @@ def test_missing_layer_is_one_error_naming_the_file_and_the_fix(tmp_path: Path) 
     with pytest.raises(InputError) as err:
         report(region, "nsp", files, tmp_path / "reports" / "nsp.md")
     message = str(err.value)
-    assert str(expected) in message and f"snakemake {expected}" in message
+    assert str(expected) in message and f"snakemake --cores 1 {expected}" in message
     assert "'zones'" in message and "\n" not in message
     assert not (tmp_path / "reports").exists()  # nothing written
     # a source file that is not there, when the layer is prepared
@@ -172,7 +172,7 @@ def test_a_damaged_prepared_layer_is_one_error_naming_the_file_and_the_fix(
         read_zone_layer(path)
     message = str(err.value)
     assert message.startswith(f"{path}: not a prepared zone layer (")
-    assert message.endswith(f"); delete it and make it again with `snakemake {path}`")
+    assert message.endswith(f"); delete it and make it again with `snakemake --cores 1 {path}`")
 
 
 def test_a_layer_in_another_format_names_the_conversion(tmp_path: Path) -> None:

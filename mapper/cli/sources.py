@@ -109,7 +109,7 @@ def run_scenes(args: argparse.Namespace) -> int:
     path = folder / f"{args.tile}.json"
     if not path.is_file():
         raise InputError(f"{path}: no composite manifest of tile {args.tile}; fetch its "
-                         f"composite first: snakemake {folder / args.tile}.tif")
+                         f"composite first: snakemake --cores 1 {folder / args.tile}.tif")
     for item, entry in used_items(read_manifest(path)).items():
         cloud = entry["cloud_cover"]
         print(f"{item}  {entry['datetime'] or '-'}  cloud {'-' if cloud is None else f'{cloud:g}'}"

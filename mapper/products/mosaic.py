@@ -155,8 +155,8 @@ def check_mapped_tiles(region: Region, task: str, tileset: TileSet) -> None:
         raise InputError(
             f"mosaic {task} of region {region.name}: {len(missing)} of its "
             f"{len(region.tiles())} mapped tiles not given ({first_few(missing)}); make each "
-            f"with `snakemake results/{region.name}/predict/{task}/<tile>.tif` and pass every "
-            "mapped tile"
+            f"with `snakemake --cores 1 results/{region.name}/predict/{task}/<tile>.tif` and "
+            "pass every mapped tile"
         )
 
 

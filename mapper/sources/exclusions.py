@@ -124,7 +124,7 @@ def tiles_using(folder: str | Path, items: Iterable[str]) -> dict[str, list[str]
     if not manifests:
         raise InputError(
             f"{folder}: no composite manifest (<tile>.json); fetch the composites first "
-            f"(snakemake {Path(folder) / '<tile>.tif'})"
+            f"(snakemake --cores 1 {Path(folder) / '<tile>.tif'})"
         )
     used = {tile: used_items(m) for tile, m in manifests.items()}
     passes = {item: e["acquisition"] for u in used.values() for item, e in u.items()}

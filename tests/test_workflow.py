@@ -329,6 +329,29 @@ def test_a_composite_of_a_tile_outside_the_region_stops_the_plan(tmp_path: Path)
     assert "Traceback" not in out, out
 
 
+def test_a_zone_layer_the_region_does_not_have_stops_the_plan(tmp_path: Path) -> None:
+    """Another region's layer asked for (alaska's permafrost_zone of fairbanks, which has only
+    mlra): one line naming the region's layers, not an InputFunctionException traceback."""
+    from mapper.config import read_yaml
+
+    project = make_statewide_project(tmp_path)
+    fairbanks = read_yaml(REPO / "config" / "regions" / "fairbanks.yaml")
+    fairbanks["boundary"] = str(REPO / fairbanks["boundary"])
+    project.path("config/regions/fairbanks.yaml").write_text(yaml.safe_dump(fairbanks))
+    config = read_yaml(project.config)
+    config["regions"]["fairbanks"] = str(project.path("config/regions/fairbanks.yaml"))
+    rewrite_yaml(project.config, config)
+    target = "resources/fairbanks/zones/permafrost_zone.geojson"
+    result = run_snakemake(project, "-n", target, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {target}: region 'fairbanks' has no zone layer 'permafrost_zone' (its layers: "
+        "mlra); ask for one of its layers, or add the layer to its 'zones'"], out
+    assert "Traceback" not in out and "Exception" not in out, out
+
+
 def test_the_plan_checks_the_observation_table_as_the_samples_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -457,7 +457,12 @@ def zone_layer_settings(wildcards):
     for entry in region_zones(wildcards.region):
         if entry["name"] == wildcards.layer:
             return entry
-    raise ValueError(f"region {wildcards.region} has no zone layer {wildcards.layer!r}")
+    names = ", ".join(e["name"] for e in region_zones(wildcards.region)) or "none"
+    sys.exit(
+        f"error: resources/{wildcards.region}/zones/{wildcards.layer}.geojson: region "
+        f"'{wildcards.region}' has no zone layer '{wildcards.layer}' (its layers: {names}); "
+        "ask for one of its layers, or add the layer to its 'zones'"
+    )
 
 
 def zone_layer_inputs(wildcards):

@@ -38,6 +38,7 @@ except MapperError as exc:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/common_settings.smk"
+include: "workflow/rules/common_zones.smk"
 include: "workflow/rules/variants.smk"
 include: "workflow/rules/settings.smk"
 include: "workflow/rules/sources.smk"

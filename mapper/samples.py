@@ -456,6 +456,15 @@ def samples_metadata(path: str | Path) -> dict[str, Any]:
                          "`python -m mapper samples`") from None
 
 
+def observed_in(samples: str | Path | pd.DataFrame) -> str:
+    """`` (observation table <path>)`` of a samples file that records it, else nothing: for
+    messages about the labels of its points."""
+    if isinstance(samples, pd.DataFrame):
+        return ""
+    observations = samples_metadata(samples).get("observations")
+    return f" (observation table {observations})" if observations else ""
+
+
 def region_samples_metadata(path: str | Path, region: str) -> dict[str, Any]:
     """:func:`samples_metadata` of a table that must hold ``region``'s samples (their rows and
     columns are positions on that region's stacks): InputError for another region's."""

@@ -65,7 +65,7 @@ from mapper.models.config import ModelConfig
 from mapper.models.miso import MiSo, build_model
 from mapper.normalise import Normaliser, s2_scaling_for
 from mapper.progress import bar as progress_bar
-from mapper.samples import read_samples, region_samples_metadata, samples_metadata
+from mapper.samples import observed_in, read_samples, region_samples_metadata
 from mapper.schedule import Schedule
 from mapper.tasks import PRETRAIN, Task, get_task
 from mapper.training_resume import data_digest, inputs_digest, load_partial
@@ -323,14 +323,6 @@ def _open_reader(region: Region, stacks: list[str | Path]) -> StackReader:
     return StackReader(given, region.lattice)
 
 
-def _observed_in(samples: str | Path | pd.DataFrame) -> str:
-    """`` (observation table <path>)`` of a samples file that records it, else nothing."""
-    if isinstance(samples, pd.DataFrame):
-        return ""
-    observations = samples_metadata(samples).get("observations")
-    return f" (observation table {observations})" if observations else ""
-
-
 def _table(samples: str | Path | pd.DataFrame, region: Region) -> pd.DataFrame:
     if isinstance(samples, pd.DataFrame):
         return samples
@@ -455,7 +447,7 @@ def finetune(
         train_idx, dtype=np.int64)
     if len(rows) == 0:
         raise InputError(f"{samples}: no training point has a {spec.label_column} label"
-                         f"{_observed_in(samples)}; add {task} labels to the observation table "
+                         f"{observed_in(samples)}; add {task} labels to the observation table "
                          f"and run the same target again, or make only the other tasks' maps")
     if label.iloc[rows].isna().any():
         raise InputError(f"{samples}: training rows without a {task} label were passed")

@@ -1,7 +1,7 @@
 """Where the time of a MiSo training or CV job goes, on this CPU, with a region's settings.
 
 Prints, for the region's training settings (default: the demo region, built by the workflow up
-to its samples table):
+to its samples and folds tables):
 
 - the crops per epoch a fine-tuning run plans (labelled and random) and their labelled queries,
 - time to read and normalise one crop through the StackReader, cold (first touch of the stack
@@ -43,10 +43,10 @@ def main() -> None:
 
     from mapper.config import load_config, load_region
     from mapper.dataset import CropDataset, CropSettings, predict_points
+    from mapper.folds import samples_with_folds
     from mapper.losses import task_loss
     from mapper.models.miso import MiSo
     from mapper.normalise import Normaliser
-    from mapper.samples import read_samples
     from mapper.splits import train_test_indices
     from mapper.train import _points, model_config
     from mapper.windows import StackReader, stacks_by_tile
@@ -55,10 +55,11 @@ def main() -> None:
     region = load_region(load_config(args.config), args.region)
     stacks = sorted(glob.glob(f"results/{args.region}/stack/*.tif"))
     samples = f"results/{args.region}/samples/points.parquet"
-    if not Path(samples).is_file():
-        sys.exit(f"error: {samples}: not found; make the region's stacks and samples first: "
-                 f"snakemake --cores 2 {samples}")
-    table = read_samples(samples)
+    folds = f"results/{args.region}/samples/folds.parquet"
+    if not Path(folds).is_file():
+        sys.exit(f"error: {folds}: not found; make the region's stacks, samples and folds "
+                 f"first: snakemake --cores 2 {folds}")
+    table = samples_with_folds(region, samples, folds)
     settings = CropSettings.from_training(region.settings["training"])
     train, test = train_test_indices(table, "sh1km", 0, "nsp")
     reader = StackReader(stacks_by_tile(stacks), region.lattice)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib.resources import files
@@ -36,6 +36,8 @@ from mapper.errors import ConfigError
 from mapper.grid import Lattice, tiles_of
 from mapper.sources.settings_checks import check_source_settings
 
+DEFAULT_CONFIG = "config/config.yaml"
+"""The config file a command reads when given none (the Snakefile's ``configfile``)."""
 RUN_CONFIG_HEADER = (
     "# The configuration a Snakemake run built its DAG from, written for its jobs: config files\n"
     "# and --config merged, every region by value, validated. Named by its content; not edited.\n"
@@ -104,9 +106,16 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(path: str | Path = "config/config.yaml") -> dict:
-    """Read a config file and resolve it (see :func:`resolve_config`)."""
-    return resolve_config(read_yaml(path), path)
+def load_config(path: str | Path | Sequence[str | Path] | None = None) -> dict:
+    """Read a config file, or several (a site file after ``config/config.yaml``) each merged over
+    the ones before (:func:`merge_settings`, as Snakemake merges its config files), and resolve
+    it (see :func:`resolve_config`). None: ``config/config.yaml``."""
+    paths = ([DEFAULT_CONFIG] if path is None
+             else [path] if isinstance(path, (str, Path)) else list(path) or [DEFAULT_CONFIG])
+    data: dict = {}
+    for each in paths:
+        data = merge_settings(data, read_yaml(each))
+    return resolve_config(data, " + ".join(map(str, paths)))
 
 
 def resolve_config(data: dict, source: str | Path) -> dict:

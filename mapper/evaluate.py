@@ -1,9 +1,10 @@
 """One cross-validation fold: train a model on the fold's training points, predict its test points.
 
-    cv_fold(region, FoldSpec(task, model, split, fold), samples=..., stacks=..., out=...,
-            pretrained=None)
+    cv_fold(region, FoldSpec(task, model, split, fold), samples=..., folds=..., stacks=...,
+            out=..., pretrained=None)
 
-Models, all on the rows given by :func:`mapper.splits.train_test_indices` (identical folds):
+Models, all on the rows given by :func:`mapper.splits.train_test_indices` (identical folds, from
+the folds table of the samples, :mod:`mapper.folds`):
 
 - ``rf``: scikit-learn's RandomForestClassifier on the stack's values at each point
   (:func:`mapper.normalise.point_features`: 19, or 20 with ``model.aspect: components``;
@@ -43,8 +44,8 @@ from mapper.config import Region
 from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.experiment import MODELS
 from mapper.files import atomic_path
+from mapper.folds import samples_with_folds
 from mapper.normalise import point_features
-from mapper.samples import read_samples, region_samples_metadata
 from mapper.splits import check_split, train_test_indices
 from mapper.tasks import Task, get_task
 from mapper.threads import job_threads
@@ -141,13 +142,15 @@ def cv_fold(
     spec: FoldSpec,
     *,
     samples: str | Path,
+    folds: str | Path,
     stacks: list[str | Path],
     out: str | Path,
     pretrained: str | Path | None = None,
     device: str | None = None,
 ) -> pd.DataFrame:
-    """Train the model of ``spec`` on its fold and write its test predictions (module doc);
-    ``device``: MiSo's torch device (default: CUDA when present, else the CPU)."""
+    """Train the model of ``spec`` on its fold of the folds table ``folds`` (drawn from the
+    samples table ``samples``) and write its test predictions (module doc); ``device``: MiSo's
+    torch device (default: CUDA when present, else the CPU)."""
     task, model, split, fold = get_task(spec.task), spec.model, spec.split, spec.fold
     classes = list(task.classes)
     if model == "miso" and pretrained is None and region.settings["training"]["pretrain"]:
@@ -158,18 +161,7 @@ def cv_fold(
     if model != "miso" and pretrained is not None:
         logger.warning("model %s ignores the pretrained checkpoint %s", model, pretrained)
         pretrained = None
-    table = read_samples(samples)
-    meta = region_samples_metadata(samples, region.name)
-    settings = {"folds": int(region.settings["evaluation"]["folds"]),
-                "seed": int(region.settings["training"]["seed"])}  # fmt: skip
-    made = {key: meta.get(key, value) for key, value in settings.items()}
-    if made != settings:
-        raise InputError(
-            f"{samples}: its folds were drawn with folds {made['folds']}, seed {made['seed']}; "
-            f"the run's settings say folds {settings['folds']}, seed {settings['seed']}; remake "
-            "it (the models that read it are retrained too): "
-            f"snakemake --cores 1 -R {samples}, or set the settings back"
-        )
+    table = samples_with_folds(region, samples, folds)
     train, test = train_test_indices(table, split, fold, task.name)
     labels = table[task.label_column].to_numpy()
     y_true = np.asarray(labels[test], dtype=np.int64)

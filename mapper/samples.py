@@ -1,4 +1,4 @@
-"""Observation points -> the samples table: stack values, lattice pixel, labels and CV folds.
+"""Observation points -> the samples table: stack values, lattice pixel and labels.
 
 Input: an observation table (CSV or Parquet) with columns ``obs_id, lon, lat, date`` and the
 label column of every task (:mod:`mapper.tasks`; ``nsp, soil_order``): WGS84 longitude/latitude
@@ -21,13 +21,14 @@ Output: one Parquet file, one row per kept point, with
                                   (so: nsp, soil_order, soil_order_name)
     <19 stack bands>              float32 stack values at the pixel (NaN where a covariate is
                                   missing; the Sentinel-2 bands and elevation are always finite)
-    fold_random, fold_sh1km, fold_sh10km   int8 fold per split (see :mod:`mapper.splits`)
-and file metadata (key ``mapper``, JSON): region, synthetic flag, folds, seed and the counts of
-dropped points. Points are dropped when they have no position (lon or lat empty or not a
-number), lie outside the region's mapped area (its boundary buffered by ``buffer_m``), or sit on
-a pixel that is not valid (:func:`mapper.normalise.valid`: no stack, or a Sentinel-2 band or the
-elevation missing); any drop is logged as a WARNING (shown on the console) with the count per
-reason, and the log lists up to 10 obs_id per reason.
+and file metadata (key ``mapper``, JSON): region, synthetic flag, the observation table and the
+counts of dropped points. The cross-validation folds are drawn from it into a file of their own
+(:mod:`mapper.folds`), so that the folds' settings do not retrain the maps' models. Points are
+dropped when they have no position (lon or lat empty or not a number), lie outside the region's
+mapped area (its boundary buffered by ``buffer_m``), or sit on a pixel that is not valid
+(:func:`mapper.normalise.valid`: no stack, or a Sentinel-2 band or the elevation missing); any
+drop is logged as a WARNING (shown on the console) with the count per reason, and the log lists
+up to 10 obs_id per reason.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from mapper.errors import InputError, first_few
 from mapper.files import atomic_path
 from mapper.grid import Lattice
 from mapper.normalise import valid_pixels
-from mapper.splits import SPLITS, fold_column, make_folds
 from mapper.tasks import OBSERVATION_COLUMNS, TASKS, Task
 from mapper.windows import StackReader, stacks_by_tile
 
@@ -64,7 +64,6 @@ LABEL_COLUMNS = [c for t in TASKS.values()
 SAMPLE_COLUMNS = (
     ["obs_id", "date", "lon", "lat", "x", "y", "row", "col", "tile", *LABEL_COLUMNS]
     + STACK_BANDS
-    + [fold_column(s) for s in SPLITS]
 )
 METADATA_KEY = b"mapper"
 WEST_HINT = "west longitudes must be negative (-147.7 for 147.7 W)"
@@ -383,7 +382,9 @@ def build_samples(
     )
     for b, name in enumerate(STACK_BANDS):
         table[name] = values[ok, b]
-    evaluation, seed = region.settings["evaluation"], int(region.settings["training"]["seed"])
+    # checked here too, before any model trains on them (the folds job checks it again: the
+    # samples are not remade when evaluation.folds changes)
+    evaluation = region.settings["evaluation"]
     if counts["kept"] < int(evaluation["folds"]):
         raise InputError(
             f"{observations}: {counts['kept']} of {n_read} points kept (dropped "
@@ -391,9 +392,6 @@ def build_samples(
             f"{region.name}, {counts['nodata']} on nodata) cannot fill evaluation.folds "
             f"{evaluation['folds']} of {region.path}; add observations or lower it"
         )
-    folds = make_folds(table[["x", "y"]].to_numpy(), int(evaluation["folds"]), seed)
-    for col, fold in folds.items():
-        table[col] = fold
     table = table[SAMPLE_COLUMNS]
     logger.info("labels: %s", "; ".join(_label_summary(table, t) for t in TASKS.values()))
     for task in TASKS.values():
@@ -404,8 +402,6 @@ def build_samples(
         "region": region.name,
         "synthetic": region.synthetic,
         "observations": str(observations),
-        "folds": int(evaluation["folds"]),
-        "seed": seed,
         "counts": counts,
         "note": "SYNTHETIC observations" if region.synthetic else "",
     }

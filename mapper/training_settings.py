@@ -1,7 +1,9 @@
-"""The training section as the training jobs read it: a task's fine-tuning epochs, and the
-section split into the settings files of rule ``region_settings`` (workflow/rules/settings.smk)
-so that one task's epochs retrain that task alone. The section is validated, its per-task epochs
-checked, by :mod:`mapper.config`."""
+"""The training and evaluation sections as their jobs read them: a task's fine-tuning epochs, the
+training section split into the settings files of rule ``region_settings``
+(workflow/rules/settings.smk) so that one task's epochs retrain that task alone, what the folds
+are drawn with, and what each model's cross-validation folds read, so that a setting of one
+model reruns that model's folds alone. The sections are validated, the per-task epochs checked,
+by :mod:`mapper.config`. A light module: the workflow imports it when it parses."""
 
 from __future__ import annotations
 
@@ -25,3 +27,26 @@ def training_sections(training: dict[str, Any]) -> dict[str, dict[str, Any]]:
     shared = {k: v for k, v in training.items() if k != "finetune_epochs"}
     return {"training": shared,
             **{f"finetune_{task}": {"epochs": finetune_epochs(training, task)} for task in TASKS}}
+
+
+def fold_draw(settings: dict[str, Any]) -> dict[str, int]:
+    """What the cross-validation folds are drawn with beside the points (:mod:`mapper.folds`):
+    ``evaluation.folds`` and ``training.seed`` of a region's validated settings."""
+    return {"folds": int(settings["evaluation"]["folds"]),
+            "seed": int(settings["training"]["seed"])}
+
+
+def cv_sections(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the folds of each model read beside the samples, the folds and (MiSo) the model and
+    training files, as the settings files of rule ``region_settings``: ``cv_rf``, the forest's
+    settings, the aspect's form (:func:`mapper.normalise.point_features`) and its random state;
+    ``cv_miso``, the folds' fine-tuning epochs (null: the task's ``finetune_epochs``, which the
+    folds then take from the task's file). Which folds exist (``folds``, ``splits``,
+    ``ablation_no_pretrain``) is the workflow's plan, not a fold's input."""
+    ev = settings["evaluation"]
+    return {
+        "cv_rf": {"rf_trees": ev["rf_trees"], "rf_max_depth": ev["rf_max_depth"],
+                  "rf_min_samples_split": ev["rf_min_samples_split"],
+                  "aspect": settings["model"]["aspect"], "seed": settings["training"]["seed"]},
+        "cv_miso": {"epochs": ev["epochs"]},
+    }

@@ -29,6 +29,7 @@ from tiny_region import write_tiny_region
 from workflow_project import SecondRun, WorkflowProject, run_second_tiny, run_tiny_project
 
 from mapper.config import load_config, load_region
+from mapper.folds import build_folds, samples_with_folds
 from mapper.samples import build_samples
 from mapper.stack import build_stack
 
@@ -72,12 +73,17 @@ def training_region(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def training_samples(training_region: dict[str, Any],
                      tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The samples table of the training region: ``samples`` (the parquet file) and ``table``
-    (what build_samples returned). Read only."""
+    """The samples table of the training region: ``samples`` (the parquet file), ``table``
+    (what build_samples returned), ``folds`` (its folds file, build_folds) and ``folded`` (the
+    table with its fold columns, as a cross-validation fold reads it). Read only."""
     path = tmp_path_factory.mktemp("training-samples") / "points.parquet"
     r = training_region
     table = build_samples(r["region"], r["observations"], r["stacks"], path)
-    return {"samples": path, "table": table}
+    folds = build_folds(r["region"], path, path.with_name("folds.parquet"))
+    assert len(folds) == len(table)
+    folded = samples_with_folds(r["region"], path, path.with_name("folds.parquet"))
+    return {"samples": path, "table": table, "folds": path.with_name("folds.parquet"),
+            "folded": folded}
 
 
 @pytest.fixture(scope="session")

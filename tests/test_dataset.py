@@ -40,7 +40,7 @@ def tiny(training_region: dict, training_samples: dict) -> dict:
 
 def _dataset(tiny: dict, task: str = "nsp", **changes: object) -> tuple[CropDataset, np.ndarray]:
     training = {**tiny["region"].settings["training"], **changes}
-    train, _ = train_test_indices(tiny["table"], "random", 0, task)
+    train, _ = train_test_indices(tiny["folded"], "random", 0, task)
     ds = CropDataset(tiny["reader"], tiny["norm"], CropSettings.from_training(training),
                      tiny["region"].boundary(), task, _points(tiny["table"], task, train))
     return ds, train

@@ -14,7 +14,7 @@ from mapper.bands import STACK_BANDS
 from mapper.cli import main
 from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.evaluate import FoldSpec, cv_fold, read_fold
-from mapper.samples import samples_metadata
+from mapper.folds import read_folds
 from mapper.splits import train_test_indices
 
 
@@ -27,10 +27,10 @@ def tiny(training_region: dict, training_samples: dict) -> dict:
 def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict, tmp_path: Path) -> None:
     out = tmp_path / "cv" / "rf_random_f1.parquet"
     df = cv_fold(tiny["region"], FoldSpec("soilorder", "rf", "random", 1), samples=tiny["samples"],
-                 stacks=tiny["stacks"], out=out)
+                 folds=tiny["folds"], stacks=tiny["stacks"], out=out)
     back, meta = read_fold(out)
     pd.testing.assert_frame_equal(df, back)
-    train, test = train_test_indices(tiny["table"], "random", 1, "soilorder")
+    train, test = train_test_indices(tiny["folded"], "random", 1, "soilorder")
     assert list(df["obs_id"]) == list(tiny["table"]["obs_id"].iloc[test])
     probs = df[[c for c in df.columns if c.startswith("p_")]].to_numpy()
     assert probs.shape[1] == 7
@@ -43,7 +43,7 @@ def test_random_forest_fold_predicts_the_fold_test_points(tiny: dict, tmp_path: 
     assert (df["n_train"] == len(train)).all() and (df["model"] == "rf").all()
     # seeded: the same fold twice gives the same probabilities
     again = cv_fold(tiny["region"], FoldSpec("soilorder", "rf", "random", 1),
-                    samples=tiny["samples"], stacks=tiny["stacks"],
+                    samples=tiny["samples"], folds=tiny["folds"], stacks=tiny["stacks"],
                     out=tmp_path / "cv" / "again.parquet")
     pd.testing.assert_frame_equal(df, again)
 
@@ -94,11 +94,11 @@ def test_random_forest_takes_the_aspect_as_the_region_says(
     for aspect in ("number", "components"):
         region.settings["model"]["aspect"] = aspect
         df = cv_fold(region, FoldSpec("nsp", "rf", "random", 0), samples=tiny["samples"],
-                     stacks=tiny["stacks"], out=tmp_path / f"{aspect}.parquet")
+                     folds=tiny["folds"], stacks=tiny["stacks"], out=tmp_path / f"{aspect}.parquet")
         assert np.isfinite(df[["p_absent", "p_present"]].to_numpy()).all()
     number, components = seen
     i = STACK_BANDS.index("aspect")
-    train, _ = train_test_indices(tiny["table"], "random", 0, "nsp")
+    train, _ = train_test_indices(tiny["folded"], "random", 0, "nsp")
     degrees = tiny["table"]["aspect"].to_numpy()[train]
     assert number.shape[1] == 19 and components.shape[1] == 20
     np.testing.assert_array_equal(number[:, i], degrees)
@@ -114,7 +114,7 @@ def test_random_forest_takes_the_aspect_as_the_region_says(
 @pytest.mark.slow
 def test_miso_and_random_forest_see_identical_folds(tiny: dict, tmp_path: Path) -> None:
     cv = tmp_path / "cv"
-    data = {"samples": tiny["samples"], "stacks": tiny["stacks"]}
+    data = {"samples": tiny["samples"], "folds": tiny["folds"], "stacks": tiny["stacks"]}
     rf = cv_fold(tiny["region"], FoldSpec("nsp", "rf", "sh1km", 0), **data,
                  out=cv / "rf_sh1km_f0.parquet")
     miso = cv_fold(tiny["region"], FoldSpec("nsp", "miso_nopretrain", "sh1km", 0), **data,
@@ -130,7 +130,8 @@ def test_miso_and_random_forest_see_identical_folds(tiny: dict, tmp_path: Path) 
 def test_a_fold_without_training_points_keeps_its_test_rows(tiny: dict, tmp_path: Path) -> None:
     # SH-10km in a 2.56 km region: every training point lies in the dead zone
     df = cv_fold(tiny["region"], FoldSpec("nsp", "rf", "sh10km", 0), samples=tiny["samples"],
-                 stacks=tiny["stacks"], out=tmp_path / "cv" / "rf_sh10km_f0.parquet")
+                 folds=tiny["folds"], stacks=tiny["stacks"],
+                 out=tmp_path / "cv" / "rf_sh10km_f0.parquet")
     _, meta = read_fold(tmp_path / "cv" / "rf_sh10km_f0.parquet")
     assert len(df) > 0 and meta["n_train"] == 0 and "no training point" in meta["note"]
     assert df["p_present"].isna().all() and (df["y_pred"] == -1).all()
@@ -153,7 +154,7 @@ def test_a_diverged_miso_fold_is_an_error_not_an_empty_fold(
     out = tmp_path / "cv" / "miso_nopretrain_random_f0.parquet"
     with pytest.raises(TrainingError, match=r"random fold 0: 1 of \d+ test points .*lr_max"):
         cv_fold(tiny["region"], FoldSpec("nsp", "miso_nopretrain", "random", 0),
-                samples=tiny["samples"], stacks=tiny["stacks"], out=out)
+                samples=tiny["samples"], folds=tiny["folds"], stacks=tiny["stacks"], out=out)
     assert not out.exists()
 
 
@@ -162,27 +163,27 @@ def test_a_diverged_miso_fold_is_an_error_not_an_empty_fold(
 def test_folds_drawn_with_other_settings_are_refused(
     tiny: dict, tmp_path: Path, section: str, key: str, value: int
 ) -> None:
-    """The fold columns are drawn when the samples table is made: a run whose evaluation.folds or
-    training.seed changed since would test on the old folds (or ask for a fold that does not
-    exist), so it stops with one line naming the table and the command that remakes it."""
+    """A folds file drawn before evaluation.folds or training.seed changed would test on the old
+    folds (or ask for a fold that does not exist): one line naming the file and the command that
+    remakes it, nothing written."""
     region = copy.deepcopy(tiny["region"])
     region.settings[section][key] = value
     out = tmp_path / "cv" / "rf_random_f0.parquet"
     with pytest.raises(InputError) as info:
         cv_fold(region, FoldSpec("nsp", "rf", "random", 0), samples=tiny["samples"],
-                stacks=tiny["stacks"], out=out)
-    message, made = str(info.value), samples_metadata(tiny["samples"])
+                folds=tiny["folds"], stacks=tiny["stacks"], out=out)
+    message, made = str(info.value), read_folds(tiny["folds"])[1]
     assert made[key] != value
-    assert message.startswith(f"{tiny['samples']}: its folds were drawn with folds "
-                              f"{made['folds']}, seed {made['seed']}; ")
-    assert f"{key} {value}" in message and f"snakemake --cores 1 -R {tiny['samples']}" in message
+    assert message.startswith(f"{tiny['folds']}: drawn with folds {made['folds']}, seed "
+                              f"{made['seed']}; ")
+    assert f"{key} {value}" in message and f"snakemake --cores 1 -R {tiny['folds']}" in message
     assert not out.exists() and not out.parent.exists()
 
 
 def test_bad_model_choices_are_refused(tiny: dict, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs --pretrained"):
         cv_fold(tiny["region"], FoldSpec("nsp", "miso", "random", 0), samples=tiny["samples"],
-                stacks=tiny["stacks"], out=tmp_path / "x.parquet")
+                folds=tiny["folds"], stacks=tiny["stacks"], out=tmp_path / "x.parquet")
     assert not (tmp_path / "x.parquet").exists()
     with pytest.raises(ConfigError, match="unknown model 'svm'; choose one of rf, miso"):
         FoldSpec("nsp", "svm", "random", 0)
@@ -200,6 +201,7 @@ def test_cli_cv_fold_writes_the_table(tiny: dict, tmp_path: Path,
     out = tmp_path / "cli" / "rf_sh1km_f2.parquet"
     code = main(["cv-fold", "--config", str(tiny["config"]), "--region", "tiny", "--task", "nsp",
                  "--model", "rf", "--split", "sh1km", "--fold", "2", "--samples",
-                 str(tiny["samples"]), "--out", str(out), *map(str, tiny["stacks"])])
+                 str(tiny["samples"]), "--folds", str(tiny["folds"]), "--out", str(out),
+                 *map(str, tiny["stacks"])])
     assert code == 0 and out.exists()
     assert "test points" in capsys.readouterr().out

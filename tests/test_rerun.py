@@ -335,3 +335,63 @@ def test_folds_take_the_fine_tuning_epochs_only_when_theirs_are_null(project: Wo
     for job in folds:
         taken = [p for p in job if p.startswith(epochs_file)]
         assert len(taken) == (1 if job in miso else 0), job
+
+
+def test_each_models_evaluation_settings_rerun_its_folds_alone(project: WorkflowProject) -> None:
+    """A fold takes its own model's settings file (cv_rf, cv_miso): more trees rerun the
+    forest's folds and the reports, other fold epochs MiSo's; neither retrains a map's model."""
+    targets = [*project.maps(), *project.reports()]
+    settings = yaml.safe_load(project.region_file.read_text())
+    folds = settings["evaluation"]["folds"] * len(settings["evaluation"]["splits"]) * 2  # tasks
+    settings["evaluation"]["rf_trees"] += 1
+    rewrite_yaml(project.region_file, settings)
+    plan = planned_outputs(project, *targets, extra=[])
+    print(f"\nevaluation.rf_trees -> {settings['evaluation']['rf_trees']}: {plan}")
+    assert set(plan) == {"region_settings", "cv_fold", "report"}
+    assert plan["region_settings"] == [f"results/{project.region}/settings/cv_rf.json"]
+    assert len(plan["cv_fold"]) == folds and all("/rf_" in p for p in plan["cv_fold"])
+    settings["evaluation"]["epochs"] += 1
+    rewrite_yaml(project.region_file, settings)
+    plan = planned_outputs(project, *targets, extra=[])
+    print(f"and evaluation.epochs -> {settings['evaluation']['epochs']}: {plan}")
+    assert len(plan["cv_fold"]) == 2 * folds and "finetune" not in plan
+
+
+def test_the_fold_count_draws_the_folds_again_not_the_models(project: WorkflowProject) -> None:
+    """The folds are a file of their own (rule folds): another fold count draws them again and
+    runs the new folds and the reports, and retrains no map's model (the samples, which the
+    models read, hold no fold)."""
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings["evaluation"]["folds"] += 1
+    rewrite_yaml(project.region_file, settings)
+    jobs = planned_jobs(project, *project.maps(), *project.reports())
+    print(f"\nevaluation.folds -> {settings['evaluation']['folds']}: {jobs}")
+    n = settings["evaluation"]["folds"] * len(settings["evaluation"]["splits"]) * 2 * 2
+    assert jobs == {"folds": 1, "cv_fold": n, "report": 2}
+
+
+def test_a_changed_seed_trains_once_on_folds_drawn_again(project: WorkflowProject) -> None:
+    """Another training.seed retrains every model and draws the folds again (their jobs read the
+    new folds), in one run: the folds were once in the samples table, which the seed did not
+    remake, so the folds stopped on a stale table and the command they gave retrained again."""
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings["training"]["seed"] += 1
+    rewrite_yaml(project.region_file, settings)
+    jobs = planned_jobs(project, *project.maps(), *project.reports())
+    print(f"\ntraining.seed -> {settings['training']['seed']}: {jobs}")
+    assert jobs["folds"] == 1 and jobs["pretrain"] == 1 and jobs["finetune"] == 2
+    assert "samples" not in jobs and jobs["cv_fold"] == 8
+    run_snakemake(project, *project.reports(), extra_args=["--cores", "2"])
+    assert planned_jobs(project, *project.reports()) == {}
+
+
+def test_an_edited_description_remakes_the_products_alone(project: WorkflowProject) -> None:
+    """The products state the region's description (the STAC Item) and synthetic flag beside
+    their pixels: an edit of the description remakes each map product (no prediction), so the
+    Item never says what the region file no longer does."""
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings["description"] = f"{settings.get('description', '')} (edited)"
+    rewrite_yaml(project.region_file, settings)
+    jobs = planned_jobs(project, *project.maps())
+    print(f"\nedited description: {jobs}")
+    assert jobs == {"mosaic_probability": 1, "mosaic_classes": 1}

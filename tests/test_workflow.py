@@ -4,6 +4,7 @@ and the HTML report (projects made by tests/workflow_project.py)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -59,10 +60,11 @@ def test_tiny_plan_has_every_stage(tmp_path: Path) -> None:
     jobs = planned_jobs(project, *project.maps(), *project.reports())
     n = len(project.tiles)
     assert jobs == {
-        "demo_sources": 1, "stack": len(project.stacked), "samples": 1, "pretrain": 1,
-        "finetune": 2,
-        # area, observations, stack, model, training, finetune_nsp, finetune_soilorder, evaluation
-        "region_settings": 8,
+        "demo_sources": 1, "stack": len(project.stacked), "samples": 1, "folds": 1,
+        "pretrain": 1, "finetune": 2,
+        # area, observations, stack, model, training, finetune_nsp, finetune_soilorder, cv_rf,
+        # cv_miso
+        "region_settings": 9,
         "cv_fold": 2 * 2 * 2,  # tasks x models (rf, miso) x folds, one split
         "report": 2, "predict": 2 * n, "mosaic_probability": 1, "mosaic_classes": 1,
     }  # fmt: skip
@@ -408,6 +410,33 @@ def test_a_tile_the_region_does_not_have_stops_the_plan(tmp_path: Path) -> None:
                     f"{project.region}{flag}")
         assert expected in out.splitlines(), out
         assert "Traceback" not in out and "Exception" not in out, out
+
+
+def test_the_tile_list_a_plan_error_gives_under_a_site_file_is_the_runs(tmp_path: Path) -> None:
+    """Under a site file that changes ``tile_px``, the command a wrong tile's error gives reads
+    the same config files (``--config`` once per file, merged as --configfile merges them), so it
+    lists the run's tiles, not the region file's."""
+    import shlex
+
+    project = make_project(tmp_path / "project")
+    site = project.path("site.yaml")
+    site.write_text(yaml.safe_dump({"region_overrides": {project.region: {"tile_px": 64}}}))
+    result = run_snakemake(project, "-n", f"results/{project.region}/stack/R0000C0000.tif",
+                           extra_args=["--configfile", str(project.config), str(site)],
+                           check=False)
+    out = result.stdout + result.stderr
+    line = next(x for x in out.splitlines() if x.startswith("error: R0000C0000: "))
+    assert "(tile_px 64)" in line, line
+    command = line.split("list them with: ", 1)[1]
+    assert command.endswith(f"--stacked --config {os.path.relpath(project.config, project.root)}"
+                            " --config site.yaml"), command
+    args = shlex.split(command)
+    assert args[:3] == ["python", "-m", "mapper"]
+    listed = subprocess.run([sys.executable, *args[1:]], cwd=project.root, env=project.env,
+                            capture_output=True, text=True, check=True).stdout.split()
+    run_region = load_region(load_config([project.config, site]), project.region)
+    assert listed == run_region.stacked_tiles()
+    assert len(listed) > len(project.stacked)  # the region file's 128 px tiles are fewer
 
 
 def test_every_source_can_be_an_http_download(tmp_path: Path) -> None:

@@ -45,6 +45,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_config(parser: argparse.ArgumentParser) -> None:
+    """The ``--config`` option of a command: the config file, or several, each merged over the
+    ones before as ``snakemake --configfile`` merges them (:func:`mapper.config.load_config`)."""
+    parser.add_argument(
+        "--config", action="append", metavar="FILE",
+        help="config file (default: config/config.yaml); given again (a site file), merged over "
+             "the ones before, as snakemake --configfile merges it",
+    )  # fmt: skip
+
+
 def _stage_rank(name: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER), name)
 

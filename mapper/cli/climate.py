@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "its path. Formulas: mapper/sources/snap.py and the README."
         ),
     )
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--source", default="climate", help="the snap source's name (default climate)")
     p.add_argument("--pr", required=True, metavar="ZIP", help="monthly precipitation archive")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "region's seed."
         ),
     )
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", default="demo", help="region name (its sources must be kind demo)")
     p.add_argument("--out", default=None, help="output folder (default resources/<region>)")
     p.set_defaults(func=run_demo)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
 from mapper.experiment import MODELS, SPLITS
 from mapper.tasks import TASKS
 
@@ -12,13 +13,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "cv-fold", help="train one model on one CV fold and write its test-point predictions"
     )
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--task", required=True, choices=list(TASKS), help="task")
     p.add_argument("--model", required=True, choices=list(MODELS))
     p.add_argument("--split", required=True, choices=list(SPLITS))
     p.add_argument("--fold", required=True, type=int, help="fold number (0-based)")
     p.add_argument("--samples", required=True, metavar="S", help="samples table (Parquet)")
+    p.add_argument("--folds", required=True, metavar="F",
+                   help="its folds table (Parquet; python -m mapper folds)")
     p.add_argument("--pretrained", metavar="P", help="pretrained checkpoint (model miso)")
     p.add_argument("--out", required=True, metavar="OUT", help="output Parquet table")
     p.add_argument("stacks", nargs="+", metavar="STACK", help="the region's stack GeoTIFFs")
@@ -26,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_cv_fold)
 
     r = subparsers.add_parser("report", help="metrics over CV folds: Markdown, JSON and plots")
-    r.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(r)
     r.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     r.add_argument("--task", required=True, choices=list(TASKS), help="task")
     r.add_argument("--out", required=True, metavar="OUT", help="output Markdown (.md)")
@@ -45,8 +48,8 @@ def run_cv_fold(args: argparse.Namespace) -> int:
 
     region = load_region(load_config(args.config), args.region)
     spec = FoldSpec(task=args.task, model=args.model, split=args.split, fold=args.fold)
-    df = cv_fold(region, spec, samples=args.samples, stacks=args.stacks, out=args.out,
-                 pretrained=args.pretrained, device=args.device)
+    df = cv_fold(region, spec, samples=args.samples, folds=args.folds, stacks=args.stacks,
+                 out=args.out, pretrained=args.pretrained, device=args.device)
     print(f"{args.out}: {len(df)} test points")
     return 0
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("tiles", help="print the tile ids of a region, one per line")
     p.add_argument("region", nargs="?", help="region name (a key of config 'regions')")
     p.add_argument("--region", dest="region_option", metavar="REGION",
                    help="the region, as the other commands take it")
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--stacked", action="store_true",
                    help="also the context tiles (stacked, not mapped) within a crop's reach")
     p.set_defaults(func=run_tiles)

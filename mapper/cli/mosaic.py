@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
 from mapper.tasks import TASKS
 
 
@@ -18,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("tiles", nargs="+", help="predicted tiles (results/<region>/predict/<task>/)")
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--task", required=True, choices=list(TASKS))
     p.add_argument("--model", required=True, help="the checkpoint the tiles were predicted with")

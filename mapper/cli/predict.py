@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mapper.cli import positive_int
+from mapper.cli import add_config, positive_int
 from mapper.tasks import TASKS
 
 
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("stacks", nargs="+", help="the tile's stack and its neighbours' (<tile>.tif)")
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--task", required=True, choices=list(TASKS))
     p.add_argument("--tile", required=True, help="tile id, e.g. R0012C0034")

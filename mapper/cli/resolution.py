@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("tiles", nargs="+", help="predicted tiles at 10 m and at each coarser out_res")
     p.add_argument("--logs", nargs="+", required=True,
                    help="each tile's predict log (logs/predict/...), in the order of the tiles")
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--out", required=True, help="report (.md); the .json is written beside it")
     p.set_defaults(func=run_resolution_report)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -16,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "archive to fetch: pr, tas or tasmin."
         ),
     )
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--source", required=True, help="source name: sentinel2, dem, climate, ...")
     p.add_argument("--tile", help="tile id (stac sources: one composite per tile)")
@@ -36,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fetch-weights",
         help="download the region's model.satlas_weights URL (checked against its lock file)",
     )
-    w.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(w)
     w.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     w.add_argument("--out", required=True, metavar="OUT", help="where to write the weights")
     w.set_defaults(func=run_fetch_weights)
@@ -52,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "entries of the source's 'exclude' setting to paste into the region file."
         ),
     )
-    s.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(s)
     s.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     which = s.add_mutually_exclusive_group(required=True)
     which.add_argument("--tile", help="a tile id: list the items its composite used")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "stack",
         help="warp the sources onto one tile and derive terrain covariates (19-band GeoTIFF)",
     )
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--tile", required=True, help="tile id, e.g. R0012C0034")
     p.add_argument(

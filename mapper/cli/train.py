@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
 from mapper.tasks import TASKS
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--samples", required=True, metavar="S", help="samples table (Parquet)")
     p.add_argument("--out", required=True, metavar="OUT", help="output checkpoint (.pt)")

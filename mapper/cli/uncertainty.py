@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
 from mapper.tasks import TASKS
 
 
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("tiles", nargs="+", help="the map's predicted tiles (results/<region>/predict/"
                    "<task>/)")
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--task", required=True, choices=list(TASKS))
     p.add_argument("--model", required=True, help="the checkpoint the map's tiles were predicted "
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "table, the figures as JSON and a PNG figure."
         ),
     )
-    r.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(r)
     r.add_argument("--region", required=True, help="region name (a synthetic region)")
     r.add_argument("--maps", nargs="+", required=True, help="maps/<task>_<region>.tif, per task")
     r.add_argument("--uncertainty", nargs="+", required=True,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from mapper.cli import add_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -16,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(Multi)Polygon per zone in EPSG:3338 to OUT (GeoJSON); print OUT."
         ),
     )
-    p.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(p)
     p.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     p.add_argument("--layer", required=True, help="the layer's name (under the region's 'zones')")
     p.add_argument("--out", required=True, metavar="OUT", help="output GeoJSON")
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f = subparsers.add_parser(
         "fetch-zone", help="download one file of an http zone layer (retries, resume, sha256)"
     )
-    f.add_argument("--config", default="config/config.yaml", help="config file")
+    add_config(f)
     f.add_argument("--region", required=True, help="region name (a key of config 'regions')")
     f.add_argument("--layer", required=True, help="the layer's name (under the region's 'zones')")
     f.add_argument("--file", required=True, help="the file's local name")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mapper.blending import BATCH_SIZE as PREDICT_BATCH_SIZE
-from mapper.config import resolve_config, write_run_config
+from mapper.config import DEFAULT_CONFIG, resolve_config, write_run_config
 from mapper.errors import MapperError
 from mapper.experiment import MODELS, SPLITS
 from mapper.grid import TILE_PATTERN
@@ -79,9 +79,19 @@ def known_tile(region, tile, stacked):
         sys.exit(
             f"error: {tile}: not a {what} tile of region '{region}' (tile_px "
             f"{REGIONS[region].settings['tile_px']}); list them with: python -m mapper tiles "
-            f"{region}{flag}"
+            f"{region}{flag}{config_options()}"
         )
     return tile
+
+
+def config_options():
+    """`` --config <file>`` for each config file of the run, when a site file is among them (a
+    ``python -m mapper`` command reads config/config.yaml alone unless told), for the commands
+    that messages suggest; else nothing."""
+    files = list(dict.fromkeys(map(os.path.abspath, workflow.configfiles)))
+    if files == [os.path.abspath(DEFAULT_CONFIG)]:
+        return ""
+    return "".join(f" --config {os.path.relpath(f)}" for f in files)
 
 
 def stacked_tile(wildcards):
@@ -308,6 +318,14 @@ def prediction_settings(wildcards):
     reruns no prediction of the map's model (params trigger)."""
     settings = region_of(wildcards).settings["prediction"]
     return {k: v for k, v in settings.items() if k != "ensemble"}
+
+
+def product_labels(wildcards):
+    """What the products say of the region beside their pixels: its ``description`` (the STAC
+    Item's) and whether it is synthetic (tags, quick-look, Item): params of the mosaic rules, so
+    an edit of either remakes the products and no prediction."""
+    region = region_of(wildcards)
+    return {"description": region.settings.get("description", ""), "synthetic": region.synthetic}
 
 
 def pretrained_checkpoint(wildcards):

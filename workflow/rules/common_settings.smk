@@ -3,14 +3,17 @@
 # the fetch and stack jobs list among their params. Included after common.smk.
 
 
-from mapper.training_settings import training_sections
+from mapper.training_settings import cv_sections, fold_draw, training_sections
 from mapper.sources.exclusions import composite_settings
 from mapper.sources.weights import is_url
 
 TRAINING_SECTIONS = ("training", *(f"finetune_{task}" for task in TASKS))
 """The training section's files (mapper.training_settings.training_sections): what every training
 job reads, and each task's fine-tuning epochs, so that one task's epochs retrain that task alone."""
-SETTINGS_SECTIONS = ("area", "observations", "stack", "model", *TRAINING_SECTIONS, "evaluation")
+CV_SECTIONS = ("cv_rf", "cv_miso")
+"""What each model's folds read of the evaluation section (mapper.training_settings.cv_sections):
+a setting of one model reruns its folds alone."""
+SETTINGS_SECTIONS = ("area", "observations", "stack", "model", *TRAINING_SECTIONS, *CV_SECTIONS)
 """The sections written out by rule region_settings (workflow/rules/settings.smk)."""
 
 
@@ -29,7 +32,7 @@ def canonical(settings):
 def section_settings(wildcards):
     """The region's settings section of the wildcards (``area``: what beside the boundary file
     defines the mapped area; ``observations``: the observation source's section; ``training``
-    and ``finetune_<task>``: TRAINING_SECTIONS)."""
+    and ``finetune_<task>``: TRAINING_SECTIONS; ``cv_rf`` and ``cv_miso``: CV_SECTIONS)."""
     if wildcards.section == "area":
         return area_settings(wildcards)
     if wildcards.section == "observations":
@@ -37,6 +40,8 @@ def section_settings(wildcards):
     settings = region_of(wildcards).settings
     if wildcards.section in TRAINING_SECTIONS:
         return training_sections(settings["training"])[wildcards.section]
+    if wildcards.section in CV_SECTIONS:
+        return cv_sections(settings)[wildcards.section]
     return settings[wildcards.section]
 
 
@@ -71,12 +76,23 @@ def finetune_settings_file(wildcards):
     return f"results/{wildcards.region}/settings/finetune_{wildcards.task}.json"
 
 
-def cv_epochs_settings(wildcards):
-    """A MiSo fold's epochs when ``evaluation.epochs`` is null: its task's fine-tuning epochs
-    (mapper.evaluate); otherwise none (the evaluation section gives them; a forest has none)."""
-    if wildcards.model == "rf" or region_of(wildcards).settings["evaluation"]["epochs"]:
-        return []
-    return finetune_settings_file(wildcards)
+def cv_settings(wildcards):
+    """The settings files a fold of the wildcards' model is computed with (CV_SECTIONS): a
+    forest's its own section; MiSo's the model, training and ``cv_miso`` sections, and its task's
+    fine-tuning epochs when ``evaluation.epochs`` is null (mapper.evaluate). Each with ``area``
+    (the region's boundary and lattice, which every job loading the region reads)."""
+    if wildcards.model == "rf":
+        return settings_files("area", "cv_rf")(wildcards)
+    files = settings_files("model", "training", "area", "cv_miso")(wildcards)
+    if not region_of(wildcards).settings["evaluation"]["epochs"]:
+        files.append(finetune_settings_file(wildcards))
+    return files
+
+
+def fold_draw_settings(wildcards):
+    """What the region's folds are drawn with (mapper.training_settings.fold_draw): the folds
+    job's params (it reads no stack, so they are compared at every run)."""
+    return fold_draw(region_of(wildcards).settings)
 
 
 def write_settings_file(text, inputs, path, log):

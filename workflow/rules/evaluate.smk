@@ -7,6 +7,7 @@
 rule cv_fold:
     input:
         samples="results/{region}/samples/points.parquet",
+        folds="results/{region}/samples/folds.parquet",
         # the SatlasPretrain weights (model.satlas_weights; fetched when given by URL,
         # verified against the lock file, so a re-download alone retrains nothing)
         weights=ancient(satlas_weights_file),
@@ -15,8 +16,8 @@ rule cv_fold:
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
         stacks=ancient(region_stacks),
         boundary=boundary_file,
-        settings=settings_files("model", "training", "evaluation", "area"),
-        epochs=cv_epochs_settings,
+        # each model's own settings (CV_SECTIONS): a forest setting reruns the forest's folds
+        settings=cv_settings,
     output:
         "results/{region}/cv/{task}/{model}_{split}_f{fold}.parquet",
     log:
@@ -35,7 +36,8 @@ rule cv_fold:
     shell:
         "python -m mapper cv-fold --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {wildcards.model} --split {wildcards.split}"
-        " --fold {wildcards.fold} --samples {input.samples} {params.pretrained}"
+        " --fold {wildcards.fold} --samples {input.samples} --folds {input.folds}"
+        " {params.pretrained}"
         " --out {output} {input.stacks} --log {log}"
 
 

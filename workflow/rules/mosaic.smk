@@ -27,6 +27,7 @@ rule mosaic_probability:
     params:
         config=run_config,
         area=canonical(area_settings),
+        labels=canonical(product_labels),
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
@@ -57,6 +58,7 @@ rule mosaic_classes:
     params:
         config=run_config,
         area=canonical(area_settings),
+        labels=canonical(product_labels),
     shell:
         "python -m mapper mosaic --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"
@@ -89,6 +91,7 @@ rule mosaic_uncertainty:
     params:
         config=run_config,
         area=canonical(area_settings),
+        labels=canonical(product_labels),
     shell:
         "python -m mapper uncertainty --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"

@@ -1,5 +1,6 @@
-# Stage 3, samples: observation points -> per-point stack values (for Random Forest), crop
-# locations (for MiSo), and fold ids for the Random, SH-1km and SH-10km splits.
+# Stage 3, samples: observation points -> per-point stack values (for Random Forest) and crop
+# locations (for MiSo); then their fold ids for the Random, SH-1km and SH-10km splits, in a file
+# of their own, which only the cross-validation reads (the maps' models do not depend on them).
 
 
 rule samples:
@@ -21,3 +22,20 @@ rule samples:
     shell:
         "python -m mapper samples --config {params.config} --region {wildcards.region}"
         " --observations {input.observations:q} --out {output} {input.stacks} --log {log}"
+
+
+rule folds:
+    input:
+        "results/{region}/samples/points.parquet",
+    output:
+        "results/{region}/samples/folds.parquet",
+    log:
+        "logs/samples/{region}_folds.log",
+    conda:
+        "../../envs/mapper.yaml"
+    params:
+        config=run_config,
+        draw=canonical(fold_draw_settings),
+    shell:
+        "python -m mapper folds --config {params.config} --region {wildcards.region}"
+        " --samples {input} --out {output} --log {log}"

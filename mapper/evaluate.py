@@ -158,6 +158,8 @@ def cv_fold(
             f"model miso needs --pretrained (training.pretrain is on in region {region.name}); "
             "pass the pretrained checkpoint, or use miso_nopretrain"
         )
+    if model != "rf" and not stacks:
+        raise ConfigError(f"model {model} reads the region's stacks (its crops); pass them")
     if model != "miso" and pretrained is not None:
         logger.warning("model %s ignores the pretrained checkpoint %s", model, pretrained)
         pretrained = None

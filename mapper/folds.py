@@ -100,7 +100,7 @@ def samples_with_folds(region: Region, samples: str | Path, folds: str | Path) -
     table = read_samples(samples)
     region_samples_metadata(samples, region.name)
     drawn, meta = read_folds(folds)
-    remake = f"remake it: snakemake --cores 1 -R {folds}"
+    remake = f"remake it: snakemake --cores 1 -f {folds}"
     if meta.get("region") != region.name:
         raise InputError(f"{folds}: folds of region {meta.get('region')}, not {region.name}; "
                          f"give results/{region.name}/samples/folds.parquet")

@@ -1,9 +1,9 @@
 """Cross-validation folds: Random, SH-1km and SH-10km splits, shared by every model.
 
 Every point of the samples table gets one fold (0..folds-1) per split, stored in the columns
-``fold_random``, ``fold_sh1km`` and ``fold_sh10km``; :func:`train_test_indices` turns a fold into
-the training and test rows of a task, and is the only way models get their data, so the Random
-Forest and MiSo see identical folds.
+``fold_random``, ``fold_sh1km`` and ``fold_sh10km`` of its folds file (:mod:`mapper.folds`);
+:func:`train_test_indices` turns a fold into the training and test rows of a task, and is the
+only way models get their data, so the Random Forest and MiSo see identical folds.
 
 How folds are formed (coordinates are EPSG:3338 metres, distances Euclidean):
 
@@ -216,7 +216,8 @@ def train_test_indices(
     """
     col = fold_column(split)
     if col not in table.columns:
-        raise InputError(f"samples table has no column {col!r}; rebuild it with `mapper samples`")
+        raise InputError(f"table has no fold column {col!r}; read the samples with their folds "
+                         "(mapper.folds.samples_with_folds)")
     folds = table[col].to_numpy()
     if not 0 <= fold <= int(folds.max()):
         raise ConfigError(f"fold {fold} does not exist (folds 0..{int(folds.max())})")

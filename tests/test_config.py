@@ -199,7 +199,7 @@ def test_unknown_key_in_config(tmp_path: Path) -> None:
         ("model", "size", "huge", "model.size"),
         ("training", "seed", -1, "training.seed"),  # numpy's and sklearn's seeds: 0 .. 2^32 - 1
         ("evaluation", "rf_max_depth", 0, "evaluation.rf_max_depth"),
-        ("evaluation", "folds", 128, "evaluation.folds"),  # the samples' fold columns are int8
+        ("evaluation", "folds", 128, "evaluation.folds"),  # the folds' columns are int8
         ("training", "unlabelled_fraction", 1, "training.unlabelled_fraction"),  # no labelled crop
     ],
 )

@@ -84,7 +84,7 @@ def test_folds_of_other_points_are_refused(tiny: dict, tmp_path: Path) -> None:
             samples_with_folds(tiny["region"], samples, tiny["folds"])
         assert str(info.value).startswith(
             f"{tiny['folds']}: drawn for other points than those of {samples} (")
-        assert str(info.value).endswith(f"remake it: snakemake --cores 1 -R {tiny['folds']}")
+        assert str(info.value).endswith(f"remake it: snakemake --cores 1 -f {tiny['folds']}")
 
 
 def test_folds_of_another_region_or_no_folds_file_are_refused(tiny: dict, tmp_path: Path) -> None:

@@ -50,8 +50,8 @@ def test_a_job_is_labelled_by_its_command_and_wildcards() -> None:
                   "--model", "results/demo/models/nsp.pt", "--out", "x.tif", "s.tif"])
     assert job_label(args) == "predict demo nsp R0187C0556"  # the checkpoint path is left out
     args = parse(["cv-fold", "--region", "demo", "--task", "soilorder", "--model", "miso",
-                  "--split", "sh1km", "--fold", "3", "--samples", "p.parquet", "--out", "o",
-                  "s.tif"])
+                  "--split", "sh1km", "--fold", "3", "--samples", "p.parquet", "--folds",
+                  "f.parquet", "--out", "o", "s.tif"])
     assert job_label(args) == "cv-fold demo soilorder miso sh1km f3"
 
 

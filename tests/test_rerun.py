@@ -339,9 +339,11 @@ def test_folds_take_the_fine_tuning_epochs_only_when_theirs_are_null(project: Wo
 
 def test_each_models_evaluation_settings_rerun_its_folds_alone(project: WorkflowProject) -> None:
     """A fold takes its own model's settings file (cv_rf, cv_miso): more trees rerun the
-    forest's folds and the reports, other fold epochs MiSo's; neither retrains a map's model."""
+    forest's folds and the reports, other fold epochs MiSo's; neither retrains a map's model. A
+    training setting reruns MiSo's folds and not the forest's (which read no stack or weights)."""
     targets = [*project.maps(), *project.reports()]
-    settings = yaml.safe_load(project.region_file.read_text())
+    original = project.region_file.read_text()
+    settings = yaml.safe_load(original)
     folds = settings["evaluation"]["folds"] * len(settings["evaluation"]["splits"]) * 2  # tasks
     settings["evaluation"]["rf_trees"] += 1
     rewrite_yaml(project.region_file, settings)
@@ -355,6 +357,12 @@ def test_each_models_evaluation_settings_rerun_its_folds_alone(project: Workflow
     plan = planned_outputs(project, *targets, extra=[])
     print(f"and evaluation.epochs -> {settings['evaluation']['epochs']}: {plan}")
     assert len(plan["cv_fold"]) == 2 * folds and "finetune" not in plan
+    settings = yaml.safe_load(original)  # the run's, with one MiSo setting changed
+    settings["training"]["lr_max"] *= 2
+    rewrite_yaml(project.region_file, settings)
+    plan = planned_outputs(project, *targets, extra=[])
+    print(f"training.lr_max doubled: {plan}")
+    assert len(plan["cv_fold"]) == folds and not any("/rf_" in p for p in plan["cv_fold"])
 
 
 def test_the_fold_count_draws_the_folds_again_not_the_models(project: WorkflowProject) -> None:

@@ -46,8 +46,8 @@ def project(tmp_path: Path) -> Path:
         ("stage_times.py", ["run.log"], "run.log", ".snakemake/log/"),
         ("compare_tilings.py", ["--tile-px", "256"], "maps/nsp_demo.tif",
          "make its maps first (snakemake --cores 2 maps/nsp_demo.tif maps/soilorder_demo.tif"),
-        ("benchmarks/bench_training.py", [], "results/demo/samples/points.parquet",
-         "snakemake --cores 2 results/demo/samples/points.parquet"),
+        ("benchmarks/bench_training.py", [], "results/demo/samples/folds.parquet",
+         "snakemake --cores 2 results/demo/samples/folds.parquet"),
     ],
 )
 def test_a_missing_input_is_one_line_naming_the_file_and_the_fix(

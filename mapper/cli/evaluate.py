@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="its folds table (Parquet; python -m mapper folds)")
     p.add_argument("--pretrained", metavar="P", help="pretrained checkpoint (model miso)")
     p.add_argument("--out", required=True, metavar="OUT", help="output Parquet table")
-    p.add_argument("stacks", nargs="+", metavar="STACK", help="the region's stack GeoTIFFs")
+    p.add_argument("stacks", nargs="*", metavar="STACK",
+                   help="the region's stack GeoTIFFs (MiSo's crops; a forest reads none)")
     p.add_argument("--device", default=None, help="MiSo's torch device (default: cuda if present)")
     p.set_defaults(func=run_cv_fold)
 

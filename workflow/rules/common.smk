@@ -85,13 +85,14 @@ def known_tile(region, tile, stacked):
 
 
 def config_options():
-    """`` --config <file>`` for each config file of the run, when a site file is among them (a
-    ``python -m mapper`` command reads config/config.yaml alone unless told), for the commands
-    that messages suggest; else nothing."""
-    files = list(dict.fromkeys(map(os.path.abspath, workflow.configfiles)))
-    if files == [os.path.abspath(DEFAULT_CONFIG)]:
+    """`` --config <the run's configuration file>`` when the run's settings are not those of
+    config/config.yaml alone (a site file, ``--config KEY=VALUE``), which a ``python -m mapper``
+    command reads unless told; else nothing. For the commands that messages suggest."""
+    from mapper.config import load_config
+
+    if load_config(DEFAULT_CONFIG) == RUN_CONFIG:
         return ""
-    return "".join(f" --config {os.path.relpath(f)}" for f in files)
+    return f" --config {RUN_CONFIG_FILE}"
 
 
 def stacked_tile(wildcards):
@@ -292,6 +293,12 @@ def region_stacks(wildcards):
     return all_stacks(wildcards.region)
 
 
+def cv_fold_stacks(wildcards):
+    """The stacks a fold reads: MiSo's crops; none for a forest (it reads the samples' values),
+    so that a new context tile reruns no forest fold."""
+    return [] if wildcards.model == "rf" else region_stacks(wildcards)
+
+
 def boundary_file(wildcards):
     """The region's boundary file, an input of every job whose output depends on the mapped area
     (samples, training, evaluation, prediction, products; not the stacks: the boundary decides
@@ -321,11 +328,17 @@ def prediction_settings(wildcards):
 
 
 def product_labels(wildcards):
-    """What the products say of the region beside their pixels: its ``description`` (the STAC
-    Item's) and whether it is synthetic (tags, quick-look, Item): params of the mosaic rules, so
-    an edit of either remakes the products and no prediction."""
+    """What a map's products say of the region beside their pixels: its ``description`` (the
+    STAC Item's) and whether it is synthetic (tags, quick-look, Item): params of the map's mosaic
+    rules, so an edit of either remakes the products and no prediction."""
     region = region_of(wildcards)
     return {"description": region.settings.get("description", ""), "synthetic": region.synthetic}
+
+
+def synthetic_label(wildcards):
+    """Whether the region is synthetic, which the uncertainty products state (their Item's
+    description is their band's, not the region's): params of rule mosaic_uncertainty."""
+    return {"synthetic": region_of(wildcards).synthetic}
 
 
 def pretrained_checkpoint(wildcards):
@@ -442,6 +455,11 @@ def satlas_weights_file(wildcards):
             value, f"the SatlasPretrain weights of region '{wildcards.region}'", wildcards.region
         )
     return weights_path(value) or []
+
+
+def cv_fold_weights(wildcards):
+    """The SatlasPretrain weights a fold reads: MiSo's; none for a forest."""
+    return [] if wildcards.model == "rf" else satlas_weights_file(wildcards)
 
 
 def weights_region(wildcards):

@@ -10,11 +10,11 @@ rule cv_fold:
         folds="results/{region}/samples/folds.parquet",
         # the SatlasPretrain weights (model.satlas_weights; fetched when given by URL,
         # verified against the lock file, so a re-download alone retrains nothing)
-        weights=ancient(satlas_weights_file),
+        weights=ancient(cv_fold_weights),
         pretrained=cv_pretrained_checkpoint,
         # ancient: a re-stacked tile is re-predicted with the models as trained (a single-tile
         # rerun); retrain on purpose with -R results/<region>/samples/points.parquet
-        stacks=ancient(region_stacks),
+        stacks=ancient(cv_fold_stacks),
         boundary=boundary_file,
         # each model's own settings (CV_SECTIONS): a forest setting reruns the forest's folds
         settings=cv_settings,

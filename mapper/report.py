@@ -90,12 +90,14 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": float(v.mean()), "sd": sd, "n": int(len(v))}
 
 
-def _fmt(s: dict[str, float]) -> str:
+def _fmt(s: dict[str, float], folds: int | None = None) -> str:
+    """``mean ± sd`` of a figure; with ``folds``, the row's folds with training points, how many
+    the figure rests on when fewer (AUC and R1 are undefined where a fold's test points are one
+    class)."""
     if not s["n"]:
         return "–"
-    if not math.isfinite(s["sd"]):
-        return f"{s['mean']:.3f}"
-    return f"{s['mean']:.3f} ± {s['sd']:.3f}"
+    text = f"{s['mean']:.3f}" if not math.isfinite(s["sd"]) else f"{s['mean']:.3f} ± {s['sd']:.3f}"
+    return f"{text} ({s['n']} folds)" if folds is not None and s["n"] < folds else text
 
 
 def _order(values: list[str], known: tuple[str, ...] | list[str]) -> list[str]:
@@ -204,9 +206,10 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
     lines += [
         f"{n_folds}-fold cross-validation; each model trained on a fold's training points and "
         "scored on its test points; the same folds for every model. Figures are mean ± sd over "
-        "the folds with training points (sample sd). SH-d: no training point within d of a test "
-        "point (spatial holdout with a dead zone). Class predictions at the most probable class "
-        "(0.5 for NSP).", "",
+        "the folds with training points (sample sd); a figure undefined in some of them (AUC and "
+        "R1 where a fold's test points are one class) says on how many folds it rests. SH-d: no "
+        "training point within d of a test point (spatial holdout with a dead zone). Class "
+        "predictions at the most probable class (0.5 for NSP).", "",
     ]
     if spec.binary:
         lines += [
@@ -225,7 +228,7 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
             lines.append(
                 f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
                 f"{e['folds_used']}/{e['folds']} | {e['n_test']} | "
-                + " | ".join(_fmt(e[m]) for m in metrics) + " |"
+                + " | ".join(_fmt(e[m], e["folds_used"]) for m in metrics) + " |"
             )
     thin = [r for r in records if 0 < r["n_train"] < THIN_FOLD]
     if thin:

@@ -16,7 +16,7 @@ from mapper.errors import InputError
 from mapper.evaluate import _write
 from mapper.metrics import classification_metrics
 from mapper.raster import write_geotiff
-from mapper.report import SUMMARY, report
+from mapper.report import BESIDE, SUMMARY, report
 from mapper.tasks import TASKS
 from mapper.truth import RELIABILITY_BINS
 
@@ -291,3 +291,31 @@ def test_every_report_has_the_reliability_against_the_labels(
         rel = content["label_reliability"]["random"]
         assert rel["miso"]["ece"] < rel["rf"]["ece"]
         assert "| R1 at 0.5 | R1 at prior | prior |" in md
+
+
+def test_a_figure_on_fewer_folds_than_its_row_says_how_many(region, tmp_path: Path  # noqa: ANN001
+                                                            ) -> None:
+    """AUC and R1 are undefined in a fold whose test points are one class: their mean rests on
+    fewer folds than the row's count, and the table says how many beside them (the JSON's n)."""
+    from mapper.evaluate import read_fold
+
+    files = _fold_files(tmp_path, "nsp", 2)
+    one_class = next(f for f in files if f.name == "rf_random_f0.parquet")
+    df, info = read_fold(one_class)
+    df["y_true"] = 0
+    _write(df, one_class, info)
+    out = tmp_path / "reports" / "nsp.md"
+    report(region, "nsp", files, out)
+    entry = json.loads(out.with_suffix(".json").read_text())["summary"]["random"]["rf"]
+    assert entry["folds_used"] == 3 and entry["accuracy"]["n"] == 3
+    assert entry["auc"]["n"] == entry["r1"]["n"] == 2
+    row = next(r for r in out.read_text().splitlines()
+               if r.startswith("| Random | Random Forest |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "3/3"
+    assert f"{entry['auc']['mean']:.3f} ± {entry['auc']['sd']:.3f} (2 folds)" in cells
+    assert f"{entry['accuracy']['mean']:.3f} ± {entry['accuracy']['sd']:.3f}" in cells
+    shown = [c for m in SUMMARY["binary"] for c in (m, *BESIDE.get(m, []))]
+    assert sum("folds)" in c for c in cells) == sum(entry[m]["n"] < 3 for m in shown) >= 2
+    other = next(r for r in out.read_text().splitlines() if r.startswith("| Random | MiSo |"))
+    assert "folds)" not in other

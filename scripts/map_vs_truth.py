@@ -17,7 +17,9 @@ the observations only sample. Printed per map, over every pixel valid in both:
 - soil order: accuracy, macro and weighted F1, per-class F1 and area shares (map vs truth),
   with the majority class's share as the chance level.
 
-Maps are read on the truth's grid (both are on the lattice: the overlap window is exact).
+Maps are read on the truth's grid (both are on the lattice: the overlap window is exact). A
+coarser map (a region with ``prediction.out_res`` 20 m) is compared with the truth aggregated to
+its cells: the mean truth probability (NSP), the majority class (soil order); a line says so.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 from sklearn.metrics import f1_score, roc_auc_score
 
@@ -39,25 +42,34 @@ from mapper.report import strict_json
 from mapper.truth import RELIABILITY_BINS, plot_reliability
 
 
-def _overlap(map_path: Path, truth_path: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """(map band 1 as stored, truth band 1, map scale) over the maps' extent."""
+def _overlap(map_path: Path, truth_path: Path, resampling: Resampling
+             ) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """(map band 1 as stored, truth band 1 on the map's cells, map scale, cell factor) over the
+    maps' extent. A coarser map (``prediction.out_res`` 20 m: factor 2) is compared with the
+    truth aggregated to its cells by ``resampling`` (GDAL's, nodata left out)."""
     with rasterio.open(map_path) as m, rasterio.open(truth_path) as t:
-        if m.crs != t.crs or m.res != t.res:
-            raise SystemExit(f"error: {map_path}: not on the grid of {truth_path}")
-        win = from_bounds(*m.bounds, transform=t.transform).round_offsets().round_lengths()
-        truth = t.read(1, window=win, boundless=True, fill_value=t.nodata)
+        factor = m.res[0] / t.res[0]
+        win = from_bounds(*m.bounds, transform=t.transform)
+        aligned = (m.crs == t.crs and m.res[0] == m.res[1] and t.res[0] == t.res[1]
+                   and round(factor) >= 1 and abs(factor - round(factor)) < 1e-9
+                   and all(abs(v - round(v)) < 1e-6 for v in (win.col_off, win.row_off)))
+        if not aligned:
+            raise SystemExit(f"error: {map_path}: not on the grid of {truth_path} (nor on whole "
+                             f"multiples of its {t.res[0]:g} m cells); give the map of this "
+                             "region's lattice")
+        win = win.round_offsets().round_lengths()
+        truth = t.read(1, window=win, out_shape=(m.height, m.width), resampling=resampling,
+                       boundless=True, fill_value=t.nodata)
         truth_nodata = t.nodata
         mapped = m.read(1)
         scale = m.scales[0]
-        if mapped.shape != truth.shape:
-            raise SystemExit(f"error: {map_path}: shape {mapped.shape} vs truth {truth.shape}")
     if truth_nodata is not None and np.isfinite(truth_nodata):
         truth = np.where(truth == truth_nodata, np.nan, truth.astype(np.float64))
-    return mapped, truth.astype(np.float64), scale
+    return mapped, truth.astype(np.float64), scale, int(round(factor))
 
 
 def nsp_figures(map_path: Path, truth_path: Path) -> dict:
-    mapped, truth, scale = _overlap(map_path, truth_path)
+    mapped, truth, scale, factor = _overlap(map_path, truth_path, Resampling.average)
     ok = (mapped != 255) & np.isfinite(truth)
     p = mapped[ok].astype(np.float64) * scale
     t = truth[ok]
@@ -66,6 +78,7 @@ def nsp_figures(map_path: Path, truth_path: Path) -> dict:
     return {
         "pixels": int(ok.sum()),
         "pixels_total": int(mapped.size),
+        "truth_cells_per_pixel": factor * factor,
         "auc_vs_truth": float(roc_auc_score(present, p)),
         "accuracy_at_0.5": float(((p > 0.5) == present).mean()),
         "chance_accuracy": float(max(present.mean(), 1 - present.mean())),
@@ -79,7 +92,7 @@ def nsp_figures(map_path: Path, truth_path: Path) -> dict:
 
 
 def soilorder_figures(map_path: Path, truth_path: Path) -> dict:
-    mapped, truth, _ = _overlap(map_path, truth_path)
+    mapped, truth, _, factor = _overlap(map_path, truth_path, Resampling.mode)
     ok = (mapped != CLASS_NODATA) & np.isfinite(truth)
     y_pred = mapped[ok].astype(np.int64)
     y_true = truth[ok].astype(np.int64)
@@ -90,6 +103,7 @@ def soilorder_figures(map_path: Path, truth_path: Path) -> dict:
     return {
         "pixels": int(ok.sum()),
         "pixels_total": int(mapped.size),
+        "truth_cells_per_pixel": factor * factor,
         "accuracy": float((y_pred == y_true).mean()),
         "chance_accuracy": float(truth_share.max()),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
@@ -134,6 +148,10 @@ def main() -> None:
     for name, f in soil["per_class"].items():
         print(f"  {name:<12} {f['f1']:6.3f} {100 * f['truth_share']:8.1f} "
               f"{100 * f['map_share']:7.1f}")
+    if nsp["truth_cells_per_pixel"] > 1 or soil["truth_cells_per_pixel"] > 1:
+        print(f"(maps coarser than the truth: each map pixel against the mean truth probability "
+              f"of its {nsp['truth_cells_per_pixel']} truth cells, and the majority class of its "
+              f"{soil['truth_cells_per_pixel']})")
     print(f"NSP map calibration vs truth probability: ECE {nsp['ece']:.3f} "
           f"({RELIABILITY_BINS} equal-width bins)")
     if args.figure:

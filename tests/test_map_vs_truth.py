@@ -92,3 +92,42 @@ def test_map_vs_truth_replaces_its_json_whole(tmp_path: Path) -> None:
     assert (tmp_path / "old.json").read_text() == "{}\n"
     assert set(json.loads((tmp_path / "fig.json").read_text())) == {"nsp", "soilorder"}
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["fig.json", "old.json"]
+
+
+def test_a_coarser_map_is_compared_with_the_truth_aggregated_to_its_cells(tmp_path: Path) -> None:
+    """A 20 m map (prediction.out_res 20) against the 10 m truth: the mean truth probability and
+    the majority class of each map cell's 4 truth cells, said on a line of its own; a map off
+    the truth's grid is one error."""
+    truth = _world(tmp_path, 0.0)
+    coarse = truth.reshape(30, 2, 40, 2).mean(axis=(1, 3))
+    profile = {"driver": "GTiff", "height": 30, "width": 40, "count": 1, "dtype": "uint8",
+               "crs": "EPSG:3338", "nodata": 255,
+               "transform": Affine(20.0, 0.0, 100_000.0, 0.0, -20.0, 1_500_000.0)}
+    with rasterio.open(tmp_path / "maps/nsp_demo.tif", "w", **profile) as ds:
+        ds.write(np.round((coarse + 0.1) / SCALE).astype(np.uint8), 1)
+        ds.scales = (SCALE,)
+    classes = np.repeat(np.repeat(np.arange(1200).reshape(30, 40) % 7, 2, 0), 2, 1)
+    classes[::2, ::2] = (classes[::2, ::2] + 1) % 7  # one truth cell of 4 differs: not the mode
+    _write(tmp_path / "resources/demo/truth/soilorder.tif", classes.astype(np.uint8), 255)
+    with rasterio.open(tmp_path / "maps/soilorder_demo.tif", "w", **profile) as ds:
+        ds.write((np.arange(1200).reshape(30, 40) % 7).astype(np.uint8), 1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = [sys.executable, str(ROOT / "scripts/map_vs_truth.py"), "--json", "fig.json"]
+    run = subprocess.run(script, cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True)
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("NSP map vs truth (1,200 of 1,200 pixels valid): AUC ")
+    assert lines[1].startswith("soil order map vs truth (1,200 pixels): accuracy 1.000")
+    assert lines[-2] == ("(maps coarser than the truth: each map pixel against the mean truth "
+                         "probability of its 4 truth cells, and the majority class of its 4)")
+    figures = json.loads((tmp_path / "fig.json").read_text())
+    assert figures["nsp"]["ece"] == pytest.approx(0.1, abs=SCALE / 2 + 1e-6)
+    assert figures["nsp"]["mean_abs_diff"] == pytest.approx(0.1, abs=SCALE / 2 + 1e-6)
+    # off the grid: a 20 m map shifted by 5 m
+    profile["transform"] = Affine(20.0, 0.0, 100_005.0, 0.0, -20.0, 1_500_000.0)
+    with rasterio.open(tmp_path / "maps/nsp_demo.tif", "w", **profile) as ds:
+        ds.write(np.zeros((30, 40), np.uint8), 1)
+    run = subprocess.run(script, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.strip() == (
+        "error: maps/nsp_demo.tif: not on the grid of resources/demo/truth/nsp.tif (nor on whole "
+        "multiples of its 10 m cells); give the map of this region's lattice")

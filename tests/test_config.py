@@ -643,3 +643,27 @@ def test_a_boundary_in_degrees_follows_its_parallels(tmp_path: Path) -> None:
     for lon in (-148.5, -148.0, -147.5):
         on_parallel = shapely.Point(to_3338.transform(lon, 65.0))
         assert area.exterior.distance(on_parallel) < 0.05, lon
+
+
+def test_a_file_composites_stated_period_is_checked_and_is_the_products(tmp_path: Path) -> None:
+    """A Sentinel-2 composite of kind file may state the period it covers (``datetime``, the
+    products' STAC period): checked as a search's is, when the config is read."""
+    from datetime import UTC, datetime
+
+    from mapper.products.mosaic import source_period
+
+    region = shipped_region("fairbanks")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    region["sources"]["sentinel2"] = {"kind": "file", "path": "composite.tif",
+                                      "datetime": "2021-06-01/2021-08-31"}
+    loaded = load_region(load_config(write_config(tmp_path, region, name="fairbanks")),
+                         "fairbanks")
+    assert source_period(loaded) == (datetime(2021, 6, 1, tzinfo=UTC),
+                                     datetime(2021, 8, 31, 23, 59, 59, 999999, tzinfo=UTC))
+    region["sources"]["sentinel2"]["datetime"] = "summer 2021"
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region, name="fairbanks"))
+    assert str(exc.value) == (
+        f"{tmp_path / 'fairbanks.yaml'}: key 'sources.sentinel2.datetime': datetime 'summer "
+        "2021': expected a closed ISO interval 'start/end', e.g. 2019-06-01/2023-08-31; fix the "
+        "source's 'datetime' in the region file")

@@ -27,13 +27,16 @@ def _check_sources(settings: dict, origin: str | Path) -> None:
 
     for name, source in settings["sources"].items():
         kind, key = source["kind"], f"{origin}: key 'sources.{name}"
+        field = "datetime"
         try:
-            if kind == "stac":
+            # a STAC search's period, or the period a composite of another kind states (the
+            # products' STAC Items carry it)
+            if kind == "stac" or source.get("datetime") is not None:
                 parse_interval(source["datetime"])
-            elif kind == "snap":
+            if kind == "snap":
+                field = "first_year/last_year"
                 period_years(source)
         except ConfigError as exc:
-            field = "datetime" if kind == "stac" else "first_year/last_year"
             raise ConfigError(f"{key}.{field}': {exc}") from None
         if kind == "cells":
             cell_urls(source, Cell(64, -148), f"{origin}: sources.{name}")

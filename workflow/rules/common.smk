@@ -329,16 +329,21 @@ def prediction_settings(wildcards):
 
 def product_labels(wildcards):
     """What a map's products say of the region beside their pixels: its ``description`` (the
-    STAC Item's) and whether it is synthetic (tags, quick-look, Item): params of the map's mosaic
-    rules, so an edit of either remakes the products and no prediction."""
+    STAC Item's), whether it is synthetic (tags, quick-look, Item) and the Sentinel-2 period
+    (the Item's datetime; a composite of kind file states it as ``datetime``): params of the
+    map's mosaic rules, so an edit of any remakes the products and no prediction."""
+    return {
+        "description": region_of(wildcards).settings.get("description", ""),
+        **uncertainty_labels(wildcards),
+    }
+
+
+def uncertainty_labels(wildcards):
+    """:func:`product_labels` but the description, which the uncertainty products do not state
+    (their Item's is their band's): params of rule mosaic_uncertainty."""
     region = region_of(wildcards)
-    return {"description": region.settings.get("description", ""), "synthetic": region.synthetic}
-
-
-def synthetic_label(wildcards):
-    """Whether the region is synthetic, which the uncertainty products state (their Item's
-    description is their band's, not the region's): params of rule mosaic_uncertainty."""
-    return {"synthetic": region_of(wildcards).synthetic}
+    period = region.settings["sources"].get("sentinel2", {}).get("datetime")
+    return {"synthetic": region.synthetic, "period": period}
 
 
 def pretrained_checkpoint(wildcards):

@@ -91,7 +91,7 @@ rule mosaic_uncertainty:
     params:
         config=run_config,
         area=canonical(area_settings),
-        labels=canonical(synthetic_label),
+        labels=canonical(uncertainty_labels),
     shell:
         "python -m mapper uncertainty --config {params.config} --region {wildcards.region}"
         " --task {wildcards.task} --model {input.model} --out {output.cog} {input.tiles}"

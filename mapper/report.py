@@ -97,7 +97,9 @@ def _fmt(s: dict[str, float], folds: int | None = None) -> str:
     if not s["n"]:
         return "–"
     text = f"{s['mean']:.3f}" if not math.isfinite(s["sd"]) else f"{s['mean']:.3f} ± {s['sd']:.3f}"
-    return f"{text} ({s['n']} folds)" if folds is not None and s["n"] < folds else text
+    if folds is None or s["n"] >= folds:
+        return text
+    return f"{text} ({s['n']} fold{'s' if s['n'] > 1 else ''})"
 
 
 def _order(values: list[str], known: tuple[str, ...] | list[str]) -> list[str]:
@@ -251,7 +253,8 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
             for model, e in models.items():
                 lines.append(
                     f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
-                    + " | ".join(_fmt(e[m]) for m in DIAGNOSTICS[spec.kind]) + " |")
+                    + " | ".join(_fmt(e[m], e["folds_used"]) for m in DIAGNOSTICS[spec.kind])
+                    + " |")
     lines += ["", "## Per class (precision / recall / F1, mean ± sd over folds)", ""]
     lines.append("| split | model | " + " | ".join(classes) + " |")
     lines.append("|" + "---|" * (2 + len(classes)))

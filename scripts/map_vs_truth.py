@@ -19,7 +19,8 @@ the observations only sample. Printed per map, over every pixel valid in both:
 
 Maps are read on the truth's grid (both are on the lattice: the overlap window is exact). A
 coarser map (a region with ``prediction.out_res`` 20 m) is compared with the truth aggregated to
-its cells: the mean truth probability (NSP), the majority class (soil order); a line says so.
+its cells: the mean truth probability (NSP), the most frequent class (soil order; GDAL's mode,
+which breaks a tie in a fixed order); truth cells without data are left out; a line says so.
 """
 
 from __future__ import annotations
@@ -150,8 +151,7 @@ def main() -> None:
               f"{100 * f['map_share']:7.1f}")
     if nsp["truth_cells_per_pixel"] > 1 or soil["truth_cells_per_pixel"] > 1:
         print(f"(maps coarser than the truth: each map pixel against the mean truth probability "
-              f"of its {nsp['truth_cells_per_pixel']} truth cells, and the majority class of its "
-              f"{soil['truth_cells_per_pixel']})")
+              f"of its {nsp['truth_cells_per_pixel']} truth cells, and their most frequent class)")
     print(f"NSP map calibration vs truth probability: ECE {nsp['ece']:.3f} "
           f"({RELIABILITY_BINS} equal-width bins)")
     if args.figure:

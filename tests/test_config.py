@@ -667,3 +667,22 @@ def test_a_file_composites_stated_period_is_checked_and_is_the_products(tmp_path
         f"{tmp_path / 'fairbanks.yaml'}: key 'sources.sentinel2.datetime': datetime 'summer "
         "2021': expected a closed ISO interval 'start/end', e.g. 2019-06-01/2023-08-31; fix the "
         "source's 'datetime' in the region file")
+
+
+@pytest.mark.parametrize(("source", "kind"), [("dem", "file"), ("sentinel2", "demo")])
+def test_a_period_only_a_sentinel2_composite_can_state_is_refused(tmp_path: Path, source: str,
+                                                                  kind: str) -> None:
+    """``datetime`` would be read nowhere on another source, and a synthetic composite has no
+    period: one line naming the key, not a setting silently ignored or stamped on products."""
+    region = shipped_region("demo")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    assert region["sources"][source]["kind"] == "demo"
+    if kind == "file":
+        region["sources"][source] = {"kind": "file", "path": "dem.tif"}
+    region["sources"][source]["datetime"] = "2021-06-01/2021-08-31"
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region))
+    message = str(exc.value)
+    assert message.startswith(f"{tmp_path / 'demo.yaml'}: key 'sources.{source}.datetime': only "
+                              "the sentinel2 source states a period"), message
+    assert message.endswith("(a demo composite is synthetic: it has none)") == (kind == "demo")

@@ -100,6 +100,10 @@ def test_a_coarser_map_is_compared_with_the_truth_aggregated_to_its_cells(tmp_pa
     the truth's grid is one error."""
     truth = _world(tmp_path, 0.0)
     coarse = truth.reshape(30, 2, 40, 2).mean(axis=(1, 3))
+    truth[-2:, -2:] = np.nan  # a map cell whose truth cells have no data: left out
+    truth[-4, -4] = np.nan  # one of 4 without: the mean of the other 3
+    coarse[-2, -2] = np.mean([truth[-4, -3], truth[-3, -4], truth[-3, -3]])
+    _write(tmp_path / "resources/demo/truth/nsp.tif", truth, float("nan"))
     profile = {"driver": "GTiff", "height": 30, "width": 40, "count": 1, "dtype": "uint8",
                "crs": "EPSG:3338", "nodata": 255,
                "transform": Affine(20.0, 0.0, 100_000.0, 0.0, -20.0, 1_500_000.0)}
@@ -107,7 +111,9 @@ def test_a_coarser_map_is_compared_with_the_truth_aggregated_to_its_cells(tmp_pa
         ds.write(np.round((coarse + 0.1) / SCALE).astype(np.uint8), 1)
         ds.scales = (SCALE,)
     classes = np.repeat(np.repeat(np.arange(1200).reshape(30, 40) % 7, 2, 0), 2, 1)
-    classes[::2, ::2] = (classes[::2, ::2] + 1) % 7  # one truth cell of 4 differs: not the mode
+    # one truth cell of 4 differs, the one a nearest-neighbour read of 2 x 2 cells would take
+    classes[1::2, 1::2] = (classes[1::2, 1::2] + 1) % 7
+    classes[:2, :2] = 255  # a map cell whose truth cells have no class: left out
     _write(tmp_path / "resources/demo/truth/soilorder.tif", classes.astype(np.uint8), 255)
     with rasterio.open(tmp_path / "maps/soilorder_demo.tif", "w", **profile) as ds:
         ds.write((np.arange(1200).reshape(30, 40) % 7).astype(np.uint8), 1)
@@ -116,10 +122,10 @@ def test_a_coarser_map_is_compared_with_the_truth_aggregated_to_its_cells(tmp_pa
     run = subprocess.run(script, cwd=tmp_path, env=env, capture_output=True, text=True,
                          check=True)
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("NSP map vs truth (1,200 of 1,200 pixels valid): AUC ")
-    assert lines[1].startswith("soil order map vs truth (1,200 pixels): accuracy 1.000")
+    assert lines[0].startswith("NSP map vs truth (1,199 of 1,200 pixels valid): AUC ")
+    assert lines[1].startswith("soil order map vs truth (1,199 pixels): accuracy 1.000")
     assert lines[-2] == ("(maps coarser than the truth: each map pixel against the mean truth "
-                         "probability of its 4 truth cells, and the majority class of its 4)")
+                         "probability of its 4 truth cells, and their most frequent class)")
     figures = json.loads((tmp_path / "fig.json").read_text())
     assert figures["nsp"]["ece"] == pytest.approx(0.1, abs=SCALE / 2 + 1e-6)
     assert figures["nsp"]["mean_abs_diff"] == pytest.approx(0.1, abs=SCALE / 2 + 1e-6)

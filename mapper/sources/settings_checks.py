@@ -28,6 +28,14 @@ def _check_sources(settings: dict, origin: str | Path) -> None:
     for name, source in settings["sources"].items():
         kind, key = source["kind"], f"{origin}: key 'sources.{name}"
         field = "datetime"
+        # (a stac source other than Sentinel-2 has its own error below)
+        if source.get("datetime") is not None and kind != "stac" and not (
+                name == "sentinel2" and kind in ("file", "http")):
+            raise ConfigError(
+                f"{key}.datetime': only the sentinel2 source states a period (a stac search's, "
+                "or the one a file or http composite covers); remove it"
+                + (" (a demo composite is synthetic: it has none)" if kind == "demo" else "")
+            )
         try:
             # a STAC search's period, or the period a composite of another kind states (the
             # products' STAC Items carry it)

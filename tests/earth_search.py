@@ -128,6 +128,13 @@ class EarthSearch:
         self.server = server
         self.items: list[dict[str, Any]] = []
         self.searches: list[dict[str, Any]] = []
+        self.sortby_drops_next = False
+        """Answer as Earth Search did from January 2024 (Element84/earth-search#27): a POST
+        search with ``sortby`` got a ``next`` link whose body had lost its ``next`` token, so
+        following it gave the first page again, for ever."""
+        self.stuck_paging = False
+        """Every ``next`` link loses its token, whatever the search (a catalog whose paging
+        does not advance)."""
         server.add_route("/v1", self._landing)
         server.add_route("/v1/conformance", self._conformance)
         server.add_route(f"/v1/collections/{COLLECTION}", self._collection)
@@ -309,6 +316,7 @@ class EarthSearch:
             doc = {"code": "BadRequest", "description": "limit must be between 1 and 10000"}
             return 400, JSON, json.dumps(doc).encode()
         start = int(params["next"]) if params.get("next") else 0
+        stuck = self.stuck_paging or (self.sortby_drops_next and "sortby" in params)
         page = hits[start : start + limit]
         links = [{"rel": "root", "type": "application/json", "href": self.url}]
         if start + limit < len(hits):
@@ -323,7 +331,8 @@ class EarthSearch:
                         "type": "application/geo+json",
                         "href": search,
                         "merge": False,
-                        "body": {**{k: v for k, v in params.items() if k != "next"}, "next": token},
+                        "body": {**{k: v for k, v in params.items() if k != "next"},
+                                 **({} if stuck else {"next": token})},
                     }
                 )
             else:
@@ -334,7 +343,7 @@ class EarthSearch:
                         "title": "Next page of Items",
                         "method": "GET",
                         "type": "application/geo+json",
-                        "href": f"{search}?{kept}&next={token}",
+                        "href": f"{search}?{kept}" + ("" if stuck else f"&next={token}"),
                     }
                 )
         doc = {

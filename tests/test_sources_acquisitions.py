@@ -18,6 +18,7 @@ from pyproj import Transformer
 
 from mapper.bands import S2_BANDS
 from mapper.config import load_config, load_region
+from mapper.errors import ConfigError
 from mapper.grid import Lattice
 from mapper.sources.exclusions import tiles_using
 from mapper.sources.fetch import fetch_source
@@ -214,13 +215,28 @@ def test_an_excluded_item_is_left_out_and_the_next_pass_takes_its_place(tmp_path
         np.testing.assert_allclose(src.read()[0][west | east], 0.60, atol=1e-5)
 
     other, other_dest, _ = fetch_passes(tmp_path / "other", fetch_config,
-                                        {SECOND_PASS: ["R1500C4454"], "S2X_absent": "all"})
-    assert other["stac"]["exclude"] == ["S2X_absent"] and other["stac"]["left_out"] == []
+                                        {SECOND_PASS: ["R1500C4454"]})
+    assert other["stac"].get("exclude", []) == [] and other["stac"].get("left_out", []) == []
     assert SECOND_PASS in {i["id"] for c in other["stac_blocks"].values() for i in c}
     with rasterio.open(other_dest) as src:
         data = src.read()
     np.testing.assert_allclose(data[0][west], 0.20, atol=1e-5)
     np.testing.assert_allclose(data[0][east], 0.205, atol=1e-5)
+
+
+def test_an_excluded_id_the_catalog_does_not_have_is_one_error(tmp_path, fetch_config):
+    """A typo, or the scene as another catalog names it (S2B_MSIL2A_..., Copernicus'), would
+    leave nothing out: one line naming the entry, the collection and how to list the tile's
+    items, and no composite."""
+    with pytest.raises(ConfigError) as exc:
+        fetch_passes(tmp_path, fetch_config, {"S2X_absent": "all", SECOND_PASS: [TILE]})
+    message = str(exc.value)
+    assert "\n" not in message
+    assert "key 'sources.sentinel2.exclude.S2X_absent': no item of collection sentinel-2-l2a " \
+        "at http://127.0.0.1:" in message and message.endswith(
+            f"(python -m mapper scenes --region r --tile {TILE} lists the items of the tile's "
+            "composite)")
+    assert not (tmp_path / "sources" / "sentinel2" / f"{TILE}.tif").exists()
 
 
 def test_scenes_lists_a_tiles_items_and_the_tiles_that_used_an_item(

@@ -759,3 +759,38 @@ def test_search_follows_earth_search_paging_and_reports_its_errors(monkeypatch, 
             )
     message = str(exc.value)
     assert api.url in message and "\n" not in message and "retry later" in message
+
+
+def test_a_catalog_whose_paging_does_not_advance_is_an_error_not_a_loop(monkeypatch):
+    """Earth Search once answered a POST search with ``sortby`` by a ``next`` link without its
+    token (Element84/earth-search#27): the search sends no ``sortby`` (it reads every page and
+    ranks the items itself), and a catalog whose next page repeats the last is one SourceError
+    naming it, not a job that loops until its time limit."""
+    from earth_search import EarthSearch, Scene
+
+    import mapper.sources.stac as stac_module
+
+    monkeypatch.setattr(stac_module, "PAGE_LIMIT", 3)
+    left, bottom, right, top = LATTICE.tile_bounds(TILE)
+    ux, uy = Transformer.from_crs(3338, 32606, always_xy=True).transform(left, top)
+    x0, y0 = round(ux / 20) * 20 - 200, round(uy / 20) * 20 + 200
+    flat = {key: (lambda x, y: np.full(x.shape, 1500)) for key in COMMON}
+    bounds = (left, bottom, right, top)
+    with LoopbackServer() as server:
+        api = EarthSearch(server)
+        for day in range(1, 8):
+            scene = Scene(f"S2B_6WVC_202107{day:02d}_0_L2A", datetime(2021, 7, day, 21, tzinfo=UTC),
+                          float(day), "03.01", 32606, x0, y0, 1200.0)  # fmt: skip
+            api.add_scene(scene, flat, lambda x, y: np.full(x.shape, 4))
+        api.sortby_drops_next = True
+        items = search_items(api.url, bounds, datetime_interval="2021-07-01/2021-07-31",
+                             max_items=None)
+        assert len(items) == 7 and not any("sortby" in s for s in api.searches)
+        api.stuck_paging = True
+        api.searches.clear()
+        with pytest.raises(SourceError) as exc:
+            search_items(api.url, bounds, datetime_interval="2021-07-01/2021-07-31")
+        assert len(api.searches) == 2  # the first page, then its repeat: stopped there
+    assert str(exc.value) == (
+        f"{api.url}: STAC search: page 2 repeats the items of an earlier page (the catalog's "
+        "next link does not advance); retry later, or report it to the catalog's operator")

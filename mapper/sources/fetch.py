@@ -355,13 +355,22 @@ def _fetch_stac(
         # also where the named granule itself does not reach this tile (looked up by id)
         unseen = set(excluded) - {it.id for it in found}
         named = [it for it in found if it.id in excluded]
-        named += items_by_id(settings["api"], settings["collection"], unseen)
+        looked_up = items_by_id(settings["api"], settings["collection"], unseen)
+        unknown = sorted(unseen - {it.id for it in looked_up})
+        if unknown:  # a typo, or another catalog's name of the scene: it would leave out nothing
+            raise ConfigError(
+                f"{region.path}: key 'sources.{name}.exclude.{unknown[0]}': no item of "
+                f"collection {settings['collection']} at {settings['api']} has this id; give "
+                "the id as this catalog names it (python -m mapper scenes --region "
+                f"{region.name} --tile {tile} lists the items of the tile's composite)"
+            )
+        named += looked_up
         passes = {acquisition(it) for it in named}
         left_out = sorted(it.id for it in found if acquisition(it) in passes)
         found = [it for it in found if acquisition(it) not in passes]
         query["exclude"], query["left_out"] = excluded, left_out
-        logger.info("%s: %d excluded item(s) (%d found by the search): %d item(s) of their "
-                    "acquisitions left out: %s", tile, len(excluded), len(passes),
+        logger.info("%s: %d excluded item(s), %d acquisition(s): %d item(s) of them left out: "
+                    "%s", tile, len(excluded), len(passes),
                     len(left_out), ", ".join(left_out) or "none")
     chosen = items_by_block(
         found,

@@ -47,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 BBox = tuple[float, float, float, float]  # (west, south, east, north) in degrees
 PAGE_LIMIT = 100
+MAX_PAGES = 10_000
+"""Pages of one item search past which it stops with an error (a million items at PAGE_LIMIT,
+far more than a tile's search finds): with :func:`every_item`'s check for a repeated page, no
+catalog's paging can keep a job looping until its time limit."""
 
 
 def split_antimeridian(bbox: Sequence[float]) -> list[BBox]:
@@ -242,7 +246,8 @@ def search_items(
     try:
         client = open_client(api, timeout)
         use_query = client.conforms_to(ConformanceClasses.QUERY)
-        use_sort = client.conforms_to(ConformanceClasses.SORT)
+        # no sortby: every page is read and select_items ranks the items itself (Earth Search
+        # once lost the next token of a sorted POST search: Element84/earth-search#27)
         method = _search_method(client)
         for bbox in bboxes:
             for interval in intervals:
@@ -255,10 +260,8 @@ def search_items(
                 }
                 if use_query:
                     kwargs["query"] = {"eo:cloud_cover": {"lt": max_cloud}}
-                if use_sort:
-                    kwargs["sortby"] = [{"field": "properties.eo:cloud_cover", "direction": "asc"}]
                 before = len(found)
-                found.extend(client.search(**kwargs).items())
+                found.extend(every_item(client.search(**kwargs), api))
                 logger.debug("search %s %s: %d items", bbox, interval, len(found) - before)
     except (ConfigError, SourceError):
         raise
@@ -283,6 +286,30 @@ def search_items(
     return items
 
 
+def every_item(search: Any, api: str) -> list[pystac.Item]:
+    """Every item of a pystac-client item search, page by page (it follows the ``next`` links):
+    a page that only repeats items of an earlier one (a ``next`` link that does not advance) or
+    more than MAX_PAGES pages is one SourceError naming the catalog, not a loop."""
+    items: list[pystac.Item] = []
+    seen: set[str] = set()
+    for number, page in enumerate(search.pages(), start=1):
+        ids = [item.id for item in page.items]
+        if ids and seen.issuperset(ids):
+            raise SourceError(
+                f"{api}: STAC search: page {number} repeats the items of an earlier page (the "
+                "catalog's next link does not advance); retry later, or report it to the "
+                "catalog's operator"
+            )
+        if number > MAX_PAGES:
+            raise SourceError(
+                f"{api}: STAC search: more than {MAX_PAGES} pages of {PAGE_LIMIT} items; narrow "
+                "the source's datetime or months, or retry later"
+            )
+        seen.update(ids)
+        items.extend(page.items)
+    return items
+
+
 def _search_method(client: Any) -> str:
     """POST where the catalog's search link offers it (or names no method), else GET."""
     methods = {(link.extra_fields.get("method") or "GET").upper()
@@ -300,8 +327,8 @@ def items_by_id(api: str, collection: str, ids: Iterable[str],
         return []
     try:
         client = open_client(api, timeout)
-        return list(client.search(collections=[collection], ids=ids, limit=PAGE_LIMIT,
-                                  method=_search_method(client)).items())
+        return every_item(client.search(collections=[collection], ids=ids, limit=PAGE_LIMIT,
+                                        method=_search_method(client)), api)
     except (ConfigError, SourceError):
         raise
     except Exception as exc:  # pystac-client's APIError, requests errors, bad JSON, ...

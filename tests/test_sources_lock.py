@@ -215,6 +215,25 @@ def test_a_lock_file_that_cannot_be_written_is_one_error(server, tmp_path) -> No
     assert leftovers(tmp_path / "a.bin") == []
 
 
+def test_a_file_system_without_locks_is_one_error(server, lock, tmp_path, monkeypatch) -> None:
+    """NFS without lockd or Lustre mounted noflock answer a POSIX lock with ENOLCK: one line
+    naming the lock file and the fix, the download not kept (its checksum could not be
+    recorded)."""
+    import errno
+    import fcntl
+
+    def no_locks(fh, operation):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    url = server.add_file("/a.bin", payload(1))
+    with pytest.raises(SourceError) as caught:
+        fetch_locked(url, tmp_path / "a.bin", lock, backoff=0.001)
+    one_line_naming(caught, f"{lock.path}: cannot lock it to record a checksum (No locks "
+                    "available", "keep the project on a file system that does")
+    assert leftovers(tmp_path / "a.bin") == []
+
+
 def _record_many(path: str, worker: int, n: int) -> None:
     lock = LockFile(path)
     for i in range(n):

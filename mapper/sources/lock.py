@@ -122,7 +122,14 @@ class LockFile:
                 f"{guard}); make {self.path.parent} writable"
             ) from None
         with fh:
-            fcntl.lockf(fh, fcntl.LOCK_EX)
+            try:
+                fcntl.lockf(fh, fcntl.LOCK_EX)
+            except OSError as exc:  # NFS without lockd, Lustre mounted noflock: ENOLCK, ENOSYS
+                raise SourceError(
+                    f"{self.path}: cannot lock it to record a checksum ({exc.strerror}: the file "
+                    f"system of {self.path.parent} takes no POSIX locks); keep the project on a "
+                    "file system that does (local disk, NFS with lockd, Lustre mounted flock)"
+                ) from None
             try:
                 yield
             finally:

@@ -294,8 +294,8 @@ def region_stacks(wildcards):
 
 
 def cv_fold_stacks(wildcards):
-    """The stacks a fold reads: MiSo's crops; none for a forest (it reads the samples' values),
-    so that a new context tile reruns no forest fold."""
+    """The stacks a fold reads: MiSo's crops; none for a forest (it reads the samples' values,
+    which a remade stack reaches through the samples)."""
     return [] if wildcards.model == "rf" else region_stacks(wildcards)
 
 

@@ -34,6 +34,7 @@ from pyproj.exceptions import CRSError
 from mapper.blending import CropLattice
 from mapper.errors import ConfigError
 from mapper.grid import Lattice, tiles_of
+from mapper.region_checks import check_region_settings
 from mapper.sources.settings_checks import check_source_settings
 
 DEFAULT_CONFIG = "config/config.yaml"
@@ -152,85 +153,8 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
         origin = f"{origin} + region_overrides.{name} of {source}"
     settings = validate(settings, "region.schema.yaml", origin)
     check_source_settings(settings, origin)
-    _check_stack(settings, origin, float(config["grid"]["res"]))
-    _check_task_epochs(settings, origin)
-    _check_training(settings, origin)
-    _check_prediction(settings, origin, float(config["grid"]["res"]))
-    _check_zone_names(settings, origin)
+    check_region_settings(settings, origin, float(config["grid"]["res"]))
     return {"origin": origin, "settings": settings}
-
-
-def _check_prediction(settings: dict, origin: str | Path, res: float) -> None:
-    """The ``prediction`` section's crops and output pixel against each other and the lattice:
-    checked when the config is read, so that a dry run names the file (not a predict job)."""
-    try:
-        CropLattice.from_settings(settings["prediction"], res)
-    except ConfigError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
-
-
-def _check_task_epochs(settings: dict, origin: str | Path) -> None:
-    """Epochs given per task must name every task of the registry, and nothing else."""
-    from mapper.tasks import TASKS
-
-    epochs = settings["training"]["finetune_epochs"]
-    if isinstance(epochs, dict) and set(epochs) != set(TASKS):
-        raise ConfigError(
-            f"{origin}: key 'training.finetune_epochs' gives epochs for "
-            f"{', '.join(sorted(epochs)) or 'no task'}; give one number, or one per task: "
-            f"{', '.join(TASKS)}"
-        )
-
-
-def _check_zone_names(settings: dict, origin: str | Path) -> None:
-    """Each zone layer's ``name`` is its file and its key in the reports: one name, one layer."""
-    names = [layer["name"] for layer in settings["zones"]]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ConfigError(
-            f"{origin}: zones: the name {', '.join(repeated)} is given to more than one layer; "
-            "give each layer its own name"
-        )
-
-
-def _check_training(settings: dict, origin: str | Path) -> None:
-    """Training settings the schema cannot relate: a crop needs query points beyond its labelled
-    ones (pretraining has no other), and the learning rates must fall from the peak."""
-    training = settings["training"]
-    if int(training["random_points"]) + int(training["grid_points"]) < 1:
-        raise ConfigError(
-            f"{origin}: keys 'training.random_points' and 'training.grid_points' are both 0, "
-            "which leaves pretraining and every crop without a labelled point no query point; "
-            "set one of them to at least 1 (the reference: 16 and 16)"
-        )
-    peak = float(training["lr_max"])
-    for key in ("lr_min", "warmup_lr"):
-        if float(training[key]) > peak:
-            raise ConfigError(
-                f"{origin}: key 'training.{key}' ({training[key]}) is above 'training.lr_max' "
-                f"({training['lr_max']}), the schedule's peak; set it to at most {peak}"
-            )
-
-
-def _check_stack(settings: dict, origin: str | Path, res: float) -> None:
-    """The ``stack`` section against the tile size and pixel size: checked when the config is
-    read, so that a dry run already names the key and the fix (not the first stack job)."""
-    from mapper.terrain import tpi_radius_px
-
-    section = settings["stack"]
-    need = max(1, tpi_radius_px(float(section["tpi_radius_m"]), res))
-    if int(section["halo_px"]) < need:
-        raise ConfigError(
-            f"{origin}: key 'stack.halo_px' ({section['halo_px']}) is smaller than the TPI disc "
-            f"radius plus derivatives need ({need} px for tpi_radius_m={section['tpi_radius_m']} "
-            f"at {res} m); raise halo_px to at least {need}"
-        )
-    block, tile = int(section["hydro_block_px"]), int(settings["tile_px"])
-    if block % tile and tile % block:
-        raise ConfigError(
-            f"{origin}: key 'stack.hydro_block_px' ({block}) and tile_px ({tile}) must nest "
-            f"(one divides the other); set hydro_block_px to a divisor or multiple of {tile}"
-        )
 
 
 def merge_settings(base: dict, override: dict) -> dict:

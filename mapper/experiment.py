@@ -19,3 +19,9 @@ SPLITS: dict[str, float | None] = {"random": None, "sh1km": 1_000.0, "sh10km": 1
 """Split name -> holdout distance in metres (``None``: random folds)."""
 
 SPLIT_NAMES: dict[str, str] = {"random": "Random", "sh1km": "SH-1km", "sh10km": "SH-10km"}
+
+
+def in_order(values: list[str], known: tuple[str, ...] | list[str]) -> list[str]:
+    """``values`` in the order of ``known`` (MODELS, the SPLITS), any other after them sorted:
+    the order of the report's and the zone tables' rows and figures."""
+    return [k for k in known if k in values] + sorted(v for v in values if v not in known)

@@ -17,7 +17,8 @@ Writes beside ``out``:
   share present for a binary task, the top-label confidence against the accuracy for a
   multiclass one), in ``RELIABILITY_BINS`` equal-width bins with the expected calibration error;
   for a binary task on a synthetic region also against the hidden truth probability at the same
-  points (:func:`mapper.truth.plot_reliability` draws it).
+  points (:func:`mapper.truth.plot_reliability` draws it). The figures are
+  :mod:`mapper.report_figures`'.
 
 R1 (binary) is given at two thresholds side by side: 0.5 (the class predictions) and the prior,
 the share of present among the fold's training points (no test label used), which says whether a
@@ -45,17 +46,22 @@ import pandas as pd
 from mapper.config import Region
 from mapper.errors import InputError
 from mapper.evaluate import read_fold
-from mapper.experiment import MODEL_NAMES, MODELS, SPLIT_NAMES, SPLITS
-from mapper.files import atomic_path, staged_paths
+from mapper.experiment import MODEL_NAMES, MODELS, SPLIT_NAMES, SPLITS, in_order
+from mapper.files import staged_paths
 from mapper.label_reliability import (
     bin_table,
     label_reliability,
     label_reliability_markdown,
-    what_is_binned,
 )
-from mapper.metrics import classification_metrics, confusion
+from mapper.metrics import classification_metrics
+from mapper.report_figures import (
+    has_reliability,
+    plot_confusion,
+    plot_reliability_panels,
+    plot_splits,
+)
 from mapper.tasks import get_task
-from mapper.truth import RELIABILITY_BINS, plot_reliability, truth_agreement, truth_path
+from mapper.truth import RELIABILITY_BINS, truth_agreement, truth_path
 from mapper.zonal import zone_markdown, zone_results
 from mapper.zones import read_zone_layer, zone_layer_path
 
@@ -74,8 +80,6 @@ DIAGNOSTICS = {"binary": ["prior", "mean_p_present", "mean_p_absent", "r1_at_pri
                           "precision_at_prior"], "multiclass": []}
 BESIDE = {"r1": ["r1_at_prior", "prior"]}
 """Diagnostics shown in the summary table right after a metric: R1 at the prior beside R1 at 0.5."""
-HEADLINE = {"binary": ["accuracy", "auc", "r1", "macro_f1"],
-            "multiclass": ["accuracy", "macro_f1", "weighted_f1"]}
 LABELS = {"accuracy": "accuracy", "auc": "AUC", "r1": "R1 at 0.5", "r1_at_prior": "R1 at prior",
           "prior": "prior", "macro_precision": "macro P",
           "macro_recall": "macro R", "macro_f1": "macro F1", "weighted_precision": "weighted P",
@@ -100,10 +104,6 @@ def _fmt(s: dict[str, float], folds: int | None = None) -> str:
     if folds is None or s["n"] >= folds:
         return text
     return f"{text} ({s['n']} fold{'s' if s['n'] > 1 else ''})"
-
-
-def _order(values: list[str], known: tuple[str, ...] | list[str]) -> list[str]:
-    return [k for k in known if k in values] + sorted(v for v in values if v not in known)
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -175,8 +175,8 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     spec = get_task(task)
     classes = list(spec.classes)
     summary: dict[str, Any] = {}
-    for split in _order(sorted({r["split"] for r in records}), tuple(SPLITS)):
-        for model in _order(sorted({r["model"] for r in records}), MODELS):
+    for split in in_order(sorted({r["split"] for r in records}), tuple(SPLITS)):
+        for model in in_order(sorted({r["model"] for r in records}), MODELS):
             recs = [r for r in records if r["split"] == split and r["model"] == model]
             if not recs:
                 continue
@@ -312,17 +312,12 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                         f"{t['n']} | {t['accuracy_vs_truth']:.3f} | "
                         f"{t['labels_accuracy_vs_truth']:.3f} | {t['chance_accuracy']:.3f} |")
     lines += by_zone or []
-    against = " and the hidden truth" if _has_reliability(truth) else ""
+    against = " and the hidden truth" if has_reliability(truth) else ""
     lines += ["", f"Figures: `{out.stem}_splits.png` (headline metrics per split), "
               f"`{out.stem}_confusion.png` (pooled confusion matrices), `{figure.name}` "
               f"(reliability against the observed labels{against}); every figure per fold in "
               f"`{out.stem}.json`.", ""]
     return "\n".join(lines)
-
-
-def _has_reliability(truth: dict[str, Any] | None) -> bool:
-    return truth is not None and any(
-        "reliability" in t for models in truth["splits"].values() for t in models.values())
 
 
 def _reliability_markdown(subject: str, truth: dict[str, Any], out: Path) -> list[str]:
@@ -347,79 +342,6 @@ def _reliability_markdown(subject: str, truth: dict[str, Any], out: Path) -> lis
                            "(points) per bin of predicted probability",
                            {MODEL_NAMES.get(m, m): t["reliability"] for m, t in models.items()})
     return lines
-
-
-def _plot_splits(task: str, summary: dict[str, Any], path: Path, synthetic: bool) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = HEADLINE[get_task(task).kind]
-    splits = list(summary)
-    models = _order(sorted({m for s in summary.values() for m in s}), MODELS)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
-    width = 0.8 / max(len(models), 1)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for i, model in enumerate(models):
-            means = [summary[s].get(model, {}).get(metric, {}).get("mean", np.nan) for s in splits]
-            sds = [summary[s].get(model, {}).get(metric, {}).get("sd", np.nan) for s in splits]
-            pos = np.arange(len(splits)) + (i - (len(models) - 1) / 2) * width
-            ax.bar(pos, means, width, yerr=np.nan_to_num(sds), capsize=2,
-                   label=MODEL_NAMES.get(model, model))
-        ax.set_xticks(np.arange(len(splits)), [SPLIT_NAMES.get(s, s) for s in splits])
-        ax.set_ylim(0, 1)
-        ax.set_title(LABELS[metric])
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{task}: mean ± sd over folds" + (" (SYNTHETIC region)" if synthetic else ""),
-                 fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def _plot_confusion(task: str, preds: pd.DataFrame, path: Path, synthetic: bool) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = list(get_task(task).classes)
-    k = len(classes)
-    splits = _order(sorted(preds["split"].unique()), tuple(SPLITS))
-    models = _order(sorted(preds["model"].unique()), MODELS)
-    size = 2.4 if k == 2 else 3.6
-    fig, axes = plt.subplots(len(splits), len(models), squeeze=False,
-                             figsize=(size * len(models) + 0.5, size * len(splits) + 0.5))
-    for i, split in enumerate(splits):
-        for j, model in enumerate(models):
-            ax = axes[i][j]
-            g = preds[(preds["split"] == split) & (preds["model"] == model)]
-            g = g[g["y_pred"] >= 0]
-            cm = confusion(g["y_true"].to_numpy(), g["y_pred"].to_numpy(), k).astype(float)
-            rows = cm.sum(axis=1, keepdims=True)
-            norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-            ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-            for r in range(k):
-                for c in range(k):
-                    ax.text(c, r, f"{int(cm[r, c])}", ha="center", va="center", fontsize=6,
-                            color="white" if norm[r, c] > 0.6 else "black")
-            short = [c[:4] for c in classes]
-            ax.set_xticks(range(k), short, fontsize=6, rotation=90 if k > 2 else 0)
-            ax.set_yticks(range(k), short, fontsize=6)
-            ax.set_title(f"{SPLIT_NAMES.get(split, split)}, {MODEL_NAMES.get(model, model)}",
-                         fontsize=7)
-            if j == 0:
-                ax.set_ylabel("true", fontsize=7)
-            if i == len(splits) - 1:
-                ax.set_xlabel("predicted", fontsize=7)
-    fig.suptitle(f"{task}: confusion pooled over folds (row-normalised colour, counts)"
-                 + (" (SYNTHETIC)" if synthetic else ""), fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def strict_json(obj: Any) -> Any:
@@ -475,31 +397,11 @@ def report(
                                                 for kind in ("splits", "confusion", "reliability")]
     with staged_paths(files) as (md, js, splits, confusion, reliability):  # all or none
         js.write_text(json.dumps(strict_json(content), indent=1, sort_keys=False))
-        _plot_splits(task, summary, splits, region.synthetic)
-        _plot_confusion(task, preds, confusion, region.synthetic)
-        _plot_reliability(task, label_rel, truth_info, reliability, region.synthetic)
+        plot_splits(task, summary, LABELS, splits, region.synthetic)
+        plot_confusion(task, preds, confusion, region.synthetic)
+        plot_reliability_panels(task, label_rel, truth_info, reliability, region.synthetic)
         md.write_text(_markdown(region, task, summary, records, truth_info, out, by_zone,
                                 label_rel))
     logger.info("wrote %s (+ .json, _splits.png, _confusion.png, _reliability.png) from %d folds",
                 out, len(records))
     return content
-
-
-def _plot_reliability(task: str, label_rel: dict[str, Any], truth: dict[str, Any] | None,
-                      path: Path, synthetic: bool) -> None:
-    """Per split, each model against the observed labels and, where there is a truth
-    probability, against it too (dashed lines' labels say "vs truth")."""
-    panels: dict[str, dict[str, Any]] = {}
-    for split, models in label_rel.items():
-        curves = panels.setdefault(SPLIT_NAMES.get(split, split), {})
-        for m, r in models.items():
-            curves[MODEL_NAMES.get(m, m)] = r["reliability"]
-    if _has_reliability(truth):
-        for split, models in truth["splits"].items():
-            curves = panels.setdefault(SPLIT_NAMES.get(split, split), {})
-            for m, t in models.items():
-                curves[f"{MODEL_NAMES.get(m, m)} vs truth"] = t["reliability"]
-    x, y = what_is_binned(task)
-    plot_reliability(panels, path, f"{task}: held-out predictions pooled over folds"
-                     + (" (SYNTHETIC region)" if synthetic else ""), xlabel=x,
-                     ylabel=y + (" (or mean truth)" if _has_reliability(truth) else ""))

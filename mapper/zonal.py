@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mapper.experiment import MODELS, SPLITS
+from mapper.experiment import MODELS, SPLITS, in_order
 from mapper.metrics import classification_metrics
 from mapper.tasks import get_task
 from mapper.zones import OUTSIDE, ZoneLayer
@@ -32,10 +32,6 @@ ZONE_METRICS = {"binary": ["accuracy", "auc", "r1", "macro_f1"],
                 "multiclass": ["accuracy", "macro_f1"]}
 SHOWN_MODELS = ("rf", "miso")
 """Models side by side in the Markdown tables (every model is in the JSON)."""
-
-
-def _order(values: list[str], known: tuple[str, ...]) -> list[str]:
-    return [k for k in known if k in values] + sorted(v for v in values if v not in known)
 
 
 def zone_results(task: str, preds: pd.DataFrame, layer: ZoneLayer) -> dict[str, Any]:
@@ -52,8 +48,8 @@ def zone_results(task: str, preds: pd.DataFrame, layer: ZoneLayer) -> dict[str, 
                            "synthetic": layer.synthetic, "source": layer.source,
                            "labels": dict(layer.labels), "zones": {}}
     usable = preds[preds["y_pred"] >= 0]
-    splits = _order(sorted(preds["split"].unique()), tuple(SPLITS))
-    models = _order(sorted(preds["model"].unique()), MODELS)
+    splits = in_order(sorted(preds["split"].unique()), tuple(SPLITS))
+    models = in_order(sorted(preds["model"].unique()), MODELS)
     for zone in zones:
         here = points[points["zone"] == zone]
         entry: dict[str, Any] = {"points": int(len(here)), "splits": {}}

@@ -29,6 +29,7 @@ from workflow_project import (
 
 from mapper.config import read_yaml
 from mapper.sources.cells import CELL_PATTERN
+from mapper.sources.exclusions import tiles_over
 
 OBSERVATIONS_URL = "http://127.0.0.1:9/survey/v1/observations.csv"
 ZONE_URL = "http://127.0.0.1:9/zones/v1/units.geojson"
@@ -63,6 +64,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[WorkflowProject,
     settings["model"].update(size="swinv2_b", satlas_weights=WEIGHTS_URL)
     settings["sources"]["sentinel2"]["exclude"] = {
         ELSEWHERE: [project.tiles[1]], HERE: [project.tiles[1], project.tiles[0]]}
+    settings["sources"]["sentinel2"]["exclude_tile_px"] = settings["tile_px"]
     rewrite_yaml(project.region_file, settings)
     targets = [project.stack(project.tiles[0]),
                "resources/fairbanks/sources/observations/observations.csv",
@@ -135,6 +137,24 @@ def test_an_exclusion_fetches_again_only_the_composites_of_the_tiles_it_names(
     assert plan_with(recorded, lambda s: s["sources"]["sentinel2"].pop("exclude")) == again
 
 
+def test_the_same_exclusions_listed_at_another_tile_size_plan_nothing(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    """``exclude_tile_px`` says what area a listed id names: the recorded entries restated as
+    tiles half the size (one sub-tile is enough to name a tile) leave the same items out of the
+    same composites."""
+    project, _ = recorded
+    here, other = project.tiles[0], project.tiles[1]
+    half = project.tile_px // 2
+
+    def restated(s: dict) -> None:
+        s["sources"]["sentinel2"].update(exclude_tile_px=half, exclude={
+            ELSEWHERE: tiles_over(other, project.tile_px, half),
+            HERE: [*tiles_over(other, project.tile_px, half)[-1:],
+                   tiles_over(here, project.tile_px, half)[0]]})
+
+    assert plan_with(recorded, restated) == {}
+
+
 def test_an_exclusion_naming_no_tile_of_the_region_is_an_error(
         recorded: tuple[WorkflowProject, list[str]]) -> None:
     project, targets = recorded
@@ -147,8 +167,8 @@ def test_an_exclusion_naming_no_tile_of_the_region_is_an_error(
     finally:
         rewrite_yaml(project.region_file, original)
     assert run.returncode != 0
-    assert (f"{project.region_file}: key 'sources.sentinel2.exclude.{HERE}': R0000C0000 is not a "
-            "tile of region 'fairbanks'") in run.log
+    assert (f"{project.region_file}: key 'sources.sentinel2.exclude.{HERE}': R0000C0000 "
+            f"(tile_px {settings['tile_px']}) is not in region 'fairbanks'") in run.log
     assert f"python -m mapper scenes --region fairbanks --item {HERE}" in run.log
 
 

@@ -149,7 +149,7 @@ def fetch_passes(tmp_path, fetch_config, exclude=None):  # noqa: ANN001, ANN201
         config = fetch_config({"sentinel2": {
             "kind": "stac", "api": api.url, "datetime": "2021-06-01/2021-08-31",
             "max_cloud": 40, "max_items": 2, "block_px": 32, "harmonized": False,
-            **({"exclude": exclude} if exclude else {})}})
+            **({"exclude": exclude, "exclude_tile_px": 64} if exclude else {})}})
         region = load_region(load_config(config), "r")
         out = tmp_path / "sources"
         manifest = read_manifest(fetch_source(region, "sentinel2", out, tile=TILE))
@@ -254,7 +254,8 @@ def test_scenes_lists_a_tiles_items_and_the_tiles_that_used_an_item(
     assert lines[0].split()[1:4] == ["2021-07-01T21:00:03+00:00", "cloud", "5"]
     assert lines[0].split()[6] == lines[1].split()[6]  # the two granules of the first pass
     assert main(["scenes", *sources, "--item", SECOND_PASS, "S2A_6WVC_20210711_0_L2A"]) == 0
-    assert capsys.readouterr().out == (f'{SECOND_PASS}: ["{TILE}"]\n'
+    assert capsys.readouterr().out == ("# tile ids at tile_px 64: exclude_tile_px: 64\n"
+                                       f'{SECOND_PASS}: ["{TILE}"]\n'
                                        "# S2A_6WVC_20210711_0_L2A: used by no fetched composite\n")
     assert main(["scenes", *sources, "--tile", "R1500C4454"]) == 1
     missing = tmp_path / "sources" / "sentinel2" / "R1500C4454"

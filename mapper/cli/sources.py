@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "items a tile's composite used (id, date, cloud cover, acquisition, the "
             "scene-selection blocks it gave clear pixels to); with --item, the tiles whose "
             "composites used each item's acquisition or were made without it, printed as "
-            "entries of the source's 'exclude' setting to paste into the region file."
+            "entries of the source's 'exclude' setting to paste into the region file, after "
+            "the 'exclude_tile_px' their tile ids need."
         ),
     )
     add_config(s)
@@ -106,7 +107,8 @@ def run_scenes(args: argparse.Namespace) -> int:
                           "not a STAC search: its composites hold no scenes to list")
     folder = Path(args.sources or default_out_dir(args.region)) / "sentinel2"
     if args.item:
-        print(exclusion_entry(tiles_using(folder, args.item)), end="")
+        tile_px = region.lattice.tile_px
+        print(exclusion_entry(tiles_using(folder, args.item, tile_px), tile_px), end="")
         return 0
     path = folder / f"{args.tile}.json"
     if not path.is_file():

@@ -349,7 +349,7 @@ def _fetch_stac(
         max_items=None,
         crs=lattice.crs,
     )
-    excluded = excluded_items(settings, tile)
+    excluded = excluded_items(settings, tile, lattice.tile_px)
     if excluded:
         # an item stands for its acquisition: every granule of the pass, and reprocessed copies,
         # also where the named granule itself does not reach this tile (looked up by id)
@@ -396,6 +396,7 @@ def _fetch_stac(
             [item],
             synthetic=region.synthetic,
             tile=tile,
+            tile_px=lattice.tile_px,
             stac=query,
             stac_blocks=summary["blocks"],
             valid_fraction=summary["valid_fraction"],

@@ -12,8 +12,11 @@ from mapper.errors import ConfigError
 def check_source_settings(settings: dict, origin: str | Path) -> None:
     """A region's ``sources`` against its ``tile_px`` and what each source's jobs take
     (``origin``: the region file, as error messages name it)."""
+    from mapper.sources.exclusions import check_exclusion_keys
+
     _check_scene_blocks(settings, origin)
     _check_sources(settings, origin)
+    check_exclusion_keys(settings, origin)
 
 
 def _check_sources(settings: dict, origin: str | Path) -> None:

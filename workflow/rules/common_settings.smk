@@ -142,9 +142,13 @@ def tile_footprint(wildcards):
 
 def composite_section(wildcards):
     """The settings a tile's Sentinel-2 composite is made with (its fetch job's params): the
-    source's section with only the ``exclude`` entries that name this tile, so that a new entry
-    fetches again the composites of the tiles it names and nothing else."""
-    return composite_settings(source_settings(wildcards.region, "sentinel2"), wildcards.tile)
+    source's section with only the ids of the ``exclude`` entries whose tiles overlap this one,
+    so that a new entry fetches again the composites of the tiles it names and nothing else."""
+    return composite_settings(
+        source_settings(wildcards.region, "sentinel2"),
+        wildcards.tile,
+        region_of(wildcards).lattice.tile_px,
+    )
 
 
 def region_sources(wildcards):

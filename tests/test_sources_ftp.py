@@ -8,6 +8,9 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +91,43 @@ def test_without_a_checksum_a_file_changed_between_attempts_is_fetched_whole(
     assert entry["sha256"] == sha(payload[::-1])
     assert not any(c.startswith("REST") for c in ftp.commands)
     assert len([c for c in ftp.commands if c.startswith("RETR")]) == 2
+
+
+def test_a_part_file_of_a_killed_job_is_resumed_against_its_mdtm(ftp, payload, tmp_path):
+    """A job killed after a cut transfer of a file without a known sha256 leaves its bytes and
+    the file's MDTM time: the next job resumes with REST while the time is unchanged, and reads
+    the file whole once it changed."""
+    url = ftp.add_file(SHP, payload)
+    dest = tmp_path / "permaice.shp"
+    part = dest.with_name("permaice.shp.part")
+    for changed in (False, True):
+        ftp.cut(SHP, 100_000)  # then the job waits 60 s to retry, and is killed meanwhile
+        code = ("import sys; from mapper.sources.http import download; "
+                "download(sys.argv[1], sys.argv[2], backoff=60, timeout=5)")
+        proc = subprocess.Popen([sys.executable, "-c", code, url, str(dest)])
+        try:
+            deadline = time.monotonic() + 60
+            while not (part.exists() and part.stat().st_size == 100_000):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(0.2)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert sorted(p.name for p in leftovers(dest)) == ["permaice.shp.part",
+                                                           "permaice.shp.part.validator"]
+        data = payload
+        if changed:
+            data = payload[::-1]
+            path = ftp.root / SHP.lstrip("/")
+            path.write_bytes(data)
+            os.utime(path, (1_700_000_000, 1_700_000_000))
+        ftp.commands.clear()
+        entry = download(url, dest, **FAST)
+        assert dest.read_bytes() == data and entry["sha256"] == sha(data)
+        assert ("REST 100000" in ftp.commands) is not changed
+        assert leftovers(dest) == [dest]
+        dest.unlink()
 
 
 def test_a_server_without_size_and_mdtm(tmp_path, payload, monkeypatch):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -496,6 +498,68 @@ def test_a_part_file_from_an_earlier_run_is_resumed_only_with_a_checksum(server,
     download(url, dest, sha256=sha(payload), **FAST)
     assert dest.read_bytes() == payload
     assert [r["status"] for r in server.requests_for("/a.bin")[2:]] == [206, 200]
+
+
+def killed_mid_download(url: str, dest: Path, nbytes: int) -> None:
+    """A download of ``url`` to ``dest`` in another process, without a sha256, killed (SIGKILL:
+    a cluster job past its time limit) once ``nbytes`` are in its ``.part``."""
+    part = dest.with_name(dest.name + ".part")
+    code = ("import sys; from mapper.sources.http import download; "
+            "download(sys.argv[1], sys.argv[2], timeout=60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, url, str(dest)])
+    deadline = time.monotonic() + 60
+    try:
+        while not (part.exists() and part.stat().st_size >= nbytes):
+            assert proc.poll() is None, "the download ended before it was killed"
+            assert time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_part_file_of_a_killed_job_is_resumed_against_its_etag(server, payload, tmp_path):
+    """A job killed halfway through a file whose sha256 nobody knows yet (the first statewide
+    run of a SNAP archive) leaves its bytes and the ETag they came with: the next job asks for
+    the rest under If-Range, and nothing is left beside the file. Changed upstream in between,
+    the file comes whole (the server ignores the range), never half of each version."""
+    url = server.add_file("/a.bin", payload)
+    etag = server.etags["/a.bin"]
+    half = len(payload) // 2
+    dest = tmp_path / "a.bin"
+    server.add_faults("/a.bin", stall(half, 5.0))
+    killed_mid_download(url, dest, half)
+    assert sorted(p.name for p in leftovers(dest)) == ["a.bin.part", "a.bin.part.validator"]
+    entry = download(url, dest, **FAST)
+    assert dest.read_bytes() == payload and entry["sha256"] == sha(payload)
+    resumed = server.requests_for("/a.bin")[-1]
+    assert resumed["headers"]["Range"] == f"bytes={half}-"
+    assert resumed["headers"]["If-Range"] == etag and resumed["status"] == 206
+    assert leftovers(dest) == [dest]
+
+    dest.unlink()
+    server.add_faults("/a.bin", stall(half, 5.0))
+    killed_mid_download(url, dest, half)
+    server.add_file("/a.bin", payload[::-1])  # a new version, with a new ETag
+    entry = download(url, dest, **FAST)
+    assert dest.read_bytes() == payload[::-1] and entry["sha256"] == sha(payload[::-1])
+    again = server.requests_for("/a.bin")[-1]
+    assert again["headers"]["If-Range"] == etag and again["status"] == 200
+    assert leftovers(dest) == [dest]
+
+
+def test_a_part_file_recorded_for_another_url_is_not_resumed(server, payload, tmp_path):
+    """The record beside a ``.part`` names its URL: after the region file's URL changed under
+    the same file name, the bytes of the old URL are discarded."""
+    old = server.add_file("/v1/a.bin", payload[::-1])
+    new = server.add_file("/v2/a.bin", payload)
+    dest = tmp_path / "a.bin"
+    server.add_faults("/v1/a.bin", stall(1000, 5.0))
+    killed_mid_download(old, dest, 1000)
+    download(new, dest, **FAST)
+    assert dest.read_bytes() == payload
+    assert "Range" not in server.requests_for("/v2/a.bin")[0]["headers"]
+    assert leftovers(dest) == [dest]
 
 
 def test_without_etag_or_last_modified_a_cut_download_is_fetched_whole(

@@ -11,8 +11,9 @@ FTP attempt, with Python's :mod:`ftplib`:
 - binary mode, passive data connections; the size from ``SIZE`` when the server offers it;
 - a ``.part`` left by a cut transfer is resumed with ``REST <offset>``, unless the file's
   modification time (``MDTM``) changed since the attempt that wrote it, as ``If-Range`` guards an
-  HTTP resume (a ``.part`` left by an earlier run is kept by the caller only when it has a
-  sha256 to check the joined file with); a server that refuses ``REST`` is read whole;
+  HTTP resume (a ``.part`` left by an earlier run is kept by the caller when the MDTM time
+  recorded beside it, ``<dest>.part.validator``, or a sha256 can tell a changed file); a server
+  that refuses ``REST`` is read whole;
 - replies 4xx (``421`` too many users, ``425``/``426`` data connection failed or aborted, ``450``
   file busy), timeouts and cut connections are retried; ``550`` (no such file) is final and
   reported as missing, ``530`` (login refused) is final with the fix.
@@ -28,7 +29,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mapper.files import file_sha256
-from mapper.sources.http import CHUNK_BYTES, _FatalError, _RetryableError, write_body
+from mapper.sources.http import (
+    CHUNK_BYTES,
+    _FatalError,
+    _RetryableError,
+    remember_validator,
+    write_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +175,7 @@ def _retrieve(
     except (OSError, EOFError) as exc:
         raise _RetryableError(f"data connection failed ({exc.__class__.__name__})") from None
 
+    remember_validator(part, url, modified)
     with conn:
         digest, received = write_body(url, part, offset, total, size, origin,
                                       lambda: conn.recv(CHUNK_BYTES), (OSError,))

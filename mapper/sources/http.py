@@ -17,6 +17,13 @@ exist. What is retried, and how:
   neither an ETag nor a Last-Modified gives nothing to resume against: the file is then fetched
   whole again, unless its sha256 is known (given, or pinned by a lock file), which catches a mix;
   a ``.part`` that already holds the stated size is checked, not fetched again;
+- a ``.part`` left by an earlier job (a cluster job killed at its time limit halfway through a
+  multi-gigabyte archive) is resumed the same way: before its first byte is written, the URL
+  and the validator of the response it comes from are written beside it
+  (``<dest>.part.validator``), and the next job sends that validator as ``If-Range``: a file
+  changed upstream since comes whole (``200``), an unchanged one from where the last job
+  stopped. Without a validator there (a server that sends neither header) the ``.part`` is
+  resumed only when the sha256 is known, as above;
 - other 4xx answers (404, 403, ...) are not retried.
 
 A sha256 mismatch is final (the region file or the URL is wrong), except when the file was put
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import logging
 import os
 import random
@@ -140,6 +148,44 @@ def _entry(url: str, dest: Path, size: int, sha256: str, headers: Any) -> dict[s
     return entry
 
 
+VALIDATOR_SUFFIX = ".validator"
+"""Beside ``<dest>.part``: the URL and the validator its bytes were sent under (JSON)."""
+
+
+def _validator_file(part: Path) -> Path:
+    return part.with_name(part.name + VALIDATOR_SUFFIX)
+
+
+def remember_validator(part: Path, url: str, validator: str | None) -> None:
+    """Record (atomically) that the bytes about to go into ``part`` come from ``url`` under
+    ``validator`` (an ETag, a Last-Modified date, an FTP MDTM time), so that a later job can
+    resume ``part`` against it; with no validator, forget any record (nothing to resume
+    against)."""
+    from mapper.files import atomic_path
+
+    record = _validator_file(part)
+    if validator is None:
+        record.unlink(missing_ok=True)
+        return
+    text = json.dumps({"url": url, "validator": validator})
+    if not (record.is_file() and record.read_text() == text):
+        with atomic_path(record) as tmp:
+            tmp.write_text(text)
+
+
+def recalled_validator(part: Path, url: str) -> str | None:
+    """The validator recorded beside ``part`` for ``url`` (:func:`remember_validator`), or None
+    (no record, an unreadable one, or one for another URL)."""
+    try:
+        record = json.loads(_validator_file(part).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("url") != url:
+        return None
+    validator = record.get("validator")
+    return validator if isinstance(validator, str) and validator else None
+
+
 def _strong_validator(headers: Any) -> str | None:
     """The ETag, unless weak (``W/"..."``, which If-Range may not use), else Last-Modified."""
     etag = headers.get("ETag")
@@ -227,6 +273,7 @@ def _attempt(
             raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1],
                               changed=True)
 
+        remember_validator(part, url, state.get("validator"))
         # read1 hands over whatever has arrived, so a cut loses no received byte (iter_content
         # would drop the partly filled chunk with the exception).
         digest, received = write_body(
@@ -344,8 +391,10 @@ def download(
     downloaded. The entry has ``url``, ``path``, ``size`` (bytes), ``sha256`` and, when the
     server sent them, ``etag`` and ``last_modified``.
 
-    A ``<dest>.part`` left by an interrupted earlier run is resumed when ``sha256`` is given
-    (the checksum catches a file that changed in between), else discarded.
+    A ``<dest>.part`` left by an interrupted earlier run is resumed against the validator
+    recorded beside it (``If-Range``: the server sends the whole file if it changed in between),
+    or when ``sha256`` is given (the checksum catches a file that changed in between); else it is
+    discarded.
 
     ``origin`` says where ``sha256``/``size`` come from and what to do when the file differs,
     for the messages: ``("the lock file x.lock.json", "to accept ...")``; by default the region
@@ -376,14 +425,20 @@ def download(
             return _entry(url, dest, dest.stat().st_size, expected, None)
         logger.warning("%s: present but its sha256 differs; downloading it again", dest)
 
-    if part.exists() and not expected:
-        # Left by an earlier run: without a checksum nothing would reveal bytes of an older
-        # version of the file mixed with newer ones, so start again.
-        logger.info("%s: discarding a partial download without a sha256 to check it", part)
+    state: dict[str, Any] = {"checked": expected is not None}
+    recalled = recalled_validator(part, url) if part.exists() else None
+    if recalled:  # left by an earlier run: the server is asked whether the file is unchanged
+        state["mdtm" if url.startswith("ftp://") else "validator"] = recalled
+        logger.info("%s: %d bytes left by an earlier run; resuming if the file is unchanged "
+                    "since (%s)", part, part.stat().st_size, recalled)
+    elif part.exists() and not expected:
+        # Left by an earlier run: without a validator or a checksum nothing would reveal bytes of
+        # an older version of the file mixed with newer ones, so start again.
+        logger.info("%s: discarding a partial download without a validator or sha256 to "
+                    "check it", part)
         part.unlink()
     own_session = session is None
     session = session or new_session()
-    state: dict[str, Any] = {"checked": expected is not None}
     cause = ""
     # Retries are counted in attempts that got no further: one cut after new bytes (kept in
     # ``part`` and resumed) starts the count again, so a long file on a link that drops now and
@@ -454,7 +509,10 @@ def download(
     finally:
         if own_session:
             session.close()
+        if not part.exists():  # renamed onto dest, or given up: nothing left to resume
+            _validator_file(part).unlink(missing_ok=True)
     part.unlink(missing_ok=True)
+    _validator_file(part).unlink(missing_ok=True)
     raise SourceError(
         f"{url} -> {dest}: {cause} (gave up after {attempt} attempts); {_FIX_URL}"
     )

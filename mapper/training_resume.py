@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from mapper.errors import InputError
-from mapper.files import file_sha256
 
 if TYPE_CHECKING:
     from mapper.config import Region
@@ -53,10 +52,14 @@ def data_digest(stacks: list[str | Path], points: PointSet | None = None) -> str
 def inputs_digest(region: Region, cfg: ModelConfig) -> dict[str, str | None]:
     """The rest of what a run reads, for the resume fingerprint: the mapped area (the boundary's
     geometry and its buffer place the crops and the normaliser's sample) and the content of the
-    SatlasPretrain weights it starts from (a file replaced under the same path)."""
+    SatlasPretrain weights it starts from (a file replaced under the same path), checked against
+    the region's lock file when given by URL."""
+    from mapper.sources.weights import checked_weights_sha256
+
     weights = cfg.satlas_weights
     return {"area": hashlib.sha256(region.area().wkb).hexdigest(),
-            "weights": file_sha256(weights) if weights and Path(weights).is_file() else None}
+            "weights": (checked_weights_sha256(region, weights)
+                        if weights and Path(weights).is_file() else None)}
 
 
 def load_partial(path: Path, fingerprint: str) -> dict[str, Any] | None:

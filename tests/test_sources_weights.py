@@ -4,6 +4,7 @@ training from the local copy, and planned by the workflow only when a region ask
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -111,3 +112,42 @@ def test_two_urls_of_one_file_name_are_refused(tmp_path: Path) -> None:
     message = str(exc.value)
     assert mirror in message and url in message and "region 'a'" in message
     assert f"resources/weights/{NAME}" in message and "m.yaml" in message
+
+
+def test_each_region_checks_the_shared_weights_against_its_own_lock_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regions giving the same URL share the file fetched under the first one's lock file; a
+    job training another region checks it against that region's lock file: an entry recording
+    other bytes (weights it was validated with earlier) stops it with one error naming its lock
+    file, and a lock file without an entry records the file."""
+    from mapper.sources.weights import checked_weights_sha256
+    from mapper.training_resume import inputs_digest
+
+    url = f"https://huggingface.co/allenai/satlas-pretrain/resolve/main/{NAME}"
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "resources" / "weights" / NAME
+    out.parent.mkdir(parents=True)
+    out.write_bytes(torch_like(1))
+
+    def region(name: str, weights: str | None):  # noqa: ANN202
+        config = write_tiny_region(tmp_path / name, (0.0, 0.0, 2560.0, 2560.0), 256, name=name,
+                                   model={"size": "demo", "satlas_weights": weights})
+        return load_region(load_config(config), name)
+
+    first, second = region("a", url), region("b", url)
+    LockFile(lock_path(first.path)).record(url, {"sha256": "0" * 64, "size": 1000})
+    got = {"sha256": hashlib.sha256(torch_like(1)).hexdigest(), "size": len(torch_like(1))}
+    assert inputs_digest(second, model_config(second))["weights"] == got["sha256"]
+    assert LockFile(lock_path(second.path)).get(url) == got  # recorded
+    assert checked_weights_sha256(second, out) == got["sha256"]  # verified
+    with pytest.raises(ChangedError) as exc:
+        inputs_digest(first, model_config(first))
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith(
+        f"{Path('resources/weights') / NAME}: the weights region 'a' trains from are not the file "
+        f"its lock file pins; {url}: the file changed upstream: {lock_path(first.path)} records "
+        "sha256 0000000000000000..., 1000 bytes")
+    assert f"delete the entry of {url} in {lock_path(first.path)}" in message
+    local = region("c", str(out))
+    assert checked_weights_sha256(local, out) == got["sha256"]
+    assert not lock_path(local.path).exists()  # a local file is the user's: no lock entry

@@ -4,7 +4,9 @@
 downloaded once by the workflow (rule ``fetch_weights``) to ``resources/weights/<file name>``
 (:func:`weights_path`), checked against the region's lock file (:mod:`mapper.sources.lock`: the
 weights are recorded at their first download, verified at every later one); training then reads
-that local file. A local path is used as it is.
+that local file, and checks it against its own region's lock file too
+(:func:`checked_weights_sha256`), since regions giving the same URL share the one download. A
+local path is used as it is.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from mapper.config import Region
-from mapper.errors import ConfigError, InputError
+from mapper.errors import ChangedError, ConfigError, InputError
 
 WEIGHTS_DIR = Path("resources/weights")
 """Where weights given by URL are kept (relative to the working directory, the project root)."""
@@ -70,6 +72,36 @@ def _check_torch_file(path: Path, url: str) -> None:
             f"{url} -> {download_target(path)}: not a torch checkpoint (neither a zip archive nor "
             "a pickle); check model.satlas_weights"
         )
+
+
+def checked_weights_sha256(region: Region, path: str | Path) -> str:
+    """The sha256 of the weights file at ``path`` that ``region`` trains from, checked against
+    the region's lock file when the region gives its weights by URL.
+
+    Regions that give the same URL share one downloaded file, fetched under the first such
+    region's lock file (rule ``fetch_weights``); every other region's lock file is checked here,
+    by every job that trains from the file: an entry that records other bytes is a
+    ChangedError naming that lock file and the fix, and a lock file without an entry gets this
+    file's (so it pins the weights from then on, as its own download would have)."""
+    from mapper.files import file_sha256
+    from mapper.sources.lock import LockFile, changed_message, lock_path
+
+    path = Path(path)
+    digest = file_sha256(path)
+    url = region.settings["model"]["satlas_weights"]
+    if not is_url(url):
+        return digest
+    lock = LockFile(lock_path(region.path))
+    got = {"sha256": digest, "size": path.stat().st_size}
+    known = lock.get(url)
+    if known is None:
+        lock.record(url, got)
+    elif known != got:
+        raise ChangedError(
+            f"{path}: the weights region '{region.name}' trains from are not the file its lock "
+            f"file pins; " + changed_message(url, lock.path, known, got)
+        )
+    return digest
 
 
 def fetch_weights(region: Region, out: str | Path) -> Path:

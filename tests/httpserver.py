@@ -12,7 +12,9 @@ Faults are queued per path and consumed one per GET, in order, before normal ser
 - ``stall(nbytes, seconds)``: like ``cut`` but wait ``seconds`` before closing (the fault's
   ``over`` event is set when that wait ends, so a test can tell whether the client gave up
   first);
-- ``ignore_range()``: answer ``200`` with the whole body even when a range was asked for.
+- ``ignore_range()``: answer ``200`` with the whole body even when a range was asked for;
+- ``ignore_if_range()``: answer a range ``206`` even when its ``If-Range`` does not match (as
+  some S3 clones and proxies do).
 
 Routes map a path to ``fn(method, query, body) -> (status, headers, bytes)`` (for JSON APIs).
 Every request is logged in ``server.log`` as ``{"method", "path", "headers", "status"}``.
@@ -60,6 +62,10 @@ def stall(nbytes: int, seconds: float) -> Fault:
 
 def ignore_range() -> Fault:
     return Fault("ignore_range")
+
+
+def ignore_if_range() -> Fault:
+    return Fault("ignore_if_range")
 
 
 class LoopbackServer:
@@ -227,7 +233,9 @@ class _Handler(BaseHTTPRequestHandler):
         if_range = self.headers.get("If-Range")
         # A multi-range request may be answered whole, as many object stores do.
         honour = wanted and "," not in wanted and not (fault and fault.kind == "ignore_range")
-        if honour and (if_range is None or (if_range == etag and path not in state.bare)):
+        blind = fault is not None and fault.kind == "ignore_if_range"
+        if honour and (if_range is None or blind
+                       or (if_range == etag and path not in state.bare)):
             parsed = _parse_range(wanted, len(data))
             if parsed is None:
                 self._send(416, {"Content-Range": f"bytes */{len(data)}"}, b"", head)

@@ -15,12 +15,17 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from httpserver import LoopbackServer, cut, ignore_range, stall, status
+from httpserver import LoopbackServer, cut, ignore_if_range, ignore_range, stall, status
 
 from mapper.config import load_config, load_region
 from mapper.errors import InputError, SourceError
 from mapper.sources.fetch import fetch_source, http_file_name, manifest_path
-from mapper.sources.http import download, parse_content_range, retry_after_seconds
+from mapper.sources.http import (
+    download,
+    parse_content_range,
+    remember_validator,
+    retry_after_seconds,
+)
 from mapper.sources.manifest import make_manifest, read_manifest, write_manifest
 
 FAST = {"backoff": 0.001, "timeout": 2.0}
@@ -522,7 +527,8 @@ def test_a_part_file_of_a_killed_job_is_resumed_against_its_etag(server, payload
     """A job killed halfway through a file whose sha256 nobody knows yet (the first statewide
     run of a SNAP archive) leaves its bytes and the ETag they came with: the next job asks for
     the rest under If-Range, and nothing is left beside the file. Changed upstream in between,
-    the file comes whole (the server ignores the range), never half of each version."""
+    the file comes whole (the If-Range does not match: the server answers 200), never half of
+    each version."""
     url = server.add_file("/a.bin", payload)
     etag = server.etags["/a.bin"]
     half = len(payload) // 2
@@ -545,6 +551,63 @@ def test_a_part_file_of_a_killed_job_is_resumed_against_its_etag(server, payload
     assert dest.read_bytes() == payload[::-1] and entry["sha256"] == sha(payload[::-1])
     again = server.requests_for("/a.bin")[-1]
     assert again["headers"]["If-Range"] == etag and again["status"] == 200
+    assert leftovers(dest) == [dest]
+
+
+def test_a_206_of_another_version_is_not_joined_to_the_kept_bytes(server, payload, tmp_path):
+    """A server that honours Range but ignores If-Range answers 206 with the new version's
+    ETag: the kept bytes are dropped and the file fetched whole, not joined to another
+    version's rest."""
+    url = server.add_file("/a.bin", payload)
+    dest = tmp_path / "a.bin"
+    server.add_faults("/a.bin", stall(1000, 5.0))
+    killed_mid_download(url, dest, 1000)
+    server.add_file("/a.bin", payload[::-1])
+    server.add_faults("/a.bin", ignore_if_range())
+    entry = download(url, dest, **FAST)
+    assert dest.read_bytes() == payload[::-1] and entry["sha256"] == sha(payload[::-1])
+    assert [r["status"] for r in server.requests_for("/a.bin")[1:]] == [206, 200]
+    assert leftovers(dest) == [dest]
+
+
+def test_a_part_resumed_on_a_checksum_alone_is_not_vouched_for(server, payload, tmp_path):
+    """Bytes of unknown origin (a ``.part`` without a record, resumed because the sha256 would
+    catch a mix) get no record: killed again, the next job without the checksum (its lock entry
+    deleted to accept a new version) discards them rather than trust them."""
+    url = server.add_file("/a.bin", payload)
+    dest = tmp_path / "a.bin"
+    part = tmp_path / "a.bin.part"
+    part.write_bytes(payload[:1000])
+    server.add_faults("/a.bin", stall(2000, 5.0))
+    code = ("import sys; from mapper.sources.http import download; "
+            "download(sys.argv[1], sys.argv[2], sha256=sys.argv[3], timeout=60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, url, str(dest), sha(payload)])
+    try:
+        deadline = time.monotonic() + 60
+        while part.stat().st_size < 3000:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert server.requests_for("/a.bin")[0]["headers"]["Range"] == "bytes=1000-"
+    assert leftovers(dest) == [part]  # no record vouches for the first 1000 bytes
+    download(url, dest, **FAST)
+    assert dest.read_bytes() == payload
+    assert "Range" not in server.requests_for("/a.bin")[-1]["headers"]
+
+
+def test_a_complete_part_file_with_its_record_is_not_fetched_again(server, payload, tmp_path):
+    """A job killed between the last byte and the rename (while the file was vetted) leaves a
+    whole ``.part`` and its record: without a checksum the server's 416 to the If-Range request
+    says the file is complete and unchanged; it is taken as it is."""
+    url = server.add_file("/a.bin", payload)
+    dest, part = tmp_path / "a.bin", tmp_path / "a.bin.part"
+    part.write_bytes(payload)
+    remember_validator(part, url, server.etags["/a.bin"])
+    entry = download(url, dest, **FAST)
+    assert dest.read_bytes() == payload and entry["sha256"] == sha(payload)
+    assert [r["status"] for r in server.requests_for("/a.bin")] == [416]
     assert leftovers(dest) == [dest]
 
 

@@ -175,7 +175,9 @@ def _retrieve(
     except (OSError, EOFError) as exc:
         raise _RetryableError(f"data connection failed ({exc.__class__.__name__})") from None
 
-    remember_validator(part, url, modified)
+    # the record vouches only for bytes written from byte 0 here, or vouched for already
+    state["vouched"] = offset == 0 or bool(state.get("vouched"))
+    remember_validator(part, url, modified if state["vouched"] else None)
     with conn:
         digest, received = write_body(url, part, offset, total, size, origin,
                                       lambda: conn.recv(CHUNK_BYTES), (OSError,))

@@ -240,7 +240,10 @@ def _attempt(
             raise _RetryableError(f"HTTP {status} {resp.reason}", wait=wait)
         if status == 416 and offset:
             length = _UNSATISFIED_RANGE.fullmatch(resp.headers.get("Content-Range") or "")
-            if state.get("checked") and length and int(length.group(1)) == offset:
+            # complete already: a checksum checks it; else an If-Range that matched (a server
+            # answers a changed file whole, not 416) says it is the version the record names
+            trusted = state.get("checked") or (validator and state.get("vouched"))
+            if trusted and length and int(length.group(1)) == offset:
                 return file_sha256(part), offset, resp.headers, True  # complete: check it
             part.unlink(missing_ok=True)
             raise _RetryableError(
@@ -251,8 +254,19 @@ def _attempt(
             raise _FatalError(f"HTTP {status} {resp.reason}", _FIX_URL, missing=missing)
 
         total: int | None
+        sent = _strong_validator(resp.headers)
+        if status == 206 and validator and sent is not None and sent != validator:
+            # a server (some S3 clones, proxies) that honours Range but not If-Range: the rest
+            # of another version of the file; start again rather than join the two
+            part.unlink(missing_ok=True)
+            state["validator"] = None
+            raise _RetryableError(
+                f"HTTP 206 under {sent}, not the {validator} of the bytes kept (the server "
+                "ignored If-Range and the file changed); restarting from byte 0",
+                wait=0.0,
+            )
         if status == 200 or not validator:
-            state["validator"] = _strong_validator(resp.headers)
+            state["validator"] = sent
         if status == 206:
             crange = parse_content_range(resp.headers.get("Content-Range"))
             if not offset or crange is None or crange[0] != offset:
@@ -266,6 +280,7 @@ def _attempt(
         else:
             if offset:
                 logger.info("%s: server ignored the Range request; downloading it whole", url)
+                part.unlink(missing_ok=True)  # before the new validator is recorded
                 offset = 0
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
@@ -273,7 +288,10 @@ def _attempt(
             raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1],
                               changed=True)
 
-        remember_validator(part, url, state.get("validator"))
+        # The record vouches for the bytes in ``part``: only for bytes this job writes from byte
+        # 0, or that the record already vouched for (never for a part resumed on a checksum)
+        state["vouched"] = offset == 0 or bool(state.get("vouched"))
+        remember_validator(part, url, state.get("validator") if state["vouched"] else None)
         # read1 hands over whatever has arrived, so a cut loses no received byte (iter_content
         # would drop the partly filled chunk with the exception).
         digest, received = write_body(
@@ -403,7 +421,8 @@ def download(
     ``vet(path)`` checks what the file holds (that it is a raster of the right place, a zip
     archive, ...) and raises to refuse it. A new download is vetted as ``<dest>.part``, before
     it takes ``dest``'s name, so a refused or half-vetted file never stands at ``dest`` (a job
-    killed meanwhile leaves only the ``.part``, discarded or checked by the next run); a present
+    killed meanwhile leaves only the ``.part``, which the next run resumes, checks or discards as
+    above); a present
     ``dest`` that matches ``sha256`` is vetted in place. A refused file is deleted and the error
     propagates.
 
@@ -422,6 +441,8 @@ def download(
         if file_sha256(dest) == expected:
             logger.info("%s: present and verified (sha256 %s...)", dest, expected[:12])
             _vetted(dest, vet)
+            part.unlink(missing_ok=True)  # left by an earlier run: not needed
+            _validator_file(part).unlink(missing_ok=True)
             return _entry(url, dest, dest.stat().st_size, expected, None)
         logger.warning("%s: present but its sha256 differs; downloading it again", dest)
 
@@ -429,6 +450,7 @@ def download(
     recalled = recalled_validator(part, url) if part.exists() else None
     if recalled:  # left by an earlier run: the server is asked whether the file is unchanged
         state["mdtm" if url.startswith("ftp://") else "validator"] = recalled
+        state["vouched"] = True
         logger.info("%s: %d bytes left by an earlier run; resuming if the file is unchanged "
                     "since (%s)", part, part.stat().st_size, recalled)
     elif part.exists() and not expected:

@@ -16,6 +16,7 @@ from mapper.sources.exclusions import (
     check_exclusions,
     composite_settings,
     excluded_items,
+    restated_entries,
     tiles_over,
     tiles_using,
 )
@@ -101,8 +102,8 @@ def test_an_entry_listing_tiles_needs_their_tile_size(fairbanks) -> None:  # noq
     assert str(err.value) == (
         "fairbanks.yaml: key 'sources.sentinel2.exclude_tile_px': not set, and the tile ids under "
         "'exclude' name an area only at the tile size they were listed at; add "
-        "'exclude_tile_px: <that tile_px>' beside 'exclude' (python -m mapper scenes --item "
-        f"prints it; the region's tile_px is {fairbanks.settings['tile_px']})")
+        f"'exclude_tile_px: <that tile_px>' beside 'exclude' (the region's tile_px, "
+        f"{fairbanks.settings['tile_px']}, unless it changed since they were listed)")
     settings["sources"]["sentinel2"]["exclude_tile_px"] = fairbanks.settings["tile_px"]
     check_source_settings(settings, "fairbanks.yaml")
 
@@ -132,6 +133,17 @@ def test_only_a_stac_source_can_leave_items_out(fairbanks, key, value) -> None: 
     with pytest.raises(ConfigError, match=rf"key 'sources.dem.{key}': only a stac source's items "
                                           r"can be left out \(this source is cells\); remove the"):
         check_source_settings(settings, "fairbanks.yaml")
+
+
+def test_entries_restated_at_another_tile_size() -> None:
+    """Each listed tile becomes the region's tiles that overlap it; ``all`` stays ``all``; a
+    tile outside the region's is dropped."""
+    section = {"exclude_tile_px": 384,
+               "exclude": {"x": ["R0010C0020"], "y": "all", "z": ["R0010C0020", "R0011C0020"]}}
+    stacked = {"R0020C0040", "R0020C0041", "R0021C0040", "R0021C0041", "R0022C0040"}
+    assert restated_entries(section, 192, stacked) == {
+        "x": ["R0020C0040", "R0020C0041", "R0021C0040", "R0021C0041"], "y": "all",
+        "z": ["R0020C0040", "R0020C0041", "R0021C0040", "R0021C0041", "R0022C0040"]}
 
 
 def test_scenes_leaves_out_composites_made_at_another_tile_size(tmp_path) -> None:  # noqa: ANN001

@@ -4,6 +4,7 @@ Earth Search v1 replica (SYNTHETIC scenes)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import numpy as np
@@ -18,9 +19,9 @@ from pyproj import Transformer
 
 from mapper.bands import S2_BANDS
 from mapper.config import load_config, load_region
-from mapper.errors import ConfigError
+from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
-from mapper.sources.exclusions import tiles_using
+from mapper.sources.exclusions import tiles_over, tiles_using
 from mapper.sources.fetch import fetch_source
 from mapper.sources.manifest import read_manifest
 from mapper.sources.stac import acquisition, items_by_block
@@ -262,3 +263,42 @@ def test_scenes_lists_a_tiles_items_and_the_tiles_that_used_an_item(
     assert capsys.readouterr().err.strip().endswith(
         f"{missing}.json: no composite manifest of tile R1500C4454; fetch its composite first: "
         f"snakemake --cores 1 {missing}.tif")
+
+
+def test_scenes_restates_entries_listed_at_another_tile_size(overlapping_pass, tmp_path, capsys):
+    """After ``tile_px`` changed, the ids ``scenes --item`` finds (at the new size) cannot join
+    entries listed at the old one under one ``exclude_tile_px``: it prints the whole section
+    restated at the new size (each old tile as the region's tiles that overlap it), with the
+    items asked for. ``scenes --tile`` refuses a composite made at another size."""
+    from tiny_region import changed_copy
+
+    from mapper.cli import main
+
+    old = Lattice.tile_id(*(i // 2 for i in Lattice.parse(TILE)))  # the 128 px tile holding it
+    config = changed_copy(tmp_path / "config.yaml", "r", tmp_path / "listed", lambda s: s[
+        "sources"]["sentinel2"].update(exclude_tile_px=128, exclude={"S2A_OLD": [old],
+                                                                     "S2A_ANY": "all"}))
+    stacked = set(load_region(load_config(config), "r").stacked_tiles())
+    quarters = sorted(t for t in tiles_over(old, 128, 64) if t in stacked)
+    assert TILE in quarters and len(tiles_over(old, 128, 64)) == 4
+    sources = ["--config", str(config), "--region", "r", "--sources", str(tmp_path / "sources")]
+    assert main(["scenes", *sources, "--item", SECOND_PASS]) == 0
+    assert capsys.readouterr().out == (
+        "# the region's exclude entries name tiles of exclude_tile_px 128; all of them restated "
+        "at tile_px 64, with the items asked for: replace the whole exclude section and its size "
+        "with these\n"
+        "# tile ids at tile_px 64: exclude_tile_px: 64\n"
+        f"S2A_OLD: {json.dumps(quarters)}\nS2A_ANY: all\n{SECOND_PASS}: [\"{TILE}\"]\n")
+
+    manifest = tmp_path / "sources" / "sentinel2" / f"{TILE}.json"
+    data = json.loads(manifest.read_text())
+    data["tile_px"] = 128
+    manifest.write_text(json.dumps(data))
+    assert main(["scenes", *sources, "--tile", TILE]) == 1
+    assert "was made at tile_px 128, another area than tile R1500C4453 at the region's 64; " \
+        "fetch it again" in capsys.readouterr().err
+    del data["tile_px"]  # a manifest from before the size was recorded: its composite's width
+    manifest.write_text(json.dumps(data))
+    assert main(["scenes", *sources, "--tile", TILE]) == 0
+    with pytest.raises(InputError, match="no composite manifest .* of tile_px 32"):
+        tiles_using(tmp_path / "sources" / "sentinel2", [SECOND_PASS], 32)  # its width is 64

@@ -96,7 +96,15 @@ def run_scenes(args: argparse.Namespace) -> int:
 
     from mapper.config import load_config, load_region
     from mapper.errors import ConfigError, InputError
-    from mapper.sources.exclusions import exclusion_entry, tiles_using, used_items
+    from mapper.sources.exclusions import (
+        ALL,
+        TILE_PX_KEY,
+        exclusion_entry,
+        manifest_tile_px,
+        restated_entries,
+        tiles_using,
+        used_items,
+    )
     from mapper.sources.fetch import default_out_dir
     from mapper.sources.manifest import read_manifest
 
@@ -106,15 +114,33 @@ def run_scenes(args: argparse.Namespace) -> int:
         raise ConfigError(f"{region.path}: region '{region.name}''s sentinel2 source is {kind}, "
                           "not a STAC search: its composites hold no scenes to list")
     folder = Path(args.sources or default_out_dir(args.region)) / "sentinel2"
+    tile_px = region.lattice.tile_px
     if args.item:
-        tile_px = region.lattice.tile_px
-        print(exclusion_entry(tiles_using(folder, args.item, tile_px), tile_px), end="")
+        found = tiles_using(folder, args.item, tile_px)
+        section = region.settings["sources"]["sentinel2"]
+        listed_px = section.get(TILE_PX_KEY)
+        if listed_px and listed_px != tile_px:  # the region's entries name tiles of another size
+            entries = restated_entries(section, tile_px, set(region.stacked_tiles()))
+            for item, tiles in found.items():
+                if entries.get(item) != ALL:
+                    entries[item] = sorted({*entries.get(item, []), *tiles})
+            print(f"# the region's exclude entries name tiles of {TILE_PX_KEY} {listed_px}; "
+                  f"all of them restated at tile_px {tile_px}, with the items asked for: "
+                  "replace the whole exclude section and its size with these")
+            found = entries
+        print(exclusion_entry(found, tile_px), end="")
         return 0
     path = folder / f"{args.tile}.json"
     if not path.is_file():
         raise InputError(f"{path}: no composite manifest of tile {args.tile}; fetch its "
                          f"composite first: snakemake --cores 1 {folder / args.tile}.tif")
-    for item, entry in used_items(read_manifest(path)).items():
+    manifest = read_manifest(path)
+    made_at = manifest_tile_px(manifest)
+    if made_at not in (tile_px, None):
+        raise InputError(f"{path}: the composite of {args.tile} was made at tile_px {made_at}, "
+                         f"another area than tile {args.tile} at the region's {tile_px}; fetch "
+                         f"it again: snakemake --cores 1 {folder / args.tile}.tif")
+    for item, entry in used_items(manifest).items():
         cloud = entry["cloud_cover"]
         print(f"{item}  {entry['datetime'] or '-'}  cloud {'-' if cloud is None else f'{cloud:g}'}"
               f" %  acquisition {entry['acquisition']}  blocks {' '.join(entry['blocks'])}")

@@ -97,8 +97,8 @@ def check_exclusion_keys(settings: dict, origin: Any) -> None:
             raise ConfigError(
                 f"{origin}: key 'sources.{source}.{TILE_PX_KEY}': not set, and the tile ids "
                 "under 'exclude' name an area only at the tile size they were listed at; add "
-                f"'{TILE_PX_KEY}: <that tile_px>' beside 'exclude' (python -m mapper scenes "
-                f"--item prints it; the region's tile_px is {settings['tile_px']})"
+                f"'{TILE_PX_KEY}: <that tile_px>' beside 'exclude' (the region's tile_px, "
+                f"{settings['tile_px']}, unless it changed since they were listed)"
             )
 
 
@@ -139,9 +139,38 @@ def composite_manifests(folder: str | Path,
         if match:
             manifest = read_manifest(path)
             if manifest["kind"] == "stac" and (
-                    tile_px is None or manifest.get("tile_px", tile_px) == tile_px):
+                    tile_px is None or manifest_tile_px(manifest) in (tile_px, None)):
                 out[match.group(1)] = manifest
     return out
+
+
+def manifest_tile_px(manifest: dict[str, Any]) -> int | None:
+    """The tile size a composite was made at: its manifest's record, else (a manifest written
+    before the size was recorded) its composite's width; None when neither is known."""
+    if manifest.get("tile_px"):
+        return int(manifest["tile_px"])
+    items = manifest.get("items") or []
+    path = Path(items[0]["path"]) if items else None
+    if path is None or not path.is_file():
+        return None
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            return int(src.width)
+    except rasterio.errors.RasterioError:
+        return None
+
+
+def restated_entries(settings: dict[str, Any], tile_px: int,
+                     stacked: set[str]) -> dict[str, list[str] | str]:
+    """The source's ``exclude`` entries restated as tiles of ``tile_px`` pixels: for each item,
+    the ``stacked`` tiles that overlap a tile it lists (at ``exclude_tile_px``), or ``all``."""
+    listed_px = settings.get(TILE_PX_KEY) or tile_px
+    return {item: tiles if tiles == ALL else sorted(
+                {t for listed in tiles for t in tiles_over(listed, listed_px, tile_px)
+                 if t in stacked})
+            for item, tiles in (settings.get("exclude") or {}).items()}
 
 
 def used_items(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -194,11 +223,11 @@ def _made_without(manifest: dict[str, Any]) -> set[str]:
     return set(query.get("exclude", [])) | set(query.get("left_out", []))
 
 
-def exclusion_entry(tiles_by_item: dict[str, list[str]], tile_px: int) -> str:
+def exclusion_entry(tiles_by_item: dict[str, list[str] | str], tile_px: int) -> str:
     """``tiles_by_item`` (tiles of ``tile_px`` pixels) as ``exclude`` entries of a region file
     (YAML flow lists), after a comment giving the ``exclude_tile_px`` they need; an item no
     composite used as a comment that says so."""
     head = f"# tile ids at tile_px {tile_px}: {TILE_PX_KEY}: {tile_px}\n"
-    return head + "".join(f"{item}: {json.dumps(tiles)}\n" if tiles
+    return head + "".join(f"{item}: {ALL if tiles == ALL else json.dumps(tiles)}\n" if tiles
                           else f"# {item}: used by no fetched composite\n"
                           for item, tiles in tiles_by_item.items())

@@ -36,17 +36,28 @@ def fold_draw(settings: dict[str, Any]) -> dict[str, int]:
             "seed": int(settings["training"]["seed"])}
 
 
+PRETRAINING_ONLY = ("pretrain_epochs", "pretrain_lr", "pretrain_crops")
+"""The training keys only the pretraining job reads: a MiSo fold reads the pretrained
+checkpoint (its own input), or none (the ablation without pretraining)."""
+
+
 def cv_sections(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """What the folds of each model read beside the samples, the folds and (MiSo) the model and
-    training files, as the settings files of rule ``region_settings``: ``cv_rf``, the forest's
-    settings, the aspect's form (:func:`mapper.normalise.point_features`) and its random state;
-    ``cv_miso``, the folds' fine-tuning epochs (null: the task's ``finetune_epochs``, which the
-    folds then take from the task's file). Which folds exist (``folds``, ``splits``,
-    ``ablation_no_pretrain``) is the workflow's plan, not a fold's input."""
+    """What the folds of each model read beside the samples, the folds and (MiSo) the model
+    file and the pretrained checkpoint, as the settings files of rule ``region_settings``:
+    ``cv_rf``, the forest's settings, the aspect's form (:func:`mapper.normalise.point_features`)
+    and its random state; ``cv_miso``, the folds' fine-tuning epochs (null: the task's
+    ``finetune_epochs``, which the folds then take from the task's file) and the training
+    section without the keys of pretraining alone (so a pretraining setting reruns the folds
+    that start from the pretrained checkpoint, which it remakes, and not the ablation's). Which
+    folds exist (``folds``, ``splits``, ``ablation_no_pretrain``) is the workflow's plan, not a
+    fold's input."""
     ev = settings["evaluation"]
+    skip = ("finetune_epochs", *PRETRAINING_ONLY)
     return {
         "cv_rf": {"rf_trees": ev["rf_trees"], "rf_max_depth": ev["rf_max_depth"],
                   "rf_min_samples_split": ev["rf_min_samples_split"],
                   "aspect": settings["model"]["aspect"], "seed": settings["training"]["seed"]},
-        "cv_miso": {"epochs": ev["epochs"]},
+        "cv_miso": {"epochs": ev["epochs"],
+                    "training": {k: v for k, v in settings["training"].items()
+                                 if k not in skip}},
     }

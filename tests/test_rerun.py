@@ -365,6 +365,35 @@ def test_each_models_evaluation_settings_rerun_its_folds_alone(project: Workflow
     assert len(plan["cv_fold"]) == folds and not any("/rf_" in p for p in plan["cv_fold"])
 
 
+def test_a_pretraining_setting_reruns_no_fold_of_the_ablation(project: WorkflowProject) -> None:
+    """MiSo's folds take the training settings in ``cv_miso``, less those of pretraining alone:
+    more pretraining epochs remake the pretraining, the models and maps and the folds that start
+    from the pretrained checkpoint, and no fold of the ablation without pretraining (statewide a
+    GPU job each), whose training they do not change."""
+    targets = [*project.maps(), *project.reports()]
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings["evaluation"]["ablation_no_pretrain"] = True
+    rewrite_yaml(project.region_file, settings)
+    ablation = [p for p in planned_outputs(project, *targets, extra=[])["cv_fold"]
+                if "/miso_nopretrain_" in p]
+    folds = settings["evaluation"]["folds"] * len(settings["evaluation"]["splits"]) * 2  # tasks
+    assert len(ablation) == folds
+    for f in ablation:  # recorded as run: placeholders, then --touch records the jobs
+        project.path(f).touch()
+    run_snakemake(project, *ablation, extra_args=["--touch", "--cores", "1"])
+    assert not any("/miso_nopretrain_" in p
+                   for p in planned_outputs(project, *targets, extra=[]).get("cv_fold", []))
+    settings["training"]["pretrain_epochs"] += 1
+    rewrite_yaml(project.region_file, settings)
+    plan = planned_outputs(project, *targets, extra=[])
+    print(f"\ntraining.pretrain_epochs -> {settings['training']['pretrain_epochs']}: "
+          f"{ {rule: len(outputs) for rule, outputs in plan.items()} }")
+    assert plan["region_settings"] == [f"results/{project.region}/settings/training.json"]
+    assert len(plan["pretrain"]) == 1 and len(plan["finetune"]) == 2
+    assert sorted(plan["cv_fold"]) == sorted(
+        p.replace("/miso_nopretrain_", "/miso_") for p in ablation)
+
+
 def test_the_fold_count_draws_the_folds_again_not_the_models(project: WorkflowProject) -> None:
     """The folds are a file of their own (rule folds): another fold count draws them again and
     runs the new folds and the reports, and retrains no map's model (the samples, which the

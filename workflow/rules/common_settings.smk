@@ -78,12 +78,14 @@ def finetune_settings_file(wildcards):
 
 def cv_settings(wildcards):
     """The settings files a fold of the wildcards' model is computed with (CV_SECTIONS): a
-    forest's its own section; MiSo's the model, training and ``cv_miso`` sections, and its task's
-    fine-tuning epochs when ``evaluation.epochs`` is null (mapper.evaluate). Each with ``area``
-    (the region's boundary and lattice, which every job loading the region reads)."""
+    forest's its own section; MiSo's the model and ``cv_miso`` sections (``cv_miso`` holds the
+    training section less the keys of pretraining alone: the pretrained checkpoint is an input
+    of its own), and its task's fine-tuning epochs when ``evaluation.epochs`` is null
+    (mapper.evaluate). Each with ``area`` (the region's boundary and lattice, which every job
+    loading the region reads)."""
     if wildcards.model == "rf":
         return settings_files("area", "cv_rf")(wildcards)
-    files = settings_files("model", "training", "area", "cv_miso")(wildcards)
+    files = settings_files("model", "area", "cv_miso")(wildcards)
     if not region_of(wildcards).settings["evaluation"]["epochs"]:
         files.append(finetune_settings_file(wildcards))
     return files

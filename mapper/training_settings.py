@@ -21,9 +21,10 @@ def finetune_epochs(training: dict[str, Any], task: str) -> int:
 
 def training_sections(training: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The validated ``training`` section as the settings files the training jobs take (rule
-    ``region_settings``): ``training``, what pretraining, fine-tuning and the folds all read
-    (every key but the fine-tuning epochs), and ``finetune_<task>``, the epochs of one task's
-    fine-tuning. So a task's epochs, one number or per task, retrain that task alone."""
+    ``region_settings``): ``training``, what pretraining and fine-tuning read (every key but the
+    fine-tuning epochs; MiSo's folds read theirs in ``cv_miso``, :func:`cv_sections`), and
+    ``finetune_<task>``, the epochs of one task's fine-tuning. So a task's epochs, one number or
+    per task, retrain that task alone."""
     shared = {k: v for k, v in training.items() if k != "finetune_epochs"}
     return {"training": shared,
             **{f"finetune_{task}": {"epochs": finetune_epochs(training, task)} for task in TASKS}}

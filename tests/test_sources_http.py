@@ -625,6 +625,35 @@ def test_a_part_file_recorded_for_another_url_is_not_resumed(server, payload, tm
     assert leftovers(dest) == [dest]
 
 
+def test_bytes_resumed_without_if_range_get_no_record(server, payload, tmp_path, monkeypatch):
+    """A first answer without ETag or Last-Modified, cut; the file changes; the resume (on the
+    sha256 alone, without If-Range) gets the new version's rest under its new ETag. The part now
+    holds two versions: no record may vouch for it under that ETag, or a later job without the
+    checksum would finish it under If-Range. Killed there, the job leaves the part alone."""
+    import mapper.sources.http as http_module
+
+    url = server.add_file("/a.bin", payload, validators=False)
+    server.add_faults("/a.bin", cut(1000))
+    waits = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:  # before the resume: a new version, with an ETag
+            server.add_file("/a.bin", payload[::-1])
+            server.add_faults("/a.bin", cut(1000))
+        else:  # the job is killed before its next attempt
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(http_module.time, "sleep", sleep)
+    dest = tmp_path / "a.bin"
+    with pytest.raises(KeyboardInterrupt):
+        download(url, dest, sha256=sha(payload), **FAST)
+    resumed = server.requests_for("/a.bin")[1]
+    assert resumed["headers"]["Range"] == "bytes=1000-" and "If-Range" not in resumed["headers"]
+    assert resumed["status"] == 206
+    assert leftovers(dest) == [tmp_path / "a.bin.part"]
+
+
 def test_without_etag_or_last_modified_a_cut_download_is_fetched_whole(
     server, payload, tmp_path, monkeypatch
 ):

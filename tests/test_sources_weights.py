@@ -4,6 +4,7 @@ training from the local copy, and planned by the workflow only when a region ask
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import zipfile
@@ -112,6 +113,10 @@ def test_two_urls_of_one_file_name_are_refused(tmp_path: Path) -> None:
     message = str(exc.value)
     assert mirror in message and url in message and "region 'a'" in message
     assert f"resources/weights/{NAME}" in message and "m.yaml" in message
+    # a region given by value has no file to keep a lock file beside: refused when parsed
+    by_value = dataclasses.replace(a, path="region_overrides")
+    with pytest.raises(ConfigError, match="a lock file is kept beside the region file"):
+        weights_by_name({"v": by_value})
 
 
 def test_each_region_checks_the_shared_weights_against_its_own_lock_file(
@@ -144,10 +149,18 @@ def test_each_region_checks_the_shared_weights_against_its_own_lock_file(
         inputs_digest(first, model_config(first))
     message = str(exc.value)
     assert "\n" not in message and message.startswith(
-        f"{Path('resources/weights') / NAME}: the weights region 'a' trains from are not the file "
-        f"its lock file pins; {url}: the file changed upstream: {lock_path(first.path)} records "
-        "sha256 0000000000000000..., 1000 bytes")
-    assert f"delete the entry of {url} in {lock_path(first.path)}" in message
+        f"{Path('resources/weights') / NAME}: region 'a''s lock file {lock_path(first.path)} pins "
+        f"{url} as sha256 0000000000000000..., 1000 bytes, but the copy here, shared by the "
+        "regions giving that URL and fetched under the first one's lock file, is sha256 "
+        f"{got['sha256'][:16]}..., {got['size']} bytes")
+    assert message.endswith(f"delete the entry of {url} in {lock_path(first.path)} and run "
+                            "again; to keep the weights it pinned, give it a local copy of them "
+                            "(model.satlas_weights: <path>)")
+    # an entry as the download check reads it: the checksum in capitals, another key beside
+    third = region("d", url)
+    LockFile(lock_path(third.path)).record(url, {"sha256": got["sha256"].upper(),
+                                                 "size": got["size"], "note": "pinned by hand"})
+    assert checked_weights_sha256(third, out) == got["sha256"]
     local = region("c", str(out))
     assert checked_weights_sha256(local, out) == got["sha256"]
     assert not lock_path(local.path).exists()  # a local file is the user's: no lock entry

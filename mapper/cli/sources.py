@@ -127,7 +127,10 @@ def run_scenes(args: argparse.Namespace) -> int:
             print(f"# the region's exclude entries name tiles of {TILE_PX_KEY} {listed_px}; "
                   f"all of them restated at tile_px {tile_px}, with the items asked for: "
                   "replace the whole exclude section and its size with these")
-            found = entries
+            print(exclusion_entry(entries, tile_px, "none of its tiles meets the region's "
+                                  f"(tile_px {listed_px}), and no fetched composite used it"),
+                  end="")
+            return 0
         print(exclusion_entry(found, tile_px), end="")
         return 0
     path = folder / f"{args.tile}.json"

@@ -129,7 +129,8 @@ def composite_manifests(folder: str | Path,
                         tile_px: int | None = None) -> dict[str, dict[str, Any]]:
     """Per tile, the manifest of its composite in a STAC source's folder (``<tile>.json``); with
     ``tile_px``, only those made at that tile size (a composite left from another ``tile_px``
-    names another area by the same id; a manifest from before the size was recorded counts)."""
+    names another area by the same id; a manifest from before the size was recorded is sized by
+    its composite's width, :func:`manifest_tile_px`, and counts when that is unknown too)."""
     from mapper.sources.manifest import read_manifest
 
     tile_json = re.compile(rf"^({TILE_PATTERN})\.json$")
@@ -223,11 +224,12 @@ def _made_without(manifest: dict[str, Any]) -> set[str]:
     return set(query.get("exclude", [])) | set(query.get("left_out", []))
 
 
-def exclusion_entry(tiles_by_item: dict[str, list[str] | str], tile_px: int) -> str:
+def exclusion_entry(tiles_by_item: dict[str, list[str] | str], tile_px: int,
+                    empty: str = "used by no fetched composite") -> str:
     """``tiles_by_item`` (tiles of ``tile_px`` pixels) as ``exclude`` entries of a region file
-    (YAML flow lists), after a comment giving the ``exclude_tile_px`` they need; an item no
-    composite used as a comment that says so."""
+    (YAML flow lists), after a comment giving the ``exclude_tile_px`` they need; an item without
+    tiles as a comment saying ``empty``."""
     head = f"# tile ids at tile_px {tile_px}: {TILE_PX_KEY}: {tile_px}\n"
     return head + "".join(f"{item}: {ALL if tiles == ALL else json.dumps(tiles)}\n" if tiles
-                          else f"# {item}: used by no fetched composite\n"
+                          else f"# {item}: {empty}\n"
                           for item, tiles in tiles_by_item.items())

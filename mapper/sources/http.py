@@ -23,7 +23,11 @@ exist. What is retried, and how:
   (``<dest>.part.validator``), and the next job sends that validator as ``If-Range``: a file
   changed upstream since comes whole (``200``), an unchanged one from where the last job
   stopped. Without a validator there (a server that sends neither header) the ``.part`` is
-  resumed only when the sha256 is known, as above;
+  resumed only when the sha256 is known, as above. The record vouches only for bytes written
+  from byte 0 or resumed under ``If-Range`` with the validator they were recorded with; a
+  ``206`` (or ``416``) that names another validator than the one sent (a server that ignores
+  ``If-Range``) drops the kept bytes; a ``416`` to an ``If-Range`` request of a vouched ``.part``
+  says it is complete;
 - other 4xx answers (404, 403, ...) are not retried.
 
 A sha256 mismatch is final (the region file or the URL is wrong), except when the file was put
@@ -242,7 +246,9 @@ def _attempt(
             length = _UNSATISFIED_RANGE.fullmatch(resp.headers.get("Content-Range") or "")
             # complete already: a checksum checks it; else an If-Range that matched (a server
             # answers a changed file whole, not 416) says it is the version the record names
-            trusted = state.get("checked") or (validator and state.get("vouched"))
+            other = _strong_validator(resp.headers)  # a 416 that names another version
+            trusted = state.get("checked") or (
+                validator and state.get("vouched") and other in (None, validator))
             if trusted and length and int(length.group(1)) == offset:
                 return file_sha256(part), offset, resp.headers, True  # complete: check it
             part.unlink(missing_ok=True)
@@ -289,8 +295,9 @@ def _attempt(
                               changed=True)
 
         # The record vouches for the bytes in ``part``: only for bytes this job writes from byte
-        # 0, or that the record already vouched for (never for a part resumed on a checksum)
-        state["vouched"] = offset == 0 or bool(state.get("vouched"))
+        # 0, or that were vouched for and resumed under If-Range with their validator (never a
+        # part resumed on a checksum alone, or without If-Range: the rest may be another version)
+        state["vouched"] = offset == 0 or bool(state.get("vouched") and validator is not None)
         remember_validator(part, url, state.get("validator") if state["vouched"] else None)
         # read1 hands over whatever has arrived, so a cut loses no received byte (iter_content
         # would drop the partly filled chunk with the exception).

@@ -167,7 +167,8 @@ def _entry_damage(entry: Any) -> str | None:
     return None
 
 
-def _describe(entry: dict[str, Any]) -> str:
+def describe_entry(entry: dict[str, Any]) -> str:
+    """A lock entry in words: its sha256's first 16 digits and size, or 'no file (HTTP 404)'."""
     if entry.get("absent"):
         return "no file (HTTP 404)"
     return f"sha256 {entry['sha256'][:16]}..., {entry['size']} bytes"
@@ -182,8 +183,8 @@ def refresh_advice(url: str, lock: Path) -> str:
 
 def changed_message(url: str, lock: Path, known: dict[str, Any], got: dict[str, Any]) -> str:
     return (
-        f"{url}: the file changed upstream: {lock} records {_describe(known)}, the server now "
-        f"gives {_describe(got)}; {refresh_advice(url, lock)}"
+        f"{url}: the file changed upstream: {lock} records {describe_entry(known)}, the server now "
+        f"gives {describe_entry(got)}; {refresh_advice(url, lock)}"
     )
 
 
@@ -232,7 +233,7 @@ def fetch_locked(
     except NotFoundError:
         if pinned:
             raise ChangedError(
-                f"{url}: HTTP 404, but {lock.path} records a file here ({_describe(pinned)}): "
+                f"{url}: HTTP 404, but {lock.path} records a file here ({describe_entry(pinned)}): "
                 "not sea but a missing file; retry later (the server may be under repair), or, if "
                 f"the file was withdrawn on purpose, {refresh_advice(url, lock.path)}"
             ) from None

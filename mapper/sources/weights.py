@@ -41,13 +41,18 @@ def weights_by_name(regions: dict[str, Region]) -> dict[str, str]:
     """Local file name (in ``resources/weights``) -> the first region whose
     ``model.satlas_weights`` is a URL of that name (whose lock file records it). Two different URLs
     of one file name would share one local file, and the second region would train on the
-    first's download unchecked: ConfigError naming both regions."""
+    first's download unchecked: ConfigError naming both regions. A region giving a URL needs a
+    lock file (its training checks the shared copy against it): one read from no region file is
+    a ConfigError too, when the workflow is parsed."""
+    from mapper.sources.lock import lock_path
+
     regions_by_name: dict[str, str] = {}
     urls: dict[str, str] = {}
     for name, region in regions.items():
         url = region.settings["model"]["satlas_weights"]
         if not is_url(url):
             continue
+        lock_path(region.path)  # every region pins them in its lock file: one beside its file
         file_name = Path(str(weights_path(url))).name
         first = regions_by_name.setdefault(file_name, name)
         if urls.setdefault(file_name, url) != url:
@@ -84,7 +89,7 @@ def checked_weights_sha256(region: Region, path: str | Path) -> str:
     ChangedError naming that lock file and the fix, and a lock file without an entry gets this
     file's (so it pins the weights from then on, as its own download would have)."""
     from mapper.files import file_sha256
-    from mapper.sources.lock import LockFile, changed_message, lock_path
+    from mapper.sources.lock import LockFile, describe_entry, lock_path
 
     path = Path(path)
     digest = file_sha256(path)
@@ -96,10 +101,14 @@ def checked_weights_sha256(region: Region, path: str | Path) -> str:
     known = lock.get(url)
     if known is None:
         lock.record(url, got)
-    elif known != got:
+    elif known.get("absent") or known["sha256"].lower() != digest or known["size"] != got["size"]:
         raise ChangedError(
-            f"{path}: the weights region '{region.name}' trains from are not the file its lock "
-            f"file pins; " + changed_message(url, lock.path, known, got)
+            f"{path}: region '{region.name}''s lock file {lock.path} pins {url} as "
+            f"{describe_entry(known)}, but the copy here, shared by the regions giving that URL "
+            f"and fetched under the first one's lock file, is {describe_entry(got)}: the file "
+            f"changed upstream between the two pins; to train '{region.name}' on it, delete the "
+            f"entry of {url} in {lock.path} and run again; to keep the weights it pinned, give "
+            "it a local copy of them (model.satlas_weights: <path>)"
         )
     return digest
 

@@ -201,6 +201,7 @@ def test_unknown_key_in_config(tmp_path: Path) -> None:
         ("evaluation", "rf_max_depth", 0, "evaluation.rf_max_depth"),
         ("evaluation", "folds", 128, "evaluation.folds"),  # the folds' columns are int8
         ("training", "unlabelled_fraction", 1, "training.unlabelled_fraction"),  # no labelled crop
+        (None, "description", "", "description"),  # a STAC Item's description is never empty
     ],
 )
 def test_wrong_type_or_value(

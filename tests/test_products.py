@@ -169,6 +169,8 @@ def test_soilorder_products(setup: tuple[Path, Path, str]) -> None:
     classes = item["assets"]["data"]["classification:classes"]
     assert [c["name"] for c in classes[:7]] == SOIL_ORDERS
     assert len(item["assets"]["probabilities"]["raster:bands"]) == 7
+    assert item["assets"]["probabilities"]["title"].endswith(  # a STAC client's band names
+        "one band per class in this order: " + ", ".join(SOIL_ORDERS))
     qml = ET.parse(products.style).getroot()
     labels = [e.get("label") for e in qml.iter("paletteEntry")]
     assert labels == SOIL_ORDERS
@@ -259,6 +261,26 @@ def test_a_tile_that_does_not_match_the_others_is_named_with_the_fix(
     assert not out.exists()
 
 
+def test_a_tile_whose_bands_are_other_classes_is_refused(setup: tuple[Path, Path, str]) -> None:
+    """Every tile's bands are the task's classes in the task's order: a tile of a class list in
+    another order (another version's) would put each probability under another class's name and
+    colour. One error naming it and the fix, and no map."""
+    config, model, sha = setup
+    tiles = write_tiles(config.parent, "soilorder", soil_values(), sha)
+    odd = sorted(tiles)[1]
+    with rasterio.open(odd, "r+") as ds:
+        for band, name in enumerate(reversed(SOIL_ORDERS), start=1):
+            ds.set_band_description(band, name)
+    out = config.parent / "maps" / "soilorder_tiny.tif"
+    with pytest.raises(InputError) as caught:
+        make_products(load_region(load_config(config), "tiny"), "soilorder", model, tiles, out)
+    assert str(caught.value) == (
+        f"{odd}: bands {', '.join(reversed(SOIL_ORDERS))}, not the soilorder task's "
+        f"{', '.join(SOIL_ORDERS)} in that order; delete that tile and run the same target again "
+        "(its predict job makes it again)")
+    assert not out.exists()
+
+
 def test_the_items_period_is_the_scene_searchs() -> None:
     """The STAC Item's end_datetime is the end of the period's last day, as the scene search
     takes it (2023-08-31T23:59:59.999999Z), not its first instant."""
@@ -274,11 +296,18 @@ def test_the_items_period_is_the_scene_searchs() -> None:
 
 
 def test_footprint_is_cut_at_the_antimeridian() -> None:
+    """Cut at 180 degrees into a MultiPolygon, each part's outer ring counterclockwise as RFC 7946
+    (section 3.1.6) requires of GeoJSON."""
+    import shapely
+
     geom, bbox = footprint_4326((-1_500_000.0, 400_000.0, 1_500_000.0, 2_400_000.0))
     assert geom["type"] == "MultiPolygon"
     assert bbox[0] > bbox[2]  # west > east across 180 degrees
+    parts = shapely.get_parts(shapely.geometry.shape(geom))
+    assert len(parts) == 2 and all(shapely.is_ccw(p.exterior) for p in parts)
     geom, bbox = footprint_4326((241_600.0, 1_627_200.0, 262_080.0, 1_647_680.0))
     assert geom["type"] == "Polygon" and bbox[0] < bbox[2]
+    assert shapely.is_ccw(shapely.geometry.shape(geom).exterior)
 
 
 def test_footprint_covers_the_raster_to_its_edges() -> None:

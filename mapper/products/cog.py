@@ -9,8 +9,11 @@ A product is made in two steps, both streaming in bounded memory:
    with the product's resampling, main IFD first), and that copy keeps every declaration.
 
 Overview resampling is the product's business, never GDAL's default (CUBIC, or NEAREST for a
-palette): AVERAGE for probabilities, MODE for classes; both skip nodata. BIGTIFF=YES because
-GDAL ignores ``IF_NEEDED`` with compression and a statewide product passes 4 GB.
+palette): AVERAGE for probabilities, MODE for classes; both skip nodata. A product is a
+BigTIFF where it might pass 4 GB (``BIGTIFF=IF_SAFER``, which GDAL decides on the uncompressed
+size; ``IF_NEEDED`` is ignored with compression): the statewide products are, and a smaller
+region's are classic TIFF, which every reader opens. The raw raster a product is made from is
+always a BigTIFF (a work file, never handed out).
 
 A product is one file: class names are band metadata inside it (``CLASS_NAMES`` and
 ``CLASS_<i>``, shown by ``gdalinfo`` and rasterio's ``tags(1)``), not GDAL category names, which a
@@ -129,7 +132,7 @@ def to_cog(
         "COMPRESS": compress,
         "PREDICTOR": "YES",
         "LEVEL": 6 if compress == "DEFLATE" else 9,
-        "BIGTIFF": "YES",
+        "BIGTIFF": "IF_SAFER",
         "OVERVIEW_RESAMPLING": resampling,
         "OVERVIEW_COUNT": levels,
         "NUM_THREADS": gdal_threads(),

@@ -113,7 +113,9 @@ class TileSet:
 
 
 def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
-    """Open every tile once: same CRS, resolution, band count; predicted for ``task``."""
+    """Open every tile once: same CRS, resolution, band count; predicted for ``task``, its bands
+    the task's classes in the task's order (:attr:`mapper.tasks.Task.output_names`)."""
+    names = get_task(task).output_names
     if not tiles:
         raise InputError(f"mosaic {task}: no predicted tiles given; run predict first")
     paths = [Path(t) for t in tiles]
@@ -130,6 +132,11 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
                 )
             if ds.crs is None or ds.crs.to_epsg() != 3338:
                 raise InputError(f"{path}: CRS {ds.crs} is not EPSG:3338; rerun predict")
+            if list(ds.descriptions) != names:  # each band is the class the task puts there
+                raise InputError(
+                    f"{path}: bands {', '.join(map(str, ds.descriptions))}, not the {task} "
+                    f"task's {', '.join(names)} in that order; {TILE_FIX}"
+                )
             if res is None:
                 res, descriptions = ds.res[0], list(ds.descriptions)
             elif abs(ds.res[0] - res) > 1e-9:
@@ -368,7 +375,8 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
         )
         assets["probabilities"] = ProductAsset(
             paths["probabilities"],
-            f"{capital(task.subject)} class probabilities (percent, scale 0.01)",
+            f"{capital(task.subject)} class probabilities (percent, scale 0.01), one band per "
+            f"class in this order: {', '.join(task.classes)}",
             ["data"], COG_MEDIA_TYPE,
             bands=[percent_band(res) for _ in task.classes],
         )

@@ -86,7 +86,8 @@ def footprint_4326(bounds: tuple[float, float, float, float], crs: str = "EPSG:3
         if not piece.is_empty and piece.area > 0:
             parts.append(shapely.affinity.translate(piece, xoff=shift))
     geom = shapely.union_all(parts) if len(parts) > 1 else parts[0]
-    geom = shapely.set_precision(geom, 1e-7)
+    # RFC 7946: exterior rings counterclockwise (the rectangle's corners run clockwise)
+    geom = shapely.orient_polygons(shapely.set_precision(geom, 1e-7))
     crosses = west < -180.0 or east > 180.0
     if crosses:
         west = ((west + 180.0) % 360.0) - 180.0

@@ -13,7 +13,10 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+import shapely
+import shapely.geometry
 from damage import assert_one_write_failure
+from pyproj import Transformer
 from rio_cogeo.cogeo import cog_validate
 from tiny_region import ORIGIN, write_tiny_region
 
@@ -339,6 +342,45 @@ def test_footprint_covers_the_raster_to_its_edges() -> None:
             assert inside.all() if beyond == 0.0 else not inside.any(), (side, beyond)
 
 
+def test_the_statewide_footprint_is_the_mapped_land_not_the_rectangle() -> None:
+    """The statewide Item's geometry is Alaska's mapped area (the buffered coastline, cut at 180
+    degrees; each outer ring counterclockwise), so a catalog search in the Yukon or the North
+    Pacific does not return it: it holds every point of the area and the corners of pixels
+    whose centre lies on its outline, and no point of Whitehorse, Vancouver Island or the sea
+    south of the Aleutians; its bbox runs from Attu (172.4 E) east across 180 degrees."""
+    import shapely
+    from pyproj import Transformer
+
+    from mapper.products.stac import area_footprint_4326
+
+    region = load_region(load_config("config/config.yaml"), "alaska")
+    area = region.area()
+    bounds = (-2_170_560.0, 413_250.0, 1_495_580.0, 2_376_940.0)  # the map's raster
+    geometry, bbox = area_footprint_4326(area, bounds, 10.0)
+    footprint = shapely.geometry.shape(geometry)
+    assert geometry["type"] == "MultiPolygon" and shapely.get_num_coordinates(footprint) < 10_000
+    assert all(shapely.is_ccw(part.exterior) for part in shapely.get_parts(footprint))
+    assert bbox[0] == pytest.approx(172.41, abs=0.01) and bbox[2] < -129 and bbox[0] > bbox[2]
+    to_lonlat = Transformer.from_crs("EPSG:3338", "EPSG:4326", always_xy=True)
+
+    def covered(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # (points of the raster)
+        x, y = np.clip(x, bounds[0], bounds[2]), np.clip(y, bounds[1], bounds[3])
+        lon, lat = to_lonlat.transform(x, y)
+        return np.any([shapely.covers(footprint, shapely.points(lon + shift, lat))
+                       for shift in (-360.0, 0.0, 360.0)], axis=0)
+
+    outline = shapely.get_coordinates(shapely.segmentize(area.boundary, 2_000.0))
+    for dx, dy in ((-5, -5), (-5, 5), (5, -5), (5, 5)):  # a 10 m pixel centred on the outline
+        assert covered(outline[:, 0] + dx, outline[:, 1] + dy).all(), (dx, dy)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(area.bounds[0], area.bounds[2], 20_000)
+    y = rng.uniform(area.bounds[1], area.bounds[3], 20_000)
+    inside = shapely.contains_xy(area, x, y)
+    assert inside.sum() > 2_000 and covered(x[inside], y[inside]).all()
+    elsewhere = shapely.points([(-135.05, 60.72), (-125.5, 49.6), (-170.0, 49.5)])
+    assert not shapely.covers(footprint, elsewhere).any()
+
+
 def test_products_cover_the_mapped_area_and_the_quicklook_draws_it(
     setup: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
@@ -377,6 +419,25 @@ def test_products_cover_the_mapped_area_and_the_quicklook_draws_it(
         r0, c0 = round((TOP - ds.bounds.top) / 10), round((ds.bounds.left - LEFT) / 10)
     expected = np.where(np.isnan(p[0]), 255, np.rint(np.nan_to_num(p[0]) * 100)).astype(np.uint8)
     assert np.array_equal(data, expected[r0:r0 + data.shape[0], c0:c0 + data.shape[1]])
+    # the Item's footprint: every mapped pixel (its centre in the area) whole, by its 4 corners;
+    # not the raster's corners
+    with rasterio.open(products.cog) as ds:
+        rows, cols = np.mgrid[0:ds.height, 0:ds.width]
+        cx, cy = ds.xy(rows.ravel(), cols.ravel())
+        mapped = shapely.contains_xy(region.area(), cx, cy)
+        xs, ys = ds.xy(rows.ravel()[mapped], cols.ravel()[mapped], offset="ul")
+        item = json.loads(products.item.read_text())
+        rectangle = ds.bounds
+    assert 1000 < mapped.sum() < mapped.size / 2
+    footprint = shapely.geometry.shape(item["geometry"])
+    to_lonlat = Transformer.from_crs("EPSG:3338", "EPSG:4326", always_xy=True)
+    for dx, dy in ((0, 0), (10, 0), (0, -10), (10, -10)):
+        lon, lat = to_lonlat.transform(np.add(xs, dx), np.add(ys, dy))
+        assert shapely.covers(footprint, shapely.points(lon, lat)).all(), (dx, dy)
+    corners = to_lonlat.transform([rectangle.left, rectangle.left, rectangle.right],
+                                  [rectangle.bottom, rectangle.top, rectangle.top])
+    # the three corners of the bounding box away from the triangle (the fourth is its vertex)
+    assert not shapely.covers(footprint, shapely.points(*corners)).any()
     task = get_task("nsp")
     title = f"{task.title}, {region.name}"  # the product's: only the outline may differ
     plain = write_quicklook(products.cog, tmp_path / "plain.png", task, title, region.synthetic)

@@ -384,7 +384,8 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
     props = item_properties(region, task, f"{task.title}, {region.name}",
                             region.settings.get("description", ""), model_sha, res)
     return build_item(f"{task.name}_{region.name}", bounds=bounds, shape=shape, transform=transform,
-                      assets=assets, properties=props, start_end=source_period(region))
+                      assets=assets, properties=props, start_end=source_period(region),
+                      area=region.area())
 
 
 def side_assets(paths: dict[str, Path]) -> dict[str, ProductAsset]:

@@ -1,9 +1,10 @@
 """STAC Items describing the map products (one Item per product, written beside the COG).
 
-The Item's geometry and bbox are in EPSG:4326 as STAC requires: the product's EPSG:3338 extent,
-densified along its edges, projected, and cut at the antimeridian when it crosses 180 degrees
-(the Aleutians do): the geometry becomes a MultiPolygon of the two sides and the bbox has
-``west > east`` (RFC 7946, section 5.2). The native grid goes in the projection extension
+The Item's geometry and bbox are in EPSG:4326 as STAC requires: the footprint of the product's
+mapped pixels (:func:`area_footprint_4326`; a raster's whole extent, :func:`footprint_4326`,
+where no area is given), densified, projected, and cut at the antimeridian when it crosses 180
+degrees (the Aleutians do): the geometry becomes a MultiPolygon of the two sides and the bbox
+has ``west > east`` (RFC 7946, section 5.2); outer rings run counterclockwise (section 3.1.6). The native grid goes in the projection extension
 (``proj:code`` EPSG:3338, ``proj:shape``, ``proj:transform``, ``proj:bbox``), band encodings in
 the raster extension (nodata, data type, scale/offset, unit, resolution), and class names and
 colours in the classification extension. Asset hrefs are relative to the Item file (same folder),
@@ -79,17 +80,81 @@ def footprint_4326(bounds: tuple[float, float, float, float], crs: str = "EPSG:3
     ring = shapely.Polygon(np.column_stack([lon, lat]))
     if not ring.is_valid:
         ring = shapely.make_valid(ring)
-    west, south, east, north = ring.bounds
+    return _cut_at_antimeridian(ring)
+
+
+AREA_SEGMENT_M = 10_000.0
+"""A mapped area's footprint is densified to vertices at most this far apart in EPSG:3338 before
+projecting: a 10 km chord in longitude/latitude departs from its curve by about 1 m."""
+
+
+def area_simplify_m(bounds: tuple[float, float, float, float], res: float) -> float:
+    """How far a mapped area's footprint may run outside its outline: a thousandth of the
+    raster's larger side, at least a pixel, at most 1 km (the statewide boundary's own scale,
+    1:5,000,000, is coarser): 20 m for the demo's 20 km, 1 km for the state."""
+    side = max(bounds[2] - bounds[0], bounds[3] - bounds[1])
+    return float(min(max(side / 1000.0, res), 1000.0))
+
+
+def area_footprint_4326(area: shapely.Geometry, bounds: tuple[float, float, float, float],
+                        res: float, crs: str = "EPSG:3338") -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON geometry and bbox in EPSG:4326 of the mapped pixels of a product: those of the
+    raster ``bounds`` (``res`` m pixels, in ``crs``) whose centre lies in ``area`` (in ``crs``).
+
+    The area grown by a pixel's half diagonal holds every mapped pixel whole; it is grown by
+    :func:`area_simplify_m` more and simplified by as much (where the simplification cuts into
+    the grown area after all, that piece is added back), clipped to the raster, densified (:data:`AREA_SEGMENT_M`) and projected, each ring's
+    longitudes unwrapped and the parts put on one side of 180 degrees before the geometry is cut
+    there (module docstring). So a catalog search finds the product where it has data, not in
+    the corners of its rectangle (for the state: the Yukon and the North Pacific).
+    """
+    slack = area_simplify_m(bounds, res)
+    reach = res / np.sqrt(2) + EDGE_TOLERANCE_M
+    cover = shapely.simplify(shapely.buffer(area, reach + slack, quad_segs=4), slack,
+                             preserve_topology=True)
+    # simplifying may cut a corner by more than its tolerance: the pixels it cut are put back
+    need = shapely.buffer(area, reach, quad_segs=4)
+    missed = shapely.difference(need, cover)
+    if not missed.is_empty:
+        cover = shapely.union(cover, shapely.buffer(missed, slack / 4, quad_segs=2))
+    d = EDGE_TOLERANCE_M
+    cover = shapely.intersection(cover, shapely.box(bounds[0] - d, bounds[1] - d,
+                                                    bounds[2] + d, bounds[3] + d))
+    cover = shapely.segmentize(cover, AREA_SEGMENT_M)
+    fwd = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+
+    def lonlat(ring: shapely.LinearRing, near: float | None) -> np.ndarray:
+        lon, lat = fwd.transform(*np.asarray(ring.coords).T)
+        lon = np.degrees(np.unwrap(np.radians(lon)))
+        if near is not None:  # on the same side of 180 degrees as ``near``
+            lon = lon - 360.0 * np.round((lon.mean() - near) / 360.0)
+        return np.column_stack([lon, lat])
+
+    pieces, ref = [], None
+    for polygon in shapely.get_parts(cover):
+        if polygon.geom_type != "Polygon" or polygon.is_empty:
+            continue
+        outer = lonlat(polygon.exterior, ref)
+        ref = outer[:, 0].mean() if ref is None else ref
+        holes = [lonlat(hole, outer[:, 0].mean()) for hole in polygon.interiors]
+        pieces.append(shapely.make_valid(shapely.Polygon(outer, holes)))
+    return _cut_at_antimeridian(shapely.union_all(pieces))
+
+
+def _cut_at_antimeridian(unwrapped: shapely.Geometry) -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON geometry and bbox of a geometry whose longitudes run on past 180 (or -180)
+    degrees: the pieces in each 360-degree band moved back into -180..180, outer rings
+    counterclockwise (RFC 7946), and a bbox with ``west > east`` when it crosses 180 degrees."""
+    west, south, east, north = unwrapped.bounds
     parts = []
-    for shift in (-360.0, 0.0, 360.0):  # pieces of the unwrapped ring in each 360-degree band
-        piece = ring.intersection(shapely.box(-180.0 - shift, -90.0, 180.0 - shift, 90.0))
+    for shift in (-360.0, 0.0, 360.0):  # pieces of the unwrapped geometry in each 360-degree band
+        piece = unwrapped.intersection(shapely.box(-180.0 - shift, -90.0, 180.0 - shift, 90.0))
         if not piece.is_empty and piece.area > 0:
             parts.append(shapely.affinity.translate(piece, xoff=shift))
     geom = shapely.union_all(parts) if len(parts) > 1 else parts[0]
-    # RFC 7946: exterior rings counterclockwise (the rectangle's corners run clockwise)
+    # RFC 7946: exterior rings counterclockwise
     geom = shapely.orient_polygons(shapely.set_precision(geom, 1e-7))
-    crosses = west < -180.0 or east > 180.0
-    if crosses:
+    if west < -180.0 or east > 180.0:
         west = ((west + 180.0) % 360.0) - 180.0
         east = ((east + 180.0) % 360.0) - 180.0
     bbox = [round(west, 7), round(south, 7), round(east, 7), round(north, 7)]
@@ -129,15 +194,21 @@ def build_item(
     crs_code: str = "EPSG:3338",
     start_end: tuple[datetime, datetime] | None = None,
     created: datetime | None = None,
+    area: shapely.Geometry | None = None,
 ) -> pystac.Item:
     """A STAC Item of a product whose main asset covers ``bounds`` (EPSG:3338) on ``shape``.
 
+    Its geometry is the footprint of the pixels mapped in ``area`` (:func:`area_footprint_4326`),
+    else of the whole raster (:func:`footprint_4326`); ``proj:bbox`` is the raster's.
     Assets are files beside the Item (hrefs ``./<name>``).
     ``start_end``: the period the sources describe, when known (else the Item's datetime is its
     creation time). ``properties`` are added as given (namespaced keys such as ``mapper:task``).
     """
     created = created or datetime.now(UTC).replace(microsecond=0)
-    geometry, bbox = footprint_4326(bounds, crs_code)
+    if area is None:
+        geometry, bbox = footprint_4326(bounds, crs_code)
+    else:
+        geometry, bbox = area_footprint_4326(area, bounds, abs(transform.a), crs_code)
     if start_end is None:
         item = pystac.Item(item_id, geometry, bbox, created, dict(properties))
     else:

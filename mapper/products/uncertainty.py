@@ -256,4 +256,4 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bands: list[tuple[
     props["mapper:ensemble_models_sha256"] = member_shas
     return build_item(f"{task.name}_{region.name}_uncertainty", bounds=bounds, shape=shape,
                       transform=transform, assets=assets, properties=props,
-                      start_end=source_period(region))
+                      start_end=source_period(region), area=region.area())

@@ -1,14 +1,14 @@
 """STAC Items describing the map products (one Item per product, written beside the COG).
 
 The Item's geometry and bbox are in EPSG:4326 as STAC requires: the footprint of the product's
-mapped pixels (:func:`area_footprint_4326`; a raster's whole extent, :func:`footprint_4326`,
-where no area is given), densified, projected, and cut at the antimeridian when it crosses 180
-degrees (the Aleutians do): the geometry becomes a MultiPolygon of the two sides and the bbox
-has ``west > east`` (RFC 7946, section 5.2); outer rings run counterclockwise (section
-3.1.6). The native grid goes in the projection extension (``proj:code`` EPSG:3338, ``proj:shape``, ``proj:transform``, ``proj:bbox``), band encodings in
-the raster extension (nodata, data type, scale/offset, unit, resolution), and class names and
-colours in the classification extension. Asset hrefs are relative to the Item file (same folder),
-so the folder can be moved or published as a whole.
+mapped pixels (:func:`area_footprint_4326`; a raster's whole extent, :func:`footprint_4326`, where
+no area is given), densified, projected, and cut at the antimeridian when it crosses 180 degrees
+(the Aleutians do): the geometry becomes a MultiPolygon of the two sides and the bbox has ``west >
+east`` (RFC 7946, section 5.2); outer rings run counterclockwise (section 3.1.6). The native grid
+goes in the projection extension (``proj:code`` EPSG:3338, ``proj:shape``, ``proj:transform``,
+``proj:bbox``), band encodings in the raster extension (nodata, data type, scale/offset, unit,
+resolution), and class names and colours in the classification extension. Asset hrefs are relative
+to the Item file (same folder), so the folder can be moved or published as a whole.
 
 Validation runs offline: pystac ships the core Item schema (checked with jsonschema); extension
 schemas live on the web and are not fetched at run time, so their fields are checked here for
@@ -105,8 +105,9 @@ def area_footprint_4326(area: shapely.Geometry, bounds: tuple[float, float, floa
     :func:`area_simplify_m` more and simplified by as much (where the simplification cuts into
     the grown area after all, that piece is added back), clipped to the raster, densified
     (:data:`AREA_SEGMENT_M`) and projected, each ring's longitudes unwrapped and the parts put on
-    one side of 180 degrees before the geometry is cut there (module docstring). So a catalog search finds the product where it has data, not in
-    the corners of its rectangle (for the state: the Yukon and the North Pacific).
+    one side of 180 degrees before the geometry is cut there (module docstring). So a catalog
+    search finds the product where it has data, not in the corners of its rectangle (for the
+    state: the Yukon and the North Pacific).
     """
     slack = area_simplify_m(bounds, res)
     reach = res / np.sqrt(2) + EDGE_TOLERANCE_M

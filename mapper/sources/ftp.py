@@ -29,13 +29,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mapper.files import file_sha256
-from mapper.sources.http import (
-    CHUNK_BYTES,
-    _FatalError,
-    _RetryableError,
-    remember_validator,
-    write_body,
-)
+from mapper.sources.http import CHUNK_BYTES, _FatalError, _RetryableError, write_body
+from mapper.sources.part_record import remember_validator
 
 logger = logging.getLogger(__name__)
 

@@ -17,17 +17,11 @@ exist. What is retried, and how:
   neither an ETag nor a Last-Modified gives nothing to resume against: the file is then fetched
   whole again, unless its sha256 is known (given, or pinned by a lock file), which catches a mix;
   a ``.part`` that already holds the stated size is checked, not fetched again;
-- a ``.part`` left by an earlier job (a cluster job killed at its time limit halfway through a
-  multi-gigabyte archive) is resumed the same way: before its first byte is written, the URL
-  and the validator of the response it comes from are written beside it
-  (``<dest>.part.validator``), and the next job sends that validator as ``If-Range``: a file
-  changed upstream since comes whole (``200``), an unchanged one from where the last job
-  stopped. Without a validator there (a server that sends neither header) the ``.part`` is
-  resumed only when the sha256 is known, as above. The record vouches only for bytes written
-  from byte 0 or resumed under ``If-Range`` with the validator they were recorded with; a
-  ``206`` (or ``416``) that names another validator than the one sent (a server that ignores
-  ``If-Range``) drops the kept bytes; a ``416`` to an ``If-Range`` request of a vouched ``.part``
-  says it is complete;
+- a ``.part`` left by an earlier job (one killed at its time limit) is resumed the same way,
+  against the validator recorded beside it (:mod:`mapper.sources.part_record`): a file changed
+  upstream since comes whole (``200``); a ``206`` or ``416`` naming another validator than the
+  one sent (a server that ignores ``If-Range``) drops the kept bytes; without a record the
+  ``.part`` is resumed only when the sha256 is known, as above;
 - other 4xx answers (404, 403, ...) are not retried.
 
 A sha256 mismatch is final (the region file or the URL is wrong), except when the file was put
@@ -40,7 +34,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import json
 import logging
 import os
 import random
@@ -58,6 +51,11 @@ from mapper import __version__
 from mapper.errors import ChangedError, NotFoundError, SourceError
 from mapper.files import file_sha256
 from mapper.progress import bar as progress_bar
+from mapper.sources.part_record import (
+    forget_validator,
+    recalled_validator,
+    remember_validator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -150,44 +148,6 @@ def _entry(url: str, dest: Path, size: int, sha256: str, headers: Any) -> dict[s
         if headers.get("Last-Modified"):
             entry["last_modified"] = headers["Last-Modified"]
     return entry
-
-
-VALIDATOR_SUFFIX = ".validator"
-"""Beside ``<dest>.part``: the URL and the validator its bytes were sent under (JSON)."""
-
-
-def _validator_file(part: Path) -> Path:
-    return part.with_name(part.name + VALIDATOR_SUFFIX)
-
-
-def remember_validator(part: Path, url: str, validator: str | None) -> None:
-    """Record (atomically) that the bytes about to go into ``part`` come from ``url`` under
-    ``validator`` (an ETag, a Last-Modified date, an FTP MDTM time), so that a later job can
-    resume ``part`` against it; with no validator, forget any record (nothing to resume
-    against)."""
-    from mapper.files import atomic_path
-
-    record = _validator_file(part)
-    if validator is None:
-        record.unlink(missing_ok=True)
-        return
-    text = json.dumps({"url": url, "validator": validator})
-    if not (record.is_file() and record.read_text() == text):
-        with atomic_path(record) as tmp:
-            tmp.write_text(text)
-
-
-def recalled_validator(part: Path, url: str) -> str | None:
-    """The validator recorded beside ``part`` for ``url`` (:func:`remember_validator`), or None
-    (no record, an unreadable one, or one for another URL)."""
-    try:
-        record = json.loads(_validator_file(part).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("url") != url:
-        return None
-    validator = record.get("validator")
-    return validator if isinstance(validator, str) and validator else None
 
 
 def _strong_validator(headers: Any) -> str | None:
@@ -449,7 +409,7 @@ def download(
             logger.info("%s: present and verified (sha256 %s...)", dest, expected[:12])
             _vetted(dest, vet)
             part.unlink(missing_ok=True)  # left by an earlier run: not needed
-            _validator_file(part).unlink(missing_ok=True)
+            forget_validator(part)
             return _entry(url, dest, dest.stat().st_size, expected, None)
         logger.warning("%s: present but its sha256 differs; downloading it again", dest)
 
@@ -539,9 +499,9 @@ def download(
         if own_session:
             session.close()
         if not part.exists():  # renamed onto dest, or given up: nothing left to resume
-            _validator_file(part).unlink(missing_ok=True)
+            forget_validator(part)
     part.unlink(missing_ok=True)
-    _validator_file(part).unlink(missing_ok=True)
+    forget_validator(part)
     raise SourceError(
         f"{url} -> {dest}: {cause} (gave up after {attempt} attempts); {_FIX_URL}"
     )

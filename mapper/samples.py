@@ -1,19 +1,21 @@
 """Observation points -> the samples table: stack values, lattice pixel and labels.
 
 Input: an observation table (CSV or Parquet) with columns ``obs_id, lon, lat, date`` and the
-label column of every task (:mod:`mapper.tasks`; ``nsp, soil_order``): WGS84 longitude/latitude
-in degrees; the date ISO 8601 (``2019-07-15``, ``2019-07-15T10:30:00Z``, also ``2019-07`` or
-``2019``; surrounding spaces ignored) or empty (unknown: the pipeline does not use the date);
-a binary task's label 0/1, true/false or empty (``nsp``: near-surface permafrost
-absent/present),
-a multiclass task's label one of its class names or empty (``soil_order``: one of
-:data:`mapper.bands.SOIL_ORDERS`; names matched ignoring case and surrounding spaces).
-:func:`check_observations` runs every check that needs the table and the region only (not the
-stacks); the workflow runs it when it plans the samples job, so a bad table stops the plan.
-Blank rows (every column empty, as spreadsheet exports leave them) are skipped.
+label column of every task (:mod:`mapper.tasks`; ``nsp, soil_order``), and optionally ``datum``:
+longitude/latitude in degrees, in the row's datum (:mod:`mapper.datums`: WGS84 when empty or
+without the column; NAD83, NAD27 or an EPSG code); the date ISO 8601 (``2019-07-15``,
+``2019-07-15T10:30:00Z``, also ``2019-07`` or ``2019``; surrounding spaces ignored) or empty
+(unknown: the pipeline does not use the date); a binary task's label 0/1, true/false or empty
+(``nsp``: near-surface permafrost absent/present), a multiclass task's label one of its class
+names or empty (``soil_order``: one of :data:`mapper.bands.SOIL_ORDERS`; names matched ignoring
+case and surrounding spaces). :func:`check_observations` runs every check that needs the table
+and the region only (not the stacks); the workflow runs it when it plans the samples job, so a
+bad table stops the plan. Blank rows (every column empty, as spreadsheet exports leave them) are
+skipped.
 
 Output: one Parquet file, one row per kept point, with
-    obs_id, date, lon, lat        as given (obs_id and date as strings; date stripped)
+    obs_id, date, lon, lat        as given (obs_id and date as strings; date stripped; lon, lat in
+                                  the row's datum)
     x, y                          EPSG:3338 metres (the projected position, not the pixel centre)
     row, col, tile                the lattice pixel holding (x, y) and its tile id
     <label column> per task       nullable Int8: 0/1 (binary), class index (multiclass)
@@ -21,14 +23,14 @@ Output: one Parquet file, one row per kept point, with
                                   (so: nsp, soil_order, soil_order_name)
     <19 stack bands>              float32 stack values at the pixel (NaN where a covariate is
                                   missing; the Sentinel-2 bands and elevation are always finite)
-and file metadata (key ``mapper``, JSON): region, synthetic flag, the observation table and the
-counts of dropped points. The cross-validation folds are drawn from it into a file of their own
-(:mod:`mapper.folds`), so that the folds' settings do not retrain the maps' models. Points are
-dropped when they have no position (lon or lat empty or not a number), lie outside the region's
-mapped area (its boundary buffered by ``buffer_m``), or sit on a pixel that is not valid
-(:func:`mapper.normalise.valid`: no stack, or a Sentinel-2 band or the elevation missing); any
-drop is logged as a WARNING (shown on the console) with the count per reason, and the log lists
-up to 10 obs_id per reason.
+and file metadata (key ``mapper``, JSON): region, synthetic flag, the observation table, the
+counts of dropped points and the kept points per datum. The cross-validation folds are drawn
+from it into a file of their own (:mod:`mapper.folds`), so that the folds' settings do not
+retrain the maps' models. Points are dropped when they have no position (lon or lat empty),
+lie outside the region's mapped area (its boundary buffered by ``buffer_m``), or sit on a pixel
+that is not valid (:func:`mapper.normalise.valid`: no stack, or a Sentinel-2 band or the
+elevation missing); any drop is logged as a WARNING (shown on the console) with the count per
+reason, and the log lists up to 10 obs_id per reason.
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
-from pyproj import Transformer
 from rasterio.windows import Window
 
 from mapper.bands import STACK_BANDS
 from mapper.config import Region
+from mapper.datums import DATUM_COLUMN, datum_name, parse_datums, positions, project
 from mapper.errors import InputError, first_few
 from mapper.files import atomic_path
 from mapper.grid import Lattice
@@ -96,7 +98,7 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             columns = pd.read_csv(path, nrows=0).columns
             names = _column_names(columns)
             text = {raw: str for raw in columns
-                    if names.get(raw, raw) in ("obs_id", "date", *(
+                    if names.get(raw, raw) in ("obs_id", "date", DATUM_COLUMN, *(
                         t.label_column for t in TASKS.values() if t.multiclass))}  # fmt: skip
             table = pd.read_csv(path, dtype=text)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
@@ -154,10 +156,11 @@ def read_observations(path: str | Path) -> pd.DataFrame:
                                                         strict=True))
         raise InputError(
             f"{path}: {n} row(s) with a latitude outside -90..90: obs_id {shown}"
-            f"{f' and {n - 5} more' if n > 5 else ''}; fix those rows (lat and lon are WGS84 "
+            f"{f' and {n - 5} more' if n > 5 else ''}; fix those rows (lat and lon are in "
             "degrees)"
         )
     out["date"] = _parse_dates(table["date"], out["obs_id"], path)
+    out[DATUM_COLUMN] = parse_datums(table.get(DATUM_COLUMN), out["obs_id"], path)
     for task in TASKS.values():
         column = task.label_column
         if task.binary:
@@ -168,13 +171,15 @@ def read_observations(path: str | Path) -> pd.DataFrame:
 
 
 def _column_names(columns: pd.Index) -> dict:
-    """Raw column name -> the name it is read as: a needed column's name matched ignoring case
-    and surrounding spaces (``Obs_ID``, `` lon``), unless the table has that name as it is."""
+    """Raw column name -> the name it is read as: a needed column's name (or ``datum``) matched
+    ignoring case and surrounding spaces (``Obs_ID``, `` lon``), unless the table has that name as
+    it is."""
+    known = [*OBSERVATION_COLUMNS, DATUM_COLUMN]
     exact = set(columns)
     out = {}
     for raw in columns:
         name = str(raw).strip().lower()
-        if raw not in OBSERVATION_COLUMNS and name in OBSERVATION_COLUMNS and name not in exact:
+        if raw not in known and name in known and name not in exact:
             out[raw] = name
     return out
 
@@ -243,13 +248,6 @@ def _parse_classes(column: pd.Series, path: Path, task: Task) -> tuple[pd.Series
     return codes, names
 
 
-def project(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """WGS84 longitude/latitude (degrees) -> EPSG:3338 x, y (metres)."""
-    t = Transformer.from_crs("EPSG:4326", "EPSG:3338", always_xy=True)
-    x, y = t.transform(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
-    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-
-
 def _inside(boundary: shapely.Geometry, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     ok = np.isfinite(x) & np.isfinite(y)
     out = np.zeros(len(x), dtype=bool)
@@ -264,11 +262,14 @@ def locate(region: Region, observations: str | Path, obs: pd.DataFrame) -> tuple
 ]:
     """EPSG:3338 x, y of the points of ``obs`` and whether each lies in the region's mapped area.
 
-    Errors (InputError, naming the file): no point in the region, saying so when the points are
+    Errors (InputError, naming the file): a datum that cannot be transformed to metres
+    (:func:`mapper.datums.positions`), no point in the region, saying so when the points are
     in it with lon and lat exchanged, or with the longitude negated (:func:`negated_inside`).
     """
     n_read = len(obs)
-    x, y = project(obs["lon"].to_numpy(), obs["lat"].to_numpy())
+    datums = obs[DATUM_COLUMN] if DATUM_COLUMN in obs else parse_datums(None, obs["obs_id"], None)
+    x, y = positions(obs["lon"].to_numpy(), obs["lat"].to_numpy(), datums, obs["obs_id"],
+                     Path(observations))
     boundary = region.area()
     inside = _inside(boundary, x, y)
     if not inside.any() and n_read:
@@ -287,7 +288,8 @@ def locate(region: Region, observations: str | Path, obs: pd.DataFrame) -> tuple
             )
         raise InputError(
             f"{observations}: none of its {n_read} points lies in region {region.name}; check "
-            "the table is for this region (lon/lat in WGS84 degrees)"
+            "the table is for this region (lon/lat in degrees, WGS84 unless a datum column says "
+            "otherwise)"
         )
     return x, y, inside
 
@@ -392,6 +394,7 @@ def build_samples(
             f"{region.name}, {counts['nodata']} on nodata) cannot fill evaluation.folds "
             f"{evaluation['folds']} of {region.path}; add observations or lower it"
         )
+    kept_datums = table[DATUM_COLUMN].value_counts().sort_index()
     table = table[SAMPLE_COLUMNS]
     logger.info("labels: %s", "; ".join(_label_summary(table, t) for t in TASKS.values()))
     for task in TASKS.values():
@@ -403,6 +406,7 @@ def build_samples(
         "synthetic": region.synthetic,
         "observations": str(observations),
         "counts": counts,
+        "datums": {datum_name(int(code)): int(n) for code, n in kept_datums.items()},
         "note": "SYNTHETIC observations" if region.synthetic else "",
     }
     write_samples(table, out, meta)

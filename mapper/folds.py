@@ -60,7 +60,9 @@ def build_folds(region: Region, samples: str | Path, out: str | Path) -> pd.Data
     folds = pd.DataFrame({"obs_id": table["obs_id"].astype(str).to_numpy(),
                           "x": table["x"].to_numpy(np.float64),
                           "y": table["y"].to_numpy(np.float64)})
-    for col, fold in make_folds(folds[["x", "y"]].to_numpy(), draw["folds"], draw["seed"]).items():
+    pixels = table[["row", "col"]].to_numpy(np.int64)
+    for col, fold in make_folds(folds[["x", "y"]].to_numpy(), draw["folds"], draw["seed"],
+                                pixels).items():
         folds[col] = fold
     info = {"region": region.name, "synthetic": region.synthetic, "samples": str(samples), **draw,
             "note": "folds of SYNTHETIC observations" if region.synthetic else ""}

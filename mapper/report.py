@@ -266,8 +266,10 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                 if not pc["f1"]["n"]:
                     cells.append("–")
                     continue
-                cells.append(" / ".join(f"{pc[m]['mean']:.2f}" for m in ("precision", "recall",
-                                                                           "f1"))
+                # precision has no value in a fold that never predicts the class: "–" when
+                # no fold has one, as for any figure resting on no fold
+                cells.append(" / ".join(f"{pc[m]['mean']:.2f}" if pc[m]["n"] else "–"
+                                        for m in ("precision", "recall", "f1"))
                              + f" (n={pc['support']})")
             lines.append(f"| {SPLIT_NAMES.get(split, split)} | "
                          f"{MODEL_NAMES.get(model, model)} | " + " | ".join(cells) + " |")

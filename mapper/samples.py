@@ -69,6 +69,9 @@ SAMPLE_COLUMNS = (
 )
 METADATA_KEY = b"mapper"
 WEST_HINT = "west longitudes must be negative (-147.7 for 147.7 W)"
+NA_TEXT = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+           "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+"""Text read as missing in every column but obs_id (pandas' default list, read_csv na_values)."""
 ISO_DATE = r"(?:\d{4}-\d{2}-\d{2}|\d{8})(?:[T ]\d{2}(?::|\d{2}|$)|$)|\d{4}(?:-\d{2})?$"
 """The shape of an ISO 8601 date (YYYY-MM-DD or YYYYMMDD, optionally then a time; or YYYY-MM,
 YYYY); pandas' ISO 8601 parser, which checks the values, also takes 2019/07/15 or 2019 07 15."""
@@ -91,29 +94,32 @@ def read_observations(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{path}: observation table not found; check the observations source")
     with open(path, "rb") as f:
         parquet = f.read(4) == b"PAR1"  # Parquet's magic number: a table under any file name
+    parquet = parquet or path.suffix.lower() in (".parquet", ".pq")
     try:
-        if parquet or path.suffix.lower() in (".parquet", ".pq"):
+        if parquet:
             table = pd.read_parquet(path)
         else:
+            header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+            raw_header = [str(c) for c in header.iloc[0]] if len(header) else []
             columns = pd.read_csv(path, nrows=0).columns
             names = _column_names(columns)
             text = {raw: str for raw in columns
                     if names.get(raw, raw) in ("obs_id", "date", DATUM_COLUMN, *(
                         t.label_column for t in TASKS.values() if t.multiclass))}  # fmt: skip
-            table = pd.read_csv(path, dtype=text)
+            # an obs_id is never read as missing (NA, None, null are ids); blank lines are kept
+            # so that data row numbers count them (the blank rows are skipped below)
+            missing_text = {raw: list(NA_TEXT) for raw in columns
+                            if names.get(raw, raw) != "obs_id"}
+            table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=missing_text,
+                                skip_blank_lines=False)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
         raise InputError(
             f"{path}: cannot be read as a CSV or Parquet table ({type(exc).__name__}: "
             f"{' '.join(str(exc).split())}); "
             "fix or replace the file"
         ) from None
+    _check_repeated(path, [str(c) for c in table.columns] if parquet else raw_header)
     table = table.rename(columns=_column_names(table.columns))
-    repeated = sorted({str(c) for c in table.columns[table.columns.duplicated()]})
-    if repeated:
-        raise InputError(
-            f"{path}: column(s) {', '.join(repeated)} given more than once (names are matched "
-            "ignoring case and surrounding spaces); keep one of each"
-        )
     missing = [c for c in OBSERVATION_COLUMNS if c not in table.columns]
     if missing:
         header = ",".join(map(str, table.columns))
@@ -136,17 +142,30 @@ def read_observations(path: str | Path) -> pd.DataFrame:
         "lon": pd.to_numeric(table["lon"], errors="coerce").astype("float64"),
         "lat": pd.to_numeric(table["lat"], errors="coerce").astype("float64"),
     })
-    no_id = out["obs_id"].str.strip().fillna("").eq("").to_numpy(bool)
+    stripped = out["obs_id"].str.strip()
+    no_id = stripped.fillna("").eq("").to_numpy(bool)
     if no_id.any():
         raise InputError(
             f"{path}: {int(no_id.sum())} row(s) without an obs_id: data row(s) "
             f"{first_few(number[no_id])} (counted from 1 after the header); fill obs_id or "
             "delete the row(s)"
         )
-    dup = out["obs_id"][out["obs_id"].duplicated()].unique()
+    dup = stripped[stripped.duplicated()].unique()
     if len(dup):
-        raise InputError(f"{path}: obs_id must be unique; repeated: {first_few(dup)}; give each "
-                         "row its own obs_id")
+        raise InputError(f"{path}: obs_id must be unique (ignoring surrounding spaces); repeated: "
+                         f"{first_few(dup)}; give each row its own obs_id")
+    for axis in ("lon", "lat"):
+        given = table[axis].astype("string").str.strip().fillna("")
+        bad = (given != "") & out[axis].isna()
+        if bad.any():
+            n = int(bad.sum())
+            shown = ", ".join(f"{i} ({v!r})" for i, v in zip(out["obs_id"][bad].iloc[:5],
+                                                             given[bad].iloc[:5], strict=True))
+            raise InputError(
+                f"{path}: {n} row(s) with a {axis} that is not a number: obs_id {shown}"
+                f"{f' and {n - 5} more' if n > 5 else ''}; give decimal degrees with a '.' "
+                "decimal point (64.8, -147.7), or leave it empty"
+            )
     off_earth = out["lat"].abs() > 90.0
     if off_earth.any() and not off_earth[out["lon"].notna() & out["lat"].notna()].all():
         # some rows (a typo); every row is the columns swapped, which locate() says as such
@@ -168,6 +187,20 @@ def read_observations(path: str | Path) -> pd.DataFrame:
         else:
             out[column], out[f"{column}_name"] = _parse_classes(table[column], path, task)
     return out
+
+
+def _check_repeated(path: Path, raw: list[str]) -> None:
+    """InputError when a column the pipeline reads is given twice in the header ``raw`` (names
+    matched as :func:`_column_names` does; pandas would read the second as ``nsp.1`` and ignore
+    it)."""
+    known = [*OBSERVATION_COLUMNS, DATUM_COLUMN]
+    names = [n if n in known else n.strip().lower() for n in raw]
+    repeated = sorted({n for n in names if n in known and names.count(n) > 1})
+    if repeated:
+        raise InputError(
+            f"{path}: column(s) {', '.join(repeated)} given more than once (names are matched "
+            "ignoring case and surrounding spaces); keep one of each"
+        )
 
 
 def _column_names(columns: pd.Index) -> dict:
@@ -384,6 +417,13 @@ def build_samples(
     )
     for b, name in enumerate(STACK_BANDS):
         table[name] = values[ok, b]
+    shared = table.duplicated(["row", "col"], keep=False).to_numpy()
+    if shared.any():  # not lost, so not a warning
+        logger.info(
+            "%s: %d kept points share a pixel with another (obs_id %s): they have the same stack "
+            "values, so the Random split keeps each pixel's points in one fold; check they are "
+            "not one observation entered twice", observations, int(shared.sum()),
+            first_few(table["obs_id"][shared], 10))
     # checked here too, before any model trains on them (the folds job checks it again: the
     # samples are not remade when evaluation.folds changes)
     evaluation = region.settings["evaluation"]

@@ -8,7 +8,9 @@ only way models get their data, so the Random Forest and MiSo see identical fold
 How folds are formed (coordinates are EPSG:3338 metres, distances Euclidean):
 
 - ``random``: a seeded permutation of the points, dealt round-robin into the folds (sizes differ
-  by at most one).
+  by at most one). Points on the same lattice pixel (a site visited twice, a record entered again
+  under a new id) have the same stack values: they are dealt together, as one, so that no fold
+  tests on a pixel it trained on (without such points, the folds are those of the points alone).
 - ``sh1km`` / ``sh10km`` (spatial holdout at ``d`` = 1 km / 10 km):
   1. *Groups*: the connected components of the graph joining every two points at most ``d``
      apart, i.e. DBSCAN with ``eps = d`` and ``min_samples = 1`` (single-linkage clusters cut at
@@ -175,8 +177,22 @@ def assign_folds(groups: np.ndarray, folds: int, rng: np.random.Generator) -> np
     return np.array([fold_of_group[int(g)] for g in groups], dtype=np.int8)
 
 
-def make_folds(xy: np.ndarray, folds: int, seed: int) -> dict[str, np.ndarray]:
-    """Fold per point for every split: ``{"fold_random": [N], "fold_sh1km": [N], ...}`` int8."""
+def same_pixel_groups(pixels: np.ndarray | None, n: int) -> np.ndarray:
+    """Group per point ([N] int64, numbered in order of each group's first point): points on the
+    same pixel (rows of ``pixels`` [N, 2], lattice row and col) share one; None: one per point."""
+    if pixels is None:
+        return np.arange(n, dtype=np.int64)
+    _, first, inverse = np.unique(np.asarray(pixels), axis=0, return_index=True,
+                                  return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
+
+
+def make_folds(xy: np.ndarray, folds: int, seed: int,
+               pixels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Fold per point for every split: ``{"fold_random": [N], "fold_sh1km": [N], ...}`` int8.
+    ``pixels`` ([N, 2] lattice row, col): points on one pixel share their Random fold."""
     n = len(xy)
     if n < folds:
         raise InputError(f"{n} points cannot fill {folds} folds; add observations or lower "
@@ -185,8 +201,11 @@ def make_folds(xy: np.ndarray, folds: int, seed: int) -> dict[str, np.ndarray]:
     for number, (split, d) in enumerate(SPLITS.items()):
         rng = np.random.default_rng([seed, number])
         if d is None:
-            fold = np.empty(n, dtype=np.int8)
-            fold[rng.permutation(n)] = np.arange(n) % folds
+            group = same_pixel_groups(pixels, n)
+            n_groups = int(group.max()) + 1
+            fold_of_group = np.empty(n_groups, dtype=np.int8)
+            fold_of_group[rng.permutation(n_groups)] = np.arange(n_groups) % folds
+            fold = fold_of_group[group]
         else:
             groups, n_comp = spatial_groups(xy, d, folds)
             fold = assign_folds(groups, folds, rng)

@@ -38,7 +38,11 @@ def test_the_folds_file_holds_every_point_in_the_samples_order(tiny: dict) -> No
     np.testing.assert_array_equal(folds[["x", "y"]].to_numpy(), table[["x", "y"]].to_numpy())
     settings = tiny["region"].settings
     drawn = make_folds(table[["x", "y"]].to_numpy(), settings["evaluation"]["folds"],
-                       settings["training"]["seed"])
+                       settings["training"]["seed"], table[["row", "col"]].to_numpy())
+    shared = table.duplicated(["row", "col"], keep=False).to_numpy()
+    assert shared.sum() >= 2  # the clustered points include some on one pixel: dealt together
+    for _, rows in table[shared].groupby(["row", "col"]).groups.items():
+        assert folds.loc[rows, "fold_random"].nunique() == 1
     for col in FOLD_COLUMNS:
         assert folds[col].dtype == np.int8
         np.testing.assert_array_equal(folds[col].to_numpy(), drawn[col])

@@ -319,3 +319,25 @@ def test_a_figure_on_fewer_folds_than_its_row_says_how_many(region, tmp_path: Pa
     assert sum("folds)" in c for c in cells) == sum(entry[m]["n"] < 3 for m in shown) >= 2
     other = next(r for r in out.read_text().splitlines() if r.startswith("| Random | MiSo |"))
     assert "folds)" not in other
+
+
+def test_a_class_never_predicted_has_no_precision_not_nan(region, tmp_path: Path  # noqa: ANN001
+                                                          ) -> None:
+    """A class in the test points that no fold predicts has a recall and F1 (0) but no
+    precision: its cell shows "–" for it, never "nan"."""
+    from mapper.evaluate import read_fold
+
+    files = _fold_files(tmp_path, "soilorder", 7)
+    for path in files:
+        if path.name.startswith("rf_random_"):
+            df, info = read_fold(path)
+            df.loc[df["y_pred"] == 0, "y_pred"] = 1  # Andisols never predicted
+            _write(df, path, info)
+    out = tmp_path / "reports" / "soilorder.md"
+    report(region, "soilorder", files, out)
+    md = out.read_text()
+    assert "nan" not in md
+    row = next(r for r in md.splitlines() if r.startswith("| Random | Random Forest |")
+               and "(n=" in r)
+    first = [c.strip() for c in row.strip("|").split("|")][2]
+    assert first.startswith("– / 0.00 / 0.00 (n=")

@@ -349,3 +349,56 @@ def test_longitudes_given_as_positive_degrees_west_are_named(
                               "west longitudes must be negative (-147.7 for 147.7 W), fix those "
                               "rows")
 
+
+
+HEADER = "obs_id,lon,lat,date,nsp,soil_order"
+
+
+def test_a_column_given_twice_with_the_same_name_is_one_error(tmp_path: Path) -> None:
+    """pandas reads a repeated header name as ``nsp.1``: the second column's values would be
+    ignored without a word. The raw header is checked; other repeated columns are the user's."""
+    twice = tmp_path / "twice.csv"
+    twice.write_text(f"{HEADER},nsp\na,-147.7,64.8,,,,1\n")
+    with pytest.raises(InputError, match=r"twice\.csv: column\(s\) nsp given more than once"):
+        read_observations(twice)
+    notes = tmp_path / "notes.csv"
+    notes.write_text(f"{HEADER},notes,notes\na,-147.7,64.8,,1,,x,y\n")
+    assert read_observations(notes)["nsp"].tolist() == [1]
+
+
+def test_coordinates_that_are_not_numbers_are_named_not_dropped(tmp_path: Path) -> None:
+    """A decimal comma or a hemisphere letter is an error naming the rows and their values; an
+    empty coordinate stays a point without position (dropped and counted)."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f'{HEADER}\nA1,-147.7,"64,8",,1,\nA2,-147.7,64.8N,,1,\nA3,,64.8,,1,\n'
+                   'A4,147.7W,64.8,,1,\n')
+    with pytest.raises(InputError) as err:
+        read_observations(bad)
+    assert str(err.value) == (
+        f"{bad}: 1 row(s) with a lon that is not a number: obs_id A4 ('147.7W'); give decimal "
+        "degrees with a '.' decimal point (64.8, -147.7), or leave it empty")
+    bad.write_text(f'{HEADER}\nA1,-147.7,"64,8",,1,\nA2,-147.7,64.8N,,1,\nA3,,NA,,1,\n')
+    with pytest.raises(InputError, match=r"2 row\(s\) with a lat that is not a number: obs_id "
+                                         r"A1 \('64,8'\), A2 \('64\.8N'\)"):
+        read_observations(bad)
+    bad.write_text(f"{HEADER}\nA3,,NA,,1,\nA4,-147.7,64.8,,NA,\n")
+    obs = read_observations(bad)
+    assert obs["lon"].isna().tolist() == [True, False] and obs["nsp"].isna().tolist() == [False,
+                                                                                            True]
+
+
+def test_obs_id_is_text_as_written(tmp_path: Path) -> None:
+    """An obs_id of NA, None or null is an id, not a missing one; ids differing only by
+    surrounding spaces are the same id; data row numbers count blank lines."""
+    ids = tmp_path / "ids.csv"
+    ids.write_text(f"{HEADER}\nNA,-147.7,64.8,,1,\nNone,-147.6,64.8,,1,\nnull,-147.5,64.8,,1,\n")
+    assert read_observations(ids)["obs_id"].tolist() == ["NA", "None", "null"]
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text(f"{HEADER}\nA1,-147.7,64.8,,1,\nA1 ,-147.6,64.8,,1,\n")
+    with pytest.raises(InputError, match=r"obs_id must be unique \(ignoring surrounding spaces\); "
+                                         r"repeated: A1;"):
+        read_observations(spaced)
+    gaps = tmp_path / "gaps.csv"
+    gaps.write_text(f"{HEADER}\nA1,-147.7,64.8,,1,\n\n\n,-147.6,64.8,,1,\n")
+    with pytest.raises(InputError, match=r"data row\(s\) 4 \(counted from 1"):
+        read_observations(gaps)

@@ -108,3 +108,22 @@ def test_random_split_has_no_dead_zone_and_bad_arguments_are_refused() -> None:
         train_test_indices(table, "random", 9, "nsp")
     with pytest.raises(ConfigError, match="unknown task"):
         train_test_indices(table, "random", 0, "ph")
+
+
+def test_points_on_one_pixel_share_their_random_fold() -> None:
+    """Two records of one site (one pixel: the same stack values) are never split between
+    training and test by the Random split; without shared pixels the folds are those drawn from
+    the points alone (so tables without them keep their folds)."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 20_000, (300, 2))
+    pixels = np.floor(xy / 10.0).astype(np.int64)
+    alone = make_folds(xy, 5, seed=7)
+    np.testing.assert_array_equal(make_folds(xy, 5, seed=7, pixels=pixels)["fold_random"],
+                                  alone["fold_random"])
+    twice = np.concatenate([xy, xy[:40] + 0.5])  # 40 sites recorded again, 0.5 m off
+    pixels = np.concatenate([pixels, pixels[:40]])  # on the pixel of their first record
+    drawn = make_folds(twice, 5, seed=7, pixels=pixels)["fold_random"]
+    np.testing.assert_array_equal(drawn[:40], drawn[300:])
+    assert np.bincount(drawn, minlength=5).min() >= 300 // 5  # still balanced over sites
+    unaware = make_folds(twice, 5, seed=7)["fold_random"]
+    assert (unaware[:40] != unaware[300:]).sum() > 10  # what it guards against

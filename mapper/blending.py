@@ -320,6 +320,23 @@ class CropLattice:
         bottom, right = self.start(rows[-1]) + self.crop_px, self.start(cols[-1]) + self.crop_px
         return Window(left, top, right - left, bottom - top)
 
+    def reads(self, out_window: Window) -> Window:
+        """The lattice pixels a tile's prediction reads for the cells of ``out_window``: the
+        crops' :meth:`reach` and the cells' own pixels, which the validity mask reads. They
+        differ when a cell straddles the tile's edge (an out_res whose factor does not divide the
+        tile) and crops abut (``stride_px + stagger_px`` equal to the support), so that no crop
+        reaches the cell's far pixels."""
+        k = self.factor
+        cells = Window(int(out_window.col_off) * k, int(out_window.row_off) * k,
+                       int(out_window.width) * k, int(out_window.height) * k)
+        reach = self.reach(out_window)
+        if not reach.width or not reach.height:
+            return cells
+        left, top = min(reach.col_off, cells.col_off), min(reach.row_off, cells.row_off)
+        right = max(reach.col_off + reach.width, cells.col_off + cells.width)
+        bottom = max(reach.row_off + reach.height, cells.row_off + cells.height)
+        return Window(left, top, right - left, bottom - top)
+
     def axis_total(self, lo: int, hi: int) -> np.ndarray:
         """Per-axis weight summed over every crop answering out cells ``[lo, hi)`` (float64).
 
@@ -335,6 +352,20 @@ class CropLattice:
             if b > a:
                 total[a - lo:b - lo] += self.weights_1d(span, a, b)
         return total
+
+    def axis_top_share(self, lo: int, hi: int) -> np.ndarray:
+        """Per-axis largest share of one crop in a cell's weight, over out cells ``[lo, hi)``
+        (float64; 0 where no crop answers). A cell's largest normalised 2-D weight is its row's
+        times its column's (the weights are outer products): with ``min_weight`` above it, every
+        crop is skipped there."""
+        total = self.axis_total(lo, hi)
+        top = np.zeros_like(total)
+        for i in self.indices(lo, hi):
+            span = self.span(i)
+            a, b = max(span.lo, lo), min(span.hi, hi)
+            if b > a:
+                top[a - lo:b - lo] = np.maximum(top[a - lo:b - lo], self.weights_1d(span, a, b))
+        return np.divide(top, total, out=np.zeros_like(top), where=total > 0)
 
     def weights(self, crop: Crop) -> np.ndarray:
         """2-D weights of the crop's cells inside the window: the outer product of the axes'."""

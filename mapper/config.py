@@ -260,7 +260,7 @@ class Region:
         """The stacked tiles that the prediction crops of ``tile`` may read (itself included),
         sorted: the predict job's stacks."""
         crops = self.crop_lattice()
-        reach = crops.reach(crops.out_window(self.lattice.tile_window(tile)))
+        reach = crops.reads(crops.out_window(self.lattice.tile_window(tile)))
         stacked = set(self.stacked_tiles())
         return sorted(t for t in self.lattice.tiles_in_window(reach) if t in stacked)
 

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from affine import Affine
@@ -29,6 +30,9 @@ from mapper.predictor import PredictStats, TilePredictor
 from mapper.raster import check_written, open_raster, write_geotiff, writing
 from mapper.tasks import get_task
 from mapper.windows import StackReader, stacks_by_tile
+
+if TYPE_CHECKING:  # torch is imported by the job that predicts, not by every importer
+    from mapper.models.checkpoint import CheckpointMeta
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ def predict_tile(
     probability band per class (NSP: 1, descriptions = class names), NaN nodata (also every
     cell outside the mapped area), written atomically.
     """
-    from mapper.models.checkpoint import load_checkpoint
+    from mapper.models.checkpoint import check_checkpoint, load_checkpoint
 
     spec = get_task(task)
     lattice = region.lattice
@@ -85,6 +89,9 @@ def predict_tile(
     if not Path(model_path).is_file():
         raise CheckpointError(f"{model_path}: no such checkpoint; train the model first or fix "
                               "the path")
+    # the checks of the model's jobs, on every tile: an empty one too records the checkpoint
+    expect = {"expect_task": task, "expect_size": region.settings["model"]["size"]}
+    _check_inputs(model_path, check_checkpoint(model_path, **expect))
     sha = file_sha256(model_path)
     tags = {
         "MAPPER_TILE": tile,
@@ -116,12 +123,7 @@ def predict_tile(
         return stats
 
     _check_neighbours(region, tile, by_tile)  # before the model is loaded: a cheap check first
-    model, meta = load_checkpoint(model_path, expect_task=task,
-                                  expect_size=region.settings["model"]["size"])
-    if meta.bands != input_bands(model.cfg.aspect):
-        raise CheckpointError(f"{model_path}: trained on bands {meta.bands}, not the stack's as "
-                              f"its model takes them, {input_bands(model.cfg.aspect)}; retrain on "
-                              "current stacks")
+    model, meta = load_checkpoint(model_path, **expect)
     normaliser = Normaliser.from_dict(meta.normalisation, model_path)
     predictor = TilePredictor(model, normaliser, lattice, crops, task, area=region.area(),
                               batch_size=options.batch_size, device=options.device,
@@ -135,6 +137,20 @@ def predict_tile(
     stats.add("write", time.perf_counter() - t0)
     _log_done(stats)
     return stats
+
+
+def _check_inputs(model_path: str | Path, meta: CheckpointMeta) -> None:
+    """The checkpoint's bands are the stack's as its model takes them, and its normalisation
+    encodes the aspect as its model does; CheckpointError naming the file."""
+    aspect = meta.config.aspect
+    if meta.bands != input_bands(aspect):
+        raise CheckpointError(f"{model_path}: trained on bands {meta.bands}, not the stack's as "
+                              f"its model takes them, {input_bands(aspect)}; retrain on current "
+                              "stacks")
+    encoded = Normaliser.from_dict(meta.normalisation, model_path).aspect
+    if encoded != aspect:
+        raise CheckpointError(f"{model_path}: its normalisation encodes the aspect as "
+                              f"{encoded!r} but its model takes it as {aspect!r}; retrain")
 
 
 def _write_tile(out: str | Path, data: np.ndarray, transform: Affine, crs: str,

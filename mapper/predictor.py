@@ -198,8 +198,9 @@ class TilePredictor:
         return self.crops.out_window(self.lattice.tile_window(tile))
 
     def context_window(self, tile: str) -> Window:
-        """Lattice pixels that the tile's crops read (the tile plus up to crop_px - 1 around)."""
-        return self.crops.reach(self.out_window(tile))
+        """Lattice pixels that the tile's prediction reads (the tile plus up to crop_px - 1
+        around: its crops, and the pixels of its out cells, :meth:`CropLattice.reads`)."""
+        return self.crops.reads(self.out_window(tile))
 
     # -- validity --------------------------------------------------------------------------------
     def valid_cells(self, reader: StackReader, tile: str) -> np.ndarray:
@@ -241,13 +242,17 @@ class TilePredictor:
         if valid.any():
             self._totals = (self.crops.axis_total(int(ow.row_off), int(ow.row_off) + h),
                             self.crops.axis_total(int(ow.col_off), int(ow.col_off) + w))
+            if self.min_weight > 0:  # known from the crop lattice: checked before any crop runs
+                top = np.outer(self.crops.axis_top_share(int(ow.row_off), int(ow.row_off) + h),
+                               self.crops.axis_top_share(int(ow.col_off), int(ow.col_off) + w))
+                if (top[valid] < self.min_weight).any():
+                    raise InputError(
+                        f"tile {tile}: prediction.min_weight {self.min_weight:g} skips every crop "
+                        f"at some cells (no crop weighs more than {top[valid].min():.3g} of them: "
+                        "more crops overlap there than 1 / min_weight); lower "
+                        "prediction.min_weight in the region file"
+                    )
             self._run(reader, tile, valid, blender, stats)
-            if self.min_weight > 0 and (blender.sum_w[valid.reshape(-1)] <= 0).any():
-                raise InputError(
-                    f"tile {tile}: prediction.min_weight {self.min_weight:g} skips every crop at "
-                    "some cells (more crops overlap there than 1 / min_weight); lower "
-                    "prediction.min_weight in the region file"
-                )
         t0 = time.perf_counter()
         out = blender.result(valid)
         stats.add("blend", time.perf_counter() - t0)

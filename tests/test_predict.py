@@ -414,12 +414,19 @@ def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path,
     write_geotiff(empty, np.full((19, 64, 64), np.nan, np.float32), lattice.tile_transform(tile),
                   "EPSG:3338", nodata=np.nan, descriptions=STACK_BANDS,
                   tags={"MAPPER_TILE": tile, "MAPPER_EMPTY": "true", "MAPPER_SYNTHETIC": "true"})
+    out = tmp_path / "out.tif"
+    # an empty tile builds no model, but refuses the checkpoints the model's tiles refuse: its
+    # nodata would otherwise record a junk file or another task's model as the one used
     not_a_model = tmp_path / "garbage.pt"
     not_a_model.write_bytes(b"loading this would fail")
-    out = tmp_path / "out.tif"
-    # an empty tile never loads the model (this one would fail)
+    region = region_of(setup, "tiny64")
+    for bad, says in ((not_a_model, "unreadable checkpoint"),
+                      (setup["models"]["nsp"], "checkpoint is for task 'nsp'")):
+        with pytest.raises(CheckpointError, match=says):
+            predict_tile(region, "soilorder", tile, bad, [empty], out, options=quiet())
+        assert not out.exists()
     with caplog.at_level(logging.INFO, logger="mapper.predict"):
-        predict_tile(region_of(setup, "tiny64"), "soilorder", tile, not_a_model, [empty], out,
+        predict_tile(region, "soilorder", tile, setup["models"]["soilorder"], [empty], out,
                      options=quiet())
     with rasterio.open(out) as ds:
         assert ds.count == 7 and np.isnan(ds.read()).all() and ds.tags()["MAPPER_EMPTY"] == "true"
@@ -444,6 +451,52 @@ def test_a_checkpoint_of_other_bands_is_refused_by_name(setup: dict, tmp_path: P
                                               r"takes them, \['s2_red'.*; retrain"):
         predict_tile(region_of(setup, "tiny64"), "nsp", tile, other,
                      context(setup, "tiny64", tile), out, options=quiet())
+    assert not out.exists()
+
+
+def test_a_checkpoint_whose_normalisation_encodes_another_aspect_is_refused(
+    setup: dict, tmp_path: Path
+) -> None:
+    """Normalisation and model must take the aspect the same way (training makes them so): a
+    checkpoint put together otherwise is refused by name before any tile is read, not at the
+    first batch as a stack problem."""
+    payload = torch.load(setup["models"]["nsp"], map_location="cpu", weights_only=True)
+    other_aspect = {"number": "components", "components": "number"}
+    payload["normalisation"]["aspect"] = other_aspect[payload["normalisation"].get("aspect",
+                                                                                   "number")]
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    tile = first_tile(setup, "tiny64")
+    out = tmp_path / "x.tif"
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(other))}: its normalisation "
+                                              r"encodes the aspect as .* but its model takes it "
+                                              r"as .*; retrain$"):
+        predict_tile(region_of(setup, "tiny64"), "nsp", tile, other,
+                     context(setup, "tiny64", tile), out, options=quiet())
+    assert not out.exists()
+
+
+def test_a_min_weight_that_skips_every_crop_fails_before_any_crop_runs(
+    setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where crops overlap, no crop weighs more than about a quarter of a cell: min_weight 0.9
+    leaves such cells without a crop. That is known from the crop lattice, so the job says so
+    before running the model (statewide, before a GPU hour per tile), naming the setting."""
+    from mapper.predictor import TilePredictor
+
+    config = mode_config(setup, "tiny64", tmp_path / "cfg", "float32", 0.9)
+    region = load_region(load_config(config), "tiny64")
+    tile = first_tile(setup, "tiny64")
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a crop ran")
+
+    monkeypatch.setattr(TilePredictor, "_run", never)
+    out = tmp_path / "x.tif"
+    with pytest.raises(InputError, match=rf"tile {tile}: prediction.min_weight 0.9 skips every "
+                                         r"crop at some cells \(no crop weighs more than 0\.\d+"):
+        predict_tile(region, "nsp", tile, setup["models"]["nsp"], context(setup, "tiny64", tile),
+                     out, options=quiet())
     assert not out.exists()
 
 

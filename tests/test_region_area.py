@@ -92,6 +92,25 @@ def test_crop_reach_is_the_union_of_the_crops() -> None:
         assert crops.reach(out) == Window(left, top, right - left, bottom - top)
 
 
+def test_a_tile_reads_the_pixels_of_cells_straddling_its_edge() -> None:
+    """30 m cells on 64 px tiles straddle tile edges by a pixel; with abutting crops (stride equal
+    to the support) none reaches a straddling cell's far pixel, which the validity mask reads:
+    :meth:`CropLattice.reads` holds the cells' pixels as well as the crops'."""
+    crops = CropLattice(32, 32, 0.25, factor=3, support_px=None, stagger_px=0)
+    short = 0
+    for a in range(0, 64 * 12, 64):  # tiles along an axis
+        out = crops.out_window(Window(a, a, 64, 64))
+        cells = Window(out.col_off * 3, out.row_off * 3, out.width * 3, out.height * 3)
+        reads, reach = crops.reads(out), crops.reach(out)
+        for w in (cells, reach):  # both inside what is read
+            assert reads.col_off <= w.col_off and reads.row_off <= w.row_off
+            assert w.col_off + w.width <= reads.col_off + reads.width
+            assert w.row_off + w.height <= reads.row_off + reads.height
+        short += (cells.col_off < reach.col_off
+                  or cells.col_off + cells.width > reach.col_off + reach.width)
+    assert short  # the case: some tile's crops alone miss a pixel of its cells
+
+
 @pytest.mark.parametrize("tile_px", [64, 128])
 def test_context_tiles_cover_every_pixel_a_crop_reads(tmp_path: Path, tile_px: int) -> None:
     """Every lattice pixel within a crop of a mapped cell (prediction) or of a point of the area

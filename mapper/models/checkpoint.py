@@ -114,11 +114,12 @@ def save_torch(path: str | Path, obj: dict[str, Any]) -> Path:
     return path
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """The checked payload; ``mmap``: tensors mapped, not read (for a check of the rest)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; train the model first or fix the path")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
         reason = " ".join(str(exc).split()).split(". ")[0][:100]
         raise CheckpointError(
@@ -154,7 +155,50 @@ def load_checkpoint(
     one-line CheckpointError naming the file.
     """
     path = Path(path)
-    payload = _read(path)
+    payload, cfg = _checked(path, expect_task, expect_size)
+    model = MiSo(cfg, int(payload["n_out"]))
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(
+            f"{path}: tensors do not fit a {cfg.name} model ({detail}); delete it and retrain"
+        ) from exc
+    model.eval()
+    return model, _meta(path, payload, cfg)
+
+
+def check_checkpoint(
+    path: str | Path,
+    *,
+    expect_task: str | None = None,
+    expect_size: str | None = None,
+) -> CheckpointMeta:
+    """Every check of :func:`load_checkpoint` but the tensors' fit, without building the model
+    or reading the tensors (memory-mapped): for a job that may not need the model (an empty
+    tile), so that it refuses what the model's jobs refuse."""
+    path = Path(path)
+    payload, cfg = _checked(path, expect_task, expect_size, mmap=True)
+    return _meta(path, payload, cfg)
+
+
+def _meta(path: Path, payload: dict[str, Any], cfg: ModelConfig) -> CheckpointMeta:
+    return CheckpointMeta(
+        path=path,
+        config=cfg,
+        n_out=int(payload["n_out"]),
+        task=payload["task"],
+        bands=list(payload["bands"]),
+        normalisation=payload["normalisation"],
+        classes=list(payload["classes"]),
+        extra=payload.get("extra") or {},
+    )
+
+
+def _checked(path: Path, expect_task: str | None, expect_size: str | None,
+             mmap: bool = False) -> tuple[dict[str, Any], ModelConfig]:
+    """The payload and model config of a checkpoint that passes every check but the tensors'."""
+    payload = _read(path, mmap=mmap)
     try:
         cfg = ModelConfig.from_dict(payload["config"])
     except ConfigError as exc:
@@ -176,26 +220,7 @@ def load_checkpoint(
             f"{path}: checkpoint is model size {cfg.name!r}, expected {expect_size!r}; "
             "give a checkpoint of the configured size or change model.size"
         )
-    model = MiSo(cfg, int(payload["n_out"]))
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise CheckpointError(
-            f"{path}: tensors do not fit a {cfg.name} model ({detail}); delete it and retrain"
-        ) from exc
-    model.eval()
-    meta = CheckpointMeta(
-        path=path,
-        config=cfg,
-        n_out=int(payload["n_out"]),
-        task=task,
-        bands=list(payload["bands"]),
-        normalisation=payload["normalisation"],
-        classes=list(payload["classes"]),
-        extra=payload.get("extra") or {},
-    )
-    return model, meta
+    return payload, cfg
 
 
 def _outputs_problem(task: str, n_out: int, classes: list[str]) -> str:

@@ -676,7 +676,8 @@ def test_observations_all_outside_the_region(region: dict, tmp_path: Path, capsy
     assert rc == 1
     n = len(pd.read_csv(obs))
     assert line == (f"error: {obs}: none of its {n} points lies in region tiny; check the table "
-                    "is for this region (lon/lat in WGS84 degrees)")
+                    "is for this region (lon/lat in degrees, WGS84 unless a datum column says "
+                    "otherwise)")
     assert_nothing_written(out)
 
 

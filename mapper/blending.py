@@ -367,6 +367,25 @@ class CropLattice:
                 top[a - lo:b - lo] = np.maximum(top[a - lo:b - lo], self.weights_1d(span, a, b))
         return np.divide(top, total, out=np.zeros_like(top), where=total > 0)
 
+    def period_cells(self) -> int:
+        """Out cells after which the crop lattice repeats along an axis: crop ``i + P`` is crop
+        ``i`` moved by ``P * stride_px`` pixels when ``P`` is a whole number of stagger cycles
+        and of ``stagger_px / gcd(stride_px, stagger_px)`` (the residues), and a whole number of
+        cells (``P * stride_px`` a multiple of ``factor``)."""
+        crops = 1
+        if self.stagger_px:
+            crops = math.lcm(STAGGER_CYCLE,
+                             self.stagger_px // math.gcd(self.stride_px, self.stagger_px))
+        px = crops * self.stride_px
+        return math.lcm(px, self.factor) // self.factor
+
+    def lowest_top_share(self) -> float:
+        """The smallest, over every cell of the lattice, of the largest normalised 2-D weight of
+        one crop there (:meth:`axis_top_share` over one period, squared: rows and columns share
+        the lattice). A ``min_weight`` above it leaves cells without a crop."""
+        n = self.period_cells()
+        return float(self.axis_top_share(n, 2 * n).min() ** 2)
+
     def weights(self, crop: Crop) -> np.ndarray:
         """2-D weights of the crop's cells inside the window: the outer product of the axes'."""
         wy = self.weights_1d(crop.rows, crop.r_lo, crop.r_hi)

@@ -25,19 +25,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mapper.experiment import MODELS, SPLITS, in_order
 from mapper.metrics import reliability
 from mapper.tasks import get_task
 from mapper.truth import RELIABILITY_BINS
 
 
 def label_reliability(task: str, preds: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per split and model (in the order they occur): the reliability curve of the pooled
-    held-out predictions against the observed labels (module doc), with ``n``, ``ece``,
-    ``mean_pred`` and ``mean_observed``."""
+    """Per split and model (in the report's order, :func:`mapper.experiment.in_order`): the
+    reliability curve of the pooled held-out predictions against the observed labels (module
+    doc), with ``n``, ``ece``, ``mean_pred`` and ``mean_observed``. The predictions are taken
+    in fold and obs_id order, so the figures do not depend on the order of the fold files."""
     spec = get_task(task)
     columns = spec.probability_columns
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for (split, model), g in preds.groupby(["split", "model"], sort=False):
+    groups = dict(iter(preds.groupby(["split", "model"], sort=False)))
+    splits = in_order(sorted({s for s, _ in groups}), tuple(SPLITS))
+    models = in_order(sorted({m for _, m in groups}), MODELS)
+    for split, model in ((s, m) for s in splits for m in models if (s, m) in groups):
+        g = groups[(split, model)].sort_values(["fold", "obs_id"], kind="stable")
         g = g[g["y_pred"] >= 0]
         if not len(g):
             continue

@@ -76,6 +76,8 @@ def predict_tile(
     probability band per class (NSP: 1, descriptions = class names), NaN nodata (also every
     cell outside the mapped area), written atomically.
     """
+    import torch
+
     from mapper.models.checkpoint import check_checkpoint, load_checkpoint
 
     spec = get_task(task)
@@ -129,14 +131,30 @@ def predict_tile(
                               batch_size=options.batch_size, device=options.device,
                               precision=prediction["precision"],
                               min_weight=prediction["min_weight"], progress=options.progress)
-    with StackReader(by_tile, lattice) as reader:
-        data, stats = predictor.predict(reader, tile)
+    try:
+        with StackReader(by_tile, lattice) as reader:
+            data, stats = predictor.predict(reader, tile)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise _out_of_memory(tile, predictor.device, options.batch_size, exc) from None
     t0 = time.perf_counter()
     _write_tile(out, data, transform, lattice.crs, names,
                 {**tags, "MAPPER_EMPTY": str(stats.valid_cells == 0).lower()})
     stats.add("write", time.perf_counter() - t0)
     _log_done(stats)
     return stats
+
+
+def _out_of_memory(tile: str, device: object, batch_size: int, exc: BaseException
+                   ) -> InputError:
+    """The one error of a predict job out of (GPU) memory: the batch size is what to lower (a
+    retry with more host memory, as the SLURM profile's, would fail the same way on a GPU)."""
+    reason = " ".join(str(exc).split()).split(". ")[0][:120] or type(exc).__name__
+    return InputError(
+        f"tile {tile}: out of memory on {device} with batch size {batch_size} ({reason}); lower "
+        "the batch size: --batch-size N, in the workflow --set-resources predict:batch_size=N "
+        "(and predict_member:batch_size=N with an ensemble); the map does not depend on it "
+        "beyond the last bit of a float"
+    )
 
 
 def _check_inputs(model_path: str | Path, meta: CheckpointMeta) -> None:

@@ -26,9 +26,18 @@ def _check_prediction(settings: dict, origin: str | Path, res: float) -> None:
     """The ``prediction`` section's crops and output pixel against each other and the lattice:
     checked when the config is read, so that a dry run names the file (not a predict job)."""
     try:
-        CropLattice.from_settings(settings["prediction"], res)
+        crops = CropLattice.from_settings(settings["prediction"], res)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
+    min_weight = float(settings["prediction"]["min_weight"])
+    if min_weight > 0:
+        lowest = crops.lowest_top_share()
+        if lowest < min_weight:
+            raise ConfigError(
+                f"{origin}: prediction.min_weight {min_weight:g} skips every crop at some cells "
+                f"(where crops overlap most, none weighs more than {lowest:.4g} of a cell); "
+                f"give a min_weight below {lowest:.4g} (the shipped regions use 0.02)"
+            )
 
 
 def _check_task_epochs(settings: dict, origin: str | Path) -> None:

@@ -164,6 +164,13 @@ def collect(task: str, fold_files: list[str | Path], region: str | None = None
             rec["metrics"] = None
         records.append(rec)
         frames.append(df)
+    # in split, model and fold order: the figures (float sums) do not depend on the files' order
+    splits = in_order(sorted({r["split"] for r in records}), tuple(SPLITS))
+    models = in_order(sorted({r["model"] for r in records}), MODELS)
+    order = sorted(range(len(records)), key=lambda i: (splits.index(records[i]["split"]),
+                                                        models.index(records[i]["model"]),
+                                                        int(records[i]["fold"])))
+    records, frames = [records[i] for i in order], [frames[i] for i in order]
     cols = ["obs_id", "x", "y", "y_true", *spec.probability_columns, "y_pred", "model", "split",
             "fold"]
     preds = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
@@ -357,6 +364,25 @@ def strict_json(obj: Any) -> Any:
     return obj
 
 
+def _check_complete(records: list[dict[str, Any]], folds: int, region: Region) -> None:
+    """Every split and model given must have each of the region's ``evaluation.folds`` folds:
+    a mean over some of them would read as the whole cross-validation."""
+    have: dict[tuple[str, str], set[int]] = {}
+    for r in records:
+        have.setdefault((r["split"], r["model"]), set()).add(int(r["fold"]))
+    for (split, model), got in sorted(have.items()):
+        if got != set(range(folds)):
+            missing = sorted(set(range(folds)) - got)
+            extra = sorted(got - set(range(folds)))
+            what = (f"lacks fold(s) {', '.join(map(str, missing))} of" if missing else
+                    f"has fold(s) {', '.join(map(str, extra))} beyond")
+            raise InputError(
+                f"{model} {split} {what} region {region.name}'s {folds} (evaluation.folds of "
+                f"{region.path}); pass every fold of each split and model, as the workflow's "
+                "report rule does"
+            )
+
+
 def report(
     region: Region,
     task: str,
@@ -377,6 +403,7 @@ def report(
         zones = [zone_layer_path(region.name, z["name"]) for z in region.settings.get("zones", [])]
     layers = [read_zone_layer(p) for p in zones]  # a missing layer fails before any work
     records, preds = collect(task, fold_files, region.name)
+    _check_complete(records, int(region.settings["evaluation"]["folds"]), region)
     summary = summarise(task, records)
     truth_info = None
     tpath = Path(truth) if truth else truth_path(region, task)

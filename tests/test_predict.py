@@ -394,16 +394,23 @@ def test_every_mode_keeps_tiling_invariance_and_reruns(
         assert stats.queries < 0.9 * full.queries, (stats.queries, full.queries)
 
 
-def test_a_min_weight_that_leaves_cells_undecoded_is_an_error(setup: dict,
-                                                             tmp_path: Path) -> None:
+def test_a_min_weight_that_skips_every_crop_is_refused_when_the_config_is_read(
+    setup: dict, tmp_path: Path
+) -> None:
+    """Where crops overlap most, no crop weighs more than about a third of a cell here: a
+    min_weight above that leaves cells without a crop, which the crop lattice alone tells, so
+    reading the config (a dry run) names the file, the key and the largest workable value."""
     config = mode_config(setup, "tiny64", tmp_path / "cfg", "float32", 0.9)
-    tile = first_tile(setup, "tiny64")
-    out = tmp_path / "x.tif"
-    with pytest.raises(InputError, match="lower prediction.min_weight in the region file"):
-        predict_tile(load_region(load_config(config), "tiny64"), "nsp", tile,
-                     setup["models"]["nsp"], context(setup, "tiny64", tile), out,
-                     options=quiet())
-    assert not out.exists()
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'cfg' / 'tiny64.yaml'}: prediction.min_weight 0.9 "
+                              "skips every crop at some cells")
+    lowest = float(re.search(r"give a min_weight below ([0-9.]+)", message).group(1))
+    assert 0.02 < lowest < 0.9
+    load_config(mode_config(setup, "tiny64", tmp_path / "ok", "float32", lowest * 0.99))
+    with pytest.raises(ConfigError, match="skips every crop"):
+        load_config(mode_config(setup, "tiny64", tmp_path / "no", "float32", lowest * 1.01))
 
 
 def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path,
@@ -479,13 +486,12 @@ def test_a_checkpoint_whose_normalisation_encodes_another_aspect_is_refused(
 def test_a_min_weight_that_skips_every_crop_fails_before_any_crop_runs(
     setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Where crops overlap, no crop weighs more than about a quarter of a cell: min_weight 0.9
-    leaves such cells without a crop. That is known from the crop lattice, so the job says so
-    before running the model (statewide, before a GPU hour per tile), naming the setting."""
+    """The predict job checks min_weight too (settings given past the config's check), before
+    running the model (statewide, before a GPU hour per tile), naming the setting."""
     from mapper.predictor import TilePredictor
 
-    config = mode_config(setup, "tiny64", tmp_path / "cfg", "float32", 0.9)
-    region = load_region(load_config(config), "tiny64")
+    region = region_of(setup, "tiny64")
+    region.settings["prediction"]["min_weight"] = 0.9  # past the config's check: a backstop
     tile = first_tile(setup, "tiny64")
 
     def never(*args: object, **kwargs: object) -> None:
@@ -497,6 +503,29 @@ def test_a_min_weight_that_skips_every_crop_fails_before_any_crop_runs(
                                          r"crop at some cells \(no crop weighs more than 0\.\d+"):
         predict_tile(region, "nsp", tile, setup["models"]["nsp"], context(setup, "tiny64", tile),
                      out, options=quiet())
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError, MemoryError])
+def test_out_of_memory_is_one_error_naming_the_batch_size(
+    setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type
+) -> None:
+    """A predict job out of GPU (or host) memory says which knob to turn, the batch size, in
+    the CLI's and the workflow's words, and leaves no tile."""
+    from mapper.predictor import TilePredictor
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise error("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 39.4 GiB total)")
+
+    monkeypatch.setattr(TilePredictor, "predict", exhausted)
+    tile = first_tile(setup, "tiny64")
+    out = tmp_path / "x.tif"
+    with pytest.raises(InputError) as err:
+        predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
+                     context(setup, "tiny64", tile), out, options=quiet(3))
+    assert str(err.value).startswith(
+        f"tile {tile}: out of memory on cpu with batch size 3 (CUDA out of memory); lower the "
+        "batch size: --batch-size N, in the workflow --set-resources predict:batch_size=N")
     assert not out.exists()
 
 

@@ -341,3 +341,28 @@ def test_a_class_never_predicted_has_no_precision_not_nan(region, tmp_path: Path
                and "(n=" in r)
     first = [c.strip() for c in row.strip("|").split("|")][2]
     assert first.startswith("– / 0.00 / 0.00 (n=")
+
+
+def test_a_split_and_model_missing_a_fold_is_one_error(region, tmp_path: Path  # noqa: ANN001
+                                                       ) -> None:
+    """A report of some folds only (a file left out of a hand-run report) would read as the
+    whole cross-validation: it is refused, naming the split, model and fold, and nothing is
+    written."""
+    files = _fold_files(tmp_path, "nsp", 2)
+    given = [f for f in files if f.name != "miso_sh1km_f1.parquet"]
+    out = tmp_path / "reports" / "nsp.md"
+    with pytest.raises(InputError, match=r"^miso sh1km lacks fold\(s\) 1 of region tiny's 3 "
+                                         r"\(evaluation\.folds of .*\); pass every fold"):
+        report(region, "nsp", given, out)
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_the_report_does_not_depend_on_the_order_of_the_fold_files(
+        region, tmp_path: Path) -> None:  # noqa: ANN001
+    """The same folds in another order (a hand-run report, a shell glob) give the same figures,
+    to the last bit, in the same order."""
+    files = _fold_files(tmp_path, "nsp", 2)
+    one = report(region, "nsp", files, tmp_path / "a" / "nsp.md")
+    other = report(region, "nsp", files[::-1], tmp_path / "b" / "nsp.md")
+    for key in ("summary", "label_reliability", "truth", "zones"):
+        assert json.dumps(one[key], sort_keys=False) == json.dumps(other[key], sort_keys=False)

@@ -57,7 +57,8 @@ def _lonlat(geom: shapely.Geometry) -> shapely.Geometry:
 
 
 def _region(root: Path, zones: list[dict] | None = None) -> Region:
-    config = write_tiny_region(root, (LEFT, BOTTOM, RIGHT, TOP), 64, zones=zones or [])
+    config = write_tiny_region(root, (LEFT, BOTTOM, RIGHT, TOP), 64, zones=zones or [],
+                               evaluation={"folds": 2})  # the fold files' (_fold_files)
     return load_region(load_config(config), "tiny")
 
 

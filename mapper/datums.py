@@ -57,7 +57,7 @@ def _code(value: str) -> int | None:
     key = re.sub(r"[\s_-]", "", value.lower())
     if key in NAMES:
         return NAMES[key]
-    match = re.fullmatch(r"(?:epsg:)?(\d{4,6})", key)
+    match = re.fullmatch(r"(?:epsg:)?(\d{4,6})(?:\.0)?", key)  # 4269.0: a float Parquet column
     if not match:
         return None
     try:
@@ -130,11 +130,13 @@ def _best(code: int, rows: np.ndarray, obs_id: pd.Series, path: Path) -> pyproj.
         return group.transformers[0]
     missing = [g for op in group.unavailable_operations[:1] for g in op.grids if not g.available]
     names = ", ".join(g.short_name for g in missing) or "a grid"
-    urls = ", ".join(g.url for g in missing if g.url)
+    urls = ", ".join(g.url for g in missing if g.url) or "it from https://cdn.proj.org"
+    sync = " and ".join(f"`pyproj sync --file {g.short_name}`" for g in missing)
+    off = " (NAD27 without it: of the order of 100 to 200 m off)" if code == NAMES["nad27"] else ""
     raise InputError(
         f"{path}: {int(rows.sum())} point(s) in {datum_name(code)} (obs_id "
-        f"{first_few(obs_id[rows])}) need PROJ's grid {names} to be placed within metres "
-        f"(without it, 100 m or more off); download {urls or 'it from https://cdn.proj.org'} "
-        f"into {pyproj.datadir.get_user_data_dir()} (or run `projsync --file {names}`), "
+        f"{first_few(obs_id[rows])}) need PROJ's grid(s) {names} for its best transformation, "
+        f"not a ballpark one{off}; download {urls} into "
+        f"{pyproj.datadir.get_user_data_dir()}{f' (or, online, run {sync})' if sync else ''}, "
         "then run again"
     )

@@ -6,6 +6,7 @@ settings are checked by :mod:`mapper.sources.settings_checks`."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from mapper.blending import CropLattice
@@ -31,12 +32,13 @@ def _check_prediction(settings: dict, origin: str | Path, res: float) -> None:
         raise ConfigError(f"{origin}: {exc}") from None
     min_weight = float(settings["prediction"]["min_weight"])
     if min_weight > 0:
-        lowest = crops.lowest_top_share()
-        if lowest < min_weight:
+        share = crops.lowest_top_share()
+        lowest = math.floor(share * 1e4) / 1e4  # as printed: rounded down, so it is accepted
+        if share < min_weight:
             raise ConfigError(
                 f"{origin}: prediction.min_weight {min_weight:g} skips every crop at some cells "
-                f"(where crops overlap most, none weighs more than {lowest:.4g} of a cell); "
-                f"give a min_weight below {lowest:.4g} (the shipped regions use 0.02)"
+                f"(where crops overlap most, none weighs more than {lowest:g} of a cell); "
+                f"give a min_weight of at most {lowest:g} (the shipped regions use 0.02)"
             )
 
 

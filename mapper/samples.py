@@ -106,12 +106,10 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             text = {raw: str for raw in columns
                     if names.get(raw, raw) in ("obs_id", "date", DATUM_COLUMN, *(
                         t.label_column for t in TASKS.values() if t.multiclass))}  # fmt: skip
-            # an obs_id is never read as missing (NA, None, null are ids); blank lines are kept
-            # so that data row numbers count them (the blank rows are skipped below)
+            # an obs_id is never read as missing (NA, None, null are ids)
             missing_text = {raw: list(NA_TEXT) for raw in columns
                             if names.get(raw, raw) != "obs_id"}
-            table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=missing_text,
-                                skip_blank_lines=False)
+            table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=missing_text)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
         raise InputError(
             f"{path}: cannot be read as a CSV or Parquet table ({type(exc).__name__}: "
@@ -147,8 +145,8 @@ def read_observations(path: str | Path) -> pd.DataFrame:
     if no_id.any():
         raise InputError(
             f"{path}: {int(no_id.sum())} row(s) without an obs_id: data row(s) "
-            f"{first_few(number[no_id])} (counted from 1 after the header); fill obs_id or "
-            "delete the row(s)"
+            f"{first_few(number[no_id])} (counted from 1 after the header, empty lines not "
+            "counted); fill obs_id or delete the row(s)"
         )
     dup = stripped[stripped.duplicated()].unique()
     if len(dup):

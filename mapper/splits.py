@@ -203,6 +203,10 @@ def make_folds(xy: np.ndarray, folds: int, seed: int,
         if d is None:
             group = same_pixel_groups(pixels, n)
             n_groups = int(group.max()) + 1
+            if n_groups < folds:
+                raise InputError(f"{n} points on {n_groups} pixels cannot fill {folds} folds (the "
+                                 "Random split keeps a pixel's points together); add "
+                                 "observations or lower evaluation.folds")
             fold_of_group = np.empty(n_groups, dtype=np.int8)
             fold_of_group[rng.permutation(n_groups)] = np.arange(n_groups) % folds
             fold = fold_of_group[group]

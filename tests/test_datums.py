@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,15 @@ def test_datum_names_and_epsg_codes_are_read(tmp_path: Path) -> None:
     path = _table(tmp_path, ["WGS84", " nad 83", "NAD-27", "EPSG:6318", "4269", "", "wgs_84"])
     obs = read_observations(path)
     assert obs["datum"].tolist() == [4326, 4269, 4267, 6318, 4269, 4326, 4326]
+
+
+def test_a_parquet_datum_column_of_floats_is_read_as_codes(tmp_path: Path) -> None:
+    """pandas writes an integer column with empty cells as floats (4269.0): still codes."""
+    path = _table(tmp_path, ["x", "y", "z"])
+    table = pd.read_csv(path)
+    table["Datum "] = [4269.0, None, 4267.0]
+    table.to_parquet(tmp_path / "obs.parquet")
+    assert read_observations(tmp_path / "obs.parquet")["datum"].tolist() == [4269, 4326, 4267]
 
 
 def test_a_datum_that_is_not_understood_is_one_error(tmp_path: Path) -> None:
@@ -160,3 +170,23 @@ def test_nad27_without_its_grid_stops_the_plan_naming_the_grid(
     assert str(path) in message and "2 point(s) in NAD27 (EPSG:4267) (obs_id p1, p2)" in message
     assert NADCON5_ALASKA in message and f"https://cdn.proj.org/{NADCON5_ALASKA}" in message
     assert pyproj.datadir.get_user_data_dir() in message
+    assert f"`pyproj sync --file {NADCON5_ALASKA}`" in message and "100 to 200 m" in message
+
+
+def test_a_datum_needing_several_grids_names_each_and_how_to_get_it(
+    tmp_path: Path, training_region: dict
+) -> None:
+    """NAD83(2011) to NAD83 takes several NADCON5 grids: each is named with a command of its
+    own; the size of the error is said for NAD27 only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if TransformerGroup(6318, 3338, always_xy=True).best_available:
+            pytest.skip("PROJ's grids for EPSG:6318 are installed here: the error cannot arise")
+    path = _table(tmp_path, ["EPSG:6318"])
+    with pytest.raises(InputError) as err:
+        check_observations(training_region["region"], path)
+    message = str(err.value)
+    assert "1 point(s) in NAD83(2011) (EPSG:6318)" in message and "100 to 200 m" not in message
+    grids = re.findall(r"`pyproj sync --file (\S+)`", message)
+    assert len(grids) >= 2 and all(g.endswith(".tif") and g in message.split(" for ")[0]
+                                   for g in grids)

@@ -141,3 +141,21 @@ def test_equal_models_save_to_equal_files(trained: tuple[MiSo, Path, dict],
                         normalisation=NORMALISATION, classes=["nsp"])
     assert file_sha256(tmp_path / "a.pt") == file_sha256(tmp_path / "b.pt")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_check_reads_either_torch_format_and_refuses_what_load_refuses(
+    trained: tuple[MiSo, Path, dict], tmp_path: Path
+) -> None:
+    """check_checkpoint (an empty tile's check) maps torch's zip format and reads its older
+    format whole: a checkpoint load_checkpoint takes is never refused by it."""
+    from mapper.models.checkpoint import check_checkpoint
+
+    _, path, _ = trained
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    legacy = tmp_path / "legacy.pt"
+    torch.save(payload, legacy, _use_new_zipfile_serialization=False)
+    for p in (path, legacy):
+        meta = check_checkpoint(p, expect_task="nsp", expect_size="demo")
+        assert meta.task == "nsp" and meta.bands == load_checkpoint(p)[1].bands
+    with pytest.raises(CheckpointError, match="checkpoint is for task 'nsp', expected 'soilorder'"):
+        check_checkpoint(legacy, expect_task="soilorder")

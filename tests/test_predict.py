@@ -406,9 +406,9 @@ def test_a_min_weight_that_skips_every_crop_is_refused_when_the_config_is_read(
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'cfg' / 'tiny64.yaml'}: prediction.min_weight 0.9 "
                               "skips every crop at some cells")
-    lowest = float(re.search(r"give a min_weight below ([0-9.]+)", message).group(1))
+    lowest = float(re.search(r"give a min_weight of at most ([0-9.]+)", message).group(1))
     assert 0.02 < lowest < 0.9
-    load_config(mode_config(setup, "tiny64", tmp_path / "ok", "float32", lowest * 0.99))
+    load_config(mode_config(setup, "tiny64", tmp_path / "ok", "float32", lowest))
     with pytest.raises(ConfigError, match="skips every crop"):
         load_config(mode_config(setup, "tiny64", tmp_path / "no", "float32", lowest * 1.01))
 

@@ -302,7 +302,7 @@ def test_blank_rows_are_skipped_and_rows_without_obs_id_are_numbered(
         read_observations(no_id)
     assert str(err.value) == (
         f"{no_id}: 2 row(s) without an obs_id: data row(s) 4, 5 (counted from 1 after the "
-        "header); fill obs_id or delete the row(s)"
+        "header, empty lines not counted); fill obs_id or delete the row(s)"
     )
 
 
@@ -389,7 +389,7 @@ def test_coordinates_that_are_not_numbers_are_named_not_dropped(tmp_path: Path) 
 
 def test_obs_id_is_text_as_written(tmp_path: Path) -> None:
     """An obs_id of NA, None or null is an id, not a missing one; ids differing only by
-    surrounding spaces are the same id; data row numbers count blank lines."""
+    surrounding spaces are the same id; a blank line before the header is no header."""
     ids = tmp_path / "ids.csv"
     ids.write_text(f"{HEADER}\nNA,-147.7,64.8,,1,\nNone,-147.6,64.8,,1,\nnull,-147.5,64.8,,1,\n")
     assert read_observations(ids)["obs_id"].tolist() == ["NA", "None", "null"]
@@ -400,5 +400,9 @@ def test_obs_id_is_text_as_written(tmp_path: Path) -> None:
         read_observations(spaced)
     gaps = tmp_path / "gaps.csv"
     gaps.write_text(f"{HEADER}\nA1,-147.7,64.8,,1,\n\n\n,-147.6,64.8,,1,\n")
-    with pytest.raises(InputError, match=r"data row\(s\) 4 \(counted from 1"):
+    with pytest.raises(InputError, match=r"data row\(s\) 2 \(counted from 1 after the header, "
+                                         r"empty lines not counted\)"):
         read_observations(gaps)
+    lead = tmp_path / "lead.csv"
+    lead.write_text(f"\n\n{HEADER}\nA1,-147.7,64.8,,1,\n")
+    assert read_observations(lead)["obs_id"].tolist() == ["A1"]

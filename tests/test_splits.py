@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.distance import cdist
 from sklearn.cluster import DBSCAN
 
-from mapper.errors import ConfigError
+from mapper.errors import ConfigError, InputError
 from mapper.splits import (
     SPLITS,
     distance_components,
@@ -127,3 +127,12 @@ def test_points_on_one_pixel_share_their_random_fold() -> None:
     assert np.bincount(drawn, minlength=5).min() >= 300 // 5  # still balanced over sites
     unaware = make_folds(twice, 5, seed=7)["fold_random"]
     assert (unaware[:40] != unaware[300:]).sum() > 10  # what it guards against
+
+
+def test_fewer_pixels_than_folds_is_one_error() -> None:
+    """Points on one pixel stay together in the Random split: 5 points on 4 pixels cannot fill
+    5 folds, and say so rather than leave a fold empty."""
+    xy = np.array([[0.0, 0.0], [1.0, 1.0], [100.0, 0.0], [200.0, 0.0], [300.0, 0.0]])
+    pixels = np.floor(xy / 10.0).astype(np.int64)
+    with pytest.raises(InputError, match=r"5 points on 4 pixels cannot fill 5 folds"):
+        make_folds(xy, 5, seed=1, pixels=pixels)

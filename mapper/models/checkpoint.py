@@ -21,6 +21,7 @@ and a group-shared project can read it. Everything must be loadable with
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ def _read(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """The checked payload; ``mmap``: tensors mapped, not read (for a check of the rest)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; train the model first or fix the path")
+    # torch maps only its zip format; an older torch.save format is read whole
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for a damaged or foreign file

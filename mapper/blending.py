@@ -346,12 +346,18 @@ class CropLattice:
         the same from every window that holds it.
         """
         total = np.zeros(max(0, hi - lo), dtype=np.float64)
+        for a, b, w in self._axis_weights(lo, hi):
+            total[a - lo:b - lo] += w
+        return total
+
+    def _axis_weights(self, lo: int, hi: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Per crop answering out cells ``[lo, hi)`` along one axis, in crop order: the cells
+        ``[a, b)`` it answers there and their per-axis weights."""
         for i in self.indices(lo, hi):
             span = self.span(i)
             a, b = max(span.lo, lo), min(span.hi, hi)
             if b > a:
-                total[a - lo:b - lo] += self.weights_1d(span, a, b)
-        return total
+                yield a, b, self.weights_1d(span, a, b)
 
     def axis_top_share(self, lo: int, hi: int) -> np.ndarray:
         """Per-axis largest share of one crop in a cell's weight, over out cells ``[lo, hi)``
@@ -360,11 +366,8 @@ class CropLattice:
         crop is skipped there."""
         total = self.axis_total(lo, hi)
         top = np.zeros_like(total)
-        for i in self.indices(lo, hi):
-            span = self.span(i)
-            a, b = max(span.lo, lo), min(span.hi, hi)
-            if b > a:
-                top[a - lo:b - lo] = np.maximum(top[a - lo:b - lo], self.weights_1d(span, a, b))
+        for a, b, w in self._axis_weights(lo, hi):
+            top[a - lo:b - lo] = np.maximum(top[a - lo:b - lo], w)
         return np.divide(top, total, out=np.zeros_like(top), where=total > 0)
 
     def period_cells(self) -> int:

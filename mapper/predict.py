@@ -88,9 +88,6 @@ def predict_tile(
     if tile not in by_tile:
         raise InputError(f"no stack for tile {tile} among the {len(by_tile)} given; pass "
                          f"results/{region.name}/stack/{tile}.tif")
-    if not Path(model_path).is_file():
-        raise CheckpointError(f"{model_path}: no such checkpoint; train the model first or fix "
-                              "the path")
     # the checks of the model's jobs, on every tile: an empty one too records the checkpoint
     expect = {"expect_task": task, "expect_size": region.settings["model"]["size"]}
     _check_inputs(model_path, check_checkpoint(model_path, **expect))

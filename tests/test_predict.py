@@ -447,15 +447,24 @@ def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path,
 def test_a_checkpoint_of_other_bands_is_refused_by_name(setup: dict, tmp_path: Path) -> None:
     """A checkpoint whose input bands are not the stack's as its model takes them (a stack of
     another band order, when it was trained): one error naming it, and no map."""
+    def change(payload: dict) -> None:
+        payload["bands"] = [*payload["bands"][1:], payload["bands"][0]]
+
+    assert_altered_checkpoint_refused(setup, tmp_path, change,
+                                      r": trained on bands \['s2_green'.*, not the stack's as "
+                                      r"its model takes them, \['s2_red'.*; retrain")
+
+
+def assert_altered_checkpoint_refused(setup: dict, tmp_path: Path, change, says: str) -> None:
+    """The nsp checkpoint after ``change(payload)``: its tile is refused with one error naming
+    the file and saying ``says`` (a pattern), and no map is written."""
     payload = torch.load(setup["models"]["nsp"], map_location="cpu", weights_only=True)
-    payload["bands"] = [*payload["bands"][1:], payload["bands"][0]]
+    change(payload)
     other = tmp_path / "other.pt"
     torch.save(payload, other)
     tile = first_tile(setup, "tiny64")
     out = tmp_path / "x.tif"
-    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(other))}: trained on bands "
-                                              r"\['s2_green'.*, not the stack's as its model "
-                                              r"takes them, \['s2_red'.*; retrain"):
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(other))}{says}"):
         predict_tile(region_of(setup, "tiny64"), "nsp", tile, other,
                      context(setup, "tiny64", tile), out, options=quiet())
     assert not out.exists()
@@ -467,20 +476,14 @@ def test_a_checkpoint_whose_normalisation_encodes_another_aspect_is_refused(
     """Normalisation and model must take the aspect the same way (training makes them so): a
     checkpoint put together otherwise is refused by name before any tile is read, not at the
     first batch as a stack problem."""
-    payload = torch.load(setup["models"]["nsp"], map_location="cpu", weights_only=True)
-    other_aspect = {"number": "components", "components": "number"}
-    payload["normalisation"]["aspect"] = other_aspect[payload["normalisation"].get("aspect",
-                                                                                   "number")]
-    other = tmp_path / "other.pt"
-    torch.save(payload, other)
-    tile = first_tile(setup, "tiny64")
-    out = tmp_path / "x.tif"
-    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(other))}: its normalisation "
-                                              r"encodes the aspect as .* but its model takes it "
-                                              r"as .*; retrain$"):
-        predict_tile(region_of(setup, "tiny64"), "nsp", tile, other,
-                     context(setup, "tiny64", tile), out, options=quiet())
-    assert not out.exists()
+    def change(payload: dict) -> None:
+        other_aspect = {"number": "components", "components": "number"}
+        normalisation = payload["normalisation"]
+        normalisation["aspect"] = other_aspect[normalisation.get("aspect", "number")]
+
+    assert_altered_checkpoint_refused(setup, tmp_path, change,
+                                      r": its normalisation encodes the aspect as .* but its "
+                                      r"model takes it as .*; retrain$")
 
 
 def test_a_min_weight_that_skips_every_crop_fails_before_any_crop_runs(

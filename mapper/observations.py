@@ -207,7 +207,7 @@ def _parse_classes(column: pd.Series, path: Path, task: Task) -> tuple[pd.Series
     outside = lowered.isin([name.lower() for name in task.out_of_scope])
     if outside.any():
         found = text[outside].value_counts().sort_index()
-        logger.info("%s: %d row(s) of %s read as without a %s label (not among the %d mapped; "
+        logger.warning("%s: %d row(s) of %s read as without a %s label (not among the %d mapped; "
                     "their other labels are kept)", path, int(outside.sum()),
                     ", ".join(f"{name} {n}" for name, n in found.items()), task.subject,
                     len(task.classes))  # fmt: skip

@@ -133,6 +133,10 @@ def predict_tile(
             data, stats = predictor.predict(reader, tile)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise _out_of_memory(tile, predictor.device, options.batch_size, exc) from None
+    except RuntimeError as exc:  # the CPU allocator's failure is a RuntimeError in torch
+        if CPU_ALLOCATOR_FAILED not in str(exc):
+            raise
+        raise _out_of_memory(tile, predictor.device, options.batch_size, exc) from None
     t0 = time.perf_counter()
     _write_tile(out, data, transform, lattice.crs, names,
                 {**tags, "MAPPER_EMPTY": str(stats.valid_cells == 0).lower()})
@@ -141,11 +145,19 @@ def predict_tile(
     return stats
 
 
+CPU_ALLOCATOR_FAILED = "can't allocate memory"
+"""In the RuntimeError of torch's CPU allocator out of host memory ("DefaultCPUAllocator: can't
+allocate memory: you tried to allocate N bytes. Error code 12 (Cannot allocate memory)")."""
+
+
 def _out_of_memory(tile: str, device: object, batch_size: int, exc: BaseException
                    ) -> InputError:
     """The one error of a predict job out of (GPU) memory: the batch size is what to lower (a
     retry with more host memory, as the SLURM profile's, would fail the same way on a GPU)."""
-    reason = " ".join(str(exc).split()).split(". ")[0][:120] or type(exc).__name__
+    text = " ".join(str(exc).split())
+    if CPU_ALLOCATOR_FAILED in text:  # "[enforce fail at alloc_cpu.cpp:N] err == 0. ..."
+        text = text[text.index(CPU_ALLOCATOR_FAILED):]
+    reason = text.split(". ")[0][:120] or type(exc).__name__
     return InputError(
         f"tile {tile}: out of memory on {device} with batch size {batch_size} ({reason}); lower "
         "the batch size: --batch-size N, in the workflow --set-resources predict:batch_size=N "

@@ -24,8 +24,9 @@ R1 (binary) is given at two thresholds side by side: 0.5 (the class predictions)
 the share of present among the fold's training points (no test label used), which says whether a
 low R1 is a ranking or a threshold problem.
 
-"mean +- sd" is over the folds that had training points (sample sd, ddof 1); a fold whose
-spatial holdout left no training point is counted and left out. Per-class figures are averaged
+"mean +- sd" is over the folds that had training and test points (sample sd, ddof 1); a fold
+whose spatial holdout left no training point, or none of whose test points has a prediction, is
+counted and left out. Per-class figures are averaged
 over the folds where the class occurs (true or predicted).
 
 Truth (synthetic regions only, ``resources/<region>/truth/<task>.tif``): how the pooled held-out
@@ -95,9 +96,9 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def _fmt(s: dict[str, float], folds: int | None = None) -> str:
-    """``mean ± sd`` of a figure; with ``folds``, the row's folds with training points, how many
-    the figure rests on when fewer (AUC and R1 are undefined where a fold's test points are one
-    class)."""
+    """``mean ± sd`` of a figure; with ``folds``, the row's folds with training and test points,
+    how many the figure rests on when fewer (AUC and R1 are undefined where a fold's test points
+    are one class)."""
     if not s["n"]:
         return "–"
     text = f"{s['mean']:.3f}" if not math.isfinite(s["sd"]) else f"{s['mean']:.3f} ± {s['sd']:.3f}"
@@ -215,8 +216,9 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
     lines += [
         f"{n_folds}-fold cross-validation; each model trained on a fold's training points and "
         "scored on its test points; the same folds for every model. Figures are mean ± sd over "
-        "the folds with training points (sample sd); a figure undefined in some of them (AUC and "
-        "R1 where a fold's test points are one class) says on how many folds it rests. SH-d: no "
+        "the folds with training and test points (sample sd); a figure undefined in some of "
+        "them (AUC and R1 where a fold's test points are one class) says on how many folds it "
+        "rests. SH-d: no "
         "training point within d of a test point (spatial holdout with a dead zone). Class "
         "predictions at the most probable class (0.5 for NSP).", "",
     ]

@@ -532,6 +532,40 @@ def test_out_of_memory_is_one_error_naming_the_batch_size(
     assert not out.exists()
 
 
+def test_cpu_allocation_failure_is_the_same_error(
+    setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the CPU torch reports host memory exhausted as a RuntimeError (this is its message, as
+    ``torch.empty(10**14, dtype=torch.uint8)`` raises it): the same one error as on a GPU; any
+    other RuntimeError is not called a memory error."""
+    from mapper.predictor import TilePredictor
+
+    message = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+               "allocate memory: you tried to allocate 100000000000000 bytes. Error code 12 "
+               "(Cannot allocate memory)")
+
+    def raising(error: BaseException) -> object:
+        def predict(*args: object, **kwargs: object) -> None:
+            raise error
+        return predict
+
+    tile = first_tile(setup, "tiny64")
+    out = tmp_path / "x.tif"
+    monkeypatch.setattr(TilePredictor, "predict", raising(RuntimeError(message)))
+    with pytest.raises(InputError) as err:
+        predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
+                     context(setup, "tiny64", tile), out, options=quiet(3))
+    assert str(err.value).startswith(
+        f"tile {tile}: out of memory on cpu with batch size 3 (can't allocate memory: you tried "
+        "to allocate 100000000000000 bytes); lower the batch size")
+    assert not out.exists()
+    monkeypatch.setattr(TilePredictor, "predict", raising(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="^shape mismatch$"):
+        predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
+                     context(setup, "tiny64", tile), out, options=quiet(3))
+    assert not out.exists()
+
+
 def test_missing_region_neighbour_is_an_error(setup: dict, tmp_path: Path) -> None:
     lattice, stacks = setup["stacks"]["tiny64"]
     tile = first_tile(setup, "tiny64")

@@ -366,3 +366,26 @@ def test_the_report_does_not_depend_on_the_order_of_the_fold_files(
     other = report(region, "nsp", files[::-1], tmp_path / "b" / "nsp.md")
     for key in ("summary", "label_reliability", "truth", "zones"):
         assert json.dumps(one[key], sort_keys=False) == json.dumps(other[key], sort_keys=False)
+
+
+def test_a_fold_without_predicted_test_points_is_left_out_as_such(region, tmp_path: Path  # noqa: ANN001
+                                                                   ) -> None:
+    """A fold that trained but has no predicted test point (every test point off the stacks) is
+    counted and left out of the means, and the report says the means are over the folds with
+    training and test points, not only training points."""
+    from mapper.evaluate import read_fold
+
+    files = _fold_files(tmp_path, "nsp", 2)
+    unpredicted = next(f for f in files if f.name == "miso_random_f1.parquet")
+    df, info = read_fold(unpredicted)
+    df["y_pred"] = -1
+    df[list(TASKS["nsp"].probability_columns)] = np.nan
+    _write(df, unpredicted, info)
+    out = tmp_path / "reports" / "nsp.md"
+    report(region, "nsp", files, out)
+    entry = json.loads(out.with_suffix(".json").read_text())["summary"]["random"]["miso"]
+    assert entry["folds"] == 3 and entry["folds_used"] == 2 and entry["accuracy"]["n"] == 2
+    md = out.read_text()
+    assert "mean ± sd over the folds with training and test points" in md
+    row = next(r for r in md.splitlines() if r.startswith("| Random | MiSo |"))
+    assert [c.strip() for c in row.strip("|").split("|")][2] == "2/3"

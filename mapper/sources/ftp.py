@@ -29,8 +29,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mapper.files import file_sha256
-from mapper.sources.http import CHUNK_BYTES, _FatalError, _RetryableError, write_body
 from mapper.sources.part_record import remember_validator
+from mapper.sources.transfer import CHUNK_BYTES, FatalError, RetryableError, write_body
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,12 @@ def _reply_error(exc: ftplib.Error, what: str) -> Exception:
     text = str(exc).strip()
     code = text[:3]
     if isinstance(exc, ftplib.error_temp) or code.startswith("4"):
-        return _RetryableError(f"FTP {what}: {text}")
+        return RetryableError(f"FTP {what}: {text}")
     if code == "530":
-        return _FatalError(f"FTP login refused ({text})", _FIX_LOGIN)
+        return FatalError(f"FTP login refused ({text})", _FIX_LOGIN)
     if code == "550":
-        return _FatalError(f"FTP {what}: {text}", _FIX_URL, missing=True)
-    return _FatalError(f"FTP {what}: {text}", _FIX_URL)
+        return FatalError(f"FTP {what}: {text}", _FIX_URL, missing=True)
+    return FatalError(f"FTP {what}: {text}", _FIX_URL)
 
 
 def attempt(
@@ -83,7 +83,7 @@ def attempt(
     parts = urlsplit(url)
     path = unquote(parts.path)
     if not parts.hostname or not path.strip("/"):
-        raise _FatalError(f"not an FTP file URL ({url})", _FIX_URL)
+        raise FatalError(f"not an FTP file URL ({url})", _FIX_URL)
     ftp = ftplib.FTP(timeout=timeout)
     try:
         try:
@@ -93,7 +93,7 @@ def attempt(
         except ftplib.Error as exc:
             raise _reply_error(exc, "login") from None
         except (OSError, EOFError) as exc:
-            raise _RetryableError(f"connection failed ({exc.__class__.__name__}: {exc})") from None
+            raise RetryableError(f"connection failed ({exc.__class__.__name__}: {exc})") from None
         return _retrieve(ftp, url, path, part, size, state, origin)
     finally:
         if ftp.sock is not None:  # None when the connection itself failed: nothing to close
@@ -137,9 +137,9 @@ def _retrieve(
     except ftplib.Error as exc:
         raise _reply_error(exc, f"SIZE {path}") from None
     except (OSError, EOFError) as exc:
-        raise _RetryableError(f"connection lost ({exc.__class__.__name__})") from None
+        raise RetryableError(f"connection lost ({exc.__class__.__name__})") from None
     if size is not None and total is not None and total != size:
-        raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1],
+        raise FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1],
                           changed=True)
     offset = part.stat().st_size if part.exists() else 0
     changed = "mdtm" in state and state["mdtm"] != modified
@@ -163,12 +163,12 @@ def _retrieve(
         if offset and str(exc)[:3] in ("500", "501", "502", "504"):
             logger.info("%s: the server refused REST; downloading it whole", url)
             part.unlink()
-            raise _RetryableError("REST refused; restarting from byte 0", wait=0.0) from None
+            raise RetryableError("REST refused; restarting from byte 0", wait=0.0) from None
         raise _reply_error(exc, f"RETR {path}") from None
     except ftplib.Error as exc:
         raise _reply_error(exc, f"RETR {path}") from None
     except (OSError, EOFError) as exc:
-        raise _RetryableError(f"data connection failed ({exc.__class__.__name__})") from None
+        raise RetryableError(f"data connection failed ({exc.__class__.__name__})") from None
 
     # the record vouches only for bytes written from byte 0 here, or vouched for already
     state["vouched"] = offset == 0 or bool(state.get("vouched"))
@@ -181,5 +181,5 @@ def _retrieve(
     except ftplib.Error as exc:
         raise _reply_error(exc, f"RETR {path}") from None
     except (OSError, EOFError) as exc:
-        raise _RetryableError(f"no end-of-transfer reply ({exc.__class__.__name__})") from None
+        raise RetryableError(f"no end-of-transfer reply ({exc.__class__.__name__})") from None
     return digest, received, None, bool(offset)

@@ -8,7 +8,7 @@ exist. What is retried, and how:
 - timeouts, refused or reset connections, HTTP 5xx, 408 and 429: up to ``retries`` more attempts
   after the first, waiting ``backoff * 2**attempt`` seconds (plus up to 25 % jitter, so that
   many jobs that failed together do not return together), or what the server's ``Retry-After``
-  asks (capped at :data:`MAX_RETRY_AFTER`);
+  asks (capped at :data:`mapper.sources.transfer.MAX_RETRY_AFTER`);
 - a connection cut mid-body (or a server that stalls longer than ``timeout`` between two reads):
   the bytes already received stay in ``.part`` and the next attempt asks for the rest with
   ``Range: bytes=<n>-`` and ``If-Range: <etag>`` (so a file that changed upstream is fetched whole
@@ -32,15 +32,11 @@ offsets, sizes and checksums all refer to the file as stored on the server.
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
 import logging
 import os
-import random
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,44 +46,24 @@ import urllib3
 from mapper import __version__
 from mapper.errors import ChangedError, NotFoundError, SourceError
 from mapper.files import file_sha256
-from mapper.progress import bar as progress_bar
 from mapper.sources.part_record import (
     forget_validator,
     recalled_validator,
     remember_validator,
 )
+from mapper.sources.transfer import (
+    CHUNK_BYTES,
+    FatalError,
+    RetryableError,
+    backoff_wait,
+    retry_after_seconds,
+    write_body,
+)
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
-MAX_RETRY_AFTER = 300.0
-"""Longest wait (s) we accept from a ``Retry-After`` header."""
-
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 _UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")  # a 416's Content-Range: the length
-
-
-class _RetryableError(Exception):
-    """A failed attempt worth repeating; ``wait`` (s) overrides the backoff when set."""
-
-    def __init__(self, cause: str, wait: float | None = None) -> None:
-        super().__init__(cause)
-        self.cause = cause
-        self.wait = wait
-
-
-class _FatalError(Exception):
-    """A failure that repeating will not fix; ``fix`` is the advice for the message;
-    ``missing`` when the server has no file at the URL (HTTP 404 or 410), ``changed`` when it
-    reports another size than the one pinned."""
-
-    def __init__(self, cause: str, fix: str, missing: bool = False, changed: bool = False) -> None:
-        super().__init__(cause)
-        self.cause = cause
-        self.fix = fix
-        self.missing = missing
-        self.changed = changed
-
 
 MAX_ATTEMPTS_PER_RETRY = 10
 """All attempts of one download, attempts that got further included, are at most this many times
@@ -104,29 +80,6 @@ def new_session() -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = f"mapper/{__version__} (+python-requests)"
     return session
-
-
-def backoff_wait(backoff: float, attempt: int) -> float:
-    """Seconds to wait before retry ``attempt + 1``: ``backoff * 2**attempt`` plus up to 25 %
-    jitter, so that many jobs that failed together do not return together."""
-    return backoff * 2**attempt * (1.0 + 0.25 * random.random())
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    delta = (when - (now or datetime.now(UTC))).total_seconds()
-    return min(max(delta, 0.0), MAX_RETRY_AFTER)
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
@@ -193,15 +146,15 @@ def _attempt(
     try:
         resp = session.get(url, headers=headers, stream=True, timeout=(timeout, timeout))
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _RetryableError(f"connection failed ({exc.__class__.__name__}: {exc})") from None
+        raise RetryableError(f"connection failed ({exc.__class__.__name__}: {exc})") from None
     except requests.RequestException as exc:  # invalid URL, unsupported scheme, ...
-        raise _FatalError(f"request refused ({exc})", _FIX_URL) from None
+        raise FatalError(f"request refused ({exc})", _FIX_URL) from None
 
     with resp:
         status = resp.status_code
         if status in (408, 429) or status >= 500:
             wait = retry_after_seconds(resp.headers.get("Retry-After"))
-            raise _RetryableError(f"HTTP {status} {resp.reason}", wait=wait)
+            raise RetryableError(f"HTTP {status} {resp.reason}", wait=wait)
         if status == 416 and offset:
             length = _UNSATISFIED_RANGE.fullmatch(resp.headers.get("Content-Range") or "")
             # complete already: a checksum checks it; else an If-Range that matched (a server
@@ -212,12 +165,12 @@ def _attempt(
             if trusted and length and int(length.group(1)) == offset:
                 return file_sha256(part), offset, resp.headers, True  # complete: check it
             part.unlink(missing_ok=True)
-            raise _RetryableError(
+            raise RetryableError(
                 f"HTTP 416 for bytes {offset}- (the file shrank?); restarting", wait=0.0
             )
         if status not in (200, 206):
             missing = status in (404, 410)
-            raise _FatalError(f"HTTP {status} {resp.reason}", _FIX_URL, missing=missing)
+            raise FatalError(f"HTTP {status} {resp.reason}", _FIX_URL, missing=missing)
 
         total: int | None
         sent = _strong_validator(resp.headers)
@@ -226,7 +179,7 @@ def _attempt(
             # of another version of the file; start again rather than join the two
             part.unlink(missing_ok=True)
             state["validator"] = None
-            raise _RetryableError(
+            raise RetryableError(
                 f"HTTP 206 under {sent}, not the {validator} of the bytes kept (the server "
                 "ignored If-Range and the file changed); restarting from byte 0",
                 wait=0.0,
@@ -237,7 +190,7 @@ def _attempt(
             crange = parse_content_range(resp.headers.get("Content-Range"))
             if not offset or crange is None or crange[0] != offset:
                 part.unlink(missing_ok=True)
-                raise _RetryableError(
+                raise RetryableError(
                     f"HTTP 206 with Content-Range {resp.headers.get('Content-Range')!r} "
                     f"for a request from byte {offset}; restarting from byte 0",
                     wait=0.0,
@@ -251,7 +204,7 @@ def _attempt(
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         if size is not None and total is not None and total != size:
-            raise _FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1],
+            raise FatalError(f"the server reports {total} bytes, {origin[0]} {size}", origin[1],
                               changed=True)
 
         # The record vouches for the bytes in ``part``: only for bytes this job writes from byte
@@ -267,61 +220,6 @@ def _attempt(
             (requests.RequestException, urllib3.exceptions.HTTPError),
         )
         return digest, received, resp.headers, offset > 0
-
-
-def write_body(
-    url: str,
-    part: Path,
-    offset: int,
-    total: int | None,
-    size: int | None,
-    origin: tuple[str, str],
-    read: Callable[[], bytes],
-    cut: tuple[type[BaseException], ...],
-) -> tuple[str, int]:
-    """Write what ``read()`` returns (until it returns no bytes) to ``part``, appended after its
-    first ``offset`` bytes (0: from the start), with a progress bar of ``total`` bytes; returns
-    the sha256 of the whole file and its length. ``cut`` errors of ``read``, and an end before
-    ``total`` bytes, are a cut transfer (retried); more than ``size`` bytes and a local write
-    error are final. Shared by HTTP and FTP (:mod:`mapper.sources.ftp`)."""
-    hasher = hashlib.sha256()
-    if offset:
-        logger.info("%s: resuming at byte %d", url, offset)
-        with open(part, "rb") as f:
-            for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
-                hasher.update(chunk)
-    received = offset
-    try:
-        with open(part, "ab" if offset else "wb") as f, progress_bar(
-            total, part.name.removesuffix(".part"), "B", initial=offset, unit_scale=True
-        ) as bar:
-            while True:
-                try:
-                    chunk = read()
-                except cut as exc:
-                    raise _RetryableError(
-                        f"transfer cut after {received} bytes ({exc.__class__.__name__})"
-                    ) from None
-                if not chunk:
-                    break
-                f.write(chunk)
-                hasher.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-                if size is not None and received > size:
-                    raise _FatalError(
-                        f"received more than the {size} bytes {origin[0]} states", origin[1],
-                        changed=True,
-                    )
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as exc:  # local disk: full, read-only, ...
-        raise _FatalError(
-            f"cannot write {part} ({exc})", "free disk space or fix permissions"
-        ) from None
-    if total is not None and received < total:
-        raise _RetryableError(f"connection closed after {received} of {total} bytes")
-    return hasher.hexdigest(), received
 
 
 def _vetted(path: Path, vet: Callable[[Path], None] | None) -> None:
@@ -451,7 +349,7 @@ def download(
                     digest, nbytes, headers, resumed = _attempt(
                         session, url, part, size, timeout, state, origin
                     )
-            except _RetryableError as exc:
+            except RetryableError as exc:
                 cause = exc.cause
                 reached = part.stat().st_size if part.exists() else 0
                 if reached > furthest:
@@ -466,7 +364,7 @@ def download(
                 logger.warning("%s: %s; retrying in %.2f s", url, cause, wait)
                 time.sleep(wait)
                 continue
-            except _FatalError as exc:
+            except FatalError as exc:
                 part.unlink(missing_ok=True)
                 error = (NotFoundError if exc.missing else ChangedError if exc.changed
                          else SourceError)

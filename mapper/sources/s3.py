@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import requests
 
 from mapper.errors import SourceError
-from mapper.sources.http import backoff_wait, new_session, retry_after_seconds
+from mapper.sources.http import new_session
+from mapper.sources.transfer import backoff_wait, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def list_objects(
     """The objects whose key starts with ``prefix`` in the bucket at ``endpoint``, every page.
 
     HTTP 5xx, 429 and connection failures are retried ``retries`` times, as downloads are
-    (:func:`mapper.sources.http.backoff_wait`, or the ``Retry-After``); anything else is one
+    (:func:`mapper.sources.transfer.backoff_wait`, or the ``Retry-After``); anything else is one
     SourceError naming the listing's URL and S3's error code.
     """
     url = endpoint.rstrip("/") + "/"

@@ -7,7 +7,9 @@ setting, and the same command runs on a laptop's CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -63,3 +65,25 @@ def prepare_deterministic(device: torch.device) -> bool:
         return False
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     return True
+
+
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Float32 products in IEEE float32 on CUDA as on the CPU, restored after.
+
+    cuDNN's convolutions default to TF32 on Ampere and later GPUs (a 10-bit mantissa: relative
+    errors near 1e-3, as in the Swin V2 patch embedding), so float32 prediction on a GPU would
+    differ from the CPU's by far more than the last bit of a float; cuBLAS's matrix products
+    already default to IEEE. Set with the flags torch reads back without error
+    (``allow_tf32``: torch 2.14's per-operator ``fp32_precision`` makes them raise once used);
+    no effect on the CPU.
+    """
+    flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    before = [flag.allow_tf32 for flag in flags]
+    for flag in flags:
+        flag.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for flag, value in zip(flags, before, strict=True):
+            flag.allow_tf32 = value

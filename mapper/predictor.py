@@ -44,7 +44,8 @@ consecutive crops are packed into calls of exactly ``points_per_call`` points
 (:mod:`mapper.models.implicit`), only the tile's last call padded (at most one call's worth per
 tile, against a whole batch's padding per batch before). A cell's value is therefore the same at
 every tile size, whichever crops share its calls, in either precision (tested bit for bit);
-``batch_size`` and the device choose the shapes, so they may change the last bit.
+``batch_size`` and the device choose the shapes, so they may change the last bit. On a GPU,
+float32 is IEEE float32 (:func:`mapper.devices.ieee_float32`: cuDNN's TF32 convolutions off).
 
 Memory is bounded per tile and independent of the region: crops stream through a bounded queue of
 crop rows (one row of crops read at a time, the next prefetched by one thread), batches of
@@ -70,7 +71,7 @@ import torch
 from rasterio.windows import Window
 
 from mapper.blending import BATCH_SIZE, Blender, Crop, CropLattice
-from mapper.devices import choose_device
+from mapper.devices import choose_device, ieee_float32
 from mapper.errors import InputError
 from mapper.grid import Lattice, cells_inside
 from mapper.normalise import Normaliser
@@ -252,7 +253,8 @@ class TilePredictor:
                         "more crops overlap there than 1 / min_weight); lower "
                         "prediction.min_weight in the region file"
                     )
-            self._run(reader, tile, valid, blender, stats)
+            with ieee_float32():  # float32 is float32 on a GPU too (TF32 convolutions off)
+                self._run(reader, tile, valid, blender, stats)
         t0 = time.perf_counter()
         out = blender.result(valid)
         stats.add("blend", time.perf_counter() - t0)

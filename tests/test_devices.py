@@ -8,7 +8,13 @@ import os
 import pytest
 import torch
 
-from mapper.devices import CUBLAS_WORKSPACE, GPU_ALLOCATION, choose_device, prepare_deterministic
+from mapper.devices import (
+    CUBLAS_WORKSPACE,
+    GPU_ALLOCATION,
+    choose_device,
+    ieee_float32,
+    prepare_deterministic,
+)
 from mapper.errors import ConfigError
 from mapper.train import deterministic
 
@@ -67,3 +73,23 @@ def test_a_job_given_gpus_that_torch_cannot_see_stops(monkeypatch: pytest.Monkey
                                           r"CUDA device; .*--device cpu"):
         choose_device()
     assert choose_device("cpu") == torch.device("cpu")  # on purpose
+
+
+def test_ieee_float32_turns_tf32_off_and_restores_the_flags_even_on_error() -> None:
+    """cuDNN's TF32 convolutions (on by default) and cuBLAS's TF32 products are off inside, and
+    each flag is back to what it was after, an exception included; torch still reads them."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    assert cudnn.allow_tf32  # torch's default: the case this exists for
+    with pytest.raises(RuntimeError, match="inside"), ieee_float32():
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+        assert cudnn.conv.fp32_precision != "tf32"
+        raise RuntimeError("inside")
+    assert (cudnn.allow_tf32, matmul.allow_tf32) == before
+    matmul.allow_tf32 = True  # a job that asked for TF32 products gets them back
+    try:
+        with ieee_float32():
+            assert not matmul.allow_tf32
+        assert matmul.allow_tf32
+    finally:
+        matmul.allow_tf32 = before[1]

@@ -566,6 +566,29 @@ def test_cpu_allocation_failure_is_the_same_error(
     assert not out.exists()
 
 
+def test_the_model_runs_in_ieee_float32(setup: dict, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tile's crops run with cuDNN's TF32 convolutions off (on by default: on a GPU the float32
+    map would differ from the CPU's by far more than the last bit), and the flag is back after."""
+    from mapper.predictor import TilePredictor
+
+    seen = []
+    real_run = TilePredictor._run
+
+    def spy(self: TilePredictor, *args: object, **kwargs: object) -> None:
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(TilePredictor, "_run", spy)
+    tile = first_tile(setup, "tiny64")
+    before = torch.backends.cudnn.allow_tf32
+    predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
+                 context(setup, "tiny64", tile), tmp_path / "x.tif", options=quiet())
+    assert seen == [(False, False)]
+    assert torch.backends.cudnn.allow_tf32 == before
+    assert (tmp_path / "x.tif").exists()
+
+
 def test_missing_region_neighbour_is_an_error(setup: dict, tmp_path: Path) -> None:
     lattice, stacks = setup["stacks"]["tiny64"]
     tile = first_tile(setup, "tiny64")

@@ -59,6 +59,7 @@ from rasterio.windows import Window
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from mapper.devices import ieee_float32
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.losses import IGNORE_INDEX
@@ -386,7 +387,8 @@ class CropDataset:
 
     def normaliser_pixels(self, n_crops: int = 64, max_pixels: int | None = None,
                           seed: int = 0) -> np.ndarray:
-        """Stack pixels of up to ``n_crops`` crops of epoch 0, to fit a normaliser.
+        """Stack pixels of up to ``n_crops`` crops of the ``"normalise"`` stream (its epoch 0:
+        crops of their own, not a training epoch's), to fit a normaliser.
 
         The crops whole, ``[n, 19, P, P]``, when they hold at most ``max_pixels`` pixels (None:
         always); else a table ``[n * k, 19]`` of ``k = max_pixels // n`` pixels drawn at random
@@ -416,7 +418,8 @@ def predict_points(
     """Logits [N, n_out] of MiSo at EPSG:3338 points ``xy`` [N, 2]: one crop centred on each.
 
     Each point's crop is the ``crop_px`` window whose centre pixel (index ``crop_px // 2``) holds
-    the point; the query sits at the point's exact position. Visual branch only (as prediction).
+    the point; the query sits at the point's exact position. Visual branch only (as prediction),
+    in IEEE float32 on a GPU too, as prediction (:func:`mapper.devices.ieee_float32`).
     """
     lat = reader.lattice
     xy = np.asarray(xy, dtype=np.float64)
@@ -425,7 +428,7 @@ def predict_points(
     out = []
     model.eval()
     device = next(model.parameters()).device
-    with torch.inference_mode():
+    with torch.inference_mode(), ieee_float32():
         for start in range(0, len(xy), batch_size):
             part = slice(start, start + batch_size)
             stacks = np.stack([

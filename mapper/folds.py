@@ -61,8 +61,11 @@ def build_folds(region: Region, samples: str | Path, out: str | Path) -> pd.Data
                           "x": table["x"].to_numpy(np.float64),
                           "y": table["y"].to_numpy(np.float64)})
     pixels = table[["row", "col"]].to_numpy(np.int64)
-    for col, fold in make_folds(folds[["x", "y"]].to_numpy(), draw["folds"], draw["seed"],
-                                pixels).items():
+    try:
+        drawn = make_folds(folds[["x", "y"]].to_numpy(), draw["folds"], draw["seed"], pixels)
+    except InputError as exc:  # the table and the region file it is about
+        raise InputError(f"{samples}: {exc} ({region.path})") from None
+    for col, fold in drawn.items():
         folds[col] = fold
     info = {"region": region.name, "synthetic": region.synthetic, "samples": str(samples), **draw,
             "note": "folds of SYNTHETIC observations" if region.synthetic else ""}

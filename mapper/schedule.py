@@ -24,11 +24,13 @@ class Schedule:
     @classmethod
     def of(cls, total: int, warmup_fraction: float, warmup_lr: float, lr_max: float,
            lr_min: float) -> Schedule:
-        """Warm-up of ``round(warmup_fraction * total)`` steps (at least 1 if the fraction > 0)."""
+        """Warm-up of ``round(warmup_fraction * total)`` steps (at least 1 if the fraction > 0),
+        leaving the cosine at least 2 steps, ``lr_max`` and ``lr_min`` at the last (a fraction
+        near 1 would otherwise end the run at ``lr_max``)."""
         warmup = int(round(warmup_fraction * total))
-        if warmup_fraction > 0 and total > 1:
+        if warmup_fraction > 0:
             warmup = max(1, warmup)
-        return cls(int(total), min(warmup, max(int(total) - 1, 0)), warmup_lr, lr_max, lr_min)
+        return cls(int(total), min(warmup, max(int(total) - 2, 0)), warmup_lr, lr_max, lr_min)
 
     def lr(self, step: int) -> float:
         """Learning rate of optimiser step ``step`` (0-based)."""

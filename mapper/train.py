@@ -293,8 +293,9 @@ def _fit(
 
 
 def _fit_normaliser(dataset: CropDataset, cfg: ModelConfig, seed: int) -> Normaliser:
-    """The normalisation fitted on pixels of the first crops of epoch 0 (how many:
-    :func:`normaliser_crops` of the mapped area); Sentinel-2 scaled for the encoder's start
+    """The normalisation fitted on pixels of crops drawn from their own seeded stream (the
+    dataset's ``"normalise"`` stream, not a training epoch's; how many: :func:`normaliser_crops`
+    of the mapped area); Sentinel-2 scaled for the encoder's start
     (SatlasPretrain's fixed scaling for its weights, else standardised; see
     :mod:`mapper.normalise`)."""
     n_crops = normaliser_crops(dataset.boundary.area / 1e6)
@@ -344,9 +345,9 @@ def pretrain(
     """Contrastive pretraining on ``training.pretrain_crops`` random crops per epoch.
 
     Losses: InfoNCE(sat, cov) + InfoNCE(visual, geo) at every query point of unlabelled crops
-    in the region. The normalisation is fitted on pixels of the first epoch's crops. ``samples``
-    is checked to be of this region (no label is used). ``device``: a torch device name (default:
-    CUDA when present, else the CPU; :func:`mapper.devices.choose_device`).
+    in the region. The normalisation is fitted on pixels of crops of its own seeded stream.
+    ``samples`` is checked to be of this region (no label is used). ``device``: a torch device
+    name (default: CUDA when present, else the CPU; :func:`mapper.devices.choose_device`).
     """
     out = Path(out)
     training = region.settings["training"]

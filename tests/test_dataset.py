@@ -155,6 +155,7 @@ class _EchoModel:
         yield torch.empty(0)
 
     def encode(self, s2: torch.Tensor, cov: torch.Tensor) -> SimpleNamespace:
+        self.tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
         return SimpleNamespace(s2=s2)
 
     def predict(self, feats: SimpleNamespace, coords: torch.Tensor) -> torch.Tensor:
@@ -164,8 +165,11 @@ class _EchoModel:
 def test_point_prediction_centres_a_crop_on_each_point(tiny: dict) -> None:
     table = tiny["table"]
     xy = table[["x", "y"]].to_numpy()[:7]
-    out = predict_points(_EchoModel(), tiny["norm"], tiny["reader"], xy, 32, batch_size=3)
+    model = _EchoModel()
+    out = predict_points(model, tiny["norm"], tiny["reader"], xy, 32, batch_size=3)
     assert out.shape == (7, 2)
+    assert model.tf32 == (False, False)  # IEEE float32 as the maps, TF32 off on a GPU
+    assert torch.backends.cudnn.allow_tf32  # and back to torch's default after
     # the query lies in the crop's centre pixel (column and row index 16 of 32)
     centre = -1 + (2 * 16 + 1) / 32
     assert (np.abs(out - centre) <= 1 / 32 + 1e-6).all()

@@ -126,3 +126,22 @@ def test_too_few_points_for_the_folds_is_one_error_and_nothing_written(tiny: dic
         f"{counts['outside']} outside region tiny, {counts['nodata']} on nodata) cannot fill "
         f"evaluation.folds 3 of {region.path}; add observations or lower it")
     _no_temporary_beside(out)
+
+
+def test_too_few_pixels_for_the_random_split_names_the_samples_and_the_region(
+    tiny: dict, tmp_path: Path
+) -> None:
+    """Enough points but on fewer pixels than folds (the Random split keeps a pixel's points
+    together): the error names the samples table and the region file, and nothing is written."""
+    meta = samples_metadata(tiny["samples"])
+    table = read_samples(tiny["samples"]).head(4).copy()
+    table[["row", "col"]] = table[["row", "col"]].iloc[[0, 0, 1, 1]].to_numpy()  # 2 pixels
+    samples = write_samples(table, tmp_path / "two_pixels.parquet", meta)
+    region = tiny["region"]
+    out = tmp_path / "out" / "folds.parquet"
+    with pytest.raises(InputError) as info:
+        build_folds(region, samples, out)
+    assert str(info.value) == (
+        f"{samples}: 4 points on 2 pixels cannot fill 3 folds (the Random split keeps a pixel's "
+        f"points together); add observations or lower evaluation.folds ({region.path})")
+    _no_temporary_beside(out)

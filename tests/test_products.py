@@ -264,6 +264,24 @@ def test_a_tile_that_does_not_match_the_others_is_named_with_the_fix(
     assert not out.exists()
 
 
+def test_one_tile_given_twice_from_two_folders_is_refused(setup: tuple[Path, Path, str]) -> None:
+    """A stale copy of a tile passed beside the current one (another folder, the same
+    <tile>.tif) would silently win or lose in the mosaic by path order: one error naming both."""
+    config, model, sha = setup
+    tiles = write_tiles(config.parent, "nsp", nsp_values(), sha)
+    first = sorted(tiles)[0]
+    stale = config.parent / "backup" / first.name
+    stale.parent.mkdir()
+    stale.write_bytes(first.read_bytes())
+    out = config.parent / "maps" / "nsp_tiny.tif"
+    with pytest.raises(InputError) as caught:
+        make_products(load_region(load_config(config), "tiny"), "nsp", model,
+                      [*tiles, stale], out)
+    assert str(caught.value) == (f"{stale}: tile {first.stem} given twice ({first}); pass one "
+                                 "file per tile")
+    assert not out.exists()
+
+
 def test_a_tile_whose_bands_are_other_classes_is_refused(setup: tuple[Path, Path, str]) -> None:
     """Every tile's bands are the task's classes in the task's order: a tile of a class list in
     another order (another version's) would put each probability under another class's name and

@@ -40,6 +40,18 @@ def test_schedule_warms_up_then_follows_a_cosine() -> None:
     assert Schedule.of(1, 0.05, 1e-6, 1e-3, 1e-4).lr(0) == pytest.approx(1e-3)
 
 
+@pytest.mark.parametrize("fraction", [0.995, 1.0])
+def test_a_warm_up_of_nearly_every_step_still_ends_at_lr_min(fraction: float) -> None:
+    """The region schema allows warmup_fraction up to 1: the warm-up then leaves the cosine its
+    last 2 steps, so the run still ends at lr_min, not at lr_max."""
+    s = Schedule.of(total=100, warmup_fraction=fraction, warmup_lr=1e-6, lr_max=5e-5,
+                    lr_min=5e-6)
+    assert s.warmup == 98
+    assert s.lr(97) < s.lr(98) == pytest.approx(5e-5)
+    assert s.lr(99) == pytest.approx(5e-6)
+    assert Schedule.of(2, 1.0, 1e-6, 5e-5, 5e-6).lr(1) == pytest.approx(5e-6)
+
+
 @pytest.fixture(scope="module")
 def tiny(training_region: dict, training_samples: dict,
          tmp_path_factory: pytest.TempPathFactory) -> dict:

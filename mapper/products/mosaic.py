@@ -119,6 +119,12 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
     if not tiles:
         raise InputError(f"mosaic {task}: no predicted tiles given; run predict first")
     paths = [Path(t) for t in tiles]
+    named: dict[str, Path] = {}
+    for path in paths:  # a tile's file is <tile>.tif: two of one tile would overwrite each other
+        first = named.setdefault(path.name, path)
+        if first != path and first.resolve() != path.resolve():
+            raise InputError(f"{path}: tile {path.stem} given twice ({first}); pass one file per "
+                             "tile")
     res = None
     shas: set[str] = set()
     descriptions: list[str] = []

@@ -30,8 +30,9 @@ continuous positions.
 Coordinates per query: ``coords`` crop-normalised (x, y) in [-1, 1] with +-1 the crop's outer
 pixel edges (the centre of column j of a P-px crop is x = -1 + (2j + 1) / P; y = -1 is the top
 edge of the top row) and ``xy`` the same point in EPSG:3338 metres. ``valid`` marks queries whose
-pixel is valid (:func:`mapper.normalise.valid`); ``mask`` marks labelled queries; a binary task's
-targets are 0/1 floats, a multiclass task's class indices with ``IGNORE_INDEX`` where unlabelled.
+pixel is valid (:func:`mapper.normalise.valid`); ``mask`` marks labelled queries on a valid pixel;
+a binary task's targets are 0/1 floats, a multiclass task's class indices with ``IGNORE_INDEX``
+where unlabelled or on an invalid pixel.
 
 With ``augment``, each crop of a batch is then turned by a random multiple of 90 degrees and
 mirrored or not (one of the 8 symmetries of the square, :func:`dihedral`), its crop-normalised
@@ -371,6 +372,12 @@ class CropDataset:
         cols = np.clip(np.floor((coords[..., 0] + 1.0) * p / 2.0), 0, p - 1).astype(np.int64)
         rows = np.clip(np.floor((coords[..., 1] + 1.0) * p / 2.0), 0, p - 1).astype(np.int64)
         valid = ok_px[np.arange(bsz)[:, None], rows, cols]
+        # a training point whose pixel the stacks now leave without data (a tile stacked again
+        # since the samples were made: training reads stacks as ancient) teaches nothing from
+        # an all-zero input: out of the supervised loss as of the contrastive ones
+        mask &= valid
+        if self.multiclass:
+            target[:, :n_lab][~mask[:, :n_lab]] = IGNORE_INDEX
         valid[:, :n_lab] &= mask[:, :n_lab]
         if s.augment:  # drawn last, so that without it the other draws are unchanged
             s2, cov, coords = augment(s2, cov, coords, rng.integers(8, size=bsz))

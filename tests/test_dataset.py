@@ -129,6 +129,50 @@ def test_query_slots_padding_and_soil_order_targets(tiny: dict) -> None:
     assert float(batch.s2.max()) <= 1 and float(batch.s2.min()) >= 0
 
 
+class _Hole:
+    """A stack reader whose pixel (row, col) of the lattice reads as nodata (a tile stacked
+    again since its samples were made), otherwise the given reader."""
+
+    def __init__(self, reader: StackReader, row: int, col: int) -> None:
+        self.reader, self.row, self.col = reader, row, col
+        self.lattice = reader.lattice
+
+    def read(self, window: Window) -> np.ndarray:
+        data = self.reader.read(window).copy()
+        r, c = self.row - int(window.row_off), self.col - int(window.col_off)
+        if 0 <= r < data.shape[1] and 0 <= c < data.shape[2]:
+            data[:, r, c] = np.nan
+        return data
+
+
+@pytest.mark.parametrize("task", ["nsp", "soilorder"])
+def test_a_training_point_on_a_pixel_now_without_data_takes_no_part(tiny: dict,
+                                                                    task: str) -> None:
+    """Its slot is out of the supervised loss (mask off; a soil order's target ignored) as of the
+    contrastive ones (valid off); every other training point keeps its label."""
+    ds, train = _dataset(tiny, task)
+    table = tiny["table"]
+    hole = train[0]
+    row, col = int(table["row"].iloc[hole]), int(table["col"].iloc[hole])
+    ds.reader = _Hole(tiny["reader"], row, col)
+    x, y = table["x"].iloc[hole], table["y"].iloc[hole]
+    seen_hole = kept = 0
+    for batch in ds.batches(0, "finetune"):
+        at = (np.abs(batch.xy[..., 0].numpy() - x) < 0.2) & (np.abs(batch.xy[..., 1].numpy()
+                                                                  - y) < 0.2)
+        n_lab = batch.mask.shape[1] - ds.settings.random_points - ds.settings.grid_points
+        at[:, n_lab:] = False  # random and grid queries are no training point
+        seen_hole += int(at.sum())
+        assert not batch.mask.numpy()[at].any() and not batch.valid.numpy()[at].any()
+        if task == "soilorder":
+            assert (batch.target.numpy()[at] == IGNORE_INDEX).all()
+            assert (batch.target[batch.mask] >= 0).all()
+        kept += int(batch.mask.sum())
+    assert seen_hole >= 1
+    ds.reader = tiny["reader"]
+    assert kept == sum(int(b.mask.sum()) for b in ds.batches(0, "finetune")) - seen_hole
+
+
 def test_pretraining_crops_lie_in_the_region(tiny: dict) -> None:
     training = tiny["region"].settings["training"]
     ds = CropDataset(tiny["reader"], tiny["norm"], CropSettings.from_training(training),

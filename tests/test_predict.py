@@ -509,60 +509,42 @@ def test_a_min_weight_that_skips_every_crop_fails_before_any_crop_runs(
     assert not out.exists()
 
 
-@pytest.mark.parametrize("error", [torch.OutOfMemoryError, MemoryError])
+CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 39.4 GiB total)"
+CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+           "memory: you tried to allocate 100000000000000 bytes. Error code 12 (Cannot allocate "
+           "memory)")  # torch's own, as torch.empty(10**14, dtype=torch.uint8) raises it
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (torch.OutOfMemoryError(CUDA_OOM), "CUDA out of memory"),
+    (MemoryError(CUDA_OOM), "CUDA out of memory"),
+    # on the CPU torch reports host memory exhausted as a RuntimeError
+    (RuntimeError(CPU_OOM), "can't allocate memory: you tried to allocate 100000000000000 bytes"),
+    (RuntimeError("shape mismatch"), None),  # any other RuntimeError is no memory error
+])
 def test_out_of_memory_is_one_error_naming_the_batch_size(
-    setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type
+    setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException,
+    reason: str | None
 ) -> None:
     """A predict job out of GPU (or host) memory says which knob to turn, the batch size, in
     the CLI's and the workflow's words, and leaves no tile."""
     from mapper.predictor import TilePredictor
 
     def exhausted(*args: object, **kwargs: object) -> None:
-        raise error("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 39.4 GiB total)")
+        raise error
 
     monkeypatch.setattr(TilePredictor, "predict", exhausted)
     tile = first_tile(setup, "tiny64")
     out = tmp_path / "x.tif"
-    with pytest.raises(InputError) as err:
+    with pytest.raises(InputError if reason else RuntimeError) as err:
         predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
                      context(setup, "tiny64", tile), out, options=quiet(3))
-    assert str(err.value).startswith(
-        f"tile {tile}: out of memory on cpu with batch size 3 (CUDA out of memory); lower the "
-        "batch size: --batch-size N, in the workflow --set-resources predict:batch_size=N")
-    assert not out.exists()
-
-
-def test_cpu_allocation_failure_is_the_same_error(
-    setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On the CPU torch reports host memory exhausted as a RuntimeError (this is its message, as
-    ``torch.empty(10**14, dtype=torch.uint8)`` raises it): the same one error as on a GPU; any
-    other RuntimeError is not called a memory error."""
-    from mapper.predictor import TilePredictor
-
-    message = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
-               "allocate memory: you tried to allocate 100000000000000 bytes. Error code 12 "
-               "(Cannot allocate memory)")
-
-    def raising(error: BaseException) -> object:
-        def predict(*args: object, **kwargs: object) -> None:
-            raise error
-        return predict
-
-    tile = first_tile(setup, "tiny64")
-    out = tmp_path / "x.tif"
-    monkeypatch.setattr(TilePredictor, "predict", raising(RuntimeError(message)))
-    with pytest.raises(InputError) as err:
-        predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
-                     context(setup, "tiny64", tile), out, options=quiet(3))
-    assert str(err.value).startswith(
-        f"tile {tile}: out of memory on cpu with batch size 3 (can't allocate memory: you tried "
-        "to allocate 100000000000000 bytes); lower the batch size")
-    assert not out.exists()
-    monkeypatch.setattr(TilePredictor, "predict", raising(RuntimeError("shape mismatch")))
-    with pytest.raises(RuntimeError, match="^shape mismatch$"):
-        predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
-                     context(setup, "tiny64", tile), out, options=quiet(3))
+    if reason:
+        assert str(err.value).startswith(
+            f"tile {tile}: out of memory on cpu with batch size 3 ({reason}); lower the batch "
+            "size: --batch-size N, in the workflow --set-resources predict:batch_size=N")
+    else:
+        assert err.value is error
     assert not out.exists()
 
 

@@ -4,7 +4,9 @@ It answers as the real service does (stac-server), for what a client of this pro
 
 - ``/v1``: the landing page (conformance classes core, item-search, query, sort, filter; links
   ``search`` for GET and POST, ``data``, ``conformance``);
-- ``/v1/collections/sentinel-2-l2a``: the collection;
+- ``/v1/collections/sentinel-2-l2a``: the collection; any other path, another collection's
+  included, ``404`` with ``{"code": "NotFound", "description": "Not Found"}`` (a search of an
+  unknown collection is, as on stac-server, ``200`` with no items);
 - ``/v1/search``: GET (query string) and POST (JSON body) with ``collections``, ``bbox`` (tested
   against each item's footprint polygon, not its bbox), ``intersects``, ``datetime`` (an instant
   or an interval, ``..`` open), ``query`` (``lt``, ``lte``, ``gt``, ``gte``, ``eq``), ``sortby``
@@ -139,6 +141,7 @@ class EarthSearch:
         server.add_route("/v1/conformance", self._conformance)
         server.add_route(f"/v1/collections/{COLLECTION}", self._collection)
         server.add_route("/v1/search", self._search)
+        server.fallback = self._not_found
 
     @property
     def url(self) -> str:
@@ -302,6 +305,10 @@ class EarthSearch:
             "links": [{"rel": "root", "href": self.url}],
         }
         return 200, JSON, json.dumps(doc).encode()
+
+    def _not_found(self, method: str, query: dict, body: bytes) -> tuple[int, dict, bytes]:
+        """stac-server's answer to a path it has nothing at (src/lambdas/api/app.ts)."""
+        return 404, JSON, json.dumps({"code": "NotFound", "description": "Not Found"}).encode()
 
     def _search(self, method: str, query: dict, body: bytes) -> tuple[int, dict, bytes]:
         try:

@@ -77,6 +77,8 @@ class LoopbackServer:
         self.bare: set[str] = set()
         self.faults: dict[str, list[Fault]] = defaultdict(list)
         self.routes: dict[str, Route] = {}
+        self.fallback: Route | None = None
+        """Answers a path that is neither a route nor a file (None: 404 ``not found``)."""
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -215,6 +217,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(fault.status, headers, body)
             return
         if path not in state.files:
+            if state.fallback is not None:
+                code, headers, body = state.fallback(self.command, {"path": [path]}, body_in)
+                self._send(code, headers, body, head)
+                return
             self._send(404, {"Content-Type": "text/plain"}, b"not found", head)
             return
 

@@ -42,7 +42,7 @@ from pyproj import Transformer
 
 from mapper.bands import S2_BANDS
 from mapper.config import load_config, load_region
-from mapper.errors import SourceError
+from mapper.errors import ConfigError, SourceError
 from mapper.grid import Lattice
 from mapper.sources.fetch import fetch_source
 from mapper.sources.manifest import read_manifest
@@ -759,6 +759,28 @@ def test_search_follows_earth_search_paging_and_reports_its_errors(monkeypatch, 
             )
     message = str(exc.value)
     assert api.url in message and "\n" not in message and "retry later" in message
+
+
+def test_a_collection_the_api_does_not_hold_is_one_error_before_any_search() -> None:
+    """stac-server answers a search of an unknown collection (a typo, or Earth Search v0's
+    sentinel-s2-l2a-cogs) with 200 and no items, which would leave every tile without imagery
+    and the job a success: the collection is asked for first, and its 404 is one ConfigError
+    naming the API, the collection and the setting."""
+    from earth_search import EarthSearch
+
+    with LoopbackServer() as server:
+        api = EarthSearch(server)
+        with pytest.raises(ConfigError) as exc:
+            search_items(api.url, LATTICE.tile_bounds(TILE), collection="sentinel-s2-l2a-cogs",
+                         datetime_interval="2021-07-01/2021-07-31")
+        assert api.searches == []
+        assert server.requests_for("/v1/collections/sentinel-s2-l2a-cogs", "GET")
+        assert search_items(api.url, LATTICE.tile_bounds(TILE),
+                            datetime_interval="2021-07-01/2021-07-31") == []  # the real one
+    assert str(exc.value) == (
+        f"{api.url}: no collection 'sentinel-s2-l2a-cogs' (HTTP 404 at {api.url}/collections/"
+        "sentinel-s2-l2a-cogs); set the source's 'collection' in the region file to one the API "
+        f"lists at {api.url}/collections (Earth Search v1: sentinel-2-l2a or sentinel-2-c1-l2a)")
 
 
 def test_a_catalog_whose_paging_does_not_advance_is_an_error_not_a_loop(monkeypatch):

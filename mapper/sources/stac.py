@@ -7,8 +7,10 @@ the antimeridian (western Aleutians) is searched as two boxes, one each side of 
 
 The search asks for one collection, the tile's boxes, and one datetime interval per year and per
 run of consecutive ``months`` (so winter scenes are never paged through), with
-``eo:cloud_cover < max_cloud`` when the API offers the query extension, sorted by cloud cover when
-it offers sort. The same filters are applied again to what comes back (not every API honours
+``eo:cloud_cover < max_cloud`` when the API offers the query extension, and no sort (every page
+is read and the items are ranked here; a sorted search once lost its paging on Earth Search). A
+collection the API does not hold is an error before any search (an API with the collections
+endpoint is asked for it), not a search that finds nothing. The same filters are applied again to what comes back (not every API honours
 them), duplicates (an item found by both boxes) are dropped, and the ``max_items`` least cloudy
 items are kept, ties broken by date and id so the choice is reproducible.
 
@@ -245,6 +247,16 @@ def search_items(
     found: list[pystac.Item] = []
     try:
         client = open_client(api, timeout)
+        # a collection the API does not hold is searched as an empty one (stac-server answers
+        # 200 with no items), which would leave every tile without imagery: asked for first
+        if (client.conforms_to(ConformanceClasses.COLLECTIONS)
+                and client.get_collection(collection) is None):
+            raise ConfigError(
+                f"{api}: no collection {collection!r} (HTTP 404 at "
+                f"{api.rstrip('/')}/collections/{collection}); set the source's 'collection' in "
+                f"the region file to one the API lists at {api.rstrip('/')}/collections (Earth "
+                "Search v1: sentinel-2-l2a or sentinel-2-c1-l2a)"
+            )
         use_query = client.conforms_to(ConformanceClasses.QUERY)
         # no sortby: every page is read and select_items ranks the items itself (Earth Search
         # once lost the next token of a sorted POST search: Element84/earth-search#27)

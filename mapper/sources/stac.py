@@ -10,9 +10,10 @@ run of consecutive ``months`` (so winter scenes are never paged through), with
 ``eo:cloud_cover < max_cloud`` when the API offers the query extension, and no sort (every page
 is read and the items are ranked here; a sorted search once lost its paging on Earth Search). A
 collection the API does not hold is an error before any search (an API with the collections
-endpoint is asked for it), not a search that finds nothing. The same filters are applied again to what comes back (not every API honours
-them), duplicates (an item found by both boxes) are dropped, and the ``max_items`` least cloudy
-items are kept, ties broken by date and id so the choice is reproducible.
+endpoint is asked for it), not a search that finds nothing. The same filters are applied again
+to what comes back (not every API honours them), duplicates (an item found by both boxes) are
+dropped, and the ``max_items`` least cloudy items are kept, ties broken by date and id so the
+choice is reproducible.
 
 The workflow searches once per tile and then chooses scenes per fixed block of the lattice
 (:func:`items_by_block`): of the acquisitions whose granules meet the block, the ``max_items``

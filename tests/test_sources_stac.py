@@ -394,6 +394,8 @@ def test_composite_masks_clouds_applies_offsets_and_takes_the_median(
         assert src.tags()["MAPPER_ITEMS"] == "it1,it2,it3,it4"
         assert src.tags()["MAPPER_ITEM_COUNT"] == "4"
         assert src.tags()["MAPPER_SCENE_BLOCK_PX"] == "32"
+        assert src.tags()["MAPPER_REFLECTANCE"] == (
+            "(DN + offset) / 10000: 2 items with offset -1000, 2 items with offset 0")
         data = src.read()
 
     # Expected value per pixel from where its centre falls in the scene (UTM), away from edges.
@@ -441,7 +443,7 @@ def _by_item(manifest: dict, key: str) -> dict:
     return {i["id"]: i[key] for chosen in manifest["stac_blocks"].values() for i in chosen}
 
 
-def test_a_harmonized_collection_is_read_without_the_offset(stac, scene, composite):
+def test_a_harmonized_collection_is_read_without_the_offset(stac, scene, composite, tmp_path):
     """Earth Search's sentinel-2-l2a COGs hold DNs with the baseline 04.00 offset removed:
     read with ``harmonized: true`` they give the same composite as ESA's DNs read with the
     offset, every item's offset 0 (the items of 04.00 and later checked on their water, the
@@ -451,6 +453,8 @@ def test_a_harmonized_collection_is_read_without_the_offset(stac, scene, composi
         same, manifest = composite(harmonized.url, "harmonized", harmonized=True)
         dark, _ = composite(harmonized.url, "dark")
     assert set(_by_item(manifest, "offset").values()) == {0.0}
+    with rasterio.open(tmp_path / "harmonized" / "sentinel2" / f"{TILE}.tif") as src:
+        assert src.tags()["MAPPER_REFLECTANCE"] == "(DN + offset) / 10000: 4 items with offset 0"
     assert manifest["stac"]["harmonized"] is True and manifest["stac"]["check_offset"] is True
     checks = _by_item(manifest, "offset_check")
     assert checks["it1"] is None and checks["it4"] is None  # before 04.00: nothing to check

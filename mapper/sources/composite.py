@@ -42,10 +42,12 @@ transformer of :mod:`mapper.raster`), so the bands of an item that share a sourc
 The reflectance of all kept items is held for a strip of rows at a time, ``[items, 9, rows, W]``
 float32 within ``max_buffer_bytes`` (default 2 GiB); a strip's warp equals the same rows of the
 whole tile's warp, so the strip size does not change the result. /vsicurl's byte cache is raised
-to 1 GiB so that strips find the COG blocks they share already downloaded. Peak for a 4096 px
-tile and 24 items (7 strips of 606 rows): 2 GiB buffer + 0.6 GB result (``9 * H * W * 4``) +
-0.05 GB masks + 0.1 GB of warp outputs + up to 1 GiB of cached bytes, about 4 GB; for a 512 px
-tile, under 0.3 GB.
+to 1 GiB so that strips find the COG blocks they share already downloaded. The strips are of
+one block: at ``alaska``'s 1024 px blocks and 24 items, a row of the buffer is 0.88 MB, so a block
+is one strip of 0.9 GB. Peak for a 4096 px tile: that buffer + 0.6 GB result (``9 * H * W * 4``,
+the whole tile) + the block's masks and warp outputs (under 0.1 GB) + up to 1 GiB of cached bytes,
+about 2.6 GB; the 2 GiB budget splits a block into strips only from 57 items at 1024 px (15 at
+2048 px).
 """
 
 from __future__ import annotations
@@ -281,9 +283,20 @@ def _median_reflectance(
     return result, len(strips)
 
 
+def reflectance_tag(used: list[str], offsets: Mapping[str, tuple[float, Any]]) -> str:
+    """``MAPPER_REFLECTANCE``: the formula and how many of the used items took each offset (a
+    harmonized collection's take 0 whatever their baseline, unless their own data says not)."""
+    counts: dict[float, int] = {}
+    for item_id in used:
+        counts[float(offsets[item_id][0])] = counts.get(float(offsets[item_id][0]), 0) + 1
+    took = ", ".join(f"{n} item{'s' if n > 1 else ''} with offset {offset:g}"
+                     for offset, n in sorted(counts.items()))
+    return "(DN + offset) / 10000" + (f": {took}" if took else "")
+
+
 def _write_composite(
     dest: str | Path, result: np.ndarray, lattice: Lattice, tile: str, used: list[str],
-    acquisitions: int, block_px: int,
+    acquisitions: int, block_px: int, reflectance: str,
 ) -> None:
     write_geotiff(
         dest,
@@ -300,7 +313,7 @@ def _write_composite(
             "MAPPER_ACQUISITION_COUNT": str(acquisitions),
             "MAPPER_SCENE_BLOCK_PX": str(block_px),
             "MAPPER_SCL_MASKED": ",".join(str(c) for c in SCL_MASKED),
-            "MAPPER_REFLECTANCE": "(DN + offset) / 10000; offset -1000 from baseline 04.00",
+            "MAPPER_REFLECTANCE": reflectance,
             "MAPPER_SYNTHETIC": "false",
         },
     )
@@ -387,7 +400,8 @@ def composite_tile(
     acquisitions = len({i["acquisition"] for items in summary.values() for i in items
                         if i["id"] in used})
     valid_fraction = float(np.isfinite(result).all(axis=0).mean())
-    _write_composite(dest, result, lattice, tile, used, acquisitions, block_px)
+    _write_composite(dest, result, lattice, tile, used, acquisitions, block_px,
+                     reflectance_tag(used, offsets))
     logger.info(
         "%s: composite of %d items (%d acquisitions) over %d block(s) in %d strip(s), %.1f %% of "
         "pixels valid -> %s",

@@ -115,9 +115,10 @@ def fetch_snap(
     :func:`check_archive`, so a truncated or non-zip download is never recorded; with ``lock``
     None the archive is only checked to be a zip. Every archive passes :func:`check_archive`.
     The manifest beside the archive (``snap_<variable>.zip.json``) records the sha256, and a
-    rerun whose archive still matches downloads nothing: it is compared with the region file's
-    sha256, else the lock's, else (``lock`` None) the previous manifest's. Every failure is one
-    SourceError naming the URL and the fix, with no partial download left.
+    call whose archive is still there and matches downloads nothing: it is compared with the
+    region file's sha256, else the lock's, else (``lock`` None) the previous manifest's (the
+    workflow's job deletes its archive before running, as Snakemake does every job's outputs).
+    Every failure is one SourceError naming the URL and the fix, with no partial download left.
     """
     from mapper.sources.fetch import manifest_path
 

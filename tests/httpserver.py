@@ -60,6 +60,12 @@ def stall(nbytes: int, seconds: float) -> Fault:
     return Fault("stall", nbytes=nbytes, seconds=seconds)
 
 
+def trickle(nbytes: int, seconds: float) -> Fault:
+    """``nbytes``, then one more byte every ``seconds`` (always within a client's timeout), for
+    at most 60 such bytes, then the connection closes."""
+    return Fault("trickle", nbytes=nbytes, seconds=seconds)
+
+
 def ignore_range() -> Fault:
     return Fault("ignore_range")
 
@@ -251,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         body = data[start : end + 1]
 
-        if fault is not None and fault.kind in ("cut", "stall"):
+        if fault is not None and fault.kind in ("cut", "stall", "trickle"):
             self._record(code)
             self.send_response(code)
             for k, v in headers.items():
@@ -263,6 +269,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if fault.kind == "stall":
                     state.stopping.wait(fault.seconds)
+                for k in range(fault.nbytes, min(len(body), fault.nbytes + 60)):
+                    if fault.kind != "trickle" or state.stopping.wait(fault.seconds):
+                        break
+                    self.wfile.write(body[k : k + 1])
+                    self.wfile.flush()
             except OSError:
                 pass
             fault.over.set()

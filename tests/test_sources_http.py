@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -15,7 +16,15 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from httpserver import LoopbackServer, cut, ignore_if_range, ignore_range, stall, status
+from httpserver import (
+    LoopbackServer,
+    cut,
+    ignore_if_range,
+    ignore_range,
+    stall,
+    status,
+    trickle,
+)
 
 from mapper.config import load_config, load_region
 from mapper.errors import InputError, SourceError
@@ -159,6 +168,28 @@ def test_stalled_body_times_out_then_resumes(server, payload, tmp_path):
     assert dest.read_bytes() == payload
     second = server.requests_for("/a.bin")[1]
     assert second["headers"]["Range"] == "bytes=50000-" and second["status"] == 206
+
+
+def test_a_trickling_body_is_cut_at_the_low_speed_limit_then_resumes(
+    server, payload, tmp_path, monkeypatch, caplog
+):
+    """A server that sends one byte within every read timeout never times out: below
+    LOW_SPEED_BYTES_PER_S over LOW_SPEED_SECONDS the attempt is cut, its bytes kept, and the
+    next one resumes with Range (here 0.5 s windows; a byte every 0.05 s, 60 at the most)."""
+    import mapper.sources.transfer as transfer
+
+    monkeypatch.setattr(transfer, "LOW_SPEED_SECONDS", 0.5)
+    url = server.add_file("/a.bin", payload)
+    slow = trickle(50_000, seconds=0.05)
+    server.add_faults("/a.bin", slow)
+    dest = tmp_path / "a.bin"
+    with caplog.at_level(logging.WARNING, logger="mapper.sources.http"):
+        download(url, dest, sha256=sha(payload), backoff=0.001, timeout=2.0)
+    assert dest.read_bytes() == payload
+    assert "transfer slower than 1024 B/s for 0.5 s, after 500" in caplog.text
+    second = server.requests_for("/a.bin")[1]
+    start = int(second["headers"]["Range"].removeprefix("bytes=").removesuffix("-"))
+    assert 50_000 < start < 50_060 and second["status"] == 206  # some trickled bytes kept
 
 
 def test_bounded_retries_then_a_clear_error(server, payload, tmp_path):

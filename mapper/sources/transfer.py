@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,12 @@ from mapper.progress import bar as progress_bar
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
+LOW_SPEED_BYTES_PER_S = 1024
+LOW_SPEED_SECONDS = 60.0
+"""A body that arrives slower than ``LOW_SPEED_BYTES_PER_S`` on average over ``LOW_SPEED_SECONDS``
+is a cut transfer (kept, and resumed by the next attempt), as GDAL's ``GDAL_HTTP_LOW_SPEED_*``
+for the scene reads: a server that sends a few bytes within every ``timeout`` would otherwise
+hold one attempt for ever."""
 MAX_RETRY_AFTER = 300.0
 """Longest wait (s) we accept from a ``Retry-After`` header."""
 
@@ -84,9 +91,10 @@ def write_body(
 ) -> tuple[str, int]:
     """Write what ``read()`` returns (until it returns no bytes) to ``part``, appended after its
     first ``offset`` bytes (0: from the start), with a progress bar of ``total`` bytes; returns
-    the sha256 of the whole file and its length. ``cut`` errors of ``read``, and an end before
-    ``total`` bytes, are a cut transfer (retried); more than ``size`` bytes and a local write
-    error are final. Shared by HTTP and FTP (:mod:`mapper.sources.ftp`)."""
+    the sha256 of the whole file and its length. ``cut`` errors of ``read``, an end before
+    ``total`` bytes, and a body slower than :data:`LOW_SPEED_BYTES_PER_S` over
+    :data:`LOW_SPEED_SECONDS` are a cut transfer (retried); more than ``size`` bytes and a local
+    write error are final. Shared by HTTP and FTP (:mod:`mapper.sources.ftp`)."""
     hasher = hashlib.sha256()
     if offset:
         logger.info("%s: resuming at byte %d", url, offset)
@@ -94,6 +102,7 @@ def write_body(
             for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
                 hasher.update(chunk)
     received = offset
+    since, since_bytes = time.monotonic(), received  # the low-speed window
     try:
         with open(part, "ab" if offset else "wb") as f, progress_bar(
             total, part.name.removesuffix(".part"), "B", initial=offset, unit_scale=True
@@ -111,6 +120,14 @@ def write_body(
                 hasher.update(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
+                now = time.monotonic()
+                if now - since >= LOW_SPEED_SECONDS:
+                    if received - since_bytes < LOW_SPEED_BYTES_PER_S * (now - since):
+                        raise RetryableError(
+                            f"transfer slower than {LOW_SPEED_BYTES_PER_S} B/s for "
+                            f"{LOW_SPEED_SECONDS:g} s, after {received} bytes"
+                        )
+                    since, since_bytes = now, received
                 if size is not None and received > size:
                     raise FatalError(
                         f"received more than the {size} bytes {origin[0]} states", origin[1],

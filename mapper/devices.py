@@ -69,21 +69,22 @@ def prepare_deterministic(device: torch.device) -> bool:
 
 @contextlib.contextmanager
 def ieee_float32() -> Iterator[None]:
-    """Float32 products in IEEE float32 on CUDA as on the CPU, restored after.
+    """Float32 products in IEEE float32 on CUDA as on the CPU, each flag restored after.
 
     cuDNN's convolutions default to TF32 on Ampere and later GPUs (a 10-bit mantissa: relative
     errors near 1e-3, as in the Swin V2 patch embedding), so float32 prediction on a GPU would
     differ from the CPU's by far more than the last bit of a float; cuBLAS's matrix products
-    already default to IEEE. Set with the flags torch reads back without error
-    (``allow_tf32``: torch 2.14's per-operator ``fp32_precision`` makes them raise once used);
-    no effect on the CPU.
+    default to IEEE, unless the job asked otherwise. Set per operator with torch's
+    ``fp32_precision`` (cuDNN convolutions and RNNs, cuBLAS products) and restored to the exact
+    values found, so that torch's other settings (the legacy ``allow_tf32`` flags, a global
+    ``torch.backends.fp32_precision``) read as before; no effect on the CPU.
     """
-    flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
-    before = [flag.allow_tf32 for flag in flags]
+    flags = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
+    before = [flag.fp32_precision for flag in flags]
     for flag in flags:
-        flag.allow_tf32 = False
+        flag.fp32_precision = "ieee"
     try:
         yield
     finally:
         for flag, value in zip(flags, before, strict=True):
-            flag.allow_tf32 = value
+            flag.fp32_precision = value

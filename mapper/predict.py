@@ -152,8 +152,9 @@ allocate memory: you tried to allocate N bytes. Error code 12 (Cannot allocate m
 
 def _out_of_memory(tile: str, device: object, batch_size: int, exc: BaseException
                    ) -> InputError:
-    """The one error of a predict job out of (GPU) memory: the batch size is what to lower (a
-    retry with more host memory, as the SLURM profile's, would fail the same way on a GPU)."""
+    """The one error of a predict job out of memory: the batch size is what to lower (a retry
+    with more host memory, as the SLURM profile's, would fail the same way on a GPU); on the CPU
+    more host memory helps too."""
     text = " ".join(str(exc).split())
     if CPU_ALLOCATOR_FAILED in text:  # "[enforce fail at alloc_cpu.cpp:N] err == 0. ..."
         text = text[text.index(CPU_ALLOCATOR_FAILED):]
@@ -163,6 +164,8 @@ def _out_of_memory(tile: str, device: object, batch_size: int, exc: BaseExceptio
         "the batch size: --batch-size N, in the workflow --set-resources predict:batch_size=N "
         "(and predict_member:batch_size=N with an ensemble); the map does not depend on it "
         "beyond the last bit of a float"
+        + ("; or give the job more memory: --set-resources predict:mem_mb=N"
+           if getattr(device, "type", str(device)) == "cpu" else "")
     )
 
 

@@ -25,8 +25,8 @@ class Schedule:
     def of(cls, total: int, warmup_fraction: float, warmup_lr: float, lr_max: float,
            lr_min: float) -> Schedule:
         """Warm-up of ``round(warmup_fraction * total)`` steps (at least 1 if the fraction > 0),
-        leaving the cosine at least 2 steps, ``lr_max`` and ``lr_min`` at the last (a fraction
-        near 1 would otherwise end the run at ``lr_max``)."""
+        capped so that the cosine keeps at least 2 steps, ``lr_max`` and ``lr_min`` at the last
+        (a fraction near 1 would otherwise end the run at ``lr_max``): none when ``total`` <= 2."""
         warmup = int(round(warmup_fraction * total))
         if warmup_fraction > 0:
             warmup = max(1, warmup)

@@ -199,7 +199,8 @@ class _EchoModel:
         yield torch.empty(0)
 
     def encode(self, s2: torch.Tensor, cov: torch.Tensor) -> SimpleNamespace:
-        self.tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        self.tf32 = (torch.backends.cudnn.conv.fp32_precision,
+                     torch.backends.cuda.matmul.fp32_precision)
         return SimpleNamespace(s2=s2)
 
     def predict(self, feats: SimpleNamespace, coords: torch.Tensor) -> torch.Tensor:
@@ -212,8 +213,8 @@ def test_point_prediction_centres_a_crop_on_each_point(tiny: dict) -> None:
     model = _EchoModel()
     out = predict_points(model, tiny["norm"], tiny["reader"], xy, 32, batch_size=3)
     assert out.shape == (7, 2)
-    assert model.tf32 == (False, False)  # IEEE float32 as the maps, TF32 off on a GPU
-    assert torch.backends.cudnn.allow_tf32  # and back to torch's default after
+    assert model.tf32 == ("ieee", "ieee")  # IEEE float32 as the maps, TF32 off on a GPU
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"  # torch's default again after
     # the query lies in the crop's centre pixel (column and row index 16 of 32)
     centre = -1 + (2 * 16 + 1) / 32
     assert (np.abs(out - centre) <= 1 / 32 + 1e-6).all()

@@ -76,20 +76,22 @@ def test_a_job_given_gpus_that_torch_cannot_see_stops(monkeypatch: pytest.Monkey
 
 
 def test_ieee_float32_turns_tf32_off_and_restores_the_flags_even_on_error() -> None:
-    """cuDNN's TF32 convolutions (on by default) and cuBLAS's TF32 products are off inside, and
-    each flag is back to what it was after, an exception included; torch still reads them."""
+    """cuDNN's TF32 convolutions (on by default) and cuBLAS's products are IEEE float32 inside,
+    and each flag is back to exactly what it was after, an exception included: torch's legacy
+    getters still read, and a job's own TF32 setting is kept."""
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    before = (cudnn.allow_tf32, matmul.allow_tf32)
-    assert cudnn.allow_tf32  # torch's default: the case this exists for
+    flags = (cudnn.conv, cudnn.rnn, matmul)
+    before = [f.fp32_precision for f in flags]
+    assert cudnn.allow_tf32 and cudnn.conv.fp32_precision == "tf32"  # torch's default
     with pytest.raises(RuntimeError, match="inside"), ieee_float32():
-        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
-        assert cudnn.conv.fp32_precision != "tf32"
+        assert [f.fp32_precision for f in flags] == ["ieee"] * 3
         raise RuntimeError("inside")
-    assert (cudnn.allow_tf32, matmul.allow_tf32) == before
-    matmul.allow_tf32 = True  # a job that asked for TF32 products gets them back
+    assert [f.fp32_precision for f in flags] == before
+    assert cudnn.allow_tf32 and not matmul.allow_tf32  # the legacy getters read as before
+    matmul.fp32_precision = "tf32"  # a job that asked for TF32 products gets them back
     try:
         with ieee_float32():
-            assert not matmul.allow_tf32
-        assert matmul.allow_tf32
+            assert matmul.fp32_precision == "ieee"
+        assert matmul.fp32_precision == "tf32"
     finally:
-        matmul.allow_tf32 = before[1]
+        matmul.fp32_precision = before[2]

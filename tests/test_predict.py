@@ -543,6 +543,8 @@ def test_out_of_memory_is_one_error_naming_the_batch_size(
         assert str(err.value).startswith(
             f"tile {tile}: out of memory on cpu with batch size 3 ({reason}); lower the batch "
             "size: --batch-size N, in the workflow --set-resources predict:batch_size=N")
+        assert str(err.value).endswith(  # on the CPU more host memory helps too
+            "; or give the job more memory: --set-resources predict:mem_mb=N")
     else:
         assert err.value is error
     assert not out.exists()
@@ -558,16 +560,17 @@ def test_the_model_runs_in_ieee_float32(setup: dict, tmp_path: Path,
     real_run = TilePredictor._run
 
     def spy(self: TilePredictor, *args: object, **kwargs: object) -> None:
-        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        seen.append((torch.backends.cudnn.conv.fp32_precision,
+                     torch.backends.cuda.matmul.fp32_precision))
         real_run(self, *args, **kwargs)
 
     monkeypatch.setattr(TilePredictor, "_run", spy)
     tile = first_tile(setup, "tiny64")
-    before = torch.backends.cudnn.allow_tf32
+    before = torch.backends.cudnn.conv.fp32_precision
     predict_tile(region_of(setup, "tiny64"), "nsp", tile, setup["models"]["nsp"],
                  context(setup, "tiny64", tile), tmp_path / "x.tif", options=quiet())
-    assert seen == [(False, False)]
-    assert torch.backends.cudnn.allow_tf32 == before
+    assert seen == [("ieee", "ieee")]
+    assert torch.backends.cudnn.conv.fp32_precision == before == "tf32"
     assert (tmp_path / "x.tif").exists()
 
 

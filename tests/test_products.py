@@ -280,6 +280,10 @@ def test_one_tile_given_twice_from_two_folders_is_refused(setup: tuple[Path, Pat
     assert str(caught.value) == (f"{stale}: tile {first.stem} given twice ({first}); pass one "
                                  "file per tile")
     assert not out.exists()
+    # the same file named twice (another spelling of its path) is one tile: accepted
+    again = first.parent / ".." / first.parent.name / first.name
+    make_products(load_region(load_config(config), "tiny"), "nsp", model, [*tiles, again], out)
+    assert out.exists()
 
 
 def test_a_tile_whose_bands_are_other_classes_is_refused(setup: tuple[Path, Path, str]) -> None:

@@ -192,6 +192,45 @@ def test_a_trickling_body_is_cut_at_the_low_speed_limit_then_resumes(
     assert 50_000 < start < 50_060 and second["status"] == 206  # some trickled bytes kept
 
 
+def test_a_server_that_trickles_every_time_uses_up_the_retries(server, payload, tmp_path,
+                                                               monkeypatch):
+    """Each low-speed cut adds bytes yet counts as a failed attempt: a server that trickles on
+    every attempt ends the download after its retries, not after the cap on all attempts."""
+    import mapper.sources.transfer as transfer
+
+    monkeypatch.setattr(transfer, "LOW_SPEED_SECONDS", 0.3)
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", *[trickle(1000 * (k + 1), seconds=0.05) for k in range(10)])
+    dest = tmp_path / "a.bin"
+    with pytest.raises(SourceError) as err:
+        download(url, dest, sha256=sha(payload), retries=2, backoff=0.001, timeout=2.0)
+    assert "transfer slower than 1024 B/s for 0.3 s" in str(err.value)
+    assert "gave up after 3 attempts" in str(err.value)
+    assert len(server.requests_for("/a.bin")) == 3
+    assert leftovers(dest) == []
+
+
+def test_a_body_whose_last_bytes_come_late_is_not_cut(tmp_path, monkeypatch) -> None:
+    """The low-speed limit cuts a body that goes on too slowly, never one that has ended: the
+    last chunk after a slow minute completes the file (here on a clock that the reads move)."""
+    import mapper.sources.transfer as transfer
+
+    clock = [0.0]
+    monkeypatch.setattr(transfer.time, "monotonic", lambda: clock[0])
+    chunks = iter([(1.0, b"a" * 500), (60.0, b"b" * 500), (0.0, b"")])
+
+    def read() -> bytes:
+        wait, chunk = next(chunks)  # the last 500 bytes a minute after the first: 16 B/s
+        clock[0] += wait
+        return chunk
+
+    part = tmp_path / "x.part"
+    digest, n = transfer.write_body("http://x", part, 0, 1000, 1000, ("the region file", "fix"),
+                                    read, (OSError,))
+    assert n == 1000 and part.read_bytes() == b"a" * 500 + b"b" * 500
+    assert digest == hashlib.sha256(part.read_bytes()).hexdigest()
+
+
 def test_bounded_retries_then_a_clear_error(server, payload, tmp_path):
     url = server.add_file("/a.bin", payload)
     server.add_faults("/a.bin", *[status(503)] * 10)

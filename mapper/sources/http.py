@@ -329,7 +329,8 @@ def download(
     cause = ""
     # Retries are counted in attempts that got no further: one cut after new bytes (kept in
     # ``part`` and resumed) starts the count again, so a long file on a link that drops now and
-    # then still arrives; a cap on all attempts bounds a server that sends a trickle each time.
+    # then still arrives; a cut at the low-speed limit counts, and a cap on all attempts bounds
+    # a server that sends a little each time.
     furthest = part.stat().st_size if part.exists() else 0
     attempt = failures = 0
     try:
@@ -353,10 +354,11 @@ def download(
                 cause = exc.cause
                 reached = part.stat().st_size if part.exists() else 0
                 if reached > furthest:
-                    furthest, failures = reached, 0
                     logger.info("%s: %d bytes kept to resume from", url, reached)
-                else:
-                    failures += 1
+                if reached > furthest and not exc.slow:
+                    furthest, failures = reached, 0
+                else:  # no further, or cut at the low-speed limit
+                    furthest, failures = max(furthest, reached), failures + 1
                 if failures > retries:
                     break
                 wait = (backoff_wait(backoff, max(failures - 1, 0)) if exc.wait is None

@@ -26,21 +26,25 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 LOW_SPEED_BYTES_PER_S = 1024
 LOW_SPEED_SECONDS = 60.0
-"""A body that arrives slower than ``LOW_SPEED_BYTES_PER_S`` on average over ``LOW_SPEED_SECONDS``
-is a cut transfer (kept, and resumed by the next attempt), as GDAL's ``GDAL_HTTP_LOW_SPEED_*``
-for the scene reads: a server that sends a few bytes within every ``timeout`` would otherwise
-hold one attempt for ever."""
+"""A body that goes on arriving slower than ``LOW_SPEED_BYTES_PER_S`` on average over
+``LOW_SPEED_SECONDS`` is a cut transfer (its bytes kept for the next attempt where the file can be
+resumed), as GDAL's ``GDAL_HTTP_LOW_SPEED_*`` cuts the scene reads (1 byte/s there, for range
+reads of a few blocks): a server that sends a few bytes within every ``timeout`` would otherwise
+hold one attempt for ever. Such a cut counts as a failed attempt even though it added bytes
+(:class:`RetryableError` ``slow``), so a trickling server ends the download after its retries."""
 MAX_RETRY_AFTER = 300.0
 """Longest wait (s) we accept from a ``Retry-After`` header."""
 
 
 class RetryableError(Exception):
-    """A failed attempt worth repeating; ``wait`` (s) overrides the backoff when set."""
+    """A failed attempt worth repeating; ``wait`` (s) overrides the backoff when set; ``slow``:
+    cut at the low-speed limit, a failure even when it added bytes."""
 
-    def __init__(self, cause: str, wait: float | None = None) -> None:
+    def __init__(self, cause: str, wait: float | None = None, slow: bool = False) -> None:
         super().__init__(cause)
         self.cause = cause
         self.wait = wait
+        self.slow = slow
 
 
 class FatalError(Exception):
@@ -103,6 +107,7 @@ def write_body(
                 hasher.update(chunk)
     received = offset
     since, since_bytes = time.monotonic(), received  # the low-speed window
+    slow = ""  # set when a window fell below the limit: a cut if the body goes on
     try:
         with open(part, "ab" if offset else "wb") as f, progress_bar(
             total, part.name.removesuffix(".part"), "B", initial=offset, unit_scale=True
@@ -116,6 +121,8 @@ def write_body(
                     ) from None
                 if not chunk:
                     break
+                if slow:  # more is coming, too slowly (a body that ended is not cut)
+                    raise RetryableError(slow, slow=True)
                 f.write(chunk)
                 hasher.update(chunk)
                 received += len(chunk)
@@ -123,10 +130,8 @@ def write_body(
                 now = time.monotonic()
                 if now - since >= LOW_SPEED_SECONDS:
                     if received - since_bytes < LOW_SPEED_BYTES_PER_S * (now - since):
-                        raise RetryableError(
-                            f"transfer slower than {LOW_SPEED_BYTES_PER_S} B/s for "
-                            f"{LOW_SPEED_SECONDS:g} s, after {received} bytes"
-                        )
+                        slow = (f"transfer slower than {LOW_SPEED_BYTES_PER_S} B/s for "
+                                f"{LOW_SPEED_SECONDS:g} s, after {received} bytes")
                     since, since_bytes = now, received
                 if size is not None and received > size:
                     raise FatalError(

@@ -76,8 +76,6 @@ def predict_tile(
     probability band per class (NSP: 1, descriptions = class names), NaN nodata (also every
     cell outside the mapped area), written atomically.
     """
-    import torch
-
     from mapper.models.checkpoint import check_checkpoint, load_checkpoint
 
     spec = get_task(task)
@@ -131,10 +129,8 @@ def predict_tile(
     try:
         with StackReader(by_tile, lattice) as reader:
             data, stats = predictor.predict(reader, tile)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise _out_of_memory(tile, predictor.device, options.batch_size, exc) from None
-    except RuntimeError as exc:  # the CPU allocator's failure is a RuntimeError in torch
-        if CPU_ALLOCATOR_FAILED not in str(exc):
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not _is_out_of_memory(exc):
             raise
         raise _out_of_memory(tile, predictor.device, options.batch_size, exc) from None
     t0 = time.perf_counter()
@@ -148,6 +144,15 @@ def predict_tile(
 CPU_ALLOCATOR_FAILED = "can't allocate memory"
 """In the RuntimeError of torch's CPU allocator out of host memory ("DefaultCPUAllocator: can't
 allocate memory: you tried to allocate N bytes. Error code 12 (Cannot allocate memory)")."""
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """A GPU or host allocation failure: torch's OutOfMemoryError, Python's MemoryError, or the
+    RuntimeError of torch's CPU allocator."""
+    import torch
+
+    return (isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+            or CPU_ALLOCATOR_FAILED in str(exc))
 
 
 def _out_of_memory(tile: str, device: object, batch_size: int, exc: BaseException

@@ -53,6 +53,7 @@ about 2.6 GB; the 2 GiB budget splits a block into strips only from 57 items at 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -286,9 +287,7 @@ def _median_reflectance(
 def reflectance_tag(used: list[str], offsets: Mapping[str, tuple[float, Any]]) -> str:
     """``MAPPER_REFLECTANCE``: the formula and how many of the used items took each offset (a
     harmonized collection's take 0 whatever their baseline, unless their own data says not)."""
-    counts: dict[float, int] = {}
-    for item_id in used:
-        counts[float(offsets[item_id][0])] = counts.get(float(offsets[item_id][0]), 0) + 1
+    counts = Counter(float(offsets[item_id][0]) for item_id in used)
     took = ", ".join(f"{n} item{'s' if n > 1 else ''} with offset {offset:g}"
                      for offset, n in sorted(counts.items()))
     return "(DN + offset) / 10000" + (f": {took}" if took else "")

@@ -252,11 +252,11 @@ def search_items(
         # 200 with no items), which would leave every tile without imagery: asked for first
         if (client.conforms_to(ConformanceClasses.COLLECTIONS)
                 and client.get_collection(collection) is None):
+            listing = f"{api.rstrip('/')}/collections"
             raise ConfigError(
-                f"{api}: no collection {collection!r} (HTTP 404 at "
-                f"{api.rstrip('/')}/collections/{collection}); set the source's 'collection' in "
-                f"the region file to one the API lists at {api.rstrip('/')}/collections (Earth "
-                "Search v1: sentinel-2-l2a or sentinel-2-c1-l2a)"
+                f"{api}: no collection {collection!r} (HTTP 404 at {listing}/{collection}); set "
+                f"the source's 'collection' in the region file to one the API lists at {listing} "
+                "(Earth Search v1: sentinel-2-l2a or sentinel-2-c1-l2a)"
             )
         use_query = client.conforms_to(ConformanceClasses.QUERY)
         # no sortby: every page is read and select_items ranks the items itself (Earth Search

@@ -56,6 +56,7 @@ from mapper.files import atomic_path
 from mapper.grid import Lattice
 from mapper.normalise import valid_pixels
 from mapper.observations import read_observations
+from mapper.progress import bar as progress_bar
 from mapper.tasks import OBSERVATION_COLUMNS, TASKS, Task  # noqa: F401 - the columns, re-exported
 from mapper.windows import StackReader, stacks_by_tile
 
@@ -152,8 +153,10 @@ def pixel_of(lattice: Lattice, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
 def sample_stacks(reader: StackReader, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Stack values [N, 19] float32 at lattice pixels (NaN where no stack covers the pixel)."""
     out = np.full((len(rows), len(STACK_BANDS)), np.nan, dtype=np.float32)
-    for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
-        out[i] = reader.read(Window(int(c), int(r), 1, 1))[:, 0, 0]
+    with progress_bar(len(rows), "samples", "point") as points:
+        for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
+            out[i] = reader.read(Window(int(c), int(r), 1, 1))[:, 0, 0]
+            points.update()
     return out
 
 

@@ -62,6 +62,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rasterio.io import DatasetReader, DatasetWriter
@@ -74,6 +75,7 @@ from mapper.dem import CellProducts, grow, hydro_blocks, warp_dem
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
 from mapper.ground import GroundFrame, grid_convergence, ground_frame
+from mapper.progress import bar as progress_bar
 from mapper.raster import (
     check_crs,
     check_overlap,
@@ -83,6 +85,9 @@ from mapper.raster import (
 )
 from mapper.sources.cells import cell_products, is_record
 from mapper.stack_bands import BandPlan, climate_bands, climate_plans, mosaic, sentinel2_plans
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -291,9 +296,11 @@ def _write_strips(
     tile_window: Window,
     settings: StackSettings,
     strip_px: int,
+    parts: tqdm,
 ) -> tuple[bool, bool]:
     """Write the Sentinel-2, local terrain and climate bands of the tile, ``strip_px`` rows at a
-    time; return whether any pixel has data and whether any has an elevation."""
+    time (one step of the ``parts`` bar each); return whether any pixel has data and whether any
+    has an elevation."""
     p = lattice.tile_px
     s2_idx = [_BAND[name] for name, _ in S2_BANDS]
     clim_idx = [_BAND[name] for name in CLIMATE_BANDS]
@@ -315,6 +322,7 @@ def _write_strips(
         _write(dst, out, clim, clim_idx, local)
         has_data |= bool(np.isfinite(clim).any())
         del clim
+        parts.update()
     return has_data, has_dem
 
 
@@ -325,11 +333,14 @@ def _write_hydrology(
     lattice: Lattice,
     tile_window: Window,
     settings: StackSettings,
+    parts: tqdm,
 ) -> None:
-    """Write the TWI and SPI bands of the tile, each part from the hydrology block holding it."""
+    """Write the TWI and SPI bands of the tile, each part from the hydrology block holding it
+    (one step of the ``parts`` bar each)."""
     for block in hydro_blocks(lattice, tile_window, settings.hydro_block_px):
         part = _intersect(block, tile_window)
         if part is None:
+            parts.update()
             continue
         twi, spi = hydro_terrain(dem, lattice, block, settings)
         r0, c0 = int(part.row_off - block.row_off), int(part.col_off - block.col_off)
@@ -340,6 +351,7 @@ def _write_hydrology(
         )
         _write(dst, out, twi[sub], _BAND["twi"], local)
         _write(dst, out, spi[sub], _BAND["spi"], local)
+        parts.update()
 
 
 def _write(dst: DatasetWriter, out: Path, data: np.ndarray, indexes: int | list[int],
@@ -387,10 +399,15 @@ def build_stack(
         for i, name in enumerate(STACK_BANDS, start=1):
             dst.set_band_description(i, name)
         dst.units = tuple(UNITS[name] for name in STACK_BANDS)
-        has_data, has_dem = _write_strips(dst, Path(out_path), sources, lattice, tile_window,
-                                          settings, strip_px)
-        if has_dem:  # TWI/SPI exist only where the elevation does
-            _write_hydrology(dst, Path(out_path), sources.dem, lattice, tile_window, settings)
+        # the tile's parts: its strips, then its hydrology blocks (the job's console counts them)
+        blocks = hydro_blocks(lattice, tile_window, settings.hydro_block_px)
+        with progress_bar(-(-p // max(strip_px, 1)) + len(blocks), f"stack {tile_id}",
+                          "part") as parts:
+            has_data, has_dem = _write_strips(dst, Path(out_path), sources, lattice,
+                                              tile_window, settings, strip_px, parts)
+            if has_dem:  # TWI/SPI exist only where the elevation does
+                _write_hydrology(dst, Path(out_path), sources.dem, lattice, tile_window,
+                                 settings, parts)
         dst.update_tags(
             MAPPER_TILE=tile_id,
             MAPPER_EMPTY=str(not has_data).lower(),

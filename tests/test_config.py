@@ -296,6 +296,44 @@ def test_sources_no_job_could_take_stop_the_plan(tmp_path: Path, source: str, se
     assert expected in message, message
 
 
+@pytest.mark.parametrize(
+    ("where", "key", "value", "expected"),
+    [
+        ("sentinel2", "harmonized", False, "key 'sources.sentinel2.harmonized': a source of kind "
+         "file does not read it (only kind stac does); remove it, or give the source that kind"),
+        ("dem", "months", [6, 7], "key 'sources.dem.months': a source of kind file does not read "
+         "it (only kind stac does)"),
+        ("climate", "url_template", "https://x/{n}{w}.tif", "key 'sources.climate.url_template': "
+         "a source of kind file does not read it (only kind cells does)"),
+        ("observations", "seed", 1, "key 'sources.observations.seed': a source of kind file does "
+         "not read it (only kind demo does)"),
+        ("zone", "path", "zones.geojson", "key 'zones[0].path' (layer 'mlra'): a zone layer of "
+         "kind http does not read it (only kind file does); remove it, or give the layer that "
+         "kind"),
+    ],
+    ids=["harmonized-on-file", "months-on-file", "template-on-file", "seed-on-file",
+         "path-on-http-zone"],
+)
+def test_a_key_its_source_kind_does_not_read_stops_the_plan(
+        tmp_path: Path, where: str, key: str, value: object, expected: str) -> None:
+    """The schema describes one source of any kind; a key of another kind (harmonized: false on
+    a composite given as a file) would be read by nothing, and the user would not know."""
+    region = shipped_region("alaska")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    for name in ("sentinel2", "dem", "climate", "observations"):
+        region["sources"][name] = {"kind": "file", "path": f"{name}.tif"}
+    region["zones"] = [{"name": "mlra", "kind": "http", "field": "MLRARSYM",
+                        "files": [{"url": "https://x/MLRA_52_2022.zip"}]}]
+    load_config(write_config(tmp_path, region, name="alaska"))  # valid as it is
+    target = region["zones"][0] if where == "zone" else region["sources"][where]
+    target[key] = value
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region, name="alaska"))
+    message = str(exc.value)
+    assert message.startswith(f"{tmp_path / 'alaska.yaml'}: ") and "\n" not in message
+    assert expected in message, message
+
+
 def test_a_stac_source_must_say_whether_its_files_are_harmonized(tmp_path: Path) -> None:
     """A default would be wrong for one catalog or another (Earth Search's sentinel-2-l2a has the
     offset removed, Planetary Computer's collection of that name keeps it): 0.1 of reflectance

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -233,6 +234,34 @@ def test_a_product_that_fails_in_its_last_file_leaves_the_earlier_product_whole(
     assert sorted(p.name for p in maps.iterdir()) == sorted(p.name for p in products.all())
     with rasterio.open(products.cog) as ds:
         assert ds.tags()["MAPPER_TASK"] == "soilorder"
+
+
+@pytest.mark.parametrize("task", ["nsp", "soilorder"])
+def test_a_mosaic_counts_its_blocks_and_says_which_cog_it_writes(
+        setup: tuple[Path, Path, str], task: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A statewide mosaic runs for hours: its console counts the blocks written, then names the
+    COG being written (GDAL reports no progress through rasterio), not a staged file."""
+    import io
+    import sys
+
+    import mapper.products.mosaic
+    from mapper.progress import bar
+
+    opened: list = []
+
+    def recording(*args: object, **kwargs: object):
+        opened.append(bar(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(mapper.products.mosaic, "progress_bar", recording)
+    monkeypatch.setattr(mapper.products.mosaic, "COLUMN_CHUNK", 32)  # 4 blocks of the 128 px
+    caplog.set_level(logging.INFO, logger="mapper.products.cog")
+    products = mosaic(setup, task, nsp_values() if task == "nsp" else soil_values())
+    assert [(b.desc, b.total, b.n) for b in opened] == [(f"mosaic {task}", 4, 4)]
+    writing = [r.getMessage() for r in caplog.records if r.getMessage().startswith("writing COG")]
+    assert writing and writing[-1].startswith(f"writing COG {products.cog} (128 x 128 px, 1 band")
 
 
 def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> None:
@@ -782,7 +811,8 @@ def test_the_commands_on_a_full_disk_give_one_error_line_and_no_product(
 def test_a_failed_cog_conversion_is_one_error(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """GDAL's COG driver fails with its own CPLE_* error (a full disk), which is no
-    RasterioIOError: one error saying to check the disk space, and no COG left."""
+    RasterioIOError: one error naming the product (not the staged files it is made from, which
+    are gone by the time the user reads it) and the disk to check, and no COG left."""
     from rasterio._err import CPLE_AppDefinedError
 
     from mapper.products.cog import to_cog
@@ -799,9 +829,16 @@ def test_a_failed_cog_conversion_is_one_error(tmp_path: Path,
     out = tmp_path / "maps" / "cog.tif"
     with pytest.raises(InputError) as info:
         to_cog(src, out, resampling="AVERAGE")
-    assert str(info.value) == (f"{src}: COG conversion to {out} failed (TIFFAppendToStrip:Write "
-                               "error at scanline 4294967295); check the disk space")
+    assert str(info.value) == (
+        f"{out}: writing the Cloud-Optimized GeoTIFF failed (TIFFAppendToStrip:Write error at "
+        f"scanline 4294967295); check the free space on the disk holding {out.parent} and run "
+        "again")
     assert not list(out.parent.iterdir())
+    staged = tmp_path / "maps" / ".nsp_demo.tif.1234" / "out" / "nsp_demo.tif"
+    staged.parent.mkdir(parents=True)
+    with pytest.raises(InputError) as info:
+        to_cog(src, staged, resampling="AVERAGE", name=tmp_path / "maps" / "nsp_demo.tif")
+    assert str(info.value).startswith(f"{tmp_path / 'maps' / 'nsp_demo.tif'}: writing the ")
 
 
 def test_the_sources_tag_describes_only_the_files_the_settings_name_now(tmp_path: Path) -> None:

@@ -158,3 +158,57 @@ def test_a_failed_job_says_its_error_in_the_log_and_on_the_console(region: dict,
     assert console[-1] == f"samples tiny: {errors[0]}"
     assert not any("done" in line for line in console)
     assert not (tmp_path / "points.parquet").exists()
+
+
+# -- the long loops a console summary counts ------------------------------------------------------
+
+
+def recorded_bars(monkeypatch: pytest.MonkeyPatch, module: object) -> list:
+    """The bars ``module`` opens through :func:`mapper.progress.bar` (kept after they close)."""
+    opened: list = []
+
+    def recording(*args: object, **kwargs: object):
+        opened.append(bar(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(module, "progress_bar", recording)
+    return opened
+
+
+@pytest.mark.parametrize("strip_px", [16, 512])
+def test_a_stack_counts_its_strips_and_hydrology_blocks(
+        stack_sources: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        strip_px: int) -> None:
+    """A statewide stack runs for minutes: the console counts its parts, and the count ends at
+    the total (every strip and hydrology block, whatever the strip height)."""
+    import stack_sources as S
+
+    import mapper.stack
+    from mapper.dem import hydro_blocks
+    from mapper.stack import build_stack, stack_settings
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    opened = recorded_bars(monkeypatch, mapper.stack)
+    s, tile = stack_sources, S.SMALL_TILES[0]
+    build_stack(s["r64"], tile, [s["s2"]], s["dem"], s["climate"], tmp_path / f"{tile}.tif",
+                strip_px=strip_px)
+    lattice = s["r64"].lattice
+    blocks = hydro_blocks(lattice, lattice.tile_window(tile),
+                          stack_settings(s["r64"]).hydro_block_px)
+    total = -(-lattice.tile_px // strip_px) + len(blocks)
+    assert [(b.desc, b.total, b.n) for b in opened] == [(f"stack {tile}", total, total)]
+
+
+def test_samples_count_their_points(region: dict, monkeypatch: pytest.MonkeyPatch,
+                                    tmp_path: Path) -> None:
+    import mapper.samples
+    from mapper.config import load_config, load_region
+    from mapper.samples import build_samples
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    opened = recorded_bars(monkeypatch, mapper.samples)
+    tiny = load_region(load_config(region["config"]), "tiny")
+    table = build_samples(tiny, region["observations"], region["stacks"],
+                          tmp_path / "points.parquet")
+    assert len(opened) == 1 and opened[0].desc == "samples"
+    assert opened[0].n == opened[0].total >= len(table) == 140

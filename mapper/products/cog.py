@@ -117,16 +117,20 @@ def to_cog(
     resampling: str,
     blocksize: int = BLOCKSIZE,
     compress: str = COMPRESS,
+    name: str | Path | None = None,
 ) -> Path:
     """Copy ``src`` into a Cloud-Optimized GeoTIFF at ``dst`` (atomically) with overviews.
 
     ``resampling`` is the overview resampling ("AVERAGE" for probabilities, "MODE" or "NEAREST"
     for classes). A ``dst.aux.xml`` left by other software is removed: GDAL would lay its
-    statistics or categories over the new file.
+    statistics or categories over the new file. ``name``: the product that messages name when
+    ``src`` and ``dst`` are staged files the user never sees (default ``dst``).
     """
     dst = Path(dst)
+    name = Path(name) if name is not None else dst
     with rasterio.open(src) as ds:
         levels = overview_count(ds.width, ds.height)
+        size = f"{ds.width} x {ds.height} px, {ds.count} band{'s' if ds.count > 1 else ''}"
     options = {
         "BLOCKSIZE": blocksize,
         "COMPRESS": compress,
@@ -137,19 +141,22 @@ def to_cog(
         "OVERVIEW_COUNT": levels,
         "NUM_THREADS": gdal_threads(),
     }
+    # GDAL reports no progress through rasterio: the job's console shows this line meanwhile
+    logger.info("writing COG %s (%s, %d overviews)", name, size, levels)
     with atomic_path(dst) as tmp:
         tmp.unlink()
         try:
             rasterio.shutil.copy(str(src), str(tmp), driver="COG", **options)
         except WRITE_ERRORS as exc:  # GDAL's CPLE_* errors (a full disk) are no RasterioIOError
             raise InputError(
-                f"{src}: COG conversion to {dst} failed ({gdal_reason(exc)}); check the disk space"
+                f"{name}: writing the Cloud-Optimized GeoTIFF failed ({gdal_reason(exc)}); "
+                f"check the free space on the disk holding {name.parent.resolve()} and run again"
             ) from None
         finally:
             # GDAL may write PAM statistics beside the temporary file: the product is one file
             remove_aux(tmp)
         remove_aux(dst)
-    logger.info("wrote COG %s (%s overviews x%d, %s)", dst, resampling, levels, compress)
+    logger.info("wrote COG %s (%s overviews x%d, %s)", name, resampling, levels, compress)
     return dst
 
 

@@ -53,6 +53,7 @@ from mapper.products.colours import colour_table, hex_colour, style_qml
 from mapper.products.provenance import SYNTHETIC_STATEMENT, provenance_tags, software_versions
 from mapper.products.quicklook import capital, write_quicklook
 from mapper.products.stac import COG_MEDIA_TYPE, ProductAsset, build_item, write_item
+from mapper.progress import bar as progress_bar
 from mapper.raster import open_raster, reading, writing
 from mapper.sources.stac import parse_interval
 from mapper.tasks import Task, get_task
@@ -261,18 +262,20 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path, regio
                         win.height)
             return src.read(*band, window=at)
 
+        blocks = progress_bar(len(windows), f"mosaic {task.name}", "block")
         if task.binary:
-            with raster_writer(raw["cog"], name=paths["cog"], count=1, **grid) as dst:
+            with raster_writer(raw["cog"], name=paths["cog"], count=1, **grid) as dst, blocks:
                 for win in windows:
                     percent = to_percent(read(win, 1))
                     with writing(paths["cog"]):
                         dst.write(percent, 1, window=win)
+                    blocks.update()
                 _describe_percent(dst, [f"{task.name}_probability"], tags,
                                   f"probability of {task.subject} ({task.definition})")
             return raw
         with raster_writer(raw["cog"], name=paths["cog"], count=1, **grid) as cls_dst, \
                 raster_writer(raw["probabilities"], name=paths["probabilities"],
-                              count=len(classes), **grid) as prob_dst:
+                              count=len(classes), **grid) as prob_dst, blocks:
             # the colour table goes in before any pixel: TIFF fixes the photometric tag then
             cls_dst.write_colormap(1, colour_table(task.colours))
             for win in windows:
@@ -281,6 +284,7 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path, regio
                     cls_dst.write(_argmax_classes(p), 1, window=win)
                 with writing(paths["probabilities"]):
                     prob_dst.write(to_percent(p), window=win)
+                blocks.update()
             cls_dst.set_band_description(1, task.label_column)
             cls_dst.update_tags(1, **class_name_tags(classes))
             cls_dst.units = ("class index",)
@@ -336,10 +340,11 @@ def make_products(
         with reading(f"a predicted {task} tile", TILE_FIX, tileset.paths):
             raw = _write_raw(vrt, spec, tags, workdir, region, paths)
         if spec.binary:
-            to_cog(raw["cog"], staged["cog"], resampling="AVERAGE")
+            to_cog(raw["cog"], staged["cog"], resampling="AVERAGE", name=paths["cog"])
         else:
-            to_cog(raw["probabilities"], staged["probabilities"], resampling="AVERAGE")
-            to_cog(raw["cog"], staged["cog"], resampling="MODE")
+            to_cog(raw["probabilities"], staged["probabilities"], resampling="AVERAGE",
+                   name=paths["probabilities"])
+            to_cog(raw["cog"], staged["cog"], resampling="MODE", name=paths["cog"])
         with rasterio.open(staged["cog"]) as ds:
             bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
         write_quicklook(staged["cog"], staged["quicklook"], spec, f"{spec.title}, {region.name}",

@@ -165,7 +165,7 @@ def make_uncertainty_products(
         with reading(f"a predicted {task} tile", TILE_FIX,
                      [p for tileset in (main, *members) for p in tileset.paths]):
             raw = _write_raw(vrts, spec, bands, tags, workdir / "raw.tif", region, cog)
-        to_cog(raw, staged["cog"], resampling="AVERAGE")
+        to_cog(raw, staged["cog"], resampling="AVERAGE", name=cog)
         with rasterio.open(staged["cog"]) as ds:
             bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
         write_ramp_quicklook(

@@ -14,9 +14,62 @@ def check_source_settings(settings: dict, origin: str | Path) -> None:
     (``origin``: the region file, as error messages name it)."""
     from mapper.sources.exclusions import check_exclusion_keys
 
+    _check_kind_keys(settings, origin)
     _check_scene_blocks(settings, origin)
     _check_sources(settings, origin)
     check_exclusion_keys(settings, origin)
+
+
+KIND_KEYS: dict[str, frozenset[str]] = {
+    "demo": frozenset({"seed"}),
+    "file": frozenset({"path"}),
+    "http": frozenset({"files"}),
+    "stac": frozenset({
+        "api", "collection", "months", "max_cloud", "max_items", "block_px", "harmonized",
+        "check_offset", "exclude", "exclude_tile_px",
+    }),
+    "snap": frozenset({"archives", "first_year", "last_year"}),
+    "cells": frozenset({"url_template", "fallback_templates"}),
+}
+"""The keys each source kind reads besides ``kind`` and ``datetime`` (which
+:func:`_check_sources` checks). The region schema describes one source of any kind, so it
+refuses only a key that no kind reads; a key of another kind is refused here."""
+
+ZONE_KIND_KEYS: dict[str, frozenset[str]] = {
+    "demo": frozenset(),
+    "file": frozenset({"path", "layer"}),  # layer: the member of a zipped shapefile
+    "http": frozenset({"files", "layer"}),
+}
+"""The keys each zone layer kind reads besides those every layer has (name, title, kind, field,
+labels, synthetic)."""
+
+
+def _check_kind_keys(settings: dict, origin: str | Path) -> None:
+    """One :class:`ConfigError` for a source key that its kind does not read (a composite given
+    as ``kind: file`` with ``harmonized: false`` would otherwise keep the offset it asks to
+    remove, without a word)."""
+    for name, source in settings["sources"].items():
+        kind = source["kind"]
+        for key in source:
+            if key in ("kind", "datetime") or key in KIND_KEYS[kind]:
+                continue
+            if key in ("exclude", "exclude_tile_px"):
+                continue  # mapper.sources.exclusions.check_exclusion_keys says why
+            owners = sorted(k for k, keys in KIND_KEYS.items() if key in keys)
+            raise ConfigError(
+                f"{origin}: key 'sources.{name}.{key}': a source of kind {kind} does not read "
+                f"it (only kind {' or '.join(owners)} does); remove it, or give the source "
+                "that kind"
+            )
+    for i, layer in enumerate(settings.get("zones", [])):
+        kind = layer["kind"]
+        for key in set(layer) & set().union(*ZONE_KIND_KEYS.values()) - ZONE_KIND_KEYS[kind]:
+            owners = sorted(k for k, keys in ZONE_KIND_KEYS.items() if key in keys)
+            raise ConfigError(
+                f"{origin}: key 'zones[{i}].{key}' (layer {layer['name']!r}): a zone layer of "
+                f"kind {kind} does not read it (only kind {' or '.join(owners)} does); remove "
+                "it, or give the layer that kind"
+            )
 
 
 def _check_sources(settings: dict, origin: str | Path) -> None:

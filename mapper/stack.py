@@ -71,7 +71,7 @@ from rasterio.windows import Window
 from mapper import terrain
 from mapper.bands import CLIMATE_BANDS, S2_BANDS, STACK_BANDS, UNITS
 from mapper.config import Region
-from mapper.dem import CellProducts, grow, hydro_blocks, warp_dem
+from mapper.dem import CellProducts, dem_window, grow, hydro_blocks, warp_dem
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
 from mapper.ground import GroundFrame, grid_convergence, ground_frame
@@ -257,13 +257,11 @@ def _check_sources(
         dems = [p for p in dems if not is_record(p)] + cells
         dem_files = products if dems == cells else dems
     # a source nowhere near the region (wrong CRS label, another place) would warp to nodata;
-    # "near": the mapped area grown by the crops' reach, which the context tiles' stacks cover.
+    # "near": what the region's stacks read, the stacked tiles with their DEM halos (a file of
+    # DEM tiles chosen to cover the stacked tiles is near, however far the crops reach).
     # Not the elevation cells: each was checked against its own cell when it was fetched
-    # (mapper.sources.cells.check_cell_raster), and a tile's DEM window, with its hydrology halo,
-    # reaches cells beyond the crops' reach (N54W130 in British Columbia for Alaska).
-    reach = (region.context_px + 1) * region.lattice.res
-    left, bottom, right, top = region.area().bounds
-    stacked = (left - reach, bottom - reach, right + reach, top + reach)
+    # (mapper.sources.cells.check_cell_raster).
+    stacked = _stacks_read(region)
     for path in [*map(Path, sentinel2), *dems, *climates]:
         with open_raster(path) as src:
             check_crs(src, path)
@@ -273,6 +271,21 @@ def _check_sources(
                 _check_unpacked_dem(src, path)
     synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
     return _Sources(s2_plans, dem_files, clim_plans, synthetic)
+
+
+def _stacks_read(region: Region) -> tuple[float, float, float, float]:
+    """The bounds (EPSG:3338) of what the region's stacks read: the bounding box of its stacked
+    tiles (:meth:`mapper.config.Region.stacked_tiles`) grown by their DEM windows
+    (:func:`mapper.dem.dem_window`: the local-terrain halo and the hydrology blocks' halo)."""
+    settings, lattice = stack_settings(region), region.lattice
+    cells = [lattice.parse(tile) for tile in region.stacked_tiles()]
+    corners = [Lattice.tile_id(min(r for r, _ in cells), min(c for _, c in cells)),
+               Lattice.tile_id(max(r for r, _ in cells), max(c for _, c in cells))]
+    first, last = (dem_window(lattice, tile, settings.halo_px, settings.hydro_block_px,
+                              settings.hydro_halo_px) for tile in corners)
+    left, top = lattice.window_bounds(first)[0], lattice.window_bounds(first)[3]
+    right, bottom = lattice.window_bounds(last)[2], lattice.window_bounds(last)[1]
+    return left, bottom, right, top
 
 
 def _check_unpacked_dem(src: DatasetReader, path: Path) -> None:

@@ -230,6 +230,32 @@ def test_climate_from_one_or_three_files_named_or_in_order(
         build_stack(src["r64"], tile, [src["s2"]], src["dem"], two, tmp_path / "x.tif")
 
 
+def test_a_source_file_is_near_when_the_stacks_read_it(src: dict, tmp_path: Path) -> None:
+    """A DEM file chosen to cover the stacked tiles (a context tile lies up to a tile beyond the
+    crops' reach, and its DEM halo beyond that) is accepted; one beyond every stack's read is
+    one error naming it."""
+    from mapper.raster import write_geotiff
+    from mapper.stack import _check_sources, _stacks_read
+
+    region = src["r64"]
+    left, bottom, right, top = region.area().bounds
+    reach = (region.context_px + 1) * region.lattice.res
+    read = _stacks_read(region)
+    assert read[2] > right + reach + 200  # a band beyond the crops' reach that a stack reads
+
+    def dem_at(x0: float, name: str) -> Path:
+        transform = rasterio.Affine(10.0, 0.0, x0, 0.0, -10.0, (bottom + top) / 2 + 100)
+        write_geotiff(tmp_path / name, np.full((1, 20, 20), 100.0, "float32"), transform,
+                      "EPSG:3338", nodata=-9999.0)
+        return tmp_path / name
+
+    near = dem_at(read[2] - 150, "near.tif")  # beyond the reach, inside a context tile's halo
+    _check_sources(region, [src["s2"]], [near], [src["climate"]])
+    far = dem_at(read[2] + 10, "far.tif")
+    with pytest.raises(InputError, match=f"^{far}: its extent .* does not overlap region t64"):
+        _check_sources(region, [src["s2"]], [far], [src["climate"]])
+
+
 def test_stack_settings_are_checked_when_the_config_is_read(tmp_path: Path) -> None:
     """A stack section that cannot work with the tile size fails when the config is read (a dry
     run names it), with the region file, the key and the fix."""

@@ -98,6 +98,25 @@ def test_ensemble_members_and_coarser_maps_run_the_same_commands(tmp_path: Path)
                   commands["predict_at_res"]) == generic
 
 
+def test_a_coarser_maps_predict_job_is_given_the_stacks_its_crops_read(tmp_path: Path) -> None:
+    """Which crops a tile runs depends on the out cells it answers: with crops that abut
+    (stride = crop, no stagger), a 50 m cell that straddles a tile edge sends the tile's crops
+    into a neighbour that its 10 m crops never read. The job gets the stacks of its own out_res."""
+    import dataclasses
+
+    project = make_project(tmp_path, prediction={"out_res": 10.0, "crop_px": 32, "stride_px": 32,
+                                                 "stagger_px": 0})
+    region = load_region(load_config(project.path("config/config.yaml")), project.region)
+    at_50 = dataclasses.replace(region, settings={
+        **region.settings, "prediction": {**region.settings["prediction"], "out_res": 50.0}})
+    tile = next(t for t in project.tiles if at_50.tile_context(t) != region.tile_context(t))
+    run = run_snakemake(project, f"results/{project.region}/predict_50m/nsp/{tile}.tif",
+                        extra_args=["--dry-run", "--printshellcmds"])
+    command = job_commands(run.log)["predict_at_res"]
+    given = re.findall(rf"results/{project.region}/stack/(R\d+C\d+)\.tif", command)
+    assert given == job_region(project, command).tile_context(tile) == at_50.tile_context(tile)
+
+
 def job_commands(log: str) -> dict[str, str]:
     """Rule -> the shell command of its last job in a ``--dry-run --printshellcmds`` log."""
     commands, rule = {}, None

@@ -45,6 +45,10 @@ use rule predict as predict_member with:
 # The resolution report (rule resolution_report): the same command and models at a coarser
 # out_res, given in the job's configuration file.
 use rule predict as predict_at_res with:
+    input:
+        model="results/{region}/models/{task}.pt",
+        stacks=neighbour_stacks_at_res,
+        boundary=boundary_file,
     output:
         "results/{region}/predict_{res}m/{task}/{tile}.tif",
     log:

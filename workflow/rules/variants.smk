@@ -2,6 +2,8 @@
 # mapper/resolution.py), included right after common.smk. An ensemble member and a coarser out_res are the same commands (finetune, predict) run with the
 # run's configuration changed in one setting: a second configuration file, named by its content
 # like the first, says what that job ran with.
+import dataclasses
+
 from mapper.resolution import COMPARED_RES
 
 
@@ -41,6 +43,16 @@ def res_prediction_settings(wildcards):
     prediction_settings) with out_res = {res}, so a change of the map's own out_res reruns none
     of these (params trigger)."""
     return {**prediction_settings(wildcards), "out_res": float(wildcards.res)}
+
+
+def neighbour_stacks_at_res(wildcards):
+    """The stacks the tile's crops read at the resolution report's {res}: which crops a tile runs
+    depends on the out cells it answers (as neighbour_stacks, with out_res = {res})."""
+    region = region_of(wildcards)
+    prediction = {**region.settings["prediction"], "out_res": float(wildcards.res)}
+    at_res = dataclasses.replace(region, settings={**region.settings, "prediction": prediction})
+    tile = known_tile(wildcards.region, wildcards.tile, stacked=False)
+    return [stack_path(wildcards.region, t) for t in at_res.tile_context(tile)]
 
 
 def member_tiles(wildcards):

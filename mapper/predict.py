@@ -38,8 +38,12 @@ logger = logging.getLogger(__name__)
 
 
 def _is_empty(path: Path) -> bool:
+    return _tag_is_true(path, "MAPPER_EMPTY")
+
+
+def _tag_is_true(path: Path, tag: str) -> bool:
     with open_raster(path) as ds:
-        return ds.tags().get("MAPPER_EMPTY", "false").lower() == "true"
+        return ds.tags().get(tag, "false").lower() == "true"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +102,10 @@ def predict_tile(
         "MAPPER_BLENDING": f"weighted mean of probabilities over {crops.describe()}",
         "MAPPER_PRECISION": prediction["precision"],
         "MAPPER_MIN_WEIGHT": f"{prediction['min_weight']:g}",
-        "MAPPER_SYNTHETIC": str(region.synthetic).lower(),
+        # a stack made from a synthetic file (a demo file given to a real region) says so, and
+        # so does every map made from it
+        "MAPPER_SYNTHETIC": str(region.synthetic or any(
+            _tag_is_true(p, "MAPPER_SYNTHETIC") for p in by_tile.values())).lower(),
     }
     names = spec.output_names
     res = lattice.res * crops.factor

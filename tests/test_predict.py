@@ -444,6 +444,28 @@ def test_empty_tile_is_nodata_without_the_model(setup: dict, tmp_path: Path,
                                     "seconds": pytest.approx(0.0, abs=0.1)}]
 
 
+@pytest.mark.parametrize("stack_synthetic", [True, False])
+def test_a_tile_is_synthetic_when_a_stack_it_reads_is(setup: dict, tmp_path: Path,
+                                                      stack_synthetic: bool) -> None:
+    """A region that is not synthetic but is given a synthetic file (the demo's DEM): its stacks
+    say so (mapper.stack), and so must the tiles predicted from them, which the products read."""
+    import dataclasses
+
+    lattice, _ = setup["stacks"]["tiny64"]
+    tile = first_tile(setup, "tiny64")
+    stack = tmp_path / f"{tile}.tif"
+    write_geotiff(stack, np.full((19, 64, 64), np.nan, np.float32), lattice.tile_transform(tile),
+                  "EPSG:3338", nodata=np.nan, descriptions=STACK_BANDS,
+                  tags={"MAPPER_TILE": tile, "MAPPER_EMPTY": "true",
+                        "MAPPER_SYNTHETIC": str(stack_synthetic).lower()})
+    region = region_of(setup, "tiny64")
+    real = dataclasses.replace(region, settings={**region.settings, "synthetic": False})
+    out = tmp_path / "out.tif"
+    predict_tile(real, "nsp", tile, setup["models"]["nsp"], [stack], out, options=quiet())
+    with rasterio.open(out) as ds:
+        assert ds.tags()["MAPPER_SYNTHETIC"] == str(stack_synthetic).lower()
+
+
 def test_a_checkpoint_of_other_bands_is_refused_by_name(setup: dict, tmp_path: Path) -> None:
     """A checkpoint whose input bands are not the stack's as its model takes them (a stack of
     another band order, when it was trained): one error naming it, and no map."""

@@ -264,6 +264,31 @@ def test_a_mosaic_counts_its_blocks_and_says_which_cog_it_writes(
     assert writing and writing[-1].startswith(f"writing COG {products.cog} (128 x 128 px, 1 band")
 
 
+@pytest.mark.parametrize("tiles_synthetic", [True, False])
+def test_products_of_synthetic_tiles_say_so_though_the_region_does_not(
+        setup: tuple[Path, Path, str], tiles_synthetic: bool) -> None:
+    """Tiles predicted from a synthetic file (the demo's, given to a real region) are tagged
+    synthetic: the map, its STAC Item and its quick-look state it like the demo's."""
+    import dataclasses
+
+    config, model, sha = setup
+    root = config.parent
+    tiles = write_tiles(root, "nsp", nsp_values(), sha)
+    for path in tiles:
+        with rasterio.open(path, "r+") as ds:
+            ds.update_tags(MAPPER_SYNTHETIC=str(tiles_synthetic).lower())
+    region = load_region(load_config(config), "tiny")
+    real = dataclasses.replace(region, settings={**region.settings, "synthetic": False})
+    products = make_products(real, "nsp", model, tiles, root / "maps" / "nsp_tiny.tif",
+                             sources_dir=root / "sources")
+    with rasterio.open(products.cog) as ds:
+        tags = ds.tags()
+    assert tags["MAPPER_SYNTHETIC"] == str(tiles_synthetic).lower()
+    assert ("MAPPER_SYNTHETIC_STATEMENT" in tags) is tiles_synthetic
+    item = json.loads(products.item.read_text())
+    assert item["properties"]["mapper:synthetic"] is tiles_synthetic
+
+
 def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> None:
     config, model, _ = setup
     tiles = write_tiles(config.parent, "nsp", nsp_values(), "0" * 64)

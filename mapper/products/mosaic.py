@@ -26,6 +26,7 @@ blocks of 512 rows, so memory does not grow with the region.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -111,6 +112,8 @@ class TileSet:
     res: float
     descriptions: list[str]
     model_sha256: str | None
+    synthetic: bool = False
+    """Whether any tile is tagged synthetic (predicted from a stack of a synthetic file)."""
 
 
 def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
@@ -129,9 +132,11 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
     res = None
     shas: set[str] = set()
     descriptions: list[str] = []
+    synthetic = False
     for path in paths:
         with open_raster(path) as ds:
             tags = ds.tags()
+            synthetic |= tags.get("MAPPER_SYNTHETIC", "false").lower() == "true"
             if tags.get("MAPPER_TASK", task) != task or ds.count != n_bands:
                 raise InputError(
                     f"{path}: a {tags.get('MAPPER_TASK')} tile with {ds.count} bands, not a "
@@ -158,7 +163,19 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
             f"mosaic {task}: tiles were predicted with {len(shas)} different models; rerun "
             "predict for every tile with one model"
         )
-    return TileSet(paths, n_bands, float(res), descriptions, shas.pop() if shas else None)
+    return TileSet(paths, n_bands, float(res), descriptions, shas.pop() if shas else None,
+                   synthetic)
+
+
+def stated_synthetic(region: Region, *tilesets: TileSet) -> Region:
+    """``region``, stated synthetic (``settings["synthetic"]``, which every product's tags, STAC
+    Item and quick-look follow) when any of the predicted tiles is, though the region is not: a
+    synthetic file (the demo's) given as a source of a real region."""
+    if region.synthetic or not any(t.synthetic for t in tilesets):
+        return region
+    logger.warning("region %s: predicted tiles made from synthetic sources; the products say "
+                   "they are SYNTHETIC", region.name)
+    return dataclasses.replace(region, settings={**region.settings, "synthetic": True})
 
 
 def check_mapped_tiles(region: Region, task: str, tileset: TileSet) -> None:
@@ -326,6 +343,7 @@ def make_products(
     spec = get_task(task)
     tileset = check_tiles(tiles, task, spec.n_outputs)
     check_mapped_tiles(region, task, tileset)
+    region = stated_synthetic(region, tileset)
     model_sha = check_model(tileset, model_path)
     paths = product_paths(out, task)
     units = (f"probability of {spec.subject}, stored as percent (value x 0.01)"

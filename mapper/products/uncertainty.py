@@ -48,6 +48,7 @@ from mapper.products.mosaic import (
     percent_band,
     side_assets,
     source_period,
+    stated_synthetic,
     to_percent,
 )
 from mapper.products.provenance import provenance_tags
@@ -136,6 +137,7 @@ def make_uncertainty_products(
     check_mapped_tiles(region, task, main)
     model_sha = check_model(main, model_path)
     members = member_tilesets(list(member_tiles), task, main, list(member_models))
+    region = stated_synthetic(region, main, *members)
     member_shas = [m.model_sha256 or "" for m in members]
     bands = uncertainty_bands(spec, len(members))
     paths = uncertainty_paths(out)

@@ -298,22 +298,25 @@ def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> No
     assert not (config.parent / "maps" / "nsp_tiny.tif").exists()
 
 
-def test_a_tile_that_does_not_match_the_others_is_named_with_the_fix(
-    setup: tuple[Path, Path, str]
+@pytest.mark.parametrize("which", ["one", "all"])
+def test_a_tile_without_nan_nodata_is_named_with_the_fix(
+    setup: tuple[Path, Path, str], which: str
 ) -> None:
-    """A predicted tile of another version or copied in by hand (here another nodata value)
-    passes the tile checks but cannot join the others' mosaic: one error naming it and what to
-    do about a predicted tile (not about stacks), and no map."""
+    """A predicted tile of another version or copied in by hand (here with a finite nodata
+    value): its nodata would be read as probabilities (-9999 as 0 %, class 0) even when every
+    tile agrees. One error naming it and what to do about a predicted tile, and no map."""
     config, model, sha = setup
     tiles = write_tiles(config.parent, "nsp", nsp_values(), sha)
     odd = sorted(tiles)[-1]
-    with rasterio.open(odd, "r+") as ds:
-        ds.nodata = -1.0
+    for path in tiles if which == "all" else [odd]:
+        with rasterio.open(path, "r+") as ds:
+            ds.nodata = -9999.0
     out = config.parent / "maps" / "nsp_tiny.tif"
     with pytest.raises(InputError) as caught:
         make_products(load_region(load_config(config), "tiny"), "nsp", model, tiles, out)
+    named = odd if which == "one" else sorted(tiles)[0]
     assert str(caught.value) == (
-        f"{odd}: CRS, pixel size, bands, data type or nodata differ from {sorted(tiles)[0]}; "
+        f"{named}: float32 with nodata -9999.0, not float32 with NaN nodata as predict writes; "
         "delete that tile and run the same target again (its predict job makes it again)")
     assert not out.exists()
 

@@ -144,6 +144,13 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
                 )
             if ds.crs is None or ds.crs.to_epsg() != 3338:
                 raise InputError(f"{path}: CRS {ds.crs} is not EPSG:3338; rerun predict")
+            nodata = ds.nodata
+            if ds.dtypes[0] != "float32" or nodata is None or not math.isnan(nodata):
+                # a finite nodata (or none) would be read as probabilities: -9999 as 0 %
+                raise InputError(
+                    f"{path}: {ds.dtypes[0]} with nodata {nodata}, not float32 with NaN nodata "
+                    f"as predict writes; {TILE_FIX}"
+                )
             if list(ds.descriptions) != names:  # each band is the class the task puts there
                 raise InputError(
                     f"{path}: bands {', '.join(map(str, ds.descriptions))}, not the {task} "

@@ -146,6 +146,8 @@ def write_uncertainty_report(region: Region, maps: list[str], uncertainty: list[
         with open_raster(m) as ds:
             task = tagged_task(m, ds.tags())
         name = task.name
+        if name in figures["tasks"]:  # the second would replace the first's figures
+            raise InputError(f"{m}: a second {name} map; give each task's map once")
         check_inputs(task, m, u, t)
         figures["tasks"][name] = task_deciles(task, m, u, t)
     out = Path(out)

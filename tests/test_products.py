@@ -650,6 +650,15 @@ def test_uncertainty_refuses_a_member_missing_tiles(setup: tuple[Path, Path, str
         make_uncertainty_products(region, "nsp", model, tiles, root / "maps" / "u.tif",
                                   member_models=[member], member_tiles=member_tiles)
     assert not (root / "maps" / "u.tif").exists()
+    again = root / "copy" / "member1.pt"  # one member given twice
+    again.parent.mkdir()
+    again.write_bytes(member.read_bytes())
+    with pytest.raises(InputError) as twice:
+        make_uncertainty_products(region, "nsp", model, tiles, root / "maps" / "u.tif",
+                                  member_models=[member, again], member_tiles=member_tiles)
+    assert str(twice.value) == (f"{again}: the same ensemble member as {member}; pass each "
+                                "member's checkpoint once")
+    assert not (root / "maps" / "u.tif").exists()
 
 
 class _Area:

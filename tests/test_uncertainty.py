@@ -176,6 +176,9 @@ def test_inputs_out_of_order_are_refused_with_nothing_written(tmp_path) -> None:
                                              "raster"):
             write_uncertainty_report(region, maps, [str(tmp_path / uncertainty)],
                                      [str(tmp_path / "truth_nsp.tif")], out)
+    with pytest.raises(InputError, match=r"nsp\.tif: a second nsp map; give each task's map once"):
+        write_uncertainty_report(region, m * 2, [str(tmp_path / "nsp_uncertainty.tif")] * 2,
+                                 [str(tmp_path / "truth_nsp.tif")] * 2, out)
     assert list(out.parent.iterdir()) == []
     written = write_uncertainty_report(region, m, [str(tmp_path / "nsp_uncertainty.tif")],
                                        [str(tmp_path / "truth_nsp.tif")], out)

@@ -90,6 +90,13 @@ def member_tilesets(tiles: list[str | Path], task: str, main: TileSet,
     """The members' tiles grouped by the model that predicted them, in the order of ``models``
     (the members' checkpoints); each group must cover the map's tiles exactly."""
     spec = get_task(task)
+    seen: dict[str, Path] = {}
+    for model in map(Path, models):  # a second copy would find its tiles taken by the first
+        sha = file_sha256(model) if model.is_file() else str(model)
+        if sha in seen:
+            raise InputError(f"{model}: the same ensemble member as {seen[sha]}; pass each "
+                             "member's checkpoint once")
+        seen[sha] = model
     by_sha: dict[str, list[Path]] = {}
     for path in map(Path, tiles):
         with open_raster(path) as ds:

@@ -116,6 +116,12 @@ def load_config(path: str | Path | Sequence[str | Path] | None = None) -> dict:
     data: dict = {}
     for each in paths:
         data = merge_settings(data, read_yaml(each))
+    if "regions" not in data and "region_overrides" in data:  # a site file on its own
+        raise ConfigError(
+            f"{' + '.join(map(str, paths))}: no 'regions', only 'region_overrides': a site file "
+            "is merged over a config; give the config first: --config config/config.yaml "
+            f"--config {paths[-1]}"
+        )
     return resolve_config(data, " + ".join(map(str, paths)))
 
 

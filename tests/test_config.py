@@ -509,6 +509,19 @@ def test_a_bad_override_names_the_region_file_and_the_config() -> None:
         resolve_config(raw, "site.yaml")
 
 
+def test_a_site_file_on_its_own_says_to_give_the_config_first(tmp_path: Path) -> None:
+    """Snakemake merges a site file over config/config.yaml; a command given only the site file
+    (``--config site.yaml``) is told to give both, in that order."""
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"region_overrides": {"demo": {"tile_px": 512}}}))
+    with pytest.raises(ConfigError) as exc:
+        load_config(site)
+    assert str(exc.value) == (
+        f"{site}: no 'regions', only 'region_overrides': a site file is merged over a config; "
+        f"give the config first: --config config/config.yaml --config {site}")
+    assert load_region(load_config([CONFIG, site]), "demo").settings["tile_px"] == 512
+
+
 def test_the_run_config_file_gives_back_the_same_regions(tmp_path: Path) -> None:
     """What a job loads from the written file is what the DAG was built from, value for value
     (the products record the settings as JSON: the same text)."""

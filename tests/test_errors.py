@@ -449,7 +449,8 @@ def test_stack_of_a_tile_outside_the_region_is_one_error(src: dict, tmp_path: Pa
         rc, line = cli(capsys, *stack_args(src, out, tile=tile))
         assert rc == 1
         assert line == (f"error: tile {tile} is not a stacked tile of region t64 "
-                        f"({region.path}); list them with: python -m mapper tiles t64 --stacked")
+                        f"({region.path}); list them with: python -m mapper tiles t64 --stacked "
+                        f"--config {src['config']}")  # the run's config, not the default
         assert_nothing_written(out)
 
 

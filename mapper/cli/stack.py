@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dem", required=True, nargs="+", metavar="F",
-        help="DEM raster(s) in metres (e.g. one VRT); the first with a value wins",
+        help="DEM raster(s) in metres (e.g. one VRT), the first with a value wins; or the "
+             "elevation cells' .json records (kind cells: each pixel takes the product that "
+             "serves its cell)",
     )
     p.add_argument(
         "--climate", required=True, nargs="+", metavar="F",
@@ -45,9 +47,10 @@ def run_stack(args: argparse.Namespace) -> int:
 
     region = load_region(load_config(args.config), args.region)
     if args.tile not in set(region.stacked_tiles()):  # a typo would stack open sea, or fail late
+        configs = "".join(f" --config {c}" for c in args.config or [])
         raise ConfigError(
             f"tile {args.tile} is not a stacked tile of region {region.name} ({region.path}); "
-            f"list them with: python -m mapper tiles {region.name} --stacked"
+            f"list them with: python -m mapper tiles {region.name} --stacked{configs}"
         )
     out = build_stack(
         region, args.tile, [Path(f) for f in args.sentinel2], [Path(f) for f in args.dem],

@@ -1,4 +1,5 @@
-"""What the cross-validation compares: its models and its splits, each defined once.
+"""What the cross-validation compares, its models and its splits, and the out resolutions the
+resolution report compares, each defined once.
 
 The command line's ``cv-fold`` choices, the workflow's ``{model}`` and ``{split}`` wildcards, the
 samples' fold columns (:mod:`mapper.splits`), the folds' training (:mod:`mapper.evaluate`) and
@@ -19,6 +20,10 @@ SPLITS: dict[str, float | None] = {"random": None, "sh1km": 1_000.0, "sh10km": 1
 """Split name -> holdout distance in metres (``None``: random folds)."""
 
 SPLIT_NAMES: dict[str, str] = {"random": "Random", "sh1km": "SH-1km", "sh10km": "SH-10km"}
+
+COMPARED_RES: tuple[int, ...] = (20, 50)
+"""Out resolutions (m) the resolution report (:mod:`mapper.resolution`) predicts and compares
+with the 10 m map (the MiSo paper's experiment: 10, 20 and 50 m)."""
 
 
 def in_order(values: list[str], known: tuple[str, ...] | list[str]) -> list[str]:

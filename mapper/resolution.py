@@ -41,6 +41,7 @@ from rasterio.windows import Window
 
 from mapper.config import Region
 from mapper.errors import InputError
+from mapper.experiment import COMPARED_RES  # noqa: F401 - the report's resolutions, re-exported
 from mapper.files import staged_paths
 from mapper.grid import TILE_PATTERN
 from mapper.products.mosaic import TILE_FIX
@@ -50,9 +51,6 @@ from mapper.tasks import get_task, tagged_task
 from mapper.uncertainty import most_probable
 from mapper.vrt import write_vrt
 
-COMPARED_RES = (20, 50)
-"""Out resolutions (m) the resolution report predicts and compares with the 10 m map (the MiSo
-paper's experiment: 10, 20 and 50 m)."""
 
 PREDICT_LINE = re.compile(
     rf"(?P<tile>{TILE_PATTERN}): (?P<crops>\d+) crops \((?P<skipped>\d+) skipped\), "

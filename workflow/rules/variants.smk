@@ -4,7 +4,7 @@
 # like the first, says what that job ran with.
 import dataclasses
 
-from mapper.resolution import COMPARED_RES
+from mapper.experiment import COMPARED_RES
 
 
 @functools.cache

@@ -51,7 +51,6 @@ from mapper.tasks import get_task, tagged_task
 from mapper.uncertainty import most_probable
 from mapper.vrt import write_vrt
 
-
 PREDICT_LINE = re.compile(
     rf"(?P<tile>{TILE_PATTERN}): (?P<crops>\d+) crops \((?P<skipped>\d+) skipped\), "
     r"(?P<queries>\d+) queries, (?P<seconds>[\d.]+) s"

@@ -269,10 +269,13 @@ def local_slurm_profile(dest: Path, cpus: int, memory_mb: int) -> Path:
 
     What changes, and only that: job status from ``squeue`` (no accounting database), a 5 s
     first status check and 5 s between checks, partition ``debug``, no GPUs (``gpu: 0``, no
-    model or GPU partition), threads and group width capped at the node's CPUs, every memory
-    request capped at the node's memory (``min(<profile's expression>, memory_mb)``), no retry.
-    Everything else (per-rule runtimes, groups and group sizes, keep-going) is the profile's.
+    model or GPU partition), every rule's threads those of the local tiny runs
+    (:func:`tiny_threads`: 1, so that jobs share the node) and the group width capped at the
+    node's CPUs, every memory request capped at the node's memory shared by as many jobs as it
+    has CPUs (``min(<profile's expression>, memory_mb // cpus)``), no retry. Everything else
+    (per-rule runtimes, groups and group sizes, keep-going) is the profile's.
     """
+    job_mb = max(1, memory_mb // cpus)
     profile = render_profile(PROFILES / "slurm" / "config.yaml")
     profile.pop("__definitions__", None)
     profile.pop("__use_yte__", None)
@@ -290,7 +293,7 @@ def local_slurm_profile(dest: Path, cpus: int, memory_mb: int) -> Path:
     profile["resources"] = {**profile.get("resources", {}), "mem_mb": memory_mb, "gpu": 0}
     defaults = {k: v for k, v in profile["default-resources"].items() if k != "slurm_account"}
     defaults["slurm_partition"] = "debug"
-    defaults["mem_mb"] = min(int(defaults["mem_mb"]), memory_mb)
+    defaults["mem_mb"] = min(int(defaults["mem_mb"]), job_mb)
     profile["default-resources"] = defaults
     per_rule = {}
     for rule, res in profile.get("set-resources", {}).items():
@@ -298,10 +301,10 @@ def local_slurm_profile(dest: Path, cpus: int, memory_mb: int) -> Path:
         if "gpu" in res:
             res["gpu"] = 0
         if "mem_mb" in res:
-            res["mem_mb"] = f"min({res['mem_mb']}, {memory_mb})"
+            res["mem_mb"] = f"min({res['mem_mb']}, {job_mb})"
         per_rule[rule] = res
     profile["set-resources"] = per_rule
-    profile["set-threads"] = capped_threads(profile, cpus)
+    profile["set-threads"] = tiny_threads()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
@@ -334,12 +337,17 @@ def rewrite_yaml(path: Path, data: dict) -> None:
 
 
 TINY_CPUS = 2
+TINY_THREADS = 1
+"""Threads of every job of a tiny run: its jobs are mostly start-up (Python, PyTorch), which one
+thread does as fast as two, so two jobs side by side on 2 CPUs finish the run in about 60 % of
+the time that 2-thread jobs one after the other take."""
 
 
 def tiny_threads() -> dict[str, int]:
-    """Threads per rule for tiny runs: the SLURM profile's, capped at 2 CPUs, as on the test
-    cluster's node, so that local and cluster runs compute with the same thread counts."""
-    return capped_threads(render_profile(PROFILES / "slurm" / "config.yaml"), TINY_CPUS)
+    """Threads per rule for tiny runs, local and on the test cluster alike (results depend on
+    the thread counts of the training jobs): every rule of the SLURM profile's ``set-threads``
+    at :data:`TINY_THREADS`."""
+    return capped_threads(render_profile(PROFILES / "slurm" / "config.yaml"), TINY_THREADS)
 
 
 def tiny_local_args() -> list[str]:

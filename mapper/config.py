@@ -155,12 +155,27 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
         origin, settings = entry["origin"], copy.deepcopy(entry["settings"])
     override = config.get("region_overrides", {}).get(name)
     if override:
-        settings = merge_settings(settings, override)
+        merged = merge_settings(settings, override)
+        merged.get("sources", {}).update(_sources_of_another_kind(settings, override))
+        settings = merged
         origin = f"{origin} + region_overrides.{name} of {source}"
     settings = validate(settings, "region.schema.yaml", origin)
     check_source_settings(settings, origin)
     check_region_settings(settings, origin, float(config["grid"]["res"]))
     return {"origin": origin, "settings": settings}
+
+
+def _sources_of_another_kind(settings: dict, override: dict) -> dict[str, dict]:
+    """The override's sources whose ``kind`` differs from the region file's, each whole: merged
+    key by key, the keys of the file's kind would stay beside the new kind's (a cells DEM's
+    ``url_template`` under ``kind: file``), and an override cannot remove a key."""
+    given = settings.get("sources") or {}
+    return {
+        name: copy.deepcopy(section)
+        for name, section in (override.get("sources") or {}).items()
+        if isinstance(section, dict) and "kind" in section
+        and section["kind"] != (given.get(name) or {}).get("kind")
+    }
 
 
 def merge_settings(base: dict, override: dict) -> dict:

@@ -9,7 +9,8 @@ job's label, the command and its short arguments::
 
     predict demo nsp R0187C0556: 120/400 crops, 1m30s, eta 3m
     finetune demo nsp: 2000/6000 steps, 4m00s, eta 8m; loss=0.412, lr=9.6e-05
-    mosaic demo soilorder: running, 1m00s; wrote COG maps/soilorder_demo_probabilities.tif (...)
+    mosaic alaska soilorder: 1200/3900 blocks, 40m00s, eta 1h30m
+    mosaic alaska soilorder: running, 2h05m; writing COG maps/soilorder_alaska.tif (...)
     predict demo nsp R0187C0556: error: results/demo/stack/R0187C0556.tif: ...; re-run stack
 
 - a summary every :data:`EVERY_SECONDS` seconds while the job runs (``MAPPER_PROGRESS_SECONDS``

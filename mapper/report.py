@@ -412,9 +412,9 @@ def report(
     if (truth or region.synthetic) and tpath.is_file():
         truth_info = truth_agreement(task, preds, tpath)
     elif truth:
-        raise InputError(f"{tpath}: truth raster not found; check the --truth path (a synthetic "
-                         f"region's truth is {truth_path(region, task)}, which its sources rule "
-                         "writes)")
+        where = (f" (this synthetic region's is {truth_path(region, task)}, which its sources "
+                 "rule writes)" if region.synthetic else "")
+        raise InputError(f"{tpath}: truth raster not found; check the --truth path{where}")
     label_rel = label_reliability(task, preds)
     content = {
         "region": region.name, "synthetic": region.synthetic, "task": task,

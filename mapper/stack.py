@@ -47,10 +47,10 @@ Sources:
   band is described so (e.g. a ``gdalbuildvrt -separate`` VRT) and there are exactly three bands,
   they are taken in that order (the region config's documented order). Bilinear.
 
-Every source file must overlap the region's bounding box grown by the crops' reach (what the
-context tiles cover): a file that does not (a DEM in metres labelled EPSG:4326, a file of another
-place) is refused with an InputError rather than warped to
-nodata. A tile outside a source's footprint (e.g. at sea) is not an error: it is nodata.
+Every source file must overlap what the region's stacks read (the bounding box of its stacked
+tiles grown by their DEM halos): a file that does not (a DEM in metres labelled EPSG:4326, a file
+of another place) is refused with an InputError rather than warped to nodata. A tile outside a
+source's footprint (e.g. at sea) is not an error: it is nodata.
 
 Terrain definitions and conventions (aspect of flat pixels is NaN, TPI over a disc, MFD flow) are
 in :mod:`mapper.terrain`. Internally the DEM derivatives use float64; the stack stores float32.
@@ -421,6 +421,8 @@ def build_stack(
             if has_dem:  # TWI/SPI exist only where the elevation does
                 _write_hydrology(dst, Path(out_path), sources.dem, lattice, tile_window,
                                  settings, parts)
+            else:
+                parts.update(len(blocks))  # nothing to compute: done
         dst.update_tags(
             MAPPER_TILE=tile_id,
             MAPPER_EMPTY=str(not has_data).lower(),

@@ -493,6 +493,24 @@ def test_region_overrides_are_merged_key_by_key() -> None:
     assert raw["regions"]["demo"] == "config/regions/demo.yaml", "the input is not changed"
 
 
+def test_an_override_of_another_kind_replaces_the_source_whole(tmp_path: Path) -> None:
+    """A site file that gives the state's DEM as a file of the user's (a corrected DEM) or the
+    Sentinel-2 composite as a file: the file's cells or STAC keys do not stay beside it (they
+    would be refused as keys the kind does not read, and an override cannot remove a key)."""
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"region_overrides": {"alaska": {"sources": {
+        "dem": {"kind": "file", "path": "/data/dem.vrt"},
+        "sentinel2": {"kind": "file", "path": "/data/s2.vrt", "datetime": "2019-06-01/2023-08-31"},
+        "climate": {"first_year": 1981},  # the same kind: merged key by key
+    }}}}))
+    sources = load_region(load_config([CONFIG, site]), "alaska").settings["sources"]
+    assert sources["dem"] == {"kind": "file", "path": "/data/dem.vrt"}
+    assert sources["sentinel2"] == {"kind": "file", "path": "/data/s2.vrt",
+                                    "datetime": "2019-06-01/2023-08-31"}
+    shipped = load_region(load_config(CONFIG), "alaska").settings["sources"]
+    assert sources["climate"] == {**shipped["climate"], "first_year": 1981}
+
+
 def test_a_bad_override_names_the_region_file_and_the_config() -> None:
     raw = raw_config()
     raw["region_overrides"] = {"demo": {"prediction": {"out_rez": 20.0}}}

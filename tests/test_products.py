@@ -236,16 +236,18 @@ def test_a_product_that_fails_in_its_last_file_leaves_the_earlier_product_whole(
         assert ds.tags()["MAPPER_TASK"] == "soilorder"
 
 
-@pytest.mark.parametrize("task", ["nsp", "soilorder"])
+@pytest.mark.parametrize(("task", "product"), [("nsp", "map"), ("soilorder", "map"),
+                                               ("nsp", "uncertainty")])
 def test_a_mosaic_counts_its_blocks_and_says_which_cog_it_writes(
-        setup: tuple[Path, Path, str], task: str, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+        setup: tuple[Path, Path, str], task: str, product: str,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A statewide mosaic runs for hours: its console counts the blocks written, then names the
     COG being written (GDAL reports no progress through rasterio), not a staged file."""
     import io
     import sys
 
     import mapper.products.mosaic
+    import mapper.products.uncertainty
     from mapper.progress import bar
 
     opened: list = []
@@ -255,11 +257,14 @@ def test_a_mosaic_counts_its_blocks_and_says_which_cog_it_writes(
         return opened[-1]
 
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    monkeypatch.setattr(mapper.products.mosaic, "progress_bar", recording)
+    module = mapper.products.mosaic if product == "map" else mapper.products.uncertainty
+    monkeypatch.setattr(module, "progress_bar", recording)
     monkeypatch.setattr(mapper.products.mosaic, "COLUMN_CHUNK", 32)  # 4 blocks of the 128 px
     caplog.set_level(logging.INFO, logger="mapper.products.cog")
-    products = mosaic(setup, task, nsp_values() if task == "nsp" else soil_values())
-    assert [(b.desc, b.total, b.n) for b in opened] == [(f"mosaic {task}", 4, 4)]
+    values = nsp_values() if task == "nsp" else soil_values()
+    products = (mosaic if product == "map" else uncertainty)(setup, task, values)
+    desc = f"mosaic {task}" + (" uncertainty" if product == "uncertainty" else "")
+    assert [(b.desc, b.total, b.n) for b in opened] == [(desc, 4, 4)]
     writing = [r.getMessage() for r in caplog.records if r.getMessage().startswith("writing COG")]
     assert writing and writing[-1].startswith(f"writing COG {products.cog} (128 x 128 px, 1 band")
 
@@ -285,6 +290,7 @@ def test_products_of_synthetic_tiles_say_so_though_the_region_does_not(
         tags = ds.tags()
     assert tags["MAPPER_SYNTHETIC"] == str(tiles_synthetic).lower()
     assert ("MAPPER_SYNTHETIC_STATEMENT" in tags) is tiles_synthetic
+    assert json.loads(tags["MAPPER_CONFIG"])["synthetic"] is False  # the setting as given
     item = json.loads(products.item.read_text())
     assert item["properties"]["mapper:synthetic"] is tiles_synthetic
 

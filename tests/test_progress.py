@@ -175,12 +175,13 @@ def recorded_bars(monkeypatch: pytest.MonkeyPatch, module: object) -> list:
     return opened
 
 
-@pytest.mark.parametrize("strip_px", [16, 512])
+@pytest.mark.parametrize(("strip_px", "where"), [(16, "land"), (512, "land"), (16, "sea")])
 def test_a_stack_counts_its_strips_and_hydrology_blocks(
         stack_sources: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        strip_px: int) -> None:
+        strip_px: int, where: str) -> None:
     """A statewide stack runs for minutes: the console counts its parts, and the count ends at
-    the total (every strip and hydrology block, whatever the strip height)."""
+    the total (every strip and hydrology block, whatever the strip height; a tile without
+    elevation has no hydrology to compute)."""
     import stack_sources as S
 
     import mapper.stack
@@ -189,7 +190,8 @@ def test_a_stack_counts_its_strips_and_hydrology_blocks(
 
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     opened = recorded_bars(monkeypatch, mapper.stack)
-    s, tile = stack_sources, S.SMALL_TILES[0]
+    s = stack_sources
+    tile = S.SMALL_TILES[0] if where == "land" else S.OCEAN_TILE_64
     build_stack(s["r64"], tile, [s["s2"]], s["dem"], s["climate"], tmp_path / f"{tile}.tif",
                 strip_px=strip_px)
     lattice = s["r64"].lattice

@@ -99,8 +99,8 @@ def test_nsp_report_files_figures_and_truth(region, tmp_path: Path) -> None:  # 
     with pytest.raises(InputError) as missing:  # a typo in --truth
         report(region, "nsp", files, out, truth=tmp_path / "truth_nps.tif")
     assert str(missing.value) == (
-        f"{tmp_path / 'truth_nps.tif'}: truth raster not found; check the --truth path (a "
-        "synthetic region's truth is resources/tiny/truth/nsp.tif, which its sources rule writes)")
+        f"{tmp_path / 'truth_nps.tif'}: truth raster not found; check the --truth path (this "
+        "synthetic region's is resources/tiny/truth/nsp.tif, which its sources rule writes)")
     assert not out.parent.exists()
     report(region, "nsp", files, out, truth=truth)
     for name in ("nsp.md", "nsp.json", "nsp_splits.png", "nsp_confusion.png"):

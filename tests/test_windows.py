@@ -138,6 +138,30 @@ def test_vrt_refuses_stacks_off_the_lattice(built: dict, tmp_path: Path) -> None
     assert not (tmp_path / "bad.vrt").exists()
 
 
+@pytest.mark.parametrize("change", ["nodata", "dtype", "bands"])
+def test_vrt_refuses_a_tile_unlike_the_first(built: dict, tmp_path: Path, change: str) -> None:
+    """A VRT has one data type, nodata and band list: a tile that differs (another version's,
+    copied in by hand) is one error naming it and the first tile, and no VRT."""
+    first, second = built["small"][SMALL_TILES[0]], built["small"][SMALL_TILES[1]]
+    odd = tmp_path / second.name
+    with rasterio.open(second) as ds:
+        profile, data, names = ds.profile, ds.read(), ds.descriptions
+    if change == "nodata":
+        profile["nodata"] = -9999.0
+    elif change == "dtype":
+        profile["dtype"], data = "float64", data.astype("float64")
+    else:
+        profile["count"], data, names = 1, data[:1], names[:1]
+    with rasterio.open(odd, "w", **profile) as out:
+        out.write(data)
+        out.descriptions = names
+    with pytest.raises(InputError) as caught:
+        write_vrt([first, odd], tmp_path / "bad.vrt")
+    assert str(caught.value).startswith(
+        f"{odd}: CRS, pixel size, bands, data type or nodata differ from {first}; ")
+    assert not (tmp_path / "bad.vrt").exists()
+
+
 def test_vrt_of_class_tiles_keeps_their_nodata_and_colours(tmp_path: Path) -> None:
     paths = []
     for k, (left, top) in enumerate([(S.LEFT, S.TOP), (S.LEFT + 640.0, S.TOP - 640.0)]):

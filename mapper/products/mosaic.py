@@ -26,7 +26,6 @@ blocks of 512 rows, so memory does not grow with the region.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -174,15 +173,17 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
                    synthetic)
 
 
-def stated_synthetic(region: Region, *tilesets: TileSet) -> Region:
-    """``region``, stated synthetic (``settings["synthetic"]``, which every product's tags, STAC
-    Item and quick-look follow) when any of the predicted tiles is, though the region is not: a
-    synthetic file (the demo's) given as a source of a real region."""
-    if region.synthetic or not any(t.synthetic for t in tilesets):
-        return region
-    logger.warning("region %s: predicted tiles made from synthetic sources; the products say "
-                   "they are SYNTHETIC", region.name)
-    return dataclasses.replace(region, settings={**region.settings, "synthetic": True})
+def stated_synthetic(region: Region, *tilesets: TileSet) -> bool:
+    """Whether the products state that they are SYNTHETIC (tags, STAC Item, quick-look): the
+    region is, or any of the predicted tiles is, though the region is not (a synthetic file, the
+    demo's, given as a source of a real region: said with a warning)."""
+    if region.synthetic:
+        return True
+    if any(t.synthetic for t in tilesets):
+        logger.warning("region %s: predicted tiles made from synthetic sources; the products say "
+                       "they are SYNTHETIC", region.name)
+        return True
+    return False
 
 
 def check_mapped_tiles(region: Region, task: str, tileset: TileSet) -> None:
@@ -286,9 +287,12 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path, regio
                         win.height)
             return src.read(*band, window=at)
 
-        blocks = progress_bar(len(windows), f"mosaic {task.name}", "block")
+        def counted() -> Any:  # opened after the rasters, so an open that fails leaves none
+            return progress_bar(len(windows), f"mosaic {task.name}", "block")
+
         if task.binary:
-            with raster_writer(raw["cog"], name=paths["cog"], count=1, **grid) as dst, blocks:
+            with raster_writer(raw["cog"], name=paths["cog"], count=1, **grid) as dst, \
+                    counted() as blocks:
                 for win in windows:
                     percent = to_percent(read(win, 1))
                     with writing(paths["cog"]):
@@ -299,7 +303,7 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path, regio
             return raw
         with raster_writer(raw["cog"], name=paths["cog"], count=1, **grid) as cls_dst, \
                 raster_writer(raw["probabilities"], name=paths["probabilities"],
-                              count=len(classes), **grid) as prob_dst, blocks:
+                              count=len(classes), **grid) as prob_dst, counted() as blocks:
             # the colour table goes in before any pixel: TIFF fixes the photometric tag then
             cls_dst.write_colormap(1, colour_table(task.colours))
             for win in windows:
@@ -350,13 +354,13 @@ def make_products(
     spec = get_task(task)
     tileset = check_tiles(tiles, task, spec.n_outputs)
     check_mapped_tiles(region, task, tileset)
-    region = stated_synthetic(region, tileset)
+    synthetic = stated_synthetic(region, tileset)
     model_sha = check_model(tileset, model_path)
     paths = product_paths(out, task)
     units = (f"probability of {spec.subject}, stored as percent (value x 0.01)"
              if spec.binary else f"{spec.subject} class index (CLASS_NAMES); probabilities in "
              f"{paths.get('probabilities', Path()).name} as percent (value x 0.01)")
-    tags = provenance_tags(region, task, model_sha, units, sources_dir)
+    tags = provenance_tags(region, task, model_sha, units, sources_dir, synthetic=synthetic)
     keys = list(paths)  # the main COG first: it is renamed into place last
     with staged_paths([paths[k] for k in keys]) as staged_list:
         staged = dict(zip(keys, staged_list, strict=True))
@@ -373,10 +377,10 @@ def make_products(
         with rasterio.open(staged["cog"]) as ds:
             bounds, shape, transform, res = tuple(ds.bounds), ds.shape, ds.transform, ds.res[0]
         write_quicklook(staged["cog"], staged["quicklook"], spec, f"{spec.title}, {region.name}",
-                        region.synthetic, outline=region.boundary(),
+                        synthetic, outline=region.boundary(),
                         area=region.area() if region.settings["buffer_m"] > 0 else None)
         staged["style"].write_text(style_qml(spec))
-        item = _item(region, spec, paths, bounds, shape, transform, res, model_sha)
+        item = _item(region, spec, paths, bounds, shape, transform, res, model_sha, synthetic)
         write_item(item, staged["item"])
         remove_aux(paths["cog"], paths.get("probabilities"))
     extra = {"probabilities": paths["probabilities"]} if spec.multiclass else {}
@@ -391,7 +395,7 @@ def percent_band(res: float, unit: str = "probability") -> dict[str, Any]:
 
 
 def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, shape: tuple,
-          transform: Any, res: float, model_sha: str) -> Any:
+          transform: Any, res: float, model_sha: str, synthetic: bool) -> Any:
     """The product's STAC Item (assets: COG(s), quick-look, style)."""
     assets: dict[str, ProductAsset] = {}
     if task.binary:
@@ -418,7 +422,7 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bounds: tuple, sha
         )
     assets.update(side_assets(paths))
     props = item_properties(region, task, f"{task.title}, {region.name}",
-                            region.settings.get("description", ""), model_sha, res)
+                            region.settings.get("description", ""), model_sha, res, synthetic)
     return build_item(f"{task.name}_{region.name}", bounds=bounds, shape=shape, transform=transform,
                       assets=assets, properties=props, start_end=source_period(region),
                       area=region.area())
@@ -435,19 +439,20 @@ def side_assets(paths: dict[str, Path]) -> dict[str, ProductAsset]:
 
 
 def item_properties(region: Region, task: Task, title: str, description: str, model_sha: str,
-                    res: float) -> dict[str, Any]:
-    """The properties every product's STAC Item carries (provenance, synthetic statement)."""
+                    res: float, synthetic: bool) -> dict[str, Any]:
+    """The properties every product's STAC Item carries (provenance, synthetic statement;
+    ``synthetic``: :func:`stated_synthetic`)."""
     props: dict[str, Any] = {
         "title": title,
         "description": description,
         "mapper:task": task.name,
         "mapper:region": region.name,
         "mapper:model_sha256": model_sha,
-        "mapper:synthetic": region.synthetic,
+        "mapper:synthetic": synthetic,
         "mapper:software": software_versions(),
         "gsd": res,
     }
-    if region.synthetic:
+    if synthetic:
         props["mapper:synthetic_statement"] = SYNTHETIC_STATEMENT
     return props
 

@@ -182,7 +182,7 @@ them out rather than record values a later run may have changed."""
 
 def provenance_tags(
     region: Region, task: str, model_sha256: str, units: str,
-    sources_dir: str | Path | None = None,
+    sources_dir: str | Path | None = None, *, synthetic: bool | None = None,
 ) -> dict[str, str]:
     """Dataset metadata of every product file (GDAL metadata, default domain).
 
@@ -190,8 +190,11 @@ def provenance_tags(
     region run in another folder (or on another machine) makes byte-identical products.
     ``MAPPER_CONFIG`` holds the settings the map is computed from (:data:`NOT_THE_MAPS`
     left out, and of ``training.finetune_epochs`` this task's number): a change of any of them
-    remakes the map, so the tag is never older than the map.
+    remakes the map, so the tag is never older than the map. ``synthetic``: whether the product
+    states that it is synthetic (default: the region's setting; the mosaic's
+    :func:`mapper.products.mosaic.stated_synthetic` also asks the predicted tiles).
     """
+    synthetic = region.synthetic if synthetic is None else synthetic
     settings = {"region": region.name, "grid": region.grid,
                 **{k: v for k, v in region.settings.items() if k not in NOT_THE_MAPS}}
     settings["prediction"] = {k: v for k, v in region.settings["prediction"].items()
@@ -211,11 +214,11 @@ def provenance_tags(
         "MAPPER_SOURCES": json.dumps(sources_summary(region, sources_dir), sort_keys=True),
         "MAPPER_UNITS": units,
         "MAPPER_SOFTWARE": software_versions(),
-        "MAPPER_SYNTHETIC": str(region.synthetic).lower(),
+        "MAPPER_SYNTHETIC": str(synthetic).lower(),
         "TIFFTAG_SOFTWARE": f"mapper {__version__}",
         "TIFFTAG_IMAGEDESCRIPTION": f"{title}, region {region.name}"
-        + (" (SYNTHETIC)" if region.synthetic else ""),
+        + (" (SYNTHETIC)" if synthetic else ""),
     }
-    if region.synthetic:
+    if synthetic:
         tags["MAPPER_SYNTHETIC_STATEMENT"] = SYNTHETIC_STATEMENT
     return tags

@@ -54,6 +54,7 @@ from mapper.products.mosaic import (
 from mapper.products.provenance import provenance_tags
 from mapper.products.quicklook import capital, write_ramp_quicklook
 from mapper.products.stac import COG_MEDIA_TYPE, ProductAsset, build_item, write_item
+from mapper.progress import bar as progress_bar
 from mapper.raster import open_raster, reading, writing
 from mapper.tasks import Task, get_task
 from mapper.uncertainty import (
@@ -144,18 +145,18 @@ def make_uncertainty_products(
     check_mapped_tiles(region, task, main)
     model_sha = check_model(main, model_path)
     members = member_tilesets(list(member_tiles), task, main, list(member_models))
-    region = stated_synthetic(region, main, *members)
+    synthetic = stated_synthetic(region, main, *members)
     member_shas = [m.model_sha256 or "" for m in members]
     bands = uncertainty_bands(spec, len(members))
     paths = uncertainty_paths(out)
     units = ("; ".join(f"band {i} {name} (0..1)" for i, (name, _) in enumerate(bands, start=1))
              + ", stored as percent (value x 0.01); definitions in MAPPER_UNCERTAINTY")
-    tags = provenance_tags(region, task, model_sha, units, sources_dir)
+    tags = provenance_tags(region, task, model_sha, units, sources_dir, synthetic=synthetic)
     tags.update({
         "MAPPER_PRODUCT": f"Uncertainty of the {spec.title.lower()} map ({task}), region "
                           f"{region.name}",
         "TIFFTAG_IMAGEDESCRIPTION": f"Uncertainty of the {spec.title.lower()} map, region "
-                                    f"{region.name}" + (" (SYNTHETIC)" if region.synthetic else ""),
+                                    f"{region.name}" + (" (SYNTHETIC)" if synthetic else ""),
         "MAPPER_UNCERTAINTY": json.dumps({name: what for name, what in bands}),
         "MAPPER_ENSEMBLE": (f"{len(members)} members besides the map's model, each fine-tuned "
                             "from the same pretrained checkpoint with training.seed + k"
@@ -180,12 +181,12 @@ def make_uncertainty_products(
         write_ramp_quicklook(
             staged["cog"], staged["quicklook"],
             [f"{name.replace('_', ' ')} (%)" for name, _ in bands], UNCERTAINTY_RAMP,
-            f"Uncertainty of the {spec.title.lower()} map, {region.name}", region.synthetic,
+            f"Uncertainty of the {spec.title.lower()} map, {region.name}", synthetic,
             outline=region.boundary(),
             area=region.area() if region.settings["buffer_m"] > 0 else None)
         staged["style"].write_text(ramp_qml(UNCERTAINTY_RAMP))
         item = _item(region, spec, paths, bands, (bounds, shape, transform, res), model_sha,
-                     member_shas)
+                     member_shas, synthetic)
         write_item(item, staged["item"])
         remove_aux(cog)
     products = Products(cog, paths["quicklook"], paths["style"], paths["item"])
@@ -209,14 +210,17 @@ def _write_raw(vrts: list[Path], task: Task, bands: list[tuple[str, str]],
         width, height = int(area.width), int(area.height)
         grid = {"width": width, "height": height, "transform": src.window_transform(area),
                 "crs": src.crs.to_string(), "dtype": "uint8", "nodata": PERCENT_NODATA}
-        with raster_writer(raw, name=cog, count=len(bands), **grid) as dst:
-            for win in block_windows(width, height):
+        windows = block_windows(width, height)
+        with raster_writer(raw, name=cog, count=len(bands), **grid) as dst, \
+                progress_bar(len(windows), f"mosaic {task.name} uncertainty", "block") as blocks:
+            for win in windows:
                 at = Window(win.col_off + area.col_off, win.row_off + area.row_off, win.width,
                             win.height)
                 probs = [s.read(window=at) for s in sources]  # each [n_out, h, w], NaN nodata
                 percent = to_percent(_measures(probs, task))
                 with writing(cog):
                     dst.write(percent, window=win)
+                blocks.update()
             for i, (name, what) in enumerate(bands, start=1):
                 dst.set_band_description(i, name)
                 dst.update_tags(i, STORED="percent 0..100; value x 0.01 = the measure (0..1); "
@@ -248,7 +252,7 @@ def _unit(band: str) -> str:
 
 
 def _item(region: Region, task: Task, paths: dict[str, Path], bands: list[tuple[str, str]],
-          grid: tuple, model_sha: str, member_shas: list[str]) -> Any:
+          grid: tuple, model_sha: str, member_shas: list[str], synthetic: bool) -> Any:
     """The product's STAC Item: the COG (one raster band per measure), quick-look and style."""
     bounds, shape, transform, res = grid
     names = ", ".join(name for name, _ in bands)
@@ -261,7 +265,7 @@ def _item(region: Region, task: Task, paths: dict[str, Path], bands: list[tuple[
     props = item_properties(
         region, task, f"Uncertainty of the {task.title.lower()} map, {region.name}",
         "; ".join(f"band {i} {name}: {what}" for i, (name, what) in enumerate(bands, start=1)),
-        model_sha, res)
+        model_sha, res, synthetic)
     props["mapper:ensemble_models_sha256"] = member_shas
     return build_item(f"{task.name}_{region.name}_uncertainty", bounds=bounds, shape=shape,
                       transform=transform, assets=assets, properties=props,

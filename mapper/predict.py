@@ -27,7 +27,14 @@ from mapper.errors import CheckpointError, InputError
 from mapper.files import file_sha256
 from mapper.normalise import Normaliser
 from mapper.predictor import PredictStats, TilePredictor
-from mapper.raster import check_written, open_raster, write_geotiff, writing
+from mapper.raster import (
+    any_synthetic,
+    check_written,
+    open_raster,
+    tag_is_true,
+    write_geotiff,
+    writing,
+)
 from mapper.tasks import get_task
 from mapper.windows import StackReader, stacks_by_tile
 
@@ -38,12 +45,8 @@ logger = logging.getLogger(__name__)
 
 
 def _is_empty(path: Path) -> bool:
-    return _tag_is_true(path, "MAPPER_EMPTY")
-
-
-def _tag_is_true(path: Path, tag: str) -> bool:
     with open_raster(path) as ds:
-        return ds.tags().get(tag, "false").lower() == "true"
+        return tag_is_true(ds.tags(), "MAPPER_EMPTY")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,8 +107,8 @@ def predict_tile(
         "MAPPER_MIN_WEIGHT": f"{prediction['min_weight']:g}",
         # a stack made from a synthetic file (a demo file given to a real region) says so, and
         # so does every map made from it
-        "MAPPER_SYNTHETIC": str(region.synthetic or any(
-            _tag_is_true(p, "MAPPER_SYNTHETIC") for p in by_tile.values())).lower(),
+        "MAPPER_SYNTHETIC": str(region.synthetic
+                                or any_synthetic(list(by_tile.values()))).lower(),
     }
     names = spec.output_names
     res = lattice.res * crops.factor

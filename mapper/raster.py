@@ -71,6 +71,20 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
         ) from None
 
 
+def tag_is_true(tags: dict[str, str], key: str) -> bool:
+    """Whether a raster's ``key`` tag (mapper's MAPPER_SYNTHETIC, MAPPER_EMPTY) says true."""
+    return str(tags.get(key, "")).lower() == "true"
+
+
+def any_synthetic(paths: list[Path]) -> bool:
+    """True when any of the rasters says it is synthetic (tag MAPPER_SYNTHETIC=true)."""
+    for p in paths:
+        with open_raster(p) as src:
+            if tag_is_true(src.tags(), "MAPPER_SYNTHETIC"):
+                return True
+    return False
+
+
 @contextmanager
 def reading(name: object, fix: str, files: list[Path] | tuple[()] = ()) -> Iterator[None]:
     """Reads of a raster opened before (its header was fine) whose blocks turn out damaged or

@@ -77,6 +77,7 @@ from mapper.grid import Lattice
 from mapper.ground import GroundFrame, grid_convergence, ground_frame
 from mapper.progress import bar as progress_bar
 from mapper.raster import (
+    any_synthetic,
     check_crs,
     check_overlap,
     geotiff_writer,
@@ -140,15 +141,6 @@ def _paths(value: str | Path | Sequence[str | Path]) -> list[Path]:
     if isinstance(value, (str, Path)):
         return [Path(value)]
     return [Path(v) for v in value]
-
-
-def _is_synthetic(paths: list[Path]) -> bool:
-    """True when any source file says it is synthetic (tag MAPPER_SYNTHETIC=true)."""
-    for p in paths:
-        with open_raster(p) as src:
-            if str(src.tags().get("MAPPER_SYNTHETIC", "")).lower() == "true":
-                return True
-    return False
 
 
 # -- terrain ------------------------------------------------------------------------------------
@@ -269,7 +261,7 @@ def _check_sources(
                 check_overlap(src, path, stacked, region.lattice.crs, f"region {region.name}")
             if path in dems:
                 _check_unpacked_dem(src, path)
-    synthetic = region.synthetic or _is_synthetic([*map(Path, sentinel2), *dems, *climates])
+    synthetic = region.synthetic or any_synthetic([*map(Path, sentinel2), *dems, *climates])
     return _Sources(s2_plans, dem_files, clim_plans, synthetic)
 
 

@@ -19,7 +19,7 @@ from rasterio.crs import CRS
 
 from mapper.errors import InputError
 from mapper.files import atomic_path
-from mapper.raster import check_crs, open_raster
+from mapper.raster import check_crs, open_raster, tag_is_true
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _read_tile(path: Path) -> _Tile:
             block=ds.block_shapes[0],
             nodata=ds.nodata,
             colormap=_colormap(ds),
-            synthetic=ds.tags().get("MAPPER_SYNTHETIC", "false").lower() == "true",
+            synthetic=tag_is_true(ds.tags(), "MAPPER_SYNTHETIC"),
         )
 
 

@@ -54,7 +54,7 @@ from mapper.products.provenance import SYNTHETIC_STATEMENT, provenance_tags, sof
 from mapper.products.quicklook import capital, write_quicklook
 from mapper.products.stac import COG_MEDIA_TYPE, ProductAsset, build_item, write_item
 from mapper.progress import bar as progress_bar
-from mapper.raster import open_raster, reading, writing
+from mapper.raster import open_raster, reading, tag_is_true, writing
 from mapper.sources.stac import parse_interval
 from mapper.tasks import Task, get_task
 from mapper.vrt import write_vrt
@@ -135,7 +135,7 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
     for path in paths:
         with open_raster(path) as ds:
             tags = ds.tags()
-            synthetic |= tags.get("MAPPER_SYNTHETIC", "false").lower() == "true"
+            synthetic |= tag_is_true(tags, "MAPPER_SYNTHETIC")
             if tags.get("MAPPER_TASK", task) != task or ds.count != n_bands:
                 raise InputError(
                     f"{path}: a {tags.get('MAPPER_TASK')} tile with {ds.count} bands, not a "

@@ -45,30 +45,30 @@ labels, synthetic)."""
 
 
 def _check_kind_keys(settings: dict, origin: str | Path) -> None:
-    """One :class:`ConfigError` for a source key that its kind does not read (a composite given
-    as ``kind: file`` with ``harmonized: false`` would otherwise keep the offset it asks to
-    remove, without a word)."""
+    """One :class:`ConfigError` for a source or zone-layer key that its kind does not read (a
+    composite given as ``kind: file`` with ``harmonized: false`` would otherwise keep the offset
+    it asks to remove, without a word)."""
     for name, source in settings["sources"].items():
-        kind = source["kind"]
-        for key in source:
-            if key in ("kind", "datetime") or key in KIND_KEYS[kind]:
-                continue
-            if key in ("exclude", "exclude_tile_px"):
-                continue  # mapper.sources.exclusions.check_exclusion_keys says why
-            owners = sorted(k for k, keys in KIND_KEYS.items() if key in keys)
-            raise ConfigError(
-                f"{origin}: key 'sources.{name}.{key}': a source of kind {kind} does not read "
-                f"it (only kind {' or '.join(owners)} does); remove it, or give the source "
-                "that kind"
-            )
+        # exclude, exclude_tile_px: mapper.sources.exclusions.check_exclusion_keys says why
+        own = KIND_KEYS[source["kind"]] | {"kind", "datetime", "exclude", "exclude_tile_px"}
+        _refuse_keys_of_other_kinds(source, own, KIND_KEYS, f"{origin}: key 'sources.{name}",
+                                    "a source", "the source")
     for i, layer in enumerate(settings.get("zones", [])):
-        kind = layer["kind"]
-        for key in set(layer) & set().union(*ZONE_KIND_KEYS.values()) - ZONE_KIND_KEYS[kind]:
-            owners = sorted(k for k, keys in ZONE_KIND_KEYS.items() if key in keys)
+        own = set(layer) - set().union(*ZONE_KIND_KEYS.values()) | ZONE_KIND_KEYS[layer["kind"]]
+        _refuse_keys_of_other_kinds(layer, own, ZONE_KIND_KEYS, f"{origin}: key 'zones[{i}]",
+                                    "a zone layer", "the layer", f" (layer {layer['name']!r})")
+
+
+def _refuse_keys_of_other_kinds(section: dict, own: set[str] | frozenset[str],
+                                kinds: dict[str, frozenset[str]], key: str, what: str,
+                                it: str, named: str = "") -> None:
+    """The first key of ``section`` not among ``own``: one error naming the kinds that read it."""
+    for name in section:
+        if name not in own:
+            owners = " or ".join(sorted(k for k, keys in kinds.items() if name in keys))
             raise ConfigError(
-                f"{origin}: key 'zones[{i}].{key}' (layer {layer['name']!r}): a zone layer of "
-                f"kind {kind} does not read it (only kind {' or '.join(owners)} does); remove "
-                "it, or give the layer that kind"
+                f"{key}.{name}'{named}: {what} of kind {section['kind']} does not read it (only "
+                f"kind {owners} does); remove it, or give {it} that kind"
             )
 
 

@@ -392,11 +392,11 @@ def cv_fold_outputs(wildcards):
     ]
 
 
-def neighbour_stacks(wildcards):
+def neighbour_stacks(wildcards, region=None):
     """The stacks the tile's crops may read: its own and every stacked tile (mapped or context)
-    within the reach of its crops."""
+    within the reach of its crops (of ``region``'s prediction settings: default the run's)."""
     tile = known_tile(wildcards.region, wildcards.tile, stacked=False)
-    tiles = region_of(wildcards).tile_context(tile)
+    tiles = (region or region_of(wildcards)).tile_context(tile)
     return [stack_path(wildcards.region, t) for t in tiles]
 
 

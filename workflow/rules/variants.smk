@@ -51,8 +51,7 @@ def neighbour_stacks_at_res(wildcards):
     region = region_of(wildcards)
     prediction = {**region.settings["prediction"], "out_res": float(wildcards.res)}
     at_res = dataclasses.replace(region, settings={**region.settings, "prediction": prediction})
-    tile = known_tile(wildcards.region, wildcards.tile, stacked=False)
-    return [stack_path(wildcards.region, t) for t in at_res.tile_context(tile)]
+    return neighbour_stacks(wildcards, at_res)
 
 
 def member_tiles(wildcards):

@@ -111,8 +111,7 @@ def load_config(path: str | Path | Sequence[str | Path] | None = None) -> dict:
     """Read a config file, or several (a site file after ``config/config.yaml``) each merged over
     the ones before (:func:`merge_settings`, as Snakemake merges its config files), and resolve
     it (see :func:`resolve_config`). None: ``config/config.yaml``."""
-    paths = ([DEFAULT_CONFIG] if path is None
-             else [path] if isinstance(path, (str, Path)) else list(path) or [DEFAULT_CONFIG])
+    paths = _config_paths(path)
     data: dict = {}
     for each in paths:
         data = merge_settings(data, read_yaml(each))
@@ -123,6 +122,27 @@ def load_config(path: str | Path | Sequence[str | Path] | None = None) -> dict:
             f"--config {paths[-1]}"
         )
     return resolve_config(data, " + ".join(map(str, paths)))
+
+
+def _config_paths(path: str | Path | Sequence[str | Path] | None) -> list[str | Path]:
+    """The config files :func:`load_config` reads for ``path``, in order."""
+    return ([DEFAULT_CONFIG] if path is None
+            else [path] if isinstance(path, (str, Path)) else list(path) or [DEFAULT_CONFIG])
+
+
+def load_run_region(path: str | Path | Sequence[str | Path] | None, name: str) -> Region:
+    """Region ``name`` of the config files ``path`` (:func:`load_config`), as a command's
+    ``--config`` and ``--region`` give them: an unknown name is one error that names the files
+    read and the regions they define."""
+    config = load_config(path)
+    if name not in config["regions"]:
+        read = " + ".join(map(str, _config_paths(path)))
+        known = ", ".join(sorted(config["regions"]))
+        raise ConfigError(
+            f"{read}: no region '{name}' in 'regions' (known: {known}); give one of those to "
+            "--region, or add the region's file to 'regions' in a config given with --config"
+        )
+    return load_region(config, name)
 
 
 def resolve_config(data: dict, source: str | Path) -> dict:

@@ -778,6 +778,21 @@ def test_bad_config_through_the_commands(region: dict, tmp_path: Path, capsys) -
         assert_nothing_written(table)
 
 
+def test_unknown_region_names_the_config_files_read(tmp_path: Path, capsys) -> None:
+    config = REPO / "config" / "config.yaml"
+    site = tmp_path / "site.yaml"
+    site.write_text("region_overrides:\n  demo:\n    tile_px: 256\n")
+    rc, line = cli(capsys, "tiles", "--region", "demoo", "--config", config, "--config", site)
+    assert (rc, line) == (1, f"error: {config} + {site}: no region 'demoo' in 'regions' (known: "
+                             "alaska, demo, fairbanks); give one of those to --region, or add the "
+                             "region's file to 'regions' in a config given with --config")
+    missing = tmp_path / "missing.tif"
+    rc, line = cli(capsys, "stack", "--region", "demoo", "--tile", TILE64, "--sentinel2", missing,
+                   "--dem", missing, "--climate", missing, "--out", tmp_path / "s.tif")
+    assert rc == 1 and line.startswith(f"error: {Path('config/config.yaml')}: no region 'demoo'")
+    assert_nothing_written(tmp_path / "s.tif")
+
+
 @pytest.mark.slow
 def test_bad_config_through_snakemake_dry_run(region: dict, tmp_path: Path) -> None:
     """``snakemake -n`` stops at parse time with the same one-line message (as Snakemake shows

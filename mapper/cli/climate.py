@@ -30,10 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_climate_normals(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.sources.snap import derive_region_normals
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     archives = {"pr": args.pr, "tas": args.tas, "tasmin": args.tasmin}
     print(derive_region_normals(region, args.source, archives, args.out))
     return 0

@@ -26,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.demo.sources import synthesize_demo
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     out = Path(args.out) if args.out else Path("resources") / args.region
     paths = synthesize_demo(region, out)
     print(paths["manifest"])

@@ -44,10 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_cv_fold(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.evaluate import FoldSpec, cv_fold
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     spec = FoldSpec(task=args.task, model=args.model, split=args.split, fold=args.fold)
     df = cv_fold(region, spec, samples=args.samples, folds=args.folds, stacks=args.stacks,
                  out=args.out, pretrained=args.pretrained, device=args.device)
@@ -56,10 +56,10 @@ def run_cv_fold(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.report import report
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     report(region, args.task, args.folds, args.out, args.truth, args.zones)
     print(args.out)
     return 0

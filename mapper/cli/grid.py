@@ -19,14 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_tiles(args: argparse.Namespace) -> int:
-    from mapper.config import check_places, load_config, load_region
+    from mapper.config import check_places, load_run_region
     from mapper.errors import ConfigError
 
     name = args.region or args.region_option
     if not name or (args.region and args.region_option and args.region != args.region_option):
         raise ConfigError("give one region: python -m mapper tiles <region> [--stacked] (or "
                           "--region <region>)")
-    region = load_region(load_config(args.config), name)
+    region = load_run_region(args.config, name)
     check_places(region)  # a boundary that meets no tile is an error, not an empty list
     for tile in region.stacked_tiles() if args.stacked else region.tiles():
         print(tile)

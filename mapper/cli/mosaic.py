@@ -28,10 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_mosaic(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.products import make_products
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     products = make_products(region, args.task, args.model, args.tiles, args.out)
     for path in products.all():
         print(path)

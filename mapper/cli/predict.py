@@ -36,14 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from mapper.blending import BATCH_SIZE
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.predict import PredictOptions, predict_tile
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     options = PredictOptions(batch_size=args.batch_size or BATCH_SIZE, device=args.device,
                              progress=not args.no_progress)
     stats = predict_tile(region, args.task, args.tile, args.model, args.stacks, args.out,

@@ -30,10 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_resolution_report(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.resolution import write_resolution_report
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     for path in write_resolution_report(region, args.tiles, args.logs, args.out):
         print(path)
     return 0

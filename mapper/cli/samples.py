@@ -34,20 +34,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_samples(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.samples import build_samples
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     table = build_samples(region, args.observations, args.stacks, args.out)
     print(f"{args.out}: {len(table)} points")
     return 0
 
 
 def run_folds(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.folds import build_folds
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     folds = build_folds(region, args.samples, args.out)
     print(f"{args.out}: folds of {len(folds)} points")
     return 0

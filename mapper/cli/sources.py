@@ -68,10 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_fetch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.sources.fetch import default_out_dir, fetch_source
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     out = Path(args.out) if args.out else default_out_dir(args.region)
     target = f"{args.tile}.tif" if args.tile else f"{args.cell}.json" if args.cell else args.file
     if target and out.name == target and out.parent.name == args.source:
@@ -84,17 +84,17 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_fetch_weights(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.sources.weights import fetch_weights
 
-    print(fetch_weights(load_region(load_config(args.config), args.region), args.out))
+    print(fetch_weights(load_run_region(args.config, args.region), args.out))
     return 0
 
 
 def run_scenes(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.errors import ConfigError, InputError
     from mapper.sources.exclusions import (
         ALL,
@@ -108,7 +108,7 @@ def run_scenes(args: argparse.Namespace) -> int:
     from mapper.sources.fetch import default_out_dir
     from mapper.sources.manifest import read_manifest
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     kind = region.settings["sources"]["sentinel2"]["kind"]
     if kind != "stac":
         raise ConfigError(f"{region.path}: region '{region.name}''s sentinel2 source is {kind}, "

@@ -41,11 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_stack(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.errors import ConfigError
     from mapper.stack import build_stack
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     if args.tile not in set(region.stacked_tiles()):  # a typo would stack open sea, or fail late
         configs = "".join(f" --config {c}" for c in args.config or [])
         raise ConfigError(

@@ -34,19 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.train import pretrain
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     print(pretrain(region, args.samples, args.stacks, args.out, device=args.device))
     return 0
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.train import finetune
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     result = finetune(region, args.task, args.samples, args.stacks, args.out, args.pretrained,
                       device=args.device)
     loss = result.history[-1]["total"] if result.history else float("nan")

@@ -57,10 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_uncertainty(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.products.uncertainty import make_uncertainty_products
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     products = make_uncertainty_products(region, args.task, args.model, args.tiles, args.out,
                                          member_models=args.member_models,
                                          member_tiles=args.member_tiles)
@@ -70,10 +70,10 @@ def run_uncertainty(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.uncertainty_report import write_uncertainty_report
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     written = write_uncertainty_report(region, args.maps, args.uncertainty, args.truth, args.out)
     for path in written:
         print(path)

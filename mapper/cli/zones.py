@@ -44,20 +44,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_zone_layer(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.zones import prepare_zone_layer
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     counts = prepare_zone_layer(region, args.layer, args.inputs, args.out)
     print(f"{args.out}: {len(counts)} zones")
     return 0
 
 
 def run_fetch_zone(args: argparse.Namespace) -> int:
-    from mapper.config import load_config, load_region
+    from mapper.config import load_run_region
     from mapper.zones import fetch_zone_file
 
-    region = load_region(load_config(args.config), args.region)
+    region = load_run_region(args.config, args.region)
     print(fetch_zone_file(region, args.layer, args.file, args.out))
     return 0
 

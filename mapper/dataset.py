@@ -280,7 +280,7 @@ class CropDataset:
     def random_windows(self, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
         """``n`` crop upper-left pixels whose crop centre lies inside the region boundary."""
         left, bottom, right, top = self.boundary.bounds
-        p, res = self.settings.crop_px, self.lattice.res
+        p = self.settings.crop_px
         out: list[tuple[int, int]] = []
         for _ in range(1000):
             if len(out) >= n:
@@ -289,10 +289,8 @@ class CropDataset:
             x = rng.uniform(left, right, m)
             y = rng.uniform(bottom, top, m)
             ok = shapely.contains_xy(self.boundary, x, y)
-            for xi, yi in zip(x[ok], y[ok], strict=True):
-                col = math.floor((xi - self.lattice.origin_x) / res)
-                row = math.floor((self.lattice.origin_y - yi) / res)
-                out.append((row - p // 2, col - p // 2))
+            rows, cols = self.lattice.pixels_of(x[ok], y[ok])
+            out.extend((int(r) - p // 2, int(c) - p // 2) for r, c in zip(rows, cols, strict=True))
         if len(out) < n:
             raise InputError("could not place random crops inside the region boundary; check it")
         return out[:n]
@@ -430,8 +428,8 @@ def predict_points(
     """
     lat = reader.lattice
     xy = np.asarray(xy, dtype=np.float64)
-    cols = np.floor((xy[:, 0] - lat.origin_x) / lat.res).astype(np.int64) - crop_px // 2
-    rows = np.floor((lat.origin_y - xy[:, 1]) / lat.res).astype(np.int64) - crop_px // 2
+    rows, cols = lat.pixels_of(xy[:, 0], xy[:, 1])
+    rows, cols = rows - crop_px // 2, cols - crop_px // 2
     out = []
     model.eval()
     device = next(model.parameters()).device

@@ -45,7 +45,7 @@ from mapper.errors import ConfigError, InputError, TrainingError
 from mapper.experiment import MODELS
 from mapper.files import atomic_path
 from mapper.folds import samples_with_folds
-from mapper.normalise import point_features
+from mapper.normalise import point_features, valid_pixels
 from mapper.splits import check_split, train_test_indices
 from mapper.tasks import Task, get_task
 from mapper.threads import job_threads
@@ -127,11 +127,8 @@ def miso_probabilities(
             result.model, result.normaliser, reader, table[["x", "y"]].to_numpy()[test],
             int(training["crop_px"]), batch_size=max(int(training["batch_size"]), 32),
         )
-    logits_t = torch.from_numpy(logits).double()
-    if task.binary:
-        p = torch.sigmoid(logits_t[:, 0]).numpy()
-        return np.stack([1.0 - p, p], axis=1)
-    return torch.softmax(logits_t, dim=1).numpy()
+    proba = task.probabilities(torch.from_numpy(logits).double()).numpy()
+    return np.concatenate([1.0 - proba, proba], axis=1) if task.binary else proba
 
 
 # -- one fold -------------------------------------------------------------------------------------
@@ -185,6 +182,8 @@ def cv_fold(
             region.settings["evaluation"], seed,
         )
     else:
+        _refuse_test_points_without_data(region, table, test, stacks, samples,
+                                         f"{model} on {task.name}, {split} fold {fold}")
         proba = miso_probabilities(region, task, table, train, test, stacks,
                                    pretrained if model == "miso" else None, device)
         bad = int((~np.isfinite(proba).all(axis=1)).sum())
@@ -219,6 +218,29 @@ def cv_fold(
         logger.info("%s %s %s fold %d: %d training, %d test points, accuracy %.3f", task.name,
                     model, split, fold, len(train), len(test), acc)
     return result
+
+
+def _refuse_test_points_without_data(region: Region, table: pd.DataFrame, test: np.ndarray,
+                                     stacks: list[str | Path], samples: str | Path,
+                                     what: str) -> None:
+    """One InputError if a test point's pixel is not valid in the stacks now
+    (:func:`mapper.normalise.valid`): the samples keep only valid points, so a tile was stacked
+    again since (the folds read stacks and samples as ancient), and MiSo would be scored on a crop
+    of zeros at that point, where the map holds nodata."""
+    from mapper.samples import sample_stacks
+    from mapper.windows import StackReader, stacks_by_tile
+
+    rows, cols = region.lattice.pixels_of(table["x"].to_numpy()[test], table["y"].to_numpy()[test])
+    with StackReader(stacks_by_tile(stacks), region.lattice) as reader:
+        ok = valid_pixels(sample_stacks(reader, rows, cols))
+    if not ok.all():
+        ids = table["obs_id"].to_numpy()[test][~ok]
+        raise InputError(
+            f"{samples}: {what}: {int((~ok).sum())} of {len(test)} test points (obs_id "
+            f"{', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''}) lie on pixels the "
+            "stacks now leave without data (a tile stacked again since the samples were made); "
+            f"make the samples again: snakemake -R {samples}"
+        )
 
 
 def _write(df: pd.DataFrame, out: Path, info: dict[str, Any]) -> None:

@@ -116,6 +116,14 @@ class Lattice:
     def tile_transform(self, tile_id: str) -> Affine:
         return self.window_transform(self.tile_window(tile_id))
 
+    def pixels_of(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lattice ``(row, col)`` (int64 arrays) of the pixels holding points ``(x, y)`` in the
+        lattice CRS: the one rule by which a point's pixel is found, for its stored sample, its
+        training query and its crop, and its held-out prediction."""
+        col = np.floor((np.asarray(x, dtype=np.float64) - self.origin_x) / self.res)
+        row = np.floor((self.origin_y - np.asarray(y, dtype=np.float64)) / self.res)
+        return row.astype(np.int64), col.astype(np.int64)
+
     def tile_of_xy(self, x: float, y: float) -> str:
         col = math.floor((x - self.origin_x) / (self.res * self.tile_px))
         row = math.floor((self.origin_y - y) / (self.res * self.tile_px))

@@ -178,7 +178,8 @@ class TilePredictor:
         self.crops = crops
         self.task = task
         self.area = area
-        self.n_out = get_task(task).n_outputs
+        self.task_spec = get_task(task)
+        self.n_out = self.task_spec.n_outputs
         self.batch_size = max(1, int(batch_size))
         if precision not in PRECISIONS:
             raise InputError(f"precision {precision!r} must be one of {', '.join(PRECISIONS)}")

@@ -94,8 +94,7 @@ class QueryStream:
         with torch.inference_mode():
             logits = p.model.predict_packed(prepared, coords_t, crop_t,
                                             PRECISIONS[p.precision])[0].float()
-            probs = torch.sigmoid(logits) if p.n_out == 1 else torch.softmax(logits, dim=-1)
-            probs = probs.cpu().numpy()
+            probs = p.task_spec.probabilities(logits).cpu().numpy()
         t2 = time.perf_counter()
         at = 0
         for entry, lo, hi, _ in parts:

@@ -53,7 +53,6 @@ from mapper.config import Region
 from mapper.datums import DATUM_COLUMN, datum_name, parse_datums, positions, project
 from mapper.errors import InputError, first_few
 from mapper.files import atomic_path
-from mapper.grid import Lattice
 from mapper.normalise import valid_pixels
 from mapper.observations import read_observations
 from mapper.progress import bar as progress_bar
@@ -143,13 +142,6 @@ def check_observations(region: Region, observations: str | Path) -> pd.DataFrame
 # -- sampling -------------------------------------------------------------------------------------
 
 
-def pixel_of(lattice: Lattice, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lattice (row, col) of the pixels holding points (x, y) in EPSG:3338 metres."""
-    col = np.floor((np.asarray(x) - lattice.origin_x) / lattice.res).astype(np.int64)
-    row = np.floor((lattice.origin_y - np.asarray(y)) / lattice.res).astype(np.int64)
-    return row, col
-
-
 def sample_stacks(reader: StackReader, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Stack values [N, 19] float32 at lattice pixels (NaN where no stack covers the pixel)."""
     out = np.full((len(rows), len(STACK_BANDS)), np.nan, dtype=np.float32)
@@ -173,7 +165,7 @@ def build_samples(
     x, y, inside = locate(region, observations, obs)
     has_pos = np.isfinite(x) & np.isfinite(y)
     lattice = region.lattice
-    rows, cols = pixel_of(lattice, np.where(inside, x, 0.0), np.where(inside, y, 0.0))
+    rows, cols = lattice.pixels_of(np.where(inside, x, 0.0), np.where(inside, y, 0.0))
     values = np.full((n_read, len(STACK_BANDS)), np.nan, dtype=np.float32)
     with StackReader(stacks_by_tile(stacks), lattice) as reader:
         values[inside] = sample_stacks(reader, rows[inside], cols[inside])

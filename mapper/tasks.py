@@ -26,7 +26,7 @@ evaluation metrics and its product writer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from mapper.bands import SOIL_ORDERS
 from mapper.errors import ConfigError, InputError
@@ -115,6 +115,12 @@ class Task:
         """Names of the logits, of a predicted tile's probability bands and of a checkpoint's
         ``classes``: the task's name for a binary task, the classes otherwise."""
         return [self.name] if self.binary else list(self.classes)
+
+    def probabilities(self, logits: Any) -> Any:
+        """The probabilities of logits ``[..., n_outputs]`` (a torch tensor), in their dtype: of
+        presence, by the sigmoid, for a binary task (one per point, as its map's band); of each
+        class, by the softmax over the last axis, otherwise."""
+        return logits.sigmoid() if self.binary else logits.softmax(dim=-1)
 
     @property
     def probability_columns(self) -> list[str]:

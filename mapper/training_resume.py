@@ -70,6 +70,9 @@ def load_partial(path: Path, fingerprint: str) -> dict[str, Any] | None:
     except Exception as exc:  # noqa: BLE001 - a damaged partial is just not resumed
         logger.warning("%s: unreadable (%s); starting over", path, type(exc).__name__)
         return None
+    if not isinstance(state, dict) or "epoch" not in state:
+        logger.warning("%s: not a training partial; starting over", path)
+        return None
     if state.get("fingerprint") != fingerprint:
         logger.warning("%s belongs to another run (settings, data or start differ); starting "
                        "over", path)

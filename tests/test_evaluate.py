@@ -158,6 +158,50 @@ def test_a_diverged_miso_fold_is_an_error_not_an_empty_fold(
     assert not out.exists()
 
 
+def test_a_test_point_the_stacks_now_leave_without_data_is_refused(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tile stacked again after the samples (a new cloud gap over a test point): MiSo would be
+    scored on a crop of zeros there, so the fold stops, naming the samples and the fix, before
+    any training; Random Forest (the stored values) still runs."""
+    import rasterio
+
+    from mapper.folds import samples_with_folds
+
+    region = tiny["region"]
+    table = samples_with_folds(region, tiny["samples"], tiny["folds"])
+    _, test = train_test_indices(table, "random", 0, "nsp")
+    x, y = table["x"].to_numpy()[test[0]], table["y"].to_numpy()[test[0]]
+    row, col = region.lattice.pixels_of(np.array([x]), np.array([y]))
+    tile = region.lattice.tile_of_xy(x, y)
+    stacks = []
+    for path in map(Path, tiny["stacks"]):
+        copy_path = tmp_path / "stacks" / path.name
+        copy_path.parent.mkdir(exist_ok=True)
+        copy_path.write_bytes(path.read_bytes())
+        stacks.append(copy_path)
+        if path.stem == tile:
+            with rasterio.open(copy_path, "r+") as dst:
+                window = dst.window(*region.lattice.window_bounds(
+                    rasterio.windows.Window(int(col[0]), int(row[0]), 1, 1)))
+                band = dst.read(1, window=window)
+                dst.write(np.full_like(band, np.nan), 1, window=window)
+    monkeypatch.setattr(evaluate_module, "miso_probabilities",
+                        lambda *a, **k: pytest.fail("trained on stale samples"))
+    out = tmp_path / "cv" / "miso_nopretrain_random_f0.parquet"
+    with pytest.raises(InputError) as err:
+        cv_fold(region, FoldSpec("nsp", "miso_nopretrain", "random", 0), samples=tiny["samples"],
+                folds=tiny["folds"], stacks=stacks, out=out)
+    assert str(err.value).startswith(
+        f"{tiny['samples']}: miso_nopretrain on nsp, random fold 0: 1 of {len(test)} test points "
+        f"(obs_id {table['obs_id'].iloc[test[0]]}) lie on pixels the stacks now leave without data")
+    assert str(err.value).endswith(f"make the samples again: snakemake -R {tiny['samples']}")
+    assert not out.exists()
+    rf = cv_fold(region, FoldSpec("nsp", "rf", "random", 0), samples=tiny["samples"],
+                 folds=tiny["folds"], stacks=stacks, out=tmp_path / "cv" / "rf_random_f0.parquet")
+    assert len(rf) == len(test)
+
+
 @pytest.mark.parametrize(("section", "key", "value"),
                          [("evaluation", "folds", 4), ("training", "seed", 99)])
 def test_folds_drawn_with_other_settings_are_refused(

@@ -160,6 +160,23 @@ def test_tile_of_xy_agrees_with_pixel_rowcol(lattice: Lattice) -> None:
         assert lattice.tile_of_xy(x, y) == lattice.tile_id(r // 256, c // 256)
 
 
+def test_pixels_of_agrees_with_rasterio_rowcol_and_the_tile_of_a_point(lattice: Lattice) -> None:
+    """The pixel of a point (its sample, its training query, its held-out crop) is rasterio's
+    rowcol on the lattice, corners included, and lies in the point's tile."""
+    rng = np.random.default_rng(6)
+    xs = X0 + rng.uniform(0, 3e6, 400)
+    ys = Y0 - rng.uniform(0, 3e6, 400)
+    xs[::2] = np.round(xs[::2] / RES) * RES
+    ys[::2] = np.round(ys[::2] / RES) * RES
+    rows, cols = lattice.pixels_of(xs, ys)
+    assert rows.dtype == cols.dtype == np.int64
+    expected = rasterio.transform.rowcol(lattice.transform, xs, ys)
+    np.testing.assert_array_equal(rows, expected[0])
+    np.testing.assert_array_equal(cols, expected[1])
+    for x, y, r, c in zip(xs[:50], ys[:50], rows[:50], cols[:50], strict=True):
+        assert lattice.tile_of_xy(x, y) == lattice.tile_id(r // 256, c // 256)
+
+
 def test_neighbours(lattice: Lattice) -> None:
     tile = "R0010C0020"
     n1 = lattice.neighbours(tile)

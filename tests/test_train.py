@@ -200,6 +200,18 @@ def test_a_partial_of_another_run_is_not_resumed(tiny: dict, pretrained: Path) -
     assert meta.n_out == 7 and len(meta.classes) == 7
 
 
+@pytest.mark.parametrize("content", [[1, 2, 3], {"weights": 1}, torch.zeros(2)])
+def test_a_torch_file_that_is_no_training_partial_starts_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: object
+) -> None:
+    from mapper.training_resume import load_partial
+
+    partial = tmp_path / "run.pt.partial"
+    torch.save(content, partial)
+    assert load_partial(partial, "abc") is None
+    assert f"{partial}: not a training partial; starting over" in caplog.text
+
+
 def test_a_missing_stack_is_one_error_naming_it(tiny: dict, pretrained: Path) -> None:
     """A stack path given by hand that is not there (a typo, a tile not yet stacked): one error
     naming it, not a traceback, and no checkpoint."""

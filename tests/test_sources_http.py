@@ -207,7 +207,10 @@ def test_a_server_that_trickles_every_time_uses_up_the_retries(server, payload, 
     assert "transfer slower than 1024 B/s for 0.3 s" in str(err.value)
     assert "gave up after 3 attempts" in str(err.value)
     assert len(server.requests_for("/a.bin")) == 3
-    assert leftovers(dest) == []
+    part = tmp_path / "a.bin.part"  # resumable: the record vouches for it, the sha256 checks it
+    assert f"bytes received are kept in {part} and the next run resumes from them" in str(
+        err.value)
+    assert leftovers(dest) == [part, tmp_path / "a.bin.part.validator"]
 
 
 def test_a_body_whose_last_bytes_come_late_is_not_cut(tmp_path, monkeypatch) -> None:
@@ -244,16 +247,52 @@ def test_bounded_retries_then_a_clear_error(server, payload, tmp_path):
     assert leftovers(dest) == []
 
 
-def test_repeated_cuts_exhaust_retries_and_remove_the_part_file(server, payload, tmp_path):
+def test_retries_run_out_then_the_next_run_resumes_from_the_bytes_kept(server, payload,
+                                                                       tmp_path):
+    """An outage longer than the retries (a 10 GB archive cut at 9 GB): the bytes received stay
+    in the ``.part`` with their record, named in the error, and the next run asks for the rest
+    under If-Range instead of starting again from byte 0."""
     url = server.add_file("/a.bin", payload)
     # the first attempt keeps 10 kB; the next two add nothing: retries=1 is spent
     server.add_faults("/a.bin", cut(10_000), cut(0), cut(0))
     dest = tmp_path / "a.bin"
-    with pytest.raises(SourceError, match=r"(transfer cut|closed after).*gave up after 3 attempts"):
+    part = tmp_path / "a.bin.part"
+    with pytest.raises(SourceError, match=r"(transfer cut|closed after).*gave up after 3 attempts"
+                                          rf"; the 10000 bytes received are kept in {part} and "
+                                          r"the next run resumes from them\); check the URL"):
         download(url, dest, retries=1, **FAST)
-    assert leftovers(dest) == []
+    assert leftovers(dest) == [part, tmp_path / "a.bin.part.validator"]
     assert [r["headers"].get("Range") for r in server.requests_for("/a.bin")] == [
         None, "bytes=10000-", "bytes=10000-"]
+    download(url, dest, retries=1, **FAST)  # the next run, no sha256: the record vouches
+    assert dest.read_bytes() == payload and leftovers(dest) == [dest]
+    last = server.requests_for("/a.bin")[-1]
+    assert last["headers"]["Range"] == "bytes=10000-" and last["status"] == 206
+    assert last["headers"]["If-Range"] == server.etags["/a.bin"]
+
+
+def test_retries_run_out_without_anything_to_resume_against_remove_the_part(server, payload,
+                                                                            tmp_path):
+    """No ETag or Last-Modified and no sha256: nothing would tell the kept bytes from another
+    version's, so nothing is kept."""
+    url = server.add_file("/a.bin", payload, validators=False)
+    server.add_faults("/a.bin", cut(10_000), cut(0), cut(0), cut(0))
+    dest = tmp_path / "a.bin"
+    with pytest.raises(SourceError, match=r"gave up after \d attempts\); check the URL"):
+        download(url, dest, retries=1, **FAST)
+    assert leftovers(dest) == []
+
+
+def test_a_present_file_with_another_sha256_is_not_left_when_its_download_fails(
+    server, payload, tmp_path
+) -> None:
+    url = server.add_file("/a.bin", payload)
+    server.add_faults("/a.bin", *[status(404)])
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(b"an older version")
+    with pytest.raises(SourceError, match="404"):
+        download(url, dest, sha256=sha(payload), **FAST)
+    assert leftovers(dest) == []
 
 
 def test_cuts_that_each_add_bytes_do_not_spend_the_retries(server, payload, tmp_path):

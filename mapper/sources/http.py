@@ -25,8 +25,11 @@ exist. What is retried, and how:
 - other 4xx answers (404, 403, ...) are not retried.
 
 A sha256 mismatch is final (the region file or the URL is wrong), except when the file was put
-together from several responses: then it is fetched once more from scratch. After the final
-failure the ``.part`` file is deleted. We ask for ``Accept-Encoding: identity`` so that byte
+together from several responses: then it is fetched once more from scratch. When the retries
+run out (an outage longer than they last), the bytes received stay in ``.part`` with their
+record, and the next run resumes from them, as after a killed job, provided that the record
+vouches for them or the sha256 is known; otherwise, and after any other final failure, the
+``.part`` file is deleted. We ask for ``Accept-Encoding: identity`` so that byte
 offsets, sizes and checksums all refer to the file as stored on the server.
 """
 
@@ -292,8 +295,11 @@ def download(
     propagates.
 
     Raises SourceError (naming the URL, ``dest``, the cause and the fix) on final failure, with
-    neither ``dest`` nor ``<dest>.part`` left behind; NotFoundError (a SourceError) when the server
-    has no file at the URL (HTTP 404 or 410), which some callers expect (a DEM cell over sea);
+    no ``dest`` left behind (a stale ``dest`` whose sha256 differed is deleted before the
+    download), and no ``<dest>.part`` either, except after retries run out with bytes the next
+    run can resume from (module doc), which the message names; NotFoundError (a SourceError)
+    when the server has no file at the URL (HTTP 404 or 410), which some callers expect (a DEM
+    cell over sea);
     ChangedError (a SourceError) when it gives another size or sha256 than ``sha256``/``size``.
     """
     origin = origin or ("the region file", _FIX_CHECKSUM)
@@ -309,7 +315,9 @@ def download(
             part.unlink(missing_ok=True)  # left by an earlier run: not needed
             forget_validator(part)
             return _entry(url, dest, dest.stat().st_size, expected, None)
-        logger.warning("%s: present but its sha256 differs; downloading it again", dest)
+        logger.warning("%s: present but its sha256 differs; deleted, downloading it again",
+                       dest)
+        dest.unlink()
 
     state: dict[str, Any] = {"checked": expected is not None}
     recalled = recalled_validator(part, url) if part.exists() else None
@@ -400,6 +408,14 @@ def download(
             session.close()
         if not part.exists():  # renamed onto dest, or given up: nothing left to resume
             forget_validator(part)
+    kept = part.stat().st_size if part.exists() else 0
+    if kept and (expected or recalled_validator(part, url)):
+        # what the next run resumes from: a record vouches for the bytes (If-Range), or the
+        # checksum checks the whole; a long file is not fetched from byte 0 after an outage
+        raise SourceError(
+            f"{url} -> {dest}: {cause} (gave up after {attempt} attempts; the {kept} bytes "
+            f"received are kept in {part} and the next run resumes from them); {_FIX_URL}"
+        )
     part.unlink(missing_ok=True)
     forget_validator(part)
     raise SourceError(

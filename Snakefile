@@ -8,7 +8,7 @@ import sys
 
 from snakemake.utils import min_version
 
-from mapper.config import check_places, load_region, resolve_config
+from mapper.config import RUN_CONFIG_ENV, check_places, load_config, load_region, resolve_config
 from mapper.sources.exclusions import check_exclusions
 from mapper.errors import MapperError
 
@@ -20,14 +20,19 @@ configfile: "config/config.yaml"
 
 # The configuration of this run: the config files and --config merged, each region file read with
 # its region_overrides, validated against mapper's schemas (defaults filled; an error is one line
-# naming the file(s) and the key, as in every `python -m mapper` command). Jobs get it by value.
-# Each region (REGIONS, what the rules read) has its boundary read and placed on the lattice
-# too. A SystemExit's text is printed as it is: one line, no traceback.
+# naming the file(s) and the key, as in every `python -m mapper` command). Jobs get it by value:
+# a job that parses this file again (a cluster job, a `run:` job) reads the file the run wrote
+# (common.smk: RUN_CONFIG_FILE, named in the environment it inherits), never the region files as
+# they are by the time it starts. Each region (REGIONS, what the rules read) has its boundary read
+# and placed on the lattice too. A SystemExit's text is printed as it is: one line, no traceback.
 try:
-    RUN_CONFIG = resolve_config(
-        config,
-        " + ".join(dict.fromkeys(map(os.path.abspath, workflow.configfiles))),
-    )
+    if (workflow.remote_exec or workflow.subprocess_exec) and os.environ.get(RUN_CONFIG_ENV):
+        RUN_CONFIG = load_config(os.environ[RUN_CONFIG_ENV])
+    else:
+        RUN_CONFIG = resolve_config(
+            config,
+            " + ".join(dict.fromkeys(map(os.path.abspath, workflow.configfiles))),
+        )
     REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
     for _region in REGIONS.values():
         check_places(_region)

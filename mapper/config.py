@@ -38,6 +38,9 @@ from mapper.region_checks import check_region_settings
 from mapper.sources.settings_checks import check_source_settings
 
 DEFAULT_CONFIG = "config/config.yaml"
+RUN_CONFIG_ENV = "MAPPER_RUN_CONFIG"
+"""Environment variable naming a run's resolved config file (:func:`write_run_config`) to the
+jobs of the run that parse the Snakefile again (cluster jobs, ``run:`` jobs)."""
 """The config file a command reads when given none (the Snakefile's ``configfile``)."""
 RUN_CONFIG_HEADER = (
     "# The configuration a Snakemake run built its DAG from, written for its jobs: config files\n"

@@ -256,6 +256,34 @@ def test_a_local_file_that_is_not_there_stops_the_plan_naming_it(tmp_path: Path,
     assert "Traceback" not in out and "Exception" not in out, out
 
 
+@pytest.mark.workflow
+def test_a_job_that_parses_the_workflow_again_takes_the_runs_settings(tmp_path: Path) -> None:
+    """A cluster job (or a ``run:`` job) starts its own Snakemake, which parses the Snakefile
+    again, possibly days after the DAG was built: it must take the run's settings file, named in
+    the environment it inherits, not the region file as edited since. Here the exact command
+    Snakemake spawned for a ``run:`` job is run again after the region file changed."""
+    from mapper.config import RUN_CONFIG_ENV, read_yaml
+
+    project = make_project(tmp_path / "p")
+    target = project.path(f"results/{project.region}/settings/training.json")
+    run = run_snakemake(project, str(target.relative_to(project.root)),
+                        extra_args=["--cores", "1", "--verbose"])
+    spawned = re.search(r"spawned job: (.+)$", run.log, flags=re.MULTILINE)
+    assert spawned and "--mode 'subprocess'" in spawned.group(1), run.log
+    seed = json.loads(target.read_text())["settings"]["seed"]
+    (run_config,) = project.path(".snakemake/mapper").glob("config-*.yaml")
+    settings = read_yaml(project.region_file)
+    settings["training"]["seed"] = seed + 7
+    rewrite_yaml(project.region_file, settings)
+    for env, expected in (({**project.env, RUN_CONFIG_ENV: str(run_config)}, seed),
+                          (project.env, seed + 7)):  # without the run's file: the edited one
+        target.unlink()
+        job = subprocess.run(spawned.group(1), shell=True, cwd=project.root, env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+        assert job.returncode == 0, job.stderr[-3000:]
+        assert json.loads(target.read_text())["settings"]["seed"] == expected
+
+
 @pytest.mark.slow
 @pytest.mark.workflow
 def test_an_override_changes_what_a_job_makes(tmp_path: Path) -> None:

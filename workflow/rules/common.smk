@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mapper.blending import BATCH_SIZE as PREDICT_BATCH_SIZE
-from mapper.config import DEFAULT_CONFIG, resolve_config, write_run_config
+from mapper.config import DEFAULT_CONFIG, RUN_CONFIG_ENV, resolve_config, write_run_config
 from mapper.errors import MapperError
 from mapper.experiment import MODELS, SPLITS
 from mapper.grid import TILE_PATTERN
@@ -22,6 +22,9 @@ from mapper.zones import zone_layer_path as zone_layer_file
 # The file every job reads its settings from: RUN_CONFIG, named by its content (so a run with other
 # settings, or a dry run with an override, writes its own file), in the shared working directory.
 RUN_CONFIG_FILE = write_run_config(RUN_CONFIG, ".snakemake/mapper")
+# named to the jobs: a cluster job (sbatch passes the environment on) or a `run:` job parses the
+# Snakefile again and takes its settings from this file (the Snakefile), by value
+os.environ[RUN_CONFIG_ENV] = str(Path(RUN_CONFIG_FILE).resolve())
 STAC_REGIONS = [
     n for n, r in REGIONS.items() if r.settings["sources"]["sentinel2"]["kind"] == "stac"
 ]

@@ -48,18 +48,52 @@ RUN_CONFIG_HEADER = (
 )
 
 
-def _with_defaults(validator_class: type) -> type:
-    """A validator that fills ``default`` values while validating (as Snakemake's validate does)."""
-    validate_props = validator_class.VALIDATORS["properties"]
+def _as_schema_number(value: Any, schema: Any) -> Any:
+    """``value`` written as the schema's one number type says: an int where it is ``number``
+    (10 -> 10.0), an integral float where it is ``integer`` (384.0 -> 384); anything else as it
+    is. So the same setting written either way is the same setting: in the run's file, in the
+    params Snakemake compares to decide a rerun, and in the code that reads it."""
+    if not isinstance(schema, dict) or isinstance(value, bool):
+        return value
+    types = schema.get("type")
+    types = {types} if isinstance(types, str) else set(types or ())
+    if "number" in types and "integer" not in types and isinstance(value, int):
+        return float(value)
+    if "integer" in types and "number" not in types and isinstance(value, float) \
+            and value.is_integer():
+        return int(value)
+    return value
 
-    def set_defaults(validator, properties, instance, schema):  # noqa: ANN001, ANN202
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that fills ``default`` values while validating (as Snakemake's validate does),
+    and writes each number as its schema type (:func:`_as_schema_number`)."""
+    checks = validator_class.VALIDATORS
+
+    def properties(validator, properties, instance, schema):  # noqa: ANN001, ANN202
         if isinstance(instance, dict):
             for name, sub in properties.items():
                 if "default" in sub and name not in instance:
                     instance[name] = copy.deepcopy(sub["default"])
-        yield from validate_props(validator, properties, instance, schema)
+                if name in instance:
+                    instance[name] = _as_schema_number(instance[name], sub)
+        yield from checks["properties"](validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    def additional(validator, extra, instance, schema):  # noqa: ANN001, ANN202
+        if isinstance(instance, dict):
+            named = schema.get("properties", {})
+            for name in instance:
+                if name not in named:
+                    instance[name] = _as_schema_number(instance[name], extra)
+        yield from checks["additionalProperties"](validator, extra, instance, schema)
+
+    def items(validator, each, instance, schema):  # noqa: ANN001, ANN202
+        if isinstance(instance, list):
+            instance[:] = [_as_schema_number(v, each) for v in instance]
+        yield from checks["items"](validator, each, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {
+        "properties": properties, "additionalProperties": additional, "items": items})
 
 
 _Validator = _with_defaults(jsonschema.Draft202012Validator)

@@ -477,6 +477,37 @@ def raw_config() -> dict:
     return yaml.safe_load(CONFIG.read_text())
 
 
+def test_a_number_written_as_an_int_or_a_float_is_the_same_setting() -> None:
+    """10 and 10.0 are one setting (the params Snakemake compares, the run's file, the code that
+    reads it): each number takes its schema type, lists and per-task maps included."""
+    raw = raw_config()
+    raw["grid"] = {"crs": "EPSG:3338", "res": 10, "origin": [-2600000, 2600000]}
+    raw["region_overrides"] = {"demo": {
+        "tile_px": 256.0, "prediction": {"out_res": 20, "sigma_scale": 1},
+        "stack": {"tpi_radius_m": 100}, "training": {"finetune_epochs": {"nsp": 3.0}},
+        "sources": {"sentinel2": {"kind": "stac", "api": "https://example.org/v1",
+                                  "collection": "sentinel-2-l2a", "max_cloud": 40,
+                                  "datetime": "2019-06-01/2023-08-31", "months": [6.0, 7],
+                                  "block_px": 256, "harmonized": True}},
+    }}
+    config = resolve_config(raw, "site.yaml")
+    demo = load_region(config, "demo").settings
+    written = {"res": config["grid"]["res"], "origin": config["grid"]["origin"],
+               "tile_px": demo["tile_px"], "out_res": demo["prediction"]["out_res"],
+               "sigma_scale": demo["prediction"]["sigma_scale"],
+               "tpi_radius_m": demo["stack"]["tpi_radius_m"],
+               "epochs": demo["training"]["finetune_epochs"]["nsp"],
+               "max_cloud": demo["sources"]["sentinel2"]["max_cloud"],
+               "months": demo["sources"]["sentinel2"]["months"]}
+    assert json.dumps(written) == json.dumps(
+        {"res": 10.0, "origin": [-2600000.0, 2600000.0], "tile_px": 256, "out_res": 20.0,
+         "sigma_scale": 1.0, "tpi_radius_m": 100.0, "epochs": 3, "max_cloud": 40.0,
+         "months": [6, 7]})
+    assert resolve_config(config, "again") == config
+    with pytest.raises(ConfigError, match=r"key 'tile_px': 256.5 is not of type 'integer'"):
+        resolve_config({**raw, "region_overrides": {"demo": {"tile_px": 256.5}}}, "site.yaml")
+
+
 def test_region_overrides_are_merged_key_by_key() -> None:
     raw = raw_config()
     raw["region_overrides"] = {

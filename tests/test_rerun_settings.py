@@ -109,6 +109,21 @@ def test_the_same_settings_in_another_order_plan_nothing(
     assert plan_with(recorded, change) == {}
 
 
+def test_the_same_numbers_written_as_ints_or_floats_plan_nothing(
+        recorded: tuple[WorkflowProject, list[str]]) -> None:
+    """``max_cloud: 40`` restated as ``40.0`` must not fetch every composite again (statewide,
+    terabytes), nor ``tpi_radius_m: 100`` remake every stack: each number takes its schema
+    type before it becomes a param."""
+    def change(s: dict) -> None:
+        s2 = s["sources"]["sentinel2"]
+        s2["max_cloud"] = float(s2["max_cloud"]) if isinstance(s2["max_cloud"], int) else int(
+            s2["max_cloud"])
+        s["stack"]["tpi_radius_m"] = 100
+        s["tile_px"] = float(s["tile_px"])
+
+    assert plan_with(recorded, change) == {}
+
+
 def test_a_changed_scene_search_fetches_the_composite_again(
         recorded: tuple[WorkflowProject, list[str]]) -> None:
     def change(s: dict) -> None:

@@ -20,7 +20,9 @@ SETTINGS_SECTIONS = ("area", "observations", "stack", "model", *TRAINING_SECTION
 def canonical(settings):
     """A params function giving ``settings``' value as JSON text with sorted keys. Snakemake
     compares params by their repr, in which a dict's key order counts: the same settings in
-    another order (a reformatted region file, an override naming a default) would rerun."""
+    another order (a reformatted region file, an override naming a default) would rerun. A number
+    written as an int or a float (40 or 40.0) is already one value: the config's validation gives
+    each number its schema type (mapper.config)."""
 
     @functools.wraps(settings)
     def param(wildcards):

@@ -70,7 +70,7 @@ from mapper.schedule import Schedule
 from mapper.tasks import PRETRAIN, Task, get_task
 from mapper.training_resume import data_digest, inputs_digest, load_partial
 from mapper.training_resume import fingerprint as run_fingerprint
-from mapper.training_settings import finetune_epochs
+from mapper.training_settings import finetune_epochs, training_sections
 from mapper.windows import StackReader, stacks_by_tile
 
 logger = logging.getLogger(__name__)
@@ -334,6 +334,14 @@ def _table(samples: str | Path | pd.DataFrame, region: Region) -> pd.DataFrame:
 # -- pretraining ----------------------------------------------------------------------------------
 
 
+def _shared(training: dict[str, Any]) -> dict[str, Any]:
+    """What a run's resume fingerprint takes of the training section: every key but the tasks'
+    fine-tuning epochs (the run's own are in it apart), so that a partial of a pretraining, or
+    of one task's fine-tuning, still resumes after another task's epochs changed (the workflow
+    reruns neither for it: :func:`mapper.training_settings.training_sections`)."""
+    return training_sections(training)["training"]
+
+
 def pretrain(
     region: Region,
     samples: str | Path | pd.DataFrame,
@@ -366,7 +374,7 @@ def pretrain(
         dataset.normaliser = normaliser
         torch.manual_seed(seed)
         model = build_model(cfg, 1).to(where)
-        fingerprint = run_fingerprint({"stage": "pretrain", "training": training,
+        fingerprint = run_fingerprint({"stage": "pretrain", "training": _shared(training),
                                        "model": cfg.to_dict(), "epochs": opt.epochs,
                                        "region": region.name, "data": data_digest(stacks),
                                        **inputs_digest(region, cfg)})
@@ -467,7 +475,8 @@ def finetune(
             dataset.normaliser = normaliser
         partial = None
         fingerprint = run_fingerprint({
-            "stage": "finetune", "task": task, "training": training, "model": cfg.to_dict(),
+            "stage": "finetune", "task": task, "training": _shared(training),
+            "model": cfg.to_dict(),
             "epochs": opt.epochs, "rows": hashlib.sha256(rows.tobytes()).hexdigest(),
             "obs": hashlib.sha256("\n".join(table["obs_id"].astype(str)).encode()).hexdigest(),
             "pretrained": file_sha256(pretrained) if pretrained else None,

@@ -793,6 +793,24 @@ def test_unknown_region_names_the_config_files_read(tmp_path: Path, capsys) -> N
     assert_nothing_written(tmp_path / "s.tif")
 
 
+def test_finetune_by_hand_without_the_pretrained_checkpoint_of_a_pretraining_region(
+    region: dict, tmp_path: Path, capsys
+) -> None:
+    """The workflow's models start from the pretrained checkpoint when training.pretrain is on:
+    one run by hand without it would silently be another model (the ablation's)."""
+    out, tiny = tmp_path / "nsp.pt", region["region"]
+    assert tiny.settings["training"]["pretrain"]
+    rc, line = cli(capsys, "finetune", "--config", region["config"], "--region", tiny.name,
+                   "--task", "nsp", "--samples", tmp_path / "points.parquet", "--out", out,
+                   *region["stacks"])
+    assert (rc, line) == (1, f"error: region {tiny.name} pretrains (training.pretrain: true "
+                             f"in {tiny.path}): its maps' models start from the pretrained "
+                             "checkpoint; pass it with --pretrained "
+                             f"results/{tiny.name}/models/pretrain.pt, or set "
+                             "training.pretrain: false")
+    assert_nothing_written(out)
+
+
 @pytest.mark.slow
 def test_bad_config_through_snakemake_dry_run(region: dict, tmp_path: Path) -> None:
     """``snakemake -n`` stops at parse time with the same one-line message (as Snakemake shows

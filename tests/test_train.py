@@ -310,6 +310,26 @@ def test_a_partial_of_other_labels_is_not_resumed(
         assert [h["epoch"] for h in result.history] == [1, 2], name  # resumed or not: both
 
 
+@pytest.mark.slow
+def test_a_partial_resumes_after_another_tasks_epochs_changed(
+    tiny: dict, pretrained: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An NSP fine-tuning killed at its time limit, then the soil-order epochs changed before
+    the rerun: the workflow reruns the NSP job only as incomplete, and it goes on from its
+    partial (another task's epochs are not part of its run)."""
+    root, rows = tiny["root"], tiny["rows"]
+    region = copy.deepcopy(tiny["region"])
+    region.settings["training"]["finetune_epochs"] = {"nsp": 2, "soilorder": 5}
+    out = root / "epochs.pt"
+    _killed_after_first_epoch(monkeypatch, lambda: finetune(
+        region, "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows))
+    region.settings["training"]["finetune_epochs"]["soilorder"] = 9
+    with caplog.at_level("INFO", logger="mapper.train"):
+        result = finetune(region, "nsp", tiny["samples"], tiny["stacks"], out, pretrained, rows)
+    assert f"resuming from {out}.partial after epoch 1" in caplog.text
+    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
 def test_aspect_as_components_trains_and_predicts_with_eleven_covariates(
     tiny: dict, pretrained: Path, tmp_path: Path
 ) -> None:

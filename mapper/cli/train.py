@@ -44,9 +44,16 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_finetune(args: argparse.Namespace) -> int:
     from mapper.config import load_run_region
+    from mapper.errors import ConfigError
     from mapper.train import finetune
 
     region = load_run_region(args.config, args.region)
+    if region.settings["training"]["pretrain"] and not args.pretrained:
+        raise ConfigError(
+            f"region {region.name} pretrains (training.pretrain: true in {region.path}): its "
+            "maps' models start from the pretrained checkpoint; pass it with --pretrained "
+            f"results/{region.name}/models/pretrain.pt, or set training.pretrain: false"
+        )
     result = finetune(region, args.task, args.samples, args.stacks, args.out, args.pretrained,
                       device=args.device)
     loss = result.history[-1]["total"] if result.history else float("nan")

@@ -64,6 +64,12 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
     try:
         return rasterio.open(path)
     except RasterioIOError as exc:
+        local = not str(path).startswith("/vsi") and "://" not in str(path)
+        if local and not Path(path).exists():
+            raise InputError(
+                f"{path}: not found; check the path, or make the file first (the workflow's "
+                "target that writes it)"
+            ) from None
         raise InputError(
             f"{path}: cannot be read as a raster ({gdal_reason(exc)}); the file is damaged or "
             "truncated, or not a raster: re-fetch it if it is a source, rebuild it if a stage "

@@ -81,6 +81,14 @@ def test_a_damaged_source_names_the_file(coarse: Path, tmp_path: Path) -> None:
         warp_lattice_window(bad, "EPSG:3338", LATTICE, Window(COL0, ROW0, 64, 64))
 
 
+def test_a_missing_source_is_named_as_missing_not_as_damaged(tmp_path: Path) -> None:
+    missing = tmp_path / "not made yet.tif"
+    with pytest.raises(InputError) as err:
+        warp_lattice_window(missing, "EPSG:3338", LATTICE, Window(COL0, ROW0, 64, 64))
+    assert str(err.value) == (f"{missing}: not found; check the path, or make the file first "
+                              "(the workflow's target that writes it)")
+
+
 FILL_TO = """
 import resource, signal, sys
 import numpy as np

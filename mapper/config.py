@@ -120,6 +120,8 @@ def validate(data: dict, schema_name: str, source: str | Path) -> dict:
             message = f"{message}; remove it or check its spelling"
         elif err.validator == "anyOf" and "description" in err.schema:
             message = f"{err.instance!r} is not {err.schema['description']}"
+        elif err.validator == "pattern" and "description" in err.schema:
+            message = f"{message} ({err.schema['description']})"  # the regex alone is cryptic
         raise ConfigError(f"{source}: key '{key}': {message}")
     return data
 

@@ -733,6 +733,40 @@ def test_lists_the_workflow_cannot_run_empty_are_refused(
     assert message.startswith(f"{tmp_path / 'demo.yaml'}: key '{key}': ") and words in message
 
 
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        ({"months": []}, "months", "[] should be non-empty"),
+        ({"max_cloud": 0}, "max_cloud", "0.0 is less than or equal to the minimum of 0"),
+        ({"api": "earth-search.aws.element84.com/v1"}, "api",
+         "'earth-search.aws.element84.com/v1' does not match '^https?://' (stac: STAC API root "
+         "URL (http:// or https://))"),
+    ],
+)
+def test_a_scene_search_that_can_find_nothing_is_refused(
+    tmp_path: Path, change: dict, key: str, words: str
+) -> None:
+    """No month, a cloud limit of 0 or an API that is no URL would give every tile an empty
+    composite (or fail in every tile's job): refused when the config is read."""
+    region = shipped_region("fairbanks")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    region["sources"]["sentinel2"].update(change)
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, region, name="fairbanks"))
+    where = tmp_path / "fairbanks.yaml"
+    assert str(exc.value) == f"{where}: key 'sources.sentinel2.{key}': {words}"
+
+
+def test_a_stac_source_other_than_sentinel2_is_refused_for_its_kind_first(tmp_path: Path) -> None:
+    region = shipped_region("fairbanks")
+    region["boundary"] = str(Path(region["boundary"]).resolve())
+    region["sources"]["dem"] = {"kind": "stac", "api": "https://example.org/v1",
+                                "collection": "cop-dem-glo-30", "datetime": "2021-01-01/2021-12-31"}
+    with pytest.raises(ConfigError, match=r"key 'sources.dem.kind': stac makes per-tile "
+                                          r"Sentinel-2 composites"):
+        load_config(write_config(tmp_path, region, name="fairbanks"))
+
+
 def test_a_boundary_in_degrees_follows_its_parallels(tmp_path: Path) -> None:
     """A GeoJSON edge is straight in longitude and latitude: a box given by its 4 corners keeps
     its 65 N parallel in EPSG:3338 (a chord between the corners would cut 350 m inside it)."""

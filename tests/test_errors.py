@@ -811,6 +811,26 @@ def test_finetune_by_hand_without_the_pretrained_checkpoint_of_a_pretraining_reg
     assert_nothing_written(out)
 
 
+@pytest.mark.parametrize(("source", "option", "kinds"), [
+    ("dem", "--tile", "stac"), ("climate", "--cell", "cells"), ("sentinel2", "--file",
+                                                                 "http and snap"),
+    ("climate", "--tile", "stac")])
+def test_a_fetch_option_the_sources_kind_does_not_take_is_refused(
+    tmp_path: Path, capsys, source: str, option: str, kinds: str
+) -> None:
+    """fairbanks' dem is of kind cells, its climate snap, its sentinel2 stac: an option of
+    another kind would be silently ignored (and the wrong thing fetched)."""
+    from mapper.config import load_run_region
+
+    kind = load_run_region(None, "fairbanks").settings["sources"][source]["kind"]
+    rc, line = cli(capsys, "fetch", "--region", "fairbanks", "--source", source, option,
+                   "R0001C0001" if option == "--tile" else "N64W148" if option == "--cell"
+                   else "x.tif", "--out", tmp_path / "sources")
+    assert (rc, line) == (1, f"error: source '{source}' is of kind {kind}: {option} applies to "
+                             f"{kinds} sources only; leave it out")
+    assert not (tmp_path / "sources").exists()
+
+
 @pytest.mark.slow
 def test_bad_config_through_snakemake_dry_run(region: dict, tmp_path: Path) -> None:
     """``snakemake -n`` stops at parse time with the same one-line message (as Snakemake shows

@@ -78,6 +78,10 @@ def manifest_path(
     return base / "manifest.json"
 
 
+FETCH_OPTION_KINDS = {"tile": ("stac",), "cell": ("cells",), "file": ("http", "snap")}
+"""The source kinds each of ``fetch``'s ``--tile``, ``--cell`` and ``--file`` applies to."""
+
+
 def fetch_source(
     region: Region,
     source_name: str,
@@ -100,6 +104,12 @@ def fetch_source(
     settings = sources[source_name]
     kind = settings["kind"]
     out_dir = Path(out_dir)
+    for option, value in (("tile", tile), ("cell", cell), ("file", file)):
+        if value is not None and kind not in FETCH_OPTION_KINDS[option]:
+            raise ConfigError(
+                f"source '{source_name}' is of kind {kind}: --{option} applies to "
+                f"{' and '.join(FETCH_OPTION_KINDS[option])} sources only; leave it out"
+            )
     if kind == "snap":  # one archive of SNAP's monthly climate (file = pr, tas or tasmin)
         from mapper.sources.lock import LockFile, lock_path
         from mapper.sources.snap import fetch_snap
@@ -107,12 +117,10 @@ def fetch_source(
         # archives without a sha256 in the region file: pinned by the region's lock file
         lock = LockFile(lock_path(region.path))
         return fetch_snap(region, source_name, settings, out_dir, file, lock)
-    if file is not None and kind != "http":
-        raise ConfigError(f"source '{source_name}' is of kind {kind}: --file applies to http only")
-    if (cell is not None) != (kind == "cells"):
+    if cell is None and kind == "cells":
         raise ConfigError(
-            f"source '{source_name}' is of kind {kind}: --cell is needed for, and applies to, "
-            "cells sources only"
+            f"source '{source_name}' is of kind cells: give the cell to fetch with --cell "
+            "(e.g. N64W148)"
         )
     if kind == "cells":
         from mapper.sources.cells import fetch_cell

@@ -104,17 +104,17 @@ def _check_sources(settings: dict, origin: str | Path) -> None:
             raise ConfigError(f"{key}.{field}': {exc}") from None
         if kind == "cells":
             cell_urls(source, Cell(64, -148), f"{origin}: sources.{name}")
-        if kind == "stac" and "harmonized" not in source:
-            raise ConfigError(
-                f"{key}.harmonized': not set; say whether the collection's files have the "
-                "processing-baseline 04.00 offset removed: true for Earth Search's "
-                "sentinel-2-l2a, false for DNs as ESA delivers them (sentinel-2-c1-l2a)"
-            )
         if kind == "stac" and name != "sentinel2":
             raise ConfigError(
                 f"{key}.kind': stac makes per-tile Sentinel-2 composites, which only the "
                 f"sentinel2 source is; give {name} kind file, http"
                 + (" or cells" if name == "dem" else "")
+            )
+        if kind == "stac" and "harmonized" not in source:
+            raise ConfigError(
+                f"{key}.harmonized': not set; say whether the collection's files have the "
+                "processing-baseline 04.00 offset removed: true for Earth Search's "
+                "sentinel-2-l2a, false for DNs as ESA delivers them (sentinel-2-c1-l2a)"
             )
     observations = settings["sources"]["observations"]
     if len(observations.get("files", [])) > 1:

@@ -28,12 +28,12 @@ from typing import Any
 import jsonschema
 import shapely
 import yaml
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from mapper.blending import CropLattice
 from mapper.errors import ConfigError
-from mapper.grid import Lattice, tiles_of
+from mapper.grid import Lattice, reproject, tiles_of
 from mapper.region_checks import check_region_settings
 from mapper.sources.settings_checks import check_source_settings
 
@@ -393,8 +393,7 @@ def _read_boundary_cached(path: str, _mtime: int) -> shapely.Geometry:
     if not crs.equals(CRS.from_epsg(3338)):
         if crs.is_geographic:  # an edge is straight in degrees: keep its curve in Albers
             geom = shapely.segmentize(geom, GEOGRAPHIC_SEGMENT_DEG)
-        transformer = Transformer.from_crs(crs, 3338, always_xy=True)
-        geom = shapely.transform(geom, lambda xy: _project(transformer, xy))
+        geom = reproject(geom, crs, 3338)
         # a 1 mm grid makes the two sides of a cut at 180 degrees coincide (they differ by ~1e-9 m)
         geom = shapely.set_precision(shapely.make_valid(geom), 1e-3)
     # dissolve after projecting: pieces cut at 180 degrees meet only in EPSG:3338
@@ -446,13 +445,6 @@ def _boundary_geometry(path: str, gj: Any) -> tuple[shapely.Geometry, CRS]:
             "{\"type\": \"name\", \"properties\": {\"name\": \"EPSG:3338\"}}"
         )
     return geom, crs
-
-
-def _project(transformer: Transformer, xy: Any) -> Any:
-    import numpy as np
-
-    x, y = transformer.transform(xy[:, 0], xy[:, 1])
-    return np.column_stack([x, y])
 
 
 @lru_cache(maxsize=8)

@@ -9,7 +9,9 @@ coordinates are in:
 - empty, or no ``datum`` column: WGS84 (EPSG:4326), as before the column existed;
 - ``WGS84``, ``NAD83`` or ``NAD27`` (case, spaces, ``-`` and ``_`` ignored: ``NAD 27``,
   ``nad-83``), as NASIS names them;
-- ``EPSG:<code>`` or the code alone, for any geographic 2D CRS (``EPSG:6318``: NAD83(2011)).
+- ``EPSG:<code>`` or the code alone, for any geographic 2D CRS (``EPSG:4269``; a realization
+  such as NAD83(2011), ``EPSG:6318``, takes NOAA's NADCON5 grids for its metre or two to the
+  lattice's NAD83, and without them stops as NAD27 does, below).
 
 Positions are projected to the lattice's EPSG:3338 (NAD83 / Alaska Albers) with PROJ's best
 transformation (pyproj's :class:`~pyproj.transformer.TransformerGroup`, first operation). When
@@ -81,7 +83,7 @@ def parse_datums(column: pd.Series | None, obs_id: pd.Series, path: Path) -> pd.
         raise InputError(
             f"{path}: datum {first_few(values)} not understood (obs_id "
             f"{first_few(obs_id[bad])}); give WGS84, NAD83, NAD27 or the EPSG code of a "
-            "geographic CRS (EPSG:6318), or leave it empty for WGS84"
+            "geographic CRS (e.g. EPSG:4269), or leave it empty for WGS84"
         )
     return text.map(codes, na_action="ignore").fillna(WGS84).astype("Int32")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,3 +211,22 @@ def cells_inside(area: shapely.Geometry, lattice: Lattice, out_window: Window,
         y = lattice.origin_y - (r0 + r + 0.5) * res
         out[r] = shapely.contains_xy(area, xs, np.full(w, y))
     return out
+
+
+def coordinates_to(src: object, dst: object) -> Callable[[np.ndarray], np.ndarray]:
+    """A coordinate function for :func:`shapely.transform` from CRS ``src`` to ``dst`` (anything
+    pyproj takes; x, y order): made once, for many geometries."""
+    from pyproj import Transformer
+
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
+
+    def f(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+
+    return f
+
+
+def reproject(geometry: shapely.Geometry, src: object, dst: object) -> shapely.Geometry:
+    """``geometry`` from CRS ``src`` to ``dst``, vertex by vertex (segmentize it first where an
+    edge must stay straight in ``src``, e.g. a parallel in degrees)."""
+    return shapely.transform(geometry, coordinates_to(src, dst))

@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError, first_few
 from mapper.files import atomic_path
+from mapper.grid import coordinates_to
 
 logger = logging.getLogger(__name__)
 
@@ -224,17 +225,6 @@ def read_zone_layer(path: str | Path) -> ZoneLayer:
 # -- preparing --------------------------------------------------------------------------------
 
 
-def _transform(src: Any, dst: Any) -> Any:
-    """A coordinate function for :func:`shapely.transform` from CRS ``src`` to ``dst``."""
-    transformer = Transformer.from_crs(src, dst, always_xy=True)
-
-    def f(xy: np.ndarray) -> np.ndarray:
-        x, y = transformer.transform(xy[:, 0], xy[:, 1])
-        return np.column_stack([x, y])
-
-    return f
-
-
 def _window_in(window: shapely.Polygon, crs: CRS) -> shapely.Geometry | None:
     """The EPSG:3338 ``window`` in ``crs`` (edges densified), or None when it does not map to
     one faithful polygon there (torn at 180 degrees, or off the projection's domain): then
@@ -243,10 +233,10 @@ def _window_in(window: shapely.Polygon, crs: CRS) -> shapely.Geometry | None:
     Cutting first spares projecting the far parts of a large polygon (a circum-Arctic zone) into
     Alaska Albers, where a polygon that crosses the conic's cut (26 degrees E) is torn apart."""
     edge = max(window.bounds[2] - window.bounds[0], window.bounds[3] - window.bounds[1]) / 100
-    there = shapely.transform(shapely.segmentize(window, edge), _transform("EPSG:3338", crs))
+    there = shapely.transform(shapely.segmentize(window, edge), coordinates_to("EPSG:3338", crs))
     if not np.isfinite(shapely.get_coordinates(there)).all() or not there.is_valid:
         return None
-    back = shapely.transform(there, _transform(crs, "EPSG:3338"))
+    back = shapely.transform(there, coordinates_to(crs, "EPSG:3338"))
     if not back.is_valid or abs(back.area - window.area) > 0.01 * window.area:
         return None
     return there
@@ -301,7 +291,7 @@ def prepare_zone_layer(
                           f"'{field}' (fields: {', '.join(source.fields) or 'none'}); fix 'field'")
     to_albers, near = None, None
     if not source.crs.equals(CRS.from_epsg(3338)):
-        to_albers = _transform(source.crs, "EPSG:3338")
+        to_albers = coordinates_to(source.crs, "EPSG:3338")
         near = _window_in(window, source.crs)
     # GDAL skips the features that miss the window (None: it does not map to the layer's CRS)
     geometries, values = read_vector(source, field, mask=window if to_albers is None else near)
@@ -361,8 +351,7 @@ def fetch_zone_file(region: Region, name: str, file: str, out: str | Path) -> Pa
     recorded there at its first download (:func:`mapper.sources.lock.fetch_locked`). Every
     failure is one SourceError naming the URL and the fix, with no partial file left."""
     from mapper.sources.fetch import http_file_name
-    from mapper.sources.http import check_stated_size, download
-    from mapper.sources.lock import LockFile, fetch_locked, lock_path
+    from mapper.sources.lock import fetch_entry, lock_path
     from mapper.sources.manifest import make_manifest, write_manifest
 
     settings = zone_settings(region, name)
@@ -373,13 +362,8 @@ def fetch_zone_file(region: Region, name: str, file: str, out: str | Path) -> Pa
     if not entries:
         names = ", ".join(http_file_name(f) for f in settings["files"])
         raise ConfigError(f"{region.path}: zone layer '{name}' has no file '{file}' ({names})")
-    entry, out = entries[0], Path(out)
-    url = entry["url"]
-    if entry.get("sha256"):
-        item = download(url, out, sha256=entry["sha256"], size=entry.get("size"))
-    else:
-        item = fetch_locked(url, out, LockFile(lock_path(region.path)),
-                            check=lambda p: check_stated_size(p, url, entry.get("size")))
+    out = Path(out)
+    item = fetch_entry(entries[0], out, lock_path(region.path))
     item["path"] = str(out)
     write_manifest(out.with_name(out.name + ".json"),
                    make_manifest(region.name, f"zones/{name}", "http", [item],

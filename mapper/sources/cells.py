@@ -423,13 +423,10 @@ def land_km2(region: Region, cell: Cell) -> float:
     """km^2 of the region's boundary (before its buffer) inside ``cell``: its edges densified to
     0.01 degree and taken to the lattice CRS (a cell west of 180 degrees lands west of the
     state, where EPSG:3338 puts the Near Islands)."""
-    from pyproj import Transformer
+    from mapper.grid import reproject
 
     ring = shapely.segmentize(shapely.box(*cell.bounds()), 0.01)
-    to_lattice = Transformer.from_crs("EPSG:4269", region.lattice.crs, always_xy=True)
-    projected = shapely.transform(
-        ring, lambda xy: np.column_stack(to_lattice.transform(xy[:, 0], xy[:, 1]))
-    )
+    projected = reproject(ring, "EPSG:4269", region.lattice.crs)
     return float(shapely.intersection(projected, region.boundary()).area) / 1e6
 
 

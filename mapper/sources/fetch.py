@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 from mapper.config import Region
 from mapper.errors import ConfigError, InputError
 from mapper.files import file_sha256
-from mapper.sources.http import check_stated_size, download
 from mapper.sources.manifest import make_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -167,20 +166,12 @@ def _fetch_http(
             raise ConfigError(
                 f"{region.path}: source '{name}' has no file '{only}' (files: {', '.join(names)})"
             )
-    lock = None
+    from mapper.sources.lock import fetch_entry, lock_path
+
     entries = []
     for fname, entry in chosen:
         dest = out_dir / name / fname
-        if entry.get("sha256"):  # pinned by the region file
-            item = download(entry["url"], dest, sha256=entry["sha256"], size=entry.get("size"))
-        else:  # pinned by the region's lock file at its first download
-            from mapper.sources.lock import LockFile, fetch_locked, lock_path
-
-            lock = lock or LockFile(lock_path(region.path))
-            item = fetch_locked(
-                entry["url"], dest, lock,
-                check=lambda path, e=entry: check_stated_size(path, e["url"], e.get("size")),
-            )
+        item = fetch_entry(entry, dest, lock_path(region.path))
         item["path"] = str(dest)
         write_manifest(
             manifest_path(out_dir, name, file=fname),

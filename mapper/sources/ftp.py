@@ -30,7 +30,13 @@ from urllib.parse import unquote, urlsplit
 
 from mapper.files import file_sha256
 from mapper.sources.part_record import remember_validator
-from mapper.sources.transfer import CHUNK_BYTES, FatalError, RetryableError, write_body
+from mapper.sources.transfer import (
+    CHUNK_BYTES,
+    FIX_URL,
+    FatalError,
+    RetryableError,
+    write_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +45,6 @@ _FIX_LOGIN = (
     "put the server's login in ~/.netrc (machine <host> login <user> password <password>) or in "
     "the URL (ftp://user:password@host/...)"
 )
-_FIX_URL = "check the URL in the region file (or retry later if the server is down)"
 
 
 def credentials(url: str) -> tuple[str, str]:
@@ -65,8 +70,8 @@ def _reply_error(exc: ftplib.Error, what: str) -> Exception:
     if code == "530":
         return FatalError(f"FTP login refused ({text})", _FIX_LOGIN)
     if code == "550":
-        return FatalError(f"FTP {what}: {text}", _FIX_URL, missing=True)
-    return FatalError(f"FTP {what}: {text}", _FIX_URL)
+        return FatalError(f"FTP {what}: {text}", FIX_URL, missing=True)
+    return FatalError(f"FTP {what}: {text}", FIX_URL)
 
 
 def attempt(
@@ -83,7 +88,7 @@ def attempt(
     parts = urlsplit(url)
     path = unquote(parts.path)
     if not parts.hostname or not path.strip("/"):
-        raise FatalError(f"not an FTP file URL ({url})", _FIX_URL)
+        raise FatalError(f"not an FTP file URL ({url})", FIX_URL)
     ftp = ftplib.FTP(timeout=timeout)
     try:
         try:

@@ -56,6 +56,7 @@ from mapper.sources.part_record import (
 )
 from mapper.sources.transfer import (
     CHUNK_BYTES,
+    FIX_URL,
     FatalError,
     RetryableError,
     backoff_wait,
@@ -72,7 +73,6 @@ MAX_ATTEMPTS_PER_RETRY = 10
 """All attempts of one download, attempts that got further included, are at most this many times
 ``retries + 1``."""
 
-_FIX_URL = "check the URL in the region file (or retry later if the server is down)"
 _FIX_CHECKSUM = (
     "check the sha256/size in the region file (or the URL, if the file changed upstream)"
 )
@@ -151,7 +151,7 @@ def _attempt(
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise RetryableError(f"connection failed ({exc.__class__.__name__}: {exc})") from None
     except requests.RequestException as exc:  # invalid URL, unsupported scheme, ...
-        raise FatalError(f"request refused ({exc})", _FIX_URL) from None
+        raise FatalError(f"request refused ({exc})", FIX_URL) from None
 
     with resp:
         status = resp.status_code
@@ -173,7 +173,7 @@ def _attempt(
             )
         if status not in (200, 206):
             missing = status in (404, 410)
-            raise FatalError(f"HTTP {status} {resp.reason}", _FIX_URL, missing=missing)
+            raise FatalError(f"HTTP {status} {resp.reason}", FIX_URL, missing=missing)
 
         total: int | None
         sent = _strong_validator(resp.headers)
@@ -414,10 +414,10 @@ def download(
         # checksum checks the whole; a long file is not fetched from byte 0 after an outage
         raise SourceError(
             f"{url} -> {dest}: {cause} (gave up after {attempt} attempts; the {kept} bytes "
-            f"received are kept in {part} and the next run resumes from them); {_FIX_URL}"
+            f"received are kept in {part} and the next run resumes from them); {FIX_URL}"
         )
     part.unlink(missing_ok=True)
     forget_validator(part)
     raise SourceError(
-        f"{url} -> {dest}: {cause} (gave up after {attempt} attempts); {_FIX_URL}"
+        f"{url} -> {dest}: {cause} (gave up after {attempt} attempts); {FIX_URL}"
     )

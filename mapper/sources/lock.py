@@ -46,7 +46,7 @@ import requests
 
 from mapper.errors import ChangedError, ConfigError, NotFoundError, SourceError
 from mapper.files import atomic_path, file_sha256
-from mapper.sources.http import download
+from mapper.sources.http import check_stated_size, download
 
 logger = logging.getLogger(__name__)
 
@@ -252,3 +252,30 @@ def fetch_locked(
             dest.unlink(missing_ok=True)
             raise
     return entry
+
+
+def fetch_entry(
+    entry: dict[str, Any],
+    dest: str | Path,
+    lock: LockFile | Path,
+    vet: Callable[[Path], None] | None = None,
+) -> dict[str, Any]:
+    """Download one file a region file lists (``{url, sha256?, size?}``) to ``dest``; return its
+    manifest entry. Pinned by its ``sha256`` when the region file gives one
+    (:func:`mapper.sources.http.download`), else by the region's lock file ``lock`` (a
+    :class:`LockFile` or its path) at its first download (:func:`fetch_locked`); either way
+    checked against the ``size`` the entry states and by ``vet(path)`` before it takes
+    ``dest``'s name."""
+    url = entry["url"]
+
+    def check(path: Path) -> None:
+        check_stated_size(path, url, entry.get("size"))
+        if vet is not None:
+            vet(path)
+
+    if entry.get("sha256"):
+        return download(url, dest, sha256=entry["sha256"], size=entry.get("size"), vet=check)
+    lock = lock if isinstance(lock, LockFile) else LockFile(lock)
+    item = fetch_locked(url, dest, lock, check=check)
+    assert item is not None  # absent_ok is False: an absent file is an error
+    return item

@@ -51,7 +51,7 @@ from mapper.errors import ConfigError, InputError, SourceError
 from mapper.files import file_sha256
 from mapper.raster import GridSpec, decode_single_band, write_geotiff
 from mapper.sources.http import check_stated_size, download, download_target
-from mapper.sources.lock import LockFile, fetch_locked
+from mapper.sources.lock import LockFile, fetch_entry
 from mapper.sources.manifest import make_manifest, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -133,14 +133,17 @@ def fetch_snap(
     per_file = manifest_path(out_dir, name, file=dest.name)
     counts: list[int] = []
 
-    def check(path: Path) -> None:
-        check_stated_size(path, url, entry.get("size"))
+    def archive(path: Path) -> None:
         counts.append(check_archive(path, url))
 
-    if entry.get("sha256"):  # the region file pins it; download() reuses a matching archive
-        item = download(url, dest, sha256=entry["sha256"], size=entry.get("size"), vet=check)
-    elif lock is not None:  # the lock's checksum; download() reuses a matching archive
-        item = fetch_locked(url, dest, lock, check=check)
+    def check(path: Path) -> None:
+        check_stated_size(path, url, entry.get("size"))
+        archive(path)
+
+    if entry.get("sha256") or lock is not None:
+        # pinned by the region file, else by the lock's checksum; download() reuses a matching
+        # archive
+        item = fetch_entry(entry, dest, lock, vet=archive)
     elif (prior := _reuse(dest, url, per_file)) is not None:
         item = prior
         check(dest)

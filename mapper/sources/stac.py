@@ -45,6 +45,7 @@ import shapely.geometry
 from pyproj import Transformer
 
 from mapper.errors import ConfigError, SourceError
+from mapper.grid import reproject
 
 logger = logging.getLogger(__name__)
 
@@ -391,10 +392,7 @@ FOOTPRINT_STEP_DEG = 0.01
 def projected_footprint(shape: shapely.Geometry, crs: str) -> shapely.Geometry:
     """A lon/lat footprint in ``crs``, its edges densified; parts on both sides of 180 degrees
     (RFC 7946 splits them) project side by side."""
-    to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    dense = shapely.segmentize(shape, FOOTPRINT_STEP_DEG)
-    out = shapely.transform(dense, lambda xy: np.column_stack(to_crs.transform(xy[:, 0],
-                                                                                xy[:, 1])))
+    out = reproject(shapely.segmentize(shape, FOOTPRINT_STEP_DEG), "EPSG:4326", crs)
     return out if out.is_valid else shapely.make_valid(out)
 
 

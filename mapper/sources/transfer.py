@@ -32,6 +32,8 @@ resumed), as GDAL's ``GDAL_HTTP_LOW_SPEED_*`` cuts the scene reads (1 byte/s the
 reads of a few blocks): a server that sends a few bytes within every ``timeout`` would otherwise
 hold one attempt for ever. Such a cut counts as a failed attempt even though it added bytes
 (:class:`RetryableError` ``slow``), so a trickling server ends the download after its retries."""
+FIX_URL = "check the URL in the region file (or retry later if the server is down)"
+"""The fix a failed transfer's message gives (HTTP or FTP)."""
 MAX_RETRY_AFTER = 300.0
 """Longest wait (s) we accept from a ``Retry-After`` header."""
 

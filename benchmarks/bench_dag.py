@@ -40,16 +40,14 @@ import mapper.config  # noqa: E402
 from mapper.config import load_config, load_region, read_yaml  # noqa: E402
 from mapper.errors import ConfigError  # noqa: E402
 
-BOUNDARY_CACHES = ("_read_boundary_cached", "_area_cached", "_tiles_cached")
-"""The functools caches of :mod:`mapper.config` that keep a boundary, its mapped area and its
-tile lists once computed in a process."""
-
 
 def cold_boundary_caches() -> None:
-    """Empty :data:`BOUNDARY_CACHES`, so that the next tile lists are computed from the boundary
-    file as a fresh process (each DAG build, each SLURM job) computes them."""
-    for name in BOUNDARY_CACHES:
-        getattr(mapper.config, name).cache_clear()
+    """Empty the functools caches of :mod:`mapper.config` that keep a boundary, its mapped area
+    and its tile lists once computed in a process, so that the next tile lists are computed from
+    the boundary file as a fresh process (each DAG build, each SLURM job) computes them."""
+    mapper.config._read_boundary_cached.cache_clear()
+    mapper.config._area_cached.cache_clear()
+    mapper.config._tiles_cached.cache_clear()
 
 
 def children_cpu() -> float:

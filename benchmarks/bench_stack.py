@@ -149,15 +149,6 @@ class _Timer:
         self._saved.clear()
 
 
-TIMED = [
-    ("mosaic", "sentinel-2 warp"),
-    ("local_terrain", "local terrain (DEM warp + derivatives)"),
-    ("hydro_terrain", "hydrology (DEM warp + fill/route/accumulate)"),
-]
-"""The functions of :mod:`mapper.stack` timed (names in its namespace: ``mosaic`` is
-:func:`mapper.stack_bands.mosaic`, imported there), with their labels."""
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
@@ -196,9 +187,10 @@ def main() -> int:
             **region.settings, "stack": {**region.settings["stack"], "distances": d}}))
         for d in ("grid", "ground")
     ]  # fmt: skip
-    with _Timer() as timer:
-        for name, label in TIMED:
-            timer.wrap(stack_mod, name, label)
+    with _Timer() as timer:  # mosaic is mapper.stack_bands.mosaic, as mapper.stack calls it
+        timer.wrap(stack_mod, "mosaic", "sentinel-2 warp")
+        timer.wrap(stack_mod, "local_terrain", "local terrain (DEM warp + derivatives)")
+        timer.wrap(stack_mod, "hydro_terrain", "hydrology (DEM warp + fill/route/accumulate)")
         for run, variant in runs:
             timer.totals.clear()
             tracemalloc.start()

@@ -36,8 +36,18 @@ from workflow_project import (  # noqa: E402
     run_snakemake,
 )
 
+import mapper.config  # noqa: E402
 from mapper.config import load_config, load_region, read_yaml  # noqa: E402
 from mapper.errors import ConfigError  # noqa: E402
+
+
+def cold_boundary_caches() -> None:
+    """Empty the functools caches of :mod:`mapper.config` that keep a boundary, its mapped area
+    and its tile lists once computed in a process, so that the next tile lists are computed from
+    the boundary file as a fresh process (each DAG build, each SLURM job) computes them."""
+    mapper.config._read_boundary_cached.cache_clear()
+    mapper.config._area_cached.cache_clear()
+    mapper.config._tiles_cached.cache_clear()
 
 
 def children_cpu() -> float:
@@ -69,6 +79,7 @@ def main() -> int:
         r = project.region
         tile = project.tiles[len(project.tiles) // 2]
         region = load_region(load_config(project.config), r)
+        cold_boundary_caches()  # making the project computed the tile lists already
         start = time.perf_counter()
         mapped, stacked = region.tiles(), region.stacked_tiles()
         seconds = time.perf_counter() - start

@@ -1,7 +1,9 @@
 """Encoders vs implicit decoder on this CPU: FLOPs per query, queries/s, time per crop.
 
 For each model size (demo at 64 px crops, swinv2_t and swinv2_b at 256 px) and each decoder
-(plain: the reference's per-neighbour MLPs; fast: the exact restructuring), prints:
+(plain: the reference's per-neighbour MLPs; fast: the exact restructuring), the model being the
+region's (``--region``, default demo: its pixel query and aspect encoding, at that size;
+:func:`mapper.train.model_config`), prints:
 
 - analytic FLOPs per query of the prediction path (mapper.models.flops),
 - measured queries per second and achieved GFLOP/s, against torch.mm's float32 GFLOP/s measured
@@ -13,6 +15,7 @@ For each model size (demo at 64 px crops, swinv2_t and swinv2_b at 256 px) and e
 Weights are random (timing does not depend on them); one crop per call (batch 1).
 
     python benchmarks/bench_decoder.py [--sizes demo swinv2_t swinv2_b] [--subset 1024]
+                                       [--region demo]
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from _common import project_region, region_model_config
 from cli_errors import run_main
 
-from mapper.models.config import ModelConfig
+from mapper.config import Region
 from mapper.models.flops import decoder_flops
 from mapper.models.miso import Features, MiSo
 
@@ -63,13 +67,14 @@ def prepare_both(model: MiSo, feats: Features, decoder: str) -> None:
     model.cov_query.prepare(feats.cov, decoder)
 
 
-def bench_size(name: str, subset: int, peak: float) -> list[dict[str, object]]:
-    """One row per decoder for one model size."""
+def bench_size(region: Region, name: str, subset: int,
+               peak: float) -> list[dict[str, object]]:
+    """One row per decoder for the region's model at size ``name``."""
     torch.manual_seed(0)
-    cfg = ModelConfig.named(name)
+    cfg = region_model_config(region, name)
     crop = CROP_PX[name]
     model = MiSo(cfg, n_out=1).eval()
-    s2, cov = torch.rand(1, 9, crop, crop), torch.rand(1, 10, crop, crop)
+    s2, cov = torch.rand(1, 9, crop, crop), torch.rand(1, cfg.n_cov_bands, crop, crop)
     coords = pixel_centres(crop)
     n_full = coords.shape[1]
     n = min(subset, n_full) if name != "demo" else n_full
@@ -105,12 +110,17 @@ def main() -> None:
                         choices=sorted(CROP_PX))
     parser.add_argument("--subset", type=int, default=1024,
                         help="queries timed per crop for the reference sizes (then scaled)")
+    parser.add_argument("--region", default="demo",
+                        help="region of config/config.yaml whose model settings are used")
     args = parser.parse_args()
 
+    region = project_region(args.region)
+    m = region.settings["model"]
     peak = matmul_gflops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"torch.mm float32 2048^3: {peak:.1f} GFLOP/s")
-    rows = [row for name in args.sizes for row in bench_size(name, args.subset, peak)]
+          f"torch.mm float32 2048^3: {peak:.1f} GFLOP/s; region {region.name}'s model settings "
+          f"(pixel query {str(m['pixel_query']).lower()}, aspect as {m['aspect']})")
+    rows = [row for name in args.sizes for row in bench_size(region, name, args.subset, peak)]
 
     header = (f"{'size':9} {'crop':>4} {'decoder':7} {'MFLOP/q':>8} {'queries/s':>10} "
               f"{'GFLOP/s':>8} {'%mm':>5} {'enc s/crop':>10} {'dec s/crop':>10} "

@@ -14,8 +14,10 @@ the demo region's prediction settings (``config/regions/demo.yaml``: crops, stri
 those of ``--settings``); the
 middle tile is predicted with its 8 neighbours by ``python -m mapper predict`` in a fresh process,
 exactly as the workflow's ``predict`` job runs it, for each task (soil order keeps 7 probability
-planes per pixel, NSP one). The model is a demo-size MiSo with random weights and a fitted
-normaliser (memory does not depend on the weights) unless ``--model`` names a checkpoint. Peak
+planes per pixel, NSP one). The model is the region's (the model settings of the demo region or
+of ``--settings``: pixel query, aspect encoding; the size ``--size``, default the region's) with
+random weights and a fitted normaliser (memory does not depend on the weights;
+benchmarks/_common.py builds both) unless ``--model`` names a checkpoint. Peak
 resident set size is that process's ``ru_maxrss`` (read by a parent that runs nothing else), so
 it includes Python, PyTorch, GDAL's block cache and every transient buffer.
 
@@ -44,13 +46,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import random_checkpoint, synthetic_stacks  # noqa: E402
 from cli_errors import run_main  # noqa: E402
 
 ORIGIN = (-2_600_000.0, 2_600_000.0)
 CENTRE = (251_840.0, 1_637_440.0)  # the demo area's centre (EPSG:3338 metres)
-RANGES = [(0.01, 0.3)] * 9 + [(100, 900), (0, 30), (0, 360), (-0.01, 0.01), (-5, 5), (2, 14),
-                              (0, 10), (250, 600), (900, 1400), (-30, -18)]
-
 CHILD = """
 import resource, subprocess, sys
 rc = subprocess.run(sys.argv[1:]).returncode
@@ -60,8 +60,10 @@ print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 so RUSAGE_CHILDREN is exactly the command's."""
 
 
-def region_files(folder: Path, tile_px: int, prediction: dict, size: str) -> tuple[Path, list]:
-    """Config and region file of a 3 x 3 tile region around the demo centre; its tile ids."""
+def region_files(folder: Path, tile_px: int, settings: dict, size: str) -> tuple[Path, list]:
+    """Config and region file of a 3 x 3 tile region around the demo centre; its tile ids. The
+    region takes the prediction and model settings of ``settings`` (a validated region file),
+    the model at ``size``."""
     from mapper.grid import Lattice
 
     lattice = Lattice(*ORIGIN, 10.0, tile_px)
@@ -80,48 +82,12 @@ def region_files(folder: Path, tile_px: int, prediction: dict, size: str) -> tup
         "boundary": str(folder / "region.geojson"), "tile_px": tile_px,
         "sources": {k: {"kind": "demo", "seed": 1}
                     for k in ("sentinel2", "dem", "climate", "observations")},
-        "model": {"size": size}, "prediction": prediction,
+        "model": {**settings["model"], "size": size}, "prediction": settings["prediction"],
     }))
     (folder / "config.yaml").write_text(yaml.safe_dump({
         "grid": {"crs": "EPSG:3338", "res": 10.0, "origin": list(ORIGIN)},
         "regions": {"bench": str(folder / "bench.yaml")}}))
     return folder / "config.yaml", tiles
-
-
-def write_stacks(folder: Path, tile_px: int, tiles: list[str]) -> dict[str, Path]:
-    """Demo-like SYNTHETIC stacks of the 3 x 3 tiles, seamless (one field cut into tiles)."""
-    from scipy.ndimage import gaussian_filter
-
-    from mapper.bands import STACK_BANDS
-    from mapper.grid import Lattice
-    from mapper.raster import write_geotiff
-
-    lattice = Lattice(*ORIGIN, 10.0, tile_px)
-    wins = {t: lattice.tile_window(t) for t in tiles}
-    r0 = min(int(w.row_off) for w in wins.values())
-    c0 = min(int(w.col_off) for w in wins.values())
-    n = 3 * tile_px
-    rng = np.random.default_rng(20260101)
-    paths = {}
-    fields = []
-    for lo, hi in RANGES:
-        f = gaussian_filter(rng.standard_normal((n, n)), 24)
-        f = (f - f.min()) / (np.ptp(f) + 1e-12)
-        fields.append((lo + (hi - lo) * f).astype(np.float32))
-    data = np.stack(fields)
-    gap = slice(n // 2 - n // 20, n // 2 + n // 20)
-    data[:9, gap, gap] = np.nan  # a cloud gap in the middle tile
-    for t, w in wins.items():
-        r, c = int(w.row_off) - r0, int(w.col_off) - c0
-        path = folder / "stack" / f"{t}.tif"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_geotiff(path, np.ascontiguousarray(data[:, r:r + tile_px, c:c + tile_px]),
-                      lattice.tile_transform(t), "EPSG:3338", nodata=np.nan,
-                      descriptions=STACK_BANDS,
-                      tags={"MAPPER_TILE": t, "MAPPER_EMPTY": "false",
-                            "MAPPER_SYNTHETIC": "true"})
-        paths[t] = path
-    return paths
 
 
 def empty_stack(folder: Path, tile_px: int, tile: str) -> Path:
@@ -139,35 +105,7 @@ def empty_stack(folder: Path, tile_px: int, tile: str) -> Path:
     return path
 
 
-def random_model(path: Path, size: str, task: str, stacks: list[Path]) -> Path:
-    """A MiSo checkpoint of ``size`` and ``task`` with random weights, its normaliser fitted on
-    ``stacks``."""
-    import rasterio
-    import torch
-
-    from mapper.bands import STACK_BANDS
-    from mapper.models.checkpoint import save_checkpoint
-    from mapper.models.config import ModelConfig
-    from mapper.models.miso import MiSo
-    from mapper.normalise import Normaliser
-    from mapper.tasks import get_task
-
-    cov = []
-    for p in stacks:
-        with rasterio.open(p) as ds:
-            cov.append(ds.read(list(range(10, 20)))[:, ::8, ::8].reshape(10, -1))
-    cov = np.concatenate(cov, axis=1)
-    lo, hi = np.nanmin(cov, axis=1), np.nanmax(cov, axis=1)
-    norm = Normaliser(lo=tuple(map(float, lo)), hi=tuple(map(float, hi)),
-                      mean=(0.5,) * 10, std=(0.25,) * 10).to_dict()
-    torch.manual_seed(0)
-    spec = get_task(task)
-    model = MiSo(ModelConfig.named(size), n_out=spec.n_outputs)
-    return save_checkpoint(path, model, task=task, bands=STACK_BANDS, normalisation=norm,
-                           classes=spec.output_names)
-
-
-def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+def command_peak_rss_mb(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Peak RSS (MB) and wall time (s) of ``cmd`` in a fresh process."""
     t0 = time.perf_counter()
     run = subprocess.run([sys.executable, "-c", CHILD, *cmd], env=env, capture_output=True,
@@ -205,7 +143,8 @@ def main() -> None:
                         "(the one-machine profile's predict threads: 2)")
     parser.add_argument("--batch-size", type=int, default=16, help="the rule's batch_size: 16")
     parser.add_argument("--tasks", nargs="+", default=["soilorder", "nsp"], choices=list(TASKS))
-    parser.add_argument("--size", default="demo", help="model size of the random model")
+    parser.add_argument("--size", help="model size of the random model (default: the "
+                        "settings' model.size)")
     parser.add_argument("--settings", type=Path, default=ROOT / "config/regions/demo.yaml",
                         help="region file whose prediction settings are used")
     parser.add_argument("--model", type=Path, help="a trained checkpoint instead (one task)")
@@ -213,11 +152,11 @@ def main() -> None:
     if args.model:  # read here and by the predict jobs, which run in the project's root
         args.model = args.model.resolve()
 
-    from mapper.config import read_yaml, validate
+    from mapper.config import load_config, load_region, read_yaml, validate
 
     settings = validate(read_yaml(args.settings), "region.schema.yaml", args.settings)
     prediction = settings["prediction"]
-    size = args.size
+    size = args.size or settings["model"]["size"]
     if args.model:
         from mapper.models.checkpoint import describe_checkpoint
 
@@ -239,20 +178,21 @@ def main() -> None:
         for px in args.tile_px:
             folder = Path(tmp) / f"t{px}"
             folder.mkdir()
-            config, tiles = region_files(folder, px, prediction, size)
-            stacks = write_stacks(folder, px, tiles)
+            config, tiles = region_files(folder, px, settings, size)
+            region = load_region(load_config(config), "bench")
+            stacks = synthetic_stacks(folder, region.lattice, tiles)
             middle = tiles[4]
             for task in tasks:
-                model = args.model or random_model(folder / f"{task}.pt", size, task,
-                                                   list(stacks.values()))
+                model = args.model or random_checkpoint(folder / f"{task}.pt", region, task,
+                                                        stacks, middle)
                 base = [sys.executable, "-m", "mapper", "predict", "--config", str(config),
                         "--region", "bench", "--task", task, "--tile", middle, "--model",
                         str(model), "--batch-size", str(args.batch_size), "--no-progress",
                         "--device", "cpu"]
-                empty_mb, _ = peak_rss_mb(
+                empty_mb, _ = command_peak_rss_mb(
                     [*base, "--out", str(folder / "empty.tif"),
                      str(empty_stack(folder, px, middle))], env)
-                mb, seconds = peak_rss_mb(
+                mb, seconds = command_peak_rss_mb(
                     [*base, "--out", str(folder / f"{task}.tif"), *map(str, stacks.values())],
                     env)
                 rows[task].append((px, mb, empty_mb))

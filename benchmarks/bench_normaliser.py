@@ -6,15 +6,17 @@ Usage::
     python benchmarks/bench_normaliser.py --crops 4096   # all of Alaska's crops (slower)
 
 Alaska's mapped area gives :func:`mapper.train.normaliser_crops` 4096 crops of its 256 px
-(``crop_px``), each giving ``NORMALISER_PIXELS / 4096`` = 1024 random pixels. Here four
-SYNTHETIC stack tiles of Alaska's 4096 px (19 float32 bands, DEFLATE and predictor 3 in 256 px
-blocks, as the stage writes them; smooth fields so compression is realistic) are written to a
-temporary folder, and ``--crops`` crops at random places over them are read through
+(``training.crop_px``), each giving ``NORMALISER_PIXELS / 4096`` = 1024 random pixels. Here four
+SYNTHETIC stack tiles of Alaska's 4096 px (``tile_px``; 19 float32 bands, DEFLATE and predictor
+3 in 256 px blocks, as the stage writes them; smooth fields so compression is realistic) are
+written to a temporary folder, and ``--crops`` crops at random places over them are read through
 :class:`mapper.windows.StackReader` and sampled as :meth:`mapper.dataset.CropDataset.
 normaliser_pixels` does; then :meth:`mapper.normalise.Normaliser.fit` runs on the table with
-each Sentinel-2 scaling (``s2_scaling``). Printed: seconds per crop (first touch of each block:
-decompression), the time for 4096 crops at that rate, the table's size and, per scaling, the
-fit's time and peak memory (tracemalloc).
+Alaska's aspect encoding (``model.aspect``) and each Sentinel-2 scaling (``s2_scaling``;
+Alaska's, the one its model's start gives, is marked). The crop and tile sizes are read from
+``config/regions/alaska.yaml`` unless given. Printed: seconds per crop (first touch of each
+block: decompression), the time for 4096 crops at that rate, the table's size and, per scaling,
+the fit's time and peak memory (tracemalloc).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import project_region, region_model_config  # noqa: E402
+
 from mapper.bands import STACK_BANDS  # noqa: E402
 from mapper.grid import Lattice  # noqa: E402
-from mapper.normalise import S2_SCALINGS, Normaliser  # noqa: E402
+from mapper.normalise import S2_SCALINGS, Normaliser, s2_scaling_for  # noqa: E402
 from mapper.raster import write_geotiff  # noqa: E402
 from mapper.train import NORMALISER_MAX_CROPS, NORMALISER_PIXELS  # noqa: E402
 from mapper.windows import StackReader  # noqa: E402
@@ -61,12 +66,19 @@ def write_tiles(folder: Path, lattice: Lattice, tiles: list[str]) -> dict[str, P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--crops", type=int, default=256)
-    parser.add_argument("--crop-px", type=int, default=256)
-    parser.add_argument("--tile-px", type=int, default=4096)
+    parser.add_argument("--crop-px", type=int, help="default: Alaska's training.crop_px")
+    parser.add_argument("--tile-px", type=int, help="default: Alaska's tile_px")
     args = parser.parse_args()
     from rasterio.windows import Window
 
-    lattice = Lattice(-2_600_000.0, 2_600_000.0, 10.0, args.tile_px)
+    alaska = project_region("alaska")
+    cfg = region_model_config(alaska)
+    crop_px, tile_px = int(alaska.settings["training"]["crop_px"]), alaska.lattice.tile_px
+    args.crop_px, args.tile_px = args.crop_px or crop_px, args.tile_px or tile_px
+    print(f"{args.crop_px} px crops, {args.tile_px} px tiles (Alaska's: {crop_px} and {tile_px}); "
+          f"Alaska's aspect as {cfg.aspect}, Sentinel-2 scaling "
+          f"{s2_scaling_for(cfg.satlas_weights)}")
+    lattice = replace(alaska.lattice, tile_px=args.tile_px)
     tiles = ["R0100C0100", "R0100C0101", "R0101C0100", "R0101C0101"]
     k = max(1, NORMALISER_PIXELS // NORMALISER_MAX_CROPS)
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,12 +108,13 @@ def main() -> None:
         for scaling in S2_SCALINGS:  # the fixed SatlasPretrain one fits the covariates only
             tracemalloc.start()
             t0 = time.perf_counter()
-            norm = Normaliser.fit(full, seed=0, s2_scaling=scaling)
+            norm = Normaliser.fit(full, seed=0, s2_scaling=scaling, aspect=cfg.aspect)
             fit = time.perf_counter() - t0
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-            print(f"Normaliser.fit on it, s2_scaling {scaling}: {fit:.1f} s, peak "
-                  f"{peak / 1e6:.0f} MB, {norm.n_pixels} pixels used")
+            mark = " (Alaska's)" if scaling == s2_scaling_for(cfg.satlas_weights) else ""
+            print(f"Normaliser.fit on it, aspect as {cfg.aspect}, s2_scaling {scaling}{mark}: "
+                  f"{fit:.1f} s, peak {peak / 1e6:.0f} MB, {norm.n_pixels} pixels used")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ Setup: the demo region (``config/regions/demo.yaml``: 512 px tiles, its predicti
 and its inner tile R0187C0556 with its 8 neighbours. Stacks are ``results/demo/stack/<tile>.tif``
 and the model ``results/demo/models/nsp.pt`` when they exist; otherwise demo-like SYNTHETIC stacks
 (19 bands of smooth random fields in physical ranges, a Sentinel-2 cloud gap) are written to a
-temporary folder and a demo-size model with random weights is saved with a normaliser fitted on
-them (timing does not depend on the weights).
+temporary folder and the demo region's model (:func:`mapper.train.model_config`: its size, pixel
+query and aspect encoding) with random weights is saved with a normaliser fitted on them (timing
+does not depend on the weights; benchmarks/_common.py builds both).
 
 Figures printed:
 
@@ -59,6 +60,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import random_checkpoint, region_model_config, synthetic_stacks  # noqa: E402
 from cli_errors import run_main  # noqa: E402
 
 TILE = "R0187C0556"
@@ -68,60 +70,6 @@ SECTIONS = ["e2e", "authors", "km2", "state", "memory", "modes", "memory4096"]
 
 
 # -- setup ----------------------------------------------------------------------------------------
-
-
-def synthesize_stacks(folder: Path, lattice, tiles: list[str]) -> dict[str, Path]:  # noqa: ANN001
-    """Demo-like SYNTHETIC stacks for ``tiles`` (a block of the lattice), seamless across tiles."""
-    from scipy.ndimage import gaussian_filter
-
-    from mapper.bands import STACK_BANDS
-    from mapper.raster import write_geotiff
-
-    wins = [lattice.tile_window(t) for t in tiles]
-    r0, c0 = min(int(w.row_off) for w in wins), min(int(w.col_off) for w in wins)
-    r1 = max(int(w.row_off + w.height) for w in wins)
-    c1 = max(int(w.col_off + w.width) for w in wins)
-    rng = np.random.default_rng(20260101)
-    ranges = [(0.01, 0.3)] * 9 + [(100, 900), (0, 30), (0, 360), (-0.01, 0.01), (-5, 5), (2, 14),
-                                  (0, 10), (250, 600), (900, 1400), (-30, -18)]
-    data = np.empty((len(STACK_BANDS), r1 - r0, c1 - c0), dtype=np.float32)
-    for b, (lo, hi) in enumerate(ranges):
-        field = gaussian_filter(rng.standard_normal(data.shape[1:]), 24)
-        field = (field - field.min()) / (np.ptp(field) + 1e-12)
-        data[b] = lo + (hi - lo) * np.clip(field + rng.normal(0, 0.03, field.shape), 0, 1)
-    data[:9, 700:760, 900:1000] = np.nan  # a cloud gap in the middle tile
-    out = {}
-    for tile in tiles:
-        w = lattice.tile_window(tile)
-        r, c = int(w.row_off) - r0, int(w.col_off) - c0
-        path = folder / "stack" / f"{tile}.tif"
-        write_geotiff(path, data[:, r:r + lattice.tile_px, c:c + lattice.tile_px],
-                      lattice.tile_transform(tile), lattice.crs, nodata=np.nan,
-                      descriptions=STACK_BANDS,
-                      tags={"MAPPER_TILE": tile, "MAPPER_EMPTY": "false",
-                            "MAPPER_SYNTHETIC": "true"})
-        out[tile] = path
-    return out
-
-
-def random_model(folder: Path, stacks: dict[str, Path], lattice) -> Path:  # noqa: ANN001
-    """A demo-size NSP model with random weights and a normaliser fitted on the stacks."""
-    import torch
-
-    from mapper.bands import STACK_BANDS
-    from mapper.models.checkpoint import save_checkpoint
-    from mapper.models.config import ModelConfig
-    from mapper.models.miso import MiSo
-    from mapper.normalise import Normaliser
-    from mapper.windows import read_window
-
-    torch.manual_seed(0)
-    sample = read_window(stacks, lattice, lattice.tile_window(TILE))
-    norm = Normaliser.fit(sample[:, ::4, ::4])
-    model = MiSo(ModelConfig.named("demo"), n_out=1)
-    return save_checkpoint(folder / "nsp.pt", model, task="nsp", bands=STACK_BANDS,
-                           normalisation=norm.to_dict(), classes=["nsp"],
-                           extra={"note": "random weights (benchmark)"})
 
 
 def solo_config(folder: Path, lattice) -> Path:  # noqa: ANN001
@@ -149,7 +97,7 @@ def solo_config(folder: Path, lattice) -> Path:  # noqa: ANN001
 # -- 1 and 5: a tile job in a fresh process -------------------------------------------------------
 
 
-def peak_rss_mb() -> float:
+def own_peak_rss_mb() -> float:
     """High-water resident set of this process's memory image (VmHWM; reset at exec, unlike
     getrusage's ru_maxrss, which a child inherits from the process that forked it)."""
     try:
@@ -171,13 +119,13 @@ def child(args: argparse.Namespace) -> None:
     from mapper.predict import PredictOptions, predict_tile
 
     region = load_region(load_config(args.config), args.region)
-    before = peak_rss_mb()
+    before = own_peak_rss_mb()
     stats = predict_tile(region, args.task, args.tile, args.model, args.stacks, args.out,
                          options=PredictOptions(batch_size=args.batch_size, progress=False))
     print(json.dumps({
         "seconds": dict(stats.seconds), "crops": stats.crops, "queries": stats.queries,
         "cells": stats.cells, "valid_cells": stats.valid_cells,
-        "max_rss_mb": peak_rss_mb(),
+        "max_rss_mb": own_peak_rss_mb(),
         "rss_after_imports_mb": before,
     }))
 
@@ -313,7 +261,8 @@ def time_per_window(model, crop_px: int, n_out_px: int, batch: int, project: boo
     b = batch if project else 1
     coords = torch.from_numpy(np.stack([xx.ravel(), yy.ravel()], -1)[None].astype(np.float32))
     coords = coords.repeat(b, 1, 1)
-    s2, cov = torch.rand(b, 9, crop_px, crop_px), torch.rand(b, 10, crop_px, crop_px)
+    s2 = torch.rand(b, 9, crop_px, crop_px)
+    cov = torch.rand(b, model.cfg.n_cov_bands, crop_px, crop_px)
     model.set_decoder("fast" if project else "plain")
     chunk = max(1, points_per_call(model.cfg.emb_dim) // b) if project else side * side
     best = math.inf
@@ -329,19 +278,20 @@ def time_per_window(model, crop_px: int, n_out_px: int, batch: int, project: boo
     return best
 
 
-def cost_per_km2(args: argparse.Namespace) -> None:
+def cost_per_km2(region, args: argparse.Namespace) -> None:  # noqa: ANN001
+    """Figure 3 with the region's model (its size, pixel query and aspect), random weights."""
     import torch
 
-    from mapper.models.config import ModelConfig
     from mapper.models.miso import MiSo
 
     torch.manual_seed(0)
-    model = MiSo(ModelConfig.named("demo"), n_out=1).eval()
+    model = MiSo(region_model_config(region), n_out=1).eval()
     px_per_km2 = 1e6 / (10.0 * 10.0)
     ours = time_per_window(model, 256, 256 * 256, 4, True, args.repeats)
     theirs = time_per_window(model, 256, 250 * 250, 1, False, args.repeats)
     w_ours, w_theirs = px_per_km2 / 128**2, px_per_km2 / 50**2
-    print("  demo-size model on this CPU; time per window measured, windows per km^2 counted")
+    print(f"  region {region.name}'s model ({model.cfg.name}, {model.cfg.n_cov_bands} "
+          "covariates) on this CPU; time per window measured, windows per km^2 counted")
     print(f"  project default, 256 px crops at stride 128 (4 decodes/px): {ours:6.2f} s/window x "
           f"{w_ours:.2f} windows/km^2 = {ours * w_ours:6.2f} s/km^2")
     print(f"  authors' README, 250 px windows at stride 50 (25 decodes/px): {theirs:6.2f} s/window "
@@ -488,11 +438,12 @@ def main() -> None:
             stacks = found
             print(f"stacks: results/demo/stack ({len(stacks)} tiles)")
         else:
-            stacks = synthesize_stacks(folder, lattice, tiles)
+            stacks = synthetic_stacks(folder, lattice, tiles)
             print(f"stacks: demo-like SYNTHETIC, {len(stacks)} tiles of {lattice.tile_px} px")
         if args.synthetic or not model_path.exists():
-            model_path = random_model(folder, stacks, lattice)
-            print("model: demo size, random weights, normaliser fitted on the stacks")
+            model_path = random_checkpoint(folder / "nsp.pt", region, "nsp", stacks, TILE)
+            print("model: the demo region's (its size, pixel query and aspect), random weights, "
+                  "normaliser fitted on the stacks")
         else:
             print(f"model: {model_path.relative_to(ROOT)}")
         config = solo_config(folder, lattice)
@@ -509,7 +460,7 @@ def main() -> None:
             compare_with_authors(model_path, stacks, lattice, crops, args)
         if "km2" not in args.skip:
             print("\n3. cost per km^2: project default stride vs the authors' README setting")
-            cost_per_km2(args)
+            cost_per_km2(region, args)
         if "state" not in args.skip:
             print("\n4. projected model time for the state at 10 m, reference size swinv2_b")
             state_projection(args)

@@ -117,10 +117,15 @@ def synthesize(
 
 
 class _Timer:
-    """Wraps module functions to add up their wall time."""
+    """Wraps module functions to add up their wall time; the originals are put back on exit.
+
+    Wrap the name the caller looks up when it calls (``mapper.stack`` calls ``mosaic``,
+    ``local_terrain`` and ``hydro_terrain`` as its own globals), not the function's home module.
+    """
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}
+        self._saved: list[tuple[object, str, object]] = []
 
     def wrap(self, module: object, name: str, label: str) -> None:
         fn = getattr(module, name)
@@ -132,7 +137,16 @@ class _Timer:
             finally:
                 self.totals[label] = self.totals.get(label, 0.0) + time.perf_counter() - t0
 
+        self._saved.append((module, name, fn))
         setattr(module, name, timed)
+
+    def __enter__(self) -> _Timer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for module, name, fn in reversed(self._saved):
+            setattr(module, name, fn)
+        self._saved.clear()
 
 
 def main() -> int:
@@ -167,32 +181,32 @@ def main() -> int:
           f"blocks {settings.hydro_block_px} px + halo {settings.hydro_halo_px} px "
           f"(window {hw} x {hw} px)")
 
-    timer = _Timer()
-    timer.wrap(stack_mod, "_mosaic", "sentinel-2 warp")
-    timer.wrap(stack_mod, "local_terrain", "local terrain (DEM warp + derivatives)")
-    timer.wrap(stack_mod, "hydro_terrain", "hydrology (DEM warp + fill/route/accumulate)")
     out = Path(tmp.name) / "stack.tif"
     runs = [("cold", region)] + [
         (f"warm, distances {d}", replace(region, settings={
             **region.settings, "stack": {**region.settings["stack"], "distances": d}}))
         for d in ("grid", "ground")
     ]  # fmt: skip
-    for run, variant in runs:
-        timer.totals.clear()
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        stack_mod.build_stack(variant, tile, [sources["sentinel2"]], sources["dem"],
-                              sources["climate"], out)
-        dt = time.perf_counter() - t0
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{run}: {dt:.2f} s, {p * p / dt / 1e6:.3f} Mpx/s, peak traced "
-              f"{peak / 2**20:.0f} MiB, peak RSS so far {rss:.0f} MiB, "
-              f"output {out.stat().st_size / 2**20:.1f} MiB")
-        timer.totals["other (climate warp, writing)"] = dt - sum(timer.totals.values())
-        for label, secs in sorted(timer.totals.items(), key=lambda kv: -kv[1]):
-            print(f"    {label:48s} {secs:6.2f} s")
+    with _Timer() as timer:  # mosaic is mapper.stack_bands.mosaic, as mapper.stack calls it
+        timer.wrap(stack_mod, "mosaic", "sentinel-2 warp")
+        timer.wrap(stack_mod, "local_terrain", "local terrain (DEM warp + derivatives)")
+        timer.wrap(stack_mod, "hydro_terrain", "hydrology (DEM warp + fill/route/accumulate)")
+        for run, variant in runs:
+            timer.totals.clear()
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            stack_mod.build_stack(variant, tile, [sources["sentinel2"]], sources["dem"],
+                                  sources["climate"], out)
+            dt = time.perf_counter() - t0
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"{run}: {dt:.2f} s, {p * p / dt / 1e6:.3f} Mpx/s, peak traced "
+                  f"{peak / 2**20:.0f} MiB, peak RSS so far {rss:.0f} MiB, "
+                  f"output {out.stat().st_size / 2**20:.1f} MiB")
+            timer.totals["other (climate warp, writing)"] = dt - sum(timer.totals.values())
+            for label, secs in sorted(timer.totals.items(), key=lambda kv: -kv[1]):
+                print(f"    {label:48s} {secs:6.2f} s")
     tmp.cleanup()
     return 0
 

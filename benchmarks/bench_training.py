@@ -6,8 +6,9 @@ to its samples and folds tables):
 - the crops per epoch a fine-tuning run plans (labelled and random) and their labelled queries,
 - time to read and normalise one crop through the StackReader, cold (first touch of the stack
   blocks: decompression) and warm,
-- time per optimiser step (forward, loss, backward, AdamW) at the region's batch size, crop size
-  and query count, and the implied seconds per epoch,
+- time per optimiser step (forward, loss, backward, AdamW) of the region's model
+  (:func:`mapper.train.model_config`) at the region's batch size, crop size, query count and loss
+  terms (``training.geo_alignment``), and the implied seconds per epoch,
 - time per test point of the point prediction used by cross-validation,
 - wall time of importing torch and the model code (paid by every job).
 
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import fitted_normaliser
 from cli_errors import run_main
 
 
@@ -46,7 +48,6 @@ def main() -> None:
     from mapper.folds import samples_with_folds
     from mapper.losses import task_loss
     from mapper.models.miso import MiSo
-    from mapper.normalise import Normaliser
     from mapper.splits import train_test_indices
     from mapper.train import _points, model_config
     from mapper.windows import StackReader, stacks_by_tile
@@ -78,7 +79,7 @@ def main() -> None:
     pixels = [ds.read(p) for p in plans[:200]]
     warm = (time.perf_counter() - t0) / len(pixels)
     cfg = model_config(region)
-    norm = Normaliser.fit(np.stack(pixels[:64]), aspect=cfg.aspect)
+    norm = fitted_normaliser(np.stack(pixels[:64]), cfg)
     ds.normaliser = norm
     t0 = time.perf_counter()
     for px in pixels[:200]:
@@ -88,6 +89,7 @@ def main() -> None:
           f"ms; normalise {normalise * 1e3:.2f} ms")
 
     model = MiSo(cfg, 1)
+    geo_alignment = bool(region.settings["training"]["geo_alignment"])  # as mapper.train's loss
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     rng = np.random.default_rng(0)
     batch = ds.make_batch(plans[: settings.batch_size], rng)
@@ -95,14 +97,16 @@ def main() -> None:
     for _ in range(args.steps + 1):
         t0 = time.perf_counter()
         out = model(batch.s2, batch.cov, batch.coords, batch.xy)
-        loss, _ = task_loss("nsp", out, batch.target, batch.mask, batch.valid)
+        loss, _ = task_loss("nsp", out, batch.target, batch.mask, batch.valid,
+                            geo_alignment=geo_alignment)
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
     step = statistics.median(times[1:])
     n_steps = int(np.ceil(len(plans) / settings.batch_size))
-    print(f"optimiser step ({settings.batch_size} crops x {batch.coords.shape[1]} queries): "
+    print(f"optimiser step ({settings.batch_size} crops x {batch.coords.shape[1]} queries, "
+          f"geo alignment {str(geo_alignment).lower()}): "
           f"{step:.3f} s -> {step * n_steps:.1f} s per epoch (+ reading)")
 
     xy = table[["x", "y"]].to_numpy()[test][:128]

@@ -73,18 +73,18 @@ def reference_checkpoint(folder: Path, stacks: dict, lattice, tile: str) -> Path
     """A swinv2_b soil-order checkpoint with random weights, normaliser fitted on the stacks,
     taking the aspect as alaska.yaml's ``model.aspect`` gives it."""
     import torch
+    from _common import fitted_normaliser
 
     from mapper.bands import SOIL_ORDERS, input_bands
     from mapper.models.checkpoint import save_checkpoint
     from mapper.models.miso import MiSo
-    from mapper.normalise import Normaliser
     from mapper.windows import read_window
 
     cfg = reference_model_config()
     aspect = cfg.aspect
     torch.manual_seed(0)
     sample = read_window(stacks, lattice, lattice.tile_window(tile))
-    norm = Normaliser.fit(sample[:, ::4, ::4], aspect=aspect)
+    norm = fitted_normaliser(sample[:, ::4, ::4], cfg)
     model = MiSo(cfg, n_out=len(SOIL_ORDERS)).eval()
     # Random weights give logits of std ~0.1: probabilities near 1/7 everywhere, which would
     # hide any error. Scale the last layer so that the logits spread like a trained model's.
@@ -135,14 +135,15 @@ def run_modes(folder: Path, args: argparse.Namespace) -> None:
     from mapper.windows import StackReader
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_predict import TILE, synthesize_stacks
+    from _common import synthetic_stacks
+    from bench_predict import TILE
 
     lattice = Lattice(-2600000.0, 2600000.0, 10.0, REF_TILE_PX)
     settings = reference_prediction()
     crops = CropLattice.from_settings(settings, lattice.res)
     tile = TILE  # the demo's inner tile: the demo lattice has 512 px tiles too
     tiles = [tile, *lattice.neighbours(tile)]
-    stacks = synthesize_stacks(folder, lattice, tiles)
+    stacks = synthetic_stacks(folder, lattice, tiles)
     model_path = reference_checkpoint(folder, stacks, lattice, tile)
     model, meta = load_checkpoint(model_path)
     norm = Normaliser.from_dict(meta.normalisation)
@@ -238,7 +239,8 @@ def memory_at_4096(folder: Path, args: argparse.Namespace, precision: str, eps: 
     from mapper.grid import Lattice
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_predict import run_child, synthesize_stacks
+    from _common import synthetic_stacks
+    from bench_predict import run_child
 
     lattice = Lattice(-2600000.0, 2600000.0, 10.0, MEMORY_TILE_PX)
     tile = lattice.tile_of_xy(-148_000.0, 1_640_000.0)
@@ -261,7 +263,7 @@ def memory_at_4096(folder: Path, args: argparse.Namespace, precision: str, eps: 
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     config["regions"] = {"ref4096": str(folder / "ref4096.yaml")}
     (folder / "ref4096.config.yaml").write_text(yaml.safe_dump(config))
-    stacks = synthesize_stacks(folder / "t4096", lattice, [tile])
+    stacks = synthetic_stacks(folder / "t4096", lattice, [tile])
     model = reference_checkpoint(folder, stacks, lattice, tile)
     r = run_child(folder / "ref4096.config.yaml", "ref4096", model, list(stacks.values()),
                   folder / "ref4096.tif", args, task="soilorder", tile=tile)

@@ -27,7 +27,8 @@ from ``results/<region>/``), the context tiles along each side are predicted as 
 no boundary, and the map minus the truth is printed per side in the ``band`` lines on either side
 of the edge and the ``inner`` lines beyond those: a bias made by the edge shows as a step there,
 a model that errs in a landscape straddling the edge as the same error on both sides. The map's
-out cells must be the lattice's pixels (``prediction.out_res`` 10 m).
+out cells must be the lattice's pixels (``prediction.out_res`` 10 m). A region without a truth
+is one error line.
 
 Exits non-zero when a side's difference exceeds ``--tolerance`` points (default 2).
 """
@@ -120,6 +121,11 @@ def main() -> None:
     if not map_path.is_file():
         sys.exit(f"error: {args.project / map_path}: no such map; make it first "
                  f"(snakemake --cores 2 {map_path}, or make demo for the demo region)")
+    truth = Path(f"resources/{args.region}/truth/nsp.tif")
+    if args.across and not truth.is_file():
+        sys.exit(f"error: {args.project / truth}: no such truth raster; --across needs a "
+                 "synthetic region's truth (only a synthetic region has one: make demo for the "
+                 "demo's)")
     with rasterio.open(map_path) as ds:
         values, t, res = ds.read(1), ds.transform, ds.res[0]
     worst = 0.0
@@ -142,7 +148,6 @@ def main() -> None:
     print(f"by distance from the mapped area's edge: within {args.band} px {v[edge].mean():.1f} % "
           f"({int(edge.sum())} px), {args.band}-{args.band + args.inner} px in "
           f"{v[inner].mean():.1f} % ({int(inner.sum())} px)")
-    truth = Path(f"resources/{args.region}/truth/nsp.tif")
     if truth.exists():
         tv = truth_at(truth, x, y, res)
         d = v - tv

@@ -1,13 +1,15 @@
 """Grain of a map on a pixel lattice: the jump ratio across lines at multiples of 32 and 16 px.
 
-    python scripts/jump_ratio.py maps/nsp_demo.tif [--band 1] [--config config/config.yaml]
+    python scripts/jump_ratio.py maps/nsp_demo.tif [--band 1] [--config CONFIG]
                                  [--raster-origin] [--periods 16 32 24]
 
 For neighbouring pixels (left-right and up-down pairs, both valid), the absolute difference of
 their values. A pair straddles the line at global pixel edge ``g`` (the left/top pixel is
 ``g - 1``, the right/bottom one ``g``), counted from the lattice origin of the config's ``grid``
-(default) or from the raster's own upper-left corner (``--raster-origin``; the demo maps start on
-the tile lattice, so both agree there). Printed, for columns and rows pooled and separately:
+(default; ``--config``, default this project's ``config/config.yaml``, read by
+:func:`mapper.config.load_config` from the project's folder, whatever the current one) or from
+the raster's own upper-left corner (``--raster-origin``; the demo maps start on the tile lattice,
+so both agree there). Printed, for columns and rows pooled and separately:
 
 - the jump ratio at multiples of 32 px: mean |difference| across lines with ``g % 32 == 0``
   over the mean across lines that are not multiples of 16 px;
@@ -23,11 +25,14 @@ NaN or the file's nodata). One line per figure; nothing is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 import numpy as np
 import rasterio
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def read_band(path: Path, band: int) -> tuple[np.ndarray, rasterio.Affine]:
@@ -57,6 +62,22 @@ def lattice_offset(transform: rasterio.Affine, origin: tuple[float, float] | Non
         raise SystemExit(f"raster corner ({transform.c}, {transform.f}) is not on the lattice "
                          f"from origin {origin}; use --raster-origin")
     return int(round(row)), int(round(col))
+
+
+def lattice_grid(config: Path) -> tuple[tuple[float, float], float]:
+    """The lattice origin (x, y) and resolution of ``config``'s ``grid`` (validated, defaults
+    filled). The config names its region files relative to its project's folder, so it is read
+    from there (this script's project); a bad or missing config is one error line."""
+    from mapper.config import load_config
+    from mapper.errors import MapperError
+
+    path = config.resolve()  # as given, from the current folder
+    try:
+        with contextlib.chdir(ROOT):
+            grid = load_config(path)["grid"]
+    except MapperError as err:
+        raise SystemExit(f"error: {err}") from None
+    return (float(grid["origin"][0]), float(grid["origin"][1])), float(grid["res"])
 
 
 def pair_differences(data: np.ndarray, offset: tuple[int, int]) -> dict[str, tuple[np.ndarray,
@@ -96,8 +117,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("map", type=Path)
     ap.add_argument("--band", type=int, default=1)
-    ap.add_argument("--config", default="config/config.yaml",
-                    help="config whose grid origin counts the lines (default config/config.yaml)")
+    ap.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml",
+                    help="config whose grid origin counts the lines (default: this project's "
+                         "config/config.yaml)")
     ap.add_argument("--raster-origin", action="store_true",
                     help="count lines from the raster's upper-left corner instead")
     ap.add_argument("--periods", type=int, nargs="*", default=[16, 32],
@@ -106,13 +128,10 @@ def main() -> int:
     if not args.map.is_file():
         print(f"error: {args.map}: no such map; make it first (e.g. make demo)", file=sys.stderr)
         return 2
-    data, transform = read_band(args.map, args.band)
     origin = res = None
     if not args.raster_origin:
-        import yaml
-
-        grid = yaml.safe_load(Path(args.config).read_text())["grid"]
-        origin, res = (float(grid["origin"][0]), float(grid["origin"][1])), float(grid["res"])
+        origin, res = lattice_grid(args.config)
+    data, transform = read_band(args.map, args.band)
     offset = lattice_offset(transform, origin, res)
     pairs = pair_differences(data, offset)
     d = np.concatenate([pairs["columns"][0], pairs["rows"][0]])

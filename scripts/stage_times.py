@@ -10,6 +10,7 @@ jobid: N (Rule: <name>)``) with one-second resolution.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from datetime import datetime
@@ -52,9 +53,11 @@ def stage_times(lines: list[str]) -> tuple[dict[str, dict], float]:
 
 
 def main() -> None:
-    if len(sys.argv) > 1:
-        log = Path(sys.argv[1])
-    else:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("log", type=Path, nargs="?",
+                    help="a Snakemake log (default: the newest .snakemake/log/*.snakemake.log)")
+    log = ap.parse_args().log
+    if log is None:
         logs = sorted(Path(".snakemake/log").glob("*.snakemake.log"))
         if not logs:
             sys.exit("error: no Snakemake log under .snakemake/log; give the log's path")

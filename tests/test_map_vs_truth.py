@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,13 @@ import pytest
 import rasterio
 from affine import Affine
 
+from mapper.products.cog import PERCENT_NODATA
+from mapper.products.mosaic import to_percent
+
 ROOT = Path(__file__).resolve().parents[1]
-SCALE = 0.004  # the NSP product's uint8 scale: 250 = probability 1, 255 nodata
+SCALE = 0.01
+"""The NSP product's band scale: UInt8 percent 0..100 (:func:`mapper.products.mosaic.to_percent`),
+probability = value x 0.01, 255 nodata (mapper states the scale in place, no constant)."""
 
 
 def _write(path: Path, data: np.ndarray, nodata: float, scale: float = 1.0) -> None:
@@ -39,9 +45,10 @@ def _world(root: Path, offset: float) -> np.ndarray:
     rng = np.random.default_rng(0)
     truth = np.tile(np.linspace(0.05, 0.85, 80), (60, 1)).astype(np.float32)
     _write(root / "resources/demo/truth/nsp.tif", truth, float("nan"))
-    mapped = np.round((truth + offset) / SCALE).astype(np.uint8)
-    mapped[:5, :5] = 255  # nodata corner
-    _write(root / "maps/nsp_demo.tif", mapped, 255, SCALE)
+    mapped = to_percent(truth + offset)  # as the mosaic stores it
+    assert mapped.max() <= 100
+    mapped[:5, :5] = PERCENT_NODATA  # nodata corner
+    _write(root / "maps/nsp_demo.tif", mapped, PERCENT_NODATA, SCALE)
     classes = rng.integers(0, 7, truth.shape).astype(np.uint8)
     _write(root / "resources/demo/truth/soilorder.tif", classes, 255)
     _write(root / "maps/soilorder_demo.tif", classes, 255)
@@ -71,12 +78,14 @@ def test_map_vs_truth_prints_ece_and_writes_figure(tmp_path: Path, offset: float
     # the lines quoted in the README keep their place and form; ECE comes last
     assert lines[0].startswith("NSP map vs truth (4,775 of 4,800 pixels valid): AUC ")
     assert lines[1].startswith("soil order map vs truth (4,800 pixels): accuracy 1.000")
-    assert lines[-1] == (
-        f"NSP map calibration vs truth probability: ECE {offset:.3f} (10 equal-width bins)"
-    )
+    # the map's offset, to within the stored percent's rounding (half a percent)
+    ece = re.fullmatch(r"NSP map calibration vs truth probability: ECE (\d\.\d{3}) "
+                       r"\(10 equal-width bins\)", lines[-1])
+    assert ece and float(ece[1]) == pytest.approx(offset, abs=SCALE / 2), lines[-1]
     figures = json.loads((tmp_path / "fig.json").read_text())  # strict: empty bins are null
     assert figures["nsp"]["ece"] == pytest.approx(offset, abs=SCALE / 2 + 1e-6)
-    assert None in figures["nsp"]["reliability"]["mean_pred"]  # no map value in [0.9, 1]
+    # an empty bin: no map value in [0.9, 1] at offset 0, none in [0, 0.1) at offset 0.1
+    assert None in figures["nsp"]["reliability"]["mean_pred"]
     assert (tmp_path / "rel.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -105,10 +114,10 @@ def test_a_coarser_map_is_compared_with_the_truth_aggregated_to_its_cells(tmp_pa
     coarse[-2, -2] = np.mean([truth[-4, -3], truth[-3, -4], truth[-3, -3]])
     _write(tmp_path / "resources/demo/truth/nsp.tif", truth, float("nan"))
     profile = {"driver": "GTiff", "height": 30, "width": 40, "count": 1, "dtype": "uint8",
-               "crs": "EPSG:3338", "nodata": 255,
+               "crs": "EPSG:3338", "nodata": PERCENT_NODATA,
                "transform": Affine(20.0, 0.0, 100_000.0, 0.0, -20.0, 1_500_000.0)}
     with rasterio.open(tmp_path / "maps/nsp_demo.tif", "w", **profile) as ds:
-        ds.write(np.round((coarse + 0.1) / SCALE).astype(np.uint8), 1)
+        ds.write(to_percent(coarse + 0.1), 1)
         ds.scales = (SCALE,)
     classes = np.repeat(np.repeat(np.arange(1200).reshape(30, 40) % 7, 2, 0), 2, 1)
     # one truth cell of 4 differs, the one a nearest-neighbour read of 2 x 2 cells would take

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import yaml
 
@@ -79,6 +80,49 @@ def test_outside_a_project_the_error_names_the_config_and_the_option(tmp_path: P
         "(--project: the project's folder)"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_edge_bias_across_without_a_truth_is_one_line_naming_it(project: Path) -> None:
+    """--across compares with the truth: a region without one (a real region) is refused, not
+    skipped with the figures it asked for missing."""
+    (project / "maps").mkdir()
+    (project / "maps/nsp_demo.tif").write_bytes(b"")  # present: the truth is what is missing
+    run = run_script("edge_bias.py", "--across", cwd=project)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "error: resources/demo/truth/nsp.tif: no such truth raster; --across needs a synthetic "
+        "region's truth (only a synthetic region has one: make demo for the demo's)"
+    ]
+    assert run.stdout == ""
+
+
+def test_jump_ratio_reads_its_config_from_any_folder_and_a_bad_one_is_one_line(
+    tmp_path: Path,
+) -> None:
+    """The default is the project's config wherever the script runs; a missing or unreadable
+    --config is one error line naming it, before any figure."""
+    import rasterio
+    from affine import Affine
+
+    from mapper.config import load_config
+
+    grid = load_config(ROOT / "config/config.yaml")["grid"]
+    (x0, y0), res = grid["origin"], grid["res"]
+    profile = {"driver": "GTiff", "height": 40, "width": 40, "count": 1, "dtype": "uint8",
+               "nodata": 255, "crs": "EPSG:3338",
+               "transform": Affine(res, 0, x0 + 3 * res, 0, -res, y0 - 5 * res)}
+    with rasterio.open(tmp_path / "map.tif", "w", **profile) as ds:
+        ds.write(np.random.default_rng(0).integers(0, 101, (40, 40), dtype=np.uint8), 1)
+    run = run_script("jump_ratio.py", "map.tif", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "lines counted from the lattice (first pixel at row 5, col 3)" in run.stdout
+    (tmp_path / "bad.yaml").write_text("grid: [unclosed\n")
+    for config, problem in [("missing.yaml", "config file not found; check the path"),
+                            ("bad.yaml", "not valid YAML (ParserError); fix the syntax")]:
+        run = run_script("jump_ratio.py", "map.tif", "--config", config, cwd=tmp_path)
+        assert run.returncode == 1
+        assert run.stderr.strip().splitlines() == [f"error: {tmp_path / config}: {problem}"]
+        assert run.stdout == ""
 
 
 @pytest.mark.parametrize("bench", ["benchmarks/bench_stack.py", "benchmarks/bench_context.py"])

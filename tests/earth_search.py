@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import shapely
@@ -343,14 +344,16 @@ class EarthSearch:
                     }
                 )
             else:
-                kept = "&".join(f"{k}={v[0]}" for k, v in query.items() if k != "next")
+                # stac-server encodes its next link's query (a datetime's "+00:00" stays "+")
+                kept = {k: v[0] for k, v in query.items() if k != "next"}
+                kept |= {} if stuck else {"next": token}
                 links.append(
                     {
                         "rel": "next",
                         "title": "Next page of Items",
                         "method": "GET",
                         "type": "application/geo+json",
-                        "href": f"{search}?{kept}" + ("" if stuck else f"&next={token}"),
+                        "href": f"{search}?{urlencode(kept)}",
                     }
                 )
         doc = {

@@ -729,6 +729,33 @@ def test_nanmedian_rows_equals_numpy():
         np.testing.assert_allclose(nanmedian_rows(a, rows=16), expected, rtol=1e-6)
 
 
+def test_the_earth_search_replica_pages_a_get_search_through_encoded_next_links() -> None:
+    """The replica's GET ``next`` links carry the query encoded, as stac-server's do: a datetime
+    with "+00:00" (a "+" that a bare query string would read as a space) pages through."""
+    import requests
+    from earth_search import EarthSearch, Scene
+
+    flat = {key: (lambda x, y: np.full(x.shape, 1500)) for key in COMMON}
+    with LoopbackServer() as server:
+        api = EarthSearch(server)
+        for day in range(1, 8):
+            scene = Scene(f"S2B_6WVC_202107{day:02d}_0_L2A", datetime(2021, 7, day, 21, tzinfo=UTC),
+                          float(day), "03.01", 32606, 400000.0, 7300000.0, 1200.0)
+            api.add_scene(scene, flat, lambda x, y: np.full(x.shape, 4))
+        url = server.url("/v1/search")
+        params = {"collections": "sentinel-2-l2a", "limit": 3,
+                  "datetime": "2021-06-01T00:00:00+00:00/2021-08-31T23:59:59+00:00"}
+        ids, pages = [], 0
+        while url and pages < 10:
+            page = requests.get(url, params=params, timeout=10)
+            assert page.status_code == 200, page.text
+            doc = page.json()
+            ids += [f["id"] for f in doc["features"]]
+            url = next((link["href"] for link in doc["links"] if link["rel"] == "next"), None)
+            params, pages = None, pages + 1
+    assert pages == 3 and sorted(ids) == [f"S2B_6WVC_202107{d:02d}_0_L2A" for d in range(1, 8)]
+
+
 def test_search_follows_earth_search_paging_and_reports_its_errors(monkeypatch, tmp_path):
     """Against the Earth Search v1 replica: POST paging with a ``next`` token in the repeated
     body, every page's items kept; a 400 answer is one SourceError naming the API and the fix."""

@@ -8,7 +8,7 @@ import sys
 
 from snakemake.utils import min_version
 
-from mapper.config import RUN_CONFIG_ENV, check_places, load_config, load_region, resolve_config
+from mapper.config import RUN_CONFIG_ENV, check_places, job_config, load_region, resolve_config
 from mapper.sources.exclusions import check_exclusions
 from mapper.errors import MapperError
 
@@ -26,13 +26,11 @@ configfile: "config/config.yaml"
 # they are by the time it starts. Each region (REGIONS, what the rules read) has its boundary read
 # and placed on the lattice too. A SystemExit's text is printed as it is: one line, no traceback.
 try:
-    if (workflow.remote_exec or workflow.subprocess_exec) and os.environ.get(RUN_CONFIG_ENV):
-        RUN_CONFIG = load_config(os.environ[RUN_CONFIG_ENV])
+    CONFIG_SOURCE = " + ".join(dict.fromkeys(map(os.path.abspath, workflow.configfiles)))
+    if workflow.remote_exec or workflow.subprocess_exec:
+        RUN_CONFIG = job_config(os.environ.get(RUN_CONFIG_ENV), config, CONFIG_SOURCE)
     else:
-        RUN_CONFIG = resolve_config(
-            config,
-            " + ".join(dict.fromkeys(map(os.path.abspath, workflow.configfiles))),
-        )
+        RUN_CONFIG = resolve_config(config, CONFIG_SOURCE)
     REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
     for _region in REGIONS.values():
         check_places(_region)

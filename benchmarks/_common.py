@@ -101,10 +101,14 @@ def fitted_normaliser(pixels: np.ndarray, cfg: ModelConfig) -> Normaliser:
 
 
 def random_checkpoint(path: Path, region: Region, task: str, stacks: dict[str, Path],
-                      tile: str, size: str | None = None) -> Path:
+                      tile: str, size: str | None = None,
+                      logit_std: float | None = None, lattice: Lattice | None = None) -> Path:
     """A checkpoint of the region's model (:func:`region_model_config`, ``size`` overriding its
     size) for ``task``, with random weights (seed 0) and its normaliser fitted on every 4th
-    pixel of ``tile`` read from ``stacks`` (tile id -> stack path)."""
+    pixel of ``tile`` read from ``stacks`` (tile id -> stack path, on ``lattice``: by default the
+    region's). ``logit_std``: the last
+    layer scaled so that the logits spread so (random weights give a std of ~0.1: probabilities
+    near uniform everywhere, which would hide a precision's error)."""
     import torch
 
     from mapper.bands import input_bands
@@ -114,11 +118,21 @@ def random_checkpoint(path: Path, region: Region, task: str, stacks: dict[str, P
     from mapper.windows import read_window
 
     cfg = region_model_config(region, size)
-    sample = read_window(stacks, region.lattice, region.lattice.tile_window(tile))
+    lattice = lattice or region.lattice
+    sample = read_window(stacks, lattice, lattice.tile_window(tile))
     norm = fitted_normaliser(sample[:, ::4, ::4], cfg)
     spec = get_task(task)
     torch.manual_seed(0)
-    model = MiSo(cfg, n_out=spec.n_outputs)
+    model = MiSo(cfg, n_out=spec.n_outputs).eval()
+    if logit_std is not None:
+        s2, cov = norm(sample[None, :, :256, :256])
+        with torch.inference_mode():
+            feats = model.encode(torch.from_numpy(s2), torch.from_numpy(cov))
+            coords = torch.rand(1, 256, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+            spread = float(model.predict(feats, coords).std())
+            last = model.head[-1]
+            last.weight *= logit_std / spread
+            last.bias *= logit_std / spread
     return save_checkpoint(path, model, task=task, bands=input_bands(cfg.aspect),
                            normalisation=norm.to_dict(), classes=spec.output_names,
                            extra={"note": "random weights (benchmark)"})

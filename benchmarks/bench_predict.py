@@ -60,7 +60,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import random_checkpoint, region_model_config, synthetic_stacks  # noqa: E402
+from _common import (  # noqa: E402
+    project_region,
+    random_checkpoint,
+    region_model_config,
+    synthetic_stacks,
+)
 from cli_errors import run_main  # noqa: E402
 
 TILE = "R0187C0556"
@@ -424,9 +429,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from mapper.blending import CropLattice
-    from mapper.config import load_config, load_region
 
-    region = load_region(load_config(ROOT / "config/config.yaml"), "demo")
+    region = project_region("demo")
     lattice = region.lattice
     crops = CropLattice.from_settings(region.settings["prediction"], lattice.res)
     tiles = [TILE, *lattice.neighbours(TILE)]
@@ -482,7 +486,7 @@ def main() -> None:
         if "memory4096" not in args.skip:
             print("\n7. peak memory of a predict job at a 4096 px tile, reference model, 7 "
                   "classes")
-            statewide = load_region(load_config(ROOT / "config/config.yaml"), "alaska")
+            statewide = project_region("alaska")
             mode = statewide.settings["prediction"]
             reference_modes.memory_at_4096(folder, args, mode["precision"], mode["min_weight"])
 

@@ -53,53 +53,27 @@ MEMORY_PATCH_PX = 128
 def reference_prediction() -> dict:
     """The statewide prediction settings (alaska.yaml, validated), precision and min_weight
     left out."""
-    from mapper.config import load_config, load_region
+    from _common import project_region
 
-    region = load_region(load_config(ROOT / "config/config.yaml"), "alaska")
-    settings = region.settings["prediction"]
+    settings = project_region("alaska").settings["prediction"]
     return {k: v for k, v in settings.items() if k not in ("precision", "min_weight")}
 
 
 def reference_model_config():  # noqa: ANN201
     """The statewide model as alaska.yaml defines it (:func:`mapper.train.model_config`: its size,
     pixel query and aspect encoding), for a model of random weights."""
-    from mapper.config import load_config, load_region
-    from mapper.train import model_config
+    from _common import project_region, region_model_config
 
-    return model_config(load_region(load_config(ROOT / "config/config.yaml"), "alaska"))
+    return region_model_config(project_region("alaska"))
 
 
 def reference_checkpoint(folder: Path, stacks: dict, lattice, tile: str) -> Path:  # noqa: ANN001
-    """A swinv2_b soil-order checkpoint with random weights, normaliser fitted on the stacks,
-    taking the aspect as alaska.yaml's ``model.aspect`` gives it."""
-    import torch
-    from _common import fitted_normaliser
+    """A swinv2_b soil-order checkpoint of alaska.yaml's model with random weights, its logits
+    spread like a trained model's (:data:`LOGIT_STD`), normaliser fitted on the stacks."""
+    from _common import project_region, random_checkpoint
 
-    from mapper.bands import SOIL_ORDERS, input_bands
-    from mapper.models.checkpoint import save_checkpoint
-    from mapper.models.miso import MiSo
-    from mapper.windows import read_window
-
-    cfg = reference_model_config()
-    aspect = cfg.aspect
-    torch.manual_seed(0)
-    sample = read_window(stacks, lattice, lattice.tile_window(tile))
-    norm = fitted_normaliser(sample[:, ::4, ::4], cfg)
-    model = MiSo(cfg, n_out=len(SOIL_ORDERS)).eval()
-    # Random weights give logits of std ~0.1: probabilities near 1/7 everywhere, which would
-    # hide any error. Scale the last layer so that the logits spread like a trained model's.
-    s2, cov = norm(sample[None, :, :256, :256])
-    with torch.inference_mode():
-        feats = model.encode(torch.from_numpy(s2), torch.from_numpy(cov))
-        coords = torch.rand(1, 256, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
-        spread = float(model.predict(feats, coords).std())
-        last = model.head[-1]
-        last.weight *= LOGIT_STD / spread
-        last.bias *= LOGIT_STD / spread
-    return save_checkpoint(folder / "soilorder_swinv2_b.pt", model, task="soilorder",
-                           bands=input_bands(aspect), normalisation=norm.to_dict(),
-                           classes=SOIL_ORDERS,
-                           extra={"note": "random weights (benchmark)"})
+    return random_checkpoint(folder / "soilorder_swinv2_b.pt", project_region("alaska"),
+                             "soilorder", stacks, tile, logit_std=LOGIT_STD, lattice=lattice)
 
 
 def gemm_rates(repeats: int = 3) -> dict[str, dict[str, float]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -38,10 +39,10 @@ from mapper.region_checks import check_region_settings
 from mapper.sources.settings_checks import check_source_settings
 
 DEFAULT_CONFIG = "config/config.yaml"
+"""The config file a command reads when given none (the Snakefile's ``configfile``)."""
 RUN_CONFIG_ENV = "MAPPER_RUN_CONFIG"
 """Environment variable naming a run's resolved config file (:func:`write_run_config`) to the
 jobs of the run that parse the Snakefile again (cluster jobs, ``run:`` jobs)."""
-"""The config file a command reads when given none (the Snakefile's ``configfile``)."""
 RUN_CONFIG_HEADER = (
     "# The configuration a Snakemake run built its DAG from, written for its jobs: config files\n"
     "# and --config merged, every region by value, validated. Named by its content; not edited.\n"
@@ -105,6 +106,12 @@ def _schema(name: str) -> dict:
     return yaml.safe_load((files("mapper") / "schemas" / name).read_text())
 
 
+DESCRIBED_CHECKS = ("pattern", "minItems", "minimum", "exclusiveMinimum", "maximum",
+                   "exclusiveMaximum")
+"""Schema checks whose message gives the key's ``description`` too: a bound or a regex alone
+says what failed, not what the key is for."""
+
+
 def validate(data: dict, schema_name: str, source: str | Path) -> dict:
     """Validate ``data`` in place against ``schema_name``, filling defaults; return it.
 
@@ -120,8 +127,8 @@ def validate(data: dict, schema_name: str, source: str | Path) -> dict:
             message = f"{message}; remove it or check its spelling"
         elif err.validator == "anyOf" and "description" in err.schema:
             message = f"{err.instance!r} is not {err.schema['description']}"
-        elif err.validator == "pattern" and "description" in err.schema:
-            message = f"{message} ({err.schema['description']})"  # the regex alone is cryptic
+        elif err.validator in DESCRIBED_CHECKS and "description" in err.schema:
+            message = f"{message} ({err.schema['description']})"  # what the key is for
         raise ConfigError(f"{source}: key '{key}': {message}")
     return data
 
@@ -161,6 +168,26 @@ def load_config(path: str | Path | Sequence[str | Path] | None = None) -> dict:
             f"--config {paths[-1]}"
         )
     return resolve_config(data, " + ".join(map(str, paths)))
+
+
+def job_config(named: str | None, config: dict, source: str) -> dict:
+    """The configuration of a job that parses the Snakefile again (a cluster job, a ``run:``
+    job): the run's file that ``named`` (:data:`RUN_CONFIG_ENV`) names, never the region files
+    as they are by the time the job starts. Without the variable (an executor that does not pass
+    the environment on, a job command run by hand) ``config`` is resolved as a run does, with a
+    warning; a named file that is gone is one ConfigError with the fix."""
+    if not named:
+        print(f"warning: no {RUN_CONFIG_ENV} in this job's environment: its settings are read "
+              "from the config and region files as they are now, not as the run's DAG was "
+              "built from them", file=sys.stderr)
+        return resolve_config(config, source)
+    if not Path(named).is_file():
+        raise ConfigError(
+            f"{named}: the run's settings file ({RUN_CONFIG_ENV}) is gone (.snakemake/mapper "
+            "emptied during the run?); start the run again"
+        )
+    print(f"settings of the run: {named}", file=sys.stderr)
+    return load_config(named)
 
 
 def _config_paths(path: str | Path | Sequence[str | Path] | None) -> list[str | Path]:

@@ -25,7 +25,6 @@ NaN or the file's nodata). One line per figure; nothing is written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -65,16 +64,15 @@ def lattice_offset(transform: rasterio.Affine, origin: tuple[float, float] | Non
 
 
 def lattice_grid(config: Path) -> tuple[tuple[float, float], float]:
-    """The lattice origin (x, y) and resolution of ``config``'s ``grid`` (validated, defaults
-    filled). The config names its region files relative to its project's folder, so it is read
-    from there (this script's project); a bad or missing config is one error line."""
-    from mapper.config import load_config
+    """The lattice origin (x, y) and resolution of ``config``'s ``grid`` (the top-level config
+    validated, defaults filled; its region files are not read, so a config of any project
+    does); a bad or missing config is one error line."""
+    from mapper.config import read_yaml, validate
     from mapper.errors import MapperError
 
-    path = config.resolve()  # as given, from the current folder
     try:
-        with contextlib.chdir(ROOT):
-            grid = load_config(path)["grid"]
+        path = config.resolve()  # as given, from the current folder
+        grid = validate(read_yaml(path), "config.schema.yaml", path)["grid"]
     except MapperError as err:
         raise SystemExit(f"error: {err}") from None
     return (float(grid["origin"][0]), float(grid["origin"][1])), float(grid["res"])

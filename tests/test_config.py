@@ -736,8 +736,11 @@ def test_lists_the_workflow_cannot_run_empty_are_refused(
 @pytest.mark.parametrize(
     ("change", "key", "words"),
     [
-        ({"months": []}, "months", "[] should be non-empty"),
-        ({"max_cloud": 0}, "max_cloud", "0.0 is less than or equal to the minimum of 0"),
+        ({"months": []}, "months", "[] should be non-empty (stac: the months searched in every "
+         "year of datetime (at least one))"),
+        ({"max_cloud": 0}, "max_cloud", "0.0 is less than or equal to the minimum of 0 (stac: "
+         "scenes with eo:cloud_cover below this percentage (above 0: a limit of 0 keeps no "
+         "scene))"),
         ({"api": "earth-search.aws.element84.com/v1"}, "api",
          "'earth-search.aws.element84.com/v1' does not match '^https?://' (stac: STAC API root "
          "URL (http:// or https://))"),

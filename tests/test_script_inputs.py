@@ -116,6 +116,11 @@ def test_jump_ratio_reads_its_config_from_any_folder_and_a_bad_one_is_one_line(
     run = run_script("jump_ratio.py", "map.tif", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "lines counted from the lattice (first pixel at row 5, col 3)" in run.stdout
+    other = tmp_path / "other" / "config.yaml"  # another project's: its regions are not read
+    other.parent.mkdir()
+    other.write_text("regions: {demo: regions/demo.yaml}\n")
+    run = run_script("jump_ratio.py", "map.tif", "--config", other, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
     (tmp_path / "bad.yaml").write_text("grid: [unclosed\n")
     for config, problem in [("missing.yaml", "config file not found; check the path"),
                             ("bad.yaml", "not valid YAML (ParserError); fix the syntax")]:

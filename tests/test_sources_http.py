@@ -283,15 +283,17 @@ def test_retries_run_out_without_anything_to_resume_against_remove_the_part(serv
     assert leftovers(dest) == []
 
 
+@pytest.mark.parametrize("stated_size", [False, True])
 def test_a_present_file_with_another_sha256_is_not_left_when_its_download_fails(
-    server, payload, tmp_path
+    server, payload, tmp_path, stated_size: bool
 ) -> None:
     url = server.add_file("/a.bin", payload)
     server.add_faults("/a.bin", *[status(404)])
     dest = tmp_path / "a.bin"
     dest.write_bytes(b"an older version")
     with pytest.raises(SourceError, match="404"):
-        download(url, dest, sha256=sha(payload), **FAST)
+        download(url, dest, sha256=sha(payload), size=len(payload) if stated_size else None,
+                 **FAST)
     assert leftovers(dest) == []
 
 

@@ -172,8 +172,8 @@ def test_inputs_out_of_order_are_refused_with_nothing_written(tmp_path) -> None:
                                  [str(tmp_path / "truth_nsp.tif")], out)
     for maps, uncertainty in (([str(tmp_path / "absent.tif")], "nsp_uncertainty.tif"),
                               (m, "absent_uncertainty.tif")):  # a missing file: one error
-        with pytest.raises(InputError, match=r"absent(_uncertainty)?\.tif: cannot be read as a "
-                                             "raster"):
+        with pytest.raises(InputError, match=r"absent(_uncertainty)?\.tif: not found; check the "
+                                             "path, or make the file first"):
             write_uncertainty_report(region, maps, [str(tmp_path / uncertainty)],
                                      [str(tmp_path / "truth_nsp.tif")], out)
     with pytest.raises(InputError, match=r"nsp\.tif: a second nsp map; give each task's map once"):

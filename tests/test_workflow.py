@@ -272,9 +272,11 @@ def test_a_job_that_parses_the_workflow_again_takes_the_runs_settings(tmp_path: 
     assert spawned and "--mode 'subprocess'" in spawned.group(1), run.log
     seed = json.loads(target.read_text())["settings"]["seed"]
     (run_config,) = project.path(".snakemake/mapper").glob("config-*.yaml")
+    assert f"settings of the run: {run_config}" in run.log  # the job inherited the name
     settings = read_yaml(project.region_file)
     settings["training"]["seed"] = seed + 7
     rewrite_yaml(project.region_file, settings)
+    warning = f"warning: no {RUN_CONFIG_ENV} in this job's environment"
     for env, expected in (({**project.env, RUN_CONFIG_ENV: str(run_config)}, seed),
                           (project.env, seed + 7)):  # without the run's file: the edited one
         target.unlink()
@@ -282,6 +284,14 @@ def test_a_job_that_parses_the_workflow_again_takes_the_runs_settings(tmp_path: 
                              capture_output=True, text=True, timeout=300, check=False)
         assert job.returncode == 0, job.stderr[-3000:]
         assert json.loads(target.read_text())["settings"]["seed"] == expected
+        assert (warning in job.stderr) == (RUN_CONFIG_ENV not in env)
+    gone = project.path(".snakemake/mapper/config-0000000000000000.yaml")
+    job = subprocess.run(spawned.group(1), shell=True, cwd=project.root, timeout=300,
+                         env={**project.env, RUN_CONFIG_ENV: str(gone)}, capture_output=True,
+                         text=True, check=False)
+    assert job.returncode != 0
+    assert (f"error: {gone}: the run's settings file ({RUN_CONFIG_ENV}) is gone "
+            "(.snakemake/mapper emptied during the run?); start the run again") in job.stderr
 
 
 @pytest.mark.slow

@@ -308,15 +308,15 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     expected = sha256.lower() if sha256 else None
 
-    if expected and dest.exists() and (size is None or dest.stat().st_size == size):
-        if file_sha256(dest) == expected:
+    if expected and dest.exists():
+        if (size is None or dest.stat().st_size == size) and file_sha256(dest) == expected:
             logger.info("%s: present and verified (sha256 %s...)", dest, expected[:12])
             _vetted(dest, vet)
             part.unlink(missing_ok=True)  # left by an earlier run: not needed
             forget_validator(part)
             return _entry(url, dest, dest.stat().st_size, expected, None)
-        logger.warning("%s: present but its sha256 differs; deleted, downloading it again",
-                       dest)
+        logger.warning("%s: present but not the file %s states (size or sha256); deleted, "
+                       "downloading it again", dest, origin[0])
         dest.unlink()
 
     state: dict[str, Any] = {"checked": expected is not None}

@@ -277,5 +277,10 @@ def fetch_entry(
         return download(url, dest, sha256=entry["sha256"], size=entry.get("size"), vet=check)
     lock = lock if isinstance(lock, LockFile) else LockFile(lock)
     item = fetch_locked(url, dest, lock, check=check)
-    assert item is not None  # absent_ok is False: an absent file is an error
+    if item is None:  # the lock records no file there (by hand: a cell's sea), and none came
+        raise SourceError(
+            f"{url}: {lock.path} records no file here (\"absent\": true), but the region file "
+            f"lists it; delete that entry of {lock.path} if the file should exist, or the "
+            "file from the region file"
+        )
     return item

@@ -4,7 +4,8 @@ Warps are made so that a pixel's value does not depend on how the lattice is cut
 GDAL's default approximate transformer (0.125 px error) and its per-chunk kernel scaling both make a
 tile's pixels depend on the tile's extent. We warp through ``WarpedVRT`` with ``tolerance=1e-9``
 (exact transformer) and the warper options ``XSCALE``/``YSCALE`` fixed at the nominal ratio of
-destination to source resolution (never per window). ``gdalwarp -et 0 -wo XSCALE=.. -wo YSCALE=..``
+destination to source resolution (never per window: per source in :func:`warp_to_grid`, per
+fixed lattice block in :func:`warp_lattice_window`). ``gdalwarp -et 0 -wo XSCALE=.. -wo YSCALE=..``
 does the same. What remains depends on the extent only in GDAL's arithmetic (about 1e-12,
 relative); :func:`warp_lattice_window` removes that too by warping fixed blocks of the lattice.
 """
@@ -161,12 +162,18 @@ def nominal_scale(src_res: float, dst_res: float) -> float:
     return round(ratio, 3)
 
 
-def _source_res_in_dst_units(src: rasterio.DatasetReader, dst_crs: CRS) -> float:
-    """Approximate size of one source pixel in the destination CRS (at the source centre)."""
+def _source_res_in_dst_units(src: rasterio.DatasetReader, dst_crs: CRS,
+                             at: tuple[float, float] | None = None) -> float:
+    """Approximate size of one source pixel in the destination CRS: at the destination point
+    ``at`` (x, y in ``dst_crs``), else at the source's centre."""
     from rasterio.warp import transform as transform_xy
 
     left, bottom, right, top = src.bounds
     cx, cy = (left + right) / 2, (bottom + top) / 2
+    if at is not None:
+        (sx,), (sy,) = transform_xy(dst_crs, src.crs, [at[0]], [at[1]])
+        if math.isfinite(sx) and math.isfinite(sy):
+            cx, cy = sx, sy
     rx, ry = abs(src.transform.a), abs(src.transform.e)
     xs, ys = transform_xy(src.crs, dst_crs, [cx, cx + rx, cx], [cy, cy, cy + ry])
     dx = float(np.hypot(xs[1] - xs[0], ys[1] - ys[0]))
@@ -277,6 +284,10 @@ def warp_lattice_window(
     aligned to pixel (0, 0)): the blocks meeting ``window`` are warped one by one and cut to it.
     A pixel's value is then a function of the pixel alone, whatever the tile size, strip or
     halo; the cost is the blocks' overhang at the window's edges. The source is opened once.
+    Each block's XSCALE/YSCALE is the nominal ratio measured at the block's centre, not at the
+    file's: a geographic source's pixel narrows northward (3DEP 1/3": 6.8 m at 64.5 N, 6.7 m at
+    65 N), so a file's centre, which depends on the files joined for a tile, would make a
+    pixel's kernel depend on the tile.
 
     GDAL counts a source pixel as nodata where all its bands are (its default for files whose
     bands all declare nodata), so a band's own hole is warped in as its fill value (-9999 into
@@ -289,9 +300,12 @@ def warp_lattice_window(
     height, width = int(window.height), int(window.width)
     out = None
     with _open_for_warp(path) as src:
-        crs, scale = _warp_grid_settings(src, dst_crs, abs(grid_transform.a))
+        crs = CRS.from_user_input(dst_crs)
+        res = abs(grid_transform.a)
         for br in range(math.floor(row0 / b), math.ceil((row0 + height) / b)):
             for bc in range(math.floor(col0 / b), math.ceil((col0 + width) / b)):
+                at = grid_transform @ ((bc + 0.5) * b, (br + 0.5) * b)  # the block's centre
+                scale = nominal_scale(_source_res_in_dst_units(src, crs, at), res)
                 block = _warp_open(
                     src, path, crs, scale, grid_transform @ Affine.translation(bc * b, br * b),
                     (b, b), resampling, indexes, src_nodata, band_nodata,

@@ -74,6 +74,43 @@ def test_blocked_warp_agrees_with_a_warp_of_the_whole_extent(coarse: Path) -> No
     assert WARP_BLOCK_PX < SIDE
 
 
+def _geographic(path: Path, south: float, north: float) -> Path:
+    """SYNTHETIC elevations on a 0.0001 degree grid (about 4.7 x 11 m at 64.5 N, finer than the
+    10 m lattice, as 3DEP 1/3" is) from ``south`` to ``north``, lon -147.6 to -147.5: the same
+    grid and values wherever two files overlap, with a short wave that the kernel's width
+    smooths."""
+    step = 0.0001
+    rows, cols = round((north - south) / step), 1000
+    lat = north - (np.arange(rows) + 0.5) * step
+    lon = -147.6 + (np.arange(cols) + 0.5) * step
+    z = (300 + 50 * np.sin(lat[:, None] * 20_000) * np.cos(lon[None, :] * 9_000)).astype("float32")
+    with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=1,
+                       dtype="float32", crs="EPSG:4269", nodata=-9999.0,
+                       transform=Affine(step, 0, -147.6, 0, -step, north)) as dst:
+        dst.write(z, 1)
+    return path
+
+
+def test_a_fine_geographic_source_warps_alike_whatever_files_hold_it(tmp_path: Path) -> None:
+    """A pixel's kernel follows from the pixel, not from the files joined for its tile: the
+    source pixel narrows northward, and measured at the file's centre (64.55 N for one file,
+    64.75 N for a taller one of the same grid) it gave another XSCALE, and other elevations."""
+    from pyproj import Transformer
+    from rasterio.enums import Resampling
+
+    short = _geographic(tmp_path / "short.tif", 64.5, 64.6)
+    tall = _geographic(tmp_path / "tall.tif", 64.5, 65.0)
+    x, y = Transformer.from_crs(4269, 3338, always_xy=True).transform(-147.55, 64.55)
+    col, row = ~LATTICE @ (x, y)
+    window = Window(int(col) - 64, int(row) - 64, 128, 128)
+    a = warp_lattice_window(short, "EPSG:3338", LATTICE, window, Resampling.cubic)
+    b = warp_lattice_window(tall, "EPSG:3338", LATTICE, window, Resampling.cubic)
+    assert np.isfinite(a).all()
+    # GDAL's arithmetic over two source extents leaves a float32 step (3e-5 m) at a few pixels;
+    # the file-centre scale gave 0.17 m at nearly every pixel
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
 def test_a_damaged_source_names_the_file(coarse: Path, tmp_path: Path) -> None:
     bad = tmp_path / "cut.tif"
     bad.write_bytes(coarse.read_bytes()[:600])

@@ -207,7 +207,10 @@ def cv_fold(
     result["task"], result["model"], result["split"] = task.name, model, split
     result["fold"], result["n_train"] = int(fold), len(train)
     train_counts = np.bincount(np.asarray(labels[train], dtype=np.int64), minlength=len(classes))
-    info = {"region": region.name, "synthetic": region.synthetic, "task": task.name, "model": model,
+    from mapper.samples import samples_metadata
+
+    synthetic = region.synthetic or bool(samples_metadata(samples).get("synthetic"))
+    info = {"region": region.name, "synthetic": synthetic, "task": task.name, "model": model,
             "split": split, "fold": int(fold), "n_train": len(train), "n_test": len(test),
             "train_counts": train_counts.tolist(),
             "classes": classes, "note": note,

@@ -151,6 +151,7 @@ def collect(task: str, fold_files: list[str | Path], region: str | None = None
                              f"{seen[key]}); pass each fold once")
         seen[key] = path
         rec = {k: meta[k] for k in ("model", "split", "fold", "n_train", "n_test", "note")}
+        rec["synthetic"] = bool(meta.get("synthetic"))
         rec["train_counts"] = meta.get("train_counts")
         rec["path"] = str(path)
         usable = df[df["y_pred"] >= 0]
@@ -205,13 +206,16 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[dict[str, Any]],
               truth: dict[str, Any] | None, out: Path, by_zone: list[str] | None = None,
-              label_rel: dict[str, Any] | None = None) -> str:
+              label_rel: dict[str, Any] | None = None, synthetic: bool = False) -> str:
     spec = get_task(task)
     classes = list(spec.classes)
     lines = [f"# Evaluation: {spec.heading}, region {region.name}", ""]
     if region.synthetic:
         lines += ["**SYNTHETIC region**: every source and observation is synthetic; these figures "
                   "describe no real place.", ""]
+    elif synthetic:
+        lines += ["**SYNTHETIC inputs**: stacks of this region were made from a synthetic file "
+                  "(tag MAPPER_SYNTHETIC); these figures describe no real place.", ""]
     n_folds = max((r["fold"] for r in records), default=-1) + 1
     lines += [
         f"{n_folds}-fold cross-validation; each model trained on a fold's training points and "
@@ -405,6 +409,8 @@ def report(
         zones = [zone_layer_path(region.name, z["name"]) for z in region.settings.get("zones", [])]
     layers = [read_zone_layer(p) for p in zones]  # a missing layer fails before any work
     records, preds = collect(task, fold_files, region.name)
+    # a real region whose stacks read a synthetic file: its folds say so (their samples did)
+    synthetic = region.synthetic or any(r["synthetic"] for r in records)
     _check_complete(records, int(region.settings["evaluation"]["folds"]), region)
     summary = summarise(task, records)
     truth_info = None
@@ -417,7 +423,7 @@ def report(
         raise InputError(f"{tpath}: truth raster not found; check the --truth path{where}")
     label_rel = label_reliability(task, preds)
     content = {
-        "region": region.name, "synthetic": region.synthetic, "task": task,
+        "region": region.name, "synthetic": synthetic, "task": task,
         "classes": list(get_task(task).classes), "summary": summary,
         "folds": [{k: v for k, v in r.items()} for r in records], "truth": truth_info,
         "label_reliability": label_rel,
@@ -430,11 +436,11 @@ def report(
                                                 for kind in ("splits", "confusion", "reliability")]
     with staged_paths(files) as (md, js, splits, confusion, reliability):  # all or none
         js.write_text(json.dumps(strict_json(content), indent=1, sort_keys=False))
-        plot_splits(task, summary, LABELS, splits, region.synthetic)
-        plot_confusion(task, preds, confusion, region.synthetic)
-        plot_reliability_panels(task, label_rel, truth_info, reliability, region.synthetic)
+        plot_splits(task, summary, LABELS, splits, synthetic)
+        plot_confusion(task, preds, confusion, synthetic)
+        plot_reliability_panels(task, label_rel, truth_info, reliability, synthetic)
         md.write_text(_markdown(region, task, summary, records, truth_info, out, by_zone,
-                                label_rel))
+                                label_rel, synthetic))
     logger.info("wrote %s (+ .json, _splits.png, _confusion.png, _reliability.png) from %d folds",
                 out, len(records))
     return content

@@ -45,7 +45,7 @@ from mapper.experiment import COMPARED_RES  # noqa: F401 - the report's resoluti
 from mapper.files import staged_paths
 from mapper.grid import TILE_PATTERN
 from mapper.products.mosaic import TILE_FIX
-from mapper.raster import open_raster, reading
+from mapper.raster import open_raster, reading, tag_is_true
 from mapper.report import strict_json
 from mapper.tasks import get_task, tagged_task
 from mapper.uncertainty import most_probable
@@ -118,17 +118,22 @@ def coarse_cells_in(fine: rasterio.DatasetReader, coarse: rasterio.DatasetReader
     return window, dx + c0 * factor, dy + r0 * factor
 
 
-def compare(fine_vrt: Path, coarse_vrt: Path, binary: bool) -> dict[str, float]:
-    """A coarse map's agreement with the 10 m map aggregated to its cells (module docstring),
-    over the coarse cells wholly on the 10 m map, streamed in strips of :data:`STRIP_CELLS`
-    coarse rows."""
+def compare(fine_vrt: Path, coarse_vrt: Path, binary: bool,
+            coarse_name: str | None = None) -> dict[str, float]:
+    """A coarse map's agreement with the reference map (10 m by default) aggregated to its cells
+    (module docstring), over the coarse cells wholly on the reference map, streamed in strips
+    of :data:`STRIP_CELLS` coarse rows. ``coarse_name``: how messages name the coarse map (its
+    tiles, not a VRT that is gone by the time the user reads them)."""
     with rasterio.open(fine_vrt) as fine, rasterio.open(coarse_vrt) as coarse:
         factor = round(coarse.res[0] / fine.res[0])
         same = abs(coarse.res[0] - factor * fine.res[0]) <= 1e-9 and coarse.count == fine.count
         found = coarse_cells_in(fine, coarse, factor) if same else None
         if found is None or found[0].width == 0 or found[0].height == 0:
-            raise InputError(f"{coarse_vrt}: the coarse tiles are not cells of the 10 m tiles' "
-                             "lattice (same region and lattice, an out_res a multiple of 10 m)")
+            raise InputError(
+                f"{coarse_name or coarse_vrt}: the coarse tiles are not cells of the reference "
+                "tiles' lattice (same region and lattice, an out_res a multiple of the map's); "
+                f"{TILE_FIX}"
+            )
         window, fc, fr = found
         width, height = int(window.width), int(window.height)
         total: dict[str, float] = defaultdict(float)
@@ -169,9 +174,11 @@ def resolution_figures(tiles: list[str | Path], logs: list[str | Path],
                          "give each tile's log, in the same order")
     groups: dict[tuple[str, float], list[Path]] = defaultdict(list)
     cost: dict[tuple[str, float], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    synthetic = False
     for path, c in zip(map(Path, tiles), logged_costs(logs), strict=True):
         with open_raster(path) as ds:
             tags = ds.tags()
+        synthetic |= tag_is_true(tags, "MAPPER_SYNTHETIC")
         if path.stem != c["tile"]:
             raise InputError(f"{path}: its log names tile {c['tile']}; give each tile's own log")
         key = (tagged_task(path, tags).name, float(tags.get("MAPPER_OUT_RES", "nan")))
@@ -179,7 +186,7 @@ def resolution_figures(tiles: list[str | Path], logs: list[str | Path],
         for k in ("crops", "queries", "seconds"):
             cost[key][k] += c[k]
         cost[key]["jobs"] += 1
-    out: dict[str, Any] = {"tasks": {}}
+    out: dict[str, Any] = {"synthetic_tiles": synthetic, "tasks": {}}
     for task in sorted({t for t, _ in groups}):
         spec = get_task(task)
         resolutions = sorted(r for t, r in groups if t == task)
@@ -187,15 +194,18 @@ def resolution_figures(tiles: list[str | Path], logs: list[str | Path],
             raise InputError(f"resolution report: {task} tiles at one out_res only; give the "
                              "map's predicted tiles and those at a coarser out_res")
         reference = resolutions[0]  # the map's (10 m by default)
-        fine = write_vrt(sorted(groups[(task, reference)]), workdir / f"{task}_reference.vrt")
+        fine = write_vrt(sorted(groups[(task, reference)]), workdir / f"{task}_reference.vrt",
+                         TILE_FIX)
         entry: dict[str, Any] = {}
         for res in resolutions:
             figures: dict[str, Any] = {k: v for k, v in cost[(task, res)].items()}
             if res != reference:
-                coarse = write_vrt(sorted(groups[(task, res)]), workdir / f"{task}_{res:g}m.vrt")
+                these = sorted(groups[(task, res)])
+                coarse = write_vrt(these, workdir / f"{task}_{res:g}m.vrt", TILE_FIX)
                 with reading(f"a predicted {task} tile", TILE_FIX,
                              groups[(task, reference)] + groups[(task, res)]):
-                    figures.update(compare(fine, coarse, spec.binary))
+                    figures.update(compare(fine, coarse, spec.binary,
+                                           f"{these[0]} (a {task} tile at {res:g} m)"))
             entry[f"{res:g}"] = figures
         out["tasks"][task] = entry
     return out
@@ -208,7 +218,8 @@ def write_resolution_report(region: Region, tiles: list[str | Path], logs: list[
     paths = [out, out.with_suffix(".json")]
     with staged_paths(paths) as (md, js):  # both or neither
         figures = resolution_figures(tiles, logs, md.parent.parent)
-        figures = {"region": region.name, "synthetic": region.synthetic, **figures}
+        synthetic = region.synthetic or figures.pop("synthetic_tiles")
+        figures = {"region": region.name, "synthetic": synthetic, **figures}
         js.write_text(json.dumps(strict_json(figures), indent=2) + "\n")
         md.write_text(_markdown(figures))
     return paths
@@ -220,16 +231,16 @@ def _markdown(figures: dict[str, Any]) -> str:
     base_key = f"{resolutions[0]:g}" if resolutions else ""
     lines = [f"# Resolution consistency, region {figures['region']}", ""]
     if figures["synthetic"]:
-        lines += ["SYNTHETIC: the region's sources are synthetic; the figures show how the maps "
+        lines += ["SYNTHETIC: the maps' sources are synthetic; the figures show how the maps "
                   "behave, not a real place.", ""]
     lines += [
         "The same models predict the region at each out_res (one query per out cell, at its "
-        "centre); each coarse map is compared with the 10 m map aggregated to its cells (mean of "
-        "the 10 m probabilities over the cell), over the cells valid in both. NSP: class "
-        "agreement at 0.5 and mean absolute probability difference; soil order: agreement of the "
-        "most probable class. Time: the sum of the predict jobs' logged seconds (each with the "
-        "threads its profile gives predict: 2 in the default one, 4 in SLURM's), with their "
-        "crops and decoder queries.",
+        f"centre); each coarse map is compared with the {base_key} m map aggregated to its "
+        f"cells (mean of the {base_key} m probabilities over the cell), over the cells valid in "
+        "both. NSP: class agreement at 0.5 and mean absolute probability difference; soil "
+        "order: agreement of the most probable class. Time: the sum of the predict jobs' logged "
+        "seconds (each with the threads its profile gives predict: 2 in the default one, 4 in "
+        "SLURM's), with their crops and decoder queries.",
         "",
         "| out_res | NSP class agreement | NSP mean abs. prob. difference | soil order agreement "
         f"| cells | predict seconds (NSP + soil order) | queries | time vs {base_key or '10'} m |",

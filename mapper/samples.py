@@ -56,6 +56,7 @@ from mapper.files import atomic_path
 from mapper.normalise import valid_pixels
 from mapper.observations import read_observations
 from mapper.progress import bar as progress_bar
+from mapper.raster import any_synthetic
 from mapper.tasks import OBSERVATION_COLUMNS, TASKS, Task  # noqa: F401 - the columns, re-exported
 from mapper.windows import StackReader, stacks_by_tile
 
@@ -167,7 +168,8 @@ def build_samples(
     lattice = region.lattice
     rows, cols = lattice.pixels_of(np.where(inside, x, 0.0), np.where(inside, y, 0.0))
     values = np.full((n_read, len(STACK_BANDS)), np.nan, dtype=np.float32)
-    with StackReader(stacks_by_tile(stacks), lattice) as reader:
+    stack_paths = [Path(p) for p in stacks]
+    with StackReader(stacks_by_tile(stack_paths), lattice) as reader:
         values[inside] = sample_stacks(reader, rows[inside], cols[inside])
     ok = inside & valid_pixels(values)
     counts = {
@@ -230,13 +232,17 @@ def build_samples(
         if table[task.label_column].isna().all():
             logger.warning("%s: no point kept in region %s has a %s label: the %s map cannot be "
                            "trained", observations, region.name, task.label_column, task.name)
+    # a real region's stacks made from a synthetic file (the demo's DEM) make its figures
+    # synthetic too: the folds and the reports carry this flag (mapper.raster.any_synthetic)
+    synthetic_stacks = any_synthetic(stack_paths)
     meta = {
         "region": region.name,
-        "synthetic": region.synthetic,
+        "synthetic": region.synthetic or synthetic_stacks,
         "observations": str(observations),
         "counts": counts,
         "datums": {datum_name(int(code)): int(n) for code, n in kept_datums.items()},
-        "note": "SYNTHETIC observations" if region.synthetic else "",
+        "note": ("SYNTHETIC observations" if region.synthetic
+                 else "stacks made from SYNTHETIC files" if synthetic_stacks else ""),
     }
     write_samples(table, out, meta)
     return table

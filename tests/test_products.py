@@ -293,6 +293,10 @@ def test_products_of_synthetic_tiles_say_so_though_the_region_does_not(
     assert json.loads(tags["MAPPER_CONFIG"])["synthetic"] is False  # the setting as given
     item = json.loads(products.item.read_text())
     assert item["properties"]["mapper:synthetic"] is tiles_synthetic
+    title, description = item["properties"]["title"], item["properties"]["description"]
+    assert title.endswith("(SYNTHETIC)") is tiles_synthetic  # what a catalog shows
+    assert description.startswith("SYNTHETIC: ") is tiles_synthetic
+    assert description.endswith(real.settings["description"].strip())
 
 
 def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> None:

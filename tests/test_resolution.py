@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 
 from mapper.blending import CropLattice
@@ -153,6 +154,48 @@ def test_report_files(tmp_path: Path) -> None:
     assert "| 10 m | n/a | n/a | (reference) |  | 2.0 | 200 | 1.00 |" in table
     assert "| 40 m | n/a | n/a | 100.0 % | 512 | 1.0 | 200 | 0.50 |" in table
     assert not list((tmp_path / "reports").glob(".*")), "no temporary files left behind"
+
+
+@pytest.mark.parametrize("tiles_synthetic", [True, False])
+def test_the_report_of_synthetic_tiles_says_so_though_the_region_does_not(
+        tmp_path: Path, tiles_synthetic: bool) -> None:
+    """Tiles predicted from a synthetic file (the demo's, given to a real region) make a
+    synthetic report, as they make synthetic products; the reference named is the map's."""
+    import dataclasses
+
+    from tiny_region import write_tiny_region
+
+    config = write_tiny_region(tmp_path, (0, 1_000_000, 1280, 1_001_280), TILE)
+    region = load_region(load_config(config), "tiny")
+    real = dataclasses.replace(region, settings={**region.settings, "synthetic": False})
+    fine = np.random.default_rng(1).uniform(0, 1, (1, 64, 128))
+    tiles = write_tiles(tmp_path, "nsp", 10.0, fine)
+    tiles += write_tiles(tmp_path, "nsp", 20.0, block_mean(fine, 2))
+    for path in tiles[:1]:
+        with rasterio.open(path, "r+") as ds:
+            ds.update_tags(MAPPER_SYNTHETIC=str(tiles_synthetic).lower())
+    logs = [write_log(tmp_path / "logs" / f"{i}.log", p.stem, 100, 1.0)
+            for i, p in enumerate(tiles)]
+    md, js = write_resolution_report(real, tiles, logs, tmp_path / "reports" / "resolution.md")
+    assert json.loads(js.read_text())["synthetic"] is tiles_synthetic
+    assert ("SYNTHETIC" in md.read_text()) is tiles_synthetic
+    assert "compared with the 10 m map aggregated" in md.read_text()
+
+
+def test_coarse_tiles_off_the_lattice_are_named_by_a_tile_with_the_fix(tmp_path: Path) -> None:
+    fine = write_tiles(tmp_path, "nsp", 10.0, np.full((1, 64, 128), 0.25))
+    coarse = write_tiles(tmp_path, "nsp", 20.0, np.full((1, 32, 64), 0.25))
+    for path in coarse:  # shifted by 5 m: not cells of the 10 m lattice
+        with rasterio.open(path, "r+") as ds:
+            ds.transform = ds.transform * Affine.translation(0.25, 0)
+    logs = [write_log(tmp_path / "logs" / f"{i}.log", p.stem, 10, 1.0)
+            for i, p in enumerate(fine + coarse)]
+    with pytest.raises(InputError) as info:
+        resolution_figures(fine + coarse, logs, tmp_path)
+    assert str(info.value) == (
+        f"{coarse[0]} (a nsp tile at 20 m): the coarse tiles are not cells of the reference "
+        "tiles' lattice (same region and lattice, an out_res a multiple of the map's); delete "
+        "that tile and run the same target again (its predict job makes it again)")
 
 
 def test_logs_must_hold_the_predict_line(tmp_path: Path) -> None:

@@ -37,6 +37,42 @@ def built(training_samples: dict) -> dict:
     return training_samples
 
 
+def test_samples_of_synthetic_stacks_say_so_and_so_do_their_folds(tiny: dict,
+                                                                  tmp_path: Path) -> None:
+    """A real region whose stacks read a synthetic file (the demo's DEM): its samples, and the
+    cross-validation folds made from them, are flagged synthetic as its products are, so its
+    reports say the figures describe no real place."""
+    import dataclasses
+
+    import rasterio
+
+    from mapper.evaluate import FoldSpec, cv_fold, read_fold
+    from mapper.folds import build_folds
+
+    real = dataclasses.replace(tiny["region"], settings={**tiny["region"].settings,
+                                                         "synthetic": False})
+    for synthetic in (True, False):
+        stacks = []
+        for path in tiny["stacks"]:
+            copy = tmp_path / str(synthetic) / Path(path).name
+            copy.parent.mkdir(exist_ok=True)
+            copy.write_bytes(Path(path).read_bytes())
+            with rasterio.open(copy, "r+") as ds:
+                ds.update_tags(MAPPER_SYNTHETIC=str(synthetic).lower())
+            stacks.append(copy)
+        samples = tmp_path / str(synthetic) / "points.parquet"
+        build_samples(real, tiny["observations"], stacks, samples)
+        meta = samples_metadata(samples)
+        assert meta["synthetic"] is synthetic
+        assert meta["note"] == ("stacks made from SYNTHETIC files" if synthetic else "")
+        folds = build_folds(real, samples, samples.with_name("folds.parquet"))
+        assert len(folds)
+        out = samples.with_name("rf_random_f0.parquet")
+        cv_fold(real, FoldSpec("nsp", "rf", "random", 0), samples=samples,
+                folds=samples.with_name("folds.parquet"), stacks=stacks, out=out)
+        assert read_fold(out)[1]["synthetic"] is synthetic
+
+
 def test_outside_and_nodata_points_are_dropped_and_counted(
     tiny: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

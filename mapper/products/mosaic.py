@@ -441,7 +441,12 @@ def side_assets(paths: dict[str, Path]) -> dict[str, ProductAsset]:
 def item_properties(region: Region, task: Task, title: str, description: str, model_sha: str,
                     res: float, synthetic: bool) -> dict[str, Any]:
     """The properties every product's STAC Item carries (provenance, synthetic statement;
-    ``synthetic``: :func:`stated_synthetic`)."""
+    ``synthetic``: :func:`stated_synthetic`). A synthetic product says so where a catalog shows
+    it, as its TIFF's description does: " (SYNTHETIC)" after the title, the statement before the
+    region's description (which may describe a real place whose tiles read a synthetic file)."""
+    if synthetic:
+        title = f"{title} (SYNTHETIC)"
+        description = f"{SYNTHETIC_STATEMENT} {description}".strip()
     props: dict[str, Any] = {
         "title": title,
         "description": description,

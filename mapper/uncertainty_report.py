@@ -122,9 +122,18 @@ def check_inputs(task: Task, map_path: str | Path, uncertainty_path: str | Path,
     they would give figures of no meaning rather than an error."""
     with open_raster(uncertainty_path) as ds:
         other = ds.tags().get("MAPPER_TASK", task.name)
+        its_model = ds.tags().get("MAPPER_MODEL_SHA256")
     if other != task.name:
         raise InputError(f"{uncertainty_path}: the uncertainty of {other}, not of {task.name} "
                          f"({map_path}); give the uncertainty products in the order of the maps")
+    with open_raster(map_path) as ds:
+        map_model = ds.tags().get("MAPPER_MODEL_SHA256")
+    if its_model and map_model and its_model != map_model:
+        raise InputError(
+            f"{uncertainty_path}: made with model {its_model[:12]}..., but {map_path} with "
+            f"{map_model[:12]}...: one of them is older; make the older again from the same "
+            "predicted tiles (the workflow remakes both together)"
+        )
     check_truth_kind(truth_path, task, f" ({map_path}); give the truth rasters in the order of "
                      "the maps (resources/<region>/truth/<task>.tif)")
 

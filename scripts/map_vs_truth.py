@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 from sklearn.metrics import f1_score, roc_auc_score
 
@@ -43,11 +42,16 @@ from mapper.report import strict_json
 from mapper.truth import RELIABILITY_BINS, plot_reliability
 
 
-def _overlap(map_path: Path, truth_path: Path, resampling: Resampling
+def _overlap(map_path: Path, truth_path: Path, classes: bool
              ) -> tuple[np.ndarray, np.ndarray, float, int]:
     """(map band 1 as stored, truth band 1 on the map's cells, map scale, cell factor) over the
     maps' extent. A coarser map (``prediction.out_res`` 20 m: factor 2) is compared with the
-    truth aggregated to its cells by ``resampling`` (GDAL's, nodata left out)."""
+    truth aggregated to its cells as the uncertainty report aggregates it
+    (:func:`mapper.uncertainty_report.read_on_grid`: the mean of the valid values, or for
+    ``classes`` the most frequent class, the lowest on a tie)."""
+    from mapper.errors import InputError
+    from mapper.uncertainty_report import read_on_grid
+
     with rasterio.open(map_path) as m, rasterio.open(truth_path) as t:
         factor = m.res[0] / t.res[0]
         win = from_bounds(*m.bounds, transform=t.transform)
@@ -58,19 +62,17 @@ def _overlap(map_path: Path, truth_path: Path, resampling: Resampling
             raise SystemExit(f"error: {map_path}: not on the grid of {truth_path} (nor on whole "
                              f"multiples of its {t.res[0]:g} m cells); give the map of this "
                              "region's lattice")
-        win = win.round_offsets().round_lengths()
-        truth = t.read(1, window=win, out_shape=(m.height, m.width), resampling=resampling,
-                       boundless=True, fill_value=t.nodata)
-        truth_nodata = t.nodata
+        try:
+            truth = read_on_grid(truth_path, m, classes=classes)
+        except InputError as exc:
+            raise SystemExit(f"error: {exc}") from None
         mapped = m.read(1)
         scale = m.scales[0]
-    if truth_nodata is not None and np.isfinite(truth_nodata):
-        truth = np.where(truth == truth_nodata, np.nan, truth.astype(np.float64))
-    return mapped, truth.astype(np.float64), scale, int(round(factor))
+    return mapped, truth, scale, int(round(factor))
 
 
 def nsp_figures(map_path: Path, truth_path: Path) -> dict:
-    mapped, truth, scale, factor = _overlap(map_path, truth_path, Resampling.average)
+    mapped, truth, scale, factor = _overlap(map_path, truth_path, classes=False)
     ok = (mapped != 255) & np.isfinite(truth)
     p = mapped[ok].astype(np.float64) * scale
     t = truth[ok]
@@ -93,7 +95,7 @@ def nsp_figures(map_path: Path, truth_path: Path) -> dict:
 
 
 def soilorder_figures(map_path: Path, truth_path: Path) -> dict:
-    mapped, truth, _, factor = _overlap(map_path, truth_path, Resampling.mode)
+    mapped, truth, _, factor = _overlap(map_path, truth_path, classes=True)
     ok = (mapped != CLASS_NODATA) & np.isfinite(truth)
     y_pred = mapped[ok].astype(np.int64)
     y_true = truth[ok].astype(np.int64)

@@ -669,6 +669,22 @@ def test_uncertainty_refuses_a_member_missing_tiles(setup: tuple[Path, Path, str
     assert str(twice.value) == (f"{again}: the same ensemble member as {member}; pass each "
                                 "member's checkpoint once")
     assert not (root / "maps" / "u.tif").exists()
+    missing = root / "member2.pt"
+    with pytest.raises(InputError) as gone:
+        make_uncertainty_products(region, "nsp", model, tiles, root / "maps" / "u.tif",
+                                  member_models=[missing], member_tiles=member_tiles)
+    assert str(gone.value) == (f"{missing}: no such ensemble member checkpoint; fine-tune it "
+                               "first (rule finetune_member) or check the path")
+    own = write_tiles(root / "own", "nsp", nsp_values(), sha)  # the map's model, not member 1's
+    with pytest.raises(InputError) as mixed:
+        make_uncertainty_products(region, "nsp", model, tiles, root / "maps" / "u.tif",
+                                  member_models=[member],
+                                  member_tiles=write_tiles(root / "m1", "nsp", nsp_values(),
+                                                           hashlib.sha256(b"member 1").hexdigest())
+                                  + own[:1])
+    assert str(mixed.value) == (f"{own[0]}: predicted with the map's own model, not an "
+                                "ensemble member; pass the members' tiles (rule predict_member)")
+    assert not (root / "maps" / "u.tif").exists()
 
 
 class _Area:

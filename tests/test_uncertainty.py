@@ -179,6 +179,16 @@ def test_inputs_out_of_order_are_refused_with_nothing_written(tmp_path) -> None:
     with pytest.raises(InputError, match=r"nsp\.tif: a second nsp map; give each task's map once"):
         write_uncertainty_report(region, m * 2, [str(tmp_path / "nsp_uncertainty.tif")] * 2,
                                  [str(tmp_path / "truth_nsp.tif")] * 2, out)
+    stale = tmp_path / "stale_uncertainty.tif"  # of a model the map was since remade without
+    write_geotiff(stale, rng.integers(0, 101, (1, 20, 20)).astype(np.uint8), *at, nodata=255,
+                  descriptions=["entropy"], tags={"MAPPER_TASK": "nsp",
+                                                  "MAPPER_MODEL_SHA256": "b" * 64})
+    write_geotiff(tmp_path / "nsp.tif", rng.integers(0, 101, (1, 20, 20)).astype(np.uint8), *at,
+                  nodata=255, tags={"MAPPER_TASK": "nsp", "MAPPER_MODEL_SHA256": "a" * 64})
+    with pytest.raises(InputError, match=r"stale_uncertainty\.tif: made with model b{12}\.\.\., "
+                                         r"but .*nsp\.tif with a{12}\.\.\.: one of them is "
+                                         r"older"):
+        write_uncertainty_report(region, m, [str(stale)], [str(tmp_path / "truth_nsp.tif")], out)
     assert list(out.parent.iterdir()) == []
     written = write_uncertainty_report(region, m, [str(tmp_path / "nsp_uncertainty.tif")],
                                        [str(tmp_path / "truth_nsp.tif")], out)

@@ -93,7 +93,10 @@ def member_tilesets(tiles: list[str | Path], task: str, main: TileSet,
     spec = get_task(task)
     seen: dict[str, Path] = {}
     for model in map(Path, models):  # a second copy would find its tiles taken by the first
-        sha = file_sha256(model) if model.is_file() else str(model)
+        if not model.is_file():
+            raise InputError(f"{model}: no such ensemble member checkpoint; fine-tune it first "
+                             "(rule finetune_member) or check the path")
+        sha = file_sha256(model)
         if sha in seen:
             raise InputError(f"{model}: the same ensemble member as {seen[sha]}; pass each "
                              "member's checkpoint once")
@@ -106,9 +109,9 @@ def member_tilesets(tiles: list[str | Path], task: str, main: TileSet,
     names = sorted(p.name for p in main.paths)
     groups = []
     for model in models:
-        sha = file_sha256(model) if Path(model).is_file() else ""
+        sha = file_sha256(model)
         paths = by_sha.pop(sha, [])
-        if not sha or sorted(p.name for p in paths) != names:
+        if sorted(p.name for p in paths) != names:
             raise InputError(
                 f"{model}: its predicted tiles are not all given ({len(paths)} of {len(names)} "
                 f"tiles carry its checksum); predict every tile of the map with every ensemble "
@@ -120,7 +123,11 @@ def member_tilesets(tiles: list[str | Path], task: str, main: TileSet,
                              "predict the members at the map's out_res")
         groups.append(group)
     if by_sha:
-        stray = next(iter(by_sha.values()))[0]
+        sha, stray_tiles = next(iter(by_sha.items()))
+        stray = stray_tiles[0]
+        if sha == main.model_sha256:
+            raise InputError(f"{stray}: predicted with the map's own model, not an ensemble "
+                             "member; pass the members' tiles (rule predict_member)")
         raise InputError(f"{stray}: predicted with a model that is neither an ensemble member "
                          "given nor the map's; pass only the members' tiles")
     return groups

@@ -18,6 +18,7 @@ def run_main(main: Callable[[], int | None], *, from_root: bool = True) -> None:
     try:
         sys.exit(main())
     except MapperError as err:
-        lost = from_root and not Path("config/config.yaml").is_file()
+        lost = (from_root and not Path("config/config.yaml").is_file()
+                and "project's" not in str(err))  # said already
         where = " (run from the project's root)" if lost else ""
         sys.exit(f"error: {err}{where}")

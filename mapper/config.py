@@ -158,6 +158,11 @@ def load_config(path: str | Path | Sequence[str | Path] | None = None) -> dict:
     the ones before (:func:`merge_settings`, as Snakemake merges its config files), and resolve
     it (see :func:`resolve_config`). None: ``config/config.yaml``."""
     paths = _config_paths(path)
+    if path is None and not Path(DEFAULT_CONFIG).is_file():
+        raise ConfigError(
+            f"{DEFAULT_CONFIG}: not found in {Path.cwd()}; run from the project's folder, or "
+            "give the config with --config"
+        )
     data: dict = {}
     for each in paths:
         data = merge_settings(data, read_yaml(each))
@@ -236,6 +241,11 @@ def _resolve_region(config: dict, name: str, source: str | Path) -> dict[str, An
     """``{"origin", "settings"}`` of region ``name``: its file (or value) with overrides merged."""
     entry = config["regions"][name]
     if isinstance(entry, str):
+        if not Path(entry).is_file():
+            raise ConfigError(
+                f"{entry}: the region file of 'regions.{name}' in {source} not found; check the "
+                "path (read from the folder the command or Snakemake runs in: the project's)"
+            )
         origin, settings = entry, read_yaml(entry)
     else:
         origin, settings = entry["origin"], copy.deepcopy(entry["settings"])

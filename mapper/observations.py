@@ -40,8 +40,14 @@ def read_observations(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path}: observation table not found; check the observations source")
     with open(path, "rb") as f:
-        parquet = f.read(4) == b"PAR1"  # Parquet's magic number: a table under any file name
+        magic = f.read(4)
+    parquet = magic == b"PAR1"  # Parquet's magic number: a table under any file name
     parquet = parquet or path.suffix.lower() in (".parquet", ".pq")
+    if magic in (b"PK\x03\x04", b"\xd0\xcf\x11\xe0"):  # a zip (.xlsx, .ods) or an old .xls
+        raise InputError(
+            f"{path}: a spreadsheet workbook, not a table file; save its sheet as CSV UTF-8 "
+            "(comma delimited) under that name"
+        )
     try:
         if parquet:
             table = pd.read_parquet(path)
@@ -57,6 +63,18 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             missing_text = {raw: list(NA_TEXT) for raw in columns
                             if names.get(raw, raw) != "obs_id"}
             table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=missing_text)
+    except UnicodeDecodeError:
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as bad:
+            line = data[:bad.start].count(b"\n") + 1
+            where = f"byte {data[bad.start]:#04x} on line {line}: "
+        raise InputError(
+            f"{path}: not UTF-8 text ({where}a spreadsheet's own encoding, e.g. "
+            "Windows-1252); save it as CSV UTF-8"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
         raise InputError(
             f"{path}: cannot be read as a CSV or Parquet table ({type(exc).__name__}: "

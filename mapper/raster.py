@@ -202,6 +202,12 @@ def _bounds_in(src: rasterio.DatasetReader, crs: CRS) -> tuple[float, ...] | Non
     return bounds if all(np.isfinite(bounds)) else None
 
 
+def extent_in(src: rasterio.DatasetReader, crs: str | CRS) -> tuple[float, ...] | None:
+    """The raster's extent (left, bottom, right, top) in ``crs``; None where PROJ cannot
+    transform it."""
+    return _bounds_in(src, CRS.from_user_input(crs))
+
+
 def check_overlap(
     src: rasterio.DatasetReader,
     path: str | Path,

@@ -59,6 +59,7 @@ in :mod:`mapper.terrain`. Internally the DEM derivatives use float64; the stack 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ from mapper.raster import (
     any_synthetic,
     check_crs,
     check_overlap,
+    extent_in,
     geotiff_writer,
     open_raster,
     writing,
@@ -265,6 +267,34 @@ def _check_sources(
     return _Sources(s2_plans, dem_files, clim_plans, synthetic)
 
 
+def _warn_short_dem(dems: list[Path], lattice: Lattice, tile_id: str,
+                    settings: StackSettings) -> None:
+    """A WARNING when the DEM files (their extent together) stop short of what the tile's
+    terrain reads (:func:`mapper.dem.dem_window`: the local-terrain halo and the hydrology
+    blocks' halo, km beyond the tile): flow accumulation (TWI, SPI) is then cut at the files'
+    edge, and the tile's values near it differ from what a DEM reaching further gives. Not an
+    error: the files may stop at the coast, where nothing flows in. Asked for the mapped tiles
+    (a context tile's hydrology near its far side is read by no crop)."""
+    window = lattice.window_bounds(dem_window(lattice, tile_id, settings.halo_px,
+                                              settings.hydro_block_px, settings.hydro_halo_px))
+    extents = []
+    for path in dems:
+        with open_raster(path) as src:
+            extents.append(extent_in(src, lattice.crs))
+    if not extents or any(e is None for e in extents):
+        return
+    left, bottom = min(e[0] for e in extents), min(e[1] for e in extents)
+    right, top = max(e[2] for e in extents), max(e[3] for e in extents)
+    short = max(left - window[0], bottom - window[1], window[2] - right, window[3] - top)
+    if short > lattice.res:
+        logger.warning(
+            "%s: the DEM stops %.1f km short of what tile %s's terrain reads (%.1f km beyond "
+            "the tile, for the hydrology); its TWI and SPI near there miss the water flowing in "
+            "from beyond the files (none is lost where they stop at the coast): give a DEM "
+            "reaching that far", ", ".join(map(str, dems)), short / 1000, tile_id,
+            (lattice.window_bounds(lattice.tile_window(tile_id))[0] - window[0]) / 1000)
+
+
 def _stacks_read(region: Region) -> tuple[float, float, float, float]:
     """The bounds (EPSG:3338) of what the region's stacks read: the bounding box of its stacked
     tiles (:meth:`mapper.config.Region.stacked_tiles`) grown by their DEM windows
@@ -280,10 +310,24 @@ def _stacks_read(region: Region) -> tuple[float, float, float, float]:
     return left, bottom, right, top
 
 
+FEET_UNITS = {"ft", "foot", "feet", "usft", "ftus", "ussurveyfoot", "ussurveyfeet",
+              "internationalfoot", "usfoot", "usfeet"}
+"""Band units that say feet, in lower case without spaces, ``_`` and ``-``."""
+
+
 def _check_unpacked_dem(src: DatasetReader, path: Path) -> None:
     """A DEM must hold metres as they are: one :class:`InputError` naming the file and the fix
-    if its band declares a scale or offset (packed integers, which would read 10 or 100 times
-    too high)."""
+    if its band says it is in feet (elevations, slope and TPI 3.28 times too high: Alaska's
+    feet stay inside the fill-value check), or declares a scale or offset (packed integers,
+    which would read 10 or 100 times too high). A DEM in feet that does not say so cannot be
+    told from one in metres."""
+    unit = (src.units[0] or "").strip()
+    if re.sub(r"[\s_-]", "", unit.lower()) in FEET_UNITS:
+        raise InputError(
+            f"{path}: the DEM's band is in {unit} (its unit); elevations are read as metres, so "
+            f"convert it (rio calc \"(* 0.3048 (read 1))\" --profile nodata=-9999 {path} "
+            "<metres.tif>) and pass that file"
+        )
     scale, offset = float(src.scales[0]), float(src.offsets[0])
     if (scale, offset) != (1.0, 0.0):
         raise InputError(
@@ -388,6 +432,8 @@ def build_stack(
     lattice = region.lattice
     tile_window = _tile_window(lattice, tile_id)
     sources = _check_sources(region, sentinel2, dem, climate)
+    if not isinstance(sources.dem, CellProducts) and tile_id in region.tiles():
+        _warn_short_dem(sources.dem, lattice, tile_id, settings)  # a mapped tile's terrain
     p = lattice.tile_px
     with geotiff_writer(
         out_path,

@@ -508,6 +508,25 @@ def test_a_number_written_as_an_int_or_a_float_is_the_same_setting() -> None:
         resolve_config({**raw, "region_overrides": {"demo": {"tile_px": 256.5}}}, "site.yaml")
 
 
+def test_paths_read_from_another_folder_say_where_they_are_read_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths are read from the folder a command runs in (the project's): a command run
+    elsewhere, or a region entry with a typo, is told so, naming the entry."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        load_config()
+    assert str(exc.value) == (f"config/config.yaml: not found in {tmp_path}; run from the "
+                              "project's folder, or give the config with --config")
+    site = tmp_path / "site.yaml"
+    site.write_text("regions: {chena: config/regions/chen.yaml}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(site)
+    assert str(exc.value) == (
+        f"config/regions/chen.yaml: the region file of 'regions.chena' in {site} not found; "
+        "check the path (read from the folder the command or Snakemake runs in: the project's)")
+
+
 def test_region_overrides_are_merged_key_by_key() -> None:
     raw = raw_config()
     raw["region_overrides"] = {

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import rasterio
 import rasterio.shutil
+import rasterio.warp
 import stack_sources as S
 import torch
 import yaml
@@ -412,6 +413,55 @@ def test_stack_dem_packed_with_a_scale(src: dict, tmp_path: Path, capsys) -> Non
     assert_nothing_written(out)
 
 
+@pytest.mark.parametrize("unit", ["ft", "US survey foot"])
+def test_stack_dem_in_feet_is_refused(src: dict, tmp_path: Path, capsys, unit: str) -> None:
+    """A DEM whose band says feet would give elevations, slopes and TPI 3.28 times too high,
+    inside the range of any land surface: one error naming the file and the conversion."""
+    bad = _copy_raster(src["dem"], tmp_path / "dem_feet.tif")
+    with rasterio.open(bad, "r+") as ds:
+        ds.units = [unit]
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, dem=bad))
+    assert rc == 1 and line == (
+        f"error: {bad}: the DEM's band is in {unit} (its unit); elevations are read as metres, "
+        f"so convert it (rio calc \"(* 0.3048 (read 1))\" --profile nodata=-9999 {bad} "
+        "<metres.tif>) and pass that file")
+    assert_nothing_written(out)
+
+
+def test_a_dem_that_stops_short_of_the_hydrology_halo_is_a_warning(
+    src: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A DEM of the user's that covers the tile but not the km its hydrology reads around it:
+    the stack is made (it may end at the coast), with a warning naming the file and the reach;
+    the whole DEM gives none."""
+    from mapper.config import load_config, load_region
+
+    region = load_region(load_config(src["config"]), "t64")
+    assert TILE64 in region.tiles()
+    left, bottom, right, top = region.lattice.tile_bounds(TILE64)
+    with rasterio.open(src["dem"]) as ds:
+        box = rasterio.warp.transform_bounds(region.lattice.crs, ds.crs, left, bottom, right, top)
+        window = ds.window(*box).round_offsets().round_lengths()
+        data, profile = ds.read(window=window), ds.profile
+        profile.update(width=window.width, height=window.height,
+                       transform=ds.window_transform(window))
+    short = tmp_path / "dem_short.tif"
+    with rasterio.open(short, "w", **profile) as dst:
+        dst.write(data)
+    for dem, warned in ((short, True), (src["dem"], False)):
+        out = tmp_path / dem.stem / f"{TILE64}.tif"
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mapper.stack"):
+            assert main([str(a) for a in stack_args(src, out, dem=dem)]) == 0
+        assert out.is_file()
+        said = [r.getMessage() for r in caplog.records if "stops" in r.getMessage()]
+        assert bool(said) is warned
+        if warned:
+            assert said[0].startswith(f"{short}: the DEM stops ")
+            assert "give a DEM reaching that far" in said[0]
+
+
 def test_ocean_tile_gives_an_empty_stack_and_a_nodata_prediction(
     src: dict, tmp_path: Path, capsys
 ) -> None:
@@ -629,6 +679,30 @@ def test_observations_that_are_no_table_are_one_error_line(region: dict, tmp_pat
     rc, line = cli(capsys, *samples_args(region, out, observations=obs))
     assert rc == 1 and line.startswith(f"error: {obs}: cannot be read as a CSV or Parquet table (")
     assert line.endswith("); fix or replace the file")
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("kind", ["xlsx", "cp1252"])
+def test_observations_saved_by_a_spreadsheet_name_the_fix(region: dict, tmp_path: Path, capsys,
+                                                          kind: str) -> None:
+    """A workbook under the table's name, or a CSV in a spreadsheet's own encoding (Cafe Creek
+    with an accent in Windows-1252): one line saying to save it as CSV UTF-8."""
+    import zipfile
+
+    obs = tmp_path / "observations.csv"
+    if kind == "xlsx":
+        with zipfile.ZipFile(obs, "w") as book:
+            book.writestr("xl/workbook.xml", "<workbook/>")
+        says = f"error: {obs}: a spreadsheet workbook, not a table file; save its sheet as CSV "
+        says += "UTF-8 (comma delimited) under that name"
+    else:
+        obs.write_bytes("obs_id,lon,lat,date,nsp,soil_order,notes\n"
+                        "p1,-148.1,64.8,2019,1,Gelisols,Caf\u00e9 Creek\n".encode("cp1252"))
+        says = (f"error: {obs}: not UTF-8 text (byte 0xe9 on line 2: a spreadsheet's own "
+                "encoding, e.g. Windows-1252); save it as CSV UTF-8")
+    out = tmp_path / "out" / "points.parquet"
+    rc, line = cli(capsys, *samples_args(region, out, observations=obs))
+    assert (rc, line) == (1, says)
     assert_nothing_written(out)
 
 

@@ -22,14 +22,15 @@ README = ROOT / "README.md"
 
 
 def shell_commands() -> list[str]:
-    """The ``snakemake`` lines of the README's ``bash`` blocks, comments removed."""
+    """The ``snakemake`` commands of the README's ``bash`` blocks (a line ending in ``\\``
+    joined with the next), comments removed."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    return [
-        line.split("  #")[0].strip()
-        for block in blocks
-        for line in block.splitlines()
-        if line.startswith("snakemake ")
-    ]
+    commands = []
+    for block in blocks:
+        joined = re.sub(r"\\\n\s*", " ", block)
+        commands += [line.split("  #")[0].strip() for line in joined.splitlines()
+                     if line.startswith("snakemake ")]
+    return commands
 
 
 COMMANDS = shell_commands()

@@ -152,7 +152,8 @@ def main() -> None:
     if args.model:  # read here and by the predict jobs, which run in the project's root
         args.model = args.model.resolve()
 
-    from mapper.config import load_config, load_region, read_yaml, validate
+    from mapper.config import load_config, load_region, read_yaml
+    from mapper.schema import validate
 
     settings = validate(read_yaml(args.settings), "region.schema.yaml", args.settings)
     prediction = settings["prediction"]

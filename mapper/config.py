@@ -1,8 +1,8 @@
 """Configuration: load, validate against the JSON schemas, fill defaults; regions and boundaries.
 
 The schemas shipped in the package (``mapper/schemas/``) are the single definition of every key:
-unknown keys are rejected, types checked, defaults filled. Errors are one line naming the file and
-the key.
+unknown keys are rejected, types checked, defaults filled (:mod:`mapper.schema`). Errors are one
+line naming the file and the key.
 
 A *resolved* configuration (:func:`resolve_config`, what :func:`load_config` returns) holds every
 region by value: ``regions[name] = {"origin": <where its settings came from>, "settings": <the
@@ -21,12 +21,10 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
-from importlib.resources import files
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import shapely
 import yaml
 from pyproj import CRS
@@ -36,6 +34,7 @@ from mapper.blending import CropLattice
 from mapper.errors import ConfigError
 from mapper.grid import Lattice, reproject, tiles_of
 from mapper.region_checks import check_region_settings
+from mapper.schema import validate
 from mapper.sources.settings_checks import check_source_settings
 
 DEFAULT_CONFIG = "config/config.yaml"
@@ -47,90 +46,6 @@ RUN_CONFIG_HEADER = (
     "# The configuration a Snakemake run built its DAG from, written for its jobs: config files\n"
     "# and --config merged, every region by value, validated. Named by its content; not edited.\n"
 )
-
-
-def _as_schema_number(value: Any, schema: Any) -> Any:
-    """``value`` written as the schema's one number type says: an int where it is ``number``
-    (10 -> 10.0), an integral float where it is ``integer`` (384.0 -> 384); anything else as it
-    is. So the same setting written either way is the same setting: in the run's file, in the
-    params Snakemake compares to decide a rerun, and in the code that reads it."""
-    if not isinstance(schema, dict) or isinstance(value, bool):
-        return value
-    types = schema.get("type")
-    types = {types} if isinstance(types, str) else set(types or ())
-    if "number" in types and "integer" not in types and isinstance(value, int):
-        return float(value)
-    if "integer" in types and "number" not in types and isinstance(value, float) \
-            and value.is_integer():
-        return int(value)
-    return value
-
-
-def _with_defaults(validator_class: type) -> type:
-    """A validator that fills ``default`` values while validating (as Snakemake's validate does),
-    and writes each number as its schema type (:func:`_as_schema_number`)."""
-    checks = validator_class.VALIDATORS
-
-    def properties(validator, properties, instance, schema):  # noqa: ANN001, ANN202
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub and name not in instance:
-                    instance[name] = copy.deepcopy(sub["default"])
-                if name in instance:
-                    instance[name] = _as_schema_number(instance[name], sub)
-        yield from checks["properties"](validator, properties, instance, schema)
-
-    def additional(validator, extra, instance, schema):  # noqa: ANN001, ANN202
-        if isinstance(instance, dict):
-            named = schema.get("properties", {})
-            for name in instance:
-                if name not in named:
-                    instance[name] = _as_schema_number(instance[name], extra)
-        yield from checks["additionalProperties"](validator, extra, instance, schema)
-
-    def items(validator, each, instance, schema):  # noqa: ANN001, ANN202
-        if isinstance(instance, list):
-            instance[:] = [_as_schema_number(v, each) for v in instance]
-        yield from checks["items"](validator, each, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {
-        "properties": properties, "additionalProperties": additional, "items": items})
-
-
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
-
-
-@cache
-def _schema(name: str) -> dict:
-    """A schema of ``mapper/schemas/`` (package data, so an installed package finds it too)."""
-    return yaml.safe_load((files("mapper") / "schemas" / name).read_text())
-
-
-DESCRIBED_CHECKS = ("pattern", "minItems", "minimum", "exclusiveMinimum", "maximum",
-                   "exclusiveMaximum")
-"""Schema checks whose message gives the key's ``description`` too: a bound or a regex alone
-says what failed, not what the key is for."""
-
-
-def validate(data: dict, schema_name: str, source: str | Path) -> dict:
-    """Validate ``data`` in place against ``schema_name``, filling defaults; return it.
-
-    Raises ConfigError with the file, the key path and the problem on one line.
-    """
-    validator = _Validator(_schema(schema_name))
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        message = err.message
-        if err.validator == "additionalProperties":
-            message = f"{message}; remove it or check its spelling"
-        elif err.validator == "anyOf" and "description" in err.schema:
-            message = f"{err.instance!r} is not {err.schema['description']}"
-        elif err.validator in DESCRIBED_CHECKS and "description" in err.schema:
-            message = f"{message} ({err.schema['description']})"  # what the key is for
-        raise ConfigError(f"{source}: key '{key}': {message}")
-    return data
 
 
 def read_yaml(path: str | Path) -> dict:

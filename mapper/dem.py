@@ -30,7 +30,8 @@ from rasterio.windows import Window
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.gridjoin import joined_on_grids
-from mapper.raster import open_raster, reading, warp_lattice_window
+from mapper.raster import open_raster, reading
+from mapper.warp import warp_lattice_window
 
 RESAMPLING = {"cubic": Resampling.cubic, "bilinear": Resampling.bilinear}
 """The values of ``stack.dem_resampling``."""

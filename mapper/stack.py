@@ -8,7 +8,7 @@ atomically.
 
 Seamlessness: a pixel's value never depends on how the lattice is cut into tiles.
 
-- Every warp goes through :func:`mapper.raster.warp_lattice_window` (exact transformer,
+- Every warp goes through :func:`mapper.warp.warp_lattice_window` (exact transformer,
   XSCALE/YSCALE at the nominal ratio, each pixel computed as part of the same fixed lattice block
   of ``WARP_BLOCK_PX``), so warping any lattice window equals cutting it out of a whole-region
   warp, to the last bit. Tiles are processed in strips of rows (bounded memory); a strip is just
@@ -220,6 +220,8 @@ class _Sources:
     dem: list[Path] | CellProducts
     climate: list[tuple[BandPlan, list[int]]]
     synthetic: bool
+    dem_extents: list[tuple[float, ...] | None]
+    """Each DEM file's extent in the lattice CRS (read once, when the files are checked)."""
 
 
 def _tile_window(lattice: Lattice, tile_id: str) -> Window:
@@ -256,6 +258,7 @@ def _check_sources(
     # Not the elevation cells: each was checked against its own cell when it was fetched
     # (mapper.sources.cells.check_cell_raster).
     stacked = _stacks_read(region)
+    dem_extents: list[tuple[float, ...] | None] = []
     for path in [*map(Path, sentinel2), *dems, *climates]:
         with open_raster(path) as src:
             check_crs(src, path)
@@ -263,12 +266,13 @@ def _check_sources(
                 check_overlap(src, path, stacked, region.lattice.crs, f"region {region.name}")
             if path in dems:
                 _check_unpacked_dem(src, path)
+                dem_extents.append(extent_in(src, region.lattice.crs))
     synthetic = region.synthetic or any_synthetic([*map(Path, sentinel2), *dems, *climates])
-    return _Sources(s2_plans, dem_files, clim_plans, synthetic)
+    return _Sources(s2_plans, dem_files, clim_plans, synthetic, dem_extents)
 
 
-def _warn_short_dem(dems: list[Path], lattice: Lattice, tile_id: str,
-                    settings: StackSettings) -> None:
+def _warn_short_dem(dems: list[Path], extents: list[tuple[float, ...] | None],
+                    lattice: Lattice, tile_id: str, settings: StackSettings) -> None:
     """A WARNING when the DEM files (their extent together) stop short of what the tile's
     terrain reads (:func:`mapper.dem.dem_window`: the local-terrain halo and the hydrology
     blocks' halo, km beyond the tile): flow accumulation (TWI, SPI) is then cut at the files'
@@ -277,10 +281,6 @@ def _warn_short_dem(dems: list[Path], lattice: Lattice, tile_id: str,
     (a context tile's hydrology near its far side is read by no crop)."""
     window = lattice.window_bounds(dem_window(lattice, tile_id, settings.halo_px,
                                               settings.hydro_block_px, settings.hydro_halo_px))
-    extents = []
-    for path in dems:
-        with open_raster(path) as src:
-            extents.append(extent_in(src, lattice.crs))
     if not extents or any(e is None for e in extents):
         return
     left, bottom = min(e[0] for e in extents), min(e[1] for e in extents)
@@ -433,7 +433,8 @@ def build_stack(
     tile_window = _tile_window(lattice, tile_id)
     sources = _check_sources(region, sentinel2, dem, climate)
     if not isinstance(sources.dem, CellProducts) and tile_id in region.tiles():
-        _warn_short_dem(sources.dem, lattice, tile_id, settings)  # a mapped tile's terrain
+        _warn_short_dem(sources.dem, sources.dem_extents, lattice, tile_id,
+                        settings)  # a mapped tile's terrain
     p = lattice.tile_px
     with geotiff_writer(
         out_path,

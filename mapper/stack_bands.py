@@ -22,7 +22,8 @@ from rasterio.windows import Window
 from mapper.bands import CLIMATE_BANDS, S2_BANDS, UNITS
 from mapper.errors import InputError
 from mapper.grid import Lattice
-from mapper.raster import check_crs, open_raster, warp_lattice_window
+from mapper.raster import check_crs, open_raster
+from mapper.warp import warp_lattice_window
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class BandPlan:
     src_nodata: float | None = None
     """Nodata of the file's bands where the file declares none (else the file's own)."""
     band_nodata: bool = False
-    """Each band's holes its own (:func:`mapper.raster.warp_lattice_window`): climate files,
+    """Each band's holes its own (:func:`mapper.warp.warp_lattice_window`): climate files,
     whose normals each miss their own pixels; a Sentinel-2 file's bands miss the same ones."""
 
 

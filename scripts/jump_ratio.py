@@ -67,8 +67,9 @@ def lattice_grid(config: Path) -> tuple[tuple[float, float], float]:
     """The lattice origin (x, y) and resolution of ``config``'s ``grid`` (the top-level config
     validated, defaults filled; its region files are not read, so a config of any project
     does); a bad or missing config is one error line."""
-    from mapper.config import read_yaml, validate
+    from mapper.config import read_yaml
     from mapper.errors import MapperError
+    from mapper.schema import validate
 
     try:
         path = config.resolve()  # as given, from the current folder

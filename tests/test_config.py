@@ -22,10 +22,10 @@ from mapper.config import (
     load_region,
     read_boundary,
     resolve_config,
-    validate,
     write_run_config,
 )
 from mapper.errors import ConfigError
+from mapper.schema import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "config.yaml"

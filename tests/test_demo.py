@@ -41,7 +41,8 @@ from mapper.demo.sources import (
 from mapper.demo.survey import survey
 from mapper.demo.world import TUNDRA, class_shares
 from mapper.errors import ConfigError
-from mapper.raster import warp_to_grid, write_geotiff
+from mapper.raster import write_geotiff
+from mapper.warp import warp_to_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BOUNDS = (250_000.0, 1_635_000.0, 253_000.0, 1_638_000.0)  # 3 x 3 km, EPSG:3338

@@ -398,34 +398,29 @@ def test_stack_climate_with_an_undeclared_fill_value(src: dict, tmp_path: Path,
     assert np.nanmin(_stack_bands(out, ["precip_annual"])) > 0
 
 
-def test_stack_dem_packed_with_a_scale(src: dict, tmp_path: Path, capsys) -> None:
-    """A DEM that declares a scale (packed integers) would read 10 times too high: one error
-    naming the file and the fix, and no stack."""
-    bad = _copy_raster(src["dem"], tmp_path / "dem_packed.tif")
+@pytest.mark.parametrize(("change", "says"), [
+    ({"scales": [0.1]}, "the DEM declares scale 0.1 and offset 0 (packed values); elevations are "
+     "read as metres as stored, so unpack it (gdal_translate -unscale -ot Float32 {bad} "
+     "<unpacked.tif>) and pass that file"),
+    ({"units": ["ft"]}, "the DEM's band is in ft (its unit); elevations are read as metres, so "
+     "convert it (rio calc \"(* 0.3048 (read 1))\" --profile nodata=-9999 {bad} <metres.tif>) "
+     "and pass that file"),
+    ({"units": ["US survey foot"]}, "the DEM's band is in US survey foot (its unit); elevations "
+     "are read as metres, so convert it (rio calc \"(* 0.3048 (read 1))\" --profile "
+     "nodata=-9999 {bad} <metres.tif>) and pass that file"),
+], ids=["packed", "ft", "US survey foot"])
+def test_stack_dem_not_in_metres_as_stored(src: dict, tmp_path: Path, capsys, change: dict,
+                                           says: str) -> None:
+    """A DEM that declares a scale (packed integers, 10 times too high) or whose band says feet
+    (3.28 times too high, inside the range of any land surface): one error naming the file and
+    the fix, and no stack."""
+    bad = _copy_raster(src["dem"], tmp_path / "dem_other.tif")
     with rasterio.open(bad, "r+") as ds:
-        ds.scales = [0.1]
+        for key, value in change.items():
+            setattr(ds, key, value)
     out = tmp_path / "out" / f"{TILE64}.tif"
     rc, line = cli(capsys, *stack_args(src, out, dem=bad))
-    assert rc == 1 and line == (
-        f"error: {bad}: the DEM declares scale 0.1 and offset 0 (packed values); elevations are "
-        f"read as metres as stored, so unpack it (gdal_translate -unscale -ot Float32 {bad} "
-        "<unpacked.tif>) and pass that file")
-    assert_nothing_written(out)
-
-
-@pytest.mark.parametrize("unit", ["ft", "US survey foot"])
-def test_stack_dem_in_feet_is_refused(src: dict, tmp_path: Path, capsys, unit: str) -> None:
-    """A DEM whose band says feet would give elevations, slopes and TPI 3.28 times too high,
-    inside the range of any land surface: one error naming the file and the conversion."""
-    bad = _copy_raster(src["dem"], tmp_path / "dem_feet.tif")
-    with rasterio.open(bad, "r+") as ds:
-        ds.units = [unit]
-    out = tmp_path / "out" / f"{TILE64}.tif"
-    rc, line = cli(capsys, *stack_args(src, out, dem=bad))
-    assert rc == 1 and line == (
-        f"error: {bad}: the DEM's band is in {unit} (its unit); elevations are read as metres, "
-        f"so convert it (rio calc \"(* 0.3048 (read 1))\" --profile nodata=-9999 {bad} "
-        "<metres.tif>) and pass that file")
+    assert rc == 1 and line == f"error: {bad}: " + says.format(bad=bad)
     assert_nothing_written(out)
 
 

@@ -12,7 +12,7 @@ from rasterio.windows import Window
 from scipy.ndimage import gaussian_filter
 
 from mapper.errors import InputError
-from mapper.raster import WARP_BLOCK_PX, warp_lattice_window, warp_to_grid
+from mapper.warp import WARP_BLOCK_PX, warp_lattice_window, warp_to_grid
 
 LATTICE = Affine(10.0, 0.0, -2_600_000.0, 0.0, -10.0, 2_600_000.0)
 ROW0, COL0 = 95_232, 284_160  # a square of the demo area, on 512 px tile corners

@@ -6,7 +6,7 @@ A tile is composited block by block: the fixed lattice blocks of ``block_px`` (t
 value depends only on where it lies, identical, bit for bit, at every tile size.
 
 For each item, the scene classification (SCL, 20 m) and the 9 bands of the stack are warped onto
-the tile's 10 m lattice grid in EPSG:3338 with :func:`mapper.raster.warp_to_grid` (nearest for SCL,
+the tile's 10 m lattice grid in EPSG:3338 with :func:`mapper.warp.warp_to_grid` (nearest for SCL,
 bilinear for reflectance; exact and independent of the tile cut, so neighbouring composites meet
 without seams). GDAL reads only the COG blocks a tile needs (``/vsicurl`` inside a
 ``rasterio.Env`` with :data:`mapper.raster.GDAL_HTTP_ENV`).
@@ -71,7 +71,7 @@ from rasterio.windows import Window
 from mapper.bands import S2_BANDS
 from mapper.errors import ConfigError, InputError
 from mapper.grid import Lattice
-from mapper.raster import GDAL_HTTP_ENV, warp_to_grid, write_geotiff
+from mapper.raster import GDAL_HTTP_ENV, write_geotiff
 from mapper.sources.s2_items import (
     DN_SCALE,
     SCL_MASKED,
@@ -82,6 +82,7 @@ from mapper.sources.s2_items import (
 )
 from mapper.sources.stac import acquisition, cloud_cover
 from mapper.vrt import GDAL_TYPES, VrtBand, VrtSource, write_vrt_file
+from mapper.warp import warp_to_grid
 
 logger = logging.getLogger(__name__)
 

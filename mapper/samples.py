@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyproj
 import shapely
 from rasterio.windows import Window
 
@@ -53,6 +54,7 @@ from mapper.config import Region
 from mapper.datums import DATUM_COLUMN, datum_name, parse_datums, positions, project
 from mapper.errors import InputError, first_few
 from mapper.files import atomic_path
+from mapper.grid import coordinates_to
 from mapper.normalise import valid_pixels
 from mapper.observations import read_observations
 from mapper.progress import bar as progress_bar
@@ -71,6 +73,14 @@ SAMPLE_COLUMNS = (
 )
 METADATA_KEY = b"mapper"
 WEST_HINT = "west longitudes must be negative (-147.7 for 147.7 W)"
+PROJECTED_GUESSES = (
+    "EPSG:3338",  # NAD83 / Alaska Albers, the pipeline's own
+    *(f"EPSG:{26900 + zone}" for zone in range(1, 11)),  # NAD83 / UTM zones 1N-10N
+    *(f"EPSG:{32600 + zone}" for zone in range(1, 11)),  # WGS 84 / UTM zones 1N-10N
+    "EPSG:3857",  # WGS 84 / Pseudo-Mercator, web maps' exports
+)
+"""Projected CRSs an observation table of Alaska is most often exported in, tried (for the
+message only) when no point lies in the region as degrees and the values cannot be degrees."""
 
 
 # -- observations ---------------------------------------------------------------------------------
@@ -92,7 +102,8 @@ def locate(region: Region, observations: str | Path, obs: pd.DataFrame) -> tuple
 
     Errors (InputError, naming the file): a datum that cannot be transformed to metres
     (:func:`mapper.datums.positions`), no point in the region, saying so when the points are
-    in it with lon and lat exchanged, or with the longitude negated (:func:`negated_inside`).
+    in it with lon and lat exchanged, or with the longitude negated (:func:`negated_inside`), or
+    when the values are projected metres, not degrees (:func:`_projected_hint`).
     """
     n_read = len(obs)
     datums = obs[DATUM_COLUMN] if DATUM_COLUMN in obs else parse_datums(None, obs["obs_id"], None)
@@ -114,12 +125,37 @@ def locate(region: Region, observations: str | Path, obs: pd.DataFrame) -> tuple
                 f"{observations}: no point lies in region {region.name}, but {negated} of "
                 f"{n_read} do with the longitude negated; {WEST_HINT}: fix the lon column"
             )
+        projected = _projected_hint(region, obs)
+        if projected:
+            raise InputError(f"{observations}: no point lies in region {region.name}; {projected}")
         raise InputError(
             f"{observations}: none of its {n_read} points lies in region {region.name}; check "
             "the table is for this region (lon/lat in degrees, WGS84 unless a datum column says "
             "otherwise)"
         )
     return x, y, inside
+
+
+def _projected_hint(region: Region, obs: pd.DataFrame) -> str:
+    """What to say when the table's lon and lat cannot be degrees (a value past 360 or a latitude
+    past 90 in every row with a position): they look like projected metres. Names the CRS of
+    :data:`PROJECTED_GUESSES` that puts the most points in the region when read as its x, y (a
+    hint: neighbouring UTM zones may fit nearly as well); empty when the values can be degrees."""
+    lon, lat = (obs[c].to_numpy(dtype=float, na_value=np.nan) for c in ("lon", "lat"))
+    given = np.isfinite(lon) & np.isfinite(lat)
+    if not given.any() or not ((np.abs(lon) > 360) | (np.abs(lat) > 90))[given].all():
+        return ""
+    boundary, n = region.area(), int(given.sum())
+    xy = np.column_stack([lon[given], lat[given]])
+    fits = {crs: int(_inside(boundary, *coordinates_to(crs, "EPSG:3338")(xy).T).sum())
+            for crs in PROJECTED_GUESSES}
+    best = max(fits, key=fits.get)
+    where = (f"read as x, y of {best} ({pyproj.CRS.from_user_input(best).name}), {fits[best]} of "
+             f"{n} lie in it; " if fits[best] else "")
+    return (f"its lon and lat are not degrees (lon {lon[given][0]:g}, lat {lat[given][0]:g}) but "
+            f"look like projected metres: {where}give lon and lat in decimal degrees (WGS84, or "
+            "the datum column's), for example with pyproj: Transformer.from_crs('<the table's "
+            "CRS>', 'EPSG:4326', always_xy=True).transform(x, y)")
 
 
 def negated_inside(region: Region, obs: pd.DataFrame) -> np.ndarray:

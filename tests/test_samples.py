@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyproj
 import pytest
 import training_data as T
 
@@ -17,6 +18,7 @@ from mapper.samples import (
     SAMPLE_COLUMNS,
     build_samples,
     check_observations,
+    locate,
     read_observations,
     read_samples,
     region_samples_metadata,
@@ -226,6 +228,33 @@ def test_swapped_lon_lat_is_detected(tiny: dict, tmp_path: Path) -> None:
         build_samples(tiny["region"], _write(tmp_path, df), tiny["stacks"],
                       tmp_path / "p.parquet")
     assert not (tmp_path / "p.parquet").exists()
+
+
+@pytest.mark.parametrize("crs", ["EPSG:3338", "EPSG:26906"])
+def test_projected_metres_are_named_with_the_crs_that_fits(
+    tiny: dict, tmp_path: Path, crs: str
+) -> None:
+    """x, y exported in metres (the pipeline's Alaska Albers, or a NAD83 UTM zone) in the lon and
+    lat columns: the error says they are not degrees and which CRS puts them in the region."""
+    df = pd.read_csv(tiny["observations"])
+    given = tiny["observations"]
+    inside = locate(tiny["region"], given, read_observations(given))[2]
+    to = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    df["lon"], df["lat"] = to.transform(df["lon"].to_numpy(), df["lat"].to_numpy())
+    df.loc[0, ["lon", "lat"]] = None  # a row without position does not hide the hint
+    with pytest.raises(InputError) as err:
+        check_observations(tiny["region"], _write(tmp_path, df))
+    msg = str(err.value)
+    name = pyproj.CRS.from_user_input(crs).name
+    assert msg.startswith(f"{tmp_path / 'obs.csv'}: no point lies in region tiny; its lon and "
+                          "lat are not degrees"), msg
+    # the points that lie in the region as degrees, less the row left without position
+    assert f"read as x, y of {crs} ({name}), {inside[1:].sum()} of {len(df) - 1} lie in it" in msg
+    assert "give lon and lat in decimal degrees" in msg
+    df["lat"] = 9.0e6  # far off: not degrees, and in none of the guesses
+    with pytest.raises(InputError, match=r"not degrees \(lon [-\d.e+]+, lat 9e\+06\) but look "
+                                         r"like projected metres: give lon and lat in decimal"):
+        check_observations(tiny["region"], _write(tmp_path, df))
 
 
 def test_a_latitude_off_the_earth_is_named_not_dropped(tiny: dict, tmp_path: Path) -> None:

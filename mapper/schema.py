@@ -79,21 +79,38 @@ DESCRIBED_CHECKS = ("pattern", "minItems", "minimum", "exclusiveMinimum", "maxim
 says what failed, not what the key is for."""
 
 
+def _as_written(err: jsonschema.ValidationError, written: Any) -> str:
+    """The repr of the value ``err`` is about as the file wrote it (``0``, not the ``0.0`` the
+    check saw after :func:`_as_schema_number`); the checked value's where the file did not give
+    it (a default) or gave a container."""
+    for part in err.absolute_path:
+        try:
+            written = written[part]
+        except (KeyError, IndexError, TypeError):
+            return repr(err.instance)
+    typed_alike = isinstance(written, (int, float)) and not isinstance(written, bool) \
+        and isinstance(err.instance, (int, float)) and written == err.instance
+    return repr(written) if typed_alike else repr(err.instance)
+
+
 def validate(data: dict, schema_name: str, source: str | Path) -> dict:
     """Validate ``data`` in place against ``schema_name``, filling defaults; return it.
 
     Raises ConfigError with the file, the key path and the problem on one line.
     """
     validator = _Validator(_schema(schema_name))
+    written = copy.deepcopy(data)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        message = err.message
+        message, shown = err.message, _as_written(err, written)
+        if shown != repr(err.instance) and message.startswith(repr(err.instance)):
+            message = shown + message[len(repr(err.instance)):]
         if err.validator == "additionalProperties":
             message = f"{message}; remove it or check its spelling"
         elif err.validator == "anyOf" and "description" in err.schema:
-            message = f"{err.instance!r} is not {err.schema['description']}"
+            message = f"{shown} is not {err.schema['description']}"
         elif err.validator in DESCRIBED_CHECKS and "description" in err.schema:
             message = f"{message} ({err.schema['description']})"  # what the key is for
         raise ConfigError(f"{source}: key '{key}': {message}")

@@ -16,6 +16,7 @@ import pyproj
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import RasterioError
 
 from mapper.errors import InputError
 from mapper.files import atomic_path
@@ -316,3 +317,62 @@ def write_vrt(
     )
     logger.info("wrote %s over %d stacks (%d x %d px)", out_path, len(tiles), width, height)
     return out_path
+
+
+# -- the files a VRT given as a source reads ------------------------------------------------------
+
+
+def vrt_members(path: str | Path, crs: str = "EPSG:3338"
+                ) -> list[tuple[str, tuple[float, float, float, float] | None]]:
+    """The local files a VRT reads (its ``SourceFilename`` elements, relative ones resolved
+    against the VRT's folder, in order, each once), each with its extent in ``crs`` grown by
+    two of its pixels (a resampling kernel's reach), or None when it cannot be read (so that a
+    caller keeps it: the job that reads it names it). Files behind ``/vsi`` paths or URLs are
+    left out: nothing local to watch. Memoised per VRT file and its modification time and size."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(crs))
+    if key not in _MEMBERS:
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError as exc:
+            raise InputError(f"{path}: not a VRT GDAL can read ({exc}); fix or rebuild it "
+                             "(gdalbuildvrt)") from None
+        names: dict[str, None] = {}
+        for element in root.iter("SourceFilename"):
+            name = (element.text or "").strip()
+            if not name or name.startswith("/vsi") or "://" in name:
+                continue
+            if element.get("relativeToVRT", "0") == "1" and not os.path.isabs(name):
+                name = os.path.normpath(os.path.join(path.parent, name))
+            names[name] = None
+        _MEMBERS[key] = [(name, _extent_in(name, crs)) for name in names]
+    return _MEMBERS[key]
+
+
+_MEMBERS: dict[tuple, list[tuple[str, tuple[float, float, float, float] | None]]] = {}
+
+
+def _extent_in(path: str, crs: str) -> tuple[float, float, float, float] | None:
+    from rasterio.warp import transform_bounds
+
+    try:
+        with rasterio.open(path) as ds:
+            if ds.crs is None:
+                return None
+            dx, dy = 2 * abs(ds.res[0]), 2 * abs(ds.res[1])
+            left, bottom, right, top = ds.bounds
+            return transform_bounds(ds.crs, crs, left - dx, bottom - dy, right + dx,
+                                    top + dy, densify_pts=21)
+    except RasterioError:
+        return None
+
+
+def vrt_members_over(path: str | Path, bounds: tuple[float, float, float, float],
+                     crs: str = "EPSG:3338") -> list[str]:
+    """The files of :func:`vrt_members` whose extent meets ``bounds`` (left, bottom, right, top
+    in ``crs``), and those whose extent is unknown."""
+    left, bottom, right, top = bounds
+    return [name for name, ext in vrt_members(path, crs)
+            if ext is None or (ext[0] < right and ext[2] > left and ext[1] < top
+                               and ext[3] > bottom)]

@@ -308,6 +308,32 @@ def test_tiles_of_another_model_are_refused(setup: tuple[Path, Path, str]) -> No
     assert not (config.parent / "maps" / "nsp_tiny.tif").exists()
 
 
+@pytest.mark.parametrize(("key", "old"), [("MAPPER_PRECISION", "float32"),
+                                          ("MAPPER_MIN_WEIGHT", "0"),
+                                          ("MAPPER_BLENDING", "weighted mean over 64 px crops")])
+def test_tiles_of_other_prediction_settings_are_refused(
+    setup: tuple[Path, Path, str], key: str, old: str
+) -> None:
+    """One tile still as predicted with the old precision, negligible weight or crops (made
+    before a setting changed): one error naming it, the tile it differs from and the fix, and
+    no map of mixed tiles stating the new settings."""
+    config, model, sha = setup
+    tiles = write_tiles(config.parent, "nsp", nsp_values(), sha)
+    stated = {"MAPPER_PRECISION": "bfloat16", "MAPPER_MIN_WEIGHT": "0.02",
+              "MAPPER_BLENDING": "weighted mean over 64 px crops, stride 32 px"}
+    for i, tile in enumerate(sorted(tiles)):
+        with rasterio.open(tile, "r+") as ds:
+            ds.update_tags(**{**stated, **({key: old} if i == 2 else {})})
+    odd, first = sorted(tiles)[2], sorted(tiles)[0]
+    out = config.parent / "maps" / "nsp_tiny.tif"
+    with pytest.raises(InputError) as err:
+        make_products(load_region(load_config(config), "tiny"), "nsp", model, tiles, out)
+    assert str(err.value).startswith(f"{odd}: {key} {old!r} differs from {first} "
+                                     f"({stated[key]!r}): the tiles were predicted with other "
+                                     "prediction settings; rerun predict for the tiles")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("which", ["one", "all"])
 def test_a_tile_without_nan_nodata_is_named_with_the_fix(
     setup: tuple[Path, Path, str], which: str

@@ -404,7 +404,33 @@ def test_the_fold_count_draws_the_folds_again_not_the_models(project: WorkflowPr
     jobs = planned_jobs(project, *project.maps(), *project.reports())
     print(f"\nevaluation.folds -> {settings['evaluation']['folds']}: {jobs}")
     n = settings["evaluation"]["folds"] * len(settings["evaluation"]["splits"]) * 2 * 2
-    assert jobs == {"folds": 1, "cv_fold": n, "report": 2}
+    assert jobs == {"region_settings": 2, "folds": 1, "cv_fold": n, "report": 2}  # folds, cv_plan
+
+
+def test_prediction_and_evaluation_settings_changed_with_one_restacked_tile_rerun_all(
+    project: WorkflowProject,
+) -> None:
+    """A data fix (one tile restacked) in the same run as a changed prediction setting and fold
+    count: every tile is predicted again, not only the restacked one and its neighbours (a map
+    of mixed tiles stating the new settings), and the folds are drawn again with the reports.
+    Those jobs sit below the stacks, where Snakemake compares no params or input list once a
+    stack reruns: they read these settings as files."""
+    settings = yaml.safe_load(project.region_file.read_text())
+    settings["prediction"]["min_weight"] = 0.01
+    settings["evaluation"]["folds"] += 1
+    rewrite_yaml(project.region_file, settings)
+    corner, _ = corner_and_centre(project)
+    n = len(project.tiles)
+    jobs = planned_jobs(project, *project.maps(), *project.reports(),
+                        extra_args=["-R", project.stack(corner)])
+    print(f"\nprediction.min_weight, evaluation.folds and -R {project.stack(corner)}: {jobs}")
+    folds = settings["evaluation"]["folds"] * len(settings["evaluation"]["splits"]) * 2 * 2
+    assert jobs == {"region_settings": 3, "stack": 1, "predict": 2 * n, "folds": 1,
+                    "cv_fold": folds, "report": 2, "mosaic_probability": 1,
+                    "mosaic_classes": 1}  # fmt: skip
+    plan = planned_outputs(project, *project.reports(), extra=["-R", project.stack(corner)])
+    assert plan["region_settings"] == [f"results/{project.region}/settings/{s}.json"
+                                       for s in ("cv_plan", "folds")]
 
 
 def test_a_changed_seed_trains_once_on_folds_drawn_again(project: WorkflowProject) -> None:

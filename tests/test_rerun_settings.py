@@ -18,7 +18,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+from rasterio.transform import from_origin
 from workflow_project import (
     WorkflowProject,
     make_statewide_project,
@@ -27,8 +30,8 @@ from workflow_project import (
     run_snakemake,
 )
 
-from mapper.config import read_yaml
-from mapper.sources.cells import CELL_PATTERN
+from mapper.config import load_config, load_region, read_yaml
+from mapper.sources.cells import CELL_PATTERN, tile_dem_bounds
 from mapper.sources.exclusions import tiles_over
 
 OBSERVATIONS_URL = "http://127.0.0.1:9/survey/v1/observations.csv"
@@ -294,3 +297,70 @@ def test_the_placeholders_are_the_plan(recorded: tuple[WorkflowProject, list[str
     names = {p.name for p in Path(project.path("resources/fairbanks/sources")).rglob("*")}
     assert {"observations.csv", "snap_normals.tif"} <= names
     assert any(re.fullmatch(CELL_PATTERN, n.removesuffix(".json")) for n in names)  # cells
+
+
+def write_dem_vrt(root: Path, extents: list[tuple[float, float, float, float]]) -> Path:
+    """A DEM given as a VRT over one small EPSG:3338 GeoTIFF per extent (1 km pixels,
+    members/dem_<i>.tif, placed relative to the VRT); returns the VRT."""
+    members = root / "members"
+    members.mkdir(parents=True, exist_ok=True)
+    left = min(e[0] for e in extents)
+    top = max(e[3] for e in extents)
+    right = max(e[2] for e in extents)
+    bottom = min(e[1] for e in extents)
+    width, height = int((right - left) // 1000), int((top - bottom) // 1000)
+    sources = []
+    for i, (x0, y0, x1, y1) in enumerate(extents):
+        w, h = int((x1 - x0) // 1000), int((y1 - y0) // 1000)
+        path = members / f"dem_{i}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1,
+                           dtype="float32", crs="EPSG:3338", nodata=-9999.0,
+                           transform=from_origin(x0, y1, 1000.0, 1000.0)) as dst:
+            dst.write(np.full((1, h, w), 150.0, dtype=np.float32))
+        sources.append(
+            f'<SimpleSource><SourceFilename relativeToVRT="1">members/{path.name}'
+            f'</SourceFilename><SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" '
+            f'xSize="{w}" ySize="{h}"/><DstRect xOff="{int((x0 - left) // 1000)}" '
+            f'yOff="{int((top - y1) // 1000)}" xSize="{w}" ySize="{h}"/></SimpleSource>')
+    vrt = root / "dem.vrt"
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>EPSG:3338</SRS>'
+        f"<GeoTransform>{left}, 1000, 0, {top}, 0, -1000</GeoTransform>"
+        '<VRTRasterBand dataType="Float32" band="1"><NoDataValue>-9999</NoDataValue>'
+        + "".join(sources) + "</VRTRasterBand></VRTDataset>\n")
+    return vrt
+
+
+def test_a_file_corrected_behind_a_dem_vrt_remakes_the_stacks_within_its_reach(
+        tmp_path: Path) -> None:
+    """A DEM given as a VRT of two files (west and east halves): Snakemake sees the VRT, whose
+    text does not change when a file behind it is corrected, so each stack lists the files its
+    DEM window meets among its inputs. Correcting the west file remakes the stacks that read
+    it, and no other; the VRT itself stays as it was."""
+    project = make_statewide_project(tmp_path, "fairbanks")
+    region = load_region(load_config(project.config), "fairbanks")
+    windows = tile_dem_bounds(region, project.stacked)
+    left, bottom = min(w[0] for w in windows) - 5000, min(w[1] for w in windows) - 5000
+    right, top = max(w[2] for w in windows) + 5000, max(w[3] for w in windows) + 5000
+    middle = left + ((right - left) // 2000) * 1000
+    vrt = write_dem_vrt(project.root / "dem", [(left, bottom, middle, top),
+                                               (middle, bottom, right, top)])
+    settings = read_yaml(project.region_file)
+    settings["sources"]["dem"] = {"kind": "file", "path": str(vrt)}
+    rewrite_yaml(project.region_file, settings)
+    stacks = [project.stack(t) for t in project.stacked]
+    for f in planned_output_files(project, *stacks):
+        project.path(f).parent.mkdir(parents=True, exist_ok=True)
+        project.path(f).touch()
+    run_snakemake(project, *stacks, extra_args=["--touch", "--forceall", "--cores", "1"])
+    assert planned_jobs(project, *stacks) == {}
+
+    west = project.root / "dem" / "members" / "dem_0.tif"
+    with rasterio.open(west, "r+") as dst:  # a corrected file: other heights, same name
+        dst.write(dst.read(1) + 2.5, 1)
+    reach = {t for t, w in zip(project.stacked, windows, strict=True)
+             if w[0] < middle + 2000}  # the file's extent grown by two of its pixels
+    assert 0 < len(reach) < len(project.stacked)
+    run = run_snakemake(project, *stacks, extra_args=["--dry-run", "--cores", "1"])
+    planned = set(re.findall(r"output: results/fairbanks/stack/(R\d{4}C\d{4})\.tif", run.log))
+    assert planned == reach, run.log

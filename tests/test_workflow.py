@@ -62,8 +62,8 @@ def test_tiny_plan_has_every_stage(tmp_path: Path) -> None:
         "demo_sources": 1, "stack": len(project.stacked), "samples": 1, "folds": 1,
         "pretrain": 1, "finetune": 2,
         # area, observations, stack, model, training, finetune_nsp, finetune_soilorder, cv_rf,
-        # cv_miso
-        "region_settings": 9,
+        # cv_miso, prediction, folds, cv_plan
+        "region_settings": 12,
         "cv_fold": 2 * 2 * 2,  # tasks x models (rf, miso) x folds, one split
         "report": 2, "predict": 2 * n, "mosaic_probability": 1, "mosaic_classes": 1,
     }  # fmt: skip

@@ -79,6 +79,9 @@ class Products:
         return [self.cog, *self.extra.values(), self.quicklook, self.style, self.item]
 
 
+PREDICTION_TAGS = ("MAPPER_BLENDING", "MAPPER_PRECISION", "MAPPER_MIN_WEIGHT")
+"""Tags of a predicted tile that state the prediction settings it was computed with (the crops'
+stride and weighting, the precision, the negligible weight): one map's tiles agree on each."""
 TILE_FIX = "delete that tile and run the same target again (its predict job makes it again)"
 """The fix of a predicted tile whose blocks fail to read (named by GDAL's reason), or that does
 not match the others (another version's, or copied in by hand)."""
@@ -132,10 +135,20 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
     shas: set[str] = set()
     descriptions: list[str] = []
     synthetic = False
+    settings: dict[str, tuple[str, Path]] = {}  # tag -> (first tile's value, that tile)
     for path in paths:
         with open_raster(path) as ds:
             tags = ds.tags()
             synthetic |= tag_is_true(tags, "MAPPER_SYNTHETIC")
+            for key in PREDICTION_TAGS:
+                value, first = settings.setdefault(key, (tags.get(key), path))
+                if tags.get(key) != value:
+                    raise InputError(
+                        f"{path}: {key} {tags.get(key)!r} differs from {first} ({value!r}): the "
+                        "tiles were predicted with other prediction settings; rerun predict for "
+                        "the tiles made with the old ones (snakemake -R <their files> <target>), "
+                        "or delete them and run the same target again"
+                    )
             if tags.get("MAPPER_TASK", task) != task or ds.count != n_bands:
                 raise InputError(
                     f"{path}: a {tags.get('MAPPER_TASK')} tile with {ds.count} bands, not a "

@@ -13,7 +13,17 @@ job reads, and each task's fine-tuning epochs, so that one task's epochs retrain
 CV_SECTIONS = ("cv_rf", "cv_miso")
 """What each model's folds read of the evaluation section (mapper.training_settings.cv_sections):
 a setting of one model reruns its folds alone."""
-SETTINGS_SECTIONS = ("area", "observations", "stack", "model", *TRAINING_SECTIONS, *CV_SECTIONS)
+PREDICTION_SECTIONS = ("prediction", "prediction_at_res")
+"""What a tile's prediction is computed with beside its stacks and model: the map's
+(prediction_settings) and, for the resolution report's coarser tiles, the same less ``out_res``
+(their {res} is in their path), so that the map's out_res reruns none of them."""
+PLAN_SECTIONS = ("folds", "cv_plan")
+"""What the cross-validation is drawn and reported with: the folds job's draw (fold_draw) and
+which folds each report gathers (cv_plan_settings)."""
+SETTINGS_SECTIONS = (
+    "area", "observations", "stack", "model", *TRAINING_SECTIONS, *CV_SECTIONS,
+    *PREDICTION_SECTIONS, *PLAN_SECTIONS,
+)  # fmt: skip
 """The sections written out by rule region_settings (workflow/rules/settings.smk)."""
 
 
@@ -34,12 +44,23 @@ def canonical(settings):
 def section_settings(wildcards):
     """The region's settings section of the wildcards (``area``: what beside the boundary file
     defines the mapped area; ``observations``: the observation source's section; ``training``
-    and ``finetune_<task>``: TRAINING_SECTIONS; ``cv_rf`` and ``cv_miso``: CV_SECTIONS)."""
+    and ``finetune_<task>``: TRAINING_SECTIONS; ``cv_rf`` and ``cv_miso``: CV_SECTIONS;
+    ``prediction`` and ``prediction_at_res``: PREDICTION_SECTIONS; ``folds`` and ``cv_plan``:
+    PLAN_SECTIONS)."""
     if wildcards.section == "area":
         return area_settings(wildcards)
     if wildcards.section == "observations":
         return source_settings(wildcards.region, "observations")
+    if wildcards.section in PREDICTION_SECTIONS:
+        prediction = prediction_settings(wildcards)
+        if wildcards.section == "prediction_at_res":
+            prediction.pop("out_res")
+        return prediction
+    if wildcards.section == "cv_plan":
+        return cv_plan_settings(wildcards)
     settings = region_of(wildcards).settings
+    if wildcards.section == "folds":
+        return fold_draw(settings)
     if wildcards.section in TRAINING_SECTIONS:
         return training_sections(settings["training"])[wildcards.section]
     if wildcards.section in CV_SECTIONS:
@@ -93,10 +114,17 @@ def cv_settings(wildcards):
     return files
 
 
-def fold_draw_settings(wildcards):
-    """What the region's folds are drawn with (mapper.training_settings.fold_draw): the folds
-    job's params (it reads no stack, so they are compared at every run)."""
-    return fold_draw(region_of(wildcards).settings)
+def cv_plan_settings(wildcards):
+    """Which folds a region's reports gather (cv_fold_outputs): the models, the splits and the
+    fold count. A report's input list says it too, but Snakemake does not compare that list
+    below a stack that reruns (settings.smk), so a model switched off in the same run as a data
+    fix would stay in the report."""
+    ev = region_of(wildcards).settings["evaluation"]
+    return {
+        "models": cv_models(wildcards.region),
+        "splits": list(ev["splits"]),
+        "folds": int(ev["folds"]),
+    }
 
 
 def write_settings_file(text, inputs, path, log):

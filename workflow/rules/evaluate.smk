@@ -44,6 +44,8 @@ rule cv_fold:
 rule report:
     input:
         folds=cv_fold_outputs,
+        # which folds it gathers, as a file (settings.smk)
+        plan=settings_files("cv_plan"),
         zones=zone_layers,
         truth=report_truth,
     output:

@@ -8,6 +8,9 @@ rule predict:
         model="results/{region}/models/{task}.pt",
         stacks=neighbour_stacks,
         boundary=boundary_file,
+        # the prediction section as a file, not params: a restacked tile elsewhere in the same
+        # run must not hide a changed setting from the other tiles (settings.smk)
+        settings=settings_files("prediction"),
     output:
         "results/{region}/predict/{task}/{tile}.tif",
     log:
@@ -19,7 +22,6 @@ rule predict:
         batch_size=PREDICT_BATCH_SIZE,
     params:
         config=run_config,
-        prediction=canonical(prediction_settings),
         area=canonical(area_settings),
     shell:
         "python -m mapper predict --config {params.config} --region {wildcards.region}"
@@ -34,6 +36,7 @@ use rule predict as predict_member with:
         model="results/{region}/models/{task}_m{member}.pt",
         stacks=neighbour_stacks,
         boundary=boundary_file,
+        settings=settings_files("prediction"),
     output:
         "results/{region}/predict/{task}_m{member}/{tile}.tif",
     log:
@@ -49,6 +52,7 @@ use rule predict as predict_at_res with:
         model="results/{region}/models/{task}.pt",
         stacks=neighbour_stacks_at_res,
         boundary=boundary_file,
+        settings=settings_files("prediction_at_res"),
     output:
         "results/{region}/predict_{res}m/{task}/{tile}.tif",
     log:
@@ -57,5 +61,4 @@ use rule predict as predict_at_res with:
         res=r"[1-9]\d*",
     params:
         config=res_run_config,
-        prediction=canonical(res_prediction_settings),
         area=canonical(area_settings),

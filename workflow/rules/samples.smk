@@ -26,7 +26,9 @@ rule samples:
 
 rule folds:
     input:
-        "results/{region}/samples/points.parquet",
+        samples="results/{region}/samples/points.parquet",
+        # the draw (evaluation.folds, training.seed) as a file, not params (settings.smk)
+        settings=settings_files("folds"),
     output:
         "results/{region}/samples/folds.parquet",
     log:
@@ -35,7 +37,6 @@ rule folds:
         "../../envs/mapper.yaml"
     params:
         config=run_config,
-        draw=canonical(fold_draw_settings),
     shell:
         "python -m mapper folds --config {params.config} --region {wildcards.region}"
-        " --samples {input} --out {output} --log {log}"
+        " --samples {input.samples} --out {output} --log {log}"

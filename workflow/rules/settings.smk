@@ -1,11 +1,13 @@
-# What the training side is computed with beside the stacks, each section of settings as a small
-# JSON file that the samples, training and cross-validation jobs take as an input (not params):
-# those jobs read the stacks as `ancient`, and when a stack reruns Snakemake looks neither at
-# their params nor at their other inputs (snakemake/snakemake#4166), so a changed setting, a new
-# observation table or boundary given with a data fix (a corrected DEM) would leave the models as
-# trained. This job depends on no stack, so its params (the section) and inputs (the boundary for
-# `area`, the observation table for `observations`) are always compared: a change rewrites its
-# file, and what reads it reruns.
+# What jobs are computed with beside the stacks, each section of settings as a small JSON file
+# that the samples, training, cross-validation, prediction and report jobs take as an input (not
+# params): when a stack reruns, Snakemake looks neither at the params nor at the other inputs of
+# any job below it (snakemake/snakemake#4166; the training side reads the stacks as `ancient`,
+# and a prediction sits below the models, which read them all), so a changed setting, a new
+# observation table or boundary given with a data fix (a corrected DEM, one restacked tile) would
+# leave the models as trained, and every other tile predicted with the old settings. This job
+# depends on no stack, so its params (the section) and inputs (the boundary for `area`, the
+# observation table for `observations`) are always compared: a change rewrites its file, and
+# what reads it reruns.
 
 
 rule region_settings:

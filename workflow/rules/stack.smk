@@ -8,6 +8,9 @@ rule stack:
         sentinel2=tile_sentinel2,
         dem=tile_dem,
         climate=tile_climate,
+        # the files behind a source given as a VRT, within the tile's reach (not passed on: the
+        # command reads them through the VRT)
+        members=tile_vrt_members,
     output:
         "results/{region}/stack/{tile}.tif",
     log:

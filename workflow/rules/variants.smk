@@ -38,13 +38,6 @@ def res_run_config(wildcards, input):
     return variant_config(wildcards.region, "prediction", "out_res", res, why)
 
 
-def res_prediction_settings(wildcards):
-    """The prediction settings of a tile at the resolution report's {res}: the region's (as
-    prediction_settings) with out_res = {res}, so a change of the map's own out_res reruns none
-    of these (params trigger)."""
-    return {**prediction_settings(wildcards), "out_res": float(wildcards.res)}
-
-
 def neighbour_stacks_at_res(wildcards):
     """The stacks the tile's crops read at the resolution report's {res}: which crops a tile runs
     depends on the out cells it answers (as neighbour_stacks, with out_res = {res})."""

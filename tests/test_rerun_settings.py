@@ -287,7 +287,7 @@ def test_the_maps_out_res_reruns_no_prediction_at_another_res(
     assert planned_jobs(project, target) == {}
     settings["prediction"]["sigma_scale"] = 0.3
     rewrite_yaml(project.region_file, settings)  # the control: a setting it reads reruns it
-    assert planned_jobs(project, target) == {"predict_at_res": 1}
+    assert planned_jobs(project, target) == {"region_settings": 1, "predict_at_res": 1}
 
 
 def test_the_placeholders_are_the_plan(recorded: tuple[WorkflowProject, list[str]]) -> None:

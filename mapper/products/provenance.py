@@ -190,7 +190,10 @@ def provenance_tags(
     region run in another folder (or on another machine) makes byte-identical products.
     ``MAPPER_CONFIG`` holds the settings the map is computed from (:data:`NOT_THE_MAPS`
     left out, and of ``training.finetune_epochs`` this task's number): a change of any of them
-    remakes the map, so the tag is never older than the map. ``synthetic``: whether the product
+    remakes the map, so the tag is never older than the map. A setting restated in a form that
+    means the same (Sentinel-2 exclusions listed again at another ``exclude_tile_px``) remakes
+    nothing, so the tag keeps the form the region file had when the map was made. ``synthetic``:
+    whether the product
     states that it is synthetic (default: the region's setting; the mosaic's
     :func:`mapper.products.mosaic.stated_synthetic` also asks the predicted tiles).
     """

@@ -34,7 +34,8 @@ Covariates and their definitions:
   ``radius_px`` pixels (pixel centres with dx^2 + dy^2 <= r^2). Disc sums use exact integer
   arithmetic on elevations quantised to 2^-16 m, so they do not depend on the array's extent.
 - Hydrology (:func:`specific_catchment_area`): depressions filled (spill elevation = minimax path
-  to the window edge, via a minimum spanning tree), flats drained along the shortest path over the
+  over the 8 neighbours to the window edge, via a minimum spanning tree: priority-flood as Barnes
+  et al. 2014 with the connectivity the flow has), flats drained along the shortest path over the
   flat to its outlet, then multiple-flow-direction accumulation (Quinn et al. 1991: the flow is
   split over the lower neighbours in proportion to tan(beta_k) times the contour length, 0.5 cell
   towards an edge and sqrt(2)/4 towards a corner neighbour) solved as one sparse triangular
@@ -215,8 +216,10 @@ def fill_depressions(dem: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Spill elevations: every pixel raised to the lowest level at which water leaves the window.
 
     Returns ``(filled, edge)``: ``filled`` (float64, NaN where the DEM is NaN) is, for each pixel,
-    the minimum over 4-connected paths to the outside of the maximum elevation along the path (the
-    priority-flood result), computed exactly as the maximum elevation on the pixel's path to the
+    the minimum over 8-connected paths to the outside of the maximum elevation along the path (the
+    priority-flood result for flow over the 8 neighbours, as :func:`_flow_fractions` routes it: a
+    valley floor running diagonally is no pit), computed exactly as the maximum elevation on the
+    pixel's path to the
     root of a minimum spanning tree whose edge weights are max(z_u, z_v) and whose root is the
     outside; ``edge`` marks the valid pixels that drain to the outside directly (on the window
     border or next to a NaN pixel, 8-connected: the sea and the window edge are sinks).
@@ -236,24 +239,28 @@ def fill_depressions(dem: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     edge &= valid
     # shift elevations to >= 1 (scipy's sparse graphs drop zero weights); exact for float32 input
     zs = np.where(valid, z - np.nanmin(z) + 1.0, 0.0)
-    # one CSR row per pixel with up to 3 edges (east, south, outside), built in row order
+    # one CSR row per pixel with up to 5 edges (east, south, south-east, south-west, outside),
+    # built in row order: with the edges of the pixels before it, each pixel meets all 8
     idx = np.arange(n, dtype=np.int32).reshape(h, w)
-    targets = np.full((h, w, 3), -1, dtype=np.int32)
-    weights = np.zeros((h, w, 3))
-    ok_e = valid[:, :-1] & valid[:, 1:]
-    targets[:, :-1, 0] = np.where(ok_e, idx[:, 1:], -1)
-    weights[:, :-1, 0] = np.maximum(zs[:, :-1], zs[:, 1:])
-    ok_s = valid[:-1, :] & valid[1:, :]
-    targets[:-1, :, 1] = np.where(ok_s, idx[1:, :], -1)
-    weights[:-1, :, 1] = np.maximum(zs[:-1, :], zs[1:, :])
-    targets[:, :, 2] = np.where(edge, n, -1)
-    weights[:, :, 2] = zs
-    keep = targets.reshape(n, 3) >= 0
+    targets = np.full((h, w, 5), -1, dtype=np.int32)
+    weights = np.zeros((h, w, 5))
+    for k, (src_r, src_c, dst_r, dst_c) in enumerate((
+        (np.s_[:], np.s_[:-1], np.s_[:], np.s_[1:]),  # east
+        (np.s_[:-1], np.s_[:], np.s_[1:], np.s_[:]),  # south
+        (np.s_[:-1], np.s_[:-1], np.s_[1:], np.s_[1:]),  # south-east
+        (np.s_[:-1], np.s_[1:], np.s_[1:], np.s_[:-1]),  # south-west
+    )):
+        ok = valid[src_r, src_c] & valid[dst_r, dst_c]
+        targets[src_r, src_c, k] = np.where(ok, idx[dst_r, dst_c], -1)
+        weights[src_r, src_c, k] = np.maximum(zs[src_r, src_c], zs[dst_r, dst_c])
+    targets[:, :, 4] = np.where(edge, n, -1)
+    weights[:, :, 4] = zs
+    keep = targets.reshape(n, 5) >= 0
     indptr = np.zeros(n + 2, dtype=np.int64)
     np.cumsum(keep.sum(axis=1), out=indptr[1 : n + 1])
     indptr[n + 1] = indptr[n]
     graph = sparse.csr_matrix(
-        (weights.reshape(n, 3)[keep], targets.reshape(n, 3)[keep], indptr), shape=(n + 1, n + 1)
+        (weights.reshape(n, 5)[keep], targets.reshape(n, 5)[keep], indptr), shape=(n + 1, n + 1)
     )
     del targets, weights, keep
     tree = minimum_spanning_tree(graph)

@@ -8,8 +8,10 @@ darkest / lowest input, or, for standardised Sentinel-2, like the band's mean).
 
 Sentinel-2, one of two scalings (``s2_scaling``):
 
-- ``"satlas"`` (fixed, no fitting; for a satellite encoder initialised from SatlasPretrain, which
-  saw exactly this scaling). Reflectance is taken as ``v * 1e4`` (L2A digital numbers without
+- ``"satlas"`` (fixed, no fitting; for a satellite encoder initialised from SatlasPretrain: the
+  MiSo authors' scaling, their RGB stretch and SatlasPretrain's ``/ 8160`` for the other six
+  bands; SatlasPretrain itself took ESA's 8-bit true-colour image / 255 for R, G, B, of
+  top-of-atmosphere L1C). Reflectance is taken as ``v * 1e4`` (L2A digital numbers without
   offset), then R, G, B: a 2-98 % stretch with the reference's fixed limits, R 78-3318,
   G 158-3411, B 167-3335: ``(v*1e4 - lo) / (hi - lo)``; B05, B06, B07, B08, B11, B12:
   ``v*1e4 / 8160``; all clipped to 0..1.
@@ -70,7 +72,8 @@ ELEVATION = STACK_BANDS.index("elevation")
 ASPECT = COVARIATE_BANDS.index("aspect")
 SLOPE = COVARIATE_BANDS.index("slope")
 
-# Reference scaling of SatlasPretrain's multispectral Sentinel-2 models (reflectance x 1e4).
+# The MiSo authors' scaling for SatlasPretrain's multispectral Sentinel-2 models (reflectance x
+# 1e4): their 2-98 % RGB stretch, and SatlasPretrain's / 8160 for the other six bands.
 RGB_STRETCH: dict[str, tuple[float, float]] = {
     "s2_red": (78.0, 3318.0),
     "s2_green": (158.0, 3411.0),

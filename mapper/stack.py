@@ -30,6 +30,10 @@ Sources:
 - Sentinel-2: one or more rasters; the 9 bands are selected and ordered BY DESCRIPTION (``B04`` or
   ``s2_red`` etc., case-insensitive). Values become surface reflectance (0-1): a band's own GDAL
   scale/offset when it declares one; else DN / 10000 for integer bands; float bands as they are.
+  So integer DNs that still hold ESA's offset (L2A of processing baseline 04.00 or later, from
+  25 January 2022, as ESA delivers them) must declare it (``gdal_edit.py -scale 0.0001 -offset
+  -0.1``): undeclared, every band reads 0.1 too bright, which no check here can tell from a
+  bright scene.
   Several files form a mosaic: for each pixel and band the first file (in the order given) with a
   value wins. Bilinear.
 - DEM: one raster (e.g. a VRT over IfSAR tiles) or several, metres, band 1, cubic by default

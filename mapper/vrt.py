@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyproj
@@ -376,3 +377,20 @@ def vrt_members_over(path: str | Path, bounds: tuple[float, float, float, float]
     return [name for name, ext in vrt_members(path, crs)
             if ext is None or (ext[0] < right and ext[2] > left and ext[1] < top
                                and ext[3] > bottom)]
+
+
+def source_vrt_members(region: Any, tile: str) -> list[str]:
+    """The files behind ``region``'s sources given as a VRT (kind ``file``, a ``.vrt`` path) that
+    the stack of ``tile`` reads: those whose extent meets its DEM window (the tile grown by the
+    terrain and hydrology halos, a superset of what the Sentinel-2 and climate warps read). A
+    VRT that is not there gives none (the source's own input names it)."""
+    from mapper.sources.cells import tile_dem_bounds
+
+    vrts = [s["path"] for s in (region.settings["sources"][name]
+                                for name in ("sentinel2", "dem", "climate"))
+            if s["kind"] == "file" and s["path"].lower().endswith(".vrt")
+            and os.path.exists(s["path"])]
+    if not vrts:
+        return []
+    bounds = tile_dem_bounds(region, [tile])[0]
+    return [m for vrt in vrts for m in vrt_members_over(vrt, bounds, region.lattice.crs)]

@@ -16,7 +16,7 @@ from mapper.sources.fetch import http_file_name as fetch_file_name
 from mapper.sources.snap import VARIABLES as SNAP_VARIABLES
 from mapper.sources.snap import archive_path as snap_archive_file
 from mapper.tasks import OBSERVATION_COLUMNS, TASKS, task_names
-from mapper.vrt import vrt_members_over
+from mapper.vrt import source_vrt_members
 from mapper.zones import zone_layer_path as zone_layer_file
 
 # REGIONS (name -> mapper.config.Region) comes from the Snakefile, which checks each one.
@@ -239,26 +239,14 @@ def tile_climate(wildcards):
 
 
 def tile_vrt_members(wildcards):
-    """The files behind the region's sources given as a VRT (kind file, a ``.vrt`` path) that
-    the stack of the tile reads: those whose extent meets its DEM window (the tile grown by the
-    terrain and hydrology halos, a superset of what the Sentinel-2 and climate warps read).
-    Snakemake sees only the file a source names, so a file corrected behind a VRT would reach no
-    stack; listed here, it remakes the stacks within its reach and no other."""
-    region = region_of(wildcards)
-    members = []
-    for source in ("sentinel2", "dem", "climate"):
-        s = source_settings(wildcards.region, source)
-        if s["kind"] != "file" or not s["path"].lower().endswith(".vrt"):
-            continue
-        path = local_file(
-            s["path"], f"the {source} file of region '{wildcards.region}'", wildcards.region
-        )
-        bounds = tile_dem_bounds(region, [stacked_tile(wildcards)])[0]
-        try:
-            members += vrt_members_over(path, bounds, region.lattice.crs)
-        except MapperError as exc:
-            sys.exit(f"error: {exc}")
-    return members
+    """The files behind the region's sources given as a VRT that the stack of the tile reads
+    (mapper.vrt.source_vrt_members). Snakemake sees only the file a source names, so a file
+    corrected behind a VRT would reach no stack; listed here, it remakes the stacks within its
+    reach and no other."""
+    try:
+        return source_vrt_members(region_of(wildcards), stacked_tile(wildcards))
+    except MapperError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def region_observations(wildcards):
@@ -456,7 +444,7 @@ def reports_of(region):
 # A `cells` source is fetched per 1 x 1 degree cell (rule fetch_dem_cell); the cells a tile's
 # stack reads are a pure function of the lattice and the stack halos (mapper.sources.cells),
 # computed for all tiles of a region at once on first use and memoised.
-from mapper.sources.cells import CELL_PATTERN, region_cells, tile_dem_bounds
+from mapper.sources.cells import CELL_PATTERN, region_cells
 from mapper.sources.weights import weights_by_name, weights_path
 
 CELLS_REGIONS = [

@@ -370,13 +370,24 @@ def _extent_in(path: str, crs: str) -> tuple[float, float, float, float] | None:
 
 
 def vrt_members_over(path: str | Path, bounds: tuple[float, float, float, float],
-                     crs: str = "EPSG:3338") -> list[str]:
+                     crs: str = "EPSG:3338", _within: tuple[str, ...] = ()) -> list[str]:
     """The files of :func:`vrt_members` whose extent meets ``bounds`` (left, bottom, right, top
-    in ``crs``), and those whose extent is unknown."""
+    in ``crs``), and those whose extent is unknown. A member that is itself a VRT (``.vrt``)
+    brings its own members over ``bounds`` after it, at any depth (a VRT that names a VRT it is
+    read from is left out), so a file corrected behind a VRT of VRTs is seen too."""
     left, bottom, right, top = bounds
-    return [name for name, ext in vrt_members(path, crs)
-            if ext is None or (ext[0] < right and ext[2] > left and ext[1] < top
-                               and ext[3] > bottom)]
+    within = (*_within, str(Path(path).resolve()))
+    found: dict[str, None] = {}
+    for name, ext in vrt_members(path, crs):
+        if ext is not None and not (ext[0] < right and ext[2] > left and ext[1] < top
+                                    and ext[3] > bottom):
+            continue
+        if str(Path(name).resolve()) in within:
+            continue
+        found[name] = None
+        if name.lower().endswith(".vrt") and os.path.isfile(name):
+            found.update(dict.fromkeys(vrt_members_over(name, bounds, crs, within)))
+    return list(found)
 
 
 def source_vrt_members(region: Any, tile: str) -> list[str]:

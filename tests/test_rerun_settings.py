@@ -33,6 +33,7 @@ from workflow_project import (
 from mapper.config import load_config, load_region, read_yaml
 from mapper.sources.cells import CELL_PATTERN, tile_dem_bounds
 from mapper.sources.exclusions import tiles_over
+from mapper.vrt import vrt_members_over
 
 OBSERVATIONS_URL = "http://127.0.0.1:9/survey/v1/observations.csv"
 ZONE_URL = "http://127.0.0.1:9/zones/v1/units.geojson"
@@ -364,3 +365,28 @@ def test_a_file_corrected_behind_a_dem_vrt_remakes_the_stacks_within_its_reach(
     run = run_snakemake(project, *stacks, extra_args=["--dry-run", "--cores", "1"])
     planned = set(re.findall(r"output: results/fairbanks/stack/(R\d{4}C\d{4})\.tif", run.log))
     assert planned == reach, run.log
+
+
+def test_the_files_behind_a_vrt_of_vrts_are_found_within_reach(tmp_path: Path) -> None:
+    """A VRT that names a VRT: the inner VRT and the files behind it whose extent meets the
+    window are members (a file corrected two levels down is seen); files out of reach are not;
+    a VRT that names the VRT it is read from is left out (GDAL refuses such a loop)."""
+    inner = write_dem_vrt(tmp_path / "inner", [(0, 0, 10_000, 10_000),
+                                               (50_000, 0, 60_000, 10_000)])
+    outer_file = write_dem_vrt(tmp_path / "outer", [(20_000, 0, 30_000, 10_000)])
+    outer = tmp_path / "outer" / "all.vrt"
+    text = outer_file.read_text()
+    inner_ref = (f'<SimpleSource><SourceFilename relativeToVRT="0">{inner}</SourceFilename>'
+                 '<SourceBand>1</SourceBand></SimpleSource>')
+    loop_ref = ('<SimpleSource><SourceFilename relativeToVRT="1">all.vrt</SourceFilename>'
+                '<SourceBand>1</SourceBand></SimpleSource>')
+    outer.write_text(text.replace("</VRTRasterBand>", inner_ref + loop_ref + "</VRTRasterBand>"))
+
+    west = str(tmp_path / "inner" / "members" / "dem_0.tif")
+    far_east = str(tmp_path / "inner" / "members" / "dem_1.tif")
+    middle = str(tmp_path / "outer" / "members" / "dem_0.tif")
+    found = vrt_members_over(outer, (0, 0, 25_000, 10_000))
+    assert west in found and middle in found and str(inner) in found
+    assert far_east not in found and str(outer) not in found
+    assert len(found) == len(set(found))
+    assert vrt_members_over(outer, (52_000, 0, 58_000, 10_000)) == [str(inner), far_east]

@@ -16,7 +16,7 @@ from mapper.devices import (
     prepare_deterministic,
 )
 from mapper.errors import ConfigError
-from mapper.train import deterministic
+from mapper.training_loop import deterministic
 
 
 def test_the_default_is_cuda_when_present_else_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

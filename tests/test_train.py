@@ -15,7 +15,7 @@ import rasterio
 import torch
 from tiny_region import square_boundary
 
-import mapper.train as train_module
+import mapper.training_loop as training_loop
 from mapper.bands import input_bands
 from mapper.errors import CheckpointError, InputError, TrainingError
 from mapper.models.checkpoint import load_checkpoint
@@ -73,17 +73,17 @@ def _state(path: Path) -> dict:
 def _killed_after_first_epoch(monkeypatch: pytest.MonkeyPatch,
                               run: Callable[[], object]) -> None:
     """``run()`` as a job killed right after it wrote its first epoch's partial."""
-    save = train_module.save_torch  # writes the partial after every epoch
+    save = training_loop.save_torch  # writes the partial after every epoch
 
     def save_then_stop(path: Path, state: dict) -> Path:
         save(path, state)
         if state["epoch"] == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "save_torch", save_then_stop)
+    monkeypatch.setattr(training_loop, "save_torch", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run()
-    monkeypatch.setattr(train_module, "save_torch", save)
+    monkeypatch.setattr(training_loop, "save_torch", save)
 
 
 @pytest.mark.slow
@@ -288,7 +288,7 @@ def test_a_partial_of_other_labels_is_not_resumed(
     root, rows = tiny["root"], tiny["rows"]
     fixed = tiny["table"].copy()
     fixed.loc[fixed.index[rows[0]], "nsp"] = 1 - fixed["nsp"].iloc[rows[0]]
-    save = train_module.save_torch
+    save = training_loop.save_torch
 
     def save_then_stop(path: Path, state: dict) -> Path:
         save(path, state)
@@ -296,12 +296,12 @@ def test_a_partial_of_other_labels_is_not_resumed(
 
     for name, table, resumes in (("same.pt", tiny["table"], True), ("fixed.pt", fixed, False)):
         out = root / name
-        monkeypatch.setattr(train_module, "save_torch", save_then_stop)
+        monkeypatch.setattr(training_loop, "save_torch", save_then_stop)
         with pytest.raises(KeyboardInterrupt):  # killed after its first epoch's partial
             finetune(tiny["region"], "nsp", tiny["samples"], tiny["stacks"], out, pretrained,
                      rows)
         assert out.with_name(f"{name}.partial").exists()
-        monkeypatch.setattr(train_module, "save_torch", save)
+        monkeypatch.setattr(training_loop, "save_torch", save)
         caplog.clear()
         with caplog.at_level("INFO", logger="mapper.train"):  # the same epochs as the killed run
             result = finetune(tiny["region"], "nsp", table, tiny["stacks"], out, pretrained, rows)
@@ -387,7 +387,7 @@ def test_a_diverged_training_stops_without_a_checkpoint(tiny: dict, tmp_path: Pa
                                                         monkeypatch) -> None:
     """A non-finite loss (too high a learning rate) would leave NaN weights that map nothing:
     the job stops at that step with the fix, and writes no checkpoint."""
-    real = train_module.task_loss
+    real = training_loop.task_loss
     calls = []
 
     def diverging(*args, **kwargs):
@@ -397,7 +397,7 @@ def test_a_diverged_training_stops_without_a_checkpoint(tiny: dict, tmp_path: Pa
             return loss, terms
         return loss * float("nan"), {**terms, "total": float("nan")}
 
-    monkeypatch.setattr(train_module, "task_loss", diverging)
+    monkeypatch.setattr(training_loop, "task_loss", diverging)
     out = tmp_path / "nsp.pt"
     with pytest.raises(TrainingError, match=r"^finetune nsp: non-finite loss at epoch 1, step 2 "
                                             r".*lower training\.lr_max"):
@@ -410,7 +410,7 @@ def test_a_non_finite_gradient_stops_training_before_the_step(tiny: dict, tmp_pa
                                                                monkeypatch) -> None:
     """A finite loss whose gradient is not (an overflow in the backward pass) would write NaN
     weights at that step, unseen on the last one: the job stops there and writes nothing."""
-    real = train_module.task_loss
+    real = training_loop.task_loss
     calls = []
 
     def overflowing(*args, **kwargs):
@@ -421,7 +421,7 @@ def test_a_non_finite_gradient_stops_training_before_the_step(tiny: dict, tmp_pa
         # sqrt at 0: the value 0, the gradient 0 * inf = NaN
         return loss + torch.sqrt(loss * 0.0), terms
 
-    monkeypatch.setattr(train_module, "task_loss", overflowing)
+    monkeypatch.setattr(training_loop, "task_loss", overflowing)
     out = tmp_path / "nsp.pt"
     with pytest.raises(TrainingError, match=r"^finetune nsp: non-finite gradient at epoch 1, "
                                             r"step 2 .*lower training\.lr_max"):

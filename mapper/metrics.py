@@ -54,6 +54,12 @@ def classification_metrics(
     """Every figure of the report for one set of predictions (plain floats, lists and dicts).
 
     ``score``: for two classes, the predicted probability of class 1 (for AUC).
+
+    Macro averages are over the classes of the test points (``y_true``), whatever was
+    predicted: every model scored on the same points averages over the same classes, so a
+    wrong prediction costs the same whether it lands in a class the points hold or in one they
+    do not (with sklearn's default, over the classes true or predicted, the second adds a class
+    of F1 0 and can reverse two models' order). A class never predicted has precision 0 there.
     """
     k = len(classes)
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -83,8 +89,9 @@ def classification_metrics(
         },
         "confusion": cm.tolist(),
     }
+    tested = support > 0
     for name, values in (("precision", precision), ("recall", recall), ("f1", f1)):
-        out[f"macro_{name}"] = float(values[present].mean()) if present.any() else float("nan")
+        out[f"macro_{name}"] = float(values[tested].mean()) if tested.any() else float("nan")
         out[f"weighted_{name}"] = (
             float((values * support).sum() / support.sum()) if support.sum() else float("nan")
         )

@@ -3,11 +3,11 @@
     report(region, task, fold_files, out)   # out = results/<region>/reports/<task>.md
 
 Writes beside ``out``:
-- ``<task>.md``: a Markdown report: the summary table (accuracy, macro and weighted precision /
-  recall / F1, and for a binary task such as NSP AUC and R1 = recall of present), a per-class table
-  (precision, recall, F1), fold sizes, for a synthetic region with truth rasters how the
-  held-out predictions agree with the hidden truth, and the results by zone of each of the
-  region's zone layers (:mod:`mapper.zonal`);
+- ``<task>.md``: a Markdown report: the summary table (accuracy, macro (over the classes of a
+  fold's test points) and weighted precision / recall / F1, and for a binary task such as NSP AUC
+  and R1 = recall of present), a per-class table (precision, recall, F1), fold sizes, for a
+  synthetic region with truth rasters how the held-out predictions agree with the hidden truth,
+  and the results by zone of each of the region's zone layers (:mod:`mapper.zonal`);
 - ``<task>.json``: every figure, per fold too;
 - ``<task>_splits.png``: bars of the headline metrics per split and model (+- sd);
 - ``<task>_confusion.png``: confusion matrices pooled over the folds, per split and model
@@ -224,7 +224,8 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
         "them (AUC and R1 where a fold's test points are one class) says on how many folds it "
         "rests. SH-d: no "
         "training point within d of a test point (spatial holdout with a dead zone). Class "
-        "predictions at the most probable class (0.5 for NSP).", "",
+        "predictions at the most probable class (0.5 for NSP). Macro averages are over the "
+        "classes of a fold's test points, the same for every model.", "",
     ]
     if spec.binary:
         lines += [

@@ -42,7 +42,8 @@ def test_multiclass_agrees_with_sklearn() -> None:
     m = classification_metrics(y_true, y_pred, classes)
     assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     for avg in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0,
+                                                     labels=np.unique(y_true))
         assert (m[f"{avg}_precision"], m[f"{avg}_recall"], m[f"{avg}_f1"]) == pytest.approx(
             (p, r, f))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=range(6), zero_division=0)
@@ -53,6 +54,28 @@ def test_multiclass_agrees_with_sklearn() -> None:
     assert math.isnan(m["per_class"]["c6"]["f1"])  # neither true nor predicted: undefined
     np.testing.assert_array_equal(m["confusion"], confusion_matrix(y_true, y_pred, labels=range(7)))
     assert "auc" not in m and "r1" not in m
+
+
+def test_macro_averages_take_the_classes_of_the_test_points_for_every_model() -> None:
+    """Two models with the same errors on the same points: one wrong prediction into a class the
+    points do not hold costs as much as one into a class they do (sklearn's default set, the
+    classes true or predicted, would add a class of F1 0 to the first and reverse the order)."""
+    y_true = np.array([0, 0, 0, 1, 1, 1])
+    into_absent = classification_metrics(y_true, np.array([0, 0, 0, 1, 1, 2]), list("abc"))
+    into_present = classification_metrics(y_true, np.array([0, 0, 0, 1, 1, 0]), list("abc"))
+    assert into_absent["accuracy"] == into_present["accuracy"]
+    assert into_absent["macro_f1"] == pytest.approx((1.0 + 0.8) / 2)  # a: 1; b: P 1, R 2/3
+    assert into_present["macro_f1"] == pytest.approx((6 / 7 + 0.8) / 2)  # a: P 3/4, R 1
+    assert into_absent["macro_f1"] > into_present["macro_f1"]
+    for m, pred in ((into_absent, [0, 0, 0, 1, 1, 2]), (into_present, [0, 0, 0, 1, 1, 0])):
+        p, r, f, _ = precision_recall_fscore_support(y_true, pred, average="macro",
+                                                     labels=[0, 1], zero_division=0)
+        assert (m["macro_precision"], m["macro_recall"], m["macro_f1"]) == pytest.approx((p, r, f))
+    assert into_absent["per_class"]["c"]["f1"] == 0.0  # predicted, never true: still listed
+    # NSP on a fold of absent points only: one false "present" is one error in 100, not F1 0
+    absent = np.zeros(100, dtype=np.int64)
+    one_wrong = classification_metrics(absent, np.r_[np.ones(1), np.zeros(99)], ["no", "yes"])
+    assert one_wrong["macro_f1"] == pytest.approx(2 * 0.99 / 1.99)
 
 
 def test_per_class_recall_and_precision_are_undefined_without_support_or_prediction() -> None:

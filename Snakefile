@@ -8,7 +8,14 @@ import sys
 
 from snakemake.utils import min_version
 
-from mapper.config import RUN_CONFIG_ENV, check_places, job_config, load_region, resolve_config
+from mapper.config import (
+    RUN_CONFIG_ENV,
+    check_places,
+    job_config,
+    load_region,
+    read_yaml,
+    resolve_config,
+)
 from mapper.sources.exclusions import check_exclusions
 from mapper.errors import MapperError
 
@@ -30,6 +37,8 @@ try:
     if workflow.remote_exec or workflow.subprocess_exec:
         RUN_CONFIG = job_config(os.environ.get(RUN_CONFIG_ENV), config, CONFIG_SOURCE)
     else:
+        for _path in workflow.configfiles:  # Snakemake's reader keeps a key given twice silently
+            read_yaml(_path)
         RUN_CONFIG = resolve_config(config, CONFIG_SOURCE)
     REGIONS = {name: load_region(RUN_CONFIG, name) for name in RUN_CONFIG["regions"]}
     for _region in REGIONS.values():

@@ -18,9 +18,11 @@ import yaml
 from pyproj import Transformer
 
 from mapper.config import (
+    DEFAULT_CONFIG,
     load_config,
     load_region,
     read_boundary,
+    read_yaml,
     resolve_config,
     write_run_config,
 )
@@ -446,8 +448,14 @@ def test_missing_or_broken_files(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("regions: [demo\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml, line 2, column 1: not valid YAML "
+                                          r"\(ParserError: expected ',' or '\]'"):
         load_config(bad)
+    tab = tmp_path / "tab.yaml"  # a tab where YAML wants spaces: the line and the character
+    tab.write_text("regions:\n\tdemo: regions/demo.yaml\n")
+    with pytest.raises(ConfigError, match=r"tab\.yaml, line 2, column 1: not valid YAML "
+                                          r"\(ScannerError: found character '\\t'"):
+        load_config(tab)
     broken = tmp_path / "broken.geojson"
     broken.write_text('{"type": "FeatureCollection", "features": [')
     with pytest.raises(ConfigError, match=r"broken\.geojson: not a readable GeoJSON"):
@@ -846,3 +854,36 @@ def test_a_period_only_a_sentinel2_composite_can_state_is_refused(tmp_path: Path
     assert message.startswith(f"{tmp_path / 'demo.yaml'}: key 'sources.{source}.datetime': only "
                               "the sentinel2 source states a period"), message
     assert message.endswith("(a demo composite is synthetic: it has none)") == (kind == "demo")
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    """YAML readers keep the last of a key given twice, silently: a second ``training:`` section
+    appended to a region file would drop the first whole (its crop size, epochs and rates back
+    to the defaults). The file is refused with both lines instead, in a region file, a config
+    file and nested mappings; a ``<<:`` merge overridden by a key is not a duplicate."""
+    region = tmp_path / "twice.yaml"
+    region.write_text(REGION_TWICE)
+    with pytest.raises(ConfigError) as info:
+        read_yaml(region)
+    assert str(info.value) == (
+        f"{region}, line 6: the key 'training' is given twice in one mapping (lines 2 and 6), "
+        "and only the second would be read; merge the two into one (one region_overrides: key "
+        "holds every region's overrides)")
+    nested = tmp_path / "site.yaml"
+    nested.write_text("region_overrides:\n  demo:\n    out_res: 20\n    out_res: 50\n")
+    with pytest.raises(ConfigError, match=r"site\.yaml, line 4: the key 'out_res' is given "
+                                          r"twice in one mapping \(lines 3 and 4\)"):
+        load_config([DEFAULT_CONFIG, nested])
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n")
+    assert read_yaml(merged) == {"base": {"x": 1, "y": 2}, "other": {"x": 3, "y": 2}}
+
+
+REGION_TWICE = """# a region file with a section appended a second time
+training:
+  crop_px: 32
+model:
+  size: tiny
+training:
+  batch_size: 8
+"""

@@ -923,6 +923,11 @@ def test_bad_config_through_snakemake_dry_run(region: dict, tmp_path: Path) -> N
                        lambda s: s.update(boundary=str(folder / "europe.geojson")))
     cases["a boundary off the lattice"] = (
         cfg, f"error: {folder / 'europe.geojson'}: region 'tiny' meets no tile of the lattice")
+    cfg = changed_copy(region["config"], "tiny", tmp_path / "twice", lambda s: None)
+    lines = cfg.read_text().splitlines()
+    cfg.write_text("\n".join([*lines, "region_overrides: {}", "region_overrides: {}"]) + "\n")
+    cases["a key given twice in the config file (Snakemake's reader keeps the second)"] = (
+        cfg, f"error: {cfg}, line {len(lines) + 2}: the key 'region_overrides' is given twice")
     for name, (cfg, expected) in cases.items():
         work = cfg.parent
         run = subprocess.run(

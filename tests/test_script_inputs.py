@@ -123,10 +123,13 @@ def test_jump_ratio_reads_its_config_from_any_folder_and_a_bad_one_is_one_line(
     assert run.returncode == 0, run.stderr
     (tmp_path / "bad.yaml").write_text("grid: [unclosed\n")
     for config, problem in [("missing.yaml", "config file not found; check the path"),
-                            ("bad.yaml", "not valid YAML (ParserError); fix the syntax")]:
+                            ("bad.yaml", "line 2, column 1: not valid YAML (ParserError: "
+                                         "expected ',' or ']', but got '<stream end>'); fix the "
+                                         "syntax")]:
         run = run_script("jump_ratio.py", "map.tif", "--config", config, cwd=tmp_path)
         assert run.returncode == 1
-        assert run.stderr.strip().splitlines() == [f"error: {tmp_path / config}: {problem}"]
+        sep = ", " if problem.startswith("line") else ": "
+        assert run.stderr.strip().splitlines() == [f"error: {tmp_path / config}{sep}{problem}"]
         assert run.stdout == ""
 
 

@@ -73,6 +73,9 @@ logger = logging.getLogger(__name__)
 MAX_LABELLED = 32
 """Labelled queries per crop at most (a dense survey site can hold hundreds in one crop)."""
 
+RANDOM_DRAWS = 4_000_000
+"""Random crop centres drawn per round at most (64 MB of coordinates)."""
+
 STREAMS = {"pretrain": 1, "finetune": 2, "normalise": 3}
 """Random stream numbers, so pretraining and fine-tuning crops differ at the same seed."""
 
@@ -278,21 +281,31 @@ class CropDataset:
         return inside[:MAX_LABELLED].astype(np.int64)
 
     def random_windows(self, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-        """``n`` crop upper-left pixels whose crop centre lies inside the region boundary."""
+        """``n`` crop upper-left pixels whose crop centre lies inside the region boundary:
+        centres drawn uniformly in its bounding box, those outside dropped, each round drawing
+        twice the crops still missing over the share of the box the boundary covers (so a
+        region of scattered sites or a long corridor, a small share of its box, takes about one
+        round as a square does; at most ``RANDOM_DRAWS`` points a round)."""
         left, bottom, right, top = self.boundary.bounds
+        box = (right - left) * (top - bottom)
+        share = self.boundary.area / box if box > 0 else 0.0
         p = self.settings.crop_px
         out: list[tuple[int, int]] = []
-        for _ in range(1000):
+        for _ in range(1000 if share > 0 else 0):
             if len(out) >= n:
                 break
-            m = max(16, 2 * (n - len(out)))
+            # (a square region, share 1 up to rounding, draws 2 x what is missing, as it did)
+            m = min(RANDOM_DRAWS, max(16, math.ceil(2 * (n - len(out)) / min(share, 1.0) - 1e-6)))
             x = rng.uniform(left, right, m)
             y = rng.uniform(bottom, top, m)
             ok = shapely.contains_xy(self.boundary, x, y)
             rows, cols = self.lattice.pixels_of(x[ok], y[ok])
             out.extend((int(r) - p // 2, int(c) - p // 2) for r, c in zip(rows, cols, strict=True))
         if len(out) < n:
-            raise InputError("could not place random crops inside the region boundary; check it")
+            raise InputError(
+                f"could place only {len(out)} of {n} random crops with their centre inside the "
+                f"mapped area ({self.boundary.area / 1e6:.3g} km^2, {share:.2%} of its bounding "
+                "box); check the region's boundary (a polygon with an area)")
         return out[:n]
 
     def plan_epoch(self, epoch: int, stream: str) -> list[CropPlan]:

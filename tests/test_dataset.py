@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import shapely
 import torch
 import training_data as T
 from rasterio.windows import Window
@@ -21,6 +22,7 @@ from mapper.dataset import (
     grid_coords,
     predict_points,
 )
+from mapper.errors import InputError
 from mapper.losses import IGNORE_INDEX
 from mapper.normalise import Normaliser
 from mapper.splits import train_test_indices
@@ -185,6 +187,49 @@ def test_pretraining_crops_lie_in_the_region(tiny: dict) -> None:
         cx = lat.origin_x + (p.col_off + 16) * lat.res
         cy = lat.origin_y - (p.row_off + 16) * lat.res
         assert left - 10 <= cx <= right + 10 and bottom - 10 <= cy <= top + 10
+
+
+@pytest.mark.parametrize("shape", ["corridor", "scattered sites"])
+def test_random_crops_fill_a_region_that_is_a_small_share_of_its_box(tiny: dict,
+                                                                     shape: str) -> None:
+    """A 1 km wide corridor 990 km long on the diagonal (0.2 % of its bounding box) and three
+    4 km sites 600 km apart (0.01 %): every crop centre lies inside, as many as asked, where
+    drawing twice the missing crops over the whole box, round after round, placed too few."""
+    lat = tiny["region"].lattice
+    x0, y0 = lat.origin_x + 5000, lat.origin_y - 600_000
+    if shape == "corridor":  # diagonal: its box is 700 km square
+        area = shapely.LineString([(x0, y0), (x0 + 700_000, y0 + 700_000)]).buffer(500)
+    else:
+        area = shapely.MultiPolygon([shapely.box(x0 + d, y0 + d, x0 + d + 4000, y0 + d + 4000)
+                                     for d in (0, 300_000, 600_000)])
+    training = tiny["region"].settings["training"]
+    ds = CropDataset(tiny["reader"], tiny["norm"], CropSettings.from_training(training), area,
+                     "pretrain", unlabelled_crops=1024)
+    windows = ds.random_windows(1024, np.random.default_rng(0))
+    assert len(windows) == 1024
+    half = ds.settings.crop_px // 2
+    rows = np.array([r for r, _ in windows]) + half
+    cols = np.array([c for _, c in windows]) + half
+    x = lat.origin_x + (cols + 0.5) * lat.res
+    y = lat.origin_y - (rows + 0.5) * lat.res
+    assert shapely.contains_xy(area.buffer(lat.res), x, y).all()
+    if shape == "scattered sites":  # each site gets crops, about in proportion to its area
+        counts = [int(shapely.contains_xy(part.buffer(lat.res), x, y).sum())
+                  for part in area.geoms]
+        assert min(counts) > 250
+
+
+def test_random_crops_in_a_boundary_without_area_say_so(tiny: dict) -> None:
+    lat = tiny["region"].lattice
+    line = shapely.box(lat.origin_x, lat.origin_y - 1000, lat.origin_x + 1000, lat.origin_y
+                       ).boundary
+    training = tiny["region"].settings["training"]
+    ds = CropDataset(tiny["reader"], tiny["norm"], CropSettings.from_training(training), line,
+                     "pretrain", unlabelled_crops=4)
+    with pytest.raises(InputError, match=r"^could place only 0 of 4 random crops with their "
+                                         r"centre inside the mapped area \(0 km\^2, 0\.00% of "
+                                         r"its bounding box\); check the region's boundary"):
+        ds.random_windows(4, np.random.default_rng(0))
 
 
 class _EchoModel:

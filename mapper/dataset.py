@@ -260,6 +260,8 @@ class CropDataset:
         self.points = points if points is not None else PointSet.empty()
         self._tree = cKDTree(self.points.rowcol) if len(self.points) else None
         self.unlabelled_crops = int(unlabelled_crops)
+        self.unread: set[int] = set()
+        """Training points (indices into ``points``) a batch found on a pixel without data."""
 
     # -- planning (no I/O) -------------------------------------------------------------------------
     def _points_in(self, row_off: int, col_off: int, first: int | None) -> np.ndarray:
@@ -386,6 +388,9 @@ class CropDataset:
         # a training point whose pixel the stacks now leave without data (a tile stacked again
         # since the samples were made: training reads stacks as ancient) teaches nothing from
         # an all-zero input: out of the supervised loss as of the contrastive ones
+        for k in np.flatnonzero((mask & ~valid)[:, :n_lab].any(axis=1)):
+            slots = np.flatnonzero(mask[k, :n_lab] & ~valid[k, :n_lab])
+            self.unread.update(int(i) for i in plans[k].points[slots])
         mask &= valid
         if self.multiclass:
             target[:, :n_lab][~mask[:, :n_lab]] = IGNORE_INDEX

@@ -148,6 +148,7 @@ def fit(
             dataset.normaliser = normaliser
         del initial
     bar = progress_bar(schedule.total, f"{stream} {task}", "step", initial=step)
+    unread = 0  # training points on pixels without data, warned of
     params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start, opt.epochs):
         _seed_epoch(seed, epoch)
@@ -179,6 +180,15 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + v
             bar.update(1)
             bar.set_postfix(loss=f"{terms['total']:.3f}", lr=f"{lr:.1e}", refresh=False)
+        if len(dataset.unread) > unread:
+            unread = len(dataset.unread)
+            first = dataset.points.xy[min(dataset.unread)]
+            logger.warning(
+                "%s %s: %d training point(s) lie on pixels the stacks leave without data (the "
+                "first at x %.0f, y %.0f) and teach nothing: a tile was stacked again since the "
+                "samples were made; to train on them, make the samples again "
+                "(-R results/<region>/samples/points.parquet)",
+                stream, task, unread, first[0], first[1])
         record = {k: v / max(n_batches, 1) for k, v in sums.items()}
         record.update(epoch=epoch + 1, crops=crops, labelled=labelled, lr=schedule.lr(step - 1))
         history.append(record)

@@ -171,6 +171,7 @@ def test_a_training_point_on_a_pixel_now_without_data_takes_no_part(tiny: dict,
             assert (batch.target[batch.mask] >= 0).all()
         kept += int(batch.mask.sum())
     assert seen_hole >= 1
+    assert ds.unread == {0}  # the point, for the training loop's warning
     ds.reader = tiny["reader"]
     assert kept == sum(int(b.mask.sum()) for b in ds.batches(0, "finetune")) - seen_hole
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
+from rasterio.windows import Window
 from tiny_region import square_boundary
 
 import mapper.training_loop as training_loop
@@ -221,6 +223,36 @@ def test_a_missing_stack_is_one_error_naming_it(tiny: dict, pretrained: Path) ->
         finetune(tiny["region"], "nsp", tiny["samples"], [*tiny["stacks"], missing], out,
                  pretrained, tiny["rows"])
     assert not out.exists()
+
+
+def test_a_training_point_on_a_pixel_without_data_is_warned_of(tiny: dict, tmp_path: Path,
+                                                               caplog) -> None:
+    """A tile stacked again since the samples were made, now without data at a training point
+    (training reads the stacks as ancient): the point teaches nothing, and the job says so once,
+    with where it lies and how to train on it, not only through a lower count of queries."""
+    row = int(tiny["rows"][0])
+    table = tiny["table"]
+    x, y = float(table["x"].iloc[row]), float(table["y"].iloc[row])
+    stacks = []
+    for path in map(Path, tiny["stacks"]):
+        again = tmp_path / "stack" / path.name
+        again.parent.mkdir(exist_ok=True)
+        shutil.copy(path, again)
+        with rasterio.open(again, "r+") as ds:
+            rr, cc = ds.index(x, y)
+            if 0 <= rr < ds.height and 0 <= cc < ds.width:
+                window = Window(cc, rr, 1, 1)
+                ds.write(np.full((ds.count, 1, 1), ds.nodata, dtype=ds.dtypes[0]), window=window)
+        stacks.append(again)
+    with caplog.at_level("WARNING", logger="mapper.train"):
+        finetune(tiny["region"], "nsp", tiny["samples"], stacks, None, None, tiny["rows"],
+                 epochs=2)
+    warned = [rec.getMessage() for rec in caplog.records if "without data" in rec.getMessage()]
+    assert warned == [
+        f"finetune nsp: 1 training point(s) lie on pixels the stacks leave without data (the "
+        f"first at x {x:.0f}, y {y:.0f}) and teach nothing: a tile was stacked again since the "
+        "samples were made; to train on them, make the samples again "
+        "(-R results/<region>/samples/points.parquet)"]
 
 
 @pytest.mark.parametrize("kind", ["mapped", "context"])

@@ -226,7 +226,7 @@ class Normaliser:
         if table.shape[0] == 0:
             raise InputError(
                 "no valid training pixel (all 9 Sentinel-2 bands and elevation finite) to fit "
-                "the normalisation on; check the stacks cover the samples"
+                "the normalisation on; check that the stacks hold Sentinel-2 and elevation data"
             )
         if table.shape[0] > max_pixels:
             pick = np.random.default_rng(seed).choice(table.shape[0], max_pixels, replace=False)

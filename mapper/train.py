@@ -133,7 +133,8 @@ def _points(table: pd.DataFrame, task: str, rows: np.ndarray) -> PointSet:
     )
 
 
-def _fit_normaliser(dataset: CropDataset, cfg: ModelConfig, seed: int) -> Normaliser:
+def _fit_normaliser(dataset: CropDataset, cfg: ModelConfig, seed: int,
+                    region: Region) -> Normaliser:
     """The normalisation fitted on pixels of crops drawn from their own seeded stream (the
     dataset's ``"normalise"`` stream, not a training epoch's; how many: :func:`normaliser_crops`
     of the mapped area); Sentinel-2 scaled for the encoder's start
@@ -141,8 +142,13 @@ def _fit_normaliser(dataset: CropDataset, cfg: ModelConfig, seed: int) -> Normal
     :mod:`mapper.normalise`)."""
     n_crops = normaliser_crops(dataset.boundary.area / 1e6)
     pixels = dataset.normaliser_pixels(n_crops, NORMALISER_PIXELS, seed)
-    normaliser = Normaliser.fit(pixels, seed=seed, s2_scaling=s2_scaling_for(cfg.satlas_weights),
-                                aspect=cfg.aspect)
+    try:
+        normaliser = Normaliser.fit(pixels, seed=seed,
+                                    s2_scaling=s2_scaling_for(cfg.satlas_weights),
+                                    aspect=cfg.aspect)
+    except InputError as exc:  # say where the crops were drawn
+        raise InputError(f"region {region.name}: {exc} (read in {n_crops} crops drawn in its "
+                         "mapped area)") from None
     logger.info("normalisation fitted on %d valid pixels of up to %d crops", normaliser.n_pixels,
                 n_crops)
     return normaliser
@@ -211,7 +217,7 @@ def pretrain(
     with deterministic(where), _open_reader(region, stacks) as reader:
         dataset = CropDataset(reader, None, settings, region.area(), PRETRAIN,
                               unlabelled_crops=int(training["pretrain_crops"]))
-        normaliser = _fit_normaliser(dataset, cfg, seed)
+        normaliser = _fit_normaliser(dataset, cfg, seed, region)
         dataset.normaliser = normaliser
         torch.manual_seed(seed)
         model = build_model(cfg, 1).to(where)
@@ -312,7 +318,7 @@ def finetune(
     with deterministic(where), _open_reader(region, stacks) as reader:
         dataset = CropDataset(reader, normaliser, settings, region.area(), task, points)
         if normaliser is None:
-            normaliser = _fit_normaliser(dataset, cfg, seed)
+            normaliser = _fit_normaliser(dataset, cfg, seed, region)
             dataset.normaliser = normaliser
         partial = None
         fingerprint = run_fingerprint({

@@ -255,6 +255,30 @@ def test_a_training_point_on_a_pixel_without_data_is_warned_of(tiny: dict, tmp_p
         "(-R results/<region>/samples/points.parquet)"]
 
 
+def test_stacks_without_data_are_one_error_naming_the_region(tiny: dict,
+                                                             tmp_path: Path) -> None:
+    """Without a pretrained checkpoint the normalisation is fitted on crops of the stacks: stacks
+    that hold no Sentinel-2 or elevation data there are one error naming the region and what
+    was read, and no checkpoint."""
+    stacks = []
+    for path in map(Path, tiny["stacks"]):
+        blank = tmp_path / "stack" / path.name
+        blank.parent.mkdir(exist_ok=True)
+        shutil.copy(path, blank)
+        with rasterio.open(blank, "r+") as ds:
+            ds.write(np.full((ds.count, ds.height, ds.width), ds.nodata, dtype=ds.dtypes[0]))
+        stacks.append(blank)
+    out = tmp_path / "nsp.pt"
+    with pytest.raises(InputError) as caught:
+        finetune(tiny["region"], "nsp", tiny["samples"], stacks, out, None, tiny["rows"],
+                 epochs=1)
+    assert str(caught.value) == (
+        f"region {tiny['region'].name}: no valid training pixel (all 9 Sentinel-2 bands and "
+        "elevation finite) to fit the normalisation on; check that the stacks hold Sentinel-2 "
+        "and elevation data (read in 64 crops drawn in its mapped area)")
+    assert not list(tmp_path.glob("nsp.pt*"))
+
+
 @pytest.mark.parametrize("kind", ["mapped", "context"])
 def test_training_refuses_stacks_that_leave_out_a_stacked_tile(tiny: dict, tmp_path: Path,
                                                                kind: str) -> None:

@@ -220,7 +220,8 @@ def augment(s2: np.ndarray, cov: np.ndarray, coords: np.ndarray,
 
 
 def grid_coords(n: int) -> np.ndarray:
-    """``n`` crop-normalised points on a near-square grid of cell centres, row-major [n, 2]."""
+    """``n`` crop-normalised points on a near-square grid of cell centres, row-major [n, 2] (the
+    first ``n`` of it; a region's ``training.grid_points`` is a square number, a full grid)."""
     if n <= 0:
         return np.zeros((0, 2))
     nx = math.ceil(math.sqrt(n))

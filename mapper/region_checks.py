@@ -68,13 +68,22 @@ def _check_zone_names(settings: dict, origin: str | Path) -> None:
 
 def _check_training(settings: dict, origin: str | Path) -> None:
     """Training settings the schema cannot relate: a crop needs query points beyond its labelled
-    ones (pretraining has no other), and the learning rates must fall from the peak."""
+    ones (pretraining has no other), the grid queries a square lattice, and the learning rates
+    must fall from the peak."""
     training = settings["training"]
     if int(training["random_points"]) + int(training["grid_points"]) < 1:
         raise ConfigError(
             f"{origin}: keys 'training.random_points' and 'training.grid_points' are both 0, "
             "which leaves pretraining and every crop without a labelled point no query point; "
             "set one of them to at least 1 (the reference: 16 and 16)"
+        )
+    grid = int(training["grid_points"])
+    if math.isqrt(grid) ** 2 != grid:
+        side = math.isqrt(grid)
+        raise ConfigError(
+            f"{origin}: key 'training.grid_points' ({grid}) is not a square number: the grid "
+            "queries are a k x k lattice of cell centres over the crop, and a partial last row "
+            f"would leave a corner unqueried; give {side ** 2} or {(side + 1) ** 2}"
         )
     peak = float(training["lr_max"])
     for key in ("lr_min", "warmup_lr"):

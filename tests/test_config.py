@@ -380,6 +380,9 @@ def test_finetune_epochs_per_task(tmp_path: Path) -> None:
      "keys 'training.random_points' and 'training.grid_points' are both 0, which leaves "
      "pretraining and every crop without a labelled point no query point; set one of them to at "
      "least 1 (the reference: 16 and 16)"),
+    ({"grid_points": 8}, "key 'training.grid_points' (8) is not a square number: the grid "
+     "queries are a k x k lattice of cell centres over the crop, and a partial last row would "
+     "leave a corner unqueried; give 4 or 9"),
     ({"lr_min": 1e-3}, "key 'training.lr_min' (0.001) is above 'training.lr_max' (0.0005), the "
      "schedule's peak; set it to at most 0.0005"),
     ({"warmup_lr": 1e-3}, "key 'training.warmup_lr' (0.001) is above 'training.lr_max' "
@@ -395,7 +398,8 @@ def test_training_settings_the_schedule_or_the_crops_cannot_use(
     with pytest.raises(ConfigError) as exc:
         load_config(write_config(tmp_path, region))
     assert str(exc.value) == f"{tmp_path / 'demo.yaml'}: {message}"
-    region["training"].update({"random_points": 1} if "grid_points" in change else
+    region["training"].update({"random_points": 1} if change.get("grid_points") == 0 else
+                              {"grid_points": 9} if "grid_points" in change else
                               {"lr_max": 1e-3})
     load_config(write_config(tmp_path, region))  # one query point, or the peak raised, will do
 

@@ -4,8 +4,9 @@ Position is the query point's x, y in EPSG:3338 (Alaska Albers) metres, mapped l
 [-1, 1] over the configured extent (the state's bounding box; points outside extrapolate
 linearly, which the sinusoids tolerate). Each normalised coordinate c is encoded as sin(c / t),
 cos(c / t) at ``geo_frequencies`` timescales t on a geometric scale from the smallest to the
-largest of ``geo_timescales`` (0.0005 .. 2: wavelengths from about 6 km to the whole state), laid
-out [axis, frequency, sin|cos] -> 4 F features (256 at F = 64).
+largest of ``geo_timescales`` (0.0005 .. 2: wavelengths from about 5.8 km in x and 3.8 km in y,
+the state's box being wider than tall, to the whole state), laid out [axis, frequency,
+sin|cos] -> 4 F features (256 at F = 64).
 
 Normalisation is done in float64 when the input is float64 (pass metres as float64 to keep 10 m
 differences exact); float32 metres carry about 0.1 m of rounding, far below the finest

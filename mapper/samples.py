@@ -176,6 +176,19 @@ def check_observations(region: Region, observations: str | Path) -> pd.DataFrame
     return obs
 
 
+def labelled_in_region(region: Region, observations: str | Path) -> dict[str, int]:
+    """Points of the observation table inside ``region``'s mapped area that carry each task's
+    label (:mod:`mapper.tasks`), by task name: what fine-tuning a task's model can train on
+    (before the stacks drop points on nodata). The workflow refuses a task's map at plan time
+    when its count is 0."""
+    from mapper.tasks import TASKS
+
+    obs = read_observations(observations)
+    _, _, inside = locate(region, observations, obs)
+    return {name: int((obs[spec.label_column].notna().to_numpy() & inside).sum())
+            for name, spec in TASKS.items()}
+
+
 # -- sampling -------------------------------------------------------------------------------------
 
 

@@ -446,6 +446,26 @@ def test_the_plan_checks_the_observation_table_as_the_samples_job(
     assert jobs["samples"] == 1
 
 
+def test_a_map_whose_task_the_table_labels_nowhere_stops_the_plan(tmp_path: Path) -> None:
+    """A survey of permafrost alone (an empty soil_order column): the soil-order map's plan stops
+    with one line naming the table and the map that can be made, rather than its fine-tuning job
+    after every download, stack and pretraining; the NSP map plans as before."""
+    project = make_statewide_project(tmp_path)
+    table = f"resources/{project.region}/sources/observations.csv"
+    (project.root / table).write_text("obs_id,lon,lat,date,nsp,soil_order\n"
+                                      "a,-147.7,64.8,2019-07-15,1,\nb,-147.8,64.9,,0,\n")
+    result = run_snakemake(project, "-n", f"maps/soilorder_{project.region}.tif", check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {table}: no point inside region {project.region} has a soil_order label, so "
+        f"its soilorder model cannot be trained; add soilorder labels to the table, or make "
+        f"only the other maps (maps/nsp_{project.region}.tif)"], out
+    assert "Traceback" not in out and "Exception" not in out, out
+    assert planned_jobs(project, f"maps/nsp_{project.region}.tif")["finetune"] == 1
+
+
 def test_a_tile_the_region_does_not_have_stops_the_plan(tmp_path: Path) -> None:
     """Rerunning one tile with a mistyped id (or one from another tile size): one line naming the
     tile and how to list the region's own, for a stack and for a prediction."""

@@ -95,8 +95,53 @@ def settings_files(*sections):
 
 
 def finetune_settings_file(wildcards):
-    """The fine-tuning epochs of the job's task (rule region_settings)."""
+    """The fine-tuning epochs of the job's task (rule region_settings). Planning a task's model
+    also checks that the region's observation table (kind ``file``) labels some point of the
+    task inside the region (:func:`task_labels_error`): else the plan stops here, naming the
+    table, rather than the fine-tuning job after the stacks and pretraining."""
+    error = task_labels_error(wildcards.region, wildcards.task)
+    if error:
+        sys.exit(f"error: {error}")
     return f"results/{wildcards.region}/settings/finetune_{wildcards.task}.json"
+
+
+def task_labels_error(region, task):
+    """The plan's error line for a task whose labels the region's observation table (kind
+    ``file``, present and passing :func:`observation_table_error`) gives at no point inside the
+    region, or None (other kinds, and tables those checks refuse, are left to them)."""
+    settings = source_settings(region, "observations")
+    if settings["kind"] != "file":
+        return None
+    path = source_inputs(region, "observations")[0]
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    counts = observation_labels(region, path, stat.st_mtime_ns, stat.st_size)
+    if counts is None or counts.get(task, 1) > 0:
+        return None
+    from mapper.tasks import TASKS
+
+    column = TASKS[task].label_column
+    others = ", ".join(f"maps/{t}_{region}.tif" for t, n in counts.items() if n > 0)
+    return (
+        f"{path}: no point inside region {region} has a {column} label, so its {task} model "
+        f"cannot be trained; add {task} labels to the table"
+        + (f", or make only the other maps ({others})" if others else "")
+    )
+
+
+@functools.cache
+def observation_labels(region, path, mtime_ns, size):
+    """mapper.samples.labelled_in_region, read once per table version; None when the table
+    fails the samples job's checks (observation_table_error names it)."""
+    from mapper.errors import InputError
+    from mapper.samples import labelled_in_region
+
+    try:
+        return labelled_in_region(REGIONS[region], path)
+    except InputError:
+        return None
 
 
 def cv_settings(wildcards):

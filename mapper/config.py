@@ -469,6 +469,9 @@ def check_places(region: Region) -> None:
     an unreadable boundary, one smaller than a pixel or one that meets no tile of the lattice
     (coordinates in another CRS than the file says, say) is one error naming the file."""
     path = region.settings["boundary"]
+    if not Path(path).exists():  # the workflow checks every region: say which one names it
+        raise ConfigError(f"{path}: boundary file not found; check the 'boundary' key of region "
+                          f"'{region.name}' ({region.path})")
     boundary = region.boundary()
     res = float(region.lattice.res)
     if boundary.area < res * res:

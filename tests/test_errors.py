@@ -912,8 +912,8 @@ def test_bad_config_through_snakemake_dry_run(region: dict, tmp_path: Path) -> N
     cfg = changed_copy(region["config"], "tiny", folder,
                        lambda s: s.update(boundary=str(folder / "nowhere.geojson")))
     cases["a boundary file that is not there"] = (
-        cfg, f"error: {folder / 'nowhere.geojson'}: boundary file not found; check the region's "
-             "'boundary' key")  # fmt: skip
+        cfg, f"error: {folder / 'nowhere.geojson'}: boundary file not found; check the 'boundary' "
+             f"key of region 'tiny' ({folder / 'tiny.yaml'})")  # fmt: skip
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     europe = {"type": "Polygon", "coordinates": [[[10, 50], [11, 50], [11, 51], [10, 51],

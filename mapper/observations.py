@@ -22,6 +22,16 @@ logger = logging.getLogger("mapper.samples")  # its records are the samples job'
 NA_TEXT = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
            "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 """Text read as missing in every column but obs_id (pandas' default list, read_csv na_values)."""
+COLUMN_ALIASES = {
+    "id": "obs_id", "pedon_id": "obs_id", "peiid": "obs_id", "site_id": "obs_id",
+    "siteiid": "obs_id", "longitude": "lon", "long": "lon", "lng": "lon", "x": "lon",
+    "longstddecimaldegrees": "lon", "latitude": "lat", "y": "lat",
+    "latstddecimaldegrees": "lat", "obsdate": "date", "obs_date": "date", "permafrost": "nsp",
+    "soilorder": "soil_order", "taxorder": "soil_order", "order": "soil_order",
+}
+"""Column names of common exports (NASIS pedons, spreadsheets) and the column each means, for
+the error of a table without the expected names (never renamed silently)."""
+
 ISO_DATE = r"(?:\d{4}-\d{2}-\d{2}|\d{8})(?:[T ]\d{2}(?::|\d{2}|$)|$)|\d{4}(?:-\d{2})?$"
 """The shape of an ISO 8601 date (YYYY-MM-DD or YYYYMMDD, optionally then a time; or YYYY-MM,
 YYYY); pandas' ISO 8601 parser, which checks the values, also takes 2019/07/15 or 2019 07 15."""
@@ -88,9 +98,14 @@ def read_observations(path: str | Path) -> pd.DataFrame:
         header = ",".join(map(str, table.columns))
         hint = ("; the header looks separated by ';' or tabs: save the table as comma-separated "
                 "CSV" if len(table.columns) == 1 and any(c in header for c in ";\t") else "")
+        found = ", ".join(map(str, table.columns)) or "none"
+        renames = [f"{c} -> {COLUMN_ALIASES[c.strip().lower()]}" for c in map(str, table.columns)
+                   if COLUMN_ALIASES.get(c.strip().lower()) in missing]
+        rename = f"; rename {', '.join(renames)}" if renames else ""
         raise InputError(
-            f"{path}: missing column(s) {', '.join(missing)}; an observation table needs "
-            f"{', '.join(OBSERVATION_COLUMNS)}{hint}"
+            f"{path}: missing column(s) {', '.join(missing)} (its columns: {found}); an "
+            f"observation table needs {', '.join(OBSERVATION_COLUMNS)} (date and the labels may "
+            f"be empty){rename}{hint}"
         )
     blank = _blank_rows(table)
     number = np.flatnonzero(~blank) + 1  # data row number of each kept row, from 1
@@ -213,7 +228,8 @@ def _parse_binary(column: pd.Series, path: Path, name: str) -> pd.Series:
     bad = text.notna() & ~num.isin([0, 1])
     if bad.any():
         shown = ", ".join(sorted(map(str, text[bad].unique()))[:8])
-        raise InputError(f"{path}: {name} must be 0, 1 or empty; found {shown}; fix those rows")
+        raise InputError(f"{path}: {name} must be 0, 1, true, false or empty; found {shown}; "
+                         "fix those rows")
     return num.astype("Int8")
 
 

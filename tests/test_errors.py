@@ -647,8 +647,19 @@ def test_observations_missing_columns(region: dict, tmp_path: Path, capsys) -> N
     out = tmp_path / "out" / "points.parquet"
     rc, line = cli(capsys, *samples_args(region, out, observations=obs))
     assert rc == 1
-    assert line == (f"error: {obs}: missing column(s) date, nsp; an observation table needs "
-                    "obs_id, lon, lat, date, nsp, soil_order")
+    assert line == (f"error: {obs}: missing column(s) date, nsp (its columns: obs_id, lon, "
+                    "lat, soil_order); an observation table needs obs_id, lon, lat, date, nsp, "
+                    "soil_order (date and the labels may be empty)")
+    assert_nothing_written(out)
+    # an export's own names: the error says which column to rename to what (none renamed)
+    obs = write_obs(region, tmp_path / "export.csv", lambda t: t.rename(
+        columns={"obs_id": "Pedon_ID", "lon": "Longitude", "lat": "latitude", "nsp": "nsp"}))
+    rc, line = cli(capsys, *samples_args(region, out, observations=obs))
+    assert rc == 1
+    assert line == (f"error: {obs}: missing column(s) obs_id, lon, lat (its columns: Pedon_ID, "
+                    "Longitude, latitude, date, nsp, soil_order); an observation table needs "
+                    "obs_id, lon, lat, date, nsp, soil_order (date and the labels may be empty); "
+                    "rename Pedon_ID -> obs_id, Longitude -> lon, latitude -> lat")
     assert_nothing_written(out)
 
 

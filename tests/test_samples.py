@@ -213,7 +213,7 @@ def test_unknown_soil_orders_are_listed_with_the_allowed_names(tiny: dict, tmp_p
 def test_bad_nsp_values_and_duplicate_ids_are_refused(tiny: dict, tmp_path: Path) -> None:
     df = pd.read_csv(tiny["observations"])
     df.loc[2, "nsp"] = 2
-    with pytest.raises(InputError, match="nsp must be 0, 1 or empty; found 2"):
+    with pytest.raises(InputError, match="nsp must be 0, 1, true, false or empty; found 2"):
         read_observations(_write(tmp_path, df))
     df = pd.read_csv(tiny["observations"])
     df.loc[4, "obs_id"] = df.loc[3, "obs_id"]

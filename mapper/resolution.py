@@ -47,7 +47,7 @@ from mapper.grid import TILE_PATTERN
 from mapper.products.mosaic import TILE_FIX
 from mapper.raster import open_raster, reading, tag_is_true
 from mapper.report import strict_json
-from mapper.tasks import get_task, tagged_task
+from mapper.tasks import TASKS, Task, get_task, tagged_task
 from mapper.uncertainty import most_probable
 from mapper.vrt import write_vrt
 
@@ -227,6 +227,7 @@ def write_resolution_report(region: Region, tiles: list[str | Path], logs: list[
 
 def _markdown(figures: dict[str, Any]) -> str:
     tasks = figures["tasks"]
+    specs = list(TASKS.items())  # every task a column, "n/a" where it was not predicted
     resolutions = sorted({float(r) for t in tasks.values() for r in t})
     base_key = f"{resolutions[0]:g}" if resolutions else ""
     lines = [f"# Resolution consistency, region {figures['region']}", ""]
@@ -237,27 +238,31 @@ def _markdown(figures: dict[str, Any]) -> str:
         "The same models predict the region at each out_res (one query per out cell, at its "
         f"centre); each coarse map is compared with the {base_key} m map aggregated to its "
         f"cells (mean of the {base_key} m probabilities over the cell), over the cells valid in "
-        "both. NSP: class agreement at 0.5 and mean absolute probability difference; soil "
-        "order: agreement of the most probable class. Time: the sum of the predict jobs' logged "
-        "seconds (each with the threads its profile gives predict: 2 in the default one, 4 in "
-        "SLURM's), with their crops and decoder queries.",
+        "both. A binary task (NSP): class agreement at 0.5 and mean absolute probability "
+        "difference; a multiclass one: agreement of the most probable class. Time: the sum of "
+        "the predict jobs' logged seconds (each with the threads its profile gives predict: 2 "
+        "in the default one, 4 in SLURM's), with their crops and decoder queries.",
         "",
-        "| out_res | NSP class agreement | NSP mean abs. prob. difference | soil order agreement "
-        f"| cells | predict seconds (NSP + soil order) | queries | time vs {base_key or '10'} m |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| out_res | " + " | ".join(head for _, spec in specs for head in _heads(spec))
+        + f" | cells | predict seconds ({' + '.join(_short(spec) for _, spec in specs)}) "
+        f"| queries | time vs {base_key or '10'} m |",
+        "| --- " * (5 + sum(len(_heads(spec)) for _, spec in specs)) + "|",
     ]
     base = sum(t.get(base_key, {}).get("seconds", 0.0) for t in tasks.values())
     for res in resolutions:
         key = f"{res:g}"
-        nsp, soil = tasks.get("nsp", {}).get(key, {}), tasks.get("soilorder", {}).get(key, {})
         seconds = sum(t.get(key, {}).get("seconds", 0.0) for t in tasks.values())
         queries = sum(t.get(key, {}).get("queries", 0) for t in tasks.values())
-        cells = nsp.get("cells", soil.get("cells"))
-        row = [
-            f"{key} m",
-            _share(nsp, "class_agreement"),
-            f"{nsp['mean_abs_diff']:.4f}" if "mean_abs_diff" in nsp else _share(nsp, ""),
-            _share(soil, "class_agreement"),
+        cells = next((t[key]["cells"] for t in tasks.values() if "cells" in t.get(key, {})),
+                     None)
+        row = [f"{key} m"]
+        for name, spec in specs:
+            entry = tasks.get(name, {}).get(key, {})
+            row.append(_share(entry, "class_agreement"))
+            if spec.binary:
+                row.append(f"{entry['mean_abs_diff']:.4f}" if "mean_abs_diff" in entry
+                           else _share(entry, ""))
+        row += [
             f"{cells:,}" if cells is not None else "",
             f"{seconds:,.1f}",
             f"{int(queries):,}",
@@ -265,6 +270,19 @@ def _markdown(figures: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _short(spec: Task) -> str:
+    """A task in a column heading: its abbreviation, else its subject."""
+    return spec.abbreviation or spec.subject
+
+
+def _heads(spec: Task) -> list[str]:
+    """A task's columns: class agreement, and for a binary task the mean absolute difference
+    of the probability; a multiclass task's agreement is of the most probable class."""
+    if spec.binary:
+        return [f"{_short(spec)} class agreement", f"{_short(spec)} mean abs. prob. difference"]
+    return [f"{_short(spec)} agreement"]
 
 
 def _share(entry: dict[str, Any], key: str) -> str:

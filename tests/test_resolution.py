@@ -151,9 +151,37 @@ def test_report_files(tmp_path: Path) -> None:
     figures = json.loads(js.read_text())
     assert figures["tasks"]["soilorder"]["40"]["class_agreement"] == 1.0
     table = md.read_text()
+    assert ("| out_res | NSP class agreement | NSP mean abs. prob. difference | soil order "
+            "agreement | cells | predict seconds (NSP + soil order) | queries | time vs 10 m |"
+            ) in table
     assert "| 10 m | n/a | n/a | (reference) |  | 2.0 | 200 | 1.00 |" in table
     assert "| 40 m | n/a | n/a | 100.0 % | 512 | 1.0 | 200 | 0.50 |" in table
     assert not list((tmp_path / "reports").glob(".*")), "no temporary files left behind"
+
+
+def test_the_report_has_a_column_per_task_of_the_registry(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The columns come from mapper.tasks (as README "Adding a task" says): with soil order the
+    only task, the table has its agreement and no NSP column."""
+    from tiny_region import write_tiny_region
+
+    import mapper.resolution
+    from mapper.tasks import TASKS
+
+    monkeypatch.setattr(mapper.resolution, "TASKS", {"soilorder": TASKS["soilorder"]})
+    config = write_tiny_region(tmp_path, (0, 1_000_000, 1280, 1_001_280), TILE)
+    region = load_region(load_config(config), "tiny")
+    fine = np.random.default_rng(1).dirichlet(np.ones(7), size=(64, 128)).transpose(2, 0, 1)
+    tiles = (write_tiles(tmp_path, "soilorder", 10.0, fine)
+             + write_tiles(tmp_path, "soilorder", 40.0, block_mean(fine, 4)))
+    logs = [write_log(tmp_path / "logs" / f"{i}.log", p.stem, 100, 1.0) for i, p in
+            enumerate(tiles)]
+    md, _ = write_resolution_report(region, tiles, logs, tmp_path / "reports" / "resolution.md")
+    lines = md.read_text().splitlines()
+    head = lines.index("| out_res | soil order agreement | cells | predict seconds (soil order) | "
+                       "queries | time vs 10 m |")
+    assert lines[head + 1] == "| --- | --- | --- | --- | --- | --- |"
+    assert lines[head + 3] == "| 40 m | 100.0 % | 512 | 2.0 | 200 | 1.00 |"
 
 
 @pytest.mark.parametrize("tiles_synthetic", [True, False])

@@ -37,8 +37,7 @@ lint: $(STAMP)
 	snakemake --lint
 	snakefmt --check Snakefile workflow/rules
 
-# The demo's files and no other region's: its sources, results and maps, and its jobs' logs
-# (logs/<stage>/demo_<wildcards>.log, logs/samples/demo.log; workflow/rules/*.smk name them).
-clean-demo:
-	rm -rf resources/demo results/demo maps/*_demo.* maps/*_demo_* logs/*/demo_*.log \
-		logs/samples/demo.log
+# The demo's files and no other region's (a region named demo_world2 keeps its own): its
+# sources, results and maps, and its jobs' logs (scripts/clean_region.py).
+clean-demo: $(STAMP)
+	python scripts/clean_region.py demo

@@ -272,3 +272,33 @@ def test_compare_tilings_copies_a_folder_whole_or_not_at_all(
     module.copy_whole(src, dst)
     assert sorted(p.name for p in dst.iterdir()) == ["nsp.pt", "soilorder.pt"]
     assert [p.name for p in dst.parent.iterdir()] == ["models"]
+
+
+def test_cleaning_a_region_leaves_a_region_whose_name_it_begins(tmp_path: Path) -> None:
+    """``make clean-demo`` (scripts/clean_region.py demo): the demo's sources, results, maps and
+    logs go; those of a region named demo_world2 stay, where a glob such as
+    ``logs/*/demo_*.log`` would take them too; nothing goes with --dry-run."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(
+        "regions:\n  demo: regions/demo.yaml\n  demo_world2: regions/demo_world2.yaml\n")
+    demo = ["resources/demo/sources/demo.json", "results/demo/stack/R0001C0001.tif",
+            "maps/nsp_demo.tif", "maps/nsp_demo.stac.json", "maps/soilorder_demo.png",
+            "maps/nsp_demo_uncertainty.tif", "maps/soilorder_demo_probabilities.tif",
+            "logs/stack/demo_R0001C0001.log", "logs/samples/demo.log",
+            "logs/train/demo_nsp.log", "logs/sources/demo_demo.log"]
+    other = ["resources/demo_world2/sources/demo.json", "results/demo_world2/stack/R1.tif",
+             "maps/nsp_demo_world2.tif", "maps/nsp_demo_world2_uncertainty.tif",
+             "logs/stack/demo_world2_R0001C0001.log", "logs/samples/demo_world2.log",
+             "logs/sources/demo_world2_demo.log", "logs/train/alaska_nsp.log"]
+    for name in demo + other:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    run = run_script("clean_region.py", "demo", "--dry-run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "11 path(s) of region demo to delete"
+    assert all((tmp_path / name).exists() for name in demo + other)
+    run = run_script("clean_region.py", "demo", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert [n for n in demo if (tmp_path / n).exists()] == []
+    assert [n for n in other if not (tmp_path / n).exists()] == []
+    assert (tmp_path / "resources").exists() and not (tmp_path / "resources" / "demo").exists()

@@ -3,6 +3,8 @@
 # `make test` also installs the system packages some tests use (scripts/system-packages.sh:
 # gdal-bin, slurm-wlm and munge, with apt-get when run as root; else it says what is missing).
 PYTHON ?= python3.11
+HERE := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+HERE_PYTHON := $(firstword $(wildcard $(HERE).venv/bin/python) python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -38,6 +40,7 @@ lint: $(STAMP)
 	snakefmt --check Snakefile workflow/rules
 
 # The demo's files and no other region's (a region named demo_world2 keeps its own): its
-# sources, results and maps, and its jobs' logs (scripts/clean_region.py).
-clean-demo: $(STAMP)
-	python scripts/clean_region.py demo
+# sources, results and maps, and its jobs' logs (scripts/clean_region.py, with this project's
+# .venv wherever make runs).
+clean-demo:
+	$(HERE_PYTHON) $(HERE)scripts/clean_region.py demo

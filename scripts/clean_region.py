@@ -58,11 +58,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="the config naming the project's regions (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     args = parser.parse_args(argv)
-    try:
-        regions = list(read_yaml(args.config).get("regions") or {})
-    except MapperError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if Path(args.config).exists():
+        try:
+            regions = list(read_yaml(args.config).get("regions") or {})
+        except MapperError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    else:  # a project folder without its config: only the region's own names are known
+        print(f"{args.config}: not found; the other regions' names are unknown, so a log "
+              f"named {args.region}_<name> is taken as {args.region}'s", file=sys.stderr)
+        regions = []
     paths = region_files(Path.cwd(), args.region, regions)
     for path in paths:
         print(path.relative_to(Path.cwd()))

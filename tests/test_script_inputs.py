@@ -233,7 +233,11 @@ def test_clean_demo_removes_the_demo_files_and_no_other_region(tmp_path: Path) -
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     made = {}
-    for region in ("demo", "alaska", "demo2"):  # demo2: a name that begins with the demo's
+    (tmp_path / "config").mkdir()  # demo2, demo_world2: names that begin with the demo's
+    (tmp_path / "config" / "config.yaml").write_text(
+        "regions:\n" + "".join(f"  {r}: regions/{r}.yaml\n" for r in
+                               ("demo", "alaska", "demo2", "demo_world2")))
+    for region in ("demo", "alaska", "demo2", "demo_world2"):
         for path, regional in rule_paths(region):
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / path).touch()

@@ -225,6 +225,21 @@ def test_a_missing_stack_is_one_error_naming_it(tiny: dict, pretrained: Path) ->
     assert not out.exists()
 
 
+def _stacks_changed(tiny: dict, folder: Path,
+                    change: Callable[[rasterio.DatasetReader], object]) -> list[Path]:
+    """Copies of the region's stacks in ``folder/stack``, each opened r+ and given to
+    ``change`` (a tile stacked again since the samples were made)."""
+    stacks = []
+    for path in map(Path, tiny["stacks"]):
+        again = folder / "stack" / path.name
+        again.parent.mkdir(exist_ok=True)
+        shutil.copy(path, again)
+        with rasterio.open(again, "r+") as ds:
+            change(ds)
+        stacks.append(again)
+    return stacks
+
+
 def test_a_training_point_on_a_pixel_without_data_is_warned_of(tiny: dict, tmp_path: Path,
                                                                caplog) -> None:
     """A tile stacked again since the samples were made, now without data at a training point
@@ -233,17 +248,14 @@ def test_a_training_point_on_a_pixel_without_data_is_warned_of(tiny: dict, tmp_p
     row = int(tiny["rows"][0])
     table = tiny["table"]
     x, y = float(table["x"].iloc[row]), float(table["y"].iloc[row])
-    stacks = []
-    for path in map(Path, tiny["stacks"]):
-        again = tmp_path / "stack" / path.name
-        again.parent.mkdir(exist_ok=True)
-        shutil.copy(path, again)
-        with rasterio.open(again, "r+") as ds:
-            rr, cc = ds.index(x, y)
-            if 0 <= rr < ds.height and 0 <= cc < ds.width:
-                window = Window(cc, rr, 1, 1)
-                ds.write(np.full((ds.count, 1, 1), ds.nodata, dtype=ds.dtypes[0]), window=window)
-        stacks.append(again)
+
+    def hole(ds: rasterio.DatasetReader) -> None:
+        rr, cc = ds.index(x, y)
+        if 0 <= rr < ds.height and 0 <= cc < ds.width:
+            ds.write(np.full((ds.count, 1, 1), ds.nodata, dtype=ds.dtypes[0]),
+                     window=Window(cc, rr, 1, 1))
+
+    stacks = _stacks_changed(tiny, tmp_path, hole)
     with caplog.at_level("WARNING", logger="mapper.train"):
         finetune(tiny["region"], "nsp", tiny["samples"], stacks, None, None, tiny["rows"],
                  epochs=2)
@@ -260,14 +272,8 @@ def test_stacks_without_data_are_one_error_naming_the_region(tiny: dict,
     """Without a pretrained checkpoint the normalisation is fitted on crops of the stacks: stacks
     that hold no Sentinel-2 or elevation data there are one error naming the region and what
     was read, and no checkpoint."""
-    stacks = []
-    for path in map(Path, tiny["stacks"]):
-        blank = tmp_path / "stack" / path.name
-        blank.parent.mkdir(exist_ok=True)
-        shutil.copy(path, blank)
-        with rasterio.open(blank, "r+") as ds:
-            ds.write(np.full((ds.count, ds.height, ds.width), ds.nodata, dtype=ds.dtypes[0]))
-        stacks.append(blank)
+    stacks = _stacks_changed(tiny, tmp_path, lambda ds: ds.write(
+        np.full((ds.count, ds.height, ds.width), ds.nodata, dtype=ds.dtypes[0])))
     out = tmp_path / "nsp.pt"
     with pytest.raises(InputError) as caught:
         finetune(tiny["region"], "nsp", tiny["samples"], stacks, out, None, tiny["rows"],

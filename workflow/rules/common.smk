@@ -275,21 +275,27 @@ def region_observations(wildcards):
     return found
 
 
-@functools.cache
 def observation_table_error(region, path, mtime_ns, size):
     """The samples job's error line for the table at ``path``, or None when it passes: every
     check that needs no stack (mapper.samples.check_observations: columns, unique obs_id, ISO
-    8601 dates, labels, points in the region or lon/lat swapped). Cached per region, path, time
-    and size: the table is read once per plan however often the input function is called.
+    8601 dates, labels, points in the region or lon/lat swapped); :func:`observation_table_check`.
     """
+    return observation_table_check(region, path, mtime_ns, size)[0]
+
+
+@functools.cache
+def observation_table_check(region, path, mtime_ns, size):
+    """(the samples job's error line or None, the points inside the region labelled per task
+    or None): mapper.samples.labelled_in_region, which runs check_observations' checks. Cached
+    per region, path, time and size: the table is read once per plan however often the input
+    functions ask."""
     from mapper.errors import InputError
-    from mapper.samples import check_observations
+    from mapper.samples import labelled_in_region
 
     try:
-        check_observations(REGIONS[region], path)
+        return None, labelled_in_region(REGIONS[region], path)
     except InputError as exc:
-        return " ".join(str(exc).split())
-    return None
+        return " ".join(str(exc).split()), None
 
 
 def demo_products():

@@ -117,7 +117,7 @@ def task_labels_error(region, task):
         stat = os.stat(path)
     except FileNotFoundError:
         return None
-    counts = observation_labels(region, path, stat.st_mtime_ns, stat.st_size)
+    counts = observation_table_check(region, path, stat.st_mtime_ns, stat.st_size)[1]
     if counts is None or counts.get(task, 1) > 0:
         return None
     from mapper.tasks import TASKS
@@ -129,19 +129,6 @@ def task_labels_error(region, task):
         f"cannot be trained; add {task} labels to the table"
         + (f", or make only the other maps ({others})" if others else "")
     )
-
-
-@functools.cache
-def observation_labels(region, path, mtime_ns, size):
-    """mapper.samples.labelled_in_region, read once per table version; None when the table
-    fails the samples job's checks (observation_table_error names it)."""
-    from mapper.errors import InputError
-    from mapper.samples import labelled_in_region
-
-    try:
-        return labelled_in_region(REGIONS[region], path)
-    except InputError:
-        return None
 
 
 def cv_settings(wildcards):

@@ -32,8 +32,9 @@ Sources:
   scale/offset when it declares one; else DN / 10000 for integer bands; float bands as they are.
   So integer DNs that still hold ESA's offset (L2A of processing baseline 04.00 or later, from
   25 January 2022, as ESA delivers them) must declare it (``gdal_edit.py -scale 0.0001 -offset
-  -0.1``): undeclared, every band reads 0.1 too bright, which no check here can tell from a
-  bright scene.
+  -0.1``): undeclared, every band would read 0.1 too bright. An integer file that declares
+  neither is refused where its darkest pixels are too bright for DNs without the offset
+  (:func:`mapper.stack_bands._check_no_offset`; declaring the scale alone skips the check).
   Several files form a mosaic: for each pixel and band the first file (in the order given) with a
   value wins. Bilinear.
 - DEM: one raster (e.g. a VRT over IfSAR tiles) or several, metres, band 1, cubic by default

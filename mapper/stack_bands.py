@@ -5,7 +5,9 @@ files mosaicked first-valid-wins. The DEM is read by :mod:`mapper.dem`.
 
 Values no such source can hold stop the stack with one error naming the file and the fix, rather
 than go into it: Sentinel-2 reflectance whose median is above :data:`REFLECTANCE_MEDIAN_MAX`
-(digital numbers in a float file that declares no scale), and climate values outside
+(digital numbers in a float file that declares no scale), integer digital numbers that declare
+no scale and whose darkest pixels are too bright to lack ESA's offset (:func:`_check_no_offset`),
+and climate values outside
 :data:`CLIMATE_RANGES` (an undeclared fill value, which the bilinear warp spreads into its
 neighbours, or other units)."""
 
@@ -23,6 +25,7 @@ from mapper.bands import CLIMATE_BANDS, S2_BANDS, UNITS
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.raster import check_crs, open_raster
+from mapper.sources.s2_items import DARK_PERCENTILE, OFFSET_CHECK_BANDS, OFFSET_CHECK_MIN_PIXELS
 from mapper.warp import warp_lattice_window
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,12 @@ CLIMATE_RANGES: dict[str, tuple[float, float]] = {
     "jan_tmin": (-75.0, 35.0),  # degrees C
 }
 """What each climate band (its units: :data:`mapper.bands.UNITS`) can hold anywhere."""
+RAW_DARK_REFLECTANCE = 0.08
+"""Darkest-percentile reflectance at and above which an integer file read as DN / 10000 still
+holds ESA's offset (:func:`_check_no_offset`). With the offset in, every pixel reads 0.1 plus its
+reflectance; without it, water, shadow and forest read 0.00-0.03. A composite window may hold no
+water (a STAC item's check picks it out by its SCL, and sits midway at 0.05), so the threshold
+lies nearer the offset's floor, which leaves room for bright bare ground alone."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,9 @@ class BandPlan:
     band_nodata: bool = False
     """Each band's holes its own (:func:`mapper.warp.warp_lattice_window`): climate files,
     whose normals each miss their own pixels; a Sentinel-2 file's bands miss the same ones."""
+    assumed_dn: bool = False
+    """Integer Sentinel-2 bands that declare no scale or offset, read as DN / 10000 (checked by
+    :func:`_check_no_offset`)."""
 
 
 def find_bands(path: Path, wanted: list[tuple[str, ...]], kind: str) -> BandPlan:
@@ -74,14 +86,16 @@ def find_bands(path: Path, wanted: list[tuple[str, ...]], kind: str) -> BandPlan
         offsets = [float(src.offsets[i - 1]) for i in indexes]
         declared_nodata = src.nodata
     src_nodata = None
+    assumed_dn = False
     if kind == "Sentinel-2":
         for j, dt in enumerate(dtypes):
             declared = (scales[j], offsets[j]) != (1.0, 0.0)
             if not declared and np.issubdtype(np.dtype(dt), np.integer):
                 scales[j] = 1e-4  # L2A digital numbers: reflectance x 10000
+                assumed_dn = True
         if declared_nodata is None and all(np.issubdtype(np.dtype(d), np.integer) for d in dtypes):
             src_nodata = 0.0  # L2A's NO_DATA value, in a file that does not declare it
-    return BandPlan(path, indexes, scales, offsets, src_nodata)
+    return BandPlan(path, indexes, scales, offsets, src_nodata, assumed_dn=assumed_dn)
 
 
 def sentinel2_plans(paths: list[Path]) -> list[BandPlan]:
@@ -181,10 +195,45 @@ def mosaic(plans: list[BandPlan], lattice: Lattice, window: Window) -> np.ndarra
     return out
 
 
+def _check_no_offset(data: np.ndarray, plan: BandPlan) -> np.ndarray:
+    """``data`` (reflectance of ``plan``'s bands on a window), or one :class:`InputError` naming
+    the file and the fix if its integer DNs, read as DN / 10000, still hold ESA's offset.
+
+    The same test as a STAC item's (:func:`mapper.sources.s2_items.check_offset`), without a
+    scene classification: the lower of blue and SWIR 2.2 um (the darkest bands of vegetation
+    and of water) at its :data:`~mapper.sources.s2_items.DARK_PERCENTILE` percentile over the
+    window's pixels with data (every 4th row and column). Water, shadow and forest put it near
+    0 (0.00-0.03); with the offset still in, every DN is 1000 or more, so it is 0.1 or more. At
+    :data:`RAW_DARK_REFLECTANCE` (0.08) and above, the file is refused; with fewer than
+    :data:`~mapper.sources.s2_items.OFFSET_CHECK_MIN_PIXELS` pixels there is no verdict. A file
+    that declares its scale (and offset, 0 or not) is not checked.
+    """
+    blue, swir = (data[[code for _, code in S2_BANDS].index(code)][::4, ::4]
+                  for code in OFFSET_CHECK_BANDS)
+    darkest = np.minimum(blue, swir)
+    darkest = darkest[np.isfinite(darkest)]
+    if darkest.size < OFFSET_CHECK_MIN_PIXELS:
+        return data
+    dark = float(np.percentile(darkest, DARK_PERCENTILE))
+    if dark >= RAW_DARK_REFLECTANCE:
+        raise InputError(
+            f"{plan.path}: its darkest pixels (the lower of blue and SWIR 2.2 um, darkest "
+            f"{DARK_PERCENTILE:g} % of {darkest.size} pixels in this window) read as reflectance "
+            f"{dark:.3f}, where water, shadow and forest give 0.00-0.03: integer digital numbers "
+            "that still hold ESA's offset of +1000 (L2A of processing baseline 04.00 or later, "
+            "from 25 January 2022, as ESA delivers them), which would read 0.1 too bright in "
+            f"every band. Declare it (gdal_edit.py -scale 0.0001 -offset -0.1 {plan.path}); if "
+            "the file holds no offset and this ground is truly that bright, declare its scale "
+            f"alone (gdal_edit.py -scale 0.0001 -offset 0 {plan.path}); then run the stack again"
+        )
+    return data
+
+
 def _check_reflectance(data: np.ndarray, plan: BandPlan) -> np.ndarray:
     """``data``, or one :class:`InputError` naming the file and the fix if a band's median is
     above :data:`REFLECTANCE_MEDIAN_MAX` (taken on every 4th row and column: 0.1 s rather than
-    1.8 s for a 4096 px tile's 9 bands)."""
+    1.8 s for a 4096 px tile's 9 bands), or if integer DNs still hold ESA's offset
+    (:func:`_check_no_offset`, for a file read as DN / 10000)."""
     for j, band in enumerate(data):
         sample = band[::4, ::4]
         finite = sample[np.isfinite(sample)]
@@ -197,4 +246,4 @@ def _check_reflectance(data: np.ndarray, plan: BandPlan) -> np.ndarray:
                 f"scale; declare it (gdal_edit.py -scale 0.0001 {plan.path}) or pass "
                 "reflectance, then run the stack again"
             )
-    return data
+    return _check_no_offset(data, plan) if plan.assumed_dn else data

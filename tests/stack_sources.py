@@ -58,7 +58,9 @@ def _bbox_in(crs: str, left: float, bottom: float, right: float, top: float) -> 
 def write_sentinel2(
     path: Path, seed: int = 1, codes: list[str] | None = None, hole: bool = True
 ) -> Path:
-    """UTM 6N, 10 m, uint16 reflectance x 1e4, nodata 0, band descriptions ``codes``."""
+    """UTM 6N, 10 m, uint16 reflectance x 1e4 that declares its scale 0.0001 (its values, 0.15
+    and up, are brighter than any scene's darkest pixels, so read as undeclared DNs they would
+    be taken for DNs that hold ESA's offset), nodata 0, band descriptions ``codes``."""
     codes = codes or S2_CODES
     left, bottom, right, top = _bbox_in(
         "EPSG:32606", LEFT - MARGIN, TOP - SIZE - MARGIN, COAST_X, TOP + MARGIN
@@ -84,6 +86,7 @@ def write_sentinel2(
     )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
+        dst.scales = [1e-4] * len(codes)
         for i, c in enumerate(codes, start=1):
             dst.set_band_description(i, c)
         dst.update_tags(MAPPER_SYNTHETIC="true")

@@ -359,6 +359,52 @@ def test_stack_sentinel2_digital_numbers_in_a_float_file(src: dict, tmp_path: Pa
                                atol=1e-6)
 
 
+def test_stack_integer_digital_numbers_that_keep_esas_offset(src: dict, tmp_path: Path,
+                                                              capsys) -> None:
+    """Integer L2A DNs that still hold ESA's +1000 (baseline 04.00 or later, as ESA delivers
+    them) in a file that declares no scale would read 0.1 too bright in every band: one error
+    naming the file and both fixes, and no stack. Declared as the message says, the stack equals
+    the one from the same DNs without the offset; declared with scale alone (ground that is truly
+    that bright), the file is read as it says."""
+    with rasterio.open(src["s2"]) as ds:
+        data = ds.read()
+    dark = np.where(data > 0, np.maximum(data // 10, 1), 0)  # reflectance 0.015 and up
+    harmonised = _copy_raster(src["s2"], tmp_path / "s2_harmonised.tif", dark)
+    raw = _copy_raster(src["s2"], tmp_path / "s2_raw.tif", np.where(dark > 0, dark + 1000, 0))
+    with rasterio.open(raw) as ds:
+        assert ds.scales == (1.0,) * ds.count and ds.offsets == (0.0,) * ds.count
+    out = tmp_path / "out" / f"{TILE64}.tif"
+    rc, line = cli(capsys, *stack_args(src, out, s2=raw))
+    assert rc == 1 and line.startswith(f"error: {raw}: its darkest pixels (the lower of blue and "
+                                       "SWIR 2.2 um, darkest 1 % of ")
+    assert "read as reflectance 0.1" in line and "ESA's offset of +1000" in line
+    assert line.endswith(f"Declare it (gdal_edit.py -scale 0.0001 -offset -0.1 {raw}); if the "
+                         "file holds no offset and this ground is truly that bright, declare its "
+                         f"scale alone (gdal_edit.py -scale 0.0001 -offset 0 {raw}); then run the "
+                         "stack again")
+    assert_nothing_written(out)
+    reference = tmp_path / "reference" / f"{TILE64}.tif"
+    assert main([str(a) for a in stack_args(src, reference, s2=harmonised)]) == 0
+    names = [name for name, _ in S2_BANDS]
+    # ground 0.05 brighter everywhere (no water, shadow or forest) is still read as it is
+    bare = _copy_raster(src["s2"], tmp_path / "s2_bare.tif", np.where(dark > 0, dark + 500, 0))
+    bare_stack = tmp_path / "bare" / f"{TILE64}.tif"
+    assert main([str(a) for a in stack_args(src, bare_stack, s2=bare)]) == 0
+    np.testing.assert_allclose(_stack_bands(bare_stack, names),
+                               _stack_bands(reference, names) + 0.05, atol=1e-6)
+    with rasterio.open(raw, "r+") as ds:  # the fix the message gives
+        ds.scales, ds.offsets = [1e-4] * ds.count, [-0.1] * ds.count
+    assert main([str(a) for a in stack_args(src, out, s2=raw)]) == 0
+    np.testing.assert_allclose(_stack_bands(out, names), _stack_bands(reference, names),
+                               atol=1e-6)
+    with rasterio.open(raw, "r+") as ds:  # the way out for ground that bright
+        ds.offsets = [0.0] * ds.count
+    bright = tmp_path / "bright" / f"{TILE64}.tif"
+    assert main([str(a) for a in stack_args(src, bright, s2=raw)]) == 0
+    np.testing.assert_allclose(_stack_bands(bright, names), _stack_bands(reference, names) + 0.1,
+                               atol=1e-6)
+
+
 def test_stack_climate_packed_with_a_scale(src: dict, tmp_path: Path) -> None:
     """A climate file of Int16 tenths that declares scale 0.1 stacks as the physical values (as
     the float file does, to the 0.05 of its rounding), not 10 times them."""

@@ -649,7 +649,7 @@ def write_s2_and_climate(folder: Path, bounds: tuple) -> tuple[Path, Path]:
     transform = Affine(100.0, 0.0, left - 2000, 0.0, -100.0, top + 2000)
     h, w = int((top - bottom + 4000) / 100), int((right - left + 4000) / 100)
     codes = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
-    s2 = np.full((9, h, w), 1200, dtype=np.uint16)
+    s2 = np.full((9, h, w), 200, dtype=np.uint16)  # reflectance 0.02 (DNs without ESA's offset)
     climate = np.stack([np.full((h, w), v, dtype=np.float32) for v in (300.0, 900.0, -25.0)])
     write_geotiff(folder / "s2.tif", s2, transform, "EPSG:3338", nodata=0, descriptions=codes)
     write_geotiff(folder / "climate.tif", climate, transform, "EPSG:3338",

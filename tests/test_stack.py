@@ -186,6 +186,7 @@ def test_sentinel2_digital_numbers_without_a_nodata_tag_keep_0_as_nodata(
         profile, data, names = ds.profile, ds.read(), ds.descriptions
     with rasterio.open(untagged, "w", **{**profile, "nodata": None}) as out:
         out.write(data)
+        out.scales = [1e-4] * len(names)  # as the tagged file declares it
         for i, name in enumerate(names, start=1):
             out.set_band_description(i, name)
     tile = src["r64"].lattice.tile_of_xy(S.LEFT + 900, S.TOP - 700)  # the hole's tile

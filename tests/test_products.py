@@ -35,8 +35,10 @@ LEFT, TOP = 241_600.0, 1_647_680.0  # on the 64 px tile lattice: tiles R1488C444
 SIZE = 2 * TILE * 10.0  # a region of 2 x 2 tiles (m)
 
 
-def write_tiles(root: Path, task: str, values: np.ndarray, model_sha: str) -> list[Path]:
-    """Cut a [bands, 128, 128] float array (NaN nodata) into the region's 4 predicted tiles."""
+def write_tiles(root: Path, task: str, values: np.ndarray, model_sha: str,
+                tags: dict[str, str] | None = None) -> list[Path]:
+    """Cut a [bands, 128, 128] float array (NaN nodata) into the region's 4 predicted tiles (with
+    ``tags`` besides the task and model)."""
     lattice = Lattice(*ORIGIN, 10.0, TILE)
     names = SOIL_ORDERS if task == "soilorder" else ["nsp"]
     paths = []
@@ -48,7 +50,8 @@ def write_tiles(root: Path, task: str, values: np.ndarray, model_sha: str) -> li
         write_geotiff(path, values[:, r0:r0 + TILE, c0:c0 + TILE].astype(np.float32),
                       lattice.tile_transform(tile), "EPSG:3338", nodata=np.nan,
                       descriptions=names,
-                      tags={"MAPPER_TASK": task, "MAPPER_MODEL_SHA256": model_sha})
+                      tags={"MAPPER_TASK": task, "MAPPER_MODEL_SHA256": model_sha,
+                            **(tags or {})})
         paths.append(path)
     return paths
 
@@ -166,6 +169,11 @@ def test_soilorder_products(setup: tuple[Path, Path, str]) -> None:
         assert ds.scales == (0.01,) * 7
         probs = ds.read()
         assert "MAPPER_MODEL_SHA256" in ds.tags()
+        # its units are its own, not the class map's
+        assert ds.tags()["MAPPER_UNITS"] == ("probability of each soil order, stored as percent "
+                                             "(value x 0.01)")
+    with rasterio.open(products.cog) as ds:
+        assert ds.tags()["MAPPER_UNITS"].startswith("soil order class index (CLASS_NAMES)")
     ok = probs[0] != 255
     np.testing.assert_array_equal(probs[:, ok], np.rint(p[:, ok] * 100).astype(np.uint8))
     item = json.loads(products.item.read_text())
@@ -969,3 +977,45 @@ def test_the_sources_tag_describes_only_the_files_the_settings_name_now(tmp_path
     region.settings["sources"]["observations"] = {"kind": "file", "path": "obs.parquet"}
     summary = sources_summary(region, sources)  # the demo manifest is of another kind now
     assert summary["observations"]["manifest"] == "none found"
+
+
+def test_uncertainty_refuses_the_maps_model_or_other_settings_as_a_member(
+        setup: tuple[Path, Path, str]) -> None:
+    """The map's own checkpoint given as a member would make a spread of 0 stated as that of a
+    separate model; a member predicted with other prediction settings would add their difference
+    to its spread. Each is one error naming the file, and nothing is written."""
+    from mapper.products.uncertainty import make_uncertainty_products
+
+    config, model, sha = setup
+    root = config.parent
+    settings = {"MAPPER_PRECISION": "float32", "MAPPER_BLENDING": "crop 64, stride 32"}
+    tiles = write_tiles(root, "nsp", nsp_values(), sha, settings)
+    region = load_region(load_config(config), "tiny")
+    out = root / "maps" / "u.tif"
+    with pytest.raises(InputError) as own:
+        make_uncertainty_products(region, "nsp", model, tiles, out, member_models=[model],
+                                  member_tiles=write_tiles(root / "own", "nsp", nsp_values(), sha,
+                                                           settings))
+    assert str(own.value) == (f"{model}: the map's own model (its tiles carry this checksum), "
+                              "not an ensemble member; pass the members' checkpoints (rule "
+                              "finetune_member)")
+    assert not out.exists()
+    member = root / "member1.pt"
+    member.write_bytes(b"member 1")
+    member_sha = hashlib.sha256(member.read_bytes()).hexdigest()
+    other = write_tiles(root / "m1", "nsp", nsp_values(), member_sha,
+                        {**settings, "MAPPER_PRECISION": "bfloat16"})
+    with pytest.raises(InputError) as differs:
+        make_uncertainty_products(region, "nsp", model, tiles, out, member_models=[member],
+                                  member_tiles=other)
+    assert str(differs.value) == (
+        f"{other[0]}: MAPPER_PRECISION 'bfloat16' differs from the map's tile {tiles[0]} "
+        "('float32'): the member was predicted with other prediction settings, so its spread "
+        "would hold the settings' difference; rerun predict_member for its tiles (snakemake -R "
+        "<their files> <target>)")
+    assert not out.exists()
+    same = write_tiles(root / "m1", "nsp", nsp_values(), member_sha, settings)
+    products = make_uncertainty_products(region, "nsp", model, tiles, out, member_models=[member],
+                                         member_tiles=same, sources_dir=root / "sources")
+    with rasterio.open(products.cog) as ds:
+        assert ds.descriptions == ("normalised_entropy", "ensemble_std")

@@ -116,6 +116,11 @@ class TileSet:
     model_sha256: str | None
     synthetic: bool = False
     """Whether any tile is tagged synthetic (predicted from a stack of a synthetic file)."""
+    settings: tuple[tuple[str, str | None], ...] = ()
+    """The prediction settings tags (:data:`PREDICTION_TAGS`) that every tile shares, with one
+    of the tiles: ``(tag, value)`` pairs."""
+    first: Path | None = None
+    """A tile that carries :attr:`settings` (for messages)."""
 
 
 def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
@@ -183,7 +188,8 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
             "predict for every tile with one model"
         )
     return TileSet(paths, n_bands, float(res), descriptions, shas.pop() if shas else None,
-                   synthetic)
+                   synthetic, tuple((key, value) for key, (value, _) in settings.items()),
+                   paths[0] if paths else None)
 
 
 def stated_synthetic(region: Region, *tilesets: TileSet) -> bool:
@@ -331,7 +337,9 @@ def _write_raw(vrt: Path, task: Task, tags: dict[str, str], workdir: Path, regio
             cls_dst.units = ("class index",)
             cls_dst.update_tags(**tags, MAPPER_VALUES=f"class index 0..{len(classes) - 1} in "
                                 "CLASS_NAMES order; 255 nodata")
-            _describe_percent(prob_dst, classes, tags, f"probability of each {task.subject}")
+            _describe_percent(prob_dst, classes, {
+                **tags, "MAPPER_UNITS": f"probability of each {task.subject}, stored as percent "
+                "(value x 0.01)"}, f"probability of each {task.subject}")
     return raw
 
 

@@ -100,6 +100,10 @@ def member_tilesets(tiles: list[str | Path], task: str, main: TileSet,
         if sha in seen:
             raise InputError(f"{model}: the same ensemble member as {seen[sha]}; pass each "
                              "member's checkpoint once")
+        if sha == main.model_sha256:
+            raise InputError(f"{model}: the map's own model (its tiles carry this checksum), not "
+                             "an ensemble member; pass the members' checkpoints (rule "
+                             "finetune_member)")
         seen[sha] = model
     by_sha: dict[str, list[Path]] = {}
     for path in map(Path, tiles):
@@ -121,6 +125,14 @@ def member_tilesets(tiles: list[str | Path], task: str, main: TileSet,
         if abs(group.res - main.res) > 1e-9:
             raise InputError(f"{paths[0]}: pixel size {group.res} m, not the map's {main.res} m; "
                              "predict the members at the map's out_res")
+        ours = dict(main.settings)
+        for key, value in group.settings:
+            if key in ours and value != ours[key]:
+                raise InputError(
+                    f"{group.first}: {key} {value!r} differs from the map's tile {main.first} "
+                    f"({ours[key]!r}): the member was predicted with other prediction settings, "
+                    "so its spread would hold the settings' difference; rerun predict_member "
+                    "for its tiles (snakemake -R <their files> <target>)")
         groups.append(group)
     if by_sha:
         sha, stray_tiles = next(iter(by_sha.items()))

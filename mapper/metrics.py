@@ -1,13 +1,13 @@
 """Classification metrics of the evaluation, with scikit-learn's conventions.
 
 Classes are integer indices 0..K-1 into a list of names. Per class: precision, recall, F1 and
-support; a class that is neither true nor predicted in the set has no defined value (NaN) and
-is left out of the averages, like scikit-learn's default label set (the union of true and
-predicted labels). In the macro and weighted averages, a precision or recall with a zero
-denominator counts as 0 (scikit-learn's ``zero_division=0``); per class it is NaN (a class never
+support; a class that is neither true nor predicted in the set has no defined value (NaN). The
+macro and weighted averages are over the classes of the test points (support above 0), the same
+set for every model scored on them (scikit-learn's ``labels=`` those classes, not its default
+union of true and predicted labels, which differs by model); a precision or recall with a zero
+denominator counts as 0 there (``zero_division=0``); per class it is NaN (a class never
 predicted has no precision, one absent from the test points no recall: a fold without it says
-nothing of them). Macro averages weigh the classes in that set equally; weighted averages by
-support. AUC (binary only): the probability that a random positive scores above a random
+nothing of them). Macro averages weigh those classes equally; weighted averages by support. AUC (binary only): the probability that a random positive scores above a random
 negative, ties counting half (Mann-Whitney U / (n_pos n_neg)); NaN if a class is missing.
 R1 (binary only): recall of class 1, permafrost present, the reference's headline figure.
 Reliability and expected calibration error (ECE): predicted probabilities against a reference

@@ -191,7 +191,8 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             used = [r["metrics"] for r in recs if r["metrics"] is not None]
             entry: dict[str, Any] = {"folds": len(recs), "folds_used": len(used),
-                                     "n_test": sum(r["n_test"] for r in recs)}
+                                     "n_test": sum(r["n_test"] for r in recs
+                                                   if r["metrics"] is not None)}
             for m in SUMMARY[spec.kind] + DIAGNOSTICS[spec.kind]:
                 entry[m] = _stats([u.get(m, float("nan")) for u in used])
             entry["per_class"] = {
@@ -222,7 +223,7 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
         "scored on its test points; the same folds for every model. Figures are mean ± sd over "
         "the folds with training and test points (sample sd); a figure undefined in some of "
         "them (AUC and R1 where a fold's test points are one class) says on how many folds it "
-        "rests. SH-d: no "
+        "rests; *test points* counts those of these folds. SH-d: no "
         "training point within d of a test point (spatial holdout with a dead zone). Class "
         "predictions at the most probable class (0.5 for NSP). Macro averages are over the "
         "classes of a fold's test points, the same for every model.", "",
@@ -269,7 +270,8 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                     f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
                     + " | ".join(_fmt(e[m], e["folds_used"]) for m in DIAGNOSTICS[spec.kind])
                     + " |")
-    lines += ["", "## Per class (precision / recall / F1, mean ± sd over folds)", ""]
+    lines += ["", "## Per class (precision / recall / F1, means over the folds; sd in the "
+              "JSON; n: test points)", ""]
     lines.append("| split | model | " + " | ".join(classes) + " |")
     lines.append("|" + "---|" * (2 + len(classes)))
     for split, models in summary.items():

@@ -7,7 +7,8 @@ the predictions at its points (a zone holds too few points per fold for a mean +
 Predictions of folds without training points are left out, as in the summary table.
 
 Per zone: points (distinct observations), for a binary task the share of present, and per split
-and model: n, accuracy, AUC and R1 (binary) or macro F1 (multiclass) (:mod:`mapper.metrics`).
+and model: n, accuracy, AUC, R1 and macro F1 (binary) or accuracy and macro F1 (multiclass)
+(:mod:`mapper.metrics`).
 A zone with fewer than :data:`THIN_ZONE` points is marked in the points table, and in a split's
 table a zone whose figures rest on fewer than :data:`THIN_ZONE` scored predictions (a split whose
 folds left out most of the zone's points, having no training point, scores fewer): its figures

@@ -394,4 +394,10 @@ def test_a_fold_without_predicted_test_points_is_left_out_as_such(region, tmp_pa
     md = out.read_text()
     assert "mean ± sd over the folds with training and test points" in md
     row = next(r for r in md.splitlines() if r.startswith("| Random | MiSo |"))
-    assert [c.strip() for c in row.strip("|").split("|")][2] == "2/3"
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # the test points of the folds the figures rest on, not of the fold left out
+    used = sum(len(read_fold(f)[0]) for f in files
+               if f.name.startswith("miso_random_") and f != unpredicted)
+    assert cells[2] == "2/3" and cells[3] == str(used) == str(entry["n_test"])
+    assert used < sum(len(read_fold(f)[0]) for f in files if f.name.startswith("miso_random_"))
+    assert "## Per class (precision / recall / F1, means over the folds; sd in the JSON; " in md

@@ -7,8 +7,9 @@ set for every model scored on them (scikit-learn's ``labels=`` those classes, no
 union of true and predicted labels, which differs by model); a precision or recall with a zero
 denominator counts as 0 there (``zero_division=0``); per class it is NaN (a class never
 predicted has no precision, one absent from the test points no recall: a fold without it says
-nothing of them). Macro averages weigh those classes equally; weighted averages by support. AUC (binary only): the probability that a random positive scores above a random
-negative, ties counting half (Mann-Whitney U / (n_pos n_neg)); NaN if a class is missing.
+nothing of them). Macro averages weigh those classes equally; weighted averages by support.
+AUC (binary only): the probability that a random positive scores above a random negative, ties
+counting half (Mann-Whitney U / (n_pos n_neg)); NaN if a class is missing.
 R1 (binary only): recall of class 1, permafrost present, the reference's headline figure.
 Reliability and expected calibration error (ECE): predicted probabilities against a reference
 probability (a synthetic region's hidden truth) or 0/1 outcomes, in equal-width bins.

@@ -156,13 +156,21 @@ CPU_ALLOCATOR_FAILED = "can't allocate memory"
 allocate memory: you tried to allocate N bytes. Error code 12 (Cannot allocate memory)")."""
 
 
+GPU_LIBRARY_ALLOC_FAILED = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+"""In the RuntimeError of cuBLAS or cuDNN out of GPU memory for its handle or workspace ("CUDA
+error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), not an
+OutOfMemoryError."""
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
-    """A GPU or host allocation failure: torch's OutOfMemoryError, Python's MemoryError, or the
-    RuntimeError of torch's CPU allocator."""
+    """A GPU or host allocation failure: torch's OutOfMemoryError, Python's MemoryError, the
+    RuntimeError of torch's CPU allocator, or that of cuBLAS or cuDNN out of GPU memory."""
     import torch
 
+    text = str(exc)
     return (isinstance(exc, (torch.OutOfMemoryError, MemoryError))
-            or CPU_ALLOCATOR_FAILED in str(exc))
+            or CPU_ALLOCATOR_FAILED in text
+            or any(marker in text for marker in GPU_LIBRARY_ALLOC_FAILED))
 
 
 def _out_of_memory(tile: str, device: object, batch_size: int, exc: BaseException

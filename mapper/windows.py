@@ -17,6 +17,7 @@ pickles without its open handles.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -147,6 +148,12 @@ class StackReader:
         if problem:
             raise InputError(
                 f"{path}: {problem} (see mapper.bands.STACK_BANDS); rebuild the stack"
+            )
+        if ds.nodata is not None and not math.isnan(ds.nodata):
+            # its nodata value would be read as data: -9999 as an elevation
+            raise InputError(
+                f"{path}: nodata {ds.nodata:g}, not NaN as the stack stage writes; rebuild the "
+                "stack (mapper stack), or write its nodata as NaN"
             )
 
     def close(self) -> None:

@@ -666,6 +666,32 @@ def test_stack_with_bands_in_the_wrong_order(region: dict, tmp_path: Path, capsy
     assert_nothing_written(table)
 
 
+def test_stack_with_a_nodata_value_that_is_not_nan(region: dict, tmp_path: Path,
+                                                   capsys) -> None:
+    """A stack whose holes hold -9999 (rewritten by hand, or by a tool that filled its NaN)
+    would have them read as data, -9999 as an elevation: one error naming the file, for the
+    predict job as for the samples job, and no output."""
+    tile = inner_tile(region)
+    with rasterio.open(region["by_tile"][tile]) as ds:
+        profile, data, names = ds.profile, ds.read(), ds.descriptions
+    bad = tmp_path / "filled.tif"
+    with rasterio.open(bad, "w", **{**profile, "nodata": -9999.0}) as dst:
+        dst.write(np.where(np.isnan(data), -9999.0, data).astype(data.dtype))
+        for i, name in enumerate(names, start=1):
+            dst.set_band_description(i, name)
+    stacks = with_stack(region, tmp_path, tile, bad)
+    out = tmp_path / "out" / f"{tile}.tif"
+    rc, line = cli(capsys, *predict_args(region, tile, stacks, out))
+    assert rc == 1
+    assert line == (f"error: {stacks[tile]}: nodata -9999, not NaN as the stack stage writes; "
+                    "rebuild the stack (mapper stack), or write its nodata as NaN")
+    assert_nothing_written(out)
+    table = tmp_path / "out" / "points.parquet"
+    rc, line2 = cli(capsys, *samples_args(region, table, stacks=stacks))
+    assert rc == 1 and line2 == line
+    assert_nothing_written(table)
+
+
 def test_stack_with_a_missing_band(region: dict, tmp_path: Path, capsys) -> None:
     tile = inner_tile(region)
     keep = [i for i in range(1, 20) if STACK_BANDS[i - 1] != "tpi"]

@@ -542,6 +542,11 @@ CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: c
     (MemoryError(CUDA_OOM), "CUDA out of memory"),
     # on the CPU torch reports host memory exhausted as a RuntimeError
     (RuntimeError(CPU_OOM), "can't allocate memory: you tried to allocate 100000000000000 bytes"),
+    # cuBLAS and cuDNN out of GPU memory for a handle or workspace: a plain RuntimeError
+    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+     "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+     "cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
     (RuntimeError("shape mismatch"), None),  # any other RuntimeError is no memory error
 ])
 def test_out_of_memory_is_one_error_naming_the_batch_size(

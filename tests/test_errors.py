@@ -654,15 +654,20 @@ def test_stack_with_bands_in_the_wrong_order(region: dict, tmp_path: Path, capsy
     order[9], order[10] = order[10], order[9]  # slope before elevation
     bad = rewrite(region["by_tile"][tile], tmp_path / "swapped.tif", band_order=order)
     stacks = with_stack(region, tmp_path, tile, bad)
+    refused_by_predict_and_samples(
+        region, tmp_path, capsys, tile, stacks,
+        f"error: {stacks[tile]}: band 10 is 'slope' where a stack has 'elevation' (see "
+        "mapper.bands.STACK_BANDS); rebuild the stack")
+
+
+def refused_by_predict_and_samples(region: dict, tmp_path: Path, capsys, tile: str,  # noqa: ANN001
+                                   stacks: dict, line: str) -> None:
+    """The predict job of ``tile`` and the samples job each stop with ``line``, writing nothing."""
     out = tmp_path / "out" / f"{tile}.tif"
-    rc, line = cli(capsys, *predict_args(region, tile, stacks, out))
-    assert rc == 1
-    assert line == (f"error: {stacks[tile]}: band 10 is 'slope' where a stack has 'elevation' "
-                    "(see mapper.bands.STACK_BANDS); rebuild the stack")
+    assert cli(capsys, *predict_args(region, tile, stacks, out)) == (1, line)
     assert_nothing_written(out)
     table = tmp_path / "out" / "points.parquet"
-    rc, line2 = cli(capsys, *samples_args(region, table, stacks=stacks))
-    assert rc == 1 and line2 == line
+    assert cli(capsys, *samples_args(region, table, stacks=stacks)) == (1, line)
     assert_nothing_written(table)
 
 
@@ -680,16 +685,10 @@ def test_stack_with_a_nodata_value_that_is_not_nan(region: dict, tmp_path: Path,
         for i, name in enumerate(names, start=1):
             dst.set_band_description(i, name)
     stacks = with_stack(region, tmp_path, tile, bad)
-    out = tmp_path / "out" / f"{tile}.tif"
-    rc, line = cli(capsys, *predict_args(region, tile, stacks, out))
-    assert rc == 1
-    assert line == (f"error: {stacks[tile]}: nodata -9999, not NaN as the stack stage writes; "
-                    "rebuild the stack (mapper stack), or write its nodata as NaN")
-    assert_nothing_written(out)
-    table = tmp_path / "out" / "points.parquet"
-    rc, line2 = cli(capsys, *samples_args(region, table, stacks=stacks))
-    assert rc == 1 and line2 == line
-    assert_nothing_written(table)
+    refused_by_predict_and_samples(
+        region, tmp_path, capsys, tile, stacks,
+        f"error: {stacks[tile]}: nodata -9999, not NaN as the stack stage writes; rebuild the "
+        "stack (mapper stack), or write its nodata as NaN")
 
 
 def test_stack_with_a_missing_band(region: dict, tmp_path: Path, capsys) -> None:

@@ -21,6 +21,15 @@ S2_BANDS: list[tuple[str, str]] = [
     ("s2_b12", "B12"),
 ]
 
+# How a check tells L2A digital numbers that still hold ESA's +1000 offset from their data, shared
+# by a STAC item's check (mapper.sources.s2_items) and a composite file's (mapper.stack_bands).
+OFFSET_CHECK_BANDS = ("B02", "B12")
+"""The darkest bands of clear ground: blue over vegetation, SWIR 2.2 um over water."""
+OFFSET_CHECK_MIN_PIXELS = 100
+"""Fewer pixels than this give no verdict."""
+DARK_PERCENTILE = 1.0
+"""Over clear pixels: the darkest 1 % of the lower of the two bands."""
+
 TERRAIN_BANDS: list[str] = ["elevation", "slope", "aspect", "curvature", "tpi", "twi", "spi"]
 CLIMATE_BANDS: list[str] = ["precip_annual", "summer_warmth", "jan_tmin"]
 COVARIATE_BANDS: list[str] = TERRAIN_BANDS + CLIMATE_BANDS

@@ -21,11 +21,17 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from mapper.bands import CLIMATE_BANDS, S2_BANDS, UNITS
+from mapper.bands import (
+    CLIMATE_BANDS,
+    DARK_PERCENTILE,
+    OFFSET_CHECK_BANDS,
+    OFFSET_CHECK_MIN_PIXELS,
+    S2_BANDS,
+    UNITS,
+)
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.raster import check_crs, open_raster
-from mapper.sources.s2_items import DARK_PERCENTILE, OFFSET_CHECK_BANDS, OFFSET_CHECK_MIN_PIXELS
 from mapper.warp import warp_lattice_window
 
 logger = logging.getLogger(__name__)
@@ -201,11 +207,11 @@ def _check_no_offset(data: np.ndarray, plan: BandPlan) -> np.ndarray:
 
     The same test as a STAC item's (:func:`mapper.sources.s2_items.check_offset`), without a
     scene classification: the lower of blue and SWIR 2.2 um (the darkest bands of vegetation
-    and of water) at its :data:`~mapper.sources.s2_items.DARK_PERCENTILE` percentile over the
+    and of water) at its :data:`~mapper.bands.DARK_PERCENTILE` percentile over the
     window's pixels with data (every 4th row and column). Water, shadow and forest put it near
     0 (0.00-0.03); with the offset still in, every DN is 1000 or more, so it is 0.1 or more. At
     :data:`RAW_DARK_REFLECTANCE` (0.08) and above, the file is refused; with fewer than
-    :data:`~mapper.sources.s2_items.OFFSET_CHECK_MIN_PIXELS` pixels there is no verdict. A file
+    :data:`~mapper.bands.OFFSET_CHECK_MIN_PIXELS` pixels there is no verdict. A file
     that declares its scale (and offset, 0 or not) is not checked.
     """
     blue, swir = (data[[code for _, code in S2_BANDS].index(code)][::4, ::4]

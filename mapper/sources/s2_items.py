@@ -35,6 +35,7 @@ import pystac
 import rasterio
 from rasterio.enums import Resampling
 
+from mapper.bands import DARK_PERCENTILE, OFFSET_CHECK_BANDS, OFFSET_CHECK_MIN_PIXELS
 from mapper.errors import SourceError
 
 logger = logging.getLogger(__name__)
@@ -48,16 +49,12 @@ OFFSET_START = datetime(2022, 1, 25, tzinfo=UTC)
 """Processing baseline 04.00 went live on 25 January 2022: from then on L2A DNs carry +1000."""
 BOA_OFFSET = -1000.0
 DN_SCALE = 10000.0
-OFFSET_CHECK_BANDS = ("B02", "B12")
-"""The darkest bands of clear ground: blue over vegetation, SWIR 2.2 um over water."""
 OFFSET_CHECK_PX = 256
 """Side of the low-resolution read of a granule for :func:`check_offset` (at most; its 20 m grid
 if smaller). A COG's overviews serve it in a few range requests."""
-OFFSET_CHECK_MIN_PIXELS = 100
 SCL_WATER = 6
-DARK_PERCENTILE = 1.0
-"""Over clear pixels: the darkest 1 % (over water, the median: :data:`WATER_PERCENTILE`)."""
 WATER_PERCENTILE = 50.0
+"""Over water (SCL 6), the median; over clear pixels, :data:`mapper.bands.DARK_PERCENTILE`."""
 RAW_DARK_DN = 500.0
 """Darkest-percentile DN at and above which a harmonised collection's item still holds the
 offset: midway between harmonised (about 0-300) and raw (1000 and up)."""

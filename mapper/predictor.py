@@ -133,7 +133,6 @@ class _Item:
     cov: np.ndarray  # [10, P, P] float32
     index: np.ndarray  # [n] flat indices of its valid cells in the tile's out grid
     coords: np.ndarray  # [n, 2] crop-normalised (x, y)
-    xy: np.ndarray  # [n, 2] EPSG:3338 metres
     weights: np.ndarray  # [n] blending weights
 
 
@@ -307,8 +306,6 @@ class TilePredictor:
             coords = self.crops.crop_coords(crop)[rr, cc]  # [n, 2] (x, y)
             weights = self.crops.weights(crop)[rr, cc]
             gr, gc = rr + crop.r_lo, cc + crop.c_lo  # global out-grid cells
-            xy = np.stack([self.lattice.origin_x + (gc + 0.5) * self.out_res,
-                           self.lattice.origin_y - (gr + 0.5) * self.out_res], axis=-1)
             a = crop.cols.start - col0
             items.append(_Item(
                 crop=crop,
@@ -316,7 +313,6 @@ class TilePredictor:
                 cov=cov[:, :, a:a + p],
                 index=(gr - r_off) * width + (gc - c_off),
                 coords=coords.astype(np.float32),
-                xy=xy.astype(np.float32),
                 weights=weights,
             ))
         t3 = time.perf_counter()

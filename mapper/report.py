@@ -107,6 +107,12 @@ def _fmt(s: dict[str, float], folds: int | None = None) -> str:
     return f"{text} ({s['n']} fold{'s' if s['n'] > 1 else ''})"
 
 
+def _fixed(x: float) -> str:
+    """A figure to 3 decimals; "–" where it is undefined (NaN: AUC and correlation of test points
+    of one class)."""
+    return f"{x:.3f}" if math.isfinite(x) else "–"
+
+
 # -- the report -----------------------------------------------------------------------------------
 
 
@@ -316,8 +322,9 @@ def _markdown(region: Region, task: str, summary: dict[str, Any], records: list[
                 for model, t in models.items():
                     lines.append(
                         f"| {SPLIT_NAMES.get(split, split)} | {MODEL_NAMES.get(model, model)} | "
-                        f"{t['n']} | {t['auc_vs_truth']:.3f} | {t['corr_vs_truth']:.3f} | "
-                        f"{t['labels_auc_vs_truth']:.3f} / {t['labels_corr_vs_truth']:.3f} | "
+                        f"{t['n']} | {_fixed(t['auc_vs_truth'])} | {_fixed(t['corr_vs_truth'])} | "
+                        f"{_fixed(t['labels_auc_vs_truth'])} / "
+                        f"{_fixed(t['labels_corr_vs_truth'])} | "
                         f"{t['chance_auc']:.1f} / {t['chance_corr']:.1f} |")
             lines += _reliability_markdown(spec.abbreviation or spec.subject, truth, out)
         else:

@@ -253,8 +253,8 @@ def _markdown(figures: dict[str, Any]) -> str:
         key = f"{res:g}"
         seconds = sum(t.get(key, {}).get("seconds", 0.0) for t in tasks.values())
         queries = sum(t.get(key, {}).get("queries", 0) for t in tasks.values())
-        cells = next((t[key]["cells"] for t in tasks.values() if "cells" in t.get(key, {})),
-                     None)
+        counts = [tasks[name][key]["cells"] for name, _ in specs
+                  if "cells" in tasks.get(name, {}).get(key, {})]
         row = [f"{key} m"]
         for name, spec in specs:
             entry = tasks.get(name, {}).get(key, {})
@@ -263,13 +263,21 @@ def _markdown(figures: dict[str, Any]) -> str:
                 row.append(f"{entry['mean_abs_diff']:.4f}" if "mean_abs_diff" in entry
                            else _share(entry, ""))
         row += [
-            f"{cells:,}" if cells is not None else "",
+            _cells(counts),
             f"{seconds:,.1f}",
             f"{int(queries):,}",
             f"{seconds / base:.2f}" if base else "",
         ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cells(counts: list[int]) -> str:
+    """The cells compared: one count where every task compared the same cells, else each task's
+    (in the columns' order, " / " between)."""
+    if len(set(counts)) > 1:
+        return " / ".join(f"{n:,}" for n in counts)
+    return f"{counts[0]:,}" if counts else ""
 
 
 def _short(spec: Task) -> str:

@@ -28,7 +28,7 @@ from mapper.bands import CLASS_NODATA
 from mapper.config import Region
 from mapper.errors import InputError
 from mapper.files import atomic_path
-from mapper.metrics import auc, reliability
+from mapper.metrics import auc, correlation, reliability
 from mapper.raster import open_raster, reading
 from mapper.tasks import Task, get_task
 
@@ -95,9 +95,9 @@ def truth_agreement(task: str, preds: pd.DataFrame, path: Path) -> dict[str, Any
             entry = {
                 "n": len(g),
                 "auc_vs_truth": auc(t > 0.5, p),
-                "corr_vs_truth": float(np.corrcoef(p, t)[0, 1]) if np.std(p) > 0 else float("nan"),
+                "corr_vs_truth": correlation(p, t),
                 "labels_auc_vs_truth": auc(t > 0.5, g["y_true"].to_numpy()),
-                "labels_corr_vs_truth": float(np.corrcoef(g["y_true"], t)[0, 1]),
+                "labels_corr_vs_truth": correlation(g["y_true"].to_numpy(), t),
                 "chance_auc": 0.5,
                 "chance_corr": 0.0,
                 "truth_present_share": float((t > 0.5).mean()),

@@ -37,7 +37,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from mapper.bands import CLASS_NODATA, SOIL_ORDERS
 from mapper.files import atomic_path
-from mapper.metrics import reliability
+from mapper.metrics import correlation, reliability
 from mapper.report import strict_json
 from mapper.truth import RELIABILITY_BINS, plot_reliability
 
@@ -87,7 +87,7 @@ def nsp_figures(map_path: Path, truth_path: Path) -> dict:
         "chance_accuracy": float(max(present.mean(), 1 - present.mean())),
         "truth_present_share": float(present.mean()),
         "map_present_share": float((p > 0.5).mean()),
-        "corr_vs_truth": float(np.corrcoef(p, t)[0, 1]),
+        "corr_vs_truth": correlation(p, t),
         "mean_abs_diff": float(np.abs(p - t).mean()),
         "ece": curve["ece"],
         "reliability": curve,

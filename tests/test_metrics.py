@@ -154,3 +154,19 @@ def test_reliability_agrees_with_sklearn_calibration_curve() -> None:
         if b.any():
             ece += b.sum() / len(p) * abs(p[b].mean() - y[b].mean())
     assert r["ece"] == pytest.approx(ece)
+
+
+def test_correlation_is_pearsons_and_undefined_for_a_constant() -> None:
+    import warnings
+
+    from scipy.stats import pearsonr
+
+    from mapper.metrics import correlation
+
+    rng = np.random.default_rng(3)
+    a, b = rng.random(50), rng.random(50)
+    assert correlation(a, b) == pytest.approx(pearsonr(a, b).statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(correlation(np.zeros(50), b)) and np.isnan(correlation(a, np.ones(50)))
+        assert np.isnan(correlation(a[:1], b[:1]))

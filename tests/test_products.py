@@ -642,10 +642,21 @@ def test_nsp_uncertainty_without_ensemble_is_the_binary_entropy(
 
 
 def test_nsp_ensemble_band_is_the_spread_over_the_map_and_its_members(
-        setup: tuple[Path, Path, str]) -> None:
+        setup: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import mapper.products.uncertainty as module
+
+    drawn = {}
+    real = module.write_ramp_quicklook
+
+    def spy(*args: object, **kwargs: object) -> Path:
+        drawn.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "write_ramp_quicklook", spy)
     p = nsp_values()
     m1, m2 = np.clip(p + 0.1, 0, 1), np.clip(p - 0.2, 0, 1)
     products = uncertainty(setup, "nsp", p, [m1, m2])
+    assert drawn["maxima"] == [100, 50]  # a spread of probabilities is at most 50 %
     with rasterio.open(products.cog) as ds:
         assert ds.count == 2 and ds.descriptions == ("normalised_entropy", "ensemble_std")
         entropy_band, spread = ds.read(1), ds.read(2)
@@ -660,6 +671,29 @@ def test_nsp_ensemble_band_is_the_spread_over_the_map_and_its_members(
     item = json.loads(products.item.read_text())
     assert len(item["assets"]["data"]["raster:bands"]) == 2
     assert len(item["properties"]["mapper:ensemble_models_sha256"]) == 2
+
+
+def test_ramp_quicklook_tops_each_band_at_its_maximum(tmp_path: Path) -> None:
+    """A band at 50 % drawn on a 0-50 % bar takes the ramp's top colour, on a 0-100 % bar its
+    middle one."""
+    from matplotlib.image import imread
+
+    from mapper.products.colours import UNCERTAINTY_RAMP
+    from mapper.products.quicklook import write_ramp_quicklook
+
+    src = tmp_path / "u.tif"
+    write_geotiff(src, np.full((1, 64, 64), 50, np.uint8),
+                  rasterio.Affine(10, 0, LEFT, 0, -10, TOP), "EPSG:3338", nodata=255)
+
+    def share(maxima: list[int] | None, rgb: tuple[int, int, int]) -> float:
+        png = write_ramp_quicklook(src, tmp_path / f"{maxima}.png", ["spread (%)"],
+                                   UNCERTAINTY_RAMP, "t", False, maxima=maxima)
+        pixels = np.rint(imread(png)[..., :3] * 255).astype(int)
+        return float((np.abs(pixels - rgb).max(axis=-1) <= 2).mean())
+
+    top, middle = UNCERTAINTY_RAMP[-1][1], UNCERTAINTY_RAMP[2][1]
+    assert share([50], top) > 0.2 and share([50], middle) < 0.05
+    assert share(None, middle) > 0.2 and share(None, top) < 0.05
 
 
 def test_soilorder_ensemble_band_is_the_share_of_members_that_disagree(
@@ -928,8 +962,8 @@ def test_a_failed_cog_conversion_is_one_error(tmp_path: Path,
         to_cog(src, out, resampling="AVERAGE")
     assert str(info.value) == (
         f"{out}: writing the Cloud-Optimized GeoTIFF failed (TIFFAppendToStrip:Write error at "
-        f"scanline 4294967295); check the free space on the disk holding {out.parent} and run "
-        "again")
+        f"scanline 4294967295); check the free space on the disk holding {out.parent} (and "
+        "that the folder is writable) and run again")
     assert not list(out.parent.iterdir())
     staged = tmp_path / "maps" / ".nsp_demo.tif.1234" / "out" / "nsp_demo.tif"
     staged.parent.mkdir(parents=True)

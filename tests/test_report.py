@@ -156,6 +156,36 @@ def test_nsp_report_files_figures_and_truth(region, tmp_path: Path) -> None:  # 
     assert "## Calibration (NSP)" in md
 
 
+def test_truth_figures_undefined_for_one_class_of_labels_are_a_dash(
+        region, tmp_path: Path) -> None:  # noqa: ANN001
+    """Test points whose labels are all absent: the labels' correlation with the truth is
+    undefined, "–" in the table and null in the JSON, without a numpy warning (their AUC, a
+    constant score, is 0.5)."""
+    import warnings
+
+    from mapper.evaluate import read_fold
+
+    files = _fold_files(tmp_path, "nsp", 2)
+    for path in files:
+        if "_random_" in path.name:
+            df, info = read_fold(path)
+            _write(df.assign(y_true=0), path, info)
+    truth = tmp_path / "truth_nsp.tif"
+    _truth(truth)
+    out = tmp_path / "reports" / "nsp.md"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        content = report(region, "nsp", files, out, truth=truth)
+    t = content["truth"]["splits"]["random"]["miso"]
+    assert t["labels_auc_vs_truth"] == 0.5 and math.isnan(t["labels_corr_vs_truth"])
+    assert t["corr_vs_truth"] == pytest.approx(1.0, abs=1e-3)
+    md = out.read_text()
+    assert "| Random | MiSo | 120 | 1.000 | 1.000 | 0.500 / – | 0.5 / 0.0 |" in md
+    assert "nan" not in md
+    assert json.loads(out.with_suffix(".json").read_text())["truth"]["splits"]["random"]["miso"][
+        "labels_corr_vs_truth"] is None
+
+
 def _rewrite_fold(source: Path, dest: Path, **meta: object) -> Path:
     from mapper.evaluate import read_fold
 

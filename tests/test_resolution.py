@@ -269,3 +269,21 @@ def test_a_tile_whose_blocks_fail_to_read_is_named(tmp_path: Path) -> None:
     assert str(info.value).startswith(
         f"a predicted nsp tile, one of {fine[0]} and {coarse[0]}: damaged or truncated, read "
         f"failed ({coarse[0].name}, band 1: IReadBlock failed")
+
+
+def test_the_cells_column_gives_each_tasks_count_where_they_differ() -> None:
+    """Tasks that compared different cells (a task's tiles with more nodata) show each count, in
+    the columns' order; the same count shows once."""
+    from mapper.resolution import _markdown
+
+    def figures(soil_cells: int) -> dict:
+        entry = {"class_agreement": 1.0, "mean_abs_diff": 0.0, "seconds": 1.0, "queries": 10}
+        return {"region": "x", "synthetic": False, "tasks": {
+            "nsp": {"10": {"seconds": 2.0, "queries": 20}, "40": {**entry, "cells": 1200}},
+            "soilorder": {"10": {"seconds": 2.0, "queries": 20},
+                          "40": {**entry, "cells": soil_cells}}}}
+
+    assert "| 40 m | 100.0 % | 0.0000 | 100.0 % | 1,200 / 900 | 2.0 | 20 | 0.50 |" in _markdown(
+        figures(900))
+    assert "| 40 m | 100.0 % | 0.0000 | 100.0 % | 1,200 | 2.0 | 20 | 0.50 |" in _markdown(
+        figures(1200))

@@ -150,7 +150,8 @@ def to_cog(
         except WRITE_ERRORS as exc:  # GDAL's CPLE_* errors (a full disk) are no RasterioIOError
             raise InputError(
                 f"{name}: writing the Cloud-Optimized GeoTIFF failed ({gdal_reason(exc)}); "
-                f"check the free space on the disk holding {name.parent.resolve()} and run again"
+                f"check the free space on the disk holding {name.parent.resolve()} (and that the "
+                "folder is writable) and run again"
             ) from None
         finally:
             # GDAL may write PAM statistics beside the temporary file: the product is one file

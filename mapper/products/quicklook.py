@@ -119,9 +119,11 @@ def write_quicklook(cog: Path, png: Path, task: Task, title: str, synthetic: boo
 def write_ramp_quicklook(cog: Path, png: Path, labels: Sequence[str],
                          ramp: Sequence[tuple[float, RGB]], title: str, synthetic: bool,
                          max_px: int = 1024, outline: shapely.Geometry | None = None,
-                         area: shapely.Geometry | None = None) -> Path:
+                         area: shapely.Geometry | None = None,
+                         maxima: Sequence[int] | None = None) -> Path:
     """A PNG of a UInt8-percent product with one panel per band (``labels``, in band order),
-    each in ``ramp`` (stops over 0..1) with its colour bar; outlines as :func:`write_quicklook`."""
+    each in ``ramp`` (stops over 0..1) with its colour bar; outlines as :func:`write_quicklook`.
+    ``maxima``: the percent at the top of each band's ramp (default 100 for every band)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -129,10 +131,10 @@ def write_ramp_quicklook(cog: Path, png: Path, labels: Sequence[str],
     fig = Figure(figsize=(6.4 * n + 1.0, 6.0), dpi=120)
     FigureCanvasAgg(fig)
     cmap = _ramp_cmap("ramp", ramp)
-    for band, label in enumerate(labels, start=1):
+    for band, (label, vmax) in enumerate(zip(labels, maxima or [100] * n, strict=True), start=1):
         data, extent, pixel_m = _read_decimated(cog, band, max_px)
         ax = fig.add_subplot(1, n, band)
-        im = ax.imshow(np.ma.masked_equal(data, PERCENT_NODATA), cmap=cmap, vmin=0, vmax=100,
+        im = ax.imshow(np.ma.masked_equal(data, PERCENT_NODATA), cmap=cmap, vmin=0, vmax=vmax,
                        extent=extent, interpolation="nearest")
         fig.colorbar(im, ax=ax, shrink=0.8).set_label(label)
         _outline_and_axes(ax, extent, pixel_m, outline, area)

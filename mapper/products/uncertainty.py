@@ -202,7 +202,8 @@ def make_uncertainty_products(
             [f"{name.replace('_', ' ')} (%)" for name, _ in bands], UNCERTAINTY_RAMP,
             f"Uncertainty of the {spec.title.lower()} map, {region.name}", synthetic,
             outline=region.boundary(),
-            area=region.area() if region.settings["buffer_m"] > 0 else None)
+            area=region.area() if region.settings["buffer_m"] > 0 else None,
+            maxima=[QUICKLOOK_MAX_PERCENT.get(name, 100) for name, _ in bands])
         staged["style"].write_text(ramp_qml(UNCERTAINTY_RAMP))
         item = _item(region, spec, paths, bands, (bounds, shape, transform, res), model_sha,
                      member_shas, synthetic)
@@ -263,6 +264,12 @@ def _measures(probs: list[np.ndarray], task: Task) -> np.ndarray:
                                     np.stack([most_probable(p) for p in probs[1:]])))
         out[1][~np.isfinite(out[0])] = np.nan  # nodata where the map is nodata
     return np.stack(out)
+
+
+QUICKLOOK_MAX_PERCENT = {"ensemble_std": 50}
+"""The top of a band's quick-look colour bar where it is not 100 %: a standard deviation of
+probabilities (values in 0..1) is at most 0.5, so a 0-100 % bar would leave half its colours
+unused. The COG's values and its QGIS style are not affected."""
 
 
 def _unit(band: str) -> str:

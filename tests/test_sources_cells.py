@@ -388,7 +388,10 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
     kept.unlink()
     assert read_manifest(C.fetch_cell(region, "dem", lacking, out))["url"] == version
     assert lock.entries() == entries and len(server.requests_for(paths[1])) == asked[1] + 1
-    # the fallback taken out of the region file: the cell is not taken for sea
+    # the fallback taken out of the region file: the cell is not taken for sea, and the 1" URL,
+    # whose lock entry names a product no longer among the cell's, is asked again (its 404 is
+    # this run's, not the lock's word)
+    asked_first = len(server.requests_for(paths[0]))
     no_fallback = load_region(load_config(write_config(tmp_path / "c1.yaml", {"partial": (
         write_region_file(tmp_path / "regions", "partial", cells_site["bounds"], 256, stack=STACK,
                           sources={"dem": {"kind": "cells",
@@ -396,6 +399,23 @@ def test_a_cell_the_first_product_lacks_comes_from_its_fallback(
         "partial")  # fmt: skip
     with pytest.raises(SourceError, match=f"{re.escape(first)}: HTTP 404, but cell {lacking}"):
         C.fetch_cell(no_fallback, "dem", lacking, tmp_path / "nofallback")
+    assert len(server.requests_for(paths[0])) > asked_first
+    # with the 2" fallback only (the 1" template gone), its pinned file serves the cell
+    only_2 = load_region(load_config(write_config(tmp_path / "c3.yaml", {"partial": (
+        write_region_file(tmp_path / "regions", "partial", cells_site["bounds"], 256, stack=STACK,
+                          sources={"dem": {"kind": "cells", "fallback_templates": [],
+                                           "url_template": base + THREEDEP2_TEMPLATE}}))})),
+        "partial")  # fmt: skip
+    assert read_manifest(C.fetch_cell(only_2, "dem", lacking, tmp_path / "only2"))["url"] == version
+    # a 1" file published since, the fallback removed: asked again, the file there is an error
+    # naming the lock entry to delete (the lock's word that 1" lacks the cell no longer holds)
+    serve(server, files, [write_3dep(files / "partial", Cell.parse(lacking))])
+    with pytest.raises(SourceError) as exc:
+        C.fetch_cell(no_fallback, "dem", lacking, tmp_path / "nofallback")
+    assert str(exc.value).startswith(f"{first}: the file changed upstream: {lock.path} records "
+                                     "no file (HTTP 404), the server now gives sha256 ")
+    assert f"delete the entry of {first} in {lock.path}" in str(exc.value)
+    assert not list((tmp_path / "nofallback").rglob(f"{lacking}*"))
     # the elevation of the mixed cells: each pixel from its cell's product, the plane everywhere;
     # the first product's pixels wherever it has any would be cut by its files' edge
     window, bounds = region_window(cells_site)
@@ -473,6 +493,21 @@ def test_a_template_naming_the_wrong_corner_is_refused(cells_site: dict) -> None
     text = str(exc.value)
     assert "https://x/USGS_1_n65w148.tif" in text and "url_template" in text
     assert "\n" not in text
+
+
+def test_a_cell_answered_by_an_error_page_names_the_url_not_the_deleted_download(
+        tmp_path: Path) -> None:
+    """A server that answers 200 with an HTML page: the error names the URL and the fix, not the
+    ``.part`` file the download deletes."""
+    part = tmp_path / "N64W148.tif.part"
+    part.write_text("<html><body>Service temporarily unavailable</body></html>")
+    with pytest.raises(InputError) as exc:
+        C.check_cell_raster(part, Cell(64, -148), "https://x/USGS_1_n65w148.tif")
+    text = str(exc.value)
+    assert text.startswith("https://x/USGS_1_n65w148.tif: what the server sent is not a raster (")
+    assert text.endswith("check url_template, or fetch again if the server was failing (an "
+                         "error page)")
+    assert ".part" not in text
 
 
 def test_cli_fetches_one_cell(cells_site: dict) -> None:

@@ -254,6 +254,22 @@ def test_fetch_downloads_each_archive_and_records_its_sha256(server, tmp_path):
     assert len(server.requests_for(urls["pr"].split(server.base_url)[-1], "GET")) == 1
 
 
+def test_fetch_given_the_archives_own_path_writes_it_there(server, tmp_path):
+    """``fetch --out`` may be the target file: for a snap source that is the archive
+    (``<sources>/climate/snap_<variable>.zip``), not a folder of that name."""
+    from mapper.cli import main
+
+    urls = serve_archives(server)
+    config = write_tiny_region(tmp_path / "cfg", REGION_BOUNDS, 64, name="r",
+                               sources={"climate": snap_source(urls)})  # fmt: skip
+    archive = tmp_path / "sources" / "climate" / "snap_pr.zip"
+    assert main(["fetch", "--config", str(config), "--region", "r", "--source", "climate",
+                 "--file", "pr", "--out", str(archive)]) == 0
+    assert archive.is_file() and zipfile.is_zipfile(archive)
+    assert read_manifest(archive.with_name("snap_pr.zip.json"))["items"][0]["path"] == str(
+        archive)
+
+
 def test_a_truncated_download_is_one_error_naming_the_url(server, tmp_path, no_waits):
     urls = serve_archives(server)
     path = urls["tas"].split(server.base_url)[-1]

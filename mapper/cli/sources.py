@@ -74,6 +74,10 @@ def run_fetch(args: argparse.Namespace) -> int:
     region = load_run_region(args.config, args.region)
     out = Path(args.out) if args.out else default_out_dir(args.region)
     target = f"{args.tile}.tif" if args.tile else f"{args.cell}.json" if args.cell else args.file
+    if args.file and region.settings["sources"].get(args.source, {}).get("kind") == "snap":
+        from mapper.sources.snap import archive_path
+
+        target = archive_path("", args.source, args.file).name  # snap_<variable>.zip
     if target and out.name == target and out.parent.name == args.source:
         out = out.parent.parent  # the target file was given: its sources folder is two up
     manifest = fetch_source(

@@ -53,6 +53,7 @@ not sea pinned in the lock file.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import re
@@ -282,12 +283,20 @@ def check_cell_raster(path: Path, cell: Cell, url: str) -> None:
     """A downloaded cell must be a geographic raster that covers the cell (to within a pixel: a
     GLO-30 file stops half a pixel short of its south and east edges); else InputError naming the
     URL, which catches a template that names the wrong corner."""
-    from mapper.raster import open_raster
+    import rasterio
+    from rasterio.errors import RasterioIOError
 
-    try:
-        src = open_raster(path)
-    except InputError as exc:
-        raise InputError(f"{url}: {exc}") from None
+    from mapper.raster import gdal_reason
+
+    try:  # the download (a .part the caller deletes when refused), not a file a user can open
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        reason = (gdal_reason(exc).replace(f"'{path}' not", "the download is not")
+                  .replace(str(path), "the download"))
+        raise InputError(
+            f"{url}: what the server sent is not a raster ({reason}); check "
+            "url_template, or fetch again if the server was failing (an error page)"
+        ) from None
     with src:
         crs, (left, bottom, right, top) = src.crs, src.bounds
         rx, ry = src.res
@@ -335,11 +344,12 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
     lock = LockFile(lock_path(region.path))
     land = land_km2(region, cell)
     said_sea = any(_said_sea(lock.get(url)) for url in urls)  # a user's word (or a sea cell's)
-    entry, tried = None, []
-    for url in urls:
+    entry, tried, skipped = None, [], []
+    for i, url in enumerate(urls):
         known = lock.get(url) or {}
-        if known.get("served_by"):  # the lock pins another product for this cell: not asked
-            tried.append(url)
+        if _served_later(known.get("served_by"), urls[i + 1:]):
+            tried.append(url)  # the lock pins a later product for this cell: not asked
+            skipped.append(url)
             continue
         # a URL the lock records as absent (sea) is asked again, a file there being an error
         # (fetch_locked), into a scratch name: it must not touch a copy of the cell kept at dest
@@ -352,11 +362,15 @@ def fetch_cell(region: Region, name: str, cell_name: str, out_dir: Path) -> Path
             break
         tried.append(url)
     if entry is None and land >= LAND_KM2 and not said_sea:
-        missing = f"{tried[0]}: HTTP 404" if len(tried) == 1 else (
-            f"{', '.join(tried)}: HTTP 404 at each")
-        if any(DATE in u for u in tried):  # a {date} URL's miss is an empty listing
+        asked = [u for u in tried if u not in skipped]
+        missing = f"{asked[0]}: HTTP 404" if len(asked) == 1 else (
+            f"{', '.join(asked)}: HTTP 404 at each")
+        if any(DATE in u for u in asked):  # a {date} URL's miss is an empty listing
             missing = ", ".join(f"{u}: {'no dated file listed' if DATE in u else 'HTTP 404'}"
-                                for u in tried)  # fmt: skip
+                                for u in asked)  # fmt: skip
+        if skipped:
+            missing += (f" (not asked: {', '.join(skipped)}, which {lock.path} records as served "
+                        "by a later product; delete those entries to ask them again)")
         raise SourceError(
             f"{missing}, but cell {cell.name} holds {land:.0f} km^2 of region {region.name}'s "
             f"land: the source does not cover it; fix sources.{name}.url_template in "
@@ -411,6 +425,17 @@ def _fetch_url(url: str, known: dict[str, Any], dest: Path, lock: LockFile, cell
         if not known.get("sha256"):
             raise
         return fetch_version(url, dest, known, exc)
+
+
+def _served_later(served_by: str | None, later: list[str]) -> bool:
+    """Whether a lock entry's ``served_by`` (the URL, or a ``{date}`` template's dated file, that
+    served the cell) is still one of the cell's ``later`` URLs: then the URL is not asked again.
+    One no longer among them (a fallback removed from the region file) leaves the URL to be asked
+    again, as the lock's word about which product serves the cell no longer holds."""
+    if not served_by:
+        return False
+    return any(fnmatch.fnmatchcase(served_by, u.replace(DATE, "*")) if DATE in u
+               else served_by == u for u in later)
 
 
 def _said_sea(entry: dict[str, Any] | None) -> bool:

@@ -184,11 +184,13 @@ def _out_of_memory(tile: str, device: object, batch_size: int, exc: BaseExceptio
     reason = text.split(". ")[0][:120] or type(exc).__name__
     return InputError(
         f"tile {tile}: out of memory on {device} with batch size {batch_size} ({reason}); lower "
-        "the batch size: --batch-size N, in the workflow --set-resources predict:batch_size=N "
-        "(and predict_member:batch_size=N with an ensemble); the map does not depend on it "
-        "beyond the last bit of a float"
-        + ("; or give the job more memory: --set-resources predict:mem_mb=N"
+        "the batch size: --batch-size N, in the workflow the batch_size resource of rules "
+        "predict, predict_member and predict_at_res (predict:batch_size=N)"
+        + (", or give the job more memory (predict:mem_mb=N)"
            if getattr(device, "type", str(device)) == "cpu" else "")
+        + ", in the set-resources of a copy of the profile (--set-resources on the command line "
+        "replaces the profile's whole set-resources); the map does not depend on the batch size "
+        "beyond the last bit of a float"
     )
 
 

@@ -516,6 +516,11 @@ def test_a_number_written_as_an_int_or_a_float_is_the_same_setting() -> None:
          "sigma_scale": 1.0, "tpi_radius_m": 100.0, "epochs": 3, "max_cloud": 40.0,
          "months": [6, 7]})
     assert resolve_config(config, "again") == config
+    # left out, the default (filled by the stac branch of the schema) is the same value
+    del raw["region_overrides"]["demo"]["sources"]["sentinel2"]["max_cloud"]
+    left_out = load_region(resolve_config(raw, "site.yaml"), "demo").settings
+    assert json.dumps(left_out["sources"]["sentinel2"], sort_keys=True) == json.dumps(
+        demo["sources"]["sentinel2"], sort_keys=True)
     with pytest.raises(ConfigError, match=r"key 'tile_px': 256.5 is not of type 'integer'"):
         resolve_config({**raw, "region_overrides": {"demo": {"tile_px": 256.5}}}, "site.yaml")
 

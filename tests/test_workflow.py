@@ -328,10 +328,12 @@ def slurm_plan_resources(project: WorkflowProject, env: dict[str, str]) -> dict[
 
 
 def test_slurm_profile_takes_the_site_from_the_environment(tmp_path: Path) -> None:
+    """The site's names as they are, names that are also Python's ("all", "open": Snakemake
+    evaluates a profile's resources as Python) included."""
     project = make_project(tmp_path)
     site = {
-        "MAPPER_SLURM_ACCOUNT": "ak-permafrost",
-        "MAPPER_SLURM_PARTITION": "compute",
+        "MAPPER_SLURM_ACCOUNT": "open",
+        "MAPPER_SLURM_PARTITION": "all",
         "MAPPER_SLURM_GPU_PARTITION": "gpu",
         "MAPPER_SLURM_GPU_MODEL": "a100",
     }
@@ -340,13 +342,13 @@ def test_slurm_profile_takes_the_site_from_the_environment(tmp_path: Path) -> No
         for res in plan[rule]:
             assert (res["gpu"], res["gpu_model"], res["slurm_partition"]) == ("1", "a100", "gpu")
     folds = plan["cv_fold"]
-    assert {(r["gpu"], r["slurm_partition"]) for r in folds} == {("0", "compute"), ("1", "gpu")}
+    assert {(r["gpu"], r["slurm_partition"]) for r in folds} == {("0", "all"), ("1", "gpu")}
     for rule in ("stack", "samples", "mosaic_probability", "report", "demo_sources"):
         for res in plan[rule]:
-            assert res["slurm_partition"] == "compute" and res.get("gpu", "0") == "0", rule
+            assert res["slurm_partition"] == "all" and res.get("gpu", "0") == "0", rule
     for jobs in plan.values():
         for res in jobs:
-            assert res["slurm_account"] == "ak-permafrost"
+            assert res["slurm_account"] == "open"
     assert {r["cpus_per_task"] for r in plan["stack"]} == {"2"}  # from set-threads
 
     bare = slurm_plan_resources(project, project.env)  # no site: no account, default partition

@@ -60,6 +60,18 @@ class CellProducts:
         return [p for paths, _ in self.products for p in paths]
 
 
+def _naming_the_file(exc: InputError, path: Path, paths: list[Path]) -> InputError:
+    """A warp's error about ``path``, a temporary VRT joining some of ``paths``, about the file
+    of ``paths`` that GDAL's reason names (by its base name, "<name>, band"), which the user can
+    re-fetch; about ``path`` itself when that is one of ``paths``."""
+    text = str(exc)
+    if path in paths or not text.startswith(f"{path}: "):
+        return exc
+    named = [p for p in paths if f"{Path(p).name}, band" in text]
+    which = str(named[0]) if len(named) == 1 else f"one of {', '.join(map(str, paths))}"
+    return InputError(which + text[len(str(path)):])
+
+
 def warp_dem(dem: Sequence[Path] | CellProducts, lattice: Lattice, window: Window,
              resampling: str = "cubic") -> np.ndarray:
     """The DEM (metres, float32, NaN nodata) warped onto a lattice window (``resampling``: a key
@@ -89,8 +101,11 @@ def warp_dem(dem: Sequence[Path] | CellProducts, lattice: Lattice, window: Windo
     out = None
     with joined_on_grids(paths) as joined:
         for path in joined:
-            z = warp_lattice_window(path, lattice.crs, lattice.transform, window,
-                                    RESAMPLING[resampling], indexes=[1])[0]
+            try:
+                z = warp_lattice_window(path, lattice.crs, lattice.transform, window,
+                                        RESAMPLING[resampling], indexes=[1])[0]
+            except InputError as exc:
+                raise _naming_the_file(exc, path, paths) from None
             if out is None:
                 out = z
             else:
@@ -121,8 +136,9 @@ def _refuse_fill_values(z: np.ndarray, paths: Sequence[Path], lattice: Lattice,
                    f"{path}) and run the stack again")
         else:
             said = f"declares nodata {declared:g} but holds another fill value"
-            fix = (f"set the file's nodata to the fill value (rio edit-info --nodata {fill:g} "
-                   f"{path}), or mask those cells, and run the stack again")
+            # not a new nodata: the cells of the declared one would then read as elevations
+            fix = (f"write those cells as the declared nodata (rio calc \"(where (== (read 1) "
+                   f"{fill:g}) {declared:g} (read 1))\" {path} <fixed.tif>) and pass that file")
         raise InputError(
             f"{path}: holds elevations of {fill:g} m, outside any land surface ({span}): the "
             f"file {said}; {fix}"

@@ -330,8 +330,8 @@ def _check_unpacked_dem(src: DatasetReader, path: Path) -> None:
     if re.sub(r"[\s_-]", "", unit.lower()) in FEET_UNITS:
         raise InputError(
             f"{path}: the DEM's band is in {unit} (its unit); elevations are read as metres, so "
-            f"convert it (rio calc \"(* 0.3048 (read 1))\" --profile nodata=-9999 {path} "
-            "<metres.tif>) and pass that file"
+            f"convert it (rio calc \"(* 0.3048 (read 1))\" -t float32 --profile nodata=-9999 "
+            f"{path} <metres.tif>) and pass that file"
         )
     scale, offset = float(src.scales[0]), float(src.offsets[0])
     if (scale, offset) != (1.0, 0.0):

@@ -180,12 +180,42 @@ def _warp_open(
     src_nodata: float | None,
     band_nodata: bool = False,
 ) -> np.ndarray:
-    """One WarpedVRT of the open ``src`` onto one grid (see the module docstring)."""
+    """One WarpedVRT of the open ``src`` onto one grid (see the module docstring).
+
+    A file whose bands declare different nodata (``gdalbuildvrt -separate`` of files with their
+    own) is warped band by band, each opened alone (GDAL's ``vrt://<file>?bands=<i>``) with its
+    own nodata, as its file alone would be: GDAL's warper, as rasterio sets it up, tests every
+    band against one value, band 1's, which would warp the others' holes in as data."""
+    bands = indexes or list(range(1, src.count + 1))
+    if src_nodata is None and len({repr(src.nodatavals[i - 1]) for i in bands}) > 1:
+        parts = []
+        for i in bands:
+            with rasterio.open(f"vrt://{src.name}?bands={i}") as one:
+                parts.append(_warp_open(one, path, crs, scale, dst_transform, dst_shape,
+                                        resampling, None, None, band_nodata))
+        return np.concatenate(parts)
     nodata = src_nodata if src_nodata is not None else src.nodata
-    height, width = dst_shape
     vrt_opts: dict[str, object] = {"src_nodata": nodata} if nodata is not None else {}
     if band_nodata:
         vrt_opts["UNIFIED_SRC_NODATA"] = "NO"
+    return _warp_with(src, path, crs, scale, dst_transform, dst_shape, resampling, bands,
+                      vrt_opts)
+
+
+def _warp_with(
+    src: rasterio.DatasetReader,
+    path: str | Path,
+    crs: CRS,
+    scale: float,
+    dst_transform: Affine,
+    dst_shape: tuple[int, int],
+    resampling: Resampling,
+    bands: list[int],
+    vrt_opts: dict[str, object],
+) -> np.ndarray:
+    """``bands`` of the open ``src`` warped onto one grid, with the WarpedVRT options
+    ``vrt_opts`` (source nodata)."""
+    height, width = dst_shape
     try:
         with WarpedVRT(
             src,
@@ -201,7 +231,7 @@ def _warp_open(
             YSCALE=scale,
             **vrt_opts,
         ) as vrt:
-            data = vrt.read(indexes or list(range(1, src.count + 1)), masked=True)
+            data = vrt.read(bands, masked=True)
     except RasterioIOError as exc:
         raise InputError(
             f"{path}: damaged or truncated raster, read failed while warping "

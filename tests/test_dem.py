@@ -77,3 +77,34 @@ def test_the_warped_dem_keeps_the_curvature_of_the_ground(tmp_path) -> None:  # 
     truth = terrain.max_curvature(exact, 10.0)[inner]
     error = terrain.max_curvature(warped, 10.0)[inner] - truth
     assert np.sqrt(np.mean(error**2)) < 0.02 * np.sqrt(np.mean(truth**2))
+
+
+def test_a_damaged_file_joined_with_its_neighbour_is_named(tmp_path) -> None:  # noqa: ANN001
+    """Two adjacent DEM files on one grid are warped as one temporary VRT: a damaged block in
+    one is an error naming that file, not the VRT (deleted by the time the user reads it)."""
+    import rasterio
+    from affine import Affine
+    from damage import zero_blocks
+
+    from mapper.errors import InputError
+
+    lattice = Lattice(-2_600_000.0, 2_600_000.0, 10.0, 256)
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"dem{i}.tif"
+        z = np.full((256, 256), 100.0 + i, np.float32)
+        with rasterio.open(path, "w", driver="GTiff", width=256, height=256, count=1,
+                           dtype="float32", crs="EPSG:3338", nodata=-9999.0, tiled=True,
+                           blockxsize=128, blockysize=128, compress="deflate",
+                           transform=Affine(30.0, 0, 240_000.0 + 7680.0 * i, 0, -30.0,
+                                            1_650_000.0)) as dst:
+            dst.write(z, 1)
+        paths.append(path)
+    damaged = zero_blocks(paths[1], tmp_path / "dem1_damaged.tif")
+    window = Window(284_100, 95_050, 1200, 500)  # over both files
+    assert np.isfinite(warp_dem(paths, lattice, window)).all()
+    with pytest.raises(InputError) as exc:
+        warp_dem([paths[0], damaged], lattice, window)
+    text = str(exc.value)
+    assert text.startswith(f"{damaged}: damaged or truncated raster, read failed while warping (")
+    assert "mapper-mosaic" not in text and text.endswith("; re-fetch the file")

@@ -294,6 +294,8 @@ def test_stack_dem_with_an_undeclared_fill_value(src: dict, tmp_path: Path, caps
         profile = ds.profile
         row, col = ds.index(lon, lat)
     z[row - 5:row + 5, col - 5:col + 5] = fill  # a fill of 10 x 10 arc-seconds
+    if declared is not None:  # cells of the declared nodata too (a mosaic of two exports)
+        z[row + 8:row + 12, col - 5:col + 5] = declared
     profile["nodata"] = declared
     bad = tmp_path / "dem_fill.tif"
     with rasterio.open(bad, "w", **profile) as dst:
@@ -305,10 +307,22 @@ def test_stack_dem_with_an_undeclared_fill_value(src: dict, tmp_path: Path, caps
             else "declares nodata -32768 but holds another fill value")
     assert line.startswith(f"error: {bad}: holds elevations of {fill:g} m, outside any land "
                            f"surface (-1000 to 9000 m): the file {said}; ")
-    assert f"rio edit-info --nodata {fill:g} {bad}" in line
     assert_nothing_written(out)
-    with rasterio.open(bad, "r+") as ds:  # the fix the message gives
-        ds.nodata = fill
+    if declared is None:
+        assert line.endswith(f"declare the fill value as nodata (e.g. rio edit-info --nodata "
+                             f"{fill:g} {bad}) and run the stack again")
+        with rasterio.open(bad, "r+") as ds:  # the fix the message gives
+            ds.nodata = fill
+    else:  # a new nodata would make the declared one's cells elevations: the fill rewritten
+        fixed = tmp_path / "dem_fixed.tif"
+        command = (f"rio calc \"(where (== (read 1) {fill:g}) {declared:g} (read 1))\" {bad} "
+                   "<fixed.tif>")
+        assert line.endswith(f"write those cells as the declared nodata ({command}) and pass "
+                             "that file")
+        rio = str(Path(sys.executable).with_name("rio"))
+        subprocess.run([rio, "calc", f"(where (== (read 1) {fill:g}) {declared:g} (read 1))",
+                        str(bad), str(fixed)], check=True, capture_output=True, timeout=120)
+        bad = fixed
     assert main([str(a) for a in stack_args(src, out, dem=bad)]) == 0
     with rasterio.open(out) as ds:
         elev = ds.read(STACK_BANDS.index("elevation") + 1)
@@ -449,11 +463,11 @@ def test_stack_climate_with_an_undeclared_fill_value(src: dict, tmp_path: Path,
      "read as metres as stored, so unpack it (gdal_translate -unscale -ot Float32 {bad} "
      "<unpacked.tif>) and pass that file"),
     ({"units": ["ft"]}, "the DEM's band is in ft (its unit); elevations are read as metres, so "
-     "convert it (rio calc \"(* 0.3048 (read 1))\" --profile nodata=-9999 {bad} <metres.tif>) "
-     "and pass that file"),
+     "convert it (rio calc \"(* 0.3048 (read 1))\" -t float32 --profile nodata=-9999 {bad} "
+     "<metres.tif>) and pass that file"),
     ({"units": ["US survey foot"]}, "the DEM's band is in US survey foot (its unit); elevations "
-     "are read as metres, so convert it (rio calc \"(* 0.3048 (read 1))\" --profile "
-     "nodata=-9999 {bad} <metres.tif>) and pass that file"),
+     "are read as metres, so convert it (rio calc \"(* 0.3048 (read 1))\" -t float32 "
+     "--profile nodata=-9999 {bad} <metres.tif>) and pass that file"),
 ], ids=["packed", "ft", "US survey foot"])
 def test_stack_dem_not_in_metres_as_stored(src: dict, tmp_path: Path, capsys, change: dict,
                                            says: str) -> None:

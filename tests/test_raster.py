@@ -185,3 +185,38 @@ def test_an_s3_asset_of_a_public_bucket_is_read_without_credentials(
             with rasterio.open(gdal_path("s3://sentinel-cogs/tiles/B04.tif")) as src, \
                     rasterio.open(coarse) as ref:
                 np.testing.assert_array_equal(src.read(), ref.read())
+
+
+def test_a_file_whose_bands_declare_other_nodata_has_each_bands_holes(tmp_path: Path) -> None:
+    """Climate normals joined with ``gdalbuildvrt -separate`` from files with their own nodata
+    (-9999, none, -32768), each with its own hole: each band warps as its file alone does, not
+    with band 1's nodata for all (which warped -32768 into band 3's neighbours)."""
+    import os
+    import subprocess
+
+    from conftest import system_tool
+
+    transform = Affine(1000.0, 0.0, 239_371.0, 0.0, -1000.0, 1_650_371.0)
+    files = []
+    for i, nodata in enumerate((-9999.0, None, -32768.0)):
+        data = np.full((26, 25), 10.0 * (i + 1), np.float32)
+        data[8 + i:12 + i, 8:12] = nodata if nodata is not None else 5.0
+        path = tmp_path / f"band{i}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=25, height=26, count=1,
+                           dtype="float32", crs="EPSG:3338", transform=transform,
+                           nodata=nodata) as dst:
+            dst.write(data, 1)
+        files.append(path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_LIB", "PROJ_DATA", "GDAL_DATA")}
+    vrt = tmp_path / "normals.vrt"
+    subprocess.run([system_tool("gdalbuildvrt", "gdal-bin"), "-q", "-separate", str(vrt),
+                    *map(str, files)], check=True, env=env, capture_output=True, timeout=120)
+    with rasterio.open(vrt) as src:
+        assert src.nodatavals == (-9999.0, None, -32768.0)
+    window = Window(284_500, 95_500, 1024, 1024)  # the holes and around them
+    got = warp_lattice_window(vrt, "EPSG:3338", LATTICE, window, band_nodata=True)
+    each = np.concatenate([warp_lattice_window(f, "EPSG:3338", LATTICE, window, band_nodata=True)
+                           for f in files])
+    np.testing.assert_array_equal(got, each)
+    assert np.isnan(got[2]).any() and np.nanmin(got[2]) == 30.0  # the hole, and no -32768
+    assert np.nanmin(got[1]) == 5.0  # no nodata declared: its 5s are data

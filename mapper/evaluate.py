@@ -242,7 +242,8 @@ def _refuse_test_points_without_data(region: Region, table: pd.DataFrame, test: 
             f"{samples}: {what}: {int((~ok).sum())} of {len(test)} test points (obs_id "
             f"{', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''}) lie on pixels the "
             "stacks now leave without data (a tile stacked again since the samples were made); "
-            f"make the samples again: snakemake -R {samples}"
+            f"make the samples again (snakemake --cores 1 -f {samples}), then run the same "
+            "target again"
         )
 
 

@@ -7,8 +7,11 @@ says what its columns hold); every problem is one InputError naming the file and
 
 from __future__ import annotations
 
+import csv
 import logging
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,7 +75,8 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             # an obs_id is never read as missing (NA, None, null are ids)
             missing_text = {raw: list(NA_TEXT) for raw in columns
                             if names.get(raw, raw) != "obs_id"}
-            table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=missing_text)
+            table = _read_csv(path, dtype=text, keep_default_na=False,
+                              na_values=missing_text)
     except UnicodeDecodeError:
         data = path.read_bytes()
         try:
@@ -85,6 +89,8 @@ def read_observations(path: str | Path) -> pd.DataFrame:
             f"{path}: not UTF-8 text ({where}a spreadsheet's own encoding, e.g. "
             "Windows-1252); save it as CSV UTF-8"
         ) from None
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
         raise InputError(
             f"{path}: cannot be read as a CSV or Parquet table ({type(exc).__name__}: "
@@ -165,6 +171,28 @@ def read_observations(path: str | Path) -> pd.DataFrame:
         else:
             out[column], out[f"{column}_name"] = _parse_classes(table[column], path, task)
     return out
+
+
+def _read_csv(path: Path, **options: Any) -> pd.DataFrame:
+    """``pd.read_csv`` that never takes the first column for the index: rows with empty fields
+    beyond the header's columns (a delimiter at the end of each line, as some exporters write)
+    read as written, where pandas would shift every column onto its neighbour's values. A row
+    with a value beyond the header's columns is one InputError naming its line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        table = pd.read_csv(path, index_col=False, **options)
+    width = len(table.columns)  # one: a header separated by ';' or tabs (said by the caller)
+    if width > 1 and any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for line, row in enumerate(csv.reader(f), start=1):
+                if any(value.strip() for value in row[width:]):
+                    raise InputError(
+                        f"{path}: line {line} has {len(row)} values, but the header names "
+                        f"{width} columns; name every column in the header (an unnamed first "
+                        "column, such as a spreadsheet's row numbers, needs a name too) or "
+                        "remove the extra values"
+                    )
+    return table
 
 
 def _check_repeated(path: Path, raw: list[str]) -> None:

@@ -9,10 +9,10 @@ CRS, as the region boundaries) and polygon shapefiles, loose or zipped, in any C
 OGR drivers through pyogrio (:func:`open_vector`, :func:`read_vector`), a zip through ``/vsizip/``.
 
 Each layer is *prepared* once (:func:`prepare_zone_layer`, rule ``zone_layer``) into
-``resources/<region>/zones/<name>.geojson``: EPSG:3338, cut to the region's bounding box plus
-:data:`CLIP_MARGIN`, one (Multi)Polygon per zone (``properties.zone``: the field's value as text),
-and a ``mapper`` member saying where it came from and whether it is synthetic. The report reads
-only prepared layers, as plain JSON (fast, no GDAL).
+``resources/<region>/zones/<name>.geojson``: EPSG:3338, cut to the bounding box of the region's
+mapped area plus :data:`CLIP_MARGIN`, one (Multi)Polygon per zone (``properties.zone``: the
+field's value as text), and a ``mapper`` member saying where it came from and whether it is
+synthetic. The report reads only prepared layers, as plain JSON (fast, no GDAL).
 
 A point belongs to the first zone (in the layer's order: zones sorted by name) whose polygon
 covers it, boundary included; a point in no polygon is in :data:`OUTSIDE` (a gap of the layer,
@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
 OUTSIDE = "outside zones"
 """The zone of a point that no polygon of the layer covers."""
 CLIP_MARGIN = 20_000.0
-"""Metres kept around the region's bounding box when a layer is prepared."""
+"""Metres kept around the bounding box of the region's mapped area (its boundary buffered by
+``buffer_m``) when a layer is prepared."""
 VECTOR_SUFFIXES = (".geojson", ".json", ".shp", ".zip")
 WHAT = "mapper zone layer"
 
@@ -281,7 +282,7 @@ def prepare_zone_layer(
             raise InputError(f"{p}: zone layer '{name}' of region '{region.name}' not found; "
                              f"put the file there or fix 'zones' in {region.path}")
     path, member = _chosen_input(settings, paths)
-    left, bottom, right, top = region.boundary().bounds
+    left, bottom, right, top = region.area().bounds  # the samples' area: buffer included
     window = shapely.box(left - CLIP_MARGIN, bottom - CLIP_MARGIN, right + CLIP_MARGIN,
                          top + CLIP_MARGIN)
     source = open_vector(path, member)

@@ -195,7 +195,8 @@ def test_a_test_point_the_stacks_now_leave_without_data_is_refused(
     assert str(err.value).startswith(
         f"{tiny['samples']}: miso_nopretrain on nsp, random fold 0: 1 of {len(test)} test points "
         f"(obs_id {table['obs_id'].iloc[test[0]]}) lie on pixels the stacks now leave without data")
-    assert str(err.value).endswith(f"make the samples again: snakemake -R {tiny['samples']}")
+    assert str(err.value).endswith(f"make the samples again (snakemake --cores 1 -f "
+                                   f"{tiny['samples']}), then run the same target again")
     assert not out.exists()
     rf = cv_fold(region, FoldSpec("nsp", "rf", "random", 0), samples=tiny["samples"],
                  folds=tiny["folds"], stacks=stacks, out=tmp_path / "cv" / "rf_random_f0.parquet")

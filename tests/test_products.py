@@ -1045,8 +1045,8 @@ def test_uncertainty_refuses_the_maps_model_or_other_settings_as_a_member(
     assert str(differs.value) == (
         f"{other[0]}: MAPPER_PRECISION 'bfloat16' differs from the map's tile {tiles[0]} "
         "('float32'): the member was predicted with other prediction settings, so its spread "
-        "would hold the settings' difference; rerun predict_member for its tiles (snakemake -R "
-        "<their files> <target>)")
+        "would hold the settings' difference; rerun predict_member for its tiles (snakemake "
+        "<target> --cores N -R <their files>)")
     assert not out.exists()
     same = write_tiles(root / "m1", "nsp", nsp_values(), member_sha, settings)
     products = make_uncertainty_products(region, "nsp", model, tiles, out, member_models=[member],

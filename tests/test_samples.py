@@ -196,6 +196,30 @@ def test_column_names_are_matched_ignoring_case_and_spaces(tiny: dict, tmp_path:
                                    "comma-separated CSV")
 
 
+def test_a_delimiter_at_the_end_of_each_line_reads_as_written(tmp_path: Path) -> None:
+    """Data rows ending in a comma (some exporters write one) read as the table they are, not
+    shifted onto their neighbours' columns; a row with a value beyond the header's columns is
+    one error naming its line."""
+    from mapper.samples import read_observations
+
+    plain = tmp_path / "plain.csv"
+    plain.write_text("obs_id,lon,lat,date,nsp,soil_order\na,-147.7,64.8,,1,Gelisols\n"
+                     "b,-147.6,64.7,2019-07-15,0,Inceptisols\n")
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("obs_id,lon,lat,date,nsp,soil_order\na,-147.7,64.8,,1,Gelisols,\n"
+                        "b,-147.6,64.7,2019-07-15,0,Inceptisols,\n")
+    pd.testing.assert_frame_equal(read_observations(trailing), read_observations(plain))
+    extra = tmp_path / "extra.csv"
+    extra.write_text("obs_id,lon,lat,date,nsp,soil_order\na,-147.7,64.8,,1,Gelisols,\n"
+                     "b,-147.6,64.7,2019-07-15,0,Inceptisols,peat\n")
+    with pytest.raises(InputError) as exc:
+        read_observations(extra)
+    assert str(exc.value) == (
+        f"{extra}: line 3 has 7 values, but the header names 6 columns; name every column in the "
+        "header (an unnamed first column, such as a spreadsheet's row numbers, needs a name too) "
+        "or remove the extra values")
+
+
 def test_unknown_soil_orders_are_listed_with_the_allowed_names(tiny: dict, tmp_path: Path) -> None:
     df = pd.read_csv(tiny["observations"])
     df.loc[3, "soil_order"] = "Vertisols"

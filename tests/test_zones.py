@@ -123,6 +123,26 @@ def test_prepared_layer_is_in_albers_and_assigns_points(halves: tuple[Region, Pa
     assert list(layer.assign(x, y)) == ["west", "east", OUTSIDE, "west", OUTSIDE]
 
 
+def test_a_layer_is_cut_around_the_buffered_boundary(tmp_path: Path) -> None:
+    """Points lie in the mapped area, the boundary buffered by ``buffer_m``: a point 25 km out,
+    inside a 30 km buffer, keeps its zone (a cut around the boundary alone lost it)."""
+    far = 60_000.0
+    west = shapely.box(LEFT - far, BOTTOM - far, MID, TOP + far)
+    features = [{"type": "Feature", "properties": {"area": "west"},
+                 "geometry": json.loads(shapely.to_geojson(_lonlat(west)))}]
+    source = tmp_path / "west.geojson"
+    source.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    config = write_tiny_region(tmp_path / "region", (LEFT, BOTTOM, RIGHT, TOP), 64,
+                               zones=[{**_layer_settings(source), "labels": {}}],
+                               buffer_m=30_000.0)  # fmt: skip
+    region = load_region(load_config(config), "tiny")
+    out = tmp_path / "zones" / "halves.geojson"
+    prepare_zone_layer(region, "halves", [source], out)
+    x, y = np.array([LEFT - 25_000.0, LEFT + 10]), np.array([BOTTOM + 10, BOTTOM + 10])
+    assert region.area().contains(shapely.points(x, y)).all()
+    assert list(read_zone_layer(out).assign(x, y)) == ["west", "west"]
+
+
 def test_missing_layer_is_one_error_naming_the_file_and_the_fix(tmp_path: Path) -> None:
     region = _region(tmp_path, [_layer_settings(tmp_path / "nowhere.geojson")])
     files = _fold_files(tmp_path)

@@ -151,8 +151,8 @@ def check_tiles(tiles: list[str | Path], task: str, n_bands: int) -> TileSet:
                     raise InputError(
                         f"{path}: {key} {tags.get(key)!r} differs from {first} ({value!r}): the "
                         "tiles were predicted with other prediction settings; rerun predict for "
-                        "the tiles made with the old ones (snakemake -R <their files> <target>), "
-                        "or delete them and run the same target again"
+                        "the tiles made with the old ones (snakemake <target> --cores N -R "
+                        "<their files>), or delete them and run the same target again"
                     )
             if tags.get("MAPPER_TASK", task) != task or ds.count != n_bands:
                 raise InputError(

@@ -132,7 +132,7 @@ def member_tilesets(tiles: list[str | Path], task: str, main: TileSet,
                     f"{group.first}: {key} {value!r} differs from the map's tile {main.first} "
                     f"({ours[key]!r}): the member was predicted with other prediction settings, "
                     "so its spread would hold the settings' difference; rerun predict_member "
-                    "for its tiles (snakemake -R <their files> <target>)")
+                    "for its tiles (snakemake <target> --cores N -R <their files>)")
         groups.append(group)
     if by_sha:
         sha, stray_tiles = next(iter(by_sha.items()))

@@ -60,6 +60,7 @@ rule zone_layer:
     params:
         config=run_config,
         settings=canonical(zone_layer_settings),
+        area=canonical(area_settings),  # the layer is cut around the buffered boundary
     shell:
         "python -m mapper zone-layer --config {params.config} --region {wildcards.region}"
         " --layer {wildcards.layer} --out {output} {input.files:q} --log {log}"

@@ -198,23 +198,6 @@ def _warp_open(
     vrt_opts: dict[str, object] = {"src_nodata": nodata} if nodata is not None else {}
     if band_nodata:
         vrt_opts["UNIFIED_SRC_NODATA"] = "NO"
-    return _warp_with(src, path, crs, scale, dst_transform, dst_shape, resampling, bands,
-                      vrt_opts)
-
-
-def _warp_with(
-    src: rasterio.DatasetReader,
-    path: str | Path,
-    crs: CRS,
-    scale: float,
-    dst_transform: Affine,
-    dst_shape: tuple[int, int],
-    resampling: Resampling,
-    bands: list[int],
-    vrt_opts: dict[str, object],
-) -> np.ndarray:
-    """``bands`` of the open ``src`` warped onto one grid, with the WarpedVRT options
-    ``vrt_opts`` (source nodata)."""
     height, width = dst_shape
     try:
         with WarpedVRT(

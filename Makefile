@@ -29,7 +29,7 @@ demo-reports: $(STAMP)
 	snakemake --cores $(CORES) --printshellcmds --rerun-incomplete demo_reports
 
 test: $(STAMP) system-packages
-	pytest
+	pytest -n 2 --dist loadgroup
 
 system-packages:
 	sh scripts/system-packages.sh

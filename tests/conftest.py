@@ -43,6 +43,14 @@ def one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2`` (pytest-xdist, ``--dist loadgroup``, as ``make test`` runs): the
+    tests of the local SLURM cluster run in one worker, which starts the one cluster."""
+    for item in items:
+        if {"slurm", "second_tiny"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 def system_tool(name: str, package: str) -> str:
     """Path of the program ``name``; skips the test, naming the Debian package, when missing."""
     path = shutil.which(name)

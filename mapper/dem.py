@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from mapper.errors import InputError
 from mapper.grid import Lattice
 from mapper.gridjoin import joined_on_grids
-from mapper.raster import open_raster, reading
+from mapper.raster import files_named, open_raster, reading
 from mapper.warp import warp_lattice_window
 
 RESAMPLING = {"cubic": Resampling.cubic, "bilinear": Resampling.bilinear}
@@ -67,8 +67,8 @@ def _naming_the_file(exc: InputError, path: Path, paths: list[Path]) -> InputErr
     text = str(exc)
     if path in paths or not text.startswith(f"{path}: "):
         return exc
-    named = [p for p in paths if f"{Path(p).name}, band" in text]
-    which = str(named[0]) if len(named) == 1 else f"one of {', '.join(map(str, paths))}"
+    named = files_named(text, paths)
+    which = named[0] if len(named) == 1 else f"one of {', '.join(map(str, paths))}"
     return InputError(which + text[len(str(path)):])
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,11 +90,17 @@ def reading(name: object, fix: str, files: list[Path] | tuple[()] = ()) -> Itera
         yield
     except RasterioIOError as exc:
         reason = gdal_reason(exc, 240)
-        named = [str(f) for f in files if f"{Path(f).name}, band" in reason]  # GDAL: base name
+        named = files_named(reason, files)
         if len(named) > 1:  # tiles of one id from several models or resolutions
             named = [f"{name}, one of {' and '.join(named)}"]
         raise InputError(f"{named[0] if named else name}: damaged or truncated, read failed "
                          f"({reason}); {fix}") from None
+
+
+def files_named(reason: str, files: Sequence[str | Path]) -> list[str]:
+    """The ``files`` that GDAL's ``reason`` names: it gives a file behind a VRT by its base name
+    ("<name>, band ...")."""
+    return [str(f) for f in files if f"{Path(f).name}, band" in reason]
 
 
 WRITE_ERRORS = (RasterioIOError, CPLE_BaseError)

@@ -53,7 +53,6 @@ not sea pinned in the lock file.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 import re
@@ -432,10 +431,16 @@ def _served_later(served_by: str | None, later: list[str]) -> bool:
     served the cell) is still one of the cell's ``later`` URLs: then the URL is not asked again.
     One no longer among them (a fallback removed from the region file) leaves the URL to be asked
     again, as the lock's word about which product serves the cell no longer holds."""
-    if not served_by:
-        return False
-    return any(fnmatch.fnmatchcase(served_by, u.replace(DATE, "*")) if DATE in u
-               else served_by == u for u in later)
+    from mapper.sources.tnm import dated
+
+    def serves(url: str) -> bool:
+        if DATE not in url:
+            return served_by == url
+        endpoint, _, pattern = dated(url)  # the dated files' keys in the template's folder
+        key = served_by.removeprefix(endpoint + "/")
+        return key != served_by and pattern.match(key) is not None
+
+    return bool(served_by) and any(serves(u) for u in later)
 
 
 def _said_sea(entry: dict[str, Any] | None) -> bool:
